@@ -1,0 +1,329 @@
+//! Requests and responses of the container control server (port 8080 in the container).
+//!
+//! Field names are camelCase on the wire, exactly as the reference implementation's
+//! TypeScript interfaces, so its Worker and ours can drive the same container.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::validate::{self, ValidationIssue, ValidationPolicy};
+
+/// Largest prompt or system prompt the control server accepts, in bytes.
+pub const MAX_PROMPT_BYTES: usize = 256 * 1024;
+
+/// The role an agent plays in its rig.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentRole {
+    Mayor,
+    Polecat,
+    Refinery,
+    Witness,
+}
+
+impl AgentRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentRole::Mayor => "mayor",
+            AgentRole::Polecat => "polecat",
+            AgentRole::Refinery => "refinery",
+            AgentRole::Witness => "witness",
+        }
+    }
+}
+
+/// `POST /agents/start`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartAgentRequest {
+    pub agent_id: String,
+    pub rig_id: String,
+    pub town_id: String,
+    pub role: AgentRole,
+    pub name: String,
+    pub identity: String,
+    /// The first message the agent receives (for a polecat: its bead).
+    pub prompt: String,
+    /// `provider/model`, as Kilo's `-m` flag takes it.
+    pub model: String,
+    /// The agent's definition: replaces the main body of the CLI's default system prompt.
+    pub system_prompt: String,
+    pub git_url: String,
+    pub branch: String,
+    pub default_branch: String,
+    /// Extra environment for the agent; values are secrets as far as logs are concerned.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_vars: BTreeMap<String, String>,
+}
+
+impl StartAgentRequest {
+    /// Every problem with the request, so a client can fix them all at once.
+    pub fn validate(&self, policy: ValidationPolicy) -> Result<(), Vec<ValidationIssue>> {
+        let mut issues = Vec::new();
+        let mut check = |field: &str, r: Result<(), String>| {
+            if let Err(message) = r {
+                issues.push(ValidationIssue::new(field, message));
+            }
+        };
+        check("agentId", validate::id(&self.agent_id));
+        check("rigId", validate::id(&self.rig_id));
+        check("townId", validate::id(&self.town_id));
+        check("name", validate::agent_name(&self.name));
+        check("identity", validate::text(&self.identity, 256, false));
+        check("prompt", validate::text(&self.prompt, MAX_PROMPT_BYTES, false));
+        check("systemPrompt", validate::text(&self.system_prompt, MAX_PROMPT_BYTES, true));
+        check("model", validate::model(&self.model));
+        check("gitUrl", validate::git_url(&self.git_url, policy).map(|_| ()));
+        check("branch", validate::branch(&self.branch));
+        check("defaultBranch", validate::branch(&self.default_branch));
+        validate::env_vars(&self.env_vars, &mut issues);
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(issues)
+        }
+    }
+}
+
+/// The signal `POST /agents/:id/stop` sends first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum StopSignal {
+    /// Graceful: SIGTERM, then SIGKILL after the grace period.
+    #[default]
+    #[serde(rename = "SIGTERM")]
+    Term,
+    /// Immediate.
+    #[serde(rename = "SIGKILL")]
+    Kill,
+}
+
+/// `POST /agents/:id/stop`; the body may be empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StopAgentRequest {
+    #[serde(default)]
+    pub signal: Option<StopSignal>,
+}
+
+/// `POST /agents/:id/message`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendMessageRequest {
+    pub prompt: String,
+}
+
+impl SendMessageRequest {
+    pub fn validate(&self) -> Result<(), Vec<ValidationIssue>> {
+        validate::text(&self.prompt, MAX_PROMPT_BYTES, false)
+            .map_err(|m| vec![ValidationIssue::new("prompt", m)])
+    }
+}
+
+/// Lifecycle of an agent's process: `starting -> running -> stopping -> exited | failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessStatus {
+    Starting,
+    Running,
+    Stopping,
+    Exited,
+    Failed,
+}
+
+impl ProcessStatus {
+    /// Starting, running or stopping: the agent holds resources and counts as active.
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Starting | Self::Running | Self::Stopping)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Exited => "exited",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// An agent as the control server sees it (`201` of `/agents/start`, items of `GET /agents`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentProcess {
+    pub agent_id: String,
+    pub rig_id: String,
+    pub town_id: String,
+    pub role: AgentRole,
+    pub name: String,
+    pub pid: Option<u32>,
+    pub status: ProcessStatus,
+    pub exit_code: Option<i32>,
+    pub workdir: String,
+    pub started_at: String,
+    pub last_activity_at: String,
+    /// Why the agent failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /agents`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentList {
+    pub agents: Vec<AgentProcess>,
+}
+
+/// `GET /agents/:id/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStatusResponse {
+    pub agent_id: String,
+    pub status: ProcessStatus,
+    pub pid: Option<u32>,
+    pub exit_code: Option<i32>,
+    pub started_at: String,
+    pub last_activity_at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Ok,
+    Degraded,
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthResponse {
+    pub status: HealthStatus,
+    /// Active (starting, running or stopping) agents.
+    pub agents: usize,
+    /// Milliseconds since the server started.
+    pub uptime: u64,
+}
+
+/// `POST /agents/:id/stop`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoppedResponse {
+    pub stopped: bool,
+}
+
+/// `POST /agents/:id/message`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentResponse {
+    pub sent: bool,
+}
+
+/// `POST /agents/:id/stream-ticket`: a one-shot ticket, valid for 60 s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamTicket {
+    pub ticket: String,
+    pub expires_at: String,
+}
+
+/// Error body of the control server: `{"error": "...", "issues": [...]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issues: Vec<ValidationIssue>,
+}
+
+/// What kind of thing happened to an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentEventKind {
+    /// The process status changed; `data.status`.
+    Status,
+    /// The agent called a tool; `data.tool`, `data.state`.
+    ToolCall,
+    /// The model produced text; `data.text`.
+    Text,
+    /// Something went wrong; `data.message`.
+    Error,
+    /// A line the agent's process wrote to stdout or stderr; `data.stream`, `data.line`.
+    Output,
+}
+
+/// One entry of an agent's event buffer. Ids increase by one per event of that agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentEvent {
+    pub id: u64,
+    pub at: String,
+    pub kind: AgentEventKind,
+    pub data: serde_json::Value,
+}
+
+/// `GET /agents/:id/events?after=N`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentEvents {
+    pub events: Vec<AgentEvent>,
+    /// The id to pass as `after` next time.
+    pub next_after: u64,
+    /// Events after `after` that were dropped because the buffer is bounded.
+    pub dropped: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> serde_json::Value {
+        serde_json::json!({
+            "agentId": "a1", "rigId": "r1", "townId": "t1", "role": "polecat", "name": "toast",
+            "identity": "toast@r1", "prompt": "do it", "model": "p/m", "systemPrompt": "you are",
+            "gitUrl": "https://github.com/o/r.git", "branch": "polecat/toast/abcd1234",
+            "defaultBranch": "main", "envVars": {"GITHUB_TOKEN": "x"}
+        })
+    }
+
+    #[test]
+    fn start_request_is_camel_case_and_round_trips() {
+        let r: StartAgentRequest = serde_json::from_value(request()).expect("valid request");
+        assert_eq!(r.role, AgentRole::Polecat);
+        assert_eq!(serde_json::to_value(&r).expect("serializes"), request());
+        assert!(r.validate(ValidationPolicy::default()).is_ok());
+    }
+
+    #[test]
+    fn env_vars_are_optional_and_unknown_roles_refused() {
+        let mut v = request();
+        v.as_object_mut().expect("object").remove("envVars");
+        let r: StartAgentRequest = serde_json::from_value(v.clone()).expect("valid without envVars");
+        assert!(r.env_vars.is_empty());
+        v["role"] = "king".into();
+        assert!(serde_json::from_value::<StartAgentRequest>(v).is_err());
+    }
+
+    #[test]
+    fn validation_lists_every_issue() {
+        let mut v = request();
+        v["rigId"] = "../x".into();
+        v["branch"] = "a..b".into();
+        v["envVars"] = serde_json::json!({"LD_PRELOAD": "x"});
+        let r: StartAgentRequest = serde_json::from_value(v).expect("parses");
+        let issues = r.validate(ValidationPolicy::default()).expect_err("invalid");
+        let fields: Vec<_> = issues.iter().map(|i| i.field.as_str()).collect();
+        assert_eq!(fields, ["rigId", "branch", "envVars.LD_PRELOAD"]);
+    }
+
+    #[test]
+    fn stop_signal_names() {
+        let s: StopAgentRequest = serde_json::from_str(r#"{"signal":"SIGKILL"}"#).expect("parses");
+        assert_eq!(s.signal, Some(StopSignal::Kill));
+        assert!(serde_json::from_str::<StopAgentRequest>(r#"{"signal":"SIGHUP"}"#).is_err());
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(serde_json::to_string(&ProcessStatus::Stopping).expect("ser"), "\"stopping\"");
+        assert!(ProcessStatus::Stopping.is_active());
+        assert!(!ProcessStatus::Exited.is_active());
+    }
+}

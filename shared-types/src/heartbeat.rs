@@ -1,0 +1,33 @@
+//! The container's heartbeat: one request per container per interval, carrying every active
+//! agent (the reference sent one request per agent; a town with many agents would then make
+//! many Worker requests per interval for no benefit).
+//!
+//! `POST /api/towns/:townId/container/heartbeat` with [`ContainerHeartbeat`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::control::ProcessStatus;
+
+/// One agent's entry: the reference's per-agent heartbeat body plus the last activity time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentHeartbeat {
+    pub agent_id: String,
+    pub rig_id: String,
+    pub town_id: String,
+    pub status: ProcessStatus,
+    /// When this entry was taken (ISO-8601).
+    pub timestamp: String,
+    /// The last time the agent did something observable (ISO-8601).
+    pub last_activity_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerHeartbeat {
+    pub town_id: String,
+    pub timestamp: String,
+    /// Milliseconds since the control server started.
+    pub uptime: u64,
+    pub agents: Vec<AgentHeartbeat>,
+}

@@ -1,0 +1,18 @@
+//! Wire types and input validation shared by the Gastown Worker and the town container.
+//!
+//! This crate compiles for native targets and for `wasm32-unknown-unknown`: it has no I/O, no
+//! async runtime and no clock. Times travel as ISO-8601 strings produced by the caller.
+//!
+//! - [`control`]: the container control server's requests and responses (camelCase, as the
+//!   reference implementation's TypeScript types).
+//! - [`heartbeat`]: the batched heartbeat the container sends to the Worker.
+//! - [`validate`]: the checks both sides apply to ids, branch names, git URLs and environment
+//!   variables before anything touches a disk, a process or a database.
+
+pub mod control;
+pub mod heartbeat;
+pub mod validate;
+
+pub use control::*;
+pub use heartbeat::*;
+pub use validate::{ValidationIssue, ValidationPolicy};
