@@ -1,0 +1,1 @@
+//! Runs the built Worker under `wrangler dev` with a fresh `--persist-to` folder per test.
