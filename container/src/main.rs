@@ -1,1 +1,8 @@
+mod agents;
+mod clock;
+mod config;
+mod error;
+mod git;
+mod process;
+
 fn main() {}

@@ -1,0 +1,348 @@
+//! One agent's record: what it was started with, where its process is in its lifecycle, and
+//! its event buffer. All mutation goes through [`Agent::transition`] and friends, which keep the
+//! state machine honest and log every change as an event.
+//!
+//! ```text
+//! starting -> running -> stopping -> exited | failed
+//!     \          \______________________^  ^
+//!      \________________________________/  (start errors and crashes)
+//! exited | failed -> starting               (a fresh start of the same agent)
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use serde_json::json;
+use shared_types::{AgentEventKind, AgentProcess, AgentRole, AgentStatusResponse, ProcessStatus, StartAgentRequest};
+
+use super::events::EventBuffer;
+use crate::clock;
+
+/// What an agent was started with. Immutable for one run of the agent.
+#[derive(Debug)]
+pub struct AgentSpec {
+    pub agent_id: String,
+    pub rig_id: String,
+    pub town_id: String,
+    pub role: AgentRole,
+    pub name: String,
+    pub identity: String,
+    pub model: String,
+    pub system_prompt: String,
+    pub git_url: String,
+    pub branch: String,
+    pub default_branch: String,
+    /// The request's envVars minus the agent's Worker credential. Values are secrets: never log.
+    pub env_vars: BTreeMap<String, String>,
+    /// `GASTOWN_SESSION_TOKEN` from the request: the credential the control server uses when it
+    /// forwards this agent's tool calls. It is not put in the agent's process environment.
+    pub api_token: Option<String>,
+}
+
+/// The envVars key that carries the agent's Worker credential.
+pub const SESSION_TOKEN_VAR: &str = "GASTOWN_SESSION_TOKEN";
+
+impl AgentSpec {
+    pub fn from_request(mut r: StartAgentRequest) -> Self {
+        let api_token = r.env_vars.remove(SESSION_TOKEN_VAR);
+        Self {
+            agent_id: r.agent_id,
+            rig_id: r.rig_id,
+            town_id: r.town_id,
+            role: r.role,
+            name: r.name,
+            identity: r.identity,
+            model: r.model,
+            system_prompt: r.system_prompt,
+            git_url: r.git_url,
+            branch: r.branch,
+            default_branch: r.default_branch,
+            env_vars: r.env_vars,
+            api_token,
+        }
+    }
+}
+
+/// Where the agent's turns run: which Kilo server and which session in it.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub server_id: u64,
+    pub session_id: String,
+}
+
+#[derive(Debug)]
+pub struct AgentState {
+    pub spec: Arc<AgentSpec>,
+    pub status: ProcessStatus,
+    /// Increases with every fresh start, so work belonging to an earlier run can tell that it
+    /// is stale and must not touch the record.
+    pub generation: u64,
+    pub pid: Option<u32>,
+    pub exit_code: Option<i32>,
+    pub workdir: Option<PathBuf>,
+    pub started_at: SystemTime,
+    pub last_activity_at: SystemTime,
+    pub error: Option<String>,
+    pub attachment: Option<Attachment>,
+    pub events: EventBuffer,
+}
+
+#[derive(Debug)]
+pub struct Agent {
+    pub id: String,
+    state: Mutex<AgentState>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("agent cannot go from {from} to {to}")]
+pub struct BadTransition {
+    pub from: &'static str,
+    pub to: &'static str,
+}
+
+/// Whether the state machine allows `from -> to`.
+pub fn allowed(from: ProcessStatus, to: ProcessStatus) -> bool {
+    use ProcessStatus::*;
+    matches!(
+        (from, to),
+        (Starting, Running | Stopping | Exited | Failed)
+            | (Running, Stopping | Exited | Failed)
+            | (Stopping, Exited | Failed)
+            | (Exited | Failed, Starting)
+    )
+}
+
+impl Agent {
+    /// A new record in `starting`, generation 1.
+    pub fn new(spec: AgentSpec, event_capacity: usize) -> Self {
+        let now = SystemTime::now();
+        let mut events = EventBuffer::new(event_capacity);
+        events.push(AgentEventKind::Status, json!({ "status": "starting" }));
+        Self {
+            id: spec.agent_id.clone(),
+            state: Mutex::new(AgentState {
+                spec: Arc::new(spec),
+                status: ProcessStatus::Starting,
+                generation: 1,
+                pid: None,
+                exit_code: None,
+                workdir: None,
+                started_at: now,
+                last_activity_at: now,
+                error: None,
+                attachment: None,
+                events,
+            }),
+        }
+    }
+
+    /// The record's state. The lock is never held across an await.
+    pub fn lock(&self) -> MutexGuard<'_, AgentState> {
+        // A panic while holding this lock cannot leave the record half-written in a way that
+        // matters more than losing the agent, so recover the guard instead of propagating.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves an exited or failed agent back to `starting` with a new spec and generation; the
+    /// event buffer carries over so event ids keep increasing. Returns the new generation.
+    pub fn restart(&self, spec: AgentSpec) -> Result<u64, BadTransition> {
+        let mut s = self.lock();
+        check(s.status, ProcessStatus::Starting)?;
+        let now = SystemTime::now();
+        s.spec = Arc::new(spec);
+        s.status = ProcessStatus::Starting;
+        s.generation += 1;
+        s.pid = None;
+        s.exit_code = None;
+        s.workdir = None;
+        s.started_at = now;
+        s.last_activity_at = now;
+        s.error = None;
+        s.attachment = None;
+        s.events.push(AgentEventKind::Status, json!({ "status": "starting" }));
+        Ok(s.generation)
+    }
+
+    /// Applies `to` if the machine allows it and, when `generation` is given, only if the record
+    /// still belongs to that run.
+    pub fn transition(&self, generation: Option<u64>, to: ProcessStatus) -> Result<(), BadTransition> {
+        let mut s = self.lock();
+        if generation.is_some_and(|g| g != s.generation) {
+            return Err(BadTransition { from: "an earlier run", to: to.as_str() });
+        }
+        transition_locked(&mut s, to)
+    }
+
+    /// Records the process's end: `exited` when it stopped on request or with code 0, `failed`
+    /// otherwise. Does nothing if the record belongs to a later run or already ended.
+    pub fn finish(&self, generation: u64, exit_code: Option<i32>, error: Option<String>) {
+        let mut s = self.lock();
+        if s.generation != generation || !s.status.is_active() {
+            return;
+        }
+        let requested = s.status == ProcessStatus::Stopping;
+        let to = if requested || (exit_code == Some(0) && error.is_none()) { ProcessStatus::Exited } else { ProcessStatus::Failed };
+        s.exit_code = exit_code;
+        if let Some(e) = &error {
+            s.events.push(AgentEventKind::Error, json!({ "message": e }));
+            s.error = Some(e.clone());
+        }
+        let _ = transition_locked(&mut s, to);
+        s.attachment = None;
+    }
+
+    /// Appends an event and counts it as activity.
+    pub fn record(&self, kind: AgentEventKind, data: serde_json::Value) {
+        let mut s = self.lock();
+        s.events.push(kind, data);
+        s.last_activity_at = SystemTime::now();
+    }
+
+    pub fn status(&self) -> ProcessStatus {
+        self.lock().status
+    }
+
+    pub fn spec(&self) -> Arc<AgentSpec> {
+        self.lock().spec.clone()
+    }
+
+    pub fn to_process(&self) -> AgentProcess {
+        let s = self.lock();
+        AgentProcess {
+            agent_id: self.id.clone(),
+            rig_id: s.spec.rig_id.clone(),
+            town_id: s.spec.town_id.clone(),
+            role: s.spec.role,
+            name: s.spec.name.clone(),
+            pid: s.pid,
+            status: s.status,
+            exit_code: s.exit_code,
+            workdir: s.workdir.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            started_at: clock::iso(s.started_at),
+            last_activity_at: clock::iso(s.last_activity_at),
+            error: s.error.clone(),
+        }
+    }
+
+    pub fn to_status(&self) -> AgentStatusResponse {
+        let s = self.lock();
+        AgentStatusResponse {
+            agent_id: self.id.clone(),
+            status: s.status,
+            pid: s.pid,
+            exit_code: s.exit_code,
+            started_at: clock::iso(s.started_at),
+            last_activity_at: clock::iso(s.last_activity_at),
+        }
+    }
+}
+
+fn check(from: ProcessStatus, to: ProcessStatus) -> Result<(), BadTransition> {
+    if allowed(from, to) {
+        Ok(())
+    } else {
+        Err(BadTransition { from: from.as_str(), to: to.as_str() })
+    }
+}
+
+fn transition_locked(s: &mut AgentState, to: ProcessStatus) -> Result<(), BadTransition> {
+    check(s.status, to)?;
+    s.status = to;
+    s.last_activity_at = SystemTime::now();
+    let mut data = json!({ "status": to.as_str() });
+    if let Some(code) = s.exit_code.filter(|_| !to.is_active()) {
+        data["exitCode"] = code.into();
+    }
+    s.events.push(AgentEventKind::Status, data);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ProcessStatus::*;
+
+    fn spec() -> AgentSpec {
+        let req: StartAgentRequest = serde_json::from_value(json!({
+            "agentId": "a1", "rigId": "r1", "townId": "t1", "role": "polecat", "name": "toast",
+            "identity": "toast", "prompt": "p", "model": "m/m", "systemPrompt": "",
+            "gitUrl": "https://x.test/r", "branch": "b", "defaultBranch": "main",
+            "envVars": {"GASTOWN_SESSION_TOKEN": "jwt", "FOO": "bar"}
+        }))
+        .expect("valid request");
+        AgentSpec::from_request(req)
+    }
+
+    fn statuses(a: &Agent) -> Vec<String> {
+        let s = a.lock();
+        s.events.after(0, 100).events.iter().filter(|e| e.kind == AgentEventKind::Status).map(|e| e.data["status"].as_str().unwrap_or("").to_string()).collect()
+    }
+
+    #[test]
+    fn the_token_is_held_apart_from_the_environment() {
+        let s = spec();
+        assert_eq!(s.api_token.as_deref(), Some("jwt"));
+        assert!(!s.env_vars.contains_key(SESSION_TOKEN_VAR));
+        assert_eq!(s.env_vars.get("FOO").map(String::as_str), Some("bar"));
+    }
+
+    #[test]
+    fn transition_table() {
+        let all = [Starting, Running, Stopping, Exited, Failed];
+        let allowed_pairs: Vec<_> = all.iter().flat_map(|f| all.iter().map(move |t| (*f, *t))).filter(|(f, t)| allowed(*f, *t)).collect();
+        assert_eq!(
+            allowed_pairs,
+            [
+                (Starting, Running), (Starting, Stopping), (Starting, Exited), (Starting, Failed),
+                (Running, Stopping), (Running, Exited), (Running, Failed),
+                (Stopping, Exited), (Stopping, Failed),
+                (Exited, Starting), (Failed, Starting),
+            ]
+        );
+    }
+
+    #[test]
+    fn lifecycle_is_recorded_as_events() {
+        let a = Agent::new(spec(), 100);
+        a.transition(Some(1), Running).expect("starting -> running");
+        assert_eq!(a.transition(Some(1), Starting), Err(BadTransition { from: "running", to: "starting" }));
+        a.transition(None, Stopping).expect("running -> stopping");
+        a.finish(1, Some(143), None);
+        assert_eq!(a.status(), Exited, "a requested stop ends as exited whatever the code");
+        assert_eq!(a.to_status().exit_code, Some(143));
+        assert_eq!(statuses(&a), ["starting", "running", "stopping", "exited"]);
+    }
+
+    #[test]
+    fn a_crash_is_a_failure_and_a_restart_is_a_new_generation() {
+        let a = Agent::new(spec(), 100);
+        a.transition(Some(1), Running).expect("running");
+        a.finish(1, Some(1), Some("kilo died".into()));
+        assert_eq!(a.status(), Failed);
+        assert_eq!(a.to_process().error.as_deref(), Some("kilo died"));
+        let g = a.restart(spec()).expect("failed -> starting");
+        assert_eq!(g, 2);
+        assert_eq!(a.to_process().exit_code, None);
+        // Work of the first run can no longer touch the record.
+        assert!(a.transition(Some(1), Running).is_err());
+        a.finish(1, Some(0), None);
+        assert_eq!(a.status(), Starting);
+        assert_eq!(statuses(&a), ["starting", "running", "failed", "starting"]);
+    }
+
+    #[test]
+    fn restart_of_an_active_agent_is_refused() {
+        let a = Agent::new(spec(), 100);
+        assert!(a.restart(spec()).is_err());
+    }
+
+    #[test]
+    fn clean_exit_without_a_stop_is_exited() {
+        let a = Agent::new(spec(), 100);
+        a.transition(Some(1), Running).expect("running");
+        a.finish(1, Some(0), None);
+        assert_eq!(a.status(), Exited);
+    }
+}

@@ -1,0 +1,128 @@
+//! Settings, read once from the environment at start-up. Every setting has a default that is
+//! right inside the container image; tests and local development override them.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `PORT` | 8080 | control server port |
+//! | `BIND_ADDR` | 0.0.0.0 | control server address |
+//! | `CONTAINER_TOKEN` | unset | secret required in `X-Container-Token` on every route but /health |
+//! | `WORKSPACE_ROOT` | /workspace | rig clones, worktrees and per-agent state |
+//! | `GASTOWN_API_URL` | unset | the Worker; tool calls and heartbeats go there |
+//! | `KILO_BIN` | `kilo` | the Kilo CLI executable |
+//! | `AGENTS_PER_SERVER` | 1 | agents that may share one `kilo serve` process |
+//! | `STOP_GRACE_MS` | 10000 | SIGTERM-to-SIGKILL grace period |
+//! | `HEARTBEAT_INTERVAL_MS` | 30000 | heartbeat period |
+//! | `ALLOW_LOCAL_REPOS` | false | accept `file://` git URLs (local development and tests) |
+//! | `KILO_READY_TIMEOUT_MS` | 60000 | deadline for a `kilo serve` to answer its health check |
+//! | `GIT_TIMEOUT_MS` | 600000 | deadline for one clone or fetch |
+//! | `EVENT_BUFFER_SIZE` | 1000 | events kept per agent |
+//! | `GASTOWN_MODEL_BASE_URL` | unset | OpenAI-compatible endpoint for the agents' model provider |
+//! | `GASTOWN_MODEL_API_KEY` | unset | its API key (passed to Kilo by environment, never written) |
+//! | `KILO_MEMORY_LIMIT_BYTES` | unset | passed to each Kilo process as `BUN_JSC_forceRAMSize` |
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shared_types::ValidationPolicy;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub container_token: Option<String>,
+    pub workspace_root: PathBuf,
+    pub api_url: Option<String>,
+    pub kilo_bin: PathBuf,
+    pub agents_per_server: usize,
+    pub stop_grace: Duration,
+    pub heartbeat_interval: Duration,
+    pub allow_local_repos: bool,
+    pub kilo_ready_timeout: Duration,
+    pub git_timeout: Duration,
+    pub event_buffer_size: usize,
+    pub model_base_url: Option<String>,
+    pub model_api_key: Option<String>,
+    pub kilo_memory_limit: Option<u64>,
+}
+
+impl Config {
+    /// Reads the settings; an unparsable value is an error naming the variable.
+    pub fn from_env() -> Result<Self, String> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let num = |k: &str, default: u64| -> Result<u64, String> {
+            get(k).map_or(Ok(default), |v| v.trim().parse().map_err(|_| format!("{k} must be a whole number, got {v:?}")))
+        };
+        let ms = |k: &str, default: u64| num(k, default).map(Duration::from_millis);
+        let port = u16::try_from(num("PORT", 8080)?).map_err(|_| "PORT must be at most 65535".to_string())?;
+        let bind = get("BIND_ADDR").unwrap_or_else(|| "0.0.0.0".into());
+        let listen = format!("{bind}:{port}").parse().map_err(|_| format!("BIND_ADDR {bind:?} is not an IP address"))?;
+        let agents_per_server = num("AGENTS_PER_SERVER", 1)?;
+        if !(1..=64).contains(&agents_per_server) {
+            return Err("AGENTS_PER_SERVER must be between 1 and 64".into());
+        }
+        let event_buffer_size = num("EVENT_BUFFER_SIZE", 1000)?.clamp(10, 100_000);
+        let flag = |k: &str| get(k).is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"));
+        Ok(Self {
+            listen,
+            container_token: get("CONTAINER_TOKEN"),
+            workspace_root: PathBuf::from(get("WORKSPACE_ROOT").unwrap_or_else(|| "/workspace".into())),
+            api_url: get("GASTOWN_API_URL").map(|u| u.trim_end_matches('/').to_string()),
+            kilo_bin: PathBuf::from(get("KILO_BIN").unwrap_or_else(|| "kilo".into())),
+            agents_per_server: agents_per_server as usize,
+            stop_grace: ms("STOP_GRACE_MS", 10_000)?,
+            heartbeat_interval: ms("HEARTBEAT_INTERVAL_MS", 30_000)?.max(Duration::from_millis(100)),
+            allow_local_repos: flag("ALLOW_LOCAL_REPOS"),
+            kilo_ready_timeout: ms("KILO_READY_TIMEOUT_MS", 60_000)?,
+            git_timeout: ms("GIT_TIMEOUT_MS", 600_000)?,
+            event_buffer_size: event_buffer_size as usize,
+            model_base_url: get("GASTOWN_MODEL_BASE_URL"),
+            model_api_key: get("GASTOWN_MODEL_API_KEY"),
+            kilo_memory_limit: get("KILO_MEMORY_LIMIT_BYTES").map(|v| v.parse().map_err(|_| "KILO_MEMORY_LIMIT_BYTES must be a number".to_string())).transpose()?,
+        })
+    }
+
+    pub fn validation_policy(&self) -> ValidationPolicy {
+        ValidationPolicy { allow_local_repos: self.allow_local_repos }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, String> {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn defaults_match_the_container_image() {
+        let c = config(&[]).expect("defaults are valid");
+        assert_eq!(c.listen.port(), 8080);
+        assert_eq!(c.workspace_root, PathBuf::from("/workspace"));
+        assert_eq!(c.agents_per_server, 1);
+        assert_eq!(c.stop_grace, Duration::from_secs(10));
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(30));
+        assert!(!c.allow_local_repos);
+        assert!(c.container_token.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        assert!(config(&[("PORT", "x")]).unwrap_err().contains("PORT"));
+        assert!(config(&[("PORT", "70000")]).is_err());
+        assert!(config(&[("AGENTS_PER_SERVER", "0")]).is_err());
+        assert!(config(&[("STOP_GRACE_MS", "-1")]).unwrap_err().contains("STOP_GRACE_MS"));
+        assert!(config(&[("BIND_ADDR", "nope")]).is_err());
+    }
+
+    #[test]
+    fn empty_token_means_no_token() {
+        assert!(config(&[("CONTAINER_TOKEN", "  ")]).expect("valid").container_token.is_none());
+        assert_eq!(config(&[("CONTAINER_TOKEN", "s")]).expect("valid").container_token.as_deref(), Some("s"));
+    }
+}

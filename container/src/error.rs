@@ -1,0 +1,81 @@
+//! The control server's one error type. Every handler returns `Result<_, Error>`; this file
+//! alone decides which status code and message each failure gets.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use shared_types::{ErrorBody, ValidationIssue};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed or invalid; nothing was changed.
+    #[error("{message}")]
+    BadRequest { message: String, issues: Vec<ValidationIssue> },
+    #[error("missing or wrong container token")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the agent's current state (e.g. already running).
+    #[error("{0}")]
+    Conflict(String),
+    /// A git operation failed (clone, fetch, worktree); the message is safe to show.
+    #[error("git: {0}")]
+    Git(String),
+    /// The Kilo CLI did not start or did not answer.
+    #[error("agent runtime: {0}")]
+    Agent(String),
+    /// The server is shutting down and takes no new work.
+    #[error("the control server is shutting down")]
+    ShuttingDown,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::BadRequest { message: message.into(), issues: Vec::new() }
+    }
+
+    pub fn invalid(issues: Vec<ValidationIssue>) -> Self {
+        let fields: Vec<_> = issues.iter().map(|i| i.field.as_str()).collect();
+        Self::BadRequest { message: format!("invalid request: {}", fields.join(", ")), issues }
+    }
+
+    pub fn unknown_agent(agent_id: &str) -> Self {
+        Self::NotFound(format!("agent {agent_id} not found"))
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Git(_) | Self::Agent(_) => StatusCode::BAD_GATEWAY,
+            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(status = status.as_u16(), error = %self, "request failed");
+        }
+        let issues = match &self {
+            Self::BadRequest { issues, .. } => issues.clone(),
+            _ => Vec::new(),
+        };
+        (status, Json(ErrorBody { error: self.to_string(), issues })).into_response()
+    }
+}

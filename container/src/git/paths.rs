@@ -1,0 +1,102 @@
+//! Paths under `WORKSPACE_ROOT`, each checked to stay inside it after symlinks are resolved.
+//! Ids are validated before they get here; this is the second wall, for a symlink planted in
+//! the workspace or a validation bug.
+
+use std::path::{Component, Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct WorkspacePaths {
+    root: PathBuf,
+}
+
+impl WorkspacePaths {
+    /// Creates the root if needed and remembers its canonical form.
+    pub fn new(root: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(root)?;
+        Ok(Self { root: root.canonicalize()? })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `rigs/<rig>/repo`
+    pub fn repo(&self, rig_id: &str) -> Result<PathBuf, String> {
+        Ok(self.rig_dir(rig_id)?.join("repo"))
+    }
+
+    /// `rigs/<rig>/worktrees/<dir_name>`
+    pub fn worktree(&self, rig_id: &str, dir_name: &str) -> Result<PathBuf, String> {
+        single_component(dir_name)?;
+        let worktrees = self.rig_dir(rig_id)?.join("worktrees");
+        self.ensure_dir_inside(&worktrees)?;
+        Ok(worktrees.join(dir_name))
+    }
+
+    /// A private folder for one supervised process's HOME, TMPDIR and Kilo config:
+    /// `run/<name>` (outside every worktree, so an agent never commits it).
+    pub fn run_dir(&self, name: &str) -> Result<PathBuf, String> {
+        single_component(name)?;
+        let dir = self.root.join("run").join(name);
+        self.ensure_dir_inside(&dir)?;
+        Ok(dir)
+    }
+
+    fn rig_dir(&self, rig_id: &str) -> Result<PathBuf, String> {
+        single_component(rig_id)?;
+        let dir = self.root.join("rigs").join(rig_id);
+        self.ensure_dir_inside(&dir)?;
+        Ok(dir)
+    }
+
+    /// Creates `dir` and checks that its resolved form is under the root.
+    fn ensure_dir_inside(&self, dir: &Path) -> Result<(), String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let resolved = dir.canonicalize().map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
+        if !resolved.starts_with(&self.root) {
+            return Err(format!("{} resolves outside the workspace", dir.display()));
+        }
+        Ok(())
+    }
+}
+
+/// A name that is exactly one normal path component.
+fn single_component(name: &str) -> Result<(), String> {
+    let mut components = Path::new(name).components();
+    match (components.next(), components.next()) {
+        (Some(Component::Normal(_)), None) => Ok(()),
+        _ => Err(format!("'{name}' is not a single path component")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_under_the_root() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let p = WorkspacePaths::new(tmp.path()).expect("root");
+        let repo = p.repo("rig1").expect("repo path");
+        assert!(repo.starts_with(p.root()));
+        assert!(repo.ends_with("rigs/rig1/repo"));
+        let wt = p.worktree("rig1", "polecat~toast~abc").expect("worktree path");
+        assert!(wt.ends_with("rigs/rig1/worktrees/polecat~toast~abc"));
+        for bad in ["..", "../x", "a/b", "/etc", ""] {
+            assert!(p.repo(bad).is_err(), "{bad}");
+            assert!(p.worktree("rig1", bad).is_err(), "{bad}");
+            assert!(p.run_dir(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_symlink_out_of_the_workspace_is_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("outside");
+        let p = WorkspacePaths::new(tmp.path()).expect("root");
+        std::fs::create_dir_all(tmp.path().join("rigs")).expect("rigs");
+        std::os::unix::fs::symlink(outside.path(), tmp.path().join("rigs/evil")).expect("symlink");
+        let err = p.repo("evil").expect_err("escapes");
+        assert!(err.contains("outside the workspace"), "{err}");
+    }
+}
