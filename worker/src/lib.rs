@@ -1,3 +1,30 @@
-//! The Gastown Worker. Placeholder until the Worker issue lands: it only pins the crate into
-//! the workspace so the shared types are checked for it.
+//! The Gastown Worker: the HTTP API of towns and rigs, and its Durable Objects (RigDO, TownDO,
+//! AgentIdentityDO, TownContainer).
+//!
+//! Everything but [`runtime`] is plain Rust that builds natively, so `cargo test` covers the
+//! logic (routing, auth, validation, JWT, SQL helpers, the objects' logic over [`db::Db`]).
+//! [`runtime`] binds it to workers-rs and only exists in the wasm32 build.
+//!
+//! Request flow: `runtime::entry` -> [`routes::parse`] -> [`auth::authorize`] -> [`api::plan`]
+//! -> a Durable Object call through [`rpc`] -> the object's logic ([`rig`], [`town`],
+//! [`identity`]) on its SQLite storage -> the reply envelope ([`error`]).
+
+pub mod api;
+pub mod auth;
+pub mod db;
+pub mod error;
+pub mod identity;
+pub mod jwt;
+pub mod model;
+pub mod query;
+pub mod requests;
+pub mod rig;
+pub mod routes;
+pub mod rpc;
+pub mod time;
+pub mod town;
+
+#[cfg(target_arch = "wasm32")]
+mod runtime;
+
 pub use shared_types;

@@ -1,0 +1,285 @@
+//! From an authorized request to what must be done: which Durable Object, which op, which
+//! success status, and what follows. Pure: bodies are parsed and validated here, and agent ids
+//! in bodies are checked against the caller, all before any object is called, so a refused
+//! request changes nothing.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use shared_types::{validate, ContainerHeartbeat};
+
+use crate::auth::{check_body_agent, Caller};
+use crate::error::{ApiError, ApiResult};
+use crate::query;
+use crate::requests::{
+    parse_body, CheckpointRequest, DoneRequest, HookRequest, NewAgent, NewBead, NewEscalation, NewMail,
+    NewReview, NewRig, NewTown, RigConfigInput, SlingRequest, StatusUpdate,
+};
+use crate::routes::Route;
+use crate::rpc::{IdentityOp, RigOp, TownOp};
+
+/// An authorized request.
+pub struct Incoming<'a> {
+    pub route: Route,
+    pub caller: Caller,
+    /// The raw query string (without `?`).
+    pub query: &'a str,
+    pub body: &'a [u8],
+    /// The Worker's `ALLOW_LOCAL_REPOS` var: accept `file://` git URLs (local development).
+    pub allow_local_repos: bool,
+    pub new_id: &'a dyn Fn() -> String,
+}
+
+/// What to do after a rig op succeeded: keep the agent's identity record up to date. These are
+/// best effort: the rig's state is the source of truth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowUp {
+    None,
+    /// `data` is an agent: record its identity's new session.
+    IdentityFromAgent,
+    /// `data` is a sling result: as above when it registered a new polecat.
+    IdentityFromSling,
+    /// `data` is a done result: count a completed bead for the agent's identity.
+    Completion,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    Respond { status: u16, data: Value },
+    Rig { rig_id: String, op: RigOp, status: u16, follow_up: FollowUp },
+    Town { town_id: String, op: TownOp, status: u16 },
+    Identity { identity: String, op: IdentityOp },
+    /// Forward the request unchanged to the town's container (TownContainer DO).
+    Container { town_id: String, path: String },
+    /// The container's heartbeat, split per rig: `(rig id, [(agent id, last activity)])`.
+    Heartbeat { rig_updates: Vec<(String, Vec<(String, String)>)> },
+}
+
+fn rig(rig_id: String, op: RigOp) -> Plan {
+    Plan::Rig { rig_id, op, status: 200, follow_up: FollowUp::None }
+}
+
+fn created(rig_id: String, op: RigOp, follow_up: FollowUp) -> Plan {
+    Plan::Rig { rig_id, op, status: 201, follow_up }
+}
+
+pub fn plan(req: &Incoming) -> ApiResult<Plan> {
+    use Route::*;
+    let body = req.body;
+    let caller = &req.caller;
+    Ok(match req.route.clone() {
+        Health => Plan::Respond { status: 200, data: json!({ "status": "ok" }) },
+        CreateBead { rig: r } => {
+            let b: NewBead = parse_body(body)?;
+            created(r, RigOp::CreateBead(b), FollowUp::None)
+        }
+        ListBeads { rig: r } => rig(r, RigOp::ListBeads(query::bead_filter(req.query)?)),
+        GetBead { rig: r, bead } => rig(r, RigOp::GetBead { bead_id: bead }),
+        UpdateBeadStatus { rig: r, bead } => {
+            let u: StatusUpdate = parse_body(body)?;
+            check_body_agent(caller, "agent_id", &u.agent_id)?;
+            rig(r, RigOp::UpdateBeadStatus { bead_id: bead, update: u })
+        }
+        CloseBead { rig: r, bead } => {
+            let c: crate::requests::CloseBead = parse_body(body)?;
+            check_body_agent(caller, "agent_id", &c.agent_id)?;
+            rig(r, RigOp::CloseBead { bead_id: bead, agent_id: c.agent_id })
+        }
+        RegisterAgent { rig: r } => {
+            let a: NewAgent = parse_body(body)?;
+            created(r, RigOp::RegisterAgent(a), FollowUp::IdentityFromAgent)
+        }
+        ListAgents { rig: r } => rig(r, RigOp::ListAgents(query::agent_filter(req.query)?)),
+        GetAgent { rig: r, agent } => rig(r, RigOp::GetAgent { agent_id: agent }),
+        Hook { rig: r, agent } => {
+            let h: HookRequest = parse_body(body)?;
+            rig(r, RigOp::Hook { agent_id: agent, bead_id: h.bead_id })
+        }
+        Unhook { rig: r, agent } => rig(r, RigOp::Unhook { agent_id: agent }),
+        Prime { rig: r, agent } => rig(r, RigOp::Prime { agent_id: agent }),
+        Done { rig: r, agent } => {
+            let d: DoneRequest = parse_body(body)?;
+            Plan::Rig { rig_id: r, op: RigOp::Done { agent_id: agent, done: d }, status: 200, follow_up: FollowUp::Completion }
+        }
+        Checkpoint { rig: r, agent } => {
+            let c: CheckpointRequest = parse_body(body)?;
+            rig(r, RigOp::Checkpoint { agent_id: agent, data: c.data })
+        }
+        CheckMail { rig: r, agent } => rig(r, RigOp::CheckMail { agent_id: agent }),
+        AgentHeartbeat { rig: r, agent } => rig(r, RigOp::Heartbeat { agent_id: agent }),
+        SendMail { rig: r } => {
+            let m: NewMail = parse_body(body)?;
+            check_body_agent(caller, "from_agent_id", &m.from_agent_id)?;
+            created(r, RigOp::SendMail(m), FollowUp::None)
+        }
+        SubmitReview { rig: r } => {
+            let v: NewReview = parse_body(body)?;
+            check_body_agent(caller, "agent_id", &v.agent_id)?;
+            created(r, RigOp::SubmitReview(v), FollowUp::None)
+        }
+        CreateEscalation { rig: r } => {
+            let e: NewEscalation = parse_body(body)?;
+            created(r, RigOp::CreateEscalation(e), FollowUp::None)
+        }
+        GetRigConfig { rig: r } => rig(r, RigOp::GetConfig),
+        PutRigConfig { rig: r } => {
+            let mut c: RigConfigInput = serde_json::from_slice(non_empty(body)?)?;
+            c.allow_local_repos = req.allow_local_repos;
+            crate::requests::Validate::validate(&c)?;
+            rig(r.clone(), RigOp::Configure { rig_id: r, config: c })
+        }
+        Sling { rig: r } => {
+            let s: SlingRequest = parse_body(body)?;
+            created(r.clone(), RigOp::Sling { rig_id: r, sling: s }, FollowUp::IdentityFromSling)
+        }
+        ListReviews { rig: r } => rig(r, RigOp::ListReviews(query::review_filter(req.query)?)),
+        ListEvents { rig: r } => rig(r, RigOp::ListEvents(query::event_filter(req.query, None)?)),
+        BeadEvents { rig: r, bead } => rig(r, RigOp::ListEvents(query::event_filter(req.query, Some(bead))?)),
+        CreateTown => {
+            let t: NewTown = parse_body(body)?;
+            let town_id = (req.new_id)();
+            Plan::Town { town_id: town_id.clone(), op: TownOp::Create { town_id, town: t }, status: 201 }
+        }
+        GetTown { town } => Plan::Town { town_id: town, op: TownOp::Get, status: 200 },
+        CreateRig { town } => {
+            let mut r: NewRig = serde_json::from_slice(non_empty(body)?)?;
+            r.allow_local_repos = req.allow_local_repos;
+            crate::requests::Validate::validate(&r)?;
+            Plan::Town { town_id: town, op: TownOp::CreateRig { rig: r }, status: 201 }
+        }
+        ListRigs { town } => Plan::Town { town_id: town, op: TownOp::ListRigs, status: 200 },
+        CreateTownEscalation { town } => {
+            let e: NewEscalation = parse_body(body)?;
+            Plan::Town { town_id: town, op: TownOp::CreateEscalation(e), status: 201 }
+        }
+        ListTownEscalations { town } => Plan::Town { town_id: town, op: TownOp::ListEscalations, status: 200 },
+        ContainerProxy { town, path } => Plan::Container { town_id: town, path },
+        ContainerHeartbeat { town } => heartbeat(&town, body)?,
+        GetIdentity { identity } => Plan::Identity { identity, op: IdentityOp::Get },
+    })
+}
+
+fn non_empty(body: &[u8]) -> ApiResult<&[u8]> {
+    if body.len() > crate::requests::MAX_BODY_BYTES {
+        return Err(ApiError::bad_request("request body is too large"));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("request body must be a JSON object"));
+    }
+    Ok(body)
+}
+
+fn heartbeat(town: &str, body: &[u8]) -> ApiResult<Plan> {
+    let hb: ContainerHeartbeat = serde_json::from_slice(non_empty(body)?)?;
+    if hb.town_id != town {
+        return Err(ApiError::bad_request("townId: does not match the route"));
+    }
+    let mut per_rig: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for a in hb.agents {
+        validate::id(&a.rig_id).map_err(|m| ApiError::bad_request(format!("agents.rigId: {m}")))?;
+        validate::id(&a.agent_id).map_err(|m| ApiError::bad_request(format!("agents.agentId: {m}")))?;
+        crate::requests::text(&a.last_activity_at, 64).map_err(|m| ApiError::bad_request(format!("agents.lastActivityAt: {m}")))?;
+        per_rig.entry(a.rig_id).or_default().push((a.agent_id, a.last_activity_at));
+    }
+    Ok(Plan::Heartbeat { rig_updates: per_rig.into_iter().collect() })
+}
+
+/// The identity op a rig op's result calls for, if any.
+pub fn follow_up(kind: FollowUp, rig_id: &str, data: &Value) -> Option<(String, IdentityOp)> {
+    let upsert = |agent: &Value| {
+        let s = |k: &str| agent[k].as_str().map(str::to_string);
+        Some((
+            s("identity")?,
+            IdentityOp::Upsert {
+                identity: s("identity")?,
+                agent_id: s("id")?,
+                name: s("name")?,
+                role: s("role")?,
+                rig_id: rig_id.to_string(),
+                town_id: None,
+            },
+        ))
+    };
+    match kind {
+        FollowUp::None => None,
+        FollowUp::IdentityFromAgent => upsert(data),
+        FollowUp::IdentityFromSling if data["agent_created"] == json!(true) => upsert(&data["agent"]),
+        FollowUp::IdentityFromSling => None,
+        FollowUp::Completion => {
+            let identity = data["agent"]["identity"].as_str()?.to_string();
+            let bead_id = data["review_entry"]["bead_id"].as_str()?.to_string();
+            Some((identity.clone(), IdentityOp::RecordCompletion { identity, bead_id }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jwt::AgentClaims;
+    use crate::routes::{parse, Method};
+
+    fn agent(id: &str) -> Caller {
+        Caller::Agent(AgentClaims {
+            agent_id: id.into(),
+            rig_id: "r1".into(),
+            town_id: "t".into(),
+            user_id: "u".into(),
+            exp: 1,
+            iat: None,
+        })
+    }
+
+    fn plan_for(method: Method, path: &str, caller: Caller, body: &str) -> ApiResult<Plan> {
+        let ids = || "new-id".to_string();
+        plan(&Incoming {
+            route: parse(method, path)?,
+            caller,
+            query: "",
+            body: body.as_bytes(),
+            allow_local_repos: false,
+            new_id: &ids,
+        })
+    }
+
+    #[test]
+    fn agents_act_only_as_themselves() {
+        let p = plan_for(Method::Post, "/api/rigs/r1/beads/b1/close", agent("a1"), r#"{"agent_id":"a2"}"#);
+        assert_eq!(p.map_err(|e| e.status()), Err(403));
+        let p = plan_for(Method::Post, "/api/rigs/r1/beads/b1/close", agent("a1"), r#"{"agent_id":"a1"}"#);
+        assert!(p.is_ok());
+        let mail = r#"{"from_agent_id":"a2","to_agent_id":"a1","subject":"s","body":"b"}"#;
+        assert_eq!(plan_for(Method::Post, "/api/rigs/r1/mail", agent("a1"), mail).map_err(|e| e.status()), Err(403));
+        assert!(plan_for(Method::Post, "/api/rigs/r1/mail", Caller::Internal, mail).is_ok());
+    }
+
+    #[test]
+    fn creations_are_201_and_done_counts_a_completion() {
+        let p = plan_for(Method::Post, "/api/rigs/r1/beads", Caller::Internal, r#"{"type":"issue","title":"t"}"#);
+        assert!(matches!(p, Ok(Plan::Rig { status: 201, .. })));
+        let p = plan_for(Method::Post, "/api/rigs/r1/agents/a1/done", agent("a1"), r#"{"branch":"b"}"#);
+        assert!(matches!(p, Ok(Plan::Rig { status: 200, follow_up: FollowUp::Completion, .. })));
+    }
+
+    #[test]
+    fn follow_ups() {
+        let agent = json!({"id": "a1", "identity": "i", "name": "n", "role": "polecat"});
+        assert!(matches!(follow_up(FollowUp::IdentityFromAgent, "r", &agent), Some((i, IdentityOp::Upsert { .. })) if i == "i"));
+        assert!(follow_up(FollowUp::IdentityFromSling, "r", &json!({"agent": agent, "agent_created": false})).is_none());
+        let done = json!({"agent": agent, "review_entry": {"bead_id": "b"}});
+        assert!(matches!(follow_up(FollowUp::Completion, "r", &done), Some((_, IdentityOp::RecordCompletion { .. }))));
+    }
+
+    #[test]
+    fn heartbeats_are_split_per_rig_and_checked() {
+        let body = json!({"townId": "t1", "timestamp": "x", "uptime": 1, "agents": [
+            {"agentId": "a1", "rigId": "r1", "townId": "t1", "status": "running", "timestamp": "x", "lastActivityAt": "2026-01-01T00:00:00.000Z"},
+            {"agentId": "a2", "rigId": "r2", "townId": "t1", "status": "running", "timestamp": "x", "lastActivityAt": "2026-01-01T00:00:01.000Z"}
+        ]});
+        let p = plan_for(Method::Post, "/api/towns/t1/container/heartbeat", Caller::Container, &body.to_string());
+        let Ok(Plan::Heartbeat { rig_updates }) = p else { panic!("{p:?}") };
+        assert_eq!(rig_updates.len(), 2);
+        let p = plan_for(Method::Post, "/api/towns/t2/container/heartbeat", Caller::Container, &body.to_string());
+        assert_eq!(p.map_err(|e| e.status()), Err(400));
+    }
+}

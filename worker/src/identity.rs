@@ -1,0 +1,86 @@
+//! The AgentIdentityDO's logic: one persistent record per agent identity, kept across sessions
+//! and rigs (name, role, current rig and agent id, sessions, beads completed).
+
+use serde::{Deserialize, Serialize};
+
+use crate::db::Db;
+use crate::error::{ApiError, ApiResult};
+use crate::params;
+
+pub const MIGRATIONS: &[&[&str]] = &[&[
+    "CREATE TABLE identity (id INTEGER PRIMARY KEY CHECK (id = 1), identity TEXT NOT NULL, name TEXT NOT NULL,
+        role TEXT NOT NULL, rig_id TEXT NOT NULL, town_id TEXT, agent_id TEXT NOT NULL,
+        sessions INTEGER NOT NULL, beads_completed INTEGER NOT NULL, created_at TEXT NOT NULL,
+        last_seen_at TEXT NOT NULL)",
+    // One row per completed bead, so a retried completion is counted once.
+    "CREATE TABLE completions (bead_id TEXT PRIMARY KEY, completed_at TEXT NOT NULL)",
+]];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityRecord {
+    pub identity: String,
+    pub name: String,
+    pub role: String,
+    pub rig_id: String,
+    pub town_id: Option<String>,
+    pub agent_id: String,
+    pub sessions: i64,
+    pub beads_completed: i64,
+    pub created_at: String,
+    pub last_seen_at: String,
+}
+
+pub struct Identity<'a, D: Db> {
+    pub db: &'a D,
+    pub now: String,
+}
+
+impl<D: Db> Identity<'_, D> {
+    pub fn get(&self) -> ApiResult<IdentityRecord> {
+        self.db
+            .first(
+                "SELECT identity, name, role, rig_id, town_id, agent_id, sessions, beads_completed, created_at,
+                        last_seen_at FROM identity WHERE id = 1",
+                vec![],
+            )?
+            .ok_or_else(|| ApiError::not_found("identity"))
+    }
+
+    /// A new agent id for the identity counts as a new session.
+    pub fn upsert(&self, identity: &str, agent_id: &str, name: &str, role: &str, rig_id: &str, town_id: Option<&str>) -> ApiResult<IdentityRecord> {
+        match self.get() {
+            Ok(existing) => {
+                let new_session = i64::from(existing.agent_id != agent_id);
+                self.db.exec(
+                    "UPDATE identity SET name = ?, role = ?, rig_id = ?, town_id = COALESCE(?, town_id), agent_id = ?,
+                            sessions = sessions + ?, last_seen_at = ? WHERE id = 1",
+                    params![name, role, rig_id, town_id, agent_id, new_session, &self.now],
+                )?;
+            }
+            Err(ApiError::NotFound(_)) => {
+                self.db.exec(
+                    "INSERT INTO identity (id, identity, name, role, rig_id, town_id, agent_id, sessions, beads_completed,
+                                           created_at, last_seen_at) VALUES (1, ?, ?, ?, ?, ?, ?, 1, 0, ?, ?)",
+                    params![identity, name, role, rig_id, town_id, agent_id, &self.now, &self.now],
+                )?;
+            }
+            Err(e) => return Err(e),
+        }
+        self.get()
+    }
+
+    pub fn record_completion(&self, bead_id: &str) -> ApiResult<IdentityRecord> {
+        self.get()?;
+        let added = self.db.exec(
+            "INSERT OR IGNORE INTO completions (bead_id, completed_at) VALUES (?, ?)",
+            params![bead_id, &self.now],
+        )?;
+        if added > 0 {
+            self.db.exec(
+                "UPDATE identity SET beads_completed = beads_completed + 1, last_seen_at = ? WHERE id = 1",
+                params![&self.now],
+            )?;
+        }
+        self.get()
+    }
+}

@@ -1,0 +1,143 @@
+//! Agents and their hooks: register, list, hook/unhook, prime, done, checkpoint, heartbeat.
+//!
+//! Hook rules (reference): hooking sets the agent `working` and the bead `in_progress` with the
+//! agent as assignee; re-hooking the same bead is a no-op; hooking a different bead while one is
+//! hooked is refused (409), as is hooking a closed/failed bead or one hooked by another agent.
+
+use serde_json::{json, Value};
+
+use super::beads::opt_json;
+use super::rows::AgentRow;
+use super::Rig;
+use crate::db::{Db, Select};
+use crate::error::{ApiError, ApiResult};
+use crate::model::{Agent, BeadStatus, EventKind, ReviewEntry};
+use crate::params;
+use crate::requests::{AgentFilter, DoneRequest, NewAgent, NewReview};
+
+/// How many open beads the prime context lists.
+const PRIME_OPEN_BEADS: u32 = 50;
+
+impl<D: Db> Rig<'_, D> {
+    pub(super) fn agent(&self, id: &str) -> ApiResult<Agent> {
+        self.db
+            .first::<AgentRow>("SELECT * FROM agents WHERE id = ?", params![id])?
+            .map(Into::into)
+            .ok_or_else(|| ApiError::not_found("agent"))
+    }
+
+    pub(super) fn register_agent(&self, a: &NewAgent) -> ApiResult<Agent> {
+        let taken: Option<AgentRow> = self.db.first("SELECT * FROM agents WHERE identity = ?", params![&a.identity])?;
+        if taken.is_some() {
+            return Err(ApiError::Conflict("an agent with this identity already exists in this rig".into()));
+        }
+        let id = (self.new_id)();
+        self.db.exec(
+            "INSERT INTO agents (id, role, name, identity, status, created_at) VALUES (?, ?, ?, ?, 'idle', ?)",
+            params![&id, a.role.as_str(), &a.name, &a.identity, &self.now],
+        )?;
+        self.agent(&id)
+    }
+
+    pub(super) fn list_agents(&self, f: &AgentFilter) -> ApiResult<Vec<Agent>> {
+        let (sql, params) = Select::new("SELECT * FROM agents")
+            .eq("role", f.role.map(|r| r.as_str()))
+            .eq("status", f.status.map(|s| s.as_str()))
+            .order("rowid");
+        Ok(self.db.query::<AgentRow>(&sql, params)?.into_iter().map(Into::into).collect())
+    }
+
+    pub(super) fn hook(&self, agent_id: &str, bead_id: &str) -> ApiResult<Agent> {
+        let agent = self.agent(agent_id)?;
+        let bead = self.bead(bead_id)?;
+        match agent.current_hook_bead_id.as_deref() {
+            Some(h) if h == bead_id => return Ok(agent),
+            Some(_) => return Err(ApiError::Conflict("agent already has a different bead hooked; unhook it first".into())),
+            None => {}
+        }
+        if matches!(bead.status, BeadStatus::Closed | BeadStatus::Failed) {
+            return Err(ApiError::Conflict(format!("bead is {} and cannot be hooked", bead.status.as_str())));
+        }
+        let holder: Option<AgentRow> =
+            self.db.first("SELECT * FROM agents WHERE current_hook_bead_id = ?", params![bead_id])?;
+        if holder.is_some() {
+            return Err(ApiError::Conflict("bead is hooked by another agent".into()));
+        }
+        self.db.exec(
+            "UPDATE agents SET current_hook_bead_id = ?, status = 'working', last_activity_at = ? WHERE id = ?",
+            params![bead_id, &self.now, agent_id],
+        )?;
+        self.db.exec(
+            "UPDATE beads SET status = 'in_progress', assignee_agent_id = ?, updated_at = ? WHERE id = ?",
+            params![agent_id, &self.now, bead_id],
+        )?;
+        self.log(Some(bead_id), Some(agent_id), EventKind::Hooked, json!({ "from": bead.status }))?;
+        self.agent(agent_id)
+    }
+
+    /// Clears the hook and sets the agent idle; without a hook it is a no-op.
+    pub(super) fn unhook(&self, agent_id: &str) -> ApiResult<Agent> {
+        let agent = self.agent(agent_id)?;
+        let Some(bead_id) = agent.current_hook_bead_id else { return Ok(agent) };
+        self.db.exec(
+            "UPDATE agents SET current_hook_bead_id = NULL, status = 'idle', last_activity_at = ? WHERE id = ?",
+            params![&self.now, agent_id],
+        )?;
+        self.log(Some(&bead_id), Some(agent_id), EventKind::Unhooked, json!({}))?;
+        self.agent(agent_id)
+    }
+
+    /// The agent's context. Does not mark mail delivered (only the mail check does).
+    pub(super) fn prime(&self, agent_id: &str) -> ApiResult<Value> {
+        let agent = self.agent(agent_id)?;
+        let hooked = match agent.current_hook_bead_id.as_deref() {
+            Some(b) => Some(self.bead(b)?),
+            None => None,
+        };
+        let mail = self.undelivered_mail(agent_id)?;
+        let open = self.open_beads(PRIME_OPEN_BEADS)?;
+        Ok(json!({ "agent": agent, "hooked_bead": opt_json(hooked), "undelivered_mail": mail, "open_beads": open }))
+    }
+
+    /// Submits the hooked bead's branch to the review queue, unhooks, and sets the agent idle.
+    pub(super) fn done(&self, agent_id: &str, d: &DoneRequest) -> ApiResult<Value> {
+        let agent = self.agent(agent_id)?;
+        let bead_id = agent
+            .current_hook_bead_id
+            .clone()
+            .ok_or_else(|| ApiError::Conflict("agent has no hooked bead to submit".into()))?;
+        let entry: ReviewEntry = self.insert_review(&NewReview {
+            agent_id: agent_id.into(),
+            bead_id,
+            branch: d.branch.clone(),
+            pr_url: d.pr_url.clone(),
+            summary: d.summary.clone(),
+        })?;
+        let agent = self.unhook(agent_id)?;
+        Ok(json!({ "agent": agent, "review_entry": entry }))
+    }
+
+    pub(super) fn checkpoint(&self, agent_id: &str, data: &Value) -> ApiResult<Agent> {
+        self.agent(agent_id)?;
+        self.db.exec(
+            "UPDATE agents SET checkpoint = ?, last_activity_at = ? WHERE id = ?",
+            params![data.to_string(), &self.now, agent_id],
+        )?;
+        self.agent(agent_id)
+    }
+
+    pub(super) fn heartbeat(&self, agent_id: &str) -> ApiResult<Agent> {
+        self.agent(agent_id)?;
+        self.db.exec("UPDATE agents SET last_activity_at = ? WHERE id = ?", params![&self.now, agent_id])?;
+        self.agent(agent_id)
+    }
+
+    /// Applies the container's heartbeat entries; agents this rig does not know are skipped.
+    pub(super) fn container_heartbeat(&self, entries: &[(String, String)]) -> ApiResult<usize> {
+        let mut updated = 0;
+        for (agent_id, at) in entries {
+            updated += self.db.exec("UPDATE agents SET last_activity_at = ? WHERE id = ? AND status != 'dead'", params![at, agent_id])?;
+        }
+        Ok(updated)
+    }
+}

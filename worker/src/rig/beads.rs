@@ -1,0 +1,123 @@
+//! Beads: creation (including escalations), listing with filters, status changes and close.
+
+use serde_json::{json, Value};
+
+use super::rows::BeadRow;
+use super::Rig;
+use crate::db::{Db, Select};
+use crate::error::{ApiError, ApiResult};
+use crate::model::{Bead, BeadStatus, BeadType, EventKind, Priority};
+use crate::params;
+use crate::requests::{BeadFilter, NewBead, NewEscalation, StatusUpdate};
+
+impl<D: Db> Rig<'_, D> {
+    pub(super) fn bead(&self, id: &str) -> ApiResult<Bead> {
+        self.db
+            .first::<BeadRow>("SELECT * FROM beads WHERE id = ?", params![id])?
+            .map(Into::into)
+            .ok_or_else(|| ApiError::not_found("bead"))
+    }
+
+    pub(super) fn create_bead(&self, b: &NewBead) -> ApiResult<Bead> {
+        if let Some(a) = &b.assignee_agent_id {
+            self.agent(a)?;
+        }
+        self.insert_bead(b)
+    }
+
+    /// Inserts a bead (checks done by the caller) and logs `created`.
+    pub(super) fn insert_bead(&self, b: &NewBead) -> ApiResult<Bead> {
+        let id = (self.new_id)();
+        let labels = serde_json::to_string(b.labels.as_deref().unwrap_or_default()).unwrap_or_else(|_| "[]".into());
+        let metadata = b.metadata.clone().filter(|m| !m.is_null()).unwrap_or_else(|| json!({}));
+        self.db.exec(
+            "INSERT INTO beads (id, type, status, title, body, assignee_agent_id, convoy_id, priority, labels,
+                                metadata, created_at, updated_at)
+             VALUES (?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            params![
+                &id,
+                b.bead_type.as_str(),
+                &b.title,
+                b.body.clone(),
+                b.assignee_agent_id.clone(),
+                b.convoy_id.clone(),
+                b.priority.unwrap_or_default().as_str(),
+                labels,
+                metadata.to_string(),
+                &self.now,
+                &self.now
+            ],
+        )?;
+        self.log(Some(&id), b.assignee_agent_id.as_deref(), EventKind::Created, json!({ "type": b.bead_type }))?;
+        self.bead(&id)
+    }
+
+    pub(super) fn list_beads(&self, f: &BeadFilter) -> ApiResult<Vec<Bead>> {
+        let (sql, params) = Select::new("SELECT * FROM beads")
+            .eq("status", f.status.map(|s| s.as_str()))
+            .eq("type", f.bead_type.map(|t| t.as_str()))
+            .eq("assignee_agent_id", f.assignee_agent_id.clone())
+            .eq("convoy_id", f.convoy_id.clone())
+            .page("rowid", f.limit, f.offset);
+        Ok(self.db.query::<BeadRow>(&sql, params)?.into_iter().map(Into::into).collect())
+    }
+
+    /// Sets a bead's status (`closed_at` follows `closed`) and logs the change.
+    fn set_status(&self, bead: &Bead, status: BeadStatus, agent_id: &str, kind: EventKind) -> ApiResult<Bead> {
+        let closed_at = (status == BeadStatus::Closed).then(|| self.now.clone());
+        self.db.exec(
+            "UPDATE beads SET status = ?, updated_at = ?, closed_at = ? WHERE id = ?",
+            params![status.as_str(), &self.now, closed_at, &bead.id],
+        )?;
+        self.log(Some(&bead.id), Some(agent_id), kind, json!({ "from": bead.status, "to": status }))?;
+        self.bead(&bead.id)
+    }
+
+    pub(super) fn update_status(&self, bead_id: &str, u: &StatusUpdate) -> ApiResult<Bead> {
+        let bead = self.bead(bead_id)?;
+        self.agent(&u.agent_id)?;
+        if bead.status == u.status {
+            return Ok(bead);
+        }
+        let kind = if u.status == BeadStatus::Closed { EventKind::Closed } else { EventKind::StatusChanged };
+        self.set_status(&bead, u.status, &u.agent_id, kind)
+    }
+
+    /// Closing an already closed bead is a no-op.
+    pub(super) fn close_bead(&self, bead_id: &str, agent_id: &str) -> ApiResult<Bead> {
+        let bead = self.bead(bead_id)?;
+        self.agent(agent_id)?;
+        if bead.status == BeadStatus::Closed {
+            return Ok(bead);
+        }
+        self.set_status(&bead, BeadStatus::Closed, agent_id, EventKind::Closed)
+    }
+
+    /// An escalation is a bead of type `escalation`, `high` priority unless given.
+    pub(super) fn create_escalation(&self, e: &NewEscalation) -> ApiResult<Bead> {
+        self.insert_bead(&NewBead {
+            bead_type: BeadType::Escalation,
+            title: e.title.clone(),
+            body: e.body.clone(),
+            priority: Some(e.priority.unwrap_or(Priority::High)),
+            labels: None,
+            metadata: e.metadata.clone(),
+            assignee_agent_id: None,
+            convoy_id: None,
+        })
+    }
+
+    /// Open beads for an agent's prime context, oldest first.
+    pub(super) fn open_beads(&self, limit: u32) -> ApiResult<Vec<Bead>> {
+        let rows = self.db.query::<BeadRow>(
+            "SELECT * FROM beads WHERE status = 'open' ORDER BY rowid LIMIT ?",
+            params![limit],
+        )?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+}
+
+/// `Value` helper so `prime` can embed optional beads.
+pub(super) fn opt_json<T: serde::Serialize>(v: Option<T>) -> Value {
+    v.and_then(|v| serde_json::to_value(v).ok()).unwrap_or(Value::Null)
+}

@@ -1,0 +1,50 @@
+//! Mail between agents of a rig. Mail stays undelivered until the recipient checks it.
+
+use serde_json::json;
+
+use super::rows::MailRow;
+use super::Rig;
+use crate::db::Db;
+use crate::error::ApiResult;
+use crate::model::{EventKind, Mail};
+use crate::params;
+use crate::requests::NewMail;
+
+impl<D: Db> Rig<'_, D> {
+    pub(super) fn send_mail(&self, m: &NewMail) -> ApiResult<Mail> {
+        self.agent(&m.from_agent_id)?;
+        self.agent(&m.to_agent_id)?;
+        let id = (self.new_id)();
+        self.db.exec(
+            "INSERT INTO mail (id, from_agent_id, to_agent_id, subject, body, delivered, created_at)
+             VALUES (?, ?, ?, ?, ?, 0, ?)",
+            params![&id, &m.from_agent_id, &m.to_agent_id, &m.subject, &m.body, &self.now],
+        )?;
+        self.log(None, Some(&m.from_agent_id), EventKind::MailSent, json!({ "mail_id": id, "to_agent_id": m.to_agent_id }))?;
+        Ok(self.db.first::<MailRow>("SELECT * FROM mail WHERE id = ?", params![&id])?.map(Into::into).ok_or_else(|| crate::error::ApiError::not_found("mail"))?)
+    }
+
+    pub(super) fn undelivered_mail(&self, agent_id: &str) -> ApiResult<Vec<Mail>> {
+        let rows = self.db.query::<MailRow>(
+            "SELECT * FROM mail WHERE to_agent_id = ? AND delivered = 0 ORDER BY rowid",
+            params![agent_id],
+        )?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// Returns the agent's undelivered mail and marks exactly that mail delivered (both in one
+    /// synchronous step, so mail sent concurrently is either returned now or next time).
+    pub(super) fn check_mail(&self, agent_id: &str) -> ApiResult<Vec<Mail>> {
+        self.agent(agent_id)?;
+        let mut mail = self.undelivered_mail(agent_id)?;
+        self.db.exec(
+            "UPDATE mail SET delivered = 1, delivered_at = ? WHERE to_agent_id = ? AND delivered = 0",
+            params![&self.now, agent_id],
+        )?;
+        for m in &mut mail {
+            m.delivered = true;
+            m.delivered_at = Some(self.now.clone());
+        }
+        Ok(mail)
+    }
+}

@@ -1,0 +1,35 @@
+//! The RigDO's SQLite schema. Append a migration to change it; never edit a shipped one.
+
+pub const MIGRATIONS: &[&[&str]] = &[V1];
+
+const V1: &[&str] = &[
+    "CREATE TABLE rig_config (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        rig_id TEXT NOT NULL, town_id TEXT NOT NULL, name TEXT,
+        git_url TEXT NOT NULL, default_branch TEXT NOT NULL, updated_at TEXT NOT NULL)",
+    "CREATE TABLE beads (
+        id TEXT PRIMARY KEY, type TEXT NOT NULL, status TEXT NOT NULL, title TEXT NOT NULL,
+        body TEXT, assignee_agent_id TEXT, convoy_id TEXT, molecule_id TEXT,
+        priority TEXT NOT NULL, labels TEXT NOT NULL, metadata TEXT NOT NULL,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL, closed_at TEXT)",
+    "CREATE INDEX beads_status ON beads (status)",
+    "CREATE INDEX beads_assignee ON beads (assignee_agent_id)",
+    "CREATE INDEX beads_convoy ON beads (convoy_id)",
+    "CREATE TABLE agents (
+        id TEXT PRIMARY KEY, role TEXT NOT NULL, name TEXT NOT NULL, identity TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL, current_hook_bead_id TEXT, last_activity_at TEXT, checkpoint TEXT,
+        dispatch_attempts INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL)",
+    "CREATE TABLE mail (
+        id TEXT PRIMARY KEY, from_agent_id TEXT NOT NULL, to_agent_id TEXT NOT NULL,
+        subject TEXT NOT NULL, body TEXT NOT NULL, delivered INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL, delivered_at TEXT)",
+    "CREATE INDEX mail_to ON mail (to_agent_id, delivered)",
+    "CREATE TABLE review_queue (
+        id TEXT PRIMARY KEY, agent_id TEXT NOT NULL, bead_id TEXT NOT NULL, branch TEXT NOT NULL,
+        pr_url TEXT, status TEXT NOT NULL, summary TEXT, created_at TEXT NOT NULL, processed_at TEXT)",
+    "CREATE INDEX review_status ON review_queue (status)",
+    "CREATE TABLE bead_events (
+        id TEXT PRIMARY KEY, bead_id TEXT, agent_id TEXT, kind TEXT NOT NULL, data TEXT NOT NULL,
+        created_at TEXT NOT NULL)",
+    "CREATE INDEX bead_events_bead ON bead_events (bead_id)",
+];

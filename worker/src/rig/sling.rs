@@ -1,0 +1,91 @@
+//! Sling: put new work on the next free polecat, in one atomic step.
+//!
+//! Creates the bead, picks the oldest idle polecat without a hook or registers a new one (named
+//! from [`NAME_POOL`], then `name-2`, `name-3`, ...), and hooks the bead to it. All of it runs in
+//! one synchronous sequence, so two concurrent slings never pick the same polecat.
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::rows::AgentRow;
+use super::Rig;
+use crate::db::Db;
+use crate::error::ApiResult;
+use crate::model::{Agent, AgentRole, BeadType};
+use crate::requests::{NewAgent, NewBead, SlingRequest};
+
+/// Polecat names, handed out in this order.
+pub const NAME_POOL: &[&str] = &[
+    "toast", "nux", "slit", "rictus", "capable", "cheedo", "dag", "furiosa", "ace", "morsov", "keeper", "valkyrie",
+];
+
+/// The first name not in `taken`: the pool in order, then the pool numbered from 2.
+pub fn next_name(taken: &HashSet<String>) -> String {
+    (1..)
+        .flat_map(|n| NAME_POOL.iter().map(move |base| if n == 1 { base.to_string() } else { format!("{base}-{n}") }))
+        .find(|name| !taken.contains(name))
+        .unwrap_or_else(|| "polecat".into())
+}
+
+/// The identity of a polecat registered by sling: unique across rigs.
+pub fn polecat_identity(name: &str, rig_id: &str) -> String {
+    format!("polecat/{name}@{rig_id}")
+}
+
+#[derive(Deserialize)]
+struct Name {
+    name: String,
+}
+
+impl<D: Db> Rig<'_, D> {
+    pub(super) fn sling(&self, rig_id: &str, s: &SlingRequest) -> ApiResult<Value> {
+        let bead = self.insert_bead(&NewBead {
+            bead_type: BeadType::Issue,
+            title: s.title.clone(),
+            body: s.body.clone(),
+            priority: s.priority,
+            labels: s.labels.clone(),
+            metadata: s.metadata.clone(),
+            assignee_agent_id: None,
+            convoy_id: s.convoy_id.clone(),
+        })?;
+        let idle: Option<AgentRow> = self.db.first(
+            "SELECT * FROM agents WHERE role = 'polecat' AND status = 'idle' AND current_hook_bead_id IS NULL
+             ORDER BY rowid LIMIT 1",
+            vec![],
+        )?;
+        let (agent, created): (Agent, bool) = match idle {
+            Some(a) => (a.into(), false),
+            None => {
+                let taken: HashSet<String> =
+                    self.db.query::<Name>("SELECT name FROM agents", vec![])?.into_iter().map(|n| n.name).collect();
+                let name = next_name(&taken);
+                let identity = polecat_identity(&name, rig_id);
+                (self.register_agent(&NewAgent { role: AgentRole::Polecat, name, identity })?, true)
+            }
+        };
+        let agent = self.hook(&agent.id, &bead.id)?;
+        let bead = self.bead(&bead.id)?;
+        Ok(json!({ "bead": bead, "agent": agent, "agent_created": created }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_come_from_the_pool_then_numbered() {
+        let mut taken = HashSet::new();
+        assert_eq!(next_name(&taken), "toast");
+        for n in NAME_POOL {
+            taken.insert(n.to_string());
+        }
+        assert_eq!(next_name(&taken), "toast-2");
+        taken.insert("toast-2".into());
+        assert_eq!(next_name(&taken), "nux-2");
+        assert!(shared_types::validate::agent_name(&next_name(&taken)).is_ok());
+    }
+}

@@ -1,0 +1,269 @@
+//! The route table: (method, path) to a [`Route`], and who may call each route ([`Access`]).
+//!
+//! A hand-written matcher over path segments rather than a router crate: the table stays in one
+//! readable `match`, path ids are validated once here (a bad id is a 400 before any Durable
+//! Object is touched), and it is plain Rust that unit tests cover natively.
+
+use shared_types::validate;
+
+use crate::error::{ApiError, ApiResult};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Other,
+}
+
+impl Method {
+    pub fn parse(m: &str) -> Self {
+        match m.to_ascii_uppercase().as_str() {
+            "GET" | "HEAD" => Self::Get,
+            "POST" => Self::Post,
+            "PUT" => Self::Put,
+            "PATCH" => Self::Patch,
+            "DELETE" => Self::Delete,
+            _ => Self::Other,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    // Reference routes on a rig (agents or internal callers).
+    CreateBead { rig: String },
+    ListBeads { rig: String },
+    GetBead { rig: String, bead: String },
+    UpdateBeadStatus { rig: String, bead: String },
+    CloseBead { rig: String, bead: String },
+    RegisterAgent { rig: String },
+    ListAgents { rig: String },
+    GetAgent { rig: String, agent: String },
+    Hook { rig: String, agent: String },
+    Unhook { rig: String, agent: String },
+    Prime { rig: String, agent: String },
+    Done { rig: String, agent: String },
+    Checkpoint { rig: String, agent: String },
+    CheckMail { rig: String, agent: String },
+    AgentHeartbeat { rig: String, agent: String },
+    SendMail { rig: String },
+    SubmitReview { rig: String },
+    CreateEscalation { rig: String },
+    // Our additions on a rig (internal only).
+    GetRigConfig { rig: String },
+    PutRigConfig { rig: String },
+    Sling { rig: String },
+    ListReviews { rig: String },
+    ListEvents { rig: String },
+    BeadEvents { rig: String, bead: String },
+    // Towns (internal only).
+    CreateTown,
+    GetTown { town: String },
+    CreateRig { town: String },
+    ListRigs { town: String },
+    CreateTownEscalation { town: String },
+    ListTownEscalations { town: String },
+    /// A call forwarded to the town's container control server; `path` is the control
+    /// server's path (`/agents/start`, `/health`, ...).
+    ContainerProxy { town: String, path: String },
+    /// The container's batched heartbeat (authenticated with the container token).
+    ContainerHeartbeat { town: String },
+    GetIdentity { identity: String },
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    /// `X-Internal-API-Key` only.
+    Internal,
+    /// Internal callers, or an agent whose token is for this rig (and for this agent, when set).
+    Rig { rig: String, agent: Option<String> },
+    /// The town's container, with `X-Container-Token`.
+    Container,
+}
+
+fn id(field: &str, value: &str) -> ApiResult<String> {
+    validate::id(value).map_err(|m| ApiError::bad_request(format!("{field}: {m}")))?;
+    Ok(value.to_string())
+}
+
+/// Matches a request. `Err(NotFound)` for an unknown path, `Err(MethodNotAllowed)` for a known
+/// path with another method, `Err(BadRequest)` for a malformed id in the path.
+pub fn parse(method: Method, path: &str) -> ApiResult<Route> {
+    use Method::*;
+    let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let not_found = || ApiError::NotFound(format!("no route for {path}"));
+    // `allow!(method => route, ...)`: the first arm whose method matches, else 405.
+    macro_rules! allow {
+        ($($m:ident => $r:expr),+ $(,)?) => {
+            match method { $($m => Ok($r),)+ _ => Err(ApiError::MethodNotAllowed) }
+        };
+    }
+    match segs.as_slice() {
+        ["health"] => allow!(Get => Route::Health),
+        ["api", "rigs", rig, rest @ ..] => {
+            let rig = id("rigId", rig)?;
+            match rest {
+                ["beads"] => allow!(Post => Route::CreateBead { rig: rig.clone() }, Get => Route::ListBeads { rig }),
+                ["beads", bead, tail @ ..] => {
+                    let bead = id("beadId", bead)?;
+                    match tail {
+                        [] => allow!(Get => Route::GetBead { rig, bead }),
+                        ["status"] => allow!(Patch => Route::UpdateBeadStatus { rig, bead }),
+                        ["close"] => allow!(Post => Route::CloseBead { rig, bead }),
+                        ["events"] => allow!(Get => Route::BeadEvents { rig, bead }),
+                        _ => Err(not_found()),
+                    }
+                }
+                ["agents"] => allow!(Post => Route::RegisterAgent { rig: rig.clone() }, Get => Route::ListAgents { rig }),
+                ["agents", agent, tail @ ..] => {
+                    let agent = id("agentId", agent)?;
+                    match tail {
+                        [] => allow!(Get => Route::GetAgent { rig, agent }),
+                        ["hook"] => allow!(
+                            Post => Route::Hook { rig: rig.clone(), agent: agent.clone() },
+                            Delete => Route::Unhook { rig, agent },
+                        ),
+                        ["prime"] => allow!(Get => Route::Prime { rig, agent }),
+                        ["done"] => allow!(Post => Route::Done { rig, agent }),
+                        ["checkpoint"] => allow!(Post => Route::Checkpoint { rig, agent }),
+                        ["mail"] => allow!(Get => Route::CheckMail { rig, agent }),
+                        ["heartbeat"] => allow!(Post => Route::AgentHeartbeat { rig, agent }),
+                        _ => Err(not_found()),
+                    }
+                }
+                ["mail"] => allow!(Post => Route::SendMail { rig }),
+                ["review-queue"] => allow!(Post => Route::SubmitReview { rig: rig.clone() }, Get => Route::ListReviews { rig }),
+                ["escalations"] => allow!(Post => Route::CreateEscalation { rig }),
+                ["config"] => allow!(Get => Route::GetRigConfig { rig: rig.clone() }, Put => Route::PutRigConfig { rig }),
+                ["sling"] => allow!(Post => Route::Sling { rig }),
+                ["events"] => allow!(Get => Route::ListEvents { rig }),
+                _ => Err(not_found()),
+            }
+        }
+        ["api", "towns"] => allow!(Post => Route::CreateTown),
+        ["api", "towns", town, rest @ ..] => {
+            let town = id("townId", town)?;
+            match rest {
+                [] => allow!(Get => Route::GetTown { town }),
+                ["rigs"] => allow!(Post => Route::CreateRig { town: town.clone() }, Get => Route::ListRigs { town }),
+                ["escalations"] => allow!(
+                    Post => Route::CreateTownEscalation { town: town.clone() },
+                    Get => Route::ListTownEscalations { town },
+                ),
+                ["container", "heartbeat"] => allow!(Post => Route::ContainerHeartbeat { town }),
+                ["container", "health"] => allow!(Get => Route::ContainerProxy { town, path: "/health".into() }),
+                ["container", "agents", "start"] => {
+                    allow!(Post => Route::ContainerProxy { town, path: "/agents/start".into() })
+                }
+                ["container", "agents", agent, action] => {
+                    let agent = id("agentId", agent)?;
+                    let path = format!("/agents/{agent}/{action}");
+                    match *action {
+                        "stop" | "message" | "stream-ticket" => allow!(Post => Route::ContainerProxy { town, path }),
+                        "status" => allow!(Get => Route::ContainerProxy { town, path }),
+                        _ => Err(not_found()),
+                    }
+                }
+                _ => Err(not_found()),
+            }
+        }
+        ["api", "identities", identity] => {
+            let decoded = percent_encoding::percent_decode_str(identity)
+                .decode_utf8()
+                .map_err(|_| ApiError::bad_request("identity: must be UTF-8"))?;
+            crate::requests::text(&decoded, crate::requests::MAX_IDENTITY)
+                .map_err(|m| ApiError::bad_request(format!("identity: {m}")))?;
+            allow!(Get => Route::GetIdentity { identity: decoded.into_owned() })
+        }
+        _ => Err(not_found()),
+    }
+}
+
+impl Route {
+    pub fn access(&self) -> Access {
+        use Route::*;
+        let rig = |rig: &String| Access::Rig { rig: rig.clone(), agent: None };
+        let agent = |rig: &String, agent: &String| Access::Rig { rig: rig.clone(), agent: Some(agent.clone()) };
+        match self {
+            Health => Access::Public,
+            CreateBead { rig: r }
+            | ListBeads { rig: r }
+            | GetBead { rig: r, .. }
+            | UpdateBeadStatus { rig: r, .. }
+            | CloseBead { rig: r, .. }
+            | RegisterAgent { rig: r }
+            | ListAgents { rig: r }
+            | GetAgent { rig: r, .. }
+            | SendMail { rig: r }
+            | SubmitReview { rig: r }
+            | CreateEscalation { rig: r } => rig(r),
+            Hook { rig: r, agent: a }
+            | Unhook { rig: r, agent: a }
+            | Prime { rig: r, agent: a }
+            | Done { rig: r, agent: a }
+            | Checkpoint { rig: r, agent: a }
+            | CheckMail { rig: r, agent: a }
+            | AgentHeartbeat { rig: r, agent: a } => agent(r, a),
+            GetRigConfig { .. } | PutRigConfig { .. } | Sling { .. } | ListReviews { .. } | ListEvents { .. }
+            | BeadEvents { .. } | CreateTown | GetTown { .. } | CreateRig { .. } | ListRigs { .. }
+            | CreateTownEscalation { .. } | ListTownEscalations { .. } | ContainerProxy { .. } | GetIdentity { .. } => {
+                Access::Internal
+            }
+            ContainerHeartbeat { .. } => Access::Container,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Method::*;
+
+    #[test]
+    fn reference_routes() {
+        assert_eq!(parse(Get, "/health"), Ok(Route::Health));
+        assert_eq!(parse(Post, "/api/rigs/r1/beads"), Ok(Route::CreateBead { rig: "r1".into() }));
+        assert_eq!(
+            parse(Patch, "/api/rigs/r1/beads/b1/status"),
+            Ok(Route::UpdateBeadStatus { rig: "r1".into(), bead: "b1".into() })
+        );
+        assert_eq!(parse(Delete, "/api/rigs/r1/agents/a1/hook"), Ok(Route::Unhook { rig: "r1".into(), agent: "a1".into() }));
+        assert_eq!(parse(Get, "/api/rigs/r1/agents/a1/mail"), Ok(Route::CheckMail { rig: "r1".into(), agent: "a1".into() }));
+        assert_eq!(
+            parse(Post, "/api/towns/t1/container/agents/a1/stream-ticket"),
+            Ok(Route::ContainerProxy { town: "t1".into(), path: "/agents/a1/stream-ticket".into() })
+        );
+        assert_eq!(
+            parse(Get, "/api/identities/polecat%2Ftoast%40r1"),
+            Ok(Route::GetIdentity { identity: "polecat/toast@r1".into() })
+        );
+    }
+
+    #[test]
+    fn unknown_paths_methods_and_bad_ids() {
+        assert_eq!(parse(Get, "/nope").map_err(|e| e.status()), Err(404));
+        assert_eq!(parse(Get, "/api/rigs/r1/agents/a1/dance").map_err(|e| e.status()), Err(404));
+        assert_eq!(parse(Delete, "/api/rigs/r1/beads").map_err(|e| e.status()), Err(405));
+        assert_eq!(parse(Get, "/api/rigs/r.1/beads").map_err(|e| e.status()), Err(400));
+        assert_eq!(parse(Get, "/api/rigs/r1/beads/%27%3B").map_err(|e| e.status()), Err(400));
+    }
+
+    #[test]
+    fn access_rules() {
+        assert_eq!(parse(Get, "/health").map(|r| r.access()), Ok(Access::Public));
+        assert_eq!(
+            parse(Post, "/api/rigs/r1/agents/a1/done").map(|r| r.access()),
+            Ok(Access::Rig { rig: "r1".into(), agent: Some("a1".into()) })
+        );
+        assert_eq!(parse(Get, "/api/rigs/r1/agents/a1").map(|r| r.access()), Ok(Access::Rig { rig: "r1".into(), agent: None }));
+        assert_eq!(parse(Post, "/api/rigs/r1/sling").map(|r| r.access()), Ok(Access::Internal));
+        assert_eq!(parse(Post, "/api/towns/t/container/agents/start").map(|r| r.access()), Ok(Access::Internal));
+        assert_eq!(parse(Post, "/api/towns/t/container/heartbeat").map(|r| r.access()), Ok(Access::Container));
+    }
+}

@@ -1,0 +1,52 @@
+//! The transport of [`crate::rpc`]: calling an object through its stub, serving calls inside
+//! an object, and writing JSON responses.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use worker::{Env, Headers, Method, Request, RequestInit, Response};
+
+use crate::error::{ApiError, ApiResult};
+use crate::rpc::{decode_reply, reply_body, RPC_URL};
+
+pub fn json_response(status: u16, body: &Value) -> worker::Result<Response> {
+    Ok(Response::from_json(body)?.with_status(status))
+}
+
+fn internal(e: worker::Error) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+/// Calls `op` on the object named `name` of the namespace `binding`.
+pub async fn call<O: Serialize>(env: &Env, binding: &str, name: &str, op: &O) -> ApiResult<Value> {
+    let stub = env.durable_object(binding).and_then(|ns| ns.get_by_name(name)).map_err(internal)?;
+    let body = serde_json::to_string(op).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let headers = Headers::new();
+    headers.set("content-type", "application/json").map_err(internal)?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
+    let req = Request::new_with_init(RPC_URL, &init).map_err(internal)?;
+    let mut resp = stub.fetch_with_request(req).await.map_err(internal)?;
+    let status = resp.status_code();
+    let bytes = resp.bytes().await.map_err(internal)?;
+    decode_reply(status, &bytes)
+}
+
+/// Inside an object: decodes the op, runs `handle`, and replies with the envelope.
+pub async fn serve<O: DeserializeOwned>(
+    mut req: Request,
+    handle: impl AsyncFnOnce(O) -> ApiResult<Value>,
+) -> worker::Result<Response> {
+    let result = match req.bytes().await {
+        Ok(bytes) => match serde_json::from_slice::<O>(&bytes) {
+            Ok(op) => handle(op).await,
+            Err(e) => Err(ApiError::Internal(format!("undecodable call: {e}"))),
+        },
+        Err(e) => Err(internal(e)),
+    };
+    if let Err(ApiError::Internal(detail)) = &result {
+        worker::console_error!("durable object call failed: {detail}");
+    }
+    let (status, body) = reply_body(&result);
+    json_response(status, &body)
+}

@@ -1,0 +1,144 @@
+//! The Worker's fetch handler: route, authenticate, plan, call the object, reply.
+
+use serde_json::{json, Value};
+use worker::{event, Context, Env, Headers, Request, RequestInit, Response};
+
+use super::call::{call, json_response};
+use super::{platform, CONTAINER_BINDING, IDENTITY_BINDING, RIG_BINDING, TOWN_BINDING};
+use crate::api::{self, Incoming, Plan};
+use crate::auth::{self, Credentials, Secrets};
+use crate::error::{success, ApiError, ApiResult};
+use crate::requests::MAX_BODY_BYTES;
+use crate::routes::{self, Method, Route};
+use crate::rpc::RigOp;
+
+/// Env names (documented in wrangler.toml).
+const INTERNAL_API_SECRET: &str = "INTERNAL_API_SECRET";
+const JWT_SECRET: &str = "GASTOWN_JWT_SECRET";
+const CONTAINER_TOKEN: &str = "CONTAINER_TOKEN";
+const ALLOW_LOCAL_REPOS: &str = "ALLOW_LOCAL_REPOS";
+
+enum Outcome {
+    Json(u16, Value),
+    Raw(Response),
+}
+
+#[event(fetch)]
+async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+    match handle(&mut req, &env).await {
+        Ok(Outcome::Json(status, data)) => json_response(status, &success(data)),
+        Ok(Outcome::Raw(resp)) => Ok(resp),
+        Err(e) => {
+            if let ApiError::Internal(detail) = &e {
+                worker::console_error!("{} {}: {detail}", req.method(), req.path());
+            }
+            json_response(e.status(), &e.envelope())
+        }
+    }
+}
+
+fn env_string(env: &Env, name: &str) -> Option<String> {
+    env.secret(name).ok().map(|s| s.to_string()).filter(|s| !s.is_empty())
+}
+
+fn header(req: &Request, name: &str) -> Option<String> {
+    req.headers().get(name).ok().flatten()
+}
+
+fn internal(e: worker::Error) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+async fn read_body(req: &mut Request) -> ApiResult<Vec<u8>> {
+    let too_big = || ApiError::bad_request(format!("request body must be at most {MAX_BODY_BYTES} bytes"));
+    if let Some(len) = header(req, "content-length").and_then(|l| l.parse::<usize>().ok()) {
+        if len > MAX_BODY_BYTES {
+            return Err(too_big());
+        }
+    }
+    let bytes = req.bytes().await.map_err(|_| ApiError::bad_request("unreadable request body"))?;
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(too_big());
+    }
+    Ok(bytes)
+}
+
+async fn handle(req: &mut Request, env: &Env) -> ApiResult<Outcome> {
+    let method = Method::parse(&req.method().to_string());
+    let route = routes::parse(method, &req.path())?;
+    let (internal_key, authorization, container_token) =
+        (header(req, "x-internal-api-key"), header(req, "authorization"), header(req, "x-container-token"));
+    let (key_secret, jwt_secret, token_secret) =
+        (env_string(env, INTERNAL_API_SECRET), env_string(env, JWT_SECRET), env_string(env, CONTAINER_TOKEN));
+    let caller = auth::authorize(
+        &route.access(),
+        &Credentials {
+            internal_key: internal_key.as_deref(),
+            authorization: authorization.as_deref(),
+            container_token: container_token.as_deref(),
+        },
+        &Secrets {
+            internal_key: key_secret.as_deref(),
+            jwt_secret: jwt_secret.as_deref(),
+            container_token: token_secret.as_deref(),
+        },
+        (platform::now_millis() / 1000) as u64,
+    )?;
+    if let Route::ContainerProxy { town, path } = &route {
+        return forward_to_container(req, env, town, path).await.map(Outcome::Raw);
+    }
+    let body = if matches!(method, Method::Get | Method::Delete) { Vec::new() } else { read_body(req).await? };
+    let query = req.url().map_err(internal)?.query().unwrap_or("").to_string();
+    let plan = api::plan(&Incoming {
+        route,
+        caller,
+        query: &query,
+        body: &body,
+        allow_local_repos: env_string(env, ALLOW_LOCAL_REPOS).is_some_and(|v| v == "true"),
+        new_id: &platform::new_id,
+    })?;
+    execute(plan, env).await
+}
+
+async fn execute(plan: Plan, env: &Env) -> ApiResult<Outcome> {
+    match plan {
+        Plan::Respond { status, data } => Ok(Outcome::Json(status, data)),
+        Plan::Rig { rig_id, op, status, follow_up } => {
+            let data = call(env, RIG_BINDING, &rig_id, &op).await?;
+            if let Some((identity, op)) = api::follow_up(follow_up, &rig_id, &data) {
+                if let Err(e) = call(env, IDENTITY_BINDING, &identity, &op).await {
+                    worker::console_error!("identity update failed: {e}");
+                }
+            }
+            Ok(Outcome::Json(status, data))
+        }
+        Plan::Town { town_id, op, status } => Ok(Outcome::Json(status, call(env, TOWN_BINDING, &town_id, &op).await?)),
+        Plan::Identity { identity, op } => Ok(Outcome::Json(200, call(env, IDENTITY_BINDING, &identity, &op).await?)),
+        Plan::Heartbeat { rig_updates } => {
+            let mut updated = 0;
+            for (rig_id, agents) in rig_updates {
+                let data = call(env, RIG_BINDING, &rig_id, &RigOp::ContainerHeartbeat { agents }).await?;
+                updated += data["updated"].as_u64().unwrap_or(0);
+            }
+            Ok(Outcome::Json(200, json!({ "updated": updated })))
+        }
+        Plan::Container { .. } => Err(ApiError::Internal("container plans are forwarded before planning".into())),
+    }
+}
+
+/// Forwards a container route to the town's TownContainer object, method and body unchanged.
+/// Credentials are not forwarded: the object adds the container's own secret (issue 4).
+async fn forward_to_container(req: &mut Request, env: &Env, town: &str, path: &str) -> ApiResult<Response> {
+    let stub = env.durable_object(CONTAINER_BINDING).and_then(|ns| ns.get_by_name(town)).map_err(internal)?;
+    let body = read_body(req).await?;
+    let headers = Headers::new();
+    headers.set("content-type", "application/json").map_err(internal)?;
+    let mut init = RequestInit::new();
+    init.with_method(req.method()).with_headers(headers);
+    if !body.is_empty() {
+        init.with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
+    }
+    let url = format!("https://container{path}");
+    let forwarded = Request::new_with_init(&url, &init).map_err(internal)?;
+    stub.fetch_with_request(forwarded).await.map_err(internal)
+}

@@ -1,0 +1,54 @@
+//! TownDO: one per town (`idFromName(townId)`): the town, its rigs (each rig's RigDO is
+//! configured from here, a DO-to-DO call) and town-level escalations.
+
+use std::cell::Cell;
+
+use serde_json::Value;
+use worker::{durable_object, DurableObject, Env, Request, Response, State};
+
+use super::call::{call, serve};
+use super::{platform, sql, RIG_BINDING};
+use crate::error::{ApiError, ApiResult};
+use crate::rpc::{RigOp, TownOp};
+use crate::town::{Town, MIGRATIONS};
+
+#[durable_object(fetch)]
+pub struct TownDO {
+    state: State,
+    env: Env,
+    ready: Cell<bool>,
+}
+
+fn to_json<T: serde::Serialize>(v: T) -> ApiResult<Value> {
+    serde_json::to_value(v).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+impl DurableObject for TownDO {
+    fn new(state: State, env: Env) -> Self {
+        Self { state, env, ready: Cell::new(false) }
+    }
+
+    async fn fetch(&self, req: Request) -> worker::Result<Response> {
+        serve(req, async |op: TownOp| {
+            let db = sql::open(&self.state.storage(), &self.ready, MIGRATIONS)?;
+            let town = Town { db: &db, now: platform::now_iso(), new_id: &platform::new_id };
+            match op {
+                TownOp::Create { town_id, town: t } => town.create(&town_id, &t),
+                TownOp::Get => town.get(),
+                TownOp::CreateRig { rig } => {
+                    let (rig_id, config) = town.prepare_rig(&rig)?;
+                    let op = RigOp::Configure { rig_id: rig_id.clone(), config };
+                    call(&self.env, RIG_BINDING, &rig_id, &op).await?;
+                    to_json(town.insert_rig(&rig_id, &rig)?)
+                }
+                TownOp::ListRigs => {
+                    town.get()?;
+                    to_json(town.rigs()?)
+                }
+                TownOp::CreateEscalation(e) => town.create_escalation(&e),
+                TownOp::ListEscalations => to_json(town.escalations()?),
+            }
+        })
+        .await
+    }
+}

@@ -1,0 +1,132 @@
+//! The TownDO's logic: the town's configuration, its rigs and town-level escalations.
+//!
+//! Creating a rig has an asynchronous middle (configuring the rig's RigDO), so it is split:
+//! [`Town::prepare_rig`] checks and picks the id, the runtime configures the RigDO, then
+//! [`Town::insert_rig`] records it. A rig is listed only once its RigDO is configured.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::db::Db;
+use crate::error::{ApiError, ApiResult};
+use crate::params;
+use crate::requests::{NewEscalation, NewRig, NewTown, RigConfigInput};
+
+pub const MIGRATIONS: &[&[&str]] = &[&[
+    "CREATE TABLE town (id INTEGER PRIMARY KEY CHECK (id = 1), town_id TEXT NOT NULL, name TEXT NOT NULL,
+        config TEXT NOT NULL, created_at TEXT NOT NULL)",
+    "CREATE TABLE rigs (id TEXT PRIMARY KEY, name TEXT NOT NULL, git_url TEXT NOT NULL,
+        default_branch TEXT NOT NULL, created_at TEXT NOT NULL)",
+    "CREATE TABLE escalations (id TEXT PRIMARY KEY, title TEXT NOT NULL, body TEXT, priority TEXT NOT NULL,
+        metadata TEXT NOT NULL, created_at TEXT NOT NULL)",
+]];
+
+pub struct Town<'a, D: Db> {
+    pub db: &'a D,
+    pub now: String,
+    pub new_id: &'a dyn Fn() -> String,
+}
+
+#[derive(Deserialize)]
+struct TownRow {
+    town_id: String,
+    name: String,
+    config: String,
+    created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RigRecord {
+    pub id: String,
+    pub name: String,
+    pub git_url: String,
+    pub default_branch: String,
+    pub created_at: String,
+}
+
+#[derive(Deserialize)]
+struct EscalationRow {
+    id: String,
+    title: String,
+    body: Option<String>,
+    priority: String,
+    metadata: String,
+    created_at: String,
+}
+
+impl<D: Db> Town<'_, D> {
+    fn row(&self) -> ApiResult<TownRow> {
+        self.db.first("SELECT * FROM town WHERE id = 1", vec![])?.ok_or_else(|| ApiError::not_found("town"))
+    }
+
+    pub fn create(&self, town_id: &str, t: &NewTown) -> ApiResult<Value> {
+        if self.db.first::<TownRow>("SELECT * FROM town WHERE id = 1", vec![])?.is_some() {
+            return Err(ApiError::Conflict("town already exists".into()));
+        }
+        let config = t.config.clone().filter(|c| !c.is_null()).unwrap_or_else(|| json!({}));
+        self.db.exec(
+            "INSERT INTO town (id, town_id, name, config, created_at) VALUES (1, ?, ?, ?, ?)",
+            params![town_id, &t.name, config.to_string(), &self.now],
+        )?;
+        self.get()
+    }
+
+    pub fn get(&self) -> ApiResult<Value> {
+        let t = self.row()?;
+        let config: Value = serde_json::from_str(&t.config).unwrap_or(Value::Null);
+        Ok(json!({ "id": t.town_id, "name": t.name, "config": config, "created_at": t.created_at, "rigs": self.rigs()? }))
+    }
+
+    /// Checks the town exists and returns the new rig's id and the RigDO configuration.
+    pub fn prepare_rig(&self, r: &NewRig) -> ApiResult<(String, RigConfigInput)> {
+        let town = self.row()?;
+        let rig_id = (self.new_id)();
+        let config = RigConfigInput {
+            town_id: town.town_id,
+            git_url: r.git_url.clone(),
+            default_branch: r.default_branch.clone(),
+            name: Some(r.name.clone()),
+            allow_local_repos: r.allow_local_repos,
+        };
+        Ok((rig_id, config))
+    }
+
+    pub fn insert_rig(&self, rig_id: &str, r: &NewRig) -> ApiResult<RigRecord> {
+        self.db.exec(
+            "INSERT INTO rigs (id, name, git_url, default_branch, created_at) VALUES (?, ?, ?, ?, ?)",
+            params![rig_id, &r.name, &r.git_url, &r.default_branch, &self.now],
+        )?;
+        self.db.first("SELECT * FROM rigs WHERE id = ?", params![rig_id])?.ok_or_else(|| ApiError::not_found("rig"))
+    }
+
+    pub fn rigs(&self) -> ApiResult<Vec<RigRecord>> {
+        self.db.query("SELECT * FROM rigs ORDER BY rowid", vec![])
+    }
+
+    pub fn create_escalation(&self, e: &NewEscalation) -> ApiResult<Value> {
+        self.row()?;
+        let id = (self.new_id)();
+        let metadata = e.metadata.clone().filter(|m| !m.is_null()).unwrap_or_else(|| json!({}));
+        let priority = e.priority.unwrap_or(crate::model::Priority::High);
+        self.db.exec(
+            "INSERT INTO escalations (id, title, body, priority, metadata, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            params![&id, &e.title, e.body.clone(), priority.as_str(), metadata.to_string(), &self.now],
+        )?;
+        Ok(self.escalations()?.into_iter().find(|x| x["id"] == json!(id)).unwrap_or(Value::Null))
+    }
+
+    pub fn escalations(&self) -> ApiResult<Vec<Value>> {
+        self.row()?;
+        let rows: Vec<EscalationRow> = self.db.query("SELECT * FROM escalations ORDER BY rowid", vec![])?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                json!({
+                    "id": r.id, "title": r.title, "body": r.body, "priority": r.priority,
+                    "metadata": serde_json::from_str::<Value>(&r.metadata).unwrap_or(Value::Null),
+                    "created_at": r.created_at,
+                })
+            })
+            .collect())
+    }
+}
