@@ -1,1 +1,274 @@
 //! Runs the built Worker under `wrangler dev` with a fresh `--persist-to` folder per test.
+//!
+//! [`WranglerDev::start`] starts `node_modules/.bin/wrangler dev` from the repository root on
+//! free loopback ports, in its own process group, with every file wrangler writes (state,
+//! logs, config) inside a temporary folder, and waits (with a deadline) for `/health`.
+//! Dropping it kills the whole process group. The Worker must be built first
+//! (`scripts/build-worker`); the harness never builds it, so no test times a build.
+//!
+//! Secrets are passed through `--env-file` (not the command line): the internal API key, the
+//! agent JWT secret and the container token are fixed per instance and exposed for tests, and
+//! `ALLOW_LOCAL_REPOS=true` lets rigs use `file://` origins.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use reqwest::Method;
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+pub const INTERNAL_KEY: &str = "test-internal-key";
+pub const JWT_SECRET: &str = "test-jwt-secret";
+pub const CONTAINER_TOKEN: &str = "test-container-token";
+
+/// How long `wrangler dev` may take to answer `/health`.
+const START_DEADLINE: Duration = Duration::from_secs(90);
+/// Per-request deadline of [`WranglerDev::call`].
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+}
+
+/// A running `wrangler dev`.
+pub struct WranglerDev {
+    child: Option<Child>,
+    /// Holds the persist folder; shared so a restarted instance can reuse it.
+    dir: Arc<tempfile::TempDir>,
+    pub base_url: String,
+    client: reqwest::Client,
+}
+
+/// A response: status and parsed JSON body (`Value::Null` when the body is not JSON).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Reply {
+    /// `data` of a success envelope; panics with the whole reply otherwise.
+    pub fn data(&self) -> &Value {
+        assert_eq!(self.body["success"], json!(true), "expected success, got {self:?}");
+        &self.body["data"]
+    }
+
+    /// The error message of a failure envelope; panics otherwise.
+    pub fn error(&self) -> &str {
+        assert_eq!(self.body["success"], json!(false), "expected an error, got {self:?}");
+        self.body["error"].as_str().unwrap_or_else(|| panic!("no error message in {self:?}"))
+    }
+}
+
+/// Who a request is from.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    Internal,
+    Key(String),
+    Bearer(String),
+    Container(String),
+}
+
+impl WranglerDev {
+    /// Starts on a fresh, empty state folder.
+    pub async fn start() -> Self {
+        let dir = tempfile::Builder::new().prefix("gastown-wrangler-").tempdir().expect("temp dir");
+        Self::start_in(Arc::new(dir)).await
+    }
+
+    /// Starts on `dir`'s state (the same folder a previous instance used).
+    pub async fn start_in(dir: Arc<tempfile::TempDir>) -> Self {
+        let root = repo_root();
+        let wrangler = root.join("node_modules/.bin/wrangler");
+        assert!(wrangler.exists(), "{} is missing: run `npm ci`", wrangler.display());
+        assert!(
+            root.join("build/worker/shim.mjs").exists(),
+            "the Worker is not built: run scripts/build-worker first"
+        );
+        let d = dir.path();
+        let env_file = d.join("worker.env");
+        std::fs::write(
+            &env_file,
+            format!(
+                "INTERNAL_API_SECRET={INTERNAL_KEY}\nGASTOWN_JWT_SECRET={JWT_SECRET}\nCONTAINER_TOKEN={CONTAINER_TOKEN}\nALLOW_LOCAL_REPOS=true\n"
+            ),
+        )
+        .expect("write env file");
+        let port = free_port();
+        let inspector = free_port();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(d.join("wrangler.out")).expect("log file");
+        let mut cmd = Command::new(&wrangler);
+        cmd.current_dir(&root)
+            .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--inspector-port", &inspector.to_string()])
+            .arg("--persist-to")
+            .arg(d.join("state"))
+            .arg("--env-file")
+            .arg(&env_file)
+            .arg("--show-interactive-dev-session=false")
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("XDG_CONFIG_HOME", d.join("xdg"))
+            .env("WRANGLER_LOG_PATH", d.join("logs"))
+            .env("GASTOWN_WORKER_PREBUILT", "1")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log);
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd.spawn().expect("spawn wrangler dev");
+        let client = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).no_proxy().build().expect("http client");
+        let mut dev = Self { child: Some(child), dir, base_url: format!("http://127.0.0.1:{port}"), client };
+        dev.wait_ready().await;
+        dev
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if let Ok(r) = self.client.get(format!("{}/health", self.base_url)).timeout(Duration::from_secs(5)).send().await {
+                if r.status().as_u16() == 200 {
+                    return;
+                }
+            }
+            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
+                let out = std::fs::read_to_string(self.dir.path().join("wrangler.out")).unwrap_or_default();
+                self.kill();
+                panic!("wrangler dev did not become ready (exit: {exited:?}); output:\n{out}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The state folder, to restart on the same state with [`WranglerDev::start_in`].
+    pub fn state_dir(&self) -> Arc<tempfile::TempDir> {
+        self.dir.clone()
+    }
+
+    /// Stops the process group and waits for it.
+    pub fn stop(mut self) {
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pgid = child.id();
+            // The group id is the child's pid (process_group(0)); node and workerd are in it.
+            let _ = Command::new("kill").args(["-TERM", "--", &format!("-{pgid}")]).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends a request; `body` is sent as JSON when it is not `Value::Null`.
+    pub async fn call(&self, method: Method, path: &str, auth: &Auth, body: Value) -> Reply {
+        let mut req = self.client.request(method, format!("{}{path}", self.base_url));
+        req = match auth {
+            Auth::None => req,
+            Auth::Internal => req.header("X-Internal-API-Key", INTERNAL_KEY),
+            Auth::Key(k) => req.header("X-Internal-API-Key", k),
+            Auth::Bearer(t) => req.header("Authorization", format!("Bearer {t}")),
+            Auth::Container(t) => req.header("X-Container-Token", t),
+        };
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        self.send(req).await
+    }
+
+    /// Sends a request with exactly the given headers.
+    pub async fn call_headers(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Value) -> Reply {
+        let mut req = self.client.request(method, format!("{}{path}", self.base_url));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        self.send(req).await
+    }
+
+    /// Sends a raw body (for malformed-input tests).
+    pub async fn call_raw(&self, method: Method, path: &str, auth: &Auth, body: Vec<u8>) -> Reply {
+        let mut req = self.client.request(method, format!("{}{path}", self.base_url));
+        if let Auth::Internal = auth {
+            req = req.header("X-Internal-API-Key", INTERNAL_KEY);
+        }
+        if let Auth::Bearer(t) = auth {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        self.send(req.header("content-type", "application/json").body(body)).await
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
+        let resp = req.send().await.unwrap_or_else(|e| panic!("request to wrangler dev failed: {e}"));
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.unwrap_or_default();
+        Reply { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, &Auth::Internal, Value::Null).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, &Auth::Internal, body).await
+    }
+}
+
+impl Drop for WranglerDev {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Signs an HS256 agent token by hand (independently of the Worker's JWT code).
+pub fn sign_jwt(header: &Value, claims: &Value, secret: &str) -> String {
+    let h = URL_SAFE_NO_PAD.encode(header.to_string());
+    let p = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(format!("{h}.{p}").as_bytes());
+    let s = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{h}.{p}.{s}")
+}
+
+/// A valid agent token for `agent_id` in `rig_id`, expiring in an hour.
+pub fn agent_token(agent_id: &str, rig_id: &str) -> String {
+    sign_jwt(
+        &json!({"alg": "HS256", "typ": "JWT"}),
+        &json!({"agentId": agent_id, "rigId": rig_id, "townId": "town-1", "userId": "user-1", "exp": now_secs() + 3600}),
+        JWT_SECRET,
+    )
+}
+
+/// A fresh id for a test rig (so tests sharing an instance never share a rig).
+pub fn unique_id(prefix: &str) -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{prefix}-{t:x}-{n}")
+}
