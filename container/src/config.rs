@@ -19,12 +19,23 @@
 //! | `GASTOWN_MODEL_BASE_URL` | unset | OpenAI-compatible endpoint for the agents' model provider |
 //! | `GASTOWN_MODEL_API_KEY` | unset | its API key (passed to Kilo by environment, never written) |
 //! | `KILO_MEMORY_LIMIT_BYTES` | unset | passed to each Kilo process as `BUN_JSC_forceRAMSize` |
+//! | `GASTOWN_TOOLS_DIR` | `<WORKSPACE_ROOT>/run/tools` | Kilo config folder for the Gastown tool files |
+//! | `LOG` | info | log filter (tracing's env-filter syntax); logs are JSON lines on stdout |
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use shared_types::ValidationPolicy;
+
+/// Every variable [`Config::from_env`] reads (printed by `gastown-container print-env`, which the
+/// Dockerfile check compares against).
+pub const ENV_VARS: &[&str] = &[
+    "PORT", "BIND_ADDR", "CONTAINER_TOKEN", "WORKSPACE_ROOT", "GASTOWN_API_URL", "KILO_BIN", "AGENTS_PER_SERVER",
+    "STOP_GRACE_MS", "HEARTBEAT_INTERVAL_MS", "ALLOW_LOCAL_REPOS", "KILO_READY_TIMEOUT_MS", "GIT_TIMEOUT_MS",
+    "EVENT_BUFFER_SIZE", "GASTOWN_MODEL_BASE_URL", "GASTOWN_MODEL_API_KEY", "KILO_MEMORY_LIMIT_BYTES",
+    "GASTOWN_TOOLS_DIR", "LOG",
+];
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -43,6 +54,7 @@ pub struct Config {
     pub model_base_url: Option<String>,
     pub model_api_key: Option<String>,
     pub kilo_memory_limit: Option<u64>,
+    pub tools_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -52,7 +64,10 @@ impl Config {
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let get = |k: &str| {
+            debug_assert!(ENV_VARS.contains(&k), "{k} missing from ENV_VARS");
+            get(k).filter(|v| !v.trim().is_empty())
+        };
         let num = |k: &str, default: u64| -> Result<u64, String> {
             get(k).map_or(Ok(default), |v| v.trim().parse().map_err(|_| format!("{k} must be a whole number, got {v:?}")))
         };
@@ -81,6 +96,7 @@ impl Config {
             event_buffer_size: event_buffer_size as usize,
             model_base_url: get("GASTOWN_MODEL_BASE_URL"),
             model_api_key: get("GASTOWN_MODEL_API_KEY"),
+            tools_dir: get("GASTOWN_TOOLS_DIR").map(PathBuf::from),
             kilo_memory_limit: get("KILO_MEMORY_LIMIT_BYTES").map(|v| v.parse().map_err(|_| "KILO_MEMORY_LIMIT_BYTES must be a number".to_string())).transpose()?,
         })
     }

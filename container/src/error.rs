@@ -11,8 +11,13 @@ pub enum Error {
     /// The request is malformed or invalid; nothing was changed.
     #[error("{message}")]
     BadRequest { message: String, issues: Vec<ValidationIssue> },
+    #[error("{0}")]
+    TooLarge(String),
     #[error("missing or wrong container token")]
     Unauthorized,
+    /// Authenticated, but not allowed to act for this agent.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     /// The request conflicts with the agent's current state (e.g. already running).
@@ -50,7 +55,9 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Git(_) | Self::Agent(_) => StatusCode::BAD_GATEWAY,

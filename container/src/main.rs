@@ -1,8 +1,140 @@
+//! gastown-container: the town container's control server.
+//!
+//! ```text
+//! gastown-container                    serve (settings from the environment, see config.rs)
+//! gastown-container write-tools DIR    write the Gastown tool files for Kilo into DIR
+//! gastown-container print-env          list the environment variables the server reads
+//! ```
+
 mod agents;
 mod clock;
 mod config;
 mod error;
 mod git;
+mod heartbeat;
+mod http;
+mod kilo;
 mod process;
+mod secret;
+mod supervisor;
+mod tools;
 
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::Config;
+use crate::git::{GitManager, WorkspacePaths};
+use crate::process::Reaper;
+use crate::supervisor::Supervisor;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        None => serve(),
+        Some("write-tools") => match args.get(1) {
+            Some(dir) => match tools::js::write_tools(&PathBuf::from(dir)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("cannot write the tool files: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            None => usage(),
+        },
+        Some("print-env") => {
+            for name in config::ENV_VARS {
+                println!("{name}");
+            }
+            ExitCode::SUCCESS
+        }
+        Some(_) => usage(),
+    }
+}
+
+fn usage() -> ExitCode {
+    eprintln!("usage: gastown-container [write-tools DIR | print-env]");
+    ExitCode::from(2)
+}
+
+fn serve() -> ExitCode {
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LOG").unwrap_or_else(|_| "info".into()))
+        .init();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "bad configuration");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "control server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), String> {
+    // First, before any child exists: the process's one reaper.
+    let reaper = Reaper::global();
+    let paths = WorkspacePaths::new(&config.workspace_root).map_err(|e| format!("workspace {}: {e}", config.workspace_root.display()))?;
+    let tools_dir = match &config.tools_dir {
+        Some(dir) => dir.clone(),
+        None => paths.run_dir("tools").map_err(|e| format!("tools folder: {e}"))?,
+    };
+    // Refreshed at every start, so the files always match this binary's definitions.
+    tools::js::write_tools(&tools_dir).map_err(|e| format!("cannot write the tool files to {}: {e}", tools_dir.display()))?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let git = GitManager::new(paths, reaper.clone(), config.git_timeout);
+    let config = Arc::new(config);
+    let supervisor = Supervisor::new(config.clone(), reaper, git, tools_dir, format!("http://127.0.0.1:{port}")).map_err(|e| e.to_string())?;
+    heartbeat::spawn(supervisor.clone());
+    tracing::info!(
+        port,
+        workspace = %config.workspace_root.display(),
+        agents_per_server = config.agents_per_server,
+        token = config.container_token.is_some(),
+        local_repos = config.allow_local_repos,
+        "control server listening"
+    );
+
+    let app = http::router(supervisor.clone());
+    let shutdown = {
+        let supervisor = supervisor.clone();
+        async move {
+            wait_for_shutdown_signal().await;
+            tracing::info!("shutdown requested: stopping agents");
+            supervisor.shutdown().await;
+        }
+    };
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(|e| e.to_string())?;
+    tracing::info!("control server stopped");
+    Ok(())
+}
+
+async fn wait_for_shutdown_signal() {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT; the server will only stop when killed");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -93,6 +93,8 @@ pub struct AgentState {
 pub struct Agent {
     pub id: String,
     state: Mutex<AgentState>,
+    /// Woken on every new event, for streams that follow the agent.
+    changed: tokio::sync::Notify,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -135,11 +137,17 @@ impl Agent {
                 attachment: None,
                 events,
             }),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
+    /// Resolves at the next event of this agent.
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
     /// The record's state. The lock is never held across an await.
-    pub fn lock(&self) -> MutexGuard<'_, AgentState> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, AgentState> {
         // A panic while holding this lock cannot leave the record half-written in a way that
         // matters more than losing the agent, so recover the guard instead of propagating.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -162,7 +170,10 @@ impl Agent {
         s.error = None;
         s.attachment = None;
         s.events.push(AgentEventKind::Status, json!({ "status": "starting" }));
-        Ok(s.generation)
+        let generation = s.generation;
+        drop(s);
+        self.changed.notify_waiters();
+        Ok(generation)
     }
 
     /// Applies `to` if the machine allows it and, when `generation` is given, only if the record
@@ -172,7 +183,10 @@ impl Agent {
         if generation.is_some_and(|g| g != s.generation) {
             return Err(BadTransition { from: "an earlier run", to: to.as_str() });
         }
-        transition_locked(&mut s, to)
+        transition_locked(&mut s, to)?;
+        drop(s);
+        self.changed.notify_waiters();
+        Ok(())
     }
 
     /// Records the process's end: `exited` when it stopped on request or with code 0, `failed`
@@ -191,6 +205,8 @@ impl Agent {
         }
         let _ = transition_locked(&mut s, to);
         s.attachment = None;
+        drop(s);
+        self.changed.notify_waiters();
     }
 
     /// Appends an event and counts it as activity.
@@ -198,6 +214,13 @@ impl Agent {
         let mut s = self.lock();
         s.events.push(kind, data);
         s.last_activity_at = SystemTime::now();
+        drop(s);
+        self.changed.notify_waiters();
+    }
+
+    /// Counts as activity without an event.
+    pub fn touch(&self) {
+        self.lock().last_activity_at = SystemTime::now();
     }
 
     pub fn status(&self) -> ProcessStatus {

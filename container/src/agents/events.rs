@@ -31,6 +31,7 @@ impl EventBuffer {
         self.last_id
     }
 
+    #[cfg(test)]
     pub fn last_id(&self) -> u64 {
         self.last_id
     }

@@ -16,6 +16,7 @@ impl WorkspacePaths {
         Ok(Self { root: root.canonicalize()? })
     }
 
+    #[cfg(test)]
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -6,4 +6,4 @@ pub mod output;
 pub mod reaper;
 pub mod terminate;
 
-pub use reaper::{Exit, ExitWatch, Reaper, Spawned};
+pub use reaper::{Exit, ExitWatch, Reaper};

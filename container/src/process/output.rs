@@ -24,15 +24,6 @@ pub enum Stream {
     Stderr,
 }
 
-impl Stream {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        }
-    }
-}
-
 impl OutputBuffer {
     pub fn new(budget: usize) -> Self {
         Self { lines: VecDeque::new(), bytes: 0, budget, dropped: 0 }
@@ -62,10 +53,12 @@ impl OutputBuffer {
         self.lines.iter().skip(skip).map(|(_, l)| l.as_str()).collect::<Vec<_>>().join("\n")
     }
 
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.bytes
     }
 
+    #[cfg(test)]
     pub fn dropped(&self) -> u64 {
         self.dropped
     }

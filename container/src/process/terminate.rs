@@ -130,8 +130,3 @@ fn descendant_groups(root: u32) -> BTreeSet<i32> {
     }
     groups
 }
-
-/// Pids of the live processes in group `pgid` (for tests and diagnostics).
-pub fn group_members(pgid: i32) -> Vec<i32> {
-    processes().into_iter().filter(|p| p.pgrp == pgid && p.state != 'Z').map(|p| p.pid).collect()
-}

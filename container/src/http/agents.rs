@@ -1,0 +1,48 @@
+//! `/agents`: start, list, status, events, message, stop.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use shared_types::{AgentEvents, AgentList, AgentProcess, AgentStatusResponse, SendMessageRequest, SentResponse, StartAgentRequest, StopAgentRequest, StoppedResponse};
+
+use super::extract::{AgentId, JsonBody, OptionalJsonBody, QueryParams};
+use super::AppState;
+use crate::error::Result;
+
+pub async fn start(State(state): State<AppState>, JsonBody(request): JsonBody<StartAgentRequest>) -> Result<(StatusCode, Json<AgentProcess>)> {
+    let process = state.supervisor.start(request).await?;
+    Ok((StatusCode::CREATED, Json(process)))
+}
+
+pub async fn list(State(state): State<AppState>) -> Json<AgentList> {
+    Json(AgentList { agents: state.supervisor.registry.all().iter().map(|a| a.to_process()).collect() })
+}
+
+pub async fn status(State(state): State<AppState>, AgentId(id): AgentId) -> Result<Json<AgentStatusResponse>> {
+    Ok(Json(state.supervisor.agent(&id)?.to_status()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<usize>,
+}
+
+pub async fn events(State(state): State<AppState>, AgentId(id): AgentId, QueryParams(q): QueryParams<EventsQuery>) -> Result<Json<AgentEvents>> {
+    let agent = state.supervisor.agent(&id)?;
+    let limit = q.limit.unwrap_or(500).clamp(1, 1000);
+    let events = agent.lock().events.after(q.after, limit);
+    Ok(Json(events))
+}
+
+pub async fn message(State(state): State<AppState>, AgentId(id): AgentId, JsonBody(request): JsonBody<SendMessageRequest>) -> Result<Json<SentResponse>> {
+    state.supervisor.message(&id, request).await?;
+    Ok(Json(SentResponse { sent: true }))
+}
+
+pub async fn stop(State(state): State<AppState>, AgentId(id): AgentId, OptionalJsonBody(request): OptionalJsonBody<StopAgentRequest>) -> Result<Json<StoppedResponse>> {
+    state.supervisor.stop(&id, request.signal.unwrap_or_default()).await?;
+    Ok(Json(StoppedResponse { stopped: true }))
+}

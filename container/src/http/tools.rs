@@ -1,0 +1,56 @@
+//! `POST /internal/tools/:tool`: a Gastown tool call from a tool file inside a Kilo process.
+//!
+//! The caller proves which Kilo process it runs in with that process's tool key, and names its
+//! session; the session must belong to an agent on that same process. The call is then made
+//! to the Worker with that agent's credential, so an agent can only ever act as itself, even
+//! when several agents share one Kilo process.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use shared_types::AgentEventKind;
+
+use super::extract::JsonBody;
+use super::AppState;
+use crate::error::{Error, Result};
+use crate::tools::forward::{forward, route};
+use crate::tools::js::TOOL_KEY_HEADER;
+
+#[derive(Debug, Deserialize)]
+pub struct ToolCall {
+    #[serde(rename = "sessionID")]
+    session_id: String,
+    #[serde(default)]
+    args: Map<String, Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ToolOutput {
+    output: String,
+}
+
+pub async fn call(State(state): State<AppState>, Path(tool): Path<String>, headers: HeaderMap, JsonBody(call): JsonBody<ToolCall>) -> Result<Json<ToolOutput>> {
+    let s = &state.supervisor;
+    let key = headers.get(TOOL_KEY_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let server = s.server_by_tool_key(key).ok_or(Error::Unauthorized)?;
+    let agent = s.registry.agent_for_session(&call.session_id).ok_or_else(|| Error::NotFound("unknown session".into()))?;
+    let (attachment, spec) = {
+        let st = agent.lock();
+        (st.attachment.clone(), st.spec.clone())
+    };
+    if attachment.is_none_or(|a| a.server_id != server.id || a.session_id != call.session_id) {
+        return Err(Error::Forbidden("the session does not belong to this Kilo process".into()));
+    }
+    let api_url = s.config.api_url.as_deref().ok_or_else(|| Error::Agent("GASTOWN_API_URL is not configured on the control server".into()))?;
+    let worker_call = route(&tool, &call.args, &spec).map_err(|e| Error::bad_request(e.0))?;
+    tracing::info!(agent = %agent.id, tool = %tool, path = %worker_call.path, "forwarding tool call");
+    match forward(&s.http, api_url, spec.api_token.as_deref(), worker_call).await {
+        Ok(output) => Ok(Json(ToolOutput { output })),
+        Err(e) => {
+            agent.record(AgentEventKind::Error, json!({ "message": e.0, "source": "tool", "tool": tool }));
+            Err(Error::Agent(e.0))
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! HTTP calls to one `kilo serve` process on loopback (shapes measured against Kilo 7.7.7).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone)]
+pub struct KiloClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KiloError {
+    #[error("kilo did not answer: {0}")]
+    Unreachable(String),
+    #[error("kilo answered HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("kilo answered something unexpected: {0}")]
+    Unexpected(String),
+}
+
+/// Per-request deadline for calls that should answer at once. A health request sent while the
+/// server is still starting can hang for good, so it gets a much shorter one.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl KiloClient {
+    pub fn new(http: reqwest::Client, port: u16) -> Self {
+        Self { base: format!("http://127.0.0.1:{port}"), http }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET /global/health` -> `{"healthy":true,...}`.
+    pub async fn healthy(&self) -> bool {
+        let res = self.http.get(format!("{}/global/health", self.base)).timeout(HEALTH_TIMEOUT).send().await;
+        match res {
+            Ok(r) if r.status().is_success() => r.json::<Value>().await.is_ok_and(|v| v["healthy"] == true),
+            _ => false,
+        }
+    }
+
+    /// `POST /session?directory=D` -> the new session's id.
+    pub async fn create_session(&self, directory: &Path, title: &str) -> Result<String, KiloError> {
+        let res = self
+            .http
+            .post(format!("{}/session", self.base))
+            .query(&[("directory", directory.to_string_lossy())])
+            .json(&json!({ "title": title }))
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| KiloError::Unreachable(e.without_url().to_string()))?;
+        let body = checked(res).await?;
+        let v: Value = serde_json::from_str(&body).map_err(|_| KiloError::Unexpected("session is not JSON".into()))?;
+        v["id"].as_str().map(str::to_string).ok_or_else(|| KiloError::Unexpected("session has no id".into()))
+    }
+
+    /// `POST /session/{id}/prompt_async`: starts a turn and returns at once (204).
+    /// `system`, when given, is appended to the system prompt for this message only.
+    pub async fn prompt_async(&self, session: &str, directory: &Path, agent: &str, text: &str, system: Option<&str>) -> Result<(), KiloError> {
+        let mut body = json!({ "agent": agent, "parts": [{ "type": "text", "text": text }] });
+        if let Some(system) = system.filter(|s| !s.is_empty()) {
+            body["system"] = system.into();
+        }
+        let res = self
+            .http
+            .post(format!("{}/session/{session}/prompt_async", self.base))
+            .query(&[("directory", directory.to_string_lossy())])
+            .json(&body)
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| KiloError::Unreachable(e.without_url().to_string()))?;
+        checked(res).await.map(|_| ())
+    }
+
+    /// `POST /session/{id}/abort`: ends the running turn, if any.
+    pub async fn abort(&self, session: &str, directory: &Path) -> Result<(), KiloError> {
+        let res = self
+            .http
+            .post(format!("{}/session/{session}/abort", self.base))
+            .query(&[("directory", directory.to_string_lossy())])
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| KiloError::Unreachable(e.without_url().to_string()))?;
+        checked(res).await.map(|_| ())
+    }
+
+    /// `GET /global/event`: the server-sent events of every directory the server serves.
+    pub async fn global_events(&self) -> Result<reqwest::Response, KiloError> {
+        let res = self.http.get(format!("{}/global/event", self.base)).send().await.map_err(|e| KiloError::Unreachable(e.without_url().to_string()))?;
+        if !res.status().is_success() {
+            return Err(KiloError::Status { status: res.status().as_u16(), body: String::new() });
+        }
+        Ok(res)
+    }
+}
+
+async fn checked(res: reqwest::Response) -> Result<String, KiloError> {
+    let status = res.status();
+    let body = res.text().await.unwrap_or_default();
+    if status.is_success() {
+        Ok(body)
+    } else {
+        let mut body = body;
+        body.truncate(500);
+        Err(KiloError::Status { status: status.as_u16(), body })
+    }
+}

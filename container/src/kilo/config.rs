@@ -1,0 +1,105 @@
+//! The Kilo configuration file of one `kilo serve` process (passed as `KILO_CONFIG`, written
+//! outside every worktree so an agent never commits it).
+
+use serde_json::{json, Value};
+
+/// Name of the agent definition every Gastown session runs as.
+pub const AGENT_NAME: &str = "gastown";
+/// Environment variable that carries the model provider's API key into the Kilo process; the
+/// config refers to it by `{env:..}` so the key is never written to disk.
+pub const MODEL_KEY_VAR: &str = "GASTOWN_MODEL_API_KEY";
+
+/// Tools an unattended agent must not have: they wait for a human, or schedule work outside
+/// the turn the supervisor can see.
+const DENIED_TOOLS: &[&str] = &["question", "plan_exit", "suggest", "schedule_wakeup", "cancel_wakeup", "background_process", "board_post", "board_read"];
+
+pub struct KiloConfigInput<'a> {
+    /// `provider/model` from the start request.
+    pub model: &'a str,
+    /// An OpenAI-compatible endpoint: the model is served by a custom provider there.
+    /// Without it, Kilo's built-in providers are used as configured by its own environment.
+    pub model_base_url: Option<&'a str>,
+    pub has_model_key: bool,
+    /// The agent definition's prompt (the agent's system prompt).
+    pub agent_prompt: &'a str,
+}
+
+/// Splits `provider/model`; a bare model name gets the provider `gastown`.
+pub fn split_model(model: &str) -> (&str, &str) {
+    match model.split_once('/') {
+        Some((p, m)) if !p.is_empty() && !m.is_empty() => (p, m),
+        _ => ("gastown", model),
+    }
+}
+
+pub fn kilo_config(input: &KiloConfigInput<'_>) -> Value {
+    let (provider, model) = split_model(input.model);
+    let full_model = format!("{provider}/{model}");
+    let mut permission = serde_json::Map::new();
+    permission.insert("*".into(), "allow".into());
+    for tool in DENIED_TOOLS {
+        permission.insert((*tool).into(), "deny".into());
+    }
+    let mut config = json!({
+        "autoupdate": false,
+        "share": "disabled",
+        "model": full_model,
+        // An unset or unknown small model kills the prompt loop (reference lesson 11).
+        "small_model": full_model,
+        "permission": permission,
+        "agent": { AGENT_NAME: { "mode": "primary", "prompt": neutralize_substitutions(input.agent_prompt) } },
+    });
+    if let Some(base_url) = input.model_base_url {
+        let api_key = if input.has_model_key { format!("{{env:{MODEL_KEY_VAR}}}") } else { "none".into() };
+        config["enabled_providers"] = json!([provider]);
+        config["provider"] = json!({
+            provider: {
+                "npm": "@ai-sdk/openai-compatible",
+                "name": provider,
+                "options": { "baseURL": base_url, "apiKey": api_key },
+                "models": { model: { "name": model, "tool_call": true, "limit": { "context": 128000, "output": 8192 } } }
+            }
+        });
+    }
+    config
+}
+
+/// Kilo expands `{env:NAME}` and `{file:PATH}` inside config values. A prompt is text from a
+/// request, so break those forms up: it must not pull the container's secrets or files into
+/// the model's context.
+pub fn neutralize_substitutions(text: &str) -> String {
+    text.replace("{env:", "{ env:").replace("{file:", "{ file:")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_provider_with_key_by_reference() {
+        let c = kilo_config(&KiloConfigInput { model: "scripted/m-1", model_base_url: Some("http://127.0.0.1:9/v1"), has_model_key: true, agent_prompt: "You are toast." });
+        assert_eq!(c["model"], "scripted/m-1");
+        assert_eq!(c["small_model"], "scripted/m-1");
+        assert_eq!(c["enabled_providers"], json!(["scripted"]));
+        assert_eq!(c["provider"]["scripted"]["options"]["apiKey"], "{env:GASTOWN_MODEL_API_KEY}");
+        assert_eq!(c["provider"]["scripted"]["models"]["m-1"]["tool_call"], true);
+        assert_eq!(c["agent"]["gastown"]["prompt"], "You are toast.");
+        assert_eq!(c["permission"]["question"], "deny");
+        assert_eq!(c["permission"]["*"], "allow");
+        assert_eq!(c["autoupdate"], false);
+    }
+
+    #[test]
+    fn models_with_slashes_and_bare_names() {
+        assert_eq!(split_model("openrouter/anthropic/claude"), ("openrouter", "anthropic/claude"));
+        assert_eq!(split_model("gpt"), ("gastown", "gpt"));
+        let c = kilo_config(&KiloConfigInput { model: "kilo/x", model_base_url: None, has_model_key: false, agent_prompt: "" });
+        assert!(c.get("provider").is_none());
+    }
+
+    #[test]
+    fn prompts_cannot_expand_env_or_files() {
+        let p = neutralize_substitutions("leak {env:GASTOWN_MODEL_API_KEY} and {file:/etc/passwd}");
+        assert!(!p.contains("{env:") && !p.contains("{file:"));
+    }
+}

@@ -1,0 +1,105 @@
+//! The process manager: starts agents (git worktree, Kilo server, session, first prompt),
+//! sends them messages, stops them, and notices when their Kilo process dies.
+//! Split by verb: [`start`], [`message`], [`stop`]; [`servers`] places agents on Kilo processes
+//! and handles their exits.
+
+mod message;
+mod servers;
+mod start;
+mod stop;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::agents::{Agent, Registry};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::git::GitManager;
+use crate::kilo::server::KiloServer;
+use crate::process::Reaper;
+
+
+pub struct Supervisor {
+    pub config: Arc<Config>,
+    pub registry: Arc<Registry>,
+    pub http: reqwest::Client,
+    pub started_at: Instant,
+    reaper: Arc<Reaper>,
+    git: GitManager,
+    servers: Mutex<Vec<Arc<KiloServer>>>,
+    next_server_id: AtomicU64,
+    /// Kilo config directory holding the Gastown tool files.
+    tools_dir: PathBuf,
+    /// This server's loopback URL, for the tool files inside Kilo processes.
+    control_url: String,
+    shutting_down: AtomicBool,
+    /// Serializes choosing or spawning a shared Kilo server, so two starts that could share one
+    /// do not both spawn.
+    placement: tokio::sync::Mutex<()>,
+}
+
+impl Supervisor {
+    pub fn new(config: Arc<Config>, reaper: Arc<Reaper>, git: GitManager, tools_dir: PathBuf, control_url: String) -> Result<Arc<Self>> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(120))
+            .build()
+            .map_err(|e| Error::Internal(format!("http client: {e}")))?;
+        // Event streams have no overall deadline; they end with the Kilo process.
+        let registry = Arc::new(Registry::new(config.event_buffer_size));
+        Ok(Arc::new(Self {
+            config,
+            registry,
+            http,
+            started_at: Instant::now(),
+            reaper,
+            git,
+            servers: Mutex::new(Vec::new()),
+            next_server_id: AtomicU64::new(1),
+            tools_dir,
+            control_url,
+            shutting_down: AtomicBool::new(false),
+            placement: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    pub fn uptime_ms(&self) -> u64 {
+        self.started_at.elapsed().as_millis() as u64
+    }
+
+    pub fn agent(&self, agent_id: &str) -> Result<Arc<Agent>> {
+        self.registry.get(agent_id)
+    }
+
+    /// The Kilo process whose tool key is `key` (compared in constant time against each).
+    pub fn server_by_tool_key(&self, key: &str) -> Option<Arc<KiloServer>> {
+        self.server_list().into_iter().find(|s| crate::secret::equal(&s.tool_key, key))
+    }
+
+    fn server_list(&self) -> Vec<Arc<KiloServer>> {
+        self.servers.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn server_by_id(&self, id: u64) -> Option<Arc<KiloServer>> {
+        self.server_list().into_iter().find(|s| s.id == id)
+    }
+
+    /// Stops every agent (SIGTERM, grace period, SIGKILL) and refuses new starts. Used on the
+    /// server's own SIGTERM/SIGINT. Bounded by the grace period plus the kill wait.
+    pub async fn shutdown(self: &Arc<Self>) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let active: Vec<_> = self.registry.all().into_iter().filter(|a| a.status().is_active()).collect();
+        tracing::info!(agents = active.len(), "stopping all agents");
+        let stops = active.iter().map(|a| self.stop(&a.id, shared_types::StopSignal::Term));
+        futures_util::future::join_all(stops).await;
+        // Whatever Kilo processes are left (none, unless a start was mid-flight).
+        let left = self.server_list();
+        futures_util::future::join_all(left.iter().map(|s| s.stop(nix::sys::signal::Signal::SIGTERM, self.config.stop_grace))).await;
+    }
+}

@@ -1,0 +1,128 @@
+//! `POST /agents/start`: validate, claim the agent id, prepare the worktree, place the agent
+//! on a Kilo process, open its session and send the first prompt.
+//!
+//! The agent is registered (as `starting`) before any slow step, so a status poll during a
+//! long clone sees `starting`, not 404. Invalid input is refused before anything is created.
+//! A stop that arrives mid-start wins: each step checks that the run is still starting and
+//! unwinds what it created if not.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shared_types::{AgentProcess, ProcessStatus, StartAgentRequest};
+
+use super::servers::git_identity;
+use super::Supervisor;
+use crate::agents::{Agent, AgentSpec, Attachment};
+use crate::error::{Error, Result};
+use crate::git::{GitError, WorktreeRequest};
+use crate::kilo::config::AGENT_NAME;
+
+/// Where the time of one start went (for the start-latency benchmark; logged per start).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartTimings {
+    pub clone_ms: u64,
+    pub worktree_ms: u64,
+    pub spawn_ms: u64,
+    pub ready_ms: u64,
+    pub session_ms: u64,
+    pub total_ms: u64,
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+impl Supervisor {
+    pub async fn start(self: &Arc<Self>, request: StartAgentRequest) -> Result<AgentProcess> {
+        if self.is_shutting_down() {
+            return Err(Error::ShuttingDown);
+        }
+        request.validate(self.config.validation_policy()).map_err(Error::invalid)?;
+        let prompt = request.prompt.clone();
+        let (agent, generation) = self.registry.begin_start(AgentSpec::from_request(request))?;
+        tracing::info!(agent = %agent.id, identity = %agent.spec().identity, generation, "starting agent");
+        match self.launch(&agent, generation, &prompt).await {
+            Ok(timings) => {
+                tracing::info!(agent = %agent.id, ?timings, "agent running");
+                Ok(agent.to_process())
+            }
+            Err(e) => {
+                tracing::warn!(agent = %agent.id, error = %e, "agent start failed");
+                self.release_agent(&agent.id, generation).await;
+                agent.finish(generation, None, Some(e.to_string()));
+                Err(e)
+            }
+        }
+    }
+
+    async fn launch(self: &Arc<Self>, agent: &Arc<Agent>, generation: u64, prompt: &str) -> Result<StartTimings> {
+        let t0 = Instant::now();
+        let spec = agent.spec();
+        let (author_name, author_email) = git_identity(&spec.name);
+        let (workdir, git_times) = self
+            .git
+            .prepare(&WorktreeRequest {
+                rig_id: &spec.rig_id,
+                git_url: &spec.git_url,
+                branch: &spec.branch,
+                default_branch: &spec.default_branch,
+                author_name: &author_name,
+                author_email: &author_email,
+            })
+            .await
+            .map_err(|e| match e {
+                GitError::Invalid(m) => Error::bad_request(m),
+                GitError::Busy(m) => Error::Conflict(m),
+                GitError::Failed(m) => Error::Git(m),
+            })?;
+        agent.lock().workdir = Some(workdir.clone());
+        still_starting(agent, generation)?;
+
+        let (server, spawn_times) = self.place(&spec).await?;
+        let attached = {
+            let mut s = agent.lock();
+            let current = s.generation == generation && s.status == ProcessStatus::Starting;
+            if current {
+                s.pid = Some(server.pid);
+                server.attach(&agent.id, generation);
+            }
+            current
+        };
+        if !attached {
+            self.release_if_unused(&server).await;
+            return Err(stopped_during_start());
+        }
+
+        let t_session = Instant::now();
+        let session = server.client.create_session(&workdir, &format!("{} ({})", spec.name, spec.role.as_str())).await.map_err(|e| Error::Agent(e.to_string()))?;
+        self.registry.bind_session(&session, &agent.id);
+        agent.lock().attachment = Some(Attachment { server_id: server.id, session_id: session.clone() });
+        let system = server.share_key.is_some().then_some(spec.system_prompt.as_str());
+        server.client.prompt_async(&session, &workdir, AGENT_NAME, prompt, system).await.map_err(|e| Error::Agent(e.to_string()))?;
+        agent.transition(Some(generation), ProcessStatus::Running).map_err(|_| stopped_during_start())?;
+
+        Ok(StartTimings {
+            clone_ms: ms(git_times.clone_or_fetch),
+            worktree_ms: ms(git_times.worktree),
+            spawn_ms: spawn_times.map_or(0, |t| ms(t.spawn)),
+            ready_ms: spawn_times.map_or(0, |t| ms(t.ready)),
+            session_ms: ms(t_session.elapsed()),
+            total_ms: ms(t0.elapsed()),
+        })
+    }
+}
+
+fn stopped_during_start() -> Error {
+    Error::Conflict("the agent was stopped while it was starting".into())
+}
+
+fn still_starting(agent: &Agent, generation: u64) -> Result<()> {
+    let s = agent.lock();
+    if s.generation == generation && s.status == ProcessStatus::Starting {
+        Ok(())
+    } else {
+        Err(stopped_during_start())
+    }
+}

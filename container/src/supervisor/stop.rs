@@ -1,0 +1,94 @@
+//! `POST /agents/:id/stop` and the clean-up of a start that failed half-way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use shared_types::{ProcessStatus, StopSignal};
+
+use super::Supervisor;
+use crate::error::Result;
+use crate::kilo::server::KiloServer;
+
+/// Extra time, beyond the grace period and the kill wait, that a stop waits for the agent's
+/// record to show the end.
+const SETTLE: Duration = Duration::from_secs(10);
+
+impl Supervisor {
+    /// Stops an agent:
+    /// - exited or failed: nothing to do (stopping is idempotent);
+    /// - starting before its Kilo process exists: marked `stopping`; the start unwinds at its
+    ///   next step and the agent ends as `exited`;
+    /// - on its own Kilo process: the process group gets `signal`, then SIGKILL after the
+    ///   grace period; returns once the process is gone;
+    /// - on a shared Kilo process: its turn is aborted and it leaves the process, which is
+    ///   stopped when no agent is left on it.
+    pub async fn stop(self: &Arc<Self>, agent_id: &str, signal: StopSignal) -> Result<()> {
+        let agent = self.agent(agent_id)?;
+        let generation = {
+            let s = agent.lock();
+            if !s.status.is_active() {
+                return Ok(());
+            }
+            s.generation
+        };
+        // Already stopping is fine: we wait for the same end below.
+        let _ = agent.transition(Some(generation), ProcessStatus::Stopping);
+        let signal = match signal {
+            StopSignal::Term => Signal::SIGTERM,
+            StopSignal::Kill => Signal::SIGKILL,
+        };
+        let Some(server) = self.server_of(agent_id, generation) else {
+            // Still preparing its worktree: the start sees `stopping` and unwinds.
+            return Ok(());
+        };
+        if server.share_key.is_none() {
+            server.stop(signal, self.config.stop_grace).await;
+        } else {
+            let attachment = agent.lock().attachment.clone();
+            if let Some(a) = attachment {
+                let workdir = agent.lock().workdir.clone().unwrap_or_default();
+                if let Err(e) = server.client.abort(&a.session_id, &workdir).await {
+                    tracing::warn!(agent = agent_id, error = %e, "could not abort the agent's turn");
+                }
+                self.registry.unbind_session(&a.session_id);
+            }
+            server.detach(agent_id);
+            agent.finish(generation, None, None);
+            self.release_if_unused(&server).await;
+        }
+        // The exit handler records the end; wait for it, bounded.
+        let wait = self.config.stop_grace + SETTLE;
+        let _ = tokio::time::timeout(wait, async {
+            while agent.lock().generation == generation && agent.status().is_active() {
+                tokio::select! {
+                    _ = agent.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+        })
+        .await;
+        Ok(())
+    }
+
+    /// The Kilo process the agent's current run is on, if any.
+    pub(super) fn server_of(&self, agent_id: &str, generation: u64) -> Option<Arc<KiloServer>> {
+        self.server_list().into_iter().find(|s| s.agents().iter().any(|(a, g)| a == agent_id && *g == generation))
+    }
+
+    /// Stops a Kilo process that no agent uses any more.
+    pub(super) async fn release_if_unused(&self, server: &KiloServer) {
+        if server.agent_count() == 0 {
+            server.stop(Signal::SIGTERM, self.config.stop_grace).await;
+        }
+    }
+
+    /// After a failed start: takes the agent off its Kilo process, stopping the process if
+    /// the agent was alone on it.
+    pub(super) async fn release_agent(&self, agent_id: &str, generation: u64) {
+        if let Some(server) = self.server_of(agent_id, generation) {
+            server.detach(agent_id);
+            self.release_if_unused(&server).await;
+        }
+    }
+}
