@@ -1,0 +1,223 @@
+//! Runs the real `gastown-container` binary (built by `scripts/test` before the tests) on a
+//! free loopback port with its own workspace, and talks to it over HTTP.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::procs;
+
+/// The workspace's root folder.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The control server binary: `$GASTOWN_CONTAINER_BIN` or `target/debug/gastown-container`.
+pub fn container_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("GASTOWN_CONTAINER_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| repo_root().join("target"));
+    let bin = target.join("debug/gastown-container");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p gastown-container` (scripts/test does)", bin.display());
+    bin
+}
+
+/// The real Kilo CLI binary installed by `npm ci` (package.json pins 7.7.7).
+pub fn kilo_bin() -> PathBuf {
+    let bin = repo_root().join("node_modules/@kilocode/cli-linux-x64/bin/kilo");
+    assert!(bin.exists(), "{} is missing: run scripts/setup", bin.display());
+    bin
+}
+
+pub struct ControlServer {
+    child: Option<Child>,
+    pub base: String,
+    pub token: Option<String>,
+    pub workspace: PathBuf,
+    logs: Arc<Mutex<Vec<String>>>,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+/// Settings of a test control server; `env` overrides or adds variables.
+pub struct Options {
+    pub token: Option<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { token: Some("test-container-token".into()), env: BTreeMap::new() }
+    }
+}
+
+impl Options {
+    pub fn env(mut self, k: &str, v: impl Into<String>) -> Self {
+        self.env.insert(k.into(), v.into());
+        self
+    }
+}
+
+impl ControlServer {
+    /// Starts the server and waits (up to 30 s) for its "listening" log line.
+    pub fn start(options: Options) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let workspace = dir.path().join("workspace");
+        let mut cmd = Command::new(container_bin());
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PORT", "0")
+            .env("BIND_ADDR", "127.0.0.1")
+            .env("WORKSPACE_ROOT", &workspace)
+            .env("KILO_BIN", kilo_bin())
+            .env("ALLOW_LOCAL_REPOS", "true")
+            .env("HEARTBEAT_INTERVAL_MS", "500")
+            .env("LOG", "info");
+        if let Some(t) = &options.token {
+            cmd.env("CONTAINER_TOKEN", t);
+        }
+        cmd.envs(&options.env).stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn gastown-container");
+        let stdout = child.stdout.take().expect("stdout");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v["fields"]["message"] == "control server listening" {
+                        if let (Some(tx), Some(port)) = (tx.take(), v["fields"]["port"].as_u64()) {
+                            let _ = tx.send(port);
+                        }
+                    }
+                }
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        let port = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(port) => port,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("control server did not start; logs:\n{}", logs.lock().map(|l| l.join("\n")).unwrap_or_default());
+            }
+        };
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(180)).build().expect("client");
+        Self { child: Some(child), base: format!("http://127.0.0.1:{port}"), token: options.token, workspace, logs, http, _dir: dir }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            r = r.header("x-container-token", t);
+        }
+        r
+    }
+
+    /// Sends a request with the container token; returns status and JSON body (Null if none).
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = self.request(method, path);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let res = r.send().await.expect("request to control server");
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// A raw request builder without the token, for auth tests.
+    pub fn raw(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
+    /// Polls the agent's status until `pred` holds or `timeout` passes; returns the last status.
+    pub async fn wait_status(&self, agent: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, v) = self.get(&format!("/agents/{agent}/status")).await;
+            if pred(&v) || Instant::now() >= deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// All events of an agent (follows `nextAfter` until no more).
+    pub async fn events(&self, agent: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        for _ in 0..100 {
+            let (status, page) = self.get(&format!("/agents/{agent}/events?after={after}")).await;
+            assert_eq!(status, 200, "{page}");
+            let events = page["events"].as_array().cloned().unwrap_or_default();
+            if events.is_empty() {
+                break;
+            }
+            after = page["nextAfter"].as_u64().unwrap_or(after);
+            all.extend(events);
+        }
+        all
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the server to exit; returns its exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        procs::signal(child.id() as i32, procs::SIGTERM);
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.terminate(Duration::from_secs(30));
+        }
+    }
+}
+
+/// A start request for agent `id` on `rig`, working on `branch` of `git_url`.
+pub fn start_request(id: &str, rig: &str, name: &str, branch: &str, git_url: &str, prompt: &str) -> Value {
+    json!({
+        "agentId": id, "rigId": rig, "townId": "town1", "role": "polecat", "name": name,
+        "identity": format!("{name}@{rig}"), "prompt": prompt, "model": "scripted/scripted-model",
+        "systemPrompt": format!("You are {name}, a Gastown polecat."), "gitUrl": git_url,
+        "branch": branch, "defaultBranch": "main",
+    })
+}
+
+/// Whether `path` exists under the server's workspace.
+pub fn exists_in(workspace: &Path, rel: &str) -> bool {
+    workspace.join(rel).exists()
+}

@@ -1,0 +1,50 @@
+//! Looking at this machine's processes through /proc, and signalling them.
+
+pub use nix::sys::signal::Signal::{SIGKILL, SIGTERM};
+
+/// Sends `sig` to `pid`; a process that is already gone is not an error.
+pub fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+}
+
+#[derive(Debug, Clone)]
+pub struct Proc {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgrp: i32,
+    pub state: char,
+    pub cmdline: String,
+}
+
+/// Every live (non-zombie) process.
+pub fn processes() -> Vec<Proc> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let mut f = rest.split(' ');
+            let state = f.next()?.chars().next()?;
+            let ppid = f.next()?.parse().ok()?;
+            let pgrp = f.next()?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).unwrap_or_default();
+            Some(Proc { pid, ppid, pgrp, state, cmdline })
+        })
+        .filter(|p| p.state != 'Z')
+        .collect()
+}
+
+/// Live processes in process group `pgid`.
+pub fn group_members(pgid: i32) -> Vec<Proc> {
+    processes().into_iter().filter(|p| p.pgrp == pgid).collect()
+}
+
+/// Live processes whose command line contains `needle`.
+pub fn with_cmdline(needle: &str) -> Vec<Proc> {
+    processes().into_iter().filter(|p| p.cmdline.contains(needle)).collect()
+}
+
+/// Whether `pid` is a live process.
+pub fn alive(pid: i32) -> bool {
+    processes().iter().any(|p| p.pid == pid)
+}

@@ -1,0 +1,255 @@
+//! The control server with everything real: its binary, the Kilo CLI 7.7.7, git, a local
+//! origin, and signals. Only the LLM is scripted (tests/src/model_server.rs), and the Worker is
+//! a recording stand-in (the Worker itself is tested under wrangler dev elsewhere).
+
+use std::time::Duration;
+
+use gastown_e2e::control_server::{start_request, ControlServer, Options};
+use gastown_e2e::model_server::{marker, ModelServer, Step};
+use gastown_e2e::origin::Origin;
+use gastown_e2e::procs;
+use gastown_e2e::worker_stub::WorkerStub;
+use serde_json::{json, Value};
+
+const TURN: Duration = Duration::from_secs(120);
+
+fn server(model: &ModelServer, worker: &WorkerStub, extra: &[(&str, &str)]) -> ControlServer {
+    let mut o = Options::default().env("GASTOWN_MODEL_BASE_URL", model.base_url()).env("GASTOWN_API_URL", worker.url()).env("STOP_GRACE_MS", "3000");
+    for (k, v) in extra {
+        o = o.env(k, *v);
+    }
+    ControlServer::start(o)
+}
+
+fn event_matches(events: &[Value], kind: &str, pred: impl Fn(&Value) -> bool) -> bool {
+    events.iter().any(|e| e["kind"] == kind && pred(&e["data"]))
+}
+
+/// The whole life of one agent: start in its own worktree and branch, a shell command that
+/// commits and pushes, gt_done forwarded as that agent, events, heartbeat, a follow-up message
+/// in the same session, and a stop that leaves no process of its group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_works_in_its_worktree_pushes_and_calls_gt_done() {
+    let origin = Origin::new();
+    let branch = "polecat/toast/abcd1234";
+    let script = vec![
+        Step::bash(format!(
+            "pwd; git rev-parse --abbrev-ref HEAD; echo \"id=$GASTOWN_AGENT_ID var=$MY_VAR\"; \
+             echo work > agent.txt && git add agent.txt && git commit -qm 'agent work' && git push -q origin {branch} && echo pushed"
+        )),
+        Step::tool("gt_done", json!({ "branch": branch, "pr_url": "", "summary": "added agent.txt" })),
+        Step::text("done"),
+        // The follow-up message continues the same conversation.
+        Step::bash("echo followup-ran"),
+        Step::text("follow-up handled"),
+    ];
+    let model = ModelServer::start([("life", script)]).await.expect("model server");
+    let worker = WorkerStub::start().await;
+    let cs = server(&model, &worker, &[]);
+
+    let mut req = start_request("agent-1", "rig-1", "toast", branch, &origin.url(), &format!("Do the bead. {}", marker("life")));
+    req["envVars"] = json!({ "MY_VAR": "visible-value", "GASTOWN_SESSION_TOKEN": "jwt-of-agent-1" });
+    let (status, started) = cs.post("/agents/start", req).await;
+    assert_eq!(status, 201, "{started}");
+    assert_eq!(started["status"], "running");
+    let pid = started["pid"].as_u64().expect("pid") as i32;
+    let workdir = started["workdir"].as_str().expect("workdir").to_string();
+    assert!(workdir.ends_with("rigs/rig-1/worktrees/polecat~toast~abcd1234"), "{workdir}");
+    assert!(workdir.starts_with(cs.workspace.canonicalize().expect("ws").to_str().expect("utf8")));
+
+    // gt_done reaches the Worker as exactly this agent.
+    let done = worker.wait_for(TURN, |r| r.path.ends_with("/done")).await.expect("gt_done forwarded to the Worker");
+    assert_eq!(done.method, "POST");
+    assert_eq!(done.path, "/api/rigs/rig-1/agents/agent-1/done");
+    assert_eq!(done.authorization.as_deref(), Some("Bearer jwt-of-agent-1"));
+    assert_eq!(done.body, json!({ "branch": branch, "summary": "added agent.txt" }));
+
+    // The shell command ran in the worktree, on the branch, with the agent's environment.
+    model.wait_until(TURN, |reqs| reqs.iter().any(|r| r.tool_results().iter().any(|t| t.contains("pushed")))).await.expect("bash result");
+    let bash_output = model.requests().iter().flat_map(|r| r.tool_results()).find(|t| t.contains("pushed")).expect("bash output");
+    assert!(bash_output.contains(&workdir), "{bash_output}");
+    assert!(bash_output.contains(branch), "{bash_output}");
+    assert!(bash_output.contains("id=agent-1 var=visible-value"), "{bash_output}");
+    let gt_result = model.wait_until(TURN, |reqs| reqs.iter().any(|r| r.tool_results().iter().any(|t| t.starts_with("ok")))).await;
+    assert!(gt_result.is_ok(), "the tool result reached the model");
+
+    // The commit is in the origin, by the agent's git identity.
+    let log = origin.log(branch).expect("branch pushed to origin");
+    assert_eq!(log.first().map(String::as_str), Some("toast (gastown)|toast@gastown.local|agent work"), "{log:?}");
+
+    // Events: status, the tool calls, the final text.
+    let deadline = std::time::Instant::now() + TURN;
+    let events = loop {
+        let events = cs.events("agent-1").await;
+        if event_matches(&events, "text", |d| d["text"] == "done") || std::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(event_matches(&events, "status", |d| d["status"] == "running"), "{events:?}");
+    assert!(event_matches(&events, "tool_call", |d| d["tool"] == "bash" && d["state"] == "completed" && d["exit"] == 0), "{events:?}");
+    assert!(event_matches(&events, "tool_call", |d| d["tool"] == "gt_done" && d["state"] == "completed"), "{events:?}");
+    assert!(event_matches(&events, "text", |d| d["text"] == "done"), "{events:?}");
+    let ids: Vec<u64> = events.iter().filter_map(|e| e["id"].as_u64()).collect();
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "ids increase by one: {ids:?}");
+
+    // The heartbeat carries the agent, in one request for the container.
+    let beat = worker
+        .wait_for(Duration::from_secs(10), |r| r.path == "/api/towns/town1/container/heartbeat" && r.body["agents"][0]["status"] == "running")
+        .await
+        .expect("heartbeat");
+    assert_eq!(beat.container_token.as_deref(), Some("test-container-token"));
+    assert_eq!(beat.body["agents"].as_array().map(Vec::len), Some(1));
+    assert_eq!(beat.body["agents"][0]["agentId"], "agent-1");
+    assert!(beat.body["agents"][0]["lastActivityAt"].is_string());
+
+    // Status and listing.
+    let (_, st) = cs.get("/agents/agent-1/status").await;
+    assert_eq!((st["status"].as_str(), st["pid"].as_u64()), (Some("running"), Some(pid as u64)));
+    let (_, list) = cs.get("/agents").await;
+    assert_eq!(list["agents"].as_array().map(Vec::len), Some(1));
+
+    // A follow-up message reaches the same session.
+    let first_session = model.requests_for("life").first().and_then(|r| r.session_header.clone()).expect("session header");
+    let (status, sent) = cs.post("/agents/agent-1/message", json!({ "prompt": "One more thing." })).await;
+    assert_eq!((status, &sent), (200, &json!({ "sent": true })));
+    model.wait_until(TURN, |reqs| reqs.iter().any(|r| r.tool_results().iter().any(|t| t.contains("followup-ran")))).await.expect("follow-up ran");
+    let follow = model.requests().into_iter().find(|r| r.tool_results().iter().any(|t| t.contains("followup-ran"))).expect("follow-up request");
+    assert_eq!(follow.session_header.as_deref(), Some(first_session.as_str()));
+    assert!(follow.user_texts().iter().any(|t| t.contains("One more thing.")));
+
+    // Starting it again while it runs is a conflict.
+    let (status, body) = cs.post("/agents/start", start_request("agent-1", "rig-1", "toast", branch, &origin.url(), "again")).await;
+    assert_eq!(status, 409, "{body}");
+
+    // Stop: no process of its group survives.
+    assert!(!procs::group_members(pid).is_empty());
+    let (status, stopped) = cs.post("/agents/agent-1/stop", json!({})).await;
+    assert_eq!((status, &stopped), (200, &json!({ "stopped": true })));
+    assert!(procs::group_members(pid).is_empty(), "left: {:?}", procs::group_members(pid));
+    let st = cs.wait_status("agent-1", Duration::from_secs(10), |v| v["status"] == "exited").await;
+    assert_eq!(st["status"], "exited", "{st}");
+}
+
+/// Two agents on one rig share one clone; a Kilo process that dies is noticed; the server's own
+/// SIGTERM stops every agent before it exits; an exited agent can be started afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_share_a_clone_crashes_are_noticed_and_shutdown_stops_everyone() {
+    let origin = Origin::new();
+    let model = ModelServer::start([("idle", vec![Step::text("ready")])]).await.expect("model server");
+    let worker = WorkerStub::start().await;
+    let mut cs = server(&model, &worker, &[]);
+    let prompt = format!("Wait. {}", marker("idle"));
+    let (sa, sb) = tokio::join!(
+        cs.post("/agents/start", start_request("a", "rig-1", "nux", "polecat/nux/1", &origin.url(), &prompt)),
+        cs.post("/agents/start", start_request("b", "rig-1", "rex", "polecat/rex/2", &origin.url(), &prompt)),
+    );
+    assert_eq!((sa.0, sb.0), (201, 201), "{} {}", sa.1, sb.1);
+    let repo = cs.workspace.join("rigs/rig-1/repo");
+    let out = std::process::Command::new("git").arg("-C").arg(&repo).args(["worktree", "list", "--porcelain"]).output().expect("git");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("polecat~nux~1") && listing.contains("polecat~rex~2"), "{listing}");
+    let rigs: Vec<_> = std::fs::read_dir(cs.workspace.join("rigs/rig-1")).expect("rig dir").flatten().map(|e| e.file_name()).collect();
+    assert_eq!(rigs.len(), 2, "one repo and one worktrees folder: {rigs:?}");
+    let (pa, pb) = (sa.1["pid"].as_i64().expect("pid a") as i32, sb.1["pid"].as_i64().expect("pid b") as i32);
+    assert_ne!(pa, pb, "one Kilo process per agent by default");
+
+    // A Kilo process killed behind our back: the agent fails, with a reason.
+    procs::signal(pa, procs::SIGKILL);
+    let st = cs.wait_status("a", Duration::from_secs(15), |v| v["status"] == "failed").await;
+    assert_eq!(st["status"], "failed", "{st}");
+    assert_eq!(st["exitCode"], 137);
+    let (_, list) = cs.get("/agents").await;
+    let a = list["agents"].as_array().and_then(|l| l.iter().find(|x| x["agentId"] == "a").cloned()).expect("a listed");
+    assert!(a["error"].as_str().is_some_and(|e| e.contains("unexpectedly")), "{a}");
+    // The heartbeat reports the failure once.
+    worker.wait_for(Duration::from_secs(10), |r| r.body["agents"].as_array().is_some_and(|l| l.iter().any(|x| x["agentId"] == "a" && x["status"] == "failed"))).await.expect("failure reported");
+
+    // A failed agent starts afresh.
+    let (status, again) = cs.post("/agents/start", start_request("a", "rig-1", "nux", "polecat/nux/1", &origin.url(), &prompt)).await;
+    assert_eq!(status, 201, "{again}");
+    let pa2 = again["pid"].as_i64().expect("new pid") as i32;
+    assert_ne!(pa2, pa);
+
+    // SIGTERM to the control server: every agent is stopped, then it exits 0.
+    let status = cs.terminate(Duration::from_secs(60)).expect("control server exited");
+    assert!(status.success(), "{status:?}");
+    for pid in [pa2, pb] {
+        assert!(procs::group_members(pid).is_empty(), "kilo group {pid} left: {:?}", procs::group_members(pid));
+    }
+}
+
+/// An agent whose command ignores SIGTERM is SIGKILLed once the grace period is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let origin = Origin::new();
+    let tag = format!("gastown-stubborn-{}", std::process::id());
+    let model = ModelServer::start([("stubborn", vec![Step::bash(format!("trap '' TERM; exec -a {tag} sleep 300")), Step::text("never")])]).await.expect("model");
+    let worker = WorkerStub::start().await;
+    let cs = server(&model, &worker, &[("STOP_GRACE_MS", "4000")]);
+    let (status, started) = cs.post("/agents/start", start_request("s", "rig-1", "mule", "polecat/mule/1", &origin.url(), &marker("stubborn"))).await;
+    assert_eq!(status, 201, "{started}");
+    let deadline = std::time::Instant::now() + TURN;
+    while procs::with_cmdline(&tag).is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stubborn = procs::with_cmdline(&tag);
+    assert_eq!(stubborn.len(), 1, "the agent's command is running");
+
+    let stop = tokio::spawn({
+        let base = cs.base.clone();
+        async move {
+            reqwest::Client::new().post(format!("{base}/agents/s/stop")).header("x-container-token", "test-container-token").send().await.map(|r| r.status().as_u16())
+        }
+    });
+    // Well inside the 4 s grace period, the command is still there: SIGTERM did not end it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(procs::alive(stubborn[0].pid), "killed before the grace period was over");
+    let status = stop.await.expect("join").expect("stop request");
+    assert_eq!(status, 200);
+    assert!(procs::with_cmdline(&tag).is_empty(), "the SIGTERM-ignoring command survived the stop");
+    let st = cs.wait_status("s", Duration::from_secs(10), |v| v["status"] == "exited").await;
+    assert_eq!(st["status"], "exited", "{st}");
+}
+
+/// With AGENTS_PER_SERVER = 2, two agents of one rig share one Kilo process; each tool call
+/// still reaches the Worker with its own agent's identity and credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_sharing_a_kilo_process_keep_their_own_identity() {
+    let origin = Origin::new();
+    let done = |b: &str| vec![Step::tool("gt_done", json!({ "branch": b, "pr_url": "", "summary": "" })), Step::text("done")];
+    let model = ModelServer::start([("one", done("polecat/one/1")), ("two", done("polecat/two/2"))]).await.expect("model");
+    let worker = WorkerStub::start().await;
+    let cs = server(&model, &worker, &[("AGENTS_PER_SERVER", "2")]);
+    let mut r1 = start_request("p1", "rig-1", "one", "polecat/one/1", &origin.url(), &marker("one"));
+    r1["envVars"] = json!({ "GASTOWN_SESSION_TOKEN": "jwt-p1" });
+    let (s1, b1) = cs.post("/agents/start", r1).await;
+    assert_eq!(s1, 201, "{b1}");
+    let mut r2 = start_request("p2", "rig-1", "two", "polecat/two/2", &origin.url(), &marker("two"));
+    r2["envVars"] = json!({ "GASTOWN_SESSION_TOKEN": "jwt-p2" });
+    let (s2, b2) = cs.post("/agents/start", r2).await;
+    assert_eq!(s2, 201, "{b2}");
+    assert_eq!(b1["pid"], b2["pid"], "one shared Kilo process");
+
+    for (agent, token, branch) in [("p1", "jwt-p1", "polecat/one/1"), ("p2", "jwt-p2", "polecat/two/2")] {
+        let path = format!("/api/rigs/rig-1/agents/{agent}/done");
+        let rec = worker.wait_for(TURN, |r| r.path == path).await.unwrap_or_else(|| panic!("{agent}'s gt_done"));
+        assert_eq!(rec.authorization.as_deref(), Some(format!("Bearer {token}").as_str()));
+        assert_eq!(rec.body["branch"], branch);
+    }
+    // Each agent's own system prompt reached the model with its turns.
+    let sys_one = model.requests_for("one").first().map(|r| r.system_text()).unwrap_or_default();
+    assert!(sys_one.contains("You are one,"), "{sys_one}");
+    assert!(!sys_one.contains("You are two,"));
+
+    // Stopping one leaves the other (and the shared process) running.
+    let (status, _) = cs.post("/agents/p1/stop", json!({})).await;
+    assert_eq!(status, 200);
+    let (_, st2) = cs.get("/agents/p2/status").await;
+    assert_eq!(st2["status"], "running");
+    assert!(procs::alive(b2["pid"].as_i64().expect("pid") as i32));
+    let (status, _) = cs.post("/agents/p2/stop", json!({ "signal": "SIGTERM" })).await;
+    assert_eq!(status, 200);
+    let pid = b2["pid"].as_i64().expect("pid") as i32;
+    assert!(procs::group_members(pid).is_empty(), "the shared process is stopped with its last agent");
+}
