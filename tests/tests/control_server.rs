@@ -129,6 +129,18 @@ async fn an_agent_works_in_its_worktree_pushes_and_calls_gt_done() {
     assert!(procs::group_members(pid).is_empty(), "left: {:?}", procs::group_members(pid));
     let st = cs.wait_status("agent-1", Duration::from_secs(10), |v| v["status"] == "exited").await;
     assert_eq!(st["status"], "exited", "{st}");
+
+    // A stream ticket opens the agent's event stream once; the stream of an ended agent sends
+    // its buffered events and ends.
+    let (status, ticket) = cs.post("/agents/agent-1/stream-ticket", json!({})).await;
+    assert_eq!(status, 200, "{ticket}");
+    let t = ticket["ticket"].as_str().expect("ticket").to_string();
+    assert!(ticket["expiresAt"].is_string());
+    let url = format!("{}/agents/agent-1/stream?ticket={t}", cs.base);
+    let body = tokio::time::timeout(Duration::from_secs(30), async { reqwest::get(&url).await.expect("stream").text().await.expect("body") }).await.expect("stream ended");
+    assert!(body.contains("event: events") && body.contains("\"kind\":\"tool_call\"") && body.contains("event: end"), "{body}");
+    let again = reqwest::get(&url).await.expect("second use").status().as_u16();
+    assert_eq!(again, 401, "a ticket works once");
 }
 
 /// Two agents on one rig share one clone; a Kilo process that dies is noticed; the server's own
