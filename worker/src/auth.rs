@@ -57,7 +57,7 @@ fn unauthorized(m: &str) -> ApiError {
     ApiError::Unauthorized(m.into())
 }
 
-fn bearer<'a>(authorization: &'a str) -> ApiResult<&'a str> {
+fn bearer(authorization: &str) -> ApiResult<&str> {
     let (scheme, token) = authorization.trim().split_once(' ').ok_or_else(|| unauthorized("expected 'Authorization: Bearer <token>'"))?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
         return Err(unauthorized("expected 'Authorization: Bearer <token>'"));

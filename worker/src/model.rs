@@ -34,6 +34,13 @@ macro_rules! wire_enum {
 wire_enum!(BeadType { Issue = "issue", Message = "message", Escalation = "escalation", MergeRequest = "merge_request" });
 wire_enum!(BeadStatus { Open = "open", InProgress = "in_progress", Closed = "closed", Failed = "failed" });
 wire_enum!(Priority { Low = "low", Medium = "medium", High = "high", Critical = "critical" });
+
+/// Beads are `medium` unless the request says otherwise.
+impl Default for Priority {
+    fn default() -> Self {
+        Self::Medium
+    }
+}
 wire_enum!(AgentStatus { Idle = "idle", Working = "working", Blocked = "blocked", Dead = "dead" });
 wire_enum!(ReviewStatus { Pending = "pending", Running = "running", Merged = "merged", Failed = "failed" });
 wire_enum!(
@@ -52,11 +59,6 @@ wire_enum!(
 );
 pub use shared_types::AgentRole;
 
-impl Default for Priority {
-    fn default() -> Self {
-        Self::Medium
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Bead {

@@ -307,13 +307,25 @@ pub struct SlingRequest {
     pub convoy_id: Option<String>,
 }
 
+impl SlingRequest {
+    /// The bead sling creates: an `issue`, hooked (and so assigned) by sling itself.
+    pub fn bead(&self) -> NewBead {
+        NewBead {
+            bead_type: BeadType::Issue,
+            title: self.title.clone(),
+            body: self.body.clone(),
+            priority: self.priority,
+            labels: self.labels.clone(),
+            metadata: self.metadata.clone(),
+            assignee_agent_id: None,
+            convoy_id: self.convoy_id.clone(),
+        }
+    }
+}
+
 impl Validate for SlingRequest {
     fn check(&self, i: &mut Issues) {
-        i.add("title", text(&self.title, MAX_TITLE));
-        i.add("body", opt_text(&self.body, MAX_TEXT));
-        i.add("labels", labels(&self.labels));
-        i.add("metadata", metadata(&self.metadata));
-        i.add("convoy_id", opt_id(&self.convoy_id));
+        self.bead().check(i);
     }
 }
 

@@ -21,7 +21,10 @@ impl<D: Db> Rig<'_, D> {
             params![&id, &m.from_agent_id, &m.to_agent_id, &m.subject, &m.body, &self.now],
         )?;
         self.log(None, Some(&m.from_agent_id), EventKind::MailSent, json!({ "mail_id": id, "to_agent_id": m.to_agent_id }))?;
-        Ok(self.db.first::<MailRow>("SELECT * FROM mail WHERE id = ?", params![&id])?.map(Into::into).ok_or_else(|| crate::error::ApiError::not_found("mail"))?)
+        self.db
+            .first::<MailRow>("SELECT * FROM mail WHERE id = ?", params![&id])?
+            .map(Into::into)
+            .ok_or_else(|| crate::error::ApiError::not_found("mail"))
     }
 
     pub(super) fn undelivered_mail(&self, agent_id: &str) -> ApiResult<Vec<Mail>> {

@@ -13,8 +13,8 @@ use super::rows::AgentRow;
 use super::Rig;
 use crate::db::Db;
 use crate::error::ApiResult;
-use crate::model::{Agent, AgentRole, BeadType};
-use crate::requests::{NewAgent, NewBead, SlingRequest};
+use crate::model::{Agent, AgentRole};
+use crate::requests::{NewAgent, SlingRequest};
 
 /// Polecat names, handed out in this order.
 pub const NAME_POOL: &[&str] = &[
@@ -41,16 +41,7 @@ struct Name {
 
 impl<D: Db> Rig<'_, D> {
     pub(super) fn sling(&self, rig_id: &str, s: &SlingRequest) -> ApiResult<Value> {
-        let bead = self.insert_bead(&NewBead {
-            bead_type: BeadType::Issue,
-            title: s.title.clone(),
-            body: s.body.clone(),
-            priority: s.priority,
-            labels: s.labels.clone(),
-            metadata: s.metadata.clone(),
-            assignee_agent_id: None,
-            convoy_id: s.convoy_id.clone(),
-        })?;
+        let bead = self.insert_bead(&s.bead())?;
         let idle: Option<AgentRow> = self.db.first(
             "SELECT * FROM agents WHERE role = 'polecat' AND status = 'idle' AND current_hook_bead_id IS NULL
              ORDER BY rowid LIMIT 1",

@@ -64,7 +64,7 @@ async fn read_body(req: &mut Request) -> ApiResult<Vec<u8>> {
 }
 
 async fn handle(req: &mut Request, env: &Env) -> ApiResult<Outcome> {
-    let method = Method::parse(&req.method().to_string());
+    let method = Method::parse(req.method().as_ref());
     let route = routes::parse(method, &req.path())?;
     let (internal_key, authorization, container_token) =
         (header(req, "x-internal-api-key"), header(req, "authorization"), header(req, "x-container-token"));
