@@ -18,9 +18,8 @@ use crate::error::{Error, Result};
 use crate::git::{GitError, WorktreeRequest};
 use crate::kilo::config::AGENT_NAME;
 
-/// Where the time of one start went (for the start-latency benchmark; logged per start).
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+/// Where the time of one start went (logged per start; bench/container.sh reads it).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct StartTimings {
     pub clone_ms: u64,
     pub worktree_ms: u64,
@@ -44,8 +43,17 @@ impl Supervisor {
         let (agent, generation) = self.registry.begin_start(AgentSpec::from_request(request))?;
         tracing::info!(agent = %agent.id, identity = %agent.spec().identity, generation, "starting agent");
         match self.launch(&agent, generation, &prompt).await {
-            Ok(timings) => {
-                tracing::info!(agent = %agent.id, ?timings, "agent running");
+            Ok(t) => {
+                tracing::info!(
+                    agent = %agent.id,
+                    clone_ms = t.clone_ms,
+                    worktree_ms = t.worktree_ms,
+                    spawn_ms = t.spawn_ms,
+                    ready_ms = t.ready_ms,
+                    session_ms = t.session_ms,
+                    total_ms = t.total_ms,
+                    "agent running"
+                );
                 Ok(agent.to_process())
             }
             Err(e) => {

@@ -1,0 +1,150 @@
+//! Benchmarks of the control server with the real Kilo CLI (run by bench/container.sh, which
+//! builds the release binary first). Prints one table; makes no assertions about speed.
+//!
+//! - control server RSS idle, and per supervised agent (the Kilo processes are not counted);
+//! - start latency split into clone / worktree / spawn / ready / session, cold and warm clone;
+//! - worktree creation on a repository of 20,000 files;
+//! - agent memory (PSS of the Kilo processes) with AGENTS_PER_SERVER = 1 and = 8.
+//!
+//! Only loopback is used; every wait is bounded.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use gastown_e2e::control_server::{start_request, ControlServer, Options};
+use gastown_e2e::model_server::{marker, ModelServer, Step};
+use gastown_e2e::origin::Origin;
+use gastown_e2e::procs;
+use serde_json::Value;
+
+const AGENTS: usize = 8;
+
+fn kib_field(pid: i32, file: &str, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
+    text.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    kib_field(pid, "status", "VmRSS:")
+}
+
+fn pss_kib(pid: i32) -> u64 {
+    kib_field(pid, "smaps_rollup", "Pss:")
+}
+
+/// Total PSS of every process in the given process groups.
+fn groups_pss_kib(pgids: &[i32]) -> u64 {
+    procs::processes().iter().filter(|p| pgids.contains(&p.pgrp)).map(|p| pss_kib(p.pid)).sum()
+}
+
+fn timings(cs: &ControlServer, agent: &str) -> Option<Value> {
+    cs.logs().iter().rev().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|v| v["fields"]["message"] == "agent running" && v["fields"]["agent"] == agent).map(|v| v["fields"].clone())
+}
+
+fn row(name: &str, value: String) {
+    println!("| {name:<58} | {value:>22} |");
+}
+
+fn ms(v: &Value, key: &str) -> String {
+    format!("{} ms", v[key].as_u64().unwrap_or(0))
+}
+
+/// An origin with `files` files in folders of 40, one commit.
+fn big_origin(dir: &Path, files: usize) -> String {
+    let seed = dir.join("seed");
+    for i in 0..files {
+        let folder = seed.join(format!("d{:03}", i / 40));
+        if i % 40 == 0 {
+            std::fs::create_dir_all(&folder).expect("folder");
+        }
+        std::fs::write(folder.join(format!("f{i:05}.txt")), format!("file {i}\n{}\n", "x".repeat(200))).expect("file");
+    }
+    let run = |args: &[&str], cwd: &Path| {
+        let out = Command::new("git").args(args).current_dir(cwd).output().expect("git");
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["init", "-q", "-b", "main"], &seed);
+    run(&["add", "-A"], &seed);
+    run(&["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "-m", "big"], &seed);
+    let bare = dir.join("big.git");
+    run(&["clone", "-q", "--bare", seed.to_str().expect("utf8"), bare.to_str().expect("utf8")], dir);
+    format!("file://{}", bare.display())
+}
+
+async fn start_agents(cs: &ControlServer, origin: &str, n: usize, prefix: &str) -> Vec<Value> {
+    let mut started = Vec::new();
+    for i in 0..n {
+        let id = format!("{prefix}{i}");
+        let req = start_request(&id, "rig-b", &format!("n{i}"), &format!("polecat/{prefix}{i}/x"), origin, &format!("go {}", marker("bench")));
+        let (status, body) = cs.post("/agents/start", req).await;
+        assert_eq!(status, 201, "{body}");
+        started.push(body);
+    }
+    started
+}
+
+/// Waits until every agent's first turn reached the model (bounded).
+async fn wait_turns(model: &ModelServer, n: usize) {
+    let _ = model.wait_until(Duration::from_secs(300), |reqs| reqs.iter().filter(|r| r.script() == Some("bench")).count() >= n).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let model = ModelServer::start([("bench", vec![Step::text("ok")])]).await.expect("model server");
+    let origin = Origin::new();
+    println!("| {:<58} | {:>22} |", "measure", "value");
+    println!("|{}|{}|", "-".repeat(60), "-".repeat(24));
+
+    // 1 + 2 + 4a: dedicated Kilo processes.
+    let cs = ControlServer::start(Options::default().env("GASTOWN_MODEL_BASE_URL", model.base_url()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = rss_kib(cs.pid() as i32);
+    row("control server RSS, idle", format!("{:.1} MiB", idle as f64 / 1024.0));
+    let started = start_agents(&cs, &origin.url(), AGENTS, "a").await;
+    wait_turns(&model, AGENTS).await;
+    let busy = rss_kib(cs.pid() as i32);
+    row(&format!("control server RSS with {AGENTS} agents"), format!("{:.1} MiB", busy as f64 / 1024.0));
+    row("control server RSS per supervised agent", format!("{:.0} KiB", busy.saturating_sub(idle) as f64 / AGENTS as f64));
+    if let Some(t) = timings(&cs, "a0") {
+        row("start, cold clone: clone", ms(&t, "clone_ms"));
+    }
+    let mut warm: Vec<Value> = (1..AGENTS).filter_map(|i| timings(&cs, &format!("a{i}"))).collect();
+    warm.sort_by_key(|t| t["total_ms"].as_u64().unwrap_or(0));
+    if let Some(t) = warm.get(warm.len() / 2) {
+        for (k, label) in [("clone_ms", "fetch"), ("worktree_ms", "worktree"), ("spawn_ms", "spawn"), ("ready_ms", "ready (kilo healthy)"), ("session_ms", "session + first prompt"), ("total_ms", "total")] {
+            row(&format!("start, warm clone (median of {}): {label}", warm.len()), ms(t, k));
+        }
+    }
+    let pgids: Vec<i32> = started.iter().filter_map(|s| s["pid"].as_i64()).map(|p| p as i32).collect();
+    let pss = groups_pss_kib(&pgids);
+    row(&format!("Kilo PSS, AGENTS_PER_SERVER=1, {AGENTS} agents, total"), format!("{:.0} MiB", pss as f64 / 1024.0));
+    row("Kilo PSS, AGENTS_PER_SERVER=1, per agent", format!("{:.0} MiB", pss as f64 / 1024.0 / AGENTS as f64));
+    drop(cs);
+
+    // 4b: one shared Kilo process for all agents.
+    let cs = ControlServer::start(Options::default().env("GASTOWN_MODEL_BASE_URL", model.base_url()).env("AGENTS_PER_SERVER", AGENTS.to_string()));
+    let before = model.requests().iter().filter(|r| r.script() == Some("bench")).count();
+    let started = start_agents(&cs, &origin.url(), AGENTS, "s").await;
+    wait_turns(&model, before + AGENTS).await;
+    let mut pgids: Vec<i32> = started.iter().filter_map(|s| s["pid"].as_i64()).map(|p| p as i32).collect();
+    pgids.dedup();
+    let pss = groups_pss_kib(&pgids);
+    row(&format!("Kilo PSS, AGENTS_PER_SERVER={AGENTS}, {AGENTS} agents, total"), format!("{:.0} MiB ({} process)", pss as f64 / 1024.0, pgids.len()));
+    row(&format!("Kilo PSS, AGENTS_PER_SERVER={AGENTS}, per agent"), format!("{:.0} MiB", pss as f64 / 1024.0 / AGENTS as f64));
+    drop(cs);
+
+    // 3: worktree creation on 20,000 files (clone first, then a second agent on a warm clone).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = big_origin(dir.path(), 20_000);
+    let cs = ControlServer::start(Options::default().env("GASTOWN_MODEL_BASE_URL", model.base_url()));
+    start_agents(&cs, &url, 2, "w").await;
+    for (id, label) in [("w0", "cold clone"), ("w1", "warm clone")] {
+        if let Some(t) = timings(&cs, id) {
+            row(&format!("20,000 files, {label}: clone or fetch"), ms(&t, "clone_ms"));
+            row(&format!("20,000 files, {label}: worktree"), ms(&t, "worktree_ms"));
+        }
+    }
+    drop(cs);
+}
