@@ -6,13 +6,14 @@
 # machine with Docker) builds it from the repository root as the build context.
 # Cloudflare runs linux/amd64 images; wrangler passes `--platform linux/amd64` when it builds.
 #
-# Image size drivers (uncompressed, approximate):
+# Image size drivers (uncompressed, approximate; about 500 MB in all):
 #   Kilo CLI platform package  ~230 MB  (the kilo binary, a single-file Bun build: ~162 MB;
 #                                        tree-sitter grammars: ~50 MB; web console: ~14 MB)
-#   git (+ perl)               ~45 MB
-#   gh (GitHub CLI)            ~40 MB
-#   debian:bookworm-slim       ~75 MB
-#   gastown-container           <15 MB (release, stripped)
+#   git with perl and libcurl  ~100 MB  (Debian's git depends on perl)
+#   debian:bookworm-slim        ~75 MB
+#   gh (GitHub CLI)             ~40 MB
+#   openssh-client, openssl     ~15 MB
+#   gastown-container           <15 MB  (release, stripped)
 # Node.js is NOT in the runtime image: the `@kilocode/cli` npm package is only a Node wrapper
 # that finds and spawns the platform binary; the control server runs that binary directly
 # (KILO_BIN), so Node (~90 MB with ICU) stays in the install stage.
@@ -41,7 +42,7 @@ COPY tests tests
 # the default builder of Docker 23+), so a source change rebuilds only this workspace's crates.
 # target/ is a cache mount, so the binary is copied out of it in the same step.
 RUN --mount=type=cache,id=gastown-cargo-registry,target=/usr/local/cargo/registry \
-    --mount=type=cache,id=gastown-target,target=/src/target \
+    --mount=type=cache,id=gastown-target,target=/src/target,sharing=locked \
     cargo build --release -p gastown-container --locked \
     && install -D -s -m 0755 target/release/gastown-container /out/gastown-container
 
@@ -99,6 +100,8 @@ ENV WORKSPACE_ROOT=/workspace \
 # Numeric, so that a runtime can tell it is not root without reading /etc/passwd.
 USER 1000:1000
 WORKDIR /workspace
+# The control server's port (PORT, default 8080), which the TownContainer DO connects to.
+# `wrangler dev` refuses to run a container image that exposes no port.
 EXPOSE 8080
 
 # Exec form: the control server is PID 1 and receives SIGTERM directly (a shell would swallow
