@@ -87,8 +87,18 @@ impl WranglerDev {
         Self::start_in(Arc::new(dir)).await
     }
 
+    /// Starts on a fresh state folder with extra Worker env vars (`CONTAINER_URL`, ...).
+    pub async fn start_with_env(extra: &[(&str, &str)]) -> Self {
+        let dir = tempfile::Builder::new().prefix("gastown-wrangler-").tempdir().expect("temp dir");
+        Self::launch(Arc::new(dir), extra).await
+    }
+
     /// Starts on `dir`'s state (the same folder a previous instance used).
     pub async fn start_in(dir: Arc<tempfile::TempDir>) -> Self {
+        Self::launch(dir, &[]).await
+    }
+
+    async fn launch(dir: Arc<tempfile::TempDir>, extra: &[(&str, &str)]) -> Self {
         let root = repo_root();
         let wrangler = root.join("node_modules/.bin/wrangler");
         assert!(wrangler.exists(), "{} is missing: run `npm ci`", wrangler.display());
@@ -98,13 +108,13 @@ impl WranglerDev {
         );
         let d = dir.path();
         let env_file = d.join("worker.env");
-        std::fs::write(
-            &env_file,
-            format!(
-                "INTERNAL_API_SECRET={INTERNAL_KEY}\nGASTOWN_JWT_SECRET={JWT_SECRET}\nCONTAINER_TOKEN={CONTAINER_TOKEN}\nALLOW_LOCAL_REPOS=true\n"
-            ),
-        )
-        .expect("write env file");
+        let mut vars = format!(
+            "INTERNAL_API_SECRET={INTERNAL_KEY}\nGASTOWN_JWT_SECRET={JWT_SECRET}\nCONTAINER_TOKEN={CONTAINER_TOKEN}\nALLOW_LOCAL_REPOS=true\n"
+        );
+        for (k, v) in extra {
+            vars.push_str(&format!("{k}={v}\n"));
+        }
+        std::fs::write(&env_file, vars).expect("write env file");
         let port = free_port();
         let inspector = free_port();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(d.join("wrangler.out")).expect("log file");

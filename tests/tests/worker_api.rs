@@ -518,7 +518,7 @@ async fn towns_rigs_escalations_and_container_routes() {
     let list = dev.get(&format!("/api/towns/{town}/escalations")).await;
     assert_eq!(list.data().as_array().expect("list").len(), 1);
 
-    // Container routes: internal only; a clear 503 until the TownContainer exists (issue 4).
+    // Container routes: internal only; without a container runtime or CONTAINER_URL, a clear 503.
     for (m, p) in [
         (Method::GET, "health"),
         (Method::POST, "agents/start"),
@@ -531,7 +531,7 @@ async fn towns_rigs_escalations_and_container_routes() {
         let body = if m == Method::POST { json!({}) } else { Value::Null };
         let r = dev.call(m.clone(), &path, &Auth::Internal, body.clone()).await;
         assert_eq!(r.status, 503, "{p}: {r:?}");
-        assert!(r.error().contains("container not available yet"), "{r:?}");
+        assert!(r.error().contains("container not available"), "{r:?}");
         assert_eq!(dev.call(m, &path, &Auth::None, body).await.status, 401);
     }
 

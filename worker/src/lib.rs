@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod container;
 pub mod db;
 pub mod error;
 pub mod identity;
