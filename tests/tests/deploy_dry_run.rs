@@ -1,6 +1,7 @@
 //! `wrangler deploy --dry-run --outdir <dir>` succeeds offline: the [build] command runs, the
-//! bundle is written, the Durable Object bindings and vars are the ones in wrangler.toml, and
-//! the [[containers]] entry would build ./Dockerfile from the repository root for linux/amd64.
+//! bundle is written and exports every Durable Object class, the bindings and vars are the ones
+//! in wrangler.toml, each bound class has exactly one SQLite migration, and the [[containers]]
+//! entry would build ./Dockerfile from the repository root for linux/amd64.
 //!
 //! With a Dockerfile-based [[containers]] entry, wrangler 4.86's dry-run calls `docker info`
 //! and then really builds the image (`docker build --load -t <name>:<tag> --platform linux/amd64
@@ -41,6 +42,39 @@ fn toml_values(text: &str, header: &str, key: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// The strings of a one-line TOML array (`["A", "B"]`).
+fn toml_array(value: &str) -> Vec<String> {
+    assert!(value.starts_with('[') && value.ends_with(']'), "expected a one-line TOML array, got {value:?}");
+    value.split('"').skip(1).step_by(2).map(str::to_string).collect()
+}
+
+/// Raw values (arrays not unquoted) of `key` in every `header` table.
+fn toml_raw_values(text: &str, header: &str, key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('[') && !t.contains('=') {
+            inside = t == header;
+        } else if inside {
+            if let Some((k, v)) = t.split_once('=') {
+                if k.trim() == key {
+                    out.push(v.split(" #").next().unwrap_or(v).trim().to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The names a bundle exports in its final `export{a as B, ...}` statement.
+fn bundle_exports(js: &str) -> Vec<String> {
+    let Some(start) = js.rfind("export{").or_else(|| js.rfind("export {")) else { return Vec::new() };
+    let list = &js[start..];
+    let list = &list[list.find('{').unwrap_or(0) + 1..list.find('}').unwrap_or(list.len())];
+    list.split(',').filter_map(|item| item.split_whitespace().last().map(str::to_string)).collect()
 }
 
 const FAKE_DOCKER: &str = r#"#!/bin/sh
@@ -153,6 +187,12 @@ fn deploy_dry_run_builds_the_worker_and_names_bindings_and_container() {
     }
     assert!(out.contains("env.ALLOW_LOCAL_REPOS (\"false\")"), "the ALLOW_LOCAL_REPOS var is not \"false\" in the dry run:\n{out}");
 
+    // Every bound class is exported by the bundle and has its migration.
+    let bundle = files.iter().filter(|f| f.ends_with(".js") || f.ends_with(".mjs")).map(|f| std::fs::read_to_string(run.outdir.path().join(f)).unwrap_or_default()).collect::<Vec<_>>().join("\n");
+    if let Err(e) = check_classes(&config, &bundle_exports(&bundle)) {
+        panic!("{e}");
+    }
+
     // The container: built from ./Dockerfile, never pushed.
     let dockerfile = root.join("Dockerfile");
     assert!(out.contains("The following containers are available:"), "no container in the dry run's output:\n{out}");
@@ -167,4 +207,67 @@ fn deploy_dry_run_builds_the_worker_and_names_bindings_and_container() {
     assert_eq!(build.last().copied(), Some(root.to_str().expect("utf-8 path")), "the build context is not the repository root (.dockerignore applies there): {}", builds[0]);
     let want = std::fs::read_to_string(&dockerfile).expect("read Dockerfile");
     assert!(run.dockerfile_sent == want, "wrangler sent a different Dockerfile to docker build ({} bytes, the file has {})", run.dockerfile_sent.len(), want.len());
+}
+
+/// Every Durable Object class bound in wrangler.toml is exported by the bundle and created by
+/// exactly one migration (SQLite storage); every migrated class is bound; migration tags are
+/// unique; the container class is a bound class.
+fn check_classes(config: &str, exports: &[String]) -> Result<(), String> {
+    let classes = toml_values(config, "[[durable_objects.bindings]]", "class_name");
+    let tags = toml_raw_values(config, "[[migrations]]", "tag");
+    let mut unique_tags = tags.clone();
+    unique_tags.sort();
+    unique_tags.dedup();
+    if unique_tags.len() != tags.len() {
+        return Err(format!("duplicate migration tags: {tags:?}"));
+    }
+    let mut migrated: Vec<String> = toml_raw_values(config, "[[migrations]]", "new_sqlite_classes").iter().flat_map(|v| toml_array(v)).collect();
+    let legacy: Vec<String> = toml_raw_values(config, "[[migrations]]", "new_classes").iter().flat_map(|v| toml_array(v)).collect();
+    if !legacy.is_empty() {
+        return Err(format!("classes {legacy:?} use new_classes (key-value storage); the Durable Objects use SQLite (new_sqlite_classes)"));
+    }
+    for class in &classes {
+        if !exports.contains(class) {
+            return Err(format!("the bundle does not export the Durable Object class {class} (exports: {exports:?})"));
+        }
+        let n = migrated.iter().filter(|c| *c == class).count();
+        if n != 1 {
+            return Err(format!("{class} is created by {n} migrations, expected exactly one: {migrated:?}"));
+        }
+    }
+    migrated.retain(|c| !classes.contains(c));
+    if !migrated.is_empty() {
+        return Err(format!("migrations create classes that no binding uses: {migrated:?}"));
+    }
+    let container_classes = toml_values(config, "[[containers]]", "class_name");
+    if container_classes.is_empty() {
+        return Err("wrangler.toml has no [[containers]] entry".into());
+    }
+    for c in &container_classes {
+        if !classes.contains(c) {
+            return Err(format!("the container class {c} is not a bound Durable Object class: {classes:?}"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn class_check_rejects_broken_configs() {
+    let config = std::fs::read_to_string(root().join("wrangler.toml")).expect("wrangler.toml");
+    let classes = toml_values(&config, "[[durable_objects.bindings]]", "class_name");
+    assert!(!classes.is_empty(), "no Durable Object bindings in wrangler.toml");
+    check_classes(&config, &classes).expect("the real config with every class exported");
+    let first = classes[0].clone();
+    let fewer: Vec<String> = classes[1..].to_vec();
+    assert!(check_classes(&config, &fewer).is_err(), "a class missing from the bundle's exports must be rejected");
+    let dup_tag = format!("{config}\n[[migrations]]\ntag = \"v1\"\nnew_sqlite_classes = []\n");
+    assert!(check_classes(&dup_tag, &classes).is_err(), "a duplicate migration tag must be rejected");
+    let twice = format!("{config}\n[[migrations]]\ntag = \"v99\"\nnew_sqlite_classes = [\"{first}\"]\n");
+    assert!(check_classes(&twice, &classes).is_err(), "a class created twice must be rejected");
+    let unbound = format!("{config}\n[[migrations]]\ntag = \"v99\"\nnew_sqlite_classes = [\"Ghost\"]\n");
+    assert!(check_classes(&unbound, &classes).is_err(), "a migrated class without binding must be rejected");
+    let kv = format!("{config}\n[[migrations]]\ntag = \"v99\"\nnew_classes = [\"Ghost\"]\n");
+    assert!(check_classes(&kv, &classes).is_err(), "key-value storage classes must be rejected");
+    let exports = bundle_exports("var a=1;export{Pt as AgentIdentityDO,Ct as RigDO,Tt as default};");
+    assert_eq!(exports, vec!["AgentIdentityDO", "RigDO", "default"]);
 }
