@@ -656,3 +656,77 @@ fn hadolint_finds_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The image has no init: the control server must work as PID 1. Runs the binary as PID 1 of
+/// a new PID namespace (`unshare --pid --fork`, root only, as in the container) with the
+/// image's settings (paths moved under a temp folder), checks /health, then sends SIGTERM (to
+/// which PID 1 has no default action) and expects a clean exit within the stop grace period.
+#[test]
+fn control_server_runs_as_pid_1_and_stops_on_sigterm() {
+    use std::io::{Read as _, Write as _};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    let df = Dockerfile::parse(&read("Dockerfile"));
+    let env = Dockerfile::env(df.final_stage().expect("final stage"));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc"]).arg(container_binary());
+    for (k, v) in &env {
+        let v = if k == "KILO_BIN" {
+            root().join("node_modules/@kilocode/cli-linux-x64/bin/kilo").to_string_lossy().into_owned()
+        } else if v.starts_with('/') {
+            // The image creates its folders (WORKSPACE_ROOT, GASTOWN_TOOLS_DIR) at build time.
+            let moved = tmp.path().join(v.trim_start_matches('/'));
+            std::fs::create_dir_all(&moved).expect("mkdir");
+            moved.to_string_lossy().into_owned()
+        } else {
+            v.clone()
+        };
+        cmd.env(k, v);
+    }
+    cmd.env("PORT", port.to_string()).env("BIND_ADDR", "127.0.0.1").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("start unshare (util-linux)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let health = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+            panic!("the control server exited at start-up as PID 1 ({status}): {err}");
+        }
+        let answer = TcpStream::connect(("127.0.0.1", port)).ok().and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+            let mut body = String::new();
+            s.read_to_string(&mut body).ok()?;
+            Some(body)
+        });
+        if let Some(body) = answer.filter(|b| b.starts_with("HTTP/1.1 200")) {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "no 200 from /health within 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(health.contains("ok"), "unexpected /health answer: {health}");
+    // The server is unshare's only child; in its own namespace it is PID 1.
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).expect("children of unshare");
+    let pid = children.split_whitespace().next().expect("unshare has a child").to_string();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).expect("NSpid line");
+    assert_eq!(nspid.split_whitespace().last(), Some("1"), "the server is not PID 1 in its namespace: {nspid}");
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(killed.success(), "kill -TERM {pid} failed");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("PID 1 did not stop within 15 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "the control server exited with {exit} after SIGTERM as PID 1");
+}
