@@ -243,10 +243,8 @@ pub enum AgentEventKind {
     ToolCall,
     /// The model produced text; `data.text`.
     Text,
-    /// Something went wrong; `data.message`.
+    /// Something went wrong; `data.message`, `data.source`.
     Error,
-    /// A line the agent's process wrote to stdout or stderr; `data.stream`, `data.line`.
-    Output,
 }
 
 /// One entry of an agent's event buffer. Ids increase by one per event of that agent.
