@@ -38,8 +38,16 @@ fn groups_pss_kib(pgids: &[i32]) -> u64 {
     procs::processes().iter().filter(|p| pgids.contains(&p.pgrp)).map(|p| pss_kib(p.pid)).sum()
 }
 
+/// The start timings the control server logged for `agent` (waits up to 5 s for the log line).
 fn timings(cs: &ControlServer, agent: &str) -> Option<Value> {
-    cs.logs().iter().rev().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|v| v["fields"]["message"] == "agent running" && v["fields"]["agent"] == agent).map(|v| v["fields"].clone())
+    for _ in 0..50 {
+        let found = cs.logs().iter().rev().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|v| v["fields"]["message"] == "agent running" && v["fields"]["agent"] == agent);
+        if let Some(v) = found {
+            return Some(v["fields"].clone());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
 }
 
 fn row(name: &str, value: String) {
