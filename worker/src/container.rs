@@ -43,10 +43,14 @@ pub fn target(has_container: bool, container_url: Option<&str>) -> Target {
     }
 }
 
+/// How the "no container runtime and no CONTAINER_URL" error starts; the scheduler tells it
+/// from a failing container by this prefix (it stops scheduling instead of burning attempts).
+pub const NO_RUNTIME: &str = "container not available";
+
 pub fn unavailable() -> ApiError {
-    ApiError::Unavailable(
-        "container not available: this Worker has no container runtime (wrangler dev without Docker) and no CONTAINER_URL".into(),
-    )
+    ApiError::Unavailable(format!(
+        "{NO_RUNTIME}: this Worker has no container runtime (wrangler dev without Docker) and no CONTAINER_URL"
+    ))
 }
 
 /// The URL of `path` on a natively run control server. Only http(s) bases are accepted.

@@ -17,11 +17,13 @@ pub mod error;
 pub mod identity;
 pub mod jwt;
 pub mod model;
+pub mod prompts;
 pub mod query;
 pub mod requests;
 pub mod rig;
 pub mod routes;
 pub mod rpc;
+pub mod scheduler;
 pub mod time;
 pub mod town;
 

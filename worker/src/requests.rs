@@ -107,8 +107,9 @@ fn json_size(v: &Value, max: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// An optional http(s) URL; an empty string counts as absent (tool plugins send `""`).
 fn url(value: &Option<String>) -> Result<(), String> {
-    let Some(u) = value else { return Ok(()) };
+    let Some(u) = value.as_deref().filter(|u| !u.is_empty()) else { return Ok(()) };
     if u.len() > MAX_URL || !(u.starts_with("https://") || u.starts_with("http://")) {
         return Err(format!("must be an http(s) URL of at most {MAX_URL} characters"));
     }

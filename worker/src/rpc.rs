@@ -51,6 +51,13 @@ pub enum RigOp {
     ListEvents(EventFilter),
 }
 
+impl RigOp {
+    /// Ops after which hooked work may wait for a dispatch: they arm the scheduler's alarm.
+    pub fn arms_scheduler(&self) -> bool {
+        matches!(self, Self::Hook { .. } | Self::Sling { .. } | Self::Configure { .. })
+    }
+}
+
 /// The interface of a TownDO (one per town, named by town id).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", content = "args", rename_all = "snake_case")]

@@ -64,7 +64,8 @@ impl<D: Db> Rig<'_, D> {
             return Err(ApiError::Conflict("bead is hooked by another agent".into()));
         }
         self.db.exec(
-            "UPDATE agents SET current_hook_bead_id = ?, status = 'working', last_activity_at = ? WHERE id = ?",
+            "UPDATE agents SET current_hook_bead_id = ?, status = 'working', last_activity_at = ?, dispatched_ms = NULL,
+                    dispatch_attempts = 0, gupp_ms = NULL WHERE id = ?",
             params![bead_id, &self.now, agent_id],
         )?;
         self.db.exec(
@@ -80,7 +81,8 @@ impl<D: Db> Rig<'_, D> {
         let agent = self.agent(agent_id)?;
         let Some(bead_id) = agent.current_hook_bead_id else { return Ok(agent) };
         self.db.exec(
-            "UPDATE agents SET current_hook_bead_id = NULL, status = 'idle', last_activity_at = ? WHERE id = ?",
+            "UPDATE agents SET current_hook_bead_id = NULL, status = 'idle', last_activity_at = ?, dispatched_ms = NULL
+             WHERE id = ?",
             params![&self.now, agent_id],
         )?;
         self.log(Some(&bead_id), Some(agent_id), EventKind::Unhooked, json!({}))?;

@@ -29,7 +29,7 @@ impl<D: Db> Rig<'_, D> {
         self.config()
     }
 
-    pub(super) fn config(&self) -> ApiResult<RigConfig> {
+    pub fn config(&self) -> ApiResult<RigConfig> {
         let row: Row = self
             .db
             .first("SELECT * FROM rig_config WHERE id = 1", vec![])?

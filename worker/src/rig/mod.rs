@@ -11,6 +11,7 @@ mod events;
 mod mail;
 mod review;
 mod rows;
+mod schedule;
 pub mod schema;
 mod sling;
 

@@ -1,6 +1,6 @@
 //! The RigDO's SQLite schema. Append a migration to change it; never edit a shipped one.
 
-pub const MIGRATIONS: &[&[&str]] = &[V1];
+pub const MIGRATIONS: &[&[&str]] = &[V1, V2];
 
 const V1: &[&str] = &[
     "CREATE TABLE rig_config (
@@ -32,4 +32,11 @@ const V1: &[&str] = &[
         id TEXT PRIMARY KEY, bead_id TEXT, agent_id TEXT, kind TEXT NOT NULL, data TEXT NOT NULL,
         created_at TEXT NOT NULL)",
     "CREATE INDEX bead_events_bead ON bead_events (bead_id)",
+];
+
+/// The scheduler's bookkeeping (issue 4): when the hooked work was sent to the container and
+/// when the agent last got a GUPP reminder, in milliseconds since the epoch.
+const V2: &[&str] = &[
+    "ALTER TABLE agents ADD COLUMN dispatched_ms INTEGER",
+    "ALTER TABLE agents ADD COLUMN gupp_ms INTEGER",
 ];

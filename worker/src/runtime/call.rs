@@ -32,6 +32,23 @@ pub async fn call<O: Serialize>(env: &Env, binding: &str, name: &str, op: &O) ->
     decode_reply(status, &bytes)
 }
 
+/// Calls the town's TownContainer (and so the control server): `(status, JSON body)`.
+pub async fn container_call(env: &Env, town: &str, method: Method, path: &str, body: Option<&Value>) -> ApiResult<(u16, Value)> {
+    let stub = env.durable_object(super::CONTAINER_BINDING).and_then(|ns| ns.get_by_name(town)).map_err(internal)?;
+    let headers = Headers::new();
+    headers.set("content-type", "application/json").map_err(internal)?;
+    let mut init = RequestInit::new();
+    init.with_method(method).with_headers(headers);
+    if let Some(b) = body {
+        init.with_body(Some(b.to_string().into()));
+    }
+    let req = Request::new_with_init(&format!("https://container{path}"), &init).map_err(internal)?;
+    let mut resp = stub.fetch_with_request(req).await.map_err(internal)?;
+    let status = resp.status_code();
+    let bytes = resp.bytes().await.map_err(internal)?;
+    Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+}
+
 /// Inside an object: decodes the op, runs `handle`, and replies with the envelope.
 pub async fn serve<O: DeserializeOwned>(
     mut req: Request,

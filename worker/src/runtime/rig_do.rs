@@ -1,30 +1,135 @@
-//! RigDO: one per rig (`idFromName(rigId)`), running [`crate::rig`] on its SQLite storage.
+//! RigDO: one per rig (`idFromName(rigId)`), running [`crate::rig`] on its SQLite storage, and
+//! the scheduler in its alarm (dispatch hooked work to the town's container, witness the
+//! dispatched agents, remind idle ones). The alarm is armed only while there is hooked work.
 
 use std::cell::Cell;
+use std::time::Duration;
 
-use worker::{durable_object, DurableObject, Env, Request, Response, State};
+use serde_json::Value;
+use worker::{durable_object, DurableObject, Env, Method, Request, Response, State};
 
-use super::call::serve;
+use super::call::{container_call, serve};
 use super::{platform, sql};
+use crate::container::NO_RUNTIME;
+use crate::error::{ApiError, ApiResult};
 use crate::rig::{schema, Rig};
 use crate::rpc::RigOp;
+use crate::scheduler::{self, DispatchContext, Settings, Witness};
 
-#[durable_object(fetch)]
+/// Delay of the first scheduler pass after work is hooked.
+const FIRST_PASS_MS: u64 = 200;
+
+#[durable_object]
 pub struct RigDO {
     state: State,
+    env: Env,
     ready: Cell<bool>,
 }
 
+fn var(env: &Env, name: &str) -> Option<String> {
+    env.secret(name).ok().map(|s| s.to_string()).filter(|s| !s.is_empty())
+}
+
+impl RigDO {
+    fn db(&self) -> ApiResult<sql::SqlDb> {
+        sql::open(&self.state.storage(), &self.ready, schema::MIGRATIONS)
+    }
+
+    fn with_rig<T>(&self, f: impl FnOnce(&Rig<sql::SqlDb>) -> ApiResult<T>) -> ApiResult<T> {
+        let db = self.db()?;
+        f(&Rig { db: &db, now: platform::now_iso(), new_id: &platform::new_id })
+    }
+
+    async fn arm(&self, after_ms: u64) -> ApiResult<()> {
+        let storage = self.state.storage();
+        if storage.get_alarm().await.map_err(|e| ApiError::Internal(e.to_string()))?.is_none() {
+            storage.set_alarm(Duration::from_millis(after_ms)).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// One scheduler pass. Returns whether to keep the alarm armed.
+    async fn schedule(&self) -> ApiResult<bool> {
+        let Ok(config) = self.with_rig(|r| r.config()) else { return Ok(false) };
+        let settings = Settings::from_lookup(|k| var(&self.env, k));
+        let (Some(model), Some(secret)) = (var(&self.env, "GASTOWN_MODEL"), var(&self.env, "GASTOWN_JWT_SECRET")) else {
+            worker::console_error!("scheduler: GASTOWN_MODEL and GASTOWN_JWT_SECRET must be set to dispatch agents");
+            return Ok(false);
+        };
+        let town = config.town_id.clone();
+
+        for (agent, bead, attempts) in self.with_rig(|r| r.due_dispatches())? {
+            if attempts >= settings.max_attempts {
+                self.with_rig(|r| r.give_up(&agent, &bead, attempts))?;
+                continue;
+            }
+            let now_ms = platform::now_millis();
+            let ctx = DispatchContext { config: &config, model: &model, jwt_secret: &secret, now_secs: (now_ms / 1000) as u64, settings: &settings };
+            let body = serde_json::to_value(scheduler::start_request(&agent, &bead, &ctx)).map_err(|e| ApiError::Internal(e.to_string()))?;
+            match container_call(&self.env, &town, Method::Post, "/agents/start", Some(&body)).await {
+                Ok((200..=299, _)) => self.with_rig(|r| r.mark_dispatched(&agent, now_ms))?,
+                Ok((503, reply)) if reply["error"].as_str().is_some_and(|e| e.starts_with(NO_RUNTIME)) => {
+                    // Nowhere to run agents: stop until new work is hooked.
+                    return Ok(false);
+                }
+                Ok((status, reply)) => {
+                    let reason = format!("start refused ({status}): {}", reply["error"].as_str().unwrap_or("no message"));
+                    self.with_rig(|r| r.mark_dispatch_failed(&agent, &reason))?;
+                }
+                Err(e) => self.with_rig(|r| r.mark_dispatch_failed(&agent, &e.to_string()))?,
+            }
+        }
+
+        for (agent, dispatched_ms) in self.with_rig(|r| r.dispatched())? {
+            let path = format!("/agents/{}/status", agent.id);
+            let (status, body) = match container_call(&self.env, &town, Method::Get, &path, None).await {
+                Ok((s, b)) => (Some(s), b),
+                Err(_) => (None, Value::Null),
+            };
+            if let Witness::Exited(reason) = scheduler::witness(status, &body, dispatched_ms, platform::now_millis(), settings.grace_ms) {
+                self.with_rig(|r| r.mark_exited(&agent, &reason))?;
+            }
+        }
+
+        let now_ms = platform::now_millis();
+        for agent in self.with_rig(|r| r.gupp_due(now_ms, settings.gupp_after_ms))? {
+            self.with_rig(|r| r.send_gupp(&agent, now_ms))?;
+        }
+        self.with_rig(|r| r.has_work())
+    }
+}
+
 impl DurableObject for RigDO {
-    fn new(state: State, _env: Env) -> Self {
-        Self { state, ready: Cell::new(false) }
+    fn new(state: State, env: Env) -> Self {
+        Self { state, env, ready: Cell::new(false) }
     }
 
     async fn fetch(&self, req: Request) -> worker::Result<Response> {
         serve(req, async |op: RigOp| {
-            let db = sql::open(&self.state.storage(), &self.ready, schema::MIGRATIONS)?;
-            Rig { db: &db, now: platform::now_iso(), new_id: &platform::new_id }.handle(op)
+            let arms = op.arms_scheduler();
+            let data = self.with_rig(|r| r.handle(op))?;
+            if arms && self.with_rig(|r| Ok(r.has_work()? && r.config().is_ok()))? {
+                self.arm(FIRST_PASS_MS).await?;
+            }
+            Ok(data)
         })
         .await
+    }
+
+    async fn alarm(&self) -> worker::Result<Response> {
+        match self.schedule().await {
+            Ok(true) => {
+                let tick = Settings::from_lookup(|k| var(&self.env, k)).tick_ms;
+                self.state.storage().set_alarm(Duration::from_millis(tick as u64)).await?;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                // Keep going after a transient failure, but never faster than a tick.
+                worker::console_error!("scheduler pass failed: {e}");
+                let tick = Settings::from_lookup(|k| var(&self.env, k)).tick_ms;
+                self.state.storage().set_alarm(Duration::from_millis(tick as u64)).await?;
+            }
+        }
+        Response::ok("ok")
     }
 }

@@ -1,0 +1,153 @@
+//! The RigDO scheduler (issue 4) against a recording stand-in control server at CONTAINER_URL:
+//! sling -> the alarm dispatches `POST /agents/start` with a complete request and a valid agent
+//! credential; the witness pass notices exited agents and re-dispatches up to the attempt
+//! limit, then fails the bead; agents idle on hooked work get a GUPP reminder mail.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::IntoResponse;
+use axum::Router;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use gastown_e2e::wrangler::{Auth, WranglerDev, CONTAINER_TOKEN, JWT_SECRET};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+#[derive(Default)]
+struct Stub {
+    starts: Vec<(Value, Option<String>)>,
+    /// agent id -> rig id, from the start requests.
+    rigs: HashMap<String, String>,
+    /// Rigs whose agents report `exited` (the others report `running`).
+    dying_rig: Option<String>,
+}
+
+type Shared = Arc<Mutex<Stub>>;
+
+async fn control(State(stub): State<Shared>, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+    let path = uri.path().to_string();
+    let mut s = stub.lock().expect("stub");
+    if path == "/agents/start" {
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let token = headers.get("x-container-token").and_then(|t| t.to_str().ok()).map(str::to_string);
+        let (agent, rig) = (v["agentId"].as_str().unwrap_or("").to_string(), v["rigId"].as_str().unwrap_or("").to_string());
+        s.rigs.insert(agent.clone(), rig);
+        s.starts.push((v, token));
+        return (StatusCode::CREATED, axum::Json(json!({"agentId": agent, "status": "starting"})));
+    }
+    if let Some(agent) = path.strip_prefix("/agents/").and_then(|p| p.strip_suffix("/status")) {
+        let dying = s.rigs.get(agent).is_some_and(|r| Some(r) == s.dying_rig.as_ref());
+        let status = if dying { json!({"agentId": agent, "status": "exited", "exitCode": 137}) } else { json!({"agentId": agent, "status": "running"}) };
+        return (StatusCode::OK, axum::Json(status));
+    }
+    (StatusCode::NOT_FOUND, axum::Json(json!({"error": "not found"})))
+}
+
+/// Polls `check` until it returns `Some`, failing after `secs` seconds.
+async fn wait_for<T>(what: &str, secs: u64, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Checks the HS256 signature by hand and returns the claims.
+fn verify_token(token: &str) -> Value {
+    use hmac::{Hmac, Mac};
+    let (input, sig) = token.rsplit_once('.').expect("three parts");
+    let (header, payload) = input.split_once('.').expect("header and payload");
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).expect("b64")).expect("json");
+    assert_eq!(header["alg"], "HS256");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(JWT_SECRET.as_bytes()).expect("key");
+    mac.update(input.as_bytes());
+    mac.verify_slice(&URL_SAFE_NO_PAD.decode(sig).expect("b64")).expect("token signed with the Worker's JWT secret");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("b64")).expect("json")
+}
+
+#[tokio::test]
+async fn scheduler_dispatches_witnesses_retries_then_fails_and_reminds() {
+    let stub: Shared = Arc::default();
+    let app = Router::new().fallback(control).with_state(stub.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dev = WranglerDev::start_with_env(&[
+        ("CONTAINER_URL", &url),
+        ("GASTOWN_MODEL", "scripted/m-1"),
+        ("SCHEDULER_TICK_MS", "300"),
+        ("SCHEDULER_COLD_START_GRACE_MS", "1000"),
+        ("SCHEDULER_MAX_DISPATCH_ATTEMPTS", "2"),
+        ("SCHEDULER_GUPP_AFTER_MS", "1500"),
+    ])
+    .await;
+
+    let town = dev.post("/api/towns", json!({"name": "sched"})).await.data()["id"].as_str().expect("town").to_string();
+    let mut rigs = Vec::new();
+    for name in ["dying", "steady"] {
+        let r = dev.post(&format!("/api/towns/{town}/rigs"), json!({"name": name, "git_url": "https://github.com/o/app.git", "default_branch": "trunk"})).await;
+        rigs.push(r.data()["id"].as_str().expect("rig").to_string());
+    }
+    let (dying, steady) = (rigs[0].clone(), rigs[1].clone());
+    stub.lock().expect("stub").dying_rig = Some(dying.clone());
+
+    // Dispatch: sling on the dying rig reaches the container with a complete start request.
+    let sling = dev.post(&format!("/api/rigs/{dying}/sling"), json!({"title": "Fix the flux capacitor", "body": "details"})).await;
+    let agent = sling.data()["agent"]["id"].as_str().expect("agent").to_string();
+    let bead = sling.data()["bead"]["id"].as_str().expect("bead").to_string();
+    let (start, token) = wait_for("the first dispatch", 30, async || stub.lock().expect("stub").starts.first().cloned()).await;
+    assert_eq!(token.as_deref(), Some(CONTAINER_TOKEN));
+    let prefix: String = bead.chars().filter(|c| *c != '-').take(8).collect();
+    assert_eq!(
+        (&start["agentId"], &start["rigId"], &start["townId"], &start["role"], &start["name"]),
+        (&json!(agent), &json!(dying), &json!(town), &json!("polecat"), &json!("toast"))
+    );
+    assert_eq!(start["branch"], json!(format!("polecat/toast/{prefix}")));
+    assert_eq!((&start["gitUrl"], &start["defaultBranch"], &start["model"]), (&json!("https://github.com/o/app.git"), &json!("trunk"), &json!("scripted/m-1")));
+    assert!(start["prompt"].as_str().is_some_and(|p| p.contains("Fix the flux capacitor")));
+    assert!(start["systemPrompt"].as_str().is_some_and(|p| p.contains("GUPP") && p.contains("gt_done")));
+    let claims = verify_token(start["envVars"]["GASTOWN_SESSION_TOKEN"].as_str().expect("agent credential"));
+    assert_eq!((&claims["agentId"], &claims["rigId"], &claims["townId"]), (&json!(agent), &json!(dying), &json!(town)));
+    // The credential works on the agent's own routes.
+    let me = Auth::Bearer(start["envVars"]["GASTOWN_SESSION_TOKEN"].as_str().expect("token").to_string());
+    let prime = dev.call(Method::GET, &format!("/api/rigs/{dying}/agents/{agent}/prime"), &me, Value::Null).await;
+    assert_eq!(prime.data()["hooked_bead"]["id"], json!(bead));
+
+    // The agent "dies" (exited, 137): re-dispatched once, then the bead fails.
+    let failed = wait_for("the bead to fail", 60, async || {
+        let b = dev.get(&format!("/api/rigs/{dying}/beads/{bead}")).await;
+        (b.data()["status"] == "failed").then(|| b.data().clone())
+    })
+    .await;
+    assert_eq!(failed["status"], "failed");
+    let a = dev.get(&format!("/api/rigs/{dying}/agents/{agent}")).await;
+    assert_eq!((a.data()["status"].clone(), a.data()["current_hook_bead_id"].clone()), (json!("idle"), Value::Null));
+    let starts_for_bead = stub.lock().expect("stub").starts.iter().filter(|(s, _)| s["agentId"] == json!(agent)).count();
+    assert_eq!(starts_for_bead, 2, "dispatched exactly up to the attempt limit");
+    let events = dev.get(&format!("/api/rigs/{dying}/beads/{bead}/events?limit=100")).await;
+    let kinds: Vec<String> = events.data().as_array().expect("events").iter().map(|e| e["kind"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "agent_dispatched").count(), 2, "{kinds:?}");
+    assert!(kinds.iter().filter(|k| *k == "agent_exited").count() >= 2, "{kinds:?}");
+    assert!(kinds.contains(&"status_changed".to_string()) && kinds.last().map(String::as_str) == Some("unhooked"), "{kinds:?}");
+
+    // A running agent idle on its hook gets a GUPP reminder, and stays dispatched once.
+    let sling = dev.post(&format!("/api/rigs/{steady}/sling"), json!({"title": "Keep going"})).await;
+    let worker = sling.data()["agent"]["id"].as_str().expect("agent").to_string();
+    let mail = wait_for("a GUPP reminder", 60, async || {
+        let p = dev.get(&format!("/api/rigs/{steady}/agents/{worker}/prime")).await;
+        let mail = p.data()["undelivered_mail"].as_array().cloned().unwrap_or_default();
+        mail.into_iter().find(|m| m["from_agent_id"] == "gastown-scheduler")
+    })
+    .await;
+    assert!(mail["subject"].as_str().is_some_and(|s| s.contains("GUPP")));
+    let steady_starts = stub.lock().expect("stub").starts.iter().filter(|(s, _)| s["agentId"] == json!(worker)).count();
+    assert_eq!(steady_starts, 1, "a running agent is not dispatched again");
+}

@@ -1,0 +1,190 @@
+//! The RigDO scheduler's decisions (issue 4): settings, the start request for a hooked agent,
+//! and what the witness pass does with a container's answer. The alarm that runs them lives in
+//! the runtime; the SQL side is in `rig::schedule`.
+//!
+//! Lessons of the reference built in: a dispatch-attempt limit after which the bead is failed
+//! (no endless re-dispatch), a cold-start grace period during which "not found" from the
+//! container is expected, "done" is only the done tool (an exited process is not success), and
+//! the alarm is armed only while some agent has hooked work.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use shared_types::{validate, StartAgentRequest};
+
+use crate::jwt::{self, AgentClaims};
+use crate::model::{Agent, Bead, RigConfig};
+use crate::prompts;
+
+/// Scheduler settings, from Worker vars (all optional).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `SCHEDULER_TICK_MS`: alarm period while there is work.
+    pub tick_ms: i64,
+    /// `SCHEDULER_MAX_DISPATCH_ATTEMPTS`: starts of one hooked bead before it is failed.
+    pub max_attempts: i64,
+    /// `SCHEDULER_COLD_START_GRACE_MS`: how long "not found" is expected after a dispatch.
+    pub grace_ms: i64,
+    /// `SCHEDULER_GUPP_AFTER_MS`: idle time on hooked work before a GUPP reminder mail.
+    pub gupp_after_ms: i64,
+    /// `AGENT_TOKEN_TTL_SECS`: lifetime of the credential given to an agent.
+    pub token_ttl_secs: u64,
+}
+
+impl Settings {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let num = |k: &str, default: i64| lookup(k).and_then(|v| v.trim().parse::<i64>().ok()).filter(|v| *v > 0).unwrap_or(default);
+        Self {
+            tick_ms: num("SCHEDULER_TICK_MS", 15_000),
+            max_attempts: num("SCHEDULER_MAX_DISPATCH_ATTEMPTS", 3),
+            grace_ms: num("SCHEDULER_COLD_START_GRACE_MS", 180_000),
+            gupp_after_ms: num("SCHEDULER_GUPP_AFTER_MS", 600_000),
+            token_ttl_secs: num("AGENT_TOKEN_TTL_SECS", 8 * 3600) as u64,
+        }
+    }
+}
+
+/// Everything a dispatch needs besides the agent and its bead.
+pub struct DispatchContext<'a> {
+    pub config: &'a RigConfig,
+    pub model: &'a str,
+    pub jwt_secret: &'a str,
+    pub now_secs: u64,
+    pub settings: &'a Settings,
+}
+
+/// The agent's Worker credential: an HS256 token for exactly this agent and rig.
+pub fn agent_token(agent: &Agent, ctx: &DispatchContext) -> String {
+    let claims = AgentClaims {
+        agent_id: agent.id.clone(),
+        rig_id: ctx.config.rig_id.clone(),
+        town_id: ctx.config.town_id.clone(),
+        user_id: "gastown-scheduler".into(),
+        exp: ctx.now_secs + ctx.settings.token_ttl_secs,
+        iat: Some(ctx.now_secs),
+    };
+    jwt::sign(&claims, ctx.jwt_secret.as_bytes())
+}
+
+/// `POST /agents/start` for an agent and its hooked bead.
+pub fn start_request(agent: &Agent, bead: &Bead, ctx: &DispatchContext) -> StartAgentRequest {
+    let branch = validate::polecat_branch(&agent.name, &bead.id);
+    let who = prompts::Identity {
+        name: &agent.name,
+        rig_id: &ctx.config.rig_id,
+        town_id: &ctx.config.town_id,
+        role: agent.role,
+        branch: &branch,
+        default_branch: &ctx.config.default_branch,
+    };
+    let mut env_vars = BTreeMap::new();
+    env_vars.insert("GASTOWN_SESSION_TOKEN".to_string(), agent_token(agent, ctx));
+    StartAgentRequest {
+        agent_id: agent.id.clone(),
+        rig_id: ctx.config.rig_id.clone(),
+        town_id: ctx.config.town_id.clone(),
+        role: agent.role,
+        name: agent.name.clone(),
+        identity: agent.identity.clone(),
+        prompt: prompts::bead_prompt(bead),
+        model: ctx.model.to_string(),
+        system_prompt: prompts::for_role(&who),
+        git_url: ctx.config.git_url.clone(),
+        branch,
+        default_branch: ctx.config.default_branch.clone(),
+        env_vars,
+    }
+}
+
+/// What the witness pass does with one dispatched agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Witness {
+    /// Running (or still starting within the grace period): nothing to do.
+    Fine,
+    /// The process is gone: record the exit; the next pass re-dispatches (attempt limit applies).
+    Exited(String),
+    /// The container could not be asked: try again next pass.
+    Unknown,
+}
+
+/// `status`: the HTTP status of `GET /agents/:id/status` (`None` when the call failed).
+pub fn witness(status: Option<u16>, body: &Value, dispatched_ms: i64, now_ms: i64, grace_ms: i64) -> Witness {
+    match status {
+        Some(200) => match body["status"].as_str() {
+            Some("exited") | Some("failed") => {
+                let code = body["exitCode"].as_i64().map_or_else(|| "unknown".to_string(), |c| c.to_string());
+                Witness::Exited(format!("process {} (exit code {code})", body["status"].as_str().unwrap_or("exited")))
+            }
+            _ => Witness::Fine,
+        },
+        Some(404) if now_ms - dispatched_ms < grace_ms => Witness::Fine,
+        Some(404) => Witness::Exited("not found in the container after the cold-start grace period".into()),
+        _ => Witness::Unknown,
+    }
+}
+
+/// The GUPP reminder mail.
+pub const GUPP_SUBJECT: &str = "GUPP: work is on your hook";
+pub const GUPP_BODY: &str = "You have a bead on your hook and have been idle. Work is on your hook - execute it \
+immediately: call gt_prime(), do the work, commit and push, then gt_done. If you are blocked, gt_escalate.";
+/// The sender of scheduler mail.
+pub const SCHEDULER_SENDER: &str = "gastown-scheduler";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::AgentRole;
+    use serde_json::json;
+
+    fn agent() -> Agent {
+        serde_json::from_value(json!({"id": "a1", "role": "polecat", "name": "toast", "identity": "polecat/toast@r1",
+            "status": "working", "current_hook_bead_id": "b1", "last_activity_at": null, "checkpoint": null, "created_at": "x"}))
+        .expect("agent")
+    }
+
+    fn bead() -> Bead {
+        serde_json::from_value(json!({"id": "0b6a9a2e-7c1d-4f43", "type": "issue", "status": "in_progress", "title": "Fix it",
+            "body": "details", "assignee_agent_id": "a1", "convoy_id": null, "molecule_id": null, "priority": "high",
+            "labels": [], "metadata": {}, "created_at": "x", "updated_at": "x", "closed_at": null}))
+        .expect("bead")
+    }
+
+    #[test]
+    fn start_request_is_complete_and_valid() {
+        let config = RigConfig {
+            rig_id: "r1".into(),
+            town_id: "t1".into(),
+            name: None,
+            git_url: "https://github.com/o/r.git".into(),
+            default_branch: "main".into(),
+            updated_at: "x".into(),
+        };
+        let settings = Settings::from_lookup(|_| None);
+        let ctx = DispatchContext { config: &config, model: "p/m", jwt_secret: "s", now_secs: 1000, settings: &settings };
+        let r = start_request(&agent(), &bead(), &ctx);
+        assert_eq!((r.role, r.branch.as_str(), r.default_branch.as_str()), (AgentRole::Polecat, "polecat/toast/0b6a9a2e", "main"));
+        assert!(r.prompt.contains("Fix it") && r.system_prompt.contains("GUPP"));
+        assert!(r.system_prompt.contains("polecat/toast/0b6a9a2e"));
+        assert!(r.validate(shared_types::ValidationPolicy::default()).is_ok());
+        let token = r.env_vars.get("GASTOWN_SESSION_TOKEN").expect("token");
+        let claims = jwt::verify(token, b"s", 1001).expect("valid token");
+        assert_eq!((claims.agent_id.as_str(), claims.rig_id.as_str(), claims.exp), ("a1", "r1", 1000 + 8 * 3600));
+    }
+
+    #[test]
+    fn witness_decisions() {
+        let g = 1000;
+        assert_eq!(witness(Some(200), &json!({"status": "running"}), 0, 5000, g), Witness::Fine);
+        assert!(matches!(witness(Some(200), &json!({"status": "exited", "exitCode": 137}), 0, 5000, g), Witness::Exited(m) if m.contains("137")));
+        assert_eq!(witness(Some(404), &Value::Null, 0, 500, g), Witness::Fine);
+        assert!(matches!(witness(Some(404), &Value::Null, 0, 1500, g), Witness::Exited(_)));
+        assert_eq!(witness(None, &Value::Null, 0, 5000, g), Witness::Unknown);
+        assert_eq!(witness(Some(503), &Value::Null, 0, 5000, g), Witness::Unknown);
+    }
+
+    #[test]
+    fn settings_defaults_and_overrides() {
+        let s = Settings::from_lookup(|k| (k == "SCHEDULER_TICK_MS").then(|| "250".to_string()));
+        assert_eq!((s.tick_ms, s.max_attempts, s.grace_ms), (250, 3, 180_000));
+    }
+}
