@@ -28,7 +28,7 @@ pub fn container_bin() -> PathBuf {
     bin
 }
 
-/// The real Kilo CLI binary installed by `npm ci` (package.json pins 7.7.7).
+/// The real Kilo CLI binary installed by scripts/setup (package.json pins 7.7.7).
 pub fn kilo_bin() -> PathBuf {
     let bin = repo_root().join("node_modules/@kilocode/cli-linux-x64/bin/kilo");
     assert!(bin.exists(), "{} is missing: run scripts/setup", bin.display());
