@@ -36,7 +36,8 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-fn free_port() -> u16 {
+/// A free loopback port (to start `wrangler dev` on a port known in advance).
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
 
@@ -89,16 +90,22 @@ impl WranglerDev {
 
     /// Starts on a fresh state folder with extra Worker env vars (`CONTAINER_URL`, ...).
     pub async fn start_with_env(extra: &[(&str, &str)]) -> Self {
+        Self::start_on(free_port(), extra).await
+    }
+
+    /// As [`WranglerDev::start_with_env`], on `port` (from [`free_port`]): for processes that
+    /// must know the Worker's URL before it starts (a control server's GASTOWN_API_URL).
+    pub async fn start_on(port: u16, extra: &[(&str, &str)]) -> Self {
         let dir = tempfile::Builder::new().prefix("gastown-wrangler-").tempdir().expect("temp dir");
-        Self::launch(Arc::new(dir), extra).await
+        Self::launch(Arc::new(dir), extra, port).await
     }
 
     /// Starts on `dir`'s state (the same folder a previous instance used).
     pub async fn start_in(dir: Arc<tempfile::TempDir>) -> Self {
-        Self::launch(dir, &[]).await
+        Self::launch(dir, &[], free_port()).await
     }
 
-    async fn launch(dir: Arc<tempfile::TempDir>, extra: &[(&str, &str)]) -> Self {
+    async fn launch(dir: Arc<tempfile::TempDir>, extra: &[(&str, &str)], port: u16) -> Self {
         let root = repo_root();
         let wrangler = root.join("node_modules/.bin/wrangler");
         assert!(wrangler.exists(), "{} is missing: run `npm ci`", wrangler.display());
@@ -115,7 +122,6 @@ impl WranglerDev {
             vars.push_str(&format!("{k}={v}\n"));
         }
         std::fs::write(&env_file, vars).expect("write env file");
-        let port = free_port();
         let inspector = free_port();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(d.join("wrangler.out")).expect("log file");
         let mut cmd = Command::new(&wrangler);
@@ -160,6 +166,11 @@ impl WranglerDev {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// What wrangler dev printed so far (its request log included).
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("wrangler.out")).unwrap_or_default()
     }
 
     /// The state folder, to restart on the same state with [`WranglerDev::start_in`].

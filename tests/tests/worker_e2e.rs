@@ -1,0 +1,133 @@
+//! The seed's acceptance loop, everything real but the LLM: `wrangler dev` running the built
+//! Worker, the control server run natively (the TownContainer forwards to it via CONTAINER_URL),
+//! the real Kilo CLI, a scripted OpenAI-compatible model and a local origin repository.
+//!
+//! town -> rig -> bead hooked to a polecat -> the RigDO alarm dispatches it -> the agent starts
+//! in its worktree on `polecat/<name>/<prefix>` -> the scripted model commits, pushes and calls
+//! gt_done -> the RigDO shows the review entry, the agent idle and unhooked, the bead's events,
+//! and heartbeats reach the Worker; message and stop through the Worker's proxy routes.
+//!
+//! The bead is created and hooked (rather than slung) so that the branch, which the script's
+//! gt_done must name, is known before the agent starts: sling's dispatch path is the same hook
+//! plus alarm, covered with a stand-in container in worker_scheduler.rs.
+
+use std::time::{Duration, Instant};
+
+use gastown_e2e::control_server::{ControlServer, Options};
+use gastown_e2e::model_server::{marker, ModelServer, Step, MODEL_ID};
+use gastown_e2e::origin::Origin;
+use gastown_e2e::wrangler::{free_port, WranglerDev, CONTAINER_TOKEN};
+use serde_json::{json, Value};
+
+const TURN: Duration = Duration::from_secs(180);
+
+async fn wait_for<T>(what: &str, within: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hooked_bead_is_dispatched_worked_pushed_and_done() {
+    let origin = Origin::new();
+    let model = ModelServer::start(Vec::<(String, Vec<Step>)>::new()).await.expect("model server");
+    let worker_port = free_port();
+    let cs = ControlServer::start(
+        Options::default()
+            .env("GASTOWN_API_URL", format!("http://127.0.0.1:{worker_port}"))
+            .env("GASTOWN_MODEL_BASE_URL", model.base_url())
+            .env("STOP_GRACE_MS", "3000"),
+    );
+    assert_eq!(cs.token.as_deref(), Some(CONTAINER_TOKEN), "Worker and control server share the container token");
+    let model_ref = format!("scripted/{MODEL_ID}");
+    let dev = WranglerDev::start_on(
+        worker_port,
+        &[("CONTAINER_URL", &cs.base), ("GASTOWN_MODEL", &model_ref), ("SCHEDULER_TICK_MS", "1000")],
+    )
+    .await;
+
+    let town = dev.post("/api/towns", json!({"name": "e2e"})).await.data()["id"].as_str().expect("town").to_string();
+    let rig = dev.post(&format!("/api/towns/{town}/rigs"), json!({"name": "app", "git_url": origin.url()})).await;
+    let rig = rig.data()["id"].as_str().expect("rig").to_string();
+
+    let bead = dev
+        .post(&format!("/api/rigs/{rig}/beads"), json!({"type": "issue", "title": "Add work.txt", "body": format!("Create work.txt. {}", marker("e2e"))}))
+        .await;
+    let bead = bead.data()["id"].as_str().expect("bead").to_string();
+    let prefix: String = bead.chars().filter(|c| *c != '-').take(8).collect();
+    let branch = format!("polecat/toast/{prefix}");
+    model.set_script(
+        "e2e",
+        vec![
+            Step::tool("gt_prime", json!({})),
+            Step::bash(format!(
+                "test \"$(git rev-parse --abbrev-ref HEAD)\" = {branch} && echo work > work.txt && git add work.txt && \
+                 git commit -qm 'agent work' && git push -q origin {branch} && echo pushed"
+            )),
+            Step::tool("gt_done", json!({"branch": branch, "summary": "added work.txt"})),
+            Step::text("done"),
+            // The follow-up message sent through the Worker's proxy route.
+            Step::text("follow-up handled"),
+        ],
+    );
+    let agent = dev.post(&format!("/api/rigs/{rig}/agents"), json!({"role": "polecat", "name": "toast", "identity": format!("toast@{rig}")})).await;
+    let agent = agent.data()["id"].as_str().expect("agent").to_string();
+    let hooked = dev.post(&format!("/api/rigs/{rig}/agents/{agent}/hook"), json!({"bead_id": bead})).await;
+    assert_eq!(hooked.status, 200, "{hooked:?}");
+
+    // The scheduler dispatches; the agent works and calls gt_done through the control server.
+    let review = wait_for("the review entry", TURN, async || {
+        let q = dev.get(&format!("/api/rigs/{rig}/review-queue")).await;
+        q.data().as_array().and_then(|a| a.first().cloned())
+    })
+    .await;
+    assert_eq!((&review["branch"], &review["bead_id"], &review["agent_id"], &review["status"]), (&json!(branch), &json!(bead), &json!(agent), &json!("pending")));
+    assert_eq!(review["summary"], "added work.txt");
+    let a = dev.get(&format!("/api/rigs/{rig}/agents/{agent}")).await;
+    assert_eq!((a.data()["status"].clone(), a.data()["current_hook_bead_id"].clone()), (json!("idle"), Value::Null));
+
+    // The pushed commit is in the origin, by the agent's git identity.
+    let log = origin.log(&branch).expect("branch pushed to origin");
+    assert_eq!(log.first().map(String::as_str), Some("toast (gastown)|toast@gastown.local|agent work"), "{log:?}");
+
+    // The model got the Worker's prompts: the bead as the first message, the polecat system prompt.
+    let reqs = model.requests_for("e2e");
+    assert!(reqs.iter().any(|r| r.system_text().contains("GUPP")), "polecat system prompt");
+    assert!(reqs.iter().any(|r| r.user_texts().iter().any(|t| t.contains("Add work.txt"))), "bead prompt");
+    assert!(reqs.iter().any(|r| r.tool_results().iter().any(|t| t.contains(&bead))), "gt_prime returned the hooked bead");
+
+    // The bead's event log tells the story.
+    let events = dev.get(&format!("/api/rigs/{rig}/beads/{bead}/events?limit=100")).await;
+    let kinds: Vec<&str> = events.data().as_array().expect("events").iter().filter_map(|e| e["kind"].as_str()).collect();
+    for k in ["created", "hooked", "agent_dispatched", "review_submitted", "unhooked"] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+    assert_eq!(kinds.iter().filter(|k| **k == "agent_dispatched").count(), 1, "dispatched once: {kinds:?}");
+
+    // The container's batched heartbeat reaches the Worker and is accepted.
+    wait_for("a container heartbeat", Duration::from_secs(60), async || {
+        dev.output().lines().any(|l| l.contains(&format!("POST /api/towns/{town}/container/heartbeat 200"))).then_some(())
+    })
+    .await;
+
+    // Message and stop through the Worker's container proxy routes reach the agent.
+    let m = dev.post(&format!("/api/towns/{town}/container/agents/{agent}/message"), json!({"prompt": "one more thing"})).await;
+    assert_eq!((m.status, m.body.clone()), (200, json!({"sent": true})), "{m:?}");
+    model
+        .wait_until(TURN, |reqs| reqs.iter().any(|r| r.user_texts().iter().any(|t| t.contains("one more thing"))))
+        .await
+        .expect("the follow-up reached the model");
+    let s = dev.post(&format!("/api/towns/{town}/container/agents/{agent}/stop"), json!({})).await;
+    assert_eq!((s.status, s.body.clone()), (200, json!({"stopped": true})), "{s:?}");
+    let st = wait_for("the agent to stop", Duration::from_secs(60), async || {
+        let r = dev.get(&format!("/api/towns/{town}/container/agents/{agent}/status")).await;
+        matches!(r.body["status"].as_str(), Some("exited") | Some("failed")).then_some(r.body)
+    })
+    .await;
+    assert!(st["exitCode"].is_number() || st["status"] == "failed", "{st}");
+}
