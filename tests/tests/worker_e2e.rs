@@ -131,3 +131,65 @@ async fn a_hooked_bead_is_dispatched_worked_pushed_and_done() {
     .await;
     assert!(st["exitCode"].is_number() || st["status"] == "failed", "{st}");
 }
+
+/// An agent killed with SIGKILL is noticed by the witness pass and re-dispatched, up to the
+/// attempt limit; then its bead is failed and the agent unhooked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_is_redispatched_up_to_the_limit_then_its_bead_fails() {
+    let origin = Origin::new();
+    let model = ModelServer::start([("die", vec![Step::bash("sleep 600")])]).await.expect("model server");
+    let worker_port = free_port();
+    let cs = ControlServer::start(
+        Options::default()
+            .env("GASTOWN_API_URL", format!("http://127.0.0.1:{worker_port}"))
+            .env("GASTOWN_MODEL_BASE_URL", model.base_url()),
+    );
+    let model_ref = format!("scripted/{MODEL_ID}");
+    let dev = WranglerDev::start_on(
+        worker_port,
+        &[
+            ("CONTAINER_URL", &cs.base),
+            ("GASTOWN_MODEL", &model_ref),
+            ("SCHEDULER_TICK_MS", "1000"),
+            ("SCHEDULER_MAX_DISPATCH_ATTEMPTS", "2"),
+        ],
+    )
+    .await;
+    let town = dev.post("/api/towns", json!({"name": "e2e-kill"})).await.data()["id"].as_str().expect("town").to_string();
+    let rig = dev.post(&format!("/api/towns/{town}/rigs"), json!({"name": "app", "git_url": origin.url()})).await;
+    let rig = rig.data()["id"].as_str().expect("rig").to_string();
+    let sling = dev.post(&format!("/api/rigs/{rig}/sling"), json!({"title": "Long job", "body": marker("die")})).await;
+    let agent = sling.data()["agent"]["id"].as_str().expect("agent").to_string();
+    let bead = sling.data()["bead"]["id"].as_str().expect("bead").to_string();
+
+    let mut killed = Vec::new();
+    for attempt in 1..=2 {
+        // Wait until this attempt's process runs and the model has asked for the long command.
+        let pid = wait_for("a running agent process", TURN, async || {
+            let r = dev.get(&format!("/api/towns/{town}/container/agents/{agent}/status")).await;
+            let pid = r.body["pid"].as_u64()?;
+            (r.body["status"] == "running" && !killed.contains(&pid)).then_some(pid)
+        })
+        .await;
+        model
+            .wait_until(TURN, |reqs| reqs.iter().filter(|r| r.script() == Some("die")).count() >= attempt)
+            .await
+            .expect("the agent reached the model");
+        let status = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill");
+        assert!(status.success());
+        killed.push(pid);
+    }
+
+    let failed = wait_for("the bead to fail", TURN, async || {
+        let b = dev.get(&format!("/api/rigs/{rig}/beads/{bead}")).await;
+        (b.data()["status"] == "failed").then(|| b.data().clone())
+    })
+    .await;
+    assert_eq!(failed["status"], "failed");
+    let a = dev.get(&format!("/api/rigs/{rig}/agents/{agent}")).await;
+    assert_eq!((a.data()["status"].clone(), a.data()["current_hook_bead_id"].clone()), (json!("idle"), Value::Null));
+    let events = dev.get(&format!("/api/rigs/{rig}/beads/{bead}/events?limit=100")).await;
+    let kinds: Vec<&str> = events.data().as_array().expect("events").iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "agent_dispatched").count(), 2, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "agent_exited").count(), 2, "{kinds:?}");
+}
