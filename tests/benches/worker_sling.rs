@@ -1,0 +1,86 @@
+//! Time from sling to the agent's first model request, split into the scheduler's delay, the
+//! container's start-agent work and Kilo's start-up. Everything real but the LLM (as in
+//! tests/tests/worker_e2e.rs): wrangler dev, the control server natively, the Kilo CLI, a
+//! scripted model, a local origin. Run by bench/worker-sling.sh; prints a table.
+//!
+//! Clocks: sling and the first model request are taken by this process; "dispatched" is the
+//! Worker's `agent_dispatched` event minus the `hooked` event, which includes the control
+//! server's whole `POST /agents/start` (it answers once the agent runs), so the scheduler's own
+//! delay is that span minus the control server's reported `total_ms`.
+
+use std::time::{Duration, Instant};
+
+use gastown_e2e::control_server::{ControlServer, Options};
+use gastown_e2e::model_server::{marker, ModelServer, Step, MODEL_ID};
+use gastown_e2e::origin::Origin;
+use gastown_e2e::wrangler::{free_port, WranglerDev};
+use serde_json::{json, Value};
+
+const RUNS: usize = 5;
+
+fn iso_ms(v: &Value) -> i64 {
+    // YYYY-MM-DDTHH:MM:SS.mmmZ -> ms within the day is enough for differences under a day.
+    let s = v.as_str().unwrap_or("");
+    let part = |a: usize, b: usize| s.get(a..b).and_then(|x| x.parse::<i64>().ok()).unwrap_or(0);
+    ((part(11, 13) * 60 + part(14, 16)) * 60 + part(17, 19)) * 1000 + part(20, 23)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let origin = Origin::new();
+    let model = ModelServer::start([("bench", vec![Step::text("ok")])]).await.expect("model server");
+    let worker_port = free_port();
+    let cs = ControlServer::start(
+        Options::default()
+            .env("GASTOWN_API_URL", format!("http://127.0.0.1:{worker_port}"))
+            .env("GASTOWN_MODEL_BASE_URL", model.base_url()),
+    );
+    let model_ref = format!("scripted/{MODEL_ID}");
+    let dev = WranglerDev::start_on(worker_port, &[("CONTAINER_URL", &cs.base), ("GASTOWN_MODEL", &model_ref)]).await;
+    let town = dev.post("/api/towns", json!({"name": "bench"})).await.data()["id"].as_str().expect("town").to_string();
+
+    println!("| run | sling -> 1st model request (ms) | scheduler delay (ms) | start-agent work (ms) | Kilo start-up (ms) | rest (ms) |");
+    println!("|-----|------------------------------|----------------------|-----------------------|--------------------|-----------|");
+    let mut totals = Vec::new();
+    for run in 1..=RUNS {
+        let rig = dev.post(&format!("/api/towns/{town}/rigs"), json!({"name": format!("r{run}"), "git_url": origin.url()})).await;
+        let rig = rig.data()["id"].as_str().expect("rig").to_string();
+        let seen = model.requests().len();
+        let t0 = Instant::now();
+        let sling = dev.post(&format!("/api/rigs/{rig}/sling"), json!({"title": "bench", "body": marker("bench")})).await;
+        let agent = sling.data()["agent"]["id"].as_str().expect("agent").to_string();
+        let bead = sling.data()["bead"]["id"].as_str().expect("bead").to_string();
+        model
+            .wait_until(Duration::from_secs(120), |reqs| reqs.iter().skip(seen).any(|r| r.script() == Some("bench")))
+            .await
+            .expect("first model request");
+        let first = model.requests().into_iter().skip(seen).find(|r| r.script() == Some("bench")).expect("request");
+        let total = first.received_at.duration_since(t0).as_millis() as i64;
+
+        let events = dev.get(&format!("/api/rigs/{rig}/beads/{bead}/events?limit=100")).await;
+        let at = |kind: &str| events.data().as_array().and_then(|a| a.iter().find(|e| e["kind"] == kind)).map(|e| iso_ms(&e["created_at"]));
+        let dispatch_span = match (at("hooked"), at("agent_dispatched")) {
+            (Some(h), Some(d)) => d - h,
+            _ => -1,
+        };
+        let line = cs
+            .logs()
+            .into_iter()
+            .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+            .find(|v| v["fields"]["message"] == "agent running" && v["fields"]["agent"] == json!(agent))
+            .unwrap_or(Value::Null);
+        let f = |k: &str| line["fields"][k].as_i64().unwrap_or(0);
+        let kilo = f("ready_ms");
+        let work = f("total_ms") - kilo;
+        let scheduler = dispatch_span - f("total_ms");
+        println!(
+            "| {run:>3} | {total:>28} | {scheduler:>20} | {work:>21} | {kilo:>18} | {:>9} |",
+            total - scheduler.max(0) - work - kilo
+        );
+        totals.push(total);
+        let _ = dev.post(&format!("/api/towns/{town}/container/agents/{agent}/stop"), json!({"signal": "SIGKILL"})).await;
+    }
+    totals.sort();
+    println!("\nmedian sling -> first model request: {} ms over {RUNS} runs (2 cores, wrangler dev, local origin)", totals[RUNS / 2]);
+    println!("start-agent work = clone + worktree + spawn + session (control server's own timings); rest = HTTP hops, Kilo's first turn");
+}
