@@ -424,8 +424,37 @@ fn classify(body: &Value, scripts: &HashMap<String, Vec<Step>>) -> (Kind, Step) 
         .filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant"))
         .count();
     match scripts.get(&script).and_then(|s| s.get(step)) {
-        Some(s) => (Kind::Scripted { script, step }, s.clone()),
+        Some(s) => {
+            let mut s = s.clone();
+            if let (Action::ToolCalls(calls), Some(branch)) = (&mut s.action, polecat_branch(&system).or_else(|| polecat_branch(&first_user))) {
+                for (_, args) in calls.iter_mut() {
+                    substitute(args, BRANCH_PLACEHOLDER, &branch);
+                }
+            }
+            (Kind::Scripted { script, step }, s)
+        }
         None => (Kind::Finished { script }, Step::text(SCRIPT_FINISHED)),
+    }
+}
+
+/// In a scripted tool call's arguments, stands for the agent's branch as its prompts name it
+/// (the first `polecat/...` word of the system prompt or the first user message), so a script
+/// can push and call `gt_done` on a branch that is only known once the Worker has slung the bead.
+pub const BRANCH_PLACEHOLDER: &str = "{{branch}}";
+
+fn polecat_branch(text: &str) -> Option<String> {
+    let start = text.find("polecat/")?;
+    let branch: String = text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.')).collect();
+    let branch = branch.trim_end_matches(['.', '/']).to_string();
+    (branch.matches('/').count() >= 2).then_some(branch)
+}
+
+fn substitute(value: &mut Value, from: &str, to: &str) {
+    match value {
+        Value::String(s) if s.contains(from) => *s = s.replace(from, to),
+        Value::Array(items) => items.iter_mut().for_each(|v| substitute(v, from, to)),
+        Value::Object(map) => map.values_mut().for_each(|v| substitute(v, from, to)),
+        _ => {}
     }
 }
 
@@ -583,6 +612,17 @@ mod tests {
         assert_eq!(st, Step::text("ok"));
         m1.push(json!({"role": "assistant", "content": "ok"}));
         assert_eq!(classify(&req(Value::Array(m1), true), &s).0, Kind::Finished { script: "a".into() });
+    }
+
+    #[test]
+    fn the_branch_placeholder_is_the_polecat_branch_of_the_prompts() {
+        let s = HashMap::from([("a".to_owned(), vec![Step::tool("gt_done", json!({"branch": "{{branch}}", "x": ["git push origin {{branch}}"]}))])]);
+        let m = json!([{"role": "system", "content": "You work on the branch `polecat/toast/0b6a9a2e`. Push it."},
+            {"role": "user", "content": "go [script:a]"}]);
+        let (_, step) = classify(&req(m, true), &s);
+        assert_eq!(step, Step::tool("gt_done", json!({"branch": "polecat/toast/0b6a9a2e", "x": ["git push origin polecat/toast/0b6a9a2e"]})));
+        assert_eq!(polecat_branch("no branch here"), None);
+        assert_eq!(polecat_branch("see polecat/nux/abc."), Some("polecat/nux/abc".into()));
     }
 
     #[test]

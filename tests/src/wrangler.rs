@@ -108,7 +108,7 @@ impl WranglerDev {
     async fn launch(dir: Arc<tempfile::TempDir>, extra: &[(&str, &str)], port: u16) -> Self {
         let root = repo_root();
         let wrangler = root.join("node_modules/.bin/wrangler");
-        assert!(wrangler.exists(), "{} is missing: run `npm ci`", wrangler.display());
+        assert!(wrangler.exists(), "{} is missing: run scripts/setup", wrangler.display());
         assert!(
             root.join("build/worker/shim.mjs").exists(),
             "the Worker is not built: run scripts/build-worker first"

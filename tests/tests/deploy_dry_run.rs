@@ -101,7 +101,7 @@ fn dry_run() -> DryRun {
         "wrangler.toml is missing: the deploy dry-run needs the Worker's configuration (issue 4 adds it)"
     );
     let wrangler = root.join("node_modules/.bin/wrangler");
-    assert!(wrangler.exists(), "{} is missing: run scripts/setup (npm ci)", wrangler.display());
+    assert!(wrangler.exists(), "{} is missing: run scripts/setup", wrangler.display());
     let tmp = tempfile::tempdir().expect("tempdir");
     let docker_dir = tmp.path().join("docker");
     std::fs::create_dir_all(&docker_dir).expect("mkdir");

@@ -638,7 +638,7 @@ fn kilo_platform_package_layout() {
     let pkg = root().join("node_modules/@kilocode/cli-linux-x64");
     let manifest: Value = serde_json::from_str(&std::fs::read_to_string(pkg.join("package.json")).unwrap_or_else(|e| panic!("{}: {e} (run scripts/setup)", pkg.display()))).expect("JSON");
     let (p, _) = real();
-    assert_eq!(manifest["version"].as_str(), p.kilo_pins.get("@kilocode/cli-linux-x64").map(String::as_str), "installed platform package differs from package.json's pin: run npm ci");
+    assert_eq!(manifest["version"].as_str(), p.kilo_pins.get("@kilocode/cli-linux-x64").map(String::as_str), "installed platform package differs from package.json's pin: run scripts/setup");
     assert!(pkg.join("bin/kilo").is_file(), "{}/bin/kilo is missing", pkg.display());
     assert!(pkg.join("bin/tree-sitter/tree-sitter.wasm").is_file(), "tree-sitter grammars are not beside the binary");
 }

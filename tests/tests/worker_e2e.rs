@@ -2,14 +2,13 @@
 //! Worker, the control server run natively (the TownContainer forwards to it via CONTAINER_URL),
 //! the real Kilo CLI, a scripted OpenAI-compatible model and a local origin repository.
 //!
-//! town -> rig -> bead hooked to a polecat -> the RigDO alarm dispatches it -> the agent starts
+//! town -> rig -> sling a bead (hooked to a polecat) -> the RigDO alarm dispatches it -> the agent starts
 //! in its worktree on `polecat/<name>/<prefix>` -> the scripted model commits, pushes and calls
 //! gt_done -> the RigDO shows the review entry, the agent idle and unhooked, the bead's events,
-//! and heartbeats reach the Worker; message and stop through the Worker's proxy routes.
+//! and a heartbeat-updated last_activity_at; message and stop through the Worker's proxy routes.
 //!
-//! The bead is created and hooked (rather than slung) so that the branch, which the script's
-//! gt_done must name, is known before the agent starts: sling's dispatch path is the same hook
-//! plus alarm, covered with a stand-in container in worker_scheduler.rs.
+//! The script names the agent's branch with the model server's `{{branch}}` placeholder (read
+//! from the polecat prompt), since sling picks the polecat and the bead id.
 
 use std::time::{Duration, Instant};
 
@@ -33,7 +32,7 @@ async fn wait_for<T>(what: &str, within: Duration, mut check: impl AsyncFnMut() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hooked_bead_is_dispatched_worked_pushed_and_done() {
+async fn a_slung_bead_is_dispatched_worked_pushed_and_done() {
     let origin = Origin::new();
     let model = ModelServer::start(Vec::<(String, Vec<Step>)>::new()).await.expect("model server");
     let worker_port = free_port();
@@ -55,30 +54,29 @@ async fn a_hooked_bead_is_dispatched_worked_pushed_and_done() {
     let rig = dev.post(&format!("/api/towns/{town}/rigs"), json!({"name": "app", "git_url": origin.url()})).await;
     let rig = rig.data()["id"].as_str().expect("rig").to_string();
 
-    let bead = dev
-        .post(&format!("/api/rigs/{rig}/beads"), json!({"type": "issue", "title": "Add work.txt", "body": format!("Create work.txt. {}", marker("e2e"))}))
-        .await;
-    let bead = bead.data()["id"].as_str().expect("bead").to_string();
-    let prefix: String = bead.chars().filter(|c| *c != '-').take(8).collect();
-    let branch = format!("polecat/toast/{prefix}");
+    // The script names the branch through the placeholder: it is only known once sling has
+    // picked the polecat and made the bead.
     model.set_script(
         "e2e",
         vec![
             Step::tool("gt_prime", json!({})),
-            Step::bash(format!(
-                "test \"$(git rev-parse --abbrev-ref HEAD)\" = {branch} && echo work > work.txt && git add work.txt && \
-                 git commit -qm 'agent work' && git push -q origin {branch} && echo pushed"
-            )),
-            Step::tool("gt_done", json!({"branch": branch, "summary": "added work.txt"})),
+            Step::bash(
+                "test \"$(git rev-parse --abbrev-ref HEAD)\" = {{branch}} && echo work > work.txt && git add work.txt && \
+                 git commit -qm 'agent work' && git push -q origin {{branch}} && echo pushed",
+            ),
+            Step::tool("gt_done", json!({"branch": "{{branch}}", "summary": "added work.txt"})),
             Step::text("done"),
             // The follow-up message sent through the Worker's proxy route.
             Step::text("follow-up handled"),
         ],
     );
-    let agent = dev.post(&format!("/api/rigs/{rig}/agents"), json!({"role": "polecat", "name": "toast", "identity": format!("toast@{rig}")})).await;
-    let agent = agent.data()["id"].as_str().expect("agent").to_string();
-    let hooked = dev.post(&format!("/api/rigs/{rig}/agents/{agent}/hook"), json!({"bead_id": bead})).await;
-    assert_eq!(hooked.status, 200, "{hooked:?}");
+    let slung = dev.post(&format!("/api/rigs/{rig}/sling"), json!({"title": "Add work.txt", "body": format!("Create work.txt. {}", marker("e2e"))})).await;
+    assert_eq!(slung.status, 201, "{slung:?}");
+    let bead = slung.data()["bead"]["id"].as_str().expect("bead").to_string();
+    let agent = slung.data()["agent"]["id"].as_str().expect("agent").to_string();
+    let name = slung.data()["agent"]["name"].as_str().expect("name").to_string();
+    let prefix: String = bead.chars().filter(|c| *c != '-').take(8).collect();
+    let branch = format!("polecat/{name}/{prefix}");
 
     // The scheduler dispatches; the agent works and calls gt_done through the control server.
     let review = wait_for("the review entry", TURN, async || {
@@ -93,7 +91,7 @@ async fn a_hooked_bead_is_dispatched_worked_pushed_and_done() {
 
     // The pushed commit is in the origin, by the agent's git identity.
     let log = origin.log(&branch).expect("branch pushed to origin");
-    assert_eq!(log.first().map(String::as_str), Some("toast (gastown)|toast@gastown.local|agent work"), "{log:?}");
+    assert_eq!(log.first().map(String::as_str), Some(format!("{name} (gastown)|{name}@gastown.local|agent work").as_str()), "{log:?}");
 
     // The model got the Worker's prompts: the bead as the first message, the polecat system prompt.
     let reqs = model.requests_for("e2e");
@@ -130,6 +128,15 @@ async fn a_hooked_bead_is_dispatched_worked_pushed_and_done() {
     })
     .await;
     assert!(st["exitCode"].is_number() || st["status"] == "failed", "{st}");
+
+    // The batched heartbeat carries the container's last activity time of the agent into the
+    // RigDO: once the agent has ended, its time stops changing and the RigDO's copy equals it.
+    let container_time = st["lastActivityAt"].as_str().expect("lastActivityAt").to_string();
+    wait_for("the heartbeat to update last_activity_at", Duration::from_secs(30), async || {
+        let a = dev.get(&format!("/api/rigs/{rig}/agents/{agent}")).await;
+        (a.data()["last_activity_at"].as_str() == Some(container_time.as_str())).then_some(())
+    })
+    .await;
 }
 
 /// An agent killed with SIGKILL is noticed by the witness pass and re-dispatched, up to the
