@@ -11,6 +11,7 @@
 //! | `KILO_BIN` | `kilo` | the Kilo CLI executable |
 //! | `AGENTS_PER_SERVER` | 1 | agents that may share one `kilo serve` process |
 //! | `STOP_GRACE_MS` | 10000 | SIGTERM-to-SIGKILL grace period |
+//! | `SHUTDOWN_DRAIN_MS` | 30000 | on the server's SIGTERM: how long agents get to commit and push before their work is saved as a WIP commit (0: save at once) |
 //! | `HEARTBEAT_INTERVAL_MS` | 30000 | heartbeat period |
 //! | `ALLOW_LOCAL_REPOS` | false | accept `file://` git URLs (local development and tests) |
 //! | `KILO_READY_TIMEOUT_MS` | 60000 | deadline for a `kilo serve` to answer its health check |
@@ -32,7 +33,7 @@ use shared_types::ValidationPolicy;
 /// Dockerfile check compares against).
 pub const ENV_VARS: &[&str] = &[
     "PORT", "BIND_ADDR", "CONTAINER_TOKEN", "WORKSPACE_ROOT", "GASTOWN_API_URL", "KILO_BIN", "AGENTS_PER_SERVER",
-    "STOP_GRACE_MS", "HEARTBEAT_INTERVAL_MS", "ALLOW_LOCAL_REPOS", "KILO_READY_TIMEOUT_MS", "GIT_TIMEOUT_MS",
+    "STOP_GRACE_MS", "SHUTDOWN_DRAIN_MS", "HEARTBEAT_INTERVAL_MS", "ALLOW_LOCAL_REPOS", "KILO_READY_TIMEOUT_MS", "GIT_TIMEOUT_MS",
     "EVENT_BUFFER_SIZE", "GASTOWN_MODEL_BASE_URL", "GASTOWN_MODEL_API_KEY", "KILO_MEMORY_LIMIT_BYTES",
     "GASTOWN_TOOLS_DIR", "LOG",
 ];
@@ -46,6 +47,7 @@ pub struct Config {
     pub kilo_bin: PathBuf,
     pub agents_per_server: usize,
     pub stop_grace: Duration,
+    pub shutdown_drain: Duration,
     pub heartbeat_interval: Duration,
     pub allow_local_repos: bool,
     pub kilo_ready_timeout: Duration,
@@ -89,6 +91,7 @@ impl Config {
             kilo_bin: PathBuf::from(get("KILO_BIN").unwrap_or_else(|| "kilo".into())),
             agents_per_server: agents_per_server as usize,
             stop_grace: ms("STOP_GRACE_MS", 10_000)?,
+            shutdown_drain: ms("SHUTDOWN_DRAIN_MS", 30_000)?,
             heartbeat_interval: ms("HEARTBEAT_INTERVAL_MS", 30_000)?.max(Duration::from_millis(100)),
             allow_local_repos: flag("ALLOW_LOCAL_REPOS"),
             kilo_ready_timeout: ms("KILO_READY_TIMEOUT_MS", 60_000)?,
@@ -122,6 +125,7 @@ mod tests {
         assert_eq!(c.workspace_root, PathBuf::from("/workspace"));
         assert_eq!(c.agents_per_server, 1);
         assert_eq!(c.stop_grace, Duration::from_secs(10));
+        assert_eq!(c.shutdown_drain, Duration::from_secs(30));
         assert_eq!(c.heartbeat_interval, Duration::from_secs(30));
         assert!(!c.allow_local_repos);
         assert!(c.container_token.is_none());

@@ -245,6 +245,9 @@ pub enum AgentEventKind {
     Text,
     /// Something went wrong; `data.message`, `data.source`.
     Error,
+    /// The control server acted on the agent's work (e.g. saved it before a shutdown);
+    /// `data.action`, `data.detail`.
+    Supervisor,
 }
 
 /// One entry of an agent's event buffer. Ids increase by one per event of that agent.

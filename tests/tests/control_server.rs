@@ -265,3 +265,27 @@ async fn agents_sharing_a_kilo_process_keep_their_own_identity() {
     let pid = b2["pid"].as_i64().expect("pid") as i32;
     assert!(procs::group_members(pid).is_empty(), "the shared process is stopped with its last agent");
 }
+
+/// The server's own SIGTERM saves what an agent has not pushed: the agent is asked to push, and
+/// whatever is still uncommitted is committed as a WIP commit and pushed to its branch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_saves_unpushed_work_as_a_wip_commit() {
+    let origin = Origin::new();
+    let script = vec![Step::bash("echo draft > draft.txt && echo wrote-draft"), Step::text("paused"), Step::text("acknowledged")];
+    let model = ModelServer::start([("draft", script)]).await.expect("model");
+    let worker = WorkerStub::start().await;
+    let mut cs = server(&model, &worker, &[("SHUTDOWN_DRAIN_MS", "3000")]);
+    let (status, started) = cs.post("/agents/start", start_request("d", "rig-1", "ink", "polecat/ink/1", &origin.url(), &marker("draft"))).await;
+    assert_eq!(status, 201, "{started}");
+    model.wait_until(TURN, |reqs| reqs.iter().any(|r| r.tool_results().iter().any(|t| t.contains("wrote-draft")))).await.expect("draft written");
+    assert!(origin.log("polecat/ink/1").is_none(), "nothing pushed yet");
+
+    let status = cs.terminate(Duration::from_secs(60)).expect("control server exited");
+    assert!(status.success(), "{status:?}");
+    let asked = model.requests_for("draft").iter().any(|r| r.user_texts().iter().any(|t| t.contains("shutting down")));
+    assert!(asked, "the agent was asked to commit and push");
+    let log = origin.log("polecat/ink/1").expect("the branch was pushed at shutdown");
+    assert_eq!(log.first().map(String::as_str), Some("ink (gastown)|ink@gastown.local|WIP: saved by gastown when the container shut down"), "{log:?}");
+    let out = std::process::Command::new("git").arg("-C").arg(&origin.path).args(["show", "polecat/ink/1:draft.txt"]).output().expect("git show");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "draft");
+}

@@ -86,6 +86,8 @@ pub struct AgentState {
     pub last_activity_at: SystemTime,
     pub error: Option<String>,
     pub attachment: Option<Attachment>,
+    /// A turn of the agent's session is in progress (from Kilo's session status events).
+    pub busy: bool,
     pub events: EventBuffer,
 }
 
@@ -135,6 +137,7 @@ impl Agent {
                 last_activity_at: now,
                 error: None,
                 attachment: None,
+                busy: false,
                 events,
             }),
             changed: tokio::sync::Notify::new(),
@@ -169,6 +172,7 @@ impl Agent {
         s.last_activity_at = now;
         s.error = None;
         s.attachment = None;
+        s.busy = false;
         s.events.push(AgentEventKind::Status, json!({ "status": "starting" }));
         let generation = s.generation;
         drop(s);
@@ -221,6 +225,13 @@ impl Agent {
     /// Counts as activity without an event.
     pub fn touch(&self) {
         self.lock().last_activity_at = SystemTime::now();
+    }
+
+    /// Records whether a turn is in progress (also activity).
+    pub fn set_busy(&self, busy: bool) {
+        let mut s = self.lock();
+        s.busy = busy;
+        s.last_activity_at = SystemTime::now();
     }
 
     pub fn status(&self) -> ProcessStatus {

@@ -162,6 +162,20 @@ impl GitManager {
         Ok(())
     }
 
+    /// Saves an agent's work before its container goes away: commits everything uncommitted in
+    /// the worktree as a WIP commit (hooks skipped, the worktree's own identity), then pushes the
+    /// branch. Never force-pushes: a rejected push (the remote moved) is reported, not overridden.
+    /// Returns whether a WIP commit was made.
+    pub async fn save_work(&self, worktree: &Path, branch: &str, url: &str) -> Result<bool, GitError> {
+        self.git(Some(worktree), &["add", "--all"], url).await?;
+        let staged = self.git(Some(worktree), &["diff", "--cached", "--quiet"], url).await.is_err();
+        if staged {
+            self.git(Some(worktree), &["commit", "--quiet", "--no-verify", "-m", "WIP: saved by gastown when the container shut down"], url).await?;
+        }
+        self.git(Some(worktree), &["push", "--quiet", "origin", &format!("HEAD:refs/heads/{branch}")], url).await?;
+        Ok(staged)
+    }
+
     /// Runs git with a safe environment; output and errors have credentials removed.
     async fn git(&self, dir: Option<&Path>, args: &[&str], url: &str) -> Result<Finished, GitError> {
         let mut cmd = Command::new("git");

@@ -29,6 +29,8 @@ const MAX_TEXT: usize = 4000;
 pub enum Meaning {
     /// Something happened; nothing worth an event.
     Activity,
+    /// The session's turn started (`true`) or ended (`false`).
+    Busy(bool),
     Event(AgentEventKind, Value),
 }
 
@@ -52,6 +54,9 @@ impl Interpreter {
                 let message = props["error"]["data"]["message"].as_str().or_else(|| props["error"]["name"].as_str()).unwrap_or("unknown error");
                 Meaning::Event(AgentEventKind::Error, json!({ "message": truncate(message), "source": "session" }))
             }
+            "session.status" if props["status"]["type"] == "busy" => Meaning::Busy(true),
+            "session.status" if props["status"]["type"] == "idle" => Meaning::Busy(false),
+            "session.idle" => Meaning::Busy(false),
             "session.status" if props["status"]["type"] == "retry" => {
                 let message = props["status"]["message"].as_str().unwrap_or("");
                 Meaning::Event(AgentEventKind::Error, json!({ "message": format!("model call failed, retrying: {}", truncate(message)), "source": "retry" }))
@@ -117,6 +122,7 @@ pub fn follow(client: KiloClient, registry: Arc<Registry>, exit: ExitWatch) {
                         let Some(agent) = registry.agent_for_session(&session) else { continue };
                         match meaning {
                             Meaning::Activity => agent.touch(),
+                            Meaning::Busy(busy) => agent.set_busy(busy),
                             Meaning::Event(kind, data) => agent.record(kind, data),
                         }
                     }
@@ -158,7 +164,9 @@ mod tests {
         let err = wrap(json!({"type": "session.error", "properties": {"sessionID": "s1", "error": {"name": "APIError", "data": {"message": "boom"}}}}));
         assert_eq!(i.interpret(&err).expect("error").1, Meaning::Event(AgentEventKind::Error, json!({"message": "boom", "source": "session"})));
         let idle = wrap(json!({"type": "session.idle", "properties": {"sessionID": "s1"}}));
-        assert_eq!(i.interpret(&idle).expect("idle").1, Meaning::Activity, "idle is not completion");
+        assert_eq!(i.interpret(&idle).expect("idle").1, Meaning::Busy(false), "idle ends a turn, not the work");
+        let busy = wrap(json!({"type": "session.status", "properties": {"sessionID": "s1", "status": {"type": "busy"}}}));
+        assert_eq!(i.interpret(&busy).expect("busy").1, Meaning::Busy(true));
         let heartbeat = json!({"payload": {"type": "server.heartbeat", "properties": {}}});
         assert!(i.interpret(&heartbeat).is_none());
     }

@@ -3,6 +3,7 @@
 //! Split by verb: [`start`], [`message`], [`stop`]; [`servers`] places agents on Kilo processes
 //! and handles their exits.
 
+mod drain;
 mod message;
 mod servers;
 mod start;
@@ -90,10 +91,12 @@ impl Supervisor {
         self.server_list().into_iter().find(|s| s.id == id)
     }
 
-    /// Stops every agent (SIGTERM, grace period, SIGKILL) and refuses new starts. Used on the
-    /// server's own SIGTERM/SIGINT. Bounded by the grace period plus the kill wait.
+    /// Refuses new starts, saves the running agents' work ([`Self::drain`]), then stops every
+    /// agent (SIGTERM, grace period, SIGKILL). Used on the server's own SIGTERM/SIGINT. Bounded
+    /// by the drain window, the git timeout and the grace period plus the kill wait.
     pub async fn shutdown(self: &Arc<Self>) {
         self.shutting_down.store(true, Ordering::SeqCst);
+        self.drain().await;
         let active: Vec<_> = self.registry.all().into_iter().filter(|a| a.status().is_active()).collect();
         tracing::info!(agents = active.len(), "stopping all agents");
         let stops = active.iter().map(|a| self.stop(&a.id, shared_types::StopSignal::Term));
