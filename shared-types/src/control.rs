@@ -120,6 +120,30 @@ impl SendMessageRequest {
     }
 }
 
+/// `POST /agents/:id/credentials`: replaces the agent's Worker credential (the token its tool
+/// calls are forwarded with), so a long-running agent outlives its first token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateCredentialsRequest {
+    pub token: String,
+}
+
+impl UpdateCredentialsRequest {
+    pub fn validate(&self) -> Result<(), Vec<ValidationIssue>> {
+        let t = &self.token;
+        if t.is_empty() || t.len() > 8192 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(vec![ValidationIssue::new("token", "must be 1 to 8192 characters without whitespace")]);
+        }
+        Ok(())
+    }
+}
+
+/// `POST /agents/:id/credentials`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdatedResponse {
+    pub updated: bool,
+}
+
 /// Lifecycle of an agent's process: `starting -> running -> stopping -> exited | failed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

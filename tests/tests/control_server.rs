@@ -39,8 +39,9 @@ async fn an_agent_works_in_its_worktree_pushes_and_calls_gt_done() {
         )),
         Step::tool("gt_done", json!({ "branch": branch, "pr_url": "", "summary": "added agent.txt" })),
         Step::text("done"),
-        // The follow-up message continues the same conversation.
+        // The follow-up message continues the same conversation, with a refreshed credential.
         Step::bash("echo followup-ran"),
+        Step::tool("gt_mail_check", json!({})),
         Step::text("follow-up handled"),
     ];
     let model = ModelServer::start([("life", script)]).await.expect("model server");
@@ -111,12 +112,20 @@ async fn an_agent_works_in_its_worktree_pushes_and_calls_gt_done() {
 
     // A follow-up message reaches the same session.
     let first_session = model.requests_for("life").first().and_then(|r| r.session_header.clone()).expect("session header");
+    let (status, updated) = cs.post("/agents/agent-1/credentials", json!({ "token": "jwt-rotated" })).await;
+    assert_eq!((status, &updated), (200, &json!({ "updated": true })));
+    let (status, _) = cs.post("/agents/agent-1/credentials", json!({ "token": "has space" })).await;
+    assert_eq!(status, 400);
+    let (status, _) = cs.post("/agents/nobody/credentials", json!({ "token": "t" })).await;
+    assert_eq!(status, 404);
     let (status, sent) = cs.post("/agents/agent-1/message", json!({ "prompt": "One more thing." })).await;
     assert_eq!((status, &sent), (200, &json!({ "sent": true })));
     model.wait_until(TURN, |reqs| reqs.iter().any(|r| r.tool_results().iter().any(|t| t.contains("followup-ran")))).await.expect("follow-up ran");
     let follow = model.requests().into_iter().find(|r| r.tool_results().iter().any(|t| t.contains("followup-ran"))).expect("follow-up request");
     assert_eq!(follow.session_header.as_deref(), Some(first_session.as_str()));
     assert!(follow.user_texts().iter().any(|t| t.contains("One more thing.")));
+    let mail = worker.wait_for(TURN, |r| r.path == "/api/rigs/rig-1/agents/agent-1/mail").await.expect("gt_mail_check forwarded");
+    assert_eq!(mail.authorization.as_deref(), Some("Bearer jwt-rotated"), "the refreshed credential is used");
 
     // Starting it again while it runs is a conflict.
     let (status, body) = cs.post("/agents/start", start_request("agent-1", "rig-1", "toast", branch, &origin.url(), "again")).await;

@@ -36,18 +36,18 @@ pub struct AgentSpec {
     pub default_branch: String,
     /// The request's envVars minus the agent's Worker credential. Values are secrets: never log.
     pub env_vars: BTreeMap<String, String>,
-    /// `GASTOWN_SESSION_TOKEN` from the request: the credential the control server uses when it
-    /// forwards this agent's tool calls. It is not put in the agent's process environment.
-    pub api_token: Option<String>,
 }
 
 /// The envVars key that carries the agent's Worker credential.
 pub const SESSION_TOKEN_VAR: &str = "GASTOWN_SESSION_TOKEN";
 
 impl AgentSpec {
-    pub fn from_request(mut r: StartAgentRequest) -> Self {
+    /// The spec and, apart, `GASTOWN_SESSION_TOKEN` from the envVars: the credential the control
+    /// server uses when it forwards the agent's tool calls. It is never put in the agent's
+    /// process environment, and it can be replaced while the agent runs ([`Agent::set_token`]).
+    pub fn from_request(mut r: StartAgentRequest) -> (Self, Option<String>) {
         let api_token = r.env_vars.remove(SESSION_TOKEN_VAR);
-        Self {
+        let spec = Self {
             agent_id: r.agent_id,
             rig_id: r.rig_id,
             town_id: r.town_id,
@@ -60,8 +60,8 @@ impl AgentSpec {
             branch: r.branch,
             default_branch: r.default_branch,
             env_vars: r.env_vars,
-            api_token,
-        }
+        };
+        (spec, api_token)
     }
 }
 
@@ -86,6 +86,8 @@ pub struct AgentState {
     pub last_activity_at: SystemTime,
     pub error: Option<String>,
     pub attachment: Option<Attachment>,
+    /// The agent's Worker credential (see [`AgentSpec::from_request`]). A secret: never logged.
+    pub api_token: Option<String>,
     /// A turn of the agent's session is in progress (from Kilo's session status events).
     pub busy: bool,
     pub events: EventBuffer,
@@ -120,7 +122,7 @@ pub fn allowed(from: ProcessStatus, to: ProcessStatus) -> bool {
 
 impl Agent {
     /// A new record in `starting`, generation 1.
-    pub fn new(spec: AgentSpec, event_capacity: usize) -> Self {
+    pub fn new(spec: AgentSpec, api_token: Option<String>, event_capacity: usize) -> Self {
         let now = SystemTime::now();
         let mut events = EventBuffer::new(event_capacity);
         events.push(AgentEventKind::Status, json!({ "status": "starting" }));
@@ -137,6 +139,7 @@ impl Agent {
                 last_activity_at: now,
                 error: None,
                 attachment: None,
+                api_token,
                 busy: false,
                 events,
             }),
@@ -158,7 +161,7 @@ impl Agent {
 
     /// Moves an exited or failed agent back to `starting` with a new spec and generation; the
     /// event buffer carries over so event ids keep increasing. Returns the new generation.
-    pub fn restart(&self, spec: AgentSpec) -> Result<u64, BadTransition> {
+    pub fn restart(&self, spec: AgentSpec, api_token: Option<String>) -> Result<u64, BadTransition> {
         let mut s = self.lock();
         check(s.status, ProcessStatus::Starting)?;
         let now = SystemTime::now();
@@ -172,6 +175,7 @@ impl Agent {
         s.last_activity_at = now;
         s.error = None;
         s.attachment = None;
+        s.api_token = api_token;
         s.busy = false;
         s.events.push(AgentEventKind::Status, json!({ "status": "starting" }));
         let generation = s.generation;
@@ -220,6 +224,11 @@ impl Agent {
         s.last_activity_at = SystemTime::now();
         drop(s);
         self.changed.notify_waiters();
+    }
+
+    /// Replaces the agent's Worker credential (tokens expire under long-running agents).
+    pub fn set_token(&self, token: String) {
+        self.lock().api_token = Some(token);
     }
 
     /// Counts as activity without an event.
@@ -299,6 +308,10 @@ mod tests {
     use ProcessStatus::*;
 
     fn spec() -> AgentSpec {
+        spec_and_token().0
+    }
+
+    fn spec_and_token() -> (AgentSpec, Option<String>) {
         let req: StartAgentRequest = serde_json::from_value(json!({
             "agentId": "a1", "rigId": "r1", "townId": "t1", "role": "polecat", "name": "toast",
             "identity": "toast", "prompt": "p", "model": "m/m", "systemPrompt": "",
@@ -316,8 +329,8 @@ mod tests {
 
     #[test]
     fn the_token_is_held_apart_from_the_environment() {
-        let s = spec();
-        assert_eq!(s.api_token.as_deref(), Some("jwt"));
+        let (s, token) = spec_and_token();
+        assert_eq!(token.as_deref(), Some("jwt"));
         assert!(!s.env_vars.contains_key(SESSION_TOKEN_VAR));
         assert_eq!(s.env_vars.get("FOO").map(String::as_str), Some("bar"));
     }
@@ -339,7 +352,7 @@ mod tests {
 
     #[test]
     fn lifecycle_is_recorded_as_events() {
-        let a = Agent::new(spec(), 100);
+        let a = Agent::new(spec(), None, 100);
         a.transition(Some(1), Running).expect("starting -> running");
         assert_eq!(a.transition(Some(1), Starting), Err(BadTransition { from: "running", to: "starting" }));
         a.transition(None, Stopping).expect("running -> stopping");
@@ -351,12 +364,12 @@ mod tests {
 
     #[test]
     fn a_crash_is_a_failure_and_a_restart_is_a_new_generation() {
-        let a = Agent::new(spec(), 100);
+        let a = Agent::new(spec(), None, 100);
         a.transition(Some(1), Running).expect("running");
         a.finish(1, Some(1), Some("kilo died".into()));
         assert_eq!(a.status(), Failed);
         assert_eq!(a.to_process().error.as_deref(), Some("kilo died"));
-        let g = a.restart(spec()).expect("failed -> starting");
+        let g = a.restart(spec(), None).expect("failed -> starting");
         assert_eq!(g, 2);
         assert_eq!(a.to_process().exit_code, None);
         // Work of the first run can no longer touch the record.
@@ -368,13 +381,13 @@ mod tests {
 
     #[test]
     fn restart_of_an_active_agent_is_refused() {
-        let a = Agent::new(spec(), 100);
-        assert!(a.restart(spec()).is_err());
+        let a = Agent::new(spec(), None, 100);
+        assert!(a.restart(spec(), None).is_err());
     }
 
     #[test]
     fn clean_exit_without_a_stop_is_exited() {
-        let a = Agent::new(spec(), 100);
+        let a = Agent::new(spec(), None, 100);
         a.transition(Some(1), Running).expect("running");
         a.finish(1, Some(0), None);
         assert_eq!(a.status(), Exited);

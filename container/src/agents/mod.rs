@@ -35,16 +35,16 @@ impl Registry {
     /// - unknown id: a new record;
     /// - an agent that exited or failed: the same record, restarted (fresh start);
     /// - an agent that is starting, running or stopping: 409, nothing changes.
-    pub fn begin_start(&self, spec: AgentSpec) -> Result<(Arc<Agent>, u64)> {
+    pub fn begin_start(&self, spec: AgentSpec, api_token: Option<String>) -> Result<(Arc<Agent>, u64)> {
         let mut agents = self.map();
         if let Some(existing) = agents.get(&spec.agent_id) {
             let status = existing.status();
-            return match existing.restart(spec) {
+            return match existing.restart(spec, api_token) {
                 Ok(generation) => Ok((existing.clone(), generation)),
                 Err(_) => Err(Error::Conflict(format!("agent {} is already {}", existing.id, status.as_str()))),
             };
         }
-        let agent = Arc::new(Agent::new(spec, self.event_capacity));
+        let agent = Arc::new(Agent::new(spec, api_token, self.event_capacity));
         agents.insert(agent.id.clone(), agent.clone());
         Ok((agent, 1))
     }

@@ -4,7 +4,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use shared_types::{AgentEvents, AgentList, AgentProcess, AgentStatusResponse, SendMessageRequest, SentResponse, StartAgentRequest, StopAgentRequest, StoppedResponse};
+use shared_types::{
+    AgentEvents, AgentList, AgentProcess, AgentStatusResponse, SendMessageRequest, SentResponse, StartAgentRequest, StopAgentRequest,
+    StoppedResponse, UpdateCredentialsRequest, UpdatedResponse,
+};
 
 use super::extract::{AgentId, JsonBody, OptionalJsonBody, QueryParams};
 use super::AppState;
@@ -40,6 +43,13 @@ pub async fn events(State(state): State<AppState>, AgentId(id): AgentId, QueryPa
 pub async fn message(State(state): State<AppState>, AgentId(id): AgentId, JsonBody(request): JsonBody<SendMessageRequest>) -> Result<Json<SentResponse>> {
     state.supervisor.message(&id, request).await?;
     Ok(Json(SentResponse { sent: true }))
+}
+
+/// Replaces the agent's Worker credential; the next tool call uses the new one.
+pub async fn credentials(State(state): State<AppState>, AgentId(id): AgentId, JsonBody(request): JsonBody<UpdateCredentialsRequest>) -> Result<Json<UpdatedResponse>> {
+    request.validate().map_err(crate::error::Error::invalid)?;
+    state.supervisor.agent(&id)?.set_token(request.token);
+    Ok(Json(UpdatedResponse { updated: true }))
 }
 
 pub async fn stop(State(state): State<AppState>, AgentId(id): AgentId, OptionalJsonBody(request): OptionalJsonBody<StopAgentRequest>) -> Result<Json<StoppedResponse>> {

@@ -36,9 +36,9 @@ pub async fn call(State(state): State<AppState>, Path(tool): Path<String>, heade
     let key = headers.get(TOOL_KEY_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
     let server = s.server_by_tool_key(key).ok_or(Error::Unauthorized)?;
     let agent = s.registry.agent_for_session(&call.session_id).ok_or_else(|| Error::NotFound("unknown session".into()))?;
-    let (attachment, spec) = {
+    let (attachment, spec, token) = {
         let st = agent.lock();
-        (st.attachment.clone(), st.spec.clone())
+        (st.attachment.clone(), st.spec.clone(), st.api_token.clone())
     };
     if attachment.is_none_or(|a| a.server_id != server.id || a.session_id != call.session_id) {
         return Err(Error::Forbidden("the session does not belong to this Kilo process".into()));
@@ -46,7 +46,7 @@ pub async fn call(State(state): State<AppState>, Path(tool): Path<String>, heade
     let api_url = s.config.api_url.as_deref().ok_or_else(|| Error::Agent("GASTOWN_API_URL is not configured on the control server".into()))?;
     let worker_call = route(&tool, &call.args, &spec).map_err(|e| Error::bad_request(e.0))?;
     tracing::info!(agent = %agent.id, tool = %tool, path = %worker_call.path, "forwarding tool call");
-    match forward(&s.http, api_url, spec.api_token.as_deref(), worker_call).await {
+    match forward(&s.http, api_url, token.as_deref(), worker_call).await {
         Ok(output) => Ok(Json(ToolOutput { output })),
         Err(e) => {
             agent.record(AgentEventKind::Error, json!({ "message": e.0, "source": "tool", "tool": tool }));

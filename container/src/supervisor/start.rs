@@ -40,7 +40,8 @@ impl Supervisor {
         }
         request.validate(self.config.validation_policy()).map_err(Error::invalid)?;
         let prompt = request.prompt.clone();
-        let (agent, generation) = self.registry.begin_start(AgentSpec::from_request(request))?;
+        let (spec, api_token) = AgentSpec::from_request(request);
+        let (agent, generation) = self.registry.begin_start(spec, api_token)?;
         tracing::info!(agent = %agent.id, identity = %agent.spec().identity, generation, "starting agent");
         match self.launch(&agent, generation, &prompt).await {
             Ok(t) => {

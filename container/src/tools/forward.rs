@@ -161,7 +161,7 @@ mod tests {
             "gitUrl": "https://x.test/r", "branch": "b", "defaultBranch": "main"
         }))
         .expect("request");
-        AgentSpec::from_request(r)
+        AgentSpec::from_request(r).0
     }
 
     fn args(v: Value) -> Map<String, Value> {
