@@ -25,6 +25,8 @@ struct Stub {
     rigs: HashMap<String, String>,
     /// Rigs whose agents report `exited` (the others report `running`).
     dying_rig: Option<String>,
+    /// `POST /agents/:id/credentials` calls: agent id and body.
+    credentials: Vec<(String, Value)>,
 }
 
 type Shared = Arc<Mutex<Stub>>;
@@ -39,6 +41,10 @@ async fn control(State(stub): State<Shared>, uri: Uri, headers: HeaderMap, body:
         s.rigs.insert(agent.clone(), rig);
         s.starts.push((v, token));
         return (StatusCode::CREATED, axum::Json(json!({"agentId": agent, "status": "starting"})));
+    }
+    if let Some(agent) = path.strip_prefix("/agents/").and_then(|p| p.strip_suffix("/credentials")) {
+        s.credentials.push((agent.to_string(), serde_json::from_slice(&body).unwrap_or(Value::Null)));
+        return (StatusCode::OK, axum::Json(json!({"updated": true})));
     }
     if let Some(agent) = path.strip_prefix("/agents/").and_then(|p| p.strip_suffix("/status")) {
         let dying = s.rigs.get(agent).is_some_and(|r| Some(r) == s.dying_rig.as_ref());
@@ -87,6 +93,7 @@ async fn scheduler_dispatches_witnesses_retries_then_fails_and_reminds() {
         ("SCHEDULER_COLD_START_GRACE_MS", "1000"),
         ("SCHEDULER_MAX_DISPATCH_ATTEMPTS", "2"),
         ("SCHEDULER_GUPP_AFTER_MS", "1500"),
+        ("AGENT_TOKEN_TTL_SECS", "4"),
     ])
     .await;
 
@@ -150,4 +157,17 @@ async fn scheduler_dispatches_witnesses_retries_then_fails_and_reminds() {
     assert!(mail["subject"].as_str().is_some_and(|s| s.contains("GUPP")));
     let steady_starts = stub.lock().expect("stub").starts.iter().filter(|(s, _)| s["agentId"] == json!(worker)).count();
     assert_eq!(steady_starts, 1, "a running agent is not dispatched again");
+
+    // Its credential is replaced before it expires (at half its 4 s lifetime), with a fresh
+    // token for the same agent.
+    let (_, first) = stub.lock().expect("stub").starts.iter().find(|(s, _)| s["agentId"] == json!(worker)).cloned().map(|(s, t)| (t, s)).expect("start");
+    let first_claims = verify_token(first["envVars"]["GASTOWN_SESSION_TOKEN"].as_str().expect("token"));
+    let refreshed = wait_for("a credential refresh", 30, async || {
+        stub.lock().expect("stub").credentials.iter().find(|(a, _)| *a == worker).map(|(_, b)| b.clone())
+    })
+    .await;
+    let claims = verify_token(refreshed["token"].as_str().expect("new token"));
+    assert_eq!((&claims["agentId"], &claims["rigId"]), (&json!(worker), &json!(steady)));
+    assert!(claims["exp"].as_u64() > first_claims["exp"].as_u64(), "{claims} vs {first_claims}");
+    assert!(stub.lock().expect("stub").credentials.iter().all(|(a, _)| *a == worker), "only running agents are refreshed");
 }

@@ -123,6 +123,13 @@ pub fn witness(status: Option<u16>, body: &Value, dispatched_ms: i64, now_ms: i6
     }
 }
 
+/// Whether a running agent's credential should be replaced: once half its lifetime has passed
+/// since it was issued (at dispatch, or at the last refresh), so a long-running agent never
+/// calls the API with an expired token.
+pub fn token_due(issued_ms: i64, now_ms: i64, ttl_secs: u64) -> bool {
+    now_ms - issued_ms >= (ttl_secs as i64) * 1000 / 2
+}
+
 /// The GUPP reminder mail.
 pub const GUPP_SUBJECT: &str = "GUPP: work is on your hook";
 pub const GUPP_BODY: &str = "You have a bead on your hook and have been idle. Work is on your hook - execute it \
@@ -135,6 +142,13 @@ mod tests {
     use super::*;
     use crate::model::AgentRole;
     use serde_json::json;
+
+    #[test]
+    fn tokens_are_refreshed_at_half_their_lifetime() {
+        assert!(!token_due(0, 1_799_999, 3600));
+        assert!(token_due(0, 1_800_000, 3600));
+        assert!(token_due(1_000, 100_000, 10));
+    }
 
     fn agent() -> Agent {
         serde_json::from_value(json!({"id": "a1", "role": "polecat", "name": "toast", "identity": "polecat/toast@r1",

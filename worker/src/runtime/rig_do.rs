@@ -12,6 +12,7 @@ use super::call::{container_call, serve};
 use super::{platform, sql};
 use crate::container::NO_RUNTIME;
 use crate::error::{ApiError, ApiResult};
+use crate::model::{Agent, RigConfig};
 use crate::rig::{schema, Rig};
 use crate::rpc::RigOp;
 use crate::scheduler::{self, DispatchContext, Settings, Witness};
@@ -48,6 +49,31 @@ impl RigDO {
         Ok(())
     }
 
+    /// Remembers when the agent's current credential was issued (DO storage, next to the rig).
+    async fn token_issued(&self, agent_id: &str, ms: i64) {
+        let _ = self.state.storage().put(&format!("token_issued:{agent_id}"), ms).await;
+    }
+
+    /// Replaces a running agent's credential once half of its lifetime has passed (lesson 7 of the
+    /// reference: 8 h tokens expired under long-running agents). Failures wait for the next pass.
+    #[allow(clippy::too_many_arguments)]
+    async fn refresh_token(&self, agent: &Agent, dispatched_ms: i64, town: &str, config: &RigConfig, model: &str, secret: &str, settings: &Settings) {
+        let key = format!("token_issued:{}", agent.id);
+        let issued: i64 = self.state.storage().get(&key).await.ok().flatten().unwrap_or(dispatched_ms);
+        let now_ms = platform::now_millis();
+        if !scheduler::token_due(issued, now_ms, settings.token_ttl_secs) {
+            return;
+        }
+        let ctx = DispatchContext { config, model, jwt_secret: secret, now_secs: (now_ms / 1000) as u64, settings };
+        let body = serde_json::json!({ "token": scheduler::agent_token(agent, &ctx) });
+        let path = format!("/agents/{}/credentials", agent.id);
+        match container_call(&self.env, town, Method::Post, &path, Some(&body)).await {
+            Ok((200, _)) => self.token_issued(&agent.id, now_ms).await,
+            Ok((status, _)) => worker::console_error!("scheduler: credential refresh for {} refused ({status})", agent.id),
+            Err(e) => worker::console_error!("scheduler: credential refresh for {} failed: {e}", agent.id),
+        }
+    }
+
     /// One scheduler pass. Returns whether to keep the alarm armed.
     async fn schedule(&self) -> ApiResult<bool> {
         let Ok(config) = self.with_rig(|r| r.config()) else { return Ok(false) };
@@ -67,7 +93,10 @@ impl RigDO {
             let ctx = DispatchContext { config: &config, model: &model, jwt_secret: &secret, now_secs: (now_ms / 1000) as u64, settings: &settings };
             let body = serde_json::to_value(scheduler::start_request(&agent, &bead, &ctx)).map_err(|e| ApiError::Internal(e.to_string()))?;
             match container_call(&self.env, &town, Method::Post, "/agents/start", Some(&body)).await {
-                Ok((200..=299, _)) => self.with_rig(|r| r.mark_dispatched(&agent, now_ms))?,
+                Ok((200..=299, _)) => {
+                    self.with_rig(|r| r.mark_dispatched(&agent, now_ms))?;
+                    self.token_issued(&agent.id, now_ms).await;
+                }
                 Ok((503, reply)) if reply["error"].as_str().is_some_and(|e| e.starts_with(NO_RUNTIME)) => {
                     // Nowhere to run agents: stop until new work is hooked.
                     return Ok(false);
@@ -86,8 +115,10 @@ impl RigDO {
                 Ok((s, b)) => (Some(s), b),
                 Err(_) => (None, Value::Null),
             };
-            if let Witness::Exited(reason) = scheduler::witness(status, &body, dispatched_ms, platform::now_millis(), settings.grace_ms) {
-                self.with_rig(|r| r.mark_exited(&agent, &reason))?;
+            match scheduler::witness(status, &body, dispatched_ms, platform::now_millis(), settings.grace_ms) {
+                Witness::Exited(reason) => self.with_rig(|r| r.mark_exited(&agent, &reason))?,
+                Witness::Fine if body["status"] == "running" => self.refresh_token(&agent, dispatched_ms, &town, &config, &model, &secret, &settings).await,
+                _ => {}
             }
         }
 
