@@ -10,10 +10,9 @@
 
 use std::time::{Duration, Instant};
 
-use gastown_e2e::control_server::{ControlServer, Options};
-use gastown_e2e::model_server::{marker, ModelServer, Step, MODEL_ID};
+use gastown_e2e::model_server::{marker, ModelServer, Step};
 use gastown_e2e::origin::Origin;
-use gastown_e2e::wrangler::{free_port, WranglerDev};
+use gastown_e2e::town::LocalTown;
 use serde_json::{json, Value};
 
 const RUNS: usize = 5;
@@ -29,22 +28,15 @@ fn iso_ms(v: &Value) -> i64 {
 async fn main() {
     let origin = Origin::new();
     let model = ModelServer::start([("bench", vec![Step::text("ok")])]).await.expect("model server");
-    let worker_port = free_port();
-    let cs = ControlServer::start(
-        Options::default()
-            .env("GASTOWN_API_URL", format!("http://127.0.0.1:{worker_port}"))
-            .env("GASTOWN_MODEL_BASE_URL", model.base_url()),
-    );
-    let model_ref = format!("scripted/{MODEL_ID}");
-    let dev = WranglerDev::start_on(worker_port, &[("CONTAINER_URL", &cs.base), ("GASTOWN_MODEL", &model_ref)]).await;
+    let local = LocalTown::start(&model, &[], &[]).await;
+    let (dev, cs) = (&local.worker, &local.control);
     let town = dev.post("/api/towns", json!({"name": "bench"})).await.data()["id"].as_str().expect("town").to_string();
 
     println!("| run | sling -> 1st model request (ms) | scheduler delay (ms) | start-agent work (ms) | Kilo start-up (ms) | rest (ms) |");
     println!("|-----|------------------------------|----------------------|-----------------------|--------------------|-----------|");
     let mut totals = Vec::new();
     for run in 1..=RUNS {
-        let rig = dev.post(&format!("/api/towns/{town}/rigs"), json!({"name": format!("r{run}"), "git_url": origin.url()})).await;
-        let rig = rig.data()["id"].as_str().expect("rig").to_string();
+        let rig = local.rig(&town, &format!("r{run}"), &origin.url()).await;
         let seen = model.requests().len();
         let t0 = Instant::now();
         let sling = dev.post(&format!("/api/rigs/{rig}/sling"), json!({"title": "bench", "body": marker("bench")})).await;

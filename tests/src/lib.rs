@@ -5,5 +5,6 @@ pub mod control_server;
 pub mod model_server;
 pub mod origin;
 pub mod procs;
+pub mod town;
 pub mod worker_stub;
 pub mod wrangler;

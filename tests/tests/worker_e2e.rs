@@ -12,10 +12,9 @@
 
 use std::time::{Duration, Instant};
 
-use gastown_e2e::control_server::{ControlServer, Options};
-use gastown_e2e::model_server::{marker, ModelServer, Step, MODEL_ID};
+use gastown_e2e::model_server::{marker, ModelServer, Step};
 use gastown_e2e::origin::Origin;
-use gastown_e2e::wrangler::{free_port, WranglerDev, CONTAINER_TOKEN};
+use gastown_e2e::town::LocalTown;
 use serde_json::{json, Value};
 
 const TURN: Duration = Duration::from_secs(180);
@@ -35,24 +34,9 @@ async fn wait_for<T>(what: &str, within: Duration, mut check: impl AsyncFnMut() 
 async fn a_slung_bead_is_dispatched_worked_pushed_and_done() {
     let origin = Origin::new();
     let model = ModelServer::start(Vec::<(String, Vec<Step>)>::new()).await.expect("model server");
-    let worker_port = free_port();
-    let cs = ControlServer::start(
-        Options::default()
-            .env("GASTOWN_API_URL", format!("http://127.0.0.1:{worker_port}"))
-            .env("GASTOWN_MODEL_BASE_URL", model.base_url())
-            .env("STOP_GRACE_MS", "3000"),
-    );
-    assert_eq!(cs.token.as_deref(), Some(CONTAINER_TOKEN), "Worker and control server share the container token");
-    let model_ref = format!("scripted/{MODEL_ID}");
-    let dev = WranglerDev::start_on(
-        worker_port,
-        &[("CONTAINER_URL", &cs.base), ("GASTOWN_MODEL", &model_ref), ("SCHEDULER_TICK_MS", "1000")],
-    )
-    .await;
-
-    let town = dev.post("/api/towns", json!({"name": "e2e"})).await.data()["id"].as_str().expect("town").to_string();
-    let rig = dev.post(&format!("/api/towns/{town}/rigs"), json!({"name": "app", "git_url": origin.url()})).await;
-    let rig = rig.data()["id"].as_str().expect("rig").to_string();
+    let local = LocalTown::start(&model, &[("STOP_GRACE_MS", "3000")], &[("SCHEDULER_TICK_MS", "1000")]).await;
+    let dev = &local.worker;
+    let (town, rig) = local.town_and_rig("e2e", &origin.url()).await;
 
     // The script names the branch through the placeholder: it is only known once sling has
     // picked the polecat and made the bead.
@@ -145,26 +129,9 @@ async fn a_slung_bead_is_dispatched_worked_pushed_and_done() {
 async fn a_killed_agent_is_redispatched_up_to_the_limit_then_its_bead_fails() {
     let origin = Origin::new();
     let model = ModelServer::start([("die", vec![Step::bash("sleep 600")])]).await.expect("model server");
-    let worker_port = free_port();
-    let cs = ControlServer::start(
-        Options::default()
-            .env("GASTOWN_API_URL", format!("http://127.0.0.1:{worker_port}"))
-            .env("GASTOWN_MODEL_BASE_URL", model.base_url()),
-    );
-    let model_ref = format!("scripted/{MODEL_ID}");
-    let dev = WranglerDev::start_on(
-        worker_port,
-        &[
-            ("CONTAINER_URL", &cs.base),
-            ("GASTOWN_MODEL", &model_ref),
-            ("SCHEDULER_TICK_MS", "1000"),
-            ("SCHEDULER_MAX_DISPATCH_ATTEMPTS", "2"),
-        ],
-    )
-    .await;
-    let town = dev.post("/api/towns", json!({"name": "e2e-kill"})).await.data()["id"].as_str().expect("town").to_string();
-    let rig = dev.post(&format!("/api/towns/{town}/rigs"), json!({"name": "app", "git_url": origin.url()})).await;
-    let rig = rig.data()["id"].as_str().expect("rig").to_string();
+    let local = LocalTown::start(&model, &[], &[("SCHEDULER_TICK_MS", "1000"), ("SCHEDULER_MAX_DISPATCH_ATTEMPTS", "2")]).await;
+    let dev = &local.worker;
+    let (town, rig) = local.town_and_rig("e2e-kill", &origin.url()).await;
     let sling = dev.post(&format!("/api/rigs/{rig}/sling"), json!({"title": "Long job", "body": marker("die")})).await;
     let agent = sling.data()["agent"]["id"].as_str().expect("agent").to_string();
     let bead = sling.data()["bead"]["id"].as_str().expect("bead").to_string();

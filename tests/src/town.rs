@@ -1,0 +1,48 @@
+//! A whole town on this machine, as `scripts/dev` runs it: the built Worker under `wrangler dev`
+//! with `CONTAINER_URL` pointing at the real control server run natively, which in turn reports
+//! to that Worker. Both sides share the container token.
+
+use crate::control_server::{ControlServer, Options};
+use crate::model_server::{ModelServer, MODEL_ID};
+use crate::wrangler::{free_port, WranglerDev, CONTAINER_TOKEN};
+use serde_json::json;
+
+pub struct LocalTown {
+    pub control: ControlServer,
+    pub worker: WranglerDev,
+}
+
+impl LocalTown {
+    /// Starts both sides; agents talk to `model`. `control_env` and `worker_env` add settings
+    /// (e.g. `STOP_GRACE_MS`, `SCHEDULER_TICK_MS`).
+    pub async fn start(model: &ModelServer, control_env: &[(&str, &str)], worker_env: &[(&str, &str)]) -> Self {
+        let worker_port = free_port();
+        let mut options = Options::default()
+            .env("GASTOWN_API_URL", format!("http://127.0.0.1:{worker_port}"))
+            .env("GASTOWN_MODEL_BASE_URL", model.base_url());
+        for (k, v) in control_env {
+            options = options.env(k, *v);
+        }
+        let control = ControlServer::start(options);
+        assert_eq!(control.token.as_deref(), Some(CONTAINER_TOKEN), "Worker and control server share the container token");
+        let model_ref = format!("scripted/{MODEL_ID}");
+        let mut env: Vec<(&str, &str)> = vec![("CONTAINER_URL", &control.base), ("GASTOWN_MODEL", &model_ref)];
+        env.extend_from_slice(worker_env);
+        let worker = WranglerDev::start_on(worker_port, &env).await;
+        Self { control, worker }
+    }
+
+    /// Creates a town and one rig on `git_url`; returns `(town id, rig id)`.
+    pub async fn town_and_rig(&self, town_name: &str, git_url: &str) -> (String, String) {
+        let town = self.worker.post("/api/towns", json!({ "name": town_name })).await;
+        let town = town.data()["id"].as_str().expect("town id").to_string();
+        let rig = self.rig(&town, "app", git_url).await;
+        (town, rig)
+    }
+
+    /// Adds a rig to `town`; returns its id.
+    pub async fn rig(&self, town: &str, name: &str, git_url: &str) -> String {
+        let rig = self.worker.post(&format!("/api/towns/{town}/rigs"), json!({ "name": name, "git_url": git_url })).await;
+        rig.data()["id"].as_str().expect("rig id").to_string()
+    }
+}
