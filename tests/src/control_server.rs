@@ -11,11 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::procs;
+use crate::project::repo_root;
 
-/// The workspace's root folder.
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// The control server binary: `$GASTOWN_CONTAINER_BIN` or `target/debug/gastown-container`.
 pub fn container_bin() -> PathBuf {

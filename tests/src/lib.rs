@@ -5,6 +5,7 @@ pub mod control_server;
 pub mod model_server;
 pub mod origin;
 pub mod procs;
+pub mod project;
 pub mod town;
 pub mod worker_stub;
 pub mod wrangler;

@@ -11,7 +11,7 @@
 //! `ALLOW_LOCAL_REPOS=true` lets rigs use `file://` origins.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use crate::project::repo_root;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -31,10 +31,6 @@ pub const CONTAINER_TOKEN: &str = "test-container-token";
 const START_DEADLINE: Duration = Duration::from_secs(90);
 /// Per-request deadline of [`WranglerDev::call`].
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
-}
 
 /// A free loopback port (to start `wrangler dev` on a port known in advance).
 pub fn free_port() -> u16 {

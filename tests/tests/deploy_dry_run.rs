@@ -14,35 +14,14 @@
 //! No Cloudflare account is used: a dry run makes no API call.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use gastown_e2e::project::{repo_root as root, toml_values};
 
 /// The [build] command may compile the Worker when its output is stale.
 const DEADLINE: Duration = Duration::from_secs(600);
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
-}
-
-/// Values of `key` in every `header` table of a TOML text (arrays of tables).
-fn toml_values(text: &str, header: &str, key: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut inside = false;
-    for line in text.lines() {
-        let t = line.trim();
-        if t.starts_with('[') {
-            inside = t == header;
-        } else if inside {
-            if let Some((k, v)) = t.split_once('=') {
-                if k.trim() == key {
-                    out.push(v.split(" #").next().unwrap_or(v).trim().trim_matches('"').to_string());
-                }
-            }
-        }
-    }
-    out
-}
 
 /// The strings of a one-line TOML array (`["A", "B"]`).
 fn toml_array(value: &str) -> Vec<String> {

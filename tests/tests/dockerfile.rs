@@ -9,9 +9,10 @@
 //! breaks the real Dockerfile once per check and asserts that the check notices.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
+use gastown_e2e::project::{repo_root as root, toml_value, toml_values};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------
@@ -169,55 +170,8 @@ fn split_words(text: &str) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 // The project's side of the agreement.
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
-}
-
 fn read(rel: &str) -> String {
     std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
-}
-
-/// The value of `key = "..."` in the first TOML section whose header is `header`.
-fn toml_value(text: &str, header: &str, key: &str) -> Option<String> {
-    let mut inside = false;
-    for line in text.lines() {
-        let t = line.trim();
-        if t.starts_with('[') {
-            inside = t == header;
-            continue;
-        }
-        if !inside {
-            continue;
-        }
-        if let Some((k, v)) = t.split_once('=') {
-            if k.trim() == key {
-                let v = v.split(" #").next().unwrap_or(v).trim();
-                return Some(unquote(v));
-            }
-        }
-    }
-    None
-}
-
-/// All values of `key` in every `header` table (TOML arrays of tables).
-fn toml_values(text: &str, header: &str, key: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut inside = false;
-    for line in text.lines() {
-        let t = line.trim();
-        if t.starts_with('[') {
-            inside = t == header;
-            continue;
-        }
-        if inside {
-            if let Some((k, v)) = t.split_once('=') {
-                if k.trim() == key {
-                    out.push(unquote(v.split(" #").next().unwrap_or(v).trim()));
-                }
-            }
-        }
-    }
-    out
 }
 
 struct Project {
