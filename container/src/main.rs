@@ -114,6 +114,9 @@ async fn run(config: Config) -> Result<(), String> {
         "control server listening"
     );
 
+    if config.container_token.is_none() {
+        tracing::warn!("CONTAINER_TOKEN is not set: every route is open to anyone who can reach this port");
+    }
     let app = http::router(supervisor.clone());
     let shutdown = {
         let supervisor = supervisor.clone();
