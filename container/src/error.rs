@@ -67,12 +67,6 @@ impl Error {
     }
 }
 
-impl From<std::io::Error> for Error {
-    fn from(e: std::io::Error) -> Self {
-        Self::Internal(e.to_string())
-    }
-}
-
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();

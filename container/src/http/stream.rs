@@ -32,7 +32,8 @@ pub struct Tickets {
 }
 
 impl Tickets {
-    fn issue(&self, agent_id: &str) -> (String, Instant) {
+    /// A new ticket for `agent_id`, valid for [`TICKET_TTL`].
+    fn issue(&self, agent_id: &str) -> String {
         let ticket = crate::secret::random_token();
         let expires = Instant::now() + TICKET_TTL;
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
@@ -44,7 +45,7 @@ impl Tickets {
             }
         }
         map.insert(ticket.clone(), (agent_id.to_string(), expires));
-        (ticket, expires)
+        ticket
     }
 
     /// Consumes the ticket: true if it was valid for this agent and not expired.
@@ -59,7 +60,7 @@ impl Tickets {
 
 pub async fn ticket(State(state): State<AppState>, AgentId(id): AgentId) -> Result<Json<StreamTicket>> {
     state.supervisor.agent(&id)?;
-    let (ticket, _) = state.tickets.issue(&id);
+    let ticket = state.tickets.issue(&id);
     let expires_at = clock::iso(SystemTime::now() + TICKET_TTL);
     Ok(Json(StreamTicket { ticket, expires_at }))
 }
