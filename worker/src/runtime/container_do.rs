@@ -130,7 +130,13 @@ impl TownContainer {
                     Delay::from(Duration::from_millis(container::PORT_POLL_MS)).await;
                 }
                 Err(e) => {
-                    self.record("unreachable", Some(e.to_string())).await;
+                    // A container that stops answering is replaced, not waited on forever
+                    // (reference lesson 9): the next request starts a fresh one, and the
+                    // scheduler's witness pass re-dispatches the agents it lost.
+                    self.record("unresponsive", Some(e.to_string())).await;
+                    if let Err(d) = c.destroy(Some("control server unresponsive")).await {
+                        worker::console_error!("town container: could not destroy the unresponsive container: {d}");
+                    }
                     return Err(ApiError::Unavailable(format!("container did not answer: {e}")));
                 }
             }
