@@ -508,6 +508,17 @@ async fn towns_rigs_escalations_and_container_routes() {
         .call(Method::PUT, &format!("/api/rigs/{rig}/config"), &Auth::Internal, json!({"town_id": town, "git_url": "git@github.com:o/app.git", "default_branch": "dev"}))
         .await;
     assert_eq!(r.data()["default_branch"], "dev");
+    // A URL with credentials (a private repository) is kept but never shown.
+    let secret_url = "https://x-access-token:ghs_secret123@github.com/o/private.git";
+    let r = dev.post(&format!("/api/towns/{town}/rigs"), json!({"name": "private", "git_url": secret_url})).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.data()["git_url"], "https://***@github.com/o/private.git");
+    let private = r.data()["id"].as_str().expect("rig id").to_string();
+    for path in [format!("/api/towns/{town}"), format!("/api/towns/{town}/rigs"), format!("/api/rigs/{private}/config")] {
+        let body = dev.get(&path).await.body.to_string();
+        assert!(!body.contains("ghs_secret123"), "{path} shows the token: {body}");
+        assert!(body.contains("github.com/o/private.git"), "{path}: {body}");
+    }
     let r = dev.call(Method::PUT, &format!("/api/rigs/{rig}/config"), &Auth::Internal, json!({"town_id": town, "git_url": "ext::x"})).await;
     assert_eq!(r.status, 400);
     assert_eq!(dev.get(&format!("/api/rigs/{rig}/config")).await.data()["default_branch"], "dev");

@@ -99,8 +99,11 @@ async fn scheduler_dispatches_witnesses_retries_then_fails_and_reminds() {
 
     let town = dev.post("/api/towns", json!({"name": "sched"})).await.data()["id"].as_str().expect("town").to_string();
     let mut rigs = Vec::new();
-    for name in ["dying", "steady"] {
-        let r = dev.post(&format!("/api/towns/{town}/rigs"), json!({"name": name, "git_url": "https://github.com/o/app.git", "default_branch": "trunk"})).await;
+    // The steady rig's URL carries a token (a private repository): responses hide it, but the
+    // container must get it to clone.
+    let private_url = "https://x-access-token:tok123@github.com/o/private.git";
+    for (name, url) in [("dying", "https://github.com/o/app.git"), ("steady", private_url)] {
+        let r = dev.post(&format!("/api/towns/{town}/rigs"), json!({"name": name, "git_url": url, "default_branch": "trunk"})).await;
         rigs.push(r.data()["id"].as_str().expect("rig").to_string());
     }
     let (dying, steady) = (rigs[0].clone(), rigs[1].clone());
@@ -157,6 +160,8 @@ async fn scheduler_dispatches_witnesses_retries_then_fails_and_reminds() {
     assert!(mail["subject"].as_str().is_some_and(|s| s.contains("GUPP")));
     let steady_starts = stub.lock().expect("stub").starts.iter().filter(|(s, _)| s["agentId"] == json!(worker)).count();
     assert_eq!(steady_starts, 1, "a running agent is not dispatched again");
+    let steady_start = stub.lock().expect("stub").starts.iter().find(|(s, _)| s["agentId"] == json!(worker)).map(|(s, _)| s.clone()).expect("start");
+    assert_eq!(steady_start["gitUrl"], private_url, "the container gets the full URL");
 
     // Its credential is replaced before it expires (at half its 4 s lifetime), with a fresh
     // token for the same agent.

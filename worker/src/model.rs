@@ -127,12 +127,21 @@ pub struct BeadEvent {
     pub created_at: String,
 }
 
+/// Serializes a git URL with any `user:token@` replaced by `***@`: a private repository's URL
+/// may carry a token, and responses never show secrets. Only the dispatch to the container
+/// (which needs it to clone) uses the stored URL.
+pub fn redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&shared_types::validate::redact_url(url))
+}
+
 /// A rig's configuration, set by its town (or an internal caller).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RigConfig {
     pub rig_id: String,
     pub town_id: String,
     pub name: Option<String>,
+    /// Serialized without credentials (see [`redacted_url`]); the full URL stays in storage.
+    #[serde(serialize_with = "redacted_url")]
     pub git_url: String,
     pub default_branch: String,
     pub updated_at: String,

@@ -39,6 +39,7 @@ struct TownRow {
 pub struct RigRecord {
     pub id: String,
     pub name: String,
+    #[serde(serialize_with = "crate::model::redacted_url")]
     pub git_url: String,
     pub default_branch: String,
     pub created_at: String,
