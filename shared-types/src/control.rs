@@ -284,6 +284,12 @@ pub struct AgentEvent {
     pub data: serde_json::Value,
 }
 
+/// `GET /agents/:id/output?lines=N`: the tail of the agent's Kilo process output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentOutput {
+    pub lines: Vec<String>,
+}
+
 /// `GET /agents/:id/events?after=N`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

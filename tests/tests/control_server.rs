@@ -104,6 +104,12 @@ async fn an_agent_works_in_its_worktree_pushes_and_calls_gt_done() {
     assert_eq!(beat.body["agents"][0]["agentId"], "agent-1");
     assert!(beat.body["agents"][0]["lastActivityAt"].is_string());
 
+    // The Kilo process's own output is captured (its readiness line names its port).
+    let (status, output) = cs.get("/agents/agent-1/output?lines=50").await;
+    assert_eq!(status, 200, "{output}");
+    assert!(output["lines"].as_array().is_some_and(|l| l.iter().any(|x| x.as_str().is_some_and(|x| x.contains("listening on http://127.0.0.1:")))), "{output}");
+    assert_eq!(cs.get("/agents/agent-1/output?lines=x").await.0, 400);
+
     // Status and listing.
     let (_, st) = cs.get("/agents/agent-1/status").await;
     assert_eq!((st["status"].as_str(), st["pid"].as_u64()), (Some("running"), Some(pid as u64)));

@@ -97,6 +97,7 @@ async fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
     for (method, path) in [
         (Method::GET, "/agents/nobody/status"),
         (Method::GET, "/agents/nobody/events"),
+        (Method::GET, "/agents/nobody/output"),
         (Method::POST, "/agents/nobody/stop"),
         (Method::POST, "/agents/nobody/stream-ticket"),
     ] {

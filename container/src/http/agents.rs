@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use shared_types::{
-    AgentEvents, AgentList, AgentProcess, AgentStatusResponse, SendMessageRequest, SentResponse, StartAgentRequest, StopAgentRequest,
+    AgentEvents, AgentList, AgentOutput, AgentProcess, AgentStatusResponse, SendMessageRequest, SentResponse, StartAgentRequest, StopAgentRequest,
     StoppedResponse, UpdateCredentialsRequest, UpdatedResponse,
 };
 
@@ -38,6 +38,16 @@ pub async fn events(State(state): State<AppState>, AgentId(id): AgentId, QueryPa
     let limit = q.limit.unwrap_or(500).clamp(1, 1000);
     let events = agent.lock().events.after(q.after, limit);
     Ok(Json(events))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OutputQuery {
+    lines: Option<usize>,
+}
+
+pub async fn output(State(state): State<AppState>, AgentId(id): AgentId, QueryParams(q): QueryParams<OutputQuery>) -> Result<Json<AgentOutput>> {
+    let lines = state.supervisor.output(&id, q.lines.unwrap_or(200).clamp(1, 2000))?;
+    Ok(Json(AgentOutput { lines }))
 }
 
 pub async fn message(State(state): State<AppState>, AgentId(id): AgentId, JsonBody(request): JsonBody<SendMessageRequest>) -> Result<Json<SentResponse>> {

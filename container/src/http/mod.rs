@@ -43,6 +43,7 @@ pub fn router(supervisor: Arc<Supervisor>) -> Router {
         .route("/agents/{agent_id}/status", get(agents::status))
         .route("/agents/{agent_id}/credentials", post(agents::credentials))
         .route("/agents/{agent_id}/events", get(agents::events))
+        .route("/agents/{agent_id}/output", get(agents::output))
         .route("/agents/{agent_id}/stream-ticket", post(stream::ticket))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

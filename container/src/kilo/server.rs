@@ -234,6 +234,10 @@ impl KiloServer {
     pub fn output_tail(&self, lines: usize) -> String {
         self.output.lock().unwrap_or_else(|p| p.into_inner()).tail(lines)
     }
+
+    pub fn output_lines(&self, lines: usize) -> Vec<String> {
+        self.output.lock().unwrap_or_else(|p| p.into_inner()).tail_lines(lines)
+    }
 }
 
 /// The port in Kilo's `kilo server listening on http://127.0.0.1:PORT` line.

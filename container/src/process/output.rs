@@ -49,8 +49,13 @@ impl OutputBuffer {
 
     /// The last `n` lines, oldest first, one string.
     pub fn tail(&self, n: usize) -> String {
+        self.tail_lines(n).join("\n")
+    }
+
+    /// The last `n` lines, oldest first.
+    pub fn tail_lines(&self, n: usize) -> Vec<String> {
         let skip = self.lines.len().saturating_sub(n);
-        self.lines.iter().skip(skip).map(|(_, l)| l.as_str()).collect::<Vec<_>>().join("\n")
+        self.lines.iter().skip(skip).map(|(_, l)| l.clone()).collect()
     }
 
     #[cfg(test)]

@@ -78,6 +78,14 @@ impl Supervisor {
         self.registry.get(agent_id)
     }
 
+    /// The last `lines` lines the agent's Kilo process wrote (stdout and stderr, bounded).
+    /// Empty when the agent has no process now. A shared process's output is its agents' too.
+    pub fn output(&self, agent_id: &str, lines: usize) -> Result<Vec<String>> {
+        let agent = self.agent(agent_id)?;
+        let generation = agent.lock().generation;
+        Ok(self.server_of(agent_id, generation).map(|s| s.output_lines(lines)).unwrap_or_default())
+    }
+
     /// The Kilo process whose tool key is `key` (compared in constant time against each).
     pub fn server_by_tool_key(&self, key: &str) -> Option<Arc<KiloServer>> {
         self.server_list().into_iter().find(|s| crate::secret::equal(&s.tool_key, key))
