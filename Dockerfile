@@ -105,7 +105,8 @@ WORKDIR /workspace
 EXPOSE 8080
 
 # Exec form: the control server is PID 1 and receives SIGTERM directly (a shell would swallow
-# it); it handles SIGTERM itself (PID 1 gets no default signal actions) by stopping its agents.
+# it); it handles SIGTERM itself (PID 1 gets no default signal actions): it saves its agents'
+# unpushed work (SHUTDOWN_DRAIN_MS), then stops them.
 # As PID 1 it inherits every orphaned process, and its reaper thread reaps every exited child,
 # agents' grandchildren included, so no init (tini, dumb-init, --init) is needed.
 STOPSIGNAL SIGTERM
