@@ -9,60 +9,32 @@
 //! exited | failed -> starting               (a fresh start of the same agent)
 //! ```
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use serde_json::json;
-use shared_types::{AgentEventKind, AgentProcess, AgentRole, AgentStatusResponse, ProcessStatus, StartAgentRequest};
+use shared_types::{AgentEventKind, AgentProcess, AgentStatusResponse, ProcessStatus, StartAgentRequest};
 
 use super::events::EventBuffer;
 use crate::clock;
 
-/// What an agent was started with. Immutable for one run of the agent.
-#[derive(Debug)]
-pub struct AgentSpec {
-    pub agent_id: String,
-    pub rig_id: String,
-    pub town_id: String,
-    pub role: AgentRole,
-    pub name: String,
-    pub identity: String,
-    pub model: String,
-    pub system_prompt: String,
-    pub git_url: String,
-    pub branch: String,
-    pub default_branch: String,
-    /// The request's envVars minus the agent's Worker credential. Values are secrets: never log.
-    pub env_vars: BTreeMap<String, String>,
-}
+/// What an agent was started with: its start request, with the first prompt taken out (it is
+/// sent once, not kept) and the Worker credential taken out of `envVars` (see [`split_request`]).
+/// Immutable for one run of the agent. `env_vars` values are secrets: never log them.
+pub type AgentSpec = StartAgentRequest;
 
 /// The envVars key that carries the agent's Worker credential.
 pub const SESSION_TOKEN_VAR: &str = "GASTOWN_SESSION_TOKEN";
 
-impl AgentSpec {
-    /// The spec and, apart, `GASTOWN_SESSION_TOKEN` from the envVars: the credential the control
-    /// server uses when it forwards the agent's tool calls. It is never put in the agent's
-    /// process environment, and it can be replaced while the agent runs ([`Agent::set_token`]).
-    pub fn from_request(mut r: StartAgentRequest) -> (Self, Option<String>) {
-        let api_token = r.env_vars.remove(SESSION_TOKEN_VAR);
-        let spec = Self {
-            agent_id: r.agent_id,
-            rig_id: r.rig_id,
-            town_id: r.town_id,
-            role: r.role,
-            name: r.name,
-            identity: r.identity,
-            model: r.model,
-            system_prompt: r.system_prompt,
-            git_url: r.git_url,
-            branch: r.branch,
-            default_branch: r.default_branch,
-            env_vars: r.env_vars,
-        };
-        (spec, api_token)
-    }
+/// Splits a start request into the spec kept for the agent's run, its first prompt, and
+/// `GASTOWN_SESSION_TOKEN`: the credential the control server uses when it forwards the agent's
+/// tool calls. The credential is never put in the agent's process environment, and it can be
+/// replaced while the agent runs ([`Agent::set_token`]).
+pub fn split_request(mut r: StartAgentRequest) -> (AgentSpec, String, Option<String>) {
+    let api_token = r.env_vars.remove(SESSION_TOKEN_VAR);
+    let prompt = std::mem::take(&mut r.prompt);
+    (r, prompt, api_token)
 }
 
 /// Where the agent's turns run: which Kilo server and which session in it.
@@ -312,14 +284,18 @@ mod tests {
     }
 
     fn spec_and_token() -> (AgentSpec, Option<String>) {
-        let req: StartAgentRequest = serde_json::from_value(json!({
+        let (spec, _, token) = split_request(request());
+        (spec, token)
+    }
+
+    fn request() -> StartAgentRequest {
+        serde_json::from_value(json!({
             "agentId": "a1", "rigId": "r1", "townId": "t1", "role": "polecat", "name": "toast",
             "identity": "toast", "prompt": "p", "model": "m/m", "systemPrompt": "",
             "gitUrl": "https://x.test/r", "branch": "b", "defaultBranch": "main",
             "envVars": {"GASTOWN_SESSION_TOKEN": "jwt", "FOO": "bar"}
         }))
-        .expect("valid request");
-        AgentSpec::from_request(req)
+        .expect("valid request")
     }
 
     fn statuses(a: &Agent) -> Vec<String> {
@@ -328,9 +304,11 @@ mod tests {
     }
 
     #[test]
-    fn the_token_is_held_apart_from_the_environment() {
-        let (s, token) = spec_and_token();
+    fn the_token_and_prompt_are_held_apart_from_the_spec() {
+        let (s, prompt, token) = split_request(request());
         assert_eq!(token.as_deref(), Some("jwt"));
+        assert_eq!(prompt, "p");
+        assert!(s.prompt.is_empty(), "the prompt is sent once, not kept");
         assert!(!s.env_vars.contains_key(SESSION_TOKEN_VAR));
         assert_eq!(s.env_vars.get("FOO").map(String::as_str), Some("bar"));
     }

@@ -13,7 +13,8 @@ use shared_types::{AgentProcess, ProcessStatus, StartAgentRequest};
 
 use super::servers::git_identity;
 use super::Supervisor;
-use crate::agents::{Agent, AgentSpec, Attachment};
+use crate::agents::agent::split_request;
+use crate::agents::{Agent, Attachment};
 use crate::error::{Error, Result};
 use crate::git::{GitError, WorktreeRequest};
 use crate::kilo::config::AGENT_NAME;
@@ -39,8 +40,7 @@ impl Supervisor {
             return Err(Error::ShuttingDown);
         }
         request.validate(self.config.validation_policy()).map_err(Error::invalid)?;
-        let prompt = request.prompt.clone();
-        let (spec, api_token) = AgentSpec::from_request(request);
+        let (spec, prompt, api_token) = split_request(request);
         let (agent, generation) = self.registry.begin_start(spec, api_token)?;
         tracing::info!(agent = %agent.id, identity = %agent.spec().identity, generation, "starting agent");
         match self.launch(&agent, generation, &prompt).await {

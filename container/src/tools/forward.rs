@@ -152,16 +152,14 @@ fn without_url(e: &reqwest::Error) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared_types::StartAgentRequest;
 
     fn agent() -> AgentSpec {
-        let r: StartAgentRequest = serde_json::from_value(json!({
+        serde_json::from_value(json!({
             "agentId": "a1", "rigId": "r1", "townId": "t1", "role": "polecat", "name": "toast",
             "identity": "toast", "prompt": "p", "model": "m/m", "systemPrompt": "",
             "gitUrl": "https://x.test/r", "branch": "b", "defaultBranch": "main"
         }))
-        .expect("request");
-        AgentSpec::from_request(r).0
+        .expect("request")
     }
 
     fn args(v: Value) -> Map<String, Value> {
