@@ -13,6 +13,7 @@ use shared_types::{AgentHeartbeat, ContainerHeartbeat};
 use crate::clock;
 use crate::http::TOKEN_HEADER;
 use crate::supervisor::Supervisor;
+use crate::tools::forward::request_failure;
 
 /// Starts the heartbeat task (does nothing without `GASTOWN_API_URL`).
 pub fn spawn(supervisor: Arc<Supervisor>) {
@@ -90,7 +91,7 @@ async fn send(supervisor: &Supervisor, api_url: &str, beat: &ContainerHeartbeat)
     if let Some(token) = &supervisor.config.container_token {
         req = req.header(TOKEN_HEADER, token);
     }
-    let res = req.send().await.map_err(|e| if e.is_timeout() { "timed out".to_string() } else { "connection failed".to_string() })?;
+    let res = req.send().await.map_err(|e| request_failure(&e).to_string())?;
     if res.status().is_success() {
         Ok(())
     } else {

@@ -44,18 +44,19 @@ impl KiloClient {
         }
     }
 
+    /// `POST {path}?directory=D` with an optional JSON body; the answer's body on success.
+    async fn post_in(&self, path: &str, directory: &Path, body: Option<&Value>) -> Result<String, KiloError> {
+        let mut req = self.http.post(format!("{}{path}", self.base)).query(&[("directory", directory.to_string_lossy())]).timeout(CALL_TIMEOUT);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let res = req.send().await.map_err(|e| KiloError::Unreachable(e.without_url().to_string()))?;
+        checked(res).await
+    }
+
     /// `POST /session?directory=D` -> the new session's id.
     pub async fn create_session(&self, directory: &Path, title: &str) -> Result<String, KiloError> {
-        let res = self
-            .http
-            .post(format!("{}/session", self.base))
-            .query(&[("directory", directory.to_string_lossy())])
-            .json(&json!({ "title": title }))
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| KiloError::Unreachable(e.without_url().to_string()))?;
-        let body = checked(res).await?;
+        let body = self.post_in("/session", directory, Some(&json!({ "title": title }))).await?;
         let v: Value = serde_json::from_str(&body).map_err(|_| KiloError::Unexpected("session is not JSON".into()))?;
         v["id"].as_str().map(str::to_string).ok_or_else(|| KiloError::Unexpected("session has no id".into()))
     }
@@ -67,29 +68,12 @@ impl KiloClient {
         if let Some(system) = system.filter(|s| !s.is_empty()) {
             body["system"] = system.into();
         }
-        let res = self
-            .http
-            .post(format!("{}/session/{session}/prompt_async", self.base))
-            .query(&[("directory", directory.to_string_lossy())])
-            .json(&body)
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| KiloError::Unreachable(e.without_url().to_string()))?;
-        checked(res).await.map(|_| ())
+        self.post_in(&format!("/session/{session}/prompt_async"), directory, Some(&body)).await.map(|_| ())
     }
 
     /// `POST /session/{id}/abort`: ends the running turn, if any.
     pub async fn abort(&self, session: &str, directory: &Path) -> Result<(), KiloError> {
-        let res = self
-            .http
-            .post(format!("{}/session/{session}/abort", self.base))
-            .query(&[("directory", directory.to_string_lossy())])
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| KiloError::Unreachable(e.without_url().to_string()))?;
-        checked(res).await.map(|_| ())
+        self.post_in(&format!("/session/{session}/abort"), directory, None).await.map(|_| ())
     }
 
     /// `GET /global/event`: the server-sent events of every directory the server serves.

@@ -118,7 +118,7 @@ pub async fn forward(http: &reqwest::Client, api_url: &str, token: Option<&str>,
     if let Some(body) = &call.body {
         req = req.json(body);
     }
-    let res = req.send().await.map_err(|e| ToolError(format!("the Gastown API is unreachable: {}", without_url(&e))))?;
+    let res = req.send().await.map_err(|e| ToolError(format!("the Gastown API is unreachable: {}", request_failure(&e))))?;
     let status = res.status();
     let envelope: Value = res.json().await.map_err(|_| ToolError(format!("the Gastown API answered HTTP {status} without JSON")))?;
     if !status.is_success() || envelope.get("success") == Some(&Value::Bool(false)) {
@@ -138,8 +138,9 @@ pub fn untrusted(text: &str) -> String {
     )
 }
 
-/// A short cause without the URL (reqwest's Display includes it).
-fn without_url(e: &reqwest::Error) -> &'static str {
+/// A short cause of a failed request to the Worker, without the URL (reqwest's Display
+/// includes it). Also used by the heartbeat.
+pub(crate) fn request_failure(e: &reqwest::Error) -> &'static str {
     if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
