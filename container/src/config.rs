@@ -21,6 +21,10 @@
 //! | `GASTOWN_MODEL_API_KEY` | unset | its API key (passed to Kilo by environment, never written) |
 //! | `KILO_MEMORY_LIMIT_BYTES` | unset | passed to each Kilo process as `BUN_JSC_forceRAMSize` |
 //! | `GASTOWN_TOOLS_DIR` | `<WORKSPACE_ROOT>/run/tools` | Kilo config folder for the Gastown tool files |
+//! | `MAX_AGENTS` | 0 (from memory) | most agents running at once; 0: the memory limit divided by the per-agent memory |
+//! | `AGENT_MEMORY_BYTES` | 734003200 (700 MiB) | memory assumed per agent before any is measured (one `kilo serve` after a turn) |
+//! | `MEMORY_RESERVE_BYTES` | 536870912 (512 MiB) | memory kept for the control server, git and the gates |
+//! | `LISTEN_FDS`, `LISTEN_PID` | unset | socket activation: serve on the inherited fd 3 instead of binding `BIND_ADDR`:`PORT` (`listen.rs`) |
 //! | `LOG` | info | log filter (tracing's env-filter syntax); logs are JSON lines on stdout |
 
 use std::net::SocketAddr;
@@ -35,7 +39,7 @@ pub const ENV_VARS: &[&str] = &[
     "PORT", "BIND_ADDR", "CONTAINER_TOKEN", "WORKSPACE_ROOT", "GASTOWN_API_URL", "KILO_BIN", "AGENTS_PER_SERVER",
     "STOP_GRACE_MS", "SHUTDOWN_DRAIN_MS", "HEARTBEAT_INTERVAL_MS", "ALLOW_LOCAL_REPOS", "KILO_READY_TIMEOUT_MS", "GIT_TIMEOUT_MS",
     "EVENT_BUFFER_SIZE", "GASTOWN_MODEL_BASE_URL", "GASTOWN_MODEL_API_KEY", "KILO_MEMORY_LIMIT_BYTES",
-    "GASTOWN_TOOLS_DIR", "LOG",
+    "GASTOWN_TOOLS_DIR", "LOG", "LISTEN_FDS", "LISTEN_PID", "MAX_AGENTS", "AGENT_MEMORY_BYTES", "MEMORY_RESERVE_BYTES",
 ];
 
 #[derive(Debug, Clone)]
@@ -57,6 +61,10 @@ pub struct Config {
     pub model_api_key: Option<String>,
     pub kilo_memory_limit: Option<u64>,
     pub tools_dir: Option<PathBuf>,
+    /// `MAX_AGENTS`: a fixed cap on running agents (`None`: from memory, see `capacity.rs`).
+    pub max_agents: Option<usize>,
+    pub agent_memory: u64,
+    pub memory_reserve: u64,
 }
 
 impl Config {
@@ -101,6 +109,9 @@ impl Config {
             model_api_key: get("GASTOWN_MODEL_API_KEY"),
             tools_dir: get("GASTOWN_TOOLS_DIR").map(PathBuf::from),
             kilo_memory_limit: get("KILO_MEMORY_LIMIT_BYTES").map(|v| v.parse().map_err(|_| "KILO_MEMORY_LIMIT_BYTES must be a number".to_string())).transpose()?,
+            max_agents: Some(num("MAX_AGENTS", 0)? as usize).filter(|n| *n > 0),
+            agent_memory: num("AGENT_MEMORY_BYTES", 700 * 1024 * 1024)?.max(1),
+            memory_reserve: num("MEMORY_RESERVE_BYTES", 512 * 1024 * 1024)?,
         })
     }
 

@@ -29,6 +29,9 @@ pub enum Error {
     /// The Kilo CLI did not start or did not answer.
     #[error("agent runtime: {0}")]
     Agent(String),
+    /// No room for another agent now (see `capacity.rs`); the caller should try again later.
+    #[error("{0}")]
+    AtCapacity(String),
     /// The server is shutting down and takes no new work.
     #[error("the control server is shutting down")]
     ShuttingDown,
@@ -61,6 +64,7 @@ impl Error {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Git(_) | Self::Agent(_) => StatusCode::BAD_GATEWAY,
+            Self::AtCapacity(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -77,6 +81,19 @@ impl IntoResponse for Error {
             Self::BadRequest { issues, .. } => issues.clone(),
             _ => Vec::new(),
         };
-        (status, Json(ErrorBody { error: self.to_string(), issues })).into_response()
+        let mut response = (status, Json(ErrorBody { error: self.to_string(), issues })).into_response();
+        if matches!(self, Self::TooLarge(_)) {
+            close_connection(&mut response);
+        }
+        response
     }
+}
+
+/// Marks a response as the connection's last. Needed whenever the server answers before it has
+/// read the request's whole body (a body over the limit, a refused token): the server then
+/// closes the connection, and without this header a client that pools connections reuses the
+/// closed one for its next request, which fails with "connection closed before message
+/// completed" (seen in the bad-input test: hyper's IncompleteMessage after a 413).
+pub fn close_connection(response: &mut Response) {
+    response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
 }

@@ -7,6 +7,7 @@
 //! ```
 
 mod agents;
+mod capacity;
 mod clock;
 mod config;
 mod error;
@@ -14,6 +15,7 @@ mod git;
 mod heartbeat;
 mod http;
 mod kilo;
+mod listen;
 mod process;
 mod secret;
 mod supervisor;
@@ -99,7 +101,7 @@ async fn run(config: Config) -> Result<(), String> {
     // Refreshed at every start, so the files always match this binary's definitions.
     tools::js::write_tools(&tools_dir).map_err(|e| format!("cannot write the tool files to {}: {e}", tools_dir.display()))?;
 
-    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let listener = listen::listener(config.listen).await?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let git = GitManager::new(paths, reaper.clone(), config.git_timeout);
     let config = Arc::new(config);

@@ -55,6 +55,11 @@ pub struct StartAgentRequest {
     /// Extra environment for the agent; values are secrets as far as logs are concerned.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env_vars: BTreeMap<String, String>,
+    /// Names this run (our addition; optional, so the reference's requests stay valid). A start
+    /// repeating the `dispatchId` of the agent's current run answers with that run instead of
+    /// a 409, so a retried dispatch never starts a second process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatch_id: Option<String>,
 }
 
 impl StartAgentRequest {
@@ -77,6 +82,9 @@ impl StartAgentRequest {
         check("gitUrl", validate::git_url(&self.git_url, policy).map(|_| ()));
         check("branch", validate::branch(&self.branch));
         check("defaultBranch", validate::branch(&self.default_branch));
+        if let Some(d) = &self.dispatch_id {
+            check("dispatchId", validate::id(d));
+        }
         validate::env_vars(&self.env_vars, &mut issues);
         if issues.is_empty() {
             Ok(())
@@ -227,6 +235,10 @@ pub struct HealthResponse {
     pub agents: usize,
     /// Milliseconds since the server started.
     pub uptime: u64,
+    /// How many agents may run at once now (our addition; from the memory limit or
+    /// `MAX_AGENTS`). A start past it is refused with 429.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<usize>,
 }
 
 /// `POST /agents/:id/stop`.

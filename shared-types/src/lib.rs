@@ -6,13 +6,16 @@
 //! - [`control`]: the container control server's requests and responses (camelCase, as the
 //!   reference implementation's TypeScript types).
 //! - [`heartbeat`]: the batched heartbeat the container sends to the Worker.
+//! - [`refinery`]: merge jobs (a reviewed branch into the default branch, with quality gates).
 //! - [`validate`]: the checks both sides apply to ids, branch names, git URLs and environment
 //!   variables before anything touches a disk, a process or a database.
 
 pub mod control;
 pub mod heartbeat;
+pub mod refinery;
 pub mod validate;
 
 pub use control::*;
 pub use heartbeat::*;
+pub use refinery::*;
 pub use validate::{ValidationIssue, ValidationPolicy};

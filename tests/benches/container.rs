@@ -85,7 +85,7 @@ async fn start_agents(cs: &ControlServer, origin: &str, n: usize, prefix: &str) 
     for i in 0..n {
         let id = format!("{prefix}{i}");
         let req = start_request(&id, "rig-b", &format!("n{i}"), &format!("polecat/{prefix}{i}/x"), origin, &format!("go {}", marker("bench")));
-        let (status, body) = cs.post("/agents/start", req).await;
+        let (status, body) = cs.post("/agents/start?wait=true", req).await;
         assert_eq!(status, 201, "{body}");
         started.push(body);
     }

@@ -1,5 +1,8 @@
-//! Runs the real `gastown-container` binary (built by `scripts/test` before the tests) on a
-//! free loopback port with its own workspace, and talks to it over HTTP.
+//! Runs the real `gastown-container` binary (built by `scripts/test` before the tests) with its
+//! own workspace, and talks to it over HTTP. The server binds port 0 itself and logs the port it
+//! got (read from its "control server listening" line), or serves on a listener the test bound
+//! and passes down by socket activation ([`Options::listener`]); never on a port picked and
+//! released in advance.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -46,11 +49,13 @@ pub struct ControlServer {
 pub struct Options {
     pub token: Option<String>,
     pub env: BTreeMap<String, String>,
+    /// A socket the test bound and holds, to be served by socket activation.
+    pub listener: Option<std::net::TcpListener>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { token: Some("test-container-token".into()), env: BTreeMap::new() }
+        Self { token: Some("test-container-token".into()), env: BTreeMap::new(), listener: None }
     }
 }
 
@@ -58,6 +63,34 @@ impl Options {
     pub fn env(mut self, k: &str, v: impl Into<String>) -> Self {
         self.env.insert(k.into(), v.into());
         self
+    }
+
+    /// Serve on `listener` (passed as fd 3 with `LISTEN_FDS=1`): for a server whose address
+    /// another process must be given before the server starts.
+    pub fn listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+}
+
+/// Hands `listener` to the child as fd 3 (the socket-activation protocol).
+fn pass_listener(cmd: &mut Command, listener: &std::net::TcpListener) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = listener.as_raw_fd();
+    cmd.env("LISTEN_FDS", "1");
+    // SAFETY: between fork and exec only async-signal-safe calls are made (dup2, fcntl).
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd != 3 && nix::libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // dup2 clears close-on-exec on the copy; when the socket already was fd 3 it is set.
+            if nix::libc::fcntl(3, nix::libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 
@@ -80,6 +113,9 @@ impl ControlServer {
             cmd.env("CONTAINER_TOKEN", t);
         }
         cmd.envs(&options.env).stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
+        if let Some(listener) = &options.listener {
+            pass_listener(&mut cmd, listener);
+        }
         let mut child = cmd.spawn().expect("spawn gastown-container");
         let stdout = child.stdout.take().expect("stdout");
         let logs = Arc::new(Mutex::new(Vec::new()));
@@ -105,6 +141,10 @@ impl ControlServer {
                 panic!("control server did not start; logs:\n{}", logs.lock().map(|l| l.join("\n")).unwrap_or_default());
             }
         };
+        if let Some(listener) = &options.listener {
+            let ours = listener.local_addr().map(|a| u64::from(a.port())).ok();
+            assert_eq!(Some(port), ours, "the control server serves the socket it was given");
+        }
         let http = reqwest::Client::builder().timeout(Duration::from_secs(180)).build().expect("client");
         Self { child: Some(child), base: format!("http://127.0.0.1:{port}"), token: options.token, workspace, logs, http, _dir: dir }
     }

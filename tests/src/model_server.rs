@@ -12,6 +12,13 @@
 //! When the script is exhausted the model answers the plain text [`SCRIPT_FINISHED`]; a
 //! conversation without a known marker gets the plain text [`NOTHING_TO_DO`].
 //!
+//! # Several runs of one script
+//! A bead can be worked in several Kilo sessions (a rework round after a failed merge starts a
+//! new run with the same bead, marker included). [`ModelServer::set_runs`] gives a script one
+//! step list per session: the n-th distinct `x-session-id` that plays the script gets run n
+//! (sessions beyond the last run get [`SCRIPT_FINISHED`]). This is the one piece of state the
+//! server keeps per conversation; a retried request of a session keeps its run.
+//!
 //! # Auxiliary requests
 //! Kilo 7.7.7 also asks the `small_model` for a session title (once per session, after the first
 //! turn). Such a request carries no `tools` field, its system prompt starts with
@@ -191,9 +198,27 @@ impl RecordedRequest {
 }
 
 struct Shared {
-    scripts: Mutex<HashMap<String, Vec<Step>>>,
+    /// Script name -> its runs (one step list per session; [`ModelServer::set_script`] gives one).
+    scripts: Mutex<HashMap<String, Vec<Vec<Step>>>>,
+    /// Script name -> the sessions that played it, in order of their first request.
+    sessions: Mutex<HashMap<String, Vec<String>>>,
     requests: Mutex<Vec<RecordedRequest>>,
     count: watch::Sender<usize>,
+}
+
+impl Shared {
+    /// The index of `session` among the sessions that played `script` (registered on first use).
+    fn run_of(&self, script: &str, session: &str) -> usize {
+        let mut sessions = lock(&self.sessions);
+        let seen = sessions.entry(script.to_owned()).or_default();
+        match seen.iter().position(|s| s == session) {
+            Some(i) => i,
+            None => {
+                seen.push(session.to_owned());
+                seen.len() - 1
+            }
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -216,7 +241,8 @@ impl ModelServer {
     ) -> std::io::Result<ModelServer> {
         let (count, _) = watch::channel(0usize);
         let shared = Arc::new(Shared {
-            scripts: Mutex::new(scripts.into_iter().map(|(n, s)| (n.into(), s)).collect()),
+            scripts: Mutex::new(scripts.into_iter().map(|(n, s)| (n.into(), vec![s])).collect()),
+            sessions: Mutex::new(HashMap::new()),
             requests: Mutex::new(Vec::new()),
             count,
         });
@@ -248,7 +274,13 @@ impl ModelServer {
 
     /// Adds or replaces a script while the server runs.
     pub fn set_script(&self, name: impl Into<String>, steps: Vec<Step>) {
-        lock(&self.shared.scripts).insert(name.into(), steps);
+        self.set_runs(name, vec![steps]);
+    }
+
+    /// Adds or replaces a script with one step list per session that plays it (see the module
+    /// docs): `runs[0]` for the first session, `runs[1]` for the second, ...
+    pub fn set_runs(&self, name: impl Into<String>, runs: Vec<Vec<Step>>) {
+        lock(&self.shared.scripts).insert(name.into(), runs);
     }
 
     /// The `provider` entry of a Kilo config for this server; use model `"{provider}/{MODEL_ID}"`
@@ -380,7 +412,7 @@ fn content_text(content: Option<&Value>) -> String {
 }
 
 /// Finds `[script:NAME]` in `text` where NAME is a known script.
-fn find_marker(text: &str, scripts: &HashMap<String, Vec<Step>>) -> Option<String> {
+fn find_marker<V>(text: &str, scripts: &HashMap<String, V>) -> Option<String> {
     let mut rest = text;
     // Bounded: every iteration consumes at least the "[script:" prefix.
     while let Some(pos) = rest.find("[script:") {
@@ -397,7 +429,8 @@ fn find_marker(text: &str, scripts: &HashMap<String, Vec<Step>>) -> Option<Strin
 }
 
 /// Decides what to answer to one parsed request.
-fn classify(body: &Value, scripts: &HashMap<String, Vec<Step>>) -> (Kind, Step) {
+/// `run_of(script)` is the run the request's session plays (0 for most scripts).
+fn classify(body: &Value, scripts: &HashMap<String, Vec<Vec<Step>>>, run_of: &dyn Fn(&str) -> usize) -> (Kind, Step) {
     let has_tools = body.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
     if !has_tools {
         return (Kind::Auxiliary, Step::text(AUX_ANSWER));
@@ -423,7 +456,9 @@ fn classify(body: &Value, scripts: &HashMap<String, Vec<Step>>) -> (Kind, Step) 
         .iter()
         .filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant"))
         .count();
-    match scripts.get(&script).and_then(|s| s.get(step)) {
+    let runs = scripts.get(&script).map(Vec::as_slice).unwrap_or_default();
+    let run = if runs.len() > 1 { run_of(&script) } else { 0 };
+    match runs.get(run).and_then(|s| s.get(step)) {
         Some(s) => {
             let mut s = s.clone();
             if let (Action::ToolCalls(calls), Some(branch)) = (&mut s.action, polecat_branch(&system).or_else(|| polecat_branch(&first_user))) {
@@ -464,7 +499,8 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap,
     let parsed: Result<Value, _> = serde_json::from_slice(&raw);
     let (kind, step, body) = match parsed {
         Ok(body) if body.is_object() => {
-            let (kind, step) = classify(&body, &lock(&shared.scripts));
+            let run_of = |script: &str| session_header.as_deref().map_or(0, |session| shared.run_of(script, session));
+            let (kind, step) = classify(&body, &lock(&shared.scripts), &run_of);
             (kind, Some(step), body)
         }
         _ => (Kind::Invalid, None, Value::Null),
@@ -583,11 +619,20 @@ fn answer(
 mod tests {
     use super::*;
 
-    fn scripts() -> HashMap<String, Vec<Step>> {
+    fn scripts() -> HashMap<String, Vec<Vec<Step>>> {
         HashMap::from([(
             "a".to_owned(),
-            vec![Step::tool("gt_done", json!({"branch": "b"})), Step::text("ok")],
+            vec![vec![Step::tool("gt_done", json!({"branch": "b"})), Step::text("ok")]],
         )])
+    }
+
+    #[test]
+    fn each_session_plays_its_own_run() {
+        let s = HashMap::from([("r".to_owned(), vec![vec![Step::text("first")], vec![Step::text("second")]])]);
+        let m = json!([{"role": "user", "content": "go [script:r]"}]);
+        assert_eq!(classify(&req(m.clone(), true), &s, &|_| 0).1, Step::text("first"));
+        assert_eq!(classify(&req(m.clone(), true), &s, &|_| 1).1, Step::text("second"));
+        assert_eq!(classify(&req(m, true), &s, &|_| 2).0, Kind::Finished { script: "r".into() });
     }
 
     fn req(msgs: Value, tools: bool) -> Value {
@@ -603,23 +648,23 @@ mod tests {
         let s = scripts();
         let m0 = json!([{"role": "system", "content": "sys"},
             {"role": "user", "content": [{"type": "text", "text": "do it [script:a]"}]}]);
-        assert_eq!(classify(&req(m0.clone(), true), &s).0, Kind::Scripted { script: "a".into(), step: 0 });
+        assert_eq!(classify(&req(m0.clone(), true), &s, &|_| 0).0, Kind::Scripted { script: "a".into(), step: 0 });
         let mut m1 = m0.as_array().unwrap().clone();
         m1.push(json!({"role": "assistant", "content": null, "tool_calls": []}));
         m1.push(json!({"role": "tool", "content": "done"}));
-        let (k, st) = classify(&req(Value::Array(m1.clone()), true), &s);
+        let (k, st) = classify(&req(Value::Array(m1.clone()), true), &s, &|_| 0);
         assert_eq!(k, Kind::Scripted { script: "a".into(), step: 1 });
         assert_eq!(st, Step::text("ok"));
         m1.push(json!({"role": "assistant", "content": "ok"}));
-        assert_eq!(classify(&req(Value::Array(m1), true), &s).0, Kind::Finished { script: "a".into() });
+        assert_eq!(classify(&req(Value::Array(m1), true), &s, &|_| 0).0, Kind::Finished { script: "a".into() });
     }
 
     #[test]
     fn the_branch_placeholder_is_the_polecat_branch_of_the_prompts() {
-        let s = HashMap::from([("a".to_owned(), vec![Step::tool("gt_done", json!({"branch": "{{branch}}", "x": ["git push origin {{branch}}"]}))])]);
+        let s = HashMap::from([("a".to_owned(), vec![vec![Step::tool("gt_done", json!({"branch": "{{branch}}", "x": ["git push origin {{branch}}"]}))]])]);
         let m = json!([{"role": "system", "content": "You work on the branch `polecat/toast/0b6a9a2e`. Push it."},
             {"role": "user", "content": "go [script:a]"}]);
-        let (_, step) = classify(&req(m, true), &s);
+        let (_, step) = classify(&req(m, true), &s, &|_| 0);
         assert_eq!(step, Step::tool("gt_done", json!({"branch": "polecat/toast/0b6a9a2e", "x": ["git push origin polecat/toast/0b6a9a2e"]})));
         assert_eq!(polecat_branch("no branch here"), None);
         assert_eq!(polecat_branch("see polecat/nux/abc."), Some("polecat/nux/abc".into()));
@@ -630,10 +675,10 @@ mod tests {
         let s = scripts();
         let title = json!([{"role": "system", "content": "You are a title generator."},
             {"role": "user", "content": "1. [script:a] do it"}]);
-        assert_eq!(classify(&req(title, false), &s).0, Kind::Auxiliary);
+        assert_eq!(classify(&req(title, false), &s, &|_| 0).0, Kind::Auxiliary);
         let other = json!([{"role": "user", "content": "[script:zzz] [script:] hi"}]);
-        assert_eq!(classify(&req(other, true), &s).0, Kind::Unknown);
+        assert_eq!(classify(&req(other, true), &s, &|_| 0).0, Kind::Unknown);
         let in_system = json!([{"role": "system", "content": "prompt [script:a]"}, {"role": "user", "content": "x"}]);
-        assert_eq!(classify(&req(in_system, true), &s).0, Kind::Scripted { script: "a".into(), step: 0 });
+        assert_eq!(classify(&req(in_system, true), &s, &|_| 0).0, Kind::Scripted { script: "a".into(), step: 0 });
     }
 }

@@ -1,10 +1,15 @@
 //! A whole town on this machine, as `scripts/dev` runs it: the built Worker under `wrangler dev`
 //! with `CONTAINER_URL` pointing at the real control server run natively, which in turn reports
 //! to that Worker. Both sides share the container token.
+//!
+//! Each side must know the other's address when it starts. The harness binds the control
+//! server's socket first and holds it, starts `wrangler dev` on port 0 (it reports the port it
+//! got), then starts the control server on the held socket (socket activation): no port is ever
+//! picked, released and hoped for.
 
 use crate::control_server::{ControlServer, Options};
 use crate::model_server::{ModelServer, MODEL_ID};
-use crate::wrangler::{free_port, WranglerDev, CONTAINER_TOKEN};
+use crate::wrangler::{WranglerDev, CONTAINER_TOKEN};
 use serde_json::json;
 
 pub struct LocalTown {
@@ -16,19 +21,20 @@ impl LocalTown {
     /// Starts both sides; agents talk to `model`. `control_env` and `worker_env` add settings
     /// (e.g. `STOP_GRACE_MS`, `SCHEDULER_TICK_MS`).
     pub async fn start(model: &ModelServer, control_env: &[(&str, &str)], worker_env: &[(&str, &str)]) -> Self {
-        let worker_port = free_port();
-        let mut options = Options::default()
-            .env("GASTOWN_API_URL", format!("http://127.0.0.1:{worker_port}"))
-            .env("GASTOWN_MODEL_BASE_URL", model.base_url());
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the control server's socket");
+        let control_url = format!("http://127.0.0.1:{}", socket.local_addr().expect("socket address").port());
+        let model_ref = format!("scripted/{MODEL_ID}");
+        let mut env: Vec<(&str, &str)> = vec![("CONTAINER_URL", &control_url), ("GASTOWN_MODEL", &model_ref)];
+        env.extend_from_slice(worker_env);
+        let worker = WranglerDev::start_with_env(&env).await;
+
+        let mut options = Options::default().listener(socket).env("GASTOWN_API_URL", worker.base_url.clone()).env("GASTOWN_MODEL_BASE_URL", model.base_url());
         for (k, v) in control_env {
             options = options.env(k, *v);
         }
         let control = ControlServer::start(options);
         assert_eq!(control.token.as_deref(), Some(CONTAINER_TOKEN), "Worker and control server share the container token");
-        let model_ref = format!("scripted/{MODEL_ID}");
-        let mut env: Vec<(&str, &str)> = vec![("CONTAINER_URL", &control.base), ("GASTOWN_MODEL", &model_ref)];
-        env.extend_from_slice(worker_env);
-        let worker = WranglerDev::start_on(worker_port, &env).await;
+        assert_eq!(control.base, control_url);
         Self { control, worker }
     }
 

@@ -1,7 +1,9 @@
 //! Runs the built Worker under `wrangler dev` with a fresh `--persist-to` folder per test.
 //!
-//! [`WranglerDev::start`] starts `node_modules/.bin/wrangler dev` from the repository root on
-//! free loopback ports, in its own process group, with every file wrangler writes (state,
+//! [`WranglerDev::start`] starts `node_modules/.bin/wrangler dev` from the repository root in its
+//! own process group, on port 0 (wrangler binds a free loopback port itself and prints it in its
+//! `Ready on http://127.0.0.1:PORT` line, which the harness reads: no port is chosen in advance,
+//! so none can be taken by another process in between), with every file wrangler writes (state,
 //! logs, config) inside a temporary folder, and waits (with a deadline) for `/health`.
 //! Dropping it kills the whole process group. The Worker must be built first
 //! (`scripts/build-worker`); the harness never builds it, so no test times a build.
@@ -10,7 +12,6 @@
 //! agent JWT secret and the container token are fixed per instance and exposed for tests, and
 //! `ALLOW_LOCAL_REPOS=true` lets rigs use `file://` origins.
 
-use std::net::TcpListener;
 use crate::project::repo_root;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -32,17 +33,14 @@ const START_DEADLINE: Duration = Duration::from_secs(90);
 /// Per-request deadline of [`WranglerDev::call`].
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A free loopback port (to start `wrangler dev` on a port known in advance).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
-}
-
 /// A running `wrangler dev`.
 pub struct WranglerDev {
     child: Option<Child>,
     /// Holds the persist folder; shared so a restarted instance can reuse it.
     dir: Arc<tempfile::TempDir>,
     pub base_url: String,
+    /// This instance's output (a restarted instance on the same state writes its own file).
+    log: std::path::PathBuf,
     client: reqwest::Client,
 }
 
@@ -86,22 +84,16 @@ impl WranglerDev {
 
     /// Starts on a fresh state folder with extra Worker env vars (`CONTAINER_URL`, ...).
     pub async fn start_with_env(extra: &[(&str, &str)]) -> Self {
-        Self::start_on(free_port(), extra).await
-    }
-
-    /// As [`WranglerDev::start_with_env`], on `port` (from [`free_port`]): for processes that
-    /// must know the Worker's URL before it starts (a control server's GASTOWN_API_URL).
-    pub async fn start_on(port: u16, extra: &[(&str, &str)]) -> Self {
         let dir = tempfile::Builder::new().prefix("gastown-wrangler-").tempdir().expect("temp dir");
-        Self::launch(Arc::new(dir), extra, port).await
+        Self::launch(Arc::new(dir), extra).await
     }
 
     /// Starts on `dir`'s state (the same folder a previous instance used).
     pub async fn start_in(dir: Arc<tempfile::TempDir>) -> Self {
-        Self::launch(dir, &[], free_port()).await
+        Self::launch(dir, &[]).await
     }
 
-    async fn launch(dir: Arc<tempfile::TempDir>, extra: &[(&str, &str)], port: u16) -> Self {
+    async fn launch(dir: Arc<tempfile::TempDir>, extra: &[(&str, &str)]) -> Self {
         let root = repo_root();
         let wrangler = root.join("node_modules/.bin/wrangler");
         assert!(wrangler.exists(), "{} is missing: run scripts/setup", wrangler.display());
@@ -118,12 +110,13 @@ impl WranglerDev {
             vars.push_str(&format!("{k}={v}\n"));
         }
         std::fs::write(&env_file, vars).expect("write env file");
-        let inspector = free_port();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(d.join("wrangler.out")).expect("log file");
+        static LAUNCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log_path = d.join(format!("wrangler-{n}.out"));
+        let log = std::fs::OpenOptions::new().create_new(true).write(true).open(&log_path).expect("log file");
         let mut cmd = Command::new(&wrangler);
         cmd.current_dir(&root)
-            .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--inspector-port", &inspector.to_string()])
+            .args(["dev", "--ip", "127.0.0.1", "--port", "0", "--inspector-port", "0"])
             .arg("--persist-to")
             .arg(d.join("state"))
             .arg("--env-file")
@@ -141,22 +134,30 @@ impl WranglerDev {
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd.spawn().expect("spawn wrangler dev");
         let client = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).no_proxy().build().expect("http client");
-        let mut dev = Self { child: Some(child), dir, base_url: format!("http://127.0.0.1:{port}"), client };
+        let mut dev = Self { child: Some(child), dir, base_url: String::new(), log: log_path, client };
         dev.wait_ready().await;
         dev
     }
 
+    /// Waits (bounded) for this instance's `Ready on` line, then for `/health` on that port.
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + START_DEADLINE;
         loop {
-            if let Ok(r) = self.client.get(format!("{}/health", self.base_url)).timeout(Duration::from_secs(5)).send().await {
-                if r.status().as_u16() == 200 {
-                    return;
+            if self.base_url.is_empty() {
+                if let Some(port) = ready_port(&self.output()) {
+                    self.base_url = format!("http://127.0.0.1:{port}");
+                }
+            }
+            if !self.base_url.is_empty() {
+                if let Ok(r) = self.client.get(format!("{}/health", self.base_url)).timeout(Duration::from_secs(5)).send().await {
+                    if r.status().as_u16() == 200 {
+                        return;
+                    }
                 }
             }
             let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
             if exited.is_some() || Instant::now() > deadline {
-                let out = std::fs::read_to_string(self.dir.path().join("wrangler.out")).unwrap_or_default();
+                let out = self.output();
                 self.kill();
                 panic!("wrangler dev did not become ready (exit: {exited:?}); output:\n{out}");
             }
@@ -164,9 +165,9 @@ impl WranglerDev {
         }
     }
 
-    /// What wrangler dev printed so far (its request log included).
+    /// What this wrangler dev printed so far (its request log included).
     pub fn output(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("wrangler.out")).unwrap_or_default()
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The state folder, to restart on the same state with [`WranglerDev::start_in`].
@@ -256,6 +257,14 @@ impl Drop for WranglerDev {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The port in wrangler's `[wrangler:info] Ready on http://127.0.0.1:PORT` line.
+fn ready_port(output: &str) -> Option<u16> {
+    output.lines().find_map(|line| line.split("Ready on http://127.0.0.1:").nth(1)).and_then(|rest| {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    })
 }
 
 /// Seconds since the epoch.

@@ -92,6 +92,21 @@ async fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
     let (status, reply) = raw(&cs, Method::POST, "/agents/start", token, Some(("application/json", serde_json::to_vec(&huge).expect("json")))).await;
     assert_eq!(status, 413, "{reply}");
     assert!(reply["error"].is_string());
+    // Answered before the body was read, so the server closes the connection: it must say so,
+    // or the client's pool reuses the closed connection for the next request (which then fails
+    // with "connection closed before message completed"). Repeated, as the race is timing-bound.
+    // Same for a refused token with a body under the limit (never read either).
+    let huge_bytes = serde_json::to_vec(&huge).expect("json");
+    let mut big = valid();
+    big["prompt"] = json!("y".repeat(512 * 1024));
+    let big_bytes = serde_json::to_vec(&big).expect("json");
+    for round in 0..20 {
+        let (early, body, expected) = if round % 2 == 0 { (token, &huge_bytes, 413) } else { (Some("wrong-token"), &big_bytes, 401) };
+        let (status, _) = raw(&cs, Method::POST, "/agents/start", early, Some(("application/json", body.clone()))).await;
+        assert_eq!(status, expected, "round {round}");
+        let (status, _) = raw(&cs, Method::GET, "/agents/nobody/status", token, None).await;
+        assert_eq!(status, 404, "round {round}: the next request on the client's pool");
+    }
 
     // Unknown agents and bad ids in paths.
     for (method, path) in [

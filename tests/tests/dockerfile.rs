@@ -618,13 +618,13 @@ fn hadolint_finds_nothing() {
 #[test]
 fn control_server_runs_as_pid_1_and_stops_on_sigterm() {
     use std::io::{Read as _, Write as _};
-    use std::net::{TcpListener, TcpStream};
+    use std::io::BufRead as _;
+    use std::net::TcpStream;
     use std::time::{Duration, Instant};
 
     let df = Dockerfile::parse(&read("Dockerfile"));
     let env = Dockerfile::env(df.final_stage().expect("final stage"));
     let tmp = tempfile::tempdir().expect("tempdir");
-    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let mut cmd = Command::new("unshare");
     cmd.args(["--pid", "--fork", "--mount-proc"]).arg(container_binary());
     for (k, v) in &env {
@@ -640,8 +640,28 @@ fn control_server_runs_as_pid_1_and_stops_on_sigterm() {
         };
         cmd.env(k, v);
     }
-    cmd.env("PORT", port.to_string()).env("BIND_ADDR", "127.0.0.1").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    // Port 0: the server binds a free port itself and logs it (no port is picked in advance).
+    cmd.env("PORT", "0").env("BIND_ADDR", "127.0.0.1").stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().expect("start unshare (util-linux)");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if let Some(port) = v["fields"]["port"].as_u64().filter(|_| v["fields"]["message"] == "control server listening") {
+                let _ = tx.send(port as u16);
+            }
+        }
+    });
+    let port = match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(port) => port,
+        Err(_) => {
+            let _ = child.kill();
+            let mut err = String::new();
+            let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+            panic!("the control server did not log its port within 20 s as PID 1: {err}");
+        }
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     let health = loop {
         if let Some(status) = child.try_wait().expect("wait") {

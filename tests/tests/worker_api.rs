@@ -557,3 +557,63 @@ async fn towns_rigs_escalations_and_container_routes() {
     assert_eq!(r.data()["updated"], 1, "{r:?}");
     assert_eq!(dev.get(&format!("/api/rigs/{rig}/agents/{a}")).await.data()["last_activity_at"], at);
 }
+
+/// Merge settings and convoys: stored and shown when valid; bad input is a 400 (or 404) with a
+/// message and changes nothing.
+#[tokio::test]
+async fn merge_settings_and_convoys_refuse_bad_input() {
+    let dev = WranglerDev::start().await;
+    let town = dev.post("/api/towns", json!({"name": "refinery town"})).await.data()["id"].as_str().expect("town").to_string();
+    let rigs = format!("/api/towns/{town}/rigs");
+    for (name, extra, says) in [
+        ("gates as a string", json!({"merge_gates": "cargo test"}), "expected a sequence"),
+        ("gates as numbers", json!({"merge_gates": [1, 2]}), "expected a string"),
+        ("empty gate", json!({"merge_gates": [" "]}), "merge_gates"),
+        ("zero timeout", json!({"merge_gates": ["true"], "gate_timeout_secs": 0}), "timeoutSecs"),
+        ("pr strategy", json!({"merge_strategy": "pr"}), "not supported"),
+        ("unknown strategy", json!({"merge_strategy": "squash"}), "unknown variant"),
+        ("too many rounds", json!({"max_rework_rounds": 1000}), "max_rework_rounds"),
+    ] {
+        let mut body = json!({"name": "r", "git_url": "https://x/y.git"});
+        for (k, v) in extra.as_object().expect("object") {
+            body[k] = v.clone();
+        }
+        let r = dev.post(&rigs, body).await;
+        assert_eq!(status_and_error(&r), (400, true), "{name}: {r:?}");
+        assert!(r.error().contains(says), "{name}: {}", r.error());
+    }
+    assert_eq!(dev.get(&rigs).await.data(), &json!([]), "nothing was created");
+
+    let r = dev.post(&rigs, json!({"name": "app", "git_url": "https://x/y.git", "merge_gates": ["cargo test"], "max_rework_rounds": 2})).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let rig = r.data()["id"].as_str().expect("rig").to_string();
+    let cfg = dev.get(&format!("/api/rigs/{rig}/config")).await;
+    assert_eq!((&cfg.data()["merge_gates"], &cfg.data()["max_rework_rounds"], &cfg.data()["delete_merged_branches"]), (&json!(["cargo test"]), &json!(2), &json!(true)));
+    let bad = dev.call(Method::PUT, &format!("/api/rigs/{rig}/config"), &Auth::Internal, json!({"town_id": town, "git_url": "https://x/y.git", "merge_strategy": "pr"})).await;
+    assert_eq!(bad.status, 400, "{bad:?}");
+    assert_eq!(dev.get(&format!("/api/rigs/{rig}/config")).await.data()["merge_gates"], json!(["cargo test"]), "unchanged");
+
+    // Convoys: empty, malformed, unknown.
+    let convoys = format!("/api/rigs/{rig}/convoys");
+    for body in [json!({"title": "c", "beads": []}), json!({"title": "c", "beads": [{"title": ""}]}), json!({"title": "", "beads": [{"title": "t"}]}), json!({"beads": "x"})] {
+        let r = dev.post(&convoys, body.clone()).await;
+        assert_eq!(status_and_error(&r), (400, true), "{body}: {r:?}");
+    }
+    assert_eq!(dev.get(&format!("{convoys}/nope")).await.status, 404);
+    let r = dev.post(&format!("/api/rigs/{rig}/sling"), json!({"title": "t", "convoy_id": "nope"})).await;
+    assert_eq!(r.status, 404, "{r:?}");
+    assert_eq!(dev.get(&format!("/api/rigs/{rig}/beads")).await.data(), &json!([]), "a refused sling creates no bead");
+    assert_eq!(dev.get(&convoys).await.data(), &json!([]));
+    // Agents cannot make convoys.
+    let token = agent_token("a1", &rig);
+    assert_eq!(dev.call(Method::POST, &convoys, &Auth::Bearer(token), json!({"title": "c", "beads": [{"title": "t"}]})).await.status, 403);
+
+    // A valid convoy slings each bead to its own polecat; it is open until they merge.
+    let r = dev.post(&convoys, json!({"title": "two", "beads": [{"title": "one"}, {"title": "two"}]})).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!((r.data()["status"].as_str(), r.data()["beads"].as_array().map(Vec::len)), (Some("open"), Some(2)));
+    let convoy = r.data()["id"].as_str().expect("convoy").to_string();
+    assert!(r.data()["beads"].as_array().expect("beads").iter().all(|b| b["convoy_id"] == json!(convoy) && b["status"] == "in_progress"));
+    let listed = dev.get(&format!("/api/rigs/{rig}/beads?convoy_id={convoy}")).await;
+    assert_eq!(listed.data().as_array().map(Vec::len), Some(2));
+}

@@ -5,7 +5,8 @@
 //! town -> rig -> sling a bead (hooked to a polecat) -> the RigDO alarm dispatches it -> the agent starts
 //! in its worktree on `polecat/<name>/<prefix>` -> the scripted model commits, pushes and calls
 //! gt_done -> the RigDO shows the review entry, the agent idle and unhooked, the bead's events,
-//! and a heartbeat-updated last_activity_at; message and stop through the Worker's proxy routes.
+//! and a heartbeat-updated last_activity_at; message and stop through the Worker's proxy routes;
+//! the run ends by itself after gt_done.
 //!
 //! The script names the agent's branch with the model server's `{{branch}}` placeholder (read
 //! from the polecat prompt), since sling picks the polecat and the bead id.
@@ -48,10 +49,10 @@ async fn a_slung_bead_is_dispatched_worked_pushed_and_done() {
                 "test \"$(git rev-parse --abbrev-ref HEAD)\" = {{branch}} && echo work > work.txt && git add work.txt && \
                  git commit -qm 'agent work' && git push -q origin {{branch}} && echo pushed",
             ),
+            Step::text("pushed my work"),
+            // The follow-up message sent through the Worker's proxy route starts this turn.
             Step::tool("gt_done", json!({"branch": "{{branch}}", "summary": "added work.txt"})),
             Step::text("done"),
-            // The follow-up message sent through the Worker's proxy route.
-            Step::text("follow-up handled"),
         ],
     );
     let slung = dev.post(&format!("/api/rigs/{rig}/sling"), json!({"title": "Add work.txt", "body": format!("Create work.txt. {}", marker("e2e"))})).await;
@@ -62,20 +63,46 @@ async fn a_slung_bead_is_dispatched_worked_pushed_and_done() {
     let prefix: String = bead.chars().filter(|c| *c != '-').take(8).collect();
     let branch = format!("polecat/{name}/{prefix}");
 
-    // The scheduler dispatches; the agent works and calls gt_done through the control server.
+    // The scheduler dispatches; the agent works and pushes. A message through the Worker's
+    // container proxy route reaches it, and it calls gt_done through the control server.
+    model
+        .wait_until(TURN, |reqs| reqs.iter().any(|r| r.tool_results().iter().any(|t| t.contains("pushed"))))
+        .await
+        .expect("the agent pushed");
+    let m = wait_for("the message to be taken", TURN, async || {
+        let m = dev.post(&format!("/api/towns/{town}/container/agents/{agent}/message"), json!({"prompt": "one more thing"})).await;
+        (m.status == 200).then_some(m)
+    })
+    .await;
+    assert_eq!(m.body, json!({"sent": true}), "{m:?}");
+    model
+        .wait_until(TURN, |reqs| reqs.iter().any(|r| r.user_texts().iter().any(|t| t.contains("one more thing"))))
+        .await
+        .expect("the follow-up reached the model");
     let review = wait_for("the review entry", TURN, async || {
         let q = dev.get(&format!("/api/rigs/{rig}/review-queue")).await;
         q.data().as_array().and_then(|a| a.first().cloned())
     })
     .await;
-    assert_eq!((&review["branch"], &review["bead_id"], &review["agent_id"], &review["status"]), (&json!(branch), &json!(bead), &json!(agent), &json!("pending")));
+    assert_eq!((&review["branch"], &review["bead_id"], &review["agent_id"]), (&json!(branch), &json!(bead), &json!(agent)));
     assert_eq!(review["summary"], "added work.txt");
+    // The refinery takes it from there: merged into main, the bead closed.
+    let merged = wait_for("the merge", TURN, async || {
+        let q = dev.get(&format!("/api/rigs/{rig}/review-queue")).await;
+        q.data().as_array().and_then(|a| a.first().cloned()).filter(|e| e["status"] != "pending" && e["status"] != "running")
+    })
+    .await;
+    assert_eq!(merged["status"], "merged", "{merged}");
+    assert_eq!(dev.get(&format!("/api/rigs/{rig}/beads/{bead}")).await.data()["status"], "closed");
+    let main = origin.log("main").expect("main");
+    assert!(main.first().is_some_and(|c| c.starts_with("Gastown Refinery|refinery@gastown.local|Merge polecat/")), "{main:?}");
     let a = dev.get(&format!("/api/rigs/{rig}/agents/{agent}")).await;
     assert_eq!((a.data()["status"].clone(), a.data()["current_hook_bead_id"].clone()), (json!("idle"), Value::Null));
 
-    // The pushed commit is in the origin, by the agent's git identity.
-    let log = origin.log(&branch).expect("branch pushed to origin");
-    assert_eq!(log.first().map(String::as_str), Some(format!("{name} (gastown)|{name}@gastown.local|agent work").as_str()), "{log:?}");
+    // The agent's commit is on main, by the agent's git identity (its branch was deleted
+    // after the merge).
+    assert!(main.iter().any(|c| c == &format!("{name} (gastown)|{name}@gastown.local|agent work")), "{main:?}");
+    assert!(origin.log(&branch).is_none(), "the merged branch is deleted");
 
     // The model got the Worker's prompts: the bead as the first message, the polecat system prompt.
     let reqs = model.requests_for("e2e");
@@ -86,7 +113,7 @@ async fn a_slung_bead_is_dispatched_worked_pushed_and_done() {
     // The bead's event log tells the story.
     let events = dev.get(&format!("/api/rigs/{rig}/beads/{bead}/events?limit=100")).await;
     let kinds: Vec<&str> = events.data().as_array().expect("events").iter().filter_map(|e| e["kind"].as_str()).collect();
-    for k in ["created", "hooked", "agent_dispatched", "review_submitted", "unhooked"] {
+    for k in ["created", "hooked", "agent_dispatched", "review_submitted", "unhooked", "merge_started", "merged", "closed"] {
         assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
     }
     assert_eq!(kinds.iter().filter(|k| **k == "agent_dispatched").count(), 1, "dispatched once: {kinds:?}");
@@ -97,21 +124,15 @@ async fn a_slung_bead_is_dispatched_worked_pushed_and_done() {
     })
     .await;
 
-    // Message and stop through the Worker's container proxy routes reach the agent.
-    let m = dev.post(&format!("/api/towns/{town}/container/agents/{agent}/message"), json!({"prompt": "one more thing"})).await;
-    assert_eq!((m.status, m.body.clone()), (200, json!({"sent": true})), "{m:?}");
-    model
-        .wait_until(TURN, |reqs| reqs.iter().any(|r| r.user_texts().iter().any(|t| t.contains("one more thing"))))
-        .await
-        .expect("the follow-up reached the model");
-    let s = dev.post(&format!("/api/towns/{town}/container/agents/{agent}/stop"), json!({})).await;
-    assert_eq!((s.status, s.body.clone()), (200, json!({"stopped": true})), "{s:?}");
-    let st = wait_for("the agent to stop", Duration::from_secs(60), async || {
+    // Its work done, the run ends by itself: the container reports it exited (through the
+    // Worker's proxy route), and a stop through the proxy is a no-op.
+    let st = wait_for("the run to end", Duration::from_secs(60), async || {
         let r = dev.get(&format!("/api/towns/{town}/container/agents/{agent}/status")).await;
-        matches!(r.body["status"].as_str(), Some("exited") | Some("failed")).then_some(r.body)
+        (r.body["status"] == "exited").then_some(r.body)
     })
     .await;
-    assert!(st["exitCode"].is_number() || st["status"] == "failed", "{st}");
+    let s = dev.post(&format!("/api/towns/{town}/container/agents/{agent}/stop"), json!({})).await;
+    assert_eq!((s.status, s.body.clone()), (200, json!({"stopped": true})), "{s:?}");
 
     // The batched heartbeat carries the container's last activity time of the agent into the
     // RigDO: once the agent has ended, its time stops changing and the RigDO's copy equals it.

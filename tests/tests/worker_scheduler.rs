@@ -27,6 +27,12 @@ struct Stub {
     dying_rig: Option<String>,
     /// `POST /agents/:id/credentials` calls: agent id and body.
     credentials: Vec<(String, Value)>,
+    /// Starts on this rig are refused as "at capacity" (429) while set.
+    full_rig: Option<String>,
+    /// Agents of this rig take messages into their session (the others answer 404).
+    chatty_rig: Option<String>,
+    /// `POST /agents/:id/message` calls that were taken: agent id and prompt.
+    messages: Vec<(String, String)>,
 }
 
 type Shared = Arc<Mutex<Stub>>;
@@ -38,6 +44,9 @@ async fn control(State(stub): State<Shared>, uri: Uri, headers: HeaderMap, body:
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let token = headers.get("x-container-token").and_then(|t| t.to_str().ok()).map(str::to_string);
         let (agent, rig) = (v["agentId"].as_str().unwrap_or("").to_string(), v["rigId"].as_str().unwrap_or("").to_string());
+        if s.full_rig.as_ref() == Some(&rig) {
+            return (StatusCode::TOO_MANY_REQUESTS, axum::Json(json!({"error": "at capacity: 1 of 1 agents are running; try again when one finishes"})));
+        }
         s.rigs.insert(agent.clone(), rig);
         s.starts.push((v, token));
         return (StatusCode::CREATED, axum::Json(json!({"agentId": agent, "status": "starting"})));
@@ -45,6 +54,15 @@ async fn control(State(stub): State<Shared>, uri: Uri, headers: HeaderMap, body:
     if let Some(agent) = path.strip_prefix("/agents/").and_then(|p| p.strip_suffix("/credentials")) {
         s.credentials.push((agent.to_string(), serde_json::from_slice(&body).unwrap_or(Value::Null)));
         return (StatusCode::OK, axum::Json(json!({"updated": true})));
+    }
+    if let Some(agent) = path.strip_prefix("/agents/").and_then(|p| p.strip_suffix("/message")) {
+        let chatty = s.rigs.get(agent).is_some_and(|r| Some(r) == s.chatty_rig.as_ref());
+        if chatty {
+            let prompt = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["prompt"].as_str().map(str::to_string)).unwrap_or_default();
+            s.messages.push((agent.to_string(), prompt));
+            return (StatusCode::OK, axum::Json(json!({"sent": true})));
+        }
+        return (StatusCode::NOT_FOUND, axum::Json(json!({"error": "agent not found"})));
     }
     if let Some(agent) = path.strip_prefix("/agents/").and_then(|p| p.strip_suffix("/status")) {
         let dying = s.rigs.get(agent).is_some_and(|r| Some(r) == s.dying_rig.as_ref());
@@ -175,4 +193,76 @@ async fn scheduler_dispatches_witnesses_retries_then_fails_and_reminds() {
     assert_eq!((&claims["agentId"], &claims["rigId"]), (&json!(worker), &json!(steady)));
     assert!(claims["exp"].as_u64() > first_claims["exp"].as_u64(), "{claims} vs {first_claims}");
     assert!(stub.lock().expect("stub").credentials.iter().all(|(a, _)| *a == worker), "only running agents are refreshed");
+}
+
+/// The same scheduler, for the town's limits and its reminders: a container at capacity keeps
+/// the bead queued (no attempt spent, the reason shown once) until it has room; reminders and
+/// "you have mail" reach a running agent's session as messages, rate limited.
+#[tokio::test]
+async fn a_full_container_queues_work_and_reminders_reach_the_session() {
+    let stub: Shared = Arc::default();
+    let app = Router::new().fallback(control).with_state(stub.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dev = WranglerDev::start_with_env(&[
+        ("CONTAINER_URL", &url),
+        ("GASTOWN_MODEL", "scripted/m-1"),
+        ("SCHEDULER_TICK_MS", "300"),
+        ("SCHEDULER_MAX_DISPATCH_ATTEMPTS", "2"),
+        ("SCHEDULER_GUPP_AFTER_MS", "1500"),
+        ("SCHEDULER_NUDGE_EVERY_MS", "500"),
+    ])
+    .await;
+    let town = dev.post("/api/towns", json!({"name": "limits"})).await.data()["id"].as_str().expect("town").to_string();
+    let rig = |name: &'static str| {
+        let dev = &dev;
+        let town = town.clone();
+        async move { dev.post(&format!("/api/towns/{town}/rigs"), json!({"name": name, "git_url": format!("https://github.com/o/{name}.git")})).await.data()["id"].as_str().expect("rig").to_string() }
+    };
+    let (full, chatty) = (rig("full").await, rig("chatty").await);
+    {
+        let mut s = stub.lock().expect("stub");
+        s.full_rig = Some(full.clone());
+        s.chatty_rig = Some(chatty.clone());
+    }
+
+    // At capacity: many passes later (well past the 2-attempt limit) the bead still waits.
+    let sling = dev.post(&format!("/api/rigs/{full}/sling"), json!({"title": "Wait your turn"})).await;
+    let (agent, bead) = (sling.data()["agent"]["id"].as_str().expect("agent").to_string(), sling.data()["bead"]["id"].as_str().expect("bead").to_string());
+async fn events(dev: &WranglerDev, rig: String, bead: String) -> Vec<Value> {
+        let e = dev.get(&format!("/api/rigs/{rig}/beads/{bead}/events?limit=100")).await;
+        e.data().as_array().cloned().unwrap_or_default()
+    }
+    wait_for("the queued reason", 30, async || events(&dev, full.clone(), bead.clone()).await.into_iter().find(|e| e["kind"] == "queued")).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let b = dev.get(&format!("/api/rigs/{full}/beads/{bead}")).await;
+    assert_eq!(b.data()["status"], "in_progress", "{b:?}");
+    let a = dev.get(&format!("/api/rigs/{full}/agents/{agent}")).await;
+    assert_eq!(a.data()["current_hook_bead_id"], json!(bead));
+    let kinds: Vec<String> = events(&dev, full.clone(), bead.clone()).await.iter().filter_map(|e| e["kind"].as_str().map(str::to_string)).collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "queued").count(), 1, "the reason is shown once: {kinds:?}");
+    assert!(!kinds.iter().any(|k| k == "agent_dispatched" || k == "agent_exited"), "{kinds:?}");
+    let queued = events(&dev, full.clone(), bead.clone()).await.into_iter().find(|e| e["kind"] == "queued").expect("queued");
+    assert!(queued["data"]["reason"].as_str().is_some_and(|r| r.contains("capacity")), "{queued}");
+    // Room again: the bead is dispatched.
+    stub.lock().expect("stub").full_rig = None;
+    wait_for("the dispatch once there is room", 30, async || events(&dev, full.clone(), bead.clone()).await.into_iter().find(|e| e["kind"] == "agent_dispatched")).await;
+
+    // A running agent idle on its hook gets GUPP in its session, and a note about new mail.
+    let sling = dev.post(&format!("/api/rigs/{chatty}/sling"), json!({"title": "Talk to me"})).await;
+    let talker = sling.data()["agent"]["id"].as_str().expect("agent").to_string();
+    let gupp = wait_for("GUPP in the session", 30, async || stub.lock().expect("stub").messages.iter().find(|(a, p)| *a == talker && p.contains("Work is on your hook")).cloned()).await;
+    assert!(gupp.1.contains("gt_done"));
+    let p = dev.get(&format!("/api/rigs/{chatty}/agents/{talker}/prime")).await;
+    assert!(p.data()["undelivered_mail"].as_array().is_some_and(|m| m.iter().all(|x| x["from_agent_id"] != "gastown-scheduler")), "a delivered reminder is not left as unread mail: {p:?}");
+    let sender = dev.post(&format!("/api/rigs/{chatty}/agents"), json!({"role": "polecat", "name": "sender", "identity": "sender@chatty"})).await;
+    let sender = sender.data()["id"].as_str().expect("sender").to_string();
+    let m = dev.post(&format!("/api/rigs/{chatty}/mail"), json!({"from_agent_id": sender, "to_agent_id": talker, "subject": "hi", "body": "please hurry"})).await;
+    assert_eq!(m.status, 201, "{m:?}");
+    let nudge = wait_for("the mail note", 30, async || stub.lock().expect("stub").messages.iter().find(|(a, p)| *a == talker && p.contains("unread mail")).cloned()).await;
+    assert!(nudge.1.contains("1 unread") && !nudge.1.contains("please hurry"), "the note points at the tool, the mail is read through it: {}", nudge.1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let notes = stub.lock().expect("stub").messages.iter().filter(|(a, p)| *a == talker && p.contains("unread mail")).count();
+    assert!(notes <= 4, "rate limited to one every 500 ms: {notes}");
 }

@@ -12,7 +12,7 @@ use crate::auth::{check_body_agent, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::query;
 use crate::requests::{
-    parse_body, CheckpointRequest, DoneRequest, HookRequest, NewAgent, NewBead, NewEscalation, NewMail,
+    parse_body, CheckpointRequest, DoneRequest, HookRequest, NewAgent, NewBead, NewConvoy, NewEscalation, NewMail,
     NewReview, NewRig, NewTown, RigConfigInput, SlingRequest, StatusUpdate,
 };
 use crate::routes::Route;
@@ -41,6 +41,8 @@ pub enum FollowUp {
     IdentityFromSling,
     /// `data` is a done result: count a completed bead for the agent's identity.
     Completion,
+    /// `data` is a convoy: as [`FollowUp::IdentityFromSling`] for each new polecat.
+    IdentityFromConvoy,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -134,6 +136,12 @@ pub fn plan(req: &Incoming) -> ApiResult<Plan> {
         }
         ListReviews { rig: r } => rig(r, RigOp::ListReviews(query::review_filter(req.query)?)),
         ListEvents { rig: r } => rig(r, RigOp::ListEvents(query::event_filter(req.query, None)?)),
+        CreateConvoy { rig: r } => {
+            let c: NewConvoy = parse_body(body)?;
+            created(r.clone(), RigOp::CreateConvoy { rig_id: r, convoy: c }, FollowUp::IdentityFromConvoy)
+        }
+        ListConvoys { rig: r } => rig(r, RigOp::ListConvoys),
+        GetConvoy { rig: r, convoy } => rig(r, RigOp::GetConvoy { convoy_id: convoy }),
         BeadEvents { rig: r, bead } => rig(r, RigOp::ListEvents(query::event_filter(req.query, Some(bead))?)),
         CreateTown => {
             let t: NewTown = parse_body(body)?;
@@ -184,8 +192,8 @@ fn heartbeat(town: &str, body: &[u8]) -> ApiResult<Plan> {
     Ok(Plan::Heartbeat { rig_updates: per_rig.into_iter().collect() })
 }
 
-/// The identity op a rig op's result calls for, if any.
-pub fn follow_up(kind: FollowUp, rig_id: &str, data: &Value) -> Option<(String, IdentityOp)> {
+/// The identity ops a rig op's result calls for (none, one, or one per new polecat).
+pub fn follow_up(kind: FollowUp, rig_id: &str, data: &Value) -> Vec<(String, IdentityOp)> {
     let upsert = |agent: &Value| {
         let s = |k: &str| agent[k].as_str().map(str::to_string);
         Some((
@@ -200,15 +208,15 @@ pub fn follow_up(kind: FollowUp, rig_id: &str, data: &Value) -> Option<(String, 
             },
         ))
     };
+    let from_sling = |slung: &Value| if slung["agent_created"] == json!(true) { upsert(&slung["agent"]) } else { None };
     match kind {
-        FollowUp::None => None,
-        FollowUp::IdentityFromAgent => upsert(data),
-        FollowUp::IdentityFromSling if data["agent_created"] == json!(true) => upsert(&data["agent"]),
-        FollowUp::IdentityFromSling => None,
+        FollowUp::None => Vec::new(),
+        FollowUp::IdentityFromAgent => upsert(data).into_iter().collect(),
+        FollowUp::IdentityFromSling => from_sling(data).into_iter().collect(),
+        FollowUp::IdentityFromConvoy => data["slung"].as_array().map(|all| all.iter().filter_map(from_sling).collect()).unwrap_or_default(),
         FollowUp::Completion => {
-            let identity = data["agent"]["identity"].as_str()?.to_string();
-            let bead_id = data["review_entry"]["bead_id"].as_str()?.to_string();
-            Some((identity.clone(), IdentityOp::RecordCompletion { identity, bead_id }))
+            let (Some(identity), Some(bead_id)) = (data["agent"]["identity"].as_str(), data["review_entry"]["bead_id"].as_str()) else { return Vec::new() };
+            vec![(identity.to_string(), IdentityOp::RecordCompletion { identity: identity.to_string(), bead_id: bead_id.to_string() })]
         }
     }
 }
@@ -264,10 +272,12 @@ mod tests {
     #[test]
     fn follow_ups() {
         let agent = json!({"id": "a1", "identity": "i", "name": "n", "role": "polecat"});
-        assert!(matches!(follow_up(FollowUp::IdentityFromAgent, "r", &agent), Some((i, IdentityOp::Upsert { .. })) if i == "i"));
-        assert!(follow_up(FollowUp::IdentityFromSling, "r", &json!({"agent": agent, "agent_created": false})).is_none());
+        assert!(matches!(follow_up(FollowUp::IdentityFromAgent, "r", &agent).as_slice(), [(i, IdentityOp::Upsert { .. })] if i == "i"));
+        let convoy = json!({"slung": [{"agent": agent, "agent_created": true}, {"agent": agent, "agent_created": false}]});
+        assert_eq!(follow_up(FollowUp::IdentityFromConvoy, "r", &convoy).len(), 1);
+        assert!(follow_up(FollowUp::IdentityFromSling, "r", &json!({"agent": agent, "agent_created": false})).is_empty());
         let done = json!({"agent": agent, "review_entry": {"bead_id": "b"}});
-        assert!(matches!(follow_up(FollowUp::Completion, "r", &done), Some((_, IdentityOp::RecordCompletion { .. }))));
+        assert!(matches!(follow_up(FollowUp::Completion, "r", &done).as_slice(), [(_, IdentityOp::RecordCompletion { .. })]));
     }
 
     #[test]

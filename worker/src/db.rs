@@ -64,7 +64,9 @@ pub trait Db {
     /// Runs a query and decodes each row (an object keyed by column name) into `T`.
     fn query<T: DeserializeOwned>(&self, sql: &str, params: Vec<SqlValue>) -> ApiResult<Vec<T>>;
 
-    /// Runs a statement; returns the number of rows it wrote.
+    /// Runs a statement; returns the number of rows it wrote. SQLite in a Durable Object counts
+    /// index entries too (an UPDATE of an indexed column of one row writes 2 or more), so test
+    /// "did it change anything" with `> 0`, never `== 1`.
     fn exec(&self, sql: &str, params: Vec<SqlValue>) -> ApiResult<usize>;
 
     fn first<T: DeserializeOwned>(&self, sql: &str, params: Vec<SqlValue>) -> ApiResult<Option<T>> {

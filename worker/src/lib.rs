@@ -19,6 +19,7 @@ pub mod jwt;
 pub mod model;
 pub mod prompts;
 pub mod query;
+pub mod refinery;
 pub mod requests;
 pub mod rig;
 pub mod routes;

@@ -42,7 +42,7 @@ impl Default for Priority {
     }
 }
 wire_enum!(AgentStatus { Idle = "idle", Working = "working", Blocked = "blocked", Dead = "dead" });
-wire_enum!(ReviewStatus { Pending = "pending", Running = "running", Merged = "merged", Failed = "failed" });
+wire_enum!(ReviewStatus { Pending = "pending", Running = "running", Merged = "merged", Rework = "rework", Failed = "failed" });
 wire_enum!(
     /// What happened to a bead (or, for mail, to the rig): the bead event log.
     EventKind {
@@ -55,6 +55,12 @@ wire_enum!(
         ReviewSubmitted = "review_submitted",
         AgentDispatched = "agent_dispatched",
         AgentExited = "agent_exited",
+        MergeStarted = "merge_started",
+        Merged = "merged",
+        Rework = "rework",
+        Escalated = "escalated",
+        Nudged = "nudged",
+        Queued = "queued",
     }
 );
 pub use shared_types::AgentRole;
@@ -115,6 +121,10 @@ pub struct ReviewEntry {
     pub summary: Option<String>,
     pub created_at: String,
     pub processed_at: Option<String>,
+    /// The refinery's outcome once processed: `{state, commit?, detail?, output?}` (our
+    /// addition to the reference's record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,6 +155,9 @@ pub struct RigConfig {
     pub git_url: String,
     pub default_branch: String,
     pub updated_at: String,
+    /// How reviewed branches are merged (`merge_gates`, `max_rework_rounds`, ...).
+    #[serde(flatten)]
+    pub merge: crate::refinery::MergeSettings,
 }
 
 #[cfg(test)]

@@ -45,6 +45,20 @@ pub fn bead_prompt(bead: &Bead) -> String {
     )
 }
 
+/// The first message of a rework round: why the last merge of the bead's branch failed (the
+/// refinery's report), what to do about it, then the bead itself.
+pub fn rework_prompt(bead: &Bead, note: &str, default_branch: &str) -> String {
+    format!(
+        "Your branch for bead `{id}` could not be merged into `{default_branch}`. The refinery reported:\n\n\
+         <merge-report>\n{note}\n</merge-report>\n\n\
+         Rework it in your worktree: fetch origin and merge `origin/{default_branch}` into your branch \
+         (`git fetch origin && git merge origin/{default_branch}`), resolve the conflicts or fix what failed, \
+         commit, push your branch (never force-push), and call gt_done again.\n\n{bead}",
+        id = bead.id,
+        bead = bead_prompt(bead),
+    )
+}
+
 /// The tools every agent has, with when to use each (kept in step with the container's tool
 /// definitions, container/src/tools/defs.rs; a test checks the names).
 pub const TOOL_GUIDE: &[(&str, &str)] = &[

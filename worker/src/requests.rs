@@ -330,6 +330,33 @@ impl Validate for SlingRequest {
     }
 }
 
+/// Most beads in one convoy.
+pub const MAX_CONVOY_BEADS: usize = 50;
+
+/// `POST /api/rigs/:rigId/convoys` (internal): beads slung together as one convoy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewConvoy {
+    pub title: String,
+    /// Each as a sling request (its own `convoy_id`, if any, is replaced by the new convoy's).
+    pub beads: Vec<SlingRequest>,
+}
+
+impl Validate for NewConvoy {
+    fn check(&self, i: &mut Issues) {
+        i.add("title", text(&self.title, MAX_TITLE));
+        if self.beads.is_empty() || self.beads.len() > MAX_CONVOY_BEADS {
+            i.add("beads", Err(format!("must list 1 to {MAX_CONVOY_BEADS} beads")));
+        }
+        for (n, b) in self.beads.iter().enumerate() {
+            let mut inner = Issues::default();
+            b.check(&mut inner);
+            for issue in inner.0 {
+                i.add(&format!("beads[{n}].{}", issue.field), Err(issue.message));
+            }
+        }
+    }
+}
+
 /// `PUT /api/rigs/:rigId/config` (internal), also sent by the TownDO when it creates a rig.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RigConfigInput {
@@ -339,6 +366,10 @@ pub struct RigConfigInput {
     pub default_branch: String,
     #[serde(default)]
     pub name: Option<String>,
+    /// Merge settings (`merge_gates`, `gate_timeout_secs`, `max_rework_rounds`,
+    /// `delete_merged_branches`, `merge_strategy`), each optional.
+    #[serde(flatten)]
+    pub merge: crate::refinery::MergeSettings,
     /// Set by the Worker from its `ALLOW_LOCAL_REPOS` var, never read from the client.
     #[serde(skip_deserializing, default)]
     pub allow_local_repos: bool,
@@ -355,6 +386,7 @@ impl Validate for RigConfigInput {
         i.add("git_url", validate::git_url(&self.git_url, policy).map(|_| ()));
         i.add("default_branch", validate::branch(&self.default_branch));
         i.add("name", opt_text(&self.name, MAX_TITLE));
+        self.merge.check(i);
     }
 }
 
@@ -381,6 +413,9 @@ pub struct NewRig {
     pub git_url: String,
     #[serde(default = "default_branch")]
     pub default_branch: String,
+    /// Merge settings, as in [`RigConfigInput`].
+    #[serde(flatten)]
+    pub merge: crate::refinery::MergeSettings,
     #[serde(skip_deserializing, default)]
     pub allow_local_repos: bool,
 }
@@ -391,6 +426,7 @@ impl Validate for NewRig {
         i.add("name", text(&self.name, MAX_TITLE));
         i.add("git_url", validate::git_url(&self.git_url, policy).map(|_| ()));
         i.add("default_branch", validate::branch(&self.default_branch));
+        self.merge.check(i);
     }
 }
 

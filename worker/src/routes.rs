@@ -60,6 +60,9 @@ pub enum Route {
     ListReviews { rig: String },
     ListEvents { rig: String },
     BeadEvents { rig: String, bead: String },
+    CreateConvoy { rig: String },
+    ListConvoys { rig: String },
+    GetConvoy { rig: String, convoy: String },
     // Towns (internal only).
     CreateTown,
     GetTown { town: String },
@@ -143,6 +146,11 @@ pub fn parse(method: Method, path: &str) -> ApiResult<Route> {
                 ["config"] => allow!(Get => Route::GetRigConfig { rig: rig.clone() }, Put => Route::PutRigConfig { rig }),
                 ["sling"] => allow!(Post => Route::Sling { rig }),
                 ["events"] => allow!(Get => Route::ListEvents { rig }),
+                ["convoys"] => allow!(Post => Route::CreateConvoy { rig: rig.clone() }, Get => Route::ListConvoys { rig }),
+                ["convoys", convoy] => {
+                    let convoy = id("convoyId", convoy)?;
+                    allow!(Get => Route::GetConvoy { rig, convoy })
+                }
                 _ => Err(not_found()),
             }
         }
@@ -211,7 +219,7 @@ impl Route {
             | CheckMail { rig: r, agent: a }
             | AgentHeartbeat { rig: r, agent: a } => agent(r, a),
             GetRigConfig { .. } | PutRigConfig { .. } | Sling { .. } | ListReviews { .. } | ListEvents { .. }
-            | BeadEvents { .. } | CreateTown | GetTown { .. } | CreateRig { .. } | ListRigs { .. }
+            | BeadEvents { .. } | CreateConvoy { .. } | ListConvoys { .. } | GetConvoy { .. } | CreateTown | GetTown { .. } | CreateRig { .. } | ListRigs { .. }
             | CreateTownEscalation { .. } | ListTownEscalations { .. } | ContainerProxy { .. } | GetIdentity { .. } => {
                 Access::Internal
             }
@@ -263,6 +271,8 @@ mod tests {
         );
         assert_eq!(parse(Get, "/api/rigs/r1/agents/a1").map(|r| r.access()), Ok(Access::Rig { rig: "r1".into(), agent: None }));
         assert_eq!(parse(Post, "/api/rigs/r1/sling").map(|r| r.access()), Ok(Access::Internal));
+        assert_eq!(parse(Post, "/api/rigs/r1/convoys").map(|r| r.access()), Ok(Access::Internal));
+        assert_eq!(parse(Get, "/api/rigs/r1/convoys/c1").map(|r| r.access()), Ok(Access::Internal));
         assert_eq!(parse(Post, "/api/towns/t/container/agents/start").map(|r| r.access()), Ok(Access::Internal));
         assert_eq!(parse(Post, "/api/towns/t/container/heartbeat").map(|r| r.access()), Ok(Access::Container));
     }

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
 use crate::requests::{
-    AgentFilter, BeadFilter, DoneRequest, EventFilter, NewAgent, NewBead, NewEscalation, NewMail, NewReview, NewRig,
+    AgentFilter, BeadFilter, DoneRequest, EventFilter, NewAgent, NewBead, NewConvoy, NewEscalation, NewMail, NewReview, NewRig,
     NewTown, ReviewFilter, RigConfigInput, SlingRequest, StatusUpdate,
 };
 
@@ -49,12 +49,16 @@ pub enum RigOp {
     CreateEscalation(NewEscalation),
     Sling { rig_id: String, sling: SlingRequest },
     ListEvents(EventFilter),
+    CreateConvoy { rig_id: String, convoy: NewConvoy },
+    ListConvoys,
+    GetConvoy { convoy_id: String },
 }
 
 impl RigOp {
-    /// Ops after which hooked work may wait for a dispatch: they arm the scheduler's alarm.
+    /// Ops after which hooked work may wait for a dispatch, or a review entry for the refinery:
+    /// they arm the scheduler's alarm.
     pub fn arms_scheduler(&self) -> bool {
-        matches!(self, Self::Hook { .. } | Self::Sling { .. } | Self::Configure { .. })
+        matches!(self, Self::Hook { .. } | Self::Sling { .. } | Self::Configure { .. } | Self::CreateConvoy { .. } | Self::SubmitReview(_) | Self::Done { .. })
     }
 }
 

@@ -29,6 +29,8 @@ pub struct Settings {
     pub gupp_after_ms: i64,
     /// `AGENT_TOKEN_TTL_SECS`: lifetime of the credential given to an agent.
     pub token_ttl_secs: u64,
+    /// `SCHEDULER_NUDGE_EVERY_MS`: least time between two "you have mail" messages to an agent.
+    pub nudge_every_ms: i64,
 }
 
 impl Settings {
@@ -40,6 +42,7 @@ impl Settings {
             grace_ms: num("SCHEDULER_COLD_START_GRACE_MS", 180_000),
             gupp_after_ms: num("SCHEDULER_GUPP_AFTER_MS", 600_000),
             token_ttl_secs: num("AGENT_TOKEN_TTL_SECS", 8 * 3600) as u64,
+            nudge_every_ms: num("SCHEDULER_NUDGE_EVERY_MS", 60_000),
         }
     }
 }
@@ -66,8 +69,30 @@ pub fn agent_token(agent: &Agent, ctx: &DispatchContext) -> String {
     jwt::sign(&claims, ctx.jwt_secret.as_bytes())
 }
 
+/// A hooked agent waiting for a dispatch, with what its start request needs.
+#[derive(Debug, Clone)]
+pub struct DueDispatch {
+    pub agent: Agent,
+    pub bead: Bead,
+    /// Starts of this bead so far (the attempt limit).
+    pub attempts: i64,
+    /// Which run of the agent this is; with the bead it names the dispatch, so a start repeated
+    /// for the same run (a lost answer) gets that run back instead of a second one.
+    pub generation: i64,
+    /// Why the bead's last merge failed, when this is a rework round.
+    pub rework_note: Option<String>,
+}
+
+impl DueDispatch {
+    /// The container's `dispatchId`: (bead, run generation).
+    pub fn dispatch_id(&self) -> String {
+        format!("{}-g{}", self.bead.id, self.generation)
+    }
+}
+
 /// `POST /agents/start` for an agent and its hooked bead.
-pub fn start_request(agent: &Agent, bead: &Bead, ctx: &DispatchContext) -> StartAgentRequest {
+pub fn start_request(due: &DueDispatch, ctx: &DispatchContext) -> StartAgentRequest {
+    let (agent, bead) = (&due.agent, &due.bead);
     let branch = validate::polecat_branch(&agent.name, &bead.id);
     let who = prompts::Identity {
         name: &agent.name,
@@ -86,13 +111,17 @@ pub fn start_request(agent: &Agent, bead: &Bead, ctx: &DispatchContext) -> Start
         role: agent.role,
         name: agent.name.clone(),
         identity: agent.identity.clone(),
-        prompt: prompts::bead_prompt(bead),
+        prompt: match &due.rework_note {
+            Some(note) => prompts::rework_prompt(bead, note, &ctx.config.default_branch),
+            None => prompts::bead_prompt(bead),
+        },
         model: ctx.model.to_string(),
         system_prompt: prompts::for_role(&who),
         git_url: ctx.config.git_url.clone(),
         branch,
         default_branch: ctx.config.default_branch.clone(),
         env_vars,
+        dispatch_id: Some(due.dispatch_id()),
     }
 }
 
@@ -134,6 +163,12 @@ pub fn token_due(issued_ms: i64, now_ms: i64, ttl_secs: u64) -> bool {
 pub const GUPP_SUBJECT: &str = "GUPP: work is on your hook";
 pub const GUPP_BODY: &str = "You have a bead on your hook and have been idle. Work is on your hook - execute it \
 immediately: call gt_prime(), do the work, commit and push, then gt_done. If you are blocked, gt_escalate.";
+/// The message that tells a working agent it has mail (the mail itself is read with the tool,
+/// which wraps it as untrusted data).
+pub fn mail_nudge(unread: i64) -> String {
+    format!("You have {unread} unread mail message(s). Call gt_mail_check to read them, then go on with your work.")
+}
+
 /// The sender of scheduler mail.
 pub const SCHEDULER_SENDER: &str = "gastown-scheduler";
 
@@ -172,10 +207,12 @@ mod tests {
             git_url: "https://github.com/o/r.git".into(),
             default_branch: "main".into(),
             updated_at: "x".into(),
+            merge: Default::default(),
         };
         let settings = Settings::from_lookup(|_| None);
         let ctx = DispatchContext { config: &config, model: "p/m", jwt_secret: "s", now_secs: 1000, settings: &settings };
-        let r = start_request(&agent(), &bead(), &ctx);
+        let mut due = DueDispatch { agent: agent(), bead: bead(), attempts: 0, generation: 2, rework_note: None };
+        let r = start_request(&due, &ctx);
         assert_eq!((r.role, r.branch.as_str(), r.default_branch.as_str()), (AgentRole::Polecat, "polecat/toast/0b6a9a2e", "main"));
         assert!(r.prompt.contains("Fix it") && r.system_prompt.contains("GUPP"));
         assert!(r.system_prompt.contains("polecat/toast/0b6a9a2e"));
@@ -183,6 +220,13 @@ mod tests {
         let token = r.env_vars.get("GASTOWN_SESSION_TOKEN").expect("token");
         let claims = jwt::verify(token, b"s", 1001).expect("valid token");
         assert_eq!((claims.agent_id.as_str(), claims.rig_id.as_str(), claims.exp), ("a1", "r1", 1000 + 8 * 3600));
+        assert_eq!(r.dispatch_id.as_deref(), Some("0b6a9a2e-7c1d-4f43-g2"), "the same run keeps its dispatch id");
+
+        // A rework round leads with the refinery's report.
+        due.rework_note = Some("Your branch conflicts with the default branch. in: a.txt".into());
+        let r = start_request(&due, &ctx);
+        assert!(r.prompt.contains("<merge-report>") && r.prompt.contains("a.txt") && r.prompt.contains("git merge origin/main"));
+        assert!(r.prompt.contains("Fix it"), "the bead is still there");
     }
 
     #[test]

@@ -87,6 +87,7 @@ impl<D: Db> Town<'_, D> {
             git_url: r.git_url.clone(),
             default_branch: r.default_branch.clone(),
             name: Some(r.name.clone()),
+            merge: r.merge.clone(),
             allow_local_repos: r.allow_local_repos,
         };
         Ok((rig_id, config))

@@ -62,6 +62,9 @@ pub struct AgentState {
     pub api_token: Option<String>,
     /// A turn of the agent's session is in progress (from Kilo's session status events).
     pub busy: bool,
+    /// The run's work is over: the agent called `gt_done` and the Worker took it. The process
+    /// is being released; a start for new work may replace the run at once.
+    pub work_done: bool,
     pub events: EventBuffer,
 }
 
@@ -113,6 +116,7 @@ impl Agent {
                 attachment: None,
                 api_token,
                 busy: false,
+                work_done: false,
                 events,
             }),
             changed: tokio::sync::Notify::new(),
@@ -149,6 +153,7 @@ impl Agent {
         s.attachment = None;
         s.api_token = api_token;
         s.busy = false;
+        s.work_done = false;
         s.events.push(AgentEventKind::Status, json!({ "status": "starting" }));
         let generation = s.generation;
         drop(s);
@@ -196,6 +201,20 @@ impl Agent {
         s.last_activity_at = SystemTime::now();
         drop(s);
         self.changed.notify_waiters();
+    }
+
+    /// Marks run `generation` as having finished its work (`gt_done` accepted). Returns false
+    /// when the record has moved on to another run or the run already ended.
+    pub fn mark_work_done(&self, generation: u64) -> bool {
+        let mut s = self.lock();
+        if s.generation != generation || !s.status.is_active() || s.work_done {
+            return false;
+        }
+        s.work_done = true;
+        s.events.push(AgentEventKind::Supervisor, json!({ "action": "work_done", "detail": "gt_done accepted; the run ends when its turn does" }));
+        drop(s);
+        self.changed.notify_waiters();
+        true
     }
 
     /// Replaces the agent's Worker credential (tokens expire under long-running agents).

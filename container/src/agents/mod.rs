@@ -10,6 +10,17 @@ pub use agent::{Agent, AgentSpec, Attachment};
 
 use crate::error::{Error, Result};
 
+/// What [`Registry::begin_start`] found.
+#[derive(Debug)]
+pub enum Claim {
+    /// A new run, `starting`, with its generation.
+    Started(Arc<Agent>, u64),
+    /// The agent's current run was started by the same dispatch: answer with it.
+    SameRun(Arc<Agent>),
+    /// The agent's run `generation` has finished its work and is being released.
+    Finishing(Arc<Agent>, u64),
+}
+
 #[derive(Debug, Default)]
 pub struct Registry {
     agents: Mutex<HashMap<String, Arc<Agent>>>,
@@ -31,22 +42,47 @@ impl Registry {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Claims the agent id for a start and returns the record with its generation.
+    /// Claims the agent id for a start (see [`Claim`]):
     /// - unknown id: a new record;
     /// - an agent that exited or failed: the same record, restarted (fresh start);
-    /// - an agent that is starting, running or stopping: 409, nothing changes.
-    pub fn begin_start(&self, spec: AgentSpec, api_token: Option<String>) -> Result<(Arc<Agent>, u64)> {
+    /// - an active agent whose run has the same `dispatchId`: that run (a repeated dispatch);
+    /// - an active agent whose run has finished its work (`gt_done`): the caller ends that run
+    ///   and claims again;
+    /// - any other active agent: 409, nothing changes.
+    ///
+    /// A new run is refused with [`Error::AtCapacity`] when `capacity` runs are active already
+    /// (counted under the same lock, so concurrent starts cannot overshoot).
+    pub fn begin_start(&self, spec: AgentSpec, api_token: Option<String>, capacity: usize) -> Result<Claim> {
         let mut agents = self.map();
+        let active = agents.values().filter(|a| a.id != spec.agent_id && a.status().is_active()).count();
+        let full = || Error::AtCapacity(format!("at capacity: {active} of {capacity} agents are running; try again when one finishes"));
         if let Some(existing) = agents.get(&spec.agent_id) {
-            let status = existing.status();
-            return match existing.restart(spec, api_token) {
-                Ok(generation) => Ok((existing.clone(), generation)),
-                Err(_) => Err(Error::Conflict(format!("agent {} is already {}", existing.id, status.as_str()))),
+            let (status, generation, same_dispatch, work_done) = {
+                let s = existing.lock();
+                let same = spec.dispatch_id.is_some() && s.spec.dispatch_id == spec.dispatch_id;
+                (s.status, s.generation, same, s.work_done)
             };
+            if !status.is_active() {
+                if active >= capacity {
+                    return Err(full());
+                }
+                let generation = existing.restart(spec, api_token).map_err(|e| Error::Conflict(e.to_string()))?;
+                return Ok(Claim::Started(existing.clone(), generation));
+            }
+            if same_dispatch {
+                return Ok(Claim::SameRun(existing.clone()));
+            }
+            if work_done {
+                return Ok(Claim::Finishing(existing.clone(), generation));
+            }
+            return Err(Error::Conflict(format!("agent {} is already {}", existing.id, status.as_str())));
+        }
+        if active >= capacity {
+            return Err(full());
         }
         let agent = Arc::new(Agent::new(spec, api_token, self.event_capacity));
         agents.insert(agent.id.clone(), agent.clone());
-        Ok((agent, 1))
+        Ok(Claim::Started(agent, 1))
     }
 
     pub fn get(&self, agent_id: &str) -> Result<Arc<Agent>> {

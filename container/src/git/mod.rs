@@ -4,6 +4,7 @@
 //! ```text
 //! rigs/<rigId>/repo                         the rig's clone (no checkout of its own)
 //! rigs/<rigId>/worktrees/<branch, / -> ~>   one agent's worktree, on the agent's branch
+//! rigs/<rigId>/refinery                     the refinery's worktree (merges, see merge.rs)
 //! ```
 //!
 //! Which tool does what (measurements in shared/reference/git-worktrees.md): the git CLI clones,
@@ -16,6 +17,7 @@
 //! Concurrency: every step that writes the shared clone's metadata runs under a per-rig lock, so
 //! two agents started on one rig at once clone it once and never race on `.git/config`.
 
+mod merge;
 mod paths;
 
 use std::collections::HashMap;
@@ -26,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use shared_types::validate::{branch_dir_name, redact_url};
 
+pub use merge::MergeJob;
 pub use paths::WorkspacePaths;
 
 use crate::process::command::{run, Finished};

@@ -34,6 +34,11 @@ impl WorkspacePaths {
         Ok(worktrees.join(dir_name))
     }
 
+    /// `rigs/<rig>/refinery`: the refinery's worktree, detached on the default branch.
+    pub fn refinery(&self, rig_id: &str) -> Result<PathBuf, String> {
+        Ok(self.rig_dir(rig_id)?.join("refinery"))
+    }
+
     /// A private folder for one supervised process's HOME, TMPDIR and Kilo config:
     /// `run/<name>` (outside every worktree, so an agent never commits it).
     pub fn run_dir(&self, name: &str) -> Result<PathBuf, String> {

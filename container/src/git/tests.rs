@@ -143,3 +143,112 @@ fn scrub_removes_credentials_from_git_output() {
     assert!(clean.contains("https://***@example.com/o/r.git"));
     assert!(clean.contains("https://plain.host/p"));
 }
+
+/// A bare origin (pushes to `main` must be accepted) and a helper to commit on one of its
+/// branches from a scratch clone.
+async fn bare_fixture() -> Fixture {
+    let f = fixture().await;
+    let bare = f._tmp.path().join("bare.git");
+    let src = f.url.trim_start_matches("file://").to_string();
+    sh(&f.reaper, f._tmp.path(), &format!("git clone -q --bare '{src}' '{}'", bare.display())).await;
+    Fixture { url: format!("file://{}", bare.display()), ..f }
+}
+
+async fn commit_on(f: &Fixture, branch: &str, file: &str, content: &str) {
+    let scratch = f._tmp.path().join(format!("scratch-{}", branch.replace('/', "-")));
+    let url = &f.url;
+    let script = format!(
+        "set -e; rm -rf '{s}'; git clone -q '{url}' '{s}'; cd '{s}'; (git checkout -q {branch} 2>/dev/null || git checkout -q -b {branch}); \
+         echo {content} > {file}; git add {file}; git -c user.name=t -c user.email=t@t commit -q -m 'write {file}'; git push -q origin {branch}",
+        s = scratch.display()
+    );
+    sh(&f.reaper, f._tmp.path(), &script).await;
+}
+
+fn job<'a>(f: &'a Fixture, branch: &'a str, gates: &'a [shared_types::MergeGate]) -> MergeJob<'a> {
+    MergeJob { rig_id: "rig1", git_url: &f.url, default_branch: "main", branch, message: "Merge it (bead b1)", gates, delete_branch: true }
+}
+
+async fn origin_git(f: &Fixture, args: &str) -> String {
+    sh(&f.reaper, f._tmp.path(), &format!("git -C '{}' {args}", f.url.trim_start_matches("file://"))).await.trim().to_string()
+}
+
+#[tokio::test]
+async fn a_clean_branch_is_merged_pushed_and_deleted() {
+    let f = bare_fixture().await;
+    commit_on(&f, "polecat/a/1", "a.txt", "a").await;
+    let out = f.git.merge(&job(&f, "polecat/a/1", &[])).await;
+    assert_eq!(out.state, shared_types::MergeState::Merged, "{out:?}");
+    let head = origin_git(&f, "rev-parse main").await;
+    assert_eq!(out.commit.as_deref(), Some(head.as_str()));
+    assert_eq!(origin_git(&f, "log -1 '--format=%an|%s' main").await, "Gastown Refinery|Merge it (bead b1)");
+    assert_eq!(origin_git(&f, "rev-list --count --merges main").await, "1", "--no-ff: a merge commit");
+    assert_eq!(origin_git(&f, "branch --list polecat/a/1").await, "", "the merged branch is deleted");
+}
+
+#[tokio::test]
+async fn a_conflict_changes_nothing_and_names_the_files() {
+    let f = bare_fixture().await;
+    commit_on(&f, "polecat/a/1", "same.txt", "a").await;
+    commit_on(&f, "polecat/b/2", "same.txt", "b").await;
+    assert_eq!(f.git.merge(&job(&f, "polecat/a/1", &[])).await.state, shared_types::MergeState::Merged);
+    let before = origin_git(&f, "rev-parse main").await;
+    let out = f.git.merge(&job(&f, "polecat/b/2", &[])).await;
+    assert_eq!(out.state, shared_types::MergeState::Conflict, "{out:?}");
+    assert!(out.detail.as_deref().is_some_and(|d| d.contains("same.txt")), "{out:?}");
+    assert_eq!(origin_git(&f, "rev-parse main").await, before, "main is untouched");
+    assert_ne!(origin_git(&f, "branch --list polecat/b/2").await, "", "the branch stays for the rework");
+    // The refinery worktree is clean for the next merge.
+    commit_on(&f, "polecat/c/3", "c.txt", "c").await;
+    assert_eq!(f.git.merge(&job(&f, "polecat/c/3", &[])).await.state, shared_types::MergeState::Merged);
+}
+
+#[tokio::test]
+async fn a_failed_gate_keeps_its_output_and_pushes_nothing() {
+    let f = bare_fixture().await;
+    commit_on(&f, "polecat/a/1", "bad.txt", "x").await;
+    let gates = [
+        shared_types::MergeGate { command: "test -e README.md".into(), timeout_secs: 10 },
+        shared_types::MergeGate { command: "if [ -e bad.txt ]; then echo found bad.txt; echo \"token=$CONTAINER_TOKEN\"; exit 4; fi".into(), timeout_secs: 10 },
+    ];
+    std::env::set_var("CONTAINER_TOKEN", "server-secret");
+    let before = origin_git(&f, "rev-parse main").await;
+    let out = f.git.merge(&job(&f, "polecat/a/1", &gates)).await;
+    assert_eq!(out.state, shared_types::MergeState::GateFailed, "{out:?}");
+    assert!(out.detail.as_deref().is_some_and(|d| d.contains("exit 4")), "{out:?}");
+    let output = out.output.unwrap_or_default();
+    assert!(output.contains("found bad.txt"), "{output}");
+    assert!(!output.contains("server-secret"), "gates do not see the server's environment: {output}");
+    assert_eq!(origin_git(&f, "rev-parse main").await, before);
+    // A gate that runs over its deadline fails too.
+    let slow = [shared_types::MergeGate { command: "sleep 30".into(), timeout_secs: 1 }];
+    let out = f.git.merge(&job(&f, "polecat/a/1", &slow)).await;
+    assert_eq!(out.state, shared_types::MergeState::GateFailed, "{out:?}");
+}
+
+#[tokio::test]
+async fn a_missing_branch_fails_clearly() {
+    let f = bare_fixture().await;
+    let out = f.git.merge(&job(&f, "polecat/none/1", &[])).await;
+    assert_eq!(out.state, shared_types::MergeState::Failed);
+    assert!(out.detail.as_deref().is_some_and(|d| d.contains("not found")), "{out:?}");
+}
+
+/// Another merge lands on main while this one runs its gates: the push is rejected, the merge
+/// is done again on the new main, and both changes end on main.
+#[tokio::test]
+async fn a_push_rejected_because_main_moved_is_merged_again() {
+    let f = bare_fixture().await;
+    commit_on(&f, "polecat/a/1", "a.txt", "a").await;
+    let t = f._tmp.path().display().to_string();
+    let mover = format!(
+        "if [ ! -e '{t}/moved' ]; then touch '{t}/moved' && git clone -q '{url}' '{t}/mover' && cd '{t}/mover' && echo m > m.txt && \
+         git add m.txt && git -c user.name=t -c user.email=t@t commit -qm mover && git push -q origin main; fi",
+        url = f.url
+    );
+    let gates = [shared_types::MergeGate { command: mover, timeout_secs: 30 }];
+    let out = f.git.merge(&job(&f, "polecat/a/1", &gates)).await;
+    assert_eq!(out.state, shared_types::MergeState::Merged, "{out:?}");
+    let files = origin_git(&f, "ls-tree --name-only main").await;
+    assert!(files.contains("a.txt") && files.contains("m.txt"), "{files}");
+}

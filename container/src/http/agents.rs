@@ -13,9 +13,19 @@ use super::extract::{AgentId, JsonBody, OptionalJsonBody, QueryParams};
 use super::AppState;
 use crate::error::Result;
 
-pub async fn start(State(state): State<AppState>, JsonBody(request): JsonBody<StartAgentRequest>) -> Result<(StatusCode, Json<AgentProcess>)> {
-    let process = state.supervisor.start(request).await?;
-    Ok((StatusCode::CREATED, Json(process)))
+#[derive(Debug, Default, Deserialize)]
+pub struct StartQuery {
+    /// Answer once the run is running (or failed) instead of once it is claimed.
+    #[serde(default)]
+    wait: bool,
+}
+
+/// 201 with the new run (`starting`; `running` with `?wait=true`); 200 with the existing run
+/// when the same dispatch is repeated.
+pub async fn start(State(state): State<AppState>, QueryParams(q): QueryParams<StartQuery>, JsonBody(request): JsonBody<StartAgentRequest>) -> Result<(StatusCode, Json<AgentProcess>)> {
+    let started = state.supervisor.start(request, q.wait).await?;
+    let status = if started.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(started.process)))
 }
 
 pub async fn list(State(state): State<AppState>) -> Json<AgentList> {

@@ -36,9 +36,9 @@ pub async fn call(State(state): State<AppState>, Path(tool): Path<String>, heade
     let key = headers.get(TOOL_KEY_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
     let server = s.server_by_tool_key(key).ok_or(Error::Unauthorized)?;
     let agent = s.registry.agent_for_session(&call.session_id).ok_or_else(|| Error::NotFound("unknown session".into()))?;
-    let (attachment, spec, token) = {
+    let (attachment, spec, token, generation) = {
         let st = agent.lock();
-        (st.attachment.clone(), st.spec.clone(), st.api_token.clone())
+        (st.attachment.clone(), st.spec.clone(), st.api_token.clone(), st.generation)
     };
     if attachment.is_none_or(|a| a.server_id != server.id || a.session_id != call.session_id) {
         return Err(Error::Forbidden("the session does not belong to this Kilo process".into()));
@@ -47,7 +47,14 @@ pub async fn call(State(state): State<AppState>, Path(tool): Path<String>, heade
     let worker_call = route(&tool, &call.args, &spec).map_err(|e| Error::bad_request(e.0))?;
     tracing::info!(agent = %agent.id, tool = %tool, path = %worker_call.path, "forwarding tool call");
     match forward(&s.http, api_url, token.as_deref(), worker_call).await {
-        Ok(output) => Ok(Json(ToolOutput { output })),
+        Ok(output) => {
+            if tool == "gt_done" {
+                // The Worker took the branch: this run's work is over (lesson 3: done is the
+                // done tool, never an idle session).
+                s.work_done(&agent, generation);
+            }
+            Ok(Json(ToolOutput { output }))
+        }
         Err(e) => {
             agent.record(AgentEventKind::Error, json!({ "message": e.0, "source": "tool", "tool": tool }));
             Err(Error::Agent(e.0))

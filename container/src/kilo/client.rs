@@ -71,6 +71,21 @@ impl KiloClient {
         self.post_in(&format!("/session/{session}/prompt_async"), directory, Some(&body)).await.map(|_| ())
     }
 
+    /// `GET /session/{id}/message?limit=N`: the session's last `limit` messages, oldest first,
+    /// each `{info: {id, role, parentID?, time: {created, completed?}, finish?, error?}, parts}`.
+    pub async fn last_messages(&self, session: &str, directory: &Path, limit: usize) -> Result<Vec<Value>, KiloError> {
+        let res = self
+            .http
+            .get(format!("{}/session/{session}/message", self.base))
+            .query(&[("directory", directory.to_string_lossy().to_string()), ("limit", limit.to_string())])
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| KiloError::Unreachable(e.without_url().to_string()))?;
+        let body = checked(res).await?;
+        serde_json::from_str(&body).map_err(|_| KiloError::Unexpected("message list is not a JSON array".into()))
+    }
+
     /// `POST /session/{id}/abort`: ends the running turn, if any.
     pub async fn abort(&self, session: &str, directory: &Path) -> Result<(), KiloError> {
         self.post_in(&format!("/session/{session}/abort"), directory, None).await.map(|_| ())

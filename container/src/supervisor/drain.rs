@@ -17,10 +17,20 @@ use crate::agents::Agent;
 const DRAIN_PROMPT: &str = "The container is shutting down in a few seconds. Commit your work now and push your \
 branch; do not start anything new. Anything not pushed will be saved as a WIP commit.";
 
+/// How many of a session's last messages the drain reads to find its prompt and the answer.
+const HISTORY: usize = 50;
+/// How often the drain looks at the sessions while it waits.
+const POLL: Duration = Duration::from_millis(250);
+
 impl Supervisor {
-    /// Asks running agents to push, waits (bounded by `SHUTDOWN_DRAIN_MS`) for their turns to end,
-    /// then saves each one's worktree. Failures are logged and recorded as events; they never
-    /// hold up the shutdown beyond the git timeout.
+    /// Asks running agents to push, waits (bounded by `SHUTDOWN_DRAIN_MS`) until each one's
+    /// session shows the request answered, then saves each one's worktree. Failures are logged
+    /// and recorded as events; they never hold up the shutdown beyond the git timeout.
+    ///
+    /// The wait reads the session's history rather than its busy flag: a request that arrives
+    /// mid-turn is queued by Kilo behind the running turn (the session never looks idle in
+    /// between), and one that arrives between turns takes a moment to turn the session busy.
+    /// Both are answered only when an assistant reply to the request itself has finished.
     pub(super) async fn drain(self: &Arc<Self>) {
         let running: Vec<Arc<Agent>> = self.registry.all().into_iter().filter(|a| a.status() == ProcessStatus::Running).collect();
         if running.is_empty() {
@@ -29,20 +39,50 @@ impl Supervisor {
         let window = self.config.shutdown_drain;
         if !window.is_zero() {
             let asks = running.iter().map(|a| self.message(&a.id, SendMessageRequest { prompt: DRAIN_PROMPT.into() }));
+            let mut waiting = Vec::new();
             for (agent, result) in running.iter().zip(futures_util::future::join_all(asks).await) {
-                if let Err(e) = result {
-                    tracing::warn!(agent = %agent.id, error = %e, "could not ask the agent to push before shutdown");
+                match result {
+                    Ok(()) => waiting.push(agent.clone()),
+                    Err(e) => tracing::warn!(agent = %agent.id, error = %e, "could not ask the agent to push before shutdown"),
                 }
             }
-            // The message makes the session busy shortly after; then wait for every turn to end.
-            tokio::time::sleep(Duration::from_millis(500).min(window)).await;
             let deadline = tokio::time::Instant::now() + window;
-            while tokio::time::Instant::now() < deadline && running.iter().any(|a| a.status() == ProcessStatus::Running && a.lock().busy) {
-                tokio::time::sleep(Duration::from_millis(250)).await;
+            while !waiting.is_empty() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(POLL).await;
+                let checks = waiting.iter().map(|a| self.drain_finished(a));
+                let finished = futures_util::future::join_all(checks).await;
+                let mut still = Vec::new();
+                for (agent, done) in waiting.into_iter().zip(finished) {
+                    if !done {
+                        still.push(agent);
+                    }
+                }
+                waiting = still;
+            }
+            for agent in &waiting {
+                tracing::warn!(agent = %agent.id, "the agent did not finish its turn within the drain window");
             }
         }
         let saves = running.iter().map(|a| self.save(a));
         futures_util::future::join_all(saves).await;
+    }
+
+    /// Whether the agent no longer needs waiting for: it has answered the drain request, or
+    /// it is no longer running (nothing more will come from it).
+    async fn drain_finished(&self, agent: &Agent) -> bool {
+        let (status, attachment, workdir) = {
+            let s = agent.lock();
+            (s.status, s.attachment.clone(), s.workdir.clone())
+        };
+        let (ProcessStatus::Running, Some(attachment), Some(workdir)) = (status, attachment, workdir) else { return true };
+        let Some(server) = self.server_by_id(attachment.server_id) else { return true };
+        match server.client.last_messages(&attachment.session_id, &workdir, HISTORY).await {
+            Ok(messages) => answered(&messages, DRAIN_PROMPT),
+            Err(e) => {
+                tracing::debug!(agent = %agent.id, error = %e, "could not read the session while draining");
+                false
+            }
+        }
     }
 
     async fn save(&self, agent: &Agent) {
@@ -62,5 +102,67 @@ impl Supervisor {
                 agent.record(AgentEventKind::Error, json!({ "message": format!("saving work before shutdown failed: {e}"), "source": "drain" }));
             }
         }
+    }
+}
+
+/// Whether a session's history (oldest first, as `GET /session/{id}/message` returns it) shows
+/// `prompt` answered: after the last user message carrying it, an assistant reply to that
+/// message (its `parentID`) that ended the turn. A step that ends with tool calls (`finish: "tool-calls"`) does not end the turn;
+/// an error does.
+pub(crate) fn answered(messages: &[serde_json::Value], prompt: &str) -> bool {
+    let carries_prompt = |m: &serde_json::Value| {
+        m["info"]["role"] == "user" && m["parts"].as_array().is_some_and(|parts| parts.iter().any(|p| p["type"] == "text" && p["text"] == prompt))
+    };
+    let Some(asked) = messages.iter().rposition(carries_prompt) else { return false };
+    let asked_id = &messages[asked]["info"]["id"];
+    messages[asked + 1..].iter().any(|m| {
+        let info = &m["info"];
+        info["role"] == "assistant"
+            && &info["parentID"] == asked_id
+            && (!info["error"].is_null() || (info["time"]["completed"].is_number() && info["finish"] != "tool-calls"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn user(id: &str, text: &str) -> Value {
+        json!({ "info": { "id": id, "role": "user", "time": { "created": 1 } }, "parts": [{ "type": "text", "text": text }] })
+    }
+
+    fn assistant(parent: &str, completed: bool, finish: Option<&str>) -> Value {
+        let mut info = json!({ "id": format!("a-{parent}"), "role": "assistant", "parentID": parent, "time": { "created": 1 } });
+        if completed {
+            info["time"]["completed"] = json!(2);
+        }
+        if let Some(f) = finish {
+            info["finish"] = json!(f);
+        }
+        json!({ "info": info, "parts": [] })
+    }
+
+    #[test]
+    fn a_request_is_answered_only_by_a_finished_reply_to_it() {
+        let p = "push now";
+        // Not yet stored (prompt_async not processed yet).
+        assert!(!answered(&[user("m1", "work"), assistant("m1", true, Some("stop"))], p));
+        // Queued behind a running turn: the earlier turn finishing does not count.
+        assert!(!answered(&[user("m1", "work"), user("m2", p), assistant("m1", true, Some("stop"))], p));
+        // Being answered: a tool step, then a step still streaming.
+        let mut h = vec![user("m1", "work"), assistant("m1", true, Some("stop")), user("m2", p), assistant("m2", true, Some("tool-calls"))];
+        assert!(!answered(&h, p));
+        h.push(assistant("m2", false, None));
+        assert!(!answered(&h, p));
+        h.push(assistant("m2", true, Some("stop")));
+        assert!(answered(&h, p));
+        // A failed reply ends the turn too.
+        let mut failed = assistant("m2", false, None);
+        failed["info"]["error"] = json!({ "name": "APIError" });
+        assert!(answered(&[user("m2", p), failed], p));
+        // A second request waits for its own answer.
+        h.push(user("m3", p));
+        assert!(!answered(&h, p));
     }
 }

@@ -4,6 +4,8 @@
 //! and handles their exits.
 
 mod drain;
+mod finish;
+mod merge;
 mod message;
 mod servers;
 mod start;
@@ -39,6 +41,10 @@ pub struct Supervisor {
     /// Serializes choosing or spawning a shared Kilo server, so two starts that could share one
     /// do not both spawn.
     placement: tokio::sync::Mutex<()>,
+    /// The refinery's merge jobs.
+    merges: merge::MergeJobs,
+    /// The container's memory limit, read once at start-up (`capacity.rs`).
+    memory_limit: Option<u64>,
 }
 
 impl Supervisor {
@@ -63,6 +69,8 @@ impl Supervisor {
             control_url,
             shutting_down: AtomicBool::new(false),
             placement: tokio::sync::Mutex::new(()),
+            merges: merge::MergeJobs::default(),
+            memory_limit: crate::capacity::memory_limit(),
         }))
     }
 
@@ -72,6 +80,15 @@ impl Supervisor {
 
     pub fn uptime_ms(&self) -> u64 {
         self.started_at.elapsed().as_millis() as u64
+    }
+
+    /// How many agents may run at once now (see `capacity.rs`).
+    pub fn capacity(&self) -> usize {
+        let samples: Vec<(u64, usize)> =
+            self.server_list().iter().filter(|s| s.agent_count() > 0).filter_map(|s| Some((crate::capacity::rss(s.pid)?, s.agent_count()))).collect();
+        let configured = self.config.agent_memory / self.config.agents_per_server as u64;
+        let per_agent = crate::capacity::per_agent(configured, &samples);
+        crate::capacity::agents_that_fit(self.memory_limit, self.config.memory_reserve, per_agent, self.config.max_agents)
     }
 
     pub fn agent(&self, agent_id: &str) -> Result<Arc<Agent>> {

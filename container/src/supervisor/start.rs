@@ -1,20 +1,22 @@
-//! `POST /agents/start`: validate, claim the agent id, prepare the worktree, place the agent
-//! on a Kilo process, open its session and send the first prompt.
+//! `POST /agents/start`: validate, claim the agent id, then (in the background unless the
+//! caller asks to wait) prepare the worktree, place the agent on a Kilo process, open its
+//! session and send the first prompt.
 //!
-//! The agent is registered (as `starting`) before any slow step, so a status poll during a
-//! long clone sees `starting`, not 404. Invalid input is refused before anything is created.
-//! A stop that arrives mid-start wins: each step checks that the run is still starting and
-//! unwinds what it created if not.
+//! The answer comes as soon as the agent is registered as `starting`: a burst of starts is not
+//! served one at a time, and the slow steps' outcome shows in the agent's status, events and
+//! the heartbeat (`failed`, with the error). Invalid input is refused before anything is
+//! created. A stop that arrives mid-start wins: each step checks that the run is still
+//! starting and unwinds what it created if not.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shared_types::{AgentProcess, ProcessStatus, StartAgentRequest};
+use shared_types::{AgentProcess, ProcessStatus, StartAgentRequest, StopSignal};
 
 use super::servers::git_identity;
 use super::Supervisor;
 use crate::agents::agent::split_request;
-use crate::agents::{Agent, Attachment};
+use crate::agents::{Agent, Attachment, Claim};
 use crate::error::{Error, Result};
 use crate::git::{GitError, WorktreeRequest};
 use crate::kilo::config::AGENT_NAME;
@@ -34,16 +36,58 @@ fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
 
+/// The outcome of a start: the run, and whether this call started it (false: a repeated
+/// dispatch found the run it had started before).
+pub struct Started {
+    pub process: AgentProcess,
+    pub created: bool,
+}
+
 impl Supervisor {
-    pub async fn start(self: &Arc<Self>, request: StartAgentRequest) -> Result<AgentProcess> {
+    /// Starts a run of an agent. A start whose `dispatchId` names the agent's current run
+    /// answers with that run; a start for an agent whose run has finished its work (`gt_done`)
+    /// ends that run first; a start for an agent that is really at work is a 409.
+    ///
+    /// Without `wait` it answers once the run is claimed (`starting`) and does the rest in the
+    /// background; with `wait` it answers once the run is `running`, or with the start's error.
+    pub async fn start(self: &Arc<Self>, request: StartAgentRequest, wait: bool) -> Result<Started> {
         if self.is_shutting_down() {
             return Err(Error::ShuttingDown);
         }
         request.validate(self.config.validation_policy()).map_err(Error::invalid)?;
         let (spec, prompt, api_token) = split_request(request);
-        let (agent, generation) = self.registry.begin_start(spec, api_token)?;
-        tracing::info!(agent = %agent.id, identity = %agent.spec().identity, generation, "starting agent");
-        match self.launch(&agent, generation, &prompt).await {
+        let existing = |agent: Arc<Agent>| Ok(Started { process: agent.to_process(), created: false });
+        let capacity = self.capacity();
+        let (agent, generation) = match self.registry.begin_start(spec.clone(), api_token.clone(), capacity)? {
+            Claim::Started(agent, generation) => (agent, generation),
+            Claim::SameRun(agent) => return existing(agent),
+            Claim::Finishing(agent, finished) => {
+                tracing::info!(agent = %agent.id, "ending the finished run before the new one");
+                self.stop_run(&agent.id, Some(finished), StopSignal::Term).await?;
+                match self.registry.begin_start(spec, api_token, capacity)? {
+                    Claim::Started(agent, generation) => (agent, generation),
+                    Claim::SameRun(agent) => return existing(agent),
+                    Claim::Finishing(agent, _) => return Err(Error::Conflict(format!("agent {} is still ending its previous run", agent.id))),
+                }
+            }
+        };
+        tracing::info!(agent = %agent.id, identity = %agent.spec().identity, generation, wait, "starting agent");
+        if wait {
+            self.run_start(&agent, generation, &prompt).await?;
+        } else {
+            let this = self.clone();
+            let agent = agent.clone();
+            tokio::spawn(async move {
+                // The outcome is on the agent's record (running, or failed with the error).
+                let _ = this.run_start(&agent, generation, &prompt).await;
+            });
+        }
+        Ok(Started { process: agent.to_process(), created: true })
+    }
+
+    /// The slow part of a start; on failure the run is released and recorded as `failed`.
+    async fn run_start(self: &Arc<Self>, agent: &Arc<Agent>, generation: u64, prompt: &str) -> Result<()> {
+        match self.launch(agent, generation, prompt).await {
             Ok(t) => {
                 tracing::info!(
                     agent = %agent.id,
@@ -55,7 +99,7 @@ impl Supervisor {
                     total_ms = t.total_ms,
                     "agent running"
                 );
-                Ok(agent.to_process())
+                Ok(())
             }
             Err(e) => {
                 tracing::warn!(agent = %agent.id, error = %e, "agent start failed");

@@ -24,10 +24,16 @@ impl Supervisor {
     /// - on a shared Kilo process: its turn is aborted and it leaves the process, which is
     ///   stopped when no agent is left on it.
     pub async fn stop(self: &Arc<Self>, agent_id: &str, signal: StopSignal) -> Result<()> {
+        self.stop_run(agent_id, None, signal).await
+    }
+
+    /// [`Self::stop`] of one run: with `only`, nothing happens unless the agent's current run is
+    /// that generation (a run that ended its work must not take a newer run down with it).
+    pub(super) async fn stop_run(self: &Arc<Self>, agent_id: &str, only: Option<u64>, signal: StopSignal) -> Result<()> {
         let agent = self.agent(agent_id)?;
         let generation = {
             let s = agent.lock();
-            if !s.status.is_active() {
+            if !s.status.is_active() || only.is_some_and(|g| g != s.generation) {
                 return Ok(());
             }
             s.generation

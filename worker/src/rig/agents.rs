@@ -138,7 +138,7 @@ impl<D: Db> Rig<'_, D> {
     pub(super) fn container_heartbeat(&self, entries: &[(String, String)]) -> ApiResult<usize> {
         let mut updated = 0;
         for (agent_id, at) in entries {
-            updated += self.db.exec("UPDATE agents SET last_activity_at = ? WHERE id = ? AND status != 'dead'", params![at, agent_id])?;
+            updated += usize::from(self.db.exec("UPDATE agents SET last_activity_at = ? WHERE id = ? AND status != 'dead'", params![at, agent_id])? > 0);
         }
         Ok(updated)
     }

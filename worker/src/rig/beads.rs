@@ -11,7 +11,7 @@ use crate::params;
 use crate::requests::{BeadFilter, NewBead, NewEscalation, StatusUpdate};
 
 impl<D: Db> Rig<'_, D> {
-    pub(super) fn bead(&self, id: &str) -> ApiResult<Bead> {
+    pub fn bead(&self, id: &str) -> ApiResult<Bead> {
         self.db
             .first::<BeadRow>("SELECT * FROM beads WHERE id = ?", params![id])?
             .map(Into::into)

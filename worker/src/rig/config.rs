@@ -1,4 +1,4 @@
-//! The rig's configuration (town, git URL, default branch), set by its town.
+//! The rig's configuration (town, git URL, default branch, merge settings), set by its town.
 
 use serde::Deserialize;
 
@@ -17,14 +17,16 @@ struct Row {
     git_url: String,
     default_branch: String,
     updated_at: String,
+    merge_settings: String,
 }
 
 impl<D: Db> Rig<'_, D> {
     pub(super) fn configure(&self, rig_id: &str, c: &RigConfigInput) -> ApiResult<RigConfig> {
+        let merge = serde_json::to_string(&c.merge).map_err(|e| ApiError::Internal(e.to_string()))?;
         self.db.exec(
-            "INSERT OR REPLACE INTO rig_config (id, rig_id, town_id, name, git_url, default_branch, updated_at)
-             VALUES (1, ?, ?, ?, ?, ?, ?)",
-            params![rig_id, &c.town_id, c.name.clone(), &c.git_url, &c.default_branch, &self.now],
+            "INSERT OR REPLACE INTO rig_config (id, rig_id, town_id, name, git_url, default_branch, updated_at, merge_settings)
+             VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+            params![rig_id, &c.town_id, c.name.clone(), &c.git_url, &c.default_branch, &self.now, merge],
         )?;
         self.config()
     }
@@ -41,6 +43,8 @@ impl<D: Db> Rig<'_, D> {
             git_url: row.git_url,
             default_branch: row.default_branch,
             updated_at: row.updated_at,
+            // Stored by `configure` from validated settings; unreadable text falls back to defaults.
+            merge: serde_json::from_str(&row.merge_settings).unwrap_or_default(),
         })
     }
 }

@@ -7,8 +7,10 @@
 mod agents;
 mod beads;
 mod config;
+mod convoys;
 mod events;
 mod mail;
+mod refinery;
 mod review;
 mod rows;
 mod schedule;
@@ -60,6 +62,9 @@ impl<D: Db> Rig<'_, D> {
             RigOp::CreateEscalation(e) => to_json(self.create_escalation(&e)?),
             RigOp::Sling { rig_id, sling } => self.sling(&rig_id, &sling),
             RigOp::ListEvents(f) => to_json(self.list_events(&f)?),
+            RigOp::CreateConvoy { rig_id, convoy } => self.create_convoy(&rig_id, &convoy),
+            RigOp::ListConvoys => to_json(self.list_convoys()?),
+            RigOp::GetConvoy { convoy_id } => self.convoy(&convoy_id),
         }
     }
 }

@@ -121,6 +121,8 @@ pub struct ReviewRow {
     summary: Option<String>,
     created_at: String,
     processed_at: Option<String>,
+    #[serde(default)]
+    result: Option<String>,
 }
 
 impl From<ReviewRow> for ReviewEntry {
@@ -135,6 +137,7 @@ impl From<ReviewRow> for ReviewEntry {
             summary: r.summary,
             created_at: r.created_at,
             processed_at: r.processed_at,
+            result: r.result.as_deref().map(json_text),
         }
     }
 }

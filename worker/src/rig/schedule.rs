@@ -10,32 +10,35 @@ use crate::db::Db;
 use crate::error::ApiResult;
 use crate::model::{Agent, Bead, EventKind};
 use crate::params;
-use crate::scheduler::{GUPP_BODY, GUPP_SUBJECT, SCHEDULER_SENDER};
+use crate::scheduler::{DueDispatch, GUPP_BODY, GUPP_SUBJECT, SCHEDULER_SENDER};
 
 #[derive(Deserialize)]
 struct Due {
     id: String,
     dispatch_attempts: i64,
     dispatched_ms: Option<i64>,
+    dispatch_gen: i64,
 }
 
 /// Hooked agents the scheduler looks after (not dead).
-const HOOKED: &str = "SELECT id, dispatch_attempts, dispatched_ms FROM agents
+const HOOKED: &str = "SELECT id, dispatch_attempts, dispatched_ms, dispatch_gen FROM agents
      WHERE current_hook_bead_id IS NOT NULL AND status != 'dead' ORDER BY rowid";
 
 impl<D: Db> Rig<'_, D> {
-    /// Is there hooked work? (The alarm is armed only while there is.)
+    /// Is there hooked work or refinery work? (The alarm is armed only while there is.)
     pub fn has_work(&self) -> ApiResult<bool> {
-        Ok(!self.db.query::<Due>(HOOKED, vec![])?.is_empty())
+        Ok(!self.db.query::<Due>(HOOKED, vec![])?.is_empty() || self.has_merge_work()?)
     }
 
     /// Hooked agents not yet sent to the container, with their bead and attempts so far.
-    pub fn due_dispatches(&self) -> ApiResult<Vec<(Agent, Bead, i64)>> {
+    pub fn due_dispatches(&self) -> ApiResult<Vec<DueDispatch>> {
         let mut out = Vec::new();
         for due in self.db.query::<Due>(HOOKED, vec![])?.into_iter().filter(|d| d.dispatched_ms.is_none()) {
             let agent = self.agent(&due.id)?;
             if let Some(bead_id) = agent.current_hook_bead_id.clone() {
-                out.push((agent, self.bead(&bead_id)?, due.dispatch_attempts));
+                let rework_note = self.rework_note(&bead_id)?;
+                let bead = self.bead(&bead_id)?;
+                out.push(DueDispatch { agent, bead, attempts: due.dispatch_attempts, generation: due.dispatch_gen, rework_note });
             }
         }
         Ok(out)
@@ -67,9 +70,24 @@ impl<D: Db> Rig<'_, D> {
         self.log(agent.current_hook_bead_id.as_deref(), Some(&agent.id), EventKind::AgentExited, json!({ "reason": reason, "phase": "dispatch" }))
     }
 
-    /// The agent's process is gone without `done`: the next pass dispatches again.
+    /// The container has no room for the agent now: the bead stays hooked and waits for a later
+    /// pass, and no attempt is counted. The reason is logged once per wait (not every pass).
+    pub fn mark_queued(&self, agent: &Agent, reason: &str) -> ApiResult<()> {
+        #[derive(Deserialize)]
+        struct Last {
+            kind: String,
+        }
+        let bead = agent.current_hook_bead_id.as_deref();
+        let last: Option<Last> = self.db.first("SELECT kind FROM bead_events WHERE bead_id = ? ORDER BY rowid DESC LIMIT 1", params![bead])?;
+        if last.is_some_and(|l| l.kind == EventKind::Queued.as_str()) {
+            return Ok(());
+        }
+        self.log(bead, Some(&agent.id), EventKind::Queued, json!({ "reason": reason }))
+    }
+
+    /// The agent's process is gone without `done`: the next pass dispatches again, as a new run.
     pub fn mark_exited(&self, agent: &Agent, reason: &str) -> ApiResult<()> {
-        self.db.exec("UPDATE agents SET dispatched_ms = NULL WHERE id = ?", params![&agent.id])?;
+        self.db.exec("UPDATE agents SET dispatched_ms = NULL, dispatch_gen = dispatch_gen + 1 WHERE id = ?", params![&agent.id])?;
         self.log(agent.current_hook_bead_id.as_deref(), Some(&agent.id), EventKind::AgentExited, json!({ "reason": reason }))
     }
 
@@ -106,13 +124,40 @@ impl<D: Db> Rig<'_, D> {
         Ok(out)
     }
 
-    pub fn send_gupp(&self, agent: &Agent, now_ms: i64) -> ApiResult<()> {
+    /// Records a GUPP reminder. `delivered`: it went into the agent's session as a message;
+    /// otherwise it is left as mail (the agent reads it with gt_mail_check).
+    pub fn send_gupp(&self, agent: &Agent, now_ms: i64, delivered: bool) -> ApiResult<()> {
         let id = (self.new_id)();
         self.db.exec(
-            "INSERT INTO mail (id, from_agent_id, to_agent_id, subject, body, delivered, created_at) VALUES (?, ?, ?, ?, ?, 0, ?)",
-            params![&id, SCHEDULER_SENDER, &agent.id, GUPP_SUBJECT, GUPP_BODY, &self.now],
+            "INSERT INTO mail (id, from_agent_id, to_agent_id, subject, body, delivered, created_at, delivered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            params![&id, SCHEDULER_SENDER, &agent.id, GUPP_SUBJECT, GUPP_BODY, delivered as i64, &self.now, delivered.then(|| self.now.clone())],
         )?;
         self.db.exec("UPDATE agents SET gupp_ms = ? WHERE id = ?", params![now_ms, &agent.id])?;
-        self.log(agent.current_hook_bead_id.as_deref(), None, EventKind::MailSent, json!({ "mail_id": id, "to_agent_id": agent.id, "gupp": true }))
+        let kind = if delivered { EventKind::Nudged } else { EventKind::MailSent };
+        self.log(agent.current_hook_bead_id.as_deref(), None, kind, json!({ "mail_id": id, "to_agent_id": agent.id, "gupp": true, "delivered": delivered }))
+    }
+
+    /// Dispatched agents with unread mail that were not nudged within `every_ms`: `(agent,
+    /// unread count)`.
+    pub fn mail_nudges_due(&self, now_ms: i64, every_ms: i64) -> ApiResult<Vec<(Agent, i64)>> {
+        #[derive(Deserialize)]
+        struct Row {
+            id: String,
+            unread: i64,
+        }
+        let rows: Vec<Row> = self.db.query(
+            "SELECT a.id, COUNT(m.id) AS unread FROM agents a JOIN mail m ON m.to_agent_id = a.id AND m.delivered = 0
+             WHERE a.current_hook_bead_id IS NOT NULL AND a.dispatched_ms IS NOT NULL AND a.status != 'dead'
+               AND (a.nudged_ms IS NULL OR a.nudged_ms <= ?)
+             GROUP BY a.id ORDER BY a.rowid",
+            params![now_ms - every_ms],
+        )?;
+        rows.into_iter().map(|r| Ok((self.agent(&r.id)?, r.unread))).collect()
+    }
+
+    /// Records that the agent was told about its mail (the mail stays unread until it checks).
+    pub fn mark_nudged(&self, agent: &Agent, now_ms: i64, unread: i64) -> ApiResult<()> {
+        self.db.exec("UPDATE agents SET nudged_ms = ? WHERE id = ?", params![now_ms, &agent.id])?;
+        self.log(agent.current_hook_bead_id.as_deref(), Some(&agent.id), EventKind::Nudged, json!({ "unread_mail": unread }))
     }
 }

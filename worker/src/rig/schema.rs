@@ -1,6 +1,6 @@
 //! The RigDO's SQLite schema. Append a migration to change it; never edit a shipped one.
 
-pub const MIGRATIONS: &[&[&str]] = &[V1, V2];
+pub const MIGRATIONS: &[&[&str]] = &[V1, V2, V3];
 
 const V1: &[&str] = &[
     "CREATE TABLE rig_config (
@@ -39,4 +39,22 @@ const V1: &[&str] = &[
 const V2: &[&str] = &[
     "ALTER TABLE agents ADD COLUMN dispatched_ms INTEGER",
     "ALTER TABLE agents ADD COLUMN gupp_ms INTEGER",
+];
+
+/// A town that finishes its work (issue 8): the refinery's settings and outcomes, rework
+/// rounds, convoys, and the dispatch generation that makes a repeated start idempotent.
+const V3: &[&str] = &[
+    // Which run of the agent a dispatch is: bumped when a run is known to be gone, so a start
+    // repeated for the same run carries the same dispatch id.
+    "ALTER TABLE agents ADD COLUMN dispatch_gen INTEGER NOT NULL DEFAULT 0",
+    // When a reminder or mail was last delivered into the agent's session (rate limit).
+    "ALTER TABLE agents ADD COLUMN nudged_ms INTEGER",
+    // The rig's merge settings (refinery.rs): gates as a JSON array of commands.
+    "ALTER TABLE rig_config ADD COLUMN merge_settings TEXT NOT NULL DEFAULT '{}'",
+    // Rework rounds so far, and the reason for the next one (NULL when none is pending).
+    "ALTER TABLE beads ADD COLUMN rework_rounds INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE beads ADD COLUMN rework_note TEXT",
+    // The merge's outcome: {state, commit, detail, output}.
+    "ALTER TABLE review_queue ADD COLUMN result TEXT",
+    "CREATE TABLE convoys (id TEXT PRIMARY KEY, title TEXT NOT NULL, created_at TEXT NOT NULL, landed_at TEXT)",
 ];

@@ -41,6 +41,9 @@ struct Name {
 
 impl<D: Db> Rig<'_, D> {
     pub(super) fn sling(&self, rig_id: &str, s: &SlingRequest) -> ApiResult<Value> {
+        if let Some(convoy) = &s.convoy_id {
+            self.check_convoy(convoy)?;
+        }
         let bead = self.insert_bead(&s.bead())?;
         let idle: Option<AgentRow> = self.db.first(
             "SELECT * FROM agents WHERE role = 'polecat' AND status = 'idle' AND current_hook_bead_id IS NULL

@@ -105,7 +105,7 @@ async fn execute(plan: Plan, env: &Env) -> ApiResult<Outcome> {
         Plan::Respond { status, data } => Ok(Outcome::Json(status, data)),
         Plan::Rig { rig_id, op, status, follow_up } => {
             let data = call(env, RIG_BINDING, &rig_id, &op).await?;
-            if let Some((identity, op)) = api::follow_up(follow_up, &rig_id, &data) {
+            for (identity, op) in api::follow_up(follow_up, &rig_id, &data) {
                 if let Err(e) = call(env, IDENTITY_BINDING, &identity, &op).await {
                     worker::console_error!("identity update failed: {e}");
                 }

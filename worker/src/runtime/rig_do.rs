@@ -12,13 +12,17 @@ use super::call::{container_call, serve};
 use super::{platform, sql};
 use crate::container::NO_RUNTIME;
 use crate::error::{ApiError, ApiResult};
-use crate::model::{Agent, RigConfig};
+use crate::model::{Agent, ReviewEntry, RigConfig};
+use crate::refinery;
+use shared_types::{MergeState, MergeStatus};
 use crate::rig::{schema, Rig};
 use crate::rpc::RigOp;
 use crate::scheduler::{self, DispatchContext, Settings, Witness};
 
 /// Delay of the first scheduler pass after work is hooked.
 const FIRST_PASS_MS: u64 = 200;
+/// Starts sent to the container at once in one pass.
+const DISPATCH_CONCURRENCY: usize = 8;
 
 #[durable_object]
 pub struct RigDO {
@@ -83,29 +87,49 @@ impl RigDO {
             return Ok(false);
         };
         let town = config.town_id.clone();
+        // Beads back from the refinery go to their polecat once it is free.
+        self.with_rig(|r| r.hook_rework())?;
 
-        for (agent, bead, attempts) in self.with_rig(|r| r.due_dispatches())? {
-            if attempts >= settings.max_attempts {
-                self.with_rig(|r| r.give_up(&agent, &bead, attempts))?;
-                continue;
+        // Every due bead of the pass is dispatched at once (bounded): the container answers a
+        // start as soon as the run is claimed, so a burst is not served one at a time.
+        let mut startable = Vec::new();
+        for due in self.with_rig(|r| r.due_dispatches())? {
+            if due.attempts >= settings.max_attempts {
+                self.with_rig(|r| r.give_up(&due.agent, &due.bead, due.attempts))?;
+            } else {
+                startable.push(due);
             }
-            let now_ms = platform::now_millis();
-            let ctx = DispatchContext { config: &config, model: &model, jwt_secret: &secret, now_secs: (now_ms / 1000) as u64, settings: &settings };
-            let body = serde_json::to_value(scheduler::start_request(&agent, &bead, &ctx)).map_err(|e| ApiError::Internal(e.to_string()))?;
-            match container_call(&self.env, &town, Method::Post, "/agents/start", Some(&body)).await {
-                Ok((200..=299, _)) => {
-                    self.with_rig(|r| r.mark_dispatched(&agent, now_ms))?;
-                    self.token_issued(&agent.id, now_ms).await;
+        }
+        for batch in startable.chunks(DISPATCH_CONCURRENCY) {
+            let calls = batch.iter().map(|due| async {
+                let now_ms = platform::now_millis();
+                let ctx = DispatchContext { config: &config, model: &model, jwt_secret: &secret, now_secs: (now_ms / 1000) as u64, settings: &settings };
+                let body = serde_json::to_value(scheduler::start_request(due, &ctx)).map_err(|e| ApiError::Internal(e.to_string()))?;
+                Ok::<_, ApiError>((now_ms, container_call(&self.env, &town, Method::Post, "/agents/start", Some(&body)).await))
+            });
+            for (due, outcome) in batch.iter().zip(futures_util::future::join_all(calls).await) {
+                let agent = &due.agent;
+                let (now_ms, answer) = outcome?;
+                match answer {
+                    Ok((200..=299, _)) => {
+                        self.with_rig(|r| r.mark_dispatched(agent, now_ms))?;
+                        self.token_issued(&agent.id, now_ms).await;
+                    }
+                    Ok((503, reply)) if reply["error"].as_str().is_some_and(|e| e.starts_with(NO_RUNTIME)) => {
+                        // Nowhere to run agents: stop until new work is hooked.
+                        return Ok(false);
+                    }
+                    Ok((429, reply)) => {
+                        // The container is full: the bead waits, no attempt is spent.
+                        let reason = reply["error"].as_str().unwrap_or("the town's container is at capacity");
+                        self.with_rig(|r| r.mark_queued(agent, reason))?;
+                    }
+                    Ok((status, reply)) => {
+                        let reason = format!("start refused ({status}): {}", reply["error"].as_str().unwrap_or("no message"));
+                        self.with_rig(|r| r.mark_dispatch_failed(agent, &reason))?;
+                    }
+                    Err(e) => self.with_rig(|r| r.mark_dispatch_failed(agent, &e.to_string()))?,
                 }
-                Ok((503, reply)) if reply["error"].as_str().is_some_and(|e| e.starts_with(NO_RUNTIME)) => {
-                    // Nowhere to run agents: stop until new work is hooked.
-                    return Ok(false);
-                }
-                Ok((status, reply)) => {
-                    let reason = format!("start refused ({status}): {}", reply["error"].as_str().unwrap_or("no message"));
-                    self.with_rig(|r| r.mark_dispatch_failed(&agent, &reason))?;
-                }
-                Err(e) => self.with_rig(|r| r.mark_dispatch_failed(&agent, &e.to_string()))?,
             }
         }
 
@@ -122,11 +146,100 @@ impl RigDO {
             }
         }
 
+        self.remind(&town, &settings).await?;
+        self.refine(&town, &config).await?;
+        self.with_rig(|r| r.has_work())
+    }
+
+    /// Reminders reach the agents' sessions as messages (mail nobody reads helps no one): GUPP
+    /// for agents idle on hooked work, and a "you have mail" note for unread mail, each rate
+    /// limited. A reminder the container cannot deliver is kept as mail.
+    async fn remind(&self, town: &str, settings: &Settings) -> ApiResult<()> {
         let now_ms = platform::now_millis();
         for agent in self.with_rig(|r| r.gupp_due(now_ms, settings.gupp_after_ms))? {
-            self.with_rig(|r| r.send_gupp(&agent, now_ms))?;
+            let delivered = self.deliver(town, &agent.id, scheduler::GUPP_BODY).await;
+            self.with_rig(|r| r.send_gupp(&agent, now_ms, delivered))?;
         }
-        self.with_rig(|r| r.has_work())
+        for (agent, unread) in self.with_rig(|r| r.mail_nudges_due(now_ms, settings.nudge_every_ms))? {
+            if self.deliver(town, &agent.id, &scheduler::mail_nudge(unread)).await {
+                self.with_rig(|r| r.mark_nudged(&agent, now_ms, unread))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `text` into the agent's session; whether the container took it.
+    async fn deliver(&self, town: &str, agent_id: &str, text: &str) -> bool {
+        let path = format!("/agents/{agent_id}/message");
+        matches!(container_call(&self.env, town, Method::Post, &path, Some(&serde_json::json!({ "prompt": text }))).await, Ok((200, _)))
+    }
+
+    /// The refinery's step in a pass: one merge at a time per rig. A running merge is polled and
+    /// its outcome applied; a merge the container does not know (it restarted, or the request
+    /// was lost) is requested again; then the next pending entry is started.
+    async fn refine(&self, town: &str, config: &RigConfig) -> ApiResult<()> {
+        if let Some(entry) = self.with_rig(|r| r.running_review())? {
+            let path = format!("/rigs/{}/merges/{}", config.rig_id, entry.id);
+            match container_call(&self.env, town, Method::Get, &path, None).await {
+                Ok((200, body)) => match serde_json::from_value::<MergeStatus>(body) {
+                    Ok(status) if status.state.is_final() => {
+                        let verdict = self.with_rig(|r| r.finish_review(&entry.id, &status))?;
+                        if matches!(verdict, Some(refinery::Verdict::Escalate { .. })) {
+                            self.abandon(town, config, &entry.branch).await;
+                        }
+                    }
+                    Ok(_) => return Ok(()),
+                    Err(e) => {
+                        worker::console_error!("refinery: undecodable merge status for {}: {e}", entry.id);
+                        return Ok(());
+                    }
+                },
+                Ok((404, _)) => return self.request_merge(town, config, &entry).await,
+                Ok((status, _)) => {
+                    worker::console_error!("refinery: merge status for {} answered {status}", entry.id);
+                    return Ok(());
+                }
+                Err(e) => {
+                    worker::console_error!("refinery: merge status for {} failed: {e}", entry.id);
+                    return Ok(());
+                }
+            }
+        }
+        if let Some(entry) = self.with_rig(|r| r.next_review())? {
+            if self.with_rig(|r| r.start_review(&entry))? {
+                self.request_merge(town, config, &entry).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The bead of `branch` escalated: its worktree in the container goes (best effort).
+    async fn abandon(&self, town: &str, config: &RigConfig, branch: &str) {
+        let path = format!("/rigs/{}/worktrees/remove", config.rig_id);
+        if let Err(e) = container_call(&self.env, town, Method::Post, &path, Some(&serde_json::json!({ "branch": branch }))).await {
+            worker::console_error!("refinery: could not remove the worktree of {branch}: {e}");
+        }
+    }
+
+    /// Asks the container to merge a running entry. A request the container refuses as invalid
+    /// fails the entry (it would fail every time); other failures are retried next pass.
+    async fn request_merge(&self, town: &str, config: &RigConfig, entry: &ReviewEntry) -> ApiResult<()> {
+        let bead = self.with_rig(|r| r.bead(&entry.bead_id))?;
+        let request = refinery::merge_request(&entry.id, &entry.branch, &bead, config);
+        let body = serde_json::to_value(&request).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let path = format!("/rigs/{}/merges", config.rig_id);
+        match container_call(&self.env, town, Method::Post, &path, Some(&body)).await {
+            Ok((200 | 202, _)) => {}
+            Ok((400, reply)) => {
+                let detail = format!("the container refused the merge: {}", reply["error"].as_str().unwrap_or("invalid request"));
+                let failed = MergeStatus { review_id: entry.id.clone(), state: MergeState::Failed, commit: None, detail: Some(detail), output: None };
+                self.with_rig(|r| r.finish_review(&entry.id, &failed))?;
+                self.abandon(town, config, &entry.branch).await;
+            }
+            Ok((status, reply)) => worker::console_error!("refinery: merge of {} not started ({status}): {}", entry.id, reply["error"]),
+            Err(e) => worker::console_error!("refinery: merge of {} not started: {e}", entry.id),
+        }
+        Ok(())
     }
 }
 

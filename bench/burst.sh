@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Issue 11 benchmark: bursts of 1, 6 and 12 beads slung at once, then one sling on the warm
+# town: time to every agent's first model request, to every bead merged, and the Kilo memory
+# held afterwards (tests/benches/burst.rs). Everything real but the LLM; loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --quiet -p gastown-container
+scripts/build-worker >/dev/null 2>&1 || scripts/build-worker
+cargo bench --quiet -p gastown-e2e --bench burst

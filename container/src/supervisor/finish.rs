@@ -1,0 +1,56 @@
+//! The end of a run whose work is done: after the agent's `gt_done` has been accepted by the
+//! Worker, its Kilo session is closed and its process released, so a finished polecat holds no
+//! memory and its id can take new work.
+//!
+//! The turn that called `gt_done` is let finish first (the model answers the tool result), up
+//! to [`TURN_END_WAIT`]; then the run is stopped like a requested stop: its own Kilo process is
+//! terminated, or, on a shared process, its session is aborted and the process goes with its
+//! last agent. The worktree stays: the branch is not merged yet (the refinery removes it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared_types::StopSignal;
+
+use super::Supervisor;
+use crate::agents::Agent;
+
+/// Longest wait for the turn that called `gt_done` to end before the run is stopped anyway.
+const TURN_END_WAIT: Duration = Duration::from_secs(30);
+/// Time for the session to report the turn's end after the tool answered.
+const FIRST_LOOK: Duration = Duration::from_millis(300);
+
+impl Supervisor {
+    /// Called once the Worker accepted the agent's `gt_done` for run `generation`. Returns at
+    /// once; the run is ended in the background. A run that is stopped or replaced meanwhile
+    /// is left alone (the stop is for this generation only).
+    pub fn work_done(self: &Arc<Self>, agent: &Arc<Agent>, generation: u64) {
+        if !agent.mark_work_done(generation) {
+            return;
+        }
+        let this = self.clone();
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(FIRST_LOOK).await;
+            let _ = tokio::time::timeout(TURN_END_WAIT, async {
+                loop {
+                    {
+                        let s = agent.lock();
+                        if s.generation != generation || !s.status.is_active() || !s.busy {
+                            return;
+                        }
+                    }
+                    tokio::select! {
+                        _ = agent.changed() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                }
+            })
+            .await;
+            tracing::info!(agent = %agent.id, generation, "work done: ending the run");
+            if let Err(e) = this.stop_run(&agent.id, Some(generation), StopSignal::Term).await {
+                tracing::warn!(agent = %agent.id, error = %e, "could not end the finished run");
+            }
+        });
+    }
+}

@@ -1,0 +1,74 @@
+//! Bursts of work: 1, 6 and 12 beads slung at once (one convoy each, on a fresh rig), and then
+//! a single sling on the warm town. For each: seconds from the sling until every agent has sent
+//! its first model request, until every bead is merged, and the memory the Kilo processes hold
+//! 15 s after everything is done. Everything real but the LLM; run by bench/burst.sh.
+
+use std::time::{Duration, Instant};
+
+use gastown_e2e::model_server::{marker, ModelServer, Step};
+use gastown_e2e::origin::Origin;
+use gastown_e2e::town::LocalTown;
+use serde_json::{json, Value};
+
+fn kilo_rss_mib(parent: i32) -> u64 {
+    gastown_e2e::procs::processes()
+        .into_iter()
+        .filter(|p| p.ppid == parent)
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{}/status", p.pid)).ok())
+        .filter_map(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<u64>().ok()))
+        .sum::<u64>()
+        / 1024
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let model = ModelServer::start(Vec::<(String, Vec<Step>)>::new()).await.expect("model server");
+    let local = LocalTown::start(&model, &[], &[("SCHEDULER_TICK_MS", "1000")]).await;
+    let dev = &local.worker;
+    let town = dev.post("/api/towns", json!({"name": "burst"})).await.data()["id"].as_str().expect("town").to_string();
+    let parent = local.control.pid() as i32;
+
+    println!("| slung at once | sling -> every agent's 1st model request (s) | sling -> all merged (s) | Kilo RSS 15 s after (MiB) |");
+    println!("|---------------|----------------------------------------------|-------------------------|---------------------------|");
+    for (label, n) in [("1", 1usize), ("6", 6), ("12", 12), ("1 (warm town)", 1)] {
+        let origin = Origin::new();
+        let rig = local.rig(&town, &format!("b{n}-{}", label.len()), &origin.url()).await;
+        let names: Vec<String> = (0..n).map(|i| format!("burst-{}-{n}-{i}", label.len())).collect();
+        let specs: Vec<Value> = names
+            .iter()
+            .map(|name| {
+                model.set_script(
+                    name.as_str(),
+                    vec![
+                        Step::bash(format!("echo x > {name}.txt && git add . && git commit -qm {name} && git push -q origin {{{{branch}}}}")),
+                        Step::tool("gt_done", json!({ "branch": "{{branch}}" })),
+                        Step::text("done"),
+                    ],
+                );
+                json!({"title": name, "body": marker(name)})
+            })
+            .collect();
+        let seen = model.requests().len();
+        let t0 = Instant::now();
+        let created = dev.post(&format!("/api/rigs/{rig}/convoys"), json!({"title": label, "beads": specs})).await;
+        let convoy = created.data()["id"].as_str().expect("convoy").to_string();
+        model
+            .wait_until(Duration::from_secs(600), |reqs| names.iter().all(|name| reqs.iter().skip(seen).any(|r| r.script() == Some(name.as_str()))))
+            .await
+            .expect("every agent's first model request");
+        // The latest of the agents' first requests.
+        let firsts = names
+            .iter()
+            .filter_map(|name| model.requests().into_iter().skip(seen).find(|r| r.script() == Some(name.as_str())).map(|r| r.received_at.duration_since(t0)))
+            .fold(Duration::ZERO, |a, b| a.max(b));
+        let deadline = Instant::now() + Duration::from_secs(900);
+        while dev.get(&format!("/api/rigs/{rig}/convoys/{convoy}")).await.data()["status"] != "landed" {
+            assert!(Instant::now() < deadline, "the convoy did not land");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let merged = t0.elapsed();
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        println!("| {label} | {:.1} | {:.1} | {} |", firsts.as_secs_f64(), merged.as_secs_f64(), kilo_rss_mib(parent));
+    }
+    println!("\n2 cores, wrangler dev, local origins, scheduler tick 1 s, AGENTS_PER_SERVER=1, no warm pool.");
+}

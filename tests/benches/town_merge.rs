@@ -1,0 +1,87 @@
+//! Sling -> merged on main: one bead alone, then five slung at once as a convoy. Everything real
+//! but the LLM (wrangler dev, the control server natively, the Kilo CLI, real git, a local
+//! origin per case); the scripted agent writes a file, commits, pushes and calls gt_done at
+//! once, so the times are the town's own overhead. Run by bench/town-merge.sh; prints a table.
+//!
+//! The scheduler ticks every second here (`SCHEDULER_TICK_MS=1000`; the default is 15 s, which
+//! adds up to a tick to each hand-over). Times come from the bead's event log in the RigDO
+//! (created, review_submitted, merged) and from this process (sling sent, everything merged).
+
+use std::time::{Duration, Instant};
+
+use gastown_e2e::model_server::{marker, ModelServer, Step};
+use gastown_e2e::origin::Origin;
+use gastown_e2e::town::LocalTown;
+use serde_json::{json, Value};
+
+fn iso_ms(v: &Value) -> i64 {
+    let s = v.as_str().unwrap_or("");
+    let part = |a: usize, b: usize| s.get(a..b).and_then(|x| x.parse::<i64>().ok()).unwrap_or(0);
+    ((part(11, 13) * 60 + part(14, 16)) * 60 + part(17, 19)) * 1000 + part(20, 23)
+}
+
+fn median(mut v: Vec<i64>) -> i64 {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or(-1)
+}
+
+fn script(file: &str) -> Vec<Step> {
+    vec![
+        Step::bash(format!("echo x > {file} && git add {file} && git commit -qm {file} && git push -q origin {{{{branch}}}}")),
+        Step::tool("gt_done", json!({ "branch": "{{branch}}" })),
+        Step::text("done"),
+    ]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let model = ModelServer::start(Vec::<(String, Vec<Step>)>::new()).await.expect("model server");
+    let local = LocalTown::start(&model, &[], &[("SCHEDULER_TICK_MS", "1000")]).await;
+    let dev = &local.worker;
+    let town = dev.post("/api/towns", json!({"name": "bench"})).await.data()["id"].as_str().expect("town").to_string();
+
+    println!("| case | sling -> all merged on main (s) | median sling -> gt_done (s) | median gt_done -> merged (s) | Kilo processes left |");
+    println!("|------|-------------------------------|-----------------------------|------------------------------|---------------------|");
+    for (case, n) in [("1 bead", 1usize), ("5 beads at once", 5)] {
+        let origin = Origin::new();
+        let rig = local.rig(&town, &format!("r{n}"), &origin.url()).await;
+        let specs: Vec<Value> = (0..n)
+            .map(|i| {
+                let name = format!("m{n}-{i}");
+                model.set_script(&name, script(&format!("{name}.txt")));
+                json!({"title": name, "body": marker(&name)})
+            })
+            .collect();
+        let t0 = Instant::now();
+        let created = dev.post(&format!("/api/rigs/{rig}/convoys"), json!({"title": case, "beads": specs})).await;
+        let convoy = created.data()["id"].as_str().expect("convoy").to_string();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let c = dev.get(&format!("/api/rigs/{rig}/convoys/{convoy}")).await;
+            if c.data()["status"] == "landed" {
+                break;
+            }
+            assert!(c.data()["status"] == "open" && Instant::now() < deadline, "the convoy did not land: {c:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let total = t0.elapsed().as_secs_f64();
+        let c = dev.get(&format!("/api/rigs/{rig}/convoys/{convoy}")).await;
+        let (mut to_done, mut to_merged) = (Vec::new(), Vec::new());
+        for b in c.data()["beads"].as_array().expect("beads") {
+            let id = b["id"].as_str().expect("id");
+            let events = dev.get(&format!("/api/rigs/{rig}/beads/{id}/events?limit=100")).await;
+            let at = |kind: &str| events.data().as_array().and_then(|a| a.iter().find(|e| e["kind"] == kind)).map(|e| iso_ms(&e["created_at"])).unwrap_or(-1);
+            to_done.push(at("review_submitted") - at("created"));
+            to_merged.push(at("merged") - at("review_submitted"));
+        }
+        // Give the finished runs their end (the last turn, then the stop), then count.
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let left = gastown_e2e::procs::processes().into_iter().filter(|p| p.ppid == local.control.pid() as i32).count();
+        println!(
+            "| {case} | {total:.1} | {:.1} | {:.1} | {left} |",
+            median(to_done) as f64 / 1000.0,
+            median(to_merged) as f64 / 1000.0
+        );
+    }
+    println!("\n2 cores, wrangler dev, local origins, scheduler tick 1 s; sling -> gt_done includes the dispatch and Kilo's start-up.");
+}

@@ -1,0 +1,108 @@
+//! Convoys: beads slung together. A convoy is `landed` once every bead in it is closed (merged),
+//! `stuck` once one has failed (escalated), `open` otherwise.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::rows::BeadRow;
+use super::Rig;
+use crate::db::Db;
+use crate::error::{ApiError, ApiResult};
+use crate::model::{Bead, BeadStatus, EventKind};
+use crate::params;
+use crate::requests::{NewConvoy, SlingRequest};
+
+#[derive(Deserialize)]
+struct ConvoyRow {
+    id: String,
+    title: String,
+    created_at: String,
+    landed_at: Option<String>,
+}
+
+/// `landed`, `stuck` or `open`, from the convoy's beads.
+pub fn convoy_status(beads: &[Bead]) -> &'static str {
+    if beads.iter().any(|b| b.status == BeadStatus::Failed) {
+        "stuck"
+    } else if !beads.is_empty() && beads.iter().all(|b| b.status == BeadStatus::Closed) {
+        "landed"
+    } else {
+        "open"
+    }
+}
+
+impl<D: Db> Rig<'_, D> {
+    /// Creates the convoy and slings each of its beads (each hooked to an idle or new polecat),
+    /// in one step. Returns the convoy with its beads and the agents they went to.
+    pub(super) fn create_convoy(&self, rig_id: &str, c: &NewConvoy) -> ApiResult<Value> {
+        let id = (self.new_id)();
+        self.db.exec("INSERT INTO convoys (id, title, created_at) VALUES (?, ?, ?)", params![&id, &c.title, &self.now])?;
+        let mut agents = Vec::new();
+        for spec in &c.beads {
+            let sling = SlingRequest { convoy_id: Some(id.clone()), ..spec.clone() };
+            let slung = self.sling(rig_id, &sling)?;
+            agents.push(json!({ "agent": slung["agent"], "agent_created": slung["agent_created"] }));
+        }
+        let mut convoy = self.convoy(&id)?;
+        convoy["slung"] = Value::Array(agents);
+        Ok(convoy)
+    }
+
+    /// The convoy with its beads and status; 404 if this rig has no such convoy.
+    pub(super) fn convoy(&self, id: &str) -> ApiResult<Value> {
+        let row: ConvoyRow = self.db.first("SELECT * FROM convoys WHERE id = ?", params![id])?.ok_or_else(|| ApiError::not_found("convoy"))?;
+        let beads = self.convoy_beads(id)?;
+        Ok(json!({
+            "id": row.id, "title": row.title, "status": convoy_status(&beads), "created_at": row.created_at,
+            "landed_at": row.landed_at, "beads": beads,
+        }))
+    }
+
+    pub(super) fn list_convoys(&self) -> ApiResult<Vec<Value>> {
+        let rows: Vec<ConvoyRow> = self.db.query("SELECT * FROM convoys ORDER BY rowid", vec![])?;
+        rows.into_iter().map(|r| self.convoy(&r.id)).collect()
+    }
+
+    /// A bead may only join a convoy of this rig.
+    pub(super) fn check_convoy(&self, id: &str) -> ApiResult<()> {
+        self.db.first::<ConvoyRow>("SELECT * FROM convoys WHERE id = ?", params![id])?.map(|_| ()).ok_or_else(|| ApiError::not_found("convoy"))
+    }
+
+    fn convoy_beads(&self, id: &str) -> ApiResult<Vec<Bead>> {
+        Ok(self.db.query::<BeadRow>("SELECT * FROM beads WHERE convoy_id = ? ORDER BY rowid", params![id])?.into_iter().map(Into::into).collect())
+    }
+
+    /// Records the landing once the convoy's last bead is closed.
+    pub(super) fn land_if_done(&self, id: &str) -> ApiResult<()> {
+        let beads = self.convoy_beads(id)?;
+        if convoy_status(&beads) == "landed" {
+            let changed = self.db.exec("UPDATE convoys SET landed_at = ? WHERE id = ? AND landed_at IS NULL", params![&self.now, id])?;
+            if changed > 0 {
+                self.log(None, None, EventKind::Merged, json!({ "convoy_id": id, "landed": true, "beads": beads.len() }))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::convoy_status;
+    use crate::model::Bead;
+    use serde_json::json;
+
+    fn bead(status: &str) -> Bead {
+        serde_json::from_value(json!({"id": "b", "type": "issue", "status": status, "title": "t", "body": null, "assignee_agent_id": null,
+            "convoy_id": "c", "molecule_id": null, "priority": "medium", "labels": [], "metadata": {}, "created_at": "x", "updated_at": "x",
+            "closed_at": null}))
+        .expect("bead")
+    }
+
+    #[test]
+    fn a_convoy_lands_when_every_bead_is_closed_and_sticks_on_a_failure() {
+        assert_eq!(convoy_status(&[]), "open");
+        assert_eq!(convoy_status(&[bead("closed"), bead("in_progress")]), "open");
+        assert_eq!(convoy_status(&[bead("closed"), bead("closed")]), "landed");
+        assert_eq!(convoy_status(&[bead("closed"), bead("failed")]), "stuck");
+    }
+}
