@@ -7,5 +7,6 @@ pub mod origin;
 pub mod procs;
 pub mod project;
 pub mod town;
+pub mod wait;
 pub mod worker_stub;
 pub mod wrangler;

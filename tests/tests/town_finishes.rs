@@ -12,27 +12,18 @@
 //! - `gated`: a quality gate fails; the bead is sent back with the gate's output, fails again,
 //!   and escalates once the rework limit (1) is reached.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gastown_e2e::model_server::{marker, ModelServer, Step};
 use gastown_e2e::origin::Origin;
 use gastown_e2e::procs;
 use gastown_e2e::town::LocalTown;
+use gastown_e2e::wait::until as wait_for;
 use gastown_e2e::wrangler::WranglerDev;
 use serde_json::{json, Value};
 
 const WORK: Duration = Duration::from_secs(300);
 
-async fn wait_for<T>(what: &str, within: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
 
 /// A run that writes `file` with `content`, commits, pushes its branch and calls gt_done.
 fn commit_and_done(file: &str, content: &str) -> Vec<Step> {

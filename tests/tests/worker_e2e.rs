@@ -11,25 +11,16 @@
 //! The script names the agent's branch with the model server's `{{branch}}` placeholder (read
 //! from the polecat prompt), since sling picks the polecat and the bead id.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gastown_e2e::model_server::{marker, ModelServer, Step};
 use gastown_e2e::origin::Origin;
 use gastown_e2e::town::LocalTown;
+use gastown_e2e::wait::until as wait_for;
 use serde_json::{json, Value};
 
 const TURN: Duration = Duration::from_secs(180);
 
-async fn wait_for<T>(what: &str, within: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slung_bead_is_dispatched_worked_pushed_and_done() {

@@ -72,6 +72,19 @@ async fn control(State(stub): State<Shared>, uri: Uri, headers: HeaderMap, body:
     (StatusCode::NOT_FOUND, axum::Json(json!({"error": "not found"})))
 }
 
+/// The stand-in control server on a loopback port of its own, and `wrangler dev` forwarding
+/// the town's container calls to it, with the given scheduler settings.
+async fn stub_and_worker(settings: &[(&str, &str)]) -> (Shared, WranglerDev) {
+    let stub: Shared = Arc::default();
+    let app = Router::new().fallback(control).with_state(stub.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut env = vec![("CONTAINER_URL", url.as_str()), ("GASTOWN_MODEL", "scripted/m-1")];
+    env.extend_from_slice(settings);
+    (stub, WranglerDev::start_with_env(&env).await)
+}
+
 /// Polls `check` until it returns `Some`, failing after `secs` seconds.
 async fn wait_for<T>(what: &str, secs: u64, mut check: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -99,14 +112,7 @@ fn verify_token(token: &str) -> Value {
 
 #[tokio::test]
 async fn scheduler_dispatches_witnesses_retries_then_fails_and_reminds() {
-    let stub: Shared = Arc::default();
-    let app = Router::new().fallback(control).with_state(stub.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let dev = WranglerDev::start_with_env(&[
-        ("CONTAINER_URL", &url),
-        ("GASTOWN_MODEL", "scripted/m-1"),
+    let (stub, dev) = stub_and_worker(&[
         ("SCHEDULER_TICK_MS", "300"),
         ("SCHEDULER_COLD_START_GRACE_MS", "1000"),
         ("SCHEDULER_MAX_DISPATCH_ATTEMPTS", "2"),
@@ -200,14 +206,7 @@ async fn scheduler_dispatches_witnesses_retries_then_fails_and_reminds() {
 /// "you have mail" reach a running agent's session as messages, rate limited.
 #[tokio::test]
 async fn a_full_container_queues_work_and_reminders_reach_the_session() {
-    let stub: Shared = Arc::default();
-    let app = Router::new().fallback(control).with_state(stub.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let dev = WranglerDev::start_with_env(&[
-        ("CONTAINER_URL", &url),
-        ("GASTOWN_MODEL", "scripted/m-1"),
+    let (stub, dev) = stub_and_worker(&[
         ("SCHEDULER_TICK_MS", "300"),
         ("SCHEDULER_MAX_DISPATCH_ATTEMPTS", "2"),
         ("SCHEDULER_GUPP_AFTER_MS", "1500"),
