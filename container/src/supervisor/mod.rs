@@ -38,9 +38,10 @@ pub struct Supervisor {
     /// This server's loopback URL, for the tool files inside Kilo processes.
     control_url: String,
     shutting_down: AtomicBool,
-    /// Serializes choosing or spawning a shared Kilo server, so two starts that could share one
-    /// do not both spawn.
-    placement: tokio::sync::Mutex<()>,
+    /// Per share key (shared mode only): serializes choosing or spawning a shared Kilo server,
+    /// so two starts that could share one do not both spawn. Starts with other keys, and every
+    /// start with one process per agent, never wait for each other's Kilo start-up.
+    placement: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The refinery's merge jobs.
     merges: merge::MergeJobs,
     /// The container's memory limit, read once at start-up (`capacity.rs`).
@@ -68,7 +69,7 @@ impl Supervisor {
             tools_dir,
             control_url,
             shutting_down: AtomicBool::new(false),
-            placement: tokio::sync::Mutex::new(()),
+            placement: Mutex::new(std::collections::HashMap::new()),
             merges: merge::MergeJobs::default(),
             memory_limit: crate::capacity::memory_limit(),
         }))

@@ -67,8 +67,12 @@ impl Supervisor {
     /// A Kilo process for `spec`: an existing shared one with room, or a new one.
     /// Returns the server and, when it was spawned for this call, its timings.
     pub(super) async fn place(self: &Arc<Self>, spec: &AgentSpec) -> Result<(Arc<KiloServer>, Option<SpawnTimings>)> {
-        let _placing = self.placement.lock().await;
         let key = self.shared().then(|| Self::share_key(spec));
+        let key_lock = key.as_ref().map(|k| self.placement.lock().unwrap_or_else(|p| p.into_inner()).entry(k.clone()).or_default().clone());
+        let _placing = match &key_lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
         if let Some(key) = &key {
             let existing = self.server_list().into_iter().find(|s| {
                 s.share_key.as_ref() == Some(key) && !s.is_stopping() && s.exit.now().is_none() && s.agent_count() < self.config.agents_per_server
