@@ -186,8 +186,9 @@ struct Project {
     wrangler: Option<String>,
 }
 
+/// The built control server, wherever cargo puts it (`CARGO_TARGET_DIR` included).
 fn container_binary() -> PathBuf {
-    root().join("target/debug/gastown-container")
+    gastown_e2e::control_server::container_bin()
 }
 
 fn run_container(args: &[&str]) -> String {

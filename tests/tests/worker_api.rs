@@ -553,9 +553,24 @@ async fn towns_rigs_escalations_and_container_routes() {
         {"agentId": a, "rigId": rig, "townId": town, "status": "running", "timestamp": at, "lastActivityAt": at},
         {"agentId": "ghost", "rigId": rig, "townId": town, "status": "running", "timestamp": at, "lastActivityAt": at}
     ]});
-    let r = dev.call(Method::POST, &format!("/api/towns/{town}/container/heartbeat"), &Auth::Container(CONTAINER_TOKEN.into()), hb).await;
+    let r = dev.call(Method::POST, &format!("/api/towns/{town}/container/heartbeat"), &Auth::Container(CONTAINER_TOKEN.into()), hb.clone()).await;
     assert_eq!(r.data()["updated"], 1, "{r:?}");
     assert_eq!(dev.get(&format!("/api/rigs/{rig}/agents/{a}")).await.data()["last_activity_at"], at);
+
+    // Only the town's own rigs, and real times: anything else is a 400 that changes nothing.
+    let other_town = dev.post("/api/towns", json!({"name": "elsewhere"})).await.data()["id"].as_str().expect("town").to_string();
+    let foreign = dev.post(&format!("/api/towns/{other_town}/rigs"), json!({"name": "theirs", "git_url": "https://x/y.git"})).await.data()["id"].as_str().expect("rig").to_string();
+    let later = "2031-01-01T00:00:00.000Z";
+    let mut bad_rig = hb.clone();
+    bad_rig["agents"][0]["lastActivityAt"] = json!(later);
+    bad_rig["agents"][1]["rigId"] = json!(foreign);
+    let mut bad_time = hb.clone();
+    bad_time["agents"][0]["lastActivityAt"] = json!("yesterday");
+    for (name, body) in [("a foreign rig", bad_rig), ("an unparsable time", bad_time)] {
+        let r = dev.call(Method::POST, &format!("/api/towns/{town}/container/heartbeat"), &Auth::Container(CONTAINER_TOKEN.into()), body).await;
+        assert_eq!(status_and_error(&r), (400, true), "{name}: {r:?}");
+    }
+    assert_eq!(dev.get(&format!("/api/rigs/{rig}/agents/{a}")).await.data()["last_activity_at"], at, "nothing was updated");
 }
 
 /// Merge settings and convoys: stored and shown when valid; bad input is a 400 (or 404) with a

@@ -53,8 +53,9 @@ pub enum Plan {
     Identity { identity: String, op: IdentityOp },
     /// Forward the request unchanged to the town's container (TownContainer DO).
     Container { town_id: String, path: String },
-    /// The container's heartbeat, split per rig: `(rig id, [(agent id, last activity)])`.
-    Heartbeat { rig_updates: Vec<(String, Vec<(String, String)>)> },
+    /// The container's heartbeat, split per rig: `(rig id, [(agent id, last activity)])`. Every
+    /// rig must be one of `town_id`'s (checked against the TownDO before anything is updated).
+    Heartbeat { town_id: String, rig_updates: Vec<(String, Vec<(String, String)>)> },
 }
 
 fn rig(rig_id: String, op: RigOp) -> Plan {
@@ -186,10 +187,15 @@ fn heartbeat(town: &str, body: &[u8]) -> ApiResult<Plan> {
     for a in hb.agents {
         validate::id(&a.rig_id).map_err(|m| ApiError::bad_request(format!("agents.rigId: {m}")))?;
         validate::id(&a.agent_id).map_err(|m| ApiError::bad_request(format!("agents.agentId: {m}")))?;
-        crate::requests::text(&a.last_activity_at, 64).map_err(|m| ApiError::bad_request(format!("agents.lastActivityAt: {m}")))?;
+        if a.town_id != town {
+            return Err(ApiError::bad_request("agents.townId: does not match the route"));
+        }
+        if crate::time::millis_from_iso(&a.last_activity_at).is_none() {
+            return Err(ApiError::bad_request("agents.lastActivityAt: must be an ISO-8601 UTC time (YYYY-MM-DDTHH:MM:SS.sssZ)"));
+        }
         per_rig.entry(a.rig_id).or_default().push((a.agent_id, a.last_activity_at));
     }
-    Ok(Plan::Heartbeat { rig_updates: per_rig.into_iter().collect() })
+    Ok(Plan::Heartbeat { town_id: town.to_string(), rig_updates: per_rig.into_iter().collect() })
 }
 
 /// The identity ops a rig op's result calls for (none, one, or one per new polecat).
@@ -287,9 +293,15 @@ mod tests {
             {"agentId": "a2", "rigId": "r2", "townId": "t1", "status": "running", "timestamp": "x", "lastActivityAt": "2026-01-01T00:00:01.000Z"}
         ]});
         let p = plan_for(Method::Post, "/api/towns/t1/container/heartbeat", Caller::Container, &body.to_string());
-        let Ok(Plan::Heartbeat { rig_updates }) = p else { panic!("{p:?}") };
+        let Ok(Plan::Heartbeat { rig_updates, .. }) = p else { panic!("{p:?}") };
         assert_eq!(rig_updates.len(), 2);
         let p = plan_for(Method::Post, "/api/towns/t2/container/heartbeat", Caller::Container, &body.to_string());
         assert_eq!(p.map_err(|e| e.status()), Err(400));
+        for (field, bad) in [("lastActivityAt", json!("yesterday")), ("lastActivityAt", json!("2026-01-01 00:00:00")), ("townId", json!("t9"))] {
+            let mut b = body.clone();
+            b["agents"][1][field] = bad;
+            let p = plan_for(Method::Post, "/api/towns/t1/container/heartbeat", Caller::Container, &b.to_string());
+            assert_eq!(p.map_err(|e| e.status()), Err(400), "{field}");
+        }
     }
 }

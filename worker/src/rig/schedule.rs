@@ -55,18 +55,34 @@ impl<D: Db> Rig<'_, D> {
         Ok(out)
     }
 
-    /// The container accepted the start: count the attempt and remember when.
-    pub fn mark_dispatched(&self, agent: &Agent, now_ms: i64) -> ApiResult<()> {
-        self.db.exec(
-            "UPDATE agents SET dispatched_ms = ?, dispatch_attempts = dispatch_attempts + 1, last_activity_at = ? WHERE id = ?",
-            params![now_ms, &self.now, &agent.id],
+    // Every transition below is a compare-and-set on what the pass read before it awaited the
+    // container: the agent's hooked bead (and, for the witness, the dispatch it judged). A hook
+    // that changed meanwhile (done, unhook, a new sling) is left alone.
+
+    /// The container accepted the start: remember when, and count the attempt if it started a
+    /// new run (`new_run`: 201). A 200 is the run an earlier, unanswered start of the same
+    /// dispatch began, which costs no second attempt.
+    pub fn mark_dispatched(&self, agent: &Agent, now_ms: i64, new_run: bool) -> ApiResult<()> {
+        let changed = self.db.exec(
+            "UPDATE agents SET dispatched_ms = ?, dispatch_attempts = dispatch_attempts + ?, last_activity_at = ?
+             WHERE id = ? AND current_hook_bead_id IS ? AND dispatched_ms IS NULL",
+            params![now_ms, i64::from(new_run), &self.now, &agent.id, agent.current_hook_bead_id.clone()],
         )?;
+        if changed == 0 {
+            return Ok(());
+        }
         self.log(agent.current_hook_bead_id.as_deref(), Some(&agent.id), EventKind::AgentDispatched, json!({}))
     }
 
     /// A start the container refused (or that never arrived) counts as an attempt too.
     pub fn mark_dispatch_failed(&self, agent: &Agent, reason: &str) -> ApiResult<()> {
-        self.db.exec("UPDATE agents SET dispatch_attempts = dispatch_attempts + 1 WHERE id = ?", params![&agent.id])?;
+        let changed = self.db.exec(
+            "UPDATE agents SET dispatch_attempts = dispatch_attempts + 1 WHERE id = ? AND current_hook_bead_id IS ? AND dispatched_ms IS NULL",
+            params![&agent.id, agent.current_hook_bead_id.clone()],
+        )?;
+        if changed == 0 {
+            return Ok(());
+        }
         self.log(agent.current_hook_bead_id.as_deref(), Some(&agent.id), EventKind::AgentExited, json!({ "reason": reason, "phase": "dispatch" }))
     }
 
@@ -86,13 +102,22 @@ impl<D: Db> Rig<'_, D> {
     }
 
     /// The agent's process is gone without `done`: the next pass dispatches again, as a new run.
-    pub fn mark_exited(&self, agent: &Agent, reason: &str) -> ApiResult<()> {
-        self.db.exec("UPDATE agents SET dispatched_ms = NULL, dispatch_gen = dispatch_gen + 1 WHERE id = ?", params![&agent.id])?;
+    pub fn mark_exited(&self, agent: &Agent, dispatched_ms: i64, reason: &str) -> ApiResult<()> {
+        let changed = self.db.exec(
+            "UPDATE agents SET dispatched_ms = NULL, dispatch_gen = dispatch_gen + 1 WHERE id = ? AND current_hook_bead_id IS ? AND dispatched_ms = ?",
+            params![&agent.id, agent.current_hook_bead_id.clone(), dispatched_ms],
+        )?;
+        if changed == 0 {
+            return Ok(());
+        }
         self.log(agent.current_hook_bead_id.as_deref(), Some(&agent.id), EventKind::AgentExited, json!({ "reason": reason }))
     }
 
     /// The attempt limit is reached: the bead fails, the agent is unhooked and idle.
     pub fn give_up(&self, agent: &Agent, bead: &Bead, attempts: i64) -> ApiResult<()> {
+        if self.agent(&agent.id)?.current_hook_bead_id.as_deref() != Some(bead.id.as_str()) {
+            return Ok(());
+        }
         self.db.exec("UPDATE beads SET status = 'failed', updated_at = ? WHERE id = ?", params![&self.now, &bead.id])?;
         self.log(Some(&bead.id), Some(&agent.id), EventKind::StatusChanged, json!({ "from": bead.status, "to": "failed", "reason": format!("{attempts} dispatch attempts") }))?;
         self.unhook(&agent.id)?;

@@ -10,7 +10,7 @@ use crate::auth::{self, Credentials, Secrets};
 use crate::error::{success, ApiError, ApiResult};
 use crate::requests::MAX_BODY_BYTES;
 use crate::routes::{self, Method, Route};
-use crate::rpc::RigOp;
+use crate::rpc::{RigOp, TownOp};
 
 /// Env names (documented in wrangler.toml).
 const INTERNAL_API_SECRET: &str = "INTERNAL_API_SECRET";
@@ -114,7 +114,16 @@ async fn execute(plan: Plan, env: &Env) -> ApiResult<Outcome> {
         }
         Plan::Town { town_id, op, status } => Ok(Outcome::Json(status, call(env, TOWN_BINDING, &town_id, &op).await?)),
         Plan::Identity { identity, op } => Ok(Outcome::Json(200, call(env, IDENTITY_BINDING, &identity, &op).await?)),
-        Plan::Heartbeat { rig_updates } => {
+        Plan::Heartbeat { town_id, rig_updates } => {
+            if rig_updates.is_empty() {
+                return Ok(Outcome::Json(200, json!({ "updated": 0 })));
+            }
+            // Only the calling town's rigs; checked for all before any is updated.
+            let rigs = call(env, TOWN_BINDING, &town_id, &TownOp::ListRigs).await?;
+            let known: Vec<&str> = rigs.as_array().map(|a| a.iter().filter_map(|r| r["id"].as_str()).collect()).unwrap_or_default();
+            if let Some((foreign, _)) = rig_updates.iter().find(|(rig, _)| !known.contains(&rig.as_str())) {
+                return Err(ApiError::bad_request(format!("agents.rigId: {foreign} is not a rig of town {town_id}")));
+            }
             let mut updated = 0;
             for (rig_id, agents) in rig_updates {
                 let data = call(env, RIG_BINDING, &rig_id, &RigOp::ContainerHeartbeat { agents }).await?;

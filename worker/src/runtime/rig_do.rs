@@ -111,8 +111,8 @@ impl RigDO {
                 let agent = &due.agent;
                 let (now_ms, answer) = outcome?;
                 match answer {
-                    Ok((200..=299, _)) => {
-                        self.with_rig(|r| r.mark_dispatched(agent, now_ms))?;
+                    Ok((status @ 200..=299, _)) => {
+                        self.with_rig(|r| r.mark_dispatched(agent, now_ms, status != 200))?;
                         self.token_issued(&agent.id, now_ms).await;
                     }
                     Ok((503, reply)) if reply["error"].as_str().is_some_and(|e| e.starts_with(NO_RUNTIME)) => {
@@ -140,7 +140,7 @@ impl RigDO {
                 Err(_) => (None, Value::Null),
             };
             match scheduler::witness(status, &body, dispatched_ms, platform::now_millis(), settings.grace_ms) {
-                Witness::Exited(reason) => self.with_rig(|r| r.mark_exited(&agent, &reason))?,
+                Witness::Exited(reason) => self.with_rig(|r| r.mark_exited(&agent, dispatched_ms, &reason))?,
                 Witness::Fine if body["status"] == "running" => self.refresh_token(&agent, dispatched_ms, &town, &config, &model, &secret, &settings).await,
                 _ => {}
             }
