@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet -p gastown-container
-GASTOWN_CONTAINER_BIN="$PWD/target/release/gastown-container" cargo bench --quiet -p gastown-e2e --bench container
+GASTOWN_CONTAINER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/gastown-container" cargo bench --quiet -p gastown-e2e --bench container
