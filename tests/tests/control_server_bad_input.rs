@@ -138,4 +138,28 @@ async fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
     assert!(!cs.workspace.join("rigs").exists(), "a rig folder was created");
     let kilos: Vec<_> = gastown_e2e::procs::processes().into_iter().filter(|p| p.ppid == cs.pid() as i32).collect();
     assert!(kilos.is_empty(), "children of the control server: {kilos:?}");
+
+    // Merge jobs: a bad request is a 400 and starts nothing; a job is only found under its own
+    // rig and review id.
+    let merge = |review: &str, branch: &str| {
+        json!({"reviewId": review, "beadId": "b1", "gitUrl": "https://github.com/o/r.git", "defaultBranch": "main",
+               "branch": branch, "message": "Merge b1", "gates": [{"command": "true", "timeoutSecs": 10}], "deleteBranch": true})
+    };
+    for (name, body) in [
+        ("default branch as source", merge("rev-1", "main")),
+        ("traversal in review id", merge("../x", "polecat/a/1")),
+        ("gate without timeout", { let mut b = merge("rev-1", "polecat/a/1"); b["gates"] = json!([{"command": "true", "timeoutSecs": 0}]); b }),
+        ("gates not a list", { let mut b = merge("rev-1", "polecat/a/1"); b["gates"] = json!("cargo test"); b }),
+    ] {
+        let (status, reply) = raw(&cs, Method::POST, "/rigs/rig-a/merges", token, Some(("application/json", serde_json::to_vec(&body).expect("json")))).await;
+        assert_eq!(status, 400, "{name}: {reply}");
+        assert!(reply["error"].as_str().is_some_and(|e| !e.is_empty()), "{name}: {reply}");
+    }
+    assert_eq!(raw(&cs, Method::GET, "/rigs/rig-a/merges/rev-1", token, None).await.0, 404, "refused requests start no job");
+    let (status, started) = raw(&cs, Method::POST, "/rigs/rig-a/merges", token, Some(("application/json", serde_json::to_vec(&merge("rev-1", "polecat/a/1")).expect("json")))).await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(raw(&cs, Method::GET, "/rigs/rig-a/merges/rev-1", token, None).await.0, 200);
+    assert_eq!(raw(&cs, Method::GET, "/rigs/rig-b/merges/rev-1", token, None).await.0, 404, "another rig's job is not found");
+    assert_eq!(raw(&cs, Method::GET, "/rigs/rig-a/merges/unknown", token, None).await.0, 404);
+    assert_eq!(raw(&cs, Method::GET, "/rigs/rig-a/merges/rev-1", None, None).await.0, 401);
 }
