@@ -16,6 +16,7 @@ mod heartbeat;
 mod http;
 mod kilo;
 mod listen;
+mod locks;
 mod process;
 mod secret;
 mod supervisor;

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use gastown_e2e::model_server::{marker, ModelServer, Step};
+use gastown_e2e::model_server::{commit_push_done, marker, ModelServer, Step};
 use gastown_e2e::origin::Origin;
 use gastown_e2e::town::LocalTown;
 use serde_json::{json, Value};
@@ -37,14 +37,7 @@ async fn main() {
         let specs: Vec<Value> = names
             .iter()
             .map(|name| {
-                model.set_script(
-                    name.as_str(),
-                    vec![
-                        Step::bash(format!("echo x > {name}.txt && git add . && git commit -qm {name} && git push -q origin {{{{branch}}}}")),
-                        Step::tool("gt_done", json!({ "branch": "{{branch}}" })),
-                        Step::text("done"),
-                    ],
-                );
+                model.set_script(name.as_str(), commit_push_done(&format!("{name}.txt"), "x"));
                 json!({"title": name, "body": marker(name)})
             })
             .collect();

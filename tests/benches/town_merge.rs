@@ -9,28 +9,15 @@
 
 use std::time::{Duration, Instant};
 
-use gastown_e2e::model_server::{marker, ModelServer, Step};
+use gastown_e2e::model_server::{commit_push_done, marker, ModelServer, Step};
 use gastown_e2e::origin::Origin;
 use gastown_e2e::town::LocalTown;
+use gastown_e2e::wrangler::iso_ms_of_day;
 use serde_json::{json, Value};
-
-fn iso_ms(v: &Value) -> i64 {
-    let s = v.as_str().unwrap_or("");
-    let part = |a: usize, b: usize| s.get(a..b).and_then(|x| x.parse::<i64>().ok()).unwrap_or(0);
-    ((part(11, 13) * 60 + part(14, 16)) * 60 + part(17, 19)) * 1000 + part(20, 23)
-}
 
 fn median(mut v: Vec<i64>) -> i64 {
     v.sort();
     v.get(v.len() / 2).copied().unwrap_or(-1)
-}
-
-fn script(file: &str) -> Vec<Step> {
-    vec![
-        Step::bash(format!("echo x > {file} && git add {file} && git commit -qm {file} && git push -q origin {{{{branch}}}}")),
-        Step::tool("gt_done", json!({ "branch": "{{branch}}" })),
-        Step::text("done"),
-    ]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -48,7 +35,7 @@ async fn main() {
         let specs: Vec<Value> = (0..n)
             .map(|i| {
                 let name = format!("m{n}-{i}");
-                model.set_script(&name, script(&format!("{name}.txt")));
+                model.set_script(&name, commit_push_done(&format!("{name}.txt"), "x"));
                 json!({"title": name, "body": marker(&name)})
             })
             .collect();
@@ -70,7 +57,7 @@ async fn main() {
         for b in c.data()["beads"].as_array().expect("beads") {
             let id = b["id"].as_str().expect("id");
             let events = dev.get(&format!("/api/rigs/{rig}/beads/{id}/events?limit=100")).await;
-            let at = |kind: &str| events.data().as_array().and_then(|a| a.iter().find(|e| e["kind"] == kind)).map(|e| iso_ms(&e["created_at"])).unwrap_or(-1);
+            let at = |kind: &str| events.data().as_array().and_then(|a| a.iter().find(|e| e["kind"] == kind)).map(|e| iso_ms_of_day(&e["created_at"])).unwrap_or(-1);
             to_done.push(at("review_submitted") - at("created"));
             to_merged.push(at("merged") - at("review_submitted"));
         }

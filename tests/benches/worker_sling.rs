@@ -13,16 +13,10 @@ use std::time::{Duration, Instant};
 use gastown_e2e::model_server::{marker, ModelServer, Step};
 use gastown_e2e::origin::Origin;
 use gastown_e2e::town::LocalTown;
+use gastown_e2e::wrangler::iso_ms_of_day;
 use serde_json::{json, Value};
 
 const RUNS: usize = 5;
-
-fn iso_ms(v: &Value) -> i64 {
-    // YYYY-MM-DDTHH:MM:SS.mmmZ -> ms within the day is enough for differences under a day.
-    let s = v.as_str().unwrap_or("");
-    let part = |a: usize, b: usize| s.get(a..b).and_then(|x| x.parse::<i64>().ok()).unwrap_or(0);
-    ((part(11, 13) * 60 + part(14, 16)) * 60 + part(17, 19)) * 1000 + part(20, 23)
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -50,7 +44,7 @@ async fn main() {
         let total = first.received_at.duration_since(t0).as_millis() as i64;
 
         let events = dev.get(&format!("/api/rigs/{rig}/beads/{bead}/events?limit=100")).await;
-        let at = |kind: &str| events.data().as_array().and_then(|a| a.iter().find(|e| e["kind"] == kind)).map(|e| iso_ms(&e["created_at"]));
+        let at = |kind: &str| events.data().as_array().and_then(|a| a.iter().find(|e| e["kind"] == kind)).map(|e| iso_ms_of_day(&e["created_at"]));
         let dispatch_span = match (at("hooked"), at("agent_dispatched")) {
             (Some(h), Some(d)) => d - h,
             _ => -1,

@@ -477,6 +477,18 @@ fn classify(body: &Value, scripts: &HashMap<String, Vec<Vec<Step>>>, run_of: &dy
 /// can push and call `gt_done` on a branch that is only known once the Worker has slung the bead.
 pub const BRANCH_PLACEHOLDER: &str = "{{branch}}";
 
+/// A whole polecat run: write `content` to `file`, commit, push the agent's branch, call
+/// `gt_done` on it, and end the turn.
+pub fn commit_push_done(file: &str, content: &str) -> Vec<Step> {
+    vec![
+        Step::bash(format!(
+            "echo {content} > {file} && git add {file} && git commit -qm 'write {file}' && git push -q origin {BRANCH_PLACEHOLDER} && echo pushed"
+        )),
+        Step::tool("gt_done", json!({ "branch": BRANCH_PLACEHOLDER, "summary": format!("wrote {file}") })),
+        Step::text("done"),
+    ]
+}
+
 fn polecat_branch(text: &str) -> Option<String> {
     let start = text.find("polecat/")?;
     let branch: String = text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.')).collect();

@@ -267,6 +267,14 @@ fn ready_port(output: &str) -> Option<u16> {
     })
 }
 
+/// Milliseconds within the day of a Worker timestamp (`YYYY-MM-DDTHH:MM:SS.mmmZ`): enough for
+/// differences between events less than a day apart (benchmarks).
+pub fn iso_ms_of_day(v: &Value) -> i64 {
+    let s = v.as_str().unwrap_or("");
+    let part = |a: usize, b: usize| s.get(a..b).and_then(|x| x.parse::<i64>().ok()).unwrap_or(0);
+    ((part(11, 13) * 60 + part(14, 16)) * 60 + part(17, 19)) * 1000 + part(20, 23)
+}
+
 /// Seconds since the epoch.
 pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)

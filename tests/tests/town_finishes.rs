@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use gastown_e2e::model_server::{marker, ModelServer, Step};
+use gastown_e2e::model_server::{commit_push_done as commit_and_done, marker, ModelServer, Step};
 use gastown_e2e::origin::Origin;
 use gastown_e2e::procs;
 use gastown_e2e::town::LocalTown;
@@ -25,19 +25,23 @@ use serde_json::{json, Value};
 const WORK: Duration = Duration::from_secs(300);
 
 
-/// A run that writes `file` with `content`, commits, pushes its branch and calls gt_done.
-fn commit_and_done(file: &str, content: &str) -> Vec<Step> {
-    vec![
-        Step::bash(format!(
-            "echo {content} > {file} && git add {file} && git commit -qm 'write {file}' && git push -q origin {{{{branch}}}} && echo pushed"
-        )),
-        Step::tool("gt_done", json!({ "branch": "{{branch}}", "summary": format!("wrote {file}") })),
-        Step::text("done"),
-    ]
-}
-
 async fn bead(dev: &WranglerDev, rig: &str, id: &str) -> Value {
     dev.get(&format!("/api/rigs/{rig}/beads/{id}")).await.data().clone()
+}
+
+/// The bead once it has settled (closed or failed).
+async fn settled(dev: &WranglerDev, rig: &str, id: &str) -> Value {
+    wait_for("the bead to settle (closed or failed)", WORK, async || {
+        let b = bead(dev, rig, id).await;
+        (b["status"] == "closed" || b["status"] == "failed").then_some(b)
+    })
+    .await
+}
+
+/// Waits until no worktree is left in the rig's folder of the container's workspace.
+async fn worktrees_gone(local: &LocalTown, rig: &str, what: &str, within: Duration) {
+    let worktrees = local.control.workspace.join(format!("rigs/{rig}/worktrees"));
+    wait_for(what, within, async || std::fs::read_dir(&worktrees).map(|d| d.count() == 0).unwrap_or(true).then_some(())).await;
 }
 
 async fn reviews(dev: &WranglerDev, rig: &str) -> Vec<Value> {
@@ -116,11 +120,7 @@ async fn app_scenario(local: &LocalTown, model: &ModelServer, town: &str) -> Ori
 
     let all: Vec<String> = first.iter().chain(later.iter()).cloned().collect();
     for id in &all {
-        let b = wait_for("every bead closed", WORK, async || {
-            let b = bead(dev, &rig, id).await;
-            (b["status"] == "closed" || b["status"] == "failed").then_some(b)
-        })
-        .await;
+        let b = settled(dev, &rig, id).await;
         assert_eq!(b["status"], "closed", "{b}");
         let events = dev.get(&format!("/api/rigs/{rig}/beads/{id}/events?limit=100")).await;
         let kinds: Vec<&str> = events.data().as_array().expect("events").iter().filter_map(|e| e["kind"].as_str()).collect();
@@ -149,11 +149,7 @@ async fn app_scenario(local: &LocalTown, model: &ModelServer, town: &str) -> Ori
     assert!(c.data()["landed_at"].is_string());
 
     // The merged branches' worktrees are gone from the container's workspace.
-    let worktrees = local.control.workspace.join(format!("rigs/{rig}/worktrees"));
-    wait_for("the merged worktrees to go", Duration::from_secs(30), async || {
-        std::fs::read_dir(&worktrees).map(|d| d.count() == 0).unwrap_or(true).then_some(())
-    })
-    .await;
+    worktrees_gone(local, &rig, "the merged worktrees to go", Duration::from_secs(30)).await;
     origin
 }
 
@@ -181,11 +177,7 @@ async fn clash_scenario(local: &LocalTown, model: &ModelServer, town: &str) -> O
         ids.push(s.data()["bead"]["id"].as_str().expect("bead").to_string());
     }
     for id in &ids {
-        let b = wait_for("both beads closed", WORK, async || {
-            let b = bead(dev, &rig, id).await;
-            (b["status"] == "closed" || b["status"] == "failed").then_some(b)
-        })
-        .await;
+        let b = settled(dev, &rig, id).await;
         assert_eq!(b["status"], "closed", "{b}");
     }
     let entries = reviews(dev, &rig).await;
@@ -222,11 +214,7 @@ async fn gated_scenario(local: &LocalTown, model: &ModelServer, town: &str) -> O
     let s = dev.post(&format!("/api/rigs/{rig}/sling"), json!({ "title": "Break things", "body": marker("gated") })).await;
     let id = s.data()["bead"]["id"].as_str().expect("bead").to_string();
 
-    let failed = wait_for("the bead to escalate", WORK, async || {
-        let b = bead(dev, &rig, &id).await;
-        (b["status"] == "failed" || b["status"] == "closed").then_some(b)
-    })
-    .await;
+    let failed = settled(dev, &rig, &id).await;
     assert_eq!(failed["status"], "failed", "{failed}");
     let entries = reviews(dev, &rig).await;
     assert_eq!(entries.len(), 2, "one first try and one rework round: {entries:?}");
@@ -246,10 +234,6 @@ async fn gated_scenario(local: &LocalTown, model: &ModelServer, town: &str) -> O
     assert!(kinds.contains(&"escalated"), "{kinds:?}");
     assert!(git(&origin.path, &["ls-tree", "--name-only", "main"]).lines().all(|f| f != "broken.txt"));
     // The abandoned branch's worktree goes too.
-    let worktrees = local.control.workspace.join(format!("rigs/{rig}/worktrees"));
-    wait_for("the abandoned worktree to go", Duration::from_secs(90), async || {
-        std::fs::read_dir(&worktrees).map(|d| d.count() == 0).unwrap_or(true).then_some(())
-    })
-    .await;
+    worktrees_gone(local, &rig, "the abandoned worktree to go", Duration::from_secs(90)).await;
     origin
 }

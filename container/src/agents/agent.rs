@@ -128,6 +128,20 @@ impl Agent {
         self.changed.notified().await
     }
 
+    /// Waits while `cond` holds for the record, at most `within`; wakes on every change of the
+    /// record and, as a fallback for changes that notify nobody (the busy flag), every 200 ms.
+    pub async fn wait_while(&self, within: std::time::Duration, cond: impl Fn(&AgentState) -> bool) {
+        let _ = tokio::time::timeout(within, async {
+            while cond(&self.lock()) {
+                tokio::select! {
+                    _ = self.changed() => {}
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                }
+            }
+        })
+        .await;
+    }
+
     /// The record's state. The lock is never held across an await.
     pub(crate) fn lock(&self) -> MutexGuard<'_, AgentState> {
         // A panic while holding this lock cannot leave the record half-written in a way that

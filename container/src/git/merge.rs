@@ -83,14 +83,9 @@ impl GitManager {
         self.git(Some(&refinery), &["reset", "--quiet", "--hard", &target], url).await?;
         self.git(Some(&refinery), &["clean", "-fdxq"], url).await?;
 
-        let identity = [("user.name", AUTHOR_NAME), ("user.email", AUTHOR_EMAIL)];
-        let mut merge_args: Vec<String> = Vec::new();
-        for (k, v) in identity {
-            merge_args.extend(["-c".into(), format!("{k}={v}")]);
-        }
-        merge_args.extend(["merge", "--no-ff", "--no-edit", "-m", job.message, &source].map(String::from));
-        let args: Vec<&str> = merge_args.iter().map(String::as_str).collect();
-        if let Err(GitError::Failed(report)) = self.git(Some(&refinery), &args, url).await {
+        let (name, email) = (format!("user.name={AUTHOR_NAME}"), format!("user.email={AUTHOR_EMAIL}"));
+        let merge = ["-c", &name, "-c", &email, "merge", "--no-ff", "--no-edit", "-m", job.message, &source];
+        if let Err(GitError::Failed(report)) = self.git(Some(&refinery), &merge, url).await {
             let files = self.git(Some(&refinery), &["diff", "--name-only", "--diff-filter=U"], url).await.map(|f| f.output).unwrap_or_default();
             let files: Vec<&str> = files.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
             let _ = self.git(Some(&refinery), &["merge", "--abort"], url).await;

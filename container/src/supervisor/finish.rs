@@ -32,21 +32,7 @@ impl Supervisor {
         let agent = agent.clone();
         tokio::spawn(async move {
             tokio::time::sleep(FIRST_LOOK).await;
-            let _ = tokio::time::timeout(TURN_END_WAIT, async {
-                loop {
-                    {
-                        let s = agent.lock();
-                        if s.generation != generation || !s.status.is_active() || !s.busy {
-                            return;
-                        }
-                    }
-                    tokio::select! {
-                        _ = agent.changed() => {}
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    }
-                }
-            })
-            .await;
+            agent.wait_while(TURN_END_WAIT, |s| s.generation == generation && s.status.is_active() && s.busy).await;
             tracing::info!(agent = %agent.id, generation, "work done: ending the run");
             if let Err(e) = this.stop_run(&agent.id, Some(generation), StopSignal::Term).await {
                 tracing::warn!(agent = %agent.id, error = %e, "could not end the finished run");

@@ -24,7 +24,8 @@ const ENDING_RUN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 #[derive(Default)]
 pub struct MergeJobs {
     jobs: Mutex<Jobs>,
-    rig_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One merge at a time per rig.
+    rig_locks: crate::locks::KeyedLocks,
 }
 
 #[derive(Default)]
@@ -34,10 +35,6 @@ struct Jobs {
 }
 
 impl MergeJobs {
-    fn rig_lock(&self, rig_id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.rig_locks.lock().unwrap_or_else(|p| p.into_inner()).entry(rig_id.to_string()).or_default().clone()
-    }
-
     fn get(&self, key: &(String, String)) -> Option<MergeStatus> {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner()).by_key.get(key).cloned()
     }
@@ -83,7 +80,7 @@ impl Supervisor {
         let this = self.clone();
         let rig_id = rig_id.to_string();
         tokio::spawn(async move {
-            let lock = this.merges.rig_lock(&rig_id);
+            let lock = this.merges.rig_locks.get(&rig_id);
             let _one_at_a_time = lock.lock().await;
             let job = MergeJob {
                 rig_id: &rig_id,

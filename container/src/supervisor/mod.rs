@@ -41,7 +41,7 @@ pub struct Supervisor {
     /// Per share key (shared mode only): serializes choosing or spawning a shared Kilo server,
     /// so two starts that could share one do not both spawn. Starts with other keys, and every
     /// start with one process per agent, never wait for each other's Kilo start-up.
-    placement: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    placement: crate::locks::KeyedLocks,
     /// The refinery's merge jobs.
     merges: merge::MergeJobs,
     /// The container's memory limit, read once at start-up (`capacity.rs`).
@@ -69,7 +69,7 @@ impl Supervisor {
             tools_dir,
             control_url,
             shutting_down: AtomicBool::new(false),
-            placement: Mutex::new(std::collections::HashMap::new()),
+            placement: crate::locks::KeyedLocks::default(),
             merges: merge::MergeJobs::default(),
             memory_limit: crate::capacity::memory_limit(),
         }))

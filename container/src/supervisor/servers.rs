@@ -68,7 +68,7 @@ impl Supervisor {
     /// Returns the server and, when it was spawned for this call, its timings.
     pub(super) async fn place(self: &Arc<Self>, spec: &AgentSpec) -> Result<(Arc<KiloServer>, Option<SpawnTimings>)> {
         let key = self.shared().then(|| Self::share_key(spec));
-        let key_lock = key.as_ref().map(|k| self.placement.lock().unwrap_or_else(|p| p.into_inner()).entry(k.clone()).or_default().clone());
+        let key_lock = key.as_ref().map(|k| self.placement.get(k));
         let _placing = match &key_lock {
             Some(lock) => Some(lock.lock().await),
             None => None,

@@ -56,18 +56,20 @@ impl Supervisor {
         }
         request.validate(self.config.validation_policy()).map_err(Error::invalid)?;
         let (spec, prompt, api_token) = split_request(request);
-        let existing = |agent: Arc<Agent>| Ok(Started { process: agent.to_process(), created: false });
         let capacity = self.capacity();
-        let (agent, generation) = match self.registry.begin_start(spec.clone(), api_token.clone(), capacity)? {
-            Claim::Started(agent, generation) => (agent, generation),
-            Claim::SameRun(agent) => return existing(agent),
-            Claim::Finishing(agent, finished) => {
-                tracing::info!(agent = %agent.id, "ending the finished run before the new one");
-                self.stop_run(&agent.id, Some(finished), StopSignal::Term).await?;
-                match self.registry.begin_start(spec, api_token, capacity)? {
-                    Claim::Started(agent, generation) => (agent, generation),
-                    Claim::SameRun(agent) => return existing(agent),
-                    Claim::Finishing(agent, _) => return Err(Error::Conflict(format!("agent {} is still ending its previous run", agent.id))),
+        // At most two claims: a run that finished its work is ended once, then claimed again.
+        let mut ended = None;
+        let (agent, generation) = loop {
+            match self.registry.begin_start(spec.clone(), api_token.clone(), capacity)? {
+                Claim::Started(agent, generation) => break (agent, generation),
+                Claim::SameRun(agent) => return Ok(Started { process: agent.to_process(), created: false }),
+                Claim::Finishing(agent, _) if ended.is_some() => {
+                    return Err(Error::Conflict(format!("agent {} is still ending its previous run", agent.id)));
+                }
+                Claim::Finishing(agent, finished) => {
+                    tracing::info!(agent = %agent.id, "ending the finished run before the new one");
+                    self.stop_run(&agent.id, Some(finished), StopSignal::Term).await?;
+                    ended = Some(finished);
                 }
             }
         };

@@ -64,16 +64,7 @@ impl Supervisor {
             self.release_if_unused(&server).await;
         }
         // The exit handler records the end; wait for it, bounded.
-        let wait = self.config.stop_grace + SETTLE;
-        let _ = tokio::time::timeout(wait, async {
-            while agent.lock().generation == generation && agent.status().is_active() {
-                tokio::select! {
-                    _ = agent.changed() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                }
-            }
-        })
-        .await;
+        agent.wait_while(self.config.stop_grace + SETTLE, |s| s.generation == generation && s.status.is_active()).await;
         Ok(())
     }
 

@@ -6,6 +6,7 @@ use std::cell::Cell;
 use std::time::Duration;
 
 use serde_json::Value;
+use shared_types::{MergeState, MergeStatus};
 use worker::{durable_object, DurableObject, Env, Method, Request, Response, State};
 
 use super::call::{container_call, serve};
@@ -14,7 +15,6 @@ use crate::container::NO_RUNTIME;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{Agent, ReviewEntry, RigConfig};
 use crate::refinery;
-use shared_types::{MergeState, MergeStatus};
 use crate::rig::{schema, Rig};
 use crate::rpc::RigOp;
 use crate::scheduler::{self, DispatchContext, Settings, Witness};
@@ -182,12 +182,7 @@ impl RigDO {
             let path = format!("/rigs/{}/merges/{}", config.rig_id, entry.id);
             match container_call(&self.env, town, Method::Get, &path, None).await {
                 Ok((200, body)) => match serde_json::from_value::<MergeStatus>(body) {
-                    Ok(status) if status.state.is_final() => {
-                        let verdict = self.with_rig(|r| r.finish_review(&entry.id, &status))?;
-                        if matches!(verdict, Some(refinery::Verdict::Escalate { .. })) {
-                            self.abandon(town, config, &entry.branch).await;
-                        }
-                    }
+                    Ok(status) if status.state.is_final() => self.apply_merge(town, config, &entry, &status).await?,
                     Ok(_) => return Ok(()),
                     Err(e) => {
                         worker::console_error!("refinery: undecodable merge status for {}: {e}", entry.id);
@@ -213,12 +208,17 @@ impl RigDO {
         Ok(())
     }
 
-    /// The bead of `branch` escalated: its worktree in the container goes (best effort).
-    async fn abandon(&self, town: &str, config: &RigConfig, branch: &str) {
-        let path = format!("/rigs/{}/worktrees/remove", config.rig_id);
-        if let Err(e) = container_call(&self.env, town, Method::Post, &path, Some(&serde_json::json!({ "branch": branch }))).await {
-            worker::console_error!("refinery: could not remove the worktree of {branch}: {e}");
+    /// Applies a finished merge to its entry (`rig/refinery.rs`). When the bead escalates, its
+    /// branch will not be merged: the worktree in the container goes (best effort).
+    async fn apply_merge(&self, town: &str, config: &RigConfig, entry: &ReviewEntry, status: &MergeStatus) -> ApiResult<()> {
+        let verdict = self.with_rig(|r| r.finish_review(&entry.id, status))?;
+        if matches!(verdict, Some(refinery::Verdict::Escalate { .. })) {
+            let path = format!("/rigs/{}/worktrees/remove", config.rig_id);
+            if let Err(e) = container_call(&self.env, town, Method::Post, &path, Some(&serde_json::json!({ "branch": entry.branch }))).await {
+                worker::console_error!("refinery: could not remove the worktree of {}: {e}", entry.branch);
+            }
         }
+        Ok(())
     }
 
     /// Asks the container to merge a running entry. A request the container refuses as invalid
@@ -233,8 +233,7 @@ impl RigDO {
             Ok((400, reply)) => {
                 let detail = format!("the container refused the merge: {}", reply["error"].as_str().unwrap_or("invalid request"));
                 let failed = MergeStatus { review_id: entry.id.clone(), state: MergeState::Failed, commit: None, detail: Some(detail), output: None };
-                self.with_rig(|r| r.finish_review(&entry.id, &failed))?;
-                self.abandon(town, config, &entry.branch).await;
+                self.apply_merge(town, config, entry, &failed).await?;
             }
             Ok((status, reply)) => worker::console_error!("refinery: merge of {} not started ({status}): {}", entry.id, reply["error"]),
             Err(e) => worker::console_error!("refinery: merge of {} not started: {e}", entry.id),
