@@ -65,32 +65,23 @@ pub struct StartAgentRequest {
 impl StartAgentRequest {
     /// Every problem with the request, so a client can fix them all at once.
     pub fn validate(&self, policy: ValidationPolicy) -> Result<(), Vec<ValidationIssue>> {
-        let mut issues = Vec::new();
-        let mut check = |field: &str, r: Result<(), String>| {
-            if let Err(message) = r {
-                issues.push(ValidationIssue::new(field, message));
-            }
-        };
-        check("agentId", validate::id(&self.agent_id));
-        check("rigId", validate::id(&self.rig_id));
-        check("townId", validate::id(&self.town_id));
-        check("name", validate::agent_name(&self.name));
-        check("identity", validate::text(&self.identity, 256, false));
-        check("prompt", validate::text(&self.prompt, MAX_PROMPT_BYTES, false));
-        check("systemPrompt", validate::text(&self.system_prompt, MAX_PROMPT_BYTES, true));
-        check("model", validate::model(&self.model));
-        check("gitUrl", validate::git_url(&self.git_url, policy).map(|_| ()));
-        check("branch", validate::branch(&self.branch));
-        check("defaultBranch", validate::branch(&self.default_branch));
+        let mut issues = validate::Issues::default();
+        issues.check("agentId", validate::id(&self.agent_id));
+        issues.check("rigId", validate::id(&self.rig_id));
+        issues.check("townId", validate::id(&self.town_id));
+        issues.check("name", validate::agent_name(&self.name));
+        issues.check("identity", validate::text(&self.identity, 256, false));
+        issues.check("prompt", validate::text(&self.prompt, MAX_PROMPT_BYTES, false));
+        issues.check("systemPrompt", validate::text(&self.system_prompt, MAX_PROMPT_BYTES, true));
+        issues.check("model", validate::model(&self.model));
+        issues.check("gitUrl", validate::git_url(&self.git_url, policy).map(|_| ()));
+        issues.check("branch", validate::branch(&self.branch));
+        issues.check("defaultBranch", validate::branch(&self.default_branch));
         if let Some(d) = &self.dispatch_id {
-            check("dispatchId", validate::id(d));
+            issues.check("dispatchId", validate::id(d));
         }
-        validate::env_vars(&self.env_vars, &mut issues);
-        if issues.is_empty() {
-            Ok(())
-        } else {
-            Err(issues)
-        }
+        validate::env_vars(&self.env_vars, issues.list());
+        issues.into_result()
     }
 }
 

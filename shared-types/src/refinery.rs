@@ -46,27 +46,18 @@ pub struct MergeRequest {
 
 impl MergeRequest {
     pub fn validate(&self, policy: ValidationPolicy) -> Result<(), Vec<ValidationIssue>> {
-        let mut issues = Vec::new();
-        let mut check = |field: &str, r: Result<(), String>| {
-            if let Err(message) = r {
-                issues.push(ValidationIssue::new(field, message));
-            }
-        };
-        check("reviewId", validate::id(&self.review_id));
-        check("beadId", validate::id(&self.bead_id));
-        check("gitUrl", validate::git_url(&self.git_url, policy).map(|_| ()));
-        check("defaultBranch", validate::branch(&self.default_branch));
-        check("branch", validate::branch(&self.branch));
-        check("message", validate::text(&self.message, MAX_MERGE_MESSAGE, false));
+        let mut issues = validate::Issues::default();
+        issues.check("reviewId", validate::id(&self.review_id));
+        issues.check("beadId", validate::id(&self.bead_id));
+        issues.check("gitUrl", validate::git_url(&self.git_url, policy).map(|_| ()));
+        issues.check("defaultBranch", validate::branch(&self.default_branch));
+        issues.check("branch", validate::branch(&self.branch));
+        issues.check("message", validate::text(&self.message, MAX_MERGE_MESSAGE, false));
         if self.branch == self.default_branch {
-            check("branch", Err("must not be the default branch".into()));
+            issues.check("branch", Err("must not be the default branch".into()));
         }
-        check("gates", validate_gates(&self.gates));
-        if issues.is_empty() {
-            Ok(())
-        } else {
-            Err(issues)
-        }
+        issues.check("gates", validate_gates(&self.gates));
+        issues.into_result()
     }
 }
 

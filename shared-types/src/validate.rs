@@ -20,6 +20,32 @@ impl ValidationIssue {
     }
 }
 
+/// Every problem with one request, collected so a client can fix them all at once.
+#[derive(Debug, Default)]
+pub struct Issues(Vec<ValidationIssue>);
+
+impl Issues {
+    /// Records `r`'s problem, if any, under `field`.
+    pub fn check(&mut self, field: &str, r: Result<(), String>) {
+        if let Err(message) = r {
+            self.0.push(ValidationIssue::new(field, message));
+        }
+    }
+
+    /// The list itself, for checks that add several issues at once (`env_vars`).
+    pub fn list(&mut self) -> &mut Vec<ValidationIssue> {
+        &mut self.0
+    }
+
+    pub fn into_result(self) -> Result<(), Vec<ValidationIssue>> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self.0)
+        }
+    }
+}
+
 /// What the validating side allows beyond the always-safe forms.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ValidationPolicy {

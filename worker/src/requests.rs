@@ -8,7 +8,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared_types::validate;
-use shared_types::ValidationIssue;
 
 use crate::error::{ApiError, ApiResult};
 use crate::model::{AgentRole, AgentStatus, BeadStatus, BeadType, Priority, ReviewStatus};
@@ -37,23 +36,21 @@ pub trait Validate {
     }
 }
 
-/// Collected validation problems, reported as one 400 message `field: reason; field: reason`.
+/// Collected validation problems (shared-types' collector), reported as one 400 message
+/// `field: reason; field: reason`.
 #[derive(Default)]
-pub struct Issues(Vec<ValidationIssue>);
+pub struct Issues(validate::Issues);
 
 impl Issues {
     pub fn add(&mut self, field: &str, result: Result<(), String>) {
-        if let Err(message) = result {
-            self.0.push(ValidationIssue::new(field, message));
-        }
+        self.0.check(field, result);
     }
 
     pub fn into_result(self) -> ApiResult<()> {
-        if self.0.is_empty() {
-            return Ok(());
-        }
-        let parts: Vec<String> = self.0.iter().map(|i| format!("{}: {}", i.field, i.message)).collect();
-        Err(ApiError::BadRequest(parts.join("; ")))
+        self.0.into_result().map_err(|issues| {
+            let parts: Vec<String> = issues.iter().map(|i| format!("{}: {}", i.field, i.message)).collect();
+            ApiError::BadRequest(parts.join("; "))
+        })
     }
 }
 
@@ -350,7 +347,7 @@ impl Validate for NewConvoy {
         for (n, b) in self.beads.iter().enumerate() {
             let mut inner = Issues::default();
             b.check(&mut inner);
-            for issue in inner.0 {
+            for issue in inner.0.into_result().err().unwrap_or_default() {
                 i.add(&format!("beads[{n}].{}", issue.field), Err(issue.message));
             }
         }
