@@ -10,3 +10,16 @@ pub mod town;
 pub mod wait;
 pub mod worker_stub;
 pub mod wrangler;
+
+/// An HTTP client for talking to the processes under test. `workerd` (behind `wrangler dev`)
+/// closes a keep-alive connection after about 5 s idle and Bun (`kilo serve`) after 10 s; a
+/// pooled connection picked up at that moment fails with a connection error. Connections idle
+/// for more than 2 s are therefore never reused.
+pub fn http_client(timeout: std::time::Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .pool_idle_timeout(std::time::Duration::from_secs(2))
+        .no_proxy()
+        .build()
+        .expect("http client")
+}

@@ -133,7 +133,7 @@ impl WranglerDev {
         #[cfg(unix)]
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd.spawn().expect("spawn wrangler dev");
-        let client = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).no_proxy().build().expect("http client");
+        let client = crate::http_client(REQUEST_TIMEOUT);
         let mut dev = Self { child: Some(child), dir, base_url: String::new(), log: log_path, client };
         dev.wait_ready().await;
         dev
@@ -238,7 +238,15 @@ impl WranglerDev {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
-        let resp = req.send().await.unwrap_or_else(|e| panic!("request to wrangler dev failed: {e}"));
+        let started = Instant::now();
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let out = self.output();
+                let tail: String = out.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                panic!("request to wrangler dev failed after {:?}: {e:?}\nlast lines of its output:\n{tail}", started.elapsed())
+            }
+        };
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.unwrap_or_default();
         Reply { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
