@@ -79,17 +79,18 @@ RUN ln -s /opt/kilo/node_modules/@kilocode/cli-linux-x64/bin/kilo /usr/local/bin
 
 COPY --from=build /out/gastown-container /usr/local/bin/gastown-container
 
-# Agents run repository code: run everything as an unprivileged user that owns /workspace.
-RUN useradd --create-home --uid 1000 --shell /bin/sh gastown \
-    && mkdir -p /workspace \
-    && chown gastown:gastown /workspace
+# Agents run repository code. The control server runs as root (PID 1) so that it can start
+# every Kilo process under its own unprivileged uid (AGENT_UID_BASE.., no passwd entry needed):
+# agents cannot read each other's files or any other process's environment. /workspace is
+# enterable, not listable, by those uids.
+RUN mkdir -p /workspace \
+    && chmod 0711 /workspace
 
 # The Gastown tool files for Kilo (tool/gt_*.js), written by the binary that serves them, so
 # tools and control server always match (this step also proves the binary runs in this image);
-# every agent's Kilo finds them through GASTOWN_TOOLS_DIR. The server rewrites them at start-up,
-# so the runtime user owns the folder.
-RUN gastown-container write-tools /opt/gastown/tools \
-    && chown -R gastown:gastown /opt/gastown/tools
+# every agent's Kilo finds them through GASTOWN_TOOLS_DIR (readable by all; the server rewrites
+# them at start-up).
+RUN gastown-container write-tools /opt/gastown/tools
 
 # Non-secret settings (the control server's defaults are right for everything not set here;
 # container/src/config.rs lists them all). ALLOW_LOCAL_REPOS stays off in the image.
@@ -97,8 +98,7 @@ ENV WORKSPACE_ROOT=/workspace \
     KILO_BIN=/opt/kilo/node_modules/@kilocode/cli-linux-x64/bin/kilo \
     GASTOWN_TOOLS_DIR=/opt/gastown/tools
 
-# Numeric, so that a runtime can tell it is not root without reading /etc/passwd.
-USER 1000:1000
+# No USER: the server stays root to hand each agent its own uid (see above).
 WORKDIR /workspace
 # The control server's port (PORT, default 8080), which the TownContainer DO connects to.
 # `wrangler dev` refuses to run a container image that exposes no port.

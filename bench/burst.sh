@@ -6,4 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet -p gastown-container
 scripts/build-worker >/dev/null 2>&1 || scripts/build-worker
-cargo bench --quiet -p gastown-e2e --bench burst
+for pool in 1 6; do
+  echo "### WARM_POOL_SIZE=$pool"
+  WARM_POOL_SIZE=$pool cargo bench --quiet -p gastown-e2e --bench burst
+  echo
+done

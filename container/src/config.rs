@@ -25,6 +25,11 @@
 //! | `AGENT_MEMORY_BYTES` | 734003200 (700 MiB) | memory assumed per agent before any is measured (one `kilo serve` after a turn) |
 //! | `MEMORY_RESERVE_BYTES` | 536870912 (512 MiB) | memory kept for the control server, git and the gates |
 //! | `LISTEN_FDS`, `LISTEN_PID` | unset | socket activation: serve on the inherited fd 3 instead of binding `BIND_ADDR`:`PORT` (`listen.rs`) |
+//! | `WARM_POOL_SIZE` | 1 | `kilo serve` processes kept started ahead of demand (`supervisor/pool.rs`); 0: none |
+//! | `WARM_POOL_MODEL` | unset (the last start's model) | the model the pooled processes are configured for |
+//! | `AGENT_ISOLATION` | auto | `auto`: each Kilo process under its own uid when the server runs as root (`sandbox.rs`); `off`: every agent as the server's uid |
+//! | `AGENT_UID_BASE` | 20000 | first uid handed to Kilo processes |
+//! | `AGENT_UID_COUNT` | 1000 | how many uids, from `AGENT_UID_BASE` |
 //! | `LOG` | info | log filter (tracing's env-filter syntax); logs are JSON lines on stdout |
 
 use std::net::SocketAddr;
@@ -40,7 +45,11 @@ pub const ENV_VARS: &[&str] = &[
     "STOP_GRACE_MS", "SHUTDOWN_DRAIN_MS", "HEARTBEAT_INTERVAL_MS", "ALLOW_LOCAL_REPOS", "KILO_READY_TIMEOUT_MS", "GIT_TIMEOUT_MS",
     "EVENT_BUFFER_SIZE", "GASTOWN_MODEL_BASE_URL", "GASTOWN_MODEL_API_KEY", "KILO_MEMORY_LIMIT_BYTES",
     "GASTOWN_TOOLS_DIR", "LOG", "LISTEN_FDS", "LISTEN_PID", "MAX_AGENTS", "AGENT_MEMORY_BYTES", "MEMORY_RESERVE_BYTES",
+    "WARM_POOL_SIZE", "WARM_POOL_MODEL", "AGENT_ISOLATION", "AGENT_UID_BASE", "AGENT_UID_COUNT",
 ];
+
+/// The variables that hold secrets: erased from the environment once read (`secret.rs`).
+pub const SECRET_VARS: &[&str] = &["CONTAINER_TOKEN", "GASTOWN_MODEL_API_KEY"];
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -65,6 +74,12 @@ pub struct Config {
     pub max_agents: Option<usize>,
     pub agent_memory: u64,
     pub memory_reserve: u64,
+    pub pool_size: usize,
+    pub pool_model: Option<String>,
+    /// `AGENT_ISOLATION` is not `off`.
+    pub isolate_agents: bool,
+    pub agent_uid_base: u32,
+    pub agent_uid_count: u32,
 }
 
 impl Config {
@@ -112,6 +127,15 @@ impl Config {
             max_agents: Some(num("MAX_AGENTS", 0)? as usize).filter(|n| *n > 0),
             agent_memory: num("AGENT_MEMORY_BYTES", 700 * 1024 * 1024)?.max(1),
             memory_reserve: num("MEMORY_RESERVE_BYTES", 512 * 1024 * 1024)?,
+            pool_size: num("WARM_POOL_SIZE", 1)?.min(64) as usize,
+            pool_model: get("WARM_POOL_MODEL").map(|m| m.trim().to_string()),
+            isolate_agents: match get("AGENT_ISOLATION").as_deref().map(str::trim) {
+                None | Some("auto") => true,
+                Some("off") => false,
+                Some(other) => return Err(format!("AGENT_ISOLATION must be auto or off, got {other:?}")),
+            },
+            agent_uid_base: u32::try_from(num("AGENT_UID_BASE", 20_000)?).ok().filter(|b| *b >= 1000).ok_or("AGENT_UID_BASE must be between 1000 and 4294967295")?,
+            agent_uid_count: u32::try_from(num("AGENT_UID_COUNT", 1000)?).ok().filter(|c| (1..=65_536).contains(c)).ok_or("AGENT_UID_COUNT must be between 1 and 65536")?,
         })
     }
 
@@ -140,6 +164,8 @@ mod tests {
         assert_eq!(c.heartbeat_interval, Duration::from_secs(30));
         assert!(!c.allow_local_repos);
         assert!(c.container_token.is_none());
+        assert_eq!(c.pool_size, 1);
+        assert!(c.pool_model.is_none());
     }
 
     #[test]
@@ -149,6 +175,9 @@ mod tests {
         assert!(config(&[("AGENTS_PER_SERVER", "0")]).is_err());
         assert!(config(&[("STOP_GRACE_MS", "-1")]).unwrap_err().contains("STOP_GRACE_MS"));
         assert!(config(&[("BIND_ADDR", "nope")]).is_err());
+        assert!(config(&[("AGENT_ISOLATION", "maybe")]).unwrap_err().contains("AGENT_ISOLATION"));
+        assert!(config(&[("AGENT_UID_BASE", "0")]).unwrap_err().contains("AGENT_UID_BASE"), "never root's or system uids");
+        assert!(config(&[("AGENT_UID_COUNT", "0")]).is_err());
     }
 
     #[test]

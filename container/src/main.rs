@@ -18,11 +18,13 @@ mod kilo;
 mod listen;
 mod locks;
 mod process;
+mod sandbox;
 mod secret;
 mod supervisor;
 mod tools;
 
 use std::path::PathBuf;
+use std::time::Duration;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -32,6 +34,11 @@ use crate::config::Config;
 use crate::git::{GitManager, WorkspacePaths};
 use crate::process::Reaper;
 use crate::supervisor::Supervisor;
+
+/// The longest a pooled HTTP connection may sit idle and still be reused. The servers we call
+/// close idle keep-alive connections (workerd after about 5 s, Bun's `kilo serve` after 10 s),
+/// and a request sent on a connection at the moment it is closed fails.
+pub const IDLE_CONNECTION_REUSE: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -75,6 +82,12 @@ fn serve() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The settings are read: the secrets leave the environment, and the memory that
+    // /proc/<pid>/environ shows, before any thread or child exists.
+    match secret::erase_from_environ(config::SECRET_VARS) {
+        Ok(n) => tracing::debug!(erased = n, "secrets erased from the environment"),
+        Err(e) => tracing::warn!(error = %e, "could not erase the secrets from /proc/self/environ"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -106,8 +119,23 @@ async fn run(config: Config) -> Result<(), String> {
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let git = GitManager::new(paths, reaper.clone(), config.git_timeout);
     let config = Arc::new(config);
-    let supervisor = Supervisor::new(config.clone(), reaper, git, tools_dir, format!("http://127.0.0.1:{port}")).map_err(|e| e.to_string())?;
+    let supervisor = Supervisor::new(config.clone(), reaper, git, tools_dir.clone(), format!("http://127.0.0.1:{port}")).map_err(|e| e.to_string())?;
+    if supervisor.uids.enabled() {
+        sandbox::open_paths(&config.workspace_root, &tools_dir)?;
+        // Agents' checkouts belong to their uids; the server (root) still reads them with git2.
+        // SAFETY: set once, before any thread of ours uses git2.
+        unsafe { git2::opts::set_verify_owner_validation(false) }.map_err(|e| format!("git2: {}", e.message()))?;
+        tracing::info!(first_uid = config.agent_uid_base, uids = config.agent_uid_count, "agents are isolated: each Kilo process runs under its own uid");
+    } else {
+        tracing::warn!(
+            isolation = supervisor.uids.mode(),
+            "agents are NOT isolated: every Kilo process runs as this server's uid, so an agent can read other agents' files and \
+             processes and this server's environment (run the server as root, as in the container image, to isolate them)"
+        );
+    }
     heartbeat::spawn(supervisor.clone());
+    // Fills the warm pool now when WARM_POOL_MODEL says which model; otherwise after the first start.
+    supervisor.refill_pool();
     tracing::info!(
         port,
         workspace = %config.workspace_root.display(),

@@ -230,6 +230,30 @@ pub struct HealthResponse {
     /// `MAX_AGENTS`). A start past it is refused with 429.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<usize>,
+    /// The warm pool of pre-started Kilo processes (our addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolStatus>,
+    /// How agents are kept apart: `uid` (each Kilo process under its own unprivileged uid) or
+    /// `none` (the server is not root: every agent runs as the server's uid). Our addition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<String>,
+}
+
+/// `/health`'s `pool`: pre-started `kilo serve` processes waiting for an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolStatus {
+    /// How many the pool keeps ready (`WARM_POOL_SIZE`).
+    pub size: usize,
+    /// Started and healthy, waiting for an agent.
+    pub ready: usize,
+    /// Being started.
+    pub starting: usize,
+    /// The model the pooled processes are configured for (learned from the last start unless
+    /// `WARM_POOL_MODEL` is set); `None` until known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Process ids of the ready processes (each is handed to one agent, never to a second).
+    pub pids: Vec<u32>,
 }
 
 /// `POST /agents/:id/stop`.

@@ -1,7 +1,8 @@
 //! Bursts of work: 1, 6 and 12 beads slung at once (one convoy each, on a fresh rig), and then
 //! a single sling on the warm town. For each: seconds from the sling until every agent has sent
 //! its first model request, until every bead is merged, and the memory the Kilo processes hold
-//! 15 s after everything is done. Everything real but the LLM; run by bench/burst.sh.
+//! 15 s after everything is done (the warm pool's processes). Everything real but the LLM; run
+//! by bench/burst.sh with `WARM_POOL_SIZE` 1 (the default) and 6.
 
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,9 @@ fn kilo_rss_mib(parent: i32) -> u64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let model = ModelServer::start(Vec::<(String, Vec<Step>)>::new()).await.expect("model server");
-    let local = LocalTown::start(&model, &[], &[("SCHEDULER_TICK_MS", "1000")]).await;
+    // The warm pool's size: the product default (1) unless the run says otherwise.
+    let pool = std::env::var("WARM_POOL_SIZE").unwrap_or_else(|_| "1".into());
+    let local = LocalTown::start(&model, &[("WARM_POOL_SIZE", pool.as_str())], &[("SCHEDULER_TICK_MS", "1000")]).await;
     let dev = &local.worker;
     let town = dev.post("/api/towns", json!({"name": "burst"})).await.data()["id"].as_str().expect("town").to_string();
     let parent = local.control.pid() as i32;
@@ -63,5 +66,9 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs(15)).await;
         println!("| {label} | {:.1} | {:.1} | {} |", firsts.as_secs_f64(), merged.as_secs_f64(), kilo_rss_mib(parent));
     }
-    println!("\n2 cores, wrangler dev, local origins, scheduler tick 1 s, AGENTS_PER_SERVER=1, no warm pool.");
+    let (_, health) = local.control.get("/health").await;
+    println!(
+        "\n2 cores, wrangler dev, local origins, scheduler tick 1 s, AGENTS_PER_SERVER=1, WARM_POOL_SIZE={pool}, isolation: {}. The memory after is the warm pool's.",
+        health["isolation"].as_str().unwrap_or("?")
+    );
 }

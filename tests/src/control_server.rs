@@ -94,10 +94,23 @@ fn pass_listener(cmd: &mut Command, listener: &std::net::TcpListener) {
     }
 }
 
+const UIDS_PER_SERVER: u32 = 32;
+
+/// A uid range no other server started by any test process now uses: by test process id and a
+/// counter of the servers it started (a test binary starts far fewer than 100 at once).
+fn uid_base() -> u32 {
+    static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 100;
+    100_000 + ((std::process::id() % 100_000) * 100 + n) * UIDS_PER_SERVER
+}
+
 impl ControlServer {
     /// Starts the server and waits (up to 30 s) for its "listening" log line.
     pub fn start(options: Options) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        // Run as root, the server gives each Kilo process its own uid; those must be able to
+        // enter the folders above the workspace (enter, not list).
+        crate::open_to_all(dir.path(), 0o711);
         let workspace = dir.path().join("workspace");
         let mut cmd = Command::new(container_bin());
         cmd.env_clear()
@@ -108,6 +121,13 @@ impl ControlServer {
             .env("KILO_BIN", kilo_bin())
             .env("ALLOW_LOCAL_REPOS", "true")
             .env("HEARTBEAT_INTERVAL_MS", "500")
+            // No warm pool unless a test asks for one (`WARM_POOL_SIZE`): most tests count the
+            // server's Kilo processes, and an idle one per server would slow a 2-core machine.
+            .env("WARM_POOL_SIZE", "0")
+            // Servers of one test binary run at once on this machine: each hands out its own
+            // uids, never another's (a uid given back is swept of its processes).
+            .env("AGENT_UID_BASE", uid_base().to_string())
+            .env("AGENT_UID_COUNT", UIDS_PER_SERVER.to_string())
             .env("LOG", "info");
         if let Some(t) = &options.token {
             cmd.env("CONTAINER_TOKEN", t);
@@ -145,7 +165,7 @@ impl ControlServer {
             let ours = listener.local_addr().map(|a| u64::from(a.port())).ok();
             assert_eq!(Some(port), ours, "the control server serves the socket it was given");
         }
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(180)).build().expect("client");
+        let http = crate::http_client(Duration::from_secs(180));
         Self { child: Some(child), base: format!("http://127.0.0.1:{port}"), token: options.token, workspace, logs, http, _dir: dir }
     }
 

@@ -23,3 +23,9 @@ pub fn http_client(timeout: std::time::Duration) -> reqwest::Client {
         .build()
         .expect("http client")
 }
+
+/// Sets `dir`'s mode (a test's temporary folder is 0700: no other uid may enter it).
+pub fn open_to_all(dir: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}

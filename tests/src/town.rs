@@ -28,7 +28,13 @@ impl LocalTown {
         env.extend_from_slice(worker_env);
         let worker = WranglerDev::start_with_env(&env).await;
 
-        let mut options = Options::default().listener(socket).env("GASTOWN_API_URL", worker.base_url.clone()).env("GASTOWN_MODEL_BASE_URL", model.base_url());
+        // The town runs the product's defaults, the warm pool of one included (filled at once).
+        let mut options = Options::default()
+            .listener(socket)
+            .env("GASTOWN_API_URL", worker.base_url.clone())
+            .env("GASTOWN_MODEL_BASE_URL", model.base_url())
+            .env("WARM_POOL_SIZE", "1")
+            .env("WARM_POOL_MODEL", model_ref.clone());
         for (k, v) in control_env {
             options = options.env(k, *v);
         }

@@ -380,32 +380,7 @@ fn check_tools(p: &Project, df: &Dockerfile) -> Result<(), String> {
     if copy > write {
         return Err("`write-tools` runs before the binary is copied into the runtime stage".into());
     }
-    // The server rewrites the tool files at start-up: the runtime user must own the folder.
-    let user = fin.instrs.iter().rfind(|i| i.op == "USER").map(|i| i.args.clone()).unwrap_or_default();
-    owned_by_runtime_user(fin, &user, &tools_dir, write)
-}
-
-/// Some RUN at or after `from` chowns `dir` to the user of `USER <user>` (by name or by uid, as
-/// created by `useradd --uid`).
-fn owned_by_runtime_user(stage: &Stage, user: &str, dir: &str, from: usize) -> Result<(), String> {
-    let uid = user.split(':').next().unwrap_or_default();
-    let name = stage
-        .instrs
-        .iter()
-        .filter(|i| i.op == "RUN" && i.args.contains("useradd") && i.args.contains(&format!("--uid {uid}")))
-        .find_map(|i| i.args.split("&&").find(|c| c.contains("useradd")).and_then(|c| c.split_whitespace().last().map(str::to_string)))
-        .unwrap_or_else(|| uid.to_string());
-    let owned = stage.instrs[from..].iter().filter(|i| i.op == "RUN").flat_map(|i| i.args.split("&&")).any(|cmd| {
-        let w: Vec<&str> = cmd.split_whitespace().collect();
-        w.first() == Some(&"chown")
-            && w.iter().any(|a| a.split(':').next().is_some_and(|o| o == uid || o == name))
-            && w.iter().any(|a| a.trim_end_matches('/') == dir.trim_end_matches('/'))
-    });
-    if owned {
-        Ok(())
-    } else {
-        Err(format!("{dir} is not chowned to the runtime user {user:?} ({name}); the server writes there at start-up"))
-    }
+    Ok(())
 }
 
 fn check_workspace_copied(p: &Project, df: &Dockerfile) -> Result<(), String> {
@@ -436,12 +411,27 @@ fn check_runtime(_p: &Project, df: &Dockerfile) -> Result<(), String> {
             return Err(format!("the runtime stage does not install {pkg} (apt-get install {})", apt.args));
         }
     }
-    let user = fin.instrs.iter().rfind(|i| i.op == "USER").map(|i| i.args.clone()).ok_or("the runtime stage has no USER: agents would run repository code as root")?;
-    if user.split(':').next().is_some_and(|u| u == "root" || u == "0") {
-        return Err(format!("USER {user}: agents would run repository code as root"));
+    // The server must be root to start each agent's Kilo under its own uid (sandbox.rs); the
+    // agents never run as root because the server never lets them.
+    if let Some(user) = fin.instrs.iter().rfind(|i| i.op == "USER").map(|i| i.args.clone()) {
+        if !user.split(':').next().is_some_and(|u| u == "root" || u == "0") {
+            return Err(format!("USER {user}: the control server cannot give each agent its own uid unless it runs as root"));
+        }
     }
+    if let Some((_, v)) = Dockerfile::env(fin).into_iter().rfind(|(k, _)| k == "AGENT_ISOLATION") {
+        if v != "auto" {
+            return Err(format!("AGENT_ISOLATION={v}: agents would share one uid"));
+        }
+    }
+    // The agents' uids must be able to enter the workspace.
     let workspace = Dockerfile::env(fin).into_iter().rfind(|(k, _)| k == "WORKSPACE_ROOT").map(|(_, v)| v).unwrap_or_else(|| "/workspace".into());
-    owned_by_runtime_user(fin, &user, &workspace, 0)?;
+    let opened = fin.instrs.iter().filter(|i| i.op == "RUN").flat_map(|i| i.args.split("&&")).any(|cmd| {
+        let w: Vec<&str> = cmd.split_whitespace().collect();
+        w.first() == Some(&"chmod") && w.iter().any(|a| *a == "0711" || *a == "0755" || *a == "711" || *a == "755") && w.iter().any(|a| a.trim_end_matches('/') == workspace)
+    });
+    if !opened {
+        return Err(format!("{workspace} is not made enterable (chmod 0711) for the agents' uids"));
+    }
     if df.all("RUN").chain(df.all("ENTRYPOINT")).any(|i| i.args.contains("tini") || i.args.contains("dumb-init")) {
         return Err("an init wrapper is installed or used: the control server is PID 1 and reaps children itself".into());
     }
@@ -542,9 +532,9 @@ fn each_check_rejects_a_broken_dockerfile() {
         ("workspace_copied", check_workspace_copied, edit("COPY worker worker", ""), |_| {}),
         ("workspace_copied", check_workspace_copied, Dockerfile::parse(&text), |p| p.members.push("bench".into())),
         ("runtime", check_runtime, edit("openssh-client gh", "openssh-client"), |_| {}),
-        ("runtime", check_runtime, append("USER root"), |_| {}),
-        ("runtime", check_runtime, edit("&& chown gastown:gastown /workspace", ""), |_| {}),
-        ("tools", check_tools, edit("&& chown -R gastown:gastown /opt/gastown/tools", ""), |_| {}),
+        ("runtime", check_runtime, append("USER 1000:1000"), |_| {}),
+        ("runtime", check_runtime, append("ENV AGENT_ISOLATION=off"), |_| {}),
+        ("runtime", check_runtime, edit("&& chmod 0711 /workspace", ""), |_| {}),
         ("dockerignore", check_dockerignore, Dockerfile::parse(&text), |p| p.dockerignore = p.dockerignore.replace("node_modules/", "node_modules_x/")),
         ("dockerignore", check_dockerignore, Dockerfile::parse(&text), |p| p.dockerignore.push_str("\n!target/release\n")),
         ("wrangler", check_wrangler, Dockerfile::parse(&text), |p| p.wrangler = Some("[[containers]]\nclass_name = \"TownContainer\"\nimage = \"./container/Dockerfile\"\n".into())),

@@ -1,21 +1,28 @@
-//! One shared clone per rig, one worktree per agent.
+//! One shared clone per rig; per agent, a checkout that borrows the clone's objects.
 //!
 //! Layout under `WORKSPACE_ROOT`:
 //! ```text
 //! rigs/<rigId>/repo                         the rig's clone (no checkout of its own)
-//! rigs/<rigId>/worktrees/<branch, / -> ~>   one agent's worktree, on the agent's branch
-//! rigs/<rigId>/refinery                     the refinery's worktree (merges, see merge.rs)
+//! rigs/<rigId>/worktrees/<branch, / -> ~>   one agent's checkout, on the agent's branch
+//! rigs/<rigId>/refinery                     the refinery's worktree of the clone (merge.rs)
 //! ```
 //!
-//! Which tool does what (measurements in shared/reference/git-worktrees.md): the git CLI clones,
-//! fetches and adds worktrees, because libgit2's local transport is 6x slower, it cannot do
-//! partial clones, its worktree add is about 2x slower, and https would need a vendored OpenSSL.
-//! git2 does everything that is a lookup or a small ref edit: opening, resolving the default
-//! branch, creating the agent's branch (no config write, so no `.git/config` lock contention),
-//! checking and pruning worktrees.
+//! An agent's checkout is a `git clone --shared` of the rig's clone: its objects come from the
+//! clone through `objects/info/alternates` (nothing is copied; 0.05 s), and everything the agent
+//! writes (objects, refs, index, config) lands in its own `.git`. It is created by, and belongs
+//! to, the agent's uid (`sandbox.rs`), mode 0700. A `git worktree` of the shared clone would
+//! make every agent write into the clone's one object store and ref namespace, which would
+//! need a group-writable clone that any agent of the rig could rewrite (another agent's branch
+//! included); the clone-per-agent keeps agents apart at the same cost and, unlike worktree
+//! adds, takes no lock on the clone's `.git/config`.
 //!
-//! Concurrency: every step that writes the shared clone's metadata runs under a per-rig lock, so
-//! two agents started on one rig at once clone it once and never race on `.git/config`.
+//! Which tool does what (measurements in shared/reference/git-worktrees.md): the git CLI clones,
+//! fetches and checks out, because libgit2's local transport is 6x slower, it cannot do
+//! partial clones, and https would need a vendored OpenSSL. git2 does the lookups: opening,
+//! checking a checkout's branch, pruning the refinery's worktree entries.
+//!
+//! Concurrency: every step that writes the shared clone runs under a per-rig lock, so two
+//! agents started on one rig at once clone it once; their checkouts are made in parallel.
 
 mod merge;
 mod paths;
@@ -39,9 +46,6 @@ pub enum GitError {
     /// The request names something the repository does not have (e.g. its default branch).
     #[error("{0}")]
     Invalid(String),
-    /// The branch is checked out by another live worktree.
-    #[error("{0}")]
-    Busy(String),
     #[error("{0}")]
     Failed(String),
 }
@@ -65,26 +69,37 @@ pub struct GitManager {
     reaper: Arc<Reaper>,
     timeout: Duration,
     rigs: Mutex<HashMap<String, Arc<RigState>>>,
+    /// Per owner HOME: agents sharing a process write its `.gitconfig` one at a time.
+    homes: crate::locks::KeyedLocks,
 }
 
 /// A fetch younger than this is reused by the next start on the same rig.
 const FETCH_REUSE: Duration = Duration::from_secs(5);
 
-/// What the agent's worktree is for.
+/// Who an agent's checkout belongs to: git runs as this uid (when agents are isolated) with
+/// this HOME, whose `.gitconfig` lists the repositories of others the agent may use.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub uid: Option<u32>,
+    pub home: PathBuf,
+}
+
+/// What the agent's checkout is for.
 #[derive(Debug, Clone)]
 pub struct WorktreeRequest<'a> {
+    pub owner: &'a Owner,
     pub rig_id: &'a str,
     pub git_url: &'a str,
     pub branch: &'a str,
     pub default_branch: &'a str,
-    /// `user.name` / `user.email` written to the worktree's own config.
+    /// `user.name` / `user.email` written to the checkout's own config.
     pub author_name: &'a str,
     pub author_email: &'a str,
 }
 
 impl GitManager {
     pub fn new(paths: WorkspacePaths, reaper: Arc<Reaper>, timeout: Duration) -> Self {
-        Self { paths, reaper, timeout, rigs: Mutex::new(HashMap::new()) }
+        Self { paths, reaper, timeout, rigs: Mutex::new(HashMap::new()), homes: crate::locks::KeyedLocks::default() }
     }
 
     pub fn paths(&self) -> &WorkspacePaths {
@@ -96,50 +111,99 @@ impl GitManager {
         rigs.entry(rig_id.to_string()).or_insert_with(|| Arc::new(RigState { lock: tokio::sync::Mutex::new(None) })).clone()
     }
 
-    /// Makes sure the rig's clone exists and is fresh, and that the agent's worktree exists on
-    /// its branch. Idempotent: after a crash that left the branch, the worktree folder, or a
-    /// stale `.git/worktrees` entry behind, it succeeds and reuses or repairs what it finds.
+    /// Makes sure the rig's clone exists and is fresh, and that the agent's checkout exists on
+    /// its branch. Idempotent: after a crash that left a checkout or a half-made folder behind,
+    /// it succeeds and reuses or replaces what it finds.
     ///
-    /// - the branch exists: it is checked out as is (the agent's earlier commits survive);
-    /// - it does not: it is created from `origin/<default_branch>`, without upstream;
-    /// - the worktree folder holds a valid worktree on the branch: reused;
-    /// - it holds anything else: removed and recreated;
-    /// - the branch is checked out in another live worktree: [`GitError::Busy`].
+    /// - the folder holds a checkout on the branch: reused as is (the agent's earlier commits
+    ///   survive, pushed or not), handed over to this owner if an earlier run's uid had it;
+    /// - it holds anything else, or nothing: a new checkout, on `origin/<branch>` when the
+    ///   branch was pushed before (a rework after a restart), else on a new branch from
+    ///   `origin/<default_branch>`, without upstream.
     pub async fn prepare(&self, req: &WorktreeRequest<'_>) -> Result<(PathBuf, PrepareTimings), GitError> {
         let repo = self.paths.repo(req.rig_id).map_err(GitError::Invalid)?;
-        let worktree = self.paths.worktree(req.rig_id, &branch_dir_name(req.branch)).map_err(GitError::Invalid)?;
-        let rig = self.rig(req.rig_id);
-        let mut last_fetch = rig.lock.lock().await;
+        let checkout = self.paths.worktree(req.rig_id, &branch_dir_name(req.branch)).map_err(GitError::Invalid)?;
         let mut timings = PrepareTimings::default();
-
-        let t = Instant::now();
-        if is_repository(&repo) {
-            set_origin_url(&repo, req.git_url)?;
-            if last_fetch.is_none_or(|at| at.elapsed() > FETCH_REUSE) {
-                self.git(Some(&repo), &["fetch", "--prune", "--quiet", "origin"], req.git_url).await?;
-            }
-        } else {
-            self.clone_into(&repo, req.git_url).await?;
-            timings.cloned = true;
-        }
-        *last_fetch = Some(Instant::now());
-        timings.clone_or_fetch = t.elapsed();
-
-        let t = Instant::now();
-        if !worktree_on_branch(&worktree, req.branch) {
-            prepare_branch_and_slot(&repo, &worktree, req.branch, req.default_branch)?;
-            let wt = worktree.to_string_lossy();
-            self.git(Some(&repo), &["worktree", "add", "--quiet", "--", &wt, req.branch], req.git_url).await.map_err(|e| match e {
-                GitError::Failed(m) if m.contains("already checked out") || m.contains("already used by worktree") => {
-                    GitError::Busy(format!("branch {} is checked out by another worktree", req.branch))
+        {
+            let rig = self.rig(req.rig_id);
+            let mut last_fetch = rig.lock.lock().await;
+            let t = Instant::now();
+            if is_repository(&repo) {
+                set_origin_url(&repo, req.git_url)?;
+                if last_fetch.is_none_or(|at| at.elapsed() > FETCH_REUSE) {
+                    self.git(Some(&repo), &["fetch", "--prune", "--quiet", "origin"], req.git_url).await?;
                 }
-                other => other,
-            })?;
+            } else {
+                self.clone_into(&repo, req.git_url).await?;
+                timings.cloned = true;
+            }
+            *last_fetch = Some(Instant::now());
+            timings.clone_or_fetch = t.elapsed();
         }
-        self.git(Some(&worktree), &["config", "--worktree", "user.name", req.author_name], req.git_url).await?;
-        self.git(Some(&worktree), &["config", "--worktree", "user.email", req.author_email], req.git_url).await?;
+
+        let t = Instant::now();
+        self.trust_for(req.owner, &repo, req.git_url).await?;
+        if !checkout_on_branch(&checkout, req.branch) {
+            self.create_checkout(&repo, &checkout, req).await?;
+        } else if let Some(uid) = req.owner.uid.filter(|uid| owner_of(&checkout) != Some(*uid)) {
+            // A later run of the work (a rework) runs under another uid: the checkout is its now.
+            crate::sandbox::give(&checkout, Some(uid)).map_err(|e| GitError::Failed(format!("cannot hand {} over: {e}", checkout.display())))?;
+        }
+        let owner = Some(req.owner);
+        self.git_as(owner, Some(&checkout), &["config", "user.name", req.author_name], req.git_url).await?;
+        self.git_as(owner, Some(&checkout), &["config", "user.email", req.author_email], req.git_url).await?;
         timings.worktree = t.elapsed();
-        Ok((worktree, timings))
+        Ok((checkout, timings))
+    }
+
+    /// A new checkout of `req.branch` at `checkout`, made by its owner in a folder that only
+    /// the owner may enter. Whatever was at that path is removed first.
+    async fn create_checkout(&self, repo: &Path, checkout: &Path, req: &WorktreeRequest<'_>) -> Result<(), GitError> {
+        let io = |what: &str, e: std::io::Error| GitError::Failed(format!("cannot {what} {}: {e}", checkout.display()));
+        if checkout.exists() {
+            std::fs::remove_dir_all(checkout).map_err(|e| io("clear", e))?;
+        }
+        std::fs::create_dir(checkout).map_err(|e| io("create", e))?;
+        crate::sandbox::give(checkout, req.owner.uid).map_err(|e| io("hand over", e))?;
+        let owner = Some(req.owner);
+        let (repo_s, checkout_s) = (repo.to_string_lossy(), checkout.to_string_lossy());
+        let url = req.git_url;
+        self.git_as(owner, None, &["clone", "--shared", "--no-checkout", "--quiet", "--", &repo_s, &checkout_s], url).await?;
+        // The clone's remote-tracking refs are the rig clone's own, fresh from its fetch.
+        self.git_as(owner, Some(checkout), &["fetch", "--quiet", "--no-tags", "--", &repo_s, "+refs/remotes/origin/*:refs/remotes/origin/*"], url).await?;
+        self.git_as(owner, Some(checkout), &["remote", "set-url", "origin", url], url).await?;
+        let pushed = format!("refs/remotes/origin/{}", req.branch);
+        let default = format!("refs/remotes/origin/{}", req.default_branch);
+        let start = if has_ref(checkout, &pushed) {
+            pushed
+        } else if has_ref(checkout, &default) {
+            default
+        } else {
+            let _ = std::fs::remove_dir_all(checkout);
+            return Err(GitError::Invalid(format!("default branch '{}' not found in the repository", req.default_branch)));
+        };
+        self.git_as(owner, Some(checkout), &["checkout", "--quiet", "--no-track", "-B", req.branch, &start], url).await?;
+        Ok(())
+    }
+
+    /// Lets the owner's git use repositories it does not own: the rig's clone (the source of
+    /// its checkout) and, for a local `file://` origin, the origin (git refuses a repository
+    /// owned by another uid unless the user's own config lists it under `safe.directory`).
+    async fn trust_for(&self, owner: &Owner, repo: &Path, url: &str) -> Result<(), GitError> {
+        // Git names a clone with a work tree by either path, depending on the command.
+        let mut paths = vec![repo.to_string_lossy().into_owned(), repo.join(".git").to_string_lossy().into_owned()];
+        if let Some(local) = url.strip_prefix("file://") {
+            paths.push(local.to_string());
+        }
+        let lock = self.homes.get(&owner.home.to_string_lossy());
+        let _writing = lock.lock().await;
+        let listed = self.git_as(Some(owner), None, &["config", "--global", "--get-all", "safe.directory"], url).await.map(|f| f.output).unwrap_or_default();
+        for path in paths {
+            if !listed.lines().any(|l| l.trim() == path) {
+                self.git_as(Some(owner), None, &["config", "--global", "--add", "safe.directory", &path], url).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Clones into a temporary sibling and renames it into place, so a crash mid-clone never
@@ -159,33 +223,48 @@ impl GitManager {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        // Per-worktree identity (user.name/email) needs this extension in the shared clone.
-        self.git(Some(&tmp), &["config", "extensions.worktreeConfig", "true"], url).await?;
+        // Agents' checkouts borrow these objects: nothing may ever prune them.
+        self.git(Some(&tmp), &["config", "gc.auto", "0"], url).await?;
         std::fs::rename(&tmp, repo).map_err(|e| GitError::Failed(format!("cannot move the clone into place: {e}")))?;
         Ok(())
     }
 
     /// Saves an agent's work before its container goes away: commits everything uncommitted in
-    /// the worktree as a WIP commit (hooks skipped, the worktree's own identity), then pushes the
-    /// branch. Never force-pushes: a rejected push (the remote moved) is reported, not overridden.
-    /// Returns whether a WIP commit was made.
-    pub async fn save_work(&self, worktree: &Path, branch: &str, url: &str) -> Result<bool, GitError> {
-        self.git(Some(worktree), &["add", "--all"], url).await?;
-        let staged = self.git(Some(worktree), &["diff", "--cached", "--quiet"], url).await.is_err();
+    /// the checkout as a WIP commit (hooks skipped, the checkout's own identity), then pushes the
+    /// branch, as the checkout's owner. Never force-pushes: a rejected push (the remote moved)
+    /// is reported, not overridden. Returns whether a WIP commit was made.
+    pub async fn save_work(&self, owner: &Owner, checkout: &Path, branch: &str, url: &str) -> Result<bool, GitError> {
+        let owner = Some(owner);
+        self.git_as(owner, Some(checkout), &["add", "--all"], url).await?;
+        let staged = self.git_as(owner, Some(checkout), &["diff", "--cached", "--quiet"], url).await.is_err();
         if staged {
-            self.git(Some(worktree), &["commit", "--quiet", "--no-verify", "-m", "WIP: saved by gastown when the container shut down"], url).await?;
+            self.git_as(owner, Some(checkout), &["commit", "--quiet", "--no-verify", "-m", "WIP: saved by gastown when the container shut down"], url).await?;
         }
-        self.git(Some(worktree), &["push", "--quiet", "origin", &format!("HEAD:refs/heads/{branch}")], url).await?;
+        self.git_as(owner, Some(checkout), &["push", "--quiet", "origin", &format!("HEAD:refs/heads/{branch}")], url).await?;
         Ok(staged)
     }
 
-    /// Runs git with a safe environment; output and errors have credentials removed.
+    /// Runs git as the control server, in its own repositories.
     async fn git(&self, dir: Option<&Path>, args: &[&str], url: &str) -> Result<Finished, GitError> {
+        self.git_as(None, dir, args, url).await
+    }
+
+    /// Runs git with a safe environment; output and errors have credentials removed. With an
+    /// owner, as the owner's uid, with the owner's HOME and nothing of the server's environment
+    /// (the process is the owner's to read).
+    async fn git_as(&self, owner: Option<&Owner>, dir: Option<&Path>, args: &[&str], url: &str) -> Result<Finished, GitError> {
         let mut cmd = Command::new("git");
         if let Some(dir) = dir {
             cmd.arg("-C").arg(dir);
         }
         cmd.args(["-c", "protocol.ext.allow=never", "-c", "core.hooksPath=/dev/null"]).args(args);
+        if let Some(owner) = owner {
+            cmd.env_clear().envs(crate::kilo::server::inherited_env()).env("HOME", &owner.home).env("XDG_CONFIG_HOME", owner.home.join(".config"));
+            if let Some(uid) = owner.uid {
+                std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+                std::os::unix::process::CommandExt::gid(&mut cmd, uid);
+            }
+        }
         cmd.env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new")
             .env("LC_ALL", "C")
@@ -216,36 +295,21 @@ fn set_origin_url(repo: &Path, url: &str) -> Result<(), GitError> {
     Ok(())
 }
 
-/// True if `path` is a worktree whose HEAD is `refs/heads/<branch>`.
-fn worktree_on_branch(path: &Path, branch: &str) -> bool {
+/// True if `path` is a checkout whose HEAD is `refs/heads/<branch>`.
+fn checkout_on_branch(path: &Path, branch: &str) -> bool {
     let Ok(r) = git2::Repository::open(path) else { return false };
     let want = format!("refs/heads/{branch}");
-    // HEAD is symbolic to the branch in a healthy worktree; read the symbolic target so an
+    // HEAD is symbolic to the branch in a healthy checkout; read the symbolic target so an
     // unborn branch does not read as "not on the branch".
     r.find_reference("HEAD").ok().and_then(|h| h.symbolic_target().ok().flatten().map(str::to_string)).is_some_and(|t| t == want)
 }
 
-/// Under the rig lock: prunes stale worktree entries, clears a leftover folder at the
-/// worktree's path, and creates the branch from `origin/<default>` if it does not exist.
-fn prepare_branch_and_slot(repo: &Path, worktree: &Path, branch: &str, default_branch: &str) -> Result<(), GitError> {
-    let fail = |e: git2::Error| GitError::Failed(e.message().to_string());
-    let r = git2::Repository::open(repo).map_err(fail)?;
-    if worktree.exists() {
-        std::fs::remove_dir_all(worktree).map_err(|e| GitError::Failed(format!("cannot clear {}: {e}", worktree.display())))?;
-    }
-    prune_stale_worktrees(&r)?;
-    if r.find_branch(branch, git2::BranchType::Local).is_err() {
-        let origin_ref = format!("refs/remotes/origin/{default_branch}");
-        let commit = r
-            .find_reference(&origin_ref)
-            .and_then(|reference| reference.peel_to_commit())
-            .map_err(|_| GitError::Invalid(format!("default branch '{default_branch}' not found in the repository")))?;
-        r.branch(branch, &commit, false).map_err(fail)?;
-    }
-    if let Some(parent) = worktree.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| GitError::Failed(format!("cannot create {}: {e}", parent.display())))?;
-    }
-    Ok(())
+fn owner_of(path: &Path) -> Option<u32> {
+    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(path).ok()?).into()
+}
+
+fn has_ref(repo: &Path, name: &str) -> bool {
+    git2::Repository::open(repo).is_ok_and(|r| r.find_reference(name).is_ok())
 }
 
 /// Removes `.git/worktrees/<name>` entries whose folder is gone, so the branch can be checked

@@ -24,8 +24,18 @@ async fn sh(reaper: &Reaper, dir: &Path, script: &str) -> String {
     done.output
 }
 
+/// The checkouts of these tests belong to the test's own uid, with HOME under the fixture.
+fn owner() -> &'static Owner {
+    static OWNER: std::sync::OnceLock<Owner> = std::sync::OnceLock::new();
+    OWNER.get_or_init(|| {
+        let home = std::env::temp_dir().join(format!("gastown-git-tests-home-{}", std::process::id()));
+        std::fs::create_dir_all(&home).expect("home");
+        Owner { uid: None, home }
+    })
+}
+
 fn request<'a>(url: &'a str, branch: &'a str) -> WorktreeRequest<'a> {
-    WorktreeRequest { rig_id: "rig1", git_url: url, branch, default_branch: "main", author_name: "toast (gastown)", author_email: "toast@gastown.local" }
+    WorktreeRequest { owner: owner(), rig_id: "rig1", git_url: url, branch, default_branch: "main", author_name: "toast (gastown)", author_email: "toast@gastown.local" }
 }
 
 struct Fixture {
@@ -72,8 +82,18 @@ async fn two_agents_on_one_rig_share_one_clone_even_when_concurrent() {
     let (wb, tb) = b.expect("b");
     assert_ne!(wa, wb);
     assert_eq!(u8::from(ta.cloned) + u8::from(tb.cloned), 1, "cloned exactly once");
-    let list = sh(&f.reaper, &f.git.paths().repo("rig1").expect("repo"), "git worktree list --porcelain | grep -c '^worktree'").await;
-    assert_eq!(list.trim(), "3", "the clone plus two worktrees");
+    // Each checkout borrows the clone's objects and keeps its own commits to itself.
+    let repo = f.git.paths().repo("rig1").expect("repo");
+    for wt in [&wa, &wb] {
+        let alternates = std::fs::read_to_string(wt.join(".git/objects/info/alternates")).expect("alternates");
+        assert!(alternates.trim().starts_with(repo.to_str().expect("utf8")), "{alternates}");
+    }
+    sh(&f.reaper, &wa, "echo a > a.txt && git add a.txt && git commit -qm a").await;
+    let head_a = sh(&f.reaper, &wa, "git rev-parse HEAD").await;
+    let in_b = run(&f.reaper, Command::new("git").arg("-C").arg(&wb).args(["cat-file", "-e", head_a.trim()]), Duration::from_secs(10)).await.expect("git");
+    assert!(!in_b.exit.success(), "b's checkout does not see a's unpushed commit");
+    let in_clone = run(&f.reaper, Command::new("git").arg("-C").arg(&repo).args(["cat-file", "-e", head_a.trim()]), Duration::from_secs(10)).await.expect("git");
+    assert!(!in_clone.exit.success(), "the shared clone is not written by agents");
 }
 
 #[tokio::test]
@@ -88,15 +108,17 @@ async fn prepare_is_idempotent_after_crashes() {
     assert_eq!(again, wt);
     assert!(!t.cloned);
 
-    // Crash that lost the folder: branch and .git/worktrees entry are left behind.
-    std::fs::remove_dir_all(&wt).expect("rm worktree");
-    let (wt2, _) = f.git.prepare(&req).await.expect("after lost folder");
-    assert!(wt2.join("work.txt").exists(), "the branch with the agent's commit is checked out again");
+    // A restart that lost the folder: the branch as it was pushed is checked out again.
+    sh(&f.reaper, &wt, "git push -q origin polecat/toast/abc").await;
+    std::fs::remove_dir_all(&wt).expect("rm checkout");
+    let restarted = GitManager::new(f.git.paths().clone(), f.reaper.clone(), Duration::from_secs(60));
+    let (wt2, _) = restarted.prepare(&req).await.expect("after lost folder");
+    assert!(wt2.join("work.txt").exists(), "the pushed branch with the agent's commit is checked out again");
 
     // Crash that left a half-written folder that is not a worktree.
     std::fs::remove_dir_all(&wt2).expect("rm");
     std::fs::create_dir_all(wt2.join("junk")).expect("junk");
-    let (wt3, _) = f.git.prepare(&req).await.expect("after junk folder");
+    let (wt3, _) = restarted.prepare(&req).await.expect("after junk folder");
     assert!(wt3.join("work.txt").exists());
     assert!(!wt3.join("junk").exists());
 }

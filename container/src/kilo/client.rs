@@ -9,6 +9,29 @@ use serde_json::{json, Value};
 pub struct KiloClient {
     base: String,
     http: reqwest::Client,
+    auth: Credentials,
+}
+
+/// The per-process basic-auth credentials of one `kilo serve` (`KILO_SERVER_USERNAME` /
+/// `KILO_SERVER_PASSWORD` in its environment). Without them Kilo answers 401, so another
+/// process on the loopback (another agent's shell) cannot drive it. Never printed.
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl Credentials {
+    /// A fresh random password; the user name is fixed (it is not a secret).
+    pub fn random() -> Self {
+        Self { username: "gastown".into(), password: crate::secret::random_token() }
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, ***)", self.username)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +50,13 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl KiloClient {
-    pub fn new(http: reqwest::Client, port: u16) -> Self {
-        Self { base: format!("http://127.0.0.1:{port}"), http }
+    pub fn new(http: reqwest::Client, port: u16, auth: Credentials) -> Self {
+        Self { base: format!("http://127.0.0.1:{port}"), http, auth }
+    }
+
+    /// A request to `path` with this process's credentials (every call, the event stream too).
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base)).basic_auth(&self.auth.username, Some(&self.auth.password))
     }
 
     pub fn base(&self) -> &str {
@@ -37,7 +65,7 @@ impl KiloClient {
 
     /// `GET /global/health` -> `{"healthy":true,...}`.
     pub async fn healthy(&self) -> bool {
-        let res = self.http.get(format!("{}/global/health", self.base)).timeout(HEALTH_TIMEOUT).send().await;
+        let res = self.request(reqwest::Method::GET, "/global/health").timeout(HEALTH_TIMEOUT).send().await;
         match res {
             Ok(r) if r.status().is_success() => r.json::<Value>().await.is_ok_and(|v| v["healthy"] == true),
             _ => false,
@@ -46,7 +74,7 @@ impl KiloClient {
 
     /// `POST {path}?directory=D` with an optional JSON body; the answer's body on success.
     async fn post_in(&self, path: &str, directory: &Path, body: Option<&Value>) -> Result<String, KiloError> {
-        let mut req = self.http.post(format!("{}{path}", self.base)).query(&[("directory", directory.to_string_lossy())]).timeout(CALL_TIMEOUT);
+        let mut req = self.request(reqwest::Method::POST, path).query(&[("directory", directory.to_string_lossy())]).timeout(CALL_TIMEOUT);
         if let Some(body) = body {
             req = req.json(body);
         }
@@ -75,8 +103,7 @@ impl KiloClient {
     /// each `{info: {id, role, parentID?, time: {created, completed?}, finish?, error?}, parts}`.
     pub async fn last_messages(&self, session: &str, directory: &Path, limit: usize) -> Result<Vec<Value>, KiloError> {
         let res = self
-            .http
-            .get(format!("{}/session/{session}/message", self.base))
+            .request(reqwest::Method::GET, &format!("/session/{session}/message"))
             .query(&[("directory", directory.to_string_lossy().to_string()), ("limit", limit.to_string())])
             .timeout(CALL_TIMEOUT)
             .send()
@@ -93,7 +120,7 @@ impl KiloClient {
 
     /// `GET /global/event`: the server-sent events of every directory the server serves.
     pub async fn global_events(&self) -> Result<reqwest::Response, KiloError> {
-        let res = self.http.get(format!("{}/global/event", self.base)).send().await.map_err(|e| KiloError::Unreachable(e.without_url().to_string()))?;
+        let res = self.request(reqwest::Method::GET, "/global/event").send().await.map_err(|e| KiloError::Unreachable(e.without_url().to_string()))?;
         if !res.status().is_success() {
             return Err(KiloError::Status { status: res.status().as_u16(), body: String::new() });
         }

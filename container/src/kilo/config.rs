@@ -9,6 +9,14 @@ pub const AGENT_NAME: &str = "gastown";
 /// config refers to it by `{env:..}` so the key is never written to disk.
 pub const MODEL_KEY_VAR: &str = "GASTOWN_MODEL_API_KEY";
 
+/// The prompt of the agent definition every process runs with. It replaces Kilo's long default
+/// prompt but names nobody: a process may be started before its agent is known (the warm
+/// pool) or serve several agents (shared mode), so each agent's own system prompt comes with
+/// every message it is sent (`system`).
+pub const NEUTRAL_AGENT_PROMPT: &str = "You are an autonomous coding agent of Gastown, working unattended in a git \
+checkout. Your identity, your role and your instructions are in the system message that follows; \
+follow them. Nobody answers questions: decide, act, and use your tools.";
+
 /// Tools an unattended agent must not have: they wait for a human, or schedule work outside
 /// the turn the supervisor can see.
 const DENIED_TOOLS: &[&str] = &["question", "plan_exit", "suggest", "schedule_wakeup", "cancel_wakeup", "background_process", "board_post", "board_read"];

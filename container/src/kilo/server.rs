@@ -11,11 +11,13 @@ use nix::sys::signal::Signal;
 use tokio::process::{ChildStderr, ChildStdout};
 use tokio::sync::oneshot;
 
-use super::client::KiloClient;
+use super::client::{Credentials, KiloClient};
 use crate::process::output::{capture, OutputBuffer, SharedOutput, Stream};
 use crate::process::terminate::{terminate, Terminated};
 use crate::process::{ExitWatch, Reaper};
-use crate::tools::js::{CONTROL_URL_VAR, TOOL_KEY_VAR};
+use crate::git::Owner;
+use crate::sandbox::UidLease;
+use crate::tools::js::{CONTROL_URL_VAR, TOOL_KEY_FILE_VAR};
 
 /// Settings that make Kilo work offline and fail instead of retrying forever
 /// (shared/reference/kilo-cli.md).
@@ -35,6 +37,11 @@ const INHERITED_ENV: &[&str] = &[
     "http_proxy", "https_proxy", "no_proxy",
 ];
 
+/// The values of [`INHERITED_ENV`] this server has.
+pub fn inherited_env() -> Vec<(String, String)> {
+    INHERITED_ENV.iter().filter_map(|name| std::env::var(name).ok().map(|v| (name.to_string(), v))).collect()
+}
+
 /// Where the server keeps its files; everything here is outside every worktree.
 #[derive(Debug, Clone)]
 pub struct RunDir(pub PathBuf);
@@ -46,7 +53,11 @@ impl RunDir {
     fn home(&self) -> PathBuf {
         self.0.join("home")
     }
-    /// Kilo leaves a 5 MB native library here per process; removed when the process is gone.
+    /// The per-process tool key, readable by the process's uid alone.
+    fn tool_key(&self) -> PathBuf {
+        self.0.join("tool-key")
+    }
+    /// Kilo leaves a 5 MB native library here per process.
     fn tmp(&self) -> PathBuf {
         self.0.join("tmp")
     }
@@ -54,15 +65,21 @@ impl RunDir {
 
 pub struct SpawnSpec<'a> {
     pub id: u64,
+    /// `provider/model` the process's config names (the warm pool matches agents by it).
+    pub model: String,
     pub kilo_bin: &'a Path,
     pub run_dir: RunDir,
     pub tools_dir: &'a Path,
     pub config: serde_json::Value,
     /// The control server's loopback URL, for the tool files.
     pub control_url: &'a str,
-    /// Agent environment (identity, git author, the request's envVars) plus provider settings.
+    /// Provider settings plus, for a process started for one agent, the request's envVars.
+    /// Never an agent's identity: that is by session (tool calls) and in the checkout's config
+    /// (git author).
     pub env: Vec<(String, String)>,
     pub ready_timeout: Duration,
+    /// The uid the process runs as (`None`: the server's own; isolation is off).
+    pub uid: Option<UidLease>,
 }
 
 /// A running (or exited) `kilo serve`.
@@ -70,13 +87,20 @@ pub struct KiloServer {
     pub id: u64,
     pub pid: u32,
     pub client: KiloClient,
-    /// Proves a tool call comes from this process (it is only in this process's environment).
+    /// Proves a tool call comes from this process: only this process's uid can read the file
+    /// that holds it.
     pub tool_key: String,
+    pub model: String,
     /// Agents that may join this server, by their shared environment; `None`: dedicated.
     pub share_key: Option<String>,
     pub exit: ExitWatch,
     pub output: SharedOutput,
     run_dir: RunDir,
+    /// Who the agents' checkouts belong to: this process's uid and HOME.
+    pub owner: Owner,
+    /// Held while the process lives; given back (after killing what is left of the uid) by
+    /// [`Self::clean_up`].
+    uid: Mutex<Option<UidLease>>,
     /// Agents whose sessions live here, with the generation of each agent's run.
     agents: Mutex<BTreeMap<String, u64>>,
     /// Set when this server was asked to stop, so its exit is not read as a crash.
@@ -103,14 +127,14 @@ impl KiloServer {
         let config = serde_json::to_vec_pretty(&spec.config).map_err(|e| e.to_string())?;
         std::fs::write(run.config_file(), config).map_err(|e| format!("cannot write the Kilo config: {e}"))?;
         let tool_key = crate::secret::random_token();
+        std::fs::write(run.tool_key(), &tool_key).map_err(|e| format!("cannot write the tool key: {e}"))?;
+        let credentials = Credentials::random();
+        let uid = spec.uid.as_ref().map(|l| l.uid);
+        // Everything in the folder becomes the process's own; the folder is closed to others.
+        crate::sandbox::give(&run.0, uid).map_err(|e| format!("cannot hand {} to the agent uid: {e}", run.0.display()))?;
 
         let mut cmd = Command::new(spec.kilo_bin);
-        cmd.args(["serve", "--port", "0", "--hostname", "127.0.0.1"]).current_dir(&run.0).env_clear();
-        for name in INHERITED_ENV {
-            if let Ok(v) = std::env::var(name) {
-                cmd.env(name, v);
-            }
-        }
+        cmd.args(["serve", "--port", "0", "--hostname", "127.0.0.1"]).current_dir(&run.0).env_clear().envs(inherited_env());
         cmd.env("HOME", run.home())
             .env("TMPDIR", run.tmp())
             .env("XDG_CONFIG_HOME", run.0.join("xdg/config"))
@@ -120,10 +144,16 @@ impl KiloServer {
             .env("KILO_CONFIG", run.config_file())
             .env("KILO_CONFIG_DIR", spec.tools_dir)
             .env(CONTROL_URL_VAR, spec.control_url)
-            .env(TOOL_KEY_VAR, &tool_key)
+            .env(TOOL_KEY_FILE_VAR, run.tool_key())
+            .env("KILO_SERVER_USERNAME", &credentials.username)
+            .env("KILO_SERVER_PASSWORD", &credentials.password)
             .envs(OFFLINE_ENV.iter().copied())
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        if let Some(uid) = uid {
+            std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+            std::os::unix::process::CommandExt::gid(&mut cmd, uid);
+        }
 
         let mut spawned = reaper.spawn(&mut cmd).map_err(|e| format!("cannot start {}: {e}", spec.kilo_bin.display()))?;
         let output: SharedOutput = Arc::new(Mutex::new(OutputBuffer::new(256 * 1024)));
@@ -161,7 +191,7 @@ impl KiloServer {
                 return Err(fail(format!("kilo exited during start-up with code {}", e.map_or(-1, |e| e.code())), &output));
             }
         };
-        let client = KiloClient::new(http, port);
+        let client = KiloClient::new(http, port, credentials);
         // Bounded by the deadline: each check takes at most a second.
         loop {
             if client.healthy().await {
@@ -182,9 +212,12 @@ impl KiloServer {
             pid: spawned.pid,
             client,
             tool_key,
+            model: spec.model,
             share_key,
             exit: spawned.exit,
             output,
+            owner: Owner { uid, home: run.home() },
+            uid: Mutex::new(spec.uid),
             run_dir: run,
             agents: Mutex::new(BTreeMap::new()),
             stopping: Default::default(),
@@ -226,9 +259,12 @@ impl KiloServer {
         terminate(self.pid, &mut exit, signal, grace).await
     }
 
-    /// Removes what the exited process leaves in its temporary folder.
+    /// Removes the exited process's private folder (HOME, TMPDIR with the 5 MB native library
+    /// Kilo leaves there, config): nothing in it is used after the process is gone.
+    /// Then kills whatever the process's uid still runs and gives the uid back.
     pub fn clean_up(&self) {
-        let _ = std::fs::remove_dir_all(self.run_dir.tmp());
+        let _ = std::fs::remove_dir_all(&self.run_dir.0);
+        drop(self.uid.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
 
     pub fn output_tail(&self, lines: usize) -> String {

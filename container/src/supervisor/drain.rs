@@ -86,12 +86,12 @@ impl Supervisor {
     }
 
     async fn save(&self, agent: &Agent) {
-        let (workdir, spec) = {
+        let (workdir, spec, attachment) = {
             let s = agent.lock();
-            (s.workdir.clone(), s.spec.clone())
+            (s.workdir.clone(), s.spec.clone(), s.attachment.clone())
         };
-        let Some(workdir) = workdir else { return };
-        match self.git.save_work(&workdir, &spec.branch, &spec.git_url).await {
+        let (Some(workdir), Some(server)) = (workdir, attachment.and_then(|a| self.server_by_id(a.server_id))) else { return };
+        match self.git.save_work(&server.owner, &workdir, &spec.branch, &spec.git_url).await {
             Ok(committed) => {
                 let detail = if committed { "uncommitted work saved as a WIP commit and pushed" } else { "branch pushed" };
                 tracing::info!(agent = %agent.id, branch = %spec.branch, committed, "saved the agent's work before shutdown");

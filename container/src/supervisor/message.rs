@@ -23,10 +23,9 @@ impl Supervisor {
             return Err(Error::Conflict(format!("agent {agent_id} is {} and cannot take messages", status.as_str())));
         };
         let server = self.server_by_id(attachment.server_id).ok_or_else(|| Error::Conflict(format!("agent {agent_id} has no Kilo process")))?;
-        let system = server.share_key.is_some().then_some(spec.system_prompt.as_str());
         server
             .client
-            .prompt_async(&attachment.session_id, &workdir, AGENT_NAME, &request.prompt, system)
+            .prompt_async(&attachment.session_id, &workdir, AGENT_NAME, &request.prompt, Some(&spec.system_prompt))
             .await
             .map_err(|e| Error::Agent(e.to_string()))?;
         agent.touch();

@@ -7,6 +7,7 @@ mod drain;
 mod finish;
 mod merge;
 mod message;
+mod pool;
 mod servers;
 mod start;
 mod stop;
@@ -46,6 +47,10 @@ pub struct Supervisor {
     merges: merge::MergeJobs,
     /// The container's memory limit, read once at start-up (`capacity.rs`).
     memory_limit: Option<u64>,
+    /// Kilo processes started ahead of demand (`pool.rs`).
+    pool: pool::WarmPool,
+    /// The uids Kilo processes run as (`sandbox.rs`).
+    pub uids: Arc<crate::sandbox::Uids>,
 }
 
 impl Supervisor {
@@ -53,12 +58,14 @@ impl Supervisor {
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .timeout(std::time::Duration::from_secs(120))
+            // Servers close idle keep-alive connections (workerd after about 5 s, Bun after
+            // 10 s); reusing one at that moment fails the request. Never reuse one that old.
+            .pool_idle_timeout(crate::IDLE_CONNECTION_REUSE)
             .build()
             .map_err(|e| Error::Internal(format!("http client: {e}")))?;
         // Event streams have no overall deadline; they end with the Kilo process.
         let registry = Arc::new(Registry::new(config.event_buffer_size));
         Ok(Arc::new(Self {
-            config,
             registry,
             http,
             started_at: Instant::now(),
@@ -72,6 +79,9 @@ impl Supervisor {
             placement: crate::locks::KeyedLocks::default(),
             merges: merge::MergeJobs::default(),
             memory_limit: crate::capacity::memory_limit(),
+            pool: pool::WarmPool::new(config.pool_model.clone()),
+            uids: crate::sandbox::Uids::new(config.isolate_agents, config.agent_uid_base, config.agent_uid_count),
+            config,
         }))
     }
 
@@ -127,7 +137,13 @@ impl Supervisor {
         tracing::info!(agents = active.len(), "stopping all agents");
         let stops = active.iter().map(|a| self.stop(&a.id, shared_types::StopSignal::Term));
         futures_util::future::join_all(stops).await;
-        // Whatever Kilo processes are left (none, unless a start was mid-flight).
+        // Pooled starts still in flight stop their process once it is up (the pool no longer
+        // wants it); wait for them, bounded by Kilo's start-up deadline.
+        let deadline = tokio::time::Instant::now() + self.config.kilo_ready_timeout;
+        while self.pool_status().starting > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        // Whatever Kilo processes are left: the pool's, and a start's that was mid-flight.
         let left = self.server_list();
         futures_util::future::join_all(left.iter().map(|s| s.stop(nix::sys::signal::Signal::SIGTERM, self.config.stop_grace))).await;
     }

@@ -1,11 +1,16 @@
 //! Placing agents on `kilo serve` processes and reacting when one exits.
 //!
-//! With `AGENTS_PER_SERVER = 1` (the default) every agent gets its own process, and the
-//! process's environment carries the agent's identity. With a larger value, agents share a
-//! process only when everything in its environment would be the same for them (town, rig,
-//! model, envVars); their identities then live outside the environment: git author in the
-//! worktree's own config, the Gastown identity in the control server (tool calls name their
-//! session), and the system prompt is sent with every message.
+//! Where an agent runs, in order:
+//! | agent | process |
+//! |---|---|
+//! | `AGENTS_PER_SERVER > 1` | a shared process with room and the same share key (town, rig, model, envVars), else a new one |
+//! | no envVars, a pooled process of its model is ready | that pooled process (`pool.rs`), all its own |
+//! | otherwise | a new process started for it |
+//!
+//! No process's environment or config names an agent: every process runs the neutral agent
+//! definition, the agent's system prompt comes with each message, tool calls name their session
+//! (the control server knows whose it is), and the git author is in the checkout's own config.
+//! That is what lets a process be started before its agent is known.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,7 +18,7 @@ use std::sync::Arc;
 use super::Supervisor;
 use crate::agents::AgentSpec;
 use crate::error::{Error, Result};
-use crate::kilo::config::{kilo_config, KiloConfigInput, MODEL_KEY_VAR};
+use crate::kilo::config::{kilo_config, KiloConfigInput, MODEL_KEY_VAR, NEUTRAL_AGENT_PROMPT};
 use crate::kilo::events;
 use crate::kilo::server::{KiloServer, RunDir, SpawnSpec, SpawnTimings};
 use crate::process::Exit;
@@ -28,31 +33,15 @@ impl Supervisor {
         self.config.agents_per_server > 1
     }
 
-    /// The environment of the Kilo process for `spec`: identity first, then the request's
-    /// envVars (already checked against the reserved names), then provider settings.
-    fn agent_env(&self, spec: &AgentSpec) -> Vec<(String, String)> {
+    /// What every Kilo process's environment carries besides the offline settings: the model
+    /// provider's key and the memory hint. The same for every agent, so pooled processes have it.
+    pub(super) fn base_env(&self) -> Vec<(String, String)> {
         let mut env = Vec::new();
-        let mut put = |k: &str, v: &str| env.push((k.to_string(), v.to_string()));
-        if !self.shared() {
-            let (name, email) = git_identity(&spec.name);
-            put("GASTOWN_AGENT_ID", &spec.agent_id);
-            for (k, v) in [("GIT_AUTHOR_NAME", &name), ("GIT_AUTHOR_EMAIL", &email), ("GIT_COMMITTER_NAME", &name), ("GIT_COMMITTER_EMAIL", &email)] {
-                put(k, v);
-            }
-        }
-        put("GASTOWN_RIG_ID", &spec.rig_id);
-        put("GASTOWN_TOWN_ID", &spec.town_id);
-        if let Some(url) = &self.config.api_url {
-            put("GASTOWN_API_URL", url);
-        }
-        for (k, v) in &spec.env_vars {
-            put(k, v);
-        }
         if let Some(key) = &self.config.model_api_key {
-            put(MODEL_KEY_VAR, key);
+            env.push((MODEL_KEY_VAR.to_string(), key.clone()));
         }
         if let Some(limit) = self.config.kilo_memory_limit {
-            put("BUN_JSC_forceRAMSize", &limit.to_string());
+            env.push(("BUN_JSC_forceRAMSize".to_string(), limit.to_string()));
         }
         env
     }
@@ -64,47 +53,72 @@ impl Supervisor {
         format!("{}\0{}\0{}\0{}", spec.town_id, spec.rig_id, spec.model, vars.join("\0"))
     }
 
-    /// A Kilo process for `spec`: an existing shared one with room, or a new one.
-    /// Returns the server and, when it was spawned for this call, its timings.
+    /// A Kilo process for `spec` (see the table above). Returns the server and, when it was
+    /// started for this call, its timings.
     pub(super) async fn place(self: &Arc<Self>, spec: &AgentSpec) -> Result<(Arc<KiloServer>, Option<SpawnTimings>)> {
-        let key = self.shared().then(|| Self::share_key(spec));
-        let key_lock = key.as_ref().map(|k| self.placement.get(k));
-        let _placing = match &key_lock {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
-        };
-        if let Some(key) = &key {
-            let existing = self.server_list().into_iter().find(|s| {
-                s.share_key.as_ref() == Some(key) && !s.is_stopping() && s.exit.now().is_none() && s.agent_count() < self.config.agents_per_server
-            });
-            if let Some(server) = existing {
+        if self.shared() {
+            return self.place_shared(spec).await;
+        }
+        let poolable = spec.env_vars.is_empty();
+        if poolable {
+            self.note_pool_model(&spec.model);
+            if let Some(server) = self.take_pooled(&spec.model) {
+                tracing::info!(server = server.id, pid = server.pid, "agent takes a pooled kilo server");
+                self.refill_pool();
                 return Ok((server, None));
             }
         }
+        let mut env = self.base_env();
+        env.extend(spec.env_vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let placed = self.spawn_server(&spec.model, env, None).await;
+        self.refill_pool();
+        placed.map(|(server, timings)| (server, Some(timings)))
+    }
+
+    /// Shared mode: an existing process with room and the same key, or a new one. Serialized
+    /// per key, so two starts that could share one do not both spawn.
+    async fn place_shared(self: &Arc<Self>, spec: &AgentSpec) -> Result<(Arc<KiloServer>, Option<SpawnTimings>)> {
+        let key = Self::share_key(spec);
+        let lock = self.placement.get(&key);
+        let _placing = lock.lock().await;
+        let existing = self.server_list().into_iter().find(|s| {
+            s.share_key.as_ref() == Some(&key) && !s.is_stopping() && s.exit.now().is_none() && s.agent_count() < self.config.agents_per_server
+        });
+        if let Some(server) = existing {
+            return Ok((server, None));
+        }
+        let mut env = self.base_env();
+        env.extend(spec.env_vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let (server, timings) = self.spawn_server(&spec.model, env, Some(key)).await?;
+        Ok((server, Some(timings)))
+    }
+
+    /// Starts a `kilo serve` for `model` in a fresh private folder (`run/kilo-<id>`), waits
+    /// until it answers, follows its events and watches its exit.
+    pub(super) async fn spawn_server(self: &Arc<Self>, model: &str, env: Vec<(String, String)>, share_key: Option<String>) -> Result<(Arc<KiloServer>, SpawnTimings)> {
         let id = self.next_server_id.fetch_add(1, Ordering::SeqCst);
-        let run_name = if self.shared() { format!("server-{id}") } else { format!("agent-{}", spec.agent_id) };
-        let run_dir = self.git.paths().run_dir(&run_name).map_err(Error::Internal)?;
-        // A shared process runs several agents: its agent definition is neutral and each
-        // message carries the agent's own system prompt.
-        let agent_prompt = if self.shared() { "" } else { spec.system_prompt.as_str() };
+        let run_dir = self.git.paths().run_dir(&format!("kilo-{id}")).map_err(Error::Internal)?;
+        let uid = self.uids.lease().map_err(Error::Agent)?;
         let config = kilo_config(&KiloConfigInput {
-            model: &spec.model,
+            model,
             model_base_url: self.config.model_base_url.as_deref(),
             has_model_key: self.config.model_api_key.is_some(),
-            agent_prompt,
+            agent_prompt: NEUTRAL_AGENT_PROMPT,
         });
         let spawn = SpawnSpec {
             id,
+            model: model.to_string(),
             kilo_bin: &self.config.kilo_bin,
             run_dir: RunDir(run_dir),
             tools_dir: &self.tools_dir,
             config,
             control_url: &self.control_url,
-            env: self.agent_env(spec),
+            env,
             ready_timeout: self.config.kilo_ready_timeout,
+            uid,
         };
-        let (server, timings) = KiloServer::spawn(&self.reaper, self.http.clone(), spawn, key).await.map_err(Error::Agent)?;
-        tracing::info!(server = id, pid = server.pid, port = %server.client.base(), shared = self.shared(), "kilo server ready");
+        let (server, timings) = KiloServer::spawn(&self.reaper, self.http.clone(), spawn, share_key).await.map_err(Error::Agent)?;
+        tracing::info!(server = id, pid = server.pid, uid = server.owner.uid, port = %server.client.base(), shared = self.shared(), "kilo server ready");
         self.servers.lock().unwrap_or_else(|p| p.into_inner()).push(server.clone());
         events::follow(server.client.clone(), self.registry.clone(), server.exit.clone());
         let this = self.clone();
@@ -112,14 +126,17 @@ impl Supervisor {
         tokio::spawn(async move {
             let exit = watched.exit.clone().wait().await;
             this.on_server_exit(&watched, exit);
+            // A pooled process that died while waiting leaves a gap.
+            this.refill_pool();
         });
-        Ok((server, Some(timings)))
+        Ok((server, timings))
     }
 
     /// A Kilo process ended: every agent still on it has ended too. An exit nobody asked for is
     /// a failure, with the tail of the process's output as the reason.
     fn on_server_exit(&self, server: &KiloServer, exit: Option<Exit>) {
         self.servers.lock().unwrap_or_else(|p| p.into_inner()).retain(|s| s.id != server.id);
+        self.forget_pooled(server.id);
         let code = exit.map(Exit::code);
         let unexpected = !server.is_stopping();
         for (agent_id, generation) in server.agents() {

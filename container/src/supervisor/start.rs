@@ -112,28 +112,17 @@ impl Supervisor {
         }
     }
 
+    /// The slow steps, in this order: the Kilo process (a pooled one is ready at once), then the
+    /// checkout, made as that process's uid so it belongs to it, then the session and prompt.
     async fn launch(self: &Arc<Self>, agent: &Arc<Agent>, generation: u64, prompt: &str) -> Result<StartTimings> {
         let t0 = Instant::now();
         let spec = agent.spec();
-        let (author_name, author_email) = git_identity(&spec.name);
-        let (workdir, git_times) = self
-            .git
-            .prepare(&WorktreeRequest {
-                rig_id: &spec.rig_id,
-                git_url: &spec.git_url,
-                branch: &spec.branch,
-                default_branch: &spec.default_branch,
-                author_name: &author_name,
-                author_email: &author_email,
-            })
-            .await
-            .map_err(|e| match e {
-                GitError::Invalid(m) => Error::bad_request(m),
-                GitError::Busy(m) => Error::Conflict(m),
-                GitError::Failed(m) => Error::Git(m),
-            })?;
-        agent.lock().workdir = Some(workdir.clone());
-        still_starting(agent, generation)?;
+        let busy = self.registry.all().into_iter().any(|other| {
+            other.id != agent.id && other.status().is_active() && other.spec().rig_id == spec.rig_id && other.spec().branch == spec.branch
+        });
+        if busy {
+            return Err(Error::Conflict(format!("branch {} is being worked by another agent", spec.branch)));
+        }
 
         let (server, spawn_times) = self.place(&spec).await?;
         let attached = {
@@ -150,12 +139,31 @@ impl Supervisor {
             return Err(stopped_during_start());
         }
 
+        let (author_name, author_email) = git_identity(&spec.name);
+        let (workdir, git_times) = self
+            .git
+            .prepare(&WorktreeRequest {
+                owner: &server.owner,
+                rig_id: &spec.rig_id,
+                git_url: &spec.git_url,
+                branch: &spec.branch,
+                default_branch: &spec.default_branch,
+                author_name: &author_name,
+                author_email: &author_email,
+            })
+            .await
+            .map_err(|e| match e {
+                GitError::Invalid(m) => Error::bad_request(m),
+                GitError::Failed(m) => Error::Git(m),
+            })?;
+        agent.lock().workdir = Some(workdir.clone());
+        still_starting(agent, generation)?;
+
         let t_session = Instant::now();
         let session = server.client.create_session(&workdir, &format!("{} ({})", spec.name, spec.role.as_str())).await.map_err(|e| Error::Agent(e.to_string()))?;
         self.registry.bind_session(&session, &agent.id);
         agent.lock().attachment = Some(Attachment { server_id: server.id, session_id: session.clone() });
-        let system = server.share_key.is_some().then_some(spec.system_prompt.as_str());
-        server.client.prompt_async(&session, &workdir, AGENT_NAME, prompt, system).await.map_err(|e| Error::Agent(e.to_string()))?;
+        server.client.prompt_async(&session, &workdir, AGENT_NAME, prompt, Some(&spec.system_prompt)).await.map_err(|e| Error::Agent(e.to_string()))?;
         agent.transition(Some(generation), ProcessStatus::Running).map_err(|_| stopped_during_start())?;
 
         Ok(StartTimings {

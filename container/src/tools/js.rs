@@ -11,9 +11,10 @@ use serde_json::json;
 
 use super::defs::{ToolDef, TOOLS};
 
-/// Environment variables the tool files read (set on every Kilo process we spawn).
+/// Environment variables the tool files read (set on every Kilo process we spawn). The key
+/// itself is never in an environment: the variable names a file only the process's uid can read.
 pub const CONTROL_URL_VAR: &str = "GASTOWN_CONTROL_URL";
-pub const TOOL_KEY_VAR: &str = "GASTOWN_CONTROL_TOOL_KEY";
+pub const TOOL_KEY_FILE_VAR: &str = "GASTOWN_CONTROL_TOOL_KEY_FILE";
 /// Header carrying the tool key to the control server.
 pub const TOOL_KEY_HEADER: &str = "x-gastown-tool-key";
 
@@ -30,8 +31,10 @@ export default {{
   args: spec.args,
   async execute(args, context) {{
     const url = process.env.{CONTROL_URL_VAR};
-    const key = process.env.{TOOL_KEY_VAR};
-    if (!url || !key) throw new Error("Gastown tools are not configured in this process");
+    const keyFile = process.env.{TOOL_KEY_FILE_VAR};
+    if (!url || !keyFile) throw new Error("Gastown tools are not configured in this process");
+    const {{ readFile }} = await import("node:fs/promises");
+    const key = (await readFile(keyFile, "utf8")).trim();
     const res = await fetch(`${{url}}/internal/tools/${{spec.name}}`, {{
       method: "POST",
       headers: {{ "content-type": "application/json", "{TOOL_KEY_HEADER}": key }},
@@ -74,9 +77,11 @@ mod tests {
         files.sort();
         assert_eq!(files.len(), TOOLS.len(), "{files:?}");
         let done = std::fs::read_to_string(tmp.path().join("tool/gt_done.js")).expect("gt_done.js");
-        for needle in ["\"branch\"", "\"pr_url\"", "\"summary\"", "/internal/tools/", "context.sessionID", TOOL_KEY_VAR] {
+        for needle in ["\"branch\"", "\"pr_url\"", "\"summary\"", "/internal/tools/", "context.sessionID", TOOL_KEY_FILE_VAR] {
             assert!(done.contains(needle), "{needle}");
         }
+        // A package import would make Kilo run `npm install`; Node's own modules need none.
         assert!(!done.contains("import "), "tool files must not import packages (npm install)");
+        assert!(done.lines().filter(|l| l.contains("import(")).all(|l| l.contains("import(\"node:")), "only node: modules");
     }
 }

@@ -1,0 +1,216 @@
+//! Who a Kilo process runs as, and the folders only it may enter.
+//!
+//! When the control server runs as root (PID 1 in the image, `scripts/dev` as root) and
+//! `AGENT_ISOLATION` is not `off`, every Kilo process gets its own unprivileged uid from
+//! `AGENT_UID_BASE .. AGENT_UID_BASE + AGENT_UID_COUNT`, with the same number as its only group.
+//! Its private folder (HOME, TMPDIR, Kilo config, tool key) and its agent's checkout belong to
+//! that uid with mode 0700. So an agent's shell can read neither another agent's files nor
+//! another process's `/proc/<pid>/environ` (the kernel allows that only to the same uid or
+//! root), nor the control server's.
+//!
+//! A uid goes back to the range only once no process of it is left: when its Kilo process has
+//! exited, whatever the agent started in the background (even in a new session, out of the
+//! process group) is killed first.
+//!
+//! Not root: everything runs as the server's own uid, `/health` says `isolation: "none"` and
+//! the server warns at start-up.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Uids handed to Kilo processes. `None` inside: isolation is off.
+pub struct Uids {
+    range: Option<(u32, u32)>,
+    used: Mutex<BTreeSet<u32>>,
+}
+
+/// One uid, held by one Kilo process. Dropping it kills what is left of that uid and returns it.
+pub struct UidLease {
+    pub uid: u32,
+    uids: Arc<Uids>,
+}
+
+impl std::fmt::Debug for UidLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UidLease({})", self.uid)
+    }
+}
+
+impl Uids {
+    /// Isolation by uid when we are root and it is not turned off.
+    pub fn new(enabled: bool, base: u32, count: u32) -> Arc<Self> {
+        let root = nix::unistd::geteuid().is_root();
+        Arc::new(Self { range: (enabled && root && count > 0).then_some((base, base.saturating_add(count))), used: Mutex::default() })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.range.is_some()
+    }
+
+    /// `/health`'s name for the isolation in force.
+    pub fn mode(&self) -> &'static str {
+        if self.enabled() { "uid" } else { "none" }
+    }
+
+    /// A free uid (`Ok(None)` when isolation is off). A uid that still has processes (left by
+    /// a crash of ours) is skipped.
+    pub fn lease(self: &Arc<Self>) -> Result<Option<UidLease>, String> {
+        let Some((start, end)) = self.range else { return Ok(None) };
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        let busy = processes_by_uid();
+        let uid = (start..end).find(|u| !used.contains(u) && !busy.contains(u)).ok_or_else(|| format!("all {} agent uids are in use", end - start))?;
+        used.insert(uid);
+        Ok(Some(UidLease { uid, uids: self.clone() }))
+    }
+}
+
+impl Drop for UidLease {
+    fn drop(&mut self) {
+        kill_uid(self.uid);
+        self.uids.used.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.uid);
+    }
+}
+
+/// Hands `path` (and everything under it) to `uid` (group `uid`), the top with mode 0700.
+/// Without a uid it only sets the mode.
+pub fn give(path: &Path, uid: Option<u32>) -> std::io::Result<()> {
+    if let Some(uid) = uid {
+        chown_tree(path, uid)?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
+fn chown_tree(path: &Path, uid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), uid)?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes `dir` enterable (not listable) by every uid: mode 0711, for the folders an agent's
+/// path goes through (the workspace root, `run/`).
+pub fn traversable(dir: &Path) -> std::io::Result<()> {
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o711))
+}
+
+/// Opens the way to the agents' folders for their uids: every folder above the workspace must
+/// be enterable by others (refused with a clear message if not; it is not ours to change), the
+/// workspace and `run/` become enterable but not listable (0711), and the tool files readable.
+pub fn open_paths(workspace: &Path, tools: &Path) -> Result<(), String> {
+    let root = workspace.canonicalize().map_err(|e| format!("workspace {}: {e}", workspace.display()))?;
+    for dir in root.ancestors().skip(1) {
+        let mode = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?.permissions().mode();
+        if mode & 0o001 == 0 {
+            return Err(format!(
+                "{} (mode {:o}) is not enterable by the agents' uids, so they cannot reach the workspace {}: make it 0711 or more open, or set AGENT_ISOLATION=off",
+                dir.display(),
+                mode & 0o777,
+                root.display()
+            ));
+        }
+    }
+    let fail = |dir: &Path, e: std::io::Error| format!("cannot open {} to the agents' uids: {e}", dir.display());
+    traversable(&root).map_err(|e| fail(&root, e))?;
+    let run = root.join("run");
+    std::fs::create_dir_all(&run).map_err(|e| fail(&run, e))?;
+    traversable(&run).map_err(|e| fail(&run, e))?;
+    readable_tree(tools).map_err(|e| fail(tools, e))
+}
+
+/// Adds read (and, on folders, enter) permission for everyone under `path`.
+fn readable_tree(path: &Path) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let extra = if meta.is_dir() { 0o555 } else { 0o444 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode((meta.permissions().mode() & 0o777) | extra))?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            readable_tree(&entry?.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// The real uids of every process now (read from `/proc/<pid>/status`).
+fn processes_by_uid() -> BTreeSet<u32> {
+    pids_with_uid(|_| true).into_iter().map(|(_, uid)| uid).collect()
+}
+
+fn pids_with_uid(filter: impl Fn(u32) -> bool) -> Vec<(i32, u32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()?;
+            filter(uid).then_some((pid, uid))
+        })
+        .collect()
+}
+
+/// SIGKILLs every process of `uid`, a few rounds (a process can fork while we look).
+fn kill_uid(uid: u32) {
+    for _ in 0..5 {
+        let pids = pids_with_uid(|u| u == uid);
+        if pids.is_empty() {
+            return;
+        }
+        for (pid, _) in pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn off_hands_out_no_uid() {
+        let uids = Uids::new(false, 20_000, 10);
+        assert!(!uids.enabled());
+        assert_eq!(uids.mode(), "none");
+        assert!(uids.lease().expect("no error").is_none());
+    }
+
+    #[test]
+    fn leases_are_distinct_and_come_back() {
+        let uids = Uids::new(true, 3_000_000, 2);
+        if !uids.enabled() {
+            return; // not root: nothing to hand out (covered by off_hands_out_no_uid)
+        }
+        let a = uids.lease().expect("a").expect("uid");
+        let b = uids.lease().expect("b").expect("uid");
+        assert_ne!(a.uid, b.uid);
+        assert!(uids.lease().is_err(), "the range is exhausted");
+        let freed = a.uid;
+        drop(a);
+        assert_eq!(uids.lease().expect("again").expect("uid").uid, freed);
+    }
+
+    #[test]
+    fn give_sets_owner_and_mode() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("home");
+        std::fs::create_dir_all(dir.join("sub")).expect("dirs");
+        std::fs::write(dir.join("sub/f"), "x").expect("file");
+        let root = nix::unistd::geteuid().is_root();
+        give(&dir, root.then_some(3_000_001)).expect("give");
+        let meta = std::fs::metadata(&dir).expect("meta");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        if root {
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(std::fs::metadata(dir.join("sub/f")).expect("meta").uid(), 3_000_001);
+        }
+    }
+}

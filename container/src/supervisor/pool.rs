@@ -1,0 +1,173 @@
+//! The warm pool: up to `WARM_POOL_SIZE` `kilo serve` processes started before any agent needs
+//! them, so a dispatch that takes one only opens a session and sends its prompt (Kilo's own
+//! start-up, 2-5 s on two cores and more under load, is off its path).
+//!
+//! - A pooled process carries nothing of an agent (see `servers.rs`): no identity, no envVars.
+//!   An agent whose request has envVars gets a process started for it.
+//! - It is configured for one model: `WARM_POOL_MODEL`, else the model of the last start. Ready
+//!   processes of an older model are stopped when the model changes.
+//! - A process serves one agent, once: it leaves the pool when taken, and is stopped when that
+//!   agent's run ends, like any process started for one agent.
+//! - The pool never grows past the capacity: active agents plus pooled processes stay within
+//!   what fits (`capacity.rs`), so a full container holds no idle Kilo.
+//! - It is refilled in the background after every take and every exit. After a failed start it
+//!   waits (2 s, doubling up to 30 s) and gives up after [`MAX_FAILURES`] failures in a row,
+//!   until the next agent start asks again.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use shared_types::PoolStatus;
+
+use super::Supervisor;
+use crate::kilo::server::KiloServer;
+
+/// Failed starts in a row after which the pool stops trying until the next agent start.
+const MAX_FAILURES: u32 = 5;
+
+#[derive(Default)]
+pub(super) struct WarmPool {
+    state: Mutex<PoolState>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    ready: Vec<Arc<KiloServer>>,
+    starting: usize,
+    model: Option<String>,
+    failures: u32,
+}
+
+impl WarmPool {
+    pub(super) fn new(model: Option<String>) -> Self {
+        Self { state: Mutex::new(PoolState { model, ..Default::default() }) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30))
+}
+
+impl Supervisor {
+    /// Takes a ready pooled process configured for `model`, if there is one.
+    pub(super) fn take_pooled(&self, model: &str) -> Option<Arc<KiloServer>> {
+        let mut pool = self.pool.lock();
+        pool.ready.retain(|s| s.exit.now().is_none() && !s.is_stopping());
+        let i = pool.ready.iter().position(|s| s.model == model)?;
+        Some(pool.ready.remove(i))
+    }
+
+    /// Follows the model agents are started with (unless `WARM_POOL_MODEL` fixes it). A new
+    /// model stops the ready processes of the old one; the next refill starts new ones.
+    pub(super) fn note_pool_model(&self, model: &str) {
+        if self.config.pool_model.is_some() || self.config.pool_size == 0 {
+            return;
+        }
+        let stale = {
+            let mut pool = self.pool.lock();
+            if pool.model.as_deref() == Some(model) {
+                return;
+            }
+            pool.model = Some(model.to_string());
+            pool.failures = 0;
+            std::mem::take(&mut pool.ready)
+        };
+        let grace = self.config.stop_grace;
+        for server in stale {
+            tokio::spawn(async move { server.stop(Signal::SIGTERM, grace).await });
+        }
+    }
+
+    /// A process that exited is no longer in the pool.
+    pub(super) fn forget_pooled(&self, server_id: u64) {
+        self.pool.lock().ready.retain(|s| s.id != server_id);
+    }
+
+    /// Starts processes in the background until the pool is full, within the capacity. Returns
+    /// at once; does nothing while shutting down or before the model is known.
+    pub fn refill_pool(self: &Arc<Self>) {
+        if self.config.pool_size == 0 || self.is_shutting_down() {
+            return;
+        }
+        let room = self.capacity().saturating_sub(self.registry.active_count());
+        let (model, missing, failures) = {
+            let mut pool = self.pool.lock();
+            let Some(model) = pool.model.clone() else { return };
+            if pool.failures >= MAX_FAILURES {
+                return;
+            }
+            let held = pool.ready.len() + pool.starting;
+            let missing = self.config.pool_size.min(room).saturating_sub(held);
+            pool.starting += missing;
+            (model, missing, pool.failures)
+        };
+        for _ in 0..missing {
+            let this = self.clone();
+            let model = model.clone();
+            tokio::spawn(async move { this.start_pooled(model, failures).await });
+        }
+    }
+
+    /// One pooled start: after `failures` failures in a row it waits first. A process that is
+    /// ready when the pool no longer wants it (shutdown, model changed) is stopped.
+    async fn start_pooled(self: Arc<Self>, model: String, failures: u32) {
+        if failures > 0 {
+            tokio::time::sleep(backoff(failures)).await;
+        }
+        let result = self.spawn_server(&model, self.base_env(), None).await;
+        let unwanted = {
+            let mut pool = self.pool.lock();
+            pool.starting = pool.starting.saturating_sub(1);
+            match result {
+                Ok((server, timings)) => {
+                    let wanted = !self.is_shutting_down() && pool.model.as_deref() == Some(model.as_str());
+                    if wanted {
+                        tracing::info!(server = server.id, pid = server.pid, ready_ms = timings.ready.as_millis() as u64, "pooled kilo server ready");
+                        pool.failures = 0;
+                        pool.ready.push(server);
+                        None
+                    } else {
+                        Some(server)
+                    }
+                }
+                Err(e) => {
+                    pool.failures += 1;
+                    tracing::warn!(error = %e, failures = pool.failures, "a pooled kilo server failed to start");
+                    None
+                }
+            }
+        };
+        if let Some(server) = unwanted {
+            server.stop(Signal::SIGTERM, self.config.stop_grace).await;
+        }
+        self.refill_pool();
+    }
+
+    /// `/health`'s view of the pool.
+    pub fn pool_status(&self) -> PoolStatus {
+        let pool = self.pool.lock();
+        PoolStatus {
+            size: self.config.pool_size,
+            ready: pool.ready.len(),
+            starting: pool.starting,
+            model: pool.model.clone(),
+            pids: pool.ready.iter().map(|s| s.pid).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_thirty_seconds() {
+        let waits: Vec<u64> = (1..=7).map(|f| backoff(f).as_secs()).collect();
+        assert_eq!(waits, vec![2, 4, 8, 16, 30, 30, 30]);
+    }
+}

@@ -1,0 +1,187 @@
+//! Agents are kept apart, with everything real: the control server's binary, the Kilo CLI
+//! 7.7.7, git, a local origin. Only the LLM is scripted, and the Worker is a recording stand-in.
+//! Each probe is a command in a scripted agent's own `bash` tool, so it runs exactly as an agent
+//! would run it.
+
+use std::time::Duration;
+
+use gastown_e2e::control_server::{start_request, ControlServer, Options};
+use gastown_e2e::model_server::{marker, ModelServer, Step};
+use gastown_e2e::origin::Origin;
+use gastown_e2e::worker_stub::WorkerStub;
+use serde_json::Value;
+
+const TURN: Duration = Duration::from_secs(120);
+
+/// The port of the agent's `kilo serve`, from its readiness line in the agent's output.
+async fn kilo_port(cs: &ControlServer, agent: &str) -> u16 {
+    let (status, out) = cs.get(&format!("/agents/{agent}/output?lines=200")).await;
+    assert_eq!(status, 200, "{out}");
+    out["lines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find_map(|l| l.split("listening on http://127.0.0.1:").nth(1).and_then(|p| p.trim().trim_end_matches('/').parse().ok()))
+        .unwrap_or_else(|| panic!("no readiness line in {out}"))
+}
+
+/// The output of the first bash call of `script` the model has seen.
+async fn bash_output(model: &ModelServer, script: &str, needle: &str) -> String {
+    model
+        .wait_until(TURN, |reqs| reqs.iter().any(|r| r.script() == Some(script) && r.tool_results().iter().any(|t| t.contains(needle))))
+        .await
+        .unwrap_or_else(|_| panic!("the {script} agent's command did not report {needle}"));
+    model.requests().iter().filter(|r| r.script() == Some(script)).flat_map(|r| r.tool_results()).find(|t| t.contains(needle)).expect("output")
+}
+
+/// Another agent's Kilo server refuses an agent that has no password, while the control
+/// server's own calls to it (session, prompt, follow-up message, events) still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cannot_drive_another_agents_kilo_server() {
+    let model = ModelServer::start([("victim", vec![Step::text("waiting"), Step::text("still here")])]).await.expect("model server");
+    let worker = WorkerStub::start().await;
+    let cs = ControlServer::start(Options::default().env("GASTOWN_MODEL_BASE_URL", model.base_url()).env("GASTOWN_API_URL", worker.url()));
+    let origin = Origin::new();
+
+    let victim = start_request("victim", "rig-1", "victim", "polecat/victim/aaaa1111", &origin.url(), &format!("Wait. {}", marker("victim")));
+    let (status, body) = cs.post("/agents/start?wait=true", victim).await;
+    assert_eq!(status, 201, "{body}");
+    let port = kilo_port(&cs, "victim").await;
+
+    model.set_script(
+        "probe",
+        vec![
+            Step::bash(format!(
+                "for p in /global/health /session /global/event; do \
+                   echo \"$p=$(curl -s -o /dev/null -m 5 -w '%{{http_code}}' http://127.0.0.1:{port}$p)\"; done; \
+                 echo \"guess=$(curl -s -o /dev/null -m 5 -w '%{{http_code}}' -u kilo:kilo http://127.0.0.1:{port}/global/health)\"; echo probed"
+            )),
+            Step::text("probed"),
+        ],
+    );
+    let probe = start_request("probe", "rig-1", "probe", "polecat/probe/bbbb2222", &origin.url(), &format!("Probe. {}", marker("probe")));
+    let (status, body) = cs.post("/agents/start?wait=true", probe).await;
+    assert_eq!(status, 201, "{body}");
+    let out = bash_output(&model, "probe", "probed").await;
+    for expected in ["/global/health=401", "/session=401", "/global/event=401", "guess=401"] {
+        assert!(out.contains(expected), "{expected} missing from the probe's output: {out}");
+    }
+
+    // The control server still drives the victim: a follow-up message reaches the model.
+    let (status, body) = cs.post("/agents/victim/message", serde_json::json!({ "prompt": "Are you there?" })).await;
+    assert!(status == 200 || status == 202, "{status} {body}");
+    model
+        .wait_until(TURN, |reqs| reqs.iter().any(|r| r.script() == Some("victim") && r.user_texts().iter().any(|t| t.contains("Are you there?"))))
+        .await
+        .expect("the follow-up message reached the victim's session");
+    let events = cs.events("victim").await;
+    assert!(events.iter().any(|e| e["kind"] == "text" && e["data"]["text"] == "waiting"), "events still stream: {events:?}");
+
+    // The password (read here, as root, from the victim's process) is in no answer, event or
+    // log line of the control server.
+    let (_, status) = cs.get("/agents/victim/status").await;
+    let pid = status["pid"].as_u64().expect("pid");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("the test runs as the Kilo process's owner or root");
+    let password = environ
+        .split(|b| *b == 0)
+        .find_map(|v| v.strip_prefix(b"KILO_SERVER_PASSWORD="))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .expect("the Kilo process has a password");
+    assert!(password.len() >= 32, "a long random password");
+    for path in ["/agents/victim/status", "/agents/victim/output?lines=200", "/agents/victim/events", "/agents", "/health"] {
+        let (_, body) = cs.get(path).await;
+        assert!(!body.to_string().contains(&password), "{path} shows the password");
+    }
+    assert!(!cs.logs().join("\n").contains(&password), "the logs show the password");
+}
+
+/// The owner uid of a process, from `/proc/<pid>/status`.
+fn uid_of(pid: u64) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).expect("Uid line")
+}
+
+/// Run as root (as in the container image), the server gives each Kilo process its own uid.
+/// From its own shell an agent then cannot read another agent's checkout, HOME, tool key or
+/// `/proc/<pid>/environ`, nor the control server's environment, which no longer holds the
+/// server's secrets anyway. When a run ends, whatever its uid left running is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_run_under_their_own_uids_and_cannot_read_each_other() {
+    if !nix_is_root() {
+        eprintln!("skipped: agent isolation needs the control server to run as root");
+        return;
+    }
+    let tag = format!("gastown-leftover-{}", std::process::id());
+    let model = ModelServer::start([(
+        "victim",
+        vec![
+            Step::bash(format!("echo victim-file-secret > secret.txt; (setsid sh -c 'sleep 300; echo {tag}' > /dev/null 2>&1 &); echo planted")),
+            Step::text("waiting"),
+        ],
+    )])
+    .await
+    .expect("model server");
+    let worker = WorkerStub::start().await;
+    let cs = ControlServer::start(Options::default().env("GASTOWN_MODEL_BASE_URL", model.base_url()).env("GASTOWN_API_URL", worker.url()).env("STOP_GRACE_MS", "3000"));
+    let (_, health) = cs.get("/health").await;
+    assert_eq!(health["isolation"], "uid", "{health}");
+
+    // The server's secrets are gone from what /proc shows of its environment.
+    let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{}/environ", cs.pid())).expect("environ")).into_owned();
+    assert!(!environ.contains("test-container-token"), "the container token is still in /proc/<server>/environ");
+
+    let origin = Origin::new();
+    let mut victim = start_request("victim", "rig-1", "victim", "polecat/victim/aaaa1111", &origin.url(), &format!("Plant. {}", marker("victim")));
+    victim["envVars"] = serde_json::json!({ "VICTIM_SECRET": "victim-env-secret" });
+    let (status, body) = cs.post("/agents/start?wait=true", victim).await;
+    assert_eq!(status, 201, "{body}");
+    bash_output(&model, "victim", "planted").await;
+    let victim_pid = body["pid"].as_u64().expect("pid");
+    let victim_dir = body["workdir"].as_str().expect("workdir").to_string();
+    let victim_run = std::fs::read_link(format!("/proc/{victim_pid}/cwd")).expect("the victim's private folder");
+
+    model.set_script(
+        "probe",
+        vec![
+            Step::bash(format!(
+                "echo uid=$(id -u); echo mine=$(stat -c '%a:%u' \"$PWD\"); \
+                 for f in {victim_dir}/secret.txt /proc/{victim_pid}/environ /proc/{cs_pid}/environ {run}/tool-key; do \
+                   if cat \"$f\" > /dev/null 2>&1; then echo \"READ $f\"; else echo \"denied $f\"; fi; done; \
+                 for d in {victim_dir} {run}/home; do \
+                   if ls \"$d\" > /dev/null 2>&1; then echo \"READ $d\"; else echo \"denied $d\"; fi; done; echo probed",
+                cs_pid = cs.pid(),
+                run = victim_run.display()
+            )),
+            Step::text("probed"),
+        ],
+    );
+    let probe = start_request("probe", "rig-1", "probe", "polecat/probe/bbbb2222", &origin.url(), &format!("Probe. {}", marker("probe")));
+    let (status, body) = cs.post("/agents/start?wait=true", probe).await;
+    assert_eq!(status, 201, "{body}");
+    let out = bash_output(&model, "probe", "probed").await;
+    assert!(!out.contains("READ "), "the probe read what is not its own: {out}");
+    assert_eq!(out.matches("denied ").count(), 6, "{out}");
+
+    // Distinct unprivileged uids, each owning its own checkout (0700).
+    let (victim_uid, probe_uid) = (uid_of(victim_pid), uid_of(body["pid"].as_u64().expect("pid")));
+    assert!(victim_uid >= 20_000 && probe_uid >= 20_000 && victim_uid != probe_uid, "{victim_uid} {probe_uid}");
+    assert!(out.contains(&format!("uid={probe_uid}")), "{out}");
+    assert!(out.contains(&format!("mine=700:{probe_uid}")), "{out}");
+
+    // The victim's run ends: its process goes, and so does what it left in the background.
+    assert!(!gastown_e2e::procs::with_cmdline(&tag).is_empty(), "the background process was planted");
+    let (status, _) = cs.post("/agents/victim/stop", serde_json::json!({})).await;
+    assert_eq!(status, 200);
+    gastown_e2e::wait::until("the victim's leftovers to be killed", Duration::from_secs(30), async || {
+        gastown_e2e::procs::with_cmdline(&tag).is_empty().then_some(())
+    })
+    .await;
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|v| v.split_whitespace().next().map(|u| u == "0")))
+        .unwrap_or(false)
+}
