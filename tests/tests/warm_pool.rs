@@ -13,6 +13,19 @@ use serde_json::{json, Value};
 
 const TURN: Duration = Duration::from_secs(120);
 
+/// A control server whose pool keeps `size` processes for the scripted model.
+fn pooled_server(model: &ModelServer, worker: &WorkerStub, size: usize) -> ControlServer {
+    ControlServer::start(
+        Options::default()
+            .env("GASTOWN_MODEL_BASE_URL", model.base_url())
+            .env("GASTOWN_API_URL", worker.url())
+            .env("WARM_POOL_SIZE", size.to_string())
+            .env("WARM_POOL_MODEL", "scripted/scripted-model")
+            .env("STOP_GRACE_MS", "3000")
+            .env("MAX_AGENTS", "8"),
+    )
+}
+
 /// The pids of the pool's ready processes, once it holds `n` of them.
 async fn pool_ready(cs: &ControlServer, n: usize) -> Vec<u32> {
     until(&format!("{n} ready pooled process(es)"), TURN, async || {
@@ -37,14 +50,7 @@ async fn a_pooled_process_serves_one_agent_and_the_pool_refills() {
         .await
         .expect("model server");
     let worker = WorkerStub::start().await;
-    let cs = ControlServer::start(
-        Options::default()
-            .env("GASTOWN_MODEL_BASE_URL", model.base_url())
-            .env("GASTOWN_API_URL", worker.url())
-            .env("WARM_POOL_SIZE", "1")
-            .env("WARM_POOL_MODEL", "scripted/scripted-model")
-            .env("STOP_GRACE_MS", "3000"),
-    );
+    let cs = pooled_server(&model, &worker, 1);
     let origin = Origin::new();
     let (_, health) = cs.get("/health").await;
     assert_eq!(health["pool"]["size"], 1, "{health}");
@@ -97,14 +103,7 @@ async fn a_burst_of_six_gives_six_distinct_isolated_runs() {
     let names: Vec<String> = (1..=6).map(|i| format!("burst{i}")).collect();
     let model = ModelServer::start(names.iter().map(|n| (n.clone(), vec![Step::text("here")])).collect::<Vec<_>>()).await.expect("model server");
     let worker = WorkerStub::start().await;
-    let cs = ControlServer::start(
-        Options::default()
-            .env("GASTOWN_MODEL_BASE_URL", model.base_url())
-            .env("GASTOWN_API_URL", worker.url())
-            .env("WARM_POOL_SIZE", "2")
-            .env("WARM_POOL_MODEL", "scripted/scripted-model")
-            .env("MAX_AGENTS", "8"),
-    );
+    let cs = pooled_server(&model, &worker, 2);
     let origin = Origin::new();
     let pooled = pool_ready(&cs, 2).await;
     let starts = names.iter().map(|n| {
@@ -144,4 +143,30 @@ async fn a_burst_of_six_gives_six_distinct_isolated_runs() {
     }
     // Every agent got its first model request.
     model.wait_until(TURN, |reqs| names.iter().all(|n| reqs.iter().any(|r| r.script() == Some(n.as_str())))).await.expect("six first requests");
+}
+
+/// A start stopped while its Kilo process is still starting ends, and leaves nothing behind: no
+/// Kilo process, no private folder, no checkout, no process of its uid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_stopped_midway_leaves_nothing_behind() {
+    let model = ModelServer::start([("never", vec![Step::text("unreachable")])]).await.expect("model server");
+    let worker = WorkerStub::start().await;
+    let cs = pooled_server(&model, &worker, 0);
+    let origin = Origin::new();
+    let req = start_request("brief", "rig-1", "brief", "polecat/brief/1", &origin.url(), &format!("Wait. {}", marker("never")));
+    let (status, body) = cs.post("/agents/start", req).await;
+    assert_eq!((status, &body["status"]), (201, &json!("starting")), "{body}");
+    let (status, body) = cs.post("/agents/brief/stop", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let end = cs.wait_status("brief", TURN, |s| s["status"] == "exited" || s["status"] == "failed").await;
+    assert!(end["status"] == "exited" || end["status"] == "failed", "{end}");
+
+    until("the stopped start's Kilo process and folders to go", Duration::from_secs(60), async || {
+        let kilos = procs::processes().into_iter().filter(|p| p.ppid == cs.pid() as i32).count();
+        let run_dirs = std::fs::read_dir(cs.workspace.join("run")).map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("kilo-")).count()).unwrap_or(0);
+        (kilos == 0 && run_dirs == 0).then_some(())
+    })
+    .await;
+    assert!(!cs.workspace.join("rigs/rig-1/worktrees/polecat~brief~1").exists(), "no checkout was made");
+    assert!(model.requests().is_empty(), "the agent never reached the model");
 }

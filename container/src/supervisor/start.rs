@@ -123,6 +123,8 @@ impl Supervisor {
         if busy {
             return Err(Error::Conflict(format!("branch {} is being worked by another agent", spec.branch)));
         }
+        // A stop that came before this task ran: start nothing.
+        still_starting(agent, generation)?;
 
         let (server, spawn_times) = self.place(&spec).await?;
         let attached = {
