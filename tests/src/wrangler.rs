@@ -165,6 +165,11 @@ impl WranglerDev {
         }
     }
 
+    /// The process group of this wrangler dev (node and its workerd processes).
+    pub fn process_group(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+
     /// What this wrangler dev printed so far (its request log included).
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

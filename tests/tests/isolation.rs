@@ -104,8 +104,10 @@ fn uid_of(pid: u64) -> u32 {
 
 /// Run as root (as in the container image), the server gives each Kilo process its own uid.
 /// From its own shell an agent then cannot read another agent's checkout, HOME, tool key or
-/// `/proc/<pid>/environ`, nor the control server's environment, which no longer holds the
-/// server's secrets anyway. When a run ends, whatever its uid left running is killed.
+/// `/proc/<pid>/environ`, nor the environment of the control server (which no longer holds the
+/// server's secrets anyway) or of a local Worker (`wrangler dev` run as root, as `scripts/dev`
+/// does, with its secrets), nor of any process of another uid. When a run ends, whatever its
+/// uid left running is killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_run_under_their_own_uids_and_cannot_read_each_other() {
     if !nix_is_root() {
@@ -126,6 +128,12 @@ async fn agents_run_under_their_own_uids_and_cannot_read_each_other() {
     let cs = ControlServer::start(Options::default().env("GASTOWN_MODEL_BASE_URL", model.base_url()).env("GASTOWN_API_URL", worker.url()).env("STOP_GRACE_MS", "3000"));
     let (_, health) = cs.get("/health").await;
     assert_eq!(health["isolation"], "uid", "{health}");
+    // A local Worker on this machine: root processes like those of `scripts/dev`, whose
+    // environment there holds the Worker's secrets.
+    let local_worker = gastown_e2e::wrangler::WranglerDev::start_with_env(&[]).await;
+    let worker_group = local_worker.process_group().expect("wrangler dev runs");
+    let worker_pids: Vec<i32> = gastown_e2e::procs::processes().into_iter().filter(|p| p.pgrp == worker_group).map(|p| p.pid).collect();
+    assert!(worker_pids.len() >= 2, "node and workerd: {worker_pids:?}");
 
     // The server's secrets are gone from what /proc shows of its environment.
     let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{}/environ", cs.pid())).expect("environ")).into_owned();
@@ -149,9 +157,15 @@ async fn agents_run_under_their_own_uids_and_cannot_read_each_other() {
                  for f in {victim_dir}/secret.txt /proc/{victim_pid}/environ /proc/{cs_pid}/environ {run}/tool-key; do \
                    if cat \"$f\" > /dev/null 2>&1; then echo \"READ $f\"; else echo \"denied $f\"; fi; done; \
                  for d in {victim_dir} {run}/home; do \
-                   if ls \"$d\" > /dev/null 2>&1; then echo \"READ $d\"; else echo \"denied $d\"; fi; done; echo probed",
+                   if ls \"$d\" > /dev/null 2>&1; then echo \"READ $d\"; else echo \"denied $d\"; fi; done; \
+                 for p in {worker_pids}; do if cat /proc/$p/environ > /dev/null 2>&1; then echo \"READ worker $p\"; else echo \"denied worker $p\"; fi; done; \
+                 me=$(id -u); others=0; readable=0; for p in /proc/[0-9]*; do \
+                   [ \"$(stat -c %u $p 2>/dev/null)\" = \"$me\" ] && continue; others=$((others+1)); \
+                   cat $p/environ > /dev/null 2>&1 && readable=$((readable+1)); done; \
+                 echo \"other-uid processes=$others environ readable=$readable\"; echo probed",
                 cs_pid = cs.pid(),
-                run = victim_run.display()
+                run = victim_run.display(),
+                worker_pids = worker_pids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" ")
             )),
             Step::text("probed"),
         ],
@@ -161,7 +175,9 @@ async fn agents_run_under_their_own_uids_and_cannot_read_each_other() {
     assert_eq!(status, 201, "{body}");
     let out = bash_output(&model, "probe", "probed").await;
     assert!(!out.contains("READ "), "the probe read what is not its own: {out}");
-    assert_eq!(out.matches("denied ").count(), 6, "{out}");
+    assert_eq!(out.matches("denied ").count(), 6 + worker_pids.len(), "{out}");
+    assert!(out.contains(" environ readable=0"), "{out}");
+    assert!(!out.contains("other-uid processes=0 "), "the sweep saw other processes: {out}");
 
     // Distinct unprivileged uids, each owning its own checkout (0700).
     let (victim_uid, probe_uid) = (uid_of(victim_pid), uid_of(body["pid"].as_u64().expect("pid")));
