@@ -1,5 +1,5 @@
 //! Bursts of work: 1, 6 and 12 beads slung at once (one convoy each, on a fresh rig), and then
-//! a single sling on the warm town. For each: seconds from the sling until every agent has sent
+//! a single sling on the warm town, each once the warm pool is full. For each: seconds from the sling until every agent has sent
 //! its first model request, until every bead is merged, and the memory the Kilo processes hold
 //! 15 s after everything is done (the warm pool's processes). Everything real but the LLM; run
 //! by bench/burst.sh with `WARM_POOL_SIZE` 1 (the default) and 6.
@@ -34,6 +34,12 @@ async fn main() {
     println!("| slung at once | sling -> every agent's 1st model request (s) | sling -> all merged (s) | Kilo RSS 15 s after (MiB) |");
     println!("|---------------|----------------------------------------------|-------------------------|---------------------------|");
     for (label, n) in [("1", 1usize), ("6", 6), ("12", 12), ("1 (warm town)", 1)] {
+        // Each burst meets a full pool (a town that has been idle for a moment).
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while local.control.get("/health").await.1["pool"]["ready"].as_u64().unwrap_or(0) < pool.parse::<u64>().unwrap_or(1) {
+            assert!(Instant::now() < deadline, "the warm pool did not fill");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let origin = Origin::new();
         let rig = local.rig(&town, &format!("b{n}-{}", label.len()), &origin.url()).await;
         let names: Vec<String> = (0..n).map(|i| format!("burst-{}-{n}-{i}", label.len())).collect();

@@ -10,7 +10,8 @@
 //!   agent's run ends, like any process started for one agent.
 //! - The pool never grows past the capacity: active agents plus pooled processes stay within
 //!   what fits (`capacity.rs`), so a full container holds no idle Kilo.
-//! - It is refilled in the background after every take and every exit. After a failed start it
+//! - It is refilled in the background after every take and every exit, once no agent is
+//!   starting (a burst gets the CPU first). After a failed start it
 //!   waits (2 s, doubling up to 30 s) and gives up after [`MAX_FAILURES`] failures in a row,
 //!   until the next agent start asks again.
 
@@ -25,6 +26,8 @@ use crate::kilo::server::KiloServer;
 
 /// Failed starts in a row after which the pool stops trying until the next agent start.
 const MAX_FAILURES: u32 = 5;
+/// The longest a refill waits for the agents being started to be running.
+const YIELD_TO_STARTS: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 pub(super) struct WarmPool {
@@ -113,11 +116,18 @@ impl Supervisor {
         }
     }
 
-    /// One pooled start: after `failures` failures in a row it waits first. A process that is
-    /// ready when the pool no longer wants it (shutdown, model changed) is stopped.
+    /// One pooled start: after `failures` failures in a row it waits first. It also waits
+    /// (up to [`YIELD_TO_STARTS`]) while agents are starting: a refill is for the next
+    /// dispatch and must not take the CPU from the ones under way (a Kilo start-up costs a few
+    /// CPU-seconds). A process that is ready when the pool no longer wants it (shutdown, model
+    /// changed) is stopped.
     async fn start_pooled(self: Arc<Self>, model: String, failures: u32) {
         if failures > 0 {
             tokio::time::sleep(backoff(failures)).await;
+        }
+        let yield_until = tokio::time::Instant::now() + YIELD_TO_STARTS;
+        while self.registry.all().iter().any(|a| a.status() == shared_types::ProcessStatus::Starting) && tokio::time::Instant::now() < yield_until {
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let result = self.spawn_server(&model, self.base_env(), None).await;
         let unwanted = {
