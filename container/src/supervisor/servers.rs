@@ -109,7 +109,7 @@ impl Supervisor {
             id,
             model: model.to_string(),
             kilo_bin: &self.config.kilo_bin,
-            run_dir: RunDir(run_dir),
+            run_dir: RunDir(run_dir.clone()),
             tools_dir: &self.tools_dir,
             config,
             control_url: &self.control_url,
@@ -117,7 +117,14 @@ impl Supervisor {
             ready_timeout: self.config.kilo_ready_timeout,
             uid,
         };
-        let (server, timings) = KiloServer::spawn(&self.reaper, self.http.clone(), spawn, share_key).await.map_err(Error::Agent)?;
+        let (server, timings) = match KiloServer::spawn(&self.reaper, self.http.clone(), spawn, share_key).await {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                // The process is gone (killed by spawn) and its uid given back: its folder goes too.
+                let _ = std::fs::remove_dir_all(&run_dir);
+                return Err(Error::Agent(e));
+            }
+        };
         tracing::info!(server = id, pid = server.pid, uid = server.owner.uid, port = %server.client.base(), shared = self.shared(), "kilo server ready");
         self.servers.lock().unwrap_or_else(|p| p.into_inner()).push(server.clone());
         events::follow(server.client.clone(), self.registry.clone(), server.exit.clone());
