@@ -36,9 +36,7 @@ fn meminfo_total(text: &str) -> Option<u64> {
 
 /// Resident memory of a process in bytes (`VmRSS`), if it still exists.
 pub fn rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    let kb: u64 = crate::process::procfs::status_field(pid as i32, "VmRSS")?.parse().ok()?;
     Some(kb * 1024)
 }
 

@@ -20,6 +20,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use crate::process::procfs;
+
 /// Uids handed to Kilo processes. `None` inside: isolation is off.
 pub struct Uids {
     range: Option<(u32, u32)>,
@@ -83,21 +85,30 @@ pub fn give(path: &Path, uid: Option<u32>) -> std::io::Result<()> {
 }
 
 fn chown_tree(path: &Path, uid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
+    walk(path, &mut |p, _| std::os::unix::fs::lchown(p, Some(uid), Some(uid)))
+}
+
+/// Calls `visit` on `path` and everything under it, without following symlinks.
+fn walk(path: &Path, visit: &mut impl FnMut(&Path, &std::fs::Metadata) -> std::io::Result<()>) -> std::io::Result<()> {
     let meta = std::fs::symlink_metadata(path)?;
+    visit(path, &meta)?;
     if meta.is_dir() {
         for entry in std::fs::read_dir(path)? {
-            chown_tree(&entry?.path(), uid)?;
+            walk(&entry?.path(), visit)?;
         }
     }
     Ok(())
 }
 
+/// Adds the permission bits `extra` to `path`'s mode.
+fn add_mode(path: &Path, meta: &std::fs::Metadata, extra: u32) -> std::io::Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode((meta.permissions().mode() & 0o777) | extra))
+}
+
 /// Makes `dir` enterable (not listable) by every uid: mode 0711, for the folders an agent's
 /// path goes through (the workspace root, `run/`).
-pub fn traversable(dir: &Path) -> std::io::Result<()> {
-    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o711))
+fn traversable(dir: &Path) -> std::io::Result<()> {
+    add_mode(dir, &std::fs::metadata(dir)?, 0o711)
 }
 
 /// Opens the way to the agents' folders for their uids: every folder above the workspace must
@@ -126,18 +137,13 @@ pub fn open_paths(workspace: &Path, tools: &Path) -> Result<(), String> {
 
 /// Adds read (and, on folders, enter) permission for everyone under `path`.
 fn readable_tree(path: &Path) -> std::io::Result<()> {
-    let meta = std::fs::symlink_metadata(path)?;
-    if meta.file_type().is_symlink() {
-        return Ok(());
-    }
-    let extra = if meta.is_dir() { 0o555 } else { 0o444 };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode((meta.permissions().mode() & 0o777) | extra))?;
-    if meta.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            readable_tree(&entry?.path())?;
+    walk(path, &mut |p, meta| {
+        if meta.file_type().is_symlink() {
+            Ok(())
+        } else {
+            add_mode(p, meta, if meta.is_dir() { 0o555 } else { 0o444 })
         }
-    }
-    Ok(())
+    })
 }
 
 /// The real uids of every process now (read from `/proc/<pid>/status`).
@@ -146,12 +152,10 @@ fn processes_by_uid() -> BTreeSet<u32> {
 }
 
 fn pids_with_uid(filter: impl Fn(u32) -> bool) -> Vec<(i32, u32)> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    procfs::pids()
+        .into_iter()
         .filter_map(|pid| {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-            let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()?;
+            let uid = procfs::status_field(pid, "Uid")?.parse().ok()?;
             filter(uid).then_some((pid, uid))
         })
         .collect()

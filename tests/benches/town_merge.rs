@@ -64,7 +64,7 @@ async fn main() {
         // Give the finished runs their end (the last turn, then the stop), then count.
         tokio::time::sleep(Duration::from_secs(15)).await;
         // The warm pool's ready processes are not left over: they wait for the next agent.
-        let pooled: Vec<i32> = local.control.get("/health").await.1["pool"]["pids"].as_array().into_iter().flatten().filter_map(|p| p.as_i64()).map(|p| p as i32).collect();
+        let pooled = local.control.pooled_pids().await;
         let left = gastown_e2e::procs::processes().into_iter().filter(|p| p.ppid == local.control.pid() as i32 && !pooled.contains(&p.pid)).count();
         println!(
             "| {case} | {total:.1} | {:.1} | {:.1} | {left} |",

@@ -105,6 +105,12 @@ fn uid_base() -> u32 {
 }
 
 impl ControlServer {
+    /// The pids of the warm pool's ready processes (`/health`'s `pool.pids`).
+    pub async fn pooled_pids(&self) -> Vec<i32> {
+        let (_, health) = self.get("/health").await;
+        health["pool"]["pids"].as_array().into_iter().flatten().filter_map(Value::as_i64).map(|p| p as i32).collect()
+    }
+
     /// Starts the server and waits (up to 30 s) for its "listening" log line.
     pub fn start(options: Options) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");

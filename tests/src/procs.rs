@@ -44,6 +44,17 @@ pub fn with_cmdline(needle: &str) -> Vec<Proc> {
     processes().into_iter().filter(|p| p.cmdline.contains(needle)).collect()
 }
 
+/// The real uid of a process (`/proc/<pid>/status`), `None` once it is gone.
+pub fn uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
+}
+
+/// Whether this test process runs as root.
+pub fn is_root() -> bool {
+    uid(std::process::id()) == Some(0)
+}
+
 /// Whether `pid` is a live process.
 pub fn alive(pid: i32) -> bool {
     processes().iter().any(|p| p.pid == pid)

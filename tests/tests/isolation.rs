@@ -96,12 +96,6 @@ async fn an_agent_cannot_drive_another_agents_kilo_server() {
     assert!(!cs.logs().join("\n").contains(&password), "the logs show the password");
 }
 
-/// The owner uid of a process, from `/proc/<pid>/status`.
-fn uid_of(pid: u64) -> u32 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).expect("Uid line")
-}
-
 /// Run as root (as in the container image), the server gives each Kilo process its own uid.
 /// From its own shell an agent then cannot read another agent's checkout, HOME, tool key or
 /// `/proc/<pid>/environ`, nor the environment of the control server (which no longer holds the
@@ -110,7 +104,7 @@ fn uid_of(pid: u64) -> u32 {
 /// uid left running is killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_run_under_their_own_uids_and_cannot_read_each_other() {
-    if !nix_is_root() {
+    if !gastown_e2e::procs::is_root() {
         eprintln!("skipped: agent isolation needs the control server to run as root");
         return;
     }
@@ -180,6 +174,7 @@ async fn agents_run_under_their_own_uids_and_cannot_read_each_other() {
     assert!(!out.contains("other-uid processes=0 "), "the sweep saw other processes: {out}");
 
     // Distinct unprivileged uids, each owning its own checkout (0700).
+    let uid_of = |pid: u64| gastown_e2e::procs::uid(pid as u32).expect("a live process");
     let (victim_uid, probe_uid) = (uid_of(victim_pid), uid_of(body["pid"].as_u64().expect("pid")));
     assert!(victim_uid >= 20_000 && probe_uid >= 20_000 && victim_uid != probe_uid, "{victim_uid} {probe_uid}");
     assert!(out.contains(&format!("uid={probe_uid}")), "{out}");
@@ -193,11 +188,4 @@ async fn agents_run_under_their_own_uids_and_cannot_read_each_other() {
         gastown_e2e::procs::with_cmdline(&tag).is_empty().then_some(())
     })
     .await;
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|v| v.split_whitespace().next().map(|u| u == "0")))
-        .unwrap_or(false)
 }

@@ -77,8 +77,7 @@ async fn a_town_merges_its_work_reworks_conflicts_and_escalates_failing_gates() 
     assert!(list["agents"].as_array().is_some_and(|a| a.len() >= 5), "{list}");
     // The warm pool's process is the only one left.
     wait_for("the Kilo processes to go", Duration::from_secs(30), async || {
-        let (_, health) = local.control.get("/health").await;
-        let pooled: Vec<i32> = health["pool"]["pids"].as_array()?.iter().filter_map(|p| p.as_i64()).map(|p| p as i32).collect();
+        let pooled = local.control.pooled_pids().await;
         procs::processes().into_iter().all(|p| p.ppid != local.control.pid() as i32 || pooled.contains(&p.pid)).then_some(())
     })
     .await;

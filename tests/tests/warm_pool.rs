@@ -9,7 +9,7 @@ use gastown_e2e::origin::Origin;
 use gastown_e2e::procs;
 use gastown_e2e::wait::until;
 use gastown_e2e::worker_stub::WorkerStub;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const TURN: Duration = Duration::from_secs(120);
 
@@ -29,8 +29,7 @@ fn pooled_server(model: &ModelServer, worker: &WorkerStub, size: usize) -> Contr
 /// The pids of the pool's ready processes, once it holds `n` of them.
 async fn pool_ready(cs: &ControlServer, n: usize) -> Vec<u32> {
     until(&format!("{n} ready pooled process(es)"), TURN, async || {
-        let (_, health) = cs.get("/health").await;
-        let pids: Vec<u32> = health["pool"]["pids"].as_array()?.iter().filter_map(Value::as_u64).map(|p| p as u32).collect();
+        let pids: Vec<u32> = cs.pooled_pids().await.into_iter().map(|p| p as u32).collect();
         (pids.len() == n).then_some(pids)
     })
     .await
@@ -133,8 +132,7 @@ async fn a_burst_of_six_gives_six_distinct_isolated_runs() {
             .map(|(r, n)| {
                 let meta = std::fs::metadata(checkout(n)).expect("checkout");
                 assert_eq!(meta.mode() & 0o777, 0o700, "{r}");
-                let status = std::fs::read_to_string(format!("/proc/{}/status", r["pid"])).expect("status");
-                let uid: u32 = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).expect("uid");
+                let uid = r["pid"].as_u64().and_then(|pid| procs::uid(pid as u32)).expect("a live process's uid");
                 assert_eq!(meta.uid(), uid, "the checkout belongs to its process's uid: {r}");
                 uid
             })

@@ -80,6 +80,8 @@ pub struct SpawnSpec<'a> {
     pub ready_timeout: Duration,
     /// The uid the process runs as (`None`: the server's own; isolation is off).
     pub uid: Option<UidLease>,
+    /// Agents that may join the process, by their shared environment; `None`: one agent.
+    pub share_key: Option<String>,
 }
 
 /// A running (or exited) `kilo serve`.
@@ -118,7 +120,7 @@ impl KiloServer {
     /// Spawns `kilo serve --port 0` in its own process group, reads the port it chose from its
     /// first lines of output, then polls its health until it answers or `ready_timeout` passes.
     /// On failure the process is killed and the error carries the tail of its output.
-    pub async fn spawn(reaper: &Reaper, http: reqwest::Client, spec: SpawnSpec<'_>, share_key: Option<String>) -> Result<(Arc<Self>, SpawnTimings), String> {
+    pub async fn spawn(reaper: &Reaper, http: reqwest::Client, spec: SpawnSpec<'_>) -> Result<(Arc<Self>, SpawnTimings), String> {
         let t0 = Instant::now();
         let run = spec.run_dir.clone();
         for dir in [run.home(), run.tmp(), run.0.join("xdg/config"), run.0.join("xdg/data"), run.0.join("xdg/state"), run.0.join("xdg/cache")] {
@@ -213,7 +215,7 @@ impl KiloServer {
             client,
             tool_key,
             model: spec.model,
-            share_key,
+            share_key: spec.share_key,
             exit: spawned.exit,
             output,
             owner: Owner { uid, home: run.home() },

@@ -1,8 +1,10 @@
 //! Child processes: spawning and reaping ([`reaper`]), stopping a process group
-//! ([`terminate`]), capturing output ([`output`]) and running short commands ([`command`]).
+//! ([`terminate`]), capturing output ([`output`]), running short commands ([`command`]) and
+//! reading /proc ([`procfs`]).
 
 pub mod command;
 pub mod output;
+pub mod procfs;
 pub mod reaper;
 pub mod terminate;
 

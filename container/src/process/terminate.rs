@@ -97,8 +97,8 @@ struct ProcInfo {
 
 /// Every process visible in /proc with its parent, group and state.
 fn processes() -> Vec<ProcInfo> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+    super::procfs::pids()
+        .into_iter()
         .filter_map(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             // The command name may contain spaces and parentheses: parse after the last ')'.

@@ -23,11 +23,6 @@ use crate::kilo::events;
 use crate::kilo::server::{KiloServer, RunDir, SpawnSpec, SpawnTimings};
 use crate::process::Exit;
 
-/// Git author and committer of an agent: `<name> (gastown)` / `<name>@gastown.local`.
-pub fn git_identity(name: &str) -> (String, String) {
-    (format!("{name} (gastown)"), format!("{name}@gastown.local"))
-}
-
 impl Supervisor {
     fn shared(&self) -> bool {
         self.config.agents_per_server > 1
@@ -43,6 +38,14 @@ impl Supervisor {
         if let Some(limit) = self.config.kilo_memory_limit {
             env.push(("BUN_JSC_forceRAMSize".to_string(), limit.to_string()));
         }
+        env
+    }
+
+    /// The environment of a process started for `spec`: [`Self::base_env`] and the request's
+    /// envVars (already checked against the reserved names).
+    fn agent_env(&self, spec: &AgentSpec) -> Vec<(String, String)> {
+        let mut env = self.base_env();
+        env.extend(spec.env_vars.iter().map(|(k, v)| (k.clone(), v.clone())));
         env
     }
 
@@ -68,9 +71,7 @@ impl Supervisor {
                 return Ok((server, None));
             }
         }
-        let mut env = self.base_env();
-        env.extend(spec.env_vars.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let placed = self.spawn_server(&spec.model, env, None).await;
+        let placed = self.spawn_server(&spec.model, self.agent_env(spec), None).await;
         self.refill_pool();
         placed.map(|(server, timings)| (server, Some(timings)))
     }
@@ -87,9 +88,7 @@ impl Supervisor {
         if let Some(server) = existing {
             return Ok((server, None));
         }
-        let mut env = self.base_env();
-        env.extend(spec.env_vars.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let (server, timings) = self.spawn_server(&spec.model, env, Some(key)).await?;
+        let (server, timings) = self.spawn_server(&spec.model, self.agent_env(spec), Some(key)).await?;
         Ok((server, Some(timings)))
     }
 
@@ -116,8 +115,9 @@ impl Supervisor {
             env,
             ready_timeout: self.config.kilo_ready_timeout,
             uid,
+            share_key,
         };
-        let (server, timings) = match KiloServer::spawn(&self.reaper, self.http.clone(), spawn, share_key).await {
+        let (server, timings) = match KiloServer::spawn(&self.reaper, self.http.clone(), spawn).await {
             Ok(spawned) => spawned,
             Err(e) => {
                 // The process is gone (killed by spawn) and its uid given back: its folder goes too.

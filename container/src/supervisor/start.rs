@@ -1,6 +1,6 @@
 //! `POST /agents/start`: validate, claim the agent id, then (in the background unless the
-//! caller asks to wait) prepare the worktree, place the agent on a Kilo process, open its
-//! session and send the first prompt.
+//! caller asks to wait) place the agent on a Kilo process, make its checkout as that process's
+//! uid, open its session and send the first prompt.
 //!
 //! The answer comes as soon as the agent is registered as `starting`: a burst of starts is not
 //! served one at a time, and the slow steps' outcome shows in the agent's status, events and
@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use shared_types::{AgentProcess, ProcessStatus, StartAgentRequest, StopSignal};
 
-use super::servers::git_identity;
 use super::Supervisor;
 use crate::agents::agent::split_request;
 use crate::agents::{Agent, Attachment, Claim};
@@ -177,6 +176,11 @@ impl Supervisor {
             total_ms: ms(t0.elapsed()),
         })
     }
+}
+
+/// Git author and committer of an agent: `<name> (gastown)` / `<name>@gastown.local`.
+fn git_identity(name: &str) -> (String, String) {
+    (format!("{name} (gastown)"), format!("{name}@gastown.local"))
 }
 
 fn stopped_during_start() -> Error {
