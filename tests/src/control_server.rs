@@ -38,8 +38,12 @@ pub fn kilo_bin() -> PathBuf {
 pub struct ControlServer {
     child: Option<Child>,
     pub base: String,
+    port: u16,
     pub token: Option<String>,
     pub workspace: PathBuf,
+    /// The exact environment and wrapper it runs with (a restart uses them again).
+    env: BTreeMap<String, String>,
+    wrapper: Vec<String>,
     logs: Arc<Mutex<Vec<String>>>,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
@@ -51,17 +55,26 @@ pub struct Options {
     pub env: BTreeMap<String, String>,
     /// A socket the test bound and holds, to be served by socket activation.
     pub listener: Option<std::net::TcpListener>,
+    /// A command the server is started through (its path is appended), e.g. to give it a
+    /// mount namespace of its own.
+    pub wrapper: Vec<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { token: Some("test-container-token".into()), env: BTreeMap::new(), listener: None }
+        Self { token: Some("test-container-token".into()), env: BTreeMap::new(), listener: None, wrapper: Vec::new() }
     }
 }
 
 impl Options {
     pub fn env(mut self, k: &str, v: impl Into<String>) -> Self {
         self.env.insert(k.into(), v.into());
+        self
+    }
+
+    /// Start the server through `wrapper` (its path is appended to it).
+    pub fn wrapper(mut self, wrapper: &[&str]) -> Self {
+        self.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
         self
     }
 
@@ -94,6 +107,47 @@ fn pass_listener(cmd: &mut Command, listener: &std::net::TcpListener) {
     }
 }
 
+/// Spawns the server with exactly `env` (behind `wrapper`, if any) and waits (up to 30 s) for
+/// its "listening" log line; its log lines go to `logs`. Returns the child and its port.
+fn launch(env: &BTreeMap<String, String>, wrapper: &[String], listener: Option<&std::net::TcpListener>, logs: &Arc<Mutex<Vec<String>>>) -> (Child, u16) {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(container_bin());
+            c
+        }
+        None => Command::new(container_bin()),
+    };
+    cmd.env_clear().envs(env).stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
+    if let Some(listener) = listener {
+        pass_listener(&mut cmd, listener);
+    }
+    let mut child = cmd.spawn().expect("spawn gastown-container");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v["fields"]["message"] == "control server listening" {
+                    if let (Some(tx), Some(port)) = (tx.take(), v["fields"]["port"].as_u64()) {
+                        let _ = tx.send(port as u16);
+                    }
+                }
+            }
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(port) => (child, port),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("control server did not start; logs:\n{}", logs.lock().map(|l| l.join("\n")).unwrap_or_default());
+        }
+    }
+}
+
 const UIDS_PER_SERVER: u32 = 32;
 
 /// A uid range no other server started by any test process now uses: by test process id and a
@@ -118,61 +172,78 @@ impl ControlServer {
         // enter the folders above the workspace (enter, not list).
         crate::open_to_all(dir.path(), 0o711);
         let workspace = dir.path().join("workspace");
-        let mut cmd = Command::new(container_bin());
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("PORT", "0")
-            .env("BIND_ADDR", "127.0.0.1")
-            .env("WORKSPACE_ROOT", &workspace)
-            .env("KILO_BIN", kilo_bin())
-            .env("ALLOW_LOCAL_REPOS", "true")
-            .env("HEARTBEAT_INTERVAL_MS", "500")
+        let mut env: BTreeMap<String, String> = [
+            ("PATH", std::env::var("PATH").unwrap_or_default()),
+            ("PORT", "0".into()),
+            ("BIND_ADDR", "127.0.0.1".into()),
+            ("WORKSPACE_ROOT", workspace.display().to_string()),
+            ("KILO_BIN", kilo_bin().display().to_string()),
+            ("ALLOW_LOCAL_REPOS", "true".into()),
+            ("HEARTBEAT_INTERVAL_MS", "500".into()),
             // No warm pool unless a test asks for one (`WARM_POOL_SIZE`): most tests count the
             // server's Kilo processes, and an idle one per server would slow a 2-core machine.
-            .env("WARM_POOL_SIZE", "0")
+            ("WARM_POOL_SIZE", "0".into()),
             // Servers of one test binary run at once on this machine: each hands out its own
             // uids, never another's (a uid given back is swept of its processes).
-            .env("AGENT_UID_BASE", uid_base().to_string())
-            .env("AGENT_UID_COUNT", UIDS_PER_SERVER.to_string())
-            .env("LOG", "info");
+            ("AGENT_UID_BASE", uid_base().to_string()),
+            ("AGENT_UID_COUNT", UIDS_PER_SERVER.to_string()),
+            ("LOG", "info".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
         if let Some(t) = &options.token {
-            cmd.env("CONTAINER_TOKEN", t);
+            env.insert("CONTAINER_TOKEN".into(), t.clone());
         }
-        cmd.envs(&options.env).stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
-        if let Some(listener) = &options.listener {
-            pass_listener(&mut cmd, listener);
-        }
-        let mut child = cmd.spawn().expect("spawn gastown-container");
-        let stdout = child.stdout.take().expect("stdout");
+        env.extend(options.env.clone());
         let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if v["fields"]["message"] == "control server listening" {
-                        if let (Some(tx), Some(port)) = (tx.take(), v["fields"]["port"].as_u64()) {
-                            let _ = tx.send(port);
-                        }
-                    }
-                }
-                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-            }
-        });
-        let port = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(port) => port,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("control server did not start; logs:\n{}", logs.lock().map(|l| l.join("\n")).unwrap_or_default());
-            }
-        };
+        let (child, port) = launch(&env, &options.wrapper, options.listener.as_ref(), &logs);
         if let Some(listener) = &options.listener {
-            let ours = listener.local_addr().map(|a| u64::from(a.port())).ok();
+            let ours = listener.local_addr().map(|a| a.port()).ok();
             assert_eq!(Some(port), ours, "the control server serves the socket it was given");
         }
         let http = crate::http_client(Duration::from_secs(180));
-        Self { child: Some(child), base: format!("http://127.0.0.1:{port}"), token: options.token, workspace, logs, http, _dir: dir }
+        Self {
+            child: Some(child),
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            token: options.token,
+            workspace,
+            env,
+            wrapper: options.wrapper,
+            logs,
+            http,
+            _dir: dir,
+        }
+    }
+
+    /// Kills the server and every process under it with SIGKILL, as when its container dies:
+    /// nothing gets to clean up. The workspace stays.
+    pub fn kill_all(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let root = child.id() as i32;
+        // Children first (parents would otherwise be gone before their children are found).
+        let all = procs::processes();
+        let mut tree = vec![root];
+        let mut i = 0;
+        while i < tree.len() {
+            let parent = tree[i];
+            tree.extend(all.iter().filter(|p| p.ppid == parent).map(|p| p.pid));
+            i += 1;
+        }
+        for pid in tree.iter().rev() {
+            procs::signal(*pid, procs::SIGKILL);
+        }
+        let _ = child.wait();
+    }
+
+    /// Starts the server again after [`Self::kill_all`]: same settings, workspace and port.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart follows kill_all");
+        let listener = std::net::TcpListener::bind(("127.0.0.1", self.port)).expect("bind the control server's port again");
+        let (child, port) = launch(&self.env, &self.wrapper, Some(&listener), &self.logs);
+        assert_eq!(port, self.port);
+        self.child = Some(child);
     }
 
     pub fn pid(&self) -> u32 {

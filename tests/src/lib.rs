@@ -6,6 +6,7 @@ pub mod model_server;
 pub mod origin;
 pub mod procs;
 pub mod project;
+pub mod proxy;
 pub mod town;
 pub mod wait;
 pub mod worker_stub;

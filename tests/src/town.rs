@@ -9,29 +9,50 @@
 
 use crate::control_server::{ControlServer, Options};
 use crate::model_server::{ModelServer, MODEL_ID};
+use crate::proxy::CuttableProxy;
 use crate::wrangler::{WranglerDev, CONTAINER_TOKEN};
 use serde_json::json;
 
 pub struct LocalTown {
     pub control: ControlServer,
     pub worker: WranglerDev,
+    /// Between the control server and the Worker, when started with [`LocalTown::start_via_proxy`].
+    pub proxy: Option<CuttableProxy>,
 }
 
 impl LocalTown {
     /// Starts both sides; agents talk to `model`. `control_env` and `worker_env` add settings
     /// (e.g. `STOP_GRACE_MS`, `SCHEDULER_TICK_MS`).
     pub async fn start(model: &ModelServer, control_env: &[(&str, &str)], worker_env: &[(&str, &str)]) -> Self {
+        Self::launch(model, control_env, worker_env, false).await
+    }
+
+    /// [`LocalTown::start`], with the control server's calls to the Worker (tools, heartbeats)
+    /// going through a [`CuttableProxy`] the test can cut.
+    pub async fn start_via_proxy(model: &ModelServer, control_env: &[(&str, &str)], worker_env: &[(&str, &str)]) -> Self {
+        Self::launch(model, control_env, worker_env, true).await
+    }
+
+    async fn launch(model: &ModelServer, control_env: &[(&str, &str)], worker_env: &[(&str, &str)], via_proxy: bool) -> Self {
         let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the control server's socket");
         let control_url = format!("http://127.0.0.1:{}", socket.local_addr().expect("socket address").port());
         let model_ref = format!("scripted/{MODEL_ID}");
         let mut env: Vec<(&str, &str)> = vec![("CONTAINER_URL", &control_url), ("GASTOWN_MODEL", &model_ref)];
         env.extend_from_slice(worker_env);
         let worker = WranglerDev::start_with_env(&env).await;
+        let proxy = match via_proxy {
+            true => {
+                let addr = worker.base_url.trim_start_matches("http://").parse().expect("the Worker's address");
+                Some(CuttableProxy::start(addr).await)
+            }
+            false => None,
+        };
+        let api_url = proxy.as_ref().map_or(worker.base_url.clone(), |p| p.url.clone());
 
         // The town runs the product's defaults, the warm pool of one included (filled at once).
         let mut options = Options::default()
             .listener(socket)
-            .env("GASTOWN_API_URL", worker.base_url.clone())
+            .env("GASTOWN_API_URL", api_url)
             .env("GASTOWN_MODEL_BASE_URL", model.base_url())
             .env("WARM_POOL_SIZE", "1")
             .env("WARM_POOL_MODEL", model_ref.clone());
@@ -41,7 +62,7 @@ impl LocalTown {
         let control = ControlServer::start(options);
         assert_eq!(control.token.as_deref(), Some(CONTAINER_TOKEN), "Worker and control server share the container token");
         assert_eq!(control.base, control_url);
-        Self { control, worker }
+        Self { control, worker, proxy }
     }
 
     /// Creates a town and one rig on `git_url`; returns `(town id, rig id)`.

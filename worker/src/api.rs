@@ -15,7 +15,7 @@ use crate::requests::{
     parse_body, CheckpointRequest, DoneRequest, HookRequest, NewAgent, NewBead, NewConvoy, NewEscalation, NewMail,
     NewReview, NewRig, NewTown, RigConfigInput, SlingRequest, StatusUpdate,
 };
-use crate::routes::Route;
+use crate::routes::{Method, Route};
 use crate::rpc::{IdentityOp, RigOp, TownOp};
 
 /// An authorized request.
@@ -55,7 +55,8 @@ pub enum Plan {
     Container { town_id: String, path: String },
     /// The container's heartbeat, split per rig: `(rig id, [(agent id, last activity)])`. Every
     /// rig must be one of `town_id`'s (checked against the TownDO before anything is updated).
-    Heartbeat { town_id: String, rig_updates: Vec<(String, Vec<(String, String)>)> },
+    /// `running_agents` (the active ones) goes to the TownContainer: it keeps the container awake.
+    Heartbeat { town_id: String, rig_updates: Vec<(String, Vec<(String, String)>)>, running_agents: u32 },
 }
 
 fn rig(rig_id: String, op: RigOp) -> Plan {
@@ -184,6 +185,7 @@ fn heartbeat(town: &str, body: &[u8]) -> ApiResult<Plan> {
         return Err(ApiError::bad_request("townId: does not match the route"));
     }
     let mut per_rig: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    let running_agents = hb.agents.iter().filter(|a| a.status.is_active()).count() as u32;
     for a in hb.agents {
         validate::id(&a.rig_id).map_err(|m| ApiError::bad_request(format!("agents.rigId: {m}")))?;
         validate::id(&a.agent_id).map_err(|m| ApiError::bad_request(format!("agents.agentId: {m}")))?;
@@ -195,7 +197,25 @@ fn heartbeat(town: &str, body: &[u8]) -> ApiResult<Plan> {
         }
         per_rig.entry(a.rig_id).or_default().push((a.agent_id, a.last_activity_at));
     }
-    Ok(Plan::Heartbeat { town_id: town.to_string(), rig_updates: per_rig.into_iter().collect() })
+    Ok(Plan::Heartbeat { town_id: town.to_string(), rig_updates: per_rig.into_iter().collect(), running_agents })
+}
+
+/// The `Idempotency-Key` of a call that changes something, scoped to its caller so two callers
+/// never share a key: `None` for reads and calls without one. A malformed key is a 400 (and the
+/// call is not made): a retry must be able to send the same key again.
+pub fn idempotency_key(caller: &Caller, method: Method, header: Option<&str>) -> ApiResult<Option<String>> {
+    let Some(key) = header.filter(|_| !matches!(method, Method::Get)) else { return Ok(None) };
+    let well_formed = (8..=128).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !well_formed {
+        return Err(ApiError::bad_request("Idempotency-Key: must be 8 to 128 letters, digits, '-' or '_'"));
+    }
+    let scope = match caller {
+        Caller::Agent(claims) => format!("agent/{}", claims.agent_id),
+        Caller::Internal => "internal".to_string(),
+        Caller::Container => "container".to_string(),
+        Caller::Public => "public".to_string(),
+    };
+    Ok(Some(format!("{scope}:{key}")))
 }
 
 /// The identity ops a rig op's result calls for (none, one, or one per new polecat).
@@ -287,14 +307,30 @@ mod tests {
     }
 
     #[test]
+    fn idempotency_keys_are_scoped_to_the_caller_and_checked() {
+        let key = "0123456789abcdef";
+        assert_eq!(idempotency_key(&agent("a1"), Method::Post, Some(key)), Ok(Some(format!("agent/a1:{key}"))));
+        assert_eq!(idempotency_key(&Caller::Internal, Method::Post, Some(key)), Ok(Some(format!("internal:{key}"))));
+        assert_eq!(idempotency_key(&agent("a1"), Method::Get, Some(key)), Ok(None), "reads need none");
+        assert_eq!(idempotency_key(&agent("a1"), Method::Post, None), Ok(None));
+        for bad in ["short", "has space in it", "a/b/c/d/e/f", &"x".repeat(129)] {
+            assert_eq!(idempotency_key(&agent("a1"), Method::Post, Some(bad)).map_err(|e| e.status()), Err(400), "{bad}");
+        }
+    }
+
+    #[test]
     fn heartbeats_are_split_per_rig_and_checked() {
         let body = json!({"townId": "t1", "timestamp": "x", "uptime": 1, "agents": [
             {"agentId": "a1", "rigId": "r1", "townId": "t1", "status": "running", "timestamp": "x", "lastActivityAt": "2026-01-01T00:00:00.000Z"},
             {"agentId": "a2", "rigId": "r2", "townId": "t1", "status": "running", "timestamp": "x", "lastActivityAt": "2026-01-01T00:00:01.000Z"}
         ]});
         let p = plan_for(Method::Post, "/api/towns/t1/container/heartbeat", Caller::Container, &body.to_string());
-        let Ok(Plan::Heartbeat { rig_updates, .. }) = p else { panic!("{p:?}") };
-        assert_eq!(rig_updates.len(), 2);
+        let Ok(Plan::Heartbeat { rig_updates, running_agents, .. }) = p else { panic!("{p:?}") };
+        assert_eq!((rig_updates.len(), running_agents), (2, 2));
+        let mut ended = body.clone();
+        ended["agents"][0]["status"] = json!("exited");
+        let p = plan_for(Method::Post, "/api/towns/t1/container/heartbeat", Caller::Container, &ended.to_string());
+        assert!(matches!(p, Ok(Plan::Heartbeat { running_agents: 1, .. })), "an ended agent does not keep the container awake");
         let p = plan_for(Method::Post, "/api/towns/t2/container/heartbeat", Caller::Container, &body.to_string());
         assert_eq!(p.map_err(|e| e.status()), Err(400));
         for (field, bad) in [("lastActivityAt", json!("yesterday")), ("lastActivityAt", json!("2026-01-01 00:00:00")), ("townId", json!("t9"))] {

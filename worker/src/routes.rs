@@ -166,6 +166,11 @@ pub fn parse(method: Method, path: &str) -> ApiResult<Route> {
                 ),
                 ["container", "heartbeat"] => allow!(Post => Route::ContainerHeartbeat { town }),
                 ["container", "health"] => allow!(Get => Route::ContainerProxy { town, path: "/health".into() }),
+                // The TownContainer's own view: lifecycle status, last activity, running agents,
+                // failed probes (answered by the object, not the control server).
+                ["container", "state"] => {
+                    allow!(Get => Route::ContainerProxy { town, path: crate::container::STATE_PATH.into() })
+                }
                 ["container", "agents", "start"] => {
                     allow!(Post => Route::ContainerProxy { town, path: "/agents/start".into() })
                 }

@@ -4,6 +4,8 @@
 //! reference's accept the same calls. Data coming back from the Worker is wrapped in a block
 //! that tells the model to treat it as untrusted data (other agents write mail and beads).
 
+use std::time::{Duration, Instant};
+
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 use shared_types::validate;
@@ -110,17 +112,66 @@ pub fn route(tool: &str, args: &Map<String, Value>, agent: &AgentSpec) -> Result
     })
 }
 
+/// How long a tool call keeps trying a Worker that cannot be reached or answers 502/503/504:
+/// long enough to ride out a deploy or a minute-long network fault, short enough that the
+/// model hears of a real outage.
+pub const RETRY_BUDGET: Duration = Duration::from_secs(150);
+/// The header that makes a retried call count once (the Worker keeps the first reply).
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+/// The wait before try `n + 1` (`n` from 0): 0.5 s doubling to 8 s.
+pub fn retry_delay(n: u32) -> Duration {
+    Duration::from_millis(500u64.saturating_mul(1 << n.min(4)))
+}
+
+/// Answers worth trying again: the Worker (or the edge in front of it) is not there right now.
+fn retryable_status(status: u16) -> bool {
+    matches!(status, 502..=504)
+}
+
 /// Makes the call with the agent's credential and turns the Worker's envelope into the text the
 /// model sees.
+///
+/// A call that cannot reach the Worker, or gets 502/503/504, is sent again with backoff until
+/// [`RETRY_BUDGET`] is spent. A call that changes something carries one idempotency key for all
+/// its tries, so a try whose answer was lost on the way back (the Worker did the work) is
+/// answered from the Worker's record instead of being done twice: `gt_done` is never doubled.
+/// A refusal (4xx) is final at once.
 pub async fn forward(http: &reqwest::Client, api_url: &str, token: Option<&str>, call: WorkerCall) -> Result<String, ToolError> {
+    let budget = RETRY_BUDGET;
     let token = token.ok_or_else(|| ToolError("this agent has no Gastown credential (GASTOWN_SESSION_TOKEN); tools are unavailable".into()))?;
-    let mut req = http.request(call.method.clone(), format!("{api_url}{}", call.path)).bearer_auth(token);
-    if let Some(body) = &call.body {
-        req = req.json(body);
-    }
-    let res = req.send().await.map_err(|e| ToolError(format!("the Gastown API is unreachable: {}", request_failure(&e))))?;
-    let status = res.status();
-    let envelope: Value = res.json().await.map_err(|_| ToolError(format!("the Gastown API answered HTTP {status} without JSON")))?;
+    let key = (call.method != Method::GET).then(crate::secret::random_token);
+    let deadline = Instant::now() + budget;
+    let mut tries = 0u32;
+    let (status, envelope) = loop {
+        let mut req = http.request(call.method.clone(), format!("{api_url}{}", call.path)).bearer_auth(token);
+        if let Some(k) = &key {
+            req = req.header(IDEMPOTENCY_HEADER, k);
+        }
+        if let Some(body) = &call.body {
+            req = req.json(body);
+        }
+        // One try never outlives the budget (a Worker that accepts and then hangs).
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+        let failure = match req.timeout(left).send().await {
+            Ok(res) if !retryable_status(res.status().as_u16()) => {
+                let status = res.status();
+                match res.json::<Value>().await {
+                    Ok(envelope) => break (status, envelope),
+                    Err(_) => format!("answered HTTP {status} without JSON"),
+                }
+            }
+            Ok(res) => format!("answered HTTP {}", res.status().as_u16()),
+            Err(e) => format!("is unreachable: {}", request_failure(&e)),
+        };
+        let wait = retry_delay(tries);
+        if Instant::now() + wait >= deadline {
+            return Err(ToolError(format!("the Gastown API {failure} (gave up after {} tries in {} s)", tries + 1, budget.as_secs())));
+        }
+        tracing::warn!(path = %call.path, tries = tries + 1, "the Gastown API {failure}; trying again");
+        tokio::time::sleep(wait).await;
+        tries += 1;
+    };
     if !status.is_success() || envelope.get("success") == Some(&Value::Bool(false)) {
         let message = envelope.get("error").and_then(Value::as_str).unwrap_or("request failed");
         return Err(ToolError(format!("the Gastown API refused the call (HTTP {}): {message}", status.as_u16())));
@@ -204,6 +255,13 @@ mod tests {
         ] {
             assert!(route(tool, &args(v.clone()), &a).is_err(), "{tool} {v}");
         }
+    }
+
+    #[test]
+    fn retries_back_off_to_eight_seconds() {
+        let waits: Vec<u64> = (0..7).map(|n| retry_delay(n).as_millis() as u64).collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 8000, 8000]);
+        assert!(retryable_status(503) && retryable_status(502) && !retryable_status(500) && !retryable_status(409));
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod beads;
 mod config;
 mod convoys;
 mod events;
+mod idempotency;
 mod mail;
 mod refinery;
 mod review;

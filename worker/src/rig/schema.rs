@@ -1,6 +1,6 @@
 //! The RigDO's SQLite schema. Append a migration to change it; never edit a shipped one.
 
-pub const MIGRATIONS: &[&[&str]] = &[V1, V2, V3];
+pub const MIGRATIONS: &[&[&str]] = &[V1, V2, V3, V4];
 
 const V1: &[&str] = &[
     "CREATE TABLE rig_config (
@@ -57,4 +57,10 @@ const V3: &[&str] = &[
     // The merge's outcome: {state, commit, detail, output}.
     "ALTER TABLE review_queue ADD COLUMN result TEXT",
     "CREATE TABLE convoys (id TEXT PRIMARY KEY, title TEXT NOT NULL, created_at TEXT NOT NULL, landed_at TEXT)",
+];
+
+/// Idempotent agent calls (issue 9, `idempotency.rs`): the first reply to each key, for a day.
+const V4: &[&str] = &[
+    "CREATE TABLE idempotent_replies (key TEXT PRIMARY KEY, status INTEGER NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL)",
+    "CREATE INDEX idempotent_replies_created ON idempotent_replies (created_at)",
 ];

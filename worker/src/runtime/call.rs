@@ -17,19 +17,33 @@ fn internal(e: worker::Error) -> ApiError {
     ApiError::Internal(e.to_string())
 }
 
+/// The header that carries an idempotency key into an object, and the one that says its reply
+/// is a replay (see `rig::idempotency`).
+pub const KEY_HEADER: &str = "x-idempotency-key";
+pub const REPLAY_HEADER: &str = "x-idempotent-replay";
+
 /// Calls `op` on the object named `name` of the namespace `binding`.
 pub async fn call<O: Serialize>(env: &Env, binding: &str, name: &str, op: &O) -> ApiResult<Value> {
+    Ok(call_once(env, binding, name, op, None).await?.0)
+}
+
+/// [`call`] with an idempotency key; `.1` is true when the object replayed a kept reply.
+pub async fn call_once<O: Serialize>(env: &Env, binding: &str, name: &str, op: &O, key: Option<&str>) -> ApiResult<(Value, bool)> {
     let stub = env.durable_object(binding).and_then(|ns| ns.get_by_name(name)).map_err(internal)?;
     let body = serde_json::to_string(op).map_err(|e| ApiError::Internal(e.to_string()))?;
     let headers = Headers::new();
     headers.set("content-type", "application/json").map_err(internal)?;
+    if let Some(k) = key {
+        headers.set(KEY_HEADER, k).map_err(internal)?;
+    }
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
     let req = Request::new_with_init(RPC_URL, &init).map_err(internal)?;
     let mut resp = stub.fetch_with_request(req).await.map_err(internal)?;
     let status = resp.status_code();
+    let replayed = resp.headers().get(REPLAY_HEADER).ok().flatten().is_some();
     let bytes = resp.bytes().await.map_err(internal)?;
-    decode_reply(status, &bytes)
+    Ok((decode_reply(status, &bytes)?, replayed))
 }
 
 /// Calls the town's TownContainer (and so the control server): `(status, JSON body)`.

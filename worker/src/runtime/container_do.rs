@@ -5,23 +5,30 @@
 //! server's port with a deadline, and proxies requests to it. Without one (local development
 //! with containers disabled), requests go to `CONTAINER_URL`, a control server run natively;
 //! the rest of the path is the same. Either way the container secret is added as
-//! `X-Container-Token`. Real activity renews `sleepAfter` (`CONTAINER_SLEEP_AFTER_MS`), which
-//! the alarm enforces; the alarm is armed only while the container is in use.
+//! `X-Container-Token`.
+//!
+//! Its lifecycle (`container::lifecycle`: sleepAfter renewed by real activity, never asleep
+//! with a running agent, destroyed only after consecutive failed probes) is kept in one
+//! storage entry; the alarm probes `/health` while the container is in use. Its own paths
+//! (`/_do/state`, `/_do/activity`) are answered here, never forwarded.
 
 use std::time::Duration;
 
+use futures_util::future::{select, Either};
 use js_sys::{Function, Object, Reflect};
-use serde_json::json;
+use serde_json::Value;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::{Container, Delay, DurableObject, Env, Fetch, Headers, Method, Request, RequestInit, Response, State};
 
 use super::call::json_response;
 use super::platform::now_millis;
-use crate::container::{self, AlarmAction, Target};
-use crate::error::{ApiError, ApiResult};
+use crate::container::lifecycle::{AlarmAction, Lifecycle, Probe, Settings};
+use crate::container::{self, Target};
+use crate::error::{success, ApiError, ApiResult};
 
-const LAST_ACTIVITY: &str = "last_activity_ms";
-const STATE: &str = "container_state";
+const LIFECYCLE: &str = "lifecycle";
+/// A probe that takes longer than this counts as failed (a stopped or wedged server).
+const PROBE_TIMEOUT_MS: u64 = 5_000;
 
 #[worker::durable_object]
 pub struct TownContainer {
@@ -37,7 +44,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(e.to_string())
 }
 
-/// A request to forward, kept as bytes so it can be sent again while the port is not ready.
+/// A request to forward, kept as bytes so it can be sent again (port not ready, retries).
 struct Outgoing {
     method: Method,
     path: String,
@@ -76,22 +83,51 @@ fn start(c: &Container, env: &Env) -> worker::Result<()> {
 }
 
 impl TownContainer {
-    async fn record(&self, status: &str, detail: Option<String>) {
-        worker::console_log!("town container: {status}{}", detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default());
-        let entry = json!({ "status": status, "detail": detail, "at": crate::time::iso_from_millis(now_millis()) });
-        let _ = self.state.storage().put(STATE, entry).await;
+    fn settings(&self) -> Settings {
+        Settings::from_lookup(|k| var(&self.env, k))
     }
 
-    /// Renews `sleepAfter` and makes sure the alarm will look at it.
-    async fn touch(&self) -> ApiResult<()> {
-        let now = now_millis();
+    fn target(&self) -> Target {
+        container::target(self.state.container().is_some(), var(&self.env, "CONTAINER_URL").as_deref())
+    }
+
+    async fn load(&self) -> Lifecycle {
+        let stored: Option<Lifecycle> = self.state.storage().get(LIFECYCLE).await.ok().flatten();
+        stored.unwrap_or_else(|| Lifecycle { status: "none".into(), ..Lifecycle::default() })
+    }
+
+    /// Loads, changes and stores the lifecycle. No network call happens in between, so the
+    /// object's input gate keeps concurrent requests from interleaving here.
+    async fn update(&self, change: impl FnOnce(&mut Lifecycle)) -> Lifecycle {
+        let mut l = self.load().await;
+        let before = l.clone();
+        change(&mut l);
+        if l != before {
+            if l.status != before.status {
+                worker::console_log!("town container: {}{}", l.status, l.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default());
+            }
+            if let Err(e) = self.state.storage().put(LIFECYCLE, &l).await {
+                worker::console_error!("town container: could not store its state: {e}");
+            }
+        }
+        l
+    }
+
+    /// Makes sure the alarm fires by `at_ms` (an earlier alarm stays).
+    async fn alarm_by(&self, at_ms: i64) -> ApiResult<()> {
         let storage = self.state.storage();
-        storage.put(LAST_ACTIVITY, now).await.map_err(internal)?;
-        if storage.get_alarm().await.map_err(internal)?.is_none() {
-            let after = container::sleep_after_ms(var(&self.env, "CONTAINER_SLEEP_AFTER_MS").as_deref());
-            storage.set_alarm(Duration::from_millis(after as u64)).await.map_err(internal)?;
+        let current = storage.get_alarm().await.map_err(internal)?;
+        if current.is_none_or(|c| c > at_ms) {
+            storage.set_alarm((at_ms - now_millis()).max(1)).await.map_err(internal)?;
         }
         Ok(())
+    }
+
+    /// Real activity: renews sleepAfter and makes sure the probes run.
+    async fn touch(&self, running: Option<u32>) -> ApiResult<()> {
+        let now = now_millis();
+        self.update(|l| l.activity(now, running)).await;
+        self.alarm_by(now + self.settings().probe_every_ms).await
     }
 
     /// onStart / onStop / onError: start the container and watch for its exit.
@@ -100,75 +136,136 @@ impl TownContainer {
             return Ok(());
         }
         start(c, &self.env).map_err(|e| ApiError::Unavailable(format!("container failed to start: {e}")))?;
-        self.record("starting", None).await;
+        let now = now_millis();
+        self.update(|l| l.started(now)).await;
         if let Some(watched) = self.state.container() {
             let storage = self.state.storage();
             self.state.wait_until(async move {
-                let (status, detail) = match watched.wait_for_exit().await {
-                    Ok(()) => ("stopped", None),
-                    Err(e) => ("failed", Some(e.to_string())),
-                };
-                worker::console_log!("town container: {status}");
-                let at = crate::time::iso_from_millis(now_millis());
-                let _ = storage.put(STATE, json!({ "status": status, "detail": detail, "at": at })).await;
+                let error = watched.wait_for_exit().await.err().map(|e| e.to_string());
+                let mut l: Lifecycle = storage.get(LIFECYCLE).await.ok().flatten().unwrap_or_default();
+                l.exited(now_millis(), error);
+                worker::console_log!("town container: {}", l.status);
+                let _ = storage.put(LIFECYCLE, &l).await;
             });
         }
         Ok(())
     }
 
-    async fn via_container(&self, c: &Container, out: &Outgoing) -> ApiResult<Response> {
-        self.ensure_started(c).await?;
+    /// One fetch to the container's port, waiting (to the start deadline) while it is not ready.
+    async fn container_fetch(&self, c: &Container, out: &Outgoing) -> Result<Response, String> {
         let token = var(&self.env, "CONTAINER_TOKEN");
         let url = format!("http://container{}", out.path);
         let deadline = now_millis() + container::START_DEADLINE_MS;
         loop {
-            let port = c.get_tcp_port(container::DEFAULT_PORT).map_err(internal)?;
-            let req = out.request(&url, token.as_deref()).map_err(internal)?;
+            let port = c.get_tcp_port(container::DEFAULT_PORT).map_err(|e| e.to_string())?;
+            let req = out.request(&url, token.as_deref()).map_err(|e| e.to_string())?;
             match port.fetch_request(req).await {
                 Ok(resp) => return Ok(resp),
                 Err(e) if container::port_not_ready(&e.to_string()) && now_millis() < deadline => {
                     Delay::from(Duration::from_millis(container::PORT_POLL_MS)).await;
                 }
-                Err(e) => {
-                    // A container that stops answering is replaced, not waited on forever
-                    // (reference lesson 9): the next request starts a fresh one, and the
-                    // scheduler's witness pass re-dispatches the agents it lost.
-                    self.record("unresponsive", Some(e.to_string())).await;
-                    if let Err(d) = c.destroy(Some("control server unresponsive")).await {
-                        worker::console_error!("town container: could not destroy the unresponsive container: {d}");
-                    }
-                    return Err(ApiError::Unavailable(format!("container did not answer: {e}")));
-                }
+                Err(e) => return Err(e.to_string()),
             }
         }
     }
 
-    async fn via_url(&self, base: &str, out: &Outgoing) -> ApiResult<Response> {
-        let url = container::forward_url(base, &out.path)?;
-        let req = out.request(&url, var(&self.env, "CONTAINER_TOKEN").as_deref()).map_err(internal)?;
-        Fetch::Request(req)
-            .send()
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("control server at CONTAINER_URL did not answer: {e}")))
+    async fn url_fetch(&self, base: &str, out: &Outgoing) -> Result<Response, String> {
+        let url = container::forward_url(base, &out.path).map_err(|e| e.to_string())?;
+        let req = out.request(&url, var(&self.env, "CONTAINER_TOKEN").as_deref()).map_err(|e| e.to_string())?;
+        Fetch::Request(req).send().await.map_err(|e| e.to_string())
     }
 
-    async fn forward(&self, mut req: Request) -> ApiResult<Response> {
-        let out = Outgoing {
-            method: req.method(),
-            path: req.path(),
-            body: req.bytes().await.map_err(internal)?,
-        };
-        let target = container::target(self.state.container().is_some(), var(&self.env, "CONTAINER_URL").as_deref());
-        if target != Target::Unavailable && container::is_activity(out.method.as_ref(), &out.path) {
-            self.touch().await?;
+    async fn fetch_once(&self, target: &Target, out: &Outgoing) -> Result<Response, String> {
+        match (target, self.state.container()) {
+            (Target::Container, Some(c)) => self.container_fetch(&c, out).await,
+            (Target::Url(base), _) => self.url_fetch(base, out).await,
+            _ => Err(container::unavailable().to_string()),
         }
-        match target {
-            Target::Container => match self.state.container() {
-                Some(c) => self.via_container(&c, &out).await,
-                None => Err(container::unavailable()),
-            },
-            Target::Url(base) => self.via_url(&base, &out).await,
-            Target::Unavailable => Err(container::unavailable()),
+    }
+
+    /// Forwards with retries (`container::retry_delay_ms`). A failure after them does not
+    /// destroy anything: it brings the next health probe forward, and the probes decide.
+    async fn forward(&self, mut req: Request) -> ApiResult<Response> {
+        let out = Outgoing { method: req.method(), path: req.path(), body: req.bytes().await.map_err(internal)? };
+        let target = self.target();
+        if target == Target::Unavailable {
+            return Err(container::unavailable());
+        }
+        if container::is_activity(out.method.as_ref(), &out.path) {
+            self.touch(None).await?;
+        }
+        if let (Target::Container, Some(c)) = (&target, self.state.container()) {
+            self.ensure_started(&c).await?;
+        }
+        let mut retry = 0;
+        let error = loop {
+            match self.fetch_once(&target, &out).await {
+                Ok(resp) => {
+                    self.update(|l| l.answered(now_millis())).await;
+                    return Ok(resp);
+                }
+                Err(e) => match container::retry_delay_ms(retry) {
+                    Some(ms) => {
+                        Delay::from(Duration::from_millis(ms)).await;
+                        retry += 1;
+                    }
+                    None => break e,
+                },
+            }
+        };
+        let at = self.load().await.forward_failed_probe_at(now_millis(), &self.settings());
+        self.alarm_by(at).await?;
+        let place = if target == Target::Container { "the container" } else { "the control server at CONTAINER_URL" };
+        Err(ApiError::Unavailable(format!("{place} did not answer (after {retry} retries): {error}")))
+    }
+
+    /// `GET /health` with a timeout: the alarm's probe.
+    async fn probe(&self) -> Probe {
+        let target = self.target();
+        let nothing_to_probe = match target {
+            Target::Container => !self.state.container().is_some_and(|c| c.running()),
+            Target::Url(_) => false,
+            Target::Unavailable => true,
+        };
+        if nothing_to_probe {
+            return Probe::NotRunning;
+        }
+        let out = Outgoing { method: Method::Get, path: "/health".into(), body: Vec::new() };
+        let fetch = Box::pin(async {
+            let mut resp = self.fetch_once(&target, &out).await?;
+            if resp.status_code() != 200 {
+                return Err(format!("/health answered HTTP {}", resp.status_code()));
+            }
+            let body: Value = resp.json().await.map_err(|e| format!("/health body: {e}"))?;
+            Ok(body["agents"].as_u64().unwrap_or(0) as u32)
+        });
+        let timeout = Box::pin(Delay::from(Duration::from_millis(PROBE_TIMEOUT_MS)));
+        let probe = match select(fetch, timeout).await {
+            Either::Left((Ok(running_agents), _)) => Probe::Healthy { running_agents },
+            Either::Left((Err(e), _)) => Probe::Failed(e),
+            Either::Right(_) => Probe::Failed(format!("/health did not answer within {PROBE_TIMEOUT_MS} ms")),
+        };
+        probe
+    }
+
+    /// The object's own paths: its state (`GET`) and activity reports (`POST`, from the Worker:
+    /// heartbeats with their running-agent count, agents' API calls).
+    async fn own(&self, mut req: Request) -> ApiResult<Value> {
+        match (req.method(), req.path().as_str()) {
+            (Method::Get, container::STATE_PATH) => serde_json::to_value(self.load().await).map_err(internal),
+            (Method::Post, container::ACTIVITY_PATH) => {
+                let body: Value = req.json().await.map_err(internal)?;
+                let now = now_millis();
+                let l = match body["heartbeatRunningAgents"].as_u64() {
+                    Some(n) => self.update(|l| l.heartbeat(now, n as u32)).await,
+                    None => self.update(|l| l.activity(now, None)).await,
+                };
+                if l.last_activity_ms == Some(now) {
+                    self.alarm_by(now + self.settings().probe_every_ms).await?;
+                }
+                serde_json::to_value(l).map_err(internal)
+            }
+            _ => Err(ApiError::NotFound("no such container path".into())),
         }
     }
 }
@@ -179,8 +276,13 @@ impl DurableObject for TownContainer {
     }
 
     async fn fetch(&self, req: Request) -> worker::Result<Response> {
-        match self.forward(req).await {
-            Ok(resp) => Ok(resp),
+        let result = if req.path().starts_with(container::OWN_PATH_PREFIX) {
+            self.own(req).await.map(|data| json_response(200, &success(data)))
+        } else {
+            self.forward(req).await.map(Ok)
+        };
+        match result {
+            Ok(resp) => resp,
             Err(e) => {
                 if let ApiError::Internal(detail) = &e {
                     worker::console_error!("town container: {detail}");
@@ -190,23 +292,31 @@ impl DurableObject for TownContainer {
         }
     }
 
-    /// Enforces `sleepAfter`: stops an idle container; re-arms only while it is in use.
+    /// Probes the container while it is in use and carries out the lifecycle's decision.
     async fn alarm(&self) -> worker::Result<Response> {
-        let storage = self.state.storage();
-        let last: Option<i64> = storage.get(LAST_ACTIVITY).await.ok().flatten();
-        let after = container::sleep_after_ms(var(&self.env, "CONTAINER_SLEEP_AFTER_MS").as_deref());
-        match container::on_alarm(now_millis(), last, after) {
-            AlarmAction::RearmAt(at) => {
-                let wait = (at - now_millis()).max(1000) as u64;
-                storage.set_alarm(Duration::from_millis(wait)).await?;
-            }
+        let probe = self.probe().await;
+        let (settings, target) = (self.settings(), self.target());
+        let mut action = AlarmAction::Idle;
+        self.update(|l| action = l.on_alarm(now_millis(), probe, &settings, target != Target::Container)).await;
+        let running = self.state.container().filter(|c| c.running());
+        match action {
+            AlarmAction::RearmAt(at) => self.state.storage().set_alarm((at - now_millis()).max(1)).await?,
+            // SIGTERM: the control server drains its agents (commit, push) before exiting.
             AlarmAction::Sleep => {
-                if let Some(c) = self.state.container().filter(|c| c.running()) {
-                    // SIGTERM: the control server drains its agents (commit, push) before exiting.
+                if let Some(c) = running {
                     c.signal(15)?;
-                    self.record("sleeping", None).await;
                 }
             }
+            // The next request starts a fresh container; the scheduler's witness re-dispatches
+            // the agents this one lost (reference lesson 9).
+            AlarmAction::Destroy => {
+                if let Some(c) = running {
+                    if let Err(e) = c.destroy(Some("control server unresponsive")).await {
+                        worker::console_error!("town container: could not destroy the unresponsive container: {e}");
+                    }
+                }
+            }
+            AlarmAction::Idle => {}
         }
         Response::ok("ok")
     }

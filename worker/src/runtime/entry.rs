@@ -3,10 +3,11 @@
 use serde_json::{json, Value};
 use worker::{event, Context, Env, Headers, Request, RequestInit, Response};
 
-use super::call::{call, json_response};
+use super::call::{call, call_once, container_call, json_response};
 use super::{platform, CONTAINER_BINDING, IDENTITY_BINDING, RIG_BINDING, TOWN_BINDING};
 use crate::api::{self, Incoming, Plan};
-use crate::auth::{self, Credentials, Secrets};
+use crate::auth::{self, Caller, Credentials, Secrets};
+use crate::container;
 use crate::error::{success, ApiError, ApiResult};
 use crate::requests::MAX_BODY_BYTES;
 use crate::routes::{self, Method, Route};
@@ -24,8 +25,8 @@ enum Outcome {
 }
 
 #[event(fetch)]
-async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
-    match handle(&mut req, &env).await {
+async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    match handle(&mut req, &env, &ctx).await {
         Ok(Outcome::Json(status, data)) => json_response(status, &success(data)),
         Ok(Outcome::Raw(resp)) => Ok(resp),
         Err(e) => {
@@ -63,7 +64,7 @@ async fn read_body(req: &mut Request) -> ApiResult<Vec<u8>> {
     Ok(bytes)
 }
 
-async fn handle(req: &mut Request, env: &Env) -> ApiResult<Outcome> {
+async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> ApiResult<Outcome> {
     let method = Method::parse(req.method().as_ref());
     let route = routes::parse(method, &req.path())?;
     let (internal_key, authorization, container_token) =
@@ -84,9 +85,20 @@ async fn handle(req: &mut Request, env: &Env) -> ApiResult<Outcome> {
         },
         (platform::now_millis() / 1000) as u64,
     )?;
+    if let Caller::Agent(claims) = &caller {
+        // An agent's call is real activity: it renews its town container's sleepAfter. Off the
+        // request's path; a failure only costs the renewal.
+        let (env, town) = (env.clone(), claims.town_id.clone());
+        ctx.wait_until(async move {
+            if let Err(e) = container_call(&env, &town, worker::Method::Post, container::ACTIVITY_PATH, Some(&json!({}))).await {
+                worker::console_error!("could not renew the town container's sleepAfter: {e}");
+            }
+        });
+    }
     if let Route::ContainerProxy { town, path } = &route {
         return forward_to_container(req, env, town, path).await.map(Outcome::Raw);
     }
+    let key = api::idempotency_key(&caller, method, header(req, "idempotency-key").as_deref())?;
     let body = if matches!(method, Method::Get | Method::Delete) { Vec::new() } else { read_body(req).await? };
     let query = req.url().map_err(internal)?.query().unwrap_or("").to_string();
     let plan = api::plan(&Incoming {
@@ -97,15 +109,18 @@ async fn handle(req: &mut Request, env: &Env) -> ApiResult<Outcome> {
         allow_local_repos: env_string(env, ALLOW_LOCAL_REPOS).is_some_and(|v| v == "true"),
         new_id: &platform::new_id,
     })?;
-    execute(plan, env).await
+    execute(plan, env, key.as_deref()).await
 }
 
-async fn execute(plan: Plan, env: &Env) -> ApiResult<Outcome> {
+/// Carries out a plan. `key`: the call's scoped idempotency key; rig ops honour it (a replay
+/// skips the follow-ups, which the first run made).
+async fn execute(plan: Plan, env: &Env, key: Option<&str>) -> ApiResult<Outcome> {
     match plan {
         Plan::Respond { status, data } => Ok(Outcome::Json(status, data)),
         Plan::Rig { rig_id, op, status, follow_up } => {
-            let data = call(env, RIG_BINDING, &rig_id, &op).await?;
-            for (identity, op) in api::follow_up(follow_up, &rig_id, &data) {
+            let (data, replayed) = call_once(env, RIG_BINDING, &rig_id, &op, key).await?;
+            let follow_ups = if replayed { Vec::new() } else { api::follow_up(follow_up, &rig_id, &data) };
+            for (identity, op) in follow_ups {
                 if let Err(e) = call(env, IDENTITY_BINDING, &identity, &op).await {
                     worker::console_error!("identity update failed: {e}");
                 }
@@ -114,7 +129,11 @@ async fn execute(plan: Plan, env: &Env) -> ApiResult<Outcome> {
         }
         Plan::Town { town_id, op, status } => Ok(Outcome::Json(status, call(env, TOWN_BINDING, &town_id, &op).await?)),
         Plan::Identity { identity, op } => Ok(Outcome::Json(200, call(env, IDENTITY_BINDING, &identity, &op).await?)),
-        Plan::Heartbeat { town_id, rig_updates } => {
+        Plan::Heartbeat { town_id, rig_updates, running_agents } => {
+            let report = json!({ "heartbeatRunningAgents": running_agents });
+            if let Err(e) = container_call(env, &town_id, worker::Method::Post, container::ACTIVITY_PATH, Some(&report)).await {
+                worker::console_error!("could not report the heartbeat to the town container: {e}");
+            }
             if rig_updates.is_empty() {
                 return Ok(Outcome::Json(200, json!({ "updated": 0 })));
             }

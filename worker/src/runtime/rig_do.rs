@@ -9,7 +9,7 @@ use serde_json::Value;
 use shared_types::{MergeState, MergeStatus};
 use worker::{durable_object, DurableObject, Env, Method, Request, Response, State};
 
-use super::call::{container_call, serve};
+use super::call::{container_call, serve, KEY_HEADER, REPLAY_HEADER};
 use super::{platform, sql};
 use crate::container::NO_RUNTIME;
 use crate::error::{ApiError, ApiResult};
@@ -248,15 +248,23 @@ impl DurableObject for RigDO {
     }
 
     async fn fetch(&self, req: Request) -> worker::Result<Response> {
-        serve(req, async |op: RigOp| {
+        let key = req.headers().get(KEY_HEADER)?;
+        let replayed = Cell::new(false);
+        let mut resp = serve(req, async |op: RigOp| {
             let arms = op.arms_scheduler();
-            let data = self.with_rig(|r| r.handle(op))?;
+            let (result, replay) = self.with_rig(|r| Ok(r.handle_once(key.as_deref(), op)))?;
+            replayed.set(replay);
+            let data = result?;
             if arms && self.with_rig(|r| Ok(r.has_work()? && r.config().is_ok()))? {
                 self.arm(FIRST_PASS_MS).await?;
             }
             Ok(data)
         })
-        .await
+        .await?;
+        if replayed.get() {
+            resp.headers_mut().set(REPLAY_HEADER, "1")?;
+        }
+        Ok(resp)
     }
 
     async fn alarm(&self) -> worker::Result<Response> {

@@ -1,6 +1,6 @@
 //! The TownContainer's decisions, kept out of the runtime so they are unit-tested: where a
 //! request goes, what environment the container starts with, which requests count as activity,
-//! and when an idle container is put to sleep.
+//! and when to retry a forward (the lifecycle's decisions are in `lifecycle`).
 //!
 //! The JS `@cloudflare/containers` helper the reference used does not exist for Rust; the
 //! TownContainer Durable Object implements its behaviour (default port, env vars, wait for the
@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 
 use crate::error::{ApiError, ApiResult};
 
+pub mod lifecycle;
+
 /// The control server's port inside the container.
 pub const DEFAULT_PORT: u16 = 8080;
-/// `sleepAfter` when `CONTAINER_SLEEP_AFTER_MS` is not set: 30 minutes.
-pub const DEFAULT_SLEEP_AFTER_MS: i64 = 30 * 60 * 1000;
 /// How long a start may take before the port answers.
 pub const START_DEADLINE_MS: i64 = 90_000;
 /// Delay between two tries while the port is not ready.
@@ -69,11 +69,6 @@ pub fn container_env(lookup: impl Fn(&str) -> Option<String>) -> BTreeMap<String
     env
 }
 
-/// `CONTAINER_SLEEP_AFTER_MS`, or the default when unset or not a positive number.
-pub fn sleep_after_ms(value: Option<&str>) -> i64 {
-    value.and_then(|v| v.trim().parse::<i64>().ok()).filter(|v| *v > 0).unwrap_or(DEFAULT_SLEEP_AFTER_MS)
-}
-
 /// Real activity renews `sleepAfter`; health checks and status polls do not, or a monitor
 /// polling an idle container would keep it (and its bill) alive forever.
 pub fn is_activity(method: &str, path: &str) -> bool {
@@ -81,20 +76,17 @@ pub fn is_activity(method: &str, path: &str) -> bool {
     !polling
 }
 
-/// The alarm's decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlarmAction {
-    /// Idle for `sleepAfter`: stop the container and arm nothing.
-    Sleep,
-    /// Still in use: look again at this time (ms since the epoch).
-    RearmAt(i64),
-}
+/// The Durable Object's own paths (state, activity); never forwarded, and no public route
+/// maps to them except the ones `routes` lists.
+pub const OWN_PATH_PREFIX: &str = "/_do/";
+pub const STATE_PATH: &str = "/_do/state";
+pub const ACTIVITY_PATH: &str = "/_do/activity";
 
-pub fn on_alarm(now_ms: i64, last_activity_ms: Option<i64>, sleep_after_ms: i64) -> AlarmAction {
-    match last_activity_ms {
-        Some(last) if now_ms < last + sleep_after_ms => AlarmAction::RearmAt(last + sleep_after_ms),
-        _ => AlarmAction::Sleep,
-    }
+/// The wait before resending a forward whose fetch failed (a reset connection, a server
+/// restarting): 250, 500 and 1000 ms, then the failure is the caller's. Resending is safe: a
+/// start is idempotent by `dispatchId`, stops and polls by nature.
+pub fn retry_delay_ms(retry: u32) -> Option<u64> {
+    (retry < 3).then(|| 250u64 << retry)
 }
 
 /// Errors that mean "the server inside is not listening yet": retried until the deadline.
@@ -132,17 +124,17 @@ mod tests {
     }
 
     #[test]
-    fn sleep_policy() {
-        assert_eq!(sleep_after_ms(None), DEFAULT_SLEEP_AFTER_MS);
-        assert_eq!(sleep_after_ms(Some("1000")), 1000);
-        assert_eq!(sleep_after_ms(Some("-5")), DEFAULT_SLEEP_AFTER_MS);
-        assert_eq!(on_alarm(1_500, Some(1_000), 1_000), AlarmAction::RearmAt(2_000));
-        assert_eq!(on_alarm(2_000, Some(1_000), 1_000), AlarmAction::Sleep);
-        assert_eq!(on_alarm(2_000, None, 1_000), AlarmAction::Sleep);
+    fn polls_are_not_activity() {
         assert!(!is_activity("GET", "/health"));
         assert!(!is_activity("GET", "/agents/a1/status"));
         assert!(is_activity("POST", "/agents/start"));
         assert!(is_activity("POST", "/agents/a1/message"));
+    }
+
+    #[test]
+    fn forwards_are_retried_three_times_with_backoff() {
+        let delays: Vec<u64> = (0..5).map_while(retry_delay_ms).collect();
+        assert_eq!(delays, [250, 500, 1000]);
     }
 
     #[test]
