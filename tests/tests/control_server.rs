@@ -211,6 +211,8 @@ async fn agents_share_a_clone_crashes_are_noticed_and_shutdown_stops_everyone() 
     assert!(a["error"].as_str().is_some_and(|e| e.contains("unexpectedly")), "{a}");
     // The heartbeat reports the failure once.
     worker.wait_for(Duration::from_secs(10), |r| r.body["agents"].as_array().is_some_and(|l| l.iter().any(|x| x["agentId"] == "a" && x["status"] == "failed"))).await.expect("failure reported");
+    // (One row of bench/faults.sh's table; the RigDO's re-dispatch of a lost run is in faults.rs.)
+    println!("FAULT | an agent's Kilo process SIGKILLed mid-turn | failed with exit code 137 and a reason, reported to the Worker; restartable | none (its branch is pushed work only)");
 
     // A failed agent starts afresh.
     let (status, again) = cs.post("/agents/start?wait=true", start_request("a", "rig-1", "nux", "polecat/nux/1", &origin.url(), &prompt)).await;
@@ -316,6 +318,7 @@ async fn shutdown_mid_turn_still_asks_the_agent_and_saves_its_work() {
     drain_case(Moment::MidTurn).await;
 }
 
+#[derive(Debug)]
 enum Moment {
     BetweenTurns,
     MidTurn,
@@ -363,6 +366,7 @@ async fn drain_case(moment: Moment) {
     assert_eq!(log.first().map(String::as_str), Some("ink (gastown)|ink@gastown.local|WIP: saved by gastown when the container shut down"), "{log:?}");
     let out = std::process::Command::new("git").arg("-C").arg(&origin.path).args(["show", "polecat/ink/1:draft.txt"]).output().expect("git show");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "draft");
+    println!("FAULT | control server SIGTERMed with unpushed work ({moment:?}) | agent asked to commit; WIP commit pushed; exit 0 | none");
 }
 
 /// The same dispatch sent twice at once is one run; a stop racing the end of a run whose work

@@ -172,6 +172,7 @@ async fn agents_run_under_their_own_uids_and_cannot_read_each_other() {
     assert_eq!(out.matches("denied ").count(), 6 + worker_pids.len(), "{out}");
     assert!(out.contains(" environ readable=0"), "{out}");
     assert!(!out.contains("other-uid processes=0 "), "the sweep saw other processes: {out}");
+    println!("FAULT | an agent reads another's checkout, tool key, HOME and environ, and the servers' | every read denied | none");
 
     // Distinct unprivileged uids, each owning its own checkout (0700).
     let uid_of = |pid: u64| gastown_e2e::procs::uid(pid as u32).expect("a live process");
