@@ -60,6 +60,11 @@ pub struct StartAgentRequest {
     /// a 409, so a retried dispatch never starts a second process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dispatch_id: Option<String>,
+    /// The town's cap on running agents, its spending guard (our addition; optional). A start
+    /// that would run more is refused with a 429 naming the cap, and the scheduler keeps the
+    /// bead queued; the control server's own capacity applies as well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_agents: Option<u32>,
 }
 
 impl StartAgentRequest {

@@ -80,7 +80,7 @@ fn commits_touching(origin: &Origin, file: &str) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_town_rides_out_silence_a_dead_control_server_and_a_network_outage() {
+async fn a_town_rides_out_faults_and_keeps_to_its_spending_caps() {
     let model = ModelServer::start(Vec::<(String, Vec<Step>)>::new()).await.expect("model server");
     let mut local = LocalTown::start_via_proxy(
         &model,
@@ -100,6 +100,84 @@ async fn a_town_rides_out_silence_a_dead_control_server_and_a_network_outage() {
     long_silent_turn(&local, &model, &town).await;
     control_server_killed(&mut local, &model, &town).await;
     worker_unreachable(&local, &model, &town).await;
+    spending_caps(&local, &model, &town).await;
+}
+
+/// The town's spending caps: one agent at a time, two dispatches an hour. Work over a cap
+/// waits, queued with the cap as its reason, and is never failed; lifting the caps lets it go.
+async fn spending_caps(local: &LocalTown, model: &ModelServer, town: &str) {
+    let dev = &local.worker;
+    let limits = format!("/api/towns/{town}/limits");
+    let put = |body: Value| dev.call(reqwest::Method::PUT, &limits, &gastown_e2e::wrangler::Auth::Internal, body);
+    assert_eq!(dev.get(&limits).await.data(), &json!({ "max_concurrent_agents": null, "max_dispatches_per_hour": null }));
+    for bad in [json!({ "max_concurrent_agents": 0 }), json!({ "max_dispatches_per_hour": -1 }), json!({ "max_agents": 2 })] {
+        let r = put(bad.clone()).await;
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+    }
+    let set = put(json!({ "max_concurrent_agents": 1, "max_dispatches_per_hour": 2 })).await;
+    assert_eq!(set.status, 200, "{set:?}");
+    assert_eq!(dev.get(&limits).await.data(), &json!({ "max_concurrent_agents": 1, "max_dispatches_per_hour": 2 }), "bad input changed nothing");
+
+    let origin = Origin::new();
+    let rig = local.rig(town, "capped", &origin.url()).await;
+    let mut ids = Vec::new();
+    for i in 1..=3 {
+        let mut steps = vec![Step::bash("sleep 3 && echo thought")];
+        steps.extend(commit_push_done(&format!("cap{i}.txt"), "capped"));
+        model.set_script(format!("cap{i}"), steps);
+        ids.push(sling(dev, &rig, &format!("Capped work {i}"), &format!("cap{i}")).await);
+    }
+    // Two beads are worked, one at a time; the third waits for the hourly cap.
+    let mut most_running = 0;
+    until("two capped beads to close", WORK, async || {
+        let (_, list) = local.control.get("/agents").await;
+        let running = list["agents"].as_array().into_iter().flatten().filter(|a| matches!(a["status"].as_str(), Some("starting" | "running"))).count();
+        most_running = most_running.max(running);
+        let mut closed = 0;
+        for id in &ids {
+            closed += usize::from(bead(dev, &rig, id).await["status"] == "closed");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        (closed >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(most_running, 1, "never more than one agent at once");
+    let waiting: Vec<&String> = {
+        let mut open = Vec::new();
+        for id in &ids {
+            if bead(dev, &rig, id).await["status"] != "closed" {
+                open.push(id);
+            }
+        }
+        open
+    };
+    assert_eq!(waiting.len(), 1, "the third bead waits");
+    let third = waiting[0].clone();
+    let queued_reasons = |kinds: Vec<Value>| -> Vec<String> {
+        kinds.into_iter().filter(|e| e["kind"] == "queued").filter_map(|e| e["data"]["reason"].as_str().map(str::to_string)).collect()
+    };
+    let events_of = async |id: &str| -> Vec<Value> {
+        dev.get(&format!("/api/rigs/{rig}/beads/{id}/events?limit=100")).await.data().as_array().cloned().unwrap_or_default()
+    };
+    let reasons = until("the third bead's reason", Duration::from_secs(30), async || {
+        let r = queued_reasons(events_of(&third).await);
+        r.iter().any(|x| x.contains("max_dispatches_per_hour")).then_some(r)
+    })
+    .await;
+    assert!(reasons.iter().any(|r| r.starts_with("spending cap: 2 dispatches in the last hour")), "{reasons:?}");
+    let mut all_reasons = Vec::new();
+    for id in &ids {
+        all_reasons.extend(queued_reasons(events_of(id).await));
+    }
+    assert!(all_reasons.iter().any(|r| r.contains("max_concurrent_agents")), "a bead waited for the running-agents cap: {all_reasons:?}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = bead(dev, &rig, &third).await["status"].clone();
+    assert!(status != "failed" && status != "closed", "still waiting, not failed: {status}");
+
+    // The caps lifted, the third goes.
+    assert_eq!(put(json!({ "max_concurrent_agents": null, "max_dispatches_per_hour": null })).await.status, 200);
+    assert_eq!(closed(dev, &rig, &third).await["status"], "closed");
+    row("work over the town's spending caps (1 agent, 2 dispatches/h)", "one agent at a time; third bead queued with the cap as reason, never failed; ran once lifted", "none");
 }
 
 /// A turn silent for three times sleepAfter keeps the container awake; idle, it sleeps.

@@ -17,6 +17,7 @@ use crate::requests::{
 };
 use crate::routes::{Method, Route};
 use crate::rpc::{IdentityOp, RigOp, TownOp};
+use crate::spending::TownLimits;
 
 /// An authorized request.
 pub struct Incoming<'a> {
@@ -158,6 +159,11 @@ pub fn plan(req: &Incoming) -> ApiResult<Plan> {
             Plan::Town { town_id: town, op: TownOp::CreateRig { rig: r }, status: 201 }
         }
         ListRigs { town } => Plan::Town { town_id: town, op: TownOp::ListRigs, status: 200 },
+        GetTownLimits { town } => Plan::Town { town_id: town, op: TownOp::GetLimits, status: 200 },
+        SetTownLimits { town } => {
+            let limits: TownLimits = parse_body(body)?;
+            Plan::Town { town_id: town, op: TownOp::SetLimits(limits), status: 200 }
+        }
         CreateTownEscalation { town } => {
             let e: NewEscalation = parse_body(body)?;
             Plan::Town { town_id: town, op: TownOp::CreateEscalation(e), status: 201 }

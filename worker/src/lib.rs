@@ -25,6 +25,7 @@ pub mod rig;
 pub mod routes;
 pub mod rpc;
 pub mod scheduler;
+pub mod spending;
 pub mod time;
 pub mod town;
 

@@ -70,6 +70,8 @@ pub enum Route {
     ListRigs { town: String },
     CreateTownEscalation { town: String },
     ListTownEscalations { town: String },
+    GetTownLimits { town: String },
+    SetTownLimits { town: String },
     /// A call forwarded to the town's container control server; `path` is the control
     /// server's path (`/agents/start`, `/health`, ...).
     ContainerProxy { town: String, path: String },
@@ -164,6 +166,7 @@ pub fn parse(method: Method, path: &str) -> ApiResult<Route> {
                     Post => Route::CreateTownEscalation { town: town.clone() },
                     Get => Route::ListTownEscalations { town },
                 ),
+                ["limits"] => allow!(Get => Route::GetTownLimits { town: town.clone() }, Put => Route::SetTownLimits { town }),
                 ["container", "heartbeat"] => allow!(Post => Route::ContainerHeartbeat { town }),
                 ["container", "health"] => allow!(Get => Route::ContainerProxy { town, path: "/health".into() }),
                 // The TownContainer's own view: lifecycle status, last activity, running agents,
@@ -225,7 +228,7 @@ impl Route {
             | AgentHeartbeat { rig: r, agent: a } => agent(r, a),
             GetRigConfig { .. } | PutRigConfig { .. } | Sling { .. } | ListReviews { .. } | ListEvents { .. }
             | BeadEvents { .. } | CreateConvoy { .. } | ListConvoys { .. } | GetConvoy { .. } | CreateTown | GetTown { .. } | CreateRig { .. } | ListRigs { .. }
-            | CreateTownEscalation { .. } | ListTownEscalations { .. } | ContainerProxy { .. } | GetIdentity { .. } => {
+            | CreateTownEscalation { .. } | ListTownEscalations { .. } | GetTownLimits { .. } | SetTownLimits { .. } | ContainerProxy { .. } | GetIdentity { .. } => {
                 Access::Internal
             }
             ContainerHeartbeat { .. } => Access::Container,

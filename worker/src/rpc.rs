@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::spending::TownLimits;
 use crate::error::{ApiError, ApiResult};
 use crate::requests::{
     AgentFilter, BeadFilter, DoneRequest, EventFilter, NewAgent, NewBead, NewConvoy, NewEscalation, NewMail, NewReview, NewRig,
@@ -72,6 +73,8 @@ pub enum TownOp {
     ListRigs,
     CreateEscalation(NewEscalation),
     ListEscalations,
+    GetLimits,
+    SetLimits(TownLimits),
 }
 
 /// The interface of an AgentIdentityDO (one per agent identity string).

@@ -122,6 +122,8 @@ pub fn start_request(due: &DueDispatch, ctx: &DispatchContext) -> StartAgentRequ
         default_branch: ctx.config.default_branch.clone(),
         env_vars,
         dispatch_id: Some(due.dispatch_id()),
+        // Set by the TownContainer from the town's limits, on the way to the container.
+        max_concurrent_agents: None,
     }
 }
 

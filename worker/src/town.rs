@@ -11,6 +11,7 @@ use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
 use crate::params;
 use crate::requests::{NewEscalation, NewRig, NewTown, RigConfigInput};
+use crate::spending::TownLimits;
 
 pub const MIGRATIONS: &[&[&str]] = &[&[
     "CREATE TABLE town (id INTEGER PRIMARY KEY CHECK (id = 1), town_id TEXT NOT NULL, name TEXT NOT NULL,
@@ -103,6 +104,23 @@ impl<D: Db> Town<'_, D> {
 
     pub fn rigs(&self) -> ApiResult<Vec<RigRecord>> {
         self.db.query("SELECT * FROM rigs ORDER BY rowid", vec![])
+    }
+
+    /// The town's spending caps (`limits` in its config; none when never set).
+    pub fn limits(&self) -> ApiResult<TownLimits> {
+        let config: Value = serde_json::from_str(&self.row()?.config).unwrap_or(Value::Null);
+        Ok(serde_json::from_value(config["limits"].clone()).unwrap_or_default())
+    }
+
+    /// Replaces the town's spending caps (validated by the caller).
+    pub fn set_limits(&self, limits: &TownLimits) -> ApiResult<TownLimits> {
+        let mut config: Value = serde_json::from_str(&self.row()?.config).unwrap_or_else(|_| json!({}));
+        if !config.is_object() {
+            config = json!({});
+        }
+        config["limits"] = serde_json::to_value(limits).map_err(|e| ApiError::Internal(e.to_string()))?;
+        self.db.exec("UPDATE town SET config = ? WHERE id = 1", params![config.to_string()])?;
+        self.limits()
     }
 
     pub fn create_escalation(&self, e: &NewEscalation) -> ApiResult<Value> {

@@ -50,12 +50,20 @@ impl Registry {
     ///   and claims again;
     /// - any other active agent: 409, nothing changes.
     ///
-    /// A new run is refused with [`Error::AtCapacity`] when `capacity` runs are active already
-    /// (counted under the same lock, so concurrent starts cannot overshoot).
+    /// A new run is refused with [`Error::AtCapacity`] when `capacity` runs are active already,
+    /// or as many as the town's cap (`maxConcurrentAgents`, its spending guard) allows. Counted
+    /// under the same lock, so concurrent starts cannot overshoot.
     pub fn begin_start(&self, spec: AgentSpec, api_token: Option<String>, capacity: usize) -> Result<Claim> {
         let mut agents = self.map();
         let active = agents.values().filter(|a| a.id != spec.agent_id && a.status().is_active()).count();
-        let full = || Error::AtCapacity(format!("at capacity: {active} of {capacity} agents are running; try again when one finishes"));
+        let town_cap = spec.max_concurrent_agents.map(|c| c as usize).filter(|c| *c < capacity);
+        let capacity = town_cap.unwrap_or(capacity);
+        let full = || {
+            Error::AtCapacity(match town_cap {
+                Some(cap) => format!("spending cap: {active} agents are running and the town allows {cap} (max_concurrent_agents); the work waits until one finishes"),
+                None => format!("at capacity: {active} of {capacity} agents are running; try again when one finishes"),
+            })
+        };
         if let Some(existing) = agents.get(&spec.agent_id) {
             let (status, generation, same_dispatch, work_done) = {
                 let s = existing.lock();
@@ -111,5 +119,39 @@ impl Registry {
     pub fn agent_for_session(&self, session_id: &str) -> Option<Arc<Agent>> {
         let agent_id = self.session_map().get(session_id).cloned()?;
         self.map().get(&agent_id).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(id: &str, town_cap: Option<u32>) -> AgentSpec {
+        let mut s: AgentSpec = serde_json::from_value(json!({
+            "agentId": id, "rigId": "r1", "townId": "t1", "role": "polecat", "name": id,
+            "identity": id, "prompt": "p", "model": "m/m", "systemPrompt": "",
+            "gitUrl": "https://x.test/r", "branch": "b", "defaultBranch": "main"
+        }))
+        .expect("valid spec");
+        s.max_concurrent_agents = town_cap;
+        s
+    }
+
+    #[test]
+    fn the_towns_cap_and_the_capacity_both_bound_new_runs() {
+        let r = Registry::new(16);
+        assert!(matches!(r.begin_start(spec("a", Some(2)), None, 8), Ok(Claim::Started(..))));
+        assert!(matches!(r.begin_start(spec("b", Some(2)), None, 8), Ok(Claim::Started(..))));
+        match r.begin_start(spec("c", Some(2)), None, 8) {
+            Err(Error::AtCapacity(m)) => assert!(m.starts_with("spending cap: 2 agents") && m.contains("max_concurrent_agents"), "{m}"),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        // A cap above the capacity is the capacity's message; no cap is the capacity alone.
+        match r.begin_start(spec("c", Some(50)), None, 2) {
+            Err(Error::AtCapacity(m)) => assert!(m.starts_with("at capacity: 2 of 2"), "{m}"),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        assert!(matches!(r.begin_start(spec("c", None), None, 3), Ok(Claim::Started(..))));
     }
 }

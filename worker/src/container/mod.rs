@@ -81,6 +81,9 @@ pub fn is_activity(method: &str, path: &str) -> bool {
 pub const OWN_PATH_PREFIX: &str = "/_do/";
 pub const STATE_PATH: &str = "/_do/state";
 pub const ACTIVITY_PATH: &str = "/_do/activity";
+/// The town a request to the TownContainer is for (set by the Worker, which knows it from the
+/// route or the rig's config); the spending guard reads the town's caps with it.
+pub const TOWN_HEADER: &str = "x-gastown-town";
 
 /// The wait before resending a forward whose fetch failed (a reset connection, a server
 /// restarting): 250, 500 and 1000 ms, then the failure is the caller's. Resending is safe: a

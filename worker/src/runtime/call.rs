@@ -51,6 +51,7 @@ pub async fn container_call(env: &Env, town: &str, method: Method, path: &str, b
     let stub = env.durable_object(super::CONTAINER_BINDING).and_then(|ns| ns.get_by_name(town)).map_err(internal)?;
     let headers = Headers::new();
     headers.set("content-type", "application/json").map_err(internal)?;
+    headers.set(crate::container::TOWN_HEADER, town).map_err(internal)?;
     let mut init = RequestInit::new();
     init.with_method(method).with_headers(headers);
     if let Some(b) = body {

@@ -20,13 +20,18 @@ use serde_json::Value;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::{Container, Delay, DurableObject, Env, Fetch, Headers, Method, Request, RequestInit, Response, State};
 
-use super::call::json_response;
+use super::call::{call, json_response};
+use super::TOWN_BINDING;
 use super::platform::now_millis;
 use crate::container::lifecycle::{AlarmAction, Lifecycle, Probe, Settings};
 use crate::container::{self, Target};
 use crate::error::{success, ApiError, ApiResult};
+use crate::rpc::TownOp;
+use crate::spending::{self, Ledger, TownLimits};
 
 const LIFECYCLE: &str = "lifecycle";
+/// The starts let through in the last hour (the spending guard's ledger).
+const LEDGER: &str = "dispatch_ledger";
 /// A probe that takes longer than this counts as failed (a stopped or wedged server).
 const PROBE_TIMEOUT_MS: u64 = 5_000;
 
@@ -183,14 +188,70 @@ impl TownContainer {
         }
     }
 
-    /// Forwards with retries (`container::retry_delay_ms`). A failure after them does not
-    /// destroy anything: it brings the next health probe forward, and the probes decide.
+    /// The town's spending guard on a start (`crate::spending`): the hourly cap is checked
+    /// against the ledger (and the start entered in it before it is sent, so concurrent starts
+    /// cannot overshoot), the running-agents cap goes to the control server in the body.
+    /// `Err(reason)`: refused; `Ok(Some(key))`: entered in the ledger as `key`.
+    async fn guard_start(&self, town: Option<&str>, out: &mut Outgoing) -> Result<Option<String>, String> {
+        let Some(town) = town else { return Ok(None) };
+        let limits: TownLimits = match call(&self.env, TOWN_BINDING, town, &TownOp::GetLimits).await {
+            Ok(v) => serde_json::from_value(v).unwrap_or_default(),
+            // Closed, not open: the bead waits for the next pass rather than spend unguarded.
+            Err(e) => return Err(format!("spending caps could not be read: {e}")),
+        };
+        let Ok(mut body) = serde_json::from_slice::<Value>(&out.body) else { return Ok(None) };
+        if let Some(cap) = limits.max_concurrent_agents {
+            body["maxConcurrentAgents"] = cap.into();
+            out.body = body.to_string().into_bytes();
+        }
+        let Some(cap) = limits.max_dispatches_per_hour else { return Ok(None) };
+        let key = body["dispatchId"].as_str().or(body["agentId"].as_str()).unwrap_or("unnamed").to_string();
+        let storage = self.state.storage();
+        let mut ledger: Ledger = storage.get(LEDGER).await.ok().flatten().unwrap_or_default();
+        let now = now_millis();
+        spending::admit(&ledger, &key, now, Some(cap))?;
+        spending::record(&mut ledger, &key, now);
+        if let Err(e) = storage.put(LEDGER, &ledger).await {
+            worker::console_error!("town container: could not store the dispatch ledger: {e}");
+        }
+        Ok(Some(key))
+    }
+
+    /// Takes a start that did not happen back out of the ledger.
+    async fn unrecord(&self, key: &str) {
+        let storage = self.state.storage();
+        let mut ledger: Ledger = storage.get(LEDGER).await.ok().flatten().unwrap_or_default();
+        ledger.retain(|(k, _)| k != key);
+        let _ = storage.put(LEDGER, &ledger).await;
+    }
+
+    /// Forwards a request to the control server: a start passes the spending guard first.
     async fn forward(&self, mut req: Request) -> ApiResult<Response> {
-        let out = Outgoing { method: req.method(), path: req.path(), body: req.bytes().await.map_err(internal)? };
+        let town = req.headers().get(container::TOWN_HEADER).ok().flatten();
+        let mut out = Outgoing { method: req.method(), path: req.path(), body: req.bytes().await.map_err(internal)? };
         let target = self.target();
         if target == Target::Unavailable {
             return Err(container::unavailable());
         }
+        let mut entered = None;
+        if out.method == Method::Post && out.path == "/agents/start" {
+            match self.guard_start(town.as_deref(), &mut out).await {
+                Ok(key) => entered = key,
+                Err(reason) => return json_response(429, &serde_json::json!({ "success": false, "error": reason })).map_err(internal),
+            }
+        }
+        let answer = self.send(target, &out).await;
+        if let Some(key) = entered {
+            if !answer.as_ref().is_ok_and(|r| (200..300).contains(&r.status_code())) {
+                self.unrecord(&key).await;
+            }
+        }
+        answer
+    }
+
+    /// Sends with retries (`container::retry_delay_ms`). A failure after them does not destroy
+    /// anything: it brings the next health probe forward, and the probes decide.
+    async fn send(&self, target: Target, out: &Outgoing) -> ApiResult<Response> {
         if container::is_activity(out.method.as_ref(), &out.path) {
             self.touch(None).await?;
         }
@@ -199,7 +260,7 @@ impl TownContainer {
         }
         let mut retry = 0;
         let error = loop {
-            match self.fetch_once(&target, &out).await {
+            match self.fetch_once(&target, out).await {
                 Ok(resp) => {
                     self.update(|l| l.answered(now_millis())).await;
                     return Ok(resp);

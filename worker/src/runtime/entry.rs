@@ -161,6 +161,7 @@ async fn forward_to_container(req: &mut Request, env: &Env, town: &str, path: &s
     let body = read_body(req).await?;
     let headers = Headers::new();
     headers.set("content-type", "application/json").map_err(internal)?;
+    headers.set(container::TOWN_HEADER, town).map_err(internal)?;
     let mut init = RequestInit::new();
     init.with_method(req.method()).with_headers(headers);
     if !body.is_empty() {

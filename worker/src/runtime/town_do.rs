@@ -47,6 +47,8 @@ impl DurableObject for TownDO {
                 }
                 TownOp::CreateEscalation(e) => town.create_escalation(&e),
                 TownOp::ListEscalations => to_json(town.escalations()?),
+                TownOp::GetLimits => to_json(town.limits()?),
+                TownOp::SetLimits(limits) => to_json(town.set_limits(&limits)?),
             }
         })
         .await
