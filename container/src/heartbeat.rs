@@ -86,8 +86,13 @@ fn collect(supervisor: &Supervisor, reported_ended: &HashSet<(String, String)>) 
 }
 
 async fn send(supervisor: &Supervisor, api_url: &str, beat: &ContainerHeartbeat) -> Result<(), String> {
-    let url = format!("{api_url}/api/towns/{}/container/heartbeat", beat.town_id);
-    let mut req = supervisor.http.post(url).json(beat).timeout(Duration::from_secs(10));
+    post(supervisor, &format!("{api_url}/api/towns/{}/container/heartbeat", beat.town_id), beat).await
+}
+
+/// POSTs `body` to the Worker with the container token (10 s deadline); any 2xx is success.
+/// Shared by the heartbeat and the event log.
+pub(crate) async fn post(supervisor: &Supervisor, url: &str, body: &impl serde::Serialize) -> Result<(), String> {
+    let mut req = supervisor.http.post(url).json(body).timeout(Duration::from_secs(10));
     if let Some(token) = &supervisor.config.container_token {
         req = req.header(TOKEN_HEADER, token);
     }

@@ -11,6 +11,7 @@ mod capacity;
 mod clock;
 mod config;
 mod error;
+mod event_log;
 mod git;
 mod heartbeat;
 mod http;
@@ -134,6 +135,7 @@ async fn run(config: Config) -> Result<(), String> {
         );
     }
     heartbeat::spawn(supervisor.clone());
+    event_log::spawn(supervisor.clone());
     // Fills the warm pool now when WARM_POOL_MODEL says which model; otherwise after the first start.
     supervisor.refill_pool();
     tracing::info!(

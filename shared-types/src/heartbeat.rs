@@ -31,3 +31,25 @@ pub struct ContainerHeartbeat {
     pub uptime: u64,
     pub agents: Vec<AgentHeartbeat>,
 }
+
+/// `POST /api/towns/:town/container/events` (container token): agents' events for the Worker to
+/// keep, so their history survives a container restart (issue 9). Sent every few seconds with
+/// the events since the last accepted batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentEventBatch {
+    /// Names this run of the control server: event ids start again at 1 after a restart, so
+    /// (agent, boot, id) is what makes a resent event a duplicate.
+    pub boot_id: String,
+    pub events: Vec<AgentEventRecord>,
+}
+
+/// One agent event as the Worker keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentEventRecord {
+    pub agent_id: String,
+    pub rig_id: String,
+    #[serde(flatten)]
+    pub event: crate::control::AgentEvent,
+}

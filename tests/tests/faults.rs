@@ -254,7 +254,21 @@ async fn control_server_killed(local: &mut LocalTown, model: &ModelServer, town:
     assert_eq!(kinds.iter().filter(|k| *k == "review_submitted").count(), 1, "{kinds:?}");
     let runs = model.requests_for("crash").iter().filter_map(|r| r.session_header.clone()).filter(|s| !s.starts_with("title-")).collect::<std::collections::BTreeSet<_>>();
     assert_eq!(runs.len(), 2, "one lost run, one re-dispatch: {runs:?}");
-    row("control server SIGKILLed mid-turn, restarted", "unresponsive after 3 failed probes; run re-dispatched; merged once", "none");
+
+    // The agent's history survived its container: the Worker kept the lost run's events, which
+    // the restarted server no longer has.
+    let agent = reviews[0]["agent_id"].as_str().expect("agent id").to_string();
+    let running = |events: &[Value]| events.iter().filter(|e| e["kind"] == "status" && e["data"]["status"] == "running").count();
+    let kept = until("the Worker to keep the second run's events", Duration::from_secs(30), async || {
+        let page = dev.get(&format!("/api/towns/{town}/agents/{agent}/events?limit=1000")).await;
+        let events = page.data()["events"].as_array().cloned().unwrap_or_default();
+        (running(&events) >= 2).then_some(events)
+    })
+    .await;
+    assert_eq!(running(&local.control.events(&agent).await), 1, "the restarted server knows only the second run");
+    assert!(kept.windows(2).all(|w| w[0]["seq"].as_i64() < w[1]["seq"].as_i64()), "kept in order");
+    assert_eq!(dev.get(&format!("/api/towns/{town}/agents/{agent}/events?limit=0")).await.status, 400);
+    row("control server SIGKILLed mid-turn, restarted", "unresponsive after 3 failed probes; run re-dispatched; merged once; the lost run's events kept by the Worker", "none");
 }
 
 /// The Worker unreachable for 60 s while the agent calls gt_done, then the first answer lost.

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
-use shared_types::{validate, ContainerHeartbeat};
+use shared_types::{validate, AgentEventBatch, ContainerHeartbeat};
 
 use crate::auth::{check_body_agent, Caller};
 use crate::error::{ApiError, ApiResult};
@@ -54,6 +54,8 @@ pub enum Plan {
     Identity { identity: String, op: IdentityOp },
     /// Forward the request unchanged to the town's container (TownContainer DO).
     Container { town_id: String, path: String },
+    /// Call one of the TownContainer object's own paths with `body`; its data is the answer.
+    TownContainer { town_id: String, path: &'static str, body: Value },
     /// The container's heartbeat, split per rig: `(rig id, [(agent id, last activity)])`. Every
     /// rig must be one of `town_id`'s (checked against the TownDO before anything is updated).
     /// `running_agents` (the active ones) goes to the TownContainer: it keeps the container awake.
@@ -171,6 +173,17 @@ pub fn plan(req: &Incoming) -> ApiResult<Plan> {
         ListTownEscalations { town } => Plan::Town { town_id: town, op: TownOp::ListEscalations, status: 200 },
         ContainerProxy { town, path } => Plan::Container { town_id: town, path },
         ContainerHeartbeat { town } => heartbeat(&town, body)?,
+        ContainerEvents { town } => {
+            let batch: AgentEventBatch = serde_json::from_slice(non_empty(body)?)?;
+            crate::agent_events::validate_batch(&batch)?;
+            let body = serde_json::to_value(&batch).map_err(|e| ApiError::Internal(e.to_string()))?;
+            Plan::TownContainer { town_id: town, path: crate::container::EVENTS_APPEND_PATH, body }
+        }
+        AgentEvents { town, agent } => {
+            let q = query::agent_event_query(req.query, agent)?;
+            let body = serde_json::to_value(&q).map_err(|e| ApiError::Internal(e.to_string()))?;
+            Plan::TownContainer { town_id: town, path: crate::container::EVENTS_LIST_PATH, body }
+        }
         GetIdentity { identity } => Plan::Identity { identity, op: IdentityOp::Get },
     })
 }

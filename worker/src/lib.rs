@@ -9,6 +9,7 @@
 //! -> a Durable Object call through [`rpc`] -> the object's logic ([`rig`], [`town`],
 //! [`identity`]) on its SQLite storage -> the reply envelope ([`error`]).
 
+pub mod agent_events;
 pub mod api;
 pub mod auth;
 pub mod container;

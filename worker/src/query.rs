@@ -84,6 +84,17 @@ pub fn event_filter(raw: &str, bead_id: Option<String>) -> ApiResult<EventFilter
     Ok(EventFilter { bead_id: bead_id.map_or_else(|| q.id("bead_id"), |b| Ok(Some(b)))?, limit, offset })
 }
 
+/// `?after=&limit=` of an agent's kept events.
+pub fn agent_event_query(raw: &str, agent_id: String) -> ApiResult<crate::agent_events::EventQuery> {
+    use crate::agent_events::{DEFAULT_LIMIT as EVENTS_DEFAULT, MAX_LIMIT as EVENTS_MAX};
+    let q = Query::parse(raw);
+    let limit = q.number("limit", EVENTS_DEFAULT, EVENTS_MAX)?;
+    if limit == 0 {
+        return Err(ApiError::bad_request("limit: must be at least 1"));
+    }
+    Ok(crate::agent_events::EventQuery { agent_id, after: i64::from(q.number("after", 0, u32::MAX)?), limit })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -77,6 +77,10 @@ pub enum Route {
     ContainerProxy { town: String, path: String },
     /// The container's batched heartbeat (authenticated with the container token).
     ContainerHeartbeat { town: String },
+    /// The container's batch of agents' events to keep (container token).
+    ContainerEvents { town: String },
+    /// An agent's kept events (internal).
+    AgentEvents { town: String, agent: String },
     GetIdentity { identity: String },
 }
 
@@ -168,6 +172,11 @@ pub fn parse(method: Method, path: &str) -> ApiResult<Route> {
                 ),
                 ["limits"] => allow!(Get => Route::GetTownLimits { town: town.clone() }, Put => Route::SetTownLimits { town }),
                 ["container", "heartbeat"] => allow!(Post => Route::ContainerHeartbeat { town }),
+                ["container", "events"] => allow!(Post => Route::ContainerEvents { town }),
+                ["agents", agent, "events"] => {
+                    let agent = id("agentId", agent)?;
+                    allow!(Get => Route::AgentEvents { town, agent })
+                }
                 ["container", "health"] => allow!(Get => Route::ContainerProxy { town, path: "/health".into() }),
                 // The TownContainer's own view: lifecycle status, last activity, running agents,
                 // failed probes (answered by the object, not the control server).
@@ -228,10 +237,10 @@ impl Route {
             | AgentHeartbeat { rig: r, agent: a } => agent(r, a),
             GetRigConfig { .. } | PutRigConfig { .. } | Sling { .. } | ListReviews { .. } | ListEvents { .. }
             | BeadEvents { .. } | CreateConvoy { .. } | ListConvoys { .. } | GetConvoy { .. } | CreateTown | GetTown { .. } | CreateRig { .. } | ListRigs { .. }
-            | CreateTownEscalation { .. } | ListTownEscalations { .. } | GetTownLimits { .. } | SetTownLimits { .. } | ContainerProxy { .. } | GetIdentity { .. } => {
+            | CreateTownEscalation { .. } | ListTownEscalations { .. } | GetTownLimits { .. } | SetTownLimits { .. } | AgentEvents { .. } | ContainerProxy { .. } | GetIdentity { .. } => {
                 Access::Internal
             }
-            ContainerHeartbeat { .. } => Access::Container,
+            ContainerHeartbeat { .. } | ContainerEvents { .. } => Access::Container,
         }
     }
 }

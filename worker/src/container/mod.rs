@@ -81,6 +81,9 @@ pub fn is_activity(method: &str, path: &str) -> bool {
 pub const OWN_PATH_PREFIX: &str = "/_do/";
 pub const STATE_PATH: &str = "/_do/state";
 pub const ACTIVITY_PATH: &str = "/_do/activity";
+/// Agents' events kept in the object's SQLite (`agent_events`): a batch in, a page out.
+pub const EVENTS_APPEND_PATH: &str = "/_do/events/append";
+pub const EVENTS_LIST_PATH: &str = "/_do/events/list";
 /// The town a request to the TownContainer is for (set by the Worker, which knows it from the
 /// route or the rig's config); the spending guard reads the town's caps with it.
 pub const TOWN_HEADER: &str = "x-gastown-town";

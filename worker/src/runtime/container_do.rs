@@ -12,6 +12,7 @@
 //! storage entry; the alarm probes `/health` while the container is in use. Its own paths
 //! (`/_do/state`, `/_do/activity`) are answered here, never forwarded.
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
@@ -21,7 +22,9 @@ use wasm_bindgen::{JsCast, JsValue};
 use worker::{Container, Delay, DurableObject, Env, Fetch, Headers, Method, Request, RequestInit, Response, State};
 
 use super::call::{call, json_response};
-use super::TOWN_BINDING;
+use super::{sql, TOWN_BINDING};
+use crate::agent_events;
+use shared_types::AgentEventBatch;
 use super::platform::now_millis;
 use crate::container::lifecycle::{AlarmAction, Lifecycle, Probe, Settings};
 use crate::container::{self, Target};
@@ -39,6 +42,8 @@ const PROBE_TIMEOUT_MS: u64 = 5_000;
 pub struct TownContainer {
     state: State,
     env: Env,
+    /// Whether the events schema is up to date in this instance.
+    ready: Cell<bool>,
 }
 
 fn var(env: &Env, name: &str) -> Option<String> {
@@ -88,6 +93,10 @@ fn start(c: &Container, env: &Env) -> worker::Result<()> {
 }
 
 impl TownContainer {
+    fn events_db(&self) -> ApiResult<sql::SqlDb> {
+        sql::open(&self.state.storage(), &self.ready, agent_events::MIGRATIONS)
+    }
+
     fn settings(&self) -> Settings {
         Settings::from_lookup(|k| var(&self.env, k))
     }
@@ -326,6 +335,15 @@ impl TownContainer {
                 }
                 serde_json::to_value(l).map_err(internal)
             }
+            (Method::Post, container::EVENTS_APPEND_PATH) => {
+                let batch: AgentEventBatch = req.json().await.map_err(internal)?;
+                let added = agent_events::append(&self.events_db()?, &batch)?;
+                Ok(serde_json::json!({ "added": added }))
+            }
+            (Method::Post, container::EVENTS_LIST_PATH) => {
+                let q: agent_events::EventQuery = req.json().await.map_err(internal)?;
+                agent_events::list(&self.events_db()?, &q)
+            }
             _ => Err(ApiError::NotFound("no such container path".into())),
         }
     }
@@ -333,7 +351,7 @@ impl TownContainer {
 
 impl DurableObject for TownContainer {
     fn new(state: State, env: Env) -> Self {
-        Self { state, env }
+        Self { state, env, ready: Cell::new(false) }
     }
 
     async fn fetch(&self, req: Request) -> worker::Result<Response> {

@@ -151,6 +151,13 @@ async fn execute(plan: Plan, env: &Env, key: Option<&str>) -> ApiResult<Outcome>
             Ok(Outcome::Json(200, json!({ "updated": updated })))
         }
         Plan::Container { .. } => Err(ApiError::Internal("container plans are forwarded before planning".into())),
+        Plan::TownContainer { town_id, path, body } => {
+            let (status, reply) = container_call(env, &town_id, worker::Method::Post, path, Some(&body)).await?;
+            match status {
+                200 => Ok(Outcome::Json(200, reply["data"].clone())),
+                _ => Err(ApiError::from_status(status, reply["error"].as_str().unwrap_or("the town's container object failed").to_string())),
+            }
+        }
     }
 }
 
