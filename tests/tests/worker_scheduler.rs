@@ -25,6 +25,8 @@ struct Stub {
     rigs: HashMap<String, String>,
     /// Rigs whose agents report `exited` (the others report `running`).
     dying_rig: Option<String>,
+    /// Agents whose current run the test has ended (they report `exited` until started again).
+    ended: std::collections::HashSet<String>,
     /// `POST /agents/:id/credentials` calls: agent id and body.
     credentials: Vec<(String, Value)>,
     /// Starts on this rig are refused as "at capacity" (429) while set.
@@ -47,6 +49,7 @@ async fn control(State(stub): State<Shared>, uri: Uri, headers: HeaderMap, body:
         if s.full_rig.as_ref() == Some(&rig) {
             return (StatusCode::TOO_MANY_REQUESTS, axum::Json(json!({"error": "at capacity: 1 of 1 agents are running; try again when one finishes"})));
         }
+        s.ended.remove(&agent);
         s.rigs.insert(agent.clone(), rig);
         s.starts.push((v, token));
         return (StatusCode::CREATED, axum::Json(json!({"agentId": agent, "status": "starting"})));
@@ -65,7 +68,7 @@ async fn control(State(stub): State<Shared>, uri: Uri, headers: HeaderMap, body:
         return (StatusCode::NOT_FOUND, axum::Json(json!({"error": "agent not found"})));
     }
     if let Some(agent) = path.strip_prefix("/agents/").and_then(|p| p.strip_suffix("/status")) {
-        let dying = s.rigs.get(agent).is_some_and(|r| Some(r) == s.dying_rig.as_ref());
+        let dying = s.rigs.get(agent).is_some_and(|r| Some(r) == s.dying_rig.as_ref()) || s.ended.contains(agent);
         let status = if dying { json!({"agentId": agent, "status": "exited", "exitCode": 137}) } else { json!({"agentId": agent, "status": "running"}) };
         return (StatusCode::OK, axum::Json(status));
     }
@@ -116,6 +119,7 @@ async fn scheduler_dispatches_witnesses_retries_then_fails_and_reminds() {
         ("SCHEDULER_TICK_MS", "300"),
         ("SCHEDULER_COLD_START_GRACE_MS", "1000"),
         ("SCHEDULER_MAX_DISPATCH_ATTEMPTS", "2"),
+        ("SCHEDULER_MAX_LOST_RUNS", "3"),
         ("SCHEDULER_GUPP_AFTER_MS", "1500"),
         ("AGENT_TOKEN_TTL_SECS", "4"),
     ])
@@ -126,11 +130,11 @@ async fn scheduler_dispatches_witnesses_retries_then_fails_and_reminds() {
     // The steady rig's URL carries a token (a private repository): responses hide it, but the
     // container must get it to clone.
     let private_url = "https://x-access-token:tok123@github.com/o/private.git";
-    for (name, url) in [("dying", "https://github.com/o/app.git"), ("steady", private_url)] {
+    for (name, url) in [("dying", "https://github.com/o/app.git"), ("steady", private_url), ("lossy", "https://github.com/o/lossy.git")] {
         let r = dev.post(&format!("/api/towns/{town}/rigs"), json!({"name": name, "git_url": url, "default_branch": "trunk"})).await;
         rigs.push(r.data()["id"].as_str().expect("rig").to_string());
     }
-    let (dying, steady) = (rigs[0].clone(), rigs[1].clone());
+    let (dying, steady, lossy) = (rigs[0].clone(), rigs[1].clone(), rigs[2].clone());
     stub.lock().expect("stub").dying_rig = Some(dying.clone());
 
     // Dispatch: sling on the dying rig reaches the container with a complete start request.
@@ -172,6 +176,34 @@ async fn scheduler_dispatches_witnesses_retries_then_fails_and_reminds() {
     assert!(kinds.iter().filter(|k| *k == "agent_exited").count() >= 2, "{kinds:?}");
     assert!(kinds.contains(&"status_changed".to_string()) && kinds.last().map(String::as_str) == Some("unhooked"), "{kinds:?}");
 
+    // Runs that start for real (the agent calls the API) and are then lost do not spend
+    // dispatch attempts: the bead is dispatched past the attempt limit (2), until its lost runs
+    // reach their own limit (3).
+    let sling = dev.post(&format!("/api/rigs/{lossy}/sling"), json!({"title": "Lose it thrice"})).await;
+    let (agent, bead) = (sling.data()["agent"]["id"].as_str().expect("agent").to_string(), sling.data()["bead"]["id"].as_str().expect("bead").to_string());
+    for run in 1..=3 {
+        let token = wait_for("the next run", 60, async || {
+            let s = stub.lock().expect("stub");
+            let starts: Vec<&Value> = s.starts.iter().map(|(v, _)| v).filter(|v| v["agentId"] == json!(agent)).collect();
+            (starts.len() == run).then(|| starts[run - 1]["envVars"]["GASTOWN_SESSION_TOKEN"].as_str().unwrap_or("").to_string())
+        })
+        .await;
+        let prime = dev.call(Method::GET, &format!("/api/rigs/{lossy}/agents/{agent}/prime"), &Auth::Bearer(token), Value::Null).await;
+        assert_eq!(prime.status, 200, "{prime:?}");
+        stub.lock().expect("stub").ended.insert(agent.clone());
+    }
+    let failed = wait_for("the lossy bead to fail", 60, async || {
+        let b = dev.get(&format!("/api/rigs/{lossy}/beads/{bead}")).await;
+        (b.data()["status"] == "failed").then(|| b.data().clone())
+    })
+    .await;
+    assert_eq!(failed["status"], "failed");
+    let starts = stub.lock().expect("stub").starts.iter().filter(|(s, _)| s["agentId"] == json!(agent)).count();
+    assert_eq!(starts, 3, "three real runs, past the limit of two failed starts");
+    let events = dev.get(&format!("/api/rigs/{lossy}/beads/{bead}/events?limit=100")).await;
+    let reason = events.data().as_array().into_iter().flatten().find_map(|e| (e["data"]["to"] == "failed").then(|| e["data"]["reason"].clone()));
+    assert_eq!(reason, Some(json!("3 runs lost after they started")));
+
     // A running agent idle on its hook gets a GUPP reminder, and stays dispatched once.
     let sling = dev.post(&format!("/api/rigs/{steady}/sling"), json!({"title": "Keep going"})).await;
     let worker = sling.data()["agent"]["id"].as_str().expect("agent").to_string();
@@ -209,6 +241,7 @@ async fn a_full_container_queues_work_and_reminders_reach_the_session() {
     let (stub, dev) = stub_and_worker(&[
         ("SCHEDULER_TICK_MS", "300"),
         ("SCHEDULER_MAX_DISPATCH_ATTEMPTS", "2"),
+        ("SCHEDULER_MAX_LOST_RUNS", "3"),
         ("SCHEDULER_GUPP_AFTER_MS", "1500"),
         ("SCHEDULER_NUDGE_EVERY_MS", "500"),
     ])

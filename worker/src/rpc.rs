@@ -61,6 +61,15 @@ impl RigOp {
     pub fn arms_scheduler(&self) -> bool {
         matches!(self, Self::Hook { .. } | Self::Sling { .. } | Self::Configure { .. } | Self::CreateConvoy { .. } | Self::SubmitReview(_) | Self::Done { .. })
     }
+
+    /// The agent whose run this op proves started for real: its own calls from inside a run
+    /// (prime, checkpoint, mail check, heartbeat). The scheduler's attempt count then resets.
+    pub fn run_proof(&self) -> Option<&str> {
+        match self {
+            Self::Prime { agent_id } | Self::Checkpoint { agent_id, .. } | Self::CheckMail { agent_id } | Self::Heartbeat { agent_id } => Some(agent_id),
+            _ => None,
+        }
+    }
 }
 
 /// The interface of a TownDO (one per town, named by town id).

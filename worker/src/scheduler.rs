@@ -21,8 +21,12 @@ use crate::prompts;
 pub struct Settings {
     /// `SCHEDULER_TICK_MS`: alarm period while there is work.
     pub tick_ms: i64,
-    /// `SCHEDULER_MAX_DISPATCH_ATTEMPTS`: starts of one hooked bead before it is failed.
+    /// `SCHEDULER_MAX_DISPATCH_ATTEMPTS`: failed starts of one hooked bead in a row (a start
+    /// that never reaches the point of calling the API) before it is failed.
     pub max_attempts: i64,
+    /// `SCHEDULER_MAX_LOST_RUNS`: runs of one hooked bead lost after they started for real
+    /// (the process died, the container went) before it is failed: no endless re-dispatch.
+    pub max_lost_runs: i64,
     /// `SCHEDULER_COLD_START_GRACE_MS`: how long "not found" is expected after a dispatch.
     pub grace_ms: i64,
     /// `SCHEDULER_GUPP_AFTER_MS`: idle time on hooked work before a GUPP reminder mail.
@@ -39,6 +43,7 @@ impl Settings {
         Self {
             tick_ms: num("SCHEDULER_TICK_MS", 15_000),
             max_attempts: num("SCHEDULER_MAX_DISPATCH_ATTEMPTS", 3),
+            max_lost_runs: num("SCHEDULER_MAX_LOST_RUNS", 5),
             grace_ms: num("SCHEDULER_COLD_START_GRACE_MS", 180_000),
             gupp_after_ms: num("SCHEDULER_GUPP_AFTER_MS", 600_000),
             token_ttl_secs: num("AGENT_TOKEN_TTL_SECS", 8 * 3600) as u64,
@@ -74,8 +79,10 @@ pub fn agent_token(agent: &Agent, ctx: &DispatchContext) -> String {
 pub struct DueDispatch {
     pub agent: Agent,
     pub bead: Bead,
-    /// Starts of this bead so far (the attempt limit).
+    /// Failed starts of this bead in a row (the attempt limit).
     pub attempts: i64,
+    /// Runs of this bead lost after they started for real.
+    pub lost_runs: i64,
     /// Which run of the agent this is; with the bead it names the dispatch, so a start repeated
     /// for the same run (a lost answer) gets that run back instead of a second one.
     pub generation: i64,
@@ -124,6 +131,17 @@ pub fn start_request(due: &DueDispatch, ctx: &DispatchContext) -> StartAgentRequ
         dispatch_id: Some(due.dispatch_id()),
         // Set by the TownContainer from the town's limits, on the way to the container.
         max_concurrent_agents: None,
+    }
+}
+
+/// Why a due bead must not be dispatched again, if a limit says so.
+pub fn exhausted(due: &DueDispatch, settings: &Settings) -> Option<String> {
+    if due.attempts >= settings.max_attempts {
+        Some(format!("{} dispatch attempts", due.attempts))
+    } else if due.lost_runs >= settings.max_lost_runs {
+        Some(format!("{} runs lost after they started", due.lost_runs))
+    } else {
+        None
     }
 }
 
@@ -213,7 +231,10 @@ mod tests {
         };
         let settings = Settings::from_lookup(|_| None);
         let ctx = DispatchContext { config: &config, model: "p/m", jwt_secret: "s", now_secs: 1000, settings: &settings };
-        let mut due = DueDispatch { agent: agent(), bead: bead(), attempts: 0, generation: 2, rework_note: None };
+        let mut due = DueDispatch { agent: agent(), bead: bead(), attempts: 0, lost_runs: 0, generation: 2, rework_note: None };
+        assert_eq!(exhausted(&due, &settings), None);
+        assert_eq!(exhausted(&DueDispatch { attempts: 3, ..due.clone() }, &settings).as_deref(), Some("3 dispatch attempts"));
+        assert_eq!(exhausted(&DueDispatch { lost_runs: 5, ..due.clone() }, &settings).as_deref(), Some("5 runs lost after they started"));
         let r = start_request(&due, &ctx);
         assert_eq!((r.role, r.branch.as_str(), r.default_branch.as_str()), (AgentRole::Polecat, "polecat/toast/0b6a9a2e", "main"));
         assert!(r.prompt.contains("Fix it") && r.system_prompt.contains("GUPP"));
@@ -245,6 +266,6 @@ mod tests {
     #[test]
     fn settings_defaults_and_overrides() {
         let s = Settings::from_lookup(|k| (k == "SCHEDULER_TICK_MS").then(|| "250".to_string()));
-        assert_eq!((s.tick_ms, s.max_attempts, s.grace_ms), (250, 3, 180_000));
+        assert_eq!((s.tick_ms, s.max_attempts, s.max_lost_runs, s.grace_ms), (250, 3, 5, 180_000));
     }
 }

@@ -65,7 +65,7 @@ impl<D: Db> Rig<'_, D> {
         }
         self.db.exec(
             "UPDATE agents SET current_hook_bead_id = ?, status = 'working', last_activity_at = ?, dispatched_ms = NULL,
-                    dispatch_attempts = 0, gupp_ms = NULL WHERE id = ?",
+                    dispatch_attempts = 0, lost_runs = 0, gupp_ms = NULL WHERE id = ?",
             params![bead_id, &self.now, agent_id],
         )?;
         self.db.exec(

@@ -38,6 +38,9 @@ fn to_json<T: serde::Serialize>(v: T) -> ApiResult<Value> {
 
 impl<D: Db> Rig<'_, D> {
     pub fn handle(&self, op: RigOp) -> ApiResult<Value> {
+        if let Some(agent_id) = op.run_proof() {
+            self.run_started(agent_id)?;
+        }
         match op {
             RigOp::Configure { rig_id, config } => to_json(self.configure(&rig_id, &config)?),
             RigOp::GetConfig => to_json(self.config()?),

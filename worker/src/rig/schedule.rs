@@ -16,12 +16,13 @@ use crate::scheduler::{DueDispatch, GUPP_BODY, GUPP_SUBJECT, SCHEDULER_SENDER};
 struct Due {
     id: String,
     dispatch_attempts: i64,
+    lost_runs: i64,
     dispatched_ms: Option<i64>,
     dispatch_gen: i64,
 }
 
 /// Hooked agents the scheduler looks after (not dead).
-const HOOKED: &str = "SELECT id, dispatch_attempts, dispatched_ms, dispatch_gen FROM agents
+const HOOKED: &str = "SELECT id, dispatch_attempts, lost_runs, dispatched_ms, dispatch_gen FROM agents
      WHERE current_hook_bead_id IS NOT NULL AND status != 'dead' ORDER BY rowid";
 
 impl<D: Db> Rig<'_, D> {
@@ -38,7 +39,7 @@ impl<D: Db> Rig<'_, D> {
             if let Some(bead_id) = agent.current_hook_bead_id.clone() {
                 let rework_note = self.rework_note(&bead_id)?;
                 let bead = self.bead(&bead_id)?;
-                out.push(DueDispatch { agent, bead, attempts: due.dispatch_attempts, generation: due.dispatch_gen, rework_note });
+                out.push(DueDispatch { agent, bead, attempts: due.dispatch_attempts, lost_runs: due.lost_runs, generation: due.dispatch_gen, rework_note });
             }
         }
         Ok(out)
@@ -101,10 +102,24 @@ impl<D: Db> Rig<'_, D> {
         self.log(bead, Some(&agent.id), EventKind::Queued, json!({ "reason": reason }))
     }
 
+    /// The agent called the API from inside its run: the run started for real, so the failed
+    /// starts before it no longer count against the bead (a transient cold-start failure early
+    /// on must not fail a bead that later worked for hours).
+    pub(super) fn run_started(&self, agent_id: &str) -> ApiResult<()> {
+        self.db.exec(
+            "UPDATE agents SET dispatch_attempts = 0 WHERE id = ? AND dispatched_ms IS NOT NULL AND dispatch_attempts > 0",
+            params![agent_id],
+        )?;
+        Ok(())
+    }
+
     /// The agent's process is gone without `done`: the next pass dispatches again, as a new run.
+    /// A run that had started for real (its attempts were reset) counts as a lost run.
     pub fn mark_exited(&self, agent: &Agent, dispatched_ms: i64, reason: &str) -> ApiResult<()> {
         let changed = self.db.exec(
-            "UPDATE agents SET dispatched_ms = NULL, dispatch_gen = dispatch_gen + 1 WHERE id = ? AND current_hook_bead_id IS ? AND dispatched_ms = ?",
+            "UPDATE agents SET dispatched_ms = NULL, dispatch_gen = dispatch_gen + 1,
+                    lost_runs = lost_runs + (CASE WHEN dispatch_attempts = 0 THEN 1 ELSE 0 END)
+             WHERE id = ? AND current_hook_bead_id IS ? AND dispatched_ms = ?",
             params![&agent.id, agent.current_hook_bead_id.clone(), dispatched_ms],
         )?;
         if changed == 0 {
@@ -113,15 +128,15 @@ impl<D: Db> Rig<'_, D> {
         self.log(agent.current_hook_bead_id.as_deref(), Some(&agent.id), EventKind::AgentExited, json!({ "reason": reason }))
     }
 
-    /// The attempt limit is reached: the bead fails, the agent is unhooked and idle.
-    pub fn give_up(&self, agent: &Agent, bead: &Bead, attempts: i64) -> ApiResult<()> {
+    /// A limit is reached (`reason`): the bead fails, the agent is unhooked and idle.
+    pub fn give_up(&self, agent: &Agent, bead: &Bead, reason: &str) -> ApiResult<()> {
         if self.agent(&agent.id)?.current_hook_bead_id.as_deref() != Some(bead.id.as_str()) {
             return Ok(());
         }
         self.db.exec("UPDATE beads SET status = 'failed', updated_at = ? WHERE id = ?", params![&self.now, &bead.id])?;
-        self.log(Some(&bead.id), Some(&agent.id), EventKind::StatusChanged, json!({ "from": bead.status, "to": "failed", "reason": format!("{attempts} dispatch attempts") }))?;
+        self.log(Some(&bead.id), Some(&agent.id), EventKind::StatusChanged, json!({ "from": bead.status, "to": "failed", "reason": reason }))?;
         self.unhook(&agent.id)?;
-        self.db.exec("UPDATE agents SET dispatched_ms = NULL, dispatch_attempts = 0 WHERE id = ?", params![&agent.id])?;
+        self.db.exec("UPDATE agents SET dispatched_ms = NULL, dispatch_attempts = 0, lost_runs = 0 WHERE id = ?", params![&agent.id])?;
         Ok(())
     }
 

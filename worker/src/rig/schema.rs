@@ -1,6 +1,6 @@
 //! The RigDO's SQLite schema. Append a migration to change it; never edit a shipped one.
 
-pub const MIGRATIONS: &[&[&str]] = &[V1, V2, V3, V4];
+pub const MIGRATIONS: &[&[&str]] = &[V1, V2, V3, V4, V5];
 
 const V1: &[&str] = &[
     "CREATE TABLE rig_config (
@@ -64,3 +64,7 @@ const V4: &[&str] = &[
     "CREATE TABLE idempotent_replies (key TEXT PRIMARY KEY, status INTEGER NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL)",
     "CREATE INDEX idempotent_replies_created ON idempotent_replies (created_at)",
 ];
+
+/// Runs lost after they started for real (issue 9): attempts count failed starts only and
+/// reset once the agent calls the API; lost runs have a bound of their own.
+const V5: &[&str] = &["ALTER TABLE agents ADD COLUMN lost_runs INTEGER NOT NULL DEFAULT 0"];

@@ -94,8 +94,8 @@ impl RigDO {
         // start as soon as the run is claimed, so a burst is not served one at a time.
         let mut startable = Vec::new();
         for due in self.with_rig(|r| r.due_dispatches())? {
-            if due.attempts >= settings.max_attempts {
-                self.with_rig(|r| r.give_up(&due.agent, &due.bead, due.attempts))?;
+            if let Some(reason) = scheduler::exhausted(&due, &settings) {
+                self.with_rig(|r| r.give_up(&due.agent, &due.bead, &reason))?;
             } else {
                 startable.push(due);
             }
