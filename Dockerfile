@@ -24,12 +24,17 @@
 # project: binary, port, Kilo version pins, env var names, tool location, no secrets).
 
 ARG KILO_VERSION=7.7.7
+# The base images. These defaults are the production bases (wrangler deploy builds with them);
+# scripts/build-image replaces them with local stand-ins on machines that cannot pull images.
+ARG RUST_IMAGE=rust:1.95-bookworm
+ARG NODE_IMAGE=node:22-bookworm-slim
+ARG DEBIAN_IMAGE=debian:bookworm-slim
 
 # ---------------------------------------------------------------------------------------------
 # Stage 1: build the control server (release) with the workspace's Cargo.lock.
 # Bookworm to match the runtime's glibc. The full rust image has the C compiler and git that
 # the build needs (git2 builds its bundled libgit2; reqwest's rustls uses ring).
-FROM rust:1.95-bookworm AS build
+FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 # Every workspace member must be present for cargo to load the workspace (only
 # gastown-container and shared-types are compiled).
@@ -51,7 +56,7 @@ RUN --mount=type=cache,id=gastown-cargo-registry,target=/usr/local/cargo/registr
 # optional dependencies, so the Linux x64 platform package, which holds the real binary, is
 # installed explicitly. (On a CPU without AVX2 the npm wrapper would pick
 # @kilocode/cli-linux-x64-baseline; Cloudflare's hosts have AVX2.)
-FROM node:22-bookworm-slim AS kilo
+FROM ${NODE_IMAGE} AS kilo
 ARG KILO_VERSION
 WORKDIR /opt/kilo
 RUN npm install --no-save --no-audit --no-fund --ignore-scripts \
@@ -60,7 +65,7 @@ RUN npm install --no-save --no-audit --no-fund --ignore-scripts \
 
 # ---------------------------------------------------------------------------------------------
 # Stage 3: the runtime image.
-FROM debian:bookworm-slim
+FROM ${DEBIAN_IMAGE}
 
 # git: clones, fetches and worktrees (the control server runs the git CLI);
 # openssh-client: ssh:// and git@ remotes; ca-certificates: HTTPS to GitHub, the Worker and
