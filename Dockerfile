@@ -5,6 +5,8 @@
 # wrangler.toml's [[containers]] entry points here; `wrangler deploy` (and `wrangler dev` on a
 # machine with Docker) builds it from the repository root as the build context.
 # Cloudflare runs linux/amd64 images; wrangler passes `--platform linux/amd64` when it builds.
+# Where no base image can be pulled, scripts/build-image builds it with podman from local
+# stand-ins of the three bases (build arguments RUST_IMAGE, NODE_IMAGE, DEBIAN_IMAGE).
 #
 # Image size drivers (uncompressed, approximate; about 500 MB in all):
 #   Kilo CLI platform package  ~230 MB  (the kilo binary, a single-file Bun build: ~162 MB;
