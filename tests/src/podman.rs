@@ -161,3 +161,56 @@ impl Drop for TownImage {
         }
     }
 }
+
+/// podman's Docker-compatible API (`podman system service`) on a socket of its own, for
+/// `wrangler dev` with containers (workerd talks to the socket directly). Stopped on drop.
+pub struct PodmanService {
+    child: Option<Child>,
+    pub socket: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl PodmanService {
+    /// Starts the service and waits (up to 30 s) for its socket.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new().prefix("gastown-podman-").tempdir().expect("temp dir");
+        let socket = dir.path().join("podman.sock");
+        let child = Command::new(repo_root().join("scripts/podman"))
+            .args(["system", "service", "--time=0"])
+            .arg(format!("unix://{}", socket.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start podman system service");
+        let mut me = Self { child: Some(child), socket, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !me.socket.exists() {
+            if let Some(Ok(Some(status))) = me.child.as_mut().map(Child::try_wait) {
+                panic!("podman system service exited at once: {status}");
+            }
+            assert!(Instant::now() < deadline, "podman system service made no socket within 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        me
+    }
+
+    /// The socket as a Docker host URL (`unix:///...`).
+    pub fn url(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+}
+
+impl Drop for PodmanService {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            crate::procs::signal(child.id() as i32, crate::procs::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
