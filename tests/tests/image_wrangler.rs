@@ -10,6 +10,7 @@
 //!   and reaches the container's port only through it; that image is on Docker Hub, which is
 //!   not reachable here. MINIFLARE_CONTAINER_EGRESS_IMAGE names a stand-in that does what workerd
 //!   asks of it (scripts/podman-dev/proxy-stand-in.js), without egress interception.
+//!
 //! The container runs on podman's bridge network, so it cannot reach the host's loopback: the
 //! agent's origin is made inside the container, and no model answers its prompt.
 
