@@ -90,5 +90,5 @@ fn no_podman_no_debootstrap_no_root_and_a_failed_debootstrap_each_say_so_in_one_
         &[("GASTOWN_IMAGE_CACHE", cache_env), ("GASTOWN_STAND_IN", &stand_in), ("DEBIAN_MIRROR", &format!("http://127.0.0.1:{port}/debian"))],
     );
     one_line(&out, &["debootstrap of Debian bookworm", "failed", "DEBIAN_MIRROR"]);
-    assert!(!cache.join("debian-bookworm-minbase.tar").exists(), "a failed debootstrap leaves no tarball to reuse");
+    assert!(!cache.join("debian-bookworm-slim.tar").exists(), "a failed debootstrap leaves no tarball to reuse");
 }
