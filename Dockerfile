@@ -8,14 +8,13 @@
 # Where no base image can be pulled, scripts/build-image builds it with podman from local
 # stand-ins of the three bases (build arguments RUST_IMAGE, NODE_IMAGE, DEBIAN_IMAGE).
 #
-# Image size drivers (uncompressed, approximate; about 500 MB in all):
-#   Kilo CLI platform package  ~230 MB  (the kilo binary, a single-file Bun build: ~162 MB;
+# Image size (uncompressed; 474 MB in all, measured on scripts/build-image's build):
+#   Kilo CLI platform package   237 MB  (the kilo binary, a single-file Bun build: ~162 MB;
 #                                        tree-sitter grammars: ~50 MB; web console: ~14 MB)
-#   git with perl and libcurl  ~100 MB  (Debian's git depends on perl)
+#   the apt layer               151 MB  (git with perl and libcurl; gh 39 MB; openssh-client;
+#                                        ca-certificates)
 #   debian:bookworm-slim        ~75 MB
-#   gh (GitHub CLI)             ~40 MB
-#   openssh-client, openssl     ~15 MB
-#   gastown-container           <15 MB  (release, stripped)
+#   gastown-container           7.7 MB  (release, stripped)
 # Node.js is NOT in the runtime image: the `@kilocode/cli` npm package is only a Node wrapper
 # that finds and spawns the platform binary; the control server runs that binary directly
 # (KILO_BIN), so Node (~90 MB with ICU) stays in the install stage.
