@@ -57,6 +57,10 @@ async fn the_image_runs_a_town_agent_as_pid_1_and_drains_on_sigterm() {
     assert_eq!((via_worker.status, &via_worker.body["status"]), (200, &json!("ok")), "{via_worker:?}");
     let (_, pid1) = container.exec(&["sh", "-c", "tr '\\0' ' ' </proc/1/cmdline; echo; stat -c %u /proc/1"]);
     assert_eq!(pid1.lines().collect::<Vec<_>>(), ["/usr/local/bin/gastown-container ", "0"], "PID 1 of the container");
+    // The build's network settings stayed in the build: the host's CA store was mounted at /mnt
+    // for RUN steps only, and the stand-in bases' variables pointing there are not in this stage.
+    let (_, leftovers) = container.exec(&["sh", "-c", "ls -A /mnt; env | grep -i -e /mnt -e CA_CERT -e CAINFO || true"]);
+    assert_eq!(leftovers.trim(), "", "build-time CA settings reached the image");
     let rig = dev.post(&format!("/api/towns/{town}/rigs"), json!({"name": "app", "git_url": origin.url()})).await.data()["id"].as_str().expect("rig").to_string();
 
     // An agent works a bead in the container: probes its uid and folders, commits, pushes and
