@@ -1,7 +1,8 @@
 //! The TownContainer's container path under `wrangler dev` with containers enabled: the real
 //! workerd drives podman's Docker-compatible API (`podman system service`), starts the real town
 //! image with the start options the Durable Object builds, and the DO waits for the port,
-//! proxies requests (a real agent start among them) and is told when the container exits.
+//! proxies requests (a real agent start among them) and is told when the container exits
+//! (stopped after SIGTERM, failed after a crash).
 //!
 //! Two pieces stand in for what cannot be had on this machine (README, "The container image"):
 //! - wrangler builds images with `docker build --load` (buildx); scripts/podman-dev/docker
@@ -170,6 +171,16 @@ async fn the_town_container_do_starts_the_image_proxies_a_start_and_sees_the_exi
     assert_eq!(dev.output().matches("town container: starting").count(), 2, "{}", dev.output());
     let (_, running) = podman(&["inspect", "--format", "{{.State.Running}}", &ctr], Duration::from_secs(60));
     assert_eq!(running.trim(), "true", "a fresh container of the same DO runs");
+
+    // A crash (the server killed, exit 137) is reported to the DO as a failure, not a stop.
+    assert_eq!(dev.output().matches("town container: failed").count(), 0, "{}", dev.output());
+    let (killed, _) = podman(&["kill", "--signal", "KILL", &ctr], Duration::from_secs(60));
+    assert!(killed.success(), "podman kill {ctr}");
+    wait_for("the DO to be told the container failed", Duration::from_secs(60), async || {
+        dev.output().lines().find(|l| l.contains("town container: failed")).map(str::to_string)
+    })
+    .await;
+    assert_eq!(dev.output().matches("town container: stopped").count(), 1, "{}", dev.output());
     drop(dev);
     drop(service);
 }
