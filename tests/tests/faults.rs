@@ -2,19 +2,20 @@
 //! parts (`wrangler dev` with the built Worker, the native control server, the Kilo CLI, git, a
 //! local origin; only the LLM is scripted), and each ending with nothing lost and nothing done
 //! twice. Every case prints one `FAULT | case | outcome | data lost` row; `bench/faults.sh`
-//! collects them (with the rows of the fault cases that live beside their subject: an agent
-//! SIGKILLed mid-turn and the SIGTERM drain in `control_server.rs`, denied reads in
-//! `isolation.rs`) into one table.
+//! collects them (with the rows of the fault cases that live beside their subject: the SIGTERM
+//! drain in `control_server.rs`, denied reads in `isolation.rs`) into one table.
 //!
 //! One town serves the town cases, one after the other (each needs the town to itself: one
 //! watches the container's sleep, one kills the control server, one cuts the network):
 //! - a turn that makes no call for longer than sleepAfter: the container is never put to sleep
 //!   while the agent runs, and is once it is idle;
+//! - an agent's Kilo process SIGKILLed mid-command: the bead is dispatched again, merged once;
 //! - the control server (and every process under it) SIGKILLed mid-turn and restarted: the
 //!   TownContainer marks it unresponsive only after consecutive failed probes, the RigDO
 //!   re-dispatches the lost run, the bead is worked once more and merged once;
 //! - the Worker unreachable for 60 s while the agent calls `gt_done`, then the first answer
-//!   lost on the way back: the call is retried with one idempotency key, recorded once.
+//!   lost on the way back: the call is retried with one idempotency key, recorded once;
+//! - the town's spending caps: work over them waits, queued with the cap as its reason.
 //!
 //! The full workspace disk is a case of its own (a control server in its own mount namespace).
 
@@ -98,6 +99,7 @@ async fn a_town_rides_out_faults_and_keeps_to_its_spending_caps() {
     let town = local.worker.post("/api/towns", json!({ "name": "faulty" })).await.data()["id"].as_str().expect("town").to_string();
 
     long_silent_turn(&local, &model, &town).await;
+    agent_killed_mid_turn(&local, &model, &town).await;
     control_server_killed(&mut local, &model, &town).await;
     worker_unreachable(&local, &model, &town).await;
     spending_caps(&local, &model, &town).await;
@@ -215,6 +217,31 @@ async fn long_silent_turn(local: &LocalTown, model: &ModelServer, town: &str) {
     .await;
     assert_eq!(state["runningAgents"], 0, "{state}");
     row("a turn silent for 3x sleepAfter", "kept awake while running (probes saw the agent); asleep once idle", "none");
+}
+
+/// An agent's Kilo process SIGKILLed in the middle of a command: the control server reports the
+/// run failed, the RigDO dispatches the bead again, and it is worked and merged once.
+async fn agent_killed_mid_turn(local: &LocalTown, model: &ModelServer, town: &str) {
+    let dev = &local.worker;
+    let origin = Origin::new();
+    let rig = local.rig(town, "killed", &origin.url()).await;
+    model.set_runs("killed", vec![vec![Step::bash("sleep 120"), Step::text("never")], commit_push_done("killed.txt", "killed")]);
+    let s = dev.post(&format!("/api/rigs/{rig}/sling"), json!({ "title": "Survive a kill", "body": marker("killed") })).await;
+    assert_eq!(s.status, 201, "{s:?}");
+    let (id, agent) = (s.data()["bead"]["id"].as_str().expect("bead").to_string(), s.data()["agent"]["id"].as_str().expect("agent").to_string());
+    model.wait_for_script_requests("killed", 1, WORK).await.expect("the first run");
+    let running = local.control.wait_status(&agent, WORK, |v| v["status"] == "running").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid = running["pid"].as_i64().expect("pid") as i32;
+    procs::signal(pid, procs::SIGKILL);
+    let b = closed(dev, &rig, &id).await;
+    assert_eq!(b["status"], "closed", "{b}");
+    assert_eq!(reviews_of(dev, &rig, &id).await.len(), 1, "submitted once");
+    assert_eq!(commits_touching(&origin, "killed.txt"), 1, "worked once on main");
+    let kinds = event_kinds(dev, &rig, &id).await;
+    assert!(kinds.iter().any(|k| k == "agent_exited"), "the lost run is on record: {kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| *k == "agent_dispatched").count(), 2, "{kinds:?}");
+    row("an agent's Kilo process SIGKILLed mid-command", "run reported failed (137); bead re-dispatched; merged once", "none");
 }
 
 /// The control server and everything under it SIGKILLed mid-turn, then restarted.
