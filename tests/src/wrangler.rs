@@ -277,6 +277,20 @@ impl WranglerDev {
     pub async fn post(&self, path: &str, body: Value) -> Reply {
         self.call(Method::POST, path, &Auth::Internal, body).await
     }
+
+    /// A bead of a rig, as the API shows it.
+    pub async fn bead(&self, rig: &str, id: &str) -> Value {
+        self.get(&format!("/api/rigs/{rig}/beads/{id}")).await.data().clone()
+    }
+
+    /// The bead once it has settled (closed or failed), waiting up to `within`.
+    pub async fn settled_bead(&self, rig: &str, id: &str, within: Duration) -> Value {
+        crate::wait::until("the bead to settle (closed or failed)", within, async || {
+            let b = self.bead(rig, id).await;
+            (b["status"] == "closed" || b["status"] == "failed").then_some(b)
+        })
+        .await
+    }
 }
 
 impl Drop for WranglerDev {

@@ -40,17 +40,7 @@ async fn container_state(dev: &WranglerDev, town: &str) -> Value {
     dev.get(&format!("/api/towns/{town}/container/state")).await.data().clone()
 }
 
-async fn bead(dev: &WranglerDev, rig: &str, id: &str) -> Value {
-    dev.get(&format!("/api/rigs/{rig}/beads/{id}")).await.data().clone()
-}
 
-async fn closed(dev: &WranglerDev, rig: &str, id: &str) -> Value {
-    until("the bead to close", WORK, async || {
-        let b = bead(dev, rig, id).await;
-        (b["status"] == "closed" || b["status"] == "failed").then_some(b)
-    })
-    .await
-}
 
 async fn event_kinds(dev: &WranglerDev, rig: &str, id: &str) -> Vec<String> {
     let events = dev.get(&format!("/api/rigs/{rig}/beads/{id}/events?limit=100")).await;
@@ -137,7 +127,7 @@ async fn spending_caps(local: &LocalTown, model: &ModelServer, town: &str) {
         most_running = most_running.max(running);
         let mut closed = 0;
         for id in &ids {
-            closed += usize::from(bead(dev, &rig, id).await["status"] == "closed");
+            closed += usize::from(dev.bead(&rig, id).await["status"] == "closed");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         (closed >= 2).then_some(())
@@ -147,7 +137,7 @@ async fn spending_caps(local: &LocalTown, model: &ModelServer, town: &str) {
     let waiting: Vec<&String> = {
         let mut open = Vec::new();
         for id in &ids {
-            if bead(dev, &rig, id).await["status"] != "closed" {
+            if dev.bead(&rig, id).await["status"] != "closed" {
                 open.push(id);
             }
         }
@@ -173,12 +163,12 @@ async fn spending_caps(local: &LocalTown, model: &ModelServer, town: &str) {
     }
     assert!(all_reasons.iter().any(|r| r.contains("max_concurrent_agents")), "a bead waited for the running-agents cap: {all_reasons:?}");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let status = bead(dev, &rig, &third).await["status"].clone();
+    let status = dev.bead(&rig, &third).await["status"].clone();
     assert!(status != "failed" && status != "closed", "still waiting, not failed: {status}");
 
     // The caps lifted, the third goes.
     assert_eq!(put(json!({ "max_concurrent_agents": null, "max_dispatches_per_hour": null })).await.status, 200);
-    assert_eq!(closed(dev, &rig, &third).await["status"], "closed");
+    assert_eq!(dev.settled_bead(&rig, &third, WORK).await["status"], "closed");
     row("work over the town's spending caps (1 agent, 2 dispatches/h)", "one agent at a time; third bead queued with the cap as reason, never failed; ran once lifted", "none");
 }
 
@@ -207,7 +197,7 @@ async fn long_silent_turn(local: &LocalTown, model: &ModelServer, town: &str) {
     })
     .await;
     assert!(seen_running && polls > 20, "the probes saw the running agent over the silent turn ({polls} polls)");
-    assert_eq!(closed(dev, &rig, &id).await["status"], "closed");
+    assert_eq!(dev.settled_bead(&rig, &id, WORK).await["status"], "closed");
     // Idle now: sleepAfter passes and it sleeps (a control server at CONTAINER_URL is only
     // marked: it is not the Worker's to stop).
     let state = until("the idle container to sleep", Duration::from_secs(60), async || {
@@ -234,7 +224,7 @@ async fn agent_killed_mid_turn(local: &LocalTown, model: &ModelServer, town: &st
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pid = running["pid"].as_i64().expect("pid") as i32;
     procs::signal(pid, procs::SIGKILL);
-    let b = closed(dev, &rig, &id).await;
+    let b = dev.settled_bead(&rig, &id, WORK).await;
     assert_eq!(b["status"], "closed", "{b}");
     assert_eq!(reviews_of(dev, &rig, &id).await.len(), 1, "submitted once");
     assert_eq!(commits_touching(&origin, "killed.txt"), 1, "worked once on main");
@@ -272,7 +262,7 @@ async fn control_server_killed(local: &mut LocalTown, model: &ModelServer, town:
     })
     .await;
     // The RigDO finds the run gone (404 after the grace period) and dispatches it again.
-    let b = closed(dev, &rig, &id).await;
+    let b = dev.settled_bead(&rig, &id, WORK).await;
     assert_eq!(b["status"], "closed", "{b}");
     let reviews = reviews_of(dev, &rig, &id).await;
     assert_eq!(reviews.len(), 1, "submitted once: {reviews:?}");
@@ -331,7 +321,7 @@ async fn worker_unreachable(local: &LocalTown, model: &ModelServer, town: &str) 
     // that is answered from the Worker's record.
     proxy.drop_next_reply_to("/done");
     proxy.restore();
-    let b = closed(dev, &rig, &id).await;
+    let b = dev.settled_bead(&rig, &id, WORK).await;
     assert_eq!(b["status"], "closed", "{b}");
     assert_eq!(proxy.dropped(), 1, "one answer was lost after the Worker did the work");
     let reviews = reviews_of(dev, &rig, &id).await;
