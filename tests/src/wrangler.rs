@@ -330,11 +330,12 @@ pub fn sign_jwt(header: &Value, claims: &Value, secret: &str) -> String {
     format!("{h}.{p}.{s}")
 }
 
-/// A valid agent token for `agent_id` in `rig_id`, expiring in an hour.
+/// A valid agent token for `agent_id` in `rig_id`, issued now, expiring in an hour.
 pub fn agent_token(agent_id: &str, rig_id: &str) -> String {
+    let now = now_secs();
     sign_jwt(
         &json!({"alg": "HS256", "typ": "JWT"}),
-        &json!({"agentId": agent_id, "rigId": rig_id, "townId": "town-1", "userId": "user-1", "exp": now_secs() + 3600}),
+        &json!({"agentId": agent_id, "rigId": rig_id, "townId": "town-1", "userId": "user-1", "iat": now, "exp": now + 3600}),
         JWT_SECRET,
     )
 }

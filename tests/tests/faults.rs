@@ -330,7 +330,7 @@ async fn worker_unreachable(local: &LocalTown, model: &ModelServer, town: &str) 
     let kinds = event_kinds(dev, &rig, &id).await;
     assert_eq!(kinds.iter().filter(|k| *k == "review_submitted").count(), 1, "{kinds:?}");
     // The retry after the lost answer got the first reply back (a second run of done would
-    // have been refused: nothing is hooked any more): no tool error, and the run ended as an
+    // find nothing hooked and submit nothing): no tool error, and the run ended as an
     // accepted gt_done ends it.
     let agent = reviews[0]["agent_id"].as_str().expect("agent id").to_string();
     let events = local.control.events(&agent).await;
