@@ -13,8 +13,8 @@
 //! - the control server (and every process under it) SIGKILLed mid-turn and restarted: the
 //!   TownContainer marks it unresponsive only after consecutive failed probes, the RigDO
 //!   re-dispatches the lost run, the bead is worked once more and merged once;
-//! - the Worker unreachable for 60 s while the agent calls `gt_done`, then the first answer
-//!   lost on the way back: the call is retried with one idempotency key, recorded once;
+//! - the Worker unreachable for 60 s while the agent sends mail, then its answer lost on the way
+//!   back, and again (shorter) for `gt_done`: each retried with one idempotency key, recorded once;
 //! - the town's spending caps: work over them waits, queued with the cap as its reason.
 //!
 //! The full workspace disk is a case of its own (a control server in its own mount namespace).
@@ -288,56 +288,78 @@ async fn control_server_killed(local: &mut LocalTown, model: &ModelServer, town:
     row("control server SIGKILLed mid-turn, restarted", "unresponsive after 3 failed probes; run re-dispatched; merged once; the lost run's events kept by the Worker", "none");
 }
 
-/// The Worker unreachable for 60 s while the agent calls gt_done, then the first answer lost.
+/// The Worker unreachable for 60 s while the agent sends mail, its answer then lost on the way
+/// back; then a shorter outage during `gt_done`, again with its answer lost. Each write is
+/// recorded once: the retries carry one idempotency key, and the Worker answers a repeated key
+/// from its record (without it the mail would be sent twice).
 async fn worker_unreachable(local: &LocalTown, model: &ModelServer, town: &str) {
     let dev = &local.worker;
     let proxy = local.proxy.as_ref().expect("a town with a proxy");
     let origin = Origin::new();
     let rig = local.rig(town, "outage", &origin.url()).await;
+    // The mail goes to an agent of the rig that is not a polecat (a sling never picks it).
+    let listener = dev.post(&format!("/api/rigs/{rig}/agents"), json!({ "role": "witness", "name": "listener", "identity": "witness/listener@outage" })).await;
+    assert_eq!(listener.status, 201, "{listener:?}");
+    let listener = listener.data()["id"].as_str().expect("listener id").to_string();
     model.set_script(
         "outage",
         vec![
             Step::bash(format!("echo outage > outage.txt && git add outage.txt && git commit -qm 'write outage.txt' && git push -q origin {BRANCH_PLACEHOLDER} && echo pushed")),
-            // Time for the test to cut the network once the push is seen.
+            // Each tool call waits 3 s: time for the test to cut the network first.
+            Step::tool("gt_mail_send", json!({ "to_agent_id": listener, "subject": "outage-mail", "body": "sent through an outage" })).delayed(Duration::from_secs(3)),
             Step::tool("gt_done", json!({ "branch": BRANCH_PLACEHOLDER, "summary": "wrote outage.txt" })).delayed(Duration::from_secs(3)),
             Step::text("done"),
         ],
     );
     let id = sling(dev, &rig, "Finish through an outage", "outage").await;
+    let agent = dev.bead(&rig, &id).await["assignee_agent_id"].as_str().expect("assignee").to_string();
     let branch = until("the agent's push", WORK, async || {
         let out = std::process::Command::new("git").arg("-C").arg(&origin.path).args(["branch", "--list", "polecat/*"]).output().ok()?;
         let b = String::from_utf8_lossy(&out.stdout).trim().trim_start_matches("* ").to_string();
         (!b.is_empty()).then_some(b)
     })
     .await;
+    let outage_mail = async || -> usize {
+        let prime = dev.get(&format!("/api/rigs/{rig}/agents/{listener}/prime")).await;
+        prime.data()["undelivered_mail"].as_array().into_iter().flatten().filter(|m| m["subject"] == "outage-mail").count()
+    };
+
+    // 60 s without the Worker while the mail is being sent.
     proxy.cut();
     let cut_at = Instant::now();
-    // gt_done is called during the outage and keeps being retried.
-    model.wait_for_script_requests("outage", 2, WORK).await.expect("the outage session to call gt_done");
+    model.wait_for_script_requests("outage", 2, WORK).await.expect("the session to send the mail");
     tokio::time::sleep(Duration::from_secs(60).saturating_sub(cut_at.elapsed())).await;
     assert!(proxy.refused() > 0, "the control server kept trying");
-    assert!(reviews_of(dev, &rig, &id).await.is_empty(), "nothing reached the Worker during the outage");
-    // The next try reaches the Worker, which records it, but its answer is lost; the try after
-    // that is answered from the Worker's record.
+    assert_eq!(outage_mail().await, 0, "nothing reached the Worker during the outage");
+    proxy.drop_next_reply_to("/mail");
+    proxy.restore();
+    // The mail's result reaches the model (the next request), which calls gt_done 3 s later:
+    // cut again, then lose gt_done's first answer too.
+    model.wait_for_script_requests("outage", 3, WORK).await.expect("the mail's result");
+    proxy.cut();
+    assert_eq!(proxy.dropped(), 1, "the mail's first answer was lost after the Worker recorded it");
+    assert_eq!(outage_mail().await, 1, "the mail was sent once");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(reviews_of(dev, &rig, &id).await.is_empty(), "gt_done waits for the Worker");
     proxy.drop_next_reply_to("/done");
     proxy.restore();
+
     let b = dev.settled_bead(&rig, &id, WORK).await;
     assert_eq!(b["status"], "closed", "{b}");
-    assert_eq!(proxy.dropped(), 1, "one answer was lost after the Worker did the work");
+    assert_eq!(proxy.dropped(), 2, "gt_done's first answer was lost too");
     let reviews = reviews_of(dev, &rig, &id).await;
     assert_eq!(reviews.len(), 1, "gt_done recorded once: {reviews:?}");
     assert_eq!(reviews[0]["branch"], branch.as_str());
     let kinds = event_kinds(dev, &rig, &id).await;
     assert_eq!(kinds.iter().filter(|k| *k == "review_submitted").count(), 1, "{kinds:?}");
-    // The retry after the lost answer got the first reply back (a second run of done would
-    // find nothing hooked and submit nothing): no tool error, and the run ended as an
-    // accepted gt_done ends it.
-    let agent = reviews[0]["agent_id"].as_str().expect("agent id").to_string();
+    assert_eq!(outage_mail().await, 1, "still one mail");
+    // Both retried calls ended as successes for the agent: no tool error, and the run ended as
+    // an accepted gt_done ends it.
     let events = local.control.events(&agent).await;
     let tool_errors: Vec<&Value> = events.iter().filter(|e| e["data"]["source"] == "tool").collect();
     assert!(tool_errors.is_empty(), "{tool_errors:?}");
     local.control.wait_status(&agent, WORK, |s| s["status"] == "exited").await;
-    row("Worker unreachable 60 s during gt_done, then its answer lost", "retried with one idempotency key; recorded once; merged", "none");
+    row("Worker unreachable 60 s during a tool call, then answers lost (mail, gt_done)", "retried with one idempotency key each; each recorded once; merged", "none");
 }
 
 /// The workspace disk fills up during a start: a clear error, nothing half-made that breaks the
