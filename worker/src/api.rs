@@ -172,6 +172,7 @@ pub fn plan(req: &Incoming) -> ApiResult<Plan> {
         }
         ListTownEscalations { town } => Plan::Town { town_id: town, op: TownOp::ListEscalations, status: 200 },
         ContainerProxy { town, path } => Plan::Container { town_id: town, path },
+        Dashboard | AgentStream { .. } => return Err(ApiError::Internal("the page and the live stream are served before planning".into())),
         ContainerHeartbeat { town } => heartbeat(&town, body)?,
         ContainerEvents { town } => {
             let batch: AgentEventBatch = serde_json::from_slice(non_empty(body)?)?;

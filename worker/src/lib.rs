@@ -13,6 +13,7 @@ pub mod agent_events;
 pub mod api;
 pub mod auth;
 pub mod container;
+pub mod dashboard;
 pub mod db;
 pub mod error;
 pub mod identity;

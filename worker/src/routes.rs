@@ -81,6 +81,11 @@ pub enum Route {
     ContainerEvents { town: String },
     /// An agent's kept events (internal).
     AgentEvents { town: String, agent: String },
+    /// An agent's live stream: a WebSocket opened with a one-shot stream ticket (the ticket is
+    /// the credential: browsers cannot set headers on a WebSocket).
+    AgentStream { town: String, agent: String },
+    /// The dashboard page (public: it holds no secret; the key is typed in the page).
+    Dashboard,
     GetIdentity { identity: String },
 }
 
@@ -115,6 +120,7 @@ pub fn parse(method: Method, path: &str) -> ApiResult<Route> {
     }
     match segs.as_slice() {
         ["health"] => allow!(Get => Route::Health),
+        [] => allow!(Get => Route::Dashboard),
         ["api", "rigs", rig, rest @ ..] => {
             let rig = id("rigId", rig)?;
             match rest {
@@ -186,6 +192,10 @@ pub fn parse(method: Method, path: &str) -> ApiResult<Route> {
                 ["container", "agents", "start"] => {
                     allow!(Post => Route::ContainerProxy { town, path: "/agents/start".into() })
                 }
+                ["container", "agents", agent, "stream"] => {
+                    let agent = id("agentId", agent)?;
+                    allow!(Get => Route::AgentStream { town, agent })
+                }
                 ["container", "agents", agent, action] => {
                     let agent = id("agentId", agent)?;
                     let path = format!("/agents/{agent}/{action}");
@@ -216,7 +226,7 @@ impl Route {
         let rig = |rig: &String| Access::Rig { rig: rig.clone(), agent: None };
         let agent = |rig: &String, agent: &String| Access::Rig { rig: rig.clone(), agent: Some(agent.clone()) };
         match self {
-            Health => Access::Public,
+            Health | Dashboard | AgentStream { .. } => Access::Public,
             CreateBead { rig: r }
             | ListBeads { rig: r }
             | GetBead { rig: r, .. }
@@ -292,5 +302,14 @@ mod tests {
         assert_eq!(parse(Get, "/api/rigs/r1/convoys/c1").map(|r| r.access()), Ok(Access::Internal));
         assert_eq!(parse(Post, "/api/towns/t/container/agents/start").map(|r| r.access()), Ok(Access::Internal));
         assert_eq!(parse(Post, "/api/towns/t/container/heartbeat").map(|r| r.access()), Ok(Access::Container));
+        // The live stream's credential is its ticket; the dashboard page holds no secret.
+        assert_eq!(
+            parse(Get, "/api/towns/t/container/agents/a1/stream"),
+            Ok(Route::AgentStream { town: "t".into(), agent: "a1".into() })
+        );
+        assert_eq!(parse(Get, "/api/towns/t/container/agents/a1/stream").map(|r| r.access()), Ok(Access::Public));
+        assert_eq!(parse(Post, "/api/towns/t/container/agents/a1/stream").map_err(|e| e.status()), Err(405));
+        assert_eq!(parse(Get, "/api/towns/t/container/agents/a.1/stream").map_err(|e| e.status()), Err(400));
+        assert_eq!(parse(Get, "/").map(|r| r.access()), Ok(Access::Public));
     }
 }

@@ -289,6 +289,46 @@ impl TownContainer {
         Err(ApiError::Unavailable(format!("{place} did not answer (after {retry} retries): {error}")))
     }
 
+    /// An agent's live stream (the Worker checked the route and the ticket's form): the
+    /// WebSocket upgrade is passed to the control server, which redeems the ticket, and the
+    /// socket it answers with is handed back as is. No relay here: frames go from the control
+    /// server to the client, and a slow client slows the control server's sends.
+    async fn stream(&self, req: Request) -> ApiResult<Response> {
+        let url = req.url().map_err(internal)?;
+        let path = format!("{}?{}", url.path(), url.query().unwrap_or(""));
+        let token = var(&self.env, "CONTAINER_TOKEN");
+        let upgrade = |base: &str| -> worker::Result<Request> {
+            let headers = Headers::new();
+            headers.set("upgrade", "websocket")?;
+            if let Some(t) = &token {
+                headers.set("x-container-token", t)?;
+            }
+            let mut init = RequestInit::new();
+            init.with_method(Method::Get).with_headers(headers);
+            Request::new_with_init(&format!("{base}{path}"), &init)
+        };
+        let answer = match (self.target(), self.state.container()) {
+            (Target::Url(base), _) => {
+                let req = upgrade(&container::forward_url(&base, "")?).map_err(internal)?;
+                Fetch::Request(req).send().await
+            }
+            (Target::Container, Some(c)) if c.running() => {
+                let req = upgrade("http://container").map_err(internal)?;
+                match c.get_tcp_port(container::DEFAULT_PORT) {
+                    Ok(port) => port.fetch_request(req).await,
+                    Err(e) => Err(e),
+                }
+            }
+            (Target::Container, _) => return Err(ApiError::NotFound("the town's container is not running: no agent to stream".into())),
+            (Target::Unavailable, _) => return Err(container::unavailable()),
+        };
+        let resp = answer.map_err(|e| ApiError::Unavailable(format!("the control server did not answer the stream: {e}")))?;
+        if resp.status_code() != 101 {
+            return Err(ApiError::Unavailable(format!("the control server refused the stream upgrade (HTTP {})", resp.status_code())));
+        }
+        Ok(resp)
+    }
+
     /// `GET /health` with a timeout: the alarm's probe.
     async fn probe(&self) -> Probe {
         let target = self.target();
@@ -357,6 +397,8 @@ impl DurableObject for TownContainer {
     async fn fetch(&self, req: Request) -> worker::Result<Response> {
         let result = if req.path().starts_with(container::OWN_PATH_PREFIX) {
             self.own(req).await.map(|data| json_response(200, &success(data)))
+        } else if req.path().starts_with("/agents/") && req.path().ends_with("/ws") {
+            self.stream(req).await.map(Ok)
         } else {
             self.forward(req).await.map(Ok)
         };
