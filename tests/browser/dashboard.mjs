@@ -34,11 +34,11 @@ try {
   await page.waitForFunction(() => document.querySelector('#error').textContent.includes('refused (401)'), null, { timeout: STEP });
   saw('bad key refused: ' + (await page.textContent('#error')));
 
-  // The right key, then the town made through the API.
+  // The right key: the towns are listed, the one made through the API among them.
   await page.fill('#key', key);
   await page.click('#key-save');
-  await page.fill('#town-id', town);
-  await page.click('#town-open');
+  await page.waitForSelector(`#towns button[data-town="${town}"]`, { timeout: STEP });
+  await page.click(`#towns button[data-town="${town}"]`);
   await page.waitForFunction((n) => document.querySelector('#town-name-shown')?.textContent === n, townName, { timeout: STEP });
   await page.waitForSelector(`#rigs tr[data-rig="${rig}"]`, { timeout: STEP });
   if ((await page.textContent('#error')).trim() !== '') throw new Error('error shown with the right key: ' + (await page.textContent('#error')));

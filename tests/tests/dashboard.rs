@@ -47,6 +47,11 @@ async fn the_dashboard_shows_a_town_at_work_and_an_agents_live_stream() {
 
     let origin = Origin::new();
     let (town, rig) = local.town_and_rig("dashboard-town", &origin.url()).await;
+    // The towns' list the page starts from (internal key).
+    let towns = dev.get("/api/towns").await;
+    assert_eq!(towns.status, 200, "{towns:?}");
+    assert!(towns.data().as_array().is_some_and(|a| a.iter().any(|t| t["id"] == town.as_str() && t["name"] == "dashboard-town")), "{towns:?}");
+    assert_eq!(dev.call(reqwest::Method::GET, "/api/towns", &Auth::None, Value::Null).await.status, 401);
 
     // The agent's first tool call waits for a gate this test opens once the page shows the call.
     let gate_dir = tempfile::tempdir().expect("gate dir");

@@ -154,6 +154,7 @@ pub fn plan(req: &Incoming) -> ApiResult<Plan> {
             Plan::Town { town_id: town_id.clone(), op: TownOp::Create { town_id, town: t }, status: 201 }
         }
         GetTown { town } => Plan::Town { town_id: town, op: TownOp::Get, status: 200 },
+        ListTowns => Plan::Town { town_id: crate::town::INDEX.into(), op: TownOp::ListTowns, status: 200 },
         CreateRig { town } => {
             let mut r: NewRig = serde_json::from_slice(non_empty(body)?)?;
             r.allow_local_repos = req.allow_local_repos;

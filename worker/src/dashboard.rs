@@ -35,7 +35,8 @@ mod tests {
         assert!(HTML.contains("API_KEY"));
         assert!(HTML.contains("sessionStorage"));
         // Nothing from elsewhere: no absolute URL is loaded.
-        for bad in ["src=\"http", "href=\"http", "@import", "localStorage.setItem('gastown_key"] {
+        // The key lives in sessionStorage only (this tab), never in localStorage.
+        for bad in ["src=\"http", "href=\"http", "@import", "localStorage"] {
             assert!(!HTML.contains(bad), "{bad}");
         }
     }

@@ -65,6 +65,7 @@ pub enum Route {
     GetConvoy { rig: String, convoy: String },
     // Towns (internal only).
     CreateTown,
+    ListTowns,
     GetTown { town: String },
     CreateRig { town: String },
     ListRigs { town: String },
@@ -166,7 +167,7 @@ pub fn parse(method: Method, path: &str) -> ApiResult<Route> {
                 _ => Err(not_found()),
             }
         }
-        ["api", "towns"] => allow!(Post => Route::CreateTown),
+        ["api", "towns"] => allow!(Post => Route::CreateTown, Get => Route::ListTowns),
         ["api", "towns", town, rest @ ..] => {
             let town = id("townId", town)?;
             match rest {
@@ -246,7 +247,7 @@ impl Route {
             | CheckMail { rig: r, agent: a }
             | AgentHeartbeat { rig: r, agent: a } => agent(r, a),
             GetRigConfig { .. } | PutRigConfig { .. } | Sling { .. } | ListReviews { .. } | ListEvents { .. }
-            | BeadEvents { .. } | CreateConvoy { .. } | ListConvoys { .. } | GetConvoy { .. } | CreateTown | GetTown { .. } | CreateRig { .. } | ListRigs { .. }
+            | BeadEvents { .. } | CreateConvoy { .. } | ListConvoys { .. } | GetConvoy { .. } | CreateTown | ListTowns | GetTown { .. } | CreateRig { .. } | ListRigs { .. }
             | CreateTownEscalation { .. } | ListTownEscalations { .. } | GetTownLimits { .. } | SetTownLimits { .. } | AgentEvents { .. } | ContainerProxy { .. } | GetIdentity { .. } => {
                 Access::Internal
             }
@@ -311,5 +312,6 @@ mod tests {
         assert_eq!(parse(Post, "/api/towns/t/container/agents/a1/stream").map_err(|e| e.status()), Err(405));
         assert_eq!(parse(Get, "/api/towns/t/container/agents/a.1/stream").map_err(|e| e.status()), Err(400));
         assert_eq!(parse(Get, "/").map(|r| r.access()), Ok(Access::Public));
+        assert_eq!(parse(Get, "/api/towns").map(|r| r.access()), Ok(Access::Internal));
     }
 }
