@@ -3,7 +3,8 @@
 //! `GET /api/towns/:town/container/agents/:agent/stream?ticket=` is opened with a one-shot
 //! ticket, replays and streams the agent's events as `{agentId, event, data, timestamp}`
 //! frames, and closes (1000) after an `agent.exited` frame once the run has ended. Reused and
-//! foreign tickets, unknown agents and missing tickets are refused with a clear reason.
+//! foreign tickets, unknown agents and missing tickets are refused with a clear reason. Once a
+//! new control server no longer knows the agent, the stream replays the events the Worker kept.
 
 use std::time::Duration;
 
@@ -65,7 +66,7 @@ async fn ticket(dev: &WranglerDev, town: &str, agent: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agents_live_stream_goes_through_the_worker_and_refuses_bad_tickets() {
     let model = ModelServer::start(Vec::<(String, Vec<Step>)>::new()).await.expect("model server");
-    let local = LocalTown::start(&model, &[], &[("SCHEDULER_TICK_MS", "1000")]).await;
+    let mut local = LocalTown::start(&model, &[], &[("SCHEDULER_TICK_MS", "1000")]).await;
     let dev = &local.worker;
     let origin = Origin::new();
     let (town, rig) = local.town_and_rig("streaming", &origin.url()).await;
@@ -129,5 +130,34 @@ async fn an_agents_live_stream_goes_through_the_worker_and_refuses_bad_tickets()
     let plain = dev.call(reqwest::Method::GET, &format!("{}?ticket={first}", stream_path(&town, &agent)), &Auth::None, Value::Null).await;
     assert_eq!(plain.status, 400, "{:?}", plain.body);
     assert!(plain.body["error"].as_str().is_some_and(|e| e.contains("WebSocket")), "{:?}", plain.body);
+
+    // A new control server knows nothing of the agent; the Worker kept its events, so its
+    // stream replays that history (with its own one-shot ticket) and closes.
+    wait_for("the bead to close", WORK, async || (dev.get(&format!("/api/rigs/{rig}/beads/{bead}")).await.data()["status"] == "closed").then_some(())).await;
+    wait_for("the Worker to keep the tool call's output", Duration::from_secs(60), async || {
+        let page = dev.get(&format!("/api/towns/{town}/agents/{agent}/events?limit=1000")).await;
+        page.data()["events"].to_string().contains("streamed-42").then_some(())
+    })
+    .await;
+    local.control.kill_all();
+    local.control.restart();
+    let dev = &local.worker;
+    let (status, _) = local.control.get(&format!("/agents/{agent}/status")).await;
+    assert_eq!(status, 404, "the new control server does not know the agent");
+    let kept_ticket = ticket(dev, &town, &agent).await;
+    let h = read_stream(dev, &town, &agent, &kept_ticket).await;
+    assert!(h.frames.iter().any(|f| f["event"] == "tool_call" && f["data"].to_string().contains("streamed-42")), "{:?}", h.frames);
+    assert!(h.frames.iter().all(|f| f["agentId"] == json!(agent) && f["timestamp"].is_string()), "{:?}", h.frames);
+    let last = h.frames.last().expect("frames");
+    assert_eq!((last["event"].as_str(), last["data"]["properties"]["reason"].as_str()), (Some("agent.exited"), Some("history")), "{last}");
+    assert_eq!(h.close.as_ref().map(|c| c.0), Some(1000), "{:?}", h.close);
+    assert!(h.close.as_ref().is_some_and(|c| c.1.contains("history")), "{:?}", h.close);
+    let again = read_stream(dev, &town, &agent, &kept_ticket).await;
+    assert_eq!(again.close.as_ref().map(|c| c.0), Some(4401), "a kept history's ticket is one-shot too: {:?}", again.close);
+    let t = ticket(dev, &town, &agent).await;
+    let foreign = read_stream(dev, &town, "somebody-else", &t).await;
+    assert!(foreign.close.as_ref().is_some_and(|c| c.0 == 4401 && c.1.contains("another agent")), "{:?}", foreign.close);
+    // Still no ticket for an agent with neither a run nor a history.
+    assert_eq!(dev.post(&format!("/api/towns/{town}/container/agents/nobody/stream-ticket"), json!({})).await.status, 404);
     drop(origin);
 }
