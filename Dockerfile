@@ -5,15 +5,16 @@
 # wrangler.toml's [[containers]] entry points here; `wrangler deploy` (and `wrangler dev` on a
 # machine with Docker) builds it from the repository root as the build context.
 # Cloudflare runs linux/amd64 images; wrangler passes `--platform linux/amd64` when it builds.
+# Where no base image can be pulled, scripts/build-image builds it with podman from local
+# stand-ins of the three bases (build arguments RUST_IMAGE, NODE_IMAGE, DEBIAN_IMAGE).
 #
-# Image size drivers (uncompressed, approximate; about 500 MB in all):
-#   Kilo CLI platform package  ~230 MB  (the kilo binary, a single-file Bun build: ~162 MB;
+# Image size (uncompressed; 474 MB in all, measured on scripts/build-image's build):
+#   Kilo CLI platform package   237 MB  (the kilo binary, a single-file Bun build: ~162 MB;
 #                                        tree-sitter grammars: ~50 MB; web console: ~14 MB)
-#   git with perl and libcurl  ~100 MB  (Debian's git depends on perl)
+#   the apt layer               151 MB  (git with perl and libcurl; gh 39 MB; openssh-client;
+#                                        ca-certificates)
 #   debian:bookworm-slim        ~75 MB
-#   gh (GitHub CLI)             ~40 MB
-#   openssh-client, openssl     ~15 MB
-#   gastown-container           <15 MB  (release, stripped)
+#   gastown-container           7.7 MB  (release, stripped)
 # Node.js is NOT in the runtime image: the `@kilocode/cli` npm package is only a Node wrapper
 # that finds and spawns the platform binary; the control server runs that binary directly
 # (KILO_BIN), so Node (~90 MB with ICU) stays in the install stage.
@@ -24,12 +25,17 @@
 # project: binary, port, Kilo version pins, env var names, tool location, no secrets).
 
 ARG KILO_VERSION=7.7.7
+# The base images. These defaults are the production bases (wrangler deploy builds with them);
+# scripts/build-image replaces them with local stand-ins on machines that cannot pull images.
+ARG RUST_IMAGE=rust:1.95-bookworm
+ARG NODE_IMAGE=node:22-bookworm-slim
+ARG DEBIAN_IMAGE=debian:bookworm-slim
 
 # ---------------------------------------------------------------------------------------------
 # Stage 1: build the control server (release) with the workspace's Cargo.lock.
 # Bookworm to match the runtime's glibc. The full rust image has the C compiler and git that
 # the build needs (git2 builds its bundled libgit2; reqwest's rustls uses ring).
-FROM rust:1.95-bookworm AS build
+FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 # Every workspace member must be present for cargo to load the workspace (only
 # gastown-container and shared-types are compiled).
@@ -51,7 +57,7 @@ RUN --mount=type=cache,id=gastown-cargo-registry,target=/usr/local/cargo/registr
 # optional dependencies, so the Linux x64 platform package, which holds the real binary, is
 # installed explicitly. (On a CPU without AVX2 the npm wrapper would pick
 # @kilocode/cli-linux-x64-baseline; Cloudflare's hosts have AVX2.)
-FROM node:22-bookworm-slim AS kilo
+FROM ${NODE_IMAGE} AS kilo
 ARG KILO_VERSION
 WORKDIR /opt/kilo
 RUN npm install --no-save --no-audit --no-fund --ignore-scripts \
@@ -60,7 +66,7 @@ RUN npm install --no-save --no-audit --no-fund --ignore-scripts \
 
 # ---------------------------------------------------------------------------------------------
 # Stage 3: the runtime image.
-FROM debian:bookworm-slim
+FROM ${DEBIAN_IMAGE}
 
 # git: clones, fetches and worktrees (the control server runs the git CLI);
 # openssh-client: ssh:// and git@ remotes; ca-certificates: HTTPS to GitHub, the Worker and

@@ -88,10 +88,16 @@ impl Options {
 
 /// Hands `listener` to the child as fd 3 (the socket-activation protocol).
 fn pass_listener(cmd: &mut Command, listener: &std::net::TcpListener) {
+    cmd.env("LISTEN_FDS", "1");
+    hand_over_listener(cmd, listener);
+}
+
+/// Makes `listener` the child's fd 3, without the `LISTEN_FDS` variable (for `podman run
+/// --preserve-fds 1`, which passes fd 3 on to the container's process).
+pub fn hand_over_listener(cmd: &mut Command, listener: &std::net::TcpListener) {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let fd = listener.as_raw_fd();
-    cmd.env("LISTEN_FDS", "1");
     // SAFETY: between fork and exec only async-signal-safe calls are made (dup2, fcntl).
     unsafe {
         cmd.pre_exec(move || {

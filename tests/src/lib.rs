@@ -4,6 +4,7 @@
 pub mod control_server;
 pub mod model_server;
 pub mod origin;
+pub mod podman;
 pub mod procs;
 pub mod project;
 pub mod proxy;

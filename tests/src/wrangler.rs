@@ -93,7 +93,18 @@ impl WranglerDev {
         Self::launch(dir, &[]).await
     }
 
+    /// Starts with another wrangler config (`-c config`) and extra variables in wrangler's own
+    /// environment (`process_env`, e.g. `WRANGLER_DOCKER_BIN`), besides the Worker's `extra`.
+    pub async fn start_with_config(config: &std::path::Path, extra: &[(&str, &str)], process_env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::Builder::new().prefix("gastown-wrangler-").tempdir().expect("temp dir");
+        Self::launch_with(Arc::new(dir), extra, Some(config), process_env).await
+    }
+
     async fn launch(dir: Arc<tempfile::TempDir>, extra: &[(&str, &str)]) -> Self {
+        Self::launch_with(dir, extra, None, &[]).await
+    }
+
+    async fn launch_with(dir: Arc<tempfile::TempDir>, extra: &[(&str, &str)], config: Option<&std::path::Path>, process_env: &[(&str, &str)]) -> Self {
         let root = repo_root();
         let wrangler = root.join("node_modules/.bin/wrangler");
         assert!(wrangler.exists(), "{} is missing: run scripts/setup", wrangler.display());
@@ -117,6 +128,7 @@ impl WranglerDev {
         let mut cmd = Command::new(&wrangler);
         cmd.current_dir(&root)
             .args(["dev", "--ip", "127.0.0.1", "--port", "0", "--inspector-port", "0"])
+            .args(config.map(|c| vec![std::ffi::OsStr::new("-c"), c.as_os_str()]).unwrap_or_default())
             .arg("--persist-to")
             .arg(d.join("state"))
             .arg("--env-file")
@@ -127,6 +139,7 @@ impl WranglerDev {
             .env("WRANGLER_LOG_PATH", d.join("logs"))
             .env("GASTOWN_WORKER_PREBUILT", "1")
             .env("NO_COLOR", "1")
+            .envs(process_env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log);
@@ -264,6 +277,20 @@ impl WranglerDev {
     pub async fn post(&self, path: &str, body: Value) -> Reply {
         self.call(Method::POST, path, &Auth::Internal, body).await
     }
+
+    /// A bead of a rig, as the API shows it.
+    pub async fn bead(&self, rig: &str, id: &str) -> Value {
+        self.get(&format!("/api/rigs/{rig}/beads/{id}")).await.data().clone()
+    }
+
+    /// The bead once it has settled (closed or failed), waiting up to `within`.
+    pub async fn settled_bead(&self, rig: &str, id: &str, within: Duration) -> Value {
+        crate::wait::until("the bead to settle (closed or failed)", within, async || {
+            let b = self.bead(rig, id).await;
+            (b["status"] == "closed" || b["status"] == "failed").then_some(b)
+        })
+        .await
+    }
 }
 
 impl Drop for WranglerDev {
@@ -303,11 +330,12 @@ pub fn sign_jwt(header: &Value, claims: &Value, secret: &str) -> String {
     format!("{h}.{p}.{s}")
 }
 
-/// A valid agent token for `agent_id` in `rig_id`, expiring in an hour.
+/// A valid agent token for `agent_id` in `rig_id`, issued now, expiring in an hour.
 pub fn agent_token(agent_id: &str, rig_id: &str) -> String {
+    let now = now_secs();
     sign_jwt(
         &json!({"alg": "HS256", "typ": "JWT"}),
-        &json!({"agentId": agent_id, "rigId": rig_id, "townId": "town-1", "userId": "user-1", "exp": now_secs() + 3600}),
+        &json!({"agentId": agent_id, "rigId": rig_id, "townId": "town-1", "userId": "user-1", "iat": now, "exp": now + 3600}),
         JWT_SECRET,
     )
 }

@@ -211,8 +211,6 @@ async fn agents_share_a_clone_crashes_are_noticed_and_shutdown_stops_everyone() 
     assert!(a["error"].as_str().is_some_and(|e| e.contains("unexpectedly")), "{a}");
     // The heartbeat reports the failure once.
     worker.wait_for(Duration::from_secs(10), |r| r.body["agents"].as_array().is_some_and(|l| l.iter().any(|x| x["agentId"] == "a" && x["status"] == "failed"))).await.expect("failure reported");
-    // (One row of bench/faults.sh's table; the RigDO's re-dispatch of a lost run is in faults.rs.)
-    println!("FAULT | an agent's Kilo process SIGKILLed mid-turn | failed with exit code 137 and a reason, reported to the Worker; restartable | none (its branch is pushed work only)");
 
     // A failed agent starts afresh.
     let (status, again) = cs.post("/agents/start?wait=true", start_request("a", "rig-1", "nux", "polecat/nux/1", &origin.url(), &prompt)).await;

@@ -27,6 +27,8 @@ struct Instr {
 #[derive(Debug, Clone)]
 struct Stage {
     name: Option<String>,
+    /// The image named by `FROM` (as written, `${ARG}` unexpanded).
+    from: String,
     instrs: Vec<Instr>,
 }
 
@@ -71,7 +73,8 @@ impl Dockerfile {
             if instr.op == "FROM" {
                 let words: Vec<&str> = instr.args.split_whitespace().collect();
                 let name = words.iter().position(|w| w.eq_ignore_ascii_case("AS")).and_then(|i| words.get(i + 1)).map(|s| s.to_string());
-                stages.push(Stage { name, instrs: Vec::new() });
+                let from = words.iter().find(|w| !w.starts_with("--")).map(|s| s.to_string()).unwrap_or_default();
+                stages.push(Stage { name, from, instrs: Vec::new() });
             } else if let Some(stage) = stages.last_mut() {
                 stage.instrs.push(instr);
             } else if instr.op == "ARG" {
@@ -452,6 +455,26 @@ fn check_dockerignore(p: &Project, _df: &Dockerfile) -> Result<(), String> {
     Ok(())
 }
 
+/// The production bases, exactly (what `wrangler deploy` builds with); scripts/build-image
+/// replaces them only through the build arguments.
+const BASES: &[(&str, &str, &str)] =
+    &[("build", "RUST_IMAGE", "rust:1.95-bookworm"), ("kilo", "NODE_IMAGE", "node:22-bookworm-slim"), ("", "DEBIAN_IMAGE", "debian:bookworm-slim")];
+
+fn check_bases(_p: &Project, df: &Dockerfile) -> Result<(), String> {
+    for (stage, arg, default) in BASES {
+        let st = if stage.is_empty() { df.final_stage()? } else { df.stage(stage)? };
+        let what = if stage.is_empty() { "the runtime stage".to_string() } else { format!("stage {stage}") };
+        if st.from != format!("${{{arg}}}") {
+            return Err(format!("{what} is FROM {}, expected FROM ${{{arg}}} (scripts/build-image sets the bases through build arguments)", st.from));
+        }
+        match df.global_args.get(*arg) {
+            Some(v) if v == default => {}
+            other => return Err(format!("ARG {arg} defaults to {other:?}, expected the production base {default:?}")),
+        }
+    }
+    Ok(())
+}
+
 fn check_wrangler(p: &Project, _df: &Dockerfile) -> Result<(), String> {
     let w = p.wrangler.as_ref().ok_or("wrangler.toml is missing: its [[containers]] entry must point at ./Dockerfile")?;
     let images = toml_values(w, "[[containers]]", "image");
@@ -482,6 +505,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("runtime", check_runtime),
     ("dockerignore", check_dockerignore),
     ("wrangler", check_wrangler),
+    ("bases", check_bases),
 ];
 
 fn real() -> (Project, Dockerfile) {
@@ -542,6 +566,10 @@ fn each_check_rejects_a_broken_dockerfile() {
             p.wrangler = Some("[[containers]]\nclass_name = \"Nope\"\nimage = \"./Dockerfile\"\n".into())
         }),
         ("wrangler", check_wrangler, Dockerfile::parse(&text), |p| p.wrangler = None),
+        ("bases", check_bases, edit("ARG NODE_IMAGE=node:22-bookworm-slim", "ARG NODE_IMAGE=node:20-bookworm-slim"), |_| {}),
+        ("bases", check_bases, edit("FROM ${DEBIAN_IMAGE}", "FROM debian:bookworm-slim"), |_| {}),
+        ("bases", check_bases, edit("FROM ${RUST_IMAGE} AS build", "FROM ${RUST_IMAGE:-rust:1.95-bookworm} AS build"), |_| {}),
+        ("bases", check_bases, edit("ARG RUST_IMAGE=rust:1.95-bookworm", ""), |_| {}),
     ];
     let covered: BTreeSet<&str> = cases.iter().map(|c| c.0).collect();
     for (name, _) in CHECKS {

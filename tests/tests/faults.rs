@@ -2,19 +2,20 @@
 //! parts (`wrangler dev` with the built Worker, the native control server, the Kilo CLI, git, a
 //! local origin; only the LLM is scripted), and each ending with nothing lost and nothing done
 //! twice. Every case prints one `FAULT | case | outcome | data lost` row; `bench/faults.sh`
-//! collects them (with the rows of the fault cases that live beside their subject: an agent
-//! SIGKILLed mid-turn and the SIGTERM drain in `control_server.rs`, denied reads in
-//! `isolation.rs`) into one table.
+//! collects them (with the rows of the fault cases that live beside their subject: the SIGTERM
+//! drain in `control_server.rs`, denied reads in `isolation.rs`) into one table.
 //!
 //! One town serves the town cases, one after the other (each needs the town to itself: one
 //! watches the container's sleep, one kills the control server, one cuts the network):
 //! - a turn that makes no call for longer than sleepAfter: the container is never put to sleep
 //!   while the agent runs, and is once it is idle;
+//! - an agent's Kilo process SIGKILLed mid-command: the bead is dispatched again, merged once;
 //! - the control server (and every process under it) SIGKILLed mid-turn and restarted: the
 //!   TownContainer marks it unresponsive only after consecutive failed probes, the RigDO
 //!   re-dispatches the lost run, the bead is worked once more and merged once;
 //! - the Worker unreachable for 60 s while the agent calls `gt_done`, then the first answer
-//!   lost on the way back: the call is retried with one idempotency key, recorded once.
+//!   lost on the way back: the call is retried with one idempotency key, recorded once;
+//! - the town's spending caps: work over them waits, queued with the cap as its reason.
 //!
 //! The full workspace disk is a case of its own (a control server in its own mount namespace).
 
@@ -39,17 +40,7 @@ async fn container_state(dev: &WranglerDev, town: &str) -> Value {
     dev.get(&format!("/api/towns/{town}/container/state")).await.data().clone()
 }
 
-async fn bead(dev: &WranglerDev, rig: &str, id: &str) -> Value {
-    dev.get(&format!("/api/rigs/{rig}/beads/{id}")).await.data().clone()
-}
 
-async fn closed(dev: &WranglerDev, rig: &str, id: &str) -> Value {
-    until("the bead to close", WORK, async || {
-        let b = bead(dev, rig, id).await;
-        (b["status"] == "closed" || b["status"] == "failed").then_some(b)
-    })
-    .await
-}
 
 async fn event_kinds(dev: &WranglerDev, rig: &str, id: &str) -> Vec<String> {
     let events = dev.get(&format!("/api/rigs/{rig}/beads/{id}/events?limit=100")).await;
@@ -98,6 +89,7 @@ async fn a_town_rides_out_faults_and_keeps_to_its_spending_caps() {
     let town = local.worker.post("/api/towns", json!({ "name": "faulty" })).await.data()["id"].as_str().expect("town").to_string();
 
     long_silent_turn(&local, &model, &town).await;
+    agent_killed_mid_turn(&local, &model, &town).await;
     control_server_killed(&mut local, &model, &town).await;
     worker_unreachable(&local, &model, &town).await;
     spending_caps(&local, &model, &town).await;
@@ -135,7 +127,7 @@ async fn spending_caps(local: &LocalTown, model: &ModelServer, town: &str) {
         most_running = most_running.max(running);
         let mut closed = 0;
         for id in &ids {
-            closed += usize::from(bead(dev, &rig, id).await["status"] == "closed");
+            closed += usize::from(dev.bead(&rig, id).await["status"] == "closed");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         (closed >= 2).then_some(())
@@ -145,7 +137,7 @@ async fn spending_caps(local: &LocalTown, model: &ModelServer, town: &str) {
     let waiting: Vec<&String> = {
         let mut open = Vec::new();
         for id in &ids {
-            if bead(dev, &rig, id).await["status"] != "closed" {
+            if dev.bead(&rig, id).await["status"] != "closed" {
                 open.push(id);
             }
         }
@@ -171,12 +163,12 @@ async fn spending_caps(local: &LocalTown, model: &ModelServer, town: &str) {
     }
     assert!(all_reasons.iter().any(|r| r.contains("max_concurrent_agents")), "a bead waited for the running-agents cap: {all_reasons:?}");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let status = bead(dev, &rig, &third).await["status"].clone();
+    let status = dev.bead(&rig, &third).await["status"].clone();
     assert!(status != "failed" && status != "closed", "still waiting, not failed: {status}");
 
     // The caps lifted, the third goes.
     assert_eq!(put(json!({ "max_concurrent_agents": null, "max_dispatches_per_hour": null })).await.status, 200);
-    assert_eq!(closed(dev, &rig, &third).await["status"], "closed");
+    assert_eq!(dev.settled_bead(&rig, &third, WORK).await["status"], "closed");
     row("work over the town's spending caps (1 agent, 2 dispatches/h)", "one agent at a time; third bead queued with the cap as reason, never failed; ran once lifted", "none");
 }
 
@@ -205,7 +197,7 @@ async fn long_silent_turn(local: &LocalTown, model: &ModelServer, town: &str) {
     })
     .await;
     assert!(seen_running && polls > 20, "the probes saw the running agent over the silent turn ({polls} polls)");
-    assert_eq!(closed(dev, &rig, &id).await["status"], "closed");
+    assert_eq!(dev.settled_bead(&rig, &id, WORK).await["status"], "closed");
     // Idle now: sleepAfter passes and it sleeps (a control server at CONTAINER_URL is only
     // marked: it is not the Worker's to stop).
     let state = until("the idle container to sleep", Duration::from_secs(60), async || {
@@ -215,6 +207,31 @@ async fn long_silent_turn(local: &LocalTown, model: &ModelServer, town: &str) {
     .await;
     assert_eq!(state["runningAgents"], 0, "{state}");
     row("a turn silent for 3x sleepAfter", "kept awake while running (probes saw the agent); asleep once idle", "none");
+}
+
+/// An agent's Kilo process SIGKILLed in the middle of a command: the control server reports the
+/// run failed, the RigDO dispatches the bead again, and it is worked and merged once.
+async fn agent_killed_mid_turn(local: &LocalTown, model: &ModelServer, town: &str) {
+    let dev = &local.worker;
+    let origin = Origin::new();
+    let rig = local.rig(town, "killed", &origin.url()).await;
+    model.set_runs("killed", vec![vec![Step::bash("sleep 120"), Step::text("never")], commit_push_done("killed.txt", "killed")]);
+    let s = dev.post(&format!("/api/rigs/{rig}/sling"), json!({ "title": "Survive a kill", "body": marker("killed") })).await;
+    assert_eq!(s.status, 201, "{s:?}");
+    let (id, agent) = (s.data()["bead"]["id"].as_str().expect("bead").to_string(), s.data()["agent"]["id"].as_str().expect("agent").to_string());
+    model.wait_for_script_requests("killed", 1, WORK).await.expect("the first run");
+    let running = local.control.wait_status(&agent, WORK, |v| v["status"] == "running").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid = running["pid"].as_i64().expect("pid") as i32;
+    procs::signal(pid, procs::SIGKILL);
+    let b = dev.settled_bead(&rig, &id, WORK).await;
+    assert_eq!(b["status"], "closed", "{b}");
+    assert_eq!(reviews_of(dev, &rig, &id).await.len(), 1, "submitted once");
+    assert_eq!(commits_touching(&origin, "killed.txt"), 1, "worked once on main");
+    let kinds = event_kinds(dev, &rig, &id).await;
+    assert!(kinds.iter().any(|k| k == "agent_exited"), "the lost run is on record: {kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| *k == "agent_dispatched").count(), 2, "{kinds:?}");
+    row("an agent's Kilo process SIGKILLed mid-command", "run reported failed (137); bead re-dispatched; merged once", "none");
 }
 
 /// The control server and everything under it SIGKILLed mid-turn, then restarted.
@@ -245,7 +262,7 @@ async fn control_server_killed(local: &mut LocalTown, model: &ModelServer, town:
     })
     .await;
     // The RigDO finds the run gone (404 after the grace period) and dispatches it again.
-    let b = closed(dev, &rig, &id).await;
+    let b = dev.settled_bead(&rig, &id, WORK).await;
     assert_eq!(b["status"], "closed", "{b}");
     let reviews = reviews_of(dev, &rig, &id).await;
     assert_eq!(reviews.len(), 1, "submitted once: {reviews:?}");
@@ -304,7 +321,7 @@ async fn worker_unreachable(local: &LocalTown, model: &ModelServer, town: &str) 
     // that is answered from the Worker's record.
     proxy.drop_next_reply_to("/done");
     proxy.restore();
-    let b = closed(dev, &rig, &id).await;
+    let b = dev.settled_bead(&rig, &id, WORK).await;
     assert_eq!(b["status"], "closed", "{b}");
     assert_eq!(proxy.dropped(), 1, "one answer was lost after the Worker did the work");
     let reviews = reviews_of(dev, &rig, &id).await;
@@ -313,7 +330,7 @@ async fn worker_unreachable(local: &LocalTown, model: &ModelServer, town: &str) 
     let kinds = event_kinds(dev, &rig, &id).await;
     assert_eq!(kinds.iter().filter(|k| *k == "review_submitted").count(), 1, "{kinds:?}");
     // The retry after the lost answer got the first reply back (a second run of done would
-    // have been refused: nothing is hooked any more): no tool error, and the run ended as an
+    // find nothing hooked and submit nothing): no tool error, and the run ended as an
     // accepted gt_done ends it.
     let agent = reviews[0]["agent_id"].as_str().expect("agent id").to_string();
     let events = local.control.events(&agent).await;

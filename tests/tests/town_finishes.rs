@@ -25,18 +25,7 @@ use serde_json::{json, Value};
 const WORK: Duration = Duration::from_secs(300);
 
 
-async fn bead(dev: &WranglerDev, rig: &str, id: &str) -> Value {
-    dev.get(&format!("/api/rigs/{rig}/beads/{id}")).await.data().clone()
-}
 
-/// The bead once it has settled (closed or failed).
-async fn settled(dev: &WranglerDev, rig: &str, id: &str) -> Value {
-    wait_for("the bead to settle (closed or failed)", WORK, async || {
-        let b = bead(dev, rig, id).await;
-        (b["status"] == "closed" || b["status"] == "failed").then_some(b)
-    })
-    .await
-}
 
 /// Waits until no worktree is left in the rig's folder of the container's workspace.
 async fn worktrees_gone(local: &LocalTown, rig: &str, what: &str, within: Duration) {
@@ -122,7 +111,7 @@ async fn app_scenario(local: &LocalTown, model: &ModelServer, town: &str) -> Ori
 
     let all: Vec<String> = first.iter().chain(later.iter()).cloned().collect();
     for id in &all {
-        let b = settled(dev, &rig, id).await;
+        let b = dev.settled_bead(&rig, id, WORK).await;
         assert_eq!(b["status"], "closed", "{b}");
         let events = dev.get(&format!("/api/rigs/{rig}/beads/{id}/events?limit=100")).await;
         let kinds: Vec<&str> = events.data().as_array().expect("events").iter().filter_map(|e| e["kind"].as_str()).collect();
@@ -179,7 +168,7 @@ async fn clash_scenario(local: &LocalTown, model: &ModelServer, town: &str) -> O
         ids.push(s.data()["bead"]["id"].as_str().expect("bead").to_string());
     }
     for id in &ids {
-        let b = settled(dev, &rig, id).await;
+        let b = dev.settled_bead(&rig, id, WORK).await;
         assert_eq!(b["status"], "closed", "{b}");
     }
     let entries = reviews(dev, &rig).await;
@@ -216,7 +205,7 @@ async fn gated_scenario(local: &LocalTown, model: &ModelServer, town: &str) -> O
     let s = dev.post(&format!("/api/rigs/{rig}/sling"), json!({ "title": "Break things", "body": marker("gated") })).await;
     let id = s.data()["bead"]["id"].as_str().expect("bead").to_string();
 
-    let failed = settled(dev, &rig, &id).await;
+    let failed = dev.settled_bead(&rig, &id, WORK).await;
     assert_eq!(failed["status"], "failed", "{failed}");
     let entries = reviews(dev, &rig).await;
     assert_eq!(entries.len(), 2, "one first try and one rework round: {entries:?}");

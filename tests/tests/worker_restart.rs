@@ -37,5 +37,7 @@ async fn state_survives_a_restart() {
     assert_eq!(prime.data()["hooked_bead"]["id"], json!(bead));
     assert_eq!(prime.data()["undelivered_mail"].as_array().expect("mail").len(), 1);
     let done = dev.call(Method::POST, &format!("/api/rigs/{rig}/agents/{agent}/done"), &me, json!({"branch": "polecat/toast/x"})).await;
-    assert_eq!(done.data()["review_entry"]["bead_id"], json!(bead));
+    assert_eq!((done.status, done.data()), (200, &json!({"done": true})));
+    let queue = dev.get(&format!("/api/rigs/{rig}/review-queue")).await;
+    assert_eq!(queue.data()[0]["bead_id"], json!(bead), "{queue:?}");
 }

@@ -154,10 +154,12 @@ async fn scheduler_dispatches_witnesses_retries_then_fails_and_reminds() {
     assert!(start["systemPrompt"].as_str().is_some_and(|p| p.contains("GUPP") && p.contains("gt_done")));
     let claims = verify_token(start["envVars"]["GASTOWN_SESSION_TOKEN"].as_str().expect("agent credential"));
     assert_eq!((&claims["agentId"], &claims["rigId"], &claims["townId"]), (&json!(agent), &json!(dying), &json!(town)));
-    // The credential works on the agent's own routes.
+    // The credential works on the agent's rig. (Not through one of the agent's own routes such
+    // as prime: those prove the run started and reset its attempt count, racing the witness
+    // below, whose attempt limit this test counts.)
     let me = Auth::Bearer(start["envVars"]["GASTOWN_SESSION_TOKEN"].as_str().expect("token").to_string());
-    let prime = dev.call(Method::GET, &format!("/api/rigs/{dying}/agents/{agent}/prime"), &me, Value::Null).await;
-    assert_eq!(prime.data()["hooked_bead"]["id"], json!(bead));
+    let hooked = dev.call(Method::GET, &format!("/api/rigs/{dying}/beads/{bead}"), &me, Value::Null).await;
+    assert_eq!(hooked.data()["assignee_agent_id"], json!(agent));
 
     // The agent "dies" (exited, 137): re-dispatched once, then the bead fails.
     let failed = wait_for("the bead to fail", 60, async || {

@@ -12,7 +12,7 @@ use crate::auth::{check_body_agent, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::query;
 use crate::requests::{
-    parse_body, CheckpointRequest, DoneRequest, HookRequest, NewAgent, NewBead, NewConvoy, NewEscalation, NewMail,
+    parse_body, parse_value, CheckpointRequest, DoneRequest, HookRequest, NewAgent, NewBead, NewConvoy, NewEscalation, NewMail,
     NewReview, NewRig, NewTown, RigConfigInput, SlingRequest, StatusUpdate,
 };
 use crate::routes::{Method, Route};
@@ -46,10 +46,30 @@ pub enum FollowUp {
     IdentityFromConvoy,
 }
 
+/// What a rig route answers: the op's data, or (as the reference's routes that only acknowledge)
+/// `{"<key>": true}`. The follow-up still sees the op's full data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    Data,
+    Ack(&'static str),
+}
+
+impl Reply {
+    /// The `data` of the response for the op's `data`.
+    pub fn body(self, data: Value) -> Value {
+        match self {
+            Self::Data => data,
+            Self::Ack(key) => json!({ key: true }),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Plan {
     Respond { status: u16, data: Value },
-    Rig { rig_id: String, op: RigOp, status: u16, follow_up: FollowUp },
+    /// A body sent as is, without the envelope (`GET /health`, as the reference).
+    Bare { status: u16, body: Value },
+    Rig { rig_id: String, op: RigOp, status: u16, follow_up: FollowUp, reply: Reply },
     Town { town_id: String, op: TownOp, status: u16 },
     Identity { identity: String, op: IdentityOp },
     /// Forward the request unchanged to the town's container (TownContainer DO).
@@ -63,11 +83,15 @@ pub enum Plan {
 }
 
 fn rig(rig_id: String, op: RigOp) -> Plan {
-    Plan::Rig { rig_id, op, status: 200, follow_up: FollowUp::None }
+    Plan::Rig { rig_id, op, status: 200, follow_up: FollowUp::None, reply: Reply::Data }
+}
+
+fn ack(rig_id: String, op: RigOp, status: u16, key: &'static str) -> Plan {
+    Plan::Rig { rig_id, op, status, follow_up: FollowUp::None, reply: Reply::Ack(key) }
 }
 
 fn created(rig_id: String, op: RigOp, follow_up: FollowUp) -> Plan {
-    Plan::Rig { rig_id, op, status: 201, follow_up }
+    Plan::Rig { rig_id, op, status: 201, follow_up, reply: Reply::Data }
 }
 
 pub fn plan(req: &Incoming) -> ApiResult<Plan> {
@@ -75,7 +99,7 @@ pub fn plan(req: &Incoming) -> ApiResult<Plan> {
     let body = req.body;
     let caller = &req.caller;
     Ok(match req.route.clone() {
-        Health => Plan::Respond { status: 200, data: json!({ "status": "ok" }) },
+        Health => Plan::Bare { status: 200, body: json!({ "status": "ok" }) },
         CreateBead { rig: r } => {
             let b: NewBead = parse_body(body)?;
             created(r, RigOp::CreateBead(b), FollowUp::None)
@@ -100,29 +124,30 @@ pub fn plan(req: &Incoming) -> ApiResult<Plan> {
         GetAgent { rig: r, agent } => rig(r, RigOp::GetAgent { agent_id: agent }),
         Hook { rig: r, agent } => {
             let h: HookRequest = parse_body(body)?;
-            rig(r, RigOp::Hook { agent_id: agent, bead_id: h.bead_id })
+            ack(r, RigOp::Hook { agent_id: agent, bead_id: h.bead_id }, 200, "hooked")
         }
-        Unhook { rig: r, agent } => rig(r, RigOp::Unhook { agent_id: agent }),
+        Unhook { rig: r, agent } => ack(r, RigOp::Unhook { agent_id: agent }, 200, "unhooked"),
         Prime { rig: r, agent } => rig(r, RigOp::Prime { agent_id: agent }),
         Done { rig: r, agent } => {
             let d: DoneRequest = parse_body(body)?;
-            Plan::Rig { rig_id: r, op: RigOp::Done { agent_id: agent, done: d }, status: 200, follow_up: FollowUp::Completion }
+            let op = RigOp::Done { agent_id: agent, done: d };
+            Plan::Rig { rig_id: r, op, status: 200, follow_up: FollowUp::Completion, reply: Reply::Ack("done") }
         }
         Checkpoint { rig: r, agent } => {
             let c: CheckpointRequest = parse_body(body)?;
-            rig(r, RigOp::Checkpoint { agent_id: agent, data: c.data })
+            ack(r, RigOp::Checkpoint { agent_id: agent, data: c.data }, 200, "written")
         }
         CheckMail { rig: r, agent } => rig(r, RigOp::CheckMail { agent_id: agent }),
-        AgentHeartbeat { rig: r, agent } => rig(r, RigOp::Heartbeat { agent_id: agent }),
+        AgentHeartbeat { rig: r, agent } => ack(r, RigOp::Heartbeat { agent_id: agent }, 200, "heartbeat"),
         SendMail { rig: r } => {
             let m: NewMail = parse_body(body)?;
             check_body_agent(caller, "from_agent_id", &m.from_agent_id)?;
-            created(r, RigOp::SendMail(m), FollowUp::None)
+            ack(r, RigOp::SendMail(m), 201, "sent")
         }
         SubmitReview { rig: r } => {
             let v: NewReview = parse_body(body)?;
             check_body_agent(caller, "agent_id", &v.agent_id)?;
-            created(r, RigOp::SubmitReview(v), FollowUp::None)
+            ack(r, RigOp::SubmitReview(v), 201, "submitted")
         }
         CreateEscalation { rig: r } => {
             let e: NewEscalation = parse_body(body)?;
@@ -130,7 +155,7 @@ pub fn plan(req: &Incoming) -> ApiResult<Plan> {
         }
         GetRigConfig { rig: r } => rig(r, RigOp::GetConfig),
         PutRigConfig { rig: r } => {
-            let mut c: RigConfigInput = serde_json::from_slice(non_empty(body)?)?;
+            let mut c: RigConfigInput = parse_value(body, &[])?;
             c.allow_local_repos = req.allow_local_repos;
             crate::requests::Validate::validate(&c)?;
             rig(r.clone(), RigOp::Configure { rig_id: r, config: c })
@@ -156,7 +181,7 @@ pub fn plan(req: &Incoming) -> ApiResult<Plan> {
         GetTown { town } => Plan::Town { town_id: town, op: TownOp::Get, status: 200 },
         ListTowns => Plan::Town { town_id: crate::town::INDEX.into(), op: TownOp::ListTowns, status: 200 },
         CreateRig { town } => {
-            let mut r: NewRig = serde_json::from_slice(non_empty(body)?)?;
+            let mut r: NewRig = parse_value(body, &[])?;
             r.allow_local_repos = req.allow_local_repos;
             crate::requests::Validate::validate(&r)?;
             Plan::Town { town_id: town, op: TownOp::CreateRig { rig: r }, status: 201 }
@@ -176,7 +201,7 @@ pub fn plan(req: &Incoming) -> ApiResult<Plan> {
         Dashboard | AgentStream { .. } => return Err(ApiError::Internal("the page and the live stream are served before planning".into())),
         ContainerHeartbeat { town } => heartbeat(&town, body)?,
         ContainerEvents { town } => {
-            let batch: AgentEventBatch = serde_json::from_slice(non_empty(body)?)?;
+            let batch: AgentEventBatch = parse_value(body, &[])?;
             crate::agent_events::validate_batch(&batch)?;
             let body = serde_json::to_value(&batch).map_err(|e| ApiError::Internal(e.to_string()))?;
             Plan::TownContainer { town_id: town, path: crate::container::EVENTS_APPEND_PATH, body }
@@ -190,18 +215,26 @@ pub fn plan(req: &Incoming) -> ApiResult<Plan> {
     })
 }
 
-fn non_empty(body: &[u8]) -> ApiResult<&[u8]> {
-    if body.len() > crate::requests::MAX_BODY_BYTES {
-        return Err(ApiError::bad_request("request body is too large"));
+/// The reference Worker's own check on container start and message bodies (before forwarding):
+/// a body that is missing, not JSON, or JSON `null`/`false`/`0`/`""` is a 400 `Invalid JSON body`.
+pub fn check_container_body(path: &str, body: &[u8]) -> ApiResult<()> {
+    if path != "/agents/start" && !path.ends_with("/message") {
+        return Ok(());
     }
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("request body must be a JSON object"));
+    let falsy = match serde_json::from_slice::<Value>(body) {
+        Err(_) | Ok(Value::Null) | Ok(Value::Bool(false)) => true,
+        Ok(Value::Number(n)) => n.as_f64() == Some(0.0),
+        Ok(Value::String(s)) => s.is_empty(),
+        Ok(_) => false,
+    };
+    if falsy {
+        return Err(ApiError::bad_request("Invalid JSON body"));
     }
-    Ok(body)
+    Ok(())
 }
 
 fn heartbeat(town: &str, body: &[u8]) -> ApiResult<Plan> {
-    let hb: ContainerHeartbeat = serde_json::from_slice(non_empty(body)?)?;
+    let hb: ContainerHeartbeat = parse_value(body, &[])?;
     if hb.town_id != town {
         return Err(ApiError::bad_request("townId: does not match the route"));
     }
@@ -313,7 +346,32 @@ mod tests {
         let p = plan_for(Method::Post, "/api/rigs/r1/beads", Caller::Internal, r#"{"type":"issue","title":"t"}"#);
         assert!(matches!(p, Ok(Plan::Rig { status: 201, .. })));
         let p = plan_for(Method::Post, "/api/rigs/r1/agents/a1/done", agent("a1"), r#"{"branch":"b"}"#);
-        assert!(matches!(p, Ok(Plan::Rig { status: 200, follow_up: FollowUp::Completion, .. })));
+        assert!(matches!(p, Ok(Plan::Rig { status: 200, follow_up: FollowUp::Completion, reply: Reply::Ack("done"), .. })));
+    }
+
+    #[test]
+    fn acknowledgements_and_bare_health() {
+        let hb = plan_for(Method::Post, "/api/rigs/r1/agents/a1/heartbeat", agent("a1"), "");
+        let Ok(Plan::Rig { reply, .. }) = hb else { panic!("{hb:?}") };
+        assert_eq!(reply.body(json!({"id": "a1"})), json!({"heartbeat": true}));
+        let mail = r#"{"from_agent_id":"a1","to_agent_id":"a2","subject":"s","body":"b"}"#;
+        assert!(matches!(plan_for(Method::Post, "/api/rigs/r1/mail", agent("a1"), mail), Ok(Plan::Rig { status: 201, reply: Reply::Ack("sent"), .. })));
+        assert!(matches!(plan_for(Method::Get, "/api/rigs/r1/agents/a1/mail", agent("a1"), ""), Ok(Plan::Rig { reply: Reply::Data, .. })));
+        assert_eq!(plan_for(Method::Get, "/health", Caller::Public, ""), Ok(Plan::Bare { status: 200, body: json!({"status": "ok"}) }));
+    }
+
+    #[test]
+    fn container_start_and_message_need_a_truthy_json_body() {
+        for bad in ["", "{x", "null", "false", "0", "\"\""] {
+            for path in ["/agents/start", "/agents/a1/message"] {
+                let e = check_container_body(path, bad.as_bytes()).expect_err(bad);
+                assert_eq!((e.status(), e.envelope()), (400, json!({"success": false, "error": "Invalid JSON body"})));
+            }
+        }
+        for ok in ["{}", "[]", "1", "\"x\"", "true"] {
+            assert_eq!(check_container_body("/agents/start", ok.as_bytes()), Ok(()), "{ok}");
+        }
+        assert_eq!(check_container_body("/agents/a1/stop", b""), Ok(()), "stop takes anything");
     }
 
     #[test]

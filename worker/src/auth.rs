@@ -57,18 +57,23 @@ fn unauthorized(m: &str) -> ApiError {
     ApiError::Unauthorized(m.into())
 }
 
-fn bearer(authorization: &str) -> ApiResult<&str> {
-    let (scheme, token) = authorization.trim().split_once(' ').ok_or_else(|| unauthorized("expected 'Authorization: Bearer <token>'"))?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(unauthorized("expected 'Authorization: Bearer <token>'"));
-    }
-    Ok(token.trim())
+/// No usable credentials (none, a non-Bearer `Authorization`, an empty key).
+const AUTHENTICATION_REQUIRED: &str = "Authentication required";
+
+/// The token of an `Authorization: Bearer <token>` header (scheme in any case), as the reference
+/// reads it; `None` for any other header, which counts as no credentials.
+fn bearer(authorization: &str) -> Option<&str> {
+    let head = authorization.get(..7)?;
+    head.eq_ignore_ascii_case("bearer ").then(|| authorization[7..].trim())
 }
 
 fn agent(creds: &Credentials, secrets: &Secrets, now_secs: u64) -> ApiResult<Option<AgentClaims>> {
-    let Some(authorization) = creds.authorization else { return Ok(None) };
-    let token = bearer(authorization)?;
-    let secret = secrets.jwt_secret.filter(|s| !s.is_empty()).ok_or_else(|| unauthorized("agent tokens are not accepted: no JWT secret is configured"))?;
+    let Some(token) = creds.authorization.and_then(bearer) else { return Ok(None) };
+    if token.is_empty() {
+        return Err(unauthorized("Missing token"));
+    }
+    // An unset secret turns agent tokens off (the reference answers 500 here).
+    let secret = secrets.jwt_secret.filter(|s| !s.is_empty()).ok_or_else(|| unauthorized("Invalid token signature"))?;
     jwt::verify(token, secret.as_bytes(), now_secs).map(Some).map_err(|e| ApiError::Unauthorized(e.to_string()))
 }
 
@@ -77,11 +82,11 @@ pub fn authorize(access: &Access, creds: &Credentials, secrets: &Secrets, now_se
     if *access == Access::Public {
         return Ok(Caller::Public);
     }
-    if let Some(key) = creds.internal_key {
+    if let Some(key) = creds.internal_key.filter(|k| !k.is_empty()) {
         return if secret_matches(key, secrets.internal_key) {
             Ok(Caller::Internal)
         } else {
-            Err(unauthorized("invalid internal API key"))
+            Err(unauthorized("Unauthorized"))
         };
     }
     if *access == Access::Container {
@@ -92,19 +97,19 @@ pub fn authorize(access: &Access, creds: &Credentials, secrets: &Secrets, now_se
         };
     }
     let Some(claims) = agent(creds, secrets, now_secs)? else {
-        return Err(unauthorized("authentication required: X-Internal-API-Key or an agent Bearer token"));
+        return Err(unauthorized(AUTHENTICATION_REQUIRED));
     };
     match access {
         Access::Rig { rig, agent } => {
             if claims.rig_id != *rig {
-                return Err(ApiError::Forbidden("token is not valid for this rig".into()));
+                return Err(ApiError::Forbidden("Token rigId does not match route".into()));
             }
             if agent.as_ref().is_some_and(|a| *a != claims.agent_id) {
-                return Err(ApiError::Forbidden("token is not valid for this agent".into()));
+                return Err(ApiError::Forbidden("Token agentId does not match route".into()));
             }
             Ok(Caller::Agent(claims))
         }
-        _ => Err(ApiError::Forbidden("this route is for internal callers only".into())),
+        _ => Err(ApiError::Forbidden("Forbidden: internal auth required".into())),
     }
 }
 
@@ -112,7 +117,7 @@ pub fn authorize(access: &Access, creds: &Credentials, secrets: &Secrets, now_se
 pub fn check_body_agent(caller: &Caller, field: &str, agent_id: &str) -> ApiResult<()> {
     match caller {
         Caller::Agent(c) if c.agent_id != agent_id => {
-            Err(ApiError::Forbidden(format!("{field} must be the calling agent's id")))
+            Err(ApiError::Forbidden(format!("{field} does not match authenticated agent")))
         }
         _ => Ok(()),
     }
@@ -132,13 +137,20 @@ mod tests {
             town_id: "t".into(),
             user_id: "u".into(),
             exp,
-            iat: None,
+            iat: Some(NOW - 10),
         };
         format!("Bearer {}", jwt::sign(&c, secret.as_bytes()))
     }
 
     fn rig(agent: Option<&str>) -> Access {
         Access::Rig { rig: "r1".into(), agent: agent.map(Into::into) }
+    }
+
+    fn message(access: &Access, creds: Credentials) -> String {
+        match authorize(access, &creds, &SECRETS, NOW) {
+            Ok(_) => "ok".into(),
+            Err(e) => e.public_message().to_string(),
+        }
     }
 
     fn status(access: &Access, creds: Credentials) -> u16 {
@@ -182,6 +194,30 @@ mod tests {
         assert_eq!(status(&Access::Container, bearer(&good)), 401);
         // A container token is no use elsewhere.
         assert_eq!(status(&Access::Internal, c0n), 401);
+    }
+
+    #[test]
+    fn reference_messages() {
+        fn bearer(t: &str) -> Credentials<'_> {
+            Credentials { authorization: Some(t), ..Default::default() }
+        }
+        let good = token("r1", "a1", NOW + 60, "jw7");
+        let none = Credentials::default();
+        assert_eq!(message(&rig(None), none), "Authentication required");
+        assert_eq!(message(&rig(None), bearer("Basic abc")), "Authentication required");
+        assert_eq!(message(&rig(None), bearer("Bearer")), "Authentication required");
+        assert_eq!(message(&rig(None), bearer("Bearer   ")), "Missing token");
+        assert_eq!(message(&rig(None), Credentials { internal_key: Some(""), ..Default::default() }), "Authentication required");
+        assert_eq!(message(&rig(None), Credentials { internal_key: Some("x"), ..Default::default() }), "Unauthorized");
+        assert_eq!(message(&rig(None), bearer(&good.replace("Bearer ", "bEaReR "))), "ok");
+        assert_eq!(message(&rig(None), bearer("Bearer not.a.jwt")), "Invalid token signature");
+        assert_eq!(message(&rig(None), bearer(&token("r1", "a1", NOW - 1, "jw7"))), "Token expired");
+        assert_eq!(message(&Access::Rig { rig: "r2".into(), agent: None }, bearer(&good)), "Token rigId does not match route");
+        assert_eq!(message(&rig(Some("a2")), bearer(&good)), "Token agentId does not match route");
+        assert_eq!(message(&Access::Internal, bearer(&good)), "Forbidden: internal auth required");
+        let c = Caller::Agent(AgentClaims { agent_id: "a1".into(), rig_id: "r1".into(), town_id: "t".into(), user_id: "u".into(), exp: 1, iat: None });
+        let e = check_body_agent(&c, "from_agent_id", "a2").expect_err("other agent");
+        assert_eq!(e.public_message(), "from_agent_id does not match authenticated agent");
     }
 
     #[test]

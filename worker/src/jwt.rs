@@ -22,11 +22,16 @@ pub struct AgentClaims {
     pub rig_id: String,
     pub town_id: String,
     pub user_id: String,
-    /// Expiry, seconds since the epoch. Required: a token that never expires is refused.
+    /// Expiry, seconds since the epoch. Required (stricter than the reference, which accepts a
+    /// token without `exp` for 24 h after `iat`): a token that never expires is refused.
     pub exp: u64,
+    /// Issued at. Required by verification, as the reference's `maxAge: '24h'` requires it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
 }
+
+/// The reference's `maxAge`: a token issued longer ago than this is expired, whatever its `exp`.
+pub const MAX_AGE_SECS: f64 = 24.0 * 3600.0;
 
 /// Why a token was refused. Messages never include the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,17 +39,26 @@ pub enum JwtError {
     Malformed(&'static str),
     UnsupportedAlgorithm,
     BadSignature,
+    /// `nbf` in the future, or `nbf`/`exp`/`iat` not numbers.
+    InvalidTimes(&'static str),
+    /// No `iat` (the 24 h maximum age needs it).
+    MissingIat,
     Expired,
+    /// The claims are not `agentId`, `rigId`, `townId`, `userId` (strings) and `exp`.
+    BadClaims,
 }
 
 impl std::fmt::Display for JwtError {
+    /// The reference's messages: every verification failure is `Invalid token signature`
+    /// (jsonwebtoken's errors), except expiry and bad claims.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Malformed(why) => write!(f, "malformed token: {why}"),
-            Self::UnsupportedAlgorithm => f.write_str("token algorithm must be HS256"),
-            Self::BadSignature => f.write_str("token signature is invalid"),
-            Self::Expired => f.write_str("token has expired"),
-        }
+        f.write_str(match self {
+            Self::Malformed(_) | Self::UnsupportedAlgorithm | Self::BadSignature | Self::InvalidTimes(_) | Self::MissingIat => {
+                "Invalid token signature"
+            }
+            Self::Expired => "Token expired",
+            Self::BadClaims => "Invalid token payload",
+        })
     }
 }
 
@@ -72,7 +86,8 @@ pub fn sign(claims: &AgentClaims, secret: &[u8]) -> String {
     format!("{signing_input}.{sig}")
 }
 
-/// Verifies an HS256 token and its expiry against `now_secs`.
+/// Verifies an HS256 token against `now_secs`, in jsonwebtoken's order: signature, `nbf`, `exp`,
+/// `iat` (required; at most 24 h old), then the claims.
 pub fn verify(token: &str, secret: &[u8], now_secs: u64) -> Result<AgentClaims, JwtError> {
     let mut parts = token.split('.');
     let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
@@ -92,12 +107,26 @@ pub fn verify(token: &str, secret: &[u8], now_secs: u64) -> Result<AgentClaims, 
     // Constant-time comparison.
     m.verify_slice(&sig).map_err(|_| JwtError::BadSignature)?;
     let payload = URL_SAFE_NO_PAD.decode(p).map_err(|_| JwtError::Malformed("payload is not base64url"))?;
-    let claims: AgentClaims = serde_json::from_slice(&payload)
-        .map_err(|_| JwtError::Malformed("claims must hold agentId, rigId, townId, userId and exp"))?;
-    if claims.exp <= now_secs {
+    let payload: serde_json::Value = serde_json::from_slice(&payload).map_err(|_| JwtError::Malformed("payload is not JSON"))?;
+    if !payload.is_object() {
+        return Err(JwtError::Malformed("payload is not a JSON object"));
+    }
+    let now = now_secs as f64;
+    let time = |name: &'static str| match payload.get(name) {
+        None => Ok(None),
+        Some(v) => v.as_f64().map(Some).ok_or(JwtError::InvalidTimes(name)),
+    };
+    if time("nbf")?.is_some_and(|nbf| nbf > now) {
+        return Err(JwtError::InvalidTimes("nbf"));
+    }
+    if time("exp")?.is_some_and(|exp| now >= exp) {
         return Err(JwtError::Expired);
     }
-    Ok(claims)
+    let iat = time("iat")?.ok_or(JwtError::MissingIat)?;
+    if now >= iat + MAX_AGE_SECS {
+        return Err(JwtError::Expired);
+    }
+    serde_json::from_value(payload).map_err(|_| JwtError::BadClaims)
 }
 
 #[cfg(test)]
@@ -113,8 +142,37 @@ mod tests {
             town_id: "t1".into(),
             user_id: "u1".into(),
             exp,
-            iat: None,
+            iat: Some(500),
         }
+    }
+
+    fn signed(payload: &serde_json::Value) -> String {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256"}"#);
+        let input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(payload.to_string()));
+        let mut m = mac(SECRET);
+        m.update(input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(m.finalize().into_bytes()))
+    }
+
+    #[test]
+    fn iat_nbf_and_max_age() {
+        use serde_json::json;
+        let base = json!({"agentId": "a", "rigId": "r", "townId": "t", "userId": "u", "exp": 100_000, "iat": 1000});
+        assert!(verify(&signed(&base), SECRET, 1000).is_ok());
+        let mut no_iat = base.clone();
+        no_iat.as_object_mut().expect("object").remove("iat");
+        assert_eq!(verify(&signed(&no_iat), SECRET, 1000), Err(JwtError::MissingIat));
+        assert_eq!(verify(&signed(&base), SECRET, 1000 + 86_400), Err(JwtError::Expired), "older than 24 h");
+        let mut nbf = base.clone();
+        nbf["nbf"] = json!(2000);
+        assert_eq!(verify(&signed(&nbf), SECRET, 1000), Err(JwtError::InvalidTimes("nbf")));
+        assert!(verify(&signed(&nbf), SECRET, 2000).is_ok());
+        let mut bad = base.clone();
+        bad["rigId"] = json!(5);
+        assert_eq!(verify(&signed(&bad), SECRET, 1000), Err(JwtError::BadClaims));
+        assert_eq!(JwtError::BadClaims.to_string(), "Invalid token payload");
+        assert_eq!(JwtError::Expired.to_string(), "Token expired");
+        assert_eq!(JwtError::MissingIat.to_string(), "Invalid token signature");
     }
 
     #[test]
@@ -165,6 +223,8 @@ mod tests {
         let mut m = mac(SECRET);
         m.update(input.as_bytes());
         let sig = URL_SAFE_NO_PAD.encode(m.finalize().into_bytes());
-        assert!(matches!(verify(&format!("{input}.{sig}"), SECRET, 1), Err(JwtError::Malformed(_))));
+        assert_eq!(verify(&format!("{input}.{sig}"), SECRET, 1), Err(JwtError::MissingIat));
+        let with_iat = serde_json::json!({"agentId": "a", "rigId": "r", "townId": "t", "userId": "u", "iat": 1});
+        assert_eq!(verify(&signed(&with_iat), SECRET, 1), Err(JwtError::BadClaims), "exp is required (stricter)");
     }
 }

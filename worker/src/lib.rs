@@ -12,6 +12,7 @@
 pub mod agent_events;
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod container;
 pub mod dashboard;
 pub mod db;

@@ -91,6 +91,10 @@ pub struct Agent {
     pub role: AgentRole,
     pub name: String,
     pub identity: String,
+    /// The reference's field for a cloud agent session; always `null` here (runs are tracked by
+    /// the scheduler instead).
+    #[serde(default)]
+    pub cloud_agent_session_id: Option<String>,
     pub status: AgentStatus,
     pub current_hook_bead_id: Option<String>,
     pub last_activity_at: Option<String>,

@@ -1,13 +1,14 @@
-//! Query-string filters and pagination. Unknown parameters are ignored (as the reference does);
-//! known ones with bad values are a 400 naming the parameter.
+//! Query-string filters and pagination. Unknown parameters are ignored and the first of a
+//! repeated key counts (as the reference does); known ones with bad values are a 400: the
+//! reference's messages on its two list routes, a message naming the parameter elsewhere.
 
 use shared_types::validate;
 
 use crate::error::{ApiError, ApiResult};
 use crate::model::{AgentRole, AgentStatus, BeadStatus, BeadType, ReviewStatus};
-use crate::requests::{AgentFilter, BeadFilter, EventFilter, ReviewFilter, DEFAULT_LIMIT, MAX_LIMIT};
+use crate::requests::{AgentFilter, BeadFilter, EventFilter, ReviewFilter, DEFAULT_BEAD_LIMIT, DEFAULT_LIMIT, MAX_LIMIT};
 
-/// Decoded `key=value` pairs; for a repeated key the last one wins.
+/// Decoded `key=value` pairs; for a repeated key the first one counts.
 struct Query(Vec<(String, String)>);
 
 impl Query {
@@ -15,8 +16,14 @@ impl Query {
         Self(form_urlencoded::parse(raw.trim_start_matches('?').as_bytes()).into_owned().collect())
     }
 
+    /// The value as sent, empty included.
+    fn raw(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// A non-empty value.
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+        self.raw(key).filter(|v| !v.is_empty())
     }
 
     fn id(&self, key: &str) -> ApiResult<Option<String>> {
@@ -51,12 +58,26 @@ fn role(v: &str) -> ApiResult<AgentRole> {
         .map_err(|_| ApiError::bad_request("role: unknown value, expected one of mayor, polecat, refinery, witness"))
 }
 
+/// `?status&type&assignee_agent_id&convoy_id&limit&offset` of the bead list, checked in the
+/// reference's order: limit and offset (non-negative integers; empty is 0, and `limit=0` is an
+/// empty page), then status and type (present means valid, empty is not).
 pub fn bead_filter(raw: &str) -> ApiResult<BeadFilter> {
     let q = Query::parse(raw);
-    let (limit, offset) = q.page()?;
+    let number = |key: &str, default: u32| match q.raw(key) {
+        None => Some(default),
+        Some("") => Some(0),
+        Some(v) => v.parse::<u32>().ok(),
+    };
+    let (Some(limit), Some(offset)) = (number("limit", DEFAULT_BEAD_LIMIT), number("offset", 0)) else {
+        return Err(ApiError::bad_request("limit and offset must be non-negative integers"));
+    };
+    if limit > MAX_LIMIT {
+        return Err(ApiError::bad_request(format!("limit: must be at most {MAX_LIMIT}")));
+    }
+    let filter = || ApiError::bad_request("Invalid status or type filter");
     Ok(BeadFilter {
-        status: q.get("status").map(|v| BeadStatus::parse("status", v)).transpose()?,
-        bead_type: q.get("type").map(|v| BeadType::parse("type", v)).transpose()?,
+        status: q.raw("status").map(|v| BeadStatus::parse("status", v).map_err(|_| filter())).transpose()?,
+        bead_type: q.raw("type").map(|v| BeadType::parse("type", v).map_err(|_| filter())).transpose()?,
         assignee_agent_id: q.id("assignee_agent_id")?,
         convoy_id: q.id("convoy_id")?,
         limit,
@@ -66,9 +87,10 @@ pub fn bead_filter(raw: &str) -> ApiResult<BeadFilter> {
 
 pub fn agent_filter(raw: &str) -> ApiResult<AgentFilter> {
     let q = Query::parse(raw);
+    let filter = || ApiError::bad_request("Invalid role or status filter");
     Ok(AgentFilter {
-        role: q.get("role").map(role).transpose()?,
-        status: q.get("status").map(|v| AgentStatus::parse("status", v)).transpose()?,
+        role: q.raw("role").map(|v| role(v).map_err(|_| filter())).transpose()?,
+        status: q.raw("status").map(|v| AgentStatus::parse("status", v).map_err(|_| filter())).transpose()?,
     })
 }
 
@@ -107,19 +129,29 @@ mod tests {
         assert_eq!(f.assignee_agent_id.as_deref(), Some("a-1"));
         assert_eq!((f.limit, f.offset), (5, 10));
         let d = bead_filter("").expect("ok");
-        assert_eq!((d.limit, d.offset, d.status), (DEFAULT_LIMIT, 0, None));
+        assert_eq!((d.limit, d.offset, d.status), (DEFAULT_BEAD_LIMIT, 0, None));
+        assert_eq!(bead_filter("limit=0").map(|f| f.limit), Ok(0));
+        assert_eq!(bead_filter("limit=").map(|f| f.limit), Ok(0));
+        assert_eq!(bead_filter("limit=3&limit=7").map(|f| f.limit), Ok(3), "the first value counts");
+    }
+
+    #[test]
+    fn reference_messages_in_reference_order() {
+        let msg = |q: &str| bead_filter(q).expect_err(q).public_message().to_string();
+        for q in ["limit=-1", "offset=abc", "limit=1.5", "status=bogus&limit=x"] {
+            assert_eq!(msg(q), "limit and offset must be non-negative integers", "{q}");
+        }
+        for q in ["status=done", "type=epic", "status=", "type="] {
+            assert_eq!(msg(q), "Invalid status or type filter", "{q}");
+        }
+        for q in ["role=king", "status=sleeping", "role="] {
+            assert_eq!(agent_filter(q).expect_err(q).public_message(), "Invalid role or status filter", "{q}");
+        }
     }
 
     #[test]
     fn bad_values_name_the_parameter() {
-        for (q, key) in [
-            ("status=done", "status"),
-            ("limit=-1", "limit"),
-            ("limit=0", "limit"),
-            ("limit=9999", "limit"),
-            ("offset=abc", "offset"),
-            ("convoy_id=..%2Fx", "convoy_id"),
-        ] {
+        for (q, key) in [("limit=9999", "limit"), ("convoy_id=..%2Fx", "convoy_id")] {
             let e = bead_filter(q).expect_err(q);
             assert!(e.public_message().starts_with(key), "{q}: {e:?}");
         }

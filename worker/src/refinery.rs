@@ -162,7 +162,7 @@ mod tests {
         assert!(serde_json::from_value::<MergeSettings>(json!({"merge_gates": "cargo test"})).is_err(), "a string is not a list");
         assert!(serde_json::from_value::<MergeSettings>(json!({"merge_gates": [1, 2]})).is_err(), "numbers are not commands");
         let pr: MergeSettings = serde_json::from_value(json!({"merge_strategy": "pr"})).expect("parses");
-        assert!(pr.validate().err().is_some_and(|e| e.public_message().contains("not supported")));
+        assert!(pr.validate().err().is_some_and(|e| e.detail().contains("not supported")));
         let zero: MergeSettings = serde_json::from_value(json!({"merge_gates": ["x"], "gate_timeout_secs": 0})).expect("parses");
         assert!(zero.validate().is_err());
     }

@@ -1,14 +1,17 @@
 //! Request bodies and query filters of the HTTP API, and their validation.
 //!
-//! Parsing (serde) refuses wrong types and unknown enum values; [`Validate`] then checks sizes
-//! and formats. Both happen in the Worker before any Durable Object is called, so bad input
-//! changes nothing. SQL-looking strings need no special case: every value reaches SQLite as a
+//! Each body is first checked against its route's schema ([`Validate::FIELDS`], zod-shaped
+//! issues as the reference reports them, see [`crate::body`]), then parsed (serde), then
+//! [`Validate`] checks our own sizes and formats. All of it happens in the Worker before any
+//! Durable Object is called, so bad input changes nothing; every failure is a 400
+//! `Invalid request body` with the list of issues. SQL-looking strings need no special case: every value reaches SQLite as a
 //! bound parameter.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared_types::validate;
 
+use crate::body::{self, opt, req, Field, Kind, NON_EMPTY, STR};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{AgentRole, AgentStatus, BeadStatus, BeadType, Priority, ReviewStatus};
 
@@ -23,9 +26,15 @@ pub const MAX_CHECKPOINT: usize = 256 * 1024;
 pub const MAX_URL: usize = 2048;
 pub const MAX_IDENTITY: usize = 256;
 pub const DEFAULT_LIMIT: u32 = 50;
+/// The bead list's default page (the reference's).
+pub const DEFAULT_BEAD_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 500;
 
 pub trait Validate {
+    /// The body's shape, as the reference's zod schema has it (checked before parsing). Our own
+    /// routes leave it empty: serde's message then describes a wrong shape.
+    const FIELDS: &'static [Field] = &[];
+
     /// Adds every problem to `issues`, so a client can fix them all at once.
     fn check(&self, issues: &mut Issues);
 
@@ -36,8 +45,8 @@ pub trait Validate {
     }
 }
 
-/// Collected validation problems (shared-types' collector), reported as one 400 message
-/// `field: reason; field: reason`.
+/// Collected validation problems (shared-types' collector), reported as `custom` issues of a
+/// 400 `Invalid request body`.
 #[derive(Default)]
 pub struct Issues(validate::Issues);
 
@@ -48,24 +57,33 @@ impl Issues {
 
     pub fn into_result(self) -> ApiResult<()> {
         self.0.into_result().map_err(|issues| {
-            let parts: Vec<String> = issues.iter().map(|i| format!("{}: {}", i.field, i.message)).collect();
-            ApiError::BadRequest(parts.join("; "))
+            ApiError::InvalidBody(issues.iter().map(|i| body::custom(body::path_of(&i.field), &i.message)).collect())
         })
     }
 }
 
+/// Parses a JSON object body into `T`: the size limit, then `fields` (zod-shaped issues), then
+/// serde (its message as a `custom` issue).
+pub fn parse_value<T: serde::de::DeserializeOwned>(raw: &[u8], fields: &[Field]) -> ApiResult<T> {
+    if raw.len() > MAX_BODY_BYTES {
+        return Err(ApiError::invalid_body(format!("request body must be at most {MAX_BODY_BYTES} bytes")));
+    }
+    let map = body::check(raw, fields).map_err(ApiError::InvalidBody)?;
+    Ok(serde_json::from_value(Value::Object(map))?)
+}
+
 /// Parses a JSON body into `T` and validates it.
-pub fn parse_body<T: serde::de::DeserializeOwned + Validate>(body: &[u8]) -> ApiResult<T> {
-    if body.len() > MAX_BODY_BYTES {
-        return Err(ApiError::bad_request(format!("request body must be at most {MAX_BODY_BYTES} bytes")));
-    }
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("request body must be a JSON object"));
-    }
-    let value: T = serde_json::from_slice(body)?;
+pub fn parse_body<T: serde::de::DeserializeOwned + Validate>(raw: &[u8]) -> ApiResult<T> {
+    let value: T = parse_value(raw, T::FIELDS)?;
     value.validate()?;
     Ok(value)
 }
+
+const BEAD_TYPES: Kind = Kind::Enum(&["issue", "message", "escalation", "merge_request"]);
+const PRIORITIES: Kind = Kind::Enum(&["low", "medium", "high", "critical"]);
+/// `failed` is ours (the reference has open, in_progress, closed).
+const BEAD_STATUSES: Kind = Kind::Enum(&["open", "in_progress", "closed", "failed"]);
+const ROLES: Kind = Kind::Enum(&["polecat", "refinery", "mayor", "witness"]);
 
 pub fn text(value: &str, max: usize) -> Result<(), String> {
     validate::text(value, max, false)
@@ -137,6 +155,17 @@ pub struct NewBead {
 }
 
 impl Validate for NewBead {
+    const FIELDS: &'static [Field] = &[
+        req("type", BEAD_TYPES),
+        req("title", NON_EMPTY),
+        opt("body", STR),
+        opt("priority", PRIORITIES),
+        opt("labels", Kind::StrArray),
+        opt("metadata", Kind::Record),
+        opt("assignee_agent_id", STR),
+        opt("convoy_id", STR),
+    ];
+
     fn check(&self, i: &mut Issues) {
         i.add("title", text(&self.title, MAX_TITLE));
         i.add("body", opt_text(&self.body, MAX_TEXT));
@@ -155,6 +184,11 @@ pub struct StatusUpdate {
 }
 
 impl Validate for StatusUpdate {
+    const FIELDS: &'static [Field] = &[
+        req("status", BEAD_STATUSES),
+        req("agent_id", NON_EMPTY),
+    ];
+
     fn check(&self, i: &mut Issues) {
         i.add("agent_id", validate::id(&self.agent_id));
     }
@@ -167,6 +201,10 @@ pub struct CloseBead {
 }
 
 impl Validate for CloseBead {
+    const FIELDS: &'static [Field] = &[
+        req("agent_id", NON_EMPTY),
+    ];
+
     fn check(&self, i: &mut Issues) {
         i.add("agent_id", validate::id(&self.agent_id));
     }
@@ -181,6 +219,12 @@ pub struct NewAgent {
 }
 
 impl Validate for NewAgent {
+    const FIELDS: &'static [Field] = &[
+        req("role", ROLES),
+        req("name", NON_EMPTY),
+        req("identity", NON_EMPTY),
+    ];
+
     fn check(&self, i: &mut Issues) {
         i.add("name", validate::agent_name(&self.name));
         i.add("identity", text(&self.identity, MAX_IDENTITY));
@@ -194,6 +238,10 @@ pub struct HookRequest {
 }
 
 impl Validate for HookRequest {
+    const FIELDS: &'static [Field] = &[
+        req("bead_id", NON_EMPTY),
+    ];
+
     fn check(&self, i: &mut Issues) {
         i.add("bead_id", validate::id(&self.bead_id));
     }
@@ -210,6 +258,12 @@ pub struct DoneRequest {
 }
 
 impl Validate for DoneRequest {
+    const FIELDS: &'static [Field] = &[
+        req("branch", NON_EMPTY),
+        opt("pr_url", STR),
+        opt("summary", STR),
+    ];
+
     fn check(&self, i: &mut Issues) {
         i.add("branch", validate::branch(&self.branch));
         i.add("pr_url", url(&self.pr_url));
@@ -217,13 +271,19 @@ impl Validate for DoneRequest {
     }
 }
 
-/// `POST /api/rigs/:rigId/agents/:agentId/checkpoint`: any JSON value, bounded.
+/// `POST /api/rigs/:rigId/agents/:agentId/checkpoint`: any JSON value, bounded; `{}` stores
+/// `null` (as the reference).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointRequest {
+    #[serde(default)]
     pub data: Value,
 }
 
 impl Validate for CheckpointRequest {
+    const FIELDS: &'static [Field] = &[
+        opt("data", Kind::Any),
+    ];
+
     fn check(&self, i: &mut Issues) {
         i.add("data", json_size(&self.data, MAX_CHECKPOINT));
     }
@@ -239,6 +299,13 @@ pub struct NewMail {
 }
 
 impl Validate for NewMail {
+    const FIELDS: &'static [Field] = &[
+        req("from_agent_id", NON_EMPTY),
+        req("to_agent_id", NON_EMPTY),
+        req("subject", NON_EMPTY),
+        req("body", NON_EMPTY),
+    ];
+
     fn check(&self, i: &mut Issues) {
         i.add("from_agent_id", validate::id(&self.from_agent_id));
         i.add("to_agent_id", validate::id(&self.to_agent_id));
@@ -260,6 +327,14 @@ pub struct NewReview {
 }
 
 impl Validate for NewReview {
+    const FIELDS: &'static [Field] = &[
+        req("agent_id", NON_EMPTY),
+        req("bead_id", NON_EMPTY),
+        req("branch", NON_EMPTY),
+        opt("pr_url", STR),
+        opt("summary", STR),
+    ];
+
     fn check(&self, i: &mut Issues) {
         i.add("agent_id", validate::id(&self.agent_id));
         i.add("bead_id", validate::id(&self.bead_id));
@@ -282,6 +357,13 @@ pub struct NewEscalation {
 }
 
 impl Validate for NewEscalation {
+    const FIELDS: &'static [Field] = &[
+        req("title", NON_EMPTY),
+        opt("body", STR),
+        opt("priority", PRIORITIES),
+        opt("metadata", Kind::Record),
+    ];
+
     fn check(&self, i: &mut Issues) {
         i.add("title", text(&self.title, MAX_TITLE));
         i.add("body", opt_text(&self.body, MAX_TEXT));
@@ -322,6 +404,15 @@ impl SlingRequest {
 }
 
 impl Validate for SlingRequest {
+    const FIELDS: &'static [Field] = &[
+        req("title", NON_EMPTY),
+        opt("body", STR),
+        opt("priority", PRIORITIES),
+        opt("labels", Kind::StrArray),
+        opt("metadata", Kind::Record),
+        opt("convoy_id", STR),
+    ];
+
     fn check(&self, i: &mut Issues) {
         self.bead().check(i);
     }
@@ -465,30 +556,44 @@ pub struct EventFilter {
 mod tests {
     use super::*;
 
+    fn issues(e: ApiError) -> Value {
+        match e {
+            ApiError::InvalidBody(issues) => Value::Array(issues),
+            other => panic!("not an invalid body: {other:?}"),
+        }
+    }
+
     #[test]
-    fn wrong_types_and_unknown_enums_are_400_with_a_message() {
+    fn wrong_types_and_unknown_enums_are_zod_shaped_issues() {
         let e = parse_body::<NewBead>(br#"{"type":"epic","title":"x"}"#).expect_err("enum");
-        assert!(e.public_message().contains("unknown variant `epic`"), "{e:?}");
+        assert_eq!(e.public_message(), "Invalid request body");
+        assert_eq!(issues(e)[0]["code"], "invalid_value");
         let e = parse_body::<NewBead>(br#"{"type":"issue","title":5}"#).expect_err("type");
-        assert!(e.public_message().contains("invalid type"), "{e:?}");
-        let e = parse_body::<NewBead>(b"{not json").expect_err("json");
-        assert_eq!(e.status(), 400);
-        let e = parse_body::<NewBead>(b"").expect_err("empty");
-        assert_eq!(e.status(), 400);
+        assert_eq!(issues(e)[0]["message"], "Invalid input: expected string, received number");
+        for bad in [&b"{not json"[..], b"", b"[1]"] {
+            let e = parse_body::<NewBead>(bad).expect_err("not an object");
+            assert_eq!((e.status(), issues(e)[0]["expected"].clone()), (400, serde_json::json!("object")));
+        }
+        // Mail bodies must not be empty; a checkpoint without data stores null.
+        let e = parse_body::<NewMail>(br#"{"from_agent_id":"a","to_agent_id":"b","subject":"s","body":""}"#).expect_err("empty");
+        assert_eq!(issues(e)[0]["code"], "too_small");
+        assert_eq!(parse_body::<CheckpointRequest>(b"{}").map(|c| c.data), Ok(Value::Null));
     }
 
     #[test]
     fn every_issue_is_listed() {
-        let body = br#"{"type":"issue","title":"","labels":["ok"],"metadata":[1],"convoy_id":"../x"}"#;
+        let body = br#"{"type":"issue","title":" ","labels":["ok"],"metadata":{},"convoy_id":"../x"}"#;
         let e = parse_body::<NewBead>(body).expect_err("invalid");
-        let m = e.public_message();
-        assert!(m.contains("title:") && m.contains("metadata:") && m.contains("convoy_id:"), "{m}");
+        let paths: Vec<Value> = issues(e).as_array().expect("issues").iter().map(|i| i["path"].clone()).collect();
+        assert_eq!(paths, vec![serde_json::json!(["title"]), serde_json::json!(["convoy_id"])]);
+        let e = parse_body::<NewBead>(br#"{"title":"","labels":"x"}"#).expect_err("invalid");
+        assert_eq!(issues(e).as_array().map(Vec::len), Some(3), "type, title and labels");
     }
 
     #[test]
     fn oversized_bodies_and_fields() {
         let big = vec![b' '; MAX_BODY_BYTES + 1];
-        assert!(parse_body::<NewBead>(&big).expect_err("big").public_message().contains("at most"));
+        assert!(parse_body::<NewBead>(&big).expect_err("big").detail().contains("at most"));
         let title = "x".repeat(MAX_TITLE + 1);
         let body = serde_json::json!({"type": "issue", "title": title}).to_string();
         assert!(parse_body::<NewBead>(body.as_bytes()).is_err());

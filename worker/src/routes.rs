@@ -103,25 +103,49 @@ pub enum Access {
 }
 
 fn id(field: &str, value: &str) -> ApiResult<String> {
+    // An empty segment (`/beads/`) is no route at all.
+    if value.is_empty() {
+        return Err(ApiError::no_route());
+    }
     validate::id(value).map_err(|m| ApiError::bad_request(format!("{field}: {m}")))?;
     Ok(value.to_string())
 }
 
-/// Matches a request. `Err(NotFound)` for an unknown path, `Err(MethodNotAllowed)` for a known
-/// path with another method, `Err(BadRequest)` for a malformed id in the path.
+/// Who must have authenticated before an unknown route under this path is answered: the
+/// reference runs its auth middleware on `/api/rigs/:rigId/*` and `/api/towns/:townId/*` (and
+/// the agent check on `/api/rigs/:rigId/agents/:agentId/*`) before its 404, and before looking
+/// at ids. `None` elsewhere (a plain 404).
+pub fn prefix_access(path: &str) -> Option<Access> {
+    let segs: Vec<&str> = path.split('/').skip(1).collect();
+    match segs.as_slice() {
+        ["api", "rigs", rig, rest @ ..] => {
+            let agent = match rest {
+                ["agents", agent, _, ..] => Some(agent.to_string()),
+                _ => None,
+            };
+            Some(Access::Rig { rig: rig.to_string(), agent })
+        }
+        ["api", "towns", _, ..] => Some(Access::Internal),
+        _ => None,
+    }
+}
+
+/// Matches a request. `Err(NotFound)` (`Not found`) for an unknown path and for a known path
+/// with another method (the reference has no 405), `Err(BadRequest)` for a malformed id in the
+/// path. No trailing-slash normalisation (`/health/` is unknown, as in the reference).
 pub fn parse(method: Method, path: &str) -> ApiResult<Route> {
     use Method::*;
-    let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let not_found = || ApiError::NotFound(format!("no route for {path}"));
-    // `allow!(method => route, ...)`: the first arm whose method matches, else 405.
+    let segs: Vec<&str> = path.split('/').skip(1).collect();
+    let not_found = ApiError::no_route;
+    // `allow!(method => route, ...)`: the first arm whose method matches, else 404.
     macro_rules! allow {
         ($($m:ident => $r:expr),+ $(,)?) => {
-            match method { $($m => Ok($r),)+ _ => Err(ApiError::MethodNotAllowed) }
+            match method { $($m => Ok($r),)+ _ => Err(not_found()) }
         };
     }
     match segs.as_slice() {
         ["health"] => allow!(Get => Route::Health),
-        [] => allow!(Get => Route::Dashboard),
+        [""] => allow!(Get => Route::Dashboard),
         ["api", "rigs", rig, rest @ ..] => {
             let rig = id("rigId", rig)?;
             match rest {
@@ -285,9 +309,24 @@ mod tests {
     fn unknown_paths_methods_and_bad_ids() {
         assert_eq!(parse(Get, "/nope").map_err(|e| e.status()), Err(404));
         assert_eq!(parse(Get, "/api/rigs/r1/agents/a1/dance").map_err(|e| e.status()), Err(404));
-        assert_eq!(parse(Delete, "/api/rigs/r1/beads").map_err(|e| e.status()), Err(405));
+        assert_eq!(parse(Delete, "/api/rigs/r1/beads"), Err(ApiError::no_route()));
+        assert_eq!(parse(Post, "/health"), Err(ApiError::no_route()));
+        assert_eq!(parse(Other, "/health"), Err(ApiError::no_route()));
+        assert_eq!(parse(Get, "/health/"), Err(ApiError::no_route()));
+        assert_eq!(parse(Get, "/api/rigs/r1/beads/"), Err(ApiError::no_route()));
         assert_eq!(parse(Get, "/api/rigs/r.1/beads").map_err(|e| e.status()), Err(400));
         assert_eq!(parse(Get, "/api/rigs/r1/beads/%27%3B").map_err(|e| e.status()), Err(400));
+    }
+
+    #[test]
+    fn prefixes_that_authenticate_before_404() {
+        assert_eq!(prefix_access("/api/rigs/r1"), Some(Access::Rig { rig: "r1".into(), agent: None }));
+        assert_eq!(prefix_access("/api/rigs/r.1/nope"), Some(Access::Rig { rig: "r.1".into(), agent: None }));
+        assert_eq!(prefix_access("/api/rigs/r1/agents/a2/zzz"), Some(Access::Rig { rig: "r1".into(), agent: Some("a2".into()) }));
+        assert_eq!(prefix_access("/api/towns/t1/whatever"), Some(Access::Internal));
+        assert_eq!(prefix_access("/api/rigs"), None);
+        assert_eq!(prefix_access("/api/unknown"), None);
+        assert_eq!(prefix_access("/nope"), None);
     }
 
     #[test]
@@ -309,7 +348,7 @@ mod tests {
             Ok(Route::AgentStream { town: "t".into(), agent: "a1".into() })
         );
         assert_eq!(parse(Get, "/api/towns/t/container/agents/a1/stream").map(|r| r.access()), Ok(Access::Public));
-        assert_eq!(parse(Post, "/api/towns/t/container/agents/a1/stream").map_err(|e| e.status()), Err(405));
+        assert_eq!(parse(Post, "/api/towns/t/container/agents/a1/stream").map_err(|e| e.status()), Err(404));
         assert_eq!(parse(Get, "/api/towns/t/container/agents/a.1/stream").map_err(|e| e.status()), Err(400));
         assert_eq!(parse(Get, "/").map(|r| r.access()), Ok(Access::Public));
         assert_eq!(parse(Get, "/api/towns").map(|r| r.access()), Ok(Access::Internal));

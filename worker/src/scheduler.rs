@@ -46,7 +46,9 @@ impl Settings {
             max_lost_runs: num("SCHEDULER_MAX_LOST_RUNS", 5),
             grace_ms: num("SCHEDULER_COLD_START_GRACE_MS", 180_000),
             gupp_after_ms: num("SCHEDULER_GUPP_AFTER_MS", 600_000),
-            token_ttl_secs: num("AGENT_TOKEN_TTL_SECS", 8 * 3600) as u64,
+            // At most the tokens' 24 h maximum age (`jwt::MAX_AGE_SECS`): an older token is
+            // refused whatever its `exp`.
+            token_ttl_secs: (num("AGENT_TOKEN_TTL_SECS", 8 * 3600) as u64).min(crate::jwt::MAX_AGE_SECS as u64),
             nudge_every_ms: num("SCHEDULER_NUDGE_EVERY_MS", 60_000),
         }
     }
@@ -267,5 +269,7 @@ mod tests {
     fn settings_defaults_and_overrides() {
         let s = Settings::from_lookup(|k| (k == "SCHEDULER_TICK_MS").then(|| "250".to_string()));
         assert_eq!((s.tick_ms, s.max_attempts, s.max_lost_runs, s.grace_ms), (250, 3, 5, 180_000));
+        let s = Settings::from_lookup(|k| (k == "AGENT_TOKEN_TTL_SECS").then(|| "999999".to_string()));
+        assert_eq!(s.token_ttl_secs, 86_400, "capped at the tokens' maximum age");
     }
 }

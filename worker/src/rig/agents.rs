@@ -15,9 +15,6 @@ use crate::model::{Agent, BeadStatus, EventKind, ReviewEntry};
 use crate::params;
 use crate::requests::{AgentFilter, DoneRequest, NewAgent, NewReview};
 
-/// How many open beads the prime context lists.
-const PRIME_OPEN_BEADS: u32 = 50;
-
 impl<D: Db> Rig<'_, D> {
     pub(super) fn agent(&self, id: &str) -> ApiResult<Agent> {
         self.db
@@ -33,8 +30,8 @@ impl<D: Db> Rig<'_, D> {
         }
         let id = (self.new_id)();
         self.db.exec(
-            "INSERT INTO agents (id, role, name, identity, status, created_at) VALUES (?, ?, ?, ?, 'idle', ?)",
-            params![&id, a.role.as_str(), &a.name, &a.identity, &self.now],
+            "INSERT INTO agents (id, role, name, identity, status, last_activity_at, created_at) VALUES (?, ?, ?, ?, 'idle', ?, ?)",
+            params![&id, a.role.as_str(), &a.name, &a.identity, &self.now, &self.now],
         )?;
         self.agent(&id)
     }
@@ -97,17 +94,18 @@ impl<D: Db> Rig<'_, D> {
             None => None,
         };
         let mail = self.undelivered_mail(agent_id)?;
-        let open = self.open_beads(PRIME_OPEN_BEADS)?;
+        let open = self.open_beads_of(agent_id)?;
         Ok(json!({ "agent": agent, "hooked_bead": opt_json(hooked), "undelivered_mail": mail, "open_beads": open }))
     }
 
     /// Submits the hooked bead's branch to the review queue, unhooks, and sets the agent idle.
+    /// With nothing hooked there is nothing to submit: `review_entry` is null (the reference
+    /// answers `done` all the same).
     pub(super) fn done(&self, agent_id: &str, d: &DoneRequest) -> ApiResult<Value> {
         let agent = self.agent(agent_id)?;
-        let bead_id = agent
-            .current_hook_bead_id
-            .clone()
-            .ok_or_else(|| ApiError::Conflict("agent has no hooked bead to submit".into()))?;
+        let Some(bead_id) = agent.current_hook_bead_id.clone() else {
+            return Ok(json!({ "agent": agent, "review_entry": null }));
+        };
         let entry: ReviewEntry = self.insert_review(&NewReview {
             agent_id: agent_id.into(),
             bead_id,
@@ -128,10 +126,11 @@ impl<D: Db> Rig<'_, D> {
         self.agent(agent_id)
     }
 
-    pub(super) fn heartbeat(&self, agent_id: &str) -> ApiResult<Agent> {
-        self.agent(agent_id)?;
+    /// Touches the agent. An unknown agent is not an error (as the reference: the container's
+    /// heartbeat may outlive the agent's record); `null` then.
+    pub(super) fn heartbeat(&self, agent_id: &str) -> ApiResult<Option<Agent>> {
         self.db.exec("UPDATE agents SET last_activity_at = ? WHERE id = ?", params![&self.now, agent_id])?;
-        self.agent(agent_id)
+        Ok(self.agent(agent_id).ok())
     }
 
     /// Applies the container's heartbeat entries; agents this rig does not know are skipped.

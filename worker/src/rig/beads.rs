@@ -6,7 +6,7 @@ use super::rows::BeadRow;
 use super::Rig;
 use crate::db::{Db, Select};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{Bead, BeadStatus, BeadType, EventKind, Priority};
+use crate::model::{Bead, BeadStatus, BeadType, EventKind};
 use crate::params;
 use crate::requests::{BeadFilter, NewBead, NewEscalation, StatusUpdate};
 
@@ -58,7 +58,7 @@ impl<D: Db> Rig<'_, D> {
             .eq("type", f.bead_type.map(|t| t.as_str()))
             .eq("assignee_agent_id", f.assignee_agent_id.clone())
             .eq("convoy_id", f.convoy_id.clone())
-            .page("rowid", f.limit, f.offset);
+            .page("created_at DESC, rowid DESC", f.limit, f.offset);
         Ok(self.db.query::<BeadRow>(&sql, params)?.into_iter().map(Into::into).collect())
     }
 
@@ -93,13 +93,13 @@ impl<D: Db> Rig<'_, D> {
         self.set_status(&bead, BeadStatus::Closed, agent_id, EventKind::Closed)
     }
 
-    /// An escalation is a bead of type `escalation`, `high` priority unless given.
+    /// An escalation is a bead of type `escalation`, `medium` priority unless given (as any bead).
     pub(super) fn create_escalation(&self, e: &NewEscalation) -> ApiResult<Bead> {
         self.insert_bead(&NewBead {
             bead_type: BeadType::Escalation,
             title: e.title.clone(),
             body: e.body.clone(),
-            priority: Some(e.priority.unwrap_or(Priority::High)),
+            priority: e.priority,
             labels: None,
             metadata: e.metadata.clone(),
             assignee_agent_id: None,
@@ -107,11 +107,14 @@ impl<D: Db> Rig<'_, D> {
         })
     }
 
-    /// Open beads for an agent's prime context, oldest first.
-    pub(super) fn open_beads(&self, limit: u32) -> ApiResult<Vec<Bead>> {
+    /// The agent's own unfinished beads (the prime context's `open_beads`), newest first: every
+    /// bead assigned to it that is not closed (nor failed, our extra end state), the hooked one
+    /// included.
+    pub(super) fn open_beads_of(&self, agent_id: &str) -> ApiResult<Vec<Bead>> {
         let rows = self.db.query::<BeadRow>(
-            "SELECT * FROM beads WHERE status = 'open' ORDER BY rowid LIMIT ?",
-            params![limit],
+            "SELECT * FROM beads WHERE assignee_agent_id = ? AND status NOT IN ('closed', 'failed')
+             ORDER BY created_at DESC, rowid DESC",
+            params![agent_id],
         )?;
         Ok(rows.into_iter().map(Into::into).collect())
     }

@@ -36,18 +36,15 @@ impl<D: Db> Rig<'_, D> {
     }
 
     /// Returns the agent's undelivered mail and marks exactly that mail delivered (both in one
-    /// synchronous step, so mail sent concurrently is either returned now or next time).
+    /// synchronous step, so mail sent concurrently is either returned now or next time). The
+    /// rows are returned as they were read (`delivered: false`), as the reference does.
     pub(super) fn check_mail(&self, agent_id: &str) -> ApiResult<Vec<Mail>> {
         self.agent(agent_id)?;
-        let mut mail = self.undelivered_mail(agent_id)?;
+        let mail = self.undelivered_mail(agent_id)?;
         self.db.exec(
             "UPDATE mail SET delivered = 1, delivered_at = ? WHERE to_agent_id = ? AND delivered = 0",
             params![&self.now, agent_id],
         )?;
-        for m in &mut mail {
-            m.delivered = true;
-            m.delivered_at = Some(self.now.clone());
-        }
         Ok(mail)
     }
 }

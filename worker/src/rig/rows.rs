@@ -74,6 +74,7 @@ impl From<AgentRow> for Agent {
             role: r.role,
             name: r.name,
             identity: r.identity,
+            cloud_agent_session_id: None,
             status: r.status,
             current_hook_bead_id: r.current_hook_bead_id,
             last_activity_at: r.last_activity_at,

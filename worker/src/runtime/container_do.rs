@@ -178,6 +178,10 @@ impl TownContainer {
             let req = out.request(&url, token.as_deref()).map_err(|e| e.to_string())?;
             match port.fetch_request(req).await {
                 Ok(resp) => return Ok(resp),
+                // A container that exits while starting (a failed start) is not waited for.
+                Err(e) if container::port_not_ready(&e.to_string()) && !c.running() => {
+                    return Err(format!("the container stopped while starting: {e}"));
+                }
                 Err(e) if container::port_not_ready(&e.to_string()) && now_millis() < deadline => {
                     Delay::from(Duration::from_millis(container::PORT_POLL_MS)).await;
                 }
@@ -208,6 +212,9 @@ impl TownContainer {
         let Some(town) = town else { return Ok(None) };
         let limits: TownLimits = match call(&self.env, TOWN_BINDING, town, &TownOp::GetLimits).await {
             Ok(v) => serde_json::from_value(v).unwrap_or_default(),
+            // A start for a town the TownDO does not know (the container API used directly, as
+            // the reference allows) has no caps to keep.
+            Err(ApiError::NotFound(_)) => TownLimits::default(),
             // Closed, not open: the bead waits for the next pass rather than spend unguarded.
             Err(e) => return Err(format!("spending caps could not be read: {e}")),
         };

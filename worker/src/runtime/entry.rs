@@ -21,6 +21,8 @@ const ALLOW_LOCAL_REPOS: &str = "ALLOW_LOCAL_REPOS";
 
 enum Outcome {
     Json(u16, Value),
+    /// Sent without the envelope.
+    Bare(u16, Value),
     Raw(Response),
 }
 
@@ -28,6 +30,7 @@ enum Outcome {
 async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     match handle(&mut req, &env, &ctx).await {
         Ok(Outcome::Json(status, data)) => json_response(status, &success(data)),
+        Ok(Outcome::Bare(status, body)) => json_response(status, &body),
         Ok(Outcome::Raw(resp)) => Ok(resp),
         Err(e) => {
             if let ApiError::Internal(detail) = &e {
@@ -66,13 +69,20 @@ async fn read_body(req: &mut Request) -> ApiResult<Vec<u8>> {
 
 async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> ApiResult<Outcome> {
     let method = Method::parse(req.method().as_ref());
-    let route = routes::parse(method, &req.path())?;
+    let path = req.path();
+    let route = routes::parse(method, &path);
+    // Under the authenticated prefixes, credentials are checked before an unknown route (404)
+    // or a malformed id (400), as the reference's middleware does.
+    let access = match &route {
+        Ok(r) => r.access(),
+        Err(e) => routes::prefix_access(&path).ok_or_else(|| e.clone())?,
+    };
     let (internal_key, authorization, container_token) =
         (header(req, "x-internal-api-key"), header(req, "authorization"), header(req, "x-container-token"));
     let (key_secret, jwt_secret, token_secret) =
         (env_string(env, INTERNAL_API_SECRET), env_string(env, JWT_SECRET), env_string(env, CONTAINER_TOKEN));
     let caller = auth::authorize(
-        &route.access(),
+        &access,
         &Credentials {
             internal_key: internal_key.as_deref(),
             authorization: authorization.as_deref(),
@@ -85,6 +95,7 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> ApiResult<Outcom
         },
         (platform::now_millis() / 1000) as u64,
     )?;
+    let route = route?;
     if let Caller::Agent(claims) = &caller {
         // An agent's call is real activity: it renews its town container's sleepAfter. Off the
         // request's path; a failure only costs the renewal.
@@ -122,7 +133,8 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> ApiResult<Outcom
 async fn execute(plan: Plan, env: &Env, key: Option<&str>) -> ApiResult<Outcome> {
     match plan {
         Plan::Respond { status, data } => Ok(Outcome::Json(status, data)),
-        Plan::Rig { rig_id, op, status, follow_up } => {
+        Plan::Bare { status, body } => Ok(Outcome::Bare(status, body)),
+        Plan::Rig { rig_id, op, status, follow_up, reply } => {
             let (data, replayed) = call_once(env, RIG_BINDING, &rig_id, &op, key).await?;
             let follow_ups = if replayed { Vec::new() } else { api::follow_up(follow_up, &rig_id, &data) };
             for (identity, op) in follow_ups {
@@ -130,7 +142,7 @@ async fn execute(plan: Plan, env: &Env, key: Option<&str>) -> ApiResult<Outcome>
                     worker::console_error!("identity update failed: {e}");
                 }
             }
-            Ok(Outcome::Json(status, data))
+            Ok(Outcome::Json(status, reply.body(data)))
         }
         Plan::Town { town_id, op, status } => Ok(Outcome::Json(status, call(env, TOWN_BINDING, &town_id, &op).await?)),
         Plan::Identity { identity, op } => Ok(Outcome::Json(200, call(env, IDENTITY_BINDING, &identity, &op).await?)),
@@ -171,6 +183,7 @@ async fn execute(plan: Plan, env: &Env, key: Option<&str>) -> ApiResult<Outcome>
 async fn forward_to_container(req: &mut Request, env: &Env, town: &str, path: &str) -> ApiResult<Response> {
     let stub = env.durable_object(CONTAINER_BINDING).and_then(|ns| ns.get_by_name(town)).map_err(internal)?;
     let body = read_body(req).await?;
+    api::check_container_body(path, &body)?;
     let headers = Headers::new();
     headers.set("content-type", "application/json").map_err(internal)?;
     headers.set(container::TOWN_HEADER, town).map_err(internal)?;

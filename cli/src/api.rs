@@ -1,0 +1,123 @@
+//! The Worker's HTTP API as `gt` uses it: the internal key on every request, the
+//! `{"success", "data" | "error"}` envelope unwrapped, and failures sorted by what the person
+//! can do about them (see [`Error::exit_code`]).
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API refused or failed the request (its status and message).
+    #[error("the Gastown API answered {status}: {message}")]
+    Api { status: u16, message: String },
+    /// The Worker could not be reached at all.
+    #[error("cannot reach the Gastown API at {url}: {detail}")]
+    Unreachable { url: String, detail: String },
+    /// Settings or arguments that cannot work.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// 1: the API said no; 2: the command line or settings are wrong (as clap's own errors);
+    /// 3: nothing answered.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Api { .. } => 1,
+            Self::Usage(_) => 2,
+            Self::Unreachable { .. } => 3,
+        }
+    }
+}
+
+pub struct Api {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    /// `url`: the Worker (`GASTOWN_URL`); `key`: its internal key (`GASTOWN_KEY`).
+    pub fn new(url: &str, key: &str) -> Result<Self, Error> {
+        let base = url.trim().trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(Error::Usage(format!("GASTOWN_URL must be an http(s) URL, not {base:?}")));
+        }
+        if key.trim().is_empty() {
+            return Err(Error::Usage("GASTOWN_KEY is empty: set it to the town's INTERNAL_API_SECRET (scripts/dev prints it)".into()));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            // workerd closes idle keep-alive connections after about 5 s.
+            .pool_idle_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| Error::Usage(format!("no HTTP client: {e}")))?;
+        Ok(Self { base, key: key.trim().to_string(), http })
+    }
+
+    /// Sends a request and returns the envelope's `data`.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, Error> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url).header("x-internal-api-key", &self.key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.map_err(|e| Error::Unreachable { url: self.base.clone(), detail: cause(&e) })?;
+        let status = res.status().as_u16();
+        let envelope: Value = res.json().await.unwrap_or(Value::Null);
+        if (200..300).contains(&status) && envelope["success"] != Value::Bool(false) {
+            return Ok(envelope.get("data").cloned().unwrap_or(envelope));
+        }
+        let message = envelope["error"].as_str().unwrap_or("no message").to_string();
+        Err(Error::Api { status, message })
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, Error> {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Result<Value, Error> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+}
+
+/// The innermost cause, without the URL (which the message already names).
+fn cause(e: &reqwest::Error) -> String {
+    let mut source: &dyn std::error::Error = e;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    source.to_string()
+}
+
+/// A path segment from user input: ids are letters, digits, `-` and `_` (the API refuses others
+/// with a 400 anyway; this keeps `/` and `?` from changing the request's meaning).
+pub fn segment(what: &str, value: &str) -> Result<String, Error> {
+    let ok = !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(Error::Usage(format!("{what} must be an id (letters, digits, '-', '_'), not {value:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_and_ids_are_checked() {
+        assert!(matches!(Api::new("127.0.0.1:8787", "k"), Err(Error::Usage(_))));
+        assert!(matches!(Api::new("http://127.0.0.1:8787", " "), Err(Error::Usage(_))));
+        assert!(Api::new("http://127.0.0.1:8787/", "k").is_ok_and(|a| a.base == "http://127.0.0.1:8787"));
+        assert!(segment("rig", "r-1_a").is_ok());
+        for bad in ["", "a/b", "x?y=1", "..", "a b"] {
+            assert!(segment("rig", bad).is_err(), "{bad}");
+        }
+        assert_eq!((Error::Api { status: 404, message: String::new() }).exit_code(), 1);
+        assert_eq!(Error::Usage(String::new()).exit_code(), 2);
+        assert_eq!((Error::Unreachable { url: String::new(), detail: String::new() }).exit_code(), 3);
+    }
+}

@@ -1,0 +1,298 @@
+//! `gt`: drive a Gastown town from a terminal instead of curl.
+//!
+//! Configured by `GASTOWN_URL` (the Worker) and `GASTOWN_KEY` (its internal key); `scripts/dev`
+//! prints both lines to export. Tables for people on stdout, `--json` for scripts (the API's
+//! `data`, one JSON document; `watch` prints one event per line), errors on stderr. Exit codes:
+//! 0 done, 1 the API refused or failed, 2 bad arguments or settings, 3 the API is unreachable.
+
+mod api;
+mod table;
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+
+use api::{segment, Api, Error};
+
+#[derive(Parser)]
+#[command(name = "gt", version, about = "Drive a Gastown town: towns, rigs, slings, status, agents' streams, mail, escalations")]
+struct Cli {
+    /// The Worker's URL.
+    #[arg(long, env = "GASTOWN_URL", default_value = "http://127.0.0.1:8787", global = true)]
+    url: String,
+    /// The Worker's internal key (INTERNAL_API_SECRET).
+    #[arg(long, env = "GASTOWN_KEY", hide_env_values = true, default_value = "", global = true)]
+    key: String,
+    /// Print the API's data as JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Towns.
+    Town {
+        #[command(subcommand)]
+        command: TownCommand,
+    },
+    /// Rigs (a town's repositories).
+    Rig {
+        #[command(subcommand)]
+        command: RigCommand,
+    },
+    /// Give a polecat a bead of work on a rig.
+    Sling {
+        rig: String,
+        title: String,
+        #[arg(long)]
+        body: Option<String>,
+        /// low, medium, high or critical.
+        #[arg(long)]
+        priority: Option<String>,
+    },
+    /// A rig's beads by status, and its agents.
+    Status { rig: String },
+    /// Follow an agent's events (tool calls, text, errors) until its run ends.
+    Watch {
+        town: String,
+        agent: String,
+        /// Print what is there and stop, instead of following.
+        #[arg(long)]
+        once: bool,
+        /// Stop following after this many seconds (default: until the run ends).
+        #[arg(long)]
+        r#for: Option<u64>,
+    },
+    /// An agent's mail.
+    Mail {
+        #[command(subcommand)]
+        command: MailCommand,
+    },
+    /// Escalations of a town and of its rigs.
+    Escalations { town: String },
+}
+
+#[derive(Subcommand)]
+enum TownCommand {
+    /// Create a town; prints its id.
+    Create { name: String },
+    /// A town and its rigs.
+    Show { town: String },
+}
+
+#[derive(Subcommand)]
+enum RigCommand {
+    /// Add a rig (a git repository) to a town; prints its id.
+    Add {
+        town: String,
+        name: String,
+        git_url: String,
+        #[arg(long, default_value = "main")]
+        default_branch: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum MailCommand {
+    /// The agent's undelivered mail (reading it here does not mark it delivered).
+    List { rig: String, agent: String },
+    /// Send mail to an agent, as another agent of the rig.
+    Send {
+        rig: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        body: String,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("gt: no async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(cli)) {
+        eprintln!("gt: {e}");
+        std::process::exit(e.exit_code());
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    let api = Api::new(&cli.url, &cli.key)?;
+    let json = cli.json;
+    let out = |data: &Value, table: String| {
+        if json {
+            println!("{}", serde_json::to_string_pretty(data).unwrap_or_default());
+        } else {
+            println!("{table}");
+        }
+    };
+    match cli.command {
+        Command::Town { command: TownCommand::Create { name } } => {
+            let town = api.post("/api/towns", json!({ "name": name })).await?;
+            out(&town, text(&town["id"]));
+        }
+        Command::Town { command: TownCommand::Show { town } } => {
+            let t = api.get(&format!("/api/towns/{}", segment("town", &town)?)).await?;
+            let rigs = list(&t["rigs"]).iter().map(|r| cells(r, &["id", "name", "git_url", "default_branch"])).collect::<Vec<_>>();
+            out(&t, format!("town {} ({})\n\n{}", text(&t["name"]), text(&t["id"]), table::render(&["rig", "name", "git url", "branch"], &rigs)));
+        }
+        Command::Rig { command: RigCommand::Add { town, name, git_url, default_branch } } => {
+            let body = json!({ "name": name, "git_url": git_url, "default_branch": default_branch });
+            let rig = api.post(&format!("/api/towns/{}/rigs", segment("town", &town)?), body).await?;
+            out(&rig, text(&rig["id"]));
+        }
+        Command::Sling { rig, title, body, priority } => {
+            let mut req = json!({ "title": title });
+            if let Some(b) = body {
+                req["body"] = b.into();
+            }
+            if let Some(p) = priority {
+                req["priority"] = p.into();
+            }
+            let s = api.post(&format!("/api/rigs/{}/sling", segment("rig", &rig)?), req).await?;
+            out(&s, format!("bead {} hooked to {} ({})", text(&s["bead"]["id"]), text(&s["agent"]["name"]), text(&s["agent"]["id"])));
+        }
+        Command::Status { rig } => {
+            let rig = segment("rig", &rig)?;
+            // A rig nobody configured is an error, not two empty tables.
+            let config = api.get(&format!("/api/rigs/{rig}/config")).await?;
+            let beads = api.get(&format!("/api/rigs/{rig}/beads?limit=500")).await?;
+            let agents = api.get(&format!("/api/rigs/{rig}/agents")).await?;
+            let mut beads_by_status = list(&beads);
+            let order = ["in_progress", "open", "failed", "closed"];
+            beads_by_status.sort_by_key(|b| order.iter().position(|s| b["status"] == *s).unwrap_or(order.len()));
+            let bead_rows: Vec<Vec<String>> = beads_by_status.iter().map(|b| cells(b, &["status", "id", "type", "title", "assignee_agent_id"])).collect();
+            let agent_rows: Vec<Vec<String>> = list(&agents).iter().map(|a| cells(a, &["name", "id", "role", "status", "current_hook_bead_id", "last_activity_at"])).collect();
+            out(
+                &json!({ "rig": config, "beads": beads, "agents": agents }),
+                format!(
+                    "{}\n\n{}",
+                    table::render(&["status", "bead", "type", "title", "assignee"], &bead_rows),
+                    table::render(&["agent", "id", "role", "status", "hooked bead", "last activity"], &agent_rows)
+                ),
+            );
+        }
+        Command::Watch { town, agent, once, r#for } => watch(&api, &segment("town", &town)?, &segment("agent", &agent)?, once, r#for, json).await?,
+        Command::Mail { command: MailCommand::List { rig, agent } } => {
+            // Prime shows undelivered mail without delivering it (the agent's own check does).
+            let p = api.get(&format!("/api/rigs/{}/agents/{}/prime", segment("rig", &rig)?, segment("agent", &agent)?)).await?;
+            let mail = &p["undelivered_mail"];
+            let rows: Vec<Vec<String>> = list(mail).iter().map(|m| cells(m, &["created_at", "from_agent_id", "subject", "body"])).collect();
+            out(mail, table::render(&["sent", "from", "subject", "body"], &rows));
+        }
+        Command::Mail { command: MailCommand::Send { rig, from, to, subject, body } } => {
+            let req = json!({ "from_agent_id": from, "to_agent_id": to, "subject": subject, "body": body });
+            let sent = api.post(&format!("/api/rigs/{}/mail", segment("rig", &rig)?), req).await?;
+            out(&sent, "sent".into());
+        }
+        Command::Escalations { town } => {
+            let town = segment("town", &town)?;
+            let mut all: Vec<Value> = list(&api.get(&format!("/api/towns/{town}/escalations")).await?).into_iter().map(|e| with(e, "rig", "(town)")).collect();
+            for rig in list(&api.get(&format!("/api/towns/{town}/rigs")).await?) {
+                let (id, name) = (text(&rig["id"]), text(&rig["name"]));
+                let beads = api.get(&format!("/api/rigs/{}/beads?type=escalation&limit=500", segment("rig", &id)?)).await?;
+                all.extend(list(&beads).into_iter().map(|b| with(b, "rig", &name)));
+            }
+            let rows: Vec<Vec<String>> = all.iter().map(|e| cells(e, &["rig", "priority", "title", "created_at", "id"])).collect();
+            out(&Value::Array(all.clone()), table::render(&["rig", "priority", "title", "raised", "id"], &rows));
+        }
+    }
+    Ok(())
+}
+
+/// Follows an agent's kept events (`GET /api/towns/:town/agents/:agent/events`), a line each,
+/// until its run ends (a status event `exited` or `failed`), `for_secs` pass, or `once`.
+async fn watch(api: &Api, town: &str, agent: &str, once: bool, for_secs: Option<u64>, json: bool) -> Result<(), Error> {
+    let deadline = for_secs.map(|s| std::time::Instant::now() + Duration::from_secs(s));
+    let mut after = 0i64;
+    loop {
+        let page = api.get(&format!("/api/towns/{town}/agents/{agent}/events?after={after}&limit=500")).await?;
+        let events = list(&page["events"]);
+        let mut ended = false;
+        for e in &events {
+            if json {
+                println!("{e}");
+            } else {
+                println!("{}", event_line(e));
+            }
+            ended |= e["kind"] == "status" && matches!(e["data"]["status"].as_str(), Some("exited" | "failed"));
+        }
+        after = page["nextAfter"].as_i64().unwrap_or(after);
+        if once || ended || deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return Ok(());
+        }
+        if events.is_empty() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// One event for people: `time  kind  what`.
+fn event_line(e: &Value) -> String {
+    let d = &e["data"];
+    let what = match e["kind"].as_str() {
+        Some("tool_call") => format!("{} {}{}", text(&d["tool"]), text(&d["state"]), d["exit"].as_i64().map(|x| format!(" (exit {x})")).unwrap_or_default()),
+        Some("text") => text(&d["text"]),
+        Some("error") => format!("{} ({})", text(&d["message"]), text(&d["source"])),
+        Some("status") => text(&d["status"]),
+        Some("supervisor") => format!("{} {}", text(&d["action"]), text(&d["detail"])),
+        _ => d.to_string(),
+    };
+    let time = e["at"].as_str().and_then(|t| t.get(11..19)).unwrap_or("");
+    format!("{time}  {:<10}  {}", text(&e["kind"]), what.replace('\n', " "))
+}
+
+fn list(v: &Value) -> Vec<Value> {
+    v.as_array().cloned().unwrap_or_default()
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn cells(v: &Value, keys: &[&str]) -> Vec<String> {
+    keys.iter().map(|k| text(&v[*k])).collect()
+}
+
+fn with(mut v: Value, key: &str, value: &str) -> Value {
+    v[key] = value.into();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_read_as_lines() {
+        let e = json!({ "at": "2026-11-30T07:01:02.000Z", "kind": "tool_call", "data": { "tool": "bash", "state": "completed", "exit": 0 } });
+        assert_eq!(event_line(&e), "07:01:02  tool_call   bash completed (exit 0)");
+        let t = json!({ "at": "x", "kind": "text", "data": { "text": "all\ndone" } });
+        assert_eq!(event_line(&t), "  text        all done");
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["gt", "--json", "sling", "r1", "Fix it", "--priority", "high"]).expect("parses");
+        assert!(cli.json && matches!(cli.command, Command::Sling { ref priority, .. } if priority.as_deref() == Some("high")));
+        assert!(Cli::try_parse_from(["gt", "sling", "r1"]).is_err(), "a sling needs a title");
+    }
+}

@@ -1,0 +1,92 @@
+//! `gt` against a whole local town (the built Worker under `wrangler dev`, the native control
+//! server, the Kilo CLI, git, a local origin; only the LLM is scripted): a person creates a
+//! town and a rig, slings a bead, reads the status table, watches the agent work to the end of
+//! its run, reads and sends mail, lists escalations; and bad settings or input get a message on
+//! stderr and the documented exit code.
+
+use std::process::Output;
+use std::time::Duration;
+
+use gastown_e2e::model_server::{commit_push_done, marker, ModelServer, Step};
+use gastown_e2e::origin::Origin;
+use gastown_e2e::town::LocalTown;
+use gastown_e2e::wait::until;
+use gastown_e2e::wrangler::INTERNAL_KEY;
+use serde_json::Value;
+
+fn gt(url: &str, key: &str, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_gt"))
+        .args(args)
+        .env("GASTOWN_URL", url)
+        .env("GASTOWN_KEY", key)
+        .output()
+        .expect("run gt")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn ok(o: Output) -> String {
+    assert!(o.status.success(), "gt failed ({:?}): {}", o.status.code(), String::from_utf8_lossy(&o.stderr));
+    stdout(&o)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_runs_a_town_with_gt() {
+    let model = ModelServer::start(Vec::<(String, Vec<Step>)>::new()).await.expect("model server");
+    let local = LocalTown::start(&model, &[], &[("SCHEDULER_TICK_MS", "1000")]).await;
+    let url = local.worker.base_url.clone();
+    let run = |args: &[&str]| gt(&url, INTERNAL_KEY, args);
+
+    let town = ok(run(&["town", "create", "demo"]));
+    let origin = Origin::new();
+    let rig = ok(run(&["rig", "add", &town, "app", &origin.url()]));
+    let shown = ok(run(&["town", "show", &town]));
+    assert!(shown.contains("town demo") && shown.contains(&rig) && shown.contains("RIG"), "{shown}");
+
+    model.set_script("gt", commit_push_done("gt.txt", "from-gt"));
+    let slung = ok(run(&["sling", &rig, "Write gt.txt", "--body", &marker("gt")]));
+    assert!(slung.starts_with("bead ") && slung.contains("hooked to"), "{slung}");
+    let bead = slung.split_whitespace().nth(1).expect("bead id").to_string();
+
+    // The status table: the bead under its status, the polecat that has it.
+    let status: Value = serde_json::from_str(&ok(run(&["--json", "status", &rig]))).expect("--json is JSON");
+    let agent = status["agents"][0]["id"].as_str().expect("agent id").to_string();
+    let table = ok(run(&["status", &rig]));
+    assert!(table.lines().next().is_some_and(|h| h.starts_with("STATUS")) && table.contains(&bead) && table.contains(&agent), "{table}");
+
+    // Watching the agent follows its run to the end: its tool calls, then its exit.
+    let watched = ok(run(&["watch", &town, &agent, "--for", "240"]));
+    assert!(watched.contains("tool_call") && watched.contains("bash"), "{watched}");
+    assert!(watched.lines().last().is_some_and(|l| l.contains("status") && l.contains("exited")), "{watched}");
+    until("the bead to close", Duration::from_secs(240), async || {
+        let t = ok(run(&["status", &rig]));
+        t.lines().any(|l| l.starts_with("closed") && l.contains(&bead)).then_some(())
+    })
+    .await;
+
+    // Mail: sent as the polecat to itself, listed without being delivered.
+    ok(run(&["mail", "send", &rig, "--from", &agent, "--to", &agent, "--subject", "hello from gt", "--body", "b"]));
+    let mail = ok(run(&["mail", "list", &rig, &agent]));
+    assert!(mail.contains("hello from gt"), "{mail}");
+    assert!(ok(run(&["mail", "list", &rig, &agent])).contains("hello from gt"), "listing does not deliver it");
+    let escalations = ok(run(&["escalations", &town]));
+    assert!(escalations.starts_with("RIG"), "{escalations}");
+
+    // Bad settings and input: a message on stderr, the documented exit code, stdout empty.
+    for (args, key, url, code, says) in [
+        (vec!["status", &rig], "wrong-key", url.as_str(), 1, "401"),
+        (vec!["status", "no-such-rig"], INTERNAL_KEY, url.as_str(), 1, "404"),
+        (vec!["status", "a/b"], INTERNAL_KEY, url.as_str(), 2, "rig must be an id"),
+        (vec!["sling", &rig], INTERNAL_KEY, url.as_str(), 2, "TITLE"),
+        (vec!["status", &rig], "", url.as_str(), 2, "GASTOWN_KEY"),
+        (vec!["status", &rig], INTERNAL_KEY, "http://127.0.0.1:9", 3, "cannot reach"),
+    ] {
+        let o = gt(url, key, &args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(o.stdout.is_empty(), "{args:?}");
+    }
+}
