@@ -179,6 +179,7 @@ pub fn plan(req: &Incoming) -> ApiResult<Plan> {
             Plan::Town { town_id: town_id.clone(), op: TownOp::Create { town_id, town: t }, status: 201 }
         }
         GetTown { town } => Plan::Town { town_id: town, op: TownOp::Get, status: 200 },
+        ListTowns => Plan::Town { town_id: crate::town::INDEX.into(), op: TownOp::ListTowns, status: 200 },
         CreateRig { town } => {
             let mut r: NewRig = parse_value(body, &[])?;
             r.allow_local_repos = req.allow_local_repos;
@@ -197,6 +198,7 @@ pub fn plan(req: &Incoming) -> ApiResult<Plan> {
         }
         ListTownEscalations { town } => Plan::Town { town_id: town, op: TownOp::ListEscalations, status: 200 },
         ContainerProxy { town, path } => Plan::Container { town_id: town, path },
+        Dashboard | AgentStream { .. } => return Err(ApiError::Internal("the page and the live stream are served before planning".into())),
         ContainerHeartbeat { town } => heartbeat(&town, body)?,
         ContainerEvents { town } => {
             let batch: AgentEventBatch = parse_value(body, &[])?;

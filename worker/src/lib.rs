@@ -14,6 +14,7 @@ pub mod api;
 pub mod auth;
 pub mod body;
 pub mod container;
+pub mod dashboard;
 pub mod db;
 pub mod error;
 pub mod identity;

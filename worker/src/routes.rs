@@ -65,6 +65,7 @@ pub enum Route {
     GetConvoy { rig: String, convoy: String },
     // Towns (internal only).
     CreateTown,
+    ListTowns,
     GetTown { town: String },
     CreateRig { town: String },
     ListRigs { town: String },
@@ -81,6 +82,11 @@ pub enum Route {
     ContainerEvents { town: String },
     /// An agent's kept events (internal).
     AgentEvents { town: String, agent: String },
+    /// An agent's live stream: a WebSocket opened with a one-shot stream ticket (the ticket is
+    /// the credential: browsers cannot set headers on a WebSocket).
+    AgentStream { town: String, agent: String },
+    /// The dashboard page (public: it holds no secret; the key is typed in the page).
+    Dashboard,
     GetIdentity { identity: String },
 }
 
@@ -139,6 +145,7 @@ pub fn parse(method: Method, path: &str) -> ApiResult<Route> {
     }
     match segs.as_slice() {
         ["health"] => allow!(Get => Route::Health),
+        [""] => allow!(Get => Route::Dashboard),
         ["api", "rigs", rig, rest @ ..] => {
             let rig = id("rigId", rig)?;
             match rest {
@@ -184,7 +191,7 @@ pub fn parse(method: Method, path: &str) -> ApiResult<Route> {
                 _ => Err(not_found()),
             }
         }
-        ["api", "towns"] => allow!(Post => Route::CreateTown),
+        ["api", "towns"] => allow!(Post => Route::CreateTown, Get => Route::ListTowns),
         ["api", "towns", town, rest @ ..] => {
             let town = id("townId", town)?;
             match rest {
@@ -209,6 +216,10 @@ pub fn parse(method: Method, path: &str) -> ApiResult<Route> {
                 }
                 ["container", "agents", "start"] => {
                     allow!(Post => Route::ContainerProxy { town, path: "/agents/start".into() })
+                }
+                ["container", "agents", agent, "stream"] => {
+                    let agent = id("agentId", agent)?;
+                    allow!(Get => Route::AgentStream { town, agent })
                 }
                 ["container", "agents", agent, action] => {
                     let agent = id("agentId", agent)?;
@@ -240,7 +251,7 @@ impl Route {
         let rig = |rig: &String| Access::Rig { rig: rig.clone(), agent: None };
         let agent = |rig: &String, agent: &String| Access::Rig { rig: rig.clone(), agent: Some(agent.clone()) };
         match self {
-            Health => Access::Public,
+            Health | Dashboard | AgentStream { .. } => Access::Public,
             CreateBead { rig: r }
             | ListBeads { rig: r }
             | GetBead { rig: r, .. }
@@ -260,7 +271,7 @@ impl Route {
             | CheckMail { rig: r, agent: a }
             | AgentHeartbeat { rig: r, agent: a } => agent(r, a),
             GetRigConfig { .. } | PutRigConfig { .. } | Sling { .. } | ListReviews { .. } | ListEvents { .. }
-            | BeadEvents { .. } | CreateConvoy { .. } | ListConvoys { .. } | GetConvoy { .. } | CreateTown | GetTown { .. } | CreateRig { .. } | ListRigs { .. }
+            | BeadEvents { .. } | CreateConvoy { .. } | ListConvoys { .. } | GetConvoy { .. } | CreateTown | ListTowns | GetTown { .. } | CreateRig { .. } | ListRigs { .. }
             | CreateTownEscalation { .. } | ListTownEscalations { .. } | GetTownLimits { .. } | SetTownLimits { .. } | AgentEvents { .. } | ContainerProxy { .. } | GetIdentity { .. } => {
                 Access::Internal
             }
@@ -331,5 +342,15 @@ mod tests {
         assert_eq!(parse(Get, "/api/rigs/r1/convoys/c1").map(|r| r.access()), Ok(Access::Internal));
         assert_eq!(parse(Post, "/api/towns/t/container/agents/start").map(|r| r.access()), Ok(Access::Internal));
         assert_eq!(parse(Post, "/api/towns/t/container/heartbeat").map(|r| r.access()), Ok(Access::Container));
+        // The live stream's credential is its ticket; the dashboard page holds no secret.
+        assert_eq!(
+            parse(Get, "/api/towns/t/container/agents/a1/stream"),
+            Ok(Route::AgentStream { town: "t".into(), agent: "a1".into() })
+        );
+        assert_eq!(parse(Get, "/api/towns/t/container/agents/a1/stream").map(|r| r.access()), Ok(Access::Public));
+        assert_eq!(parse(Post, "/api/towns/t/container/agents/a1/stream").map_err(|e| e.status()), Err(404));
+        assert_eq!(parse(Get, "/api/towns/t/container/agents/a.1/stream").map_err(|e| e.status()), Err(400));
+        assert_eq!(parse(Get, "/").map(|r| r.access()), Ok(Access::Public));
+        assert_eq!(parse(Get, "/api/towns").map(|r| r.access()), Ok(Access::Internal));
     }
 }

@@ -84,6 +84,10 @@ pub enum TownOp {
     ListEscalations,
     GetLimits,
     SetLimits(TownLimits),
+    /// To the index instance (`town::INDEX`): a town was created.
+    Index { town_id: String, name: String, created_at: String },
+    /// To the index instance: the towns.
+    ListTowns,
 }
 
 /// The interface of an AgentIdentityDO (one per agent identity string).

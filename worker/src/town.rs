@@ -20,7 +20,16 @@ pub const MIGRATIONS: &[&[&str]] = &[&[
         default_branch TEXT NOT NULL, created_at TEXT NOT NULL)",
     "CREATE TABLE escalations (id TEXT PRIMARY KEY, title TEXT NOT NULL, body TEXT, priority TEXT NOT NULL,
         metadata TEXT NOT NULL, created_at TEXT NOT NULL)",
+], &[
+    // Only in the index instance ([`INDEX`]): every town, for `GET /api/towns`.
+    "CREATE TABLE town_index (town_id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL)",
 ]];
+
+/// The name of the TownDO instance that lists the towns (no town gets this id: town ids are
+/// generated UUIDs).
+pub const INDEX: &str = "town-index";
+/// Most towns `GET /api/towns` lists (the newest first).
+pub const MAX_LISTED: i64 = 500;
 
 pub struct Town<'a, D: Db> {
     pub db: &'a D,
@@ -133,6 +142,24 @@ impl<D: Db> Town<'_, D> {
             params![&id, &e.title, e.body.clone(), priority.as_str(), metadata.to_string(), &self.now],
         )?;
         Ok(self.escalations()?.into_iter().find(|x| x["id"] == json!(id)).unwrap_or(Value::Null))
+    }
+
+    /// In the index instance: records a town (again: no change).
+    pub fn index_add(&self, town_id: &str, name: &str, created_at: &str) -> ApiResult<()> {
+        self.db.exec("INSERT OR IGNORE INTO town_index (town_id, name, created_at) VALUES (?, ?, ?)", params![town_id, name, created_at])?;
+        Ok(())
+    }
+
+    /// In the index instance: the towns, newest first.
+    pub fn index_list(&self) -> ApiResult<Vec<Value>> {
+        #[derive(Deserialize)]
+        struct Row {
+            town_id: String,
+            name: String,
+            created_at: String,
+        }
+        let rows: Vec<Row> = self.db.query("SELECT * FROM town_index ORDER BY rowid DESC LIMIT ?", params![MAX_LISTED])?;
+        Ok(rows.into_iter().map(|r| json!({ "id": r.town_id, "name": r.name, "created_at": r.created_at })).collect())
     }
 
     pub fn escalations(&self) -> ApiResult<Vec<Value>> {

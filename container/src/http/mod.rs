@@ -56,6 +56,7 @@ pub fn router(supervisor: Arc<Supervisor>) -> Router {
     Router::new()
         .route("/health", get(health::health))
         .route("/agents/{agent_id}/stream", get(stream::stream))
+        .route("/agents/{agent_id}/ws", get(stream::websocket))
         .route("/internal/tools/{tool}", post(tools::call))
         .merge(protected)
         .fallback(|| async { Error::NotFound("no such route".into()) })

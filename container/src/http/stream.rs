@@ -4,16 +4,26 @@
 //! `GET /agents/:id/stream?ticket=T` (no token: a browser or proxy can hold the ticket) streams
 //! the agent's events as server-sent events, starting with the buffered ones, until the agent
 //! has ended and every event is sent.
+//!
+//! `GET /agents/:id/ws?ticket=T` is the same stream as a WebSocket (the Worker's live stream
+//! route passes the upgrade through to it): JSON text frames `{agentId, id, event, data,
+//! timestamp}`, buffered events first, then live ones, then an `agent.exited` frame and a close
+//! (1000) once the run has ended. Each frame is sent only after the previous one was written:
+//! a slow client holds its cursor back (backpressure), nothing queues up for it. A refused
+//! ticket or an unknown agent gets one `error` frame and a close with code 4401 or 4404 and
+//! the reason, so a browser can show it (an HTTP error on the upgrade is invisible to it).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::response::Response;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
-use futures_util::Stream;
+use futures_util::{SinkExt, Stream, StreamExt};
 use serde::Deserialize;
 use shared_types::StreamTicket;
 
@@ -50,10 +60,17 @@ impl Tickets {
 
     /// Consumes the ticket: true if it was valid for this agent and not expired.
     fn redeem(&self, ticket: &str, agent_id: &str) -> bool {
+        self.check(ticket, agent_id).is_ok()
+    }
+
+    /// Consumes the ticket (whatever the outcome); `Err(why)` if it is not valid for this agent.
+    fn check(&self, ticket: &str, agent_id: &str) -> std::result::Result<(), &'static str> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         match map.remove(ticket) {
-            Some((agent, expires)) => agent == agent_id && expires > Instant::now(),
-            None => false,
+            None => Err("unknown or already used stream ticket"),
+            Some((agent, _)) if agent != agent_id => Err("this stream ticket was issued for another agent"),
+            Some((_, expires)) if expires <= Instant::now() => Err("this stream ticket has expired (tickets are valid for 60 s)"),
+            Some(_) => Ok(()),
         }
     }
 }
@@ -101,4 +118,119 @@ pub async fn stream(
         }
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// A WebSocket frame, as the reference's live stream has it (`id` added: the event's id).
+fn frame(agent_id: &str, id: u64, event: &str, data: &serde_json::Value, timestamp: &str) -> String {
+    serde_json::json!({ "agentId": agent_id, "id": id, "event": event, "data": data, "timestamp": timestamp }).to_string()
+}
+
+/// The event name of a kind (`tool_call`, `text`, ...).
+fn kind_name(kind: shared_types::AgentEventKind) -> String {
+    serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+pub async fn websocket(
+    State(state): State<AppState>,
+    AgentId(id): AgentId,
+    QueryParams(q): QueryParams<StreamQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let checked = state.tickets.check(&q.ticket, &id).map_err(|why| (4401u16, why.to_string())).and_then(|()| {
+        state.supervisor.agent(&id).map_err(|_| (4404u16, format!("agent {id} not found in this container")))
+    });
+    upgrade.on_upgrade(move |socket| async move {
+        match checked {
+            Ok(agent) => relay(socket, &id, agent).await,
+            Err((code, reason)) => {
+                tracing::info!(agent_id = %id, code, "live stream refused: {reason}");
+                refuse(socket, &id, code, reason).await
+            }
+        }
+    })
+}
+
+async fn refuse(mut socket: WebSocket, agent_id: &str, code: u16, reason: String) {
+    let data = serde_json::json!({ "error": reason, "code": code });
+    let _ = socket.send(Message::Text(frame(agent_id, 0, "error", &data, &clock::iso(SystemTime::now())).into())).await;
+    let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+}
+
+/// Most time a frame may take to be written before the client counts as gone.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn relay(socket: WebSocket, agent_id: &str, agent: std::sync::Arc<crate::agents::Agent>) {
+    let (mut tx, mut rx) = socket.split();
+    // The client's side: only its close (or a broken connection) matters.
+    let mut closed = tokio::spawn(async move {
+        while let Some(Ok(m)) = rx.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    });
+    send_events(&mut tx, agent_id, &agent, &mut closed).await;
+    closed.abort();
+}
+
+async fn send_events(
+    tx: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    agent_id: &str,
+    agent: &crate::agents::Agent,
+    closed: &mut tokio::task::JoinHandle<()>,
+) {
+    let mut after = 0u64;
+    loop {
+        let (page, status) = {
+            let s = agent.lock();
+            (s.events.after(after, 100), s.status)
+        };
+        if !page.events.is_empty() {
+            after = page.next_after;
+            for e in &page.events {
+                let text = frame(agent_id, e.id, &kind_name(e.kind), &e.data, &e.at);
+                match tokio::time::timeout(SEND_TIMEOUT, tx.send(Message::Text(text.into()))).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
+                }
+            }
+            continue;
+        }
+        if !status.is_active() {
+            let data = serde_json::json!({ "type": "agent.exited", "properties": { "reason": status.as_str() } });
+            let _ = tx.send(Message::Text(frame(agent_id, after, "agent.exited", &data, &clock::iso(SystemTime::now())).into())).await;
+            let _ = tx.send(Message::Close(Some(CloseFrame { code: 1000, reason: "agent run ended".into() }))).await;
+            return;
+        }
+        // Wake on the next change, the client's close, or every 15 s (a ping keeps proxies open).
+        tokio::select! {
+            _ = agent.changed() => {}
+            _ = &mut *closed => return,
+            _ = tokio::time::sleep(Duration::from_secs(15)) => {
+                if tx.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_are_one_shot_bound_to_their_agent_and_expire() {
+        let t = Tickets::default();
+        let a = t.issue("a1");
+        assert_eq!(t.check(&a, "a1"), Ok(()));
+        assert_eq!(t.check(&a, "a1"), Err("unknown or already used stream ticket"));
+        let b = t.issue("a1");
+        assert_eq!(t.check(&b, "a2"), Err("this stream ticket was issued for another agent"));
+        assert!(t.check(&b, "a1").is_err(), "a refused ticket is used up too");
+        let c = t.issue("a1");
+        t.map.lock().unwrap().get_mut(&c).unwrap().1 = Instant::now();
+        assert_eq!(t.check(&c, "a1"), Err("this stream ticket has expired (tickets are valid for 60 s)"));
+        assert_eq!(t.check("nope", "a1"), Err("unknown or already used stream ticket"));
+    }
 }

@@ -85,6 +85,13 @@ impl Interpreter {
                 if let Some(exit) = part["state"]["metadata"]["exit"].as_i64() {
                     data["exit"] = exit.into();
                 }
+                // What it was called with and what it gave, for the live stream (bounded).
+                if part["state"]["input"].is_object() {
+                    data["input"] = truncate(&part["state"]["input"].to_string()).into();
+                }
+                if let Some(output) = part["state"]["output"].as_str().filter(|_| status == "completed") {
+                    data["output"] = truncate(output).into();
+                }
                 Meaning::Event(AgentEventKind::ToolCall, data)
             }
             // Text parts stream in; the one with an end time is the finished text.
@@ -152,6 +159,11 @@ mod tests {
         assert_eq!(m, Meaning::Event(AgentEventKind::ToolCall, json!({"tool": "bash", "callId": "c1", "state": "running", "exit": 0})));
         assert_eq!(i.interpret(&part("running")).expect("event").1, Meaning::Activity);
         assert!(matches!(i.interpret(&part("completed")).expect("event").1, Meaning::Event(AgentEventKind::ToolCall, _)));
+        // A finished call carries its input and output (for the live stream).
+        let done = wrap(json!({"type": "message.part.updated", "properties": {"sessionID": "s1", "part": {
+            "type": "tool", "tool": "bash", "callID": "c2", "state": {"status": "completed", "input": {"command": "echo hi"}, "output": "hi\n"}}}}));
+        let (_, m) = i.interpret(&done).expect("event");
+        assert_eq!(m, Meaning::Event(AgentEventKind::ToolCall, json!({"tool": "bash", "callId": "c2", "state": "completed", "input": "{\"command\":\"echo hi\"}", "output": "hi\n"})));
     }
 
     #[test]

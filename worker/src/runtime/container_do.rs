@@ -19,11 +19,12 @@ use futures_util::future::{select, Either};
 use js_sys::{Function, Object, Reflect};
 use serde_json::Value;
 use wasm_bindgen::{JsCast, JsValue};
-use worker::{Container, Delay, DurableObject, Env, Fetch, Headers, Method, Request, RequestInit, Response, State};
+use worker::{Container, Delay, DurableObject, Env, Fetch, Headers, Method, Request, RequestInit, Response, State, WebSocketPair};
 
 use super::call::{call, json_response};
 use super::{sql, TOWN_BINDING};
-use crate::agent_events;
+use crate::{agent_events, dashboard};
+use super::platform;
 use shared_types::AgentEventBatch;
 use super::platform::now_millis;
 use crate::container::lifecycle::{AlarmAction, Lifecycle, Probe, Settings};
@@ -35,6 +36,8 @@ use crate::spending::{self, Ledger, TownLimits};
 const LIFECYCLE: &str = "lifecycle";
 /// The starts let through in the last hour (the spending guard's ledger).
 const LEDGER: &str = "dispatch_ledger";
+/// Outstanding tickets for kept histories (`dashboard::HistoryTicket`).
+const HISTORY_TICKETS: &str = "history_tickets";
 /// A probe that takes longer than this counts as failed (a stopped or wedged server).
 const PROBE_TIMEOUT_MS: u64 = 5_000;
 
@@ -257,6 +260,19 @@ impl TownContainer {
             }
         }
         let answer = self.send(target, &out).await;
+        if out.method == Method::Post {
+            if let Some(agent) = dashboard::ticket_request_agent(&out.path) {
+                // The control server does not know the agent (its container was replaced or is
+                // gone): if its events were kept, a stream of that history can be had.
+                let unknown = match &answer {
+                    Ok(r) => r.status_code() == 404,
+                    Err(e) => e.status() == 503,
+                };
+                if unknown && self.has_history(agent)? {
+                    return self.history_ticket(agent).await;
+                }
+            }
+        }
         if let Some(key) = entered {
             if !answer.as_ref().is_ok_and(|r| (200..300).contains(&r.status_code())) {
                 self.unrecord(&key).await;
@@ -294,6 +310,115 @@ impl TownContainer {
         self.alarm_by(at).await?;
         let place = if target == Target::Container { "the container" } else { "the control server at CONTAINER_URL" };
         Err(ApiError::Unavailable(format!("{place} did not answer (after {retry} retries): {error}")))
+    }
+
+    fn has_history(&self, agent: &str) -> ApiResult<bool> {
+        let q = agent_events::EventQuery { agent_id: agent.to_string(), after: 0, limit: 1 };
+        Ok(agent_events::list(&self.events_db()?, &q)?["events"].as_array().is_some_and(|a| !a.is_empty()))
+    }
+
+    async fn history_tickets(&self) -> Vec<dashboard::HistoryTicket> {
+        self.state.storage().get(HISTORY_TICKETS).await.ok().flatten().unwrap_or_default()
+    }
+
+    /// Issues a ticket of this object's own for an agent's kept history (same shape and
+    /// lifetime as the control server's).
+    async fn history_ticket(&self, agent: &str) -> ApiResult<Response> {
+        let now = now_millis();
+        let ticket = format!("{}{}", platform::new_id(), platform::new_id()).replace('-', "");
+        let mut list = self.history_tickets().await;
+        let expires_ms = now + dashboard::TICKET_TTL_MS;
+        dashboard::add_history_ticket(&mut list, dashboard::HistoryTicket { ticket: ticket.clone(), agent: agent.to_string(), expires_ms }, now);
+        self.state.storage().put(HISTORY_TICKETS, &list).await.map_err(internal)?;
+        json_response(200, &serde_json::json!({ "ticket": ticket, "expiresAt": crate::time::iso_from_millis(expires_ms) })).map_err(internal)
+    }
+
+    /// A WebSocket this object answers itself: `frames`, then a close.
+    fn own_socket(frames: impl IntoIterator<Item = String>, code: u16, reason: &str) -> ApiResult<Response> {
+        let pair = WebSocketPair::new().map_err(internal)?;
+        pair.server.accept().map_err(internal)?;
+        for f in frames {
+            pair.server.send_with_str(f).map_err(internal)?;
+        }
+        pair.server.close(Some(code), Some(reason)).map_err(internal)?;
+        Response::from_websocket(pair.client).map_err(internal)
+    }
+
+    /// The stream of a history ticket: the agent's kept events (at most
+    /// `agent_events::KEEP_PER_AGENT`, so bounded), an `agent.exited` frame, and a close (1000).
+    async fn history_stream(&self, ticket: &str, agent: &str) -> ApiResult<Option<Response>> {
+        let mut list = self.history_tickets().await;
+        let Some(verdict) = dashboard::redeem_history_ticket(&mut list, ticket, agent, now_millis()) else { return Ok(None) };
+        self.state.storage().put(HISTORY_TICKETS, &list).await.map_err(internal)?;
+        let now = platform::now_iso();
+        if let Err(reason) = verdict {
+            let error = dashboard::frame(agent, 0, "error", &serde_json::json!({ "error": reason, "code": 4401 }), &now);
+            return Self::own_socket([error], 4401, reason).map(Some);
+        }
+        let db = self.events_db()?;
+        let mut frames = Vec::new();
+        let mut after = 0;
+        loop {
+            let q = agent_events::EventQuery { agent_id: agent.to_string(), after, limit: agent_events::MAX_LIMIT };
+            let page = agent_events::list(&db, &q)?;
+            let events = page["events"].as_array().cloned().unwrap_or_default();
+            if events.is_empty() {
+                break;
+            }
+            for e in &events {
+                let at = e["at"].as_str().unwrap_or_default();
+                frames.push(dashboard::frame(agent, e["seq"].as_i64().unwrap_or(0), e["kind"].as_str().unwrap_or_default(), &e["data"], at));
+            }
+            after = page["nextAfter"].as_i64().unwrap_or(i64::MAX);
+        }
+        let exited = serde_json::json!({ "type": "agent.exited", "properties": { "reason": "history" } });
+        frames.push(dashboard::frame(agent, after, "agent.exited", &exited, &now));
+        Self::own_socket(frames, 1000, "history replayed: the agent's run is over").map(Some)
+    }
+
+    /// An agent's live stream (the Worker checked the route and the ticket's form): the
+    /// WebSocket upgrade is passed to the control server, which redeems the ticket, and the
+    /// socket it answers with is handed back as is. No relay here: frames go from the control
+    /// server to the client, and a slow client slows the control server's sends.
+    async fn stream(&self, req: Request) -> ApiResult<Response> {
+        let url = req.url().map_err(internal)?;
+        let agent = url.path().trim_start_matches("/agents/").trim_end_matches("/ws").to_string();
+        let ticket = url.query_pairs().find(|(k, _)| k == "ticket").map(|(_, v)| v.into_owned()).unwrap_or_default();
+        if let Some(resp) = self.history_stream(&ticket, &agent).await? {
+            return Ok(resp);
+        }
+        let path = format!("{}?{}", url.path(), url.query().unwrap_or(""));
+        let token = var(&self.env, "CONTAINER_TOKEN");
+        let upgrade = |base: &str| -> worker::Result<Request> {
+            let headers = Headers::new();
+            headers.set("upgrade", "websocket")?;
+            if let Some(t) = &token {
+                headers.set("x-container-token", t)?;
+            }
+            let mut init = RequestInit::new();
+            init.with_method(Method::Get).with_headers(headers);
+            Request::new_with_init(&format!("{base}{path}"), &init)
+        };
+        let answer = match (self.target(), self.state.container()) {
+            (Target::Url(base), _) => {
+                let req = upgrade(&container::forward_url(&base, "")?).map_err(internal)?;
+                Fetch::Request(req).send().await
+            }
+            (Target::Container, Some(c)) if c.running() => {
+                let req = upgrade("http://container").map_err(internal)?;
+                match c.get_tcp_port(container::DEFAULT_PORT) {
+                    Ok(port) => port.fetch_request(req).await,
+                    Err(e) => Err(e),
+                }
+            }
+            (Target::Container, _) => return Err(ApiError::NotFound("the town's container is not running: no agent to stream".into())),
+            (Target::Unavailable, _) => return Err(container::unavailable()),
+        };
+        let resp = answer.map_err(|e| ApiError::Unavailable(format!("the control server did not answer the stream: {e}")))?;
+        if resp.status_code() != 101 {
+            return Err(ApiError::Unavailable(format!("the control server refused the stream upgrade (HTTP {})", resp.status_code())));
+        }
+        Ok(resp)
     }
 
     /// `GET /health` with a timeout: the alarm's probe.
@@ -364,6 +489,8 @@ impl DurableObject for TownContainer {
     async fn fetch(&self, req: Request) -> worker::Result<Response> {
         let result = if req.path().starts_with(container::OWN_PATH_PREFIX) {
             self.own(req).await.map(|data| json_response(200, &success(data)))
+        } else if req.path().starts_with("/agents/") && req.path().ends_with("/ws") {
+            self.stream(req).await.map(Ok)
         } else {
             self.forward(req).await.map(Ok)
         };

@@ -106,6 +106,11 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> ApiResult<Outcom
             }
         });
     }
+    match &route {
+        Route::Dashboard => return dashboard_page().map(Outcome::Raw).map_err(internal),
+        Route::AgentStream { town, agent } => return open_stream(req, env, town, agent).await.map(Outcome::Raw),
+        _ => {}
+    }
     if let Route::ContainerProxy { town, path } = &route {
         return forward_to_container(req, env, town, path).await.map(Outcome::Raw);
     }
@@ -190,4 +195,34 @@ async fn forward_to_container(req: &mut Request, env: &Env, town: &str, path: &s
     let url = format!("https://container{path}");
     let forwarded = Request::new_with_init(&url, &init).map_err(internal)?;
     stub.fetch_with_request(forwarded).await.map_err(internal)
+}
+
+/// The live stream: the WebSocket upgrade goes, with its ticket, through the town's
+/// TownContainer to the control server's `/agents/:id/ws`, which redeems the ticket (one-shot,
+/// 60 s, bound to the agent) and streams; the socket is passed through, not relayed.
+async fn open_stream(req: &Request, env: &Env, town: &str, agent: &str) -> ApiResult<Response> {
+    if !header(req, "upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
+        return Err(ApiError::bad_request("this route is a WebSocket: open it with Upgrade: websocket"));
+    }
+    let url = req.url().map_err(internal)?;
+    let ticket = url.query_pairs().find(|(k, _)| k == "ticket").map(|(_, v)| v.into_owned()).unwrap_or_default();
+    let ticket = crate::dashboard::ticket(&ticket).map_err(ApiError::bad_request)?;
+    let stub = env.durable_object(CONTAINER_BINDING).and_then(|ns| ns.get_by_name(town)).map_err(internal)?;
+    let headers = Headers::new();
+    headers.set("upgrade", "websocket").map_err(internal)?;
+    let mut init = RequestInit::new();
+    init.with_method(worker::Method::Get).with_headers(headers);
+    let url = format!("https://container/agents/{agent}/ws?ticket={ticket}");
+    stub.fetch_with_request(Request::new_with_init(&url, &init).map_err(internal)?).await.map_err(internal)
+}
+
+/// The dashboard: one static page, compiled in; it holds no secret (the key is typed in it).
+fn dashboard_page() -> worker::Result<Response> {
+    let resp = Response::from_html(crate::dashboard::HTML)?;
+    let headers = resp.headers();
+    headers.set("content-security-policy", crate::dashboard::CSP)?;
+    headers.set("cache-control", "no-store")?;
+    headers.set("referrer-policy", "no-referrer")?;
+    headers.set("x-frame-options", "DENY")?;
+    Ok(resp)
 }

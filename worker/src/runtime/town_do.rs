@@ -7,7 +7,7 @@ use serde_json::Value;
 use worker::{durable_object, DurableObject, Env, Request, Response, State};
 
 use super::call::{call, serve};
-use super::{platform, sql, RIG_BINDING};
+use super::{platform, sql, RIG_BINDING, TOWN_BINDING};
 use crate::error::{ApiError, ApiResult};
 use crate::rpc::{RigOp, TownOp};
 use crate::town::{Town, MIGRATIONS};
@@ -33,7 +33,17 @@ impl DurableObject for TownDO {
             let db = sql::open(&self.state.storage(), &self.ready, MIGRATIONS)?;
             let town = Town { db: &db, now: platform::now_iso(), new_id: &platform::new_id };
             match op {
-                TownOp::Create { town_id, town: t } => town.create(&town_id, &t),
+                TownOp::Create { town_id, town: t } => {
+                    let created = town.create(&town_id, &t)?;
+                    let index = TownOp::Index { town_id, name: t.name.clone(), created_at: town.now.clone() };
+                    // The town exists either way; unlisted, it is still reachable by its id.
+                    if let Err(e) = call(&self.env, TOWN_BINDING, crate::town::INDEX, &index).await {
+                        worker::console_error!("could not add the town to the town index: {e}");
+                    }
+                    Ok(created)
+                }
+                TownOp::Index { town_id, name, created_at } => town.index_add(&town_id, &name, &created_at).map(|()| Value::Null),
+                TownOp::ListTowns => to_json(town.index_list()?),
                 TownOp::Get => town.get(),
                 TownOp::CreateRig { rig } => {
                     let (rig_id, config) = town.prepare_rig(&rig)?;

@@ -1,0 +1,98 @@
+// Drives the dashboard in headless Chromium (Debian's /usr/bin/chromium, playwright-core from
+// package.json). Run by tests/tests/dashboard.rs against a whole local town:
+//   GASTOWN_KEY=<internal key> node tests/browser/dashboard.mjs <worker url> <town id> <town name> <rig id> <sling body> <screenshot>
+// Prints `SAW <what>` lines as it goes (the Rust test releases the scripted agent's gate on
+// `SAW tool_call`) and `OK` at the end; exits non-zero with the reason on any failure. Every wait
+// is bounded.
+import { chromium } from 'playwright-core';
+
+const [url, town, townName, rig, slingBody, screenshot] = process.argv.slice(2);
+const key = process.env.GASTOWN_KEY;
+if (!url || !town || !rig || !screenshot || !key) {
+  console.error('usage: GASTOWN_KEY=... node dashboard.mjs <url> <town> <town name> <rig> <sling body> <screenshot>');
+  process.exit(2);
+}
+const STEP = 30_000;
+const WORK = 300_000;
+const saw = (what) => console.log('SAW ' + what);
+
+const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ['--no-sandbox'] });
+const page = await browser.newPage({ viewport: { width: 1400, height: 1600 } });
+const external = [];
+page.on('request', (r) => { if (!r.url().startsWith(url)) external.push(r.url()); });
+const pageErrors = [];
+page.on('pageerror', (e) => pageErrors.push(String(e)));
+try {
+  await page.goto(url + '/', { timeout: STEP });
+  const title = await page.title();
+  if (title !== 'Gastown Dashboard') throw new Error('title is ' + JSON.stringify(title));
+  saw('page');
+
+  // A wrong key: a clear error in the page.
+  await page.fill('#key', 'not-the-key');
+  await page.click('#key-save');
+  await page.waitForFunction(() => document.querySelector('#error').textContent.includes('refused (401)'), null, { timeout: STEP });
+  saw('bad key refused: ' + (await page.textContent('#error')));
+
+  // The right key: the towns are listed, the one made through the API among them.
+  await page.fill('#key', key);
+  await page.click('#key-save');
+  await page.waitForSelector(`#towns button[data-town="${town}"]`, { timeout: STEP });
+  await page.click(`#towns button[data-town="${town}"]`);
+  await page.waitForFunction((n) => document.querySelector('#town-name-shown')?.textContent === n, townName, { timeout: STEP });
+  await page.waitForSelector(`#rigs tr[data-rig="${rig}"]`, { timeout: STEP });
+  if ((await page.textContent('#error')).trim() !== '') throw new Error('error shown with the right key: ' + (await page.textContent('#error')));
+  if (await page.evaluate(() => document.documentElement.outerHTML.includes(sessionStorage.getItem('gastown_internal_key')))) {
+    throw new Error('the key shows in the page');
+  }
+  saw('town and rig');
+
+  // Sling through the form; record every status the bead shows in the page.
+  await page.fill('#sling-title', 'Dashboard bead');
+  await page.fill('#sling-body', slingBody);
+  await page.click('#sling-submit');
+  await page.waitForFunction(() => document.querySelector('#sling-result').dataset.bead, null, { timeout: STEP });
+  const bead = await page.getAttribute('#sling-result', 'data-bead');
+  const agent = await page.getAttribute('#sling-result', 'data-agent');
+  saw('slung ' + bead + ' to ' + agent);
+  await page.evaluate((b) => {
+    window.__seen = [];
+    const note = () => {
+      const el = document.querySelector(`.bead[data-bead="${b}"]`);
+      const s = el && el.dataset.status;
+      if (s && window.__seen[window.__seen.length - 1] !== s) window.__seen.push(s);
+    };
+    note();
+    new MutationObserver(note).observe(document.querySelector('#beads'), { childList: true, subtree: true });
+  }, bead);
+  await page.waitForSelector(`.bead[data-bead="${bead}"][data-status="in_progress"]`, { timeout: WORK });
+  saw('in_progress');
+
+  // The agent's live stream: its tool call shows while the agent waits in it.
+  await page.waitForSelector(`#agents tr[data-agent="${agent}"]`, { timeout: STEP });
+  await page.click(`#agents tr[data-agent="${agent}"]`);
+  await page.waitForFunction(() => /tool bash \[running\].*dashboard-gate/.test(document.querySelector('#stream-log').textContent), null, { timeout: WORK });
+  saw('tool_call');
+  // Released by the test: the call completes with its output, the run ends, the stream closes.
+  await page.waitForFunction(() => document.querySelector('#stream-log').textContent.includes('released-42'), null, { timeout: WORK });
+  saw('tool output');
+  await page.waitForFunction(() => document.querySelector('#stream-state').textContent.startsWith('stream ended'), null, { timeout: WORK });
+  saw('stream ended: ' + (await page.textContent('#stream-state')));
+
+  await page.waitForSelector(`.bead[data-bead="${bead}"][data-status="closed"]`, { timeout: WORK });
+  const seen = await page.evaluate(() => window.__seen);
+  saw('closed after ' + seen.join(' -> '));
+  if (seen.indexOf('in_progress') < 0 || seen.indexOf('in_progress') > seen.indexOf('closed')) throw new Error('bead states in the page: ' + seen.join(' -> '));
+  await page.waitForFunction(() => [...document.querySelectorAll('#reviews .badge')].some((b) => b.textContent === 'merged'), null, { timeout: STEP });
+  saw('merged');
+  if (external.length) throw new Error('requests outside the Worker: ' + external.join(', '));
+  if (pageErrors.length) throw new Error('page errors: ' + pageErrors.join('; '));
+  await page.screenshot({ path: screenshot, fullPage: true });
+  console.log('OK');
+} catch (e) {
+  console.error('FAILED: ' + (e && e.message ? e.message : e));
+  try { await page.screenshot({ path: screenshot.replace(/\.png$/, '-failed.png'), fullPage: true }); } catch (_) { /* best effort */ }
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
