@@ -43,6 +43,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY shared-types shared-types
 COPY container container
 COPY worker worker
+COPY cli cli
 COPY tests tests
 # The cache mounts keep the crate registry and compiled dependencies between builds (BuildKit,
 # the default builder of Docker 23+), so a source change rebuilds only this workspace's crates.
