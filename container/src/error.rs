@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use shared_types::{ErrorBody, ValidationIssue};
+use shared_types::{BodyIssue, ErrorBody, ValidationIssue};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -46,13 +46,15 @@ impl Error {
         Self::BadRequest { message: message.into(), issues: Vec::new() }
     }
 
+    /// Every problem of a request body, as the reference answers it: `Invalid request body`
+    /// with one issue per problem.
     pub fn invalid(issues: Vec<ValidationIssue>) -> Self {
-        let fields: Vec<_> = issues.iter().map(|i| i.field.as_str()).collect();
-        Self::BadRequest { message: format!("invalid request: {}", fields.join(", ")), issues }
+        Self::BadRequest { message: "Invalid request body".into(), issues }
     }
 
+    /// The reference's words for an agent the server does not know.
     pub fn unknown_agent(agent_id: &str) -> Self {
-        Self::NotFound(format!("agent {agent_id} not found"))
+        Self::NotFound(format!("Agent {agent_id} not found"))
     }
 
     pub fn status(&self) -> StatusCode {
@@ -78,7 +80,7 @@ impl IntoResponse for Error {
             tracing::error!(status = status.as_u16(), error = %self, "request failed");
         }
         let issues = match &self {
-            Self::BadRequest { issues, .. } => issues.clone(),
+            Self::BadRequest { issues, .. } => issues.iter().map(BodyIssue::from).collect(),
             _ => Vec::new(),
         };
         let mut response = (status, Json(ErrorBody { error: self.to_string(), issues })).into_response();

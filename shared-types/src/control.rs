@@ -286,7 +286,23 @@ pub struct StreamTicket {
 pub struct ErrorBody {
     pub error: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub issues: Vec<ValidationIssue>,
+    pub issues: Vec<BodyIssue>,
+}
+
+/// One problem with a request body, shaped as the reference implementation's (zod) issues:
+/// `{"code": "custom", "path": ["gitUrl"], "message": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BodyIssue {
+    pub code: String,
+    pub path: Vec<String>,
+    pub message: String,
+}
+
+impl From<&ValidationIssue> for BodyIssue {
+    /// A field name such as `envVars.FOO` becomes the path `["envVars", "FOO"]`.
+    fn from(i: &ValidationIssue) -> Self {
+        Self { code: "custom".into(), path: i.field.split('.').map(str::to_string).collect(), message: i.message.clone() }
+    }
 }
 
 /// What kind of thing happened to an agent.

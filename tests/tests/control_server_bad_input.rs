@@ -86,6 +86,17 @@ async fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
         assert!((400..500).contains(&status), "{name}: {status}");
         assert!(reply["error"].as_str().is_some_and(|e| !e.is_empty()), "{name}: {reply}");
     }
+    // The reference's words and issue shape: every problem, each with its path.
+    let mut two = valid();
+    two["branch"] = json!("a..b");
+    two["prompt"] = json!(" ");
+    let (status, reply) = raw(&cs, Method::POST, "/agents/start", token, Some(("application/json", serde_json::to_vec(&two).expect("json")))).await;
+    assert_eq!((status, reply["error"].as_str()), (400, Some("Invalid request body")), "{reply}");
+    let paths: Vec<&Value> = reply["issues"].as_array().expect("issues").iter().map(|i| &i["path"]).collect();
+    assert!(paths.contains(&&json!(["branch"])) && paths.contains(&&json!(["prompt"])), "{reply}");
+    assert!(reply["issues"].as_array().is_some_and(|a| a.iter().all(|i| i["code"] == "custom" && i["message"].is_string())), "{reply}");
+    let (status, reply) = raw(&cs, Method::POST, "/agents/nobody/stop", token, Some(("application/json", b"{}".to_vec()))).await;
+    assert_eq!((status, reply), (404, json!({ "error": "Agent nobody not found" })));
     // A huge body.
     let mut huge = valid();
     huge["prompt"] = json!("x".repeat(3 * 1024 * 1024));
