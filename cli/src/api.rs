@@ -74,6 +74,14 @@ impl Api {
         Err(Error::Api { status, message })
     }
 
+    /// The Worker's URL for WebSockets (`ws://` or `wss://`).
+    pub fn ws_base(&self) -> String {
+        match self.base.strip_prefix("https://") {
+            Some(rest) => format!("wss://{rest}"),
+            None => format!("ws://{}", self.base.trim_start_matches("http://")),
+        }
+    }
+
     pub async fn get(&self, path: &str) -> Result<Value, Error> {
         self.call(Method::GET, path, None).await
     }
@@ -111,7 +119,8 @@ mod tests {
     fn settings_and_ids_are_checked() {
         assert!(matches!(Api::new("127.0.0.1:8787", "k"), Err(Error::Usage(_))));
         assert!(matches!(Api::new("http://127.0.0.1:8787", " "), Err(Error::Usage(_))));
-        assert!(Api::new("http://127.0.0.1:8787/", "k").is_ok_and(|a| a.base == "http://127.0.0.1:8787"));
+        assert!(Api::new("http://127.0.0.1:8787/", "k").is_ok_and(|a| a.base == "http://127.0.0.1:8787" && a.ws_base() == "ws://127.0.0.1:8787"));
+        assert!(Api::new("https://town.example", "k").is_ok_and(|a| a.ws_base() == "wss://town.example"));
         assert!(segment("rig", "r-1_a").is_ok());
         for bad in ["", "a/b", "x?y=1", "..", "a b"] {
             assert!(segment("rig", bad).is_err(), "{bad}");

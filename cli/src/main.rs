@@ -6,6 +6,7 @@
 //! 0 done, 1 the API refused or failed, 2 bad arguments or settings, 3 the API is unreachable.
 
 mod api;
+mod stream;
 mod table;
 
 use std::time::Duration;
@@ -65,6 +66,9 @@ enum Command {
         /// Stop following after this many seconds (default: until the run ends).
         #[arg(long)]
         r#for: Option<u64>,
+        /// How long to wait for an agent that has not reached its container yet.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
     },
     /// An agent's mail.
     Mail {
@@ -184,7 +188,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 ),
             );
         }
-        Command::Watch { town, agent, once, r#for } => watch(&api, &segment("town", &town)?, &segment("agent", &agent)?, once, r#for, json).await?,
+        Command::Watch { town, agent, once, r#for, wait } => watch(&api, &segment("town", &town)?, &segment("agent", &agent)?, once, r#for, wait, json).await?,
         Command::Mail { command: MailCommand::List { rig, agent } } => {
             // Prime shows undelivered mail without delivering it (the agent's own check does).
             let p = api.get(&format!("/api/rigs/{}/agents/{}/prime", segment("rig", &rig)?, segment("agent", &agent)?)).await?;
@@ -212,10 +216,47 @@ async fn run(cli: Cli) -> Result<(), Error> {
     Ok(())
 }
 
-/// Follows an agent's kept events (`GET /api/towns/:town/agents/:agent/events`), a line each,
-/// until its run ends (a status event `exited` or `failed`), `for_secs` pass, or `once`.
-async fn watch(api: &Api, town: &str, agent: &str, once: bool, for_secs: Option<u64>, json: bool) -> Result<(), Error> {
+/// Follows an agent: its live stream (the WebSocket through the Worker) until its run ends or
+/// `for_secs` pass; with `once`, or when the container does not know the agent at all (404),
+/// the events the Worker kept (`GET /api/towns/:town/agents/:agent/events`).
+async fn watch(api: &Api, town: &str, agent: &str, once: bool, for_secs: Option<u64>, wait_secs: u64, json: bool) -> Result<(), Error> {
     let deadline = for_secs.map(|s| std::time::Instant::now() + Duration::from_secs(s));
+    let print = |e: &Value| {
+        if json {
+            println!("{e}");
+        } else {
+            println!("{}", event_line(e));
+        }
+    };
+    // A freshly slung bead's agent reaches the container a moment later: wait for it (bounded).
+    let started_by = std::time::Instant::now() + Duration::from_secs(wait_secs);
+    let mut said = false;
+    while !once {
+        match stream::follow(api, town, agent, deadline, print).await {
+            Err(Error::Api { status: 404, message }) => {
+                let first = api.get(&format!("/api/towns/{town}/agents/{agent}/events?limit=1")).await?;
+                if first["events"].as_array().is_some_and(|e| !e.is_empty()) {
+                    break;
+                }
+                // Neither the container nor the Worker's kept events know it (yet).
+                if std::time::Instant::now() >= started_by {
+                    return Err(Error::Api { status: 404, message });
+                }
+                if !said {
+                    eprintln!("gt: waiting up to {wait_secs} s for {agent} to start");
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => return other,
+        }
+    }
+    kept_events(api, town, agent, once, deadline, json).await
+}
+
+/// Pages the events the Worker kept, a line each, until a status event `exited` or `failed`,
+/// `deadline`, or (`once`) the end of what is there.
+async fn kept_events(api: &Api, town: &str, agent: &str, once: bool, deadline: Option<std::time::Instant>, json: bool) -> Result<(), Error> {
     let mut after = 0i64;
     loop {
         let page = api.get(&format!("/api/towns/{town}/agents/{agent}/events?after={after}&limit=500")).await?;

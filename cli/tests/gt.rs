@@ -56,10 +56,18 @@ async fn a_person_runs_a_town_with_gt() {
     let table = ok(run(&["status", &rig]));
     assert!(table.lines().next().is_some_and(|h| h.starts_with("STATUS")) && table.contains(&bead) && table.contains(&agent), "{table}");
 
-    // Watching the agent follows its run to the end: its tool calls, then its exit.
+    // Watching the agent follows its live stream to the end of the run: its tool calls, then
+    // its exit.
     let watched = ok(run(&["watch", &town, &agent, "--for", "240"]));
     assert!(watched.contains("tool_call") && watched.contains("bash"), "{watched}");
     assert!(watched.lines().last().is_some_and(|l| l.contains("status") && l.contains("exited")), "{watched}");
+    // The events the Worker kept tell the same story (they arrive every 2 s).
+    let kept = until("the kept events of the run", Duration::from_secs(60), async || {
+        let k = ok(run(&["watch", &town, &agent, "--once"]));
+        k.lines().any(|l| l.contains("status") && l.contains("exited")).then_some(k)
+    })
+    .await;
+    assert!(kept.contains("tool_call") && kept.contains("bash"), "{kept}");
     until("the bead to close", Duration::from_secs(240), async || {
         let t = ok(run(&["status", &rig]));
         t.lines().any(|l| l.starts_with("closed") && l.contains(&bead)).then_some(())
@@ -82,11 +90,12 @@ async fn a_person_runs_a_town_with_gt() {
         (vec!["sling", &rig], INTERNAL_KEY, url.as_str(), 2, "TITLE"),
         (vec!["status", &rig], "", url.as_str(), 2, "GASTOWN_KEY"),
         (vec!["status", &rig], INTERNAL_KEY, "http://127.0.0.1:9", 3, "cannot reach"),
+        (vec!["watch", &town, "nobody-here", "--wait", "2"], INTERNAL_KEY, url.as_str(), 1, "404"),
     ] {
         let o = gt(url, key, &args);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
         assert!(err.contains(says), "{args:?}: {err}");
-        assert!(o.stdout.is_empty(), "{args:?}");
+        assert!(o.stdout.is_empty(), "{args:?}: {}", String::from_utf8_lossy(&o.stdout));
     }
 }
