@@ -231,24 +231,26 @@ async fn watch(api: &Api, town: &str, agent: &str, once: bool, for_secs: Option<
     // A freshly slung bead's agent reaches the container a moment later: wait for it (bounded).
     let started_by = std::time::Instant::now() + Duration::from_secs(wait_secs);
     let mut said = false;
-    while !once {
-        match stream::follow(api, town, agent, deadline, print).await {
-            Err(Error::Api { status: 404, message }) => {
-                let first = api.get(&format!("/api/towns/{town}/agents/{agent}/events?limit=1")).await?;
-                if first["events"].as_array().is_some_and(|e| !e.is_empty()) {
-                    break;
+    if !once {
+        loop {
+            match stream::follow(api, town, agent, deadline, print).await {
+                Err(Error::Api { status: 404, message }) => {
+                    let first = api.get(&format!("/api/towns/{town}/agents/{agent}/events?limit=1")).await?;
+                    if first["events"].as_array().is_some_and(|e| !e.is_empty()) {
+                        break;
+                    }
+                    // Neither the container nor the Worker's kept events know it (yet).
+                    if std::time::Instant::now() >= started_by {
+                        return Err(Error::Api { status: 404, message });
+                    }
+                    if !said {
+                        eprintln!("gt: waiting up to {wait_secs} s for {agent} to start");
+                        said = true;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                // Neither the container nor the Worker's kept events know it (yet).
-                if std::time::Instant::now() >= started_by {
-                    return Err(Error::Api { status: 404, message });
-                }
-                if !said {
-                    eprintln!("gt: waiting up to {wait_secs} s for {agent} to start");
-                    said = true;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                other => return other,
             }
-            other => return other,
         }
     }
     kept_events(api, town, agent, once, deadline, json).await
