@@ -12,7 +12,8 @@ scripts/build-worker >/dev/null 2>&1 || scripts/build-worker
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-run() { cargo test --quiet -p gastown-e2e --test "$1" -- --nocapture "${@:2}" >>"$log" 2>&1 || status=1; }
+# One test at a time: rows printed by tests running at once could share a line.
+run() { cargo test --quiet -p gastown-e2e --test "$1" -- --nocapture --test-threads=1 "${@:2}" >>"$log" 2>&1 || status=1; }
 run faults
 run control_server shutdown_saves_unpushed_work shutdown_mid_turn
 run isolation agents_run_under_their_own_uids
