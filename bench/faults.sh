@@ -12,7 +12,8 @@ scripts/build-worker >/dev/null 2>&1 || scripts/build-worker
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-# One test at a time: rows printed by tests running at once could share a line.
+# One test at a time, so rows of tests running at once never share a line (a row may follow
+# libtest's "test name ... " on its line: rows are taken from anywhere in a line).
 run() { cargo test --quiet -p gastown-e2e --test "$1" -- --nocapture --test-threads=1 "${@:2}" >>"$log" 2>&1 || status=1; }
 run faults
 run control_server shutdown_saves_unpushed_work shutdown_mid_turn
@@ -21,7 +22,7 @@ run isolation agents_run_under_their_own_uids
 printf '%-64s | %-100s | %s\n' "fault" "outcome" "data lost"
 printf '%s\n' "$(printf -- '-%.0s' {1..190})"
 trim() { local s="$1"; s="${s#"${s%%[![:space:]]*}"}"; printf '%s' "${s%"${s##*[![:space:]]}"}"; }
-grep -h '^FAULT | ' "$log" | sort -u | while IFS='|' read -r _ fault outcome lost; do
+grep -ho 'FAULT | .*' "$log" | sort -u | while IFS='|' read -r _ fault outcome lost; do
     printf '%-64s | %-100s | %s\n' "$(trim "$fault")" "$(trim "$outcome")" "$(trim "$lost")"
 done
 if [ "$status" -ne 0 ]; then
