@@ -100,15 +100,10 @@ fn cause(e: &reqwest::Error) -> String {
     source.to_string()
 }
 
-/// A path segment from user input: ids are letters, digits, `-` and `_` (the API refuses others
-/// with a 400 anyway; this keeps `/` and `?` from changing the request's meaning).
+/// A path segment from user input, checked with the ids' own rule (`shared_types::validate::id`,
+/// which the API applies too), so `/` and `?` never change the request's meaning.
 pub fn segment(what: &str, value: &str) -> Result<String, Error> {
-    let ok = !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
-        Ok(value.to_string())
-    } else {
-        Err(Error::Usage(format!("{what} must be an id (letters, digits, '-', '_'), not {value:?}")))
-    }
+    shared_types::validate::id(value).map(|()| value.to_string()).map_err(|m| Error::Usage(format!("{what} must be an id (letters, digits, '-', '_'): {value:?} {m}")))
 }
 
 #[cfg(test)]

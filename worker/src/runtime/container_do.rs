@@ -141,9 +141,9 @@ impl TownContainer {
     }
 
     /// Real activity: renews sleepAfter and makes sure the probes run.
-    async fn touch(&self, running: Option<u32>) -> ApiResult<()> {
+    async fn touch(&self) -> ApiResult<()> {
         let now = now_millis();
-        self.update(|l| l.activity(now, running)).await;
+        self.update(|l| l.activity(now, None)).await;
         self.alarm_by(now + self.settings().probe_every_ms).await
     }
 
@@ -285,7 +285,7 @@ impl TownContainer {
     /// anything: it brings the next health probe forward, and the probes decide.
     async fn send(&self, target: Target, out: &Outgoing) -> ApiResult<Response> {
         if container::is_activity(out.method.as_ref(), &out.path) {
-            self.touch(None).await?;
+            self.touch().await?;
         }
         if let (Target::Container, Some(c)) = (&target, self.state.container()) {
             self.ensure_started(&c).await?;
