@@ -13,6 +13,10 @@ use crate::validate::{self, ValidationIssue, ValidationPolicy};
 /// the town's id: it belongs to no rig.
 pub const MAYOR_AGENT_ID: &str = "mayor";
 
+/// Longest message a person may send a town's mayor, in bytes (the Worker's rule; `gt` and the
+/// dashboard check it before sending).
+pub const MAX_MAYOR_MESSAGE_BYTES: usize = 16 * 1024;
+
 /// Largest prompt or system prompt the control server accepts, in bytes.
 pub const MAX_PROMPT_BYTES: usize = 256 * 1024;
 

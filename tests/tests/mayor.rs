@@ -8,8 +8,9 @@
 //!    answer reaches the polecat as mail, which it reads, then finishes its bead.
 //! 3. A polecat's token on the mayor's tools is a 403 and changes nothing; a bad message is a
 //!    400 and changes nothing.
-//! 4. The control server is killed and started again; the next message resumes the mayor (a
-//!    new Kilo session) with its thread, and it answers.
+//! 4. The control server is killed and started again; the next message waits while the town's
+//!    spending cap holds the mayor's start, then (cap lifted, from the TownDO's alarm) resumes
+//!    the mayor in a new Kilo session with its thread, and it answers.
 
 use std::time::Duration;
 
@@ -67,6 +68,7 @@ async fn the_mayor_plans_and_slings_answers_escalations_and_resumes_its_thread()
         Step::tool("gt_convoy_create", json!({ "rig_id": rig, "title": "three files", "beads": convoy_beads })),
         Step::tool("gt_sling", json!({ "rig_id": rig, "title": "one too many", "body": "", "priority": "" })),
         Step::text("Slung a convoy of three beads on app."),
+        Step::tool("gt_town_status", json!({})),
         Step::text("Report: the convoy landed; a.txt, b.txt and c.txt are on main."),
         Step::tool("gt_escalation_resolve", json!({ "rig_id": rig, "escalation_id": ESCALATION_PLACEHOLDER, "answer": "Use the word hello." })),
         Step::text("Answered the escalation: hello."),
@@ -78,7 +80,8 @@ async fn the_mayor_plans_and_slings_answers_escalations_and_resumes_its_thread()
     let sent = dev.post(&format!("/api/towns/{town}/mayor/messages"), json!({ "message": format!("{} Add three files to rig app.", marker("mayor-main")) })).await;
     assert_eq!(sent.status, 202, "{sent:?}");
     assert_eq!((sent.data()["agentId"].as_str(), sent.data()["sessionStatus"].as_str()), (Some("mayor"), Some("starting")), "{sent:?}");
-    reply(dev, &town, "Slung a convoy of three").await;
+    let answer = reply(dev, &town, "Slung a convoy of three").await;
+    assert_eq!(answer["inReplyTo"], sent.data()["messageId"], "the reply names the message it answers: {answer}");
     let slung = beads(dev, &rig, "type=issue").await;
     assert_eq!(slung.len(), 3, "the convoy's three beads and nothing else: {slung:?}");
     let mayor_turns = model.requests_for("mayor-main");
@@ -96,6 +99,8 @@ async fn the_mayor_plans_and_slings_answers_escalations_and_resumes_its_thread()
     assert_eq!(convoy["title"], "three files");
     assert!(["a.txt", "b.txt", "c.txt"].iter().all(|f| on_main(&origin, f)), "the three files are merged on main");
     reply(dev, &town, "Report: the convoy landed").await;
+    let status = model.requests_for("mayor-main").iter().flat_map(|r| r.tool_results()).find(|t| t.contains("beads_by_status")).expect("gt_town_status answered");
+    assert!(status.contains("\"closed\": 3") && status.contains("\"app\""), "the town's status, per rig: {status}");
     let told = transcript(dev, &town).await;
     assert!(told.iter().any(|m| m["role"] == "town" && m["text"].as_str().is_some_and(|t| t.contains("landed"))), "{told:?}");
     let polecat_tools = model.requests_for("mayor-a")[0].tool_names();
@@ -109,6 +114,9 @@ async fn the_mayor_plans_and_slings_answers_escalations_and_resumes_its_thread()
     ];
     asking.extend(commit_push_done("greeting.txt", "hello"));
     model.set_script("mayor-esc", asking);
+    // From here one dispatch an hour (the ledger counts starts made under a cap): this polecat's.
+    let capped = dev.call(Method::PUT, &format!("/api/towns/{town}/limits"), &Auth::Internal, json!({ "max_concurrent_agents": null, "max_dispatches_per_hour": 1 })).await;
+    assert_eq!(capped.status, 200, "{capped:?}");
     let s = dev.post(&format!("/api/rigs/{rig}/sling"), json!({ "title": "write a greeting", "body": format!("Write greeting.txt. {}", marker("mayor-esc")) })).await;
     assert_eq!(s.status, 201, "{s:?}");
     let (bead, polecat) = (s.data()["bead"]["id"].as_str().expect("bead").to_string(), s.data()["agent"]["id"].as_str().expect("agent").to_string());
@@ -135,6 +143,21 @@ async fn the_mayor_plans_and_slings_answers_escalations_and_resumes_its_thread()
         assert_eq!((r.status, r.error()), (403, "Forbidden: the mayor's tools need the mayor's token"), "{tool}: {r:?}");
     }
     assert_eq!(beads(dev, &rig, "").await.len(), before, "a refused call creates nothing");
+    // The mayor's own token (as the scheduler signs it) mails a polecat; another town's is refused.
+    let mayor_token = |town: &str| {
+        sign_jwt(
+            &json!({ "alg": "HS256", "typ": "JWT" }),
+            &json!({ "agentId": "mayor", "rigId": "", "townId": town, "userId": "u", "iat": now, "exp": now + 600, "role": "mayor" }),
+            JWT_SECRET,
+        )
+    };
+    let mail = json!({ "rig_id": rig, "to_agent_id": polecat, "subject": "thanks", "body": "Nice greeting." });
+    let r = dev.call(Method::POST, &format!("/api/mayor/{town}/tools/mail"), &Auth::Bearer(mayor_token(&town)), mail.clone()).await;
+    assert_eq!((r.status, r.data()), (200, &json!({ "sent": true })), "{r:?}");
+    let inbox = dev.get(&format!("/api/rigs/{rig}/agents/{polecat}/mail")).await;
+    assert!(inbox.data().as_array().is_some_and(|m| m.iter().any(|m| m["from_agent_id"] == "mayor" && m["subject"] == "thanks")), "{inbox:?}");
+    let r = dev.call(Method::POST, &format!("/api/mayor/{town}/tools/mail"), &Auth::Bearer(mayor_token("another-town")), mail).await;
+    assert_eq!((r.status, r.error()), (403, "Token townId does not match route"), "{r:?}");
     let count = transcript(dev, &town).await.len();
     for bad in [json!({ "message": "" }), json!({ "message": 7 }), json!({})] {
         let r = dev.post(&format!("/api/towns/{town}/mayor/messages"), bad.clone()).await;
@@ -146,8 +169,16 @@ async fn the_mayor_plans_and_slings_answers_escalations_and_resumes_its_thread()
     local.control.kill_all();
     local.control.restart();
     let dev = &local.worker;
+    // The town's spending cap (one dispatch an hour, taken by the escalating polecat) holds
+    // the mayor's start like any other: the message waits.
+    let limits = format!("/api/towns/{town}/limits");
     let sent = dev.post(&format!("/api/towns/{town}/mayor/messages"), json!({ "message": "Where do things stand?" })).await;
     assert_eq!(sent.status, 202, "{sent:?}");
+    assert_eq!(sent.data()["sessionStatus"], "queued", "{sent:?}");
+    assert!(sent.data()["detail"].as_str().is_some_and(|d| d.contains("max_dispatches_per_hour")), "the cap is named: {sent:?}");
+    let lifted = dev.call(Method::PUT, &limits, &Auth::Internal, json!({ "max_concurrent_agents": null, "max_dispatches_per_hour": null })).await;
+    assert_eq!(lifted.status, 200, "{lifted:?}");
+    // The TownDO's alarm delivers it once the cap is lifted.
     reply(dev, &town, "Resumed with my thread").await;
     let resumed_turn = model
         .requests_for("mayor-main")

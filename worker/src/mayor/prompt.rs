@@ -137,7 +137,7 @@ mod tests {
     use serde_json::json;
 
     fn msg(id: i64, role: &str, text: &str) -> Message {
-        Message { id, role: role.into(), text: text.into(), created_at: "t".into(), delivered_at: None }
+        Message { id, role: role.into(), text: text.into(), created_at: "t".into(), delivered_at: None, in_reply_to: None }
     }
 
     #[test]

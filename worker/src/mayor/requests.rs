@@ -13,7 +13,7 @@ use crate::model::Priority;
 use crate::requests::{parse_body, text, Issues, NewConvoy, NewMail, SlingRequest, Validate, MAX_TEXT, MAX_TITLE};
 
 /// Longest message a person may send the mayor, and longest reply kept, in bytes.
-pub const MAX_MESSAGE: usize = 16 * 1024;
+pub const MAX_MESSAGE: usize = shared_types::MAX_MAYOR_MESSAGE_BYTES;
 
 /// The routes under `/api/mayor/:townId/tools/` (the mayor's token only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,7 +219,8 @@ pub fn tool_op(tool: MayorTool, body: &[u8]) -> ApiResult<(MayorOp, u16)> {
         MayorTool::MailSend => {
             let m: MayorMail = parse_body(body)?;
             let mail = NewMail { from_agent_id: super::MAYOR_AGENT_ID.into(), to_agent_id: m.to_agent_id, subject: m.subject, body: m.body };
-            (MayorOp::MailSend { rig_id: m.rig_id, mail }, 201)
+            // 200 `{"sent":true}`, as the reference's mayor mail (a rig's mail is a 201).
+            (MayorOp::MailSend { rig_id: m.rig_id, mail }, 200)
         }
         MayorTool::Resolve => {
             let r: Resolve = parse_body(body)?;

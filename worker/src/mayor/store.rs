@@ -23,7 +23,7 @@ pub const MIGRATION: &[&str] = &[
         token_issued_ms INTEGER, turn INTEGER NOT NULL DEFAULT 0, turn_beads INTEGER NOT NULL DEFAULT 0,
         turn_slings INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL)",
     "CREATE TABLE mayor_messages (id INTEGER PRIMARY KEY AUTOINCREMENT, role TEXT NOT NULL, text TEXT NOT NULL,
-        created_at TEXT NOT NULL, delivered_at TEXT, read_at TEXT)",
+        created_at TEXT NOT NULL, delivered_at TEXT, read_at TEXT, in_reply_to INTEGER)",
     "CREATE TABLE mayor_threads (kind TEXT NOT NULL, rig_id TEXT NOT NULL, ref_id TEXT NOT NULL, title TEXT NOT NULL,
         opened_at TEXT NOT NULL, closed_at TEXT, PRIMARY KEY (kind, rig_id, ref_id))",
 ];
@@ -53,13 +53,19 @@ pub struct Message {
     pub text: String,
     pub created_at: String,
     pub delivered_at: Option<String>,
+    /// On the mayor's replies: the newest message it had been given when it replied (a
+    /// person who sent message N waits for a reply with `inReplyTo >= N`).
+    #[serde(default)]
+    pub in_reply_to: Option<i64>,
 }
 
 impl Message {
     pub fn to_json(&self) -> Value {
-        json!({ "id": self.id, "role": self.role, "text": self.text, "created_at": self.created_at })
+        json!({ "id": self.id, "role": self.role, "text": self.text, "created_at": self.created_at, "inReplyTo": self.in_reply_to })
     }
 }
+
+const MESSAGE_COLUMNS: &str = "id, role, text, created_at, delivered_at, in_reply_to";
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Thread {
@@ -108,9 +114,13 @@ impl<D: Db> Store<'_, D> {
     /// by nature.
     pub fn post(&self, role: Role, text: &str) -> ApiResult<i64> {
         let delivered = (role == Role::Mayor).then(|| self.now.clone());
+        let in_reply_to = match role {
+            Role::Mayor => self.newest_delivered()?,
+            _ => None,
+        };
         self.db.exec(
-            "INSERT INTO mayor_messages (role, text, created_at, delivered_at) VALUES (?, ?, ?, ?)",
-            params![role.as_str(), text, &self.now, delivered],
+            "INSERT INTO mayor_messages (role, text, created_at, delivered_at, in_reply_to) VALUES (?, ?, ?, ?, ?)",
+            params![role.as_str(), text, &self.now, delivered, in_reply_to],
         )?;
         #[derive(Deserialize)]
         struct Id {
@@ -122,7 +132,16 @@ impl<D: Db> Store<'_, D> {
 
     /// Messages after `after`, oldest first.
     pub fn messages(&self, after: i64, limit: i64) -> ApiResult<Vec<Message>> {
-        self.db.query("SELECT id, role, text, created_at, delivered_at FROM mayor_messages WHERE id > ? ORDER BY id LIMIT ?", params![after, limit])
+        self.db.query(&format!("SELECT {MESSAGE_COLUMNS} FROM mayor_messages WHERE id > ? ORDER BY id LIMIT ?"), params![after, limit])
+    }
+
+    /// The newest message (not the mayor's own) that reached the mayor.
+    fn newest_delivered(&self) -> ApiResult<Option<i64>> {
+        #[derive(Deserialize)]
+        struct Id {
+            id: Option<i64>,
+        }
+        Ok(self.db.first::<Id>("SELECT MAX(id) AS id FROM mayor_messages WHERE role != 'mayor' AND delivered_at IS NOT NULL", vec![])?.and_then(|r| r.id))
     }
 
     pub fn last_id(&self) -> ApiResult<i64> {
@@ -136,7 +155,7 @@ impl<D: Db> Store<'_, D> {
     /// People's messages and town notices that have not reached the mayor yet, oldest first.
     pub fn pending(&self) -> ApiResult<Vec<Message>> {
         self.db.query(
-            "SELECT id, role, text, created_at, delivered_at FROM mayor_messages WHERE delivered_at IS NULL ORDER BY id LIMIT 50",
+            &format!("SELECT {MESSAGE_COLUMNS} FROM mayor_messages WHERE delivered_at IS NULL ORDER BY id LIMIT 50"),
             vec![],
         )
     }
@@ -154,7 +173,7 @@ impl<D: Db> Store<'_, D> {
     /// in [`RESUME_BYTES`], oldest first), and how many older ones were left out.
     pub fn thread_before(&self, before: i64) -> ApiResult<(Vec<Message>, i64)> {
         let newest: Vec<Message> = self.db.query(
-            "SELECT id, role, text, created_at, delivered_at FROM mayor_messages WHERE id < ? AND delivered_at IS NOT NULL ORDER BY id DESC LIMIT 200",
+            &format!("SELECT {MESSAGE_COLUMNS} FROM mayor_messages WHERE id < ? AND delivered_at IS NOT NULL ORDER BY id DESC LIMIT 200"),
             params![before],
         )?;
         let mut bytes = 0;
@@ -171,10 +190,12 @@ impl<D: Db> Store<'_, D> {
         Ok((kept.clone(), total - kept.len() as i64))
     }
 
-    /// A new run of the mayor: its generation (names the run for the container).
-    pub fn next_generation(&self, token_issued_ms: i64) -> ApiResult<i64> {
-        self.db.exec("UPDATE mayor SET generation = generation + 1, token_issued_ms = ? WHERE id = 1", params![token_issued_ms])?;
-        Ok(self.ensure()?.generation)
+    /// Run `generation` of the mayor started (the container took its start), with a token
+    /// issued at `token_issued_ms`. A start that was refused counts no run, so a retried start
+    /// names the same run (its `dispatchId`) until one is taken.
+    pub fn started(&self, generation: i64, token_issued_ms: i64) -> ApiResult<()> {
+        self.db.exec("UPDATE mayor SET generation = MAX(generation, ?), token_issued_ms = ? WHERE id = 1", params![generation, token_issued_ms])?;
+        Ok(())
     }
 
     pub fn token_issued(&self, ms: i64) -> ApiResult<()> {
@@ -234,7 +255,7 @@ impl<D: Db> Store<'_, D> {
     /// The town's notices the mayor has not read with `gt_mail_check`, marked read now.
     pub fn read_inbox(&self) -> ApiResult<Vec<Message>> {
         let unread: Vec<Message> = self.db.query(
-            "SELECT id, role, text, created_at, delivered_at FROM mayor_messages WHERE role = 'town' AND read_at IS NULL ORDER BY id LIMIT 100",
+            &format!("SELECT {MESSAGE_COLUMNS} FROM mayor_messages WHERE role = 'town' AND read_at IS NULL ORDER BY id LIMIT 100"),
             vec![],
         )?;
         for m in &unread {

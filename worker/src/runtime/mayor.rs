@@ -266,14 +266,14 @@ impl TownDO {
         // Not running: a new run, with the thread so far and what is pending.
         let (thread, left_out) = store.thread_before(first)?;
         let open = store.open_threads()?;
-        store.ensure()?;
-        let generation = store.next_generation(now_ms)?;
+        let generation = store.ensure()?.generation + 1;
         let token = prompt::token(town_id, &secret, (now_ms / 1000) as u64, settings.token_ttl_secs);
         let request = prompt::start_request(town_id, &model, prompt::resume(&thread, left_out, &open, &pending), token, generation);
         let body = serde_json::to_value(&request).map_err(internal)?;
         let (started, reply) = container_call(&self.env, town_id, Method::Post, "/agents/start", Some(&body)).await?;
         match started {
             200..=299 => {
+                store.started(generation, now_ms)?;
                 store.delivered(&ids)?;
                 Ok(Delivery { status: "starting", detail: None })
             }
