@@ -86,8 +86,8 @@ pub async fn send(api: &Api, town: &str, message: &str, wait_secs: u64, json: bo
 
 fn no_reply(town: &str, id: i64, wait_secs: u64, status: &str) -> Error {
     Error::NoAnswer(format!(
-        "no reply from the mayor within {wait_secs} s (message {id} was delivered, session {status}); \
-         its reply will show in `gt mayor {town} --history`"
+        "no reply from the mayor within {wait_secs} s to message {id} (the mayor's session was {status}); \
+         the reply will show in `gt mayor {town} --history`"
     ))
 }
 
