@@ -95,7 +95,9 @@ try {
   saw('mayor blank refused: ' + (await page.textContent('#mayor-error')));
   await page.fill('#mayor-input', mayorMessage);
   await page.press('#mayor-input', 'Enter');
-  await page.waitForFunction(() => document.querySelector('#mayor-sent').dataset.sessionStatus, null, { timeout: STEP });
+  await page.waitForFunction(() => document.querySelector('#mayor-sent').dataset.sessionStatus || document.querySelector('#mayor-error').textContent.startsWith('Not sent'), null, { timeout: STEP });
+  const notSent = await page.textContent('#mayor-error');
+  if (notSent.startsWith('Not sent')) throw new Error('the mayor panel says: ' + notSent);
   const sentStatus = await page.getAttribute('#mayor-sent', 'data-session-status');
   if (!['active', 'starting', 'queued'].includes(sentStatus)) throw new Error('session status ' + sentStatus);
   if ((await page.inputValue('#mayor-input')) !== '') throw new Error('the text box was not emptied after sending');
