@@ -63,7 +63,9 @@ fn backoff(failures: u32, cap: Duration) -> Duration {
 fn collect(supervisor: &Supervisor, reported_ended: &HashSet<(String, String)>) -> Vec<ContainerHeartbeat> {
     let now = clock::now_iso();
     let mut towns: BTreeMap<String, Vec<AgentHeartbeat>> = BTreeMap::new();
-    for agent in supervisor.registry.all() {
+    // The mayor belongs to no rig (the Worker knows it from the town): its record has no place
+    // in a rig's heartbeat, and an idle mayor must not keep the container awake.
+    for agent in supervisor.registry.all().into_iter().filter(|a| a.spec().role != shared_types::AgentRole::Mayor) {
         let p = agent.to_process();
         // An ended agent is identified by its end: its last activity time does not change.
         if !p.status.is_active() && reported_ended.contains(&(p.agent_id.clone(), p.last_activity_at.clone())) {

@@ -135,6 +135,7 @@ async fn run(config: Config) -> Result<(), String> {
         );
     }
     heartbeat::spawn(supervisor.clone());
+    supervisor.forward_mayor_replies();
     event_log::spawn(supervisor.clone());
     // Fills the warm pool now when WARM_POOL_MODEL says which model; otherwise after the first start.
     supervisor.refill_pool();

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::validate::{self, ValidationIssue, ValidationPolicy};
 
+/// The agent id of a town's mayor (one per town, and one town per container). Its `rigId` is
+/// the town's id: it belongs to no rig.
+pub const MAYOR_AGENT_ID: &str = "mayor";
+
 /// Largest prompt or system prompt the control server accepts, in bytes.
 pub const MAX_PROMPT_BYTES: usize = 256 * 1024;
 
@@ -79,9 +83,17 @@ impl StartAgentRequest {
         issues.check("prompt", validate::text(&self.prompt, MAX_PROMPT_BYTES, false));
         issues.check("systemPrompt", validate::text(&self.system_prompt, MAX_PROMPT_BYTES, true));
         issues.check("model", validate::model(&self.model));
-        issues.check("gitUrl", validate::git_url(&self.git_url, policy).map(|_| ()));
-        issues.check("branch", validate::branch(&self.branch));
-        issues.check("defaultBranch", validate::branch(&self.default_branch));
+        if self.role == AgentRole::Mayor {
+            // The mayor works on the town, not in a checkout: it gets a private scratch folder.
+            let none = |v: &str| if v.is_empty() { Ok(()) } else { Err("must be empty for the mayor (it works without a checkout)".to_string()) };
+            issues.check("gitUrl", none(&self.git_url));
+            issues.check("branch", none(&self.branch));
+            issues.check("defaultBranch", none(&self.default_branch));
+        } else {
+            issues.check("gitUrl", validate::git_url(&self.git_url, policy).map(|_| ()));
+            issues.check("branch", validate::branch(&self.branch));
+            issues.check("defaultBranch", validate::branch(&self.default_branch));
+        }
         if let Some(d) = &self.dispatch_id {
             issues.check("dispatchId", validate::id(d));
         }
@@ -235,6 +247,10 @@ pub struct HealthResponse {
     /// `MAX_AGENTS`). A start past it is refused with 429.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<usize>,
+    /// Agents at work (our addition): the active ones, less a mayor waiting between messages.
+    /// What keeps the town's container awake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_work: Option<usize>,
     /// The warm pool of pre-started Kilo processes (our addition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<PoolStatus>,
@@ -390,6 +406,23 @@ mod tests {
         let issues = r.validate(ValidationPolicy::default()).expect_err("invalid");
         let fields: Vec<_> = issues.iter().map(|i| i.field.as_str()).collect();
         assert_eq!(fields, ["rigId", "branch", "envVars.LD_PRELOAD"]);
+    }
+
+    #[test]
+    fn the_mayor_starts_without_a_checkout_and_nobody_else_does() {
+        let mut v = request();
+        v["role"] = "mayor".into();
+        let r: StartAgentRequest = serde_json::from_value(v.clone()).expect("parses");
+        let fields: Vec<_> = r.validate(ValidationPolicy::default()).expect_err("a mayor with a checkout").iter().map(|i| i.field.clone()).collect();
+        assert_eq!(fields, ["gitUrl", "branch", "defaultBranch"]);
+        for f in ["gitUrl", "branch", "defaultBranch"] {
+            v[f] = "".into();
+        }
+        let r: StartAgentRequest = serde_json::from_value(v.clone()).expect("parses");
+        assert!(r.validate(ValidationPolicy::default()).is_ok());
+        v["role"] = "polecat".into();
+        let r: StartAgentRequest = serde_json::from_value(v).expect("parses");
+        assert_eq!(r.validate(ValidationPolicy::default()).map_err(|i| i.len()), Err(3), "a polecat needs its checkout");
     }
 
     #[test]

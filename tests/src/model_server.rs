@@ -466,6 +466,12 @@ fn classify(body: &Value, scripts: &HashMap<String, Vec<Vec<Step>>>, run_of: &dy
                     substitute(args, BRANCH_PLACEHOLDER, &branch);
                 }
             }
+            let users: Vec<String> = msgs.iter().filter(|m| m.get("role").and_then(Value::as_str) == Some("user")).map(|m| content_text(m.get("content"))).collect();
+            if let (Action::ToolCalls(calls), Some(id)) = (&mut s.action, users.iter().rev().find_map(|u| escalation_id(u))) {
+                for (_, args) in calls.iter_mut() {
+                    substitute(args, ESCALATION_PLACEHOLDER, &id);
+                }
+            }
             (Kind::Scripted { script, step }, s)
         }
         None => (Kind::Finished { script }, Step::text(SCRIPT_FINISHED)),
@@ -487,6 +493,17 @@ pub fn commit_push_done(file: &str, content: &str) -> Vec<Step> {
         Step::tool("gt_done", json!({ "branch": BRANCH_PLACEHOLDER, "summary": format!("wrote {file}") })),
         Step::text("done"),
     ]
+}
+
+/// In a scripted tool call's arguments, stands for the id of the newest escalation the
+/// conversation was told of (the mayor's notices say "Escalation `<id>`"), so the mayor's script
+/// can answer an escalation whose id is only known once a polecat raised it.
+pub const ESCALATION_PLACEHOLDER: &str = "{{escalation_id}}";
+
+fn escalation_id(text: &str) -> Option<String> {
+    let start = text.rfind("Escalation `")? + "Escalation `".len();
+    let id: String = text[start..].chars().take_while(|c| *c != '`').collect();
+    (!id.is_empty()).then_some(id)
 }
 
 fn polecat_branch(text: &str) -> Option<String> {

@@ -10,6 +10,7 @@ use shared_types::{validate, AgentEventBatch, ContainerHeartbeat};
 
 use crate::auth::{check_body_agent, Caller};
 use crate::error::{ApiError, ApiResult};
+use crate::mayor::{self, MayorOp};
 use crate::query;
 use crate::requests::{
     parse_body, parse_value, CheckpointRequest, DoneRequest, HookRequest, NewAgent, NewBead, NewConvoy, NewEscalation, NewMail,
@@ -150,7 +151,14 @@ pub fn plan(req: &Incoming) -> ApiResult<Plan> {
             ack(r, RigOp::SubmitReview(v), 201, "submitted")
         }
         CreateEscalation { rig: r } => {
-            let e: NewEscalation = parse_body(body)?;
+            let mut e: NewEscalation = parse_body(body)?;
+            if let Caller::Agent(claims) = caller {
+                // Who raised it, set here (never taken from the body): the mayor's answer goes
+                // to this agent's mail.
+                let mut metadata = e.metadata.take().filter(Value::is_object).unwrap_or_else(|| json!({}));
+                metadata["from_agent_id"] = json!(claims.agent_id);
+                e.metadata = Some(metadata);
+            }
             created(r, RigOp::CreateEscalation(e), FollowUp::None)
         }
         GetRigConfig { rig: r } => rig(r, RigOp::GetConfig),
@@ -197,6 +205,16 @@ pub fn plan(req: &Incoming) -> ApiResult<Plan> {
             Plan::Town { town_id: town, op: TownOp::CreateEscalation(e), status: 201 }
         }
         ListTownEscalations { town } => Plan::Town { town_id: town, op: TownOp::ListEscalations, status: 200 },
+        MayorSend { town } => Plan::Town { town_id: town, op: TownOp::Mayor(mayor::requests::person_message(body)?), status: 202 },
+        MayorMessages { town } => {
+            let (after, limit) = query::transcript_page(req.query)?;
+            Plan::Town { town_id: town, op: TownOp::Mayor(MayorOp::Messages { after, limit }), status: 200 }
+        }
+        MayorStatus { town } => Plan::Town { town_id: town, op: TownOp::Mayor(MayorOp::Status), status: 200 },
+        MayorTool { town, tool } => {
+            let (op, status) = mayor::requests::tool_op(tool, body)?;
+            Plan::Town { town_id: town, op: TownOp::Mayor(op), status }
+        }
         ContainerProxy { town, path } => Plan::Container { town_id: town, path },
         Dashboard | AgentStream { .. } => return Err(ApiError::Internal("the page and the live stream are served before planning".into())),
         ContainerHeartbeat { town } => heartbeat(&town, body)?,
@@ -315,6 +333,7 @@ mod tests {
             user_id: "u".into(),
             exp: 1,
             iat: None,
+            role: None,
         })
     }
 

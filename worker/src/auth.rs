@@ -109,6 +109,17 @@ pub fn authorize(access: &Access, creds: &Credentials, secrets: &Secrets, now_se
             }
             Ok(Caller::Agent(claims))
         }
+        // The reference's mayor middleware checks the town; the role is ours: a rig agent's
+        // token never reaches the mayor's tools.
+        Access::Mayor { town } => {
+            if claims.town_id != *town {
+                return Err(ApiError::Forbidden("Token townId does not match route".into()));
+            }
+            if !claims.is_mayor() {
+                return Err(ApiError::Forbidden("Forbidden: the mayor's tools need the mayor's token".into()));
+            }
+            Ok(Caller::Agent(claims))
+        }
         _ => Err(ApiError::Forbidden("Forbidden: internal auth required".into())),
     }
 }
@@ -138,6 +149,7 @@ mod tests {
             user_id: "u".into(),
             exp,
             iat: Some(NOW - 10),
+            role: None,
         };
         format!("Bearer {}", jwt::sign(&c, secret.as_bytes()))
     }
@@ -197,6 +209,23 @@ mod tests {
     }
 
     #[test]
+    fn only_the_towns_mayor_token_opens_the_mayors_tools() {
+        let sign = |town: &str, role: Option<&str>| {
+            let c = AgentClaims { agent_id: "mayor".into(), rig_id: String::new(), town_id: town.into(), user_id: "u".into(), exp: NOW + 60, iat: Some(NOW - 10), role: role.map(Into::into) };
+            format!("Bearer {}", jwt::sign(&c, b"jw7"))
+        };
+        let access = Access::Mayor { town: "t".into() };
+        let with = |t: &str| message(&access, Credentials { authorization: Some(t), ..Default::default() });
+        assert_eq!(with(&sign("t", Some("mayor"))), "ok");
+        assert_eq!(with(&sign("t2", Some("mayor"))), "Token townId does not match route");
+        assert_eq!(with(&token("r1", "a1", NOW + 60, "jw7")), "Forbidden: the mayor's tools need the mayor's token");
+        assert_eq!(status(&access, Credentials { authorization: Some(&token("r1", "a1", NOW + 60, "jw7")), ..Default::default() }), 403);
+        assert_eq!(status(&access, Credentials::default()), 401);
+        // The mayor's token opens no rig route.
+        assert_eq!(status(&rig(None), Credentials { authorization: Some(&sign("t", Some("mayor"))), ..Default::default() }), 403);
+    }
+
+    #[test]
     fn reference_messages() {
         fn bearer(t: &str) -> Credentials<'_> {
             Credentials { authorization: Some(t), ..Default::default() }
@@ -215,7 +244,7 @@ mod tests {
         assert_eq!(message(&Access::Rig { rig: "r2".into(), agent: None }, bearer(&good)), "Token rigId does not match route");
         assert_eq!(message(&rig(Some("a2")), bearer(&good)), "Token agentId does not match route");
         assert_eq!(message(&Access::Internal, bearer(&good)), "Forbidden: internal auth required");
-        let c = Caller::Agent(AgentClaims { agent_id: "a1".into(), rig_id: "r1".into(), town_id: "t".into(), user_id: "u".into(), exp: 1, iat: None });
+        let c = Caller::Agent(AgentClaims { agent_id: "a1".into(), rig_id: "r1".into(), town_id: "t".into(), user_id: "u".into(), exp: 1, iat: None, role: None });
         let e = check_body_agent(&c, "from_agent_id", "a2").expect_err("other agent");
         assert_eq!(e.public_message(), "from_agent_id does not match authenticated agent");
     }
@@ -237,6 +266,7 @@ mod tests {
             user_id: "u".into(),
             exp: 1,
             iat: None,
+            role: None,
         });
         assert!(check_body_agent(&c, "agent_id", "a1").is_ok());
         assert_eq!(check_body_agent(&c, "agent_id", "a2").map_err(|e| e.status()), Err(403));

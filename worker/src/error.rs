@@ -19,6 +19,8 @@ pub enum ApiError {
     NotFound(String),
     /// The request conflicts with the current state (a different bead is hooked, duplicate identity).
     Conflict(String),
+    /// A limit was reached (a spending cap, the mayor's per-turn limits); the message names it.
+    TooManyRequests(String),
     /// A dependency is not there yet (the town's container before issue 4).
     Unavailable(String),
     /// Anything unexpected. The detail is logged, never sent: it may name internals.
@@ -56,6 +58,7 @@ impl ApiError {
             Self::Forbidden(_) => 403,
             Self::NotFound(_) => 404,
             Self::Conflict(_) => 409,
+            Self::TooManyRequests(_) => 429,
             Self::Unavailable(_) => 503,
             Self::Internal(_) => 500,
         }
@@ -69,6 +72,7 @@ impl ApiError {
             | Self::Forbidden(m)
             | Self::NotFound(m)
             | Self::Conflict(m)
+            | Self::TooManyRequests(m)
             | Self::Unavailable(m) => m,
             Self::InvalidBody(_) => "Invalid request body",
             Self::Internal(_) => "Internal server error",
@@ -84,6 +88,7 @@ impl ApiError {
             403 => Self::Forbidden(message),
             404 => Self::NotFound(message),
             409 => Self::Conflict(message),
+            429 => Self::TooManyRequests(message),
             503 => Self::Unavailable(message),
             _ => Self::Internal(format!("status {status}: {message}")),
         }
@@ -144,6 +149,7 @@ mod tests {
             ApiError::not_found("bead"),
             ApiError::no_route(),
             ApiError::Conflict("x".into()),
+            ApiError::TooManyRequests("x".into()),
             ApiError::Unavailable("x".into()),
         ] {
             let back = ApiError::from_status(e.status(), e.public_message().to_string());

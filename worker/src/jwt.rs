@@ -28,6 +28,19 @@ pub struct AgentClaims {
     /// Issued at. Required by verification, as the reference's `maxAge: '24h'` requires it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// Our addition: `mayor` on the mayor's token (the only role with the mayor's routes);
+    /// absent on rig agents' tokens, as the reference signs them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+/// The `role` claim of the mayor's token.
+pub const MAYOR_ROLE: &str = "mayor";
+
+impl AgentClaims {
+    pub fn is_mayor(&self) -> bool {
+        self.role.as_deref() == Some(MAYOR_ROLE)
+    }
 }
 
 /// The reference's `maxAge`: a token issued longer ago than this is expired, whatever its `exp`.
@@ -143,6 +156,7 @@ mod tests {
             user_id: "u1".into(),
             exp,
             iat: Some(500),
+            role: None,
         }
     }
 

@@ -19,6 +19,7 @@ pub mod db;
 pub mod error;
 pub mod identity;
 pub mod jwt;
+pub mod mayor;
 pub mod model;
 pub mod prompts;
 pub mod query;

@@ -117,6 +117,16 @@ pub fn agent_event_query(raw: &str, agent_id: String) -> ApiResult<crate::agent_
     Ok(crate::agent_events::EventQuery { agent_id, after: i64::from(q.number("after", 0, u32::MAX)?), limit })
 }
 
+/// `?after&limit` of the mayor's transcript: `(after, limit)`, 100 by default, at most 500.
+pub fn transcript_page(raw: &str) -> ApiResult<(i64, i64)> {
+    let q = Query::parse(raw);
+    let limit = q.number("limit", DEFAULT_BEAD_LIMIT, MAX_LIMIT)?;
+    if limit == 0 {
+        return Err(ApiError::bad_request("limit: must be at least 1"));
+    }
+    Ok((i64::from(q.number("after", 0, u32::MAX)?), i64::from(limit)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

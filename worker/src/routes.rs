@@ -73,6 +73,14 @@ pub enum Route {
     ListTownEscalations { town: String },
     GetTownLimits { town: String },
     SetTownLimits { town: String },
+    /// A person's message to the town's mayor (internal).
+    MayorSend { town: String },
+    /// The mayor's transcript (internal).
+    MayorMessages { town: String },
+    /// The mayor's state and open threads (internal).
+    MayorStatus { town: String },
+    /// A mayor tool: `/api/mayor/:townId/tools/...`, the mayor's token only.
+    MayorTool { town: String, tool: crate::mayor::MayorTool },
     /// A call forwarded to the town's container control server; `path` is the control
     /// server's path (`/agents/start`, `/health`, ...).
     ContainerProxy { town: String, path: String },
@@ -100,6 +108,8 @@ pub enum Access {
     Rig { rig: String, agent: Option<String> },
     /// The town's container, with `X-Container-Token`.
     Container,
+    /// Internal callers, or the mayor's token for this town.
+    Mayor { town: String },
 }
 
 fn id(field: &str, value: &str) -> ApiResult<String> {
@@ -126,6 +136,7 @@ pub fn prefix_access(path: &str) -> Option<Access> {
             Some(Access::Rig { rig: rig.to_string(), agent })
         }
         ["api", "towns", _, ..] => Some(Access::Internal),
+        ["api", "mayor", town, ..] => Some(Access::Mayor { town: town.to_string() }),
         _ => None,
     }
 }
@@ -202,6 +213,8 @@ pub fn parse(method: Method, path: &str) -> ApiResult<Route> {
                     Get => Route::ListTownEscalations { town },
                 ),
                 ["limits"] => allow!(Get => Route::GetTownLimits { town: town.clone() }, Put => Route::SetTownLimits { town }),
+                ["mayor"] => allow!(Get => Route::MayorStatus { town }),
+                ["mayor", "messages"] => allow!(Post => Route::MayorSend { town: town.clone() }, Get => Route::MayorMessages { town }),
                 ["container", "heartbeat"] => allow!(Post => Route::ContainerHeartbeat { town }),
                 ["container", "events"] => allow!(Post => Route::ContainerEvents { town }),
                 ["agents", agent, "events"] => {
@@ -232,6 +245,15 @@ pub fn parse(method: Method, path: &str) -> ApiResult<Route> {
                 }
                 _ => Err(not_found()),
             }
+        }
+        ["api", "mayor", town, "tools", rest @ ..] => {
+            let town = id("townId", town)?;
+            let post = match method {
+                Post => true,
+                Get => false,
+                _ => return Err(not_found()),
+            };
+            crate::mayor::MayorTool::parse(post, rest).map(|tool| Route::MayorTool { town, tool }).ok_or_else(not_found)
         }
         ["api", "identities", identity] => {
             let decoded = percent_encoding::percent_decode_str(identity)
@@ -276,6 +298,8 @@ impl Route {
                 Access::Internal
             }
             ContainerHeartbeat { .. } | ContainerEvents { .. } => Access::Container,
+            MayorSend { .. } | MayorMessages { .. } | MayorStatus { .. } => Access::Internal,
+            MayorTool { town, .. } => Access::Mayor { town: town.clone() },
         }
     }
 }
@@ -327,6 +351,19 @@ mod tests {
         assert_eq!(prefix_access("/api/rigs"), None);
         assert_eq!(prefix_access("/api/unknown"), None);
         assert_eq!(prefix_access("/nope"), None);
+    }
+
+    #[test]
+    fn mayor_routes() {
+        use crate::mayor::MayorTool as T;
+        assert_eq!(parse(Post, "/api/towns/t1/mayor/messages").map(|r| r.access()), Ok(Access::Internal));
+        assert_eq!(parse(Get, "/api/towns/t1/mayor"), Ok(Route::MayorStatus { town: "t1".into() }));
+        let tool = parse(Post, "/api/mayor/t1/tools/convoys");
+        assert_eq!(tool, Ok(Route::MayorTool { town: "t1".into(), tool: T::Convoy }));
+        assert_eq!(tool.map(|r| r.access()), Ok(Access::Mayor { town: "t1".into() }));
+        assert_eq!(parse(Get, "/api/mayor/t1/tools/convoys").map_err(|e| e.status()), Err(404));
+        assert_eq!(parse(Post, "/api/mayor/t.1/tools/sling").map_err(|e| e.status()), Err(400));
+        assert_eq!(prefix_access("/api/mayor/t1/nope"), Some(Access::Mayor { town: "t1".into() }));
     }
 
     #[test]

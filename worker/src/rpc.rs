@@ -53,6 +53,9 @@ pub enum RigOp {
     CreateConvoy { rig_id: String, convoy: NewConvoy },
     ListConvoys,
     GetConvoy { convoy_id: String },
+    /// The mayor answers an escalation: it is closed, and `answer` is mailed (from the mayor)
+    /// to the agent that raised it, when an agent did.
+    ResolveEscalation { escalation_id: String, answer: String },
 }
 
 impl RigOp {
@@ -88,6 +91,8 @@ pub enum TownOp {
     Index { town_id: String, name: String, created_at: String },
     /// To the index instance: the towns.
     ListTowns,
+    /// The town's mayor (`crate::mayor`).
+    Mayor(crate::mayor::MayorOp),
 }
 
 /// The interface of an AgentIdentityDO (one per agent identity string).

@@ -72,6 +72,7 @@ pub fn agent_token(agent: &Agent, ctx: &DispatchContext) -> String {
         user_id: "gastown-scheduler".into(),
         exp: ctx.now_secs + ctx.settings.token_ttl_secs,
         iat: Some(ctx.now_secs),
+        role: None,
     };
     jwt::sign(&claims, ctx.jwt_secret.as_bytes())
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use serde_json::json;
-use shared_types::{AgentEventKind, AgentProcess, AgentStatusResponse, ProcessStatus, StartAgentRequest};
+use shared_types::{AgentEventKind, AgentProcess, AgentRole, AgentStatusResponse, ProcessStatus, StartAgentRequest};
 
 use super::events::EventBuffer;
 use crate::clock;
@@ -66,6 +66,9 @@ pub struct AgentState {
     /// is being released; a start for new work may replace the run at once.
     pub work_done: bool,
     pub events: EventBuffer,
+    /// The mayor's text of its current turn: its reply to people, sent to the Worker when the
+    /// turn ends (empty for other roles).
+    pub turn_text: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -116,6 +119,7 @@ impl Agent {
                 attachment: None,
                 api_token,
                 busy: false,
+                turn_text: Vec::new(),
                 work_done: false,
                 events,
             }),
@@ -211,6 +215,11 @@ impl Agent {
     /// Appends an event and counts it as activity.
     pub fn record(&self, kind: AgentEventKind, data: serde_json::Value) {
         let mut s = self.lock();
+        if kind == AgentEventKind::Text && s.spec.role == AgentRole::Mayor {
+            if let Some(text) = data["text"].as_str().filter(|t| !t.trim().is_empty()) {
+                s.turn_text.push(text.to_string());
+            }
+        }
         s.events.push(kind, data);
         s.last_activity_at = SystemTime::now();
         drop(s);
@@ -241,11 +250,20 @@ impl Agent {
         self.lock().last_activity_at = SystemTime::now();
     }
 
-    /// Records whether a turn is in progress (also activity).
-    pub fn set_busy(&self, busy: bool) {
+    /// Records whether a turn is in progress (also activity). When a turn of the mayor ends,
+    /// returns its text (its reply to people), once; `None` otherwise.
+    pub fn set_busy(&self, busy: bool) -> Option<String> {
         let mut s = self.lock();
         s.busy = busy;
         s.last_activity_at = SystemTime::now();
+        (!busy && !s.turn_text.is_empty()).then(|| std::mem::take(&mut s.turn_text).join("\n\n"))
+    }
+
+    /// Whether the agent is at work: active, and for the mayor (which waits between messages)
+    /// starting or in a turn. Only agents at work keep the container awake.
+    pub fn at_work(&self) -> bool {
+        let s = self.lock();
+        s.status.is_active() && (s.spec.role != AgentRole::Mayor || s.busy || s.status == ProcessStatus::Starting)
     }
 
     pub fn status(&self) -> ProcessStatus {

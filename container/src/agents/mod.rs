@@ -27,6 +27,8 @@ pub struct Registry {
     /// Kilo session id -> agent id: how a tool call names its caller.
     sessions: Mutex<HashMap<String, String>>,
     event_capacity: usize,
+    /// Where the mayor's replies go: `(agent id, text)`.
+    replies: Mutex<Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>>,
 }
 
 impl Registry {
@@ -106,6 +108,23 @@ impl Registry {
 
     pub fn active_count(&self) -> usize {
         self.map().values().filter(|a| a.status().is_active()).count()
+    }
+
+    /// Agents at work ([`Agent::at_work`]): what keeps the container awake.
+    pub fn at_work_count(&self) -> usize {
+        self.map().values().filter(|a| a.at_work()).count()
+    }
+
+    /// Where the mayor's replies go (the forwarder to the Worker, `supervisor/mayor.rs`).
+    pub fn set_reply_sink(&self, sink: tokio::sync::mpsc::UnboundedSender<(String, String)>) {
+        *self.replies.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+    }
+
+    /// A turn of agent `agent_id` (the mayor) ended with `text`: its reply to people.
+    pub fn reply(&self, agent_id: &str, text: String) {
+        if let Some(sink) = self.replies.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = sink.send((agent_id.to_string(), text));
+        }
     }
 
     pub fn bind_session(&self, session_id: &str, agent_id: &str) {

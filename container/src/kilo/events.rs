@@ -129,7 +129,11 @@ pub fn follow(client: KiloClient, registry: Arc<Registry>, exit: ExitWatch) {
                         let Some(agent) = registry.agent_for_session(&session) else { continue };
                         match meaning {
                             Meaning::Activity => agent.touch(),
-                            Meaning::Busy(busy) => agent.set_busy(busy),
+                            Meaning::Busy(busy) => {
+                                if let Some(reply) = agent.set_busy(busy) {
+                                    registry.reply(&agent.id, reply);
+                                }
+                            }
                             Meaning::Event(kind, data) => agent.record(kind, data),
                         }
                     }

@@ -57,6 +57,10 @@ impl RunDir {
     fn tool_key(&self) -> PathBuf {
         self.0.join("tool-key")
     }
+    /// A working folder of the process's own, for an agent without a checkout (the mayor).
+    fn scratch(&self) -> PathBuf {
+        self.0.join("work")
+    }
     /// Kilo leaves a 5 MB native library here per process.
     fn tmp(&self) -> PathBuf {
         self.0.join("tmp")
@@ -117,13 +121,19 @@ pub struct SpawnTimings {
 }
 
 impl KiloServer {
+    /// The process's own working folder (0700, its uid's), where an agent without a checkout
+    /// works.
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.run_dir.scratch()
+    }
+
     /// Spawns `kilo serve --port 0` in its own process group, reads the port it chose from its
     /// first lines of output, then polls its health until it answers or `ready_timeout` passes.
     /// On failure the process is killed and the error carries the tail of its output.
     pub async fn spawn(reaper: &Reaper, http: reqwest::Client, spec: SpawnSpec<'_>) -> Result<(Arc<Self>, SpawnTimings), String> {
         let t0 = Instant::now();
         let run = spec.run_dir.clone();
-        for dir in [run.home(), run.tmp(), run.0.join("xdg/config"), run.0.join("xdg/data"), run.0.join("xdg/state"), run.0.join("xdg/cache")] {
+        for dir in [run.home(), run.tmp(), run.scratch(), run.0.join("xdg/config"), run.0.join("xdg/data"), run.0.join("xdg/state"), run.0.join("xdg/cache")] {
             std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
         let config = serde_json::to_vec_pretty(&spec.config).map_err(|e| e.to_string())?;

@@ -90,6 +90,10 @@ impl Supervisor {
             let s = agent.lock();
             (s.workdir.clone(), s.spec.clone(), s.attachment.clone())
         };
+        if spec.role == shared_types::AgentRole::Mayor {
+            // No checkout: its conversation is kept by the Worker (the town's transcript).
+            return;
+        }
         let (Some(workdir), Some(server)) = (workdir, attachment.and_then(|a| self.server_by_id(a.server_id))) else { return };
         match self.git.save_work(&server.owner, &workdir, &spec.branch, &spec.git_url).await {
             Ok(committed) => {

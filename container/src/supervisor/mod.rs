@@ -5,6 +5,7 @@
 
 mod drain;
 mod finish;
+mod mayor;
 mod merge;
 mod message;
 mod pool;

@@ -129,7 +129,7 @@ impl Supervisor {
         while self.registry.all().iter().any(|a| a.status() == shared_types::ProcessStatus::Starting) && tokio::time::Instant::now() < yield_until {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let result = self.spawn_server(&model, self.base_env(), None).await;
+        let result = self.spawn_server(&model, self.base_env(), None, &self.tools_dir).await;
         let unwanted = {
             let mut pool = self.pool.lock();
             pool.starting = pool.starting.saturating_sub(1);

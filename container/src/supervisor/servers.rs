@@ -3,6 +3,7 @@
 //! Where an agent runs, in order:
 //! | agent | process |
 //! |---|---|
+//! | the mayor | a new process started for it, with the mayor's tool files |
 //! | `AGENTS_PER_SERVER > 1` | a shared process with room and the same share key (town, rig, model, envVars), else a new one |
 //! | no envVars, a pooled process of its model is ready | that pooled process (`pool.rs`), all its own |
 //! | otherwise | a new process started for it |
@@ -14,6 +15,8 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+use shared_types::AgentRole;
 
 use super::Supervisor;
 use crate::agents::AgentSpec;
@@ -59,6 +62,11 @@ impl Supervisor {
     /// A Kilo process for `spec` (see the table above). Returns the server and, when it was
     /// started for this call, its timings.
     pub(super) async fn place(self: &Arc<Self>, spec: &AgentSpec) -> Result<(Arc<KiloServer>, Option<SpawnTimings>)> {
+        if spec.role == AgentRole::Mayor {
+            // Its own process, with the mayor's tool files: never pooled, never shared.
+            let tools = crate::tools::js::mayor_dir(&self.tools_dir);
+            return self.spawn_server(&spec.model, self.agent_env(spec), None, &tools).await.map(|(server, timings)| (server, Some(timings)));
+        }
         if self.shared() {
             return self.place_shared(spec).await;
         }
@@ -71,7 +79,7 @@ impl Supervisor {
                 return Ok((server, None));
             }
         }
-        let placed = self.spawn_server(&spec.model, self.agent_env(spec), None).await;
+        let placed = self.spawn_server(&spec.model, self.agent_env(spec), None, &self.tools_dir).await;
         self.refill_pool();
         placed.map(|(server, timings)| (server, Some(timings)))
     }
@@ -88,13 +96,14 @@ impl Supervisor {
         if let Some(server) = existing {
             return Ok((server, None));
         }
-        let (server, timings) = self.spawn_server(&spec.model, self.agent_env(spec), Some(key)).await?;
+        let (server, timings) = self.spawn_server(&spec.model, self.agent_env(spec), Some(key), &self.tools_dir).await?;
         Ok((server, Some(timings)))
     }
 
-    /// Starts a `kilo serve` for `model` in a fresh private folder (`run/kilo-<id>`), waits
-    /// until it answers, follows its events and watches its exit.
-    pub(super) async fn spawn_server(self: &Arc<Self>, model: &str, env: Vec<(String, String)>, share_key: Option<String>) -> Result<(Arc<KiloServer>, SpawnTimings)> {
+    /// Starts a `kilo serve` for `model` in a fresh private folder (`run/kilo-<id>`), with the
+    /// tool files of `tools_dir` (a role's set), waits until it answers, follows its events and
+    /// watches its exit.
+    pub(super) async fn spawn_server(self: &Arc<Self>, model: &str, env: Vec<(String, String)>, share_key: Option<String>, tools_dir: &std::path::Path) -> Result<(Arc<KiloServer>, SpawnTimings)> {
         let id = self.next_server_id.fetch_add(1, Ordering::SeqCst);
         let run_dir = self.git.paths().run_dir(&format!("kilo-{id}")).map_err(Error::Internal)?;
         let uid = self.uids.lease().map_err(Error::Agent)?;
@@ -109,7 +118,7 @@ impl Supervisor {
             model: model.to_string(),
             kilo_bin: &self.config.kilo_bin,
             run_dir: RunDir(run_dir.clone()),
-            tools_dir: &self.tools_dir,
+            tools_dir,
             config,
             control_url: &self.control_url,
             env,

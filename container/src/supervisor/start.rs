@@ -11,13 +11,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shared_types::{AgentProcess, ProcessStatus, StartAgentRequest, StopSignal};
+use shared_types::{AgentProcess, AgentRole, ProcessStatus, StartAgentRequest, StopSignal};
 
 use super::Supervisor;
 use crate::agents::agent::split_request;
-use crate::agents::{Agent, Attachment, Claim};
+use crate::agents::{Agent, AgentSpec, Attachment, Claim};
 use crate::error::{Error, Result};
-use crate::git::{GitError, WorktreeRequest};
+use crate::git::{GitError, Owner, PrepareTimings, WorktreeRequest};
 use crate::kilo::config::AGENT_NAME;
 
 /// Where the time of one start went (logged per start; bench/container.sh reads it).
@@ -140,23 +140,12 @@ impl Supervisor {
             return Err(stopped_during_start());
         }
 
-        let (author_name, author_email) = git_identity(&spec.name);
-        let (workdir, git_times) = self
-            .git
-            .prepare(&WorktreeRequest {
-                owner: &server.owner,
-                rig_id: &spec.rig_id,
-                git_url: &spec.git_url,
-                branch: &spec.branch,
-                default_branch: &spec.default_branch,
-                author_name: &author_name,
-                author_email: &author_email,
-            })
-            .await
-            .map_err(|e| match e {
-                GitError::Invalid(m) => Error::bad_request(m),
-                GitError::Failed(m) => Error::Git(m),
-            })?;
+        let (workdir, git_times) = if spec.role == AgentRole::Mayor {
+            // The mayor works on the town through its tools, in its process's own folder.
+            (server.scratch_dir(), Default::default())
+        } else {
+            self.checkout(&spec, &server.owner).await?
+        };
         agent.lock().workdir = Some(workdir.clone());
         still_starting(agent, generation)?;
 
@@ -175,6 +164,27 @@ impl Supervisor {
             session_ms: ms(t_session.elapsed()),
             total_ms: ms(t0.elapsed()),
         })
+    }
+
+    /// The agent's checkout of its rig on its branch, made as `owner` (its process's uid).
+    async fn checkout(&self, spec: &AgentSpec, owner: &Owner) -> Result<(std::path::PathBuf, PrepareTimings)> {
+        let (author_name, author_email) = git_identity(&spec.name);
+        self
+            .git
+            .prepare(&WorktreeRequest {
+                owner,
+                rig_id: &spec.rig_id,
+                git_url: &spec.git_url,
+                branch: &spec.branch,
+                default_branch: &spec.default_branch,
+                author_name: &author_name,
+                author_email: &author_email,
+            })
+            .await
+            .map_err(|e| match e {
+                GitError::Invalid(m) => Error::bad_request(m),
+                GitError::Failed(m) => Error::Git(m),
+            })
     }
 }
 

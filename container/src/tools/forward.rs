@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{json, Map, Value};
-use shared_types::validate;
+use shared_types::{validate, AgentRole};
 
 use super::defs;
 use crate::agents::AgentSpec;
@@ -32,7 +32,7 @@ pub struct WorkerCall {
 
 /// Maps `tool(args)` for `agent` to a Worker call, validating the arguments.
 pub fn route(tool: &str, args: &Map<String, Value>, agent: &AgentSpec) -> Result<WorkerCall, ToolError> {
-    let def = defs::find(tool).ok_or_else(|| ToolError(format!("unknown tool {tool}")))?;
+    let def = defs::find(agent.role, tool).ok_or_else(|| ToolError(format!("unknown tool {tool} (not one of the {} agent's tools)", agent.role.as_str())))?;
     let arg = |name: &str| -> Result<Option<String>, ToolError> {
         let spec = def.args.iter().find(|a| a.name == name);
         let value = match args.get(name) {
@@ -61,6 +61,50 @@ pub fn route(tool: &str, args: &Map<String, Value>, agent: &AgentSpec) -> Result
             body.insert(k.to_string(), Value::String(v));
         }
     };
+    if agent.role == AgentRole::Mayor {
+        let town = &agent.town_id;
+        let tools = |path: &str| format!("/api/mayor/{town}/tools/{path}");
+        let rig_arg = |name: &str| -> Result<String, ToolError> {
+            let id = required(name)?;
+            validate::id(&id).map_err(|e| ToolError(format!("{tool}: {name} {e}")))?;
+            Ok(id)
+        };
+        return Ok(match def.name {
+            "gt_list_rigs" => call(Method::GET, tools("rigs"), None, true),
+            "gt_town_status" => call(Method::GET, tools("status"), None, true),
+            "gt_mail_check" => call(Method::GET, tools("mail"), None, true),
+            "gt_sling" => {
+                put("rig_id", Some(rig_arg("rig_id")?));
+                put("title", Some(required("title")?));
+                put("body", arg("body")?);
+                put("priority", arg("priority")?);
+                call(Method::POST, tools("sling"), Some(Value::Object(body)), false)
+            }
+            "gt_convoy_create" => {
+                let beads: Value = serde_json::from_str(&required("beads")?)
+                    .map_err(|_| ToolError("gt_convoy_create: beads must be a JSON array of {\"title\", \"body\"} objects".into()))?;
+                if !beads.is_array() {
+                    return Err(ToolError("gt_convoy_create: beads must be a JSON array of {\"title\", \"body\"} objects".into()));
+                }
+                let body = json!({ "rig_id": rig_arg("rig_id")?, "title": required("title")?, "beads": beads });
+                call(Method::POST, tools("convoys"), Some(body), false)
+            }
+            "gt_mail_send" => {
+                put("rig_id", Some(rig_arg("rig_id")?));
+                put("to_agent_id", Some(rig_arg("to_agent_id")?));
+                put("subject", Some(required("subject")?));
+                put("body", Some(required("body")?));
+                call(Method::POST, tools("mail"), Some(Value::Object(body)), false)
+            }
+            "gt_escalation_resolve" => {
+                put("rig_id", Some(rig_arg("rig_id")?));
+                put("escalation_id", Some(rig_arg("escalation_id")?));
+                put("answer", Some(required("answer")?));
+                call(Method::POST, tools("escalations/resolve"), Some(Value::Object(body)), false)
+            }
+            other => return Err(ToolError(format!("tool {other} has no route"))),
+        });
+    }
     Ok(match def.name {
         "gt_prime" => call(Method::GET, format!("/api/rigs/{rig}/agents/{me}/prime"), None, true),
         "gt_bead_status" => call(Method::GET, format!("/api/rigs/{rig}/beads/{}", bead()?), None, true),
@@ -238,6 +282,23 @@ mod tests {
         assert_eq!(cp.body, Some(json!({"data": {"step": 2}})));
         let esc = route("gt_escalate", &args(json!({"title": "t", "body": "", "priority": "high", "metadata": "{\"k\":1}"})), &a).expect("esc");
         assert_eq!(esc.body, Some(json!({"title": "t", "priority": "high", "metadata": {"k": 1}})));
+    }
+
+    #[test]
+    fn the_mayors_tools_go_to_its_towns_mayor_routes_and_nobody_else_has_them() {
+        let mut m = agent();
+        (m.role, m.agent_id, m.rig_id) = (AgentRole::Mayor, "mayor".into(), "t1".into());
+        assert_eq!(route("gt_list_rigs", &Map::new(), &m).expect("rigs").path, "/api/mayor/t1/tools/rigs");
+        let c = route("gt_convoy_create", &args(json!({"rig_id": "r1", "title": "three files", "beads": "[{\"title\":\"a\"}]"})), &m).expect("convoy");
+        assert_eq!((c.path.as_str(), c.body), ("/api/mayor/t1/tools/convoys", Some(json!({"rig_id": "r1", "title": "three files", "beads": [{"title": "a"}]}))));
+        let c = route("gt_escalation_resolve", &args(json!({"rig_id": "r1", "escalation_id": "e1", "answer": "use main"})), &m).expect("resolve");
+        assert_eq!(c.body, Some(json!({"rig_id": "r1", "escalation_id": "e1", "answer": "use main"})));
+        for bad in [json!({"rig_id": "r1", "title": "t", "beads": "not json"}), json!({"rig_id": "r1", "title": "t", "beads": "{}"}), json!({"rig_id": "../x", "title": "t", "beads": "[]"})] {
+            assert!(route("gt_convoy_create", &args(bad.clone()), &m).is_err(), "{bad}");
+        }
+        assert!(route("gt_done", &args(json!({"branch": "b"})), &m).is_err(), "the mayor has no gt_done");
+        let e = route("gt_sling", &args(json!({"rig_id": "r1", "title": "t"})), &agent()).expect_err("a polecat has no gt_sling");
+        assert!(e.0.contains("unknown tool gt_sling"), "{e}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::defs::{ToolDef, TOOLS};
+use super::defs::{ToolDef, MAYOR_TOOLS, TOOLS};
 
 /// Environment variables the tool files read (set on every Kilo process we spawn). The key
 /// itself is never in an environment: the variable names a file only the process's uid can read.
@@ -50,13 +50,25 @@ export default {{
     )
 }
 
-/// Writes `tool/<name>.js` for every tool into `dir` (a Kilo config directory), replacing what
-/// is there. Writes each file through a temporary name, so a Kilo process starting meanwhile
-/// never reads half a file.
+/// The Kilo config directory of the mayor's process, inside the rig agents' one: Kilo reads
+/// only `tool/` of its config directory, so the rig agents' processes never load these.
+pub fn mayor_dir(dir: &Path) -> std::path::PathBuf {
+    dir.join("mayor")
+}
+
+/// Writes the rig agents' tool files into `dir` (a Kilo config directory) and the mayor's into
+/// [`mayor_dir`]`(dir)`, replacing what is there.
 pub fn write_tools(dir: &Path) -> std::io::Result<()> {
+    write_set(dir, TOOLS)?;
+    write_set(&mayor_dir(dir), MAYOR_TOOLS)
+}
+
+/// Writes `tool/<name>.js` for each tool of `set` into `dir`. Writes each file through a
+/// temporary name, so a Kilo process starting meanwhile never reads half a file.
+fn write_set(dir: &Path, set: &[ToolDef]) -> std::io::Result<()> {
     let tool_dir = dir.join("tool");
     std::fs::create_dir_all(&tool_dir)?;
-    for def in TOOLS {
+    for def in set {
         let path = tool_dir.join(format!("{}.js", def.name));
         let tmp = tool_dir.join(format!(".{}.js.tmp", def.name));
         std::fs::write(&tmp, tool_file(def))?;
@@ -76,6 +88,9 @@ mod tests {
         let mut files: Vec<_> = std::fs::read_dir(tmp.path().join("tool")).expect("dir").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         files.sort();
         assert_eq!(files.len(), TOOLS.len(), "{files:?}");
+        let mayor: Vec<_> = std::fs::read_dir(mayor_dir(tmp.path()).join("tool")).expect("mayor dir").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(mayor.len(), MAYOR_TOOLS.len(), "{mayor:?}");
+        assert!(!files.contains(&"gt_sling.js".to_string()), "no rig agent loads a mayor tool");
         let done = std::fs::read_to_string(tmp.path().join("tool/gt_done.js")).expect("gt_done.js");
         for needle in ["\"branch\"", "\"pr_url\"", "\"summary\"", "/internal/tools/", "context.sessionID", TOOL_KEY_FILE_VAR] {
             assert!(done.contains(needle), "{needle}");

@@ -49,7 +49,12 @@ impl<D: Db> Rig<'_, D> {
             ],
         )?;
         self.log(Some(&id), b.assignee_agent_id.as_deref(), EventKind::Created, json!({ "type": b.bead_type }))?;
-        self.bead(&id)
+        let bead = self.bead(&id)?;
+        if bead.bead_type == BeadType::Escalation {
+            // Every escalation of the rig reaches the town's mayor (agents' and the refinery's).
+            self.notify_escalation(&bead)?;
+        }
+        Ok(bead)
     }
 
     pub(super) fn list_beads(&self, f: &BeadFilter) -> ApiResult<Vec<Bead>> {
@@ -63,7 +68,7 @@ impl<D: Db> Rig<'_, D> {
     }
 
     /// Sets a bead's status (`closed_at` follows `closed`) and logs the change.
-    fn set_status(&self, bead: &Bead, status: BeadStatus, agent_id: &str, kind: EventKind) -> ApiResult<Bead> {
+    pub(super) fn set_status(&self, bead: &Bead, status: BeadStatus, agent_id: &str, kind: EventKind) -> ApiResult<Bead> {
         let closed_at = (status == BeadStatus::Closed).then(|| self.now.clone());
         self.db.exec(
             "UPDATE beads SET status = ?, updated_at = ?, closed_at = ? WHERE id = ?",

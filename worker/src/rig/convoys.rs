@@ -79,6 +79,9 @@ impl<D: Db> Rig<'_, D> {
             let changed = self.db.exec("UPDATE convoys SET landed_at = ? WHERE id = ? AND landed_at IS NULL", params![&self.now, id])?;
             if changed > 0 {
                 self.log(None, None, EventKind::Merged, json!({ "convoy_id": id, "landed": true, "beads": beads.len() }))?;
+                let title: Option<ConvoyRow> = self.db.first("SELECT * FROM convoys WHERE id = ?", params![id])?;
+                let title = title.map(|c| c.title).unwrap_or_default();
+                self.notify(crate::mayor::requests::NoticeKind::ConvoyLanded, id, &title, json!({ "beads": beads.len() }))?;
             }
         }
         Ok(())

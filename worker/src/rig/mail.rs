@@ -12,7 +12,10 @@ use crate::requests::NewMail;
 
 impl<D: Db> Rig<'_, D> {
     pub(super) fn send_mail(&self, m: &NewMail) -> ApiResult<Mail> {
-        self.agent(&m.from_agent_id)?;
+        // The town's mayor is in no rig; it mails through its own route (`crate::mayor`).
+        if m.from_agent_id != crate::mayor::MAYOR_AGENT_ID {
+            self.agent(&m.from_agent_id)?;
+        }
         self.agent(&m.to_agent_id)?;
         let id = (self.new_id)();
         self.db.exec(

@@ -11,6 +11,7 @@ mod convoys;
 mod events;
 mod idempotency;
 mod mail;
+mod notices;
 mod refinery;
 mod review;
 mod rows;
@@ -69,6 +70,7 @@ impl<D: Db> Rig<'_, D> {
             RigOp::CreateConvoy { rig_id, convoy } => self.create_convoy(&rig_id, &convoy),
             RigOp::ListConvoys => to_json(self.list_convoys()?),
             RigOp::GetConvoy { convoy_id } => self.convoy(&convoy_id),
+            RigOp::ResolveEscalation { escalation_id, answer } => self.resolve_escalation(&escalation_id, &answer),
         }
     }
 }

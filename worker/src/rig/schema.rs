@@ -1,6 +1,6 @@
 //! The RigDO's SQLite schema. Append a migration to change it; never edit a shipped one.
 
-pub const MIGRATIONS: &[&[&str]] = &[V1, V2, V3, V4, V5];
+pub const MIGRATIONS: &[&[&str]] = &[V1, V2, V3, V4, V5, V6];
 
 const V1: &[&str] = &[
     "CREATE TABLE rig_config (
@@ -68,3 +68,7 @@ const V4: &[&str] = &[
 /// Runs lost after they started for real (issue 9): attempts count failed starts only and
 /// reset once the agent calls the API; lost runs have a bound of their own.
 const V5: &[&str] = &["ALTER TABLE agents ADD COLUMN lost_runs INTEGER NOT NULL DEFAULT 0"];
+
+/// The outbox to the town's mayor (`notices.rs`): escalations raised and convoys landed, sent
+/// to the TownDO after the op that wrote them.
+const V6: &[&str] = &["CREATE TABLE town_notices (id INTEGER PRIMARY KEY AUTOINCREMENT, notice TEXT NOT NULL, created_at TEXT NOT NULL)"];

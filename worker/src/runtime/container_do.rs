@@ -439,7 +439,9 @@ impl TownContainer {
                 return Err(format!("/health answered HTTP {}", resp.status_code()));
             }
             let body: Value = resp.json().await.map_err(|e| format!("/health body: {e}"))?;
-            Ok(body["agents"].as_u64().unwrap_or(0) as u32)
+            // Agents at work (a mayor waiting between messages is not); a server without the
+            // field counts its active agents.
+            Ok(body["atWork"].as_u64().or_else(|| body["agents"].as_u64()).unwrap_or(0) as u32)
         });
         let timeout = Box::pin(Delay::from(Duration::from_millis(PROBE_TIMEOUT_MS)));
         let probe = match select(fetch, timeout).await {

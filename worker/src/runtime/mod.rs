@@ -5,6 +5,7 @@ mod call;
 mod container_do;
 mod entry;
 mod identity_do;
+mod mayor;
 mod platform;
 mod rig_do;
 mod sql;

@@ -9,14 +9,15 @@ use serde_json::Value;
 use shared_types::{MergeState, MergeStatus};
 use worker::{durable_object, DurableObject, Env, Method, Request, Response, State};
 
-use super::call::{container_call, serve, KEY_HEADER, REPLAY_HEADER};
-use super::{platform, sql};
+use super::call::{call, container_call, serve, KEY_HEADER, REPLAY_HEADER};
+use super::{platform, sql, TOWN_BINDING};
 use crate::container::NO_RUNTIME;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{Agent, ReviewEntry, RigConfig};
 use crate::refinery;
 use crate::rig::{schema, Rig};
-use crate::rpc::RigOp;
+use crate::mayor::MayorOp;
+use crate::rpc::{RigOp, TownOp};
 use crate::scheduler::{self, DispatchContext, Settings, Witness};
 
 /// Delay of the first scheduler pass after work is hooked.
@@ -148,7 +149,29 @@ impl RigDO {
 
         self.remind(&town, &settings).await?;
         self.refine(&town, &config).await?;
+        self.flush_notices().await;
         self.with_rig(|r| r.has_work())
+    }
+
+    /// Sends the rig's pending notices to its town's mayor (`rig/notices.rs`), oldest first,
+    /// forgetting each the TownDO took (or refused for good, a 4xx); stops at the first that
+    /// could not be sent, which waits for the next op or pass.
+    async fn flush_notices(&self) {
+        let Ok(pending) = self.with_rig(|r| r.pending_notices()) else { return };
+        for (id, town, notice) in pending {
+            match call(&self.env, TOWN_BINDING, &town, &TownOp::Mayor(MayorOp::Notice(notice))).await {
+                Ok(_) => {}
+                Err(e) if (400..500).contains(&e.status()) => worker::console_error!("mayor notice {id} refused, dropped: {e}"),
+                Err(e) => {
+                    worker::console_error!("mayor notice {id} not sent yet: {e}");
+                    return;
+                }
+            }
+            if let Err(e) = self.with_rig(|r| r.forget_notice(id)) {
+                worker::console_error!("mayor notice {id} sent but not forgotten: {e}");
+                return;
+            }
+        }
     }
 
     /// Reminders reach the agents' sessions as messages (mail nobody reads helps no one): GUPP
@@ -252,11 +275,15 @@ impl DurableObject for RigDO {
         let replayed = Cell::new(false);
         let mut resp = serve(req, async |op: RigOp| {
             let arms = op.arms_scheduler();
+            let notifies = matches!(op, RigOp::CreateEscalation(_) | RigOp::CreateBead(_));
             let (result, replay) = self.with_rig(|r| Ok(r.handle_once(key.as_deref(), op)))?;
             replayed.set(replay);
             let data = result?;
             if arms && self.with_rig(|r| Ok(r.has_work()? && r.config().is_ok()))? {
                 self.arm(FIRST_PASS_MS).await?;
+            }
+            if notifies {
+                self.flush_notices().await;
             }
             Ok(data)
         })

@@ -1,5 +1,6 @@
 //! TownDO: one per town (`idFromName(townId)`): the town, its rigs (each rig's RigDO is
-//! configured from here, a DO-to-DO call) and town-level escalations.
+//! configured from here, a DO-to-DO call), town-level escalations, and the town's mayor
+//! (`runtime/mayor.rs`; its alarm delivers what the mayor has not received yet).
 
 use std::cell::Cell;
 
@@ -12,24 +13,36 @@ use crate::error::{ApiError, ApiResult};
 use crate::rpc::{RigOp, TownOp};
 use crate::town::{Town, MIGRATIONS};
 
-#[durable_object(fetch)]
+#[durable_object]
 pub struct TownDO {
-    state: State,
-    env: Env,
-    ready: Cell<bool>,
+    pub(super) state: State,
+    pub(super) env: Env,
+    pub(super) ready: Cell<bool>,
+    /// A delivery to the mayor is under way (one at a time), and another was asked for meanwhile.
+    pub(super) delivering: Cell<bool>,
+    pub(super) again: Cell<bool>,
 }
 
 fn to_json<T: serde::Serialize>(v: T) -> ApiResult<Value> {
     serde_json::to_value(v).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
+impl TownDO {
+    pub(super) fn var(&self, name: &str) -> Option<String> {
+        self.env.secret(name).ok().map(|s| s.to_string()).filter(|s| !s.is_empty())
+    }
+}
+
 impl DurableObject for TownDO {
     fn new(state: State, env: Env) -> Self {
-        Self { state, env, ready: Cell::new(false) }
+        Self { state, env, ready: Cell::new(false), delivering: Cell::new(false), again: Cell::new(false) }
     }
 
     async fn fetch(&self, req: Request) -> worker::Result<Response> {
         serve(req, async |op: TownOp| {
+            if let TownOp::Mayor(op) = op {
+                return self.mayor(op).await;
+            }
             let db = sql::open(&self.state.storage(), &self.ready, MIGRATIONS)?;
             let town = Town { db: &db, now: platform::now_iso(), new_id: &platform::new_id };
             match op {
@@ -59,8 +72,16 @@ impl DurableObject for TownDO {
                 TownOp::ListEscalations => to_json(town.escalations()?),
                 TownOp::GetLimits => to_json(town.limits()?),
                 TownOp::SetLimits(limits) => to_json(town.set_limits(&limits)?),
+                TownOp::Mayor(_) => Err(ApiError::Internal("mayor ops are handled above".into())),
             }
         })
         .await
+    }
+
+    async fn alarm(&self) -> worker::Result<Response> {
+        if let Err(e) = self.mayor_alarm().await {
+            worker::console_error!("mayor: alarm failed: {e}");
+        }
+        Response::ok("ok")
     }
 }

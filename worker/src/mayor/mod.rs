@@ -1,0 +1,58 @@
+//! The mayor: one long-lived coordinator agent per town that people talk to. It turns requests
+//! into beads and convoys on the town's rigs, hears of escalations and landed convoys, answers
+//! escalations, and reports back.
+//!
+//! The mayor lives in its town's TownDO (state, transcript, threads, turn limits) and runs as
+//! agent [`MAYOR_AGENT_ID`] in the town's container, without a checkout, with its own tool set.
+//! - `requests.rs`: its routes' bodies and queries, validated before any object is called, and
+//!   what each route asks of the TownDO ([`MayorOp`]).
+//! - `store.rs`: the TownDO's mayor tables: the transcript (people's messages, the mayor's
+//!   replies, the town's notices), open threads, the current turn's counters.
+//! - `status.rs`: the town at a glance, for `gt_town_status`.
+//! - `prompt.rs`: what the mayor is sent: a delivery of pending messages to a running mayor, or
+//!   a start (resume) with its thread, and its start request and token.
+//!
+//! The TownDO's runtime (`runtime/town_do.rs`, `runtime/mayor.rs`) carries it out: it delivers
+//! pending messages (a message to the running mayor, or a start with the thread), retries from
+//! its alarm, and makes the mayor's tool calls on the rigs' RigDOs.
+
+pub mod prompt;
+pub mod requests;
+pub mod status;
+pub mod store;
+
+pub use requests::{MayorOp, MayorTool, Notice};
+pub use status::town_status;
+pub use shared_types::MAYOR_AGENT_ID;
+
+/// The mayor's limits per turn (one delivery of messages is one turn), from Worker vars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TurnLimits {
+    /// `MAYOR_MAX_BEADS_PER_TURN`: beads the mayor may create in one turn.
+    pub beads: i64,
+    /// `MAYOR_MAX_SLINGS_PER_TURN`: beads it may sling to polecats in one turn.
+    pub slings: i64,
+}
+
+impl TurnLimits {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let num = |k: &str, default: i64| lookup(k).and_then(|v| v.trim().parse::<i64>().ok()).filter(|v| *v > 0).unwrap_or(default);
+        Self { beads: num("MAYOR_MAX_BEADS_PER_TURN", 12), slings: num("MAYOR_MAX_SLINGS_PER_TURN", 12) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_default_and_ignore_nonsense() {
+        assert_eq!(TurnLimits::from_lookup(|_| None), TurnLimits { beads: 12, slings: 12 });
+        let l = TurnLimits::from_lookup(|k| match k {
+            "MAYOR_MAX_BEADS_PER_TURN" => Some("3".into()),
+            _ => Some("-1".into()),
+        });
+        assert_eq!(l, TurnLimits { beads: 3, slings: 12 });
+    }
+}
+

@@ -1,0 +1,245 @@
+//! The TownDO's mayor tables and what is done with them in one synchronous step each.
+//!
+//! - `mayor`: one row once anyone has talked to the mayor (until then the town's notices are
+//!   not kept: a town that never uses its mayor starts none). It holds the run generation (a
+//!   start's `dispatchId`), when its token was issued, and the current turn's counters.
+//! - `mayor_messages`: the transcript, in order: people's messages (`person`), the mayor's
+//!   replies (`mayor`), and what the town told it (`town`: escalations, landed convoys).
+//!   `delivered_at` is set once a message reached the mayor's session; `read_at` once the mayor
+//!   read a town notice with `gt_mail_check`.
+//! - `mayor_threads`: what is still open for the mayor (escalations it was told of, convoys it
+//!   created), given back to it when it is resumed.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::TurnLimits;
+use crate::db::Db;
+use crate::error::{ApiError, ApiResult};
+use crate::params;
+
+pub const MIGRATION: &[&str] = &[
+    "CREATE TABLE mayor (id INTEGER PRIMARY KEY CHECK (id = 1), generation INTEGER NOT NULL DEFAULT 0,
+        token_issued_ms INTEGER, turn INTEGER NOT NULL DEFAULT 0, turn_beads INTEGER NOT NULL DEFAULT 0,
+        turn_slings INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL)",
+    "CREATE TABLE mayor_messages (id INTEGER PRIMARY KEY AUTOINCREMENT, role TEXT NOT NULL, text TEXT NOT NULL,
+        created_at TEXT NOT NULL, delivered_at TEXT, read_at TEXT)",
+    "CREATE TABLE mayor_threads (kind TEXT NOT NULL, rig_id TEXT NOT NULL, ref_id TEXT NOT NULL, title TEXT NOT NULL,
+        opened_at TEXT NOT NULL, closed_at TEXT, PRIMARY KEY (kind, rig_id, ref_id))",
+];
+
+/// Who wrote a transcript message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Person,
+    Mayor,
+    Town,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Person => "person",
+            Self::Mayor => "mayor",
+            Self::Town => "town",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Message {
+    pub id: i64,
+    pub role: String,
+    pub text: String,
+    pub created_at: String,
+    pub delivered_at: Option<String>,
+}
+
+impl Message {
+    pub fn to_json(&self) -> Value {
+        json!({ "id": self.id, "role": self.role, "text": self.text, "created_at": self.created_at })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Thread {
+    pub kind: String,
+    pub rig_id: String,
+    pub ref_id: String,
+    pub title: String,
+    pub opened_at: String,
+}
+
+impl Thread {
+    pub fn to_json(&self) -> Value {
+        json!({ "kind": self.kind, "rigId": self.rig_id, "refId": self.ref_id, "title": self.title, "openedAt": self.opened_at })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct MayorRow {
+    pub generation: i64,
+    pub token_issued_ms: Option<i64>,
+    pub turn: i64,
+    pub turn_beads: i64,
+    pub turn_slings: i64,
+}
+
+/// Newest transcript messages given back to a resumed mayor, at most this many bytes.
+pub const RESUME_BYTES: usize = 12 * 1024;
+
+pub struct Store<'a, D: Db> {
+    pub db: &'a D,
+    pub now: String,
+}
+
+impl<D: Db> Store<'_, D> {
+    pub fn row(&self) -> ApiResult<Option<MayorRow>> {
+        self.db.first("SELECT generation, token_issued_ms, turn, turn_beads, turn_slings FROM mayor WHERE id = 1", vec![])
+    }
+
+    /// The mayor's row, made on first use.
+    pub fn ensure(&self) -> ApiResult<MayorRow> {
+        self.db.exec("INSERT OR IGNORE INTO mayor (id, created_at) VALUES (1, ?)", params![&self.now])?;
+        self.row()?.ok_or_else(|| ApiError::Internal("the mayor's row is missing".into()))
+    }
+
+    /// Adds a message to the transcript; returns its id. The mayor's own replies are delivered
+    /// by nature.
+    pub fn post(&self, role: Role, text: &str) -> ApiResult<i64> {
+        let delivered = (role == Role::Mayor).then(|| self.now.clone());
+        self.db.exec(
+            "INSERT INTO mayor_messages (role, text, created_at, delivered_at) VALUES (?, ?, ?, ?)",
+            params![role.as_str(), text, &self.now, delivered],
+        )?;
+        #[derive(Deserialize)]
+        struct Id {
+            id: i64,
+        }
+        let last: Option<Id> = self.db.first("SELECT MAX(id) AS id FROM mayor_messages", vec![])?;
+        last.map(|r| r.id).ok_or_else(|| ApiError::Internal("the message was not kept".into()))
+    }
+
+    /// Messages after `after`, oldest first.
+    pub fn messages(&self, after: i64, limit: i64) -> ApiResult<Vec<Message>> {
+        self.db.query("SELECT id, role, text, created_at, delivered_at FROM mayor_messages WHERE id > ? ORDER BY id LIMIT ?", params![after, limit])
+    }
+
+    pub fn last_id(&self) -> ApiResult<i64> {
+        #[derive(Deserialize)]
+        struct Id {
+            id: Option<i64>,
+        }
+        Ok(self.db.first::<Id>("SELECT MAX(id) AS id FROM mayor_messages", vec![])?.and_then(|r| r.id).unwrap_or(0))
+    }
+
+    /// People's messages and town notices that have not reached the mayor yet, oldest first.
+    pub fn pending(&self) -> ApiResult<Vec<Message>> {
+        self.db.query(
+            "SELECT id, role, text, created_at, delivered_at FROM mayor_messages WHERE delivered_at IS NULL ORDER BY id LIMIT 50",
+            vec![],
+        )
+    }
+
+    /// `ids` reached the mayor: that is a new turn (its counters start again).
+    pub fn delivered(&self, ids: &[i64]) -> ApiResult<()> {
+        for id in ids {
+            self.db.exec("UPDATE mayor_messages SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL", params![&self.now, *id])?;
+        }
+        self.db.exec("UPDATE mayor SET turn = turn + 1, turn_beads = 0, turn_slings = 0 WHERE id = 1", vec![])?;
+        Ok(())
+    }
+
+    /// The transcript the mayor had before `before` (delivered messages only, newest that fit
+    /// in [`RESUME_BYTES`], oldest first), and how many older ones were left out.
+    pub fn thread_before(&self, before: i64) -> ApiResult<(Vec<Message>, i64)> {
+        let newest: Vec<Message> = self.db.query(
+            "SELECT id, role, text, created_at, delivered_at FROM mayor_messages WHERE id < ? AND delivered_at IS NOT NULL ORDER BY id DESC LIMIT 200",
+            params![before],
+        )?;
+        let mut bytes = 0;
+        let mut kept: Vec<Message> = newest.into_iter().take_while(|m| {
+            bytes += m.text.len();
+            bytes <= RESUME_BYTES
+        }).collect();
+        kept.reverse();
+        #[derive(Deserialize)]
+        struct Count {
+            n: i64,
+        }
+        let total = self.db.first::<Count>("SELECT COUNT(*) AS n FROM mayor_messages WHERE id < ? AND delivered_at IS NOT NULL", params![before])?.map_or(0, |c| c.n);
+        Ok((kept.clone(), total - kept.len() as i64))
+    }
+
+    /// A new run of the mayor: its generation (names the run for the container).
+    pub fn next_generation(&self, token_issued_ms: i64) -> ApiResult<i64> {
+        self.db.exec("UPDATE mayor SET generation = generation + 1, token_issued_ms = ? WHERE id = 1", params![token_issued_ms])?;
+        Ok(self.ensure()?.generation)
+    }
+
+    pub fn token_issued(&self, ms: i64) -> ApiResult<()> {
+        self.db.exec("UPDATE mayor SET token_issued_ms = ? WHERE id = 1", params![ms])?;
+        Ok(())
+    }
+
+    /// Counts `beads` new beads and `slings` slings against this turn's limits, all or
+    /// nothing: past a limit it is a 429 that names it, and nothing is counted.
+    pub fn count(&self, beads: i64, slings: i64, limits: &TurnLimits) -> ApiResult<()> {
+        let row = self.ensure()?;
+        if row.turn_beads + beads > limits.beads {
+            return Err(ApiError::TooManyRequests(format!(
+                "the mayor may create at most {} beads per turn (MAYOR_MAX_BEADS_PER_TURN); this turn has created {}",
+                limits.beads, row.turn_beads
+            )));
+        }
+        if row.turn_slings + slings > limits.slings {
+            return Err(ApiError::TooManyRequests(format!(
+                "the mayor may sling at most {} beads per turn (MAYOR_MAX_SLINGS_PER_TURN); this turn has slung {}",
+                limits.slings, row.turn_slings
+            )));
+        }
+        self.db.exec("UPDATE mayor SET turn_beads = turn_beads + ?, turn_slings = turn_slings + ? WHERE id = 1", params![beads, slings])?;
+        Ok(())
+    }
+
+    /// Gives back what [`Self::count`] took for a call that then failed.
+    pub fn uncount(&self, beads: i64, slings: i64) -> ApiResult<()> {
+        self.db.exec(
+            "UPDATE mayor SET turn_beads = MAX(0, turn_beads - ?), turn_slings = MAX(0, turn_slings - ?) WHERE id = 1",
+            params![beads, slings],
+        )?;
+        Ok(())
+    }
+
+    pub fn open_thread(&self, kind: &str, rig_id: &str, ref_id: &str, title: &str) -> ApiResult<()> {
+        self.db.exec(
+            "INSERT OR IGNORE INTO mayor_threads (kind, rig_id, ref_id, title, opened_at) VALUES (?, ?, ?, ?, ?)",
+            params![kind, rig_id, ref_id, title, &self.now],
+        )?;
+        Ok(())
+    }
+
+    pub fn close_thread(&self, kind: &str, rig_id: &str, ref_id: &str) -> ApiResult<()> {
+        self.db.exec(
+            "UPDATE mayor_threads SET closed_at = ? WHERE kind = ? AND rig_id = ? AND ref_id = ? AND closed_at IS NULL",
+            params![&self.now, kind, rig_id, ref_id],
+        )?;
+        Ok(())
+    }
+
+    pub fn open_threads(&self) -> ApiResult<Vec<Thread>> {
+        self.db.query("SELECT kind, rig_id, ref_id, title, opened_at FROM mayor_threads WHERE closed_at IS NULL ORDER BY opened_at LIMIT 100", vec![])
+    }
+
+    /// The town's notices the mayor has not read with `gt_mail_check`, marked read now.
+    pub fn read_inbox(&self) -> ApiResult<Vec<Message>> {
+        let unread: Vec<Message> = self.db.query(
+            "SELECT id, role, text, created_at, delivered_at FROM mayor_messages WHERE role = 'town' AND read_at IS NULL ORDER BY id LIMIT 100",
+            vec![],
+        )?;
+        for m in &unread {
+            self.db.exec("UPDATE mayor_messages SET read_at = ? WHERE id = ?", params![&self.now, m.id])?;
+        }
+        Ok(unread)
+    }
+}

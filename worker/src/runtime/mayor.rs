@@ -1,0 +1,288 @@
+//! The TownDO's side of the mayor (`crate::mayor`): its ops, the delivery of pending messages
+//! to the mayor in the town's container, and the retries from the TownDO's alarm.
+//!
+//! Delivery: every pending message (people's, the town's notices) reaches the mayor as one new
+//! turn. A running mayor gets them as a message; a mayor that is not running (never started,
+//! its container slept or restarted) is started with its thread and the pending messages as its
+//! first prompt. One delivery runs at a time per town (a delivery asked for meanwhile runs
+//! right after), so nothing is sent twice. What cannot be delivered now (the mayor is starting,
+//! the container is unreachable, a spending cap) stays pending and the alarm tries again.
+
+use serde_json::{json, Value};
+use worker::Method;
+
+use super::call::{call, container_call};
+use super::town_do::TownDO;
+use super::{platform, sql, IDENTITY_BINDING, RIG_BINDING};
+use crate::api::{self, FollowUp};
+use crate::error::{ApiError, ApiResult};
+use crate::mayor::requests::NoticeKind;
+use crate::mayor::store::{Message, Role, Store};
+use crate::mayor::{prompt, town_status, MayorOp, TurnLimits, MAYOR_AGENT_ID};
+use crate::model::{Agent, Bead};
+use crate::requests::{AgentFilter, BeadFilter, DEFAULT_BEAD_LIMIT};
+use crate::rpc::RigOp;
+use crate::scheduler::Settings;
+use crate::town::{RigRecord, Town};
+
+/// How long after a failed delivery the alarm tries again, and how many times in a row.
+pub const RETRY_MS: u64 = 3_000;
+pub const MAX_TRIES: i64 = 100;
+/// Most text of pending messages sent in one turn (older ones first; the rest next turn).
+const MAX_DELIVERY_BYTES: usize = 128 * 1024;
+
+/// What became of the pending messages.
+pub struct Delivery {
+    /// `active` (sent to the running mayor), `starting` (a run was started with them), or
+    /// `queued` (kept; the alarm tries again).
+    pub status: &'static str,
+    pub detail: Option<String>,
+}
+
+impl Delivery {
+    fn queued(detail: impl Into<String>) -> Self {
+        Self { status: "queued", detail: Some(detail.into()) }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+impl TownDO {
+    fn store_db(&self) -> ApiResult<sql::SqlDb> {
+        sql::open(&self.state.storage(), &self.ready, crate::town::MIGRATIONS)
+    }
+
+    /// A mayor op; `town` is this object's town.
+    pub(super) async fn mayor(&self, op: MayorOp) -> ApiResult<Value> {
+        let db = self.store_db()?;
+        let town = Town { db: &db, now: platform::now_iso(), new_id: &platform::new_id };
+        let store = Store { db: &db, now: town.now.clone() };
+        let town_id = town.get()?["id"].as_str().unwrap_or_default().to_string();
+        let limits = TurnLimits::from_lookup(|k| self.var(k));
+        match op {
+            MayorOp::Send { text } => {
+                store.ensure()?;
+                let id = store.post(Role::Person, &text)?;
+                let d = self.deliver(&town_id).await;
+                Ok(json!({ "messageId": id, "agentId": MAYOR_AGENT_ID, "sessionStatus": d.status, "detail": d.detail }))
+            }
+            MayorOp::Messages { after, limit } => Ok(Value::Array(store.messages(after, limit)?.iter().map(Message::to_json).collect())),
+            MayorOp::Status => {
+                let row = store.row()?;
+                let threads: Vec<Value> = store.open_threads()?.iter().map(|t| t.to_json()).collect();
+                Ok(json!({
+                    "agentId": MAYOR_AGENT_ID, "started": row.is_some_and(|r| r.generation > 0), "runs": row.map_or(0, |r| r.generation),
+                    "turn": row.map_or(0, |r| r.turn), "lastMessageId": store.last_id()?, "openThreads": threads,
+                }))
+            }
+            MayorOp::Reply { text } => {
+                store.ensure()?;
+                Ok(json!({ "kept": true, "id": store.post(Role::Mayor, &text)? }))
+            }
+            MayorOp::ListRigs => serde_json::to_value(town.rigs()?).map_err(internal),
+            MayorOp::TownStatus => {
+                let mut rigs = Vec::new();
+                for rig in town.rigs()? {
+                    let filter = BeadFilter { limit: DEFAULT_BEAD_LIMIT, ..Default::default() };
+                    let beads: Vec<Bead> = serde_json::from_value(call(&self.env, RIG_BINDING, &rig.id, &RigOp::ListBeads(filter)).await?).map_err(internal)?;
+                    let agents: Vec<Agent> = serde_json::from_value(call(&self.env, RIG_BINDING, &rig.id, &RigOp::ListAgents(AgentFilter::default())).await?).map_err(internal)?;
+                    rigs.push((rig, beads, agents));
+                }
+                Ok(town_status(&rigs))
+            }
+            MayorOp::Sling { rig_id, sling } => {
+                rig_of(&town, &rig_id)?;
+                store.count(1, 1, &limits)?;
+                let slung = self.on_rig(&store, &rig_id, RigOp::Sling { rig_id: rig_id.clone(), sling }, 1, FollowUp::IdentityFromSling).await?;
+                Ok(slung)
+            }
+            MayorOp::Convoy { rig_id, convoy } => {
+                rig_of(&town, &rig_id)?;
+                let n = convoy.beads.len() as i64;
+                store.count(n, n, &limits)?;
+                let title = convoy.title.clone();
+                let created = self.on_rig(&store, &rig_id, RigOp::CreateConvoy { rig_id: rig_id.clone(), convoy }, n, FollowUp::IdentityFromConvoy).await?;
+                if let Some(id) = created["id"].as_str() {
+                    store.open_thread("convoy", &rig_id, id, &title)?;
+                }
+                Ok(created)
+            }
+            MayorOp::MailSend { rig_id, mail } => {
+                rig_of(&town, &rig_id)?;
+                call(&self.env, RIG_BINDING, &rig_id, &RigOp::SendMail(mail)).await?;
+                Ok(json!({ "sent": true }))
+            }
+            MayorOp::MailCheck => Ok(Value::Array(store.read_inbox()?.iter().map(Message::to_json).collect())),
+            MayorOp::Resolve { rig_id, escalation_id, answer } => {
+                rig_of(&town, &rig_id)?;
+                let resolved = call(&self.env, RIG_BINDING, &rig_id, &RigOp::ResolveEscalation { escalation_id: escalation_id.clone(), answer }).await?;
+                store.close_thread("escalation", &rig_id, &escalation_id)?;
+                Ok(resolved)
+            }
+            MayorOp::Notice(n) => {
+                // A town whose mayor nobody has talked to starts none for its notices.
+                if store.row()?.is_none() {
+                    return Ok(json!({ "kept": false }));
+                }
+                let rig = rig_of(&town, &n.rig_id)?;
+                store.post(Role::Town, &prompt::notice_text(&n, &rig.name))?;
+                match n.kind {
+                    NoticeKind::Escalation => store.open_thread("escalation", &n.rig_id, &n.ref_id, &n.title)?,
+                    NoticeKind::ConvoyLanded => store.close_thread("convoy", &n.rig_id, &n.ref_id)?,
+                }
+                // Delivered from the alarm: the rig that sent it does not wait for the mayor.
+                self.arm(100).await;
+                Ok(json!({ "kept": true }))
+            }
+        }
+    }
+
+    /// A rig op made for the mayor: on failure the turn's count is given back; on success the
+    /// new polecats' identities are recorded (as the Worker does for a person's sling).
+    async fn on_rig(&self, store: &Store<'_, sql::SqlDb>, rig_id: &str, op: RigOp, counted: i64, follow_up: FollowUp) -> ApiResult<Value> {
+        match call(&self.env, RIG_BINDING, rig_id, &op).await {
+            Ok(data) => {
+                for (identity, op) in api::follow_up(follow_up, rig_id, &data) {
+                    if let Err(e) = call(&self.env, IDENTITY_BINDING, &identity, &op).await {
+                        worker::console_error!("identity update failed: {e}");
+                    }
+                }
+                Ok(data)
+            }
+            Err(e) => {
+                store.uncount(counted, counted)?;
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) async fn arm(&self, after_ms: u64) {
+        let storage = self.state.storage();
+        if matches!(storage.get_alarm().await, Ok(None)) {
+            if let Err(e) = storage.set_alarm(std::time::Duration::from_millis(after_ms)).await {
+                worker::console_error!("mayor: cannot arm the town's alarm: {e}");
+            }
+        }
+    }
+
+    /// The alarm: delivers what is pending; tries again later while something is, at most
+    /// [`MAX_TRIES`] times in a row (what is left waits for the next message).
+    pub(super) async fn mayor_alarm(&self) -> ApiResult<()> {
+        let db = self.store_db()?;
+        let town = Town { db: &db, now: platform::now_iso(), new_id: &platform::new_id };
+        let Ok(t) = town.get() else { return Ok(()) };
+        let town_id = t["id"].as_str().unwrap_or_default().to_string();
+        let d = self.deliver(&town_id).await;
+        let storage = self.state.storage();
+        if d.status == "queued" {
+            let tries: i64 = storage.get("mayor_tries").await.ok().flatten().unwrap_or(0) + 1;
+            if tries < MAX_TRIES {
+                let _ = storage.put("mayor_tries", tries).await;
+                self.arm(RETRY_MS).await;
+            } else {
+                worker::console_error!("mayor: giving up delivering after {tries} tries: {}", d.detail.unwrap_or_default());
+                let _ = storage.put("mayor_tries", 0i64).await;
+            }
+        } else {
+            let _ = storage.put("mayor_tries", 0i64).await;
+        }
+        Ok(())
+    }
+
+    /// Delivers the pending messages (see the module's doc). One at a time per town.
+    pub(super) async fn deliver(&self, town_id: &str) -> Delivery {
+        if self.delivering.get() {
+            self.again.set(true);
+            return Delivery { status: "active", detail: Some("delivered with the messages being sent now".into()) };
+        }
+        self.delivering.set(true);
+        let mut rounds = 0;
+        let outcome = loop {
+            self.again.set(false);
+            rounds += 1;
+            let outcome = match self.deliver_once(town_id).await {
+                Ok(d) => d,
+                Err(e) => Delivery::queued(e.public_message().to_string()),
+            };
+            if !self.again.get() || outcome.status == "queued" || rounds >= 5 {
+                break outcome;
+            }
+        };
+        self.delivering.set(false);
+        if outcome.status == "queued" {
+            self.arm(RETRY_MS).await;
+        }
+        outcome
+    }
+
+    async fn deliver_once(&self, town_id: &str) -> ApiResult<Delivery> {
+        let db = self.store_db()?;
+        let store = Store { db: &db, now: platform::now_iso() };
+        let mut bytes = 0;
+        let pending: Vec<Message> = store.pending()?.into_iter().enumerate().take_while(|(i, m)| {
+            bytes += m.text.len();
+            *i == 0 || bytes <= MAX_DELIVERY_BYTES
+        }).map(|(_, m)| m).collect();
+        let Some(first) = pending.first().map(|m| m.id) else {
+            return Ok(Delivery { status: "active", detail: None });
+        };
+        let ids: Vec<i64> = pending.iter().map(|m| m.id).collect();
+        let settings = Settings::from_lookup(|k| self.var(k));
+        let (Some(model), Some(secret)) = (self.var("GASTOWN_MODEL"), self.var("GASTOWN_JWT_SECRET")) else {
+            return Ok(Delivery::queued("GASTOWN_MODEL and GASTOWN_JWT_SECRET must be set to run the mayor"));
+        };
+        let now_ms = platform::now_millis();
+        let status_path = format!("/agents/{MAYOR_AGENT_ID}/status");
+        let (status, body) = container_call(&self.env, town_id, Method::Get, &status_path, None).await?;
+        match (status, body["status"].as_str()) {
+            (200, Some("running")) => {
+                let row = store.ensure()?;
+                if crate::scheduler::token_due(row.token_issued_ms.unwrap_or(0), now_ms, settings.token_ttl_secs) {
+                    let token = prompt::token(town_id, &secret, (now_ms / 1000) as u64, settings.token_ttl_secs);
+                    let path = format!("/agents/{MAYOR_AGENT_ID}/credentials");
+                    if let Ok((200, _)) = container_call(&self.env, town_id, Method::Post, &path, Some(&json!({ "token": token }))).await {
+                        store.token_issued(now_ms)?;
+                    }
+                }
+                let path = format!("/agents/{MAYOR_AGENT_ID}/message");
+                let (sent, reply) = container_call(&self.env, town_id, Method::Post, &path, Some(&json!({ "prompt": prompt::delivery(&pending) }))).await?;
+                match sent {
+                    200..=299 => {
+                        store.delivered(&ids)?;
+                        return Ok(Delivery { status: "active", detail: None });
+                    }
+                    // It stopped in between: start it.
+                    404 | 409 => {}
+                    _ => return Ok(Delivery::queued(format!("the mayor did not take the message ({sent}): {}", reply["error"].as_str().unwrap_or("no message")))),
+                }
+            }
+            (200, Some("starting")) => return Ok(Delivery::queued("the mayor is starting; the message follows once it runs")),
+            (200, Some("stopping")) => return Ok(Delivery::queued("the mayor's last run is stopping; a new one starts next")),
+            (200 | 404, _) => {}
+            (other, _) => return Ok(Delivery::queued(format!("the town's container answered {other}: {}", body["error"].as_str().unwrap_or("no message")))),
+        }
+        // Not running: a new run, with the thread so far and what is pending.
+        let (thread, left_out) = store.thread_before(first)?;
+        let open = store.open_threads()?;
+        store.ensure()?;
+        let generation = store.next_generation(now_ms)?;
+        let token = prompt::token(town_id, &secret, (now_ms / 1000) as u64, settings.token_ttl_secs);
+        let request = prompt::start_request(town_id, &model, prompt::resume(&thread, left_out, &open, &pending), token, generation);
+        let body = serde_json::to_value(&request).map_err(internal)?;
+        let (started, reply) = container_call(&self.env, town_id, Method::Post, "/agents/start", Some(&body)).await?;
+        match started {
+            200..=299 => {
+                store.delivered(&ids)?;
+                Ok(Delivery { status: "starting", detail: None })
+            }
+            _ => Ok(Delivery::queued(format!("the mayor could not be started ({started}): {}", reply["error"].as_str().unwrap_or("no message")))),
+        }
+    }
+}
+
+/// The rig, if it is one of this town's: a 403 as the reference's mayor routes answer.
+fn rig_of<D: crate::db::Db>(town: &Town<'_, D>, rig_id: &str) -> ApiResult<RigRecord> {
+    town.rigs()?.into_iter().find(|r| r.id == rig_id).ok_or_else(|| ApiError::Forbidden("Rig not found in this town".into()))
+}
