@@ -83,7 +83,7 @@ enum Command {
     /// or print the conversation (--history).
     Mayor {
         town: String,
-        /// What to say (1 to 16000 bytes, not blank).
+        /// What to say (not blank, at most 16 KiB).
         #[arg(required_unless_present = "history", conflicts_with = "history")]
         message: Option<String>,
         /// Print the conversation so far, oldest first, instead of sending.

@@ -12,23 +12,19 @@ use serde_json::{json, Value};
 
 use crate::api::{Api, Error};
 
-/// Longest message the API takes, in bytes (UTF-8).
-pub const MAX_MESSAGE_BYTES: usize = 16_000;
+/// Longest message the API takes, in bytes (UTF-8): the Worker's `mayor::requests::MAX_MESSAGE`.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// Messages asked for per page (the API's most).
 const PAGE: usize = 500;
 /// Time between two polls for the reply.
 const POLL: Duration = Duration::from_secs(1);
 
-/// A message as the API takes it: not blank, at most [`MAX_MESSAGE_BYTES`]. Checked before
-/// anything is sent.
+/// A message as the API takes it (the API's own rule, `shared_types::validate::text`: not blank,
+/// at most [`MAX_MESSAGE_BYTES`], no NUL). Checked before anything is sent.
 pub fn check_message(message: &str) -> Result<&str, Error> {
-    if message.trim().is_empty() {
-        return Err(Error::Usage("the message to the mayor is empty: say something (1 to 16000 bytes)".into()));
-    }
-    if message.len() > MAX_MESSAGE_BYTES {
-        return Err(Error::Usage(format!("the message to the mayor is {} bytes; at most {MAX_MESSAGE_BYTES}", message.len())));
-    }
-    Ok(message)
+    shared_types::validate::text(message, MAX_MESSAGE_BYTES, false)
+        .map(|()| message)
+        .map_err(|m| Error::Usage(format!("the message to the mayor {m} (it is {} bytes)", message.len())))
 }
 
 /// Sends `message` and, unless `wait_secs` is 0, waits (polling) for the mayor's reply and prints
@@ -155,8 +151,9 @@ mod tests {
     #[test]
     fn messages_are_checked_before_sending() {
         assert_eq!(check_message("hello").ok(), Some("hello"));
-        assert!(check_message(&"é".repeat(MAX_MESSAGE_BYTES / 2)).is_ok(), "16000 bytes");
-        for bad in [String::new(), " \n\t ".into(), "x".repeat(MAX_MESSAGE_BYTES + 1), "é".repeat(MAX_MESSAGE_BYTES / 2 + 1)] {
+        assert!(check_message(&"é".repeat(MAX_MESSAGE_BYTES / 2)).is_ok(), "exactly the most bytes");
+        assert!(check_message(" ").is_err_and(|e| e.to_string().contains("must not be empty")));
+        for bad in [String::new(), " \n\t ".into(), "x".repeat(MAX_MESSAGE_BYTES + 1), "é".repeat(MAX_MESSAGE_BYTES / 2 + 1), "a\0b".into()] {
             let e = check_message(&bad).expect_err("refused");
             assert_eq!(e.exit_code(), 2, "{e}");
         }
