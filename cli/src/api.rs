@@ -18,14 +18,17 @@ pub enum Error {
     /// Settings or arguments that cannot work.
     #[error("{0}")]
     Usage(String),
+    /// A wait for an answer (the mayor's reply) ended without it.
+    #[error("{0}")]
+    NoAnswer(String),
 }
 
 impl Error {
-    /// 1: the API said no; 2: the command line or settings are wrong (as clap's own errors);
-    /// 3: nothing answered.
+    /// 1: the API said no, or a wait ended without the answer; 2: the command line or settings
+    /// are wrong (as clap's own errors); 3: nothing answered.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Api { .. } => 1,
+            Self::Api { .. } | Self::NoAnswer(_) => 1,
             Self::Usage(_) => 2,
             Self::Unreachable { .. } => 3,
         }
@@ -122,6 +125,7 @@ mod tests {
         }
         assert_eq!((Error::Api { status: 404, message: String::new() }).exit_code(), 1);
         assert_eq!(Error::Usage(String::new()).exit_code(), 2);
+        assert_eq!(Error::NoAnswer(String::new()).exit_code(), 1);
         assert_eq!((Error::Unreachable { url: String::new(), detail: String::new() }).exit_code(), 3);
     }
 }

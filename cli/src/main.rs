@@ -3,9 +3,11 @@
 //! Configured by `GASTOWN_URL` (the Worker) and `GASTOWN_KEY` (its internal key); `scripts/dev`
 //! prints both lines to export. Tables for people on stdout, `--json` for scripts (the API's
 //! `data`, one JSON document; `watch` prints one event per line), errors on stderr. Exit codes:
-//! 0 done, 1 the API refused or failed, 2 bad arguments or settings, 3 the API is unreachable.
+//! 0 done, 1 the API refused or failed (or a wait ended without the answer), 2 bad arguments or
+//! settings, 3 the API is unreachable.
 
 mod api;
+mod mayor;
 mod stream;
 mod table;
 
@@ -17,7 +19,7 @@ use serde_json::{json, Value};
 use api::{segment, Api, Error};
 
 #[derive(Parser)]
-#[command(name = "gt", version, about = "Drive a Gastown town: towns, rigs, slings, status, agents' streams, mail, escalations")]
+#[command(name = "gt", version, about = "Drive a Gastown town: towns, rigs, slings, status, agents' streams, mail, escalations, the mayor")]
 struct Cli {
     /// The Worker's URL.
     #[arg(long, env = "GASTOWN_URL", default_value = "http://127.0.0.1:8787", global = true)]
@@ -77,6 +79,21 @@ enum Command {
     },
     /// Escalations of a town and of its rigs.
     Escalations { town: String },
+    /// Talk with the town's mayor (its coordinator agent): send a message and print the reply,
+    /// or print the conversation (--history).
+    Mayor {
+        town: String,
+        /// What to say (not blank, at most 16 KiB).
+        #[arg(required_unless_present = "history", conflicts_with = "history")]
+        message: Option<String>,
+        /// Print the conversation so far, oldest first, instead of sending.
+        #[arg(long)]
+        history: bool,
+        /// Seconds to wait for the mayor's reply; 0: print the message's id and the session's
+        /// status and return.
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -212,6 +229,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let rows: Vec<Vec<String>> = all.iter().map(|e| cells(e, &["rig", "priority", "title", "created_at", "id"])).collect();
             out(&Value::Array(all.clone()), table::render(&["rig", "priority", "title", "raised", "id"], &rows));
         }
+        Command::Mayor { town, message: Some(message), wait, .. } => mayor::send(&api, &segment("town", &town)?, &message, wait, json).await?,
+        Command::Mayor { town, .. } => mayor::history(&api, &segment("town", &town)?, json).await?,
     }
     Ok(())
 }
@@ -337,5 +356,10 @@ mod tests {
         let cli = Cli::try_parse_from(["gt", "--json", "sling", "r1", "Fix it", "--priority", "high"]).expect("parses");
         assert!(cli.json && matches!(cli.command, Command::Sling { ref priority, .. } if priority.as_deref() == Some("high")));
         assert!(Cli::try_parse_from(["gt", "sling", "r1"]).is_err(), "a sling needs a title");
+        let cli = Cli::try_parse_from(["gt", "mayor", "t1", "hello", "--wait", "0"]).expect("parses");
+        assert!(matches!(cli.command, Command::Mayor { ref message, wait: 0, history: false, .. } if message.as_deref() == Some("hello")));
+        assert!(matches!(Cli::try_parse_from(["gt", "mayor", "t1", "--history"]).map(|c| c.command), Ok(Command::Mayor { message: None, history: true, wait: 120, .. })));
+        assert!(Cli::try_parse_from(["gt", "mayor", "t1"]).is_err(), "a message or --history");
+        assert!(Cli::try_parse_from(["gt", "mayor", "t1", "hi", "--history"]).is_err(), "not both");
     }
 }

@@ -1,8 +1,8 @@
 //! `gt` against a whole local town (the built Worker under `wrangler dev`, the native control
 //! server, the Kilo CLI, git, a local origin; only the LLM is scripted): a person creates a
 //! town and a rig, slings a bead, reads the status table, watches the agent work to the end of
-//! its run, reads and sends mail, lists escalations; and bad settings or input get a message on
-//! stderr and the documented exit code.
+//! its run, reads and sends mail, lists escalations, talks with the town's mayor; and bad
+//! settings or input get a message on stderr and the documented exit code.
 
 use std::process::Output;
 use std::time::Duration;
@@ -82,6 +82,52 @@ async fn a_person_runs_a_town_with_gt() {
     let escalations = ok(run(&["escalations", &town]));
     assert!(escalations.starts_with("RIG"), "{escalations}");
 
+    // The mayor, in a town of its own on the same Worker and control server (its conversation
+    // then starts with the marker): a message and the reply, printed exactly; a message sent
+    // without waiting; a wait that ends before the reply; the conversation.
+    let mayor_town = ok(run(&["town", "create", "mayor-town"]));
+    model.set_script(
+        "gt-mayor",
+        vec![Step::text("Hello from the mayor"), Step::text("The plan: one bead at a time."), Step::text("Sorry, I was slow.").delayed(Duration::from_secs(20))],
+    );
+    let hello = format!("{} hello", marker("gt-mayor"));
+    assert_eq!(ok(run(&["mayor", &mayor_town, &hello])), "Hello from the mayor");
+    let sent: Value = serde_json::from_str(&ok(run(&["--json", "mayor", &mayor_town, "What is the plan?", "--wait", "0"]))).expect("--json is JSON");
+    assert!(sent["messageId"].as_i64().is_some_and(|id| id > 1), "{sent}");
+    assert!(matches!(sent["sessionStatus"].as_str(), Some("active" | "starting" | "queued")), "{sent}");
+    let roles = async |n: usize| {
+        until("the mayor's reply in the conversation", Duration::from_secs(120), async || {
+            let h: Value = serde_json::from_str(&ok(run(&["--json", "mayor", &mayor_town, "--history"]))).expect("--json is JSON");
+            let h = h.as_array().cloned().unwrap_or_default();
+            (h.len() >= n).then_some(h)
+        })
+        .await
+    };
+    let h = roles(4).await;
+    assert_eq!(h[3]["role"], "mayor", "{h:?}");
+    assert_eq!(h[3]["text"], "The plan: one bead at a time.", "{h:?}");
+    // Nothing blank is sent.
+    let blank = run(&["mayor", &mayor_town, "  \n "]);
+    assert_eq!(blank.status.code(), Some(2), "{}", String::from_utf8_lossy(&blank.stderr));
+    assert!(String::from_utf8_lossy(&blank.stderr).contains("empty") && blank.stdout.is_empty());
+    // The third turn takes 20 s: a 3 s wait ends without it (exit 1, what to do next on stderr).
+    let started = std::time::Instant::now();
+    let slow = run(&["mayor", &mayor_town, "Are you still there?", "--wait", "3"]);
+    let err = String::from_utf8_lossy(&slow.stderr);
+    assert_eq!(slow.status.code(), Some(1), "{err}");
+    assert!(err.contains("no reply from the mayor within 3 s") && err.contains("--history") && slow.stdout.is_empty(), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(15), "the wait is bounded by --wait: {:?}", started.elapsed());
+    let h = roles(6).await;
+    let got: Vec<(&str, &str)> = h.iter().map(|m| (m["role"].as_str().unwrap_or(""), m["text"].as_str().unwrap_or(""))).collect();
+    assert_eq!(
+        got,
+        [("person", hello.as_str()), ("mayor", "Hello from the mayor"), ("person", "What is the plan?"), ("mayor", "The plan: one bead at a time."), ("person", "Are you still there?"), ("mayor", "Sorry, I was slow.")],
+        "oldest first, the blank message never sent"
+    );
+    assert!(h.windows(2).all(|w| w[0]["id"].as_i64() < w[1]["id"].as_i64()), "{h:?}");
+    let transcript = ok(run(&["mayor", &mayor_town, "--history"]));
+    assert!(transcript.starts_with("#") && transcript.contains("  person\nWhat is the plan?") && transcript.ends_with("mayor\nSorry, I was slow."), "{transcript}");
+
     // Bad settings and input: a message on stderr, the documented exit code, stdout empty.
     for (args, key, url, code, says) in [
         (vec!["status", &rig], "wrong-key", url.as_str(), 1, "401"),
@@ -91,6 +137,10 @@ async fn a_person_runs_a_town_with_gt() {
         (vec!["status", &rig], "", url.as_str(), 2, "GASTOWN_KEY"),
         (vec!["status", &rig], INTERNAL_KEY, "http://127.0.0.1:9", 3, "cannot reach"),
         (vec!["watch", &town, "nobody-here", "--wait", "2"], INTERNAL_KEY, url.as_str(), 1, "404"),
+        (vec!["mayor", "no-such-town", "hello"], INTERNAL_KEY, url.as_str(), 1, "404"),
+        (vec!["mayor", "a/b", "hello"], INTERNAL_KEY, url.as_str(), 2, "town must be an id"),
+        (vec!["mayor", &town, ""], INTERNAL_KEY, url.as_str(), 2, "empty"),
+        (vec!["mayor", &town], INTERNAL_KEY, url.as_str(), 2, "MESSAGE"),
     ] {
         let o = gt(url, key, &args);
         let err = String::from_utf8_lossy(&o.stderr);

@@ -1,15 +1,15 @@
 // Drives the dashboard in headless Chromium (Debian's /usr/bin/chromium, playwright-core from
 // package.json). Run by tests/tests/dashboard.rs against a whole local town:
-//   GASTOWN_KEY=<internal key> node tests/browser/dashboard.mjs <worker url> <town id> <town name> <rig id> <sling body> <screenshot>
+//   GASTOWN_KEY=<internal key> node tests/browser/dashboard.mjs <worker url> <town id> <town name> <rig id> <sling body> <screenshot> <mayor message> <mayor reply>
 // Prints `SAW <what>` lines as it goes (the Rust test releases the scripted agent's gate on
 // `SAW tool_call`) and `OK` at the end; exits non-zero with the reason on any failure. Every wait
 // is bounded.
 import { chromium } from 'playwright-core';
 
-const [url, town, townName, rig, slingBody, screenshot] = process.argv.slice(2);
+const [url, town, townName, rig, slingBody, screenshot, mayorMessage, mayorReply] = process.argv.slice(2);
 const key = process.env.GASTOWN_KEY;
-if (!url || !town || !rig || !screenshot || !key) {
-  console.error('usage: GASTOWN_KEY=... node dashboard.mjs <url> <town> <town name> <rig> <sling body> <screenshot>');
+if (!url || !town || !rig || !screenshot || !mayorMessage || !mayorReply || !key) {
+  console.error('usage: GASTOWN_KEY=... node dashboard.mjs <url> <town> <town name> <rig> <sling body> <screenshot> <mayor message> <mayor reply>');
   process.exit(2);
 }
 const STEP = 30_000;
@@ -85,6 +85,36 @@ try {
   if (seen.indexOf('in_progress') < 0 || seen.indexOf('in_progress') > seen.indexOf('closed')) throw new Error('bead states in the page: ' + seen.join(' -> '));
   await page.waitForFunction(() => [...document.querySelectorAll('#reviews .badge')].some((b) => b.textContent === 'merged'), null, { timeout: STEP });
   saw('merged');
+
+  // The mayor panel: a blank message is refused in the page; a message goes out with the
+  // session's status shown, then shows in the transcript as text (it holds markup, which must
+  // not become elements), followed by the scripted mayor's reply; the mayor's live stream opens
+  // from the panel and shows that reply too.
+  await page.click('#mayor-send');
+  await page.waitForFunction(() => document.querySelector('#mayor-error').textContent.includes('Type a message'), null, { timeout: STEP });
+  saw('mayor blank refused: ' + (await page.textContent('#mayor-error')));
+  await page.fill('#mayor-input', mayorMessage);
+  await page.press('#mayor-input', 'Enter');
+  await page.waitForFunction(() => document.querySelector('#mayor-sent').dataset.sessionStatus || document.querySelector('#mayor-error').textContent.startsWith('Not sent'), null, { timeout: STEP });
+  const notSent = await page.textContent('#mayor-error');
+  if (notSent.startsWith('Not sent')) throw new Error('the mayor panel says: ' + notSent);
+  const sentStatus = await page.getAttribute('#mayor-sent', 'data-session-status');
+  if (!['active', 'starting', 'queued'].includes(sentStatus)) throw new Error('session status ' + sentStatus);
+  if ((await page.inputValue('#mayor-input')) !== '') throw new Error('the text box was not emptied after sending');
+  saw('mayor sent: ' + (await page.textContent('#mayor-sent')));
+  const shown = (role, text) => page.waitForFunction(([r, t]) => [...document.querySelectorAll(`#mayor-log .msg[data-role="${r}"] .text`)].some((e) => e.textContent === t), [role, text], { timeout: WORK });
+  await shown('person', mayorMessage);
+  saw('mayor person message');
+  await shown('mayor', mayorReply);
+  const transcript = await page.$$eval('#mayor-log .msg', (ms) => ms.map((m) => [m.dataset.role, Number(m.dataset.id), m.querySelector('.text').textContent]));
+  if (transcript.length !== 2 || transcript[0][0] !== 'person' || transcript[1][0] !== 'mayor' || !(transcript[0][1] < transcript[1][1])) {
+    throw new Error('transcript ' + JSON.stringify(transcript));
+  }
+  if ((await page.$$('#mayor-log i, #mayor-log b, #mayor-log script')).length) throw new Error('message text was parsed as HTML');
+  saw('mayor reply: ' + transcript[1][2]);
+  await page.click('#mayor-stream');
+  await page.waitForFunction((t) => document.querySelector('#stream-agent').textContent === 'mayor' && document.querySelector('#stream-log').textContent.includes(t), mayorReply, { timeout: STEP });
+  saw('mayor stream: ' + (await page.textContent('#stream-state')));
   if (external.length) throw new Error('requests outside the Worker: ' + external.join(', '));
   if (pageErrors.length) throw new Error('page errors: ' + pageErrors.join('; '));
   await page.screenshot({ path: screenshot, fullPage: true });

@@ -5,7 +5,10 @@
 //! shows them with the right one, slings a bead through its form and shows it move to
 //! in_progress and then closed (merged) while the scripted agent works, and the agent's live
 //! stream shows its tool call (held open by a gate this test releases), the call's output and
-//! the end of the run. The screenshot is kept under the target directory (`browser/`).
+//! the end of the run. Then the mayor panel: a person's message (with markup in it, shown as
+//! text) goes to the town's mayor, the session's status shows, the scripted mayor's reply
+//! appears in the transcript, and the mayor's live stream opens from the panel. The screenshot
+//! is kept under the target directory (`browser/`).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -65,6 +68,10 @@ async fn the_dashboard_shows_a_town_at_work_and_an_agents_live_stream() {
     let mut steps = vec![Step::bash(wait)];
     steps.extend(commit_push_done("dashboard.txt", "from-the-dashboard"));
     model.set_script("dash", steps);
+    // The mayor's conversation starts with the person's first message, marker included.
+    let mayor_message = format!("{} Hello mayor, is <i>this</i> markup?", marker("dash-mayor"));
+    let mayor_reply = "Hello from the mayor: <b>no</b> markup & no surprises.";
+    model.set_script("dash-mayor", vec![Step::text(mayor_reply)]);
 
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).parent().expect("target dir").join("browser");
     std::fs::create_dir_all(&shots).expect("screenshot dir");
@@ -75,6 +82,7 @@ async fn the_dashboard_shows_a_town_at_work_and_an_agents_live_stream() {
         .arg("tests/browser/dashboard.mjs")
         .args([dev.base_url.as_str(), &town, "dashboard-town", &rig, &marker("dash")])
         .arg(&shot)
+        .args([mayor_message.as_str(), mayor_reply])
         .env("GASTOWN_KEY", INTERNAL_KEY)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -99,7 +107,7 @@ async fn the_dashboard_shows_a_town_at_work_and_an_agents_live_stream() {
     let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut err).await;
     let status = run.unwrap_or_else(|_| panic!("the browser test did not finish within {BROWSER_RUN:?}; it saw {seen:?}"));
     assert!(status.success(), "the browser test failed: {err}\nit saw: {seen:?}\n(screenshot: {})", shot.display());
-    for want in ["SAW bad key refused", "SAW town and rig", "SAW in_progress", "SAW tool_call", "SAW tool output", "SAW stream ended", "SAW closed", "SAW merged", "OK"] {
+    for want in ["SAW bad key refused", "SAW town and rig", "SAW in_progress", "SAW tool_call", "SAW tool output", "SAW stream ended", "SAW closed", "SAW merged", "SAW mayor blank refused", "SAW mayor sent", "SAW mayor person message", "SAW mayor reply", "SAW mayor stream", "OK"] {
         assert!(seen.iter().any(|l| l.starts_with(want)), "{want} missing from {seen:?}");
     }
     assert!(seen.iter().any(|l| l.starts_with("SAW bad key refused") && l.contains("key was refused")), "{seen:?}");

@@ -4,7 +4,8 @@
 //!
 //! The page holds no secret: the internal key is typed into it once and kept in the tab's
 //! sessionStorage (the JS variable `API_KEY`). It calls the JSON API with that key and opens an
-//! agent's live stream with a one-shot ticket.
+//! agent's live stream with a one-shot ticket. Its mayor panel is a chat with the town's mayor
+//! (`…/mayor/messages`: sent with a form, read by polling `?after=` the last id shown).
 
 /// The page.
 pub const HTML: &str = include_str!("dashboard.html");
@@ -109,6 +110,19 @@ mod tests {
         for bad in ["src=\"http", "href=\"http", "@import", "localStorage"] {
             assert!(!HTML.contains(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_mayor_panel_sets_text_only_and_polls_its_own_route() {
+        let start = HTML.find("// ---- mayor:").expect("the mayor panel's script");
+        let end = start + HTML[start..].find("// ---- start ----").expect("its end");
+        let js = &HTML[start..end];
+        // What the mayor and people wrote is shown as text: never parsed as HTML.
+        for bad in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"] {
+            assert!(!js.contains(bad), "{bad} in the mayor panel");
+        }
+        assert!(js.contains("textContent") && js.contains("/messages?after="));
+        assert!(HTML.contains("id=\"mayor-log\"") && HTML.contains("id=\"mayor-input\"") && HTML.contains("id=\"mayor-send\""));
     }
 
     #[test]
