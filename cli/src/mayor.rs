@@ -3,7 +3,8 @@
 //! Sending is `POST /api/towns/:town/mayor/messages` `{"message"}` (202: `messageId`,
 //! `sessionStatus` active/starting/queued, `detail` when queued); the reply is read by polling
 //! `GET …/mayor/messages?after=<messageId>` (oldest first; roles `person`, `mayor`, `town`) once
-//! a second until a `mayor` message arrives or `--wait` runs out. The conversation is the same
+//! a second until the mayor's reply to it arrives (a `mayor` message whose `inReplyTo` is at
+//! least the message's id) or `--wait` runs out. The conversation is the same
 //! list read from the start (`--history`).
 
 use std::time::{Duration, Instant};
@@ -12,8 +13,8 @@ use serde_json::{json, Value};
 
 use crate::api::{Api, Error};
 
-/// Longest message the API takes, in bytes (UTF-8): the Worker's `mayor::requests::MAX_MESSAGE`.
-pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+/// Longest message the API takes, in bytes (UTF-8).
+pub const MAX_MESSAGE_BYTES: usize = shared_types::MAX_MAYOR_MESSAGE_BYTES;
 /// Messages asked for per page (the API's most).
 const PAGE: usize = 500;
 /// Time between two polls for the reply.
@@ -65,7 +66,9 @@ pub async fn send(api: &Api, town: &str, message: &str, wait_secs: u64, json: bo
         after = page.iter().filter_map(|m| m["id"].as_i64()).max().unwrap_or(after).max(after);
         let full = page.len() >= PAGE;
         seen.extend(page);
-        if let Some(i) = seen.iter().position(|m| m["role"] == "mayor") {
+        // The reply to this message: the mayor's first reply that was given it (`inReplyTo`),
+        // not the end of a turn that was already running when it was sent.
+        if let Some(i) = seen.iter().position(|m| m["role"] == "mayor" && m["inReplyTo"].as_i64().is_none_or(|r| r >= id)) {
             seen.truncate(i + 1);
             if json {
                 println!("{}", serde_json::to_string_pretty(&Value::Array(seen)).unwrap_or_default());

@@ -123,6 +123,8 @@ mod tests {
         }
         assert!(js.contains("textContent") && js.contains("/messages?after="));
         assert!(HTML.contains("id=\"mayor-log\"") && HTML.contains("id=\"mayor-input\"") && HTML.contains("id=\"mayor-send\""));
+        let limit = format!("const MAYOR_MAX_BYTES = {};", shared_types::MAX_MAYOR_MESSAGE_BYTES);
+        assert!(js.contains(&limit) || HTML.contains(&limit), "the page checks the API's message limit");
     }
 
     #[test]
