@@ -73,7 +73,11 @@ async fn the_mayor_plans_and_slings_answers_escalations_and_resumes_its_thread()
         Step::tool("gt_escalation_resolve", json!({ "rig_id": rig, "escalation_id": ESCALATION_PLACEHOLDER, "answer": "Use the word hello." })),
         Step::text("Answered the escalation: hello."),
     ];
-    let resumed = vec![Step::text("Resumed with my thread: three files landed, one escalation answered.")];
+    let resumed = vec![
+        Step::text("Resumed with my thread: three files landed, one escalation answered."),
+        Step::text("Answer to A.").delayed(Duration::from_secs(4)),
+        Step::text("Answer to B."),
+    ];
     model.set_runs("mayor-main", vec![first_session, resumed]);
 
     // 1. A request becomes a convoy; its landing is reported.
@@ -191,4 +195,21 @@ async fn the_mayor_plans_and_slings_answers_escalations_and_resumes_its_thread()
     }
     let status = dev.get(&format!("/api/towns/{town}/mayor")).await;
     assert_eq!(status.data()["runs"], 2, "{status:?}");
+
+    // A message sent while the mayor is in the middle of a turn is not lost: it reaches the
+    // model and is answered.
+    let a = dev.post(&format!("/api/towns/{town}/mayor/messages"), json!({ "message": "Question A?" })).await;
+    assert_eq!((a.status, a.data()["sessionStatus"].as_str()), (202, Some("active")), "{a:?}");
+    model.wait_until(Duration::from_secs(60), |reqs| {
+        reqs.iter().any(|r| r.user_texts().join("\n").contains("Question A?"))
+    })
+    .await
+    .expect("A reached the model");
+    let b = dev.post(&format!("/api/towns/{town}/mayor/messages"), json!({ "message": "Question B?" })).await;
+    assert_eq!(b.status, 202, "{b:?}");
+    let answer = reply(dev, &town, "Answer to B.").await;
+    assert!(answer["inReplyTo"].as_i64() >= b.data()["messageId"].as_i64(), "{answer}");
+    assert!(model.requests_for("mayor-main").iter().any(|r| r.user_texts().join("\n").contains("Question B?")), "B reached the model");
+    let after_b = transcript(dev, &town).await;
+    assert!(after_b.iter().any(|m| m["role"] == "mayor" && m["text"].as_str().is_some_and(|t| t.contains("Answer to A."))), "{after_b:?}");
 }

@@ -195,7 +195,7 @@ impl TownDO {
     pub(super) async fn deliver(&self, town_id: &str) -> Delivery {
         if self.delivering.get() {
             self.again.set(true);
-            return Delivery { status: "active", detail: Some("delivered with the messages being sent now".into()) };
+            return Delivery::queued("a delivery to the mayor is under way; this message goes right after it");
         }
         self.delivering.set(true);
         let mut rounds = 0;
@@ -211,7 +211,7 @@ impl TownDO {
             }
         };
         self.delivering.set(false);
-        if outcome.status == "queued" {
+        if outcome.status == "queued" || self.again.get() {
             self.arm(RETRY_MS).await;
         }
         outcome
