@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use shared_types::{AgentRole, StartAgentRequest, MAYOR_AGENT_ID};
 
 use super::requests::{Notice, NoticeKind};
-use super::store::{Message, Thread};
+use super::store::{History, Message, Thread};
 use crate::jwt::{self, AgentClaims, MAYOR_ROLE};
 
 /// The mayor's credential: its own token, for its town only, with the mayor's role (which the
@@ -74,20 +74,37 @@ pub fn delivery(pending: &[Message]) -> String {
     )
 }
 
-/// The first message of a new run of the mayor: its thread so far, its open threads, then what
-/// is pending.
-pub fn resume(thread: &[Message], left_out: i64, open: &[Thread], pending: &[Message]) -> String {
+/// The first line of a message, at most 160 characters.
+fn headline(m: &Message) -> String {
+    let line = m.text.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    let mut h: String = line.chars().take(160).collect();
+    if h.len() < line.len() {
+        h.push('…');
+    }
+    h
+}
+
+/// The first message of a new run of the mayor: a summary of its older conversation, its
+/// newest messages in full, its open threads, then what is pending.
+pub fn resume(history: &History, open: &[Thread], pending: &[Message]) -> String {
     let mut s = String::new();
-    if thread.is_empty() {
+    if history.recent.is_empty() && history.summary.is_empty() {
         s.push_str("You are starting as the town's mayor. Nobody has talked to you before.\n\n");
     } else {
         s.push_str("You are resuming as the town's mayor: your previous session ended (the town's container slept or restarted). \
-                    This is your conversation so far");
-        if left_out > 0 {
-            s.push_str(&format!(" ({left_out} older messages are not shown)"));
+                    This is your conversation so far.\n\n");
+        if !history.summary.is_empty() || history.left_out > 0 {
+            s.push_str("<earlier-summary>\n");
+            if history.left_out > 0 {
+                s.push_str(&format!("({} older messages are not shown)\n", history.left_out));
+            }
+            for m in &history.summary {
+                s.push_str(&format!("#{} {} at {}: {}\n", m.id, m.role, m.created_at, headline(m)));
+            }
+            s.push_str("</earlier-summary>\n\n");
         }
-        s.push_str(":\n\n<thread>\n");
-        for m in thread {
+        s.push_str("<thread>\n");
+        for m in &history.recent {
             s.push_str(&framed(m));
             s.push_str("\n\n");
         }
@@ -142,14 +159,19 @@ mod tests {
 
     #[test]
     fn a_resumed_mayor_gets_its_thread_open_threads_and_what_is_new() {
-        let thread = [msg(1, "person", "remember PINEAPPLE"), msg(2, "mayor", "noted")];
+        let history = History {
+            recent: vec![msg(5, "person", "remember PINEAPPLE"), msg(6, "mayor", "noted")],
+            summary: vec![msg(4, "person", &format!("first line {}\nsecond line", "x".repeat(300)))],
+            left_out: 3,
+        };
         let open = [Thread { kind: "convoy".into(), rig_id: "r1".into(), ref_id: "c1".into(), title: "three files".into(), opened_at: "t".into() }];
-        let p = resume(&thread, 3, &open, &[msg(3, "person", "what was it?")]);
-        for needle in ["resuming", "3 older messages", "PINEAPPLE", "<your-reply id=\"2\"", "convoy `c1` on rig `r1`", "what was it?"] {
+        let p = resume(&history, &open, &[msg(7, "person", "what was it?")]);
+        for needle in ["resuming", "3 older messages", "#4 person at t: first line", "PINEAPPLE", "<your-reply id=\"6\"", "convoy `c1` on rig `r1`", "what was it?"] {
             assert!(p.contains(needle), "{needle} in {p}");
         }
-        assert!(p.find("PINEAPPLE") < p.find("what was it?"), "the thread comes first");
-        assert!(resume(&[], 0, &[], &[msg(1, "person", "hi")]).contains("Nobody has talked to you before"));
+        assert!(!p.contains("second line") && !p.contains(&"x".repeat(200)), "older messages by their first line, cut");
+        assert!(p.find("first line") < p.find("PINEAPPLE") && p.find("PINEAPPLE") < p.find("what was it?"), "summary, thread, then what is new");
+        assert!(resume(&History::default(), &[], &[msg(1, "person", "hi")]).contains("Nobody has talked to you before"));
     }
 
     #[test]

@@ -91,8 +91,21 @@ pub struct MayorRow {
     pub turn_slings: i64,
 }
 
-/// Newest transcript messages given back to a resumed mayor, at most this many bytes.
+/// Newest transcript messages given back in full to a resumed mayor, at most this many bytes.
 pub const RESUME_BYTES: usize = 12 * 1024;
+/// Messages before those summarized by their first line.
+pub const SUMMARY_LINES: i64 = 40;
+
+/// What a resumed mayor is given of its transcript.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct History {
+    /// The newest messages, in full, oldest first.
+    pub recent: Vec<Message>,
+    /// The messages before those, oldest first, to be shown by their first line.
+    pub summary: Vec<Message>,
+    /// Older messages not shown at all.
+    pub left_out: i64,
+}
 
 pub struct Store<'a, D: Db> {
     pub db: &'a D,
@@ -169,25 +182,34 @@ impl<D: Db> Store<'_, D> {
         Ok(())
     }
 
-    /// The transcript the mayor had before `before` (delivered messages only, newest that fit
-    /// in [`RESUME_BYTES`], oldest first), and how many older ones were left out.
-    pub fn thread_before(&self, before: i64) -> ApiResult<(Vec<Message>, i64)> {
+    /// The transcript the mayor had before `before` (delivered messages only): the newest that
+    /// fit in [`RESUME_BYTES`], oldest first, in full; then, as a summary of what came before
+    /// them, the first line of each of the [`SUMMARY_LINES`] messages before those.
+    pub fn thread_before(&self, before: i64) -> ApiResult<History> {
         let newest: Vec<Message> = self.db.query(
             &format!("SELECT {MESSAGE_COLUMNS} FROM mayor_messages WHERE id < ? AND delivered_at IS NOT NULL ORDER BY id DESC LIMIT 200"),
             params![before],
         )?;
         let mut bytes = 0;
-        let mut kept: Vec<Message> = newest.into_iter().take_while(|m| {
+        let fits = newest.iter().take_while(|m| {
             bytes += m.text.len();
             bytes <= RESUME_BYTES
-        }).collect();
-        kept.reverse();
+        }).count();
+        let mut recent = newest[..fits].to_vec();
+        recent.reverse();
+        let oldest_kept = recent.first().map_or(before, |m| m.id);
+        let mut summary: Vec<Message> = self.db.query(
+            &format!("SELECT {MESSAGE_COLUMNS} FROM mayor_messages WHERE id < ? AND delivered_at IS NOT NULL ORDER BY id DESC LIMIT ?"),
+            params![oldest_kept, SUMMARY_LINES],
+        )?;
+        summary.reverse();
         #[derive(Deserialize)]
         struct Count {
             n: i64,
         }
         let total = self.db.first::<Count>("SELECT COUNT(*) AS n FROM mayor_messages WHERE id < ? AND delivered_at IS NOT NULL", params![before])?.map_or(0, |c| c.n);
-        Ok((kept.clone(), total - kept.len() as i64))
+        let left_out = total - (recent.len() + summary.len()) as i64;
+        Ok(History { recent, summary, left_out })
     }
 
     /// Run `generation` of the mayor started (the container took its start), with a token

@@ -264,11 +264,11 @@ impl TownDO {
             (other, _) => return Ok(Delivery::queued(format!("the town's container answered {other}: {}", body["error"].as_str().unwrap_or("no message")))),
         }
         // Not running: a new run, with the thread so far and what is pending.
-        let (thread, left_out) = store.thread_before(first)?;
+        let history = store.thread_before(first)?;
         let open = store.open_threads()?;
         let generation = store.ensure()?.generation + 1;
         let token = prompt::token(town_id, &secret, (now_ms / 1000) as u64, settings.token_ttl_secs);
-        let request = prompt::start_request(town_id, &model, prompt::resume(&thread, left_out, &open, &pending), token, generation);
+        let request = prompt::start_request(town_id, &model, prompt::resume(&history, &open, &pending), token, generation);
         let body = serde_json::to_value(&request).map_err(internal)?;
         let (started, reply) = container_call(&self.env, town_id, Method::Post, "/agents/start", Some(&body)).await?;
         match started {
