@@ -162,6 +162,15 @@ async fn the_mayor_plans_and_slings_answers_escalations_and_resumes_its_thread()
     assert!(inbox.data().as_array().is_some_and(|m| m.iter().any(|m| m["from_agent_id"] == "mayor" && m["subject"] == "thanks")), "{inbox:?}");
     let r = dev.call(Method::POST, &format!("/api/mayor/{town}/tools/mail"), &Auth::Bearer(mayor_token("another-town")), mail).await;
     assert_eq!((r.status, r.error()), (403, "Token townId does not match route"), "{r:?}");
+    // A retried sling (same Idempotency-Key, its first answer lost) is done once.
+    let bearer = format!("Bearer {}", mayor_token(&town));
+    let headers = [("authorization", bearer.as_str()), ("idempotency-key", "mayor-retry-0001")];
+    let once = dev.call_headers(Method::POST, &format!("/api/mayor/{town}/tools/sling"), &headers, json!({ "rig_id": rig, "title": "slung once" })).await;
+    let again = dev.call_headers(Method::POST, &format!("/api/mayor/{town}/tools/sling"), &headers, json!({ "rig_id": rig, "title": "slung once" })).await;
+    assert_eq!((once.status, again.status), (201, 201), "{once:?} {again:?}");
+    assert_eq!(once.data()["bead"]["id"], again.data()["bead"]["id"], "the retry gets the first answer");
+    assert_eq!(beads(dev, &rig, "type=issue").await.iter().filter(|b| b["title"] == "slung once").count(), 1, "one bead");
+
     let count = transcript(dev, &town).await.len();
     for bad in [json!({ "message": "" }), json!({ "message": 7 }), json!({})] {
         let r = dev.post(&format!("/api/towns/{town}/mayor/messages"), bad.clone()).await;

@@ -18,6 +18,7 @@ pub mod dashboard;
 pub mod db;
 pub mod error;
 pub mod identity;
+pub mod idempotency;
 pub mod jwt;
 pub mod mayor;
 pub mod model;

@@ -26,6 +26,9 @@ pub const MIGRATION: &[&str] = &[
         created_at TEXT NOT NULL, delivered_at TEXT, read_at TEXT, in_reply_to INTEGER)",
     "CREATE TABLE mayor_threads (kind TEXT NOT NULL, rig_id TEXT NOT NULL, ref_id TEXT NOT NULL, title TEXT NOT NULL,
         opened_at TEXT NOT NULL, closed_at TEXT, PRIMARY KEY (kind, rig_id, ref_id))",
+    // The mayor's tool calls are retried through outages with an Idempotency-Key.
+    crate::idempotency::TABLE,
+    "CREATE INDEX idempotent_replies_created ON idempotent_replies (created_at)",
 ];
 
 /// Who wrote a transcript message.

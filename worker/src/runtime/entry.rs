@@ -144,7 +144,8 @@ async fn execute(plan: Plan, env: &Env, key: Option<&str>) -> ApiResult<Outcome>
             }
             Ok(Outcome::Json(status, reply.body(data)))
         }
-        Plan::Town { town_id, op, status } => Ok(Outcome::Json(status, call(env, TOWN_BINDING, &town_id, &op).await?)),
+        // Keys are honoured by the mayor's ops (its retried tool calls); other town ops ignore them.
+        Plan::Town { town_id, op, status } => Ok(Outcome::Json(status, call_once(env, TOWN_BINDING, &town_id, &op, key).await?.0)),
         Plan::Identity { identity, op } => Ok(Outcome::Json(200, call(env, IDENTITY_BINDING, &identity, &op).await?)),
         Plan::Heartbeat { town_id, rig_updates, running_agents } => {
             let report = json!({ "heartbeatRunningAgents": running_agents });

@@ -11,7 +11,7 @@
 use serde_json::{json, Value};
 use worker::Method;
 
-use super::call::{call, container_call};
+use super::call::{call, call_once, container_call};
 use super::town_do::TownDO;
 use super::{platform, sql, IDENTITY_BINDING, RIG_BINDING};
 use crate::api::{self, FollowUp};
@@ -54,8 +54,20 @@ impl TownDO {
         sql::open(&self.state.storage(), &self.ready, crate::town::MIGRATIONS)
     }
 
-    /// A mayor op; `town` is this object's town.
-    pub(super) async fn mayor(&self, op: MayorOp) -> ApiResult<Value> {
+    /// A mayor op, once per idempotency `key` (`crate::idempotency`): a retried tool call whose
+    /// first answer was lost gets that answer again.
+    pub(super) async fn mayor_once(&self, op: MayorOp, key: Option<&str>) -> ApiResult<Value> {
+        let Some(key) = key else { return self.mayor(op, None).await };
+        if let Some(kept) = crate::idempotency::lookup(&self.store_db()?, key)? {
+            return kept;
+        }
+        let result = self.mayor(op, Some(key)).await;
+        crate::idempotency::record(&self.store_db()?, key, &platform::now_iso(), &result)?;
+        result
+    }
+
+    /// A mayor op. `key`: the call's idempotency key, passed on to the rig ops it makes.
+    async fn mayor(&self, op: MayorOp, key: Option<&str>) -> ApiResult<Value> {
         let db = self.store_db()?;
         let town = Town { db: &db, now: platform::now_iso(), new_id: &platform::new_id };
         let store = Store { db: &db, now: town.now.clone() };
@@ -95,7 +107,7 @@ impl TownDO {
             MayorOp::Sling { rig_id, sling } => {
                 rig_of(&town, &rig_id)?;
                 store.count(1, 1, &limits)?;
-                let slung = self.on_rig(&store, &rig_id, RigOp::Sling { rig_id: rig_id.clone(), sling }, 1, FollowUp::IdentityFromSling).await?;
+                let slung = self.on_rig(&store, &rig_id, RigOp::Sling { rig_id: rig_id.clone(), sling }, key, 1, FollowUp::IdentityFromSling).await?;
                 Ok(slung)
             }
             MayorOp::Convoy { rig_id, convoy } => {
@@ -103,7 +115,7 @@ impl TownDO {
                 let n = convoy.beads.len() as i64;
                 store.count(n, n, &limits)?;
                 let title = convoy.title.clone();
-                let created = self.on_rig(&store, &rig_id, RigOp::CreateConvoy { rig_id: rig_id.clone(), convoy }, n, FollowUp::IdentityFromConvoy).await?;
+                let created = self.on_rig(&store, &rig_id, RigOp::CreateConvoy { rig_id: rig_id.clone(), convoy }, key, n, FollowUp::IdentityFromConvoy).await?;
                 if let Some(id) = created["id"].as_str() {
                     store.open_thread("convoy", &rig_id, id, &title)?;
                 }
@@ -111,13 +123,13 @@ impl TownDO {
             }
             MayorOp::MailSend { rig_id, mail } => {
                 rig_of(&town, &rig_id)?;
-                call(&self.env, RIG_BINDING, &rig_id, &RigOp::SendMail(mail)).await?;
+                call_once(&self.env, RIG_BINDING, &rig_id, &RigOp::SendMail(mail), key).await?;
                 Ok(json!({ "sent": true }))
             }
             MayorOp::MailCheck => Ok(Value::Array(store.read_inbox()?.iter().map(Message::to_json).collect())),
             MayorOp::Resolve { rig_id, escalation_id, answer } => {
                 rig_of(&town, &rig_id)?;
-                let resolved = call(&self.env, RIG_BINDING, &rig_id, &RigOp::ResolveEscalation { escalation_id: escalation_id.clone(), answer }).await?;
+                let (resolved, _) = call_once(&self.env, RIG_BINDING, &rig_id, &RigOp::ResolveEscalation { escalation_id: escalation_id.clone(), answer }, key).await?;
                 store.close_thread("escalation", &rig_id, &escalation_id)?;
                 Ok(resolved)
             }
@@ -139,11 +151,17 @@ impl TownDO {
         }
     }
 
-    /// A rig op made for the mayor: on failure the turn's count is given back; on success the
-    /// new polecats' identities are recorded (as the Worker does for a person's sling).
-    async fn on_rig(&self, store: &Store<'_, sql::SqlDb>, rig_id: &str, op: RigOp, counted: i64, follow_up: FollowUp) -> ApiResult<Value> {
-        match call(&self.env, RIG_BINDING, rig_id, &op).await {
-            Ok(data) => {
+    /// A rig op made for the mayor, with its call's key: on failure, or when the RigDO replays
+    /// a reply (the work was done by an earlier try), the turn's count is given back; on a new
+    /// success the new polecats' identities are recorded (as the Worker does for a person's
+    /// sling).
+    async fn on_rig(&self, store: &Store<'_, sql::SqlDb>, rig_id: &str, op: RigOp, key: Option<&str>, counted: i64, follow_up: FollowUp) -> ApiResult<Value> {
+        match call_once(&self.env, RIG_BINDING, rig_id, &op, key).await {
+            Ok((data, true)) => {
+                store.uncount(counted, counted)?;
+                Ok(data)
+            }
+            Ok((data, false)) => {
                 for (identity, op) in api::follow_up(follow_up, rig_id, &data) {
                     if let Err(e) = call(&self.env, IDENTITY_BINDING, &identity, &op).await {
                         worker::console_error!("identity update failed: {e}");

@@ -7,7 +7,7 @@ use std::cell::Cell;
 use serde_json::Value;
 use worker::{durable_object, DurableObject, Env, Request, Response, State};
 
-use super::call::{call, serve};
+use super::call::{call, serve, KEY_HEADER};
 use super::{platform, sql, RIG_BINDING, TOWN_BINDING};
 use crate::error::{ApiError, ApiResult};
 use crate::rpc::{RigOp, TownOp};
@@ -39,9 +39,10 @@ impl DurableObject for TownDO {
     }
 
     async fn fetch(&self, req: Request) -> worker::Result<Response> {
+        let key = req.headers().get(KEY_HEADER)?;
         serve(req, async |op: TownOp| {
             if let TownOp::Mayor(op) = op {
-                return self.mayor(op).await;
+                return self.mayor_once(op, key.as_deref()).await;
             }
             let db = sql::open(&self.state.storage(), &self.ready, MIGRATIONS)?;
             let town = Town { db: &db, now: platform::now_iso(), new_id: &platform::new_id };
