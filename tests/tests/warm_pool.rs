@@ -117,6 +117,11 @@ async fn a_burst_of_six_gives_six_distinct_isolated_runs() {
     for n in &names {
         runs.push(cs.wait_status(n, TURN, |s| s["status"] == "running").await);
     }
+    // A run that did not get going says why (its events carry the start's error).
+    if let Some(r) = runs.iter().find(|r| r["status"] != "running") {
+        let id = r["agentId"].as_str().unwrap_or_default();
+        panic!("{id} is {}: {:?}\nall: {runs:?}", r["status"], cs.events(id).await);
+    }
     let pids: std::collections::BTreeSet<u64> = runs.iter().filter_map(|r| r["pid"].as_u64()).collect();
     assert_eq!(pids.len(), 6, "{runs:?}");
     // Each in its own checkout, on its own branch.
