@@ -269,7 +269,7 @@ async fn gates_run_under_their_own_uid() {
     assert_eq!(output.matches("denied").count(), 5, "{output}");
     assert!(!outside.exists());
     assert!(gastown_e2e::procs::with_cmdline(&tag).is_empty(), "what the gate left running is killed with the gates");
-    println!("FAULT | a gate reads another agent's tool key, a root-only file, the server's environ; writes outside its tree; signals the server | every attempt denied | none");
+    println!("FAULT | a merge's gate reads an agent's tool key, a root-only file and the server's environ, writes outside its tree, signals the server | ran under a uid of its own; every attempt denied; what it left running killed | none");
 
     let normal = "test -f feature.txt && git diff --stat HEAD~1 | grep -q feature.txt && mkdir -p target && echo built > target/out".to_string();
     let (status, body) = cs.post("/rigs/rig-1/merges", merge("rev-2", normal)).await;

@@ -142,9 +142,11 @@ impl GitManager {
             self.clone_into(&repo, job.git_url).await?;
         }
         *last_fetch = Some(std::time::Instant::now());
-        // A refinery worktree that is not ours was left lent to a gate uid (a crash during the
-        // gates): root never runs git in a tree another uid could have changed, so it is made
-        // anew.
+        // Root's git would refuse a worktree owned by another uid ("dubious ownership"), and must
+        // not trust one anyway (its `.git` file could point at a repository of the gate's, whose
+        // config runs commands): `run_gates` always takes the tree back before root runs git in
+        // it, and we do not list it under `safe.directory`. One that is not ours was left lent to
+        // a gate uid by a crash during the gates: it is made anew.
         let ours = super::owner_of(&refinery) == Some(nix::unistd::geteuid().as_raw());
         if !ours || git2::Repository::open(&refinery).is_err() {
             if refinery.exists() {
