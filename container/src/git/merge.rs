@@ -201,13 +201,21 @@ impl GitManager {
         if !swept {
             return Err(GitError::Failed(format!("processes the gates left under uid {uid} could not be killed")));
         }
-        crate::sandbox::take_back(refinery).map_err(|e| io("take back", refinery, e))?;
-        match std::fs::symlink_metadata(&gitfile) {
-            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&gitfile).map_err(|e| io("clear", &gitfile, e))?,
-            Ok(_) => std::fs::remove_file(&gitfile).map_err(|e| io("clear", &gitfile, e))?,
-            Err(_) => {}
+        let taken_back = (|| {
+            crate::sandbox::take_back(refinery).map_err(|e| io("take back", refinery, e))?;
+            match std::fs::symlink_metadata(&gitfile) {
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&gitfile).map_err(|e| io("clear", &gitfile, e))?,
+                Ok(_) => std::fs::remove_file(&gitfile).map_err(|e| io("clear", &gitfile, e))?,
+                Err(_) => {}
+            }
+            std::fs::write(&gitfile, &link).map_err(|e| io("write", &gitfile, e))
+        })();
+        if let Err(e) = taken_back {
+            // Half taken back, the tree may look like ours with the gate's `.git` in it: it goes,
+            // and the next merge makes a new one.
+            let _ = std::fs::remove_dir_all(refinery);
+            return Err(e);
         }
-        std::fs::write(&gitfile, link).map_err(|e| io("write", &gitfile, e))?;
         lent
     }
 
