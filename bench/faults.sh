@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 9: the fault suite as one table (fault, outcome, data lost). Runs the fault cases, all
 # on real parts with only the LLM scripted (tests/tests/faults.rs, and the cases that live
-# beside their subject in control_server.rs (the SIGTERM drain) and isolation.rs), and prints the row each case
+# beside their subject in control_server.rs (the SIGTERM drain) and isolation.rs (agents, gates)), and prints the row each case
 # writes once its assertions have passed. A case that fails prints no row: it shows as FAILED
 # and the script exits non-zero. Builds the control server and the Worker first. About 4 min.
 set -euo pipefail
@@ -17,7 +17,7 @@ status=0
 run() { cargo test --quiet -p gastown-e2e --test "$1" -- --nocapture --test-threads=1 "${@:2}" >>"$log" 2>&1 || status=1; }
 run faults
 run control_server shutdown_saves_unpushed_work shutdown_mid_turn
-run isolation agents_run_under_their_own_uids
+run isolation agents_run_under_their_own_uids gates_run_under_their_own_uid
 
 printf '%-64s | %-100s | %s\n' "fault" "outcome" "data lost"
 printf '%s\n' "$(printf -- '-%.0s' {1..190})"

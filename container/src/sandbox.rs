@@ -12,6 +12,11 @@
 //! exited, whatever the agent started in the background (even in a new session, out of the
 //! process group) is killed first.
 //!
+//! The refinery's quality gates run agent-written code too (a `cargo test` of the merged tree):
+//! each merge with gates leases a uid of its own from the same range, the refinery worktree is
+//! lent to it for the gates ([`give`]) and taken back after ([`take_back`]), once every process
+//! of that uid is gone ([`kill_uid`]); see `git/merge.rs`.
+//!
 //! Not root: everything runs as the server's own uid, `/health` says `isolation: "none"` and
 //! the server warns at start-up.
 
@@ -28,7 +33,8 @@ pub struct Uids {
     used: Mutex<BTreeSet<u32>>,
 }
 
-/// One uid, held by one Kilo process. Dropping it kills what is left of that uid and returns it.
+/// One uid, held by one Kilo process (or one merge's gates). Dropping it kills what is left of
+/// that uid and returns it.
 pub struct UidLease {
     pub uid: u32,
     uids: Arc<Uids>,
@@ -79,13 +85,31 @@ impl Drop for UidLease {
 /// Without a uid it only sets the mode.
 pub fn give(path: &Path, uid: Option<u32>) -> std::io::Result<()> {
     if let Some(uid) = uid {
-        chown_tree(path, uid)?;
+        chown_tree(path, uid, uid)?;
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
 }
 
-fn chown_tree(path: &Path, uid: u32) -> std::io::Result<()> {
-    walk(path, &mut |p, _| std::os::unix::fs::lchown(p, Some(uid), Some(uid)))
+/// Takes `path` (and everything under it) back from the uid it was lent to: it becomes the
+/// server's own again (mode 0700 at the top). Call it only once no process of that uid is left
+/// ([`kill_uid`]), so nothing can swap a folder for a symlink while we walk.
+pub fn take_back(path: &Path) -> std::io::Result<()> {
+    chown_tree(path, nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Symlinks are changed themselves (`lchown`), never followed. A file with more than one link
+/// is left as it is: nothing we hand out makes hard links, so one is a link planted by the
+/// tree's last owner, maybe to a file outside the tree that is not its own (where the kernel's
+/// `fs.protected_hardlinks` is off), which the next owner must not get.
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    walk(path, &mut |p, meta| {
+        if !meta.is_dir() && meta.nlink() > 1 {
+            return Ok(());
+        }
+        std::os::unix::fs::lchown(p, Some(uid), Some(gid))
+    })
 }
 
 /// Calls `visit` on `path` and everything under it, without following symlinks.
@@ -161,18 +185,20 @@ fn pids_with_uid(filter: impl Fn(u32) -> bool) -> Vec<(i32, u32)> {
         .collect()
 }
 
-/// SIGKILLs every process of `uid`, a few rounds (a process can fork while we look).
-fn kill_uid(uid: u32) {
-    for _ in 0..5 {
-        let pids = pids_with_uid(|u| u == uid);
-        if pids.is_empty() {
-            return;
+/// SIGKILLs every process of `uid`, a few rounds (a process can fork while we look). True
+/// when none is left alive (a killed process waiting to be reaped, a zombie, runs nothing).
+pub fn kill_uid(uid: u32) -> bool {
+    for _ in 0..10 {
+        let alive: Vec<i32> = pids_with_uid(|u| u == uid).into_iter().map(|(pid, _)| pid).filter(|pid| !matches!(procfs::status_field(*pid, "State").as_deref(), None | Some("Z" | "X"))).collect();
+        if alive.is_empty() {
+            return true;
         }
-        for (pid, _) in pids {
+        for pid in alive {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    false
 }
 
 #[cfg(test)]

@@ -190,3 +190,92 @@ async fn agents_run_under_their_own_uids_and_cannot_read_each_other() {
     })
     .await;
 }
+
+/// The refinery's gates run code the polecats wrote. Run as root, the server runs them under a
+/// uid of the merge's own: a gate can read neither another agent's tool key nor a root-only
+/// file, nor the server's `/proc/<pid>/environ`, cannot write outside its worktree or signal
+/// the server, and what it leaves running is killed when the gates end. A normal gate still
+/// reads the merged tree, runs git and writes build output, and the merge is pushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gates_run_under_their_own_uid() {
+    if !gastown_e2e::procs::is_root() {
+        eprintln!("skipped: gate isolation needs the control server to run as root");
+        return;
+    }
+    let model = ModelServer::start([("victim", vec![Step::text("waiting")])]).await.expect("model server");
+    let worker = WorkerStub::start().await;
+    let cs = ControlServer::start(Options::default().env("GASTOWN_MODEL_BASE_URL", model.base_url()).env("GASTOWN_API_URL", worker.url()));
+    let origin = Origin::new();
+
+    // Another agent's Kilo process, with its tool key in its private folder.
+    let victim = start_request("victim", "rig-1", "victim", "polecat/victim/aaaa1111", &origin.url(), &format!("Wait. {}", marker("victim")));
+    let (status, body) = cs.post("/agents/start?wait=true", victim).await;
+    assert_eq!(status, 201, "{body}");
+    let victim_pid = body["pid"].as_u64().expect("pid");
+    let tool_key = std::fs::read_link(format!("/proc/{victim_pid}/cwd")).expect("the victim's private folder").join("tool-key");
+    assert!(tool_key.exists(), "{}", tool_key.display());
+    let secret = cs.workspace.join("root-secret");
+    std::fs::write(&secret, "root-only-secret").expect("secret");
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    let outside = cs.workspace.join("rigs/rig-1/written-by-a-gate");
+
+    // A polecat's branch on the origin, pushed here as root.
+    let scratch = tempfile::tempdir().expect("scratch");
+    let sh = |script: &str| {
+        let out = std::process::Command::new("sh").arg("-c").arg(script).current_dir(scratch.path()).output().expect("sh");
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    sh(&format!(
+        "git clone -q '{}' c && cd c && git checkout -q -b polecat/toast/b1 && echo feature > feature.txt && git add feature.txt && \
+         git -c user.name=toast -c user.email=toast@test commit -qm feature && git push -q origin polecat/toast/b1",
+        origin.url()
+    ));
+
+    let merge = |review: &str, gate: String| {
+        serde_json::json!({"reviewId": review, "beadId": "b1", "gitUrl": origin.url(), "defaultBranch": "main", "branch": "polecat/toast/b1",
+                           "message": "Merge b1", "gates": [{"command": gate, "timeoutSecs": 60}], "deleteBranch": false})
+    };
+    let outcome = async |review: &str| {
+        gastown_e2e::wait::until(&format!("merge {review} to end"), Duration::from_secs(120), async || {
+            let (status, job) = cs.get(&format!("/rigs/rig-1/merges/{review}")).await;
+            assert_eq!(status, 200, "{job}");
+            (job["state"] != "running").then_some(job)
+        })
+        .await
+    };
+
+    let tag = format!("gastown-gate-leftover-{}", std::process::id());
+    let probe = format!(
+        "echo uid=$(id -u) groups=$(id -G); \
+         for f in {key} {secret} /proc/{cs_pid}/environ; do if cat \"$f\" > /dev/null 2>&1; then echo \"READ $f\"; else echo \"denied $f\"; fi; done; \
+         if touch '{outside}' 2>/dev/null; then echo WROTE; else echo denied-write; fi; \
+         if kill -0 {cs_pid} 2>/dev/null; then echo SIGNALLED; else echo denied-signal; fi; \
+         (setsid sh -c 'sleep 300; echo {tag}' > /dev/null 2>&1 &); exit 3",
+        key = tool_key.display(),
+        secret = secret.display(),
+        outside = outside.display(),
+        cs_pid = cs.pid()
+    );
+    let (status, body) = cs.post("/rigs/rig-1/merges", merge("rev-1", probe)).await;
+    assert_eq!(status, 202, "{body}");
+    let job = outcome("rev-1").await;
+    assert_eq!(job["state"], "gate_failed", "{job}");
+    let output = job["output"].as_str().unwrap_or_default();
+    let uid: u32 = output.split("uid=").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|u| u.parse().ok()).unwrap_or_else(|| panic!("{output}"));
+    assert!(uid >= 20_000, "the gate ran as uid {uid}: {output}");
+    assert!(output.contains(&format!("uid={uid} groups={uid}\n")), "gid = uid, no other group: {output}");
+    assert_ne!(Some(uid), gastown_e2e::procs::uid(victim_pid as u32), "not the victim's uid");
+    assert!(!output.contains("READ ") && !output.contains("WROTE") && !output.contains("SIGNALLED"), "{output}");
+    assert_eq!(output.matches("denied").count(), 5, "{output}");
+    assert!(!outside.exists());
+    assert!(gastown_e2e::procs::with_cmdline(&tag).is_empty(), "what the gate left running is killed with the gates");
+    println!("FAULT | a merge's gate reads an agent's tool key, a root-only file and the server's environ, writes outside its tree, signals the server | ran under a uid of its own; every attempt denied; what it left running killed | none");
+
+    let normal = "test -f feature.txt && git diff --stat HEAD~1 | grep -q feature.txt && mkdir -p target && echo built > target/out".to_string();
+    let (status, body) = cs.post("/rigs/rig-1/merges", merge("rev-2", normal)).await;
+    assert_eq!(status, 202, "{body}");
+    let job = outcome("rev-2").await;
+    assert_eq!(job["state"], "merged", "{job}");
+    let log = origin.log("main").expect("main");
+    assert!(log.first().is_some_and(|l| l.starts_with("Gastown Refinery|") && l.ends_with("|Merge b1")), "{log:?}");
+}

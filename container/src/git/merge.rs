@@ -2,6 +2,13 @@
 //! a worktree of the rig's shared clone, running the rig's quality gates on the merged tree,
 //! and pushing the default branch (never forced).
 //!
+//! The gates run code the polecats wrote. When agents are isolated (the server is root), they
+//! run under a uid of the merge's own (leased by the caller for the length of the merge, gid =
+//! uid, no other groups), with a fresh private HOME, and the refinery worktree is lent to that
+//! uid for the gates only: before root runs git there again, every process of the uid is
+//! killed, the tree is taken back and its `.git` file written anew. Isolation off: the gates
+//! run as the server's user, with HOME `rigs/<rig>/refinery-home`.
+//!
 //! One merge at a time per rig is the caller's rule (the supervisor holds a per-rig merge
 //! lock); the steps that write the shared clone's metadata (fetch, worktree add) also take the
 //! rig lock that agent starts take.
@@ -34,6 +41,9 @@ pub struct MergeJob<'a> {
     pub message: &'a str,
     pub gates: &'a [MergeGate],
     pub delete_branch: bool,
+    /// The uid the gates run as (`None`: the server's own; isolation is off). The caller holds
+    /// its lease for the whole merge.
+    pub gate_uid: Option<u32>,
 }
 
 /// How a merge ended.
@@ -97,11 +107,9 @@ impl GitManager {
             return Ok(Step::Done(MergeOutcome::failed(MergeState::Conflict, detail, Some(report))));
         }
 
-        for gate in job.gates {
-            if let Some(failure) = self.run_gate(&refinery, gate, url).await {
-                let _ = self.git(Some(&refinery), &["reset", "--quiet", "--hard", &target], url).await;
-                return Ok(Step::Done(failure));
-            }
+        if let Some(failure) = self.run_gates(&refinery, job).await? {
+            let _ = self.git(Some(&refinery), &["reset", "--quiet", "--hard", &target], url).await;
+            return Ok(Step::Done(failure));
         }
 
         let push = self.git(Some(&refinery), &["push", "--quiet", "origin", &format!("HEAD:refs/heads/{}", job.default_branch)], url).await;
@@ -134,7 +142,13 @@ impl GitManager {
             self.clone_into(&repo, job.git_url).await?;
         }
         *last_fetch = Some(std::time::Instant::now());
-        if git2::Repository::open(&refinery).is_err() {
+        // Root's git would refuse a worktree owned by another uid ("dubious ownership"), and must
+        // not trust one anyway (its `.git` file could point at a repository of the gate's, whose
+        // config runs commands): `run_gates` always takes the tree back before root runs git in
+        // it, and we do not list it under `safe.directory`. One that is not ours was left lent to
+        // a gate uid by a crash during the gates: it is made anew.
+        let ours = super::owner_of(&refinery) == Some(nix::unistd::geteuid().as_raw());
+        if !ours || git2::Repository::open(&refinery).is_err() {
             if refinery.exists() {
                 std::fs::remove_dir_all(&refinery).map_err(|e| GitError::Failed(format!("cannot clear {}: {e}", refinery.display())))?;
             }
@@ -152,15 +166,90 @@ impl GitManager {
         Ok(refinery)
     }
 
+    /// Runs the job's gates in order on the merged tree; `Some` with the first failure.
+    ///
+    /// With a gate uid, the worktree is lent to it for the gates and taken back before this
+    /// returns, whatever happened: every process of the uid is killed first (a gate's
+    /// background job dies with the gates), then the tree becomes root's again and its `.git`
+    /// file is written anew (a gate could have pointed it at a repository of its own, whose
+    /// config would run commands as root). An error here fails the merge.
+    async fn run_gates(&self, refinery: &Path, job: &MergeJob<'_>) -> Result<Option<MergeOutcome>, GitError> {
+        if job.gates.is_empty() {
+            return Ok(None);
+        }
+        let Some(uid) = job.gate_uid else {
+            let home = refinery.parent().map(|p| p.join("refinery-home")).unwrap_or_else(|| refinery.join(".home"));
+            let _ = std::fs::create_dir_all(&home);
+            return Ok(self.run_each_gate(job, &GateUser { uid: None, home, refinery }).await);
+        };
+        let io = |what: &str, path: &Path, e: std::io::Error| GitError::Failed(format!("cannot {what} {}: {e}", path.display()));
+        let gitfile = refinery.join(".git");
+        let link = std::fs::read(&gitfile).map_err(|e| io("read", &gitfile, e))?;
+        // A fresh HOME per merge: nothing one merge's gates leave there (a tool's config, say)
+        // reaches the next merge's.
+        let home = self.paths.run_dir(&format!("gates-{uid}")).map_err(GitError::Failed)?;
+        let lent = async {
+            std::fs::remove_dir_all(&home).map_err(|e| io("clear", &home, e))?;
+            std::fs::create_dir_all(home.join("tmp")).map_err(|e| io("create", &home, e))?;
+            crate::sandbox::give(&home, Some(uid)).map_err(|e| io("hand over", &home, e))?;
+            crate::sandbox::give(refinery, Some(uid)).map_err(|e| io("lend", refinery, e))?;
+            Ok::<_, GitError>(self.run_each_gate(job, &GateUser { uid: Some(uid), home: home.clone(), refinery }).await)
+        }
+        .await;
+        let swept = crate::sandbox::kill_uid(uid);
+        let _ = std::fs::remove_dir_all(&home);
+        if !swept {
+            return Err(GitError::Failed(format!("processes the gates left under uid {uid} could not be killed")));
+        }
+        let taken_back = (|| {
+            crate::sandbox::take_back(refinery).map_err(|e| io("take back", refinery, e))?;
+            match std::fs::symlink_metadata(&gitfile) {
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&gitfile).map_err(|e| io("clear", &gitfile, e))?,
+                Ok(_) => std::fs::remove_file(&gitfile).map_err(|e| io("clear", &gitfile, e))?,
+                Err(_) => {}
+            }
+            std::fs::write(&gitfile, &link).map_err(|e| io("write", &gitfile, e))
+        })();
+        if let Err(e) = taken_back {
+            // Half taken back, the tree may look like ours with the gate's `.git` in it: it goes,
+            // and the next merge makes a new one.
+            let _ = std::fs::remove_dir_all(refinery);
+            return Err(e);
+        }
+        lent
+    }
+
+    async fn run_each_gate(&self, job: &MergeJob<'_>, user: &GateUser<'_>) -> Option<MergeOutcome> {
+        for gate in job.gates {
+            if let Some(failure) = self.run_gate(gate, job.git_url, user).await {
+                return Some(failure);
+            }
+        }
+        None
+    }
+
     /// Runs one gate in the merged tree with a clean environment (nothing of the control
-    /// server's: no container token). `None` when it passed.
-    async fn run_gate(&self, dir: &Path, gate: &MergeGate, url: &str) -> Option<MergeOutcome> {
-        let home = dir.parent().map(|p| p.join("refinery-home")).unwrap_or_else(|| dir.join(".home"));
-        let _ = std::fs::create_dir_all(&home);
+    /// server's: no container token), as the gate user. `None` when it passed.
+    async fn run_gate(&self, gate: &MergeGate, url: &str, user: &GateUser<'_>) -> Option<MergeOutcome> {
         let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(&gate.command).current_dir(dir).env_clear().env("HOME", &home).env("LANG", "C.UTF-8").env("CI", "true");
+        cmd.arg("-c").arg(&gate.command).current_dir(user.refinery).env_clear().env("HOME", &user.home).env("LANG", "C.UTF-8").env("CI", "true");
         if let Ok(path) = std::env::var("PATH") {
             cmd.env("PATH", path);
+        }
+        if let Some(uid) = user.uid {
+            // As root, std drops the supplementary groups (setgroups) before the uid.
+            std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+            std::os::unix::process::CommandExt::gid(&mut cmd, uid);
+            // The worktree (and its `.git` file) is the gate uid's now, but its git dir
+            // (`repo/.git/worktrees/refinery`) stays root's: git refuses a repository whose
+            // parts have another owner ("dubious ownership") unless its path is listed under
+            // `safe.directory`, which counts only in the user's or the command line's config.
+            // Listed here as command-line config for the gate's git commands (`git diff` in a
+            // gate); the repository's objects and refs are only read, never written.
+            cmd.env("TMPDIR", user.home.join("tmp"))
+                .env("GIT_CONFIG_COUNT", "1")
+                .env("GIT_CONFIG_KEY_0", "safe.directory")
+                .env("GIT_CONFIG_VALUE_0", user.refinery);
         }
         let limit = Duration::from_secs(gate.timeout_secs);
         match run(&self.reaper, &mut cmd, limit).await {
@@ -194,6 +283,14 @@ impl GitManager {
         }
         Ok(())
     }
+}
+
+/// Who runs the gates, and where.
+struct GateUser<'a> {
+    /// `None`: the server's own user (isolation off).
+    uid: Option<u32>,
+    home: std::path::PathBuf,
+    refinery: &'a Path,
 }
 
 enum Step {

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use shared_types::validate::{branch_dir_name, redact_url};
 
-pub use merge::MergeJob;
+pub use merge::{MergeJob, MergeOutcome};
 pub use paths::WorkspacePaths;
 
 use crate::process::command::{run, Finished};

@@ -188,7 +188,7 @@ async fn commit_on(f: &Fixture, branch: &str, file: &str, content: &str) {
 }
 
 fn job<'a>(f: &'a Fixture, branch: &'a str, gates: &'a [shared_types::MergeGate]) -> MergeJob<'a> {
-    MergeJob { rig_id: "rig1", git_url: &f.url, default_branch: "main", branch, message: "Merge it (bead b1)", gates, delete_branch: true }
+    MergeJob { rig_id: "rig1", git_url: &f.url, default_branch: "main", branch, message: "Merge it (bead b1)", gates, delete_branch: true, gate_uid: None }
 }
 
 async fn origin_git(f: &Fixture, args: &str) -> String {
@@ -273,4 +273,81 @@ async fn a_push_rejected_because_main_moved_is_merged_again() {
     assert_eq!(out.state, shared_types::MergeState::Merged, "{out:?}");
     let files = origin_git(&f, "ls-tree --name-only main").await;
     assert!(files.contains("a.txt") && files.contains("m.txt"), "{files}");
+}
+
+/// Processes whose command line contains `needle` and that still run (not zombies).
+fn running_with(needle: &str) -> Vec<i32> {
+    crate::process::procfs::pids()
+        .into_iter()
+        .filter(|pid| !matches!(crate::process::procfs::status_field(*pid, "State").as_deref(), None | Some("Z" | "X")))
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle)))
+        .collect()
+}
+
+/// Run as root with a gate uid (what the supervisor does when agents are isolated), the gates
+/// run under that uid with no other group: agent-written code in a gate can neither read a
+/// root-only file nor write outside the worktree nor signal the server, and what it leaves
+/// running is killed with the gates. A gate that points the worktree's `.git` elsewhere does not
+/// outlive its merge. A normal gate still reads the merged tree, runs git and writes build
+/// output, and the merge is pushed; the worktree is root's again afterwards.
+#[tokio::test]
+async fn gates_run_under_the_merge_uid() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: gates run under their own uid only when the server is root");
+        return;
+    }
+    let f = bare_fixture().await;
+    // The gate uid must be able to enter the folders above the workspace, as in the image.
+    std::fs::set_permissions(f._tmp.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
+    let uids = crate::sandbox::Uids::new(true, 3_100_000, 4);
+    let lease = uids.lease().expect("lease").expect("a uid");
+    let ws = f.git.paths().root().to_path_buf();
+    let secret = ws.join("root-secret");
+    std::fs::write(&secret, "root-only-secret").expect("secret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let outside = ws.join("rigs/rig1/written-by-a-gate");
+    let tag = format!("gastown-gate-leftover-{}", std::process::id());
+    commit_on(&f, "polecat/a/1", "a.txt", "a").await;
+
+    let probe = format!(
+        "echo uid=$(id -u) groups=$(id -G); \
+         if cat '{secret}' 2>/dev/null; then echo READ; else echo denied-read; fi; \
+         if touch '{outside}' 2>/dev/null; then echo WROTE; else echo denied-write; fi; \
+         if kill -0 {me} 2>/dev/null; then echo SIGNALLED; else echo denied-signal; fi; \
+         (setsid sh -c 'sleep 300; echo {tag}' > /dev/null 2>&1 &); \
+         rm -f .git && echo 'gitdir: /nowhere' > .git; exit 3",
+        secret = secret.display(),
+        outside = outside.display(),
+        me = std::process::id()
+    );
+    let gates = [shared_types::MergeGate { command: probe, timeout_secs: 30 }];
+    let before = origin_git(&f, "rev-parse main").await;
+    let out = f.git.merge(&MergeJob { gate_uid: Some(lease.uid), ..job(&f, "polecat/a/1", &gates) }).await;
+    assert_eq!(out.state, shared_types::MergeState::GateFailed, "{out:?}");
+    let output = out.output.unwrap_or_default();
+    assert!(output.contains(&format!("uid={u} groups={u}\n", u = lease.uid)), "{output}");
+    for denied in ["denied-read", "denied-write", "denied-signal"] {
+        assert!(output.contains(denied), "{denied}: {output}");
+    }
+    assert!(!output.contains("root-only-secret") && !output.contains("READ") && !output.contains("WROTE") && !output.contains("SIGNALLED"), "{output}");
+    assert!(!outside.exists());
+    assert!(running_with(&tag).is_empty(), "what the gate left running is killed with the gates");
+    assert_eq!(origin_git(&f, "rev-parse main").await, before);
+
+    let gates = [shared_types::MergeGate {
+        command: "test -f a.txt && git diff --stat HEAD~1 | grep -q a.txt && git status --short && mkdir -p target && echo built > target/out \
+                  && test \"$(stat -c %u .)\" = \"$(id -u)\" && touch \"$HOME/cache\" \"$TMPDIR/t\""
+            .into(),
+        timeout_secs: 30,
+    }];
+    let out = f.git.merge(&MergeJob { gate_uid: Some(lease.uid), ..job(&f, "polecat/a/1", &gates) }).await;
+    assert_eq!(out.state, shared_types::MergeState::Merged, "{out:?}");
+    assert_eq!(out.commit.as_deref(), Some(origin_git(&f, "rev-parse main").await.as_str()));
+    assert!(origin_git(&f, "ls-tree --name-only main").await.contains("a.txt"));
+    let refinery = f.git.paths().refinery("rig1").expect("refinery");
+    for path in [refinery.clone(), refinery.join(".git"), refinery.join("a.txt"), refinery.join("target/out")] {
+        assert_eq!(std::fs::symlink_metadata(&path).expect("meta").uid(), 0, "{} is root's again", path.display());
+    }
+    assert!(!ws.join(format!("run/gates-{}", lease.uid)).exists(), "the gates' HOME goes with the merge");
 }

@@ -14,7 +14,7 @@ use shared_types::{MergeRequest, MergeState, MergeStatus};
 
 use super::Supervisor;
 use crate::error::{Error, Result};
-use crate::git::MergeJob;
+use crate::git::{MergeJob, MergeOutcome};
 
 /// Finished jobs kept for their status.
 const KEEP_FINISHED: usize = 512;
@@ -82,16 +82,27 @@ impl Supervisor {
         tokio::spawn(async move {
             let lock = this.merges.rig_locks.get(&rig_id);
             let _one_at_a_time = lock.lock().await;
-            let job = MergeJob {
-                rig_id: &rig_id,
-                git_url: &request.git_url,
-                default_branch: &request.default_branch,
-                branch: &request.branch,
-                message: &request.message,
-                gates: &request.gates,
-                delete_branch: request.delete_branch,
+            // The gates run agent-written code: under a uid of their own when agents are
+            // isolated, held for the whole merge (a push rejected because the branch moved
+            // runs them again). Giving it back kills whatever the gates left running.
+            let gate_uid = if request.gates.is_empty() { Ok(None) } else { this.uids.lease() };
+            let outcome = match &gate_uid {
+                Ok(lease) => {
+                    let job = MergeJob {
+                        rig_id: &rig_id,
+                        git_url: &request.git_url,
+                        default_branch: &request.default_branch,
+                        branch: &request.branch,
+                        message: &request.message,
+                        gates: &request.gates,
+                        delete_branch: request.delete_branch,
+                        gate_uid: lease.as_ref().map(|l| l.uid),
+                    };
+                    this.git.merge(&job).await
+                }
+                Err(e) => MergeOutcome { state: MergeState::Failed, commit: None, detail: Some(format!("no uid for the gates: {e}")), output: None },
             };
-            let outcome = this.git.merge(&job).await;
+            drop(gate_uid);
             drop(_one_at_a_time);
             tracing::info!(rig = %rig_id, review = %request.review_id, state = ?outcome.state, detail = outcome.detail.as_deref().unwrap_or(""), "merge finished");
             let merged = outcome.state == MergeState::Merged;
