@@ -26,6 +26,14 @@ async fn kilo_port(cs: &ControlServer, agent: &str) -> u16 {
         .unwrap_or_else(|| panic!("no readiness line in {out}"))
 }
 
+/// Starts the agent `victim` (script `victim`) on `origin` and waits until it runs; its record.
+async fn start_victim(cs: &ControlServer, origin: &Origin) -> Value {
+    let victim = start_request("victim", "rig-1", "victim", "polecat/victim/aaaa1111", &origin.url(), &format!("Wait. {}", marker("victim")));
+    let (status, body) = cs.post("/agents/start?wait=true", victim).await;
+    assert_eq!(status, 201, "{body}");
+    body
+}
+
 /// The output of the first bash call of `script` the model has seen.
 async fn bash_output(model: &ModelServer, script: &str, needle: &str) -> String {
     model
@@ -44,9 +52,7 @@ async fn an_agent_cannot_drive_another_agents_kilo_server() {
     let cs = ControlServer::start(Options::default().env("GASTOWN_MODEL_BASE_URL", model.base_url()).env("GASTOWN_API_URL", worker.url()));
     let origin = Origin::new();
 
-    let victim = start_request("victim", "rig-1", "victim", "polecat/victim/aaaa1111", &origin.url(), &format!("Wait. {}", marker("victim")));
-    let (status, body) = cs.post("/agents/start?wait=true", victim).await;
-    assert_eq!(status, 201, "{body}");
+    start_victim(&cs, &origin).await;
     let port = kilo_port(&cs, "victim").await;
 
     model.set_script(
@@ -208,10 +214,7 @@ async fn gates_run_under_their_own_uid() {
     let origin = Origin::new();
 
     // Another agent's Kilo process, with its tool key in its private folder.
-    let victim = start_request("victim", "rig-1", "victim", "polecat/victim/aaaa1111", &origin.url(), &format!("Wait. {}", marker("victim")));
-    let (status, body) = cs.post("/agents/start?wait=true", victim).await;
-    assert_eq!(status, 201, "{body}");
-    let victim_pid = body["pid"].as_u64().expect("pid");
+    let victim_pid = start_victim(&cs, &origin).await["pid"].as_u64().expect("pid");
     let tool_key = std::fs::read_link(format!("/proc/{victim_pid}/cwd")).expect("the victim's private folder").join("tool-key");
     assert!(tool_key.exists(), "{}", tool_key.display());
     let secret = cs.workspace.join("root-secret");
