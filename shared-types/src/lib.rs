@@ -7,12 +7,14 @@
 //!   reference implementation's TypeScript types).
 //! - [`heartbeat`]: the batched heartbeat the container sends to the Worker.
 //! - [`refinery`]: merge jobs (a reviewed branch into the default branch, with quality gates).
+//! - [`text`]: cutting free text to a bound, marked with `…`.
 //! - [`validate`]: the checks both sides apply to ids, branch names, git URLs and environment
 //!   variables before anything touches a disk, a process or a database.
 
 pub mod control;
 pub mod heartbeat;
 pub mod refinery;
+pub mod text;
 pub mod validate;
 
 pub use control::*;

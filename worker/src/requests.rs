@@ -80,7 +80,7 @@ pub fn parse_body<T: serde::de::DeserializeOwned + Validate>(raw: &[u8]) -> ApiR
 }
 
 const BEAD_TYPES: Kind = Kind::Enum(&["issue", "message", "escalation", "merge_request"]);
-const PRIORITIES: Kind = Kind::Enum(&["low", "medium", "high", "critical"]);
+pub(crate) const PRIORITIES: Kind = Kind::Enum(&["low", "medium", "high", "critical"]);
 /// `failed` is ours (the reference has open, in_progress, closed).
 const BEAD_STATUSES: Kind = Kind::Enum(&["open", "in_progress", "closed", "failed"]);
 const ROLES: Kind = Kind::Enum(&["polecat", "refinery", "mayor", "witness"]);

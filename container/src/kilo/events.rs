@@ -104,14 +104,9 @@ impl Interpreter {
 }
 
 fn truncate(s: &str) -> String {
-    if s.len() <= MAX_TEXT {
-        return s.to_string();
-    }
-    let mut cut = MAX_TEXT;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &s[..cut])
+    let mut s = s.to_string();
+    shared_types::text::cut_with_ellipsis(&mut s, MAX_TEXT);
+    s
 }
 
 /// Follows the server's events until the server exits. Reconnects after a dropped stream

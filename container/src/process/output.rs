@@ -30,14 +30,7 @@ impl OutputBuffer {
     }
 
     pub fn push(&mut self, stream: Stream, mut line: String) {
-        if line.len() > MAX_LINE {
-            let mut cut = MAX_LINE;
-            while !line.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            line.truncate(cut);
-            line.push('…');
-        }
+        shared_types::text::cut_with_ellipsis(&mut line, MAX_LINE);
         self.bytes += line.len();
         self.lines.push_back((stream, line));
         while self.bytes > self.budget {

@@ -10,7 +10,7 @@ use shared_types::validate;
 use crate::body::{opt, req, Field, Kind, NON_EMPTY, STR};
 use crate::error::ApiResult;
 use crate::model::Priority;
-use crate::requests::{parse_body, text, Issues, NewConvoy, NewMail, SlingRequest, Validate, MAX_TEXT, MAX_TITLE};
+use crate::requests::{parse_body, text, Issues, NewConvoy, NewMail, SlingRequest, Validate, MAX_TEXT, MAX_TITLE, PRIORITIES};
 
 /// Longest message a person may send the mayor, and longest reply kept, in bytes.
 pub const MAX_MESSAGE: usize = shared_types::MAX_MAYOR_MESSAGE_BYTES;
@@ -120,7 +120,7 @@ impl Validate for MayorSling {
         req("rig_id", NON_EMPTY),
         req("title", NON_EMPTY),
         opt("body", STR),
-        opt("priority", Kind::Enum(&["low", "medium", "high", "critical"])),
+        opt("priority", PRIORITIES),
         opt("metadata", Kind::Record),
     ];
     fn check(&self, i: &mut Issues) {
@@ -230,14 +230,7 @@ pub fn tool_op(tool: MayorTool, body: &[u8]) -> ApiResult<(MayorOp, u16)> {
             let r: Reply = parse_body(body)?;
             // A reply longer than a message is cut, not refused: it is the model's text.
             let mut text = r.text;
-            if text.len() > MAX_MESSAGE {
-                let mut cut = MAX_MESSAGE;
-                while !text.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                text.truncate(cut);
-                text.push('…');
-            }
+            shared_types::text::cut_with_ellipsis(&mut text, MAX_MESSAGE);
             (MayorOp::Reply { text }, 201)
         }
     })

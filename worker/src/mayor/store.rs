@@ -94,6 +94,12 @@ pub struct MayorRow {
     pub turn_slings: i64,
 }
 
+/// A `SELECT MAX(id) AS id` row (`None` on an empty table).
+#[derive(Deserialize)]
+struct MaxId {
+    id: Option<i64>,
+}
+
 /// Newest transcript messages given back in full to a resumed mayor, at most this many bytes.
 pub const RESUME_BYTES: usize = 12 * 1024;
 /// Messages before those summarized by their first line.
@@ -138,12 +144,8 @@ impl<D: Db> Store<'_, D> {
             "INSERT INTO mayor_messages (role, text, created_at, delivered_at, in_reply_to) VALUES (?, ?, ?, ?, ?)",
             params![role.as_str(), text, &self.now, delivered, in_reply_to],
         )?;
-        #[derive(Deserialize)]
-        struct Id {
-            id: i64,
-        }
-        let last: Option<Id> = self.db.first("SELECT MAX(id) AS id FROM mayor_messages", vec![])?;
-        last.map(|r| r.id).ok_or_else(|| ApiError::Internal("the message was not kept".into()))
+        // The op runs alone in the object, so the newest id is the one just written.
+        self.last_id()
     }
 
     /// Messages after `after`, oldest first.
@@ -153,19 +155,11 @@ impl<D: Db> Store<'_, D> {
 
     /// The newest message (not the mayor's own) that reached the mayor.
     fn newest_delivered(&self) -> ApiResult<Option<i64>> {
-        #[derive(Deserialize)]
-        struct Id {
-            id: Option<i64>,
-        }
-        Ok(self.db.first::<Id>("SELECT MAX(id) AS id FROM mayor_messages WHERE role != 'mayor' AND delivered_at IS NOT NULL", vec![])?.and_then(|r| r.id))
+        Ok(self.db.first::<MaxId>("SELECT MAX(id) AS id FROM mayor_messages WHERE role != 'mayor' AND delivered_at IS NOT NULL", vec![])?.and_then(|r| r.id))
     }
 
     pub fn last_id(&self) -> ApiResult<i64> {
-        #[derive(Deserialize)]
-        struct Id {
-            id: Option<i64>,
-        }
-        Ok(self.db.first::<Id>("SELECT MAX(id) AS id FROM mayor_messages", vec![])?.and_then(|r| r.id).unwrap_or(0))
+        Ok(self.db.first::<MaxId>("SELECT MAX(id) AS id FROM mayor_messages", vec![])?.and_then(|r| r.id).unwrap_or(0))
     }
 
     /// People's messages and town notices that have not reached the mayor yet, oldest first.
