@@ -73,8 +73,7 @@ impl Api {
         if (200..300).contains(&status) && envelope["success"] != Value::Bool(false) {
             return Ok(envelope.get("data").cloned().unwrap_or(envelope));
         }
-        let message = envelope["error"].as_str().unwrap_or("no message").to_string();
-        Err(Error::Api { status, message })
+        Err(Error::Api { status, message: api_message(&envelope) })
     }
 
     /// The Worker's URL for WebSockets (`ws://` or `wss://`).
@@ -92,6 +91,22 @@ impl Api {
     pub async fn post(&self, path: &str, body: Value) -> Result<Value, Error> {
         self.call(Method::POST, path, Some(body)).await
     }
+}
+
+/// The error envelope's message, with each of its `issues` (a 400's field and problem) after
+/// it: `Invalid request body` alone does not say what to change.
+fn api_message(envelope: &Value) -> String {
+    let mut message = envelope["error"].as_str().unwrap_or("no message").to_string();
+    for issue in envelope["issues"].as_array().into_iter().flatten() {
+        let path: Vec<String> = issue["path"].as_array().into_iter().flatten().map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_string)).collect();
+        let problem = issue["message"].as_str().unwrap_or("invalid");
+        if path.is_empty() {
+            message.push_str(&format!("\n  {problem}"));
+        } else {
+            message.push_str(&format!("\n  {}: {problem}", path.join(".")));
+        }
+    }
+    message
 }
 
 /// The innermost cause, without the URL (which the message already names).
@@ -124,6 +139,11 @@ mod tests {
             assert!(segment("rig", bad).is_err(), "{bad}");
         }
         assert_eq!((Error::Api { status: 404, message: String::new() }).exit_code(), 1);
+        let invalid = serde_json::json!({"success": false, "error": "Invalid request body", "issues": [
+            {"code": "too_small", "path": ["beads", 0, "title"], "message": "Too small: expected string to have >=1 characters"},
+            {"code": "custom", "path": [], "message": "Unknown field"}]});
+        assert_eq!(api_message(&invalid), "Invalid request body\n  beads.0.title: Too small: expected string to have >=1 characters\n  Unknown field");
+        assert_eq!(api_message(&serde_json::json!({"error": "Rig not found"})), "Rig not found");
         assert_eq!(Error::Usage(String::new()).exit_code(), 2);
         assert_eq!(Error::NoAnswer(String::new()).exit_code(), 1);
         assert_eq!((Error::Unreachable { url: String::new(), detail: String::new() }).exit_code(), 3);

@@ -134,6 +134,8 @@ async fn a_person_runs_a_town_with_gt() {
         (vec!["status", "no-such-rig"], INTERNAL_KEY, url.as_str(), 1, "404"),
         (vec!["status", "a/b"], INTERNAL_KEY, url.as_str(), 2, "rig must be an id"),
         (vec!["sling", &rig], INTERNAL_KEY, url.as_str(), 2, "TITLE"),
+        (vec!["sling", "no-such-rig", "x"], INTERNAL_KEY, url.as_str(), 1, "404: Rig not found"),
+        (vec!["sling", &rig, "x", "--priority", "bogus"], INTERNAL_KEY, url.as_str(), 1, "priority: "),
         (vec!["status", &rig], "", url.as_str(), 2, "GASTOWN_KEY"),
         (vec!["status", &rig], INTERNAL_KEY, "http://127.0.0.1:9", 3, "cannot reach"),
         (vec!["watch", &town, "nobody-here", "--wait", "2"], INTERNAL_KEY, url.as_str(), 1, "404"),

@@ -83,7 +83,8 @@ impl IntoResponse for Error {
             Self::BadRequest { issues, .. } => issues.iter().map(BodyIssue::from).collect(),
             _ => Vec::new(),
         };
-        let mut response = (status, Json(ErrorBody { error: self.to_string(), issues })).into_response();
+        let boot_id = matches!(self, Self::NotFound(_)).then(|| crate::boot::id().to_string());
+        let mut response = (status, Json(ErrorBody { error: self.to_string(), issues, boot_id })).into_response();
         if matches!(self, Self::TooLarge(_)) {
             close_connection(&mut response);
         }

@@ -28,14 +28,13 @@ const PREVIEW_CHARS: usize = 4 * 1024;
 /// Starts the task (does nothing without `GASTOWN_API_URL`).
 pub fn spawn(supervisor: Arc<Supervisor>) {
     let Some(api_url) = supervisor.config.api_url.clone() else { return };
-    let boot_id: String = crate::secret::random_token().chars().take(16).collect();
     tokio::spawn(async move {
         // The last event id the Worker accepted, per agent.
         let mut sent: HashMap<String, u64> = HashMap::new();
         loop {
             tokio::time::sleep(EVERY).await;
             for (town, records) in collect(&supervisor, &sent) {
-                let batch = AgentEventBatch { boot_id: boot_id.clone(), events: records };
+                let batch = AgentEventBatch { boot_id: crate::boot::id().to_string(), events: records };
                 match send(&supervisor, &api_url, &town, &batch).await {
                     Ok(()) => {
                         for r in &batch.events {

@@ -83,7 +83,7 @@ fn collect(supervisor: &Supervisor, reported_ended: &HashSet<(String, String)>) 
     let uptime = supervisor.uptime_ms();
     towns
         .into_iter()
-        .map(|(town_id, agents)| ContainerHeartbeat { town_id, timestamp: clock::iso(SystemTime::now()), uptime, agents })
+        .map(|(town_id, agents)| ContainerHeartbeat { town_id, timestamp: clock::iso(SystemTime::now()), uptime, boot_id: Some(crate::boot::id().to_string()), agents })
         .collect()
 }
 

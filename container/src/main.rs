@@ -7,6 +7,7 @@
 //! ```
 
 mod agents;
+mod boot;
 mod capacity;
 mod clock;
 mod config;
@@ -76,6 +77,13 @@ fn serve() -> ExitCode {
         .with_current_span(false)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LOG").unwrap_or_else(|_| "info".into()))
         .init();
+    // Modes of what the server creates never depend on who started it: a umask of 077 (a shell
+    // that wrote a secret) would make the rig clones unreadable to the agents' uids. Every folder
+    // an agent must reach also gets its mode set explicitly (`git/paths.rs`, `sandbox.rs`).
+    let inherited = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    if inherited.bits() != 0o022 {
+        tracing::info!(inherited = format!("{:03o}", inherited.bits()), "umask set to 022");
+    }
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {

@@ -129,10 +129,56 @@ fn add_mode(path: &Path, meta: &std::fs::Metadata, extra: u32) -> std::io::Resul
     std::fs::set_permissions(path, std::fs::Permissions::from_mode((meta.permissions().mode() & 0o777) | extra))
 }
 
+/// Gives `path` at least the permission bits `mode` (adds the missing ones, removes none).
+pub fn at_least(path: &Path, mode: u32) -> std::io::Result<()> {
+    let meta = std::fs::metadata(path)?;
+    if meta.permissions().mode() & mode == mode {
+        return Ok(());
+    }
+    add_mode(path, &meta, mode)
+}
+
 /// Makes `dir` enterable (not listable) by every uid: mode 0711, for the folders an agent's
 /// path goes through (the workspace root, `run/`).
 fn traversable(dir: &Path) -> std::io::Result<()> {
-    add_mode(dir, &std::fs::metadata(dir)?, 0o711)
+    at_least(dir, 0o711)
+}
+
+/// Repairs the modes of a workspace made by an earlier run (maybe under a umask of 077, which
+/// left `rigs/` and the clones closed to the agents' uids): every folder on an agent's way to
+/// its checkout becomes enterable, and each rig's clone readable. Returns what it repaired.
+pub fn repair_rigs(workspace: &Path) -> std::io::Result<Vec<String>> {
+    let mut repaired = Vec::new();
+    let rigs = workspace.join("rigs");
+    let open = |dir: &Path, repaired: &mut Vec<String>| -> std::io::Result<()> {
+        let mode = std::fs::symlink_metadata(dir)?.permissions().mode();
+        if mode & 0o711 != 0o711 {
+            traversable(dir)?;
+            repaired.push(format!("{} (was {:o})", dir.display(), mode & 0o777));
+        }
+        Ok(())
+    };
+    if !rigs.is_dir() {
+        return Ok(repaired);
+    }
+    open(&rigs, &mut repaired)?;
+    for entry in std::fs::read_dir(&rigs)? {
+        let rig = entry?.path();
+        if !std::fs::symlink_metadata(&rig)?.is_dir() {
+            continue;
+        }
+        open(&rig, &mut repaired)?;
+        let worktrees = rig.join("worktrees");
+        if worktrees.is_dir() {
+            open(&worktrees, &mut repaired)?;
+        }
+        let repo = rig.join("repo");
+        if std::fs::symlink_metadata(&repo).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o005 != 0o005) {
+            readable_tree(&repo)?;
+            repaired.push(format!("{} (made readable)", repo.display()));
+        }
+    }
+    Ok(repaired)
 }
 
 /// Opens the way to the agents' folders for their uids: every folder above the workspace must
@@ -156,11 +202,14 @@ pub fn open_paths(workspace: &Path, tools: &Path) -> Result<(), String> {
     let run = root.join("run");
     std::fs::create_dir_all(&run).map_err(|e| fail(&run, e))?;
     traversable(&run).map_err(|e| fail(&run, e))?;
+    for repaired in repair_rigs(&root).map_err(|e| fail(&root.join("rigs"), e))? {
+        tracing::warn!(path = %repaired, "opened to the agents' uids (left closed by an earlier run)");
+    }
     readable_tree(tools).map_err(|e| fail(tools, e))
 }
 
 /// Adds read (and, on folders, enter) permission for everyone under `path`.
-fn readable_tree(path: &Path) -> std::io::Result<()> {
+pub fn readable_tree(path: &Path) -> std::io::Result<()> {
     walk(path, &mut |p, meta| {
         if meta.file_type().is_symlink() {
             Ok(())
@@ -216,8 +265,8 @@ mod tests {
     #[test]
     fn leases_are_distinct_and_come_back() {
         let uids = Uids::new(true, 3_000_000, 2);
-        if !uids.enabled() {
-            return; // not root: nothing to hand out (covered by off_hands_out_no_uid)
+        if !uids.enabled() && !gastown_e2e::skip::needs_root("sandbox::tests::leases_are_distinct_and_come_back", "uids are handed out only by a root server") {
+            return;
         }
         let a = uids.lease().expect("a").expect("uid");
         let b = uids.lease().expect("b").expect("uid");
@@ -242,5 +291,31 @@ mod tests {
             use std::os::unix::fs::MetadataExt;
             assert_eq!(std::fs::metadata(dir.join("sub/f")).expect("meta").uid(), 3_000_001);
         }
+    }
+
+    #[test]
+    fn a_workspace_closed_by_an_earlier_run_is_opened() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let rig = tmp.path().join("rigs/r1");
+        for dir in ["rigs/r1/worktrees", "rigs/r1/repo/.git/objects"] {
+            std::fs::create_dir_all(tmp.path().join(dir)).expect("dirs");
+        }
+        std::fs::write(rig.join("repo/.git/objects/pack"), "x").expect("file");
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        let set = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod");
+        set(&rig.join("repo/.git/objects/pack"), 0o600);
+        for dir in ["rigs/r1/repo/.git/objects", "rigs/r1/repo/.git", "rigs/r1/repo", "rigs/r1/worktrees", "rigs/r1", "rigs"] {
+            set(&tmp.path().join(dir), 0o700);
+        }
+
+        let repaired = repair_rigs(tmp.path()).expect("repair");
+        assert_eq!(repaired.len(), 4, "{repaired:?}");
+        for dir in ["rigs", "rigs/r1", "rigs/r1/worktrees"] {
+            assert_eq!(mode(&tmp.path().join(dir)), 0o711, "{dir}");
+        }
+        assert_eq!(mode(&rig.join("repo/.git/objects")), 0o755);
+        assert_eq!(mode(&rig.join("repo/.git/objects/pack")), 0o644);
+        assert!(repair_rigs(tmp.path()).expect("again").is_empty(), "nothing left to repair");
+        assert!(repair_rigs(&tmp.path().join("none")).expect("no rigs yet").is_empty());
     }
 }

@@ -210,6 +210,9 @@ pub struct AgentProcess {
     /// Why the agent failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The boot of the control server that runs the agent (our addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
 }
 
 /// `GET /agents`.
@@ -262,6 +265,10 @@ pub struct HealthResponse {
     /// `none` (the server is not root: every agent runs as the server's uid). Our addition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<String>,
+    /// Names this run of the control server (our addition): a new boot id means every run of
+    /// the previous one is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
 }
 
 /// `/health`'s `pool`: pre-started `kilo serve` processes waiting for an agent.
@@ -307,6 +314,10 @@ pub struct ErrorBody {
     pub error: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub issues: Vec<BodyIssue>,
+    /// On a 404: the boot of the control server that does not know the thing asked for, so a
+    /// caller can tell "not started yet" from "lost with an earlier boot" (our addition).
+    #[serde(default, rename = "bootId", skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
 }
 
 /// One problem with a request body, shaped as the reference implementation's (zod) issues:

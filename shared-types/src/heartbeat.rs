@@ -29,6 +29,9 @@ pub struct ContainerHeartbeat {
     pub timestamp: String,
     /// Milliseconds since the control server started.
     pub uptime: u64,
+    /// Names this run of the control server (as `/health`'s `bootId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
     pub agents: Vec<AgentHeartbeat>,
 }
 

@@ -92,10 +92,21 @@ async fn start_agents(cs: &ControlServer, origin: &str, n: usize, prefix: &str) 
     started
 }
 
-/// Waits until every agent's first turn reached the model (bounded).
-async fn wait_turns(model: &ModelServer, n: usize) {
-    let _ = model.wait_until(Duration::from_secs(300), |reqs| reqs.iter().filter(|r| r.script() == Some("bench")).count() >= n).await;
+/// Waits until `n` first turns of the bench script reached the model (bounded); returns how
+/// many did, so a row never claims agents that never got there.
+async fn wait_turns(model: &ModelServer, n: usize) -> usize {
+    let turns = |reqs: &[gastown_e2e::model_server::RecordedRequest]| reqs.iter().filter(|r| r.script() == Some("bench")).count();
+    let reached = match model.wait_until(Duration::from_secs(300), |reqs| turns(reqs) >= n).await {
+        Ok(reqs) => turns(&reqs),
+        Err(_) => turns(&model.requests()),
+    };
     tokio::time::sleep(Duration::from_secs(2)).await;
+    reached
+}
+
+/// The row for a figure that could not be measured, instead of no row at all.
+fn missing(name: &str, why: &str) {
+    row(name, format!("not measured: {why}"));
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -111,19 +122,26 @@ async fn main() {
     let idle = rss_kib(cs.pid() as i32);
     row("control server RSS, idle", format!("{:.1} MiB", idle as f64 / 1024.0));
     let started = start_agents(&cs, &origin.url(), AGENTS, "a").await;
-    wait_turns(&model, AGENTS).await;
+    let reached = wait_turns(&model, AGENTS).await;
+    if reached < AGENTS {
+        row("agents that never reached the model (of the RSS rows below)", format!("{} of {AGENTS}", AGENTS - reached));
+    }
     let busy = rss_kib(cs.pid() as i32);
-    row(&format!("control server RSS with {AGENTS} agents"), format!("{:.1} MiB", busy as f64 / 1024.0));
+    row(&format!("control server RSS with {reached} agents at the model"), format!("{:.1} MiB", busy as f64 / 1024.0));
     row("control server RSS per supervised agent", format!("{:.0} KiB", busy.saturating_sub(idle) as f64 / AGENTS as f64));
-    if let Some(t) = timings(&cs, "a0") {
-        row("start, cold clone: clone", ms(&t, "clone_ms"));
+    match timings(&cs, "a0") {
+        Some(t) => row("start, cold clone: clone", ms(&t, "clone_ms")),
+        None => missing("start, cold clone: clone", "no 'agent running' log line for a0"),
     }
     let mut warm: Vec<Value> = (1..AGENTS).filter_map(|i| timings(&cs, &format!("a{i}"))).collect();
     warm.sort_by_key(|t| t["total_ms"].as_u64().unwrap_or(0));
-    if let Some(t) = warm.get(warm.len() / 2) {
-        for (k, label) in [("clone_ms", "fetch"), ("worktree_ms", "worktree"), ("spawn_ms", "spawn"), ("ready_ms", "ready (kilo healthy)"), ("session_ms", "session + first prompt"), ("total_ms", "total")] {
-            row(&format!("start, warm clone (median of {}): {label}", warm.len()), ms(t, k));
+    match warm.get(warm.len() / 2) {
+        Some(t) => {
+            for (k, label) in [("clone_ms", "fetch"), ("worktree_ms", "worktree"), ("spawn_ms", "spawn"), ("ready_ms", "ready (kilo healthy)"), ("session_ms", "session + first prompt"), ("total_ms", "total")] {
+                row(&format!("start, warm clone (median of {}): {label}", warm.len()), ms(t, k));
+            }
         }
+        None => missing("start, warm clone", "no agent but the first logged its start"),
     }
     let pgids: Vec<i32> = started.iter().filter_map(|s| s["pid"].as_i64()).map(|p| p as i32).collect();
     let pss = groups_pss_kib(&pgids);
@@ -135,7 +153,10 @@ async fn main() {
     let cs = ControlServer::start(Options::default().env("GASTOWN_MODEL_BASE_URL", model.base_url()).env("AGENTS_PER_SERVER", AGENTS.to_string()));
     let before = model.requests().iter().filter(|r| r.script() == Some("bench")).count();
     let started = start_agents(&cs, &origin.url(), AGENTS, "s").await;
-    wait_turns(&model, before + AGENTS).await;
+    let reached = wait_turns(&model, before + AGENTS).await - before;
+    if reached < AGENTS {
+        row("shared process: agents that never reached the model", format!("{} of {AGENTS}", AGENTS - reached));
+    }
     let mut pgids: Vec<i32> = started.iter().filter_map(|s| s["pid"].as_i64()).map(|p| p as i32).collect();
     pgids.dedup();
     let pss = groups_pss_kib(&pgids);
@@ -149,9 +170,12 @@ async fn main() {
     let cs = ControlServer::start(Options::default().env("GASTOWN_MODEL_BASE_URL", model.base_url()));
     start_agents(&cs, &url, 2, "w").await;
     for (id, label) in [("w0", "cold clone"), ("w1", "warm clone")] {
-        if let Some(t) = timings(&cs, id) {
-            row(&format!("20,000 files, {label}: clone or fetch"), ms(&t, "clone_ms"));
-            row(&format!("20,000 files, {label}: worktree"), ms(&t, "worktree_ms"));
+        match timings(&cs, id) {
+            Some(t) => {
+                row(&format!("20,000 files, {label}: clone or fetch"), ms(&t, "clone_ms"));
+                row(&format!("20,000 files, {label}: worktree"), ms(&t, "worktree_ms"));
+            }
+            None => missing(&format!("20,000 files, {label}"), &format!("no 'agent running' log line for {id}")),
         }
     }
     drop(cs);

@@ -87,7 +87,7 @@ impl Options {
 }
 
 /// Hands `listener` to the child as fd 3 (the socket-activation protocol).
-fn pass_listener(cmd: &mut Command, listener: &std::net::TcpListener) {
+pub fn pass_listener(cmd: &mut Command, listener: &std::net::TcpListener) {
     cmd.env("LISTEN_FDS", "1");
     hand_over_listener(cmd, listener);
 }

@@ -8,6 +8,7 @@ pub mod podman;
 pub mod procs;
 pub mod project;
 pub mod proxy;
+pub mod skip;
 pub mod town;
 pub mod wait;
 pub mod worker_stub;

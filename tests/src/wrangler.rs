@@ -279,6 +279,17 @@ impl WranglerDev {
     }
 
     /// A bead of a rig, as the API shows it.
+    /// A fresh rig configured as a town configures it (work can be created only on such a rig),
+    /// for tests of the API alone: its origin is a placeholder nothing clones, since no agent
+    /// is dispatched without `GASTOWN_MODEL`.
+    pub async fn configured_rig(&self) -> String {
+        let rig = unique_id("rig");
+        let config = serde_json::json!({ "town_id": unique_id("town"), "git_url": "https://example.com/placeholder.git" });
+        let r = self.call(Method::PUT, &format!("/api/rigs/{rig}/config"), &Auth::Internal, config).await;
+        assert_eq!(r.status, 200, "configuring {rig}: {r:?}");
+        rig
+    }
+
     pub async fn bead(&self, rig: &str, id: &str) -> Value {
         self.get(&format!("/api/rigs/{rig}/beads/{id}")).await.data().clone()
     }

@@ -104,6 +104,15 @@ async fn an_agent_works_in_its_worktree_pushes_and_calls_gt_done() {
     assert_eq!(beat.body["agents"][0]["agentId"], "agent-1");
     assert!(beat.body["agents"][0]["lastActivityAt"].is_string());
 
+    // One boot id names this run of the server everywhere: /health, the heartbeat, the agent's
+    // record, and a 404 (so the Worker can tell a run lost with an earlier boot).
+    let boot = cs.get("/health").await.1["bootId"].as_str().expect("bootId in /health").to_string();
+    assert_eq!(beat.body["bootId"].as_str(), Some(boot.as_str()));
+    assert_eq!(cs.get("/agents/agent-1/status").await.0, 200);
+    assert_eq!(cs.get("/agents").await.1["agents"][0]["bootId"].as_str(), Some(boot.as_str()));
+    let (status, unknown) = cs.get("/agents/nobody/status").await;
+    assert_eq!((status, unknown["bootId"].as_str()), (404, Some(boot.as_str())), "{unknown}");
+
     // The Kilo process's own output is captured (its readiness line names its port).
     let (status, output) = cs.get("/agents/agent-1/output?lines=50").await;
     assert_eq!(status, 200, "{output}");

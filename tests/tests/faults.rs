@@ -78,8 +78,9 @@ async fn a_town_rides_out_faults_and_keeps_to_its_spending_caps() {
         &[("STOP_GRACE_MS", "3000")],
         &[
             ("SCHEDULER_TICK_MS", "1000"),
-            // A run lost with its control server is re-dispatched once this has passed.
-            ("SCHEDULER_COLD_START_GRACE_MS", "10000"),
+            // Longer than any case waits: a run lost with its control server can only be
+            // re-dispatched in time by the restarted server's new boot id.
+            ("SCHEDULER_COLD_START_GRACE_MS", "600000"),
             ("CONTAINER_SLEEP_AFTER_MS", "3000"),
             ("CONTAINER_PROBE_INTERVAL_MS", "500"),
             ("CONTAINER_MAX_FAILED_PROBES", "3"),
@@ -91,6 +92,7 @@ async fn a_town_rides_out_faults_and_keeps_to_its_spending_caps() {
     long_silent_turn(&local, &model, &town).await;
     agent_killed_mid_turn(&local, &model, &town).await;
     control_server_killed(&mut local, &model, &town).await;
+    control_server_restarted_at_once(&mut local, &model, &town).await;
     worker_unreachable(&local, &model, &town).await;
     spending_caps(&local, &model, &town).await;
 }
@@ -262,7 +264,7 @@ async fn control_server_killed(local: &mut LocalTown, model: &ModelServer, town:
         (container_state(dev, town).await["status"] == "running").then_some(())
     })
     .await;
-    // The RigDO finds the run gone (404 after the grace period) and dispatches it again.
+    // The RigDO finds the run gone (a 404 from the new boot) and dispatches it again.
     let b = dev.settled_bead(&rig, &id, WORK).await;
     assert_eq!(b["status"], "closed", "{b}");
     let reviews = reviews_of(dev, &rig, &id).await;
@@ -287,6 +289,52 @@ async fn control_server_killed(local: &mut LocalTown, model: &ModelServer, town:
     assert!(kept.windows(2).all(|w| w[0]["seq"].as_i64() < w[1]["seq"].as_i64()), "kept in order");
     assert_eq!(dev.get(&format!("/api/towns/{town}/agents/{agent}/events?limit=0")).await.status, 400);
     row("control server SIGKILLed mid-turn, restarted", "unresponsive after 3 failed probes; run re-dispatched; merged once; the lost run's events kept by the Worker", "none");
+}
+
+/// Why each lost run of the bead ended, as its `agent_exited` events say.
+async fn exit_reasons(dev: &WranglerDev, rig: &str, id: &str) -> Vec<String> {
+    let events = dev.get(&format!("/api/rigs/{rig}/beads/{id}/events?limit=100")).await;
+    events.data().as_array().into_iter().flatten().filter(|e| e["kind"] == "agent_exited").map(|e| e["data"]["reason"].as_str().unwrap_or("").to_string()).collect()
+}
+
+/// The control server SIGKILLed mid-turn and back at once, as a container restart does: its
+/// new boot knows none of the old runs, so the run is lost at the next scheduler pass, not
+/// after the cold-start grace (which this town sets longer than the case may take).
+async fn control_server_restarted_at_once(local: &mut LocalTown, model: &ModelServer, town: &str) {
+    let origin = Origin::new();
+    let rig = local.rig(town, "reboot", &origin.url()).await;
+    model.set_runs("reboot", vec![vec![Step::bash("sleep 120"), Step::text("never")], commit_push_done("reboot.txt", "reboot")]);
+    let id = sling(&local.worker, &rig, "Survive a reboot", "reboot").await;
+    model.wait_for_script_requests("reboot", 1, WORK).await.expect("the first run");
+    let booted = local.control.get("/health").await.1["bootId"].as_str().expect("a boot id in /health").to_string();
+
+    local.control.kill_all();
+    local.control.restart();
+    let restarted_at = Instant::now();
+    let rebooted = until("the restarted server to answer", Duration::from_secs(60), async || {
+        local.control.get("/health").await.1["bootId"].as_str().map(str::to_string)
+    })
+    .await;
+    assert_ne!(booted, rebooted, "a new boot, a new id");
+    let dev = &local.worker;
+    until("the lost run to be dispatched again", WORK, async || {
+        (event_kinds(dev, &rig, &id).await.iter().filter(|k| *k == "agent_dispatched").count() >= 2).then_some(())
+    })
+    .await;
+    let redispatched = restarted_at.elapsed();
+    let b = dev.settled_bead(&rig, &id, WORK).await;
+    assert_eq!(b["status"], "closed", "{b}");
+    assert_eq!(commits_touching(&origin, "reboot.txt"), 1, "worked once on main");
+    let reasons = exit_reasons(dev, &rig, &id).await;
+    assert_eq!(reasons.len(), 1, "one lost run: {reasons:?}");
+    assert!(reasons[0].contains("restarted"), "lost by the boot id, not by the grace: {reasons:?}");
+    let state = container_state(dev, town).await;
+    assert_eq!(state["bootId"].as_str(), Some(rebooted.as_str()), "the TownContainer saw the new boot: {state}");
+    row(
+        "control server SIGKILLed mid-turn, back at once",
+        &format!("run lost at the next pass (new boot id), re-dispatched {:.1} s after the restart (tick 1 s); merged once", redispatched.as_secs_f64()),
+        "none",
+    );
 }
 
 /// The Worker unreachable for 60 s while the agent sends mail, its answer then lost on the way
@@ -367,9 +415,7 @@ async fn worker_unreachable(local: &LocalTown, model: &ModelServer, town: &str) 
 /// next start once there is room again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_workspace_disk_fails_a_start_cleanly() {
-    if !procs::is_root() {
-        // A mount namespace needs root; CI runs as root (as the container's server does).
-        eprintln!("skipped: mounting a small tmpfs needs root");
+    if !gastown_e2e::skip::needs_root("faults::a_full_workspace_disk_fails_a_start_cleanly", "mounting a small tmpfs in a mount namespace") {
         return;
     }
     let model = ModelServer::start(Vec::<(String, Vec<Step>)>::new()).await.expect("model server");

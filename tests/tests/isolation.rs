@@ -110,8 +110,7 @@ async fn an_agent_cannot_drive_another_agents_kilo_server() {
 /// uid left running is killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_run_under_their_own_uids_and_cannot_read_each_other() {
-    if !gastown_e2e::procs::is_root() {
-        eprintln!("skipped: agent isolation needs the control server to run as root");
+    if !gastown_e2e::skip::needs_root("isolation::agents_run_under_their_own_uids_and_cannot_read_each_other", "agents get uids of their own only from a root server") {
         return;
     }
     let tag = format!("gastown-leftover-{}", std::process::id());
@@ -204,8 +203,7 @@ async fn agents_run_under_their_own_uids_and_cannot_read_each_other() {
 /// reads the merged tree, runs git and writes build output, and the merge is pushed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gates_run_under_their_own_uid() {
-    if !gastown_e2e::procs::is_root() {
-        eprintln!("skipped: gate isolation needs the control server to run as root");
+    if !gastown_e2e::skip::needs_root("isolation::gates_run_under_their_own_uid", "gates get a uid of their own only from a root server") {
         return;
     }
     let model = ModelServer::start([("victim", vec![Step::text("waiting")])]).await.expect("model server");

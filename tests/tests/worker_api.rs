@@ -52,7 +52,7 @@ async fn health_routing_and_envelope() {
 #[tokio::test]
 async fn auth_matrix() {
     let dev = WranglerDev::start().await;
-    let rig = "rig-auth";
+    let rig = &dev.configured_rig().await;
     let a1 = register(&dev, rig, "toast", "polecat").await;
     let a2 = register(&dev, rig, "nux", "polecat").await;
     let b = bead(&dev, rig, json!({"type": "issue", "title": "t"})).await;
@@ -142,7 +142,7 @@ async fn auth_matrix() {
 #[tokio::test]
 async fn beads_crud_filters_pagination_and_bad_input() {
     let dev = WranglerDev::start().await;
-    let rig = unique_id("rig");
+    let rig = dev.configured_rig().await;
     let agent = register(&dev, &rig, "toast", "polecat").await;
 
     let b = bead(&dev, &rig, json!({"type": "issue", "title": "first"})).await;
@@ -252,7 +252,7 @@ async fn beads_crud_filters_pagination_and_bad_input() {
 #[tokio::test]
 async fn hook_prime_mail_done_and_review_queue() {
     let dev = WranglerDev::start().await;
-    let rig = unique_id("rig");
+    let rig = dev.configured_rig().await;
     let toast = register(&dev, &rig, "toast", "polecat").await;
     let nux = register(&dev, &rig, "nux", "polecat").await;
     let mayor = register(&dev, &rig, "mayor", "mayor").await;
@@ -393,7 +393,7 @@ fn urlencode(s: &str) -> String {
 #[tokio::test]
 async fn sling_concurrency_and_consistency() {
     let dev = WranglerDev::start().await;
-    let rig = unique_id("rig");
+    let rig = dev.configured_rig().await;
 
     // Five concurrent slings on an empty rig: five distinct polecats named from the pool.
     let slings = (0..5).map(|i| {
@@ -440,6 +440,26 @@ async fn sling_concurrency_and_consistency() {
     assert_eq!(polecats.data().as_array().expect("agents").len(), 6);
     let ident = urlencode(&format!("polecat/toast@{rig}"));
     assert_eq!(dev.get(&format!("/api/identities/{ident}")).await.data()["name"], "toast");
+
+    // A rig no town configured (a mistyped id): everything that would create work or agents
+    // there is a 404 that creates nothing.
+    let typo = unique_id("no-such-rig");
+    let creates = [
+        ("sling", json!({"title": "lost"})),
+        ("beads", json!({"type": "issue", "title": "lost"})),
+        ("agents", json!({"role": "polecat", "name": "ghost", "identity": format!("ghost@{typo}")})),
+        ("mail", json!({"from_agent_id": "a", "to_agent_id": "b", "subject": "s", "body": "b"})),
+        ("convoys", json!({"title": "c", "beads": [{"title": "t"}]})),
+        ("escalations", json!({"title": "stuck"})),
+    ];
+    for (what, body) in creates {
+        let r = dev.post(&format!("/api/rigs/{typo}/{what}"), body).await;
+        assert_eq!((r.status, r.error()), (404, "Rig not found"), "{what}: {r:?}");
+    }
+    for what in ["beads", "agents", "convoys"] {
+        let r = dev.get(&format!("/api/rigs/{typo}/{what}")).await;
+        assert_eq!(r.data(), &json!([]), "{what} on the unknown rig: {r:?}");
+    }
 
     // Concurrent writes to one rig: all land, each exactly once.
     let creates = (0..20).map(|i| {

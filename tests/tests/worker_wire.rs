@@ -3,7 +3,7 @@
 //! them (measured; /work/notes/wire-compat.md). One `wrangler dev` for every case. Where we
 //! deliberately differ, README "Wire compatibility with the reference" lists it.
 
-use gastown_e2e::wrangler::{agent_token, now_secs, sign_jwt, unique_id, Auth, Reply, WranglerDev, JWT_SECRET};
+use gastown_e2e::wrangler::{agent_token, now_secs, sign_jwt, Auth, Reply, WranglerDev, JWT_SECRET};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -36,7 +36,7 @@ const NULL_BODY: &str = r#"[{"expected":"object","code":"invalid_type","path":[]
 #[tokio::test]
 async fn every_reference_route_answers_as_the_reference() {
     let dev = WranglerDev::start().await;
-    let rig = unique_id("rig");
+    let rig = dev.configured_rig().await;
     let internal = Auth::Internal;
     let call = |m: Method, path: String, auth: Auth, body: Value| {
         let dev = &dev;

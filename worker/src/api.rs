@@ -80,7 +80,7 @@ pub enum Plan {
     /// The container's heartbeat, split per rig: `(rig id, [(agent id, last activity)])`. Every
     /// rig must be one of `town_id`'s (checked against the TownDO before anything is updated).
     /// `running_agents` (the active ones) goes to the TownContainer: it keeps the container awake.
-    Heartbeat { town_id: String, rig_updates: Vec<(String, Vec<(String, String)>)>, running_agents: u32 },
+    Heartbeat { town_id: String, rig_updates: Vec<(String, Vec<(String, String)>)>, running_agents: u32, boot_id: Option<String> },
 }
 
 fn rig(rig_id: String, op: RigOp) -> Plan {
@@ -256,6 +256,9 @@ fn heartbeat(town: &str, body: &[u8]) -> ApiResult<Plan> {
     if hb.town_id != town {
         return Err(ApiError::bad_request("townId: does not match the route"));
     }
+    if let Some(boot) = &hb.boot_id {
+        validate::id(boot).map_err(|m| ApiError::bad_request(format!("bootId: {m}")))?;
+    }
     let mut per_rig: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     let running_agents = hb.agents.iter().filter(|a| a.status.is_active()).count() as u32;
     for a in hb.agents {
@@ -269,7 +272,7 @@ fn heartbeat(town: &str, body: &[u8]) -> ApiResult<Plan> {
         }
         per_rig.entry(a.rig_id).or_default().push((a.agent_id, a.last_activity_at));
     }
-    Ok(Plan::Heartbeat { town_id: town.to_string(), rig_updates: per_rig.into_iter().collect(), running_agents })
+    Ok(Plan::Heartbeat { town_id: town.to_string(), rig_updates: per_rig.into_iter().collect(), running_agents, boot_id: hb.boot_id })
 }
 
 /// The `Idempotency-Key` of a call that changes something, scoped to its caller so two callers
@@ -425,6 +428,13 @@ mod tests {
         let p = plan_for(Method::Post, "/api/towns/t1/container/heartbeat", Caller::Container, &body.to_string());
         let Ok(Plan::Heartbeat { rig_updates, running_agents, .. }) = p else { panic!("{p:?}") };
         assert_eq!((rig_updates.len(), running_agents), (2, 2));
+        let mut booted = body.clone();
+        booted["bootId"] = json!("0123456789abcdef");
+        let p = plan_for(Method::Post, "/api/towns/t1/container/heartbeat", Caller::Container, &booted.to_string());
+        assert!(matches!(p, Ok(Plan::Heartbeat { boot_id: Some(ref b), .. }) if b == "0123456789abcdef"), "{p:?}");
+        booted["bootId"] = json!("../x");
+        let p = plan_for(Method::Post, "/api/towns/t1/container/heartbeat", Caller::Container, &booted.to_string());
+        assert_eq!(p.map_err(|e| e.status()), Err(400), "a malformed boot id");
         let mut ended = body.clone();
         ended["agents"][0]["status"] = json!("exited");
         let p = plan_for(Method::Post, "/api/towns/t1/container/heartbeat", Caller::Container, &ended.to_string());

@@ -22,6 +22,8 @@ pub mod idempotency;
 pub mod jwt;
 pub mod mayor;
 pub mod model;
+#[cfg(test)]
+pub mod native_db;
 pub mod prompts;
 pub mod query;
 pub mod refinery;

@@ -65,6 +65,15 @@ impl RigOp {
         matches!(self, Self::Hook { .. } | Self::Sling { .. } | Self::Configure { .. } | Self::CreateConvoy { .. } | Self::SubmitReview(_) | Self::Done { .. })
     }
 
+    /// Ops that create work or agents: refused with 404 `Rig not found`, creating nothing, on a
+    /// rig no town has configured (a mistyped rig id must not leave a bead nobody can run).
+    pub fn needs_configured_rig(&self) -> bool {
+        matches!(
+            self,
+            Self::CreateBead(_) | Self::RegisterAgent(_) | Self::SendMail(_) | Self::Sling { .. } | Self::CreateConvoy { .. } | Self::CreateEscalation(_)
+        )
+    }
+
     /// The agent whose run this op proves started for real: its own calls from inside a run
     /// (prime, checkpoint, mail check, heartbeat). The scheduler's attempt count then resets.
     pub fn run_proof(&self) -> Option<&str> {

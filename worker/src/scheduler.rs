@@ -159,8 +159,22 @@ pub enum Witness {
     Unknown,
 }
 
+/// A dispatched run as the RigDO recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub dispatched_ms: i64,
+    /// The boot of the control server that took the start (`None`: its answer named none).
+    pub boot_id: Option<String>,
+}
+
 /// `status`: the HTTP status of `GET /agents/:id/status` (`None` when the call failed).
-pub fn witness(status: Option<u16>, body: &Value, dispatched_ms: i64, now_ms: i64, grace_ms: i64) -> Witness {
+///
+/// A 404 from a control server whose boot is not the one that took the run means the run died
+/// with its boot: lost now. The cold-start grace is only for a 404 that cannot be placed: a
+/// boot unknown on either side (a dispatch from before boots were recorded, a server that
+/// names none), or the same boot (the run was taken but its record is not there yet).
+pub fn witness(status: Option<u16>, body: &Value, run: &Run, now_ms: i64, grace_ms: i64) -> Witness {
+    let answering_boot = body["bootId"].as_str();
     match status {
         Some(200) => match body["status"].as_str() {
             Some("exited") | Some("failed") => {
@@ -169,7 +183,10 @@ pub fn witness(status: Option<u16>, body: &Value, dispatched_ms: i64, now_ms: i6
             }
             _ => Witness::Fine,
         },
-        Some(404) if now_ms - dispatched_ms < grace_ms => Witness::Fine,
+        Some(404) if run.boot_id.as_deref().zip(answering_boot).is_some_and(|(took, answers)| took != answers) => {
+            Witness::Exited("the control server restarted: the run was lost with its earlier boot".into())
+        }
+        Some(404) if now_ms - run.dispatched_ms < grace_ms => Witness::Fine,
         Some(404) => Witness::Exited("not found in the container after the cold-start grace period".into()),
         _ => Witness::Unknown,
     }
@@ -258,12 +275,26 @@ mod tests {
     #[test]
     fn witness_decisions() {
         let g = 1000;
-        assert_eq!(witness(Some(200), &json!({"status": "running"}), 0, 5000, g), Witness::Fine);
-        assert!(matches!(witness(Some(200), &json!({"status": "exited", "exitCode": 137}), 0, 5000, g), Witness::Exited(m) if m.contains("137")));
-        assert_eq!(witness(Some(404), &Value::Null, 0, 500, g), Witness::Fine);
-        assert!(matches!(witness(Some(404), &Value::Null, 0, 1500, g), Witness::Exited(_)));
-        assert_eq!(witness(None, &Value::Null, 0, 5000, g), Witness::Unknown);
-        assert_eq!(witness(Some(503), &Value::Null, 0, 5000, g), Witness::Unknown);
+        let run = Run { dispatched_ms: 0, boot_id: None };
+        assert_eq!(witness(Some(200), &json!({"status": "running"}), &run, 5000, g), Witness::Fine);
+        assert!(matches!(witness(Some(200), &json!({"status": "exited", "exitCode": 137}), &run, 5000, g), Witness::Exited(m) if m.contains("137")));
+        assert_eq!(witness(Some(404), &Value::Null, &run, 500, g), Witness::Fine);
+        assert!(matches!(witness(Some(404), &Value::Null, &run, 1500, g), Witness::Exited(_)));
+        assert_eq!(witness(None, &Value::Null, &run, 5000, g), Witness::Unknown);
+        assert_eq!(witness(Some(503), &Value::Null, &run, 5000, g), Witness::Unknown);
+    }
+
+    #[test]
+    fn a_404_from_a_new_boot_is_a_lost_run_at_once() {
+        let g = 180_000;
+        let took = Run { dispatched_ms: 0, boot_id: Some("boot-a".into()) };
+        let from = |boot: &str| json!({"error": "Agent a1 not found", "bootId": boot});
+        assert!(matches!(witness(Some(404), &from("boot-b"), &took, 100, g), Witness::Exited(m) if m.contains("restarted")));
+        assert_eq!(witness(Some(404), &from("boot-a"), &took, 100, g), Witness::Fine, "the same boot: within the grace");
+        assert_eq!(witness(Some(404), &json!({"error": "x"}), &took, 100, g), Witness::Fine, "no boot in the answer");
+        let unknown = Run { boot_id: None, ..took.clone() };
+        assert_eq!(witness(Some(404), &from("boot-b"), &unknown, 100, g), Witness::Fine, "no boot on record");
+        assert!(matches!(witness(Some(404), &from("boot-a"), &took, g, g), Witness::Exited(m) if m.contains("grace")));
     }
 
     #[test]

@@ -289,6 +289,7 @@ impl Agent {
             started_at: clock::iso(s.started_at),
             last_activity_at: clock::iso(s.last_activity_at),
             error: s.error.clone(),
+            boot_id: Some(crate::boot::id().to_string()),
         }
     }
 

@@ -225,6 +225,8 @@ impl GitManager {
         }
         // Agents' checkouts borrow these objects: nothing may ever prune them.
         self.git(Some(&tmp), &["config", "gc.auto", "0"], url).await?;
+        // Every agent's checkout of the rig reads these objects, under its own uid.
+        crate::sandbox::readable_tree(&tmp).map_err(|e| GitError::Failed(format!("cannot open the clone to the agents: {e}")))?;
         std::fs::rename(&tmp, repo).map_err(|e| GitError::Failed(format!("cannot move the clone into place: {e}")))?;
         Ok(())
     }

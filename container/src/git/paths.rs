@@ -4,6 +4,12 @@
 
 use std::path::{Component, Path, PathBuf};
 
+/// The folders on an agent's way to its checkout and to the rig's clone (the workspace,
+/// `rigs/`, `rigs/<rig>`, `worktrees/`): every uid may enter them, none may list them.
+pub const TRAVERSABLE: u32 = 0o711;
+/// A folder only the server may enter until it is handed to a uid.
+const PRIVATE: u32 = 0o700;
+
 #[derive(Debug, Clone)]
 pub struct WorkspacePaths {
     root: PathBuf,
@@ -13,7 +19,9 @@ impl WorkspacePaths {
     /// Creates the root if needed and remembers its canonical form.
     pub fn new(root: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(root)?;
-        Ok(Self { root: root.canonicalize()? })
+        let root = root.canonicalize()?;
+        crate::sandbox::at_least(&root, TRAVERSABLE)?;
+        Ok(Self { root })
     }
 
     #[cfg(test)]
@@ -30,7 +38,7 @@ impl WorkspacePaths {
     pub fn worktree(&self, rig_id: &str, dir_name: &str) -> Result<PathBuf, String> {
         single_component(dir_name)?;
         let worktrees = self.rig_dir(rig_id)?.join("worktrees");
-        self.ensure_dir_inside(&worktrees)?;
+        self.ensure_dir_inside(&worktrees, TRAVERSABLE)?;
         Ok(worktrees.join(dir_name))
     }
 
@@ -44,25 +52,27 @@ impl WorkspacePaths {
     pub fn run_dir(&self, name: &str) -> Result<PathBuf, String> {
         single_component(name)?;
         let dir = self.root.join("run").join(name);
-        self.ensure_dir_inside(&dir)?;
+        self.ensure_dir_inside(&dir, PRIVATE)?;
         Ok(dir)
     }
 
     fn rig_dir(&self, rig_id: &str) -> Result<PathBuf, String> {
         single_component(rig_id)?;
+        self.ensure_dir_inside(&self.root.join("rigs"), TRAVERSABLE)?;
         let dir = self.root.join("rigs").join(rig_id);
-        self.ensure_dir_inside(&dir)?;
+        self.ensure_dir_inside(&dir, TRAVERSABLE)?;
         Ok(dir)
     }
 
-    /// Creates `dir` and checks that its resolved form is under the root.
-    fn ensure_dir_inside(&self, dir: &Path) -> Result<(), String> {
+    /// Creates `dir`, checks that its resolved form is under the root, and gives it at least
+    /// the permission bits `mode` (set explicitly: whatever umask the server inherited).
+    fn ensure_dir_inside(&self, dir: &Path, mode: u32) -> Result<(), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let resolved = dir.canonicalize().map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
         if !resolved.starts_with(&self.root) {
             return Err(format!("{} resolves outside the workspace", dir.display()));
         }
-        Ok(())
+        crate::sandbox::at_least(&resolved, mode).map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))
     }
 }
 
@@ -92,6 +102,22 @@ mod tests {
             assert!(p.repo(bad).is_err(), "{bad}");
             assert!(p.worktree("rig1", bad).is_err(), "{bad}");
             assert!(p.run_dir(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_way_to_a_checkout_is_enterable_by_every_uid() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("ws");
+        std::fs::create_dir(&root).expect("root");
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let p = WorkspacePaths::new(&root).expect("root");
+        p.worktree("rig1", "b").expect("worktree path");
+        let mode = |rel: &str| std::fs::metadata(root.join(rel)).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(""), 0o711);
+        for dir in ["rigs", "rigs/rig1", "rigs/rig1/worktrees"] {
+            assert_eq!(mode(dir) & 0o711, 0o711, "{dir}");
         }
     }
 

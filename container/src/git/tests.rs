@@ -293,8 +293,7 @@ fn running_with(needle: &str) -> Vec<i32> {
 #[tokio::test]
 async fn gates_run_under_the_merge_uid() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: gates run under their own uid only when the server is root");
+    if !gastown_e2e::skip::needs_root("git::tests::gates_run_under_the_merge_uid", "gates run under their own uid only when the server is root") {
         return;
     }
     let f = bare_fixture().await;

@@ -58,6 +58,12 @@ pub struct Lifecycle {
     pub running_seen_ms: Option<i64>,
     /// Failed probes in a row (a successful probe or forward resets it).
     pub failed_probes: u32,
+    /// The control server's boot id, from its last heartbeat or probe, and when this Worker
+    /// first saw it (a new one: the container restarted).
+    #[serde(default)]
+    pub boot_id: Option<String>,
+    #[serde(default)]
+    pub boot_seen_ms: Option<i64>,
 }
 
 /// What the alarm does after its probe.
@@ -77,8 +83,8 @@ pub enum AlarmAction {
 /// The alarm's probe of `GET /health`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
-    /// It answered, with this many active agents.
-    Healthy { running_agents: u32 },
+    /// It answered, with this many active agents, and its boot id (if it names one).
+    Healthy { running_agents: u32, boot_id: Option<String> },
     Failed(String),
     /// The runtime reports no running container (it exited or was never started): there is
     /// nothing to probe.
@@ -104,9 +110,19 @@ impl Lifecycle {
         self.last_activity_ms = Some(now_ms);
     }
 
+    /// The control server named its boot (a heartbeat, a probe): a new one is recorded with the
+    /// time it was first seen.
+    pub fn saw_boot(&mut self, boot_id: Option<&str>, now_ms: i64) {
+        if let Some(boot) = boot_id.filter(|b| self.boot_id.as_deref() != Some(*b)) {
+            self.boot_id = Some(boot.to_string());
+            self.boot_seen_ms = Some(now_ms);
+        }
+    }
+
     /// A heartbeat arrived: the running count is recorded, but only a heartbeat with a running
     /// agent is activity (an idle town's container heartbeats forever).
-    pub fn heartbeat(&mut self, now_ms: i64, running: u32) {
+    pub fn heartbeat(&mut self, now_ms: i64, running: u32, boot_id: Option<&str>) {
+        self.saw_boot(boot_id, now_ms);
         if running > 0 {
             self.activity(now_ms, Some(running));
         } else {
@@ -165,7 +181,8 @@ impl Lifecycle {
                     AlarmAction::RearmAt(now_ms + RETRY_PROBE_MS.min(s.probe_every_ms))
                 }
             }
-            Probe::Healthy { running_agents } => {
+            Probe::Healthy { running_agents, boot_id } => {
+                self.saw_boot(boot_id.as_deref(), now_ms);
                 self.answered(now_ms);
                 self.running_agents = running_agents;
                 self.running_seen_ms = Some(now_ms);
@@ -195,7 +212,7 @@ mod tests {
     const S: Settings = Settings { sleep_after_ms: 10_000, probe_every_ms: 1_000, max_failed_probes: 3 };
 
     fn healthy(n: u32) -> Probe {
-        Probe::Healthy { running_agents: n }
+        Probe::Healthy { running_agents: n, boot_id: None }
     }
 
     #[test]
@@ -239,10 +256,21 @@ mod tests {
     #[test]
     fn only_heartbeats_with_running_agents_are_activity() {
         let mut l = Lifecycle::default();
-        l.heartbeat(1_000, 0);
+        l.heartbeat(1_000, 0, Some("b1"));
         assert_eq!((l.last_activity_ms, l.running_seen_ms, l.status.as_str()), (None, Some(1_000), "running"));
-        l.heartbeat(2_000, 3);
+        l.heartbeat(2_000, 3, Some("b1"));
         assert_eq!((l.last_activity_ms, l.running_agents), (Some(2_000), 3));
+        assert_eq!((l.boot_id.as_deref(), l.boot_seen_ms), (Some("b1"), Some(1_000)), "a boot is dated by its first sight");
+    }
+
+    #[test]
+    fn a_new_boot_is_recorded_with_when_it_was_first_seen() {
+        let mut l = Lifecycle::default();
+        l.on_alarm(1_000, Probe::Healthy { running_agents: 0, boot_id: Some("b1".into()) }, &S, false);
+        l.heartbeat(2_000, 0, None);
+        assert_eq!((l.boot_id.as_deref(), l.boot_seen_ms), (Some("b1"), Some(1_000)), "a beat naming no boot changes nothing");
+        l.heartbeat(3_000, 0, Some("b2"));
+        assert_eq!((l.boot_id.as_deref(), l.boot_seen_ms), (Some("b2"), Some(3_000)));
     }
 
     #[test]

@@ -58,12 +58,7 @@ impl<D: Db> Rig<'_, D> {
     }
 
     pub(super) fn list_beads(&self, f: &BeadFilter) -> ApiResult<Vec<Bead>> {
-        let (sql, params) = Select::new("SELECT * FROM beads")
-            .eq("status", f.status.map(|s| s.as_str()))
-            .eq("type", f.bead_type.map(|t| t.as_str()))
-            .eq("assignee_agent_id", f.assignee_agent_id.clone())
-            .eq("convoy_id", f.convoy_id.clone())
-            .page("created_at DESC, rowid DESC", f.limit, f.offset);
+        let (sql, params) = list_sql(f);
         Ok(self.db.query::<BeadRow>(&sql, params)?.into_iter().map(Into::into).collect())
     }
 
@@ -128,4 +123,15 @@ impl<D: Db> Rig<'_, D> {
 /// `Value` helper so `prime` can embed optional beads.
 pub(super) fn opt_json<T: serde::Serialize>(v: Option<T>) -> Value {
     v.and_then(|v| serde_json::to_value(v).ok()).unwrap_or(Value::Null)
+}
+
+/// A page of beads, newest first. Each filter has an index that also gives the order
+/// (`schema::V8`), so a page costs the same at 0 and at 100,000 beads.
+pub(super) fn list_sql(f: &BeadFilter) -> (String, Vec<crate::db::SqlValue>) {
+    Select::new("SELECT * FROM beads")
+        .eq("status", f.status.map(|s| s.as_str()))
+        .eq("type", f.bead_type.map(|t| t.as_str()))
+        .eq("assignee_agent_id", f.assignee_agent_id.clone())
+        .eq("convoy_id", f.convoy_id.clone())
+        .page("created_at DESC, rowid DESC", f.limit, f.offset)
 }

@@ -31,6 +31,11 @@ impl<D: Db> Rig<'_, D> {
         self.config()
     }
 
+    /// Whether a town has configured this rig.
+    pub fn is_configured(&self) -> ApiResult<bool> {
+        Ok(self.db.first::<serde_json::Value>("SELECT id FROM rig_config WHERE id = 1", vec![])?.is_some())
+    }
+
     pub fn config(&self) -> ApiResult<RigConfig> {
         let row: Row = self
             .db

@@ -18,6 +18,8 @@ mod rows;
 mod schedule;
 pub mod schema;
 mod sling;
+#[cfg(test)]
+mod tests;
 
 use serde_json::Value;
 
@@ -39,6 +41,9 @@ fn to_json<T: serde::Serialize>(v: T) -> ApiResult<Value> {
 
 impl<D: Db> Rig<'_, D> {
     pub fn handle(&self, op: RigOp) -> ApiResult<Value> {
+        if op.needs_configured_rig() && !self.is_configured()? {
+            return Err(ApiError::NotFound("Rig not found".into()));
+        }
         if let Some(agent_id) = op.run_proof() {
             self.run_started(agent_id)?;
         }

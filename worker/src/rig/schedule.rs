@@ -10,7 +10,7 @@ use crate::db::Db;
 use crate::error::ApiResult;
 use crate::model::{Agent, Bead, EventKind};
 use crate::params;
-use crate::scheduler::{DueDispatch, GUPP_BODY, GUPP_SUBJECT, SCHEDULER_SENDER};
+use crate::scheduler::{DueDispatch, Run, GUPP_BODY, GUPP_SUBJECT, SCHEDULER_SENDER};
 
 #[derive(Deserialize)]
 struct Due {
@@ -19,10 +19,11 @@ struct Due {
     lost_runs: i64,
     dispatched_ms: Option<i64>,
     dispatch_gen: i64,
+    dispatch_boot: Option<String>,
 }
 
 /// Hooked agents the scheduler looks after (not dead).
-const HOOKED: &str = "SELECT id, dispatch_attempts, lost_runs, dispatched_ms, dispatch_gen FROM agents
+const HOOKED: &str = "SELECT id, dispatch_attempts, lost_runs, dispatched_ms, dispatch_gen, dispatch_boot FROM agents
      WHERE current_hook_bead_id IS NOT NULL AND status != 'dead' ORDER BY rowid";
 
 impl<D: Db> Rig<'_, D> {
@@ -45,12 +46,12 @@ impl<D: Db> Rig<'_, D> {
         Ok(out)
     }
 
-    /// Dispatched agents with hooked work: `(agent, dispatched_ms)`.
-    pub fn dispatched(&self) -> ApiResult<Vec<(Agent, i64)>> {
+    /// Dispatched agents with hooked work, each with its run.
+    pub fn dispatched(&self) -> ApiResult<Vec<(Agent, Run)>> {
         let mut out = Vec::new();
         for due in self.db.query::<Due>(HOOKED, vec![])? {
-            if let Some(ms) = due.dispatched_ms {
-                out.push((self.agent(&due.id)?, ms));
+            if let Some(dispatched_ms) = due.dispatched_ms {
+                out.push((self.agent(&due.id)?, Run { dispatched_ms, boot_id: due.dispatch_boot }));
             }
         }
         Ok(out)
@@ -60,14 +61,14 @@ impl<D: Db> Rig<'_, D> {
     // container: the agent's hooked bead (and, for the witness, the dispatch it judged). A hook
     // that changed meanwhile (done, unhook, a new sling) is left alone.
 
-    /// The container accepted the start: remember when, and count the attempt if it started a
-    /// new run (`new_run`: 201). A 200 is the run an earlier, unanswered start of the same
-    /// dispatch began, which costs no second attempt.
-    pub fn mark_dispatched(&self, agent: &Agent, now_ms: i64, new_run: bool) -> ApiResult<()> {
+    /// The container accepted the start: remember when and which boot of the control server
+    /// took it, and count the attempt if it started a new run (`new_run`: 201). A 200 is the
+    /// run an earlier, unanswered start of the same dispatch began, which costs no second attempt.
+    pub fn mark_dispatched(&self, agent: &Agent, now_ms: i64, new_run: bool, boot_id: Option<&str>) -> ApiResult<()> {
         let changed = self.db.exec(
-            "UPDATE agents SET dispatched_ms = ?, dispatch_attempts = dispatch_attempts + ?, last_activity_at = ?
+            "UPDATE agents SET dispatched_ms = ?, dispatch_boot = ?, dispatch_attempts = dispatch_attempts + ?, last_activity_at = ?
              WHERE id = ? AND current_hook_bead_id IS ? AND dispatched_ms IS NULL",
-            params![now_ms, i64::from(new_run), &self.now, &agent.id, agent.current_hook_bead_id.clone()],
+            params![now_ms, boot_id, i64::from(new_run), &self.now, &agent.id, agent.current_hook_bead_id.clone()],
         )?;
         if changed == 0 {
             return Ok(());

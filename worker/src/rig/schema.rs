@@ -1,6 +1,6 @@
 //! The RigDO's SQLite schema. Append a migration to change it; never edit a shipped one.
 
-pub const MIGRATIONS: &[&[&str]] = &[V1, V2, V3, V4, V5, V6];
+pub const MIGRATIONS: &[&[&str]] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 const V1: &[&str] = &[
     "CREATE TABLE rig_config (
@@ -72,3 +72,20 @@ const V5: &[&str] = &["ALTER TABLE agents ADD COLUMN lost_runs INTEGER NOT NULL 
 /// The outbox to the town's mayor (`notices.rs`): escalations raised and convoys landed, sent
 /// to the TownDO after the op that wrote them.
 const V6: &[&str] = &["CREATE TABLE town_notices (id INTEGER PRIMARY KEY AUTOINCREMENT, notice TEXT NOT NULL, created_at TEXT NOT NULL)"];
+
+/// The boot of the control server that took a dispatch (its start answer's `bootId`): a 404
+/// from another boot means the run is lost now, not after the cold-start grace.
+const V7: &[&str] = &["ALTER TABLE agents ADD COLUMN dispatch_boot TEXT"];
+
+/// Bead lists are pages, newest first: an index per filter that also holds the order, so a page
+/// never scans and sorts the whole table (it did: list time grew with the rig).
+const V8: &[&str] = &[
+    "CREATE INDEX beads_created ON beads (created_at)",
+    "DROP INDEX beads_status",
+    "CREATE INDEX beads_status ON beads (status, created_at)",
+    "DROP INDEX beads_assignee",
+    "CREATE INDEX beads_assignee ON beads (assignee_agent_id, created_at)",
+    "DROP INDEX beads_convoy",
+    "CREATE INDEX beads_convoy ON beads (convoy_id, created_at)",
+    "CREATE INDEX beads_type ON beads (type, created_at)",
+];

@@ -441,11 +441,12 @@ impl TownContainer {
             let body: Value = resp.json().await.map_err(|e| format!("/health body: {e}"))?;
             // Agents at work (a mayor waiting between messages is not); a server without the
             // field counts its active agents.
-            Ok(body["atWork"].as_u64().or_else(|| body["agents"].as_u64()).unwrap_or(0) as u32)
+            let running = body["atWork"].as_u64().or_else(|| body["agents"].as_u64()).unwrap_or(0) as u32;
+            Ok((running, body["bootId"].as_str().map(str::to_string)))
         });
         let timeout = Box::pin(Delay::from(Duration::from_millis(PROBE_TIMEOUT_MS)));
         let probe = match select(fetch, timeout).await {
-            Either::Left((Ok(running_agents), _)) => Probe::Healthy { running_agents },
+            Either::Left((Ok((running_agents, boot_id)), _)) => Probe::Healthy { running_agents, boot_id },
             Either::Left((Err(e), _)) => Probe::Failed(e),
             Either::Right(_) => Probe::Failed(format!("/health did not answer within {PROBE_TIMEOUT_MS} ms")),
         };
@@ -461,7 +462,7 @@ impl TownContainer {
                 let body: Value = req.json().await.map_err(internal)?;
                 let now = now_millis();
                 let l = match body["heartbeatRunningAgents"].as_u64() {
-                    Some(n) => self.update(|l| l.heartbeat(now, n as u32)).await,
+                    Some(n) => self.update(|l| l.heartbeat(now, n as u32, body["bootId"].as_str())).await,
                     None => self.update(|l| l.activity(now, None)).await,
                 };
                 if l.last_activity_ms == Some(now) {

@@ -147,8 +147,8 @@ async fn execute(plan: Plan, env: &Env, key: Option<&str>) -> ApiResult<Outcome>
         // Keys are honoured by the mayor's ops (its retried tool calls); other town ops ignore them.
         Plan::Town { town_id, op, status } => Ok(Outcome::Json(status, call_once(env, TOWN_BINDING, &town_id, &op, key).await?.0)),
         Plan::Identity { identity, op } => Ok(Outcome::Json(200, call(env, IDENTITY_BINDING, &identity, &op).await?)),
-        Plan::Heartbeat { town_id, rig_updates, running_agents } => {
-            let report = json!({ "heartbeatRunningAgents": running_agents });
+        Plan::Heartbeat { town_id, rig_updates, running_agents, boot_id } => {
+            let report = json!({ "heartbeatRunningAgents": running_agents, "bootId": boot_id });
             if let Err(e) = container_call(env, &town_id, worker::Method::Post, container::ACTIVITY_PATH, Some(&report)).await {
                 worker::console_error!("could not report the heartbeat to the town container: {e}");
             }

@@ -112,8 +112,9 @@ impl RigDO {
                 let agent = &due.agent;
                 let (now_ms, answer) = outcome?;
                 match answer {
-                    Ok((status @ 200..=299, _)) => {
-                        self.with_rig(|r| r.mark_dispatched(agent, now_ms, status != 200))?;
+                    Ok((status @ 200..=299, reply)) => {
+                        let boot = reply["bootId"].as_str();
+                        self.with_rig(|r| r.mark_dispatched(agent, now_ms, status != 200, boot))?;
                         self.token_issued(&agent.id, now_ms).await;
                     }
                     Ok((503, reply)) if reply["error"].as_str().is_some_and(|e| e.starts_with(NO_RUNTIME)) => {
@@ -134,15 +135,15 @@ impl RigDO {
             }
         }
 
-        for (agent, dispatched_ms) in self.with_rig(|r| r.dispatched())? {
+        for (agent, run) in self.with_rig(|r| r.dispatched())? {
             let path = format!("/agents/{}/status", agent.id);
             let (status, body) = match container_call(&self.env, &town, Method::Get, &path, None).await {
                 Ok((s, b)) => (Some(s), b),
                 Err(_) => (None, Value::Null),
             };
-            match scheduler::witness(status, &body, dispatched_ms, platform::now_millis(), settings.grace_ms) {
-                Witness::Exited(reason) => self.with_rig(|r| r.mark_exited(&agent, dispatched_ms, &reason))?,
-                Witness::Fine if body["status"] == "running" => self.refresh_token(&agent, dispatched_ms, &town, &config, &model, &secret, &settings).await,
+            match scheduler::witness(status, &body, &run, platform::now_millis(), settings.grace_ms) {
+                Witness::Exited(reason) => self.with_rig(|r| r.mark_exited(&agent, run.dispatched_ms, &reason))?,
+                Witness::Fine if body["status"] == "running" => self.refresh_token(&agent, run.dispatched_ms, &town, &config, &model, &secret, &settings).await,
                 _ => {}
             }
         }

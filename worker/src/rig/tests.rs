@@ -1,0 +1,130 @@
+//! The RigDO's logic on a real SQLite (`native_db`): each op as the object runs it, natively.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use serde_json::{json, Value};
+
+use super::schema::MIGRATIONS;
+use super::Rig;
+use crate::db::Db;
+use crate::native_db::NativeDb;
+use crate::rpc::RigOp;
+use crate::scheduler::{self, Run, Witness};
+
+/// One rig's storage and an id source; `rig()` is one request's view of it.
+struct Fixture {
+    db: NativeDb,
+    new_id: Box<dyn Fn() -> String>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let ids = Rc::new(Cell::new(0u64));
+        let new_id = Box::new(move || {
+            ids.set(ids.get() + 1);
+            format!("id-{:04}", ids.get())
+        });
+        Self { db: NativeDb::with(MIGRATIONS), new_id }
+    }
+
+    fn rig(&self) -> Rig<'_, NativeDb> {
+        Rig { db: &self.db, now: "2026-12-06T12:00:00.000Z".into(), new_id: &*self.new_id }
+    }
+
+    fn op(&self, op: Value) -> Result<Value, (u16, String)> {
+        let op: RigOp = serde_json::from_value(op).expect("a rig op");
+        self.rig().handle(op).map_err(|e| (e.status(), e.public_message().to_string()))
+    }
+
+    fn configured() -> Self {
+        let f = Self::new();
+        f.op(json!({"op": "configure", "args": {"rig_id": "r1", "config": {"town_id": "t1", "git_url": "https://example.com/o/r.git"}}}))
+            .expect("configure");
+        f
+    }
+
+    fn count(&self, table: &str) -> i64 {
+        #[derive(serde::Deserialize)]
+        struct N {
+            n: i64,
+        }
+        self.db.first::<N>(&format!("SELECT COUNT(*) AS n FROM {table}"), vec![]).expect("count").map_or(0, |r| r.n)
+    }
+}
+
+#[test]
+fn an_unconfigured_rig_creates_nothing() {
+    let f = Fixture::new();
+    let creates = [
+        json!({"op": "sling", "args": {"rig_id": "typo", "sling": {"title": "lost"}}}),
+        json!({"op": "create_bead", "args": {"type": "issue", "title": "lost"}}),
+        json!({"op": "register_agent", "args": {"role": "polecat", "name": "ghost", "identity": "ghost@typo"}}),
+        json!({"op": "send_mail", "args": {"from_agent_id": "a", "to_agent_id": "b", "subject": "s", "body": "b"}}),
+        json!({"op": "create_convoy", "args": {"rig_id": "typo", "convoy": {"title": "c", "beads": [{"title": "t"}]}}}),
+        json!({"op": "create_escalation", "args": {"title": "stuck"}}),
+    ];
+    for op in creates {
+        assert_eq!(f.op(op.clone()), Err((404, "Rig not found".into())), "{op}");
+    }
+    for table in ["beads", "agents", "mail", "bead_events"] {
+        assert_eq!(f.count(table), 0, "{table}");
+    }
+    // Reads stay as they were: empty lists.
+    assert_eq!(f.op(json!({"op": "list_beads", "args": {"limit": 50, "offset": 0}})), Ok(json!([])));
+}
+
+#[test]
+fn a_run_lost_with_its_boot_is_dispatched_again_as_a_lost_run() {
+    let f = Fixture::configured();
+    let slung = f.op(json!({"op": "sling", "args": {"rig_id": "r1", "sling": {"title": "work"}}})).expect("sling");
+    assert_eq!(slung["bead"]["status"], "in_progress", "{slung}");
+    let due = f.rig().due_dispatches().expect("due");
+    assert_eq!(due.len(), 1);
+    let agent = due[0].agent.clone();
+
+    f.rig().mark_dispatched(&agent, 1_000, true, Some("boot-a")).expect("dispatched");
+    let dispatched = f.rig().dispatched().expect("dispatched");
+    assert_eq!(dispatched.len(), 1);
+    let run = dispatched[0].1.clone();
+    assert_eq!(run, Run { dispatched_ms: 1_000, boot_id: Some("boot-a".into()) });
+
+    // The restarted server does not know the agent: lost at once, not after the grace.
+    let Witness::Exited(reason) = scheduler::witness(Some(404), &json!({"error": "x", "bootId": "boot-b"}), &run, 2_000, 180_000) else {
+        panic!("a 404 from a new boot is a lost run");
+    };
+    // The run had called the API (its attempts reset): it counts as a lost run.
+    f.rig().run_started(&agent.id).expect("run started");
+    f.rig().mark_exited(&agent, run.dispatched_ms, &reason).expect("exited");
+    let again = f.rig().due_dispatches().expect("due again");
+    assert_eq!((again.len(), again[0].generation, again[0].lost_runs), (1, 1, 1), "a new run of the same bead");
+    // The same witness repeated (a second pass that read the old dispatch) changes nothing.
+    f.rig().mark_exited(&agent, run.dispatched_ms, &reason).expect("repeated");
+    assert_eq!(f.rig().due_dispatches().expect("due")[0].generation, 1);
+}
+
+/// What SQLite does for `sql`: a page must not read the whole table (`SCAN beads` without an
+/// index) nor sort it (`USE TEMP B-TREE`).
+fn assert_indexed(f: &Fixture, what: &str, sql: &str, params: Vec<crate::db::SqlValue>) {
+    let plan = f.db.plan(sql, params);
+    let scans = plan.lines().any(|l| l.starts_with("SCAN ") && !l.contains(" USING "));
+    assert!(!scans && !plan.contains("TEMP B-TREE"), "{what}: {sql}\n{plan}");
+}
+
+#[test]
+fn bead_pages_and_lookups_use_an_index_for_filter_and_order() {
+    let f = Fixture::configured();
+    let filter = |v: Value| -> crate::requests::BeadFilter { serde_json::from_value(v).expect("a filter") };
+    let page = |v: Value| super::beads::list_sql(&filter(v));
+    for (what, args) in [
+        ("default", json!({"limit": 50, "offset": 0})),
+        ("status", json!({"status": "open", "limit": 50, "offset": 0})),
+        ("type", json!({"bead_type": "issue", "limit": 50, "offset": 0})),
+        ("assignee", json!({"assignee_agent_id": "a1", "limit": 50, "offset": 0})),
+        ("convoy", json!({"convoy_id": "c1", "limit": 50, "offset": 0})),
+    ] {
+        let (sql, params) = page(args);
+        assert_indexed(&f, what, &sql, params);
+    }
+    assert_indexed(&f, "get", "SELECT * FROM beads WHERE id = ?", crate::params!["b1"]);
+}
