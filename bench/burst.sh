@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 11 benchmark: bursts of 1, 6 and 12 beads slung at once, then one sling on the warm
+# Benchmark: bursts of 1, 6 and 12 beads slung at once, then one sling on the warm
 # town: time to every agent's first model request, to every bead merged, and the Kilo memory
 # held afterwards (tests/benches/burst.rs). Everything real but the LLM; loopback only.
 set -euo pipefail

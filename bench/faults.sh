@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 9: the fault suite as one table (fault, outcome, data lost). Runs the fault cases, all
+# The fault suite as one table (fault, outcome, data lost). Runs the fault cases, all
 # on real parts with only the LLM scripted (tests/tests/faults.rs, and the cases that live
 # beside their subject in control_server.rs (the SIGTERM drain) and isolation.rs (agents, gates)), and prints the row each case
 # writes once its assertions have passed. A case that fails prints no row: it shows as FAILED

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 8 benchmark: sling -> merged on main, for 1 bead and for 5 beads slung at once
+# Benchmark: sling -> merged on main, for 1 bead and for 5 beads slung at once
 # (tests/benches/town_merge.rs). Everything real but the LLM; loopback only. Builds the control
 # server and the Worker first.
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 4 benchmark: time from sling to the agent's first model request, split into scheduler
+# Benchmark: time from sling to the agent's first model request, split into scheduler
 # delay, container start-agent work and Kilo start-up (tests/benches/worker_sling.rs).
 # Everything real but the LLM; loopback only. Builds the control server and the Worker first.
 set -euo pipefail

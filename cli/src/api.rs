@@ -61,13 +61,21 @@ impl Api {
     }
 
     /// Sends a request and returns the envelope's `data`.
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, Error> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Error> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url).header("x-internal-api-key", &self.key);
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let res = req.send().await.map_err(|e| Error::Unreachable { url: self.base.clone(), detail: cause(&e) })?;
+        let res = req
+            .send()
+            .await
+            .map_err(|e| Error::Unreachable { url: self.base.clone(), detail: cause(&e) })?;
         let status = res.status().as_u16();
         let envelope: Value = res.json().await.unwrap_or(Value::Null);
         if (200..300).contains(&status) && envelope["success"] != Value::Bool(false) {
@@ -98,7 +106,12 @@ impl Api {
 fn api_message(envelope: &Value) -> String {
     let mut message = envelope["error"].as_str().unwrap_or("no message").to_string();
     for issue in envelope["issues"].as_array().into_iter().flatten() {
-        let path: Vec<String> = issue["path"].as_array().into_iter().flatten().map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_string)).collect();
+        let path: Vec<String> = issue["path"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_string))
+            .collect();
         let problem = issue["message"].as_str().unwrap_or("invalid");
         if path.is_empty() {
             message.push_str(&format!("\n  {problem}"));
@@ -121,7 +134,9 @@ fn cause(e: &reqwest::Error) -> String {
 /// A path segment from user input, checked with the ids' own rule (`shared_types::validate::id`,
 /// which the API applies too), so `/` and `?` never change the request's meaning.
 pub fn segment(what: &str, value: &str) -> Result<String, Error> {
-    shared_types::validate::id(value).map(|()| value.to_string()).map_err(|m| Error::Usage(format!("{what} must be an id (letters, digits, '-', '_'): {value:?} {m}")))
+    shared_types::validate::id(value).map(|()| value.to_string()).map_err(|m| {
+        Error::Usage(format!("{what} must be an id (letters, digits, '-', '_'): {value:?} {m}"))
+    })
 }
 
 #[cfg(test)]
@@ -132,8 +147,11 @@ mod tests {
     fn settings_and_ids_are_checked() {
         assert!(matches!(Api::new("127.0.0.1:8787", "k"), Err(Error::Usage(_))));
         assert!(matches!(Api::new("http://127.0.0.1:8787", " "), Err(Error::Usage(_))));
-        assert!(Api::new("http://127.0.0.1:8787/", "k").is_ok_and(|a| a.base == "http://127.0.0.1:8787" && a.ws_base() == "ws://127.0.0.1:8787"));
-        assert!(Api::new("https://town.example", "k").is_ok_and(|a| a.ws_base() == "wss://town.example"));
+        assert!(Api::new("http://127.0.0.1:8787/", "k").is_ok_and(|a| a.base
+            == "http://127.0.0.1:8787"
+            && a.ws_base() == "ws://127.0.0.1:8787"));
+        assert!(Api::new("https://town.example", "k")
+            .is_ok_and(|a| a.ws_base() == "wss://town.example"));
         assert!(segment("rig", "r-1_a").is_ok());
         for bad in ["", "a/b", "x?y=1", "..", "a b"] {
             assert!(segment("rig", bad).is_err(), "{bad}");
@@ -146,6 +164,9 @@ mod tests {
         assert_eq!(api_message(&serde_json::json!({"error": "Rig not found"})), "Rig not found");
         assert_eq!(Error::Usage(String::new()).exit_code(), 2);
         assert_eq!(Error::NoAnswer(String::new()).exit_code(), 1);
-        assert_eq!((Error::Unreachable { url: String::new(), detail: String::new() }).exit_code(), 3);
+        assert_eq!(
+            (Error::Unreachable { url: String::new(), detail: String::new() }).exit_code(),
+            3
+        );
     }
 }

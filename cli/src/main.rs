@@ -19,7 +19,11 @@ use serde_json::{json, Value};
 use api::{segment, Api, Error};
 
 #[derive(Parser)]
-#[command(name = "gt", version, about = "Drive a Gastown town: towns, rigs, slings, status, agents' streams, mail, escalations, the mayor")]
+#[command(
+    name = "gt",
+    version,
+    about = "Drive a Gastown town: towns, rigs, slings, status, agents' streams, mail, escalations, the mayor"
+)]
 struct Cli {
     /// The Worker's URL.
     #[arg(long, env = "GASTOWN_URL", default_value = "http://127.0.0.1:8787", global = true)]
@@ -166,12 +170,25 @@ async fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Town { command: TownCommand::Show { town } } => {
             let t = api.get(&format!("/api/towns/{}", segment("town", &town)?)).await?;
-            let rigs = list(&t["rigs"]).iter().map(|r| cells(r, &["id", "name", "git_url", "default_branch"])).collect::<Vec<_>>();
-            out(&t, format!("town {} ({})\n\n{}", text(&t["name"]), text(&t["id"]), table::render(&["rig", "name", "git url", "branch"], &rigs)));
+            let rigs = list(&t["rigs"])
+                .iter()
+                .map(|r| cells(r, &["id", "name", "git_url", "default_branch"]))
+                .collect::<Vec<_>>();
+            out(
+                &t,
+                format!(
+                    "town {} ({})\n\n{}",
+                    text(&t["name"]),
+                    text(&t["id"]),
+                    table::render(&["rig", "name", "git url", "branch"], &rigs)
+                ),
+            );
         }
         Command::Rig { command: RigCommand::Add { town, name, git_url, default_branch } } => {
-            let body = json!({ "name": name, "git_url": git_url, "default_branch": default_branch });
-            let rig = api.post(&format!("/api/towns/{}/rigs", segment("town", &town)?), body).await?;
+            let body =
+                json!({ "name": name, "git_url": git_url, "default_branch": default_branch });
+            let rig =
+                api.post(&format!("/api/towns/{}/rigs", segment("town", &town)?), body).await?;
             out(&rig, text(&rig["id"]));
         }
         Command::Sling { rig, title, body, priority } => {
@@ -183,7 +200,15 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 req["priority"] = p.into();
             }
             let s = api.post(&format!("/api/rigs/{}/sling", segment("rig", &rig)?), req).await?;
-            out(&s, format!("bead {} hooked to {} ({})", text(&s["bead"]["id"]), text(&s["agent"]["name"]), text(&s["agent"]["id"])));
+            out(
+                &s,
+                format!(
+                    "bead {} hooked to {} ({})",
+                    text(&s["bead"]["id"]),
+                    text(&s["agent"]["name"]),
+                    text(&s["agent"]["id"])
+                ),
+            );
         }
         Command::Status { rig } => {
             let rig = segment("rig", &rig)?;
@@ -193,24 +218,67 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let agents = api.get(&format!("/api/rigs/{rig}/agents")).await?;
             let mut beads_by_status = list(&beads);
             let order = ["in_progress", "open", "failed", "closed"];
-            beads_by_status.sort_by_key(|b| order.iter().position(|s| b["status"] == *s).unwrap_or(order.len()));
-            let bead_rows: Vec<Vec<String>> = beads_by_status.iter().map(|b| cells(b, &["status", "id", "type", "title", "assignee_agent_id"])).collect();
-            let agent_rows: Vec<Vec<String>> = list(&agents).iter().map(|a| cells(a, &["name", "id", "role", "status", "current_hook_bead_id", "last_activity_at"])).collect();
+            beads_by_status.sort_by_key(|b| {
+                order.iter().position(|s| b["status"] == *s).unwrap_or(order.len())
+            });
+            let bead_rows: Vec<Vec<String>> = beads_by_status
+                .iter()
+                .map(|b| cells(b, &["status", "id", "type", "title", "assignee_agent_id"]))
+                .collect();
+            let agent_rows: Vec<Vec<String>> = list(&agents)
+                .iter()
+                .map(|a| {
+                    cells(
+                        a,
+                        &[
+                            "name",
+                            "id",
+                            "role",
+                            "status",
+                            "current_hook_bead_id",
+                            "last_activity_at",
+                        ],
+                    )
+                })
+                .collect();
             out(
                 &json!({ "rig": config, "beads": beads, "agents": agents }),
                 format!(
                     "{}\n\n{}",
                     table::render(&["status", "bead", "type", "title", "assignee"], &bead_rows),
-                    table::render(&["agent", "id", "role", "status", "hooked bead", "last activity"], &agent_rows)
+                    table::render(
+                        &["agent", "id", "role", "status", "hooked bead", "last activity"],
+                        &agent_rows
+                    )
                 ),
             );
         }
-        Command::Watch { town, agent, once, r#for, wait } => watch(&api, &segment("town", &town)?, &segment("agent", &agent)?, once, r#for, wait, json).await?,
+        Command::Watch { town, agent, once, r#for, wait } => {
+            watch(
+                &api,
+                &segment("town", &town)?,
+                &segment("agent", &agent)?,
+                once,
+                r#for,
+                wait,
+                json,
+            )
+            .await?
+        }
         Command::Mail { command: MailCommand::List { rig, agent } } => {
             // Prime shows undelivered mail without delivering it (the agent's own check does).
-            let p = api.get(&format!("/api/rigs/{}/agents/{}/prime", segment("rig", &rig)?, segment("agent", &agent)?)).await?;
+            let p = api
+                .get(&format!(
+                    "/api/rigs/{}/agents/{}/prime",
+                    segment("rig", &rig)?,
+                    segment("agent", &agent)?
+                ))
+                .await?;
             let mail = &p["undelivered_mail"];
-            let rows: Vec<Vec<String>> = list(mail).iter().map(|m| cells(m, &["created_at", "from_agent_id", "subject", "body"])).collect();
+            let rows: Vec<Vec<String>> = list(mail)
+                .iter()
+                .map(|m| cells(m, &["created_at", "from_agent_id", "subject", "body"]))
+                .collect();
             out(mail, table::render(&["sent", "from", "subject", "body"], &rows));
         }
         Command::Mail { command: MailCommand::Send { rig, from, to, subject, body } } => {
@@ -220,16 +288,33 @@ async fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Escalations { town } => {
             let town = segment("town", &town)?;
-            let mut all: Vec<Value> = list(&api.get(&format!("/api/towns/{town}/escalations")).await?).into_iter().map(|e| with(e, "rig", "(town)")).collect();
+            let mut all: Vec<Value> =
+                list(&api.get(&format!("/api/towns/{town}/escalations")).await?)
+                    .into_iter()
+                    .map(|e| with(e, "rig", "(town)"))
+                    .collect();
             for rig in list(&api.get(&format!("/api/towns/{town}/rigs")).await?) {
                 let (id, name) = (text(&rig["id"]), text(&rig["name"]));
-                let beads = api.get(&format!("/api/rigs/{}/beads?type=escalation&limit=500", segment("rig", &id)?)).await?;
+                let beads = api
+                    .get(&format!(
+                        "/api/rigs/{}/beads?type=escalation&limit=500",
+                        segment("rig", &id)?
+                    ))
+                    .await?;
                 all.extend(list(&beads).into_iter().map(|b| with(b, "rig", &name)));
             }
-            let rows: Vec<Vec<String>> = all.iter().map(|e| cells(e, &["rig", "priority", "title", "created_at", "id"])).collect();
-            out(&Value::Array(all.clone()), table::render(&["rig", "priority", "title", "raised", "id"], &rows));
+            let rows: Vec<Vec<String>> = all
+                .iter()
+                .map(|e| cells(e, &["rig", "priority", "title", "created_at", "id"]))
+                .collect();
+            out(
+                &Value::Array(all.clone()),
+                table::render(&["rig", "priority", "title", "raised", "id"], &rows),
+            );
         }
-        Command::Mayor { town, message: Some(message), wait, .. } => mayor::send(&api, &segment("town", &town)?, &message, wait, json).await?,
+        Command::Mayor { town, message: Some(message), wait, .. } => {
+            mayor::send(&api, &segment("town", &town)?, &message, wait, json).await?
+        }
         Command::Mayor { town, .. } => mayor::history(&api, &segment("town", &town)?, json).await?,
     }
     Ok(())
@@ -238,7 +323,15 @@ async fn run(cli: Cli) -> Result<(), Error> {
 /// Follows an agent: its live stream (the WebSocket through the Worker) until its run ends or
 /// `for_secs` pass; with `once`, or when the container does not know the agent at all (404),
 /// the events the Worker kept (`GET /api/towns/:town/agents/:agent/events`).
-async fn watch(api: &Api, town: &str, agent: &str, once: bool, for_secs: Option<u64>, wait_secs: u64, json: bool) -> Result<(), Error> {
+async fn watch(
+    api: &Api,
+    town: &str,
+    agent: &str,
+    once: bool,
+    for_secs: Option<u64>,
+    wait_secs: u64,
+    json: bool,
+) -> Result<(), Error> {
     let deadline = for_secs.map(|s| std::time::Instant::now() + Duration::from_secs(s));
     let print = |e: &Value| {
         if json {
@@ -254,7 +347,9 @@ async fn watch(api: &Api, town: &str, agent: &str, once: bool, for_secs: Option<
         loop {
             match stream::follow(api, town, agent, deadline, print).await {
                 Err(Error::Api { status: 404, message }) => {
-                    let first = api.get(&format!("/api/towns/{town}/agents/{agent}/events?limit=1")).await?;
+                    let first = api
+                        .get(&format!("/api/towns/{town}/agents/{agent}/events?limit=1"))
+                        .await?;
                     if first["events"].as_array().is_some_and(|e| !e.is_empty()) {
                         break;
                     }
@@ -277,10 +372,19 @@ async fn watch(api: &Api, town: &str, agent: &str, once: bool, for_secs: Option<
 
 /// Pages the events the Worker kept, a line each, until a status event `exited` or `failed`,
 /// `deadline`, or (`once`) the end of what is there.
-async fn kept_events(api: &Api, town: &str, agent: &str, once: bool, deadline: Option<std::time::Instant>, json: bool) -> Result<(), Error> {
+async fn kept_events(
+    api: &Api,
+    town: &str,
+    agent: &str,
+    once: bool,
+    deadline: Option<std::time::Instant>,
+    json: bool,
+) -> Result<(), Error> {
     let mut after = 0i64;
     loop {
-        let page = api.get(&format!("/api/towns/{town}/agents/{agent}/events?after={after}&limit=500")).await?;
+        let page = api
+            .get(&format!("/api/towns/{town}/agents/{agent}/events?after={after}&limit=500"))
+            .await?;
         let events = list(&page["events"]);
         let mut ended = false;
         for e in &events {
@@ -289,7 +393,8 @@ async fn kept_events(api: &Api, town: &str, agent: &str, once: bool, deadline: O
             } else {
                 println!("{}", event_line(e));
             }
-            ended |= e["kind"] == "status" && matches!(e["data"]["status"].as_str(), Some("exited" | "failed"));
+            ended |= e["kind"] == "status"
+                && matches!(e["data"]["status"].as_str(), Some("exited" | "failed"));
         }
         after = page["nextAfter"].as_i64().unwrap_or(after);
         if once || ended || deadline.is_some_and(|d| std::time::Instant::now() >= d) {
@@ -305,7 +410,12 @@ async fn kept_events(api: &Api, town: &str, agent: &str, once: bool, deadline: O
 fn event_line(e: &Value) -> String {
     let d = &e["data"];
     let what = match e["kind"].as_str() {
-        Some("tool_call") => format!("{} {}{}", text(&d["tool"]), text(&d["state"]), d["exit"].as_i64().map(|x| format!(" (exit {x})")).unwrap_or_default()),
+        Some("tool_call") => format!(
+            "{} {}{}",
+            text(&d["tool"]),
+            text(&d["state"]),
+            d["exit"].as_i64().map(|x| format!(" (exit {x})")).unwrap_or_default()
+        ),
         Some("text") => text(&d["text"]),
         Some("error") => format!("{} ({})", text(&d["message"]), text(&d["source"])),
         Some("status") => text(&d["status"]),
@@ -353,12 +463,23 @@ mod tests {
     fn the_command_line_parses() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
-        let cli = Cli::try_parse_from(["gt", "--json", "sling", "r1", "Fix it", "--priority", "high"]).expect("parses");
-        assert!(cli.json && matches!(cli.command, Command::Sling { ref priority, .. } if priority.as_deref() == Some("high")));
+        let cli =
+            Cli::try_parse_from(["gt", "--json", "sling", "r1", "Fix it", "--priority", "high"])
+                .expect("parses");
+        assert!(
+            cli.json
+                && matches!(cli.command, Command::Sling { ref priority, .. } if priority.as_deref() == Some("high"))
+        );
         assert!(Cli::try_parse_from(["gt", "sling", "r1"]).is_err(), "a sling needs a title");
-        let cli = Cli::try_parse_from(["gt", "mayor", "t1", "hello", "--wait", "0"]).expect("parses");
-        assert!(matches!(cli.command, Command::Mayor { ref message, wait: 0, history: false, .. } if message.as_deref() == Some("hello")));
-        assert!(matches!(Cli::try_parse_from(["gt", "mayor", "t1", "--history"]).map(|c| c.command), Ok(Command::Mayor { message: None, history: true, wait: 120, .. })));
+        let cli =
+            Cli::try_parse_from(["gt", "mayor", "t1", "hello", "--wait", "0"]).expect("parses");
+        assert!(
+            matches!(cli.command, Command::Mayor { ref message, wait: 0, history: false, .. } if message.as_deref() == Some("hello"))
+        );
+        assert!(matches!(
+            Cli::try_parse_from(["gt", "mayor", "t1", "--history"]).map(|c| c.command),
+            Ok(Command::Mayor { message: None, history: true, wait: 120, .. })
+        ));
         assert!(Cli::try_parse_from(["gt", "mayor", "t1"]).is_err(), "a message or --history");
         assert!(Cli::try_parse_from(["gt", "mayor", "t1", "hi", "--history"]).is_err(), "not both");
     }

@@ -23,20 +23,29 @@ const POLL: Duration = Duration::from_secs(1);
 /// A message as the API takes it (the API's own rule, `shared_types::validate::text`: not blank,
 /// at most [`MAX_MESSAGE_BYTES`], no NUL). Checked before anything is sent.
 pub fn check_message(message: &str) -> Result<&str, Error> {
-    shared_types::validate::text(message, MAX_MESSAGE_BYTES, false)
-        .map(|()| message)
-        .map_err(|m| Error::Usage(format!("the message to the mayor {m} (it is {} bytes)", message.len())))
+    shared_types::validate::text(message, MAX_MESSAGE_BYTES, false).map(|()| message).map_err(|m| {
+        Error::Usage(format!("the message to the mayor {m} (it is {} bytes)", message.len()))
+    })
 }
 
 /// Sends `message` and, unless `wait_secs` is 0, waits (polling) for the mayor's reply and prints
 /// it: its text, or with `json` the messages after the one sent, through the reply, as a JSON
 /// array. With `wait_secs` 0 prints the message's id and the session's status (`json`: the
 /// API's answer) and returns. A wait that ends without a reply is an error (exit 1).
-pub async fn send(api: &Api, town: &str, message: &str, wait_secs: u64, json: bool) -> Result<(), Error> {
+pub async fn send(
+    api: &Api,
+    town: &str,
+    message: &str,
+    wait_secs: u64,
+    json: bool,
+) -> Result<(), Error> {
     let message = check_message(message)?;
     let path = format!("/api/towns/{town}/mayor/messages");
     let sent = api.post(&path, json!({ "message": message })).await?;
-    let id = sent["messageId"].as_i64().ok_or_else(|| Error::Api { status: 502, message: format!("the API's answer has no messageId: {sent}") })?;
+    let id = sent["messageId"].as_i64().ok_or_else(|| Error::Api {
+        status: 502,
+        message: format!("the API's answer has no messageId: {sent}"),
+    })?;
     let status = sent["sessionStatus"].as_str().unwrap_or("unknown").to_string();
     let detail = sent["detail"].as_str().filter(|d| !d.is_empty());
     if wait_secs == 0 {
@@ -59,7 +68,12 @@ pub async fn send(api: &Api, town: &str, message: &str, wait_secs: u64, json: bo
             return Err(no_reply(town, id, wait_secs, &status));
         }
         // Each poll is bounded by the time left, so the wait never overruns --wait.
-        let page = match tokio::time::timeout(left, api.get(&format!("{path}?after={after}&limit={PAGE}"))).await {
+        let page = match tokio::time::timeout(
+            left,
+            api.get(&format!("{path}?after={after}&limit={PAGE}")),
+        )
+        .await
+        {
             Ok(page) => list(&page?),
             Err(_) => return Err(no_reply(town, id, wait_secs, &status)),
         };
@@ -68,10 +82,16 @@ pub async fn send(api: &Api, town: &str, message: &str, wait_secs: u64, json: bo
         seen.extend(page);
         // The reply to this message: the mayor's first reply that was given it (`inReplyTo`),
         // not the end of a turn that was already running when it was sent.
-        if let Some(i) = seen.iter().position(|m| m["role"] == "mayor" && m["inReplyTo"].as_i64().is_none_or(|r| r >= id)) {
+        if let Some(i) = seen
+            .iter()
+            .position(|m| m["role"] == "mayor" && m["inReplyTo"].as_i64().is_none_or(|r| r >= id))
+        {
             seen.truncate(i + 1);
             if json {
-                println!("{}", serde_json::to_string_pretty(&Value::Array(seen)).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&Value::Array(seen)).unwrap_or_default()
+                );
             } else {
                 println!("{}", text(&seen[i]["text"]));
             }
@@ -103,7 +123,10 @@ pub async fn history(api: &Api, town: &str, json: bool) -> Result<(), Error> {
     let mut all: Vec<Value> = Vec::new();
     let mut after = 0i64;
     loop {
-        let page = list(&api.get(&format!("/api/towns/{town}/mayor/messages?after={after}&limit={PAGE}")).await?);
+        let page = list(
+            &api.get(&format!("/api/towns/{town}/mayor/messages?after={after}&limit={PAGE}"))
+                .await?,
+        );
         let next = page.iter().filter_map(|m| m["id"].as_i64()).max().unwrap_or(after);
         let done = page.len() < PAGE || next <= after;
         after = next;
@@ -128,8 +151,16 @@ pub fn transcript(messages: &[Value]) -> String {
     messages
         .iter()
         .map(|m| {
-            let at = m["created_at"].as_str().map(|t| t.get(..19).unwrap_or(t).replace('T', " ")).unwrap_or_default();
-            format!("#{}  {at}  {}\n{}", text(&m["id"]), text(&m["role"]), text(&m["text"]).trim_end())
+            let at = m["created_at"]
+                .as_str()
+                .map(|t| t.get(..19).unwrap_or(t).replace('T', " "))
+                .unwrap_or_default();
+            format!(
+                "#{}  {at}  {}\n{}",
+                text(&m["id"]),
+                text(&m["role"]),
+                text(&m["text"]).trim_end()
+            )
         })
         .collect::<Vec<_>>()
         .join("\n\n")
@@ -154,9 +185,18 @@ mod tests {
     #[test]
     fn messages_are_checked_before_sending() {
         assert_eq!(check_message("hello").ok(), Some("hello"));
-        assert!(check_message(&"é".repeat(MAX_MESSAGE_BYTES / 2)).is_ok(), "exactly the most bytes");
+        assert!(
+            check_message(&"é".repeat(MAX_MESSAGE_BYTES / 2)).is_ok(),
+            "exactly the most bytes"
+        );
         assert!(check_message(" ").is_err_and(|e| e.to_string().contains("must not be empty")));
-        for bad in [String::new(), " \n\t ".into(), "x".repeat(MAX_MESSAGE_BYTES + 1), "é".repeat(MAX_MESSAGE_BYTES / 2 + 1), "a\0b".into()] {
+        for bad in [
+            String::new(),
+            " \n\t ".into(),
+            "x".repeat(MAX_MESSAGE_BYTES + 1),
+            "é".repeat(MAX_MESSAGE_BYTES / 2 + 1),
+            "a\0b".into(),
+        ] {
             let e = check_message(&bad).expect_err("refused");
             assert_eq!(e.exit_code(), 2, "{e}");
         }
@@ -169,7 +209,10 @@ mod tests {
             json!({ "id": 2, "role": "mayor", "text": "Hi.\nWhat shall we build?\n", "created_at": "2026-11-30T07:01:09.000Z" }),
         ];
         assert_eq!(transcript(&msgs), "#1  2026-11-30 07:01:02  person\nhello\n\n#2  2026-11-30 07:01:09  mayor\nHi.\nWhat shall we build?");
-        assert_eq!(sent_line(7, "queued", Some("at capacity")), "message 7 sent (session queued: at capacity)");
+        assert_eq!(
+            sent_line(7, "queued", Some("at capacity")),
+            "message 7 sent (session queued: at capacity)"
+        );
         assert_eq!(sent_line(7, "active", None), "message 7 sent (session active)");
         assert_eq!(no_reply("t1", 7, 5, "starting").exit_code(), 1);
     }

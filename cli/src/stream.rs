@@ -14,13 +14,29 @@ use crate::api::{Api, Error};
 
 /// Prints the agent's frames until the run ends, the server closes, or `deadline`.
 /// `print(event)` gets each frame as an event `{at, kind, data}`.
-pub async fn follow(api: &Api, town: &str, agent: &str, deadline: Option<Instant>, mut print: impl FnMut(&Value)) -> Result<(), Error> {
-    let ticket = api.post(&format!("/api/towns/{town}/container/agents/{agent}/stream-ticket"), json!({})).await?;
-    let ticket = ticket["ticket"].as_str().ok_or_else(|| Error::Api { status: 502, message: "the stream ticket answer has no ticket".into() })?;
-    let url = format!("{}/api/towns/{town}/container/agents/{agent}/stream?ticket={ticket}", api.ws_base());
-    let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
-        .await
-        .map_err(|e| Error::Unreachable { url: api.ws_base(), detail: format!("the live stream did not open: {e}") })?;
+pub async fn follow(
+    api: &Api,
+    town: &str,
+    agent: &str,
+    deadline: Option<Instant>,
+    mut print: impl FnMut(&Value),
+) -> Result<(), Error> {
+    let ticket = api
+        .post(&format!("/api/towns/{town}/container/agents/{agent}/stream-ticket"), json!({}))
+        .await?;
+    let ticket = ticket["ticket"].as_str().ok_or_else(|| Error::Api {
+        status: 502,
+        message: "the stream ticket answer has no ticket".into(),
+    })?;
+    let url = format!(
+        "{}/api/towns/{town}/container/agents/{agent}/stream?ticket={ticket}",
+        api.ws_base()
+    );
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| Error::Unreachable {
+            url: api.ws_base(),
+            detail: format!("the live stream did not open: {e}"),
+        })?;
     loop {
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if left == Some(Duration::ZERO) {
@@ -35,7 +51,12 @@ pub async fn follow(api: &Api, town: &str, agent: &str, deadline: Option<Instant
         };
         match next {
             None => return Ok(()),
-            Some(Err(e)) => return Err(Error::Unreachable { url: api.ws_base(), detail: format!("the live stream broke: {e}") }),
+            Some(Err(e)) => {
+                return Err(Error::Unreachable {
+                    url: api.ws_base(),
+                    detail: format!("the live stream broke: {e}"),
+                })
+            }
             Some(Ok(Message::Text(text))) => {
                 let frame: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
                 if frame["event"] == "error" {
@@ -48,9 +69,10 @@ pub async fn follow(api: &Api, town: &str, agent: &str, deadline: Option<Instant
             }
             Some(Ok(Message::Close(frame))) => {
                 return match frame {
-                    Some(f) if f.code != CloseCode::Normal => {
-                        Err(Error::Api { status: u16::from(f.code), message: format!("the live stream was refused: {}", f.reason) })
-                    }
+                    Some(f) if f.code != CloseCode::Normal => Err(Error::Api {
+                        status: u16::from(f.code),
+                        message: format!("the live stream was refused: {}", f.reason),
+                    }),
                     _ => Ok(()),
                 };
             }
@@ -68,7 +90,8 @@ pub fn as_event(frame: &Value) -> Value {
     };
     let mut data = frame["data"].clone();
     if frame["event"] == "agent.exited" {
-        data = json!({ "status": frame["data"]["properties"]["reason"].as_str().unwrap_or("exited") });
+        data =
+            json!({ "status": frame["data"]["properties"]["reason"].as_str().unwrap_or("exited") });
     }
     json!({ "at": frame["timestamp"], "kind": kind, "data": data, "agentId": frame["agentId"], "id": frame["id"] })
 }

@@ -21,7 +21,11 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
         }
     }
     let line = |cells: Vec<String>| -> String {
-        let padded: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths.get(i).copied().unwrap_or(0))).collect();
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths.get(i).copied().unwrap_or(0)))
+            .collect();
         padded.join("  ").trim_end().to_string()
     };
     let mut out = vec![line(headers.iter().map(|h| h.to_uppercase()).collect())];
@@ -35,10 +39,17 @@ mod tests {
 
     #[test]
     fn columns_line_up_and_long_cells_are_cut() {
-        let t = render(&["id", "title"], &[vec!["b1".into(), "short".into()], vec!["b22".into(), "x".repeat(100)]]);
+        let t = render(
+            &["id", "title"],
+            &[vec!["b1".into(), "short".into()], vec!["b22".into(), "x".repeat(100)]],
+        );
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "ID   TITLE");
         assert_eq!(lines[1], "b1   short");
-        assert!(lines[2].starts_with("b22  xxx") && lines[2].ends_with('…') && lines[2].chars().count() == 5 + MAX_CELL);
+        assert!(
+            lines[2].starts_with("b22  xxx")
+                && lines[2].ends_with('…')
+                && lines[2].chars().count() == 5 + MAX_CELL
+        );
     }
 }

@@ -28,7 +28,12 @@ fn stdout(o: &Output) -> String {
 }
 
 fn ok(o: Output) -> String {
-    assert!(o.status.success(), "gt failed ({:?}): {}", o.status.code(), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "gt failed ({:?}): {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+    );
     stdout(&o)
 }
 
@@ -43,7 +48,10 @@ async fn a_person_runs_a_town_with_gt() {
     let origin = Origin::new();
     let rig = ok(run(&["rig", "add", &town, "app", &origin.url()]));
     let shown = ok(run(&["town", "show", &town]));
-    assert!(shown.contains("town demo") && shown.contains(&rig) && shown.contains("RIG"), "{shown}");
+    assert!(
+        shown.contains("town demo") && shown.contains(&rig) && shown.contains("RIG"),
+        "{shown}"
+    );
 
     model.set_script("gt", commit_push_done("gt.txt", "from-gt"));
     let slung = ok(run(&["sling", &rig, "Write gt.txt", "--body", &marker("gt")]));
@@ -51,16 +59,25 @@ async fn a_person_runs_a_town_with_gt() {
     let bead = slung.split_whitespace().nth(1).expect("bead id").to_string();
 
     // The status table: the bead under its status, the polecat that has it.
-    let status: Value = serde_json::from_str(&ok(run(&["--json", "status", &rig]))).expect("--json is JSON");
+    let status: Value =
+        serde_json::from_str(&ok(run(&["--json", "status", &rig]))).expect("--json is JSON");
     let agent = status["agents"][0]["id"].as_str().expect("agent id").to_string();
     let table = ok(run(&["status", &rig]));
-    assert!(table.lines().next().is_some_and(|h| h.starts_with("STATUS")) && table.contains(&bead) && table.contains(&agent), "{table}");
+    assert!(
+        table.lines().next().is_some_and(|h| h.starts_with("STATUS"))
+            && table.contains(&bead)
+            && table.contains(&agent),
+        "{table}"
+    );
 
     // Watching the agent follows its live stream to the end of the run: its tool calls, then
     // its exit.
     let watched = ok(run(&["watch", &town, &agent, "--for", "240"]));
     assert!(watched.contains("tool_call") && watched.contains("bash"), "{watched}");
-    assert!(watched.lines().last().is_some_and(|l| l.contains("status") && l.contains("exited")), "{watched}");
+    assert!(
+        watched.lines().last().is_some_and(|l| l.contains("status") && l.contains("exited")),
+        "{watched}"
+    );
     // The events the Worker kept tell the same story (they arrive every 2 s).
     let kept = until("the kept events of the run", Duration::from_secs(60), async || {
         let k = ok(run(&["watch", &town, &agent, "--once"]));
@@ -75,10 +92,25 @@ async fn a_person_runs_a_town_with_gt() {
     .await;
 
     // Mail: sent as the polecat to itself, listed without being delivered.
-    ok(run(&["mail", "send", &rig, "--from", &agent, "--to", &agent, "--subject", "hello from gt", "--body", "b"]));
+    ok(run(&[
+        "mail",
+        "send",
+        &rig,
+        "--from",
+        &agent,
+        "--to",
+        &agent,
+        "--subject",
+        "hello from gt",
+        "--body",
+        "b",
+    ]));
     let mail = ok(run(&["mail", "list", &rig, &agent]));
     assert!(mail.contains("hello from gt"), "{mail}");
-    assert!(ok(run(&["mail", "list", &rig, &agent])).contains("hello from gt"), "listing does not deliver it");
+    assert!(
+        ok(run(&["mail", "list", &rig, &agent])).contains("hello from gt"),
+        "listing does not deliver it"
+    );
     let escalations = ok(run(&["escalations", &town]));
     assert!(escalations.starts_with("RIG"), "{escalations}");
 
@@ -88,16 +120,33 @@ async fn a_person_runs_a_town_with_gt() {
     let mayor_town = ok(run(&["town", "create", "mayor-town"]));
     model.set_script(
         "gt-mayor",
-        vec![Step::text("Hello from the mayor"), Step::text("The plan: one bead at a time."), Step::text("Sorry, I was slow.").delayed(Duration::from_secs(20))],
+        vec![
+            Step::text("Hello from the mayor"),
+            Step::text("The plan: one bead at a time."),
+            Step::text("Sorry, I was slow.").delayed(Duration::from_secs(20)),
+        ],
     );
     let hello = format!("{} hello", marker("gt-mayor"));
     assert_eq!(ok(run(&["mayor", &mayor_town, &hello])), "Hello from the mayor");
-    let sent: Value = serde_json::from_str(&ok(run(&["--json", "mayor", &mayor_town, "What is the plan?", "--wait", "0"]))).expect("--json is JSON");
+    let sent: Value = serde_json::from_str(&ok(run(&[
+        "--json",
+        "mayor",
+        &mayor_town,
+        "What is the plan?",
+        "--wait",
+        "0",
+    ])))
+    .expect("--json is JSON");
     assert!(sent["messageId"].as_i64().is_some_and(|id| id > 1), "{sent}");
-    assert!(matches!(sent["sessionStatus"].as_str(), Some("active" | "starting" | "queued")), "{sent}");
+    assert!(
+        matches!(sent["sessionStatus"].as_str(), Some("active" | "starting" | "queued")),
+        "{sent}"
+    );
     let roles = async |n: usize| {
         until("the mayor's reply in the conversation", Duration::from_secs(120), async || {
-            let h: Value = serde_json::from_str(&ok(run(&["--json", "mayor", &mayor_town, "--history"]))).expect("--json is JSON");
+            let h: Value =
+                serde_json::from_str(&ok(run(&["--json", "mayor", &mayor_town, "--history"])))
+                    .expect("--json is JSON");
             let h = h.as_array().cloned().unwrap_or_default();
             (h.len() >= n).then_some(h)
         })
@@ -115,18 +164,42 @@ async fn a_person_runs_a_town_with_gt() {
     let slow = run(&["mayor", &mayor_town, "Are you still there?", "--wait", "3"]);
     let err = String::from_utf8_lossy(&slow.stderr);
     assert_eq!(slow.status.code(), Some(1), "{err}");
-    assert!(err.contains("no reply from the mayor within 3 s") && err.contains("--history") && slow.stdout.is_empty(), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(15), "the wait is bounded by --wait: {:?}", started.elapsed());
+    assert!(
+        err.contains("no reply from the mayor within 3 s")
+            && err.contains("--history")
+            && slow.stdout.is_empty(),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the wait is bounded by --wait: {:?}",
+        started.elapsed()
+    );
     let h = roles(6).await;
-    let got: Vec<(&str, &str)> = h.iter().map(|m| (m["role"].as_str().unwrap_or(""), m["text"].as_str().unwrap_or(""))).collect();
+    let got: Vec<(&str, &str)> = h
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap_or(""), m["text"].as_str().unwrap_or("")))
+        .collect();
     assert_eq!(
         got,
-        [("person", hello.as_str()), ("mayor", "Hello from the mayor"), ("person", "What is the plan?"), ("mayor", "The plan: one bead at a time."), ("person", "Are you still there?"), ("mayor", "Sorry, I was slow.")],
+        [
+            ("person", hello.as_str()),
+            ("mayor", "Hello from the mayor"),
+            ("person", "What is the plan?"),
+            ("mayor", "The plan: one bead at a time."),
+            ("person", "Are you still there?"),
+            ("mayor", "Sorry, I was slow.")
+        ],
         "oldest first, the blank message never sent"
     );
     assert!(h.windows(2).all(|w| w[0]["id"].as_i64() < w[1]["id"].as_i64()), "{h:?}");
     let transcript = ok(run(&["mayor", &mayor_town, "--history"]));
-    assert!(transcript.starts_with("#") && transcript.contains("  person\nWhat is the plan?") && transcript.ends_with("mayor\nSorry, I was slow."), "{transcript}");
+    assert!(
+        transcript.starts_with("#")
+            && transcript.contains("  person\nWhat is the plan?")
+            && transcript.ends_with("mayor\nSorry, I was slow."),
+        "{transcript}"
+    );
 
     // Bad settings and input: a message on stderr, the documented exit code, stdout empty.
     for (args, key, url, code, says) in [
@@ -135,7 +208,13 @@ async fn a_person_runs_a_town_with_gt() {
         (vec!["status", "a/b"], INTERNAL_KEY, url.as_str(), 2, "rig must be an id"),
         (vec!["sling", &rig], INTERNAL_KEY, url.as_str(), 2, "TITLE"),
         (vec!["sling", "no-such-rig", "x"], INTERNAL_KEY, url.as_str(), 1, "404: Rig not found"),
-        (vec!["sling", &rig, "x", "--priority", "bogus"], INTERNAL_KEY, url.as_str(), 1, "priority: "),
+        (
+            vec!["sling", &rig, "x", "--priority", "bogus"],
+            INTERNAL_KEY,
+            url.as_str(),
+            1,
+            "priority: ",
+        ),
         (vec!["status", &rig], "", url.as_str(), 2, "GASTOWN_KEY"),
         (vec!["status", &rig], INTERNAL_KEY, "http://127.0.0.1:9", 3, "cannot reach"),
         (vec!["watch", &town, "nobody-here", "--wait", "2"], INTERNAL_KEY, url.as_str(), 1, "404"),

@@ -50,7 +50,12 @@ pub fn per_agent(configured: u64, samples: &[(u64, usize)]) -> u64 {
 }
 
 /// The number of agents that fit: at least one, so a small container still works.
-pub fn agents_that_fit(limit: Option<u64>, reserve: u64, per_agent: u64, fixed: Option<usize>) -> usize {
+pub fn agents_that_fit(
+    limit: Option<u64>,
+    reserve: u64,
+    per_agent: u64,
+    fixed: Option<usize>,
+) -> usize {
     if let Some(n) = fixed {
         return n.max(1);
     }
@@ -69,7 +74,10 @@ mod tests {
         assert_eq!(parse_limit("max\n"), None);
         assert_eq!(parse_limit("4294967296\n"), Some(4 * 1024 * MIB));
         assert_eq!(parse_limit("9223372036854771712"), None, "cgroup v1 unlimited");
-        assert_eq!(meminfo_total("MemTotal:       24576000 kB\nMemFree: 1 kB\n"), Some(24_576_000 * 1024));
+        assert_eq!(
+            meminfo_total("MemTotal:       24576000 kB\nMemFree: 1 kB\n"),
+            Some(24_576_000 * 1024)
+        );
     }
 
     #[test]

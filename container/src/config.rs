@@ -41,11 +41,35 @@ use shared_types::ValidationPolicy;
 /// Every variable [`Config::from_env`] reads (printed by `gastown-container print-env`, which the
 /// Dockerfile check compares against).
 pub const ENV_VARS: &[&str] = &[
-    "PORT", "BIND_ADDR", "CONTAINER_TOKEN", "WORKSPACE_ROOT", "GASTOWN_API_URL", "KILO_BIN", "AGENTS_PER_SERVER",
-    "STOP_GRACE_MS", "SHUTDOWN_DRAIN_MS", "HEARTBEAT_INTERVAL_MS", "ALLOW_LOCAL_REPOS", "KILO_READY_TIMEOUT_MS", "GIT_TIMEOUT_MS",
-    "EVENT_BUFFER_SIZE", "GASTOWN_MODEL_BASE_URL", "GASTOWN_MODEL_API_KEY", "KILO_MEMORY_LIMIT_BYTES",
-    "GASTOWN_TOOLS_DIR", "LOG", "LISTEN_FDS", "LISTEN_PID", "MAX_AGENTS", "AGENT_MEMORY_BYTES", "MEMORY_RESERVE_BYTES",
-    "WARM_POOL_SIZE", "WARM_POOL_MODEL", "AGENT_ISOLATION", "AGENT_UID_BASE", "AGENT_UID_COUNT",
+    "PORT",
+    "BIND_ADDR",
+    "CONTAINER_TOKEN",
+    "WORKSPACE_ROOT",
+    "GASTOWN_API_URL",
+    "KILO_BIN",
+    "AGENTS_PER_SERVER",
+    "STOP_GRACE_MS",
+    "SHUTDOWN_DRAIN_MS",
+    "HEARTBEAT_INTERVAL_MS",
+    "ALLOW_LOCAL_REPOS",
+    "KILO_READY_TIMEOUT_MS",
+    "GIT_TIMEOUT_MS",
+    "EVENT_BUFFER_SIZE",
+    "GASTOWN_MODEL_BASE_URL",
+    "GASTOWN_MODEL_API_KEY",
+    "KILO_MEMORY_LIMIT_BYTES",
+    "GASTOWN_TOOLS_DIR",
+    "LOG",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "MAX_AGENTS",
+    "AGENT_MEMORY_BYTES",
+    "MEMORY_RESERVE_BYTES",
+    "WARM_POOL_SIZE",
+    "WARM_POOL_MODEL",
+    "AGENT_ISOLATION",
+    "AGENT_UID_BASE",
+    "AGENT_UID_COUNT",
 ];
 
 /// The variables that hold secrets: erased from the environment once read (`secret.rs`).
@@ -94,12 +118,17 @@ impl Config {
             get(k).filter(|v| !v.trim().is_empty())
         };
         let num = |k: &str, default: u64| -> Result<u64, String> {
-            get(k).map_or(Ok(default), |v| v.trim().parse().map_err(|_| format!("{k} must be a whole number, got {v:?}")))
+            get(k).map_or(Ok(default), |v| {
+                v.trim().parse().map_err(|_| format!("{k} must be a whole number, got {v:?}"))
+            })
         };
         let ms = |k: &str, default: u64| num(k, default).map(Duration::from_millis);
-        let port = u16::try_from(num("PORT", 8080)?).map_err(|_| "PORT must be at most 65535".to_string())?;
+        let port = u16::try_from(num("PORT", 8080)?)
+            .map_err(|_| "PORT must be at most 65535".to_string())?;
         let bind = get("BIND_ADDR").unwrap_or_else(|| "0.0.0.0".into());
-        let listen = format!("{bind}:{port}").parse().map_err(|_| format!("BIND_ADDR {bind:?} is not an IP address"))?;
+        let listen = format!("{bind}:{port}")
+            .parse()
+            .map_err(|_| format!("BIND_ADDR {bind:?} is not an IP address"))?;
         let agents_per_server = num("AGENTS_PER_SERVER", 1)?;
         if !(1..=64).contains(&agents_per_server) {
             return Err("AGENTS_PER_SERVER must be between 1 and 64".into());
@@ -109,13 +138,16 @@ impl Config {
         Ok(Self {
             listen,
             container_token: get("CONTAINER_TOKEN"),
-            workspace_root: PathBuf::from(get("WORKSPACE_ROOT").unwrap_or_else(|| "/workspace".into())),
+            workspace_root: PathBuf::from(
+                get("WORKSPACE_ROOT").unwrap_or_else(|| "/workspace".into()),
+            ),
             api_url: get("GASTOWN_API_URL").map(|u| u.trim_end_matches('/').to_string()),
             kilo_bin: PathBuf::from(get("KILO_BIN").unwrap_or_else(|| "kilo".into())),
             agents_per_server: agents_per_server as usize,
             stop_grace: ms("STOP_GRACE_MS", 10_000)?,
             shutdown_drain: ms("SHUTDOWN_DRAIN_MS", 30_000)?,
-            heartbeat_interval: ms("HEARTBEAT_INTERVAL_MS", 30_000)?.max(Duration::from_millis(100)),
+            heartbeat_interval: ms("HEARTBEAT_INTERVAL_MS", 30_000)?
+                .max(Duration::from_millis(100)),
             allow_local_repos: flag("ALLOW_LOCAL_REPOS"),
             kilo_ready_timeout: ms("KILO_READY_TIMEOUT_MS", 60_000)?,
             git_timeout: ms("GIT_TIMEOUT_MS", 600_000)?,
@@ -123,7 +155,11 @@ impl Config {
             model_base_url: get("GASTOWN_MODEL_BASE_URL"),
             model_api_key: get("GASTOWN_MODEL_API_KEY"),
             tools_dir: get("GASTOWN_TOOLS_DIR").map(PathBuf::from),
-            kilo_memory_limit: get("KILO_MEMORY_LIMIT_BYTES").map(|v| v.parse().map_err(|_| "KILO_MEMORY_LIMIT_BYTES must be a number".to_string())).transpose()?,
+            kilo_memory_limit: get("KILO_MEMORY_LIMIT_BYTES")
+                .map(|v| {
+                    v.parse().map_err(|_| "KILO_MEMORY_LIMIT_BYTES must be a number".to_string())
+                })
+                .transpose()?,
             max_agents: Some(num("MAX_AGENTS", 0)? as usize).filter(|n| *n > 0),
             agent_memory: num("AGENT_MEMORY_BYTES", 700 * 1024 * 1024)?.max(1),
             memory_reserve: num("MEMORY_RESERVE_BYTES", 512 * 1024 * 1024)?,
@@ -132,10 +168,18 @@ impl Config {
             isolate_agents: match get("AGENT_ISOLATION").as_deref().map(str::trim) {
                 None | Some("auto") => true,
                 Some("off") => false,
-                Some(other) => return Err(format!("AGENT_ISOLATION must be auto or off, got {other:?}")),
+                Some(other) => {
+                    return Err(format!("AGENT_ISOLATION must be auto or off, got {other:?}"))
+                }
             },
-            agent_uid_base: u32::try_from(num("AGENT_UID_BASE", 20_000)?).ok().filter(|b| *b >= 1000).ok_or("AGENT_UID_BASE must be between 1000 and 4294967295")?,
-            agent_uid_count: u32::try_from(num("AGENT_UID_COUNT", 1000)?).ok().filter(|c| (1..=65_536).contains(c)).ok_or("AGENT_UID_COUNT must be between 1 and 65536")?,
+            agent_uid_base: u32::try_from(num("AGENT_UID_BASE", 20_000)?)
+                .ok()
+                .filter(|b| *b >= 1000)
+                .ok_or("AGENT_UID_BASE must be between 1000 and 4294967295")?,
+            agent_uid_count: u32::try_from(num("AGENT_UID_COUNT", 1000)?)
+                .ok()
+                .filter(|c| (1..=65_536).contains(c))
+                .ok_or("AGENT_UID_COUNT must be between 1 and 65536")?,
         })
     }
 
@@ -149,7 +193,8 @@ mod tests {
     use super::*;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, String> {
-        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let pairs: Vec<(String, String)> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
     }
 
@@ -176,13 +221,19 @@ mod tests {
         assert!(config(&[("STOP_GRACE_MS", "-1")]).unwrap_err().contains("STOP_GRACE_MS"));
         assert!(config(&[("BIND_ADDR", "nope")]).is_err());
         assert!(config(&[("AGENT_ISOLATION", "maybe")]).unwrap_err().contains("AGENT_ISOLATION"));
-        assert!(config(&[("AGENT_UID_BASE", "0")]).unwrap_err().contains("AGENT_UID_BASE"), "never root's or system uids");
+        assert!(
+            config(&[("AGENT_UID_BASE", "0")]).unwrap_err().contains("AGENT_UID_BASE"),
+            "never root's or system uids"
+        );
         assert!(config(&[("AGENT_UID_COUNT", "0")]).is_err());
     }
 
     #[test]
     fn empty_token_means_no_token() {
         assert!(config(&[("CONTAINER_TOKEN", "  ")]).expect("valid").container_token.is_none());
-        assert_eq!(config(&[("CONTAINER_TOKEN", "s")]).expect("valid").container_token.as_deref(), Some("s"));
+        assert_eq!(
+            config(&[("CONTAINER_TOKEN", "s")]).expect("valid").container_token.as_deref(),
+            Some("s")
+        );
     }
 }

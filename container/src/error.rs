@@ -84,7 +84,8 @@ impl IntoResponse for Error {
             _ => Vec::new(),
         };
         let boot_id = matches!(self, Self::NotFound(_)).then(|| crate::boot::id().to_string());
-        let mut response = (status, Json(ErrorBody { error: self.to_string(), issues, boot_id })).into_response();
+        let mut response =
+            (status, Json(ErrorBody { error: self.to_string(), issues, boot_id })).into_response();
         if matches!(self, Self::TooLarge(_)) {
             close_connection(&mut response);
         }
@@ -98,5 +99,7 @@ impl IntoResponse for Error {
 /// closed one for its next request, which fails with "connection closed before message
 /// completed" (seen in the bad-input test: hyper's IncompleteMessage after a 413).
 pub fn close_connection(response: &mut Response) {
-    response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    response
+        .headers_mut()
+        .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
 }

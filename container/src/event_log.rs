@@ -1,4 +1,4 @@
-//! Agents' events, kept by the Worker (issue 9): every few seconds the events of each agent
+//! Agents' events, kept by the Worker: every few seconds the events of each agent
 //! since the last accepted batch go to `POST /api/towns/:town/container/events`, so an agent's
 //! history survives a container restart (its buffer here does not).
 //!
@@ -34,7 +34,8 @@ pub fn spawn(supervisor: Arc<Supervisor>) {
         loop {
             tokio::time::sleep(EVERY).await;
             for (town, records) in collect(&supervisor, &sent) {
-                let batch = AgentEventBatch { boot_id: crate::boot::id().to_string(), events: records };
+                let batch =
+                    AgentEventBatch { boot_id: crate::boot::id().to_string(), events: records };
                 match send(&supervisor, &api_url, &town, &batch).await {
                     Ok(()) => {
                         for r in &batch.events {
@@ -42,12 +43,15 @@ pub fn spawn(supervisor: Arc<Supervisor>) {
                             *last = (*last).max(r.event.id);
                         }
                     }
-                    Err(e) => tracing::warn!(town = %town, events = batch.events.len(), error = %e, "agent events not kept yet"),
+                    Err(e) => {
+                        tracing::warn!(town = %town, events = batch.events.len(), error = %e, "agent events not kept yet")
+                    }
                 }
             }
             // Bounded memory: forget agents that are gone.
             if sent.len() > 10_000 {
-                let known: std::collections::HashSet<String> = supervisor.registry.all().iter().map(|a| a.id.clone()).collect();
+                let known: std::collections::HashSet<String> =
+                    supervisor.registry.all().iter().map(|a| a.id.clone()).collect();
                 sent.retain(|id, _| known.contains(id));
             }
         }
@@ -55,7 +59,10 @@ pub fn spawn(supervisor: Arc<Supervisor>) {
 }
 
 /// The unsent events, per town, within the batch bounds.
-fn collect(supervisor: &Supervisor, sent: &HashMap<String, u64>) -> BTreeMap<String, Vec<AgentEventRecord>> {
+fn collect(
+    supervisor: &Supervisor,
+    sent: &HashMap<String, u64>,
+) -> BTreeMap<String, Vec<AgentEventRecord>> {
     let mut towns: BTreeMap<String, Vec<AgentEventRecord>> = BTreeMap::new();
     for agent in supervisor.registry.all() {
         let after = sent.get(&agent.id).copied().unwrap_or(0);
@@ -69,7 +76,11 @@ fn collect(supervisor: &Supervisor, sent: &HashMap<String, u64>) -> BTreeMap<Str
                 break;
             }
             event.data = bounded(event.data);
-            records.push(AgentEventRecord { agent_id: agent.id.clone(), rig_id: rig.clone(), event });
+            records.push(AgentEventRecord {
+                agent_id: agent.id.clone(),
+                rig_id: rig.clone(),
+                event,
+            });
         }
     }
     towns.retain(|_, r| !r.is_empty());
@@ -86,8 +97,18 @@ pub fn bounded(data: Value) -> Value {
     json!({ "truncated": true, "bytes": text.len(), "preview": preview })
 }
 
-async fn send(supervisor: &Supervisor, api_url: &str, town: &str, batch: &AgentEventBatch) -> Result<(), String> {
-    crate::heartbeat::post(supervisor, &format!("{api_url}/api/towns/{town}/container/events"), batch).await
+async fn send(
+    supervisor: &Supervisor,
+    api_url: &str,
+    town: &str,
+    batch: &AgentEventBatch,
+) -> Result<(), String> {
+    crate::heartbeat::post(
+        supervisor,
+        &format!("{api_url}/api/towns/{town}/container/events"),
+        batch,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -56,19 +56,30 @@ pub fn spawn(supervisor: Arc<Supervisor>) {
 }
 
 fn backoff(failures: u32, cap: Duration) -> Duration {
-    Duration::from_secs(1u64 << failures.min(10)).min(cap)
+    let cap_ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(shared_types::backoff::delay_ms(1_000, failures, cap_ms))
 }
 
 /// One heartbeat per town: active agents, plus ended ones not yet reported.
-fn collect(supervisor: &Supervisor, reported_ended: &HashSet<(String, String)>) -> Vec<ContainerHeartbeat> {
+fn collect(
+    supervisor: &Supervisor,
+    reported_ended: &HashSet<(String, String)>,
+) -> Vec<ContainerHeartbeat> {
     let now = clock::now_iso();
     let mut towns: BTreeMap<String, Vec<AgentHeartbeat>> = BTreeMap::new();
     // The mayor belongs to no rig (the Worker knows it from the town): its record has no place
     // in a rig's heartbeat, and an idle mayor must not keep the container awake.
-    for agent in supervisor.registry.all().into_iter().filter(|a| a.spec().role != shared_types::AgentRole::Mayor) {
+    for agent in supervisor
+        .registry
+        .all()
+        .into_iter()
+        .filter(|a| a.spec().role != shared_types::AgentRole::Mayor)
+    {
         let p = agent.to_process();
         // An ended agent is identified by its end: its last activity time does not change.
-        if !p.status.is_active() && reported_ended.contains(&(p.agent_id.clone(), p.last_activity_at.clone())) {
+        if !p.status.is_active()
+            && reported_ended.contains(&(p.agent_id.clone(), p.last_activity_at.clone()))
+        {
             continue;
         }
         towns.entry(p.town_id.clone()).or_default().push(AgentHeartbeat {
@@ -83,17 +94,32 @@ fn collect(supervisor: &Supervisor, reported_ended: &HashSet<(String, String)>) 
     let uptime = supervisor.uptime_ms();
     towns
         .into_iter()
-        .map(|(town_id, agents)| ContainerHeartbeat { town_id, timestamp: clock::iso(SystemTime::now()), uptime, boot_id: Some(crate::boot::id().to_string()), agents })
+        .map(|(town_id, agents)| ContainerHeartbeat {
+            town_id,
+            timestamp: clock::iso(SystemTime::now()),
+            uptime,
+            boot_id: Some(crate::boot::id().to_string()),
+            agents,
+        })
         .collect()
 }
 
-async fn send(supervisor: &Supervisor, api_url: &str, beat: &ContainerHeartbeat) -> Result<(), String> {
-    post(supervisor, &format!("{api_url}/api/towns/{}/container/heartbeat", beat.town_id), beat).await
+async fn send(
+    supervisor: &Supervisor,
+    api_url: &str,
+    beat: &ContainerHeartbeat,
+) -> Result<(), String> {
+    post(supervisor, &format!("{api_url}/api/towns/{}/container/heartbeat", beat.town_id), beat)
+        .await
 }
 
 /// POSTs `body` to the Worker with the container token (10 s deadline); any 2xx is success.
 /// Shared by the heartbeat and the event log.
-pub(crate) async fn post(supervisor: &Supervisor, url: &str, body: &impl serde::Serialize) -> Result<(), String> {
+pub(crate) async fn post(
+    supervisor: &Supervisor,
+    url: &str,
+    body: &impl serde::Serialize,
+) -> Result<(), String> {
     let mut req = supervisor.http.post(url).json(body).timeout(Duration::from_secs(10));
     if let Some(token) = &supervisor.config.container_token {
         req = req.header(TOKEN_HEADER, token);

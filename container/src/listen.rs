@@ -15,7 +15,11 @@ const FIRST_FD: RawFd = 3;
 
 /// Whether the environment hands this process a socket: `LISTEN_FDS=1` and, if `LISTEN_PID` is
 /// set, it names this process. More than one socket is refused (there is one port to serve).
-pub fn inherited(listen_fds: Option<&str>, listen_pid: Option<&str>, own_pid: u32) -> Result<bool, String> {
+pub fn inherited(
+    listen_fds: Option<&str>,
+    listen_pid: Option<&str>,
+    own_pid: u32,
+) -> Result<bool, String> {
     let Some(fds) = listen_fds else { return Ok(false) };
     if listen_pid.is_some_and(|p| p.trim() != own_pid.to_string()) {
         return Ok(false);
@@ -38,14 +42,18 @@ pub async fn listener(configured: SocketAddr) -> Result<tokio::net::TcpListener,
         std::env::remove_var(name);
     }
     if !inherited(fds.as_deref(), pid.as_deref(), std::process::id())? {
-        return tokio::net::TcpListener::bind(configured).await.map_err(|e| format!("cannot listen on {configured}: {e}"));
+        return tokio::net::TcpListener::bind(configured)
+            .await
+            .map_err(|e| format!("cannot listen on {configured}: {e}"));
     }
     set_cloexec(FIRST_FD).map_err(|e| format!("inherited socket (fd {FIRST_FD}): {e}"))?;
     // SAFETY: the socket-activation protocol hands fd 3 to this process, which owns it from
     // here on; nothing else in the process uses fd 3 (it is taken before any file is opened by
     // the server's own code, and checked to be a listening TCP socket below).
     let std_listener = unsafe { std::net::TcpListener::from_raw_fd(FIRST_FD) };
-    std_listener.local_addr().map_err(|e| format!("fd {FIRST_FD} is not a listening TCP socket: {e}"))?;
+    std_listener
+        .local_addr()
+        .map_err(|e| format!("fd {FIRST_FD} is not a listening TCP socket: {e}"))?;
     std_listener.set_nonblocking(true).map_err(|e| format!("inherited socket: {e}"))?;
     tokio::net::TcpListener::from_std(std_listener).map_err(|e| format!("inherited socket: {e}"))
 }

@@ -26,9 +26,9 @@ mod supervisor;
 mod tools;
 
 use std::path::PathBuf;
-use std::time::Duration;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -75,7 +75,9 @@ fn serve() -> ExitCode {
     tracing_subscriber::fmt()
         .json()
         .with_current_span(false)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LOG").unwrap_or_else(|_| "info".into()),
+        )
         .init();
     // Modes of what the server creates never depend on who started it: a umask of 077 (a shell
     // that wrote a secret) would make the rig clones unreadable to the agents' uids. Every folder
@@ -116,25 +118,39 @@ fn serve() -> ExitCode {
 async fn run(config: Config) -> Result<(), String> {
     // First, before any child exists: the process's one reaper.
     let reaper = Reaper::global();
-    let paths = WorkspacePaths::new(&config.workspace_root).map_err(|e| format!("workspace {}: {e}", config.workspace_root.display()))?;
+    let paths = WorkspacePaths::new(&config.workspace_root)
+        .map_err(|e| format!("workspace {}: {e}", config.workspace_root.display()))?;
     let tools_dir = match &config.tools_dir {
         Some(dir) => dir.clone(),
         None => paths.run_dir("tools").map_err(|e| format!("tools folder: {e}"))?,
     };
     // Refreshed at every start, so the files always match this binary's definitions.
-    tools::js::write_tools(&tools_dir).map_err(|e| format!("cannot write the tool files to {}: {e}", tools_dir.display()))?;
+    tools::js::write_tools(&tools_dir)
+        .map_err(|e| format!("cannot write the tool files to {}: {e}", tools_dir.display()))?;
 
     let listener = listen::listener(config.listen).await?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let git = GitManager::new(paths, reaper.clone(), config.git_timeout);
     let config = Arc::new(config);
-    let supervisor = Supervisor::new(config.clone(), reaper, git, tools_dir.clone(), format!("http://127.0.0.1:{port}")).map_err(|e| e.to_string())?;
+    let supervisor = Supervisor::new(
+        config.clone(),
+        reaper,
+        git,
+        tools_dir.clone(),
+        format!("http://127.0.0.1:{port}"),
+    )
+    .map_err(|e| e.to_string())?;
     if supervisor.uids.enabled() {
         sandbox::open_paths(&config.workspace_root, &tools_dir)?;
         // Agents' checkouts belong to their uids; the server (root) still reads them with git2.
         // SAFETY: set once, before any thread of ours uses git2.
-        unsafe { git2::opts::set_verify_owner_validation(false) }.map_err(|e| format!("git2: {}", e.message()))?;
-        tracing::info!(first_uid = config.agent_uid_base, uids = config.agent_uid_count, "agents are isolated: each Kilo process runs under its own uid");
+        unsafe { git2::opts::set_verify_owner_validation(false) }
+            .map_err(|e| format!("git2: {}", e.message()))?;
+        tracing::info!(
+            first_uid = config.agent_uid_base,
+            uids = config.agent_uid_count,
+            "agents are isolated: each Kilo process runs under its own uid"
+        );
     } else {
         tracing::warn!(
             isolation = supervisor.uids.mode(),
@@ -157,7 +173,9 @@ async fn run(config: Config) -> Result<(), String> {
     );
 
     if config.container_token.is_none() {
-        tracing::warn!("CONTAINER_TOKEN is not set: every route is open to anyone who can reach this port");
+        tracing::warn!(
+            "CONTAINER_TOKEN is not set: every route is open to anyone who can reach this port"
+        );
     }
     let app = http::router(supervisor.clone());
     let shutdown = {
@@ -174,7 +192,9 @@ async fn run(config: Config) -> Result<(), String> {
 }
 
 async fn wait_for_shutdown_signal() {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         tracing::error!("cannot listen for SIGTERM/SIGINT; the server will only stop when killed");
         return std::future::pending().await;
     };

@@ -50,7 +50,10 @@ impl Uids {
     /// Isolation by uid when we are root and it is not turned off.
     pub fn new(enabled: bool, base: u32, count: u32) -> Arc<Self> {
         let root = nix::unistd::geteuid().is_root();
-        Arc::new(Self { range: (enabled && root && count > 0).then_some((base, base.saturating_add(count))), used: Mutex::default() })
+        Arc::new(Self {
+            range: (enabled && root && count > 0).then_some((base, base.saturating_add(count))),
+            used: Mutex::default(),
+        })
     }
 
     pub fn enabled(&self) -> bool {
@@ -59,7 +62,11 @@ impl Uids {
 
     /// `/health`'s name for the isolation in force.
     pub fn mode(&self) -> &'static str {
-        if self.enabled() { "uid" } else { "none" }
+        if self.enabled() {
+            "uid"
+        } else {
+            "none"
+        }
     }
 
     /// A free uid (`Ok(None)` when isolation is off). A uid that still has processes (left by
@@ -68,7 +75,9 @@ impl Uids {
         let Some((start, end)) = self.range else { return Ok(None) };
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
         let busy = processes_by_uid();
-        let uid = (start..end).find(|u| !used.contains(u) && !busy.contains(u)).ok_or_else(|| format!("all {} agent uids are in use", end - start))?;
+        let uid = (start..end)
+            .find(|u| !used.contains(u) && !busy.contains(u))
+            .ok_or_else(|| format!("all {} agent uids are in use", end - start))?;
         used.insert(uid);
         Ok(Some(UidLease { uid, uids: self.clone() }))
     }
@@ -113,7 +122,10 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
 }
 
 /// Calls `visit` on `path` and everything under it, without following symlinks.
-fn walk(path: &Path, visit: &mut impl FnMut(&Path, &std::fs::Metadata) -> std::io::Result<()>) -> std::io::Result<()> {
+fn walk(
+    path: &Path,
+    visit: &mut impl FnMut(&Path, &std::fs::Metadata) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let meta = std::fs::symlink_metadata(path)?;
     visit(path, &meta)?;
     if meta.is_dir() {
@@ -126,7 +138,10 @@ fn walk(path: &Path, visit: &mut impl FnMut(&Path, &std::fs::Metadata) -> std::i
 
 /// Adds the permission bits `extra` to `path`'s mode.
 fn add_mode(path: &Path, meta: &std::fs::Metadata, extra: u32) -> std::io::Result<()> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode((meta.permissions().mode() & 0o777) | extra))
+    std::fs::set_permissions(
+        path,
+        std::fs::Permissions::from_mode((meta.permissions().mode() & 0o777) | extra),
+    )
 }
 
 /// Gives `path` at least the permission bits `mode` (adds the missing ones, removes none).
@@ -173,7 +188,9 @@ pub fn repair_rigs(workspace: &Path) -> std::io::Result<Vec<String>> {
             open(&worktrees, &mut repaired)?;
         }
         let repo = rig.join("repo");
-        if std::fs::symlink_metadata(&repo).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o005 != 0o005) {
+        if std::fs::symlink_metadata(&repo)
+            .is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o005 != 0o005)
+        {
             readable_tree(&repo)?;
             repaired.push(format!("{} (made readable)", repo.display()));
         }
@@ -185,9 +202,13 @@ pub fn repair_rigs(workspace: &Path) -> std::io::Result<Vec<String>> {
 /// be enterable by others (refused with a clear message if not; it is not ours to change), the
 /// workspace and `run/` become enterable but not listable (0711), and the tool files readable.
 pub fn open_paths(workspace: &Path, tools: &Path) -> Result<(), String> {
-    let root = workspace.canonicalize().map_err(|e| format!("workspace {}: {e}", workspace.display()))?;
+    let root =
+        workspace.canonicalize().map_err(|e| format!("workspace {}: {e}", workspace.display()))?;
     for dir in root.ancestors().skip(1) {
-        let mode = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?.permissions().mode();
+        let mode = std::fs::metadata(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .permissions()
+            .mode();
         if mode & 0o001 == 0 {
             return Err(format!(
                 "{} (mode {:o}) is not enterable by the agents' uids, so they cannot reach the workspace {}: make it 0711 or more open, or set AGENT_ISOLATION=off",
@@ -197,7 +218,9 @@ pub fn open_paths(workspace: &Path, tools: &Path) -> Result<(), String> {
             ));
         }
     }
-    let fail = |dir: &Path, e: std::io::Error| format!("cannot open {} to the agents' uids: {e}", dir.display());
+    let fail = |dir: &Path, e: std::io::Error| {
+        format!("cannot open {} to the agents' uids: {e}", dir.display())
+    };
     traversable(&root).map_err(|e| fail(&root, e))?;
     let run = root.join("run");
     std::fs::create_dir_all(&run).map_err(|e| fail(&run, e))?;
@@ -238,12 +261,21 @@ fn pids_with_uid(filter: impl Fn(u32) -> bool) -> Vec<(i32, u32)> {
 /// when none is left alive (a killed process waiting to be reaped, a zombie, runs nothing).
 pub fn kill_uid(uid: u32) -> bool {
     for _ in 0..10 {
-        let alive: Vec<i32> = pids_with_uid(|u| u == uid).into_iter().map(|(pid, _)| pid).filter(|pid| !matches!(procfs::status_field(*pid, "State").as_deref(), None | Some("Z" | "X"))).collect();
+        let alive: Vec<i32> = pids_with_uid(|u| u == uid)
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .filter(|pid| {
+                !matches!(procfs::status_field(*pid, "State").as_deref(), None | Some("Z" | "X"))
+            })
+            .collect();
         if alive.is_empty() {
             return true;
         }
         for pid in alive {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -265,7 +297,12 @@ mod tests {
     #[test]
     fn leases_are_distinct_and_come_back() {
         let uids = Uids::new(true, 3_000_000, 2);
-        if !uids.enabled() && !gastown_e2e::skip::needs_root("sandbox::tests::leases_are_distinct_and_come_back", "uids are handed out only by a root server") {
+        if !uids.enabled()
+            && !gastown_e2e::skip::needs_root(
+                "sandbox::tests::leases_are_distinct_and_come_back",
+                "uids are handed out only by a root server",
+            )
+        {
             return;
         }
         let a = uids.lease().expect("a").expect("uid");
@@ -302,9 +339,18 @@ mod tests {
         }
         std::fs::write(rig.join("repo/.git/objects/pack"), "x").expect("file");
         let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
-        let set = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod");
+        let set = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod")
+        };
         set(&rig.join("repo/.git/objects/pack"), 0o600);
-        for dir in ["rigs/r1/repo/.git/objects", "rigs/r1/repo/.git", "rigs/r1/repo", "rigs/r1/worktrees", "rigs/r1", "rigs"] {
+        for dir in [
+            "rigs/r1/repo/.git/objects",
+            "rigs/r1/repo/.git",
+            "rigs/r1/repo",
+            "rigs/r1/worktrees",
+            "rigs/r1",
+            "rigs",
+        ] {
             set(&tmp.path().join(dir), 0o700);
         }
 

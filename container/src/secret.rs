@@ -45,7 +45,9 @@ pub fn erase_from_environ(names: &[&str]) -> std::io::Result<usize> {
     let mut erased = 0;
     let mut offset = 0;
     for entry in block.clone().split(|b| *b == 0) {
-        let value_at = names.iter().find_map(|n| entry.starts_with(format!("{n}=").as_bytes()).then_some(n.len() + 1));
+        let value_at = names
+            .iter()
+            .find_map(|n| entry.starts_with(format!("{n}=").as_bytes()).then_some(n.len() + 1));
         if let Some(v) = value_at {
             block[offset + v..offset + entry.len()].fill(b'x');
             erased += 1;

@@ -89,7 +89,13 @@ impl StartAgentRequest {
         issues.check("model", validate::model(&self.model));
         if self.role == AgentRole::Mayor {
             // The mayor works on the town, not in a checkout: it gets a private scratch folder.
-            let none = |v: &str| if v.is_empty() { Ok(()) } else { Err("must be empty for the mayor (it works without a checkout)".to_string()) };
+            let none = |v: &str| {
+                if v.is_empty() {
+                    Ok(())
+                } else {
+                    Err("must be empty for the mayor (it works without a checkout)".to_string())
+                }
+            };
             issues.check("gitUrl", none(&self.git_url));
             issues.check("branch", none(&self.branch));
             issues.check("defaultBranch", none(&self.default_branch));
@@ -151,8 +157,12 @@ pub struct UpdateCredentialsRequest {
 impl UpdateCredentialsRequest {
     pub fn validate(&self) -> Result<(), Vec<ValidationIssue>> {
         let t = &self.token;
-        if t.is_empty() || t.len() > 8192 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(vec![ValidationIssue::new("token", "must be 1 to 8192 characters without whitespace")]);
+        if t.is_empty() || t.len() > 8192 || t.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(vec![ValidationIssue::new(
+                "token",
+                "must be 1 to 8192 characters without whitespace",
+            )]);
         }
         Ok(())
     }
@@ -332,7 +342,11 @@ pub struct BodyIssue {
 impl From<&ValidationIssue> for BodyIssue {
     /// A field name such as `envVars.FOO` becomes the path `["envVars", "FOO"]`.
     fn from(i: &ValidationIssue) -> Self {
-        Self { code: "custom".into(), path: i.field.split('.').map(str::to_string).collect(), message: i.message.clone() }
+        Self {
+            code: "custom".into(),
+            path: i.field.split('.').map(str::to_string).collect(),
+            message: i.message.clone(),
+        }
     }
 }
 
@@ -405,7 +419,8 @@ mod tests {
     fn env_vars_are_optional_and_unknown_roles_refused() {
         let mut v = request();
         v.as_object_mut().expect("object").remove("envVars");
-        let r: StartAgentRequest = serde_json::from_value(v.clone()).expect("valid without envVars");
+        let r: StartAgentRequest =
+            serde_json::from_value(v.clone()).expect("valid without envVars");
         assert!(r.env_vars.is_empty());
         v["role"] = "king".into();
         assert!(serde_json::from_value::<StartAgentRequest>(v).is_err());
@@ -428,7 +443,12 @@ mod tests {
         let mut v = request();
         v["role"] = "mayor".into();
         let r: StartAgentRequest = serde_json::from_value(v.clone()).expect("parses");
-        let fields: Vec<_> = r.validate(ValidationPolicy::default()).expect_err("a mayor with a checkout").iter().map(|i| i.field.clone()).collect();
+        let fields: Vec<_> = r
+            .validate(ValidationPolicy::default())
+            .expect_err("a mayor with a checkout")
+            .iter()
+            .map(|i| i.field.clone())
+            .collect();
         assert_eq!(fields, ["gitUrl", "branch", "defaultBranch"]);
         for f in ["gitUrl", "branch", "defaultBranch"] {
             v[f] = "".into();
@@ -437,7 +457,11 @@ mod tests {
         assert!(r.validate(ValidationPolicy::default()).is_ok());
         v["role"] = "polecat".into();
         let r: StartAgentRequest = serde_json::from_value(v).expect("parses");
-        assert_eq!(r.validate(ValidationPolicy::default()).map_err(|i| i.len()), Err(3), "a polecat needs its checkout");
+        assert_eq!(
+            r.validate(ValidationPolicy::default()).map_err(|i| i.len()),
+            Err(3),
+            "a polecat needs its checkout"
+        );
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub struct ContainerHeartbeat {
 }
 
 /// `POST /api/towns/:town/container/events` (container token): agents' events for the Worker to
-/// keep, so their history survives a container restart (issue 9). Sent every few seconds with
+/// keep, so their history survives a container restart. Sent every few seconds with
 /// the events since the last accepted batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

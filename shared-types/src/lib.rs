@@ -3,6 +3,7 @@
 //! This crate compiles for native targets and for `wasm32-unknown-unknown`: it has no I/O, no
 //! async runtime and no clock. Times travel as ISO-8601 strings produced by the caller.
 //!
+//! - [`backoff`]: the exponential backoff both sides retry by.
 //! - [`control`]: the container control server's requests and responses (camelCase, as the
 //!   reference implementation's TypeScript types).
 //! - [`heartbeat`]: the batched heartbeat the container sends to the Worker.
@@ -11,6 +12,7 @@
 //! - [`validate`]: the checks both sides apply to ids, branch names, git URLs and environment
 //!   variables before anything touches a disk, a process or a database.
 
+pub mod backoff;
 pub mod control;
 pub mod heartbeat;
 pub mod refinery;

@@ -68,7 +68,8 @@ pub fn validate_gates(gates: &[MergeGate]) -> Result<(), String> {
         return Err(format!("at most {MAX_GATES} gates"));
     }
     for (i, g) in gates.iter().enumerate() {
-        validate::text(&g.command, MAX_GATE_COMMAND, false).map_err(|m| format!("gate {i}: command {m}"))?;
+        validate::text(&g.command, MAX_GATE_COMMAND, false)
+            .map_err(|m| format!("gate {i}: command {m}"))?;
         if g.timeout_secs == 0 || g.timeout_secs > MAX_GATE_TIMEOUT_SECS {
             return Err(format!("gate {i}: timeoutSecs must be 1 to {MAX_GATE_TIMEOUT_SECS}"));
         }
@@ -134,7 +135,14 @@ mod tests {
     #[test]
     fn valid_requests_pass_and_each_bad_field_is_named() {
         assert!(request().validate(ValidationPolicy::default()).is_ok());
-        let fields = |r: MergeRequest| r.validate(ValidationPolicy::default()).err().unwrap_or_default().into_iter().map(|i| i.field).collect::<Vec<_>>();
+        let fields = |r: MergeRequest| {
+            r.validate(ValidationPolicy::default())
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|i| i.field)
+                .collect::<Vec<_>>()
+        };
         let mut r = request();
         r.branch = "main".into();
         assert_eq!(fields(r), ["branch"]);
@@ -152,7 +160,10 @@ mod tests {
 
     #[test]
     fn states_are_snake_case() {
-        assert_eq!(serde_json::to_value(MergeState::GateFailed).ok(), Some(serde_json::json!("gate_failed")));
+        assert_eq!(
+            serde_json::to_value(MergeState::GateFailed).ok(),
+            Some(serde_json::json!("gate_failed"))
+        );
         assert!(!MergeState::Running.is_final() && MergeState::Conflict.is_final());
     }
 }

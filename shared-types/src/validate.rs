@@ -109,7 +109,9 @@ pub fn branch(value: &str) -> Result<(), String> {
     if let Some(c) = value.chars().find(|c| !c.is_ascii() || c.is_ascii_control()) {
         return Err(format!("must not contain {}", describe_char(c)));
     }
-    if let Some(c) = value.chars().find(|c| matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\')) {
+    if let Some(c) =
+        value.chars().find(|c| matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\'))
+    {
         return Err(format!("must not contain '{c}'"));
     }
     if value.contains("..") {
@@ -189,7 +191,11 @@ pub fn git_url(value: &str, policy: ValidationPolicy) -> Result<GitUrlKind, Stri
     }
     if let Some(rest) = value.strip_prefix("https://") {
         let host = authority_host(rest);
-        return if host.is_empty() { Err("https URL has no host".into()) } else { Ok(GitUrlKind::Https) };
+        return if host.is_empty() {
+            Err("https URL has no host".into())
+        } else {
+            Ok(GitUrlKind::Https)
+        };
     }
     if let Some(rest) = value.strip_prefix("ssh://") {
         let host = authority_host(rest);
@@ -216,7 +222,10 @@ pub fn git_url(value: &str, policy: ValidationPolicy) -> Result<GitUrlKind, Stri
             let host_ok = !host.is_empty()
                 && !host.starts_with('-')
                 && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
-            let user_ok = !user.is_empty() && user.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+            let user_ok = !user.is_empty()
+                && user
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
             if host_ok && user_ok && !path.is_empty() && !path.starts_with('-') {
                 return Ok(GitUrlKind::ScpLike);
             }
@@ -249,7 +258,9 @@ pub fn env_name(name: &str) -> Result<(), String> {
         return Err("environment variable name must not be empty".into());
     }
     if name.len() > MAX_ENV_NAME_LEN {
-        return Err(format!("environment variable names must be at most {MAX_ENV_NAME_LEN} characters"));
+        return Err(format!(
+            "environment variable names must be at most {MAX_ENV_NAME_LEN} characters"
+        ));
     }
     let mut bytes = name.bytes();
     let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
@@ -262,9 +273,24 @@ pub fn env_name(name: &str) -> Result<(), String> {
 /// Variables a request may not set, because they would change which code the agent process
 /// loads, where it keeps its state, or which identity it has.
 const RESERVED_ENV_NAMES: &[&str] = &[
-    "BASH_ENV", "ENV", "PROMPT_COMMAND", "IFS", "SHELL", "PATH", "HOME", "TMPDIR", "NODE_OPTIONS",
-    "NODE_PATH", "GIT_DIR", "GIT_WORK_TREE", "GIT_CONFIG", "GIT_EXEC_PATH", "GASTOWN_AGENT_ID",
-    "GASTOWN_RIG_ID", "GASTOWN_TOWN_ID", "GASTOWN_API_URL",
+    "BASH_ENV",
+    "ENV",
+    "PROMPT_COMMAND",
+    "IFS",
+    "SHELL",
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_CONFIG",
+    "GIT_EXEC_PATH",
+    "GASTOWN_AGENT_ID",
+    "GASTOWN_RIG_ID",
+    "GASTOWN_TOWN_ID",
+    "GASTOWN_API_URL",
 ];
 const RESERVED_ENV_PREFIXES: &[&str] =
     &["LD_", "DYLD_", "XDG_", "BUN_", "KILO_", "OPENCODE_", "GIT_CONFIG_", "GASTOWN_CONTROL_"];
@@ -283,16 +309,23 @@ pub fn env_var_allowed(name: &str) -> Result<(), String> {
 }
 
 /// Checks every entry of a request's `envVars`; issues are reported under `envVars.<NAME>`.
-pub fn env_vars<'a>(vars: impl IntoIterator<Item = (&'a String, &'a String)>, issues: &mut Vec<ValidationIssue>) {
+pub fn env_vars<'a>(
+    vars: impl IntoIterator<Item = (&'a String, &'a String)>,
+    issues: &mut Vec<ValidationIssue>,
+) {
     let mut count = 0;
     for (name, value) in vars {
         count += 1;
-        let field = || format!("envVars.{}", if env_name(name).is_ok() { name.as_str() } else { "?" });
+        let field =
+            || format!("envVars.{}", if env_name(name).is_ok() { name.as_str() } else { "?" });
         if let Err(e) = env_var_allowed(name) {
             issues.push(ValidationIssue::new(field(), e));
         }
         if value.len() > MAX_ENV_VALUE_LEN {
-            issues.push(ValidationIssue::new(field(), format!("value must be at most {MAX_ENV_VALUE_LEN} bytes")));
+            issues.push(ValidationIssue::new(
+                field(),
+                format!("value must be at most {MAX_ENV_VALUE_LEN} bytes"),
+            ));
         }
         if value.contains('\0') {
             issues.push(ValidationIssue::new(field(), "value must not contain NUL"));
@@ -340,7 +373,8 @@ mod tests {
         for ok in ["rig-1", "0b6a9a2e-7c1d-4f43-9a55-0a0c1f9f2f10", "a_b"] {
             assert!(id(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "..", "../etc", "a/b", "a.b", "-rf", "a b", "é", "a\0b", &"x".repeat(129)] {
+        for bad in ["", "..", "../etc", "a/b", "a.b", "-rf", "a b", "é", "a\0b", &"x".repeat(129)]
+        {
             assert!(id(bad).is_err(), "{bad:?}");
         }
     }
@@ -352,8 +386,8 @@ mod tests {
         }
         let bad = [
             "", "-main", "a..b", "../x", "a/../b", "/a", "a/", "a//b", "a.lock", "a/b.lock", ".a",
-            "a/.b", "a.", "a b", "a~1", "a^", "a:b", "a?", "a*", "a[", "a\\b", "a@{1}", "@", "HEAD",
-            "a\nb", "a\u{7f}", "brünch",
+            "a/.b", "a.", "a b", "a~1", "a^", "a:b", "a?", "a*", "a[", "a\\b", "a@{1}", "@",
+            "HEAD", "a\nb", "a\u{7f}", "brünch",
         ];
         for b in bad {
             assert!(branch(b).is_err(), "{b:?}");
@@ -380,15 +414,33 @@ mod tests {
     #[test]
     fn git_urls() {
         assert_eq!(git_url("https://github.com/o/r.git", REMOTE), Ok(GitUrlKind::Https));
-        assert_eq!(git_url("https://x-access-token:abc@github.com/o/r.git", REMOTE), Ok(GitUrlKind::Https));
+        assert_eq!(
+            git_url("https://x-access-token:abc@github.com/o/r.git", REMOTE),
+            Ok(GitUrlKind::Https)
+        );
         assert_eq!(git_url("ssh://git@github.com:22/o/r.git", REMOTE), Ok(GitUrlKind::Ssh));
         assert_eq!(git_url("git@github.com:o/r.git", REMOTE), Ok(GitUrlKind::ScpLike));
         assert_eq!(git_url("file:///tmp/origin.git", LOCAL), Ok(GitUrlKind::LocalFile));
         for bad in [
-            "", "ext::sh -c touch% /tmp/pwned", "ext::foo", "fd::3", "-uhttps://x", "--upload-pack=x",
-            "http://github.com/o/r", "git://github.com/o/r", "https://", "https:///path", "ssh://-oProxyCommand=x/r",
-            "git@-oProxy:x", "https://github.com/o/r\n", "https://git hub.com/r", "/tmp/origin.git",
-            "file:///tmp/../etc", "file://relative/path", "foo", "a@b:-x",
+            "",
+            "ext::sh -c touch% /tmp/pwned",
+            "ext::foo",
+            "fd::3",
+            "-uhttps://x",
+            "--upload-pack=x",
+            "http://github.com/o/r",
+            "git://github.com/o/r",
+            "https://",
+            "https:///path",
+            "ssh://-oProxyCommand=x/r",
+            "git@-oProxy:x",
+            "https://github.com/o/r\n",
+            "https://git hub.com/r",
+            "/tmp/origin.git",
+            "file:///tmp/../etc",
+            "file://relative/path",
+            "foo",
+            "a@b:-x",
         ] {
             assert!(git_url(bad, LOCAL).is_err(), "{bad:?}");
         }
@@ -411,13 +463,39 @@ mod tests {
 
     #[test]
     fn env_names_and_reserved_variables() {
-        for ok in ["GITHUB_TOKEN", "_X", "a1", "GASTOWN_SESSION_TOKEN", "GIT_AUTHOR_NAME", "GIT_CONFIGURE"] {
+        for ok in [
+            "GITHUB_TOKEN",
+            "_X",
+            "a1",
+            "GASTOWN_SESSION_TOKEN",
+            "GIT_AUTHOR_NAME",
+            "GIT_CONFIGURE",
+        ] {
             assert!(env_var_allowed(ok).is_ok(), "{ok}");
         }
         for bad in [
-            "", "1A", "A-B", "A B", "A=B", "LD_PRELOAD", "ld_preload", "LD_LIBRARY_PATH", "DYLD_INSERT_LIBRARIES",
-            "PATH", "HOME", "NODE_OPTIONS", "BUN_JSC_X", "KILO_CONFIG", "OPENCODE_CONFIG", "XDG_CONFIG_HOME",
-            "GASTOWN_AGENT_ID", "GASTOWN_CONTROL_SECRET", "BASH_ENV", "GIT_DIR", "GIT_CONFIG", "GIT_CONFIG_GLOBAL",
+            "",
+            "1A",
+            "A-B",
+            "A B",
+            "A=B",
+            "LD_PRELOAD",
+            "ld_preload",
+            "LD_LIBRARY_PATH",
+            "DYLD_INSERT_LIBRARIES",
+            "PATH",
+            "HOME",
+            "NODE_OPTIONS",
+            "BUN_JSC_X",
+            "KILO_CONFIG",
+            "OPENCODE_CONFIG",
+            "XDG_CONFIG_HOME",
+            "GASTOWN_AGENT_ID",
+            "GASTOWN_CONTROL_SECRET",
+            "BASH_ENV",
+            "GIT_DIR",
+            "GIT_CONFIG",
+            "GIT_CONFIG_GLOBAL",
         ] {
             assert!(env_var_allowed(bad).is_err(), "{bad:?}");
         }

@@ -9,8 +9,9 @@ use shared_types::validate::{self, ValidationPolicy};
 /// characters, non-ASCII) well represented.
 fn tricky() -> impl Strategy<Value = String> {
     let pieces = prop::sample::select(vec![
-        "a", "Z", "0", "-", "_", ".", "..", "/", "//", "~", "^", ":", "?", "*", "[", "\\", " ", "@", "@{", ".lock", "\u{1b}", "\0",
-        "\n", "é", "ext::", "--", "file://", "https://", "ssh://", "git@", "%2e", "\u{202e}",
+        "a", "Z", "0", "-", "_", ".", "..", "/", "//", "~", "^", ":", "?", "*", "[", "\\", " ",
+        "@", "@{", ".lock", "\u{1b}", "\0", "\n", "é", "ext::", "--", "file://", "https://",
+        "ssh://", "git@", "%2e", "\u{202e}",
     ]);
     prop::collection::vec(pieces, 0..24).prop_map(|v| v.concat())
 }

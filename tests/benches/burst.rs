@@ -16,7 +16,12 @@ fn kilo_rss_mib(parent: i32) -> u64 {
         .into_iter()
         .filter(|p| p.ppid == parent)
         .filter_map(|p| std::fs::read_to_string(format!("/proc/{}/status", p.pid)).ok())
-        .filter_map(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<u64>().ok()))
+        .filter_map(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
         .sum::<u64>()
         / 1024
 }
@@ -26,9 +31,17 @@ async fn main() {
     let model = ModelServer::start(Vec::<(String, Vec<Step>)>::new()).await.expect("model server");
     // The warm pool's size: the product default (1) unless the run says otherwise.
     let pool = std::env::var("WARM_POOL_SIZE").unwrap_or_else(|_| "1".into());
-    let local = LocalTown::start(&model, &[("WARM_POOL_SIZE", pool.as_str())], &[("SCHEDULER_TICK_MS", "1000")]).await;
+    let local = LocalTown::start(
+        &model,
+        &[("WARM_POOL_SIZE", pool.as_str())],
+        &[("SCHEDULER_TICK_MS", "1000")],
+    )
+    .await;
     let dev = &local.worker;
-    let town = dev.post("/api/towns", json!({"name": "burst"})).await.data()["id"].as_str().expect("town").to_string();
+    let town = dev.post("/api/towns", json!({"name": "burst"})).await.data()["id"]
+        .as_str()
+        .expect("town")
+        .to_string();
     let parent = local.control.pid() as i32;
 
     println!("| slung at once | sling -> every agent's 1st model request (s) | sling -> all merged (s) | Kilo RSS 15 s after (MiB) |");
@@ -36,7 +49,9 @@ async fn main() {
     for (label, n) in [("1", 1usize), ("6", 6), ("12", 12), ("1 (warm town)", 1)] {
         // Each burst meets a full pool (a town that has been idle for a moment).
         let deadline = Instant::now() + Duration::from_secs(300);
-        while local.control.get("/health").await.1["pool"]["ready"].as_u64().unwrap_or(0) < pool.parse::<u64>().unwrap_or(1) {
+        while local.control.get("/health").await.1["pool"]["ready"].as_u64().unwrap_or(0)
+            < pool.parse::<u64>().unwrap_or(1)
+        {
             assert!(Instant::now() < deadline, "the warm pool did not fill");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -52,25 +67,45 @@ async fn main() {
             .collect();
         let seen = model.requests().len();
         let t0 = Instant::now();
-        let created = dev.post(&format!("/api/rigs/{rig}/convoys"), json!({"title": label, "beads": specs})).await;
+        let created = dev
+            .post(&format!("/api/rigs/{rig}/convoys"), json!({"title": label, "beads": specs}))
+            .await;
         let convoy = created.data()["id"].as_str().expect("convoy").to_string();
         model
-            .wait_until(Duration::from_secs(600), |reqs| names.iter().all(|name| reqs.iter().skip(seen).any(|r| r.script() == Some(name.as_str()))))
+            .wait_until(Duration::from_secs(600), |reqs| {
+                names
+                    .iter()
+                    .all(|name| reqs.iter().skip(seen).any(|r| r.script() == Some(name.as_str())))
+            })
             .await
             .expect("every agent's first model request");
         // The latest of the agents' first requests.
         let firsts = names
             .iter()
-            .filter_map(|name| model.requests().into_iter().skip(seen).find(|r| r.script() == Some(name.as_str())).map(|r| r.received_at.duration_since(t0)))
+            .filter_map(|name| {
+                model
+                    .requests()
+                    .into_iter()
+                    .skip(seen)
+                    .find(|r| r.script() == Some(name.as_str()))
+                    .map(|r| r.received_at.duration_since(t0))
+            })
             .fold(Duration::ZERO, |a, b| a.max(b));
         let deadline = Instant::now() + Duration::from_secs(900);
-        while dev.get(&format!("/api/rigs/{rig}/convoys/{convoy}")).await.data()["status"] != "landed" {
+        while dev.get(&format!("/api/rigs/{rig}/convoys/{convoy}")).await.data()["status"]
+            != "landed"
+        {
             assert!(Instant::now() < deadline, "the convoy did not land");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let merged = t0.elapsed();
         tokio::time::sleep(Duration::from_secs(15)).await;
-        println!("| {label} | {:.1} | {:.1} | {} |", firsts.as_secs_f64(), merged.as_secs_f64(), kilo_rss_mib(parent));
+        println!(
+            "| {label} | {:.1} | {:.1} | {} |",
+            firsts.as_secs_f64(),
+            merged.as_secs_f64(),
+            kilo_rss_mib(parent)
+        );
     }
     let (_, health) = local.control.get("/health").await;
     println!(

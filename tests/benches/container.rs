@@ -22,7 +22,11 @@ const AGENTS: usize = 8;
 
 fn kib_field(pid: i32, file: &str, field: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
-    text.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    text.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn rss_kib(pid: i32) -> u64 {
@@ -41,7 +45,10 @@ fn groups_pss_kib(pgids: &[i32]) -> u64 {
 /// The start timings the control server logged for `agent` (waits up to 5 s for the log line).
 fn timings(cs: &ControlServer, agent: &str) -> Option<Value> {
     for _ in 0..50 {
-        let found = cs.logs().iter().rev().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|v| v["fields"]["message"] == "agent running" && v["fields"]["agent"] == agent);
+        let found =
+            cs.logs().iter().rev().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(
+                |v| v["fields"]["message"] == "agent running" && v["fields"]["agent"] == agent,
+            );
         if let Some(v) = found {
             return Some(v["fields"].clone());
         }
@@ -66,7 +73,11 @@ fn big_origin(dir: &Path, files: usize) -> String {
         if i % 40 == 0 {
             std::fs::create_dir_all(&folder).expect("folder");
         }
-        std::fs::write(folder.join(format!("f{i:05}.txt")), format!("file {i}\n{}\n", "x".repeat(200))).expect("file");
+        std::fs::write(
+            folder.join(format!("f{i:05}.txt")),
+            format!("file {i}\n{}\n", "x".repeat(200)),
+        )
+        .expect("file");
     }
     let run = |args: &[&str], cwd: &Path| {
         let out = Command::new("git").args(args).current_dir(cwd).output().expect("git");
@@ -76,7 +87,10 @@ fn big_origin(dir: &Path, files: usize) -> String {
     run(&["add", "-A"], &seed);
     run(&["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "-m", "big"], &seed);
     let bare = dir.join("big.git");
-    run(&["clone", "-q", "--bare", seed.to_str().expect("utf8"), bare.to_str().expect("utf8")], dir);
+    run(
+        &["clone", "-q", "--bare", seed.to_str().expect("utf8"), bare.to_str().expect("utf8")],
+        dir,
+    );
     format!("file://{}", bare.display())
 }
 
@@ -84,7 +98,14 @@ async fn start_agents(cs: &ControlServer, origin: &str, n: usize, prefix: &str) 
     let mut started = Vec::new();
     for i in 0..n {
         let id = format!("{prefix}{i}");
-        let req = start_request(&id, "rig-b", &format!("n{i}"), &format!("polecat/{prefix}{i}/x"), origin, &format!("go {}", marker("bench")));
+        let req = start_request(
+            &id,
+            "rig-b",
+            &format!("n{i}"),
+            &format!("polecat/{prefix}{i}/x"),
+            origin,
+            &format!("go {}", marker("bench")),
+        );
         let (status, body) = cs.post("/agents/start?wait=true", req).await;
         assert_eq!(status, 201, "{body}");
         started.push(body);
@@ -95,7 +116,9 @@ async fn start_agents(cs: &ControlServer, origin: &str, n: usize, prefix: &str) 
 /// Waits until `n` first turns of the bench script reached the model (bounded); returns how
 /// many did, so a row never claims agents that never got there.
 async fn wait_turns(model: &ModelServer, n: usize) -> usize {
-    let turns = |reqs: &[gastown_e2e::model_server::RecordedRequest]| reqs.iter().filter(|r| r.script() == Some("bench")).count();
+    let turns = |reqs: &[gastown_e2e::model_server::RecordedRequest]| {
+        reqs.iter().filter(|r| r.script() == Some("bench")).count()
+    };
     let reached = match model.wait_until(Duration::from_secs(300), |reqs| turns(reqs) >= n).await {
         Ok(reqs) => turns(&reqs),
         Err(_) => turns(&model.requests()),
@@ -111,24 +134,35 @@ fn missing(name: &str, why: &str) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let model = ModelServer::start([("bench", vec![Step::text("ok")])]).await.expect("model server");
+    let model =
+        ModelServer::start([("bench", vec![Step::text("ok")])]).await.expect("model server");
     let origin = Origin::new();
     println!("| {:<58} | {:>22} |", "measure", "value");
     println!("|{}|{}|", "-".repeat(60), "-".repeat(24));
 
     // 1 + 2 + 4a: dedicated Kilo processes.
-    let cs = ControlServer::start(Options::default().env("GASTOWN_MODEL_BASE_URL", model.base_url()));
+    let cs =
+        ControlServer::start(Options::default().env("GASTOWN_MODEL_BASE_URL", model.base_url()));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = rss_kib(cs.pid() as i32);
     row("control server RSS, idle", format!("{:.1} MiB", idle as f64 / 1024.0));
     let started = start_agents(&cs, &origin.url(), AGENTS, "a").await;
     let reached = wait_turns(&model, AGENTS).await;
     if reached < AGENTS {
-        row("agents that never reached the model (of the RSS rows below)", format!("{} of {AGENTS}", AGENTS - reached));
+        row(
+            "agents that never reached the model (of the RSS rows below)",
+            format!("{} of {AGENTS}", AGENTS - reached),
+        );
     }
     let busy = rss_kib(cs.pid() as i32);
-    row(&format!("control server RSS with {reached} agents at the model"), format!("{:.1} MiB", busy as f64 / 1024.0));
-    row("control server RSS per supervised agent", format!("{:.0} KiB", busy.saturating_sub(idle) as f64 / AGENTS as f64));
+    row(
+        &format!("control server RSS with {reached} agents at the model"),
+        format!("{:.1} MiB", busy as f64 / 1024.0),
+    );
+    row(
+        "control server RSS per supervised agent",
+        format!("{:.0} KiB", busy.saturating_sub(idle) as f64 / AGENTS as f64),
+    );
     match timings(&cs, "a0") {
         Some(t) => row("start, cold clone: clone", ms(&t, "clone_ms")),
         None => missing("start, cold clone: clone", "no 'agent running' log line for a0"),
@@ -137,37 +171,66 @@ async fn main() {
     warm.sort_by_key(|t| t["total_ms"].as_u64().unwrap_or(0));
     match warm.get(warm.len() / 2) {
         Some(t) => {
-            for (k, label) in [("clone_ms", "fetch"), ("worktree_ms", "worktree"), ("spawn_ms", "spawn"), ("ready_ms", "ready (kilo healthy)"), ("session_ms", "session + first prompt"), ("total_ms", "total")] {
+            for (k, label) in [
+                ("clone_ms", "fetch"),
+                ("worktree_ms", "worktree"),
+                ("spawn_ms", "spawn"),
+                ("ready_ms", "ready (kilo healthy)"),
+                ("session_ms", "session + first prompt"),
+                ("total_ms", "total"),
+            ] {
                 row(&format!("start, warm clone (median of {}): {label}", warm.len()), ms(t, k));
             }
         }
         None => missing("start, warm clone", "no agent but the first logged its start"),
     }
-    let pgids: Vec<i32> = started.iter().filter_map(|s| s["pid"].as_i64()).map(|p| p as i32).collect();
+    let pgids: Vec<i32> =
+        started.iter().filter_map(|s| s["pid"].as_i64()).map(|p| p as i32).collect();
     let pss = groups_pss_kib(&pgids);
-    row(&format!("Kilo PSS, AGENTS_PER_SERVER=1, {AGENTS} agents, total"), format!("{:.0} MiB", pss as f64 / 1024.0));
-    row("Kilo PSS, AGENTS_PER_SERVER=1, per agent", format!("{:.0} MiB", pss as f64 / 1024.0 / AGENTS as f64));
+    row(
+        &format!("Kilo PSS, AGENTS_PER_SERVER=1, {AGENTS} agents, total"),
+        format!("{:.0} MiB", pss as f64 / 1024.0),
+    );
+    row(
+        "Kilo PSS, AGENTS_PER_SERVER=1, per agent",
+        format!("{:.0} MiB", pss as f64 / 1024.0 / AGENTS as f64),
+    );
     drop(cs);
 
     // 4b: one shared Kilo process for all agents.
-    let cs = ControlServer::start(Options::default().env("GASTOWN_MODEL_BASE_URL", model.base_url()).env("AGENTS_PER_SERVER", AGENTS.to_string()));
+    let cs = ControlServer::start(
+        Options::default()
+            .env("GASTOWN_MODEL_BASE_URL", model.base_url())
+            .env("AGENTS_PER_SERVER", AGENTS.to_string()),
+    );
     let before = model.requests().iter().filter(|r| r.script() == Some("bench")).count();
     let started = start_agents(&cs, &origin.url(), AGENTS, "s").await;
     let reached = wait_turns(&model, before + AGENTS).await - before;
     if reached < AGENTS {
-        row("shared process: agents that never reached the model", format!("{} of {AGENTS}", AGENTS - reached));
+        row(
+            "shared process: agents that never reached the model",
+            format!("{} of {AGENTS}", AGENTS - reached),
+        );
     }
-    let mut pgids: Vec<i32> = started.iter().filter_map(|s| s["pid"].as_i64()).map(|p| p as i32).collect();
+    let mut pgids: Vec<i32> =
+        started.iter().filter_map(|s| s["pid"].as_i64()).map(|p| p as i32).collect();
     pgids.dedup();
     let pss = groups_pss_kib(&pgids);
-    row(&format!("Kilo PSS, AGENTS_PER_SERVER={AGENTS}, {AGENTS} agents, total"), format!("{:.0} MiB ({} process)", pss as f64 / 1024.0, pgids.len()));
-    row(&format!("Kilo PSS, AGENTS_PER_SERVER={AGENTS}, per agent"), format!("{:.0} MiB", pss as f64 / 1024.0 / AGENTS as f64));
+    row(
+        &format!("Kilo PSS, AGENTS_PER_SERVER={AGENTS}, {AGENTS} agents, total"),
+        format!("{:.0} MiB ({} process)", pss as f64 / 1024.0, pgids.len()),
+    );
+    row(
+        &format!("Kilo PSS, AGENTS_PER_SERVER={AGENTS}, per agent"),
+        format!("{:.0} MiB", pss as f64 / 1024.0 / AGENTS as f64),
+    );
     drop(cs);
 
     // 3: worktree creation on 20,000 files (clone first, then a second agent on a warm clone).
     let dir = tempfile::tempdir().expect("tempdir");
     let url = big_origin(dir.path(), 20_000);
-    let cs = ControlServer::start(Options::default().env("GASTOWN_MODEL_BASE_URL", model.base_url()));
+    let cs =
+        ControlServer::start(Options::default().env("GASTOWN_MODEL_BASE_URL", model.base_url()));
     start_agents(&cs, &url, 2, "w").await;
     for (id, label) in [("w0", "cold clone"), ("w1", "warm clone")] {
         match timings(&cs, id) {
@@ -175,7 +238,10 @@ async fn main() {
                 row(&format!("20,000 files, {label}: clone or fetch"), ms(&t, "clone_ms"));
                 row(&format!("20,000 files, {label}: worktree"), ms(&t, "worktree_ms"));
             }
-            None => missing(&format!("20,000 files, {label}"), &format!("no 'agent running' log line for {id}")),
+            None => missing(
+                &format!("20,000 files, {label}"),
+                &format!("no 'agent running' log line for {id}"),
+            ),
         }
     }
     drop(cs);

@@ -25,7 +25,10 @@ async fn main() {
     let model = ModelServer::start(Vec::<(String, Vec<Step>)>::new()).await.expect("model server");
     let local = LocalTown::start(&model, &[], &[("SCHEDULER_TICK_MS", "1000")]).await;
     let dev = &local.worker;
-    let town = dev.post("/api/towns", json!({"name": "bench"})).await.data()["id"].as_str().expect("town").to_string();
+    let town = dev.post("/api/towns", json!({"name": "bench"})).await.data()["id"]
+        .as_str()
+        .expect("town")
+        .to_string();
 
     println!("| case | sling -> all merged on main (s) | median sling -> gt_done (s) | median gt_done -> merged (s) | Kilo processes left (besides the pool) |");
     println!("|------|-------------------------------|-----------------------------|------------------------------|---------------------|");
@@ -40,7 +43,9 @@ async fn main() {
             })
             .collect();
         let t0 = Instant::now();
-        let created = dev.post(&format!("/api/rigs/{rig}/convoys"), json!({"title": case, "beads": specs})).await;
+        let created = dev
+            .post(&format!("/api/rigs/{rig}/convoys"), json!({"title": case, "beads": specs}))
+            .await;
         let convoy = created.data()["id"].as_str().expect("convoy").to_string();
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
@@ -48,7 +53,10 @@ async fn main() {
             if c.data()["status"] == "landed" {
                 break;
             }
-            assert!(c.data()["status"] == "open" && Instant::now() < deadline, "the convoy did not land: {c:?}");
+            assert!(
+                c.data()["status"] == "open" && Instant::now() < deadline,
+                "the convoy did not land: {c:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let total = t0.elapsed().as_secs_f64();
@@ -57,7 +65,14 @@ async fn main() {
         for b in c.data()["beads"].as_array().expect("beads") {
             let id = b["id"].as_str().expect("id");
             let events = dev.get(&format!("/api/rigs/{rig}/beads/{id}/events?limit=100")).await;
-            let at = |kind: &str| events.data().as_array().and_then(|a| a.iter().find(|e| e["kind"] == kind)).map(|e| iso_ms_of_day(&e["created_at"])).unwrap_or(-1);
+            let at = |kind: &str| {
+                events
+                    .data()
+                    .as_array()
+                    .and_then(|a| a.iter().find(|e| e["kind"] == kind))
+                    .map(|e| iso_ms_of_day(&e["created_at"]))
+                    .unwrap_or(-1)
+            };
             to_done.push(at("review_submitted") - at("created"));
             to_merged.push(at("merged") - at("review_submitted"));
         }
@@ -65,7 +80,10 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs(15)).await;
         // The warm pool's ready processes are not left over: they wait for the next agent.
         let pooled = local.control.pooled_pids().await;
-        let left = gastown_e2e::procs::processes().into_iter().filter(|p| p.ppid == local.control.pid() as i32 && !pooled.contains(&p.pid)).count();
+        let left = gastown_e2e::procs::processes()
+            .into_iter()
+            .filter(|p| p.ppid == local.control.pid() as i32 && !pooled.contains(&p.pid))
+            .count();
         println!(
             "| {case} | {total:.1} | {:.1} | {:.1} | {left} |",
             median(to_done) as f64 / 1000.0,

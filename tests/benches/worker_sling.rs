@@ -22,10 +22,14 @@ const RUNS: usize = 5;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let origin = Origin::new();
-    let model = ModelServer::start([("bench", vec![Step::text("ok")])]).await.expect("model server");
+    let model =
+        ModelServer::start([("bench", vec![Step::text("ok")])]).await.expect("model server");
     let local = LocalTown::start(&model, &[], &[]).await;
     let (dev, cs) = (&local.worker, &local.control);
-    let town = dev.post("/api/towns", json!({"name": "bench"})).await.data()["id"].as_str().expect("town").to_string();
+    let town = dev.post("/api/towns", json!({"name": "bench"})).await.data()["id"]
+        .as_str()
+        .expect("town")
+        .to_string();
 
     println!("| run | sling -> 1st model request (ms) | scheduler delay (ms) | start-agent work (ms) | Kilo start-up (ms) | rest (ms) |");
     println!("|-----|------------------------------|----------------------|-----------------------|--------------------|-----------|");
@@ -39,18 +43,36 @@ async fn main() {
         }
         let seen = model.requests().len();
         let t0 = Instant::now();
-        let sling = dev.post(&format!("/api/rigs/{rig}/sling"), json!({"title": "bench", "body": marker("bench")})).await;
+        let sling = dev
+            .post(
+                &format!("/api/rigs/{rig}/sling"),
+                json!({"title": "bench", "body": marker("bench")}),
+            )
+            .await;
         let agent = sling.data()["agent"]["id"].as_str().expect("agent").to_string();
         let bead = sling.data()["bead"]["id"].as_str().expect("bead").to_string();
         model
-            .wait_until(Duration::from_secs(120), |reqs| reqs.iter().skip(seen).any(|r| r.script() == Some("bench")))
+            .wait_until(Duration::from_secs(120), |reqs| {
+                reqs.iter().skip(seen).any(|r| r.script() == Some("bench"))
+            })
             .await
             .expect("first model request");
-        let first = model.requests().into_iter().skip(seen).find(|r| r.script() == Some("bench")).expect("request");
+        let first = model
+            .requests()
+            .into_iter()
+            .skip(seen)
+            .find(|r| r.script() == Some("bench"))
+            .expect("request");
         let total = first.received_at.duration_since(t0).as_millis() as i64;
 
         let events = dev.get(&format!("/api/rigs/{rig}/beads/{bead}/events?limit=100")).await;
-        let at = |kind: &str| events.data().as_array().and_then(|a| a.iter().find(|e| e["kind"] == kind)).map(|e| iso_ms_of_day(&e["created_at"]));
+        let at = |kind: &str| {
+            events
+                .data()
+                .as_array()
+                .and_then(|a| a.iter().find(|e| e["kind"] == kind))
+                .map(|e| iso_ms_of_day(&e["created_at"]))
+        };
         let dispatch_span = match (at("hooked"), at("agent_dispatched")) {
             (Some(h), Some(d)) => d - h,
             _ => -1,
@@ -59,7 +81,9 @@ async fn main() {
             .logs()
             .into_iter()
             .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
-            .find(|v| v["fields"]["message"] == "agent running" && v["fields"]["agent"] == json!(agent))
+            .find(|v| {
+                v["fields"]["message"] == "agent running" && v["fields"]["agent"] == json!(agent)
+            })
             .unwrap_or(Value::Null);
         let f = |k: &str| line["fields"][k].as_i64().unwrap_or(0);
         let kilo = f("ready_ms");
@@ -70,7 +94,12 @@ async fn main() {
             total - scheduler.max(0) - work - kilo
         );
         totals.push(total);
-        let _ = dev.post(&format!("/api/towns/{town}/container/agents/{agent}/stop"), json!({"signal": "SIGKILL"})).await;
+        let _ = dev
+            .post(
+                &format!("/api/towns/{town}/container/agents/{agent}/stop"),
+                json!({"signal": "SIGKILL"}),
+            )
+            .await;
     }
     totals.sort();
     println!("\nmedian sling -> first model request: {} ms over {RUNS} runs (2 cores, wrangler dev, local origin)", totals[RUNS / 2]);

@@ -16,15 +16,20 @@ use serde_json::{json, Value};
 use crate::procs;
 use crate::project::repo_root;
 
-
 /// The control server binary: `$GASTOWN_CONTAINER_BIN` or `target/debug/gastown-container`.
 pub fn container_bin() -> PathBuf {
     if let Ok(p) = std::env::var("GASTOWN_CONTAINER_BIN") {
         return PathBuf::from(p);
     }
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| repo_root().join("target"));
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target"));
     let bin = target.join("debug/gastown-container");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p gastown-container` (scripts/test does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p gastown-container` (scripts/test does)",
+        bin.display()
+    );
     bin
 }
 
@@ -62,7 +67,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { token: Some("test-container-token".into()), env: BTreeMap::new(), listener: None, wrapper: Vec::new() }
+        Self {
+            token: Some("test-container-token".into()),
+            env: BTreeMap::new(),
+            listener: None,
+            wrapper: Vec::new(),
+        }
     }
 }
 
@@ -115,7 +125,12 @@ pub fn hand_over_listener(cmd: &mut Command, listener: &std::net::TcpListener) {
 
 /// Spawns the server with exactly `env` (behind `wrapper`, if any) and waits (up to 30 s) for
 /// its "listening" log line; its log lines go to `logs`. Returns the child and its port.
-fn launch(env: &BTreeMap<String, String>, wrapper: &[String], listener: Option<&std::net::TcpListener>, logs: &Arc<Mutex<Vec<String>>>) -> (Child, u16) {
+fn launch(
+    env: &BTreeMap<String, String>,
+    wrapper: &[String],
+    listener: Option<&std::net::TcpListener>,
+    logs: &Arc<Mutex<Vec<String>>>,
+) -> (Child, u16) {
     let mut cmd = match wrapper.split_first() {
         Some((program, args)) => {
             let mut c = Command::new(program);
@@ -149,7 +164,10 @@ fn launch(env: &BTreeMap<String, String>, wrapper: &[String], listener: Option<&
         Ok(port) => (child, port),
         Err(_) => {
             let _ = child.kill();
-            panic!("control server did not start; logs:\n{}", logs.lock().map(|l| l.join("\n")).unwrap_or_default());
+            panic!(
+                "control server did not start; logs:\n{}",
+                logs.lock().map(|l| l.join("\n")).unwrap_or_default()
+            );
         }
     }
 }
@@ -168,7 +186,13 @@ impl ControlServer {
     /// The pids of the warm pool's ready processes (`/health`'s `pool.pids`).
     pub async fn pooled_pids(&self) -> Vec<i32> {
         let (_, health) = self.get("/health").await;
-        health["pool"]["pids"].as_array().into_iter().flatten().filter_map(Value::as_i64).map(|p| p as i32).collect()
+        health["pool"]["pids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_i64)
+            .map(|p| p as i32)
+            .collect()
     }
 
     /// Starts the server and waits (up to 30 s) for its "listening" log line.
@@ -246,7 +270,8 @@ impl ControlServer {
     /// Starts the server again after [`Self::kill_all`]: same settings, workspace and port.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "restart follows kill_all");
-        let listener = std::net::TcpListener::bind(("127.0.0.1", self.port)).expect("bind the control server's port again");
+        let listener = std::net::TcpListener::bind(("127.0.0.1", self.port))
+            .expect("bind the control server's port again");
         let (child, port) = launch(&self.env, &self.wrapper, Some(&listener), &self.logs);
         assert_eq!(port, self.port);
         self.child = Some(child);
@@ -269,7 +294,12 @@ impl ControlServer {
     }
 
     /// Sends a request with the container token; returns status and JSON body (Null if none).
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut r = self.request(method, path);
         if let Some(b) = body {
             r = r.json(&b);
@@ -294,7 +324,12 @@ impl ControlServer {
     }
 
     /// Polls the agent's status until `pred` holds or `timeout` passes; returns the last status.
-    pub async fn wait_status(&self, agent: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_status(
+        &self,
+        agent: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let (_, v) = self.get(&format!("/agents/{agent}/status")).await;
@@ -348,7 +383,14 @@ impl Drop for ControlServer {
 }
 
 /// A start request for agent `id` on `rig`, working on `branch` of `git_url`.
-pub fn start_request(id: &str, rig: &str, name: &str, branch: &str, git_url: &str, prompt: &str) -> Value {
+pub fn start_request(
+    id: &str,
+    rig: &str,
+    name: &str,
+    branch: &str,
+    git_url: &str,
+    prompt: &str,
+) -> Value {
     json!({
         "agentId": id, "rigId": rig, "townId": "town1", "role": "polecat", "name": name,
         "identity": format!("{name}@{rig}"), "prompt": prompt, "model": "scripted/scripted-model",

@@ -430,7 +430,11 @@ fn find_marker<V>(text: &str, scripts: &HashMap<String, V>) -> Option<String> {
 
 /// Decides what to answer to one parsed request.
 /// `run_of(script)` is the run the request's session plays (0 for most scripts).
-fn classify(body: &Value, scripts: &HashMap<String, Vec<Vec<Step>>>, run_of: &dyn Fn(&str) -> usize) -> (Kind, Step) {
+fn classify(
+    body: &Value,
+    scripts: &HashMap<String, Vec<Vec<Step>>>,
+    run_of: &dyn Fn(&str) -> usize,
+) -> (Kind, Step) {
     let has_tools = body.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
     if !has_tools {
         return (Kind::Auxiliary, Step::text(AUX_ANSWER));
@@ -447,27 +451,32 @@ fn classify(body: &Value, scripts: &HashMap<String, Vec<Vec<Step>>>, run_of: &dy
         .map(|m| content_text(m.get("content")))
         .collect::<Vec<_>>()
         .join("\n");
-    let Some(script) =
-        find_marker(&first_user, scripts).or_else(|| find_marker(&system, scripts))
+    let Some(script) = find_marker(&first_user, scripts).or_else(|| find_marker(&system, scripts))
     else {
         return (Kind::Unknown, Step::text(NOTHING_TO_DO));
     };
-    let step = msgs
-        .iter()
-        .filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant"))
-        .count();
+    let step =
+        msgs.iter().filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant")).count();
     let runs = scripts.get(&script).map(Vec::as_slice).unwrap_or_default();
     let run = if runs.len() > 1 { run_of(&script) } else { 0 };
     match runs.get(run).and_then(|s| s.get(step)) {
         Some(s) => {
             let mut s = s.clone();
-            if let (Action::ToolCalls(calls), Some(branch)) = (&mut s.action, polecat_branch(&system).or_else(|| polecat_branch(&first_user))) {
+            if let (Action::ToolCalls(calls), Some(branch)) =
+                (&mut s.action, polecat_branch(&system).or_else(|| polecat_branch(&first_user)))
+            {
                 for (_, args) in calls.iter_mut() {
                     substitute(args, BRANCH_PLACEHOLDER, &branch);
                 }
             }
-            let users: Vec<String> = msgs.iter().filter(|m| m.get("role").and_then(Value::as_str) == Some("user")).map(|m| content_text(m.get("content"))).collect();
-            if let (Action::ToolCalls(calls), Some(id)) = (&mut s.action, users.iter().rev().find_map(|u| escalation_id(u))) {
+            let users: Vec<String> = msgs
+                .iter()
+                .filter(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+                .map(|m| content_text(m.get("content")))
+                .collect();
+            if let (Action::ToolCalls(calls), Some(id)) =
+                (&mut s.action, users.iter().rev().find_map(|u| escalation_id(u)))
+            {
                 for (_, args) in calls.iter_mut() {
                     substitute(args, ESCALATION_PLACEHOLDER, &id);
                 }
@@ -508,7 +517,10 @@ fn escalation_id(text: &str) -> Option<String> {
 
 fn polecat_branch(text: &str) -> Option<String> {
     let start = text.find("polecat/")?;
-    let branch: String = text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.')).collect();
+    let branch: String = text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.'))
+        .collect();
     let branch = branch.trim_end_matches(['.', '/']).to_string();
     (branch.matches('/').count() >= 2).then_some(branch)
 }
@@ -522,13 +534,19 @@ fn substitute(value: &mut Value, from: &str, to: &str) {
     }
 }
 
-async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap, raw: Bytes) -> Response {
+async fn chat_completions(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Response {
     let session_header =
         headers.get("x-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let parsed: Result<Value, _> = serde_json::from_slice(&raw);
     let (kind, step, body) = match parsed {
         Ok(body) if body.is_object() => {
-            let run_of = |script: &str| session_header.as_deref().map_or(0, |session| shared.run_of(script, session));
+            let run_of = |script: &str| {
+                session_header.as_deref().map_or(0, |session| shared.run_of(script, session))
+            };
             let (kind, step) = classify(&body, &lock(&shared.scripts), &run_of);
             (kind, Some(step), body)
         }
@@ -657,7 +675,10 @@ mod tests {
 
     #[test]
     fn each_session_plays_its_own_run() {
-        let s = HashMap::from([("r".to_owned(), vec![vec![Step::text("first")], vec![Step::text("second")]])]);
+        let s = HashMap::from([(
+            "r".to_owned(),
+            vec![vec![Step::text("first")], vec![Step::text("second")]],
+        )]);
         let m = json!([{"role": "user", "content": "go [script:r]"}]);
         assert_eq!(classify(&req(m.clone(), true), &s, &|_| 0).1, Step::text("first"));
         assert_eq!(classify(&req(m.clone(), true), &s, &|_| 1).1, Step::text("second"));
@@ -677,7 +698,10 @@ mod tests {
         let s = scripts();
         let m0 = json!([{"role": "system", "content": "sys"},
             {"role": "user", "content": [{"type": "text", "text": "do it [script:a]"}]}]);
-        assert_eq!(classify(&req(m0.clone(), true), &s, &|_| 0).0, Kind::Scripted { script: "a".into(), step: 0 });
+        assert_eq!(
+            classify(&req(m0.clone(), true), &s, &|_| 0).0,
+            Kind::Scripted { script: "a".into(), step: 0 }
+        );
         let mut m1 = m0.as_array().unwrap().clone();
         m1.push(json!({"role": "assistant", "content": null, "tool_calls": []}));
         m1.push(json!({"role": "tool", "content": "done"}));
@@ -685,16 +709,31 @@ mod tests {
         assert_eq!(k, Kind::Scripted { script: "a".into(), step: 1 });
         assert_eq!(st, Step::text("ok"));
         m1.push(json!({"role": "assistant", "content": "ok"}));
-        assert_eq!(classify(&req(Value::Array(m1), true), &s, &|_| 0).0, Kind::Finished { script: "a".into() });
+        assert_eq!(
+            classify(&req(Value::Array(m1), true), &s, &|_| 0).0,
+            Kind::Finished { script: "a".into() }
+        );
     }
 
     #[test]
     fn the_branch_placeholder_is_the_polecat_branch_of_the_prompts() {
-        let s = HashMap::from([("a".to_owned(), vec![vec![Step::tool("gt_done", json!({"branch": "{{branch}}", "x": ["git push origin {{branch}}"]}))]])]);
+        let s = HashMap::from([(
+            "a".to_owned(),
+            vec![vec![Step::tool(
+                "gt_done",
+                json!({"branch": "{{branch}}", "x": ["git push origin {{branch}}"]}),
+            )]],
+        )]);
         let m = json!([{"role": "system", "content": "You work on the branch `polecat/toast/0b6a9a2e`. Push it."},
             {"role": "user", "content": "go [script:a]"}]);
         let (_, step) = classify(&req(m, true), &s, &|_| 0);
-        assert_eq!(step, Step::tool("gt_done", json!({"branch": "polecat/toast/0b6a9a2e", "x": ["git push origin polecat/toast/0b6a9a2e"]})));
+        assert_eq!(
+            step,
+            Step::tool(
+                "gt_done",
+                json!({"branch": "polecat/toast/0b6a9a2e", "x": ["git push origin polecat/toast/0b6a9a2e"]})
+            )
+        );
         assert_eq!(polecat_branch("no branch here"), None);
         assert_eq!(polecat_branch("see polecat/nux/abc."), Some("polecat/nux/abc".into()));
     }
@@ -708,6 +747,9 @@ mod tests {
         let other = json!([{"role": "user", "content": "[script:zzz] [script:] hi"}]);
         assert_eq!(classify(&req(other, true), &s, &|_| 0).0, Kind::Unknown);
         let in_system = json!([{"role": "system", "content": "prompt [script:a]"}, {"role": "user", "content": "x"}]);
-        assert_eq!(classify(&req(in_system, true), &s, &|_| 0).0, Kind::Scripted { script: "a".into(), step: 0 });
+        assert_eq!(
+            classify(&req(in_system, true), &s, &|_| 0).0,
+            Kind::Scripted { script: "a".into(), step: 0 }
+        );
     }
 }

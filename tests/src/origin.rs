@@ -24,8 +24,25 @@ impl Origin {
         git(&seed, &["init", "-q", "-b", "main"]);
         std::fs::write(seed.join("README.md"), "# test repo\n").expect("readme");
         git(&seed, &["add", "README.md"]);
-        git(&seed, &["-c", "user.name=seed", "-c", "user.email=seed@test", "commit", "-q", "-m", "initial"]);
-        let out = Command::new("git").args(["clone", "-q", "--bare"]).arg(&seed).arg(&path).output().expect("clone");
+        git(
+            &seed,
+            &[
+                "-c",
+                "user.name=seed",
+                "-c",
+                "user.email=seed@test",
+                "commit",
+                "-q",
+                "-m",
+                "initial",
+            ],
+        );
+        let out = Command::new("git")
+            .args(["clone", "-q", "--bare"])
+            .arg(&seed)
+            .arg(&path)
+            .output()
+            .expect("clone");
         assert!(out.status.success());
         // Agents push here under their own uids, as to any remote that accepts them: every uid
         // may write, and what one writes the next may extend.
@@ -42,8 +59,15 @@ impl Origin {
 
     /// `git log` of a branch in the origin: `<author name>|<subject>` per commit, or None.
     pub fn log(&self, branch: &str) -> Option<Vec<String>> {
-        let out = Command::new("git").arg("-C").arg(&self.path).args(["log", "--format=%an|%ae|%s", branch, "--"]).output().ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&self.path)
+            .args(["log", "--format=%an|%ae|%s", branch, "--"])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
     }
 }
 

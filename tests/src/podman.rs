@@ -64,7 +64,10 @@ pub fn podman(args: &[&str], within: Duration) -> (ExitStatus, String) {
 pub fn require_image() -> String {
     let name = image();
     let (status, _) = podman(&["image", "exists", &name], Duration::from_secs(60));
-    assert!(status.success(), "the image {name} is missing: run scripts/build-image (scripts/test does)");
+    assert!(
+        status.success(),
+        "the image {name} is missing: run scripts/build-image (scripts/test does)"
+    );
     name
 }
 
@@ -79,11 +82,24 @@ pub struct TownImage {
 impl TownImage {
     /// Runs the image's entrypoint with `env` (`-e K=V`) and `mounts` (host path, mounted at the
     /// same path), serving `listener`; waits (up to 60 s) for the "control server listening" line.
-    pub fn run(listener: &std::net::TcpListener, env: &[(&str, &str)], mounts: &[&std::path::Path]) -> Self {
+    pub fn run(
+        listener: &std::net::TcpListener,
+        env: &[(&str, &str)],
+        mounts: &[&std::path::Path],
+    ) -> Self {
         let image = require_image();
         let name = format!("gastown-test-{}-{}", std::process::id(), crate::wrangler::now_secs());
         let mut cmd = Command::new(repo_root().join("scripts/podman"));
-        cmd.args(["run", "--rm", "--name", &name, "--network=host", "--preserve-fds=1", "--env", "LISTEN_FDS=1"]);
+        cmd.args([
+            "run",
+            "--rm",
+            "--name",
+            &name,
+            "--network=host",
+            "--preserve-fds=1",
+            "--env",
+            "LISTEN_FDS=1",
+        ]);
         for (k, v) in env {
             cmd.arg("--env").arg(format!("{k}={v}"));
         }
@@ -138,7 +154,8 @@ impl TownImage {
     /// with a bound of `grace` plus a minute.
     pub fn stop(&mut self, grace: Duration) -> ExitStatus {
         let secs = grace.as_secs().to_string();
-        let (status, _) = podman(&["stop", "--time", &secs, &self.name], grace + Duration::from_secs(60));
+        let (status, _) =
+            podman(&["stop", "--time", &secs, &self.name], grace + Duration::from_secs(60));
         assert!(status.success(), "podman stop {} failed", self.name);
         let mut child = self.child.take().expect("the container was running");
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -146,7 +163,10 @@ impl TownImage {
             if let Some(status) = child.try_wait().expect("wait for podman run") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "podman run did not return within 60 s of podman stop");
+            assert!(
+                Instant::now() < deadline,
+                "podman run did not return within 60 s of podman stop"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

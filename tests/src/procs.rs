@@ -27,7 +27,9 @@ pub fn processes() -> Vec<Proc> {
             let state = f.next()?.chars().next()?;
             let ppid = f.next()?.parse().ok()?;
             let pgrp = f.next()?.parse().ok()?;
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).unwrap_or_default();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                .unwrap_or_default();
             Some(Proc { pid, ppid, pgrp, state, cmdline })
         })
         .filter(|p| p.state != 'Z')

@@ -18,9 +18,16 @@ pub fn skip(name: &str, reason: &str) {
     if let Some(path) = std::env::var_os("GASTOWN_SKIP_LOG") {
         // One short line per write, appended: lines of tests running at once never interleave.
         let line = format!("{name}: {}\n", reason.replace('\n', " "));
-        let written = std::fs::OpenOptions::new().create(true).append(true).open(&path).and_then(|mut f| f.write_all(line.as_bytes()));
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
         if let Err(e) = written {
-            panic!("cannot record the skip of {name} in {}: {e}", std::path::Path::new(&path).display());
+            panic!(
+                "cannot record the skip of {name} in {}: {e}",
+                std::path::Path::new(&path).display()
+            );
         }
     }
 }

@@ -23,26 +23,46 @@ pub struct LocalTown {
 impl LocalTown {
     /// Starts both sides; agents talk to `model`. `control_env` and `worker_env` add settings
     /// (e.g. `STOP_GRACE_MS`, `SCHEDULER_TICK_MS`).
-    pub async fn start(model: &ModelServer, control_env: &[(&str, &str)], worker_env: &[(&str, &str)]) -> Self {
+    pub async fn start(
+        model: &ModelServer,
+        control_env: &[(&str, &str)],
+        worker_env: &[(&str, &str)],
+    ) -> Self {
         Self::launch(model, control_env, worker_env, false).await
     }
 
     /// [`LocalTown::start`], with the control server's calls to the Worker (tools, heartbeats)
     /// going through a [`CuttableProxy`] the test can cut.
-    pub async fn start_via_proxy(model: &ModelServer, control_env: &[(&str, &str)], worker_env: &[(&str, &str)]) -> Self {
+    pub async fn start_via_proxy(
+        model: &ModelServer,
+        control_env: &[(&str, &str)],
+        worker_env: &[(&str, &str)],
+    ) -> Self {
         Self::launch(model, control_env, worker_env, true).await
     }
 
-    async fn launch(model: &ModelServer, control_env: &[(&str, &str)], worker_env: &[(&str, &str)], via_proxy: bool) -> Self {
-        let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the control server's socket");
-        let control_url = format!("http://127.0.0.1:{}", socket.local_addr().expect("socket address").port());
+    async fn launch(
+        model: &ModelServer,
+        control_env: &[(&str, &str)],
+        worker_env: &[(&str, &str)],
+        via_proxy: bool,
+    ) -> Self {
+        let socket =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("bind the control server's socket");
+        let control_url =
+            format!("http://127.0.0.1:{}", socket.local_addr().expect("socket address").port());
         let model_ref = format!("scripted/{MODEL_ID}");
-        let mut env: Vec<(&str, &str)> = vec![("CONTAINER_URL", &control_url), ("GASTOWN_MODEL", &model_ref)];
+        let mut env: Vec<(&str, &str)> =
+            vec![("CONTAINER_URL", &control_url), ("GASTOWN_MODEL", &model_ref)];
         env.extend_from_slice(worker_env);
         let worker = WranglerDev::start_with_env(&env).await;
         let proxy = match via_proxy {
             true => {
-                let addr = worker.base_url.trim_start_matches("http://").parse().expect("the Worker's address");
+                let addr = worker
+                    .base_url
+                    .trim_start_matches("http://")
+                    .parse()
+                    .expect("the Worker's address");
                 Some(CuttableProxy::start(addr).await)
             }
             false => None,
@@ -60,7 +80,11 @@ impl LocalTown {
             options = options.env(k, *v);
         }
         let control = ControlServer::start(options);
-        assert_eq!(control.token.as_deref(), Some(CONTAINER_TOKEN), "Worker and control server share the container token");
+        assert_eq!(
+            control.token.as_deref(),
+            Some(CONTAINER_TOKEN),
+            "Worker and control server share the container token"
+        );
         assert_eq!(control.base, control_url);
         Self { control, worker, proxy }
     }
@@ -75,7 +99,10 @@ impl LocalTown {
 
     /// Adds a rig to `town`; returns its id.
     pub async fn rig(&self, town: &str, name: &str, git_url: &str) -> String {
-        let rig = self.worker.post(&format!("/api/towns/{town}/rigs"), json!({ "name": name, "git_url": git_url })).await;
+        let rig = self
+            .worker
+            .post(&format!("/api/towns/{town}/rigs"), json!({ "name": name, "git_url": git_url }))
+            .await;
         rig.data()["id"].as_str().expect("rig id").to_string()
     }
 }

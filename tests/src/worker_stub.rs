@@ -30,7 +30,13 @@ pub struct WorkerStub {
     _task: tokio::task::JoinHandle<()>,
 }
 
-async fn record(State(shared): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Json<Value> {
+async fn record(
+    State(shared): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Json<Value> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let rec = Recorded {
         method: method.to_string(),
@@ -39,7 +45,8 @@ async fn record(State(shared): State<Shared>, method: Method, uri: Uri, headers:
         container_token: header("x-container-token"),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
     };
-    let reply = json!({ "success": true, "data": { "echo": rec.path, "agent": { "id": "from-stub" } } });
+    let reply =
+        json!({ "success": true, "data": { "echo": rec.path, "agent": { "id": "from-stub" } } });
     shared.0.lock().unwrap_or_else(|p| p.into_inner()).push(rec);
     Json(reply)
 }
@@ -65,7 +72,11 @@ impl WorkerStub {
     }
 
     /// Waits until a record satisfies `pred` (or `timeout` passes) and returns it.
-    pub async fn wait_for(&self, timeout: Duration, pred: impl Fn(&Recorded) -> bool) -> Option<Recorded> {
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&Recorded) -> bool,
+    ) -> Option<Recorded> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(r) = self.records().into_iter().find(|r| pred(r)) {

@@ -95,7 +95,11 @@ impl WranglerDev {
 
     /// Starts with another wrangler config (`-c config`) and extra variables in wrangler's own
     /// environment (`process_env`, e.g. `WRANGLER_DOCKER_BIN`), besides the Worker's `extra`.
-    pub async fn start_with_config(config: &std::path::Path, extra: &[(&str, &str)], process_env: &[(&str, &str)]) -> Self {
+    pub async fn start_with_config(
+        config: &std::path::Path,
+        extra: &[(&str, &str)],
+        process_env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::Builder::new().prefix("gastown-wrangler-").tempdir().expect("temp dir");
         Self::launch_with(Arc::new(dir), extra, Some(config), process_env).await
     }
@@ -104,7 +108,12 @@ impl WranglerDev {
         Self::launch_with(dir, extra, None, &[]).await
     }
 
-    async fn launch_with(dir: Arc<tempfile::TempDir>, extra: &[(&str, &str)], config: Option<&std::path::Path>, process_env: &[(&str, &str)]) -> Self {
+    async fn launch_with(
+        dir: Arc<tempfile::TempDir>,
+        extra: &[(&str, &str)],
+        config: Option<&std::path::Path>,
+        process_env: &[(&str, &str)],
+    ) -> Self {
         let root = repo_root();
         let wrangler = root.join("node_modules/.bin/wrangler");
         assert!(wrangler.exists(), "{} is missing: run scripts/setup", wrangler.display());
@@ -124,11 +133,17 @@ impl WranglerDev {
         static LAUNCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log_path = d.join(format!("wrangler-{n}.out"));
-        let log = std::fs::OpenOptions::new().create_new(true).write(true).open(&log_path).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&log_path)
+            .expect("log file");
         let mut cmd = Command::new(&wrangler);
         cmd.current_dir(&root)
             .args(["dev", "--ip", "127.0.0.1", "--port", "0", "--inspector-port", "0"])
-            .args(config.map(|c| vec![std::ffi::OsStr::new("-c"), c.as_os_str()]).unwrap_or_default())
+            .args(
+                config.map(|c| vec![std::ffi::OsStr::new("-c"), c.as_os_str()]).unwrap_or_default(),
+            )
             .arg("--persist-to")
             .arg(d.join("state"))
             .arg("--env-file")
@@ -147,7 +162,8 @@ impl WranglerDev {
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd.spawn().expect("spawn wrangler dev");
         let client = crate::http_client(REQUEST_TIMEOUT);
-        let mut dev = Self { child: Some(child), dir, base_url: String::new(), log: log_path, client };
+        let mut dev =
+            Self { child: Some(child), dir, base_url: String::new(), log: log_path, client };
         dev.wait_ready().await;
         dev
     }
@@ -162,7 +178,13 @@ impl WranglerDev {
                 }
             }
             if !self.base_url.is_empty() {
-                if let Ok(r) = self.client.get(format!("{}/health", self.base_url)).timeout(Duration::from_secs(5)).send().await {
+                if let Ok(r) = self
+                    .client
+                    .get(format!("{}/health", self.base_url))
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await
+                {
                     if r.status().as_u16() == 200 {
                         return;
                     }
@@ -232,7 +254,13 @@ impl WranglerDev {
     }
 
     /// Sends a request with exactly the given headers.
-    pub async fn call_headers(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Value) -> Reply {
+    pub async fn call_headers(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Value,
+    ) -> Reply {
         let mut req = self.client.request(method, format!("{}{path}", self.base_url));
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -261,7 +289,15 @@ impl WranglerDev {
             Ok(r) => r,
             Err(e) => {
                 let out = self.output();
-                let tail: String = out.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                let tail: String = out
+                    .lines()
+                    .rev()
+                    .take(60)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
                 panic!("request to wrangler dev failed after {:?}: {e:?}\nlast lines of its output:\n{tail}", started.elapsed())
             }
         };
@@ -285,7 +321,9 @@ impl WranglerDev {
     pub async fn configured_rig(&self) -> String {
         let rig = unique_id("rig");
         let config = serde_json::json!({ "town_id": unique_id("town"), "git_url": "https://example.com/placeholder.git" });
-        let r = self.call(Method::PUT, &format!("/api/rigs/{rig}/config"), &Auth::Internal, config).await;
+        let r = self
+            .call(Method::PUT, &format!("/api/rigs/{rig}/config"), &Auth::Internal, config)
+            .await;
         assert_eq!(r.status, 200, "configuring {rig}: {r:?}");
         rig
     }
@@ -312,10 +350,12 @@ impl Drop for WranglerDev {
 
 /// The port in wrangler's `[wrangler:info] Ready on http://127.0.0.1:PORT` line.
 fn ready_port(output: &str) -> Option<u16> {
-    output.lines().find_map(|line| line.split("Ready on http://127.0.0.1:").nth(1)).and_then(|rest| {
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().ok()
-    })
+    output.lines().find_map(|line| line.split("Ready on http://127.0.0.1:").nth(1)).and_then(
+        |rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        },
+    )
 }
 
 /// Milliseconds within the day of a Worker timestamp (`YYYY-MM-DDTHH:MM:SS.mmmZ`): enough for

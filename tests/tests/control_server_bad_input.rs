@@ -15,7 +15,13 @@ fn with(field: &str, value: Value) -> Value {
     v
 }
 
-async fn raw(cs: &ControlServer, method: Method, path: &str, token: Option<&str>, body: Option<(&str, Vec<u8>)>) -> (u16, Value) {
+async fn raw(
+    cs: &ControlServer,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, Vec<u8>)>,
+) -> (u16, Value) {
     let mut r = cs.raw(method, path);
     if let Some(t) = token {
         r = r.header("x-container-token", t);
@@ -39,7 +45,12 @@ async fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
     assert_eq!(status, 200);
     assert_eq!((health["status"].as_str(), health["agents"].as_u64()), (Some("ok"), Some(0)));
     assert!(health["uptime"].is_u64());
-    for (method, path) in [(Method::GET, "/agents"), (Method::POST, "/agents/start"), (Method::GET, "/agents/a1/status"), (Method::POST, "/agents/a1/stop")] {
+    for (method, path) in [
+        (Method::GET, "/agents"),
+        (Method::POST, "/agents/start"),
+        (Method::GET, "/agents/a1/status"),
+        (Method::POST, "/agents/a1/stop"),
+    ] {
         for t in [None, Some("wrong-token"), Some("")] {
             let (status, body) = raw(&cs, method.clone(), path, t, None).await;
             assert_eq!(status, 401, "{method} {path} with {t:?}");
@@ -67,11 +78,21 @@ async fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
         ("empty prompt", with("prompt", json!("  ")), 400),
     ];
     for (name, body, expected) in cases {
-        let (status, reply) = raw(&cs, Method::POST, "/agents/start", token, Some(("application/json", serde_json::to_vec(&body).expect("json")))).await;
+        let (status, reply) = raw(
+            &cs,
+            Method::POST,
+            "/agents/start",
+            token,
+            Some(("application/json", serde_json::to_vec(&body).expect("json"))),
+        )
+        .await;
         assert_eq!(status, expected, "{name}: {reply}");
         let text = reply.to_string();
         assert!(reply["error"].as_str().is_some_and(|e| !e.is_empty()), "{name}: {reply}");
-        assert!(!text.contains("supersecret") && !text.contains("evil-value"), "{name} echoed a secret: {text}");
+        assert!(
+            !text.contains("supersecret") && !text.contains("evil-value"),
+            "{name} echoed a secret: {text}"
+        );
     }
     // Missing fields and malformed JSON.
     let mut missing = valid();
@@ -82,7 +103,8 @@ async fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
         ("not json", "text/plain", b"hello".to_vec()),
         ("empty", "application/json", Vec::new()),
     ] {
-        let (status, reply) = raw(&cs, Method::POST, "/agents/start", token, Some((ct, bytes))).await;
+        let (status, reply) =
+            raw(&cs, Method::POST, "/agents/start", token, Some((ct, bytes))).await;
         assert!((400..500).contains(&status), "{name}: {status}");
         assert!(reply["error"].as_str().is_some_and(|e| !e.is_empty()), "{name}: {reply}");
     }
@@ -90,17 +112,44 @@ async fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
     let mut two = valid();
     two["branch"] = json!("a..b");
     two["prompt"] = json!(" ");
-    let (status, reply) = raw(&cs, Method::POST, "/agents/start", token, Some(("application/json", serde_json::to_vec(&two).expect("json")))).await;
+    let (status, reply) = raw(
+        &cs,
+        Method::POST,
+        "/agents/start",
+        token,
+        Some(("application/json", serde_json::to_vec(&two).expect("json"))),
+    )
+    .await;
     assert_eq!((status, reply["error"].as_str()), (400, Some("Invalid request body")), "{reply}");
-    let paths: Vec<&Value> = reply["issues"].as_array().expect("issues").iter().map(|i| &i["path"]).collect();
+    let paths: Vec<&Value> =
+        reply["issues"].as_array().expect("issues").iter().map(|i| &i["path"]).collect();
     assert!(paths.contains(&&json!(["branch"])) && paths.contains(&&json!(["prompt"])), "{reply}");
-    assert!(reply["issues"].as_array().is_some_and(|a| a.iter().all(|i| i["code"] == "custom" && i["message"].is_string())), "{reply}");
-    let (status, reply) = raw(&cs, Method::POST, "/agents/nobody/stop", token, Some(("application/json", b"{}".to_vec()))).await;
+    assert!(
+        reply["issues"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|i| i["code"] == "custom" && i["message"].is_string())),
+        "{reply}"
+    );
+    let (status, reply) = raw(
+        &cs,
+        Method::POST,
+        "/agents/nobody/stop",
+        token,
+        Some(("application/json", b"{}".to_vec())),
+    )
+    .await;
     assert_eq!((status, reply), (404, json!({ "error": "Agent nobody not found" })));
     // A huge body.
     let mut huge = valid();
     huge["prompt"] = json!("x".repeat(3 * 1024 * 1024));
-    let (status, reply) = raw(&cs, Method::POST, "/agents/start", token, Some(("application/json", serde_json::to_vec(&huge).expect("json")))).await;
+    let (status, reply) = raw(
+        &cs,
+        Method::POST,
+        "/agents/start",
+        token,
+        Some(("application/json", serde_json::to_vec(&huge).expect("json"))),
+    )
+    .await;
     assert_eq!(status, 413, "{reply}");
     assert!(reply["error"].is_string());
     // Answered before the body was read, so the server closes the connection: it must say so,
@@ -112,8 +161,19 @@ async fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
     big["prompt"] = json!("y".repeat(512 * 1024));
     let big_bytes = serde_json::to_vec(&big).expect("json");
     for round in 0..20 {
-        let (early, body, expected) = if round % 2 == 0 { (token, &huge_bytes, 413) } else { (Some("wrong-token"), &big_bytes, 401) };
-        let (status, _) = raw(&cs, Method::POST, "/agents/start", early, Some(("application/json", body.clone()))).await;
+        let (early, body, expected) = if round % 2 == 0 {
+            (token, &huge_bytes, 413)
+        } else {
+            (Some("wrong-token"), &big_bytes, 401)
+        };
+        let (status, _) = raw(
+            &cs,
+            Method::POST,
+            "/agents/start",
+            early,
+            Some(("application/json", body.clone())),
+        )
+        .await;
         assert_eq!(status, expected, "round {round}");
         let (status, _) = raw(&cs, Method::GET, "/agents/nobody/status", token, None).await;
         assert_eq!(status, 404, "round {round}: the next request on the client's pool");
@@ -131,23 +191,45 @@ async fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
         assert_eq!(status, 404, "{path}: {reply}");
         assert!(reply["error"].is_string());
     }
-    let (status, _) = raw(&cs, Method::POST, "/agents/nobody/message", token, Some(("application/json", br#"{"prompt":"hi"}"#.to_vec()))).await;
+    let (status, _) = raw(
+        &cs,
+        Method::POST,
+        "/agents/nobody/message",
+        token,
+        Some(("application/json", br#"{"prompt":"hi"}"#.to_vec())),
+    )
+    .await;
     assert_eq!(status, 404);
     let (status, _) = raw(&cs, Method::GET, "/agents/..%2F..%2Fetc/status", token, None).await;
     assert_eq!(status, 400);
     let (status, _) = raw(&cs, Method::GET, "/agents/a1/events?after=-1", token, None).await;
     assert_eq!(status, 400);
-    let (status, _) = raw(&cs, Method::POST, "/agents/nobody/stop", token, Some(("application/json", br#"{"signal":"SIGHUP"}"#.to_vec()))).await;
+    let (status, _) = raw(
+        &cs,
+        Method::POST,
+        "/agents/nobody/stop",
+        token,
+        Some(("application/json", br#"{"signal":"SIGHUP"}"#.to_vec())),
+    )
+    .await;
     assert_eq!(status, 400);
     // Tool calls need a Kilo process's key.
-    let (status, _) = raw(&cs, Method::POST, "/internal/tools/gt_done", None, Some(("application/json", br#"{"sessionID":"x","args":{}}"#.to_vec()))).await;
+    let (status, _) = raw(
+        &cs,
+        Method::POST,
+        "/internal/tools/gt_done",
+        None,
+        Some(("application/json", br#"{"sessionID":"x","args":{}}"#.to_vec())),
+    )
+    .await;
     assert_eq!(status, 401);
 
     // Nothing was created: no agent, no rig folder, no Kilo process.
     let (_, list) = cs.get("/agents").await;
     assert_eq!(list["agents"], json!([]));
     assert!(!cs.workspace.join("rigs").exists(), "a rig folder was created");
-    let kilos: Vec<_> = gastown_e2e::procs::processes().into_iter().filter(|p| p.ppid == cs.pid() as i32).collect();
+    let kilos: Vec<_> =
+        gastown_e2e::procs::processes().into_iter().filter(|p| p.ppid == cs.pid() as i32).collect();
     assert!(kilos.is_empty(), "children of the control server: {kilos:?}");
 
     // Merge jobs: a bad request is a 400 and starts nothing; a job is only found under its own
@@ -159,18 +241,51 @@ async fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
     for (name, body) in [
         ("default branch as source", merge("rev-1", "main")),
         ("traversal in review id", merge("../x", "polecat/a/1")),
-        ("gate without timeout", { let mut b = merge("rev-1", "polecat/a/1"); b["gates"] = json!([{"command": "true", "timeoutSecs": 0}]); b }),
-        ("gates not a list", { let mut b = merge("rev-1", "polecat/a/1"); b["gates"] = json!("cargo test"); b }),
+        ("gate without timeout", {
+            let mut b = merge("rev-1", "polecat/a/1");
+            b["gates"] = json!([{"command": "true", "timeoutSecs": 0}]);
+            b
+        }),
+        ("gates not a list", {
+            let mut b = merge("rev-1", "polecat/a/1");
+            b["gates"] = json!("cargo test");
+            b
+        }),
     ] {
-        let (status, reply) = raw(&cs, Method::POST, "/rigs/rig-a/merges", token, Some(("application/json", serde_json::to_vec(&body).expect("json")))).await;
+        let (status, reply) = raw(
+            &cs,
+            Method::POST,
+            "/rigs/rig-a/merges",
+            token,
+            Some(("application/json", serde_json::to_vec(&body).expect("json"))),
+        )
+        .await;
         assert_eq!(status, 400, "{name}: {reply}");
         assert!(reply["error"].as_str().is_some_and(|e| !e.is_empty()), "{name}: {reply}");
     }
-    assert_eq!(raw(&cs, Method::GET, "/rigs/rig-a/merges/rev-1", token, None).await.0, 404, "refused requests start no job");
-    let (status, started) = raw(&cs, Method::POST, "/rigs/rig-a/merges", token, Some(("application/json", serde_json::to_vec(&merge("rev-1", "polecat/a/1")).expect("json")))).await;
+    assert_eq!(
+        raw(&cs, Method::GET, "/rigs/rig-a/merges/rev-1", token, None).await.0,
+        404,
+        "refused requests start no job"
+    );
+    let (status, started) = raw(
+        &cs,
+        Method::POST,
+        "/rigs/rig-a/merges",
+        token,
+        Some((
+            "application/json",
+            serde_json::to_vec(&merge("rev-1", "polecat/a/1")).expect("json"),
+        )),
+    )
+    .await;
     assert_eq!(status, 202, "{started}");
     assert_eq!(raw(&cs, Method::GET, "/rigs/rig-a/merges/rev-1", token, None).await.0, 200);
-    assert_eq!(raw(&cs, Method::GET, "/rigs/rig-b/merges/rev-1", token, None).await.0, 404, "another rig's job is not found");
+    assert_eq!(
+        raw(&cs, Method::GET, "/rigs/rig-b/merges/rev-1", token, None).await.0,
+        404,
+        "another rig's job is not found"
+    );
     assert_eq!(raw(&cs, Method::GET, "/rigs/rig-a/merges/unknown", token, None).await.0, 404);
     assert_eq!(raw(&cs, Method::GET, "/rigs/rig-a/merges/rev-1", None, None).await.0, 401);
 }

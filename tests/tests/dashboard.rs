@@ -29,9 +29,15 @@ fn repo_root() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_a_town_at_work_and_an_agents_live_stream() {
-    assert!(std::path::Path::new("/usr/bin/chromium").exists(), "Chromium is missing: run scripts/setup (apt-get install chromium)");
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "Chromium is missing: run scripts/setup (apt-get install chromium)"
+    );
     let root = repo_root();
-    assert!(root.join("node_modules/playwright-core").exists(), "playwright-core is missing: run scripts/setup (npm install)");
+    assert!(
+        root.join("node_modules/playwright-core").exists(),
+        "playwright-core is missing: run scripts/setup (npm install)"
+    );
 
     let model = ModelServer::start(Vec::<(String, Vec<Step>)>::new()).await.expect("model server");
     let local = LocalTown::start(&model, &[], &[("SCHEDULER_TICK_MS", "1000")]).await;
@@ -45,7 +51,8 @@ async fn the_dashboard_shows_a_town_at_work_and_an_agents_live_stream() {
     let html = resp.text().await.expect("page");
     assert!(html.contains("Gastown Dashboard") && html.contains("API_KEY"));
     assert!(!html.contains(INTERNAL_KEY), "the internal key is never in the page");
-    let not_found = dev.call(reqwest::Method::GET, "/api/towns/nope", &Auth::None, Value::Null).await;
+    let not_found =
+        dev.call(reqwest::Method::GET, "/api/towns/nope", &Auth::None, Value::Null).await;
     assert_eq!(not_found.status, 401, "the API behind the page still needs the key");
 
     let origin = Origin::new();
@@ -53,13 +60,22 @@ async fn the_dashboard_shows_a_town_at_work_and_an_agents_live_stream() {
     // The towns' list the page starts from (internal key).
     let towns = dev.get("/api/towns").await;
     assert_eq!(towns.status, 200, "{towns:?}");
-    assert!(towns.data().as_array().is_some_and(|a| a.iter().any(|t| t["id"] == town.as_str() && t["name"] == "dashboard-town")), "{towns:?}");
-    assert_eq!(dev.call(reqwest::Method::GET, "/api/towns", &Auth::None, Value::Null).await.status, 401);
+    assert!(
+        towns.data().as_array().is_some_and(|a| a
+            .iter()
+            .any(|t| t["id"] == town.as_str() && t["name"] == "dashboard-town")),
+        "{towns:?}"
+    );
+    assert_eq!(
+        dev.call(reqwest::Method::GET, "/api/towns", &Auth::None, Value::Null).await.status,
+        401
+    );
 
     // The agent's first tool call waits for a gate this test opens once the page shows the call.
     let gate_dir = tempfile::tempdir().expect("gate dir");
     // Readable by the agents, which may run under their own uid.
-    std::fs::set_permissions(gate_dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(gate_dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
     let gate = gate_dir.path().join("dashboard-gate");
     let wait = format!(
         "for i in $(seq 1500); do [ -e {g} ] && break; sleep 0.2; done; [ -e {g} ] && echo released-$((6*7))",
@@ -73,7 +89,8 @@ async fn the_dashboard_shows_a_town_at_work_and_an_agents_live_stream() {
     let mayor_reply = "Hello from the mayor: <b>no</b> markup & no surprises.";
     model.set_script("dash-mayor", vec![Step::text(mayor_reply)]);
 
-    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).parent().expect("target dir").join("browser");
+    let shots =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).parent().expect("target dir").join("browser");
     std::fs::create_dir_all(&shots).expect("screenshot dir");
     let shot = shots.join("dashboard.png");
     let _ = std::fs::remove_file(&shot);
@@ -105,12 +122,40 @@ async fn the_dashboard_shows_a_town_at_work_and_an_agents_live_stream() {
     .await;
     let mut err = String::new();
     let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut err).await;
-    let status = run.unwrap_or_else(|_| panic!("the browser test did not finish within {BROWSER_RUN:?}; it saw {seen:?}"));
-    assert!(status.success(), "the browser test failed: {err}\nit saw: {seen:?}\n(screenshot: {})", shot.display());
-    for want in ["SAW bad key refused", "SAW town and rig", "SAW in_progress", "SAW tool_call", "SAW tool output", "SAW stream ended", "SAW closed", "SAW merged", "SAW mayor blank refused", "SAW mayor sent", "SAW mayor person message", "SAW mayor reply", "SAW mayor stream", "OK"] {
+    let status = run.unwrap_or_else(|_| {
+        panic!("the browser test did not finish within {BROWSER_RUN:?}; it saw {seen:?}")
+    });
+    assert!(
+        status.success(),
+        "the browser test failed: {err}\nit saw: {seen:?}\n(screenshot: {})",
+        shot.display()
+    );
+    for want in [
+        "SAW bad key refused",
+        "SAW town and rig",
+        "SAW in_progress",
+        "SAW tool_call",
+        "SAW tool output",
+        "SAW stream ended",
+        "SAW closed",
+        "SAW merged",
+        "SAW mayor blank refused",
+        "SAW mayor sent",
+        "SAW mayor person message",
+        "SAW mayor reply",
+        "SAW mayor stream",
+        "OK",
+    ] {
         assert!(seen.iter().any(|l| l.starts_with(want)), "{want} missing from {seen:?}");
     }
-    assert!(seen.iter().any(|l| l.starts_with("SAW bad key refused") && l.contains("key was refused")), "{seen:?}");
-    assert!(std::fs::metadata(&shot).map(|m| m.len() > 10_000).unwrap_or(false), "no screenshot at {}", shot.display());
+    assert!(
+        seen.iter().any(|l| l.starts_with("SAW bad key refused") && l.contains("key was refused")),
+        "{seen:?}"
+    );
+    assert!(
+        std::fs::metadata(&shot).map(|m| m.len() > 10_000).unwrap_or(false),
+        "no screenshot at {}",
+        shot.display()
+    );
     drop(origin);
 }

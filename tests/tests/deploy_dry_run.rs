@@ -22,10 +22,12 @@ use gastown_e2e::project::{repo_root as root, toml_values};
 /// The [build] command may compile the Worker when its output is stale.
 const DEADLINE: Duration = Duration::from_secs(600);
 
-
 /// The strings of a one-line TOML array (`["A", "B"]`).
 fn toml_array(value: &str) -> Vec<String> {
-    assert!(value.starts_with('[') && value.ends_with(']'), "expected a one-line TOML array, got {value:?}");
+    assert!(
+        value.starts_with('[') && value.ends_with(']'),
+        "expected a one-line TOML array, got {value:?}"
+    );
     value.split('"').skip(1).step_by(2).map(str::to_string).collect()
 }
 
@@ -50,7 +52,9 @@ fn toml_raw_values(text: &str, header: &str, key: &str) -> Vec<String> {
 
 /// The names a bundle exports in its final `export{a as B, ...}` statement.
 fn bundle_exports(js: &str) -> Vec<String> {
-    let Some(start) = js.rfind("export{").or_else(|| js.rfind("export {")) else { return Vec::new() };
+    let Some(start) = js.rfind("export{").or_else(|| js.rfind("export {")) else {
+        return Vec::new();
+    };
     let list = &js[start..];
     let list = &list[list.find('{').unwrap_or(0) + 1..list.find('}').unwrap_or(list.len())];
     list.split(',').filter_map(|item| item.split_whitespace().last().map(str::to_string)).collect()
@@ -77,7 +81,7 @@ fn dry_run() -> DryRun {
     let root = root();
     assert!(
         root.join("wrangler.toml").exists(),
-        "wrangler.toml is missing: the deploy dry-run needs the Worker's configuration (issue 4 adds it)"
+        "wrangler.toml is missing: the deploy dry-run needs the Worker's configuration "
     );
     let wrangler = root.join("node_modules/.bin/wrangler");
     assert!(wrangler.exists(), "{} is missing: run scripts/setup", wrangler.display());
@@ -138,8 +142,13 @@ fn dry_run() -> DryRun {
     let output = format!("{}\n{}", out_t.join().expect("stdout"), err_t.join().expect("stderr"));
     eprintln!("wrangler deploy --dry-run took {:?}:\n{output}", start.elapsed());
     assert!(status.success(), "wrangler deploy --dry-run failed ({status}):\n{output}");
-    let calls = std::fs::read_to_string(docker_dir.join("calls")).unwrap_or_default().lines().map(str::to_string).collect();
-    let dockerfile_sent = std::fs::read_to_string(docker_dir.join("dockerfile")).unwrap_or_default();
+    let calls = std::fs::read_to_string(docker_dir.join("calls"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let dockerfile_sent =
+        std::fs::read_to_string(docker_dir.join("dockerfile")).unwrap_or_default();
     DryRun { output, calls, dockerfile_sent, outdir }
 }
 
@@ -152,40 +161,102 @@ fn deploy_dry_run_builds_the_worker_and_names_bindings_and_container() {
     assert!(out.contains("--dry-run: exiting now."), "the dry run did not reach its end:\n{out}");
 
     // The bundle: the [build] command's output, bundled by wrangler.
-    let files: Vec<String> = std::fs::read_dir(run.outdir.path()).expect("outdir").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    assert!(files.iter().any(|f| f.ends_with(".wasm")), "no .wasm in the dry run's outdir: {files:?}");
-    assert!(files.iter().any(|f| f.ends_with(".js") || f.ends_with(".mjs")), "no JavaScript entry in the dry run's outdir: {files:?}");
+    let files: Vec<String> = std::fs::read_dir(run.outdir.path())
+        .expect("outdir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.iter().any(|f| f.ends_with(".wasm")),
+        "no .wasm in the dry run's outdir: {files:?}"
+    );
+    assert!(
+        files.iter().any(|f| f.ends_with(".js") || f.ends_with(".mjs")),
+        "no JavaScript entry in the dry run's outdir: {files:?}"
+    );
 
     // Every Durable Object binding of wrangler.toml, as wrangler understood it.
     let names = toml_values(&config, "[[durable_objects.bindings]]", "name");
     let classes = toml_values(&config, "[[durable_objects.bindings]]", "class_name");
-    assert!(names.len() >= 4 && names.len() == classes.len(), "unexpected DO bindings in wrangler.toml: {names:?} {classes:?}");
+    assert!(
+        names.len() >= 4 && names.len() == classes.len(),
+        "unexpected DO bindings in wrangler.toml: {names:?} {classes:?}"
+    );
     for (name, class) in names.iter().zip(&classes) {
-        let line = out.lines().find(|l| l.contains(&format!("env.{name} ({class})"))).unwrap_or_else(|| panic!("binding env.{name} ({class}) is not in the dry run's output:\n{out}"));
-        assert!(line.contains("Durable Object"), "env.{name} is not a Durable Object binding: {line}");
+        let line =
+            out.lines().find(|l| l.contains(&format!("env.{name} ({class})"))).unwrap_or_else(
+                || panic!("binding env.{name} ({class}) is not in the dry run's output:\n{out}"),
+            );
+        assert!(
+            line.contains("Durable Object"),
+            "env.{name} is not a Durable Object binding: {line}"
+        );
     }
-    assert!(out.contains("env.ALLOW_LOCAL_REPOS (\"false\")"), "the ALLOW_LOCAL_REPOS var is not \"false\" in the dry run:\n{out}");
+    assert!(
+        out.contains("env.ALLOW_LOCAL_REPOS (\"false\")"),
+        "the ALLOW_LOCAL_REPOS var is not \"false\" in the dry run:\n{out}"
+    );
 
     // Every bound class is exported by the bundle and has its migration.
-    let bundle = files.iter().filter(|f| f.ends_with(".js") || f.ends_with(".mjs")).map(|f| std::fs::read_to_string(run.outdir.path().join(f)).unwrap_or_default()).collect::<Vec<_>>().join("\n");
+    let bundle = files
+        .iter()
+        .filter(|f| f.ends_with(".js") || f.ends_with(".mjs"))
+        .map(|f| std::fs::read_to_string(run.outdir.path().join(f)).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n");
     if let Err(e) = check_classes(&config, &bundle_exports(&bundle)) {
         panic!("{e}");
     }
 
     // The container: built from ./Dockerfile, never pushed.
     let dockerfile = root.join("Dockerfile");
-    assert!(out.contains("The following containers are available:"), "no container in the dry run's output:\n{out}");
-    assert!(out.contains(&format!("({})", dockerfile.display())), "the container is not built from {}:\n{out}", dockerfile.display());
-    assert_eq!(run.calls.first().map(String::as_str), Some("info"), "wrangler's docker calls: {:?}", run.calls);
+    assert!(
+        out.contains("The following containers are available:"),
+        "no container in the dry run's output:\n{out}"
+    );
+    assert!(
+        out.contains(&format!("({})", dockerfile.display())),
+        "the container is not built from {}:\n{out}",
+        dockerfile.display()
+    );
+    assert_eq!(
+        run.calls.first().map(String::as_str),
+        Some("info"),
+        "wrangler's docker calls: {:?}",
+        run.calls
+    );
     let builds: Vec<&String> = run.calls.iter().filter(|c| c.starts_with("build ")).collect();
     assert_eq!(builds.len(), 1, "expected one image build, docker calls: {:?}", run.calls);
-    assert_eq!(run.calls.len(), 2, "a dry run must only check docker and build (no tag, push or login): {:?}", run.calls);
+    assert_eq!(
+        run.calls.len(),
+        2,
+        "a dry run must only check docker and build (no tag, push or login): {:?}",
+        run.calls
+    );
     let build: Vec<&str> = builds[0].split_whitespace().collect();
-    assert!(build.windows(2).any(|w| w == ["--platform", "linux/amd64"]), "the image is not built for linux/amd64: {}", builds[0]);
-    assert!(build.windows(2).any(|w| w == ["-f", "-"]), "the Dockerfile is not passed on stdin: {}", builds[0]);
-    assert_eq!(build.last().copied(), Some(root.to_str().expect("utf-8 path")), "the build context is not the repository root (.dockerignore applies there): {}", builds[0]);
+    assert!(
+        build.windows(2).any(|w| w == ["--platform", "linux/amd64"]),
+        "the image is not built for linux/amd64: {}",
+        builds[0]
+    );
+    assert!(
+        build.windows(2).any(|w| w == ["-f", "-"]),
+        "the Dockerfile is not passed on stdin: {}",
+        builds[0]
+    );
+    assert_eq!(
+        build.last().copied(),
+        Some(root.to_str().expect("utf-8 path")),
+        "the build context is not the repository root (.dockerignore applies there): {}",
+        builds[0]
+    );
     let want = std::fs::read_to_string(&dockerfile).expect("read Dockerfile");
-    assert!(run.dockerfile_sent == want, "wrangler sent a different Dockerfile to docker build ({} bytes, the file has {})", run.dockerfile_sent.len(), want.len());
+    assert!(
+        run.dockerfile_sent == want,
+        "wrangler sent a different Dockerfile to docker build ({} bytes, the file has {})",
+        run.dockerfile_sent.len(),
+        want.len()
+    );
 }
 
 /// Every Durable Object class bound in wrangler.toml is exported by the bundle and created by
@@ -200,8 +271,14 @@ fn check_classes(config: &str, exports: &[String]) -> Result<(), String> {
     if unique_tags.len() != tags.len() {
         return Err(format!("duplicate migration tags: {tags:?}"));
     }
-    let mut migrated: Vec<String> = toml_raw_values(config, "[[migrations]]", "new_sqlite_classes").iter().flat_map(|v| toml_array(v)).collect();
-    let legacy: Vec<String> = toml_raw_values(config, "[[migrations]]", "new_classes").iter().flat_map(|v| toml_array(v)).collect();
+    let mut migrated: Vec<String> = toml_raw_values(config, "[[migrations]]", "new_sqlite_classes")
+        .iter()
+        .flat_map(|v| toml_array(v))
+        .collect();
+    let legacy: Vec<String> = toml_raw_values(config, "[[migrations]]", "new_classes")
+        .iter()
+        .flat_map(|v| toml_array(v))
+        .collect();
     if !legacy.is_empty() {
         return Err(format!("classes {legacy:?} use new_classes (key-value storage); the Durable Objects use SQLite (new_sqlite_classes)"));
     }
@@ -211,7 +288,9 @@ fn check_classes(config: &str, exports: &[String]) -> Result<(), String> {
         }
         let n = migrated.iter().filter(|c| *c == class).count();
         if n != 1 {
-            return Err(format!("{class} is created by {n} migrations, expected exactly one: {migrated:?}"));
+            return Err(format!(
+                "{class} is created by {n} migrations, expected exactly one: {migrated:?}"
+            ));
         }
     }
     migrated.retain(|c| !classes.contains(c));
@@ -224,7 +303,9 @@ fn check_classes(config: &str, exports: &[String]) -> Result<(), String> {
     }
     for c in &container_classes {
         if !classes.contains(c) {
-            return Err(format!("the container class {c} is not a bound Durable Object class: {classes:?}"));
+            return Err(format!(
+                "the container class {c} is not a bound Durable Object class: {classes:?}"
+            ));
         }
     }
     Ok(())
@@ -238,15 +319,27 @@ fn class_check_rejects_broken_configs() {
     check_classes(&config, &classes).expect("the real config with every class exported");
     let first = classes[0].clone();
     let fewer: Vec<String> = classes[1..].to_vec();
-    assert!(check_classes(&config, &fewer).is_err(), "a class missing from the bundle's exports must be rejected");
+    assert!(
+        check_classes(&config, &fewer).is_err(),
+        "a class missing from the bundle's exports must be rejected"
+    );
     let dup_tag = format!("{config}\n[[migrations]]\ntag = \"v1\"\nnew_sqlite_classes = []\n");
-    assert!(check_classes(&dup_tag, &classes).is_err(), "a duplicate migration tag must be rejected");
-    let twice = format!("{config}\n[[migrations]]\ntag = \"v99\"\nnew_sqlite_classes = [\"{first}\"]\n");
+    assert!(
+        check_classes(&dup_tag, &classes).is_err(),
+        "a duplicate migration tag must be rejected"
+    );
+    let twice =
+        format!("{config}\n[[migrations]]\ntag = \"v99\"\nnew_sqlite_classes = [\"{first}\"]\n");
     assert!(check_classes(&twice, &classes).is_err(), "a class created twice must be rejected");
-    let unbound = format!("{config}\n[[migrations]]\ntag = \"v99\"\nnew_sqlite_classes = [\"Ghost\"]\n");
-    assert!(check_classes(&unbound, &classes).is_err(), "a migrated class without binding must be rejected");
+    let unbound =
+        format!("{config}\n[[migrations]]\ntag = \"v99\"\nnew_sqlite_classes = [\"Ghost\"]\n");
+    assert!(
+        check_classes(&unbound, &classes).is_err(),
+        "a migrated class without binding must be rejected"
+    );
     let kv = format!("{config}\n[[migrations]]\ntag = \"v99\"\nnew_classes = [\"Ghost\"]\n");
     assert!(check_classes(&kv, &classes).is_err(), "key-value storage classes must be rejected");
-    let exports = bundle_exports("var a=1;export{Pt as AgentIdentityDO,Ct as RigDO,Tt as default};");
+    let exports =
+        bundle_exports("var a=1;export{Pt as AgentIdentityDO,Ct as RigDO,Tt as default};");
     assert_eq!(exports, vec!["AgentIdentityDO", "RigDO", "default"]);
 }

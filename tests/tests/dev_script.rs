@@ -67,7 +67,10 @@ impl Dev {
         }
         let mut child = cmd.spawn().expect("run scripts/dev");
         let output = Arc::new(Mutex::new(Vec::new()));
-        for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|s| Box::new(s) as _)] {
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as _),
+        ] {
             let (Some(stream), sink) = (stream, output.clone()) else { continue };
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -90,8 +93,14 @@ impl Dev {
                 panic!("scripts/dev exited ({status}) before the town ran:\n{}", joined(output));
             }
             let out = joined(output);
-            let after = |prefix: &str| out.lines().find_map(|l| l.trim().strip_prefix(prefix).map(str::to_string));
-            Some(Running { api: after("export GASTOWN_URL=")?, key: after("export GASTOWN_KEY=")?, gt: after("alias gt=")?.into() })
+            let after = |prefix: &str| {
+                out.lines().find_map(|l| l.trim().strip_prefix(prefix).map(str::to_string))
+            };
+            Some(Running {
+                api: after("export GASTOWN_URL=")?,
+                key: after("export GASTOWN_KEY=")?,
+                gt: after("alias gt=")?.into(),
+            })
         })
         .await;
         assert!(found.api.starts_with("http://127.0.0.1:"), "{}", self.output());
@@ -102,16 +111,29 @@ impl Dev {
     /// processes and waits for them. Returns once it exited (bounded).
     async fn interrupt(mut self) {
         let pgid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGINT).expect("SIGINT to scripts/dev");
-        let status = until("scripts/dev to stop after Ctrl-C", Duration::from_secs(90), async || self.child.try_wait().ok().flatten()).await;
-        assert_eq!(status.code(), Some(130), "Ctrl-C ends the script as an interrupt:\n{}", self.output());
+        nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGINT)
+            .expect("SIGINT to scripts/dev");
+        let status =
+            until("scripts/dev to stop after Ctrl-C", Duration::from_secs(90), async || {
+                self.child.try_wait().ok().flatten()
+            })
+            .await;
+        assert_eq!(
+            status.code(),
+            Some(130),
+            "Ctrl-C ends the script as an interrupt:\n{}",
+            self.output()
+        );
     }
 }
 
 impl Drop for Dev {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGINT);
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(self.child.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
             for _ in 0..400 {
                 if !matches!(self.child.try_wait(), Ok(None)) {
                     return;
@@ -128,8 +150,18 @@ fn joined(output: &Mutex<Vec<String>>) -> String {
 }
 
 fn gt(run: &Running, args: &[&str]) -> String {
-    let o = Command::new(&run.gt).args(args).env("GASTOWN_URL", &run.api).env("GASTOWN_KEY", &run.key).output().expect("run gt");
-    assert!(o.status.success(), "gt {args:?} failed ({:?}): {}", o.status.code(), String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(&run.gt)
+        .args(args)
+        .env("GASTOWN_URL", &run.api)
+        .env("GASTOWN_KEY", &run.key)
+        .output()
+        .expect("run gt");
+    assert!(
+        o.status.success(),
+        "gt {args:?} failed ({:?}): {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
@@ -145,14 +177,31 @@ fn on_main(origin: &Origin, file: &str) -> bool {
 
 /// Slings a bead whose script writes `file`, and waits until it is merged on the origin's
 /// `main` and closed; returns its id.
-async fn sling_and_merge(run: &Running, model: &ModelServer, rig: &str, origin: &Origin, file: &str) -> String {
+async fn sling_and_merge(
+    run: &Running,
+    model: &ModelServer,
+    rig: &str,
+    origin: &Origin,
+    file: &str,
+) -> String {
     model.set_script(file, commit_push_done(file, "from-dev"));
     let slung = gt(run, &["sling", rig, &format!("Write {file}"), "--body", &marker(file)]);
-    let bead = slung.split_whitespace().nth(1).unwrap_or_else(|| panic!("no bead id in {slung:?}")).to_string();
-    until(&format!("{file} merged on the origin's main"), WORK, async || on_main(origin, file).then_some(())).await;
+    let bead = slung
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no bead id in {slung:?}"))
+        .to_string();
+    until(&format!("{file} merged on the origin's main"), WORK, async || {
+        on_main(origin, file).then_some(())
+    })
+    .await;
     until(&format!("bead {bead} closed"), WORK, async || {
         let status: Value = serde_json::from_str(&gt(run, &["--json", "status", rig])).ok()?;
-        status["beads"].as_array()?.iter().any(|b| b["id"] == bead && b["status"] == "closed").then_some(())
+        status["beads"]
+            .as_array()?
+            .iter()
+            .any(|b| b["id"] == bead && b["status"] == "closed")
+            .then_some(())
     })
     .await;
     bead
@@ -160,10 +209,15 @@ async fn sling_and_merge(run: &Running, model: &ModelServer, rig: &str, origin: 
 
 /// The umask of the process group's processes other than the script's shell (wrangler's).
 fn umask_of_group(pgid_file: &Path) -> String {
-    let pgid = std::fs::read_to_string(pgid_file).unwrap_or_else(|e| panic!("{}: {e}", pgid_file.display()));
+    let pgid = std::fs::read_to_string(pgid_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", pgid_file.display()));
     let pid = pgid.trim();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status.lines().find_map(|l| l.strip_prefix("Umask:")).map(|u| u.trim().to_string()).expect("a Umask line")
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .map(|u| u.trim().to_string())
+        .expect("a Umask line")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,14 +227,19 @@ async fn scripts_dev_runs_a_town_from_a_fresh_folder_and_keeps_it() {
     // Agents' uids must be able to enter the folders above the workspace (enter, not list).
     gastown_e2e::open_to_all(tmp.path(), 0o711);
     let dir = tmp.path().join("town");
-    let control = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the control server's port");
+    let control =
+        std::net::TcpListener::bind("127.0.0.1:0").expect("bind the control server's port");
     let origin = Origin::new();
 
     // First run: nothing in the folder yet, so the script makes the secrets.
     let mut dev = Dev::start(&dir, &model, &control, 0o022);
     let run = dev.running().await;
     assert!(dir.join("secrets.env").exists(), "the first run made the secrets");
-    assert_eq!(umask_of_group(&dir.join("wrangler.pgid")), "0022", "the secrets' umask stays with the secrets file");
+    assert_eq!(
+        umask_of_group(&dir.join("wrangler.pgid")),
+        "0022",
+        "the secrets' umask stays with the secrets file"
+    );
     let town = gt(&run, &["town", "create", "dev"]);
     let rig = gt(&run, &["rig", "add", &town, "app", &origin.url()]);
     let bead = sling_and_merge(&run, &model, &rig, &origin, "first.txt").await;
@@ -195,8 +254,14 @@ async fn scripts_dev_runs_a_town_from_a_fresh_folder_and_keeps_it() {
     let run = dev.running().await;
     let shown = gt(&run, &["town", "show", &town]);
     assert!(shown.contains("town dev") && shown.contains(&rig), "{shown}");
-    let status: Value = serde_json::from_str(&gt(&run, &["--json", "status", &rig])).expect("--json is JSON");
-    assert!(status["beads"].as_array().is_some_and(|b| b.iter().any(|b| b["id"] == bead && b["status"] == "closed")), "{status}");
+    let status: Value =
+        serde_json::from_str(&gt(&run, &["--json", "status", &rig])).expect("--json is JSON");
+    assert!(
+        status["beads"]
+            .as_array()
+            .is_some_and(|b| b.iter().any(|b| b["id"] == bead && b["status"] == "closed")),
+        "{status}"
+    );
     let second = Origin::new();
     let rig2 = gt(&run, &["rig", "add", &town, "second", &second.url()]);
     sling_and_merge(&run, &model, &rig2, &second, "second.txt").await;

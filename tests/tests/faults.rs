@@ -1,4 +1,4 @@
-//! The fault suite (issue 9): faults a town meets in production, each made for real on real
+//! The fault suite: faults a town meets in production, each made for real on real
 //! parts (`wrangler dev` with the built Worker, the native control server, the Kilo CLI, git, a
 //! local origin; only the LLM is scripted), and each ending with nothing lost and nothing done
 //! twice. Every case prints one `FAULT | case | outcome | data lost` row; `bench/faults.sh`
@@ -40,11 +40,15 @@ async fn container_state(dev: &WranglerDev, town: &str) -> Value {
     dev.get(&format!("/api/towns/{town}/container/state")).await.data().clone()
 }
 
-
-
 async fn event_kinds(dev: &WranglerDev, rig: &str, id: &str) -> Vec<String> {
     let events = dev.get(&format!("/api/rigs/{rig}/beads/{id}/events?limit=100")).await;
-    events.data().as_array().into_iter().flatten().filter_map(|e| e["kind"].as_str().map(str::to_string)).collect()
+    events
+        .data()
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["kind"].as_str().map(str::to_string))
+        .collect()
 }
 
 async fn reviews_of(dev: &WranglerDev, rig: &str, bead: &str) -> Vec<Value> {
@@ -54,7 +58,12 @@ async fn reviews_of(dev: &WranglerDev, rig: &str, bead: &str) -> Vec<Value> {
 
 /// Slings a bead whose body names `script`; returns its id.
 async fn sling(dev: &WranglerDev, rig: &str, title: &str, script: &str) -> String {
-    let s = dev.post(&format!("/api/rigs/{rig}/sling"), json!({ "title": title, "body": format!("{title}. {}", marker(script)) })).await;
+    let s = dev
+        .post(
+            &format!("/api/rigs/{rig}/sling"),
+            json!({ "title": title, "body": format!("{title}. {}", marker(script)) }),
+        )
+        .await;
     assert_eq!(s.status, 201, "{s:?}");
     s.data()["bead"]["id"].as_str().expect("bead id").to_string()
 }
@@ -87,7 +96,10 @@ async fn a_town_rides_out_faults_and_keeps_to_its_spending_caps() {
         ],
     )
     .await;
-    let town = local.worker.post("/api/towns", json!({ "name": "faulty" })).await.data()["id"].as_str().expect("town").to_string();
+    let town = local.worker.post("/api/towns", json!({ "name": "faulty" })).await.data()["id"]
+        .as_str()
+        .expect("town")
+        .to_string();
 
     long_silent_turn(&local, &model, &town).await;
     agent_killed_mid_turn(&local, &model, &town).await;
@@ -102,15 +114,28 @@ async fn a_town_rides_out_faults_and_keeps_to_its_spending_caps() {
 async fn spending_caps(local: &LocalTown, model: &ModelServer, town: &str) {
     let dev = &local.worker;
     let limits = format!("/api/towns/{town}/limits");
-    let put = |body: Value| dev.call(reqwest::Method::PUT, &limits, &gastown_e2e::wrangler::Auth::Internal, body);
-    assert_eq!(dev.get(&limits).await.data(), &json!({ "max_concurrent_agents": null, "max_dispatches_per_hour": null }));
-    for bad in [json!({ "max_concurrent_agents": 0 }), json!({ "max_dispatches_per_hour": -1 }), json!({ "max_agents": 2 })] {
+    let put = |body: Value| {
+        dev.call(reqwest::Method::PUT, &limits, &gastown_e2e::wrangler::Auth::Internal, body)
+    };
+    assert_eq!(
+        dev.get(&limits).await.data(),
+        &json!({ "max_concurrent_agents": null, "max_dispatches_per_hour": null })
+    );
+    for bad in [
+        json!({ "max_concurrent_agents": 0 }),
+        json!({ "max_dispatches_per_hour": -1 }),
+        json!({ "max_agents": 2 }),
+    ] {
         let r = put(bad.clone()).await;
         assert_eq!(r.status, 400, "{bad}: {r:?}");
     }
     let set = put(json!({ "max_concurrent_agents": 1, "max_dispatches_per_hour": 2 })).await;
     assert_eq!(set.status, 200, "{set:?}");
-    assert_eq!(dev.get(&limits).await.data(), &json!({ "max_concurrent_agents": 1, "max_dispatches_per_hour": 2 }), "bad input changed nothing");
+    assert_eq!(
+        dev.get(&limits).await.data(),
+        &json!({ "max_concurrent_agents": 1, "max_dispatches_per_hour": 2 }),
+        "bad input changed nothing"
+    );
 
     let origin = Origin::new();
     let rig = local.rig(town, "capped", &origin.url()).await;
@@ -125,7 +150,12 @@ async fn spending_caps(local: &LocalTown, model: &ModelServer, town: &str) {
     let mut most_running = 0;
     until("two capped beads to close", WORK, async || {
         let (_, list) = local.control.get("/agents").await;
-        let running = list["agents"].as_array().into_iter().flatten().filter(|a| matches!(a["status"].as_str(), Some("starting" | "running"))).count();
+        let running = list["agents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| matches!(a["status"].as_str(), Some("starting" | "running")))
+            .count();
         most_running = most_running.max(running);
         let mut closed = 0;
         for id in &ids {
@@ -148,28 +178,46 @@ async fn spending_caps(local: &LocalTown, model: &ModelServer, town: &str) {
     assert_eq!(waiting.len(), 1, "the third bead waits");
     let third = waiting[0].clone();
     let queued_reasons = |kinds: Vec<Value>| -> Vec<String> {
-        kinds.into_iter().filter(|e| e["kind"] == "queued").filter_map(|e| e["data"]["reason"].as_str().map(str::to_string)).collect()
+        kinds
+            .into_iter()
+            .filter(|e| e["kind"] == "queued")
+            .filter_map(|e| e["data"]["reason"].as_str().map(str::to_string))
+            .collect()
     };
     let events_of = async |id: &str| -> Vec<Value> {
-        dev.get(&format!("/api/rigs/{rig}/beads/{id}/events?limit=100")).await.data().as_array().cloned().unwrap_or_default()
+        dev.get(&format!("/api/rigs/{rig}/beads/{id}/events?limit=100"))
+            .await
+            .data()
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     };
     let reasons = until("the third bead's reason", Duration::from_secs(30), async || {
         let r = queued_reasons(events_of(&third).await);
         r.iter().any(|x| x.contains("max_dispatches_per_hour")).then_some(r)
     })
     .await;
-    assert!(reasons.iter().any(|r| r.starts_with("spending cap: 2 dispatches in the last hour")), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.starts_with("spending cap: 2 dispatches in the last hour")),
+        "{reasons:?}"
+    );
     let mut all_reasons = Vec::new();
     for id in &ids {
         all_reasons.extend(queued_reasons(events_of(id).await));
     }
-    assert!(all_reasons.iter().any(|r| r.contains("max_concurrent_agents")), "a bead waited for the running-agents cap: {all_reasons:?}");
+    assert!(
+        all_reasons.iter().any(|r| r.contains("max_concurrent_agents")),
+        "a bead waited for the running-agents cap: {all_reasons:?}"
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let status = dev.bead(&rig, &third).await["status"].clone();
     assert!(status != "failed" && status != "closed", "still waiting, not failed: {status}");
 
     // The caps lifted, the third goes.
-    assert_eq!(put(json!({ "max_concurrent_agents": null, "max_dispatches_per_hour": null })).await.status, 200);
+    assert_eq!(
+        put(json!({ "max_concurrent_agents": null, "max_dispatches_per_hour": null })).await.status,
+        200
+    );
     assert_eq!(dev.settled_bead(&rig, &third, WORK).await["status"], "closed");
     row("work over the town's spending caps (1 agent, 2 dispatches/h)", "one agent at a time; third bead queued with the cap as reason, never failed; ran once lifted", "none");
 }
@@ -191,7 +239,10 @@ async fn long_silent_turn(local: &LocalTown, model: &ModelServer, town: &str) {
     let watched_from = Instant::now();
     until("the quiet bead's review entry", WORK, async || {
         let state = container_state(dev, town).await;
-        assert_ne!(state["status"], "sleeping", "the container was put to sleep with an agent running: {state}");
+        assert_ne!(
+            state["status"], "sleeping",
+            "the container was put to sleep with an agent running: {state}"
+        );
         seen_running |= state["runningAgents"].as_u64().unwrap_or(0) > 0;
         tokio::time::sleep(Duration::from_millis(250)).await;
         (!reviews_of(dev, &rig, &id).await.is_empty()).then_some(())
@@ -209,7 +260,11 @@ async fn long_silent_turn(local: &LocalTown, model: &ModelServer, town: &str) {
     })
     .await;
     assert_eq!(state["runningAgents"], 0, "{state}");
-    row("a turn silent for 3x sleepAfter", "kept awake while running (probes saw the agent); asleep once idle", "none");
+    row(
+        "a turn silent for 3x sleepAfter",
+        "kept awake while running (probes saw the agent); asleep once idle",
+        "none",
+    );
 }
 
 /// An agent's Kilo process SIGKILLed in the middle of a command: the control server reports the
@@ -218,10 +273,24 @@ async fn agent_killed_mid_turn(local: &LocalTown, model: &ModelServer, town: &st
     let dev = &local.worker;
     let origin = Origin::new();
     let rig = local.rig(town, "killed", &origin.url()).await;
-    model.set_runs("killed", vec![vec![Step::bash("sleep 120"), Step::text("never")], commit_push_done("killed.txt", "killed")]);
-    let s = dev.post(&format!("/api/rigs/{rig}/sling"), json!({ "title": "Survive a kill", "body": marker("killed") })).await;
+    model.set_runs(
+        "killed",
+        vec![
+            vec![Step::bash("sleep 120"), Step::text("never")],
+            commit_push_done("killed.txt", "killed"),
+        ],
+    );
+    let s = dev
+        .post(
+            &format!("/api/rigs/{rig}/sling"),
+            json!({ "title": "Survive a kill", "body": marker("killed") }),
+        )
+        .await;
     assert_eq!(s.status, 201, "{s:?}");
-    let (id, agent) = (s.data()["bead"]["id"].as_str().expect("bead").to_string(), s.data()["agent"]["id"].as_str().expect("agent").to_string());
+    let (id, agent) = (
+        s.data()["bead"]["id"].as_str().expect("bead").to_string(),
+        s.data()["agent"]["id"].as_str().expect("agent").to_string(),
+    );
     model.wait_for_script_requests("killed", 1, WORK).await.expect("the first run");
     let running = local.control.wait_status(&agent, WORK, |v| v["status"] == "running").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -234,7 +303,11 @@ async fn agent_killed_mid_turn(local: &LocalTown, model: &ModelServer, town: &st
     let kinds = event_kinds(dev, &rig, &id).await;
     assert!(kinds.iter().any(|k| k == "agent_exited"), "the lost run is on record: {kinds:?}");
     assert_eq!(kinds.iter().filter(|k| *k == "agent_dispatched").count(), 2, "{kinds:?}");
-    row("an agent's Kilo process SIGKILLed mid-command", "run reported failed (137); bead re-dispatched; merged once", "none");
+    row(
+        "an agent's Kilo process SIGKILLed mid-command",
+        "run reported failed (137); bead re-dispatched; merged once",
+        "none",
+    );
 }
 
 /// The control server and everything under it SIGKILLed mid-turn, then restarted.
@@ -242,7 +315,13 @@ async fn control_server_killed(local: &mut LocalTown, model: &ModelServer, town:
     let origin = Origin::new();
     let rig = local.rig(town, "crash", &origin.url()).await;
     // The first run is killed in its long command; the second does the work.
-    model.set_runs("crash", vec![vec![Step::bash("sleep 120"), Step::text("never")], commit_push_done("crash.txt", "crash")]);
+    model.set_runs(
+        "crash",
+        vec![
+            vec![Step::bash("sleep 120"), Step::text("never")],
+            commit_push_done("crash.txt", "crash"),
+        ],
+    );
     let id = sling(&local.worker, &rig, "Survive a crash", "crash").await;
     model.wait_for_script_requests("crash", 1, WORK).await.expect("the first crash run");
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -251,13 +330,23 @@ async fn control_server_killed(local: &mut LocalTown, model: &ModelServer, town:
     let killed_at = Instant::now();
     let dev = &local.worker;
     // Not on the first failed fetch: after three failed probes in a row.
-    let state = until("the TownContainer to mark the dead server unresponsive", Duration::from_secs(60), async || {
-        let s = container_state(dev, town).await;
-        (s["status"] == "unresponsive").then_some(s)
-    })
+    let state = until(
+        "the TownContainer to mark the dead server unresponsive",
+        Duration::from_secs(60),
+        async || {
+            let s = container_state(dev, town).await;
+            (s["status"] == "unresponsive").then_some(s)
+        },
+    )
     .await;
-    assert!(state["detail"].as_str().is_some_and(|d| d.starts_with("3 failed health probes")), "{state}");
-    assert!(killed_at.elapsed() >= Duration::from_millis(1000), "three probes 500 ms apart take at least a second");
+    assert!(
+        state["detail"].as_str().is_some_and(|d| d.starts_with("3 failed health probes")),
+        "{state}"
+    );
+    assert!(
+        killed_at.elapsed() >= Duration::from_millis(1000),
+        "three probes 500 ms apart take at least a second"
+    );
 
     local.control.restart();
     until("the restarted server to be seen", Duration::from_secs(60), async || {
@@ -272,29 +361,52 @@ async fn control_server_killed(local: &mut LocalTown, model: &ModelServer, town:
     assert_eq!(commits_touching(&origin, "crash.txt"), 1, "worked once on main");
     let kinds = event_kinds(dev, &rig, &id).await;
     assert_eq!(kinds.iter().filter(|k| *k == "review_submitted").count(), 1, "{kinds:?}");
-    let runs = model.requests_for("crash").iter().filter_map(|r| r.session_header.clone()).filter(|s| !s.starts_with("title-")).collect::<std::collections::BTreeSet<_>>();
+    let runs = model
+        .requests_for("crash")
+        .iter()
+        .filter_map(|r| r.session_header.clone())
+        .filter(|s| !s.starts_with("title-"))
+        .collect::<std::collections::BTreeSet<_>>();
     assert_eq!(runs.len(), 2, "one lost run, one re-dispatch: {runs:?}");
 
     // The agent's history survived its container: the Worker kept the lost run's events, which
     // the restarted server no longer has.
     let agent = reviews[0]["agent_id"].as_str().expect("agent id").to_string();
-    let running = |events: &[Value]| events.iter().filter(|e| e["kind"] == "status" && e["data"]["status"] == "running").count();
-    let kept = until("the Worker to keep the second run's events", Duration::from_secs(30), async || {
-        let page = dev.get(&format!("/api/towns/{town}/agents/{agent}/events?limit=1000")).await;
-        let events = page.data()["events"].as_array().cloned().unwrap_or_default();
-        (running(&events) >= 2).then_some(events)
-    })
-    .await;
-    assert_eq!(running(&local.control.events(&agent).await), 1, "the restarted server knows only the second run");
+    let running = |events: &[Value]| {
+        events.iter().filter(|e| e["kind"] == "status" && e["data"]["status"] == "running").count()
+    };
+    let kept =
+        until("the Worker to keep the second run's events", Duration::from_secs(30), async || {
+            let page =
+                dev.get(&format!("/api/towns/{town}/agents/{agent}/events?limit=1000")).await;
+            let events = page.data()["events"].as_array().cloned().unwrap_or_default();
+            (running(&events) >= 2).then_some(events)
+        })
+        .await;
+    assert_eq!(
+        running(&local.control.events(&agent).await),
+        1,
+        "the restarted server knows only the second run"
+    );
     assert!(kept.windows(2).all(|w| w[0]["seq"].as_i64() < w[1]["seq"].as_i64()), "kept in order");
-    assert_eq!(dev.get(&format!("/api/towns/{town}/agents/{agent}/events?limit=0")).await.status, 400);
+    assert_eq!(
+        dev.get(&format!("/api/towns/{town}/agents/{agent}/events?limit=0")).await.status,
+        400
+    );
     row("control server SIGKILLed mid-turn, restarted", "unresponsive after 3 failed probes; run re-dispatched; merged once; the lost run's events kept by the Worker", "none");
 }
 
 /// Why each lost run of the bead ended, as its `agent_exited` events say.
 async fn exit_reasons(dev: &WranglerDev, rig: &str, id: &str) -> Vec<String> {
     let events = dev.get(&format!("/api/rigs/{rig}/beads/{id}/events?limit=100")).await;
-    events.data().as_array().into_iter().flatten().filter(|e| e["kind"] == "agent_exited").map(|e| e["data"]["reason"].as_str().unwrap_or("").to_string()).collect()
+    events
+        .data()
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "agent_exited")
+        .map(|e| e["data"]["reason"].as_str().unwrap_or("").to_string())
+        .collect()
 }
 
 /// The control server SIGKILLed mid-turn and back at once, as a container restart does: its
@@ -303,10 +415,19 @@ async fn exit_reasons(dev: &WranglerDev, rig: &str, id: &str) -> Vec<String> {
 async fn control_server_restarted_at_once(local: &mut LocalTown, model: &ModelServer, town: &str) {
     let origin = Origin::new();
     let rig = local.rig(town, "reboot", &origin.url()).await;
-    model.set_runs("reboot", vec![vec![Step::bash("sleep 120"), Step::text("never")], commit_push_done("reboot.txt", "reboot")]);
+    model.set_runs(
+        "reboot",
+        vec![
+            vec![Step::bash("sleep 120"), Step::text("never")],
+            commit_push_done("reboot.txt", "reboot"),
+        ],
+    );
     let id = sling(&local.worker, &rig, "Survive a reboot", "reboot").await;
     model.wait_for_script_requests("reboot", 1, WORK).await.expect("the first run");
-    let booted = local.control.get("/health").await.1["bootId"].as_str().expect("a boot id in /health").to_string();
+    let booted = local.control.get("/health").await.1["bootId"]
+        .as_str()
+        .expect("a boot id in /health")
+        .to_string();
 
     local.control.kill_all();
     local.control.restart();
@@ -318,7 +439,8 @@ async fn control_server_restarted_at_once(local: &mut LocalTown, model: &ModelSe
     assert_ne!(booted, rebooted, "a new boot, a new id");
     let dev = &local.worker;
     until("the lost run to be dispatched again", WORK, async || {
-        (event_kinds(dev, &rig, &id).await.iter().filter(|k| *k == "agent_dispatched").count() >= 2).then_some(())
+        (event_kinds(dev, &rig, &id).await.iter().filter(|k| *k == "agent_dispatched").count() >= 2)
+            .then_some(())
     })
     .await;
     let redispatched = restarted_at.elapsed();
@@ -329,7 +451,11 @@ async fn control_server_restarted_at_once(local: &mut LocalTown, model: &ModelSe
     assert_eq!(reasons.len(), 1, "one lost run: {reasons:?}");
     assert!(reasons[0].contains("restarted"), "lost by the boot id, not by the grace: {reasons:?}");
     let state = container_state(dev, town).await;
-    assert_eq!(state["bootId"].as_str(), Some(rebooted.as_str()), "the TownContainer saw the new boot: {state}");
+    assert_eq!(
+        state["bootId"].as_str(),
+        Some(rebooted.as_str()),
+        "the TownContainer saw the new boot: {state}"
+    );
     row(
         "control server SIGKILLed mid-turn, back at once",
         &format!("run lost at the next pass (new boot id), re-dispatched {:.1} s after the restart (tick 1 s); merged once", redispatched.as_secs_f64()),
@@ -347,7 +473,12 @@ async fn worker_unreachable(local: &LocalTown, model: &ModelServer, town: &str) 
     let origin = Origin::new();
     let rig = local.rig(town, "outage", &origin.url()).await;
     // The mail goes to an agent of the rig that is not a polecat (a sling never picks it).
-    let listener = dev.post(&format!("/api/rigs/{rig}/agents"), json!({ "role": "witness", "name": "listener", "identity": "witness/listener@outage" })).await;
+    let listener = dev
+        .post(
+            &format!("/api/rigs/{rig}/agents"),
+            json!({ "role": "witness", "name": "listener", "identity": "witness/listener@outage" }),
+        )
+        .await;
     assert_eq!(listener.status, 201, "{listener:?}");
     let listener = listener.data()["id"].as_str().expect("listener id").to_string();
     model.set_script(
@@ -361,16 +492,27 @@ async fn worker_unreachable(local: &LocalTown, model: &ModelServer, town: &str) 
         ],
     );
     let id = sling(dev, &rig, "Finish through an outage", "outage").await;
-    let agent = dev.bead(&rig, &id).await["assignee_agent_id"].as_str().expect("assignee").to_string();
+    let agent =
+        dev.bead(&rig, &id).await["assignee_agent_id"].as_str().expect("assignee").to_string();
     let branch = until("the agent's push", WORK, async || {
-        let out = std::process::Command::new("git").arg("-C").arg(&origin.path).args(["branch", "--list", "polecat/*"]).output().ok()?;
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&origin.path)
+            .args(["branch", "--list", "polecat/*"])
+            .output()
+            .ok()?;
         let b = String::from_utf8_lossy(&out.stdout).trim().trim_start_matches("* ").to_string();
         (!b.is_empty()).then_some(b)
     })
     .await;
     let outage_mail = async || -> usize {
         let prime = dev.get(&format!("/api/rigs/{rig}/agents/{listener}/prime")).await;
-        prime.data()["undelivered_mail"].as_array().into_iter().flatten().filter(|m| m["subject"] == "outage-mail").count()
+        prime.data()["undelivered_mail"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["subject"] == "outage-mail")
+            .count()
     };
 
     // 60 s without the Worker while the mail is being sent.
@@ -405,17 +547,25 @@ async fn worker_unreachable(local: &LocalTown, model: &ModelServer, town: &str) 
     // Both retried calls ended as successes for the agent: no tool error, and the run ended as
     // an accepted gt_done ends it.
     let events = local.control.events(&agent).await;
-    let tool_errors: Vec<&Value> = events.iter().filter(|e| e["data"]["source"] == "tool").collect();
+    let tool_errors: Vec<&Value> =
+        events.iter().filter(|e| e["data"]["source"] == "tool").collect();
     assert!(tool_errors.is_empty(), "{tool_errors:?}");
     local.control.wait_status(&agent, WORK, |s| s["status"] == "exited").await;
-    row("Worker unreachable 60 s during a tool call, then answers lost (mail, gt_done)", "retried with one idempotency key each; each recorded once; merged", "none");
+    row(
+        "Worker unreachable 60 s during a tool call, then answers lost (mail, gt_done)",
+        "retried with one idempotency key each; each recorded once; merged",
+        "none",
+    );
 }
 
 /// The workspace disk fills up during a start: a clear error, nothing half-made that breaks the
 /// next start once there is room again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_workspace_disk_fails_a_start_cleanly() {
-    if !gastown_e2e::skip::needs_root("faults::a_full_workspace_disk_fails_a_start_cleanly", "mounting a small tmpfs in a mount namespace") {
+    if !gastown_e2e::skip::needs_root(
+        "faults::a_full_workspace_disk_fails_a_start_cleanly",
+        "mounting a small tmpfs in a mount namespace",
+    ) {
         return;
     }
     let model = ModelServer::start(Vec::<(String, Vec<Step>)>::new()).await.expect("model server");
@@ -423,7 +573,12 @@ async fn a_full_workspace_disk_fails_a_start_cleanly() {
     // An incompressible 6 MB file: the rig's clone cannot fit in 4 MB.
     let seed = tempfile::tempdir().expect("tempdir");
     let sh = |script: &str| {
-        let out = std::process::Command::new("sh").arg("-c").arg(script).current_dir(seed.path()).output().expect("sh");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(seed.path())
+            .output()
+            .expect("sh");
         assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
     };
     sh(&format!(
@@ -439,7 +594,16 @@ async fn a_full_workspace_disk_fails_a_start_cleanly() {
             .env("STOP_GRACE_MS", "3000"),
     );
     model.set_script("roomy", vec![Step::bash("echo ok > ok.txt && git add ok.txt && git commit -qm ok && git push -q origin HEAD:refs/heads/roomy && echo pushed"), Step::text("done")]);
-    let start = |id: &str| start_request(id, "big", "toast", &format!("polecat/toast/{id}"), &origin.url(), &format!("Add ok.txt. {}", marker("roomy")));
+    let start = |id: &str| {
+        start_request(
+            id,
+            "big",
+            "toast",
+            &format!("polecat/toast/{id}"),
+            &origin.url(),
+            &format!("Add ok.txt. {}", marker("roomy")),
+        )
+    };
     let (status, body) = cs.post("/agents/start", start("full1")).await;
     let failed = if status >= 400 {
         body
@@ -462,5 +626,9 @@ async fn a_full_workspace_disk_fails_a_start_cleanly() {
     let (status, body) = cs.post("/agents/start", start("full2")).await;
     assert!(status < 300, "{status} {body}");
     until("the second agent's push", WORK, async || origin.log("roomy").map(|_| ())).await;
-    row("workspace disk full during a start", "start failed with ENOSPC named; next start after more room worked", "none");
+    row(
+        "workspace disk full during a start",
+        "start failed with ENOSPC named; next start after more room worked",
+        "none",
+    );
 }

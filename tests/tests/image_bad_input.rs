@@ -18,7 +18,10 @@ fn build_image(prefix: &[&str], env: &[(&str, &str)]) -> Output {
         }
         None => Command::new(&script),
     };
-    cmd.envs(env.iter().copied()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("run scripts/build-image");
     let deadline = Instant::now() + Duration::from_secs(120);
     while child.try_wait().expect("wait").is_none() {
@@ -59,7 +62,10 @@ fn path_without(dir: &Path, missing: &str) -> String {
 
 #[test]
 fn no_podman_no_debootstrap_no_root_and_a_failed_debootstrap_each_say_so_in_one_line() {
-    assert!(gastown_e2e::procs::is_root(), "run as root: the not-root case drops to nobody with setpriv");
+    assert!(
+        gastown_e2e::procs::is_root(),
+        "run as root: the not-root case drops to nobody with setpriv"
+    );
     let tmp = tempfile::tempdir().expect("tempdir");
     let cache = tmp.path().join("cache");
     let cache_env = cache.to_str().expect("utf-8");
@@ -70,7 +76,10 @@ fn no_podman_no_debootstrap_no_root_and_a_failed_debootstrap_each_say_so_in_one_
         one_line(&out, &[&format!("{tool} is missing"), "apt-get install"]);
     }
 
-    let out = build_image(&["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"], &[("GASTOWN_IMAGE_CACHE", cache_env)]);
+    let out = build_image(
+        &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
+        &[("GASTOWN_IMAGE_CACHE", cache_env)],
+    );
     one_line(&out, &["needs root", "sudo"]);
 
     // A "mirror" on loopback that answers 404 to everything; stand-in names that do not exist
@@ -81,14 +90,24 @@ fn no_podman_no_debootstrap_no_root_and_a_failed_debootstrap_each_say_so_in_one_
         for mut conn in mirror.incoming().flatten() {
             let mut buf = [0u8; 4096];
             let _ = std::io::Read::read(&mut conn, &mut buf);
-            let _ = std::io::Write::write_all(&mut conn, b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+            let _ = std::io::Write::write_all(
+                &mut conn,
+                b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+            );
         }
     });
     let stand_in = format!("localhost/gastown-bad-input-{}", std::process::id());
     let out = build_image(
         &[],
-        &[("GASTOWN_IMAGE_CACHE", cache_env), ("GASTOWN_STAND_IN", &stand_in), ("DEBIAN_MIRROR", &format!("http://127.0.0.1:{port}/debian"))],
+        &[
+            ("GASTOWN_IMAGE_CACHE", cache_env),
+            ("GASTOWN_STAND_IN", &stand_in),
+            ("DEBIAN_MIRROR", &format!("http://127.0.0.1:{port}/debian")),
+        ],
     );
     one_line(&out, &["debootstrap of Debian bookworm", "failed", "DEBIAN_MIRROR"]);
-    assert!(!cache.join("debian-bookworm-slim.tar").exists(), "a failed debootstrap leaves no tarball to reuse");
+    assert!(
+        !cache.join("debian-bookworm-slim.tar").exists(),
+        "a failed debootstrap leaves no tarball to reuse"
+    );
 }

@@ -31,7 +31,10 @@ const CONTAINER_PREFIX: &str = "workerd-gastown-TownContainer-";
 fn town_containers() -> Vec<String> {
     let (status, out) = podman(&["ps", "--all", "--format", "{{.Names}}"], Duration::from_secs(60));
     assert!(status.success(), "podman ps failed");
-    out.lines().filter(|n| n.starts_with(CONTAINER_PREFIX) && !n.ends_with("-proxy")).map(str::to_string).collect()
+    out.lines()
+        .filter(|n| n.starts_with(CONTAINER_PREFIX) && !n.ends_with("-proxy"))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Removes every container workerd made for a TownContainer (workerd leaves them running when
@@ -63,12 +66,18 @@ fn wrangler_config(dir: &std::path::Path, engine: &str) -> std::path::PathBuf {
     let mut out = text.clone();
     for (from, to) in [
         ("main = \"build/worker/shim.mjs\"", format!("main = \"{}\"", r("build/worker/shim.mjs"))),
-        ("command = \"scripts/build-worker\"", format!("command = \"{}\"", r("scripts/build-worker"))),
+        (
+            "command = \"scripts/build-worker\"",
+            format!("command = \"{}\"", r("scripts/build-worker")),
+        ),
         // The Worker is built before the tests; nothing to watch (wrangler would join absolute
         // watch paths to the config's folder).
         ("watch_dir = [\"worker/src\", \"shared-types/src\"]", String::new()),
         ("image = \"./Dockerfile\"", format!("image = \"{}\"", r("Dockerfile"))),
-        ("enable_containers = false", format!("enable_containers = true\ncontainer_engine = \"{engine}\"")),
+        (
+            "enable_containers = false",
+            format!("enable_containers = true\ncontainer_engine = \"{engine}\""),
+        ),
     ] {
         assert!(out.contains(from), "wrangler.toml no longer has {from:?}: update this test");
         out = out.replacen(from, &to, 1);
@@ -102,7 +111,12 @@ async fn the_town_container_do_starts_the_image_proxies_a_start_and_sees_the_exi
 
     // The first request makes the DO start the container and wait for its port.
     let health = dev.get(&format!("/api/towns/{town}/container/health")).await;
-    assert_eq!((health.status, &health.body["status"], &health.body["isolation"]), (200, &json!("ok"), &json!("uid")), "{health:?}\n{}", dev.output());
+    assert_eq!(
+        (health.status, &health.body["status"], &health.body["isolation"]),
+        (200, &json!("ok"), &json!("uid")),
+        "{health:?}\n{}",
+        dev.output()
+    );
     let first = town_containers();
     assert_eq!(first.len(), 1, "one town container: {first:?}");
     let ctr = first[0].clone();
@@ -111,15 +125,37 @@ async fn the_town_container_do_starts_the_image_proxies_a_start_and_sees_the_exi
     // (container.rs's PASSED_ENV, built as a plain JS object because workers-rs's
     // ContainerStartupOptions conversion drops it), and the control server read them.
     let (_, env) = podman(&["exec", &ctr, "env"], Duration::from_secs(60));
-    for var in [format!("CONTAINER_TOKEN={CONTAINER_TOKEN}"), format!("GASTOWN_API_URL={api_url}"), "ALLOW_LOCAL_REPOS=true".into(), "PORT=8080".into()] {
-        assert!(env.lines().any(|l| l == var), "{var} is not in the container's environment:\n{env}");
+    for var in [
+        format!("CONTAINER_TOKEN={CONTAINER_TOKEN}"),
+        format!("GASTOWN_API_URL={api_url}"),
+        "ALLOW_LOCAL_REPOS=true".into(),
+        "PORT=8080".into(),
+    ] {
+        assert!(
+            env.lines().any(|l| l == var),
+            "{var} is not in the container's environment:\n{env}"
+        );
     }
     let (_, logs) = podman(&["logs", &ctr], Duration::from_secs(60));
-    let listening = logs.lines().find(|l| l.contains("control server listening")).unwrap_or_else(|| panic!("no listening line in:\n{logs}"));
+    let listening = logs
+        .lines()
+        .find(|l| l.contains("control server listening"))
+        .unwrap_or_else(|| panic!("no listening line in:\n{logs}"));
     let listening: serde_json::Value = serde_json::from_str(listening).expect("JSON log line");
-    assert_eq!((&listening["fields"]["port"], &listening["fields"]["token"], &listening["fields"]["local_repos"]), (&json!(8080), &json!(true), &json!(true)), "{listening}");
+    assert_eq!(
+        (
+            &listening["fields"]["port"],
+            &listening["fields"]["token"],
+            &listening["fields"]["local_repos"]
+        ),
+        (&json!(8080), &json!(true), &json!(true)),
+        "{listening}"
+    );
     // PID 1 of the container is the image's entrypoint.
-    let (_, pid1) = podman(&["exec", &ctr, "sh", "-c", "tr '\\0' ' ' </proc/1/cmdline"], Duration::from_secs(60));
+    let (_, pid1) = podman(
+        &["exec", &ctr, "sh", "-c", "tr '\\0' ' ' </proc/1/cmdline"],
+        Duration::from_secs(60),
+    );
     assert_eq!(pid1.trim(), "/usr/local/bin/gastown-container", "PID 1");
 
     // A start through the DO: the control server (which requires the container token the DO
@@ -135,7 +171,14 @@ async fn the_town_container_do_starts_the_image_proxies_a_start_and_sees_the_exi
         Duration::from_secs(60),
     );
     assert!(made.success(), "could not make the origin inside the container");
-    let start = start_request("a1", "rig-1", "toast", "polecat/toast/aaaa1111", "file:///srv/origin.git", "Say hello.");
+    let start = start_request(
+        "a1",
+        "rig-1",
+        "toast",
+        "polecat/toast/aaaa1111",
+        "file:///srv/origin.git",
+        "Say hello.",
+    );
     let started = dev.post(&format!("/api/towns/{town}/container/agents/start"), start).await;
     assert_eq!((started.status, &started.body["agentId"]), (201, &json!("a1")), "{started:?}");
     let status = wait_for("the agent's Kilo process", Duration::from_secs(120), async || {
@@ -144,10 +187,29 @@ async fn the_town_container_do_starts_the_image_proxies_a_start_and_sees_the_exi
     })
     .await;
     let pid = status["pid"].as_u64().expect("pid").to_string();
-    let (_, owner) = podman(&["exec", &ctr, "sh", "-c", &format!("stat -c %u /proc/{pid}; tr '\\0' '\\n' </proc/{pid}/cmdline | head -n 1")], Duration::from_secs(60));
+    let (_, owner) = podman(
+        &[
+            "exec",
+            &ctr,
+            "sh",
+            "-c",
+            &format!("stat -c %u /proc/{pid}; tr '\\0' '\\n' </proc/{pid}/cmdline | head -n 1"),
+        ],
+        Duration::from_secs(60),
+    );
     let owner: Vec<&str> = owner.lines().collect();
-    assert!(owner.first().and_then(|u| u.parse::<u32>().ok()).is_some_and(|u| (20_000..21_000).contains(&u)), "the agent's Kilo runs under an agent uid: {owner:?}");
-    assert_eq!(owner.get(1).copied(), Some("/opt/kilo/node_modules/@kilocode/cli-linux-x64/bin/kilo"), "the image's Kilo (argv[0]; its exe link is closed to root without CAP_SYS_PTRACE)");
+    assert!(
+        owner
+            .first()
+            .and_then(|u| u.parse::<u32>().ok())
+            .is_some_and(|u| (20_000..21_000).contains(&u)),
+        "the agent's Kilo runs under an agent uid: {owner:?}"
+    );
+    assert_eq!(
+        owner.get(1).copied(),
+        Some("/opt/kilo/node_modules/@kilocode/cli-linux-x64/bin/kilo"),
+        "the image's Kilo (argv[0]; its exe link is closed to root without CAP_SYS_PTRACE)"
+    );
     let unknown = dev.get(&format!("/api/towns/{town}/container/agents/nobody/status")).await;
     assert_eq!(unknown.status, 404, "the control server's own answer passes through: {unknown:?}");
 
@@ -155,7 +217,8 @@ async fn the_town_container_do_starts_the_image_proxies_a_start_and_sees_the_exi
     // and the DO, watching the container, records that it stopped.
     let (stopped, _) = podman(&["stop", "--time", "60", &ctr], Duration::from_secs(120));
     assert!(stopped.success(), "podman stop {ctr}");
-    let (_, code) = podman(&["inspect", "--format", "{{.State.ExitCode}}", &ctr], Duration::from_secs(60));
+    let (_, code) =
+        podman(&["inspect", "--format", "{{.State.ExitCode}}", &ctr], Duration::from_secs(60));
     assert_eq!(code.trim(), "0", "the control server's exit code after SIGTERM");
     wait_for("the DO to be told the container stopped", Duration::from_secs(60), async || {
         dev.output().contains("town container: stopped").then_some(())
@@ -169,9 +232,15 @@ async fn the_town_container_do_starts_the_image_proxies_a_start_and_sees_the_exi
     let (removed, _) = podman(&["rm", &ctr], Duration::from_secs(60));
     assert!(removed.success(), "podman rm {ctr}");
     let again = dev.get(&format!("/api/towns/{town}/container/health")).await;
-    assert_eq!((again.status, &again.body["status"]), (200, &json!("ok")), "{again:?}\n{}", dev.output());
+    assert_eq!(
+        (again.status, &again.body["status"]),
+        (200, &json!("ok")),
+        "{again:?}\n{}",
+        dev.output()
+    );
     assert_eq!(dev.output().matches("town container: starting").count(), 2, "{}", dev.output());
-    let (_, running) = podman(&["inspect", "--format", "{{.State.Running}}", &ctr], Duration::from_secs(60));
+    let (_, running) =
+        podman(&["inspect", "--format", "{{.State.Running}}", &ctr], Duration::from_secs(60));
     assert_eq!(running.trim(), "true", "a fresh container of the same DO runs");
 
     // A crash (the server killed, exit 137) is reported to the DO as a failure, not a stop.

@@ -36,13 +36,16 @@ fn stream_path(town: &str, agent: &str) -> String {
 /// Opens a stream and reads it to its end (bounded).
 async fn read_stream(dev: &WranglerDev, town: &str, agent: &str, ticket: &str) -> Streamed {
     let url = ws_url(dev, &format!("{}?ticket={ticket}", stream_path(town, agent)));
-    let (mut ws, resp) = tokio_tungstenite::connect_async(url.as_str()).await.expect("the WebSocket handshake");
+    let (mut ws, resp) =
+        tokio_tungstenite::connect_async(url.as_str()).await.expect("the WebSocket handshake");
     assert_eq!(resp.status().as_u16(), 101);
     let mut out = Streamed { frames: Vec::new(), close: None };
     tokio::time::timeout(WORK, async {
         while let Some(msg) = ws.next().await {
             match msg.expect("a frame") {
-                Message::Text(t) => out.frames.push(serde_json::from_str(t.as_str()).expect("a JSON frame")),
+                Message::Text(t) => {
+                    out.frames.push(serde_json::from_str(t.as_str()).expect("a JSON frame"))
+                }
                 Message::Close(c) => {
                     out.close = c.map(|c| (u16::from(c.code), c.reason.to_string()));
                     break;
@@ -57,7 +60,9 @@ async fn read_stream(dev: &WranglerDev, town: &str, agent: &str, ticket: &str) -
 }
 
 async fn ticket(dev: &WranglerDev, town: &str, agent: &str) -> String {
-    let r = dev.post(&format!("/api/towns/{town}/container/agents/{agent}/stream-ticket"), json!({})).await;
+    let r = dev
+        .post(&format!("/api/towns/{town}/container/agents/{agent}/stream-ticket"), json!({}))
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert!(r.body["expiresAt"].is_string(), "{:?}", r.body);
     r.body["ticket"].as_str().expect("ticket").to_string()
@@ -73,13 +78,20 @@ async fn an_agents_live_stream_goes_through_the_worker_and_refuses_bad_tickets()
     let mut steps = vec![Step::bash("echo streamed-$((6*7))")];
     steps.extend(commit_push_done("streamed.txt", "hello"));
     model.set_script("live", steps);
-    let slung = dev.post(&format!("/api/rigs/{rig}/sling"), json!({ "title": "Stream me", "body": marker("live") })).await;
+    let slung = dev
+        .post(
+            &format!("/api/rigs/{rig}/sling"),
+            json!({ "title": "Stream me", "body": marker("live") }),
+        )
+        .await;
     assert_eq!(slung.status, 201, "{slung:?}");
     let agent = slung.data()["agent"]["id"].as_str().expect("agent").to_string();
 
     // A ticket can be had once the control server knows the agent (it is dispatched).
     let first = wait_for("the agent to reach the control server", WORK, async || {
-        let r = dev.post(&format!("/api/towns/{town}/container/agents/{agent}/stream-ticket"), json!({})).await;
+        let r = dev
+            .post(&format!("/api/towns/{town}/container/agents/{agent}/stream-ticket"), json!({}))
+            .await;
         (r.status == 200).then(|| r.body["ticket"].as_str().expect("ticket").to_string())
     })
     .await;
@@ -87,12 +99,22 @@ async fn an_agents_live_stream_goes_through_the_worker_and_refuses_bad_tickets()
     let s = read_stream(dev, &town, &agent, &first).await;
     for f in &s.frames {
         assert_eq!(f["agentId"], json!(agent), "{f}");
-        assert!(f["event"].is_string() && f["timestamp"].is_string() && !f["data"].is_null(), "{f}");
+        assert!(
+            f["event"].is_string() && f["timestamp"].is_string() && !f["data"].is_null(),
+            "{f}"
+        );
     }
     let events: Vec<&str> = s.frames.iter().filter_map(|f| f["event"].as_str()).collect();
-    let bash = s.frames.iter().find(|f| f["event"] == "tool_call" && f["data"].to_string().contains("bash"));
+    let bash = s
+        .frames
+        .iter()
+        .find(|f| f["event"] == "tool_call" && f["data"].to_string().contains("bash"));
     assert!(bash.is_some(), "no bash tool call in the stream: {events:?}");
-    assert!(s.frames.iter().any(|f| f["data"].to_string().contains("streamed-42")), "the tool's output is streamed: {:?}", s.frames);
+    assert!(
+        s.frames.iter().any(|f| f["data"].to_string().contains("streamed-42")),
+        "the tool's output is streamed: {:?}",
+        s.frames
+    );
     assert_eq!(events.last(), Some(&"agent.exited"), "{events:?}");
     assert_eq!(s.close.as_ref().map(|c| c.0), Some(1000), "{:?}", s.close);
     // The run really ended: the bead moved on.
@@ -103,7 +125,11 @@ async fn an_agents_live_stream_goes_through_the_worker_and_refuses_bad_tickets()
     // The same ticket again: refused, with the reason in the close frame and an error frame.
     let reused = read_stream(dev, &town, &agent, &first).await;
     assert_eq!(reused.close.as_ref().map(|c| c.0), Some(4401), "{:?}", reused.close);
-    assert!(reused.close.as_ref().is_some_and(|c| c.1.contains("already used")), "{:?}", reused.close);
+    assert!(
+        reused.close.as_ref().is_some_and(|c| c.1.contains("already used")),
+        "{:?}",
+        reused.close
+    );
     assert_eq!(reused.frames.len(), 1);
     assert_eq!(reused.frames[0]["event"], "error");
 
@@ -111,13 +137,19 @@ async fn an_agents_live_stream_goes_through_the_worker_and_refuses_bad_tickets()
     let t = ticket(dev, &town, &agent).await;
     let foreign = read_stream(dev, &town, "somebody-else", &t).await;
     assert_eq!(foreign.close.as_ref().map(|c| c.0), Some(4401), "{:?}", foreign.close);
-    assert!(foreign.close.as_ref().is_some_and(|c| c.1.contains("another agent")), "{:?}", foreign.close);
+    assert!(
+        foreign.close.as_ref().is_some_and(|c| c.1.contains("another agent")),
+        "{:?}",
+        foreign.close
+    );
     // ... and it is used up: not even its own agent's stream opens with it now.
     let after = read_stream(dev, &town, &agent, &t).await;
     assert_eq!(after.close.as_ref().map(|c| c.0), Some(4401));
 
     // An unknown agent gets no ticket.
-    let r = dev.post(&format!("/api/towns/{town}/container/agents/nobody/stream-ticket"), json!({})).await;
+    let r = dev
+        .post(&format!("/api/towns/{town}/container/agents/nobody/stream-ticket"), json!({}))
+        .await;
     assert_eq!(r.status, 404, "{:?}", r.body);
     assert!(r.body.to_string().contains("nobody"), "{:?}", r.body);
 
@@ -127,13 +159,28 @@ async fn an_agents_live_stream_goes_through_the_worker_and_refuses_bad_tickets()
         Err(WsError::Http(resp)) => assert_eq!(resp.status().as_u16(), 400),
         other => panic!("a stream without a ticket opened: {:?}", other.map(|(_, r)| r.status())),
     }
-    let plain = dev.call(reqwest::Method::GET, &format!("{}?ticket={first}", stream_path(&town, &agent)), &Auth::None, Value::Null).await;
+    let plain = dev
+        .call(
+            reqwest::Method::GET,
+            &format!("{}?ticket={first}", stream_path(&town, &agent)),
+            &Auth::None,
+            Value::Null,
+        )
+        .await;
     assert_eq!(plain.status, 400, "{:?}", plain.body);
-    assert!(plain.body["error"].as_str().is_some_and(|e| e.contains("WebSocket")), "{:?}", plain.body);
+    assert!(
+        plain.body["error"].as_str().is_some_and(|e| e.contains("WebSocket")),
+        "{:?}",
+        plain.body
+    );
 
     // A new control server knows nothing of the agent; the Worker kept its events, so its
     // stream replays that history (with its own one-shot ticket) and closes.
-    wait_for("the bead to close", WORK, async || (dev.get(&format!("/api/rigs/{rig}/beads/{bead}")).await.data()["status"] == "closed").then_some(())).await;
+    wait_for("the bead to close", WORK, async || {
+        (dev.get(&format!("/api/rigs/{rig}/beads/{bead}")).await.data()["status"] == "closed")
+            .then_some(())
+    })
+    .await;
     wait_for("the Worker to keep the tool call's output", Duration::from_secs(60), async || {
         let page = dev.get(&format!("/api/towns/{town}/agents/{agent}/events?limit=1000")).await;
         page.data()["events"].to_string().contains("streamed-42").then_some(())
@@ -146,18 +193,46 @@ async fn an_agents_live_stream_goes_through_the_worker_and_refuses_bad_tickets()
     assert_eq!(status, 404, "the new control server does not know the agent");
     let kept_ticket = ticket(dev, &town, &agent).await;
     let h = read_stream(dev, &town, &agent, &kept_ticket).await;
-    assert!(h.frames.iter().any(|f| f["event"] == "tool_call" && f["data"].to_string().contains("streamed-42")), "{:?}", h.frames);
-    assert!(h.frames.iter().all(|f| f["agentId"] == json!(agent) && f["timestamp"].is_string()), "{:?}", h.frames);
+    assert!(
+        h.frames
+            .iter()
+            .any(|f| f["event"] == "tool_call" && f["data"].to_string().contains("streamed-42")),
+        "{:?}",
+        h.frames
+    );
+    assert!(
+        h.frames.iter().all(|f| f["agentId"] == json!(agent) && f["timestamp"].is_string()),
+        "{:?}",
+        h.frames
+    );
     let last = h.frames.last().expect("frames");
-    assert_eq!((last["event"].as_str(), last["data"]["properties"]["reason"].as_str()), (Some("agent.exited"), Some("history")), "{last}");
+    assert_eq!(
+        (last["event"].as_str(), last["data"]["properties"]["reason"].as_str()),
+        (Some("agent.exited"), Some("history")),
+        "{last}"
+    );
     assert_eq!(h.close.as_ref().map(|c| c.0), Some(1000), "{:?}", h.close);
     assert!(h.close.as_ref().is_some_and(|c| c.1.contains("history")), "{:?}", h.close);
     let again = read_stream(dev, &town, &agent, &kept_ticket).await;
-    assert_eq!(again.close.as_ref().map(|c| c.0), Some(4401), "a kept history's ticket is one-shot too: {:?}", again.close);
+    assert_eq!(
+        again.close.as_ref().map(|c| c.0),
+        Some(4401),
+        "a kept history's ticket is one-shot too: {:?}",
+        again.close
+    );
     let t = ticket(dev, &town, &agent).await;
     let foreign = read_stream(dev, &town, "somebody-else", &t).await;
-    assert!(foreign.close.as_ref().is_some_and(|c| c.0 == 4401 && c.1.contains("another agent")), "{:?}", foreign.close);
+    assert!(
+        foreign.close.as_ref().is_some_and(|c| c.0 == 4401 && c.1.contains("another agent")),
+        "{:?}",
+        foreign.close
+    );
     // Still no ticket for an agent with neither a run nor a history.
-    assert_eq!(dev.post(&format!("/api/towns/{town}/container/agents/nobody/stream-ticket"), json!({})).await.status, 404);
+    assert_eq!(
+        dev.post(&format!("/api/towns/{town}/container/agents/nobody/stream-ticket"), json!({}))
+            .await
+            .status,
+        404
+    );
     drop(origin);
 }

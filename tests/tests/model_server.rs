@@ -57,33 +57,75 @@ async fn scripts_are_played_per_conversation() {
     let url = format!("{}/chat/completions", server.base_url());
 
     // Streamed tool call for alpha step 0.
-    let text = http.post(&url).json(&body(Some("alpha"), 0, true)).send().await.unwrap().text().await.unwrap();
+    let text = http
+        .post(&url)
+        .json(&body(Some("alpha"), 0, true))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(text.trim_end().ends_with("data: [DONE]"));
     let (deltas, finish) = sse_deltas(&text);
     let call = &deltas[0]["tool_calls"][0];
     assert_eq!(call["function"]["name"], "gt_done");
-    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
     assert_eq!(args, json!({"branch": "b1"}));
     assert_eq!(finish, vec!["tool_calls"]);
 
     // beta step 0 is independent of alpha's progress.
-    let text = http.post(&url).json(&body(Some("beta"), 0, true)).send().await.unwrap().text().await.unwrap();
+    let text = http
+        .post(&url)
+        .json(&body(Some("beta"), 0, true))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let (deltas, _) = sse_deltas(&text);
     assert_eq!(deltas[0]["tool_calls"][0]["function"]["name"], "bash");
 
     // alpha step 1 (non-streamed): plain text.
-    let v: Value = http.post(&url).json(&body(Some("alpha"), 1, false)).send().await.unwrap().json().await.unwrap();
+    let v: Value = http
+        .post(&url)
+        .json(&body(Some("alpha"), 1, false))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], "alpha done");
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
 
     // A retry of the same request gets the same step again (stateless).
-    let v: Value = http.post(&url).json(&body(Some("alpha"), 1, false)).send().await.unwrap().json().await.unwrap();
+    let v: Value = http
+        .post(&url)
+        .json(&body(Some("alpha"), 1, false))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], "alpha done");
 
     // Exhausted script, unknown conversation.
-    let v: Value = http.post(&url).json(&body(Some("alpha"), 2, false)).send().await.unwrap().json().await.unwrap();
+    let v: Value = http
+        .post(&url)
+        .json(&body(Some("alpha"), 2, false))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], SCRIPT_FINISHED);
-    let v: Value = http.post(&url).json(&body(None, 0, false)).send().await.unwrap().json().await.unwrap();
+    let v: Value =
+        http.post(&url).json(&body(None, 0, false)).send().await.unwrap().json().await.unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], NOTHING_TO_DO);
 
     // A title request (no tools) quoting the marker does not play a step.
@@ -103,7 +145,14 @@ async fn scripts_are_played_per_conversation() {
     assert_eq!(all[2].tool_results(), vec!["ok".to_owned()]);
     assert_eq!(all[0].tool_names(), vec!["bash".to_owned()]);
 
-    let models: Value = http.get(format!("{}/models", server.base_url())).send().await.unwrap().json().await.unwrap();
+    let models: Value = http
+        .get(format!("{}/models", server.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(models["data"][0]["id"].is_string());
 }
 
@@ -116,7 +165,13 @@ async fn failures_bad_bodies_and_waiting() {
 
     let r = http.post(&url).json(&body(Some("broken"), 0, true)).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 500);
-    let r = http.post(&url).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    let r = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 400);
 
     // Waiting for a request that arrives later.
@@ -124,7 +179,15 @@ async fn failures_bad_bodies_and_waiting() {
         let http = http.clone();
         let url = url.clone();
         tokio::spawn(async move {
-            let v: Value = http.post(&url).json(&body(Some("slow"), 0, false)).send().await.unwrap().json().await.unwrap();
+            let v: Value = http
+                .post(&url)
+                .json(&body(Some("slow"), 0, false))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             v
         })
     };

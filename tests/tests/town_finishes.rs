@@ -24,30 +24,41 @@ use serde_json::{json, Value};
 
 const WORK: Duration = Duration::from_secs(300);
 
-
-
-
 /// Waits until no worktree is left in the rig's folder of the container's workspace.
 async fn worktrees_gone(local: &LocalTown, rig: &str, what: &str, within: Duration) {
     let worktrees = local.control.workspace.join(format!("rigs/{rig}/worktrees"));
-    wait_for(what, within, async || std::fs::read_dir(&worktrees).map(|d| d.count() == 0).unwrap_or(true).then_some(())).await;
+    wait_for(what, within, async || {
+        std::fs::read_dir(&worktrees).map(|d| d.count() == 0).unwrap_or(true).then_some(())
+    })
+    .await;
 }
 
 async fn reviews(dev: &WranglerDev, rig: &str) -> Vec<Value> {
-    dev.get(&format!("/api/rigs/{rig}/review-queue?limit=100")).await.data().as_array().cloned().unwrap_or_default()
+    dev.get(&format!("/api/rigs/{rig}/review-queue?limit=100"))
+        .await
+        .data()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git").arg("-C").arg(dir).args(args).output().expect("git");
+    let out =
+        std::process::Command::new("git").arg("-C").arg(dir).args(args).output().expect("git");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_town_merges_its_work_reworks_conflicts_and_escalates_failing_gates() {
     let model = ModelServer::start(Vec::<(String, Vec<Step>)>::new()).await.expect("model server");
-    let local = LocalTown::start(&model, &[("STOP_GRACE_MS", "3000")], &[("SCHEDULER_TICK_MS", "1000")]).await;
+    let local =
+        LocalTown::start(&model, &[("STOP_GRACE_MS", "3000")], &[("SCHEDULER_TICK_MS", "1000")])
+            .await;
     let dev = &local.worker;
-    let town = dev.post("/api/towns", json!({ "name": "finishing" })).await.data()["id"].as_str().expect("town").to_string();
+    let town = dev.post("/api/towns", json!({ "name": "finishing" })).await.data()["id"]
+        .as_str()
+        .expect("town")
+        .to_string();
 
     let (app, clash, gated) = tokio::join!(
         app_scenario(&local, &model, &town),
@@ -60,14 +71,20 @@ async fn a_town_merges_its_work_reworks_conflicts_and_escalates_failing_gates() 
     let (_, list) = local.control.get("/agents").await;
     wait_for("every run to end", Duration::from_secs(60), async || {
         let (_, list) = local.control.get("/agents").await;
-        list["agents"].as_array().is_some_and(|a| a.iter().all(|x| x["status"] == "exited" || x["status"] == "failed")).then_some(())
+        list["agents"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|x| x["status"] == "exited" || x["status"] == "failed"))
+            .then_some(())
     })
     .await;
     assert!(list["agents"].as_array().is_some_and(|a| a.len() >= 5), "{list}");
     // The warm pool's process is the only one left.
     wait_for("the Kilo processes to go", Duration::from_secs(30), async || {
         let pooled = local.control.pooled_pids().await;
-        procs::processes().into_iter().all(|p| p.ppid != local.control.pid() as i32 || pooled.contains(&p.pid)).then_some(())
+        procs::processes()
+            .into_iter()
+            .all(|p| p.ppid != local.control.pid() as i32 || pooled.contains(&p.pid))
+            .then_some(())
     })
     .await;
     drop((app, clash, gated));
@@ -79,19 +96,40 @@ async fn app_scenario(local: &LocalTown, model: &ModelServer, town: &str) -> Ori
     let origin = Origin::new();
     let rig = local.rig(town, "app", &origin.url()).await;
     for i in 1..=5 {
-        model.set_script(format!("app{i}"), commit_and_done(&format!("f{i}.txt"), &format!("bead-{i}")));
+        model.set_script(
+            format!("app{i}"),
+            commit_and_done(&format!("f{i}.txt"), &format!("bead-{i}")),
+        );
     }
     let spec = |i: usize| json!({ "title": format!("Write f{i}.txt"), "body": format!("Create f{i}.txt. {}", marker(&format!("app{i}"))) });
-    let created = dev.post(&format!("/api/rigs/{rig}/convoys"), json!({ "title": "first three", "beads": [spec(1), spec(2), spec(3)] })).await;
+    let created = dev
+        .post(
+            &format!("/api/rigs/{rig}/convoys"),
+            json!({ "title": "first three", "beads": [spec(1), spec(2), spec(3)] }),
+        )
+        .await;
     assert_eq!(created.status, 201, "{created:?}");
     let convoy = created.data()["id"].as_str().expect("convoy id").to_string();
     assert_eq!(created.data()["status"], "open");
-    let first: Vec<String> = created.data()["beads"].as_array().expect("beads").iter().map(|b| b["id"].as_str().expect("id").to_string()).collect();
+    let first: Vec<String> = created.data()["beads"]
+        .as_array()
+        .expect("beads")
+        .iter()
+        .map(|b| b["id"].as_str().expect("id").to_string())
+        .collect();
     assert_eq!(first.len(), 3);
-    let polecats: Vec<String> = created.data()["slung"].as_array().expect("slung").iter().map(|s| s["agent"]["id"].as_str().expect("agent").to_string()).collect();
+    let polecats: Vec<String> = created.data()["slung"]
+        .as_array()
+        .expect("slung")
+        .iter()
+        .map(|s| s["agent"]["id"].as_str().expect("agent").to_string())
+        .collect();
 
     // The three submit their branches; their polecats are idle again.
-    wait_for("three review entries", WORK, async || (reviews(dev, &rig).await.len() >= 3).then_some(())).await;
+    wait_for("three review entries", WORK, async || {
+        (reviews(dev, &rig).await.len() >= 3).then_some(())
+    })
+    .await;
     let mut later = Vec::new();
     for i in 4..=5 {
         let slung = wait_for("an idle polecat for the next sling", WORK, async || {
@@ -104,8 +142,14 @@ async fn app_scenario(local: &LocalTown, model: &ModelServer, town: &str) -> Ori
         })
         .await;
         assert_eq!(slung.status, 201, "{slung:?}");
-        assert_eq!(slung.data()["agent_created"], false, "a polecat that worked before takes the bead");
-        assert!(polecats.contains(&slung.data()["agent"]["id"].as_str().expect("agent").to_string()));
+        assert_eq!(
+            slung.data()["agent_created"],
+            false,
+            "a polecat that worked before takes the bead"
+        );
+        assert!(
+            polecats.contains(&slung.data()["agent"]["id"].as_str().expect("agent").to_string())
+        );
         later.push(slung.data()["bead"]["id"].as_str().expect("bead").to_string());
     }
 
@@ -114,20 +158,32 @@ async fn app_scenario(local: &LocalTown, model: &ModelServer, town: &str) -> Ori
         let b = dev.settled_bead(&rig, id, WORK).await;
         assert_eq!(b["status"], "closed", "{b}");
         let events = dev.get(&format!("/api/rigs/{rig}/beads/{id}/events?limit=100")).await;
-        let kinds: Vec<&str> = events.data().as_array().expect("events").iter().filter_map(|e| e["kind"].as_str()).collect();
+        let kinds: Vec<&str> = events
+            .data()
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter_map(|e| e["kind"].as_str())
+            .collect();
         for k in ["review_submitted", "merge_started", "merged", "closed"] {
             assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
         }
     }
     let entries = reviews(dev, &rig).await;
     assert_eq!(entries.len(), 5, "{entries:?}");
-    assert!(entries.iter().all(|e| e["status"] == "merged" && e["result"]["commit"].is_string()), "{entries:?}");
+    assert!(
+        entries.iter().all(|e| e["status"] == "merged" && e["result"]["commit"].is_string()),
+        "{entries:?}"
+    );
 
     // On the origin: all five files on main, each through its own merge commit; no polecat
     // branch left.
     let files = git(&origin.path, &["ls-tree", "--name-only", "main"]);
     for i in 1..=5 {
-        assert!(files.lines().any(|f| f == format!("f{i}.txt")), "f{i}.txt missing from main: {files}");
+        assert!(
+            files.lines().any(|f| f == format!("f{i}.txt")),
+            "f{i}.txt missing from main: {files}"
+        );
     }
     let merges = git(&origin.path, &["log", "--merges", "--format=%an|%s", "main"]);
     assert_eq!(merges.lines().count(), 5, "{merges}");
@@ -175,13 +231,21 @@ async fn clash_scenario(local: &LocalTown, model: &ModelServer, town: &str) -> O
     let statuses: Vec<&str> = entries.iter().filter_map(|e| e["status"].as_str()).collect();
     assert_eq!(statuses.iter().filter(|s| **s == "merged").count(), 2, "{entries:?}");
     assert_eq!(statuses.iter().filter(|s| **s == "rework").count(), 1, "{entries:?}");
-    let sent_back = entries.iter().find(|e| e["status"] == "rework").expect("the conflicting entry");
+    let sent_back =
+        entries.iter().find(|e| e["status"] == "rework").expect("the conflicting entry");
     assert_eq!(sent_back["result"]["state"], "conflict");
 
     // The reworked polecat's new run began with the conflict report.
-    let reworked: Vec<_> = model.requests().into_iter().filter(|r| r.user_texts().iter().any(|t| t.contains("<merge-report>"))).collect();
+    let reworked: Vec<_> = model
+        .requests()
+        .into_iter()
+        .filter(|r| r.user_texts().iter().any(|t| t.contains("<merge-report>")))
+        .collect();
     assert!(!reworked.is_empty(), "no rework prompt reached the model");
-    assert!(reworked.iter().any(|r| r.user_texts().iter().any(|t| t.contains("conflicts") && t.contains("shared.txt"))));
+    assert!(reworked.iter().any(|r| r
+        .user_texts()
+        .iter()
+        .any(|t| t.contains("conflicts") && t.contains("shared.txt"))));
     assert_eq!(git(&origin.path, &["show", "main:shared.txt"]), "one-and-two");
     origin
 }
@@ -201,29 +265,57 @@ async fn gated_scenario(local: &LocalTown, model: &ModelServer, town: &str) -> O
     let rig = rig.data()["id"].as_str().expect("rig").to_string();
     let config = dev.get(&format!("/api/rigs/{rig}/config")).await;
     assert_eq!(config.data()["merge_gates"], json!([gate]));
-    model.set_runs("gated", vec![commit_and_done("broken.txt", "first"), commit_and_done("broken.txt", "second")]);
-    let s = dev.post(&format!("/api/rigs/{rig}/sling"), json!({ "title": "Break things", "body": marker("gated") })).await;
+    model.set_runs(
+        "gated",
+        vec![commit_and_done("broken.txt", "first"), commit_and_done("broken.txt", "second")],
+    );
+    let s = dev
+        .post(
+            &format!("/api/rigs/{rig}/sling"),
+            json!({ "title": "Break things", "body": marker("gated") }),
+        )
+        .await;
     let id = s.data()["bead"]["id"].as_str().expect("bead").to_string();
 
     let failed = dev.settled_bead(&rig, &id, WORK).await;
     assert_eq!(failed["status"], "failed", "{failed}");
     let entries = reviews(dev, &rig).await;
     assert_eq!(entries.len(), 2, "one first try and one rework round: {entries:?}");
-    assert!(entries.iter().all(|e| e["status"] == "rework" && e["result"]["state"] == "gate_failed"), "{entries:?}");
+    assert!(
+        entries.iter().all(|e| e["status"] == "rework" && e["result"]["state"] == "gate_failed"),
+        "{entries:?}"
+    );
 
     // The rework prompt carried the gate's output.
-    let reworked = model.requests_for("gated").into_iter().find(|r| r.user_texts().iter().any(|t| t.contains("<merge-report>"))).expect("a rework run");
-    assert!(reworked.user_texts().iter().any(|t| t.contains("gate says: broken.txt must not exist")), "{:?}", reworked.user_texts());
+    let reworked = model
+        .requests_for("gated")
+        .into_iter()
+        .find(|r| r.user_texts().iter().any(|t| t.contains("<merge-report>")))
+        .expect("a rework run");
+    assert!(
+        reworked.user_texts().iter().any(|t| t.contains("gate says: broken.txt must not exist")),
+        "{:?}",
+        reworked.user_texts()
+    );
 
     // The escalation names the bead; nothing reached main.
     let escalations = dev.get(&format!("/api/rigs/{rig}/beads?type=escalation")).await;
-    let esc = escalations.data().as_array().and_then(|a| a.first().cloned()).expect("an escalation bead");
+    let esc =
+        escalations.data().as_array().and_then(|a| a.first().cloned()).expect("an escalation bead");
     assert_eq!(esc["metadata"]["bead_id"], json!(id));
     let events = dev.get(&format!("/api/rigs/{rig}/beads/{id}/events?limit=100")).await;
-    let kinds: Vec<&str> = events.data().as_array().expect("events").iter().filter_map(|e| e["kind"].as_str()).collect();
+    let kinds: Vec<&str> = events
+        .data()
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
     assert_eq!(kinds.iter().filter(|k| **k == "rework").count(), 1, "{kinds:?}");
     assert!(kinds.contains(&"escalated"), "{kinds:?}");
-    assert!(git(&origin.path, &["ls-tree", "--name-only", "main"]).lines().all(|f| f != "broken.txt"));
+    assert!(git(&origin.path, &["ls-tree", "--name-only", "main"])
+        .lines()
+        .all(|f| f != "broken.txt"));
     // The abandoned branch's worktree goes too.
     worktrees_gone(local, &rig, "the abandoned worktree to go", Duration::from_secs(90)).await;
     origin

@@ -36,7 +36,13 @@ async fn pool_ready(cs: &ControlServer, n: usize) -> Vec<u32> {
 }
 
 fn done_script(branch: &str) -> Vec<Step> {
-    vec![Step::tool("gt_done", json!({ "branch": branch, "pr_url": "", "summary": "nothing to do" })), Step::text("done")]
+    vec![
+        Step::tool(
+            "gt_done",
+            json!({ "branch": branch, "pr_url": "", "summary": "nothing to do" }),
+        ),
+        Step::text("done"),
+    ]
 }
 
 /// A dispatch takes a ready pooled process; the pool refills in the background; a process that
@@ -45,9 +51,13 @@ fn done_script(branch: &str) -> Vec<Step> {
 /// prompt reaches the model, and its gt_done is forwarded as that agent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooled_process_serves_one_agent_and_the_pool_refills() {
-    let model = ModelServer::start([("first", done_script("polecat/first/1")), ("second", done_script("polecat/second/2")), ("own", vec![Step::text("waiting")])])
-        .await
-        .expect("model server");
+    let model = ModelServer::start([
+        ("first", done_script("polecat/first/1")),
+        ("second", done_script("polecat/second/2")),
+        ("own", vec![Step::text("waiting")]),
+    ])
+    .await
+    .expect("model server");
     let worker = WorkerStub::start().await;
     let cs = pooled_server(&model, &worker, 1);
     let origin = Origin::new();
@@ -55,37 +65,80 @@ async fn a_pooled_process_serves_one_agent_and_the_pool_refills() {
     assert_eq!(health["pool"]["size"], 1, "{health}");
 
     let pooled = pool_ready(&cs, 1).await[0];
-    let mut first = start_request("first", "rig-1", "first", "polecat/first/1", &origin.url(), &format!("Finish. {}", marker("first")));
+    let mut first = start_request(
+        "first",
+        "rig-1",
+        "first",
+        "polecat/first/1",
+        &origin.url(),
+        &format!("Finish. {}", marker("first")),
+    );
     // The Worker's credential for the agent travels in envVars; the control server keeps it
     // and it does not count as an envVar of the process.
     first["envVars"] = json!({ "GASTOWN_SESSION_TOKEN": "jwt-of-first" });
     let (status, started) = cs.post("/agents/start?wait=true", first).await;
     assert_eq!(status, 201, "{started}");
-    assert_eq!(started["pid"].as_u64(), Some(u64::from(pooled)), "the agent runs on the pooled process");
+    assert_eq!(
+        started["pid"].as_u64(),
+        Some(u64::from(pooled)),
+        "the agent runs on the pooled process"
+    );
 
     // The pool refills with another process while the first agent works.
     let refilled = pool_ready(&cs, 1).await[0];
     assert_ne!(refilled, pooled);
 
     // The agent is itself on a process started before it was known.
-    let done = worker.wait_for(TURN, |r| r.path == "/api/rigs/rig-1/agents/first/done").await.expect("gt_done forwarded as the first agent");
+    let done = worker
+        .wait_for(TURN, |r| r.path == "/api/rigs/rig-1/agents/first/done")
+        .await
+        .expect("gt_done forwarded as the first agent");
     assert_eq!(done.authorization.as_deref(), Some("Bearer jwt-of-first"));
-    let system = model.requests().iter().find(|r| r.script() == Some("first")).map(|r| r.system_text()).expect("a model request");
+    let system = model
+        .requests()
+        .iter()
+        .find(|r| r.script() == Some("first"))
+        .map(|r| r.system_text())
+        .expect("a model request");
     assert!(system.contains("You are first, a Gastown polecat."), "{system}");
 
     // Its run ends, and its process with it: it is not given back to the pool.
     cs.wait_status("first", TURN, |s| s["status"] == "exited").await;
-    until("the first agent's process to exit", Duration::from_secs(30), async || (!procs::alive(pooled as i32)).then_some(())).await;
-    let mut second = start_request("second", "rig-1", "second", "polecat/second/2", &origin.url(), &format!("Finish. {}", marker("second")));
+    until("the first agent's process to exit", Duration::from_secs(30), async || {
+        (!procs::alive(pooled as i32)).then_some(())
+    })
+    .await;
+    let mut second = start_request(
+        "second",
+        "rig-1",
+        "second",
+        "polecat/second/2",
+        &origin.url(),
+        &format!("Finish. {}", marker("second")),
+    );
     second["envVars"] = json!({ "GASTOWN_SESSION_TOKEN": "jwt-of-second" });
     let (status, started) = cs.post("/agents/start?wait=true", second).await;
     assert_eq!(status, 201, "{started}");
-    assert_eq!(started["pid"].as_u64(), Some(u64::from(refilled)), "the next agent takes the refilled process");
-    worker.wait_for(TURN, |r| r.path == "/api/rigs/rig-1/agents/second/done").await.expect("gt_done forwarded as the second agent");
+    assert_eq!(
+        started["pid"].as_u64(),
+        Some(u64::from(refilled)),
+        "the next agent takes the refilled process"
+    );
+    worker
+        .wait_for(TURN, |r| r.path == "/api/rigs/rig-1/agents/second/done")
+        .await
+        .expect("gt_done forwarded as the second agent");
 
     // envVars cannot be given to a process that is already running: a process of its own.
     let ready = pool_ready(&cs, 1).await;
-    let mut own = start_request("own", "rig-1", "own", "polecat/own/3", &origin.url(), &format!("Wait. {}", marker("own")));
+    let mut own = start_request(
+        "own",
+        "rig-1",
+        "own",
+        "polecat/own/3",
+        &origin.url(),
+        &format!("Wait. {}", marker("own")),
+    );
     own["envVars"] = json!({ "OWN_VAR": "1" });
     let (status, started) = cs.post("/agents/start?wait=true", own).await;
     assert_eq!(status, 201, "{started}");
@@ -100,13 +153,24 @@ async fn a_pooled_process_serves_one_agent_and_the_pool_refills() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_six_gives_six_distinct_isolated_runs() {
     let names: Vec<String> = (1..=6).map(|i| format!("burst{i}")).collect();
-    let model = ModelServer::start(names.iter().map(|n| (n.clone(), vec![Step::text("here")])).collect::<Vec<_>>()).await.expect("model server");
+    let model = ModelServer::start(
+        names.iter().map(|n| (n.clone(), vec![Step::text("here")])).collect::<Vec<_>>(),
+    )
+    .await
+    .expect("model server");
     let worker = WorkerStub::start().await;
     let cs = pooled_server(&model, &worker, 2);
     let origin = Origin::new();
     let pooled = pool_ready(&cs, 2).await;
     let starts = names.iter().map(|n| {
-        let mut req = start_request(n, "rig-1", n, &format!("polecat/{n}/1"), &origin.url(), &format!("Say hi. {}", marker(n)));
+        let mut req = start_request(
+            n,
+            "rig-1",
+            n,
+            &format!("polecat/{n}/1"),
+            &origin.url(),
+            &format!("Say hi. {}", marker(n)),
+        );
         req["envVars"] = json!({ "GASTOWN_SESSION_TOKEN": format!("jwt-{n}") });
         cs.post("/agents/start", req)
     });
@@ -122,12 +186,16 @@ async fn a_burst_of_six_gives_six_distinct_isolated_runs() {
         let id = r["agentId"].as_str().unwrap_or_default();
         panic!("{id} is {}: {:?}\nall: {runs:?}", r["status"], cs.events(id).await);
     }
-    let pids: std::collections::BTreeSet<u64> = runs.iter().filter_map(|r| r["pid"].as_u64()).collect();
+    let pids: std::collections::BTreeSet<u64> =
+        runs.iter().filter_map(|r| r["pid"].as_u64()).collect();
     assert_eq!(pids.len(), 6, "{runs:?}");
     // Each in its own checkout, on its own branch.
     let checkout = |n: &str| cs.workspace.join(format!("rigs/rig-1/worktrees/polecat~{n}~1"));
     assert!(names.iter().all(|n| checkout(n).join(".git").is_dir()), "six checkouts");
-    assert!(pooled.iter().all(|p| pids.contains(&u64::from(*p))), "both pooled processes were taken: {pooled:?} {pids:?}");
+    assert!(
+        pooled.iter().all(|p| pids.contains(&u64::from(*p))),
+        "both pooled processes were taken: {pooled:?} {pids:?}"
+    );
     let (_, health) = cs.get("/health").await;
     if health["isolation"] == "uid" {
         use std::os::unix::fs::MetadataExt;
@@ -137,7 +205,10 @@ async fn a_burst_of_six_gives_six_distinct_isolated_runs() {
             .map(|(r, n)| {
                 let meta = std::fs::metadata(checkout(n)).expect("checkout");
                 assert_eq!(meta.mode() & 0o777, 0o700, "{r}");
-                let uid = r["pid"].as_u64().and_then(|pid| procs::uid(pid as u32)).expect("a live process's uid");
+                let uid = r["pid"]
+                    .as_u64()
+                    .and_then(|pid| procs::uid(pid as u32))
+                    .expect("a live process's uid");
                 assert_eq!(meta.uid(), uid, "the checkout belongs to its process's uid: {r}");
                 uid
             })
@@ -145,31 +216,60 @@ async fn a_burst_of_six_gives_six_distinct_isolated_runs() {
         assert_eq!(uids.len(), 6, "six uids: {uids:?}");
     }
     // Every agent got its first model request.
-    model.wait_until(TURN, |reqs| names.iter().all(|n| reqs.iter().any(|r| r.script() == Some(n.as_str())))).await.expect("six first requests");
+    model
+        .wait_until(TURN, |reqs| {
+            names.iter().all(|n| reqs.iter().any(|r| r.script() == Some(n.as_str())))
+        })
+        .await
+        .expect("six first requests");
 }
 
 /// A start stopped while its Kilo process is still starting ends, and leaves nothing behind: no
 /// Kilo process, no private folder, no checkout, no process of its uid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_stopped_midway_leaves_nothing_behind() {
-    let model = ModelServer::start([("never", vec![Step::text("unreachable")])]).await.expect("model server");
+    let model = ModelServer::start([("never", vec![Step::text("unreachable")])])
+        .await
+        .expect("model server");
     let worker = WorkerStub::start().await;
     let cs = pooled_server(&model, &worker, 0);
     let origin = Origin::new();
-    let req = start_request("brief", "rig-1", "brief", "polecat/brief/1", &origin.url(), &format!("Wait. {}", marker("never")));
+    let req = start_request(
+        "brief",
+        "rig-1",
+        "brief",
+        "polecat/brief/1",
+        &origin.url(),
+        &format!("Wait. {}", marker("never")),
+    );
     let (status, body) = cs.post("/agents/start", req).await;
     assert_eq!((status, &body["status"]), (201, &json!("starting")), "{body}");
     let (status, body) = cs.post("/agents/brief/stop", json!({})).await;
     assert_eq!(status, 200, "{body}");
-    let end = cs.wait_status("brief", TURN, |s| s["status"] == "exited" || s["status"] == "failed").await;
+    let end =
+        cs.wait_status("brief", TURN, |s| s["status"] == "exited" || s["status"] == "failed").await;
     assert!(end["status"] == "exited" || end["status"] == "failed", "{end}");
 
-    until("the stopped start's Kilo process and folders to go", Duration::from_secs(60), async || {
-        let kilos = procs::processes().into_iter().filter(|p| p.ppid == cs.pid() as i32).count();
-        let run_dirs = std::fs::read_dir(cs.workspace.join("run")).map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("kilo-")).count()).unwrap_or(0);
-        (kilos == 0 && run_dirs == 0).then_some(())
-    })
+    until(
+        "the stopped start's Kilo process and folders to go",
+        Duration::from_secs(60),
+        async || {
+            let kilos =
+                procs::processes().into_iter().filter(|p| p.ppid == cs.pid() as i32).count();
+            let run_dirs = std::fs::read_dir(cs.workspace.join("run"))
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("kilo-"))
+                        .count()
+                })
+                .unwrap_or(0);
+            (kilos == 0 && run_dirs == 0).then_some(())
+        },
+    )
     .await;
-    assert!(!cs.workspace.join("rigs/rig-1/worktrees/polecat~brief~1").exists(), "no checkout was made");
+    assert!(
+        !cs.workspace.join("rigs/rig-1/worktrees/polecat~brief~1").exists(),
+        "no checkout was made"
+    );
     assert!(model.requests().is_empty(), "the agent never reached the model");
 }

@@ -2,13 +2,19 @@
 //! hooks, done, mail, review queue, sling, towns, rigs, identities and bad input.
 //! Each test starts its own `wrangler dev` on a fresh state folder.
 
-use gastown_e2e::wrangler::{agent_token, now_secs, sign_jwt, unique_id, Auth, Reply, WranglerDev, CONTAINER_TOKEN, JWT_SECRET};
+use gastown_e2e::wrangler::{
+    agent_token, now_secs, sign_jwt, unique_id, Auth, Reply, WranglerDev, CONTAINER_TOKEN,
+    JWT_SECRET,
+};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 async fn register(dev: &WranglerDev, rig: &str, name: &str, role: &str) -> String {
     let r = dev
-        .post(&format!("/api/rigs/{rig}/agents"), json!({"role": role, "name": name, "identity": format!("{name}@{rig}")}))
+        .post(
+            &format!("/api/rigs/{rig}/agents"),
+            json!({"role": role, "name": name, "identity": format!("{name}@{rig}")}),
+        )
         .await;
     assert_eq!(r.status, 201, "{r:?}");
     r.data()["id"].as_str().expect("agent id").to_string()
@@ -32,12 +38,20 @@ fn status_and_error(r: &Reply) -> (u16, bool) {
 async fn health_routing_and_envelope() {
     let dev = WranglerDev::start().await;
     let r = dev.call(Method::GET, "/health", &Auth::None, Value::Null).await;
-    assert_eq!((r.status, r.body.clone()), (200, json!({"status": "ok"})), "bare, as the reference");
+    assert_eq!(
+        (r.status, r.body.clone()),
+        (200, json!({"status": "ok"})),
+        "bare, as the reference"
+    );
 
     let r = dev.get("/nope").await;
     assert_eq!(status_and_error(&r), (404, true));
     let r = dev.call(Method::DELETE, "/api/rigs/r1/beads", &Auth::Internal, Value::Null).await;
-    assert_eq!((r.status, r.body.clone()), (404, json!({"success": false, "error": "Not found"})), "no 405");
+    assert_eq!(
+        (r.status, r.body.clone()),
+        (404, json!({"success": false, "error": "Not found"})),
+        "no 405"
+    );
     let r = dev.get("/api/rigs/bad.id/beads").await;
     assert_eq!(status_and_error(&r), (400, true));
     assert!(r.error().contains("rigId"), "{r:?}");
@@ -76,13 +90,22 @@ async fn auth_matrix() {
     let expired = json!({"agentId": a1, "rigId": rig, "townId": "t", "userId": "u", "iat": now_secs() - 20, "exp": now_secs() - 10});
     let hs = json!({"alg": "HS256", "typ": "JWT"});
     assert_eq!(get(Auth::Bearer(sign_jwt(&hs, &expired, JWT_SECRET))).await, 401, "expired");
-    assert_eq!(get(Auth::Bearer(sign_jwt(&hs, &claims, "wrong-secret"))).await, 401, "bad signature");
+    assert_eq!(
+        get(Auth::Bearer(sign_jwt(&hs, &claims, "wrong-secret"))).await,
+        401,
+        "bad signature"
+    );
     let none = sign_jwt(&json!({"alg": "none", "typ": "JWT"}), &claims, JWT_SECRET);
     let unsigned = format!("{}.", none.rsplit_once('.').expect("dots").0);
     assert_eq!(get(Auth::Bearer(unsigned)).await, 401, "alg none");
     assert_eq!(get(Auth::Bearer(none)).await, 401, "alg none with a signature");
-    assert_eq!(get(Auth::Bearer(sign_jwt(&json!({"alg": "HS512"}), &claims, JWT_SECRET))).await, 401, "HS512");
-    let no_exp = json!({"agentId": a1, "rigId": rig, "townId": "t", "userId": "u", "iat": now_secs()});
+    assert_eq!(
+        get(Auth::Bearer(sign_jwt(&json!({"alg": "HS512"}), &claims, JWT_SECRET))).await,
+        401,
+        "HS512"
+    );
+    let no_exp =
+        json!({"agentId": a1, "rigId": rig, "townId": "t", "userId": "u", "iat": now_secs()});
     assert_eq!(get(Auth::Bearer(sign_jwt(&hs, &no_exp, JWT_SECRET))).await, 401, "no exp");
     // A wrong internal key is refused even next to a valid token.
     let bearer = format!("Bearer {good}");
@@ -91,11 +114,17 @@ async fn auth_matrix() {
 
     // Agent routes: only the token's own agent.
     let me = Auth::Bearer(good.clone());
-    let r = dev.call(Method::GET, &format!("/api/rigs/{rig}/agents/{a1}/prime"), &me, Value::Null).await;
+    let r = dev
+        .call(Method::GET, &format!("/api/rigs/{rig}/agents/{a1}/prime"), &me, Value::Null)
+        .await;
     assert_eq!(r.status, 200, "{r:?}");
-    let r = dev.call(Method::GET, &format!("/api/rigs/{rig}/agents/{a2}/prime"), &me, Value::Null).await;
+    let r = dev
+        .call(Method::GET, &format!("/api/rigs/{rig}/agents/{a2}/prime"), &me, Value::Null)
+        .await;
     assert_eq!(status_and_error(&r), (403, true));
-    let r = dev.call(Method::POST, &format!("/api/rigs/{rig}/agents/{a2}/heartbeat"), &me, Value::Null).await;
+    let r = dev
+        .call(Method::POST, &format!("/api/rigs/{rig}/agents/{a2}/heartbeat"), &me, Value::Null)
+        .await;
     assert_eq!(r.status, 403);
     // Reading another agent's record in the same rig is allowed (not an /agents/:id/* route).
     let r = dev.call(Method::GET, &format!("/api/rigs/{rig}/agents/{a2}"), &me, Value::Null).await;
@@ -106,7 +135,9 @@ async fn auth_matrix() {
     let r = dev.call(Method::POST, &close, &me, json!({"agent_id": a2})).await;
     assert_eq!(status_and_error(&r), (403, true));
     let status = format!("/api/rigs/{rig}/beads/{bead_id}/status");
-    let r = dev.call(Method::PATCH, &status, &me, json!({"status": "in_progress", "agent_id": a2})).await;
+    let r = dev
+        .call(Method::PATCH, &status, &me, json!({"status": "in_progress", "agent_id": a2}))
+        .await;
     assert_eq!(r.status, 403);
     let mail = json!({"from_agent_id": a2, "to_agent_id": a1, "subject": "s", "body": "b"});
     let r = dev.call(Method::POST, &format!("/api/rigs/{rig}/mail"), &me, mail).await;
@@ -118,23 +149,41 @@ async fn auth_matrix() {
     let r = dev.get(&format!("/api/rigs/{rig}/beads/{bead_id}")).await;
     assert_eq!(r.data()["status"], "open");
     // The same calls as itself succeed.
-    let r = dev.call(Method::PATCH, &status, &me, json!({"status": "in_progress", "agent_id": a1})).await;
+    let r = dev
+        .call(Method::PATCH, &status, &me, json!({"status": "in_progress", "agent_id": a1}))
+        .await;
     assert_eq!((r.status, r.data()["status"].clone()), (200, json!("in_progress")));
 
     // Internal-only routes refuse agents (403) and anonymous callers (401).
     let sling = format!("/api/rigs/{rig}/sling");
     assert_eq!(dev.call(Method::POST, &sling, &me, json!({"title": "x"})).await.status, 403);
-    assert_eq!(dev.call(Method::POST, &sling, &Auth::None, json!({"title": "x"})).await.status, 401);
+    assert_eq!(
+        dev.call(Method::POST, &sling, &Auth::None, json!({"title": "x"})).await.status,
+        401
+    );
     assert_eq!(dev.call(Method::POST, "/api/towns", &me, json!({"name": "x"})).await.status, 403);
     let health = "/api/towns/t1/container/health";
     assert_eq!(dev.call(Method::GET, health, &me, Value::Null).await.status, 403);
-    assert_eq!(dev.call(Method::GET, health, &Auth::Container(CONTAINER_TOKEN.into()), Value::Null).await.status, 401);
+    assert_eq!(
+        dev.call(Method::GET, health, &Auth::Container(CONTAINER_TOKEN.into()), Value::Null)
+            .await
+            .status,
+        401
+    );
 
     // The container heartbeat takes the container token, not agent tokens.
     let hb = json!({"townId": "t1", "timestamp": "x", "uptime": 1, "agents": []});
     let path = "/api/towns/t1/container/heartbeat";
-    assert_eq!(dev.call(Method::POST, path, &Auth::Container(CONTAINER_TOKEN.into()), hb.clone()).await.status, 200);
-    assert_eq!(dev.call(Method::POST, path, &Auth::Container("wrong".into()), hb.clone()).await.status, 401);
+    assert_eq!(
+        dev.call(Method::POST, path, &Auth::Container(CONTAINER_TOKEN.into()), hb.clone())
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        dev.call(Method::POST, path, &Auth::Container("wrong".into()), hb.clone()).await.status,
+        401
+    );
     assert_eq!(dev.call(Method::POST, path, &me, hb.clone()).await.status, 401);
     assert_eq!(dev.call(Method::POST, path, &Auth::None, hb).await.status, 401);
 }
@@ -160,11 +209,15 @@ async fn beads_crud_filters_pagination_and_bad_input() {
     assert_eq!(full["metadata"], json!({"k": [1, 2]}));
     assert_eq!(full["assignee_agent_id"], json!(agent));
     let sql = "x'); DROP TABLE beads; --";
-    let tricky = bead(&dev, &rig, json!({"type": "message", "title": sql, "labels": ["' OR 1=1 --"]})).await;
+    let tricky =
+        bead(&dev, &rig, json!({"type": "message", "title": sql, "labels": ["' OR 1=1 --"]})).await;
     assert_eq!(tricky["title"], sql);
     let mut created = vec![b["id"].clone(), full["id"].clone(), tricky["id"].clone()];
     for i in 0..7 {
-        created.push(bead(&dev, &rig, json!({"type": "issue", "title": format!("n{i}")})).await["id"].clone());
+        created.push(
+            bead(&dev, &rig, json!({"type": "issue", "title": format!("n{i}")})).await["id"]
+                .clone(),
+        );
     }
 
     let get = dev.get(&format!("/api/rigs/{rig}/beads/{}", full["id"].as_str().expect("id"))).await;
@@ -173,7 +226,8 @@ async fn beads_crud_filters_pagination_and_bad_input() {
     // Pagination: newest first (as the reference), limit/offset windows.
     let all = dev.get(&format!("/api/rigs/{rig}/beads?limit=100")).await;
     assert_eq!(all.data().as_array().expect("list").len(), 10);
-    let expected: Vec<String> = created.iter().rev().map(|v| v.as_str().expect("id").to_string()).collect();
+    let expected: Vec<String> =
+        created.iter().rev().map(|v| v.as_str().expect("id").to_string()).collect();
     assert_eq!(ids(all.data()), expected);
     let page = dev.get(&format!("/api/rigs/{rig}/beads?limit=3&offset=4")).await;
     assert_eq!(ids(page.data()), expected[4..7].to_vec());
@@ -192,27 +246,48 @@ async fn beads_crud_filters_pagination_and_bad_input() {
     // Status and close.
     let first = b["id"].as_str().expect("id").to_string();
     let r = dev
-        .call(Method::PATCH, &format!("/api/rigs/{rig}/beads/{first}/status"), &Auth::Internal, json!({"status": "in_progress", "agent_id": agent}))
+        .call(
+            Method::PATCH,
+            &format!("/api/rigs/{rig}/beads/{first}/status"),
+            &Auth::Internal,
+            json!({"status": "in_progress", "agent_id": agent}),
+        )
         .await;
     assert_eq!(r.data()["status"], "in_progress");
-    let r = dev.post(&format!("/api/rigs/{rig}/beads/{first}/close"), json!({"agent_id": agent})).await;
+    let r =
+        dev.post(&format!("/api/rigs/{rig}/beads/{first}/close"), json!({"agent_id": agent})).await;
     assert_eq!(r.data()["status"], "closed");
     assert!(r.data()["closed_at"].is_string());
-    let again = dev.post(&format!("/api/rigs/{rig}/beads/{first}/close"), json!({"agent_id": agent})).await;
+    let again =
+        dev.post(&format!("/api/rigs/{rig}/beads/{first}/close"), json!({"agent_id": agent})).await;
     assert_eq!(again.data(), r.data(), "closing twice is a no-op");
     let closed = dev.get(&format!("/api/rigs/{rig}/beads?status=closed")).await;
     assert_eq!(ids(closed.data()), vec![first.clone()]);
     let open = dev.get(&format!("/api/rigs/{rig}/beads?status=open&limit=100")).await;
     assert_eq!(open.data().as_array().expect("list").len(), 9);
     let events = dev.get(&format!("/api/rigs/{rig}/beads/{first}/events")).await;
-    let kinds: Vec<&str> = events.data().as_array().expect("events").iter().filter_map(|e| e["kind"].as_str()).collect();
+    let kinds: Vec<&str> = events
+        .data()
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
     assert_eq!(kinds, ["created", "status_changed", "closed"]);
     // 404s on a missing bead or agent.
-    let r = dev.post(&format!("/api/rigs/{rig}/beads/missing/close"), json!({"agent_id": agent})).await;
+    let r =
+        dev.post(&format!("/api/rigs/{rig}/beads/missing/close"), json!({"agent_id": agent})).await;
     assert_eq!(status_and_error(&r), (404, true));
-    let r = dev.post(&format!("/api/rigs/{rig}/beads/{first}/close"), json!({"agent_id": "nobody"})).await;
+    let r = dev
+        .post(&format!("/api/rigs/{rig}/beads/{first}/close"), json!({"agent_id": "nobody"}))
+        .await;
     assert_eq!(status_and_error(&r), (404, true));
-    let r = dev.post(&format!("/api/rigs/{rig}/beads"), json!({"type": "issue", "title": "x", "assignee_agent_id": "nobody"})).await;
+    let r = dev
+        .post(
+            &format!("/api/rigs/{rig}/beads"),
+            json!({"type": "issue", "title": "x", "assignee_agent_id": "nobody"}),
+        )
+        .await;
     assert_eq!(status_and_error(&r), (404, true));
 
     // Bad input: 400 with a message, nothing changed.
@@ -230,18 +305,37 @@ async fn beads_crud_filters_pagination_and_bad_input() {
         br#"{"type":"issue","title":"x","convoy_id":"'; DROP TABLE beads; --"}"#.to_vec(),
         br#"{"type":"issue","title":"   "}"#.to_vec(),
         json!({"type": "issue", "title": "x".repeat(501)}).to_string().into_bytes(),
-        json!({"type": "issue", "title": "x", "body": "y".repeat(600 * 1024)}).to_string().into_bytes(),
+        json!({"type": "issue", "title": "x", "body": "y".repeat(600 * 1024)})
+            .to_string()
+            .into_bytes(),
     ];
     for body in bad_bodies {
         let r = dev.call_raw(Method::POST, &path, &Auth::Internal, body.clone()).await;
-        assert_eq!(status_and_error(&r), (400, true), "{} -> {r:?}", String::from_utf8_lossy(&body[..body.len().min(80)]));
+        assert_eq!(
+            status_and_error(&r),
+            (400, true),
+            "{} -> {r:?}",
+            String::from_utf8_lossy(&body[..body.len().min(80)])
+        );
     }
-    for q in ["status=done", "type=epic", "limit=abc", "limit=100000", "offset=-1", "assignee_agent_id=a.b"] {
+    for q in [
+        "status=done",
+        "type=epic",
+        "limit=abc",
+        "limit=100000",
+        "offset=-1",
+        "assignee_agent_id=a.b",
+    ] {
         let r = dev.get(&format!("{path}?{q}")).await;
         assert_eq!(status_and_error(&r), (400, true), "{q}");
     }
     let r = dev
-        .call(Method::PATCH, &format!("/api/rigs/{rig}/beads/{first}/status"), &Auth::Internal, json!({"status": "done", "agent_id": agent}))
+        .call(
+            Method::PATCH,
+            &format!("/api/rigs/{rig}/beads/{first}/status"),
+            &Auth::Internal,
+            json!({"status": "done", "agent_id": agent}),
+        )
         .await;
     assert_eq!(status_and_error(&r), (400, true));
     let after = dev.get(&format!("{path}?limit=100")).await;
@@ -256,11 +350,26 @@ async fn hook_prime_mail_done_and_review_queue() {
     let toast = register(&dev, &rig, "toast", "polecat").await;
     let nux = register(&dev, &rig, "nux", "polecat").await;
     let mayor = register(&dev, &rig, "mayor", "mayor").await;
-    let r = dev.post(&format!("/api/rigs/{rig}/agents"), json!({"role": "polecat", "name": "dup", "identity": format!("toast@{rig}")})).await;
+    let r = dev
+        .post(
+            &format!("/api/rigs/{rig}/agents"),
+            json!({"role": "polecat", "name": "dup", "identity": format!("toast@{rig}")}),
+        )
+        .await;
     assert_eq!(status_and_error(&r), (409, true), "identity is unique");
-    let r = dev.post(&format!("/api/rigs/{rig}/agents"), json!({"role": "king", "name": "k", "identity": "k"})).await;
+    let r = dev
+        .post(
+            &format!("/api/rigs/{rig}/agents"),
+            json!({"role": "king", "name": "k", "identity": "k"}),
+        )
+        .await;
     assert_eq!(status_and_error(&r), (400, true));
-    let r = dev.post(&format!("/api/rigs/{rig}/agents"), json!({"role": "polecat", "name": "../x", "identity": "k"})).await;
+    let r = dev
+        .post(
+            &format!("/api/rigs/{rig}/agents"),
+            json!({"role": "polecat", "name": "../x", "identity": "k"}),
+        )
+        .await;
     assert_eq!(status_and_error(&r), (400, true));
 
     let list = dev.get(&format!("/api/rigs/{rig}/agents?role=polecat")).await;
@@ -269,17 +378,29 @@ async fn hook_prime_mail_done_and_review_queue() {
     assert_eq!(ids(list.data()), vec![mayor.clone()]);
     assert_eq!(dev.get(&format!("/api/rigs/{rig}/agents?status=sleeping")).await.status, 400);
 
-    let b1 = bead(&dev, &rig, json!({"type": "issue", "title": "one"})).await["id"].as_str().expect("id").to_string();
-    let b2 = bead(&dev, &rig, json!({"type": "issue", "title": "two"})).await["id"].as_str().expect("id").to_string();
+    let b1 = bead(&dev, &rig, json!({"type": "issue", "title": "one"})).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let b2 = bead(&dev, &rig, json!({"type": "issue", "title": "two"})).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     let me = Auth::Bearer(agent_token(&toast, &rig));
     let hook = format!("/api/rigs/{rig}/agents/{toast}/hook");
 
     let r = dev.call(Method::POST, &hook, &me, json!({"bead_id": b1})).await;
     assert_eq!((r.status, r.data()), (200, &json!({"hooked": true})));
     let r = dev.get(&format!("/api/rigs/{rig}/agents/{toast}")).await;
-    assert_eq!((r.data()["status"].clone(), r.data()["current_hook_bead_id"].clone()), (json!("working"), json!(b1)));
+    assert_eq!(
+        (r.data()["status"].clone(), r.data()["current_hook_bead_id"].clone()),
+        (json!("working"), json!(b1))
+    );
     let bead1 = dev.get(&format!("/api/rigs/{rig}/beads/{b1}")).await;
-    assert_eq!((bead1.data()["status"].clone(), bead1.data()["assignee_agent_id"].clone()), (json!("in_progress"), json!(toast)));
+    assert_eq!(
+        (bead1.data()["status"].clone(), bead1.data()["assignee_agent_id"].clone()),
+        (json!("in_progress"), json!(toast))
+    );
     let again = dev.call(Method::POST, &hook, &me, json!({"bead_id": b1})).await;
     assert_eq!(again.status, 200, "re-hooking the same bead is a no-op");
     let r = dev.call(Method::POST, &hook, &me, json!({"bead_id": b2})).await;
@@ -295,7 +416,12 @@ async fn hook_prime_mail_done_and_review_queue() {
     let mail = json!({"from_agent_id": mayor, "to_agent_id": toast, "subject": "hi", "body": "please hurry"});
     let sent = dev.post(&format!("/api/rigs/{rig}/mail"), mail).await;
     assert_eq!((sent.status, sent.data()), (201, &json!({"sent": true})));
-    let r = dev.post(&format!("/api/rigs/{rig}/mail"), json!({"from_agent_id": mayor, "to_agent_id": "ghost", "subject": "s", "body": "b"})).await;
+    let r = dev
+        .post(
+            &format!("/api/rigs/{rig}/mail"),
+            json!({"from_agent_id": mayor, "to_agent_id": "ghost", "subject": "s", "body": "b"}),
+        )
+        .await;
     assert_eq!(r.status, 404);
     let prime = format!("/api/rigs/{rig}/agents/{toast}/prime");
     for _ in 0..2 {
@@ -310,7 +436,11 @@ async fn hook_prime_mail_done_and_review_queue() {
     let m = dev.call(Method::GET, &check, &me, Value::Null).await;
     let got = m.data().as_array().expect("mail").clone();
     assert_eq!(got.len(), 1);
-    assert_eq!((got[0]["subject"].clone(), got[0]["delivered"].clone()), (json!("hi"), json!(false)), "as read");
+    assert_eq!(
+        (got[0]["subject"].clone(), got[0]["delivered"].clone()),
+        (json!("hi"), json!(false)),
+        "as read"
+    );
     assert!(got[0]["delivered_at"].is_null());
     let m = dev.call(Method::GET, &check, &me, Value::Null).await;
     assert_eq!(m.data(), &json!([]), "mail is delivered once");
@@ -318,12 +448,26 @@ async fn hook_prime_mail_done_and_review_queue() {
     assert_eq!(p.data()["undelivered_mail"], json!([]));
 
     // Checkpoint and heartbeat.
-    let r = dev.call(Method::POST, &format!("/api/rigs/{rig}/agents/{toast}/checkpoint"), &me, json!({"data": {"step": 3}})).await;
+    let r = dev
+        .call(
+            Method::POST,
+            &format!("/api/rigs/{rig}/agents/{toast}/checkpoint"),
+            &me,
+            json!({"data": {"step": 3}}),
+        )
+        .await;
     assert_eq!((r.status, r.data()), (200, &json!({"written": true})));
-    assert_eq!(dev.get(&format!("/api/rigs/{rig}/agents/{toast}")).await.data()["checkpoint"], json!({"step": 3}));
-    let r = dev.call(Method::POST, &format!("/api/rigs/{rig}/agents/{toast}/checkpoint"), &me, json!([])).await;
+    assert_eq!(
+        dev.get(&format!("/api/rigs/{rig}/agents/{toast}")).await.data()["checkpoint"],
+        json!({"step": 3})
+    );
+    let r = dev
+        .call(Method::POST, &format!("/api/rigs/{rig}/agents/{toast}/checkpoint"), &me, json!([]))
+        .await;
     assert_eq!(r.status, 400);
-    let r = dev.call(Method::POST, &format!("/api/rigs/{rig}/agents/{toast}/heartbeat"), &me, Value::Null).await;
+    let r = dev
+        .call(Method::POST, &format!("/api/rigs/{rig}/agents/{toast}/heartbeat"), &me, Value::Null)
+        .await;
     assert_eq!((r.status, r.data()), (200, &json!({"heartbeat": true})));
 
     // Done: review entry with the hooked bead's branch, unhooked, idle.
@@ -334,59 +478,121 @@ async fn hook_prime_mail_done_and_review_queue() {
     assert_eq!((r.status, r.data()), (200, &json!({"done": true})), "{r:?}");
     let entry = dev.get(&format!("/api/rigs/{rig}/review-queue")).await.data()[0].clone();
     assert_eq!(
-        (entry["bead_id"].clone(), entry["branch"].clone(), entry["status"].clone(), entry["agent_id"].clone()),
+        (
+            entry["bead_id"].clone(),
+            entry["branch"].clone(),
+            entry["status"].clone(),
+            entry["agent_id"].clone()
+        ),
         (json!(b1), json!("polecat/toast/abcd1234"), json!("pending"), json!(toast))
     );
     let agent = dev.get(&format!("/api/rigs/{rig}/agents/{toast}")).await;
-    assert_eq!((agent.data()["status"].clone(), agent.data()["current_hook_bead_id"].clone()), (json!("idle"), Value::Null));
+    assert_eq!(
+        (agent.data()["status"].clone(), agent.data()["current_hook_bead_id"].clone()),
+        (json!("idle"), Value::Null)
+    );
     let r = dev.call(Method::POST, &done, &me, json!({"branch": "polecat/toast/abcd1234"})).await;
-    assert_eq!((r.status, r.data()), (200, &json!({"done": true})), "nothing hooked any more: done all the same");
+    assert_eq!(
+        (r.status, r.data()),
+        (200, &json!({"done": true})),
+        "nothing hooked any more: done all the same"
+    );
 
     // Explicit review submission and the queue listing.
     let r = dev
-        .call(Method::POST, &format!("/api/rigs/{rig}/review-queue"), &me, json!({"agent_id": toast, "bead_id": b2, "branch": "polecat/toast/b2"}))
+        .call(
+            Method::POST,
+            &format!("/api/rigs/{rig}/review-queue"),
+            &me,
+            json!({"agent_id": toast, "bead_id": b2, "branch": "polecat/toast/b2"}),
+        )
         .await;
     assert_eq!((r.status, r.data()), (201, &json!({"submitted": true})));
-    let r = dev.post(&format!("/api/rigs/{rig}/review-queue"), json!({"agent_id": toast, "bead_id": "missing", "branch": "x"})).await;
+    let r = dev
+        .post(
+            &format!("/api/rigs/{rig}/review-queue"),
+            json!({"agent_id": toast, "bead_id": "missing", "branch": "x"}),
+        )
+        .await;
     assert_eq!(r.status, 404);
     let q = dev.get(&format!("/api/rigs/{rig}/review-queue?status=pending")).await;
-    let branches: Vec<&str> = q.data().as_array().expect("queue").iter().filter_map(|e| e["branch"].as_str()).collect();
+    let branches: Vec<&str> =
+        q.data().as_array().expect("queue").iter().filter_map(|e| e["branch"].as_str()).collect();
     assert_eq!(branches, ["polecat/toast/abcd1234", "polecat/toast/b2"]);
-    assert_eq!(dev.get(&format!("/api/rigs/{rig}/review-queue?status=merged")).await.data(), &json!([]));
+    assert_eq!(
+        dev.get(&format!("/api/rigs/{rig}/review-queue?status=merged")).await.data(),
+        &json!([])
+    );
 
     // Unhook: idempotent.
     dev.call(Method::POST, &hook, &me, json!({"bead_id": b2})).await.data();
     let r = dev.call(Method::DELETE, &hook, &me, Value::Null).await;
     assert_eq!((r.status, r.data()), (200, &json!({"unhooked": true})));
     let r = dev.get(&format!("/api/rigs/{rig}/agents/{toast}")).await;
-    assert_eq!((r.data()["status"].clone(), r.data()["current_hook_bead_id"].clone()), (json!("idle"), Value::Null));
+    assert_eq!(
+        (r.data()["status"].clone(), r.data()["current_hook_bead_id"].clone()),
+        (json!("idle"), Value::Null)
+    );
     let r = dev.call(Method::DELETE, &hook, &me, Value::Null).await;
     assert_eq!((r.status, r.data()), (200, &json!({"unhooked": true})));
 
     // The bead's event log.
     let events = dev.get(&format!("/api/rigs/{rig}/beads/{b1}/events")).await;
-    let kinds: Vec<&str> = events.data().as_array().expect("events").iter().filter_map(|e| e["kind"].as_str()).collect();
+    let kinds: Vec<&str> = events
+        .data()
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
     assert_eq!(kinds, ["created", "hooked", "review_submitted", "unhooked"]);
     let all = dev.get(&format!("/api/rigs/{rig}/events?limit=500")).await;
     assert!(all.data().as_array().expect("events").iter().any(|e| e["kind"] == "mail_sent"));
 
     // Escalations are beads.
-    let r = dev.call(Method::POST, &format!("/api/rigs/{rig}/escalations"), &me, json!({"title": "stuck", "body": "help"})).await;
+    let r = dev
+        .call(
+            Method::POST,
+            &format!("/api/rigs/{rig}/escalations"),
+            &me,
+            json!({"title": "stuck", "body": "help"}),
+        )
+        .await;
     assert_eq!(r.status, 201);
-    assert_eq!((r.data()["type"].clone(), r.data()["priority"].clone()), (json!("escalation"), json!("medium")));
-    let r = dev.call(Method::POST, &format!("/api/rigs/{rig}/escalations"), &me, json!({"title": "x", "priority": "meh"})).await;
+    assert_eq!(
+        (r.data()["type"].clone(), r.data()["priority"].clone()),
+        (json!("escalation"), json!("medium"))
+    );
+    let r = dev
+        .call(
+            Method::POST,
+            &format!("/api/rigs/{rig}/escalations"),
+            &me,
+            json!({"title": "x", "priority": "meh"}),
+        )
+        .await;
     assert_eq!(r.status, 400);
 
     // The identity record counted the completed bead.
     let ident = urlencode(&format!("toast@{rig}"));
     let r = dev.get(&format!("/api/identities/{ident}")).await;
-    assert_eq!((r.data()["beads_completed"].clone(), r.data()["agent_id"].clone()), (json!(1), json!(toast)), "{r:?}");
+    assert_eq!(
+        (r.data()["beads_completed"].clone(), r.data()["agent_id"].clone()),
+        (json!(1), json!(toast)),
+        "{r:?}"
+    );
     assert_eq!(dev.get("/api/identities/nobody").await.status, 404);
 }
 
 fn urlencode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -396,11 +602,14 @@ async fn sling_concurrency_and_consistency() {
     let rig = dev.configured_rig().await;
 
     // Five concurrent slings on an empty rig: five distinct polecats named from the pool.
-    let slings = (0..5).map(|i| {
-        let dev = &dev;
-        let path = format!("/api/rigs/{rig}/sling");
-        async move { dev.post(&path, json!({"title": format!("task {i}"), "labels": ["sling"]})).await }
-    });
+    let slings =
+        (0..5).map(|i| {
+            let dev = &dev;
+            let path = format!("/api/rigs/{rig}/sling");
+            async move {
+                dev.post(&path, json!({"title": format!("task {i}"), "labels": ["sling"]})).await
+            }
+        });
     let results = futures_util::future::join_all(slings).await;
     let mut agents = Vec::new();
     let mut beads = Vec::new();
@@ -414,8 +623,10 @@ async fn sling_concurrency_and_consistency() {
         agents.push(d["agent"]["id"].as_str().expect("id").to_string());
         beads.push(d["bead"]["id"].as_str().expect("id").to_string());
     }
-    let names: std::collections::BTreeSet<String> =
-        results.iter().map(|r| r.data()["agent"]["name"].as_str().expect("name").to_string()).collect();
+    let names: std::collections::BTreeSet<String> = results
+        .iter()
+        .map(|r| r.data()["agent"]["name"].as_str().expect("name").to_string())
+        .collect();
     let expected: std::collections::BTreeSet<String> =
         ["toast", "nux", "slit", "rictus", "capable"].iter().map(|s| s.to_string()).collect();
     assert_eq!(names, expected);
@@ -427,11 +638,19 @@ async fn sling_concurrency_and_consistency() {
     let first = results[0].data()["agent"].clone();
     let id = first["id"].as_str().expect("id");
     let r = dev
-        .call(Method::POST, &format!("/api/rigs/{rig}/agents/{id}/done"), &Auth::Bearer(agent_token(id, &rig)), json!({"branch": "polecat/x/y"}))
+        .call(
+            Method::POST,
+            &format!("/api/rigs/{rig}/agents/{id}/done"),
+            &Auth::Bearer(agent_token(id, &rig)),
+            json!({"branch": "polecat/x/y"}),
+        )
         .await;
     assert_eq!(r.status, 200);
     let r = dev.post(&format!("/api/rigs/{rig}/sling"), json!({"title": "again"})).await;
-    assert_eq!((r.data()["agent_created"].clone(), r.data()["agent"]["id"].clone()), (json!(false), first["id"].clone()));
+    assert_eq!(
+        (r.data()["agent_created"].clone(), r.data()["agent"]["id"].clone()),
+        (json!(false), first["id"].clone())
+    );
     let r = dev.post(&format!("/api/rigs/{rig}/sling"), json!({"title": "six"})).await;
     assert_eq!(r.data()["agent"]["name"], "cheedo");
     let r = dev.post(&format!("/api/rigs/{rig}/sling"), json!({"title": ""})).await;
@@ -447,7 +666,10 @@ async fn sling_concurrency_and_consistency() {
     let creates = [
         ("sling", json!({"title": "lost"})),
         ("beads", json!({"type": "issue", "title": "lost"})),
-        ("agents", json!({"role": "polecat", "name": "ghost", "identity": format!("ghost@{typo}")})),
+        (
+            "agents",
+            json!({"role": "polecat", "name": "ghost", "identity": format!("ghost@{typo}")}),
+        ),
         ("mail", json!({"from_agent_id": "a", "to_agent_id": "b", "subject": "s", "body": "b"})),
         ("convoys", json!({"title": "c", "beads": [{"title": "t"}]})),
         ("escalations", json!({"title": "stuck"})),
@@ -465,19 +687,34 @@ async fn sling_concurrency_and_consistency() {
     let creates = (0..20).map(|i| {
         let dev = &dev;
         let path = format!("/api/rigs/{rig}/beads");
-        async move { dev.post(&path, json!({"type": "message", "title": format!("c{i}"), "convoy_id": "burst"})).await }
+        async move {
+            dev.post(
+                &path,
+                json!({"type": "message", "title": format!("c{i}"), "convoy_id": "burst"}),
+            )
+            .await
+        }
     });
     let created = futures_util::future::join_all(creates).await;
     assert!(created.iter().all(|r| r.status == 201), "{created:?}");
     let list = dev.get(&format!("/api/rigs/{rig}/beads?convoy_id=burst&limit=100")).await;
-    let mut titles: Vec<String> = list.data().as_array().expect("list").iter().map(|b| b["title"].as_str().expect("t").to_string()).collect();
+    let mut titles: Vec<String> = list
+        .data()
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|b| b["title"].as_str().expect("t").to_string())
+        .collect();
     titles.sort();
     let mut want: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
     want.sort();
     assert_eq!(titles, want);
 
     // Concurrent hooks of one bead by different agents: exactly one wins.
-    let target = bead(&dev, &rig, json!({"type": "issue", "title": "contested"})).await["id"].as_str().expect("id").to_string();
+    let target = bead(&dev, &rig, json!({"type": "issue", "title": "contested"})).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     let mut contenders = Vec::new();
     for i in 0..4 {
         contenders.push(register(&dev, &rig, &format!("c{i}"), "polecat").await);
@@ -504,16 +741,34 @@ async fn towns_rigs_escalations_and_container_routes() {
     assert_eq!(dev.get("/api/towns/missing").await.status, 404);
 
     // Bad git URLs are refused and create nothing.
-    for url in ["ext::sh -c evil", "http://insecure/repo", "--upload-pack=x", "file:///tmp/../etc"] {
-        let r = dev.post(&format!("/api/towns/{town}/rigs"), json!({"name": "r", "git_url": url})).await;
+    for url in ["ext::sh -c evil", "http://insecure/repo", "--upload-pack=x", "file:///tmp/../etc"]
+    {
+        let r = dev
+            .post(&format!("/api/towns/{town}/rigs"), json!({"name": "r", "git_url": url}))
+            .await;
         assert_eq!(status_and_error(&r), (400, true), "{url}");
     }
-    let r = dev.post(&format!("/api/towns/{town}/rigs"), json!({"name": "r", "git_url": "https://x/y.git", "default_branch": "a..b"})).await;
+    let r = dev
+        .post(
+            &format!("/api/towns/{town}/rigs"),
+            json!({"name": "r", "git_url": "https://x/y.git", "default_branch": "a..b"}),
+        )
+        .await;
     assert_eq!(r.status, 400);
     assert_eq!(dev.get(&format!("/api/towns/{town}/rigs")).await.data(), &json!([]));
-    assert_eq!(dev.post("/api/towns/missing/rigs", json!({"name": "r", "git_url": "https://x/y.git"})).await.status, 404);
+    assert_eq!(
+        dev.post("/api/towns/missing/rigs", json!({"name": "r", "git_url": "https://x/y.git"}))
+            .await
+            .status,
+        404
+    );
 
-    let r = dev.post(&format!("/api/towns/{town}/rigs"), json!({"name": "app", "git_url": "https://github.com/o/app.git"})).await;
+    let r = dev
+        .post(
+            &format!("/api/towns/{town}/rigs"),
+            json!({"name": "app", "git_url": "https://github.com/o/app.git"}),
+        )
+        .await;
     assert_eq!(r.status, 201, "{r:?}");
     let rig = r.data()["id"].as_str().expect("rig id").to_string();
     assert_eq!(r.data()["default_branch"], "main");
@@ -522,12 +777,19 @@ async fn towns_rigs_escalations_and_container_routes() {
     assert_eq!(r.status, 201, "{r:?}");
     let rigs = dev.get(&format!("/api/towns/{town}/rigs")).await;
     assert_eq!(rigs.data().as_array().expect("rigs").len(), 2);
-    assert_eq!(dev.get(&format!("/api/towns/{town}")).await.data()["rigs"].as_array().expect("rigs").len(), 2);
+    assert_eq!(
+        dev.get(&format!("/api/towns/{town}")).await.data()["rigs"].as_array().expect("rigs").len(),
+        2
+    );
 
     // The TownDO configured the rig's RigDO.
     let cfg = dev.get(&format!("/api/rigs/{rig}/config")).await;
     assert_eq!(
-        (cfg.data()["town_id"].clone(), cfg.data()["git_url"].clone(), cfg.data()["default_branch"].clone()),
+        (
+            cfg.data()["town_id"].clone(),
+            cfg.data()["git_url"].clone(),
+            cfg.data()["default_branch"].clone()
+        ),
         (json!(town), json!("https://github.com/o/app.git"), json!("main"))
     );
     let r = dev
@@ -536,21 +798,39 @@ async fn towns_rigs_escalations_and_container_routes() {
     assert_eq!(r.data()["default_branch"], "dev");
     // A URL with credentials (a private repository) is kept but never shown.
     let secret_url = "https://x-access-token:ghs_secret123@github.com/o/private.git";
-    let r = dev.post(&format!("/api/towns/{town}/rigs"), json!({"name": "private", "git_url": secret_url})).await;
+    let r = dev
+        .post(&format!("/api/towns/{town}/rigs"), json!({"name": "private", "git_url": secret_url}))
+        .await;
     assert_eq!(r.status, 201, "{r:?}");
     assert_eq!(r.data()["git_url"], "https://***@github.com/o/private.git");
     let private = r.data()["id"].as_str().expect("rig id").to_string();
-    for path in [format!("/api/towns/{town}"), format!("/api/towns/{town}/rigs"), format!("/api/rigs/{private}/config")] {
+    for path in [
+        format!("/api/towns/{town}"),
+        format!("/api/towns/{town}/rigs"),
+        format!("/api/rigs/{private}/config"),
+    ] {
         let body = dev.get(&path).await.body.to_string();
         assert!(!body.contains("ghs_secret123"), "{path} shows the token: {body}");
         assert!(body.contains("github.com/o/private.git"), "{path}: {body}");
     }
-    let r = dev.call(Method::PUT, &format!("/api/rigs/{rig}/config"), &Auth::Internal, json!({"town_id": town, "git_url": "ext::x"})).await;
+    let r = dev
+        .call(
+            Method::PUT,
+            &format!("/api/rigs/{rig}/config"),
+            &Auth::Internal,
+            json!({"town_id": town, "git_url": "ext::x"}),
+        )
+        .await;
     assert_eq!(r.status, 400);
     assert_eq!(dev.get(&format!("/api/rigs/{rig}/config")).await.data()["default_branch"], "dev");
 
     // Town escalations.
-    let r = dev.post(&format!("/api/towns/{town}/escalations"), json!({"title": "rig on fire", "priority": "critical", "metadata": {"rig": rig}})).await;
+    let r = dev
+        .post(
+            &format!("/api/towns/{town}/escalations"),
+            json!({"title": "rig on fire", "priority": "critical", "metadata": {"rig": rig}}),
+        )
+        .await;
     assert_eq!((r.status, r.data()["priority"].clone()), (201, json!("critical")));
     let list = dev.get(&format!("/api/towns/{town}/escalations")).await;
     assert_eq!(list.data().as_array().expect("list").len(), 1);
@@ -579,13 +859,35 @@ async fn towns_rigs_escalations_and_container_routes() {
         {"agentId": a, "rigId": rig, "townId": town, "status": "running", "timestamp": at, "lastActivityAt": at},
         {"agentId": "ghost", "rigId": rig, "townId": town, "status": "running", "timestamp": at, "lastActivityAt": at}
     ]});
-    let r = dev.call(Method::POST, &format!("/api/towns/{town}/container/heartbeat"), &Auth::Container(CONTAINER_TOKEN.into()), hb.clone()).await;
+    let r = dev
+        .call(
+            Method::POST,
+            &format!("/api/towns/{town}/container/heartbeat"),
+            &Auth::Container(CONTAINER_TOKEN.into()),
+            hb.clone(),
+        )
+        .await;
     assert_eq!(r.data()["updated"], 1, "{r:?}");
-    assert_eq!(dev.get(&format!("/api/rigs/{rig}/agents/{a}")).await.data()["last_activity_at"], at);
+    assert_eq!(
+        dev.get(&format!("/api/rigs/{rig}/agents/{a}")).await.data()["last_activity_at"],
+        at
+    );
 
     // Only the town's own rigs, and real times: anything else is a 400 that changes nothing.
-    let other_town = dev.post("/api/towns", json!({"name": "elsewhere"})).await.data()["id"].as_str().expect("town").to_string();
-    let foreign = dev.post(&format!("/api/towns/{other_town}/rigs"), json!({"name": "theirs", "git_url": "https://x/y.git"})).await.data()["id"].as_str().expect("rig").to_string();
+    let other_town = dev.post("/api/towns", json!({"name": "elsewhere"})).await.data()["id"]
+        .as_str()
+        .expect("town")
+        .to_string();
+    let foreign = dev
+        .post(
+            &format!("/api/towns/{other_town}/rigs"),
+            json!({"name": "theirs", "git_url": "https://x/y.git"}),
+        )
+        .await
+        .data()["id"]
+        .as_str()
+        .expect("rig")
+        .to_string();
     let later = "2031-01-01T00:00:00.000Z";
     let mut bad_rig = hb.clone();
     bad_rig["agents"][0]["lastActivityAt"] = json!(later);
@@ -593,10 +895,21 @@ async fn towns_rigs_escalations_and_container_routes() {
     let mut bad_time = hb.clone();
     bad_time["agents"][0]["lastActivityAt"] = json!("yesterday");
     for (name, body) in [("a foreign rig", bad_rig), ("an unparsable time", bad_time)] {
-        let r = dev.call(Method::POST, &format!("/api/towns/{town}/container/heartbeat"), &Auth::Container(CONTAINER_TOKEN.into()), body).await;
+        let r = dev
+            .call(
+                Method::POST,
+                &format!("/api/towns/{town}/container/heartbeat"),
+                &Auth::Container(CONTAINER_TOKEN.into()),
+                body,
+            )
+            .await;
         assert_eq!(status_and_error(&r), (400, true), "{name}: {r:?}");
     }
-    assert_eq!(dev.get(&format!("/api/rigs/{rig}/agents/{a}")).await.data()["last_activity_at"], at, "nothing was updated");
+    assert_eq!(
+        dev.get(&format!("/api/rigs/{rig}/agents/{a}")).await.data()["last_activity_at"],
+        at,
+        "nothing was updated"
+    );
 }
 
 /// Merge settings and convoys: stored and shown when valid; bad input is a 400 (or 404) with a
@@ -604,7 +917,10 @@ async fn towns_rigs_escalations_and_container_routes() {
 #[tokio::test]
 async fn merge_settings_and_convoys_refuse_bad_input() {
     let dev = WranglerDev::start().await;
-    let town = dev.post("/api/towns", json!({"name": "refinery town"})).await.data()["id"].as_str().expect("town").to_string();
+    let town = dev.post("/api/towns", json!({"name": "refinery town"})).await.data()["id"]
+        .as_str()
+        .expect("town")
+        .to_string();
     let rigs = format!("/api/towns/{town}/rigs");
     for (name, extra, says) in [
         ("gates as a string", json!({"merge_gates": "cargo test"}), "expected a sequence"),
@@ -630,32 +946,80 @@ async fn merge_settings_and_convoys_refuse_bad_input() {
     assert_eq!(r.status, 201, "{r:?}");
     let rig = r.data()["id"].as_str().expect("rig").to_string();
     let cfg = dev.get(&format!("/api/rigs/{rig}/config")).await;
-    assert_eq!((&cfg.data()["merge_gates"], &cfg.data()["max_rework_rounds"], &cfg.data()["delete_merged_branches"]), (&json!(["cargo test"]), &json!(2), &json!(true)));
-    let bad = dev.call(Method::PUT, &format!("/api/rigs/{rig}/config"), &Auth::Internal, json!({"town_id": town, "git_url": "https://x/y.git", "merge_strategy": "pr"})).await;
+    assert_eq!(
+        (
+            &cfg.data()["merge_gates"],
+            &cfg.data()["max_rework_rounds"],
+            &cfg.data()["delete_merged_branches"]
+        ),
+        (&json!(["cargo test"]), &json!(2), &json!(true))
+    );
+    let bad = dev
+        .call(
+            Method::PUT,
+            &format!("/api/rigs/{rig}/config"),
+            &Auth::Internal,
+            json!({"town_id": town, "git_url": "https://x/y.git", "merge_strategy": "pr"}),
+        )
+        .await;
     assert_eq!(bad.status, 400, "{bad:?}");
-    assert_eq!(dev.get(&format!("/api/rigs/{rig}/config")).await.data()["merge_gates"], json!(["cargo test"]), "unchanged");
+    assert_eq!(
+        dev.get(&format!("/api/rigs/{rig}/config")).await.data()["merge_gates"],
+        json!(["cargo test"]),
+        "unchanged"
+    );
 
     // Convoys: empty, malformed, unknown.
     let convoys = format!("/api/rigs/{rig}/convoys");
-    for body in [json!({"title": "c", "beads": []}), json!({"title": "c", "beads": [{"title": ""}]}), json!({"title": "", "beads": [{"title": "t"}]}), json!({"beads": "x"})] {
+    for body in [
+        json!({"title": "c", "beads": []}),
+        json!({"title": "c", "beads": [{"title": ""}]}),
+        json!({"title": "", "beads": [{"title": "t"}]}),
+        json!({"beads": "x"}),
+    ] {
         let r = dev.post(&convoys, body.clone()).await;
         assert_eq!(status_and_error(&r), (400, true), "{body}: {r:?}");
     }
     assert_eq!(dev.get(&format!("{convoys}/nope")).await.status, 404);
-    let r = dev.post(&format!("/api/rigs/{rig}/sling"), json!({"title": "t", "convoy_id": "nope"})).await;
+    let r = dev
+        .post(&format!("/api/rigs/{rig}/sling"), json!({"title": "t", "convoy_id": "nope"}))
+        .await;
     assert_eq!(r.status, 404, "{r:?}");
-    assert_eq!(dev.get(&format!("/api/rigs/{rig}/beads")).await.data(), &json!([]), "a refused sling creates no bead");
+    assert_eq!(
+        dev.get(&format!("/api/rigs/{rig}/beads")).await.data(),
+        &json!([]),
+        "a refused sling creates no bead"
+    );
     assert_eq!(dev.get(&convoys).await.data(), &json!([]));
     // Agents cannot make convoys.
     let token = agent_token("a1", &rig);
-    assert_eq!(dev.call(Method::POST, &convoys, &Auth::Bearer(token), json!({"title": "c", "beads": [{"title": "t"}]})).await.status, 403);
+    assert_eq!(
+        dev.call(
+            Method::POST,
+            &convoys,
+            &Auth::Bearer(token),
+            json!({"title": "c", "beads": [{"title": "t"}]})
+        )
+        .await
+        .status,
+        403
+    );
 
     // A valid convoy slings each bead to its own polecat; it is open until they merge.
-    let r = dev.post(&convoys, json!({"title": "two", "beads": [{"title": "one"}, {"title": "two"}]})).await;
+    let r = dev
+        .post(&convoys, json!({"title": "two", "beads": [{"title": "one"}, {"title": "two"}]}))
+        .await;
     assert_eq!(r.status, 201, "{r:?}");
-    assert_eq!((r.data()["status"].as_str(), r.data()["beads"].as_array().map(Vec::len)), (Some("open"), Some(2)));
+    assert_eq!(
+        (r.data()["status"].as_str(), r.data()["beads"].as_array().map(Vec::len)),
+        (Some("open"), Some(2))
+    );
     let convoy = r.data()["id"].as_str().expect("convoy").to_string();
-    assert!(r.data()["beads"].as_array().expect("beads").iter().all(|b| b["convoy_id"] == json!(convoy) && b["status"] == "in_progress"));
+    assert!(r.data()["beads"]
+        .as_array()
+        .expect("beads")
+        .iter()
+        .all(|b| b["convoy_id"] == json!(convoy) && b["status"] == "in_progress"));
     let listed = dev.get(&format!("/api/rigs/{rig}/beads?convoy_id={convoy}")).await;
     assert_eq!(listed.data().as_array().map(Vec::len), Some(2));
 }

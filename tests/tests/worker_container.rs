@@ -24,7 +24,13 @@ struct Seen {
 
 type Log = Arc<Mutex<Vec<Seen>>>;
 
-async fn record(State(log): State<Log>, method: HttpMethod, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+async fn record(
+    State(log): State<Log>,
+    method: HttpMethod,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
     let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
     let seen = Seen {
         method: method.to_string(),
@@ -35,8 +41,13 @@ async fn record(State(log): State<Log>, method: HttpMethod, uri: Uri, headers: H
     };
     log.lock().expect("log").push(seen.clone());
     match seen.path.as_str() {
-        "/agents/start" => (StatusCode::CREATED, axum::Json(json!({"agentId": seen.body["agentId"], "status": "starting"}))),
-        "/health" => (StatusCode::OK, axum::Json(json!({"status": "ok", "agents": 0, "uptime": 1}))),
+        "/agents/start" => (
+            StatusCode::CREATED,
+            axum::Json(json!({"agentId": seen.body["agentId"], "status": "starting"})),
+        ),
+        "/health" => {
+            (StatusCode::OK, axum::Json(json!({"status": "ok", "agents": 0, "uptime": 1})))
+        }
         _ => (StatusCode::NOT_FOUND, axum::Json(json!({"error": "no such agent"}))),
     }
 }
@@ -52,24 +63,43 @@ async fn container_routes_reach_the_control_server_at_container_url() {
     let dev = WranglerDev::start_with_env(&[("CONTAINER_URL", &url)]).await;
 
     let r = dev.get("/api/towns/t1/container/health").await;
-    assert_eq!((r.status, r.body.clone()), (200, json!({"status": "ok", "agents": 0, "uptime": 1})));
+    assert_eq!(
+        (r.status, r.body.clone()),
+        (200, json!({"status": "ok", "agents": 0, "uptime": 1}))
+    );
     let start = json!({"agentId": "a1", "rigId": "r1", "prompt": "go"});
     let r = dev.post("/api/towns/t1/container/agents/start", start.clone()).await;
     assert_eq!((r.status, r.body["agentId"].clone()), (201, json!("a1")), "{r:?}");
     let r = dev.post("/api/towns/t1/container/agents/a9/stop", json!({"signal": "SIGKILL"})).await;
-    assert_eq!((r.status, r.body.clone()), (404, json!({"error": "no such agent"})), "statuses pass through");
+    assert_eq!(
+        (r.status, r.body.clone()),
+        (404, json!({"error": "no such agent"})),
+        "statuses pass through"
+    );
     // Agents and anonymous callers never reach the container.
-    let r = dev.call(Method::POST, "/api/towns/t1/container/agents/start", &Auth::None, start.clone()).await;
+    let r = dev
+        .call(Method::POST, "/api/towns/t1/container/agents/start", &Auth::None, start.clone())
+        .await;
     assert_eq!(r.status, 401);
 
     let seen = log.lock().expect("log").clone();
     assert_eq!(seen.len(), 3, "{seen:?}");
     assert_eq!((seen[0].method.as_str(), seen[0].path.as_str()), ("GET", "/health"));
-    assert_eq!((seen[1].method.as_str(), seen[1].path.as_str(), &seen[1].body), ("POST", "/agents/start", &start));
-    assert_eq!((seen[2].path.as_str(), &seen[2].body), ("/agents/a9/stop", &json!({"signal": "SIGKILL"})));
+    assert_eq!(
+        (seen[1].method.as_str(), seen[1].path.as_str(), &seen[1].body),
+        ("POST", "/agents/start", &start)
+    );
+    assert_eq!(
+        (seen[2].path.as_str(), &seen[2].body),
+        ("/agents/a9/stop", &json!({"signal": "SIGKILL"}))
+    );
     for s in &seen {
         assert_eq!(s.token.as_deref(), Some(CONTAINER_TOKEN), "{s:?}");
-        assert_ne!(s.internal_key.as_deref(), Some(INTERNAL_KEY), "the internal key is not forwarded");
+        assert_ne!(
+            s.internal_key.as_deref(),
+            Some(INTERNAL_KEY),
+            "the internal key is not forwarded"
+        );
     }
 
     // A control server that stops answering is a clear 503, not a hang or a 500.

@@ -21,12 +21,13 @@ use serde_json::{json, Value};
 
 const TURN: Duration = Duration::from_secs(180);
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slung_bead_is_dispatched_worked_pushed_and_done() {
     let origin = Origin::new();
     let model = ModelServer::start(Vec::<(String, Vec<Step>)>::new()).await.expect("model server");
-    let local = LocalTown::start(&model, &[("STOP_GRACE_MS", "3000")], &[("SCHEDULER_TICK_MS", "1000")]).await;
+    let local =
+        LocalTown::start(&model, &[("STOP_GRACE_MS", "3000")], &[("SCHEDULER_TICK_MS", "1000")])
+            .await;
     let dev = &local.worker;
     let (town, rig) = local.town_and_rig("e2e", &origin.url()).await;
 
@@ -46,7 +47,12 @@ async fn a_slung_bead_is_dispatched_worked_pushed_and_done() {
             Step::text("done"),
         ],
     );
-    let slung = dev.post(&format!("/api/rigs/{rig}/sling"), json!({"title": "Add work.txt", "body": format!("Create work.txt. {}", marker("e2e"))})).await;
+    let slung = dev
+        .post(
+            &format!("/api/rigs/{rig}/sling"),
+            json!({"title": "Add work.txt", "body": format!("Create work.txt. {}", marker("e2e"))}),
+        )
+        .await;
     assert_eq!(slung.status, 201, "{slung:?}");
     let bead = slung.data()["bead"]["id"].as_str().expect("bead").to_string();
     let agent = slung.data()["agent"]["id"].as_str().expect("agent").to_string();
@@ -57,17 +63,26 @@ async fn a_slung_bead_is_dispatched_worked_pushed_and_done() {
     // The scheduler dispatches; the agent works and pushes. A message through the Worker's
     // container proxy route reaches it, and it calls gt_done through the control server.
     model
-        .wait_until(TURN, |reqs| reqs.iter().any(|r| r.tool_results().iter().any(|t| t.contains("pushed"))))
+        .wait_until(TURN, |reqs| {
+            reqs.iter().any(|r| r.tool_results().iter().any(|t| t.contains("pushed")))
+        })
         .await
         .expect("the agent pushed");
     let m = wait_for("the message to be taken", TURN, async || {
-        let m = dev.post(&format!("/api/towns/{town}/container/agents/{agent}/message"), json!({"prompt": "one more thing"})).await;
+        let m = dev
+            .post(
+                &format!("/api/towns/{town}/container/agents/{agent}/message"),
+                json!({"prompt": "one more thing"}),
+            )
+            .await;
         (m.status == 200).then_some(m)
     })
     .await;
     assert_eq!(m.body, json!({"sent": true}), "{m:?}");
     model
-        .wait_until(TURN, |reqs| reqs.iter().any(|r| r.user_texts().iter().any(|t| t.contains("one more thing"))))
+        .wait_until(TURN, |reqs| {
+            reqs.iter().any(|r| r.user_texts().iter().any(|t| t.contains("one more thing")))
+        })
         .await
         .expect("the follow-up reached the model");
     let review = wait_for("the review entry", TURN, async || {
@@ -75,43 +90,88 @@ async fn a_slung_bead_is_dispatched_worked_pushed_and_done() {
         q.data().as_array().and_then(|a| a.first().cloned())
     })
     .await;
-    assert_eq!((&review["branch"], &review["bead_id"], &review["agent_id"]), (&json!(branch), &json!(bead), &json!(agent)));
+    assert_eq!(
+        (&review["branch"], &review["bead_id"], &review["agent_id"]),
+        (&json!(branch), &json!(bead), &json!(agent))
+    );
     assert_eq!(review["summary"], "added work.txt");
     // The refinery takes it from there: merged into main, the bead closed.
     let merged = wait_for("the merge", TURN, async || {
         let q = dev.get(&format!("/api/rigs/{rig}/review-queue")).await;
-        q.data().as_array().and_then(|a| a.first().cloned()).filter(|e| e["status"] != "pending" && e["status"] != "running")
+        q.data()
+            .as_array()
+            .and_then(|a| a.first().cloned())
+            .filter(|e| e["status"] != "pending" && e["status"] != "running")
     })
     .await;
     assert_eq!(merged["status"], "merged", "{merged}");
     assert_eq!(dev.get(&format!("/api/rigs/{rig}/beads/{bead}")).await.data()["status"], "closed");
     let main = origin.log("main").expect("main");
-    assert!(main.first().is_some_and(|c| c.starts_with("Gastown Refinery|refinery@gastown.local|Merge polecat/")), "{main:?}");
+    assert!(
+        main.first().is_some_and(
+            |c| c.starts_with("Gastown Refinery|refinery@gastown.local|Merge polecat/")
+        ),
+        "{main:?}"
+    );
     let a = dev.get(&format!("/api/rigs/{rig}/agents/{agent}")).await;
-    assert_eq!((a.data()["status"].clone(), a.data()["current_hook_bead_id"].clone()), (json!("idle"), Value::Null));
+    assert_eq!(
+        (a.data()["status"].clone(), a.data()["current_hook_bead_id"].clone()),
+        (json!("idle"), Value::Null)
+    );
 
     // The agent's commit is on main, by the agent's git identity (its branch was deleted
     // after the merge).
-    assert!(main.iter().any(|c| c == &format!("{name} (gastown)|{name}@gastown.local|agent work")), "{main:?}");
+    assert!(
+        main.iter().any(|c| c == &format!("{name} (gastown)|{name}@gastown.local|agent work")),
+        "{main:?}"
+    );
     assert!(origin.log(&branch).is_none(), "the merged branch is deleted");
 
     // The model got the Worker's prompts: the bead as the first message, the polecat system prompt.
     let reqs = model.requests_for("e2e");
     assert!(reqs.iter().any(|r| r.system_text().contains("GUPP")), "polecat system prompt");
-    assert!(reqs.iter().any(|r| r.user_texts().iter().any(|t| t.contains("Add work.txt"))), "bead prompt");
-    assert!(reqs.iter().any(|r| r.tool_results().iter().any(|t| t.contains(&bead))), "gt_prime returned the hooked bead");
+    assert!(
+        reqs.iter().any(|r| r.user_texts().iter().any(|t| t.contains("Add work.txt"))),
+        "bead prompt"
+    );
+    assert!(
+        reqs.iter().any(|r| r.tool_results().iter().any(|t| t.contains(&bead))),
+        "gt_prime returned the hooked bead"
+    );
 
     // The bead's event log tells the story.
     let events = dev.get(&format!("/api/rigs/{rig}/beads/{bead}/events?limit=100")).await;
-    let kinds: Vec<&str> = events.data().as_array().expect("events").iter().filter_map(|e| e["kind"].as_str()).collect();
-    for k in ["created", "hooked", "agent_dispatched", "review_submitted", "unhooked", "merge_started", "merged", "closed"] {
+    let kinds: Vec<&str> = events
+        .data()
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    for k in [
+        "created",
+        "hooked",
+        "agent_dispatched",
+        "review_submitted",
+        "unhooked",
+        "merge_started",
+        "merged",
+        "closed",
+    ] {
         assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
     }
-    assert_eq!(kinds.iter().filter(|k| **k == "agent_dispatched").count(), 1, "dispatched once: {kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "agent_dispatched").count(),
+        1,
+        "dispatched once: {kinds:?}"
+    );
 
     // The container's batched heartbeat reaches the Worker and is accepted.
     wait_for("a container heartbeat", Duration::from_secs(60), async || {
-        dev.output().lines().any(|l| l.contains(&format!("POST /api/towns/{town}/container/heartbeat 200"))).then_some(())
+        dev.output()
+            .lines()
+            .any(|l| l.contains(&format!("POST /api/towns/{town}/container/heartbeat 200")))
+            .then_some(())
     })
     .await;
 
@@ -140,11 +200,22 @@ async fn a_slung_bead_is_dispatched_worked_pushed_and_done() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agent_is_redispatched_up_to_the_limit_then_its_bead_fails() {
     let origin = Origin::new();
-    let model = ModelServer::start([("die", vec![Step::bash("sleep 600")])]).await.expect("model server");
-    let local = LocalTown::start(&model, &[], &[("SCHEDULER_TICK_MS", "1000"), ("SCHEDULER_MAX_DISPATCH_ATTEMPTS", "2")]).await;
+    let model =
+        ModelServer::start([("die", vec![Step::bash("sleep 600")])]).await.expect("model server");
+    let local = LocalTown::start(
+        &model,
+        &[],
+        &[("SCHEDULER_TICK_MS", "1000"), ("SCHEDULER_MAX_DISPATCH_ATTEMPTS", "2")],
+    )
+    .await;
     let dev = &local.worker;
     let (town, rig) = local.town_and_rig("e2e-kill", &origin.url()).await;
-    let sling = dev.post(&format!("/api/rigs/{rig}/sling"), json!({"title": "Long job", "body": marker("die")})).await;
+    let sling = dev
+        .post(
+            &format!("/api/rigs/{rig}/sling"),
+            json!({"title": "Long job", "body": marker("die")}),
+        )
+        .await;
     let agent = sling.data()["agent"]["id"].as_str().expect("agent").to_string();
     let bead = sling.data()["bead"]["id"].as_str().expect("bead").to_string();
 
@@ -158,10 +229,15 @@ async fn a_killed_agent_is_redispatched_up_to_the_limit_then_its_bead_fails() {
         })
         .await;
         model
-            .wait_until(TURN, |reqs| reqs.iter().filter(|r| r.script() == Some("die")).count() >= attempt)
+            .wait_until(TURN, |reqs| {
+                reqs.iter().filter(|r| r.script() == Some("die")).count() >= attempt
+            })
             .await
             .expect("the agent reached the model");
-        let status = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill");
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("kill");
         assert!(status.success());
         killed.push(pid);
     }
@@ -173,9 +249,18 @@ async fn a_killed_agent_is_redispatched_up_to_the_limit_then_its_bead_fails() {
     .await;
     assert_eq!(failed["status"], "failed");
     let a = dev.get(&format!("/api/rigs/{rig}/agents/{agent}")).await;
-    assert_eq!((a.data()["status"].clone(), a.data()["current_hook_bead_id"].clone()), (json!("idle"), Value::Null));
+    assert_eq!(
+        (a.data()["status"].clone(), a.data()["current_hook_bead_id"].clone()),
+        (json!("idle"), Value::Null)
+    );
     let events = dev.get(&format!("/api/rigs/{rig}/beads/{bead}/events?limit=100")).await;
-    let kinds: Vec<&str> = events.data().as_array().expect("events").iter().filter_map(|e| e["kind"].as_str()).collect();
+    let kinds: Vec<&str> = events
+        .data()
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
     assert_eq!(kinds.iter().filter(|k| **k == "agent_dispatched").count(), 2, "{kinds:?}");
     assert_eq!(kinds.iter().filter(|k| **k == "agent_exited").count(), 2, "{kinds:?}");
 }

@@ -7,9 +7,15 @@ use serde_json::{json, Value};
 #[tokio::test]
 async fn state_survives_a_restart() {
     let dev = WranglerDev::start().await;
-    let town = dev.post("/api/towns", json!({"name": "persist"})).await.data()["id"].as_str().expect("town").to_string();
+    let town = dev.post("/api/towns", json!({"name": "persist"})).await.data()["id"]
+        .as_str()
+        .expect("town")
+        .to_string();
     let rig = dev
-        .post(&format!("/api/towns/{town}/rigs"), json!({"name": "app", "git_url": "https://github.com/o/app.git"}))
+        .post(
+            &format!("/api/towns/{town}/rigs"),
+            json!({"name": "app", "git_url": "https://github.com/o/app.git"}),
+        )
         .await
         .data()["id"]
         .as_str()
@@ -18,7 +24,8 @@ async fn state_survives_a_restart() {
     let sling = dev.post(&format!("/api/rigs/{rig}/sling"), json!({"title": "survive"})).await;
     let agent = sling.data()["agent"]["id"].as_str().expect("agent").to_string();
     let bead = sling.data()["bead"]["id"].as_str().expect("bead").to_string();
-    let mail = json!({"from_agent_id": agent, "to_agent_id": agent, "subject": "note", "body": "to self"});
+    let mail =
+        json!({"from_agent_id": agent, "to_agent_id": agent, "subject": "note", "body": "to self"});
     assert_eq!(dev.post(&format!("/api/rigs/{rig}/mail"), mail).await.status, 201);
     let before_beads = dev.get(&format!("/api/rigs/{rig}/beads")).await.data().clone();
     let before_agent = dev.get(&format!("/api/rigs/{rig}/agents/{agent}")).await.data().clone();
@@ -33,10 +40,19 @@ async fn state_survives_a_restart() {
     assert_eq!(dev.get(&format!("/api/rigs/{rig}/config")).await.data()["town_id"], json!(town));
     // The hook and the undelivered mail are still there, and the agent can finish its work.
     let me = Auth::Bearer(agent_token(&agent, &rig));
-    let prime = dev.call(Method::GET, &format!("/api/rigs/{rig}/agents/{agent}/prime"), &me, Value::Null).await;
+    let prime = dev
+        .call(Method::GET, &format!("/api/rigs/{rig}/agents/{agent}/prime"), &me, Value::Null)
+        .await;
     assert_eq!(prime.data()["hooked_bead"]["id"], json!(bead));
     assert_eq!(prime.data()["undelivered_mail"].as_array().expect("mail").len(), 1);
-    let done = dev.call(Method::POST, &format!("/api/rigs/{rig}/agents/{agent}/done"), &me, json!({"branch": "polecat/toast/x"})).await;
+    let done = dev
+        .call(
+            Method::POST,
+            &format!("/api/rigs/{rig}/agents/{agent}/done"),
+            &me,
+            json!({"branch": "polecat/toast/x"}),
+        )
+        .await;
     assert_eq!((done.status, done.data()), (200, &json!({"done": true})));
     let queue = dev.get(&format!("/api/rigs/{rig}/review-queue")).await;
     assert_eq!(queue.data()[0]["bead_id"], json!(bead), "{queue:?}");

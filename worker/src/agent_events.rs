@@ -1,4 +1,4 @@
-//! Agents' events, kept by the Worker (issue 9): the control server sends each agent's events
+//! Agents' events, kept by the Worker: the control server sends each agent's events
 //! (tool calls, text, errors, status changes) every few seconds, and an agent's history stays
 //! queryable after its container restarts.
 //!
@@ -33,7 +33,10 @@ pub const MAX_LIMIT: u32 = 1_000;
 /// Checks a batch before anything is stored: a bad batch is refused whole.
 pub fn validate_batch(batch: &AgentEventBatch) -> ApiResult<()> {
     let bad = |m: String| Err(ApiError::bad_request(m));
-    if batch.boot_id.is_empty() || batch.boot_id.len() > 64 || !batch.boot_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if batch.boot_id.is_empty()
+        || batch.boot_id.len() > 64
+        || !batch.boot_id.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
         return bad("bootId: must be 1 to 64 letters or digits".into());
     }
     if batch.events.len() > MAX_BATCH {
@@ -57,7 +60,10 @@ pub fn append(db: &impl Db, batch: &AgentEventBatch) -> ApiResult<usize> {
     let mut added = 0;
     let mut agents: Vec<&str> = Vec::new();
     for r in &batch.events {
-        let kind = serde_json::to_value(r.event.kind).ok().and_then(|k| k.as_str().map(str::to_string)).unwrap_or_default();
+        let kind = serde_json::to_value(r.event.kind)
+            .ok()
+            .and_then(|k| k.as_str().map(str::to_string))
+            .unwrap_or_default();
         let written = db.exec(
             "INSERT OR IGNORE INTO agent_events (agent_id, rig_id, boot_id, event_id, at, kind, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
             params![&r.agent_id, &r.rig_id, &batch.boot_id, r.event.id as i64, &r.event.at, kind, r.event.data.to_string()],

@@ -73,12 +73,22 @@ fn agent(creds: &Credentials, secrets: &Secrets, now_secs: u64) -> ApiResult<Opt
         return Err(unauthorized("Missing token"));
     }
     // An unset secret turns agent tokens off (the reference answers 500 here).
-    let secret = secrets.jwt_secret.filter(|s| !s.is_empty()).ok_or_else(|| unauthorized("Invalid token signature"))?;
-    jwt::verify(token, secret.as_bytes(), now_secs).map(Some).map_err(|e| ApiError::Unauthorized(e.to_string()))
+    let secret = secrets
+        .jwt_secret
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| unauthorized("Invalid token signature"))?;
+    jwt::verify(token, secret.as_bytes(), now_secs)
+        .map(Some)
+        .map_err(|e| ApiError::Unauthorized(e.to_string()))
 }
 
 /// Authenticates the request and checks it against the route's [`Access`].
-pub fn authorize(access: &Access, creds: &Credentials, secrets: &Secrets, now_secs: u64) -> ApiResult<Caller> {
+pub fn authorize(
+    access: &Access,
+    creds: &Credentials,
+    secrets: &Secrets,
+    now_secs: u64,
+) -> ApiResult<Caller> {
     if *access == Access::Public {
         return Ok(Caller::Public);
     }
@@ -116,7 +126,9 @@ pub fn authorize(access: &Access, creds: &Credentials, secrets: &Secrets, now_se
                 return Err(ApiError::Forbidden("Token townId does not match route".into()));
             }
             if !claims.is_mayor() {
-                return Err(ApiError::Forbidden("Forbidden: the mayor's tools need the mayor's token".into()));
+                return Err(ApiError::Forbidden(
+                    "Forbidden: the mayor's tools need the mayor's token".into(),
+                ));
             }
             Ok(Caller::Agent(claims))
         }
@@ -138,7 +150,11 @@ pub fn check_body_agent(caller: &Caller, field: &str, agent_id: &str) -> ApiResu
 mod tests {
     use super::*;
 
-    const SECRETS: Secrets = Secrets { internal_key: Some("k3y"), jwt_secret: Some("jw7"), container_token: Some("c0n") };
+    const SECRETS: Secrets = Secrets {
+        internal_key: Some("k3y"),
+        jwt_secret: Some("jw7"),
+        container_token: Some("c0n"),
+    };
     const NOW: u64 = 1_000;
 
     fn token(rig: &str, agent: &str, exp: u64, secret: &str) -> String {
@@ -202,7 +218,13 @@ mod tests {
         assert_eq!(status(&Access::Internal, none), 401);
         let c0n = Credentials { container_token: Some("c0n"), ..Default::default() };
         assert_eq!(status(&Access::Container, c0n), 200);
-        assert_eq!(status(&Access::Container, Credentials { container_token: Some("x"), ..Default::default() }), 401);
+        assert_eq!(
+            status(
+                &Access::Container,
+                Credentials { container_token: Some("x"), ..Default::default() }
+            ),
+            401
+        );
         assert_eq!(status(&Access::Container, bearer(&good)), 401);
         // A container token is no use elsewhere.
         assert_eq!(status(&Access::Internal, c0n), 401);
@@ -211,18 +233,49 @@ mod tests {
     #[test]
     fn only_the_towns_mayor_token_opens_the_mayors_tools() {
         let sign = |town: &str, role: Option<&str>| {
-            let c = AgentClaims { agent_id: "mayor".into(), rig_id: String::new(), town_id: town.into(), user_id: "u".into(), exp: NOW + 60, iat: Some(NOW - 10), role: role.map(Into::into) };
+            let c = AgentClaims {
+                agent_id: "mayor".into(),
+                rig_id: String::new(),
+                town_id: town.into(),
+                user_id: "u".into(),
+                exp: NOW + 60,
+                iat: Some(NOW - 10),
+                role: role.map(Into::into),
+            };
             format!("Bearer {}", jwt::sign(&c, b"jw7"))
         };
         let access = Access::Mayor { town: "t".into() };
-        let with = |t: &str| message(&access, Credentials { authorization: Some(t), ..Default::default() });
+        let with = |t: &str| {
+            message(&access, Credentials { authorization: Some(t), ..Default::default() })
+        };
         assert_eq!(with(&sign("t", Some("mayor"))), "ok");
         assert_eq!(with(&sign("t2", Some("mayor"))), "Token townId does not match route");
-        assert_eq!(with(&token("r1", "a1", NOW + 60, "jw7")), "Forbidden: the mayor's tools need the mayor's token");
-        assert_eq!(status(&access, Credentials { authorization: Some(&token("r1", "a1", NOW + 60, "jw7")), ..Default::default() }), 403);
+        assert_eq!(
+            with(&token("r1", "a1", NOW + 60, "jw7")),
+            "Forbidden: the mayor's tools need the mayor's token"
+        );
+        assert_eq!(
+            status(
+                &access,
+                Credentials {
+                    authorization: Some(&token("r1", "a1", NOW + 60, "jw7")),
+                    ..Default::default()
+                }
+            ),
+            403
+        );
         assert_eq!(status(&access, Credentials::default()), 401);
         // The mayor's token opens no rig route.
-        assert_eq!(status(&rig(None), Credentials { authorization: Some(&sign("t", Some("mayor"))), ..Default::default() }), 403);
+        assert_eq!(
+            status(
+                &rig(None),
+                Credentials {
+                    authorization: Some(&sign("t", Some("mayor"))),
+                    ..Default::default()
+                }
+            ),
+            403
+        );
     }
 
     #[test]
@@ -236,15 +289,35 @@ mod tests {
         assert_eq!(message(&rig(None), bearer("Basic abc")), "Authentication required");
         assert_eq!(message(&rig(None), bearer("Bearer")), "Authentication required");
         assert_eq!(message(&rig(None), bearer("Bearer   ")), "Missing token");
-        assert_eq!(message(&rig(None), Credentials { internal_key: Some(""), ..Default::default() }), "Authentication required");
-        assert_eq!(message(&rig(None), Credentials { internal_key: Some("x"), ..Default::default() }), "Unauthorized");
+        assert_eq!(
+            message(&rig(None), Credentials { internal_key: Some(""), ..Default::default() }),
+            "Authentication required"
+        );
+        assert_eq!(
+            message(&rig(None), Credentials { internal_key: Some("x"), ..Default::default() }),
+            "Unauthorized"
+        );
         assert_eq!(message(&rig(None), bearer(&good.replace("Bearer ", "bEaReR "))), "ok");
         assert_eq!(message(&rig(None), bearer("Bearer not.a.jwt")), "Invalid token signature");
-        assert_eq!(message(&rig(None), bearer(&token("r1", "a1", NOW - 1, "jw7"))), "Token expired");
-        assert_eq!(message(&Access::Rig { rig: "r2".into(), agent: None }, bearer(&good)), "Token rigId does not match route");
+        assert_eq!(
+            message(&rig(None), bearer(&token("r1", "a1", NOW - 1, "jw7"))),
+            "Token expired"
+        );
+        assert_eq!(
+            message(&Access::Rig { rig: "r2".into(), agent: None }, bearer(&good)),
+            "Token rigId does not match route"
+        );
         assert_eq!(message(&rig(Some("a2")), bearer(&good)), "Token agentId does not match route");
         assert_eq!(message(&Access::Internal, bearer(&good)), "Forbidden: internal auth required");
-        let c = Caller::Agent(AgentClaims { agent_id: "a1".into(), rig_id: "r1".into(), town_id: "t".into(), user_id: "u".into(), exp: 1, iat: None, role: None });
+        let c = Caller::Agent(AgentClaims {
+            agent_id: "a1".into(),
+            rig_id: "r1".into(),
+            town_id: "t".into(),
+            user_id: "u".into(),
+            exp: 1,
+            iat: None,
+            role: None,
+        });
         let e = check_body_agent(&c, "from_agent_id", "a2").expect_err("other agent");
         assert_eq!(e.public_message(), "from_agent_id does not match authenticated agent");
     }

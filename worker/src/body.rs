@@ -132,7 +132,11 @@ fn check_field(f: &Field, v: Option<&Value>, issues: &mut Vec<Value>) {
             Some(Value::Array(items)) => {
                 for (i, item) in items.iter().enumerate() {
                     if !item.is_string() {
-                        issues.push(invalid_type(vec![json!(f.name), json!(i)], "string", Some(item)));
+                        issues.push(invalid_type(
+                            vec![json!(f.name), json!(i)],
+                            "string",
+                            Some(item),
+                        ));
                     }
                 }
             }
@@ -206,14 +210,20 @@ mod tests {
         let got = issues(r#"{}"#);
         assert_eq!(got[0]["code"], "invalid_value");
         assert_eq!(got[1]["message"], "Invalid input: expected string, received undefined");
-        assert_eq!(issues(r#"{"type":"issue","title":"x","labels":"a"}"#)[0]["message"], "Invalid input: expected array, received string");
+        assert_eq!(
+            issues(r#"{"type":"issue","title":"x","labels":"a"}"#)[0]["message"],
+            "Invalid input: expected array, received string"
+        );
     }
 
     #[test]
     fn valid_bodies_and_null_optionals() {
         assert!(check(br#"{"type":"issue","title":" ","extra":1}"#, BEAD).is_ok());
         assert!(check(br#"{"type":"issue","title":"t","body":null,"metadata":null}"#, BEAD).is_ok());
-        assert_eq!(issues(r#"{"type":"issue","title":null}"#)[0]["message"], "Invalid input: expected string, received null");
+        assert_eq!(
+            issues(r#"{"type":"issue","title":null}"#)[0]["message"],
+            "Invalid input: expected string, received null"
+        );
     }
 
     #[test]

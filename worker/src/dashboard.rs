@@ -12,13 +12,17 @@ pub const HTML: &str = include_str!("dashboard.html");
 
 /// Its Content-Security-Policy: its own inline script and style, requests to this origin only
 /// (HTTP and WebSocket), no frames, no forms posted elsewhere.
-pub const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; \
+pub const CSP: &str =
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; \
      connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// A stream ticket as given in the query: 1 to 128 letters, digits, `-` or `_`.
 pub fn ticket(t: &str) -> Result<&str, String> {
     if t.is_empty() {
-        return Err("ticket: required (POST .../stream-ticket first, then open the stream with ?ticket=)".into());
+        return Err(
+            "ticket: required (POST .../stream-ticket first, then open the stream with ?ticket=)"
+                .into(),
+        );
     }
     if t.len() > 128 || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return Err("ticket: must be 1 to 128 letters, digits, '-' or '_'".into());
@@ -28,7 +32,9 @@ pub fn ticket(t: &str) -> Result<&str, String> {
 
 /// The agent of a forwarded ticket request (`/agents/:id/stream-ticket`).
 pub fn ticket_request_agent(path: &str) -> Option<&str> {
-    path.strip_prefix("/agents/")?.strip_suffix("/stream-ticket").filter(|a| !a.is_empty() && !a.contains('/'))
+    path.strip_prefix("/agents/")?
+        .strip_suffix("/stream-ticket")
+        .filter(|a| !a.is_empty() && !a.contains('/'))
 }
 
 /// How long a ticket is valid, as the control server's.
@@ -56,7 +62,12 @@ pub fn add_history_ticket(list: &mut Vec<HistoryTicket>, t: HistoryTicket, now_m
 
 /// Takes `ticket` out of the list if it is there (`None`: not a history ticket). `Some(Err)`:
 /// it was one, now spent, but not valid for `agent` now.
-pub fn redeem_history_ticket(list: &mut Vec<HistoryTicket>, ticket: &str, agent: &str, now_ms: i64) -> Option<Result<(), &'static str>> {
+pub fn redeem_history_ticket(
+    list: &mut Vec<HistoryTicket>,
+    ticket: &str,
+    agent: &str,
+    now_ms: i64,
+) -> Option<Result<(), &'static str>> {
     let i = list.iter().position(|x| x.ticket == ticket)?;
     let t = list.remove(i);
     Some(if t.agent != agent {
@@ -69,7 +80,13 @@ pub fn redeem_history_ticket(list: &mut Vec<HistoryTicket>, ticket: &str, agent:
 }
 
 /// A live stream frame, the control server's shape (`{agentId, id, event, data, timestamp}`).
-pub fn frame(agent: &str, id: i64, event: &str, data: &serde_json::Value, timestamp: &str) -> String {
+pub fn frame(
+    agent: &str,
+    id: i64,
+    event: &str,
+    data: &serde_json::Value,
+    timestamp: &str,
+) -> String {
     serde_json::json!({ "agentId": agent, "id": id, "event": event, "data": data, "timestamp": timestamp }).to_string()
 }
 
@@ -83,15 +100,25 @@ mod tests {
         assert_eq!(ticket_request_agent("/agents/a1/stop"), None);
         assert_eq!(ticket_request_agent("/agents//stream-ticket"), None);
         let mut l = Vec::new();
-        let t = |s: &str, exp| HistoryTicket { ticket: s.into(), agent: "a1".into(), expires_ms: exp };
+        let t =
+            |s: &str, exp| HistoryTicket { ticket: s.into(), agent: "a1".into(), expires_ms: exp };
         add_history_ticket(&mut l, t("x", 100), 0);
         add_history_ticket(&mut l, t("y", 100), 0);
         add_history_ticket(&mut l, t("z", 50), 0);
-        assert_eq!(redeem_history_ticket(&mut l, "nope", "a1", 10), None, "not a history ticket: the control server's");
+        assert_eq!(
+            redeem_history_ticket(&mut l, "nope", "a1", 10),
+            None,
+            "not a history ticket: the control server's"
+        );
         assert_eq!(redeem_history_ticket(&mut l, "x", "a1", 10), Some(Ok(())));
         assert_eq!(redeem_history_ticket(&mut l, "x", "a1", 10), None, "spent");
-        assert_eq!(redeem_history_ticket(&mut l, "y", "a2", 10), Some(Err("this stream ticket was issued for another agent")));
-        assert!(matches!(redeem_history_ticket(&mut l, "z", "a1", 60), Some(Err(e)) if e.contains("expired")));
+        assert_eq!(
+            redeem_history_ticket(&mut l, "y", "a2", 10),
+            Some(Err("this stream ticket was issued for another agent"))
+        );
+        assert!(
+            matches!(redeem_history_ticket(&mut l, "z", "a1", 60), Some(Err(e)) if e.contains("expired"))
+        );
         for i in 0..(MAX_HISTORY_TICKETS + 5) {
             add_history_ticket(&mut l, t(&format!("t{i}"), 1_000), 0);
         }
@@ -122,9 +149,16 @@ mod tests {
             assert!(!js.contains(bad), "{bad} in the mayor panel");
         }
         assert!(js.contains("textContent") && js.contains("/messages?after="));
-        assert!(HTML.contains("id=\"mayor-log\"") && HTML.contains("id=\"mayor-input\"") && HTML.contains("id=\"mayor-send\""));
+        assert!(
+            HTML.contains("id=\"mayor-log\"")
+                && HTML.contains("id=\"mayor-input\"")
+                && HTML.contains("id=\"mayor-send\"")
+        );
         let limit = format!("const MAYOR_MAX_BYTES = {};", shared_types::MAX_MAYOR_MESSAGE_BYTES);
-        assert!(js.contains(&limit) || HTML.contains(&limit), "the page checks the API's message limit");
+        assert!(
+            js.contains(&limit) || HTML.contains(&limit),
+            "the page checks the API's message limit"
+        );
     }
 
     #[test]

@@ -84,7 +84,8 @@ struct Version {
 /// release only appends migrations.
 pub fn migrate<D: Db>(db: &D, migrations: &[&[&str]]) -> ApiResult<()> {
     db.exec("CREATE TABLE IF NOT EXISTS gastown_schema (version INTEGER NOT NULL)", vec![])?;
-    let current = db.first::<Version>("SELECT version FROM gastown_schema", vec![])?.map(|v| v.version);
+    let current =
+        db.first::<Version>("SELECT version FROM gastown_schema", vec![])?.map(|v| v.version);
     let from = current.unwrap_or(0).max(0) as usize;
     if from > migrations.len() {
         return Err(ApiError::Internal(format!("schema version {from} is newer than this code")));
@@ -173,7 +174,8 @@ mod tests {
             self.log.borrow_mut().push(sql.to_string());
             let rows: Vec<serde_json::Value> =
                 self.version.iter().map(|v| serde_json::json!({ "version": v })).collect();
-            serde_json::from_value(serde_json::Value::Array(rows)).map_err(|e| ApiError::Internal(e.to_string()))
+            serde_json::from_value(serde_json::Value::Array(rows))
+                .map_err(|e| ApiError::Internal(e.to_string()))
         }
 
         fn exec(&self, sql: &str, params: Vec<SqlValue>) -> ApiResult<usize> {
@@ -189,7 +191,9 @@ mod tests {
         migrate(&fresh, m).expect("fresh");
         let log = fresh.log.into_inner();
         assert!(log.iter().any(|s| s == "CREATE A []") && log.iter().any(|s| s == "ALTER A []"));
-        assert!(log.last().is_some_and(|s| s.starts_with("INSERT INTO gastown_schema") && s.contains("Int(2)")));
+        assert!(log
+            .last()
+            .is_some_and(|s| s.starts_with("INSERT INTO gastown_schema") && s.contains("Int(2)")));
 
         let at_one = Recorder { version: Some(1), log: RefCell::default() };
         migrate(&at_one, m).expect("upgrade");

@@ -21,7 +21,7 @@ pub enum ApiError {
     Conflict(String),
     /// A limit was reached (a spending cap, the mayor's per-turn limits); the message names it.
     TooManyRequests(String),
-    /// A dependency is not there yet (the town's container before issue 4).
+    /// A dependency is not there yet (the town's container when none can run).
     Unavailable(String),
     /// Anything unexpected. The detail is logged, never sent: it may name internals.
     Internal(String),
@@ -97,7 +97,9 @@ impl ApiError {
     /// `{"success": false, "error": "..."}`, plus `"issues": [...]` for an invalid body.
     pub fn envelope(&self) -> Value {
         match self {
-            Self::InvalidBody(issues) => json!({ "success": false, "error": self.public_message(), "issues": issues }),
+            Self::InvalidBody(issues) => {
+                json!({ "success": false, "error": self.public_message(), "issues": issues })
+            }
             _ => json!({ "success": false, "error": self.public_message() }),
         }
     }
@@ -105,9 +107,11 @@ impl ApiError {
     /// Every issue's message, `; `-joined (an invalid body's detail; the message otherwise).
     pub fn detail(&self) -> String {
         match self {
-            Self::InvalidBody(issues) => {
-                issues.iter().map(|i| format!("{}: {}", i["path"], i["message"].as_str().unwrap_or(""))).collect::<Vec<_>>().join("; ")
-            }
+            Self::InvalidBody(issues) => issues
+                .iter()
+                .map(|i| format!("{}: {}", i["path"], i["message"].as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join("; "),
             other => other.public_message().to_string(),
         }
     }
@@ -168,7 +172,10 @@ mod tests {
     fn reference_messages() {
         assert_eq!(ApiError::not_found("bead").public_message(), "Bead not found");
         assert_eq!(ApiError::not_found("agent").public_message(), "Agent not found");
-        assert_eq!(ApiError::no_route().envelope(), json!({"success": false, "error": "Not found"}));
+        assert_eq!(
+            ApiError::no_route().envelope(),
+            json!({"success": false, "error": "Not found"})
+        );
         let e = ApiError::invalid_body("bad");
         assert_eq!(
             e.envelope(),

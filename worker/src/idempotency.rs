@@ -31,10 +31,12 @@ struct Kept {
 
 /// The reply kept for `key`, if any.
 pub fn lookup<D: Db>(db: &D, key: &str) -> ApiResult<Option<ApiResult<Value>>> {
-    let kept = db.first::<Kept>("SELECT status, body FROM idempotent_replies WHERE key = ?", params![key])?;
+    let kept = db
+        .first::<Kept>("SELECT status, body FROM idempotent_replies WHERE key = ?", params![key])?;
     Ok(kept.map(|kept| {
         if kept.status == 200 {
-            serde_json::from_str(&kept.body).map_err(|e| ApiError::Internal(format!("a kept reply is not JSON: {e}")))
+            serde_json::from_str(&kept.body)
+                .map_err(|e| ApiError::Internal(format!("a kept reply is not JSON: {e}")))
         } else {
             Err(ApiError::from_status(kept.status as u16, kept.body))
         }

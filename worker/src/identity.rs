@@ -47,7 +47,15 @@ impl<D: Db> Identity<'_, D> {
     }
 
     /// A new agent id for the identity counts as a new session.
-    pub fn upsert(&self, identity: &str, agent_id: &str, name: &str, role: &str, rig_id: &str, town_id: Option<&str>) -> ApiResult<IdentityRecord> {
+    pub fn upsert(
+        &self,
+        identity: &str,
+        agent_id: &str,
+        name: &str,
+        role: &str,
+        rig_id: &str,
+        town_id: Option<&str>,
+    ) -> ApiResult<IdentityRecord> {
         match self.get() {
             Ok(existing) => {
                 let new_session = i64::from(existing.agent_id != agent_id);

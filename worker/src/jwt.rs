@@ -66,9 +66,11 @@ impl std::fmt::Display for JwtError {
     /// (jsonwebtoken's errors), except expiry and bad claims.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Self::Malformed(_) | Self::UnsupportedAlgorithm | Self::BadSignature | Self::InvalidTimes(_) | Self::MissingIat => {
-                "Invalid token signature"
-            }
+            Self::Malformed(_)
+            | Self::UnsupportedAlgorithm
+            | Self::BadSignature
+            | Self::InvalidTimes(_)
+            | Self::MissingIat => "Invalid token signature",
             Self::Expired => "Token expired",
             Self::BadClaims => "Invalid token payload",
         })
@@ -103,24 +105,30 @@ pub fn sign(claims: &AgentClaims, secret: &[u8]) -> String {
 /// `iat` (required; at most 24 h old), then the claims.
 pub fn verify(token: &str, secret: &[u8], now_secs: u64) -> Result<AgentClaims, JwtError> {
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(JwtError::Malformed("expected three dot-separated parts"));
     };
-    let header_bytes = URL_SAFE_NO_PAD.decode(h).map_err(|_| JwtError::Malformed("header is not base64url"))?;
-    let header: Header =
-        serde_json::from_slice(&header_bytes).map_err(|_| JwtError::Malformed("header is not a JSON object with alg"))?;
+    let header_bytes =
+        URL_SAFE_NO_PAD.decode(h).map_err(|_| JwtError::Malformed("header is not base64url"))?;
+    let header: Header = serde_json::from_slice(&header_bytes)
+        .map_err(|_| JwtError::Malformed("header is not a JSON object with alg"))?;
     if header.alg != "HS256" {
         return Err(JwtError::UnsupportedAlgorithm);
     }
-    let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| JwtError::Malformed("signature is not base64url"))?;
+    let sig =
+        URL_SAFE_NO_PAD.decode(s).map_err(|_| JwtError::Malformed("signature is not base64url"))?;
     let mut m = mac(secret);
     m.update(h.as_bytes());
     m.update(b".");
     m.update(p.as_bytes());
     // Constant-time comparison.
     m.verify_slice(&sig).map_err(|_| JwtError::BadSignature)?;
-    let payload = URL_SAFE_NO_PAD.decode(p).map_err(|_| JwtError::Malformed("payload is not base64url"))?;
-    let payload: serde_json::Value = serde_json::from_slice(&payload).map_err(|_| JwtError::Malformed("payload is not JSON"))?;
+    let payload =
+        URL_SAFE_NO_PAD.decode(p).map_err(|_| JwtError::Malformed("payload is not base64url"))?;
+    let payload: serde_json::Value =
+        serde_json::from_slice(&payload).map_err(|_| JwtError::Malformed("payload is not JSON"))?;
     if !payload.is_object() {
         return Err(JwtError::Malformed("payload is not a JSON object"));
     }
@@ -176,7 +184,11 @@ mod tests {
         let mut no_iat = base.clone();
         no_iat.as_object_mut().expect("object").remove("iat");
         assert_eq!(verify(&signed(&no_iat), SECRET, 1000), Err(JwtError::MissingIat));
-        assert_eq!(verify(&signed(&base), SECRET, 1000 + 86_400), Err(JwtError::Expired), "older than 24 h");
+        assert_eq!(
+            verify(&signed(&base), SECRET, 1000 + 86_400),
+            Err(JwtError::Expired),
+            "older than 24 h"
+        );
         let mut nbf = base.clone();
         nbf["nbf"] = json!(2000);
         assert_eq!(verify(&signed(&nbf), SECRET, 1000), Err(JwtError::InvalidTimes("nbf")));
@@ -207,7 +219,10 @@ mod tests {
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(2000)).expect("json"));
         for alg in ["none", "None", "HS512", "RS256"] {
             let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#));
-            assert_eq!(verify(&format!("{header}.{payload}."), SECRET, 1), Err(JwtError::UnsupportedAlgorithm));
+            assert_eq!(
+                verify(&format!("{header}.{payload}."), SECRET, 1),
+                Err(JwtError::UnsupportedAlgorithm)
+            );
         }
     }
 
@@ -232,13 +247,18 @@ mod tests {
     #[test]
     fn missing_exp_is_refused() {
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256"}"#);
-        let payload = URL_SAFE_NO_PAD.encode(br#"{"agentId":"a","rigId":"r","townId":"t","userId":"u"}"#);
+        let payload =
+            URL_SAFE_NO_PAD.encode(br#"{"agentId":"a","rigId":"r","townId":"t","userId":"u"}"#);
         let input = format!("{header}.{payload}");
         let mut m = mac(SECRET);
         m.update(input.as_bytes());
         let sig = URL_SAFE_NO_PAD.encode(m.finalize().into_bytes());
         assert_eq!(verify(&format!("{input}.{sig}"), SECRET, 1), Err(JwtError::MissingIat));
         let with_iat = serde_json::json!({"agentId": "a", "rigId": "r", "townId": "t", "userId": "u", "iat": 1});
-        assert_eq!(verify(&signed(&with_iat), SECRET, 1), Err(JwtError::BadClaims), "exp is required (stricter)");
+        assert_eq!(
+            verify(&signed(&with_iat), SECRET, 1),
+            Err(JwtError::BadClaims),
+            "exp is required (stricter)"
+        );
     }
 }

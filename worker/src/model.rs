@@ -65,7 +65,6 @@ wire_enum!(
 );
 pub use shared_types::AgentRole;
 
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Bead {
     pub id: String,

@@ -51,7 +51,8 @@ impl NativeDb {
         struct Step {
             detail: String,
         }
-        let steps: Vec<Step> = self.query(&format!("EXPLAIN QUERY PLAN {sql}"), params).expect("a plan");
+        let steps: Vec<Step> =
+            self.query(&format!("EXPLAIN QUERY PLAN {sql}"), params).expect("a plan");
         steps.into_iter().map(|s| s.detail).collect::<Vec<_>>().join("\n")
     }
 }
@@ -59,7 +60,7 @@ impl NativeDb {
 impl Db for NativeDb {
     fn query<T: DeserializeOwned>(&self, sql: &str, params: Vec<SqlValue>) -> ApiResult<Vec<T>> {
         let mut stmt = self.0.prepare(sql).map_err(internal)?;
-        let names: Vec<String> = stmt.column_names().into_iter().map(str::to_string).collect();
+        let names: Vec<String> = stmt.column_names().map(str::to_string).collect();
         let mut rows = stmt.query(rusqlite::params_from_iter(bind(&params))).map_err(internal)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(internal)? {

@@ -187,7 +187,9 @@ mod tests {
     #[test]
     fn polecat_states_its_identity() {
         let p = polecat(&WHO);
-        for needle in ["You are toast", "rig `r-9`", "town `t-1`", "a polecat", "polecat/toast/abcd1234"] {
+        for needle in
+            ["You are toast", "rig `r-9`", "town `t-1`", "a polecat", "polecat/toast/abcd1234"]
+        {
             assert!(p.contains(needle), "missing {needle}");
         }
     }
@@ -212,7 +214,11 @@ mod tests {
     fn polecat_explains_the_done_flow_in_order() {
         let p = polecat(&WHO);
         let flow = &p[p.find("## The done flow").expect("done section")..];
-        let (commit, push, done) = (flow.find("commit").expect("commit"), flow.find("push").expect("push"), flow.find("call `gt_done`").expect("gt_done"));
+        let (commit, push, done) = (
+            flow.find("commit").expect("commit"),
+            flow.find("push").expect("push"),
+            flow.find("call `gt_done`").expect("gt_done"),
+        );
         assert!(commit < push && push < done, "commit, then push, then gt_done");
     }
 
@@ -242,9 +248,14 @@ mod tests {
         let mayor_prompt = for_role(&Identity { role: AgentRole::Mayor, ..WHO });
         let refinery_prompt = for_role(&Identity { role: AgentRole::Refinery, ..WHO });
         assert!(mayor_prompt.contains("Role: mayor") && mayor_prompt.contains("town `t-1`"));
-        assert!(refinery_prompt.contains("Role: refinery") && refinery_prompt.contains("rig `r-9`"));
+        assert!(
+            refinery_prompt.contains("Role: refinery") && refinery_prompt.contains("rig `r-9`")
+        );
         assert!(refinery_prompt.contains("You are toast") && refinery_prompt.contains("`gt_done`"));
-        assert!(mayor_prompt.contains("`gt_convoy_create`") && !mayor_prompt.contains("`gt_done`"), "the mayor has its own tools");
+        assert!(
+            mayor_prompt.contains("`gt_convoy_create`") && !mayor_prompt.contains("`gt_done`"),
+            "the mayor has its own tools"
+        );
         assert!(refinery_prompt.contains("Never force-push"));
         assert!(for_role(&WHO).contains("a polecat"));
     }
@@ -258,7 +269,11 @@ mod tests {
         }))
         .expect("bead");
         let p = bead_prompt(&bead);
-        assert!(p.contains("<title>Add a README</title>") && p.contains("Explain setup.") && p.contains("b-1"));
+        assert!(
+            p.contains("<title>Add a README</title>")
+                && p.contains("Explain setup.")
+                && p.contains("b-1")
+        );
         assert!(p.contains("gt_done") && p.contains("data"));
     }
 }

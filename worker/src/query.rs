@@ -6,7 +6,10 @@ use shared_types::validate;
 
 use crate::error::{ApiError, ApiResult};
 use crate::model::{AgentRole, AgentStatus, BeadStatus, BeadType, ReviewStatus};
-use crate::requests::{AgentFilter, BeadFilter, EventFilter, ReviewFilter, DEFAULT_BEAD_LIMIT, DEFAULT_LIMIT, MAX_LIMIT};
+use crate::requests::{
+    AgentFilter, BeadFilter, EventFilter, ReviewFilter, DEFAULT_BEAD_LIMIT, DEFAULT_LIMIT,
+    MAX_LIMIT,
+};
 
 /// Decoded `key=value` pairs; for a repeated key the first one counts.
 struct Query(Vec<(String, String)>);
@@ -29,7 +32,9 @@ impl Query {
     fn id(&self, key: &str) -> ApiResult<Option<String>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => validate::id(v).map(|_| Some(v.to_string())).map_err(|m| ApiError::bad_request(format!("{key}: {m}"))),
+            Some(v) => validate::id(v)
+                .map(|_| Some(v.to_string()))
+                .map_err(|m| ApiError::bad_request(format!("{key}: {m}"))),
         }
     }
 
@@ -54,8 +59,11 @@ impl Query {
 }
 
 fn role(v: &str) -> ApiResult<AgentRole> {
-    serde_json::from_value(serde_json::Value::String(v.into()))
-        .map_err(|_| ApiError::bad_request("role: unknown value, expected one of mayor, polecat, refinery, witness"))
+    serde_json::from_value(serde_json::Value::String(v.into())).map_err(|_| {
+        ApiError::bad_request(
+            "role: unknown value, expected one of mayor, polecat, refinery, witness",
+        )
+    })
 }
 
 /// `?status&type&assignee_agent_id&convoy_id&limit&offset` of the bead list, checked in the
@@ -68,7 +76,8 @@ pub fn bead_filter(raw: &str) -> ApiResult<BeadFilter> {
         Some("") => Some(0),
         Some(v) => v.parse::<u32>().ok(),
     };
-    let (Some(limit), Some(offset)) = (number("limit", DEFAULT_BEAD_LIMIT), number("offset", 0)) else {
+    let (Some(limit), Some(offset)) = (number("limit", DEFAULT_BEAD_LIMIT), number("offset", 0))
+    else {
         return Err(ApiError::bad_request("limit and offset must be non-negative integers"));
     };
     if limit > MAX_LIMIT {
@@ -76,8 +85,14 @@ pub fn bead_filter(raw: &str) -> ApiResult<BeadFilter> {
     }
     let filter = || ApiError::bad_request("Invalid status or type filter");
     Ok(BeadFilter {
-        status: q.raw("status").map(|v| BeadStatus::parse("status", v).map_err(|_| filter())).transpose()?,
-        bead_type: q.raw("type").map(|v| BeadType::parse("type", v).map_err(|_| filter())).transpose()?,
+        status: q
+            .raw("status")
+            .map(|v| BeadStatus::parse("status", v).map_err(|_| filter()))
+            .transpose()?,
+        bead_type: q
+            .raw("type")
+            .map(|v| BeadType::parse("type", v).map_err(|_| filter()))
+            .transpose()?,
         assignee_agent_id: q.id("assignee_agent_id")?,
         convoy_id: q.id("convoy_id")?,
         limit,
@@ -90,31 +105,49 @@ pub fn agent_filter(raw: &str) -> ApiResult<AgentFilter> {
     let filter = || ApiError::bad_request("Invalid role or status filter");
     Ok(AgentFilter {
         role: q.raw("role").map(|v| role(v).map_err(|_| filter())).transpose()?,
-        status: q.raw("status").map(|v| AgentStatus::parse("status", v).map_err(|_| filter())).transpose()?,
+        status: q
+            .raw("status")
+            .map(|v| AgentStatus::parse("status", v).map_err(|_| filter()))
+            .transpose()?,
     })
 }
 
 pub fn review_filter(raw: &str) -> ApiResult<ReviewFilter> {
     let q = Query::parse(raw);
     let (limit, offset) = q.page()?;
-    Ok(ReviewFilter { status: q.get("status").map(|v| ReviewStatus::parse("status", v)).transpose()?, limit, offset })
+    Ok(ReviewFilter {
+        status: q.get("status").map(|v| ReviewStatus::parse("status", v)).transpose()?,
+        limit,
+        offset,
+    })
 }
 
 pub fn event_filter(raw: &str, bead_id: Option<String>) -> ApiResult<EventFilter> {
     let q = Query::parse(raw);
     let (limit, offset) = q.page()?;
-    Ok(EventFilter { bead_id: bead_id.map_or_else(|| q.id("bead_id"), |b| Ok(Some(b)))?, limit, offset })
+    Ok(EventFilter {
+        bead_id: bead_id.map_or_else(|| q.id("bead_id"), |b| Ok(Some(b)))?,
+        limit,
+        offset,
+    })
 }
 
 /// `?after=&limit=` of an agent's kept events.
-pub fn agent_event_query(raw: &str, agent_id: String) -> ApiResult<crate::agent_events::EventQuery> {
+pub fn agent_event_query(
+    raw: &str,
+    agent_id: String,
+) -> ApiResult<crate::agent_events::EventQuery> {
     use crate::agent_events::{DEFAULT_LIMIT as EVENTS_DEFAULT, MAX_LIMIT as EVENTS_MAX};
     let q = Query::parse(raw);
     let limit = q.number("limit", EVENTS_DEFAULT, EVENTS_MAX)?;
     if limit == 0 {
         return Err(ApiError::bad_request("limit: must be at least 1"));
     }
-    Ok(crate::agent_events::EventQuery { agent_id, after: i64::from(q.number("after", 0, u32::MAX)?), limit })
+    Ok(crate::agent_events::EventQuery {
+        agent_id,
+        after: i64::from(q.number("after", 0, u32::MAX)?),
+        limit,
+    })
 }
 
 /// `?after&limit` of the mayor's transcript: `(after, limit)`, 100 by default, at most 500.
@@ -133,7 +166,10 @@ mod tests {
 
     #[test]
     fn bead_filters_and_defaults() {
-        let f = bead_filter("status=open&type=merge_request&assignee_agent_id=a-1&limit=5&offset=10&x=y").expect("ok");
+        let f = bead_filter(
+            "status=open&type=merge_request&assignee_agent_id=a-1&limit=5&offset=10&x=y",
+        )
+        .expect("ok");
         assert_eq!(f.status, Some(BeadStatus::Open));
         assert_eq!(f.bead_type, Some(BeadType::MergeRequest));
         assert_eq!(f.assignee_agent_id.as_deref(), Some("a-1"));
@@ -142,7 +178,11 @@ mod tests {
         assert_eq!((d.limit, d.offset, d.status), (DEFAULT_BEAD_LIMIT, 0, None));
         assert_eq!(bead_filter("limit=0").map(|f| f.limit), Ok(0));
         assert_eq!(bead_filter("limit=").map(|f| f.limit), Ok(0));
-        assert_eq!(bead_filter("limit=3&limit=7").map(|f| f.limit), Ok(3), "the first value counts");
+        assert_eq!(
+            bead_filter("limit=3&limit=7").map(|f| f.limit),
+            Ok(3),
+            "the first value counts"
+        );
     }
 
     #[test]
@@ -155,7 +195,11 @@ mod tests {
             assert_eq!(msg(q), "Invalid status or type filter", "{q}");
         }
         for q in ["role=king", "status=sleeping", "role="] {
-            assert_eq!(agent_filter(q).expect_err(q).public_message(), "Invalid role or status filter", "{q}");
+            assert_eq!(
+                agent_filter(q).expect_err(q).public_message(),
+                "Invalid role or status filter",
+                "{q}"
+            );
         }
     }
 
@@ -166,6 +210,9 @@ mod tests {
             assert!(e.public_message().starts_with(key), "{q}: {e:?}");
         }
         assert!(agent_filter("role=king").is_err());
-        assert_eq!(agent_filter("role=polecat&status=idle").expect("ok").role, Some(AgentRole::Polecat));
+        assert_eq!(
+            agent_filter("role=polecat&status=idle").expect("ok").role,
+            Some(AgentRole::Polecat)
+        );
     }
 }

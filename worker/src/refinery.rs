@@ -44,7 +44,13 @@ pub struct MergeSettings {
 
 impl Default for MergeSettings {
     fn default() -> Self {
-        Self { merge_gates: Vec::new(), gate_timeout_secs: 600, max_rework_rounds: 3, delete_merged_branches: true, merge_strategy: MergeStrategy::Merge }
+        Self {
+            merge_gates: Vec::new(),
+            gate_timeout_secs: 600,
+            max_rework_rounds: 3,
+            delete_merged_branches: true,
+            merge_strategy: MergeStrategy::Merge,
+        }
     }
 }
 
@@ -65,12 +71,20 @@ impl Validate for MergeSettings {
 
 impl MergeSettings {
     pub fn gates(&self) -> Vec<MergeGate> {
-        self.merge_gates.iter().map(|c| MergeGate { command: c.clone(), timeout_secs: self.gate_timeout_secs }).collect()
+        self.merge_gates
+            .iter()
+            .map(|c| MergeGate { command: c.clone(), timeout_secs: self.gate_timeout_secs })
+            .collect()
     }
 }
 
 /// The container request that merges review entry `review_id` (branch `branch`) of `bead`.
-pub fn merge_request(review_id: &str, branch: &str, bead: &Bead, config: &RigConfig) -> MergeRequest {
+pub fn merge_request(
+    review_id: &str,
+    branch: &str,
+    bead: &Bead,
+    config: &RigConfig,
+) -> MergeRequest {
     let settings = &config.merge;
     MergeRequest {
         review_id: review_id.to_string(),
@@ -109,12 +123,17 @@ pub fn verdict(status: &MergeStatus, rounds: u32, settings: &MergeSettings) -> V
     let detail = status.detail.clone().unwrap_or_else(|| "no detail".into());
     match status.state {
         MergeState::Merged => Verdict::Merged { commit: status.commit.clone() },
-        MergeState::Conflict | MergeState::GateFailed if rounds < settings.max_rework_rounds => Verdict::Rework { note: rework_note(status) },
-        MergeState::Conflict | MergeState::GateFailed => {
-            Verdict::Escalate { reason: format!("still not mergeable after {rounds} rework rounds: {detail}"), entry_failed: false }
+        MergeState::Conflict | MergeState::GateFailed if rounds < settings.max_rework_rounds => {
+            Verdict::Rework { note: rework_note(status) }
         }
+        MergeState::Conflict | MergeState::GateFailed => Verdict::Escalate {
+            reason: format!("still not mergeable after {rounds} rework rounds: {detail}"),
+            entry_failed: false,
+        },
         // Running is not final; treated as a failure only if a caller passes it by mistake.
-        MergeState::Failed | MergeState::Running => Verdict::Escalate { reason: format!("the merge failed: {detail}"), entry_failed: true },
+        MergeState::Failed | MergeState::Running => {
+            Verdict::Escalate { reason: format!("the merge failed: {detail}"), entry_failed: true }
+        }
     }
 }
 
@@ -139,17 +158,37 @@ mod tests {
     use serde_json::json;
 
     fn status(state: MergeState) -> MergeStatus {
-        MergeStatus { review_id: "r".into(), state, commit: Some("abc".into()), detail: Some("gate `make test` failed (exit 2)".into()), output: Some("FAIL: x".into()) }
+        MergeStatus {
+            review_id: "r".into(),
+            state,
+            commit: Some("abc".into()),
+            detail: Some("gate `make test` failed (exit 2)".into()),
+            output: Some("FAIL: x".into()),
+        }
     }
 
     #[test]
     fn outcomes_become_verdicts_with_the_rework_limit() {
         let s = MergeSettings { max_rework_rounds: 2, ..MergeSettings::default() };
-        assert_eq!(verdict(&status(MergeState::Merged), 0, &s), Verdict::Merged { commit: Some("abc".into()) });
-        let Verdict::Rework { note } = verdict(&status(MergeState::GateFailed), 1, &s) else { panic!("rework") };
-        assert!(note.contains("quality gate") && note.contains("make test") && note.contains("FAIL: x"), "{note}");
-        assert!(matches!(verdict(&status(MergeState::Conflict), 2, &s), Verdict::Escalate { entry_failed: false, .. }));
-        assert!(matches!(verdict(&status(MergeState::Failed), 0, &s), Verdict::Escalate { entry_failed: true, .. }));
+        assert_eq!(
+            verdict(&status(MergeState::Merged), 0, &s),
+            Verdict::Merged { commit: Some("abc".into()) }
+        );
+        let Verdict::Rework { note } = verdict(&status(MergeState::GateFailed), 1, &s) else {
+            panic!("rework")
+        };
+        assert!(
+            note.contains("quality gate") && note.contains("make test") && note.contains("FAIL: x"),
+            "{note}"
+        );
+        assert!(matches!(
+            verdict(&status(MergeState::Conflict), 2, &s),
+            Verdict::Escalate { entry_failed: false, .. }
+        ));
+        assert!(matches!(
+            verdict(&status(MergeState::Failed), 0, &s),
+            Verdict::Escalate { entry_failed: true, .. }
+        ));
     }
 
     #[test]
@@ -157,13 +196,24 @@ mod tests {
         let s: MergeSettings = serde_json::from_value(json!({})).expect("defaults");
         assert_eq!(s, MergeSettings::default());
         assert!(s.validate().is_ok());
-        let s: MergeSettings = serde_json::from_value(json!({"merge_gates": ["cargo test"], "gate_timeout_secs": 30})).expect("gates");
+        let s: MergeSettings =
+            serde_json::from_value(json!({"merge_gates": ["cargo test"], "gate_timeout_secs": 30}))
+                .expect("gates");
         assert_eq!(s.gates(), vec![MergeGate { command: "cargo test".into(), timeout_secs: 30 }]);
-        assert!(serde_json::from_value::<MergeSettings>(json!({"merge_gates": "cargo test"})).is_err(), "a string is not a list");
-        assert!(serde_json::from_value::<MergeSettings>(json!({"merge_gates": [1, 2]})).is_err(), "numbers are not commands");
-        let pr: MergeSettings = serde_json::from_value(json!({"merge_strategy": "pr"})).expect("parses");
+        assert!(
+            serde_json::from_value::<MergeSettings>(json!({"merge_gates": "cargo test"})).is_err(),
+            "a string is not a list"
+        );
+        assert!(
+            serde_json::from_value::<MergeSettings>(json!({"merge_gates": [1, 2]})).is_err(),
+            "numbers are not commands"
+        );
+        let pr: MergeSettings =
+            serde_json::from_value(json!({"merge_strategy": "pr"})).expect("parses");
         assert!(pr.validate().err().is_some_and(|e| e.detail().contains("not supported")));
-        let zero: MergeSettings = serde_json::from_value(json!({"merge_gates": ["x"], "gate_timeout_secs": 0})).expect("parses");
+        let zero: MergeSettings =
+            serde_json::from_value(json!({"merge_gates": ["x"], "gate_timeout_secs": 0}))
+                .expect("parses");
         assert!(zero.validate().is_err());
     }
 
@@ -172,7 +222,15 @@ mod tests {
         let bead: Bead = serde_json::from_value(json!({"id": "b1", "type": "issue", "status": "in_progress", "title": "Fix it\nmore", "body": null,
             "assignee_agent_id": "a1", "convoy_id": null, "molecule_id": null, "priority": "medium", "labels": [], "metadata": {},
             "created_at": "x", "updated_at": "x", "closed_at": null})).expect("bead");
-        let config = RigConfig { rig_id: "r".into(), town_id: "t".into(), name: None, git_url: "https://g/r.git".into(), default_branch: "main".into(), updated_at: "x".into(), merge: MergeSettings::default() };
+        let config = RigConfig {
+            rig_id: "r".into(),
+            town_id: "t".into(),
+            name: None,
+            git_url: "https://g/r.git".into(),
+            default_branch: "main".into(),
+            updated_at: "x".into(),
+            merge: MergeSettings::default(),
+        };
         let r = merge_request("rev1", "polecat/toast/b1", &bead, &config);
         assert_eq!(r.message, "Merge polecat/toast/b1: Fix it (bead b1)");
         assert!(r.validate(shared_types::ValidationPolicy::default()).is_ok());

@@ -57,7 +57,9 @@ impl Issues {
 
     pub fn into_result(self) -> ApiResult<()> {
         self.0.into_result().map_err(|issues| {
-            ApiError::InvalidBody(issues.iter().map(|i| body::custom(body::path_of(&i.field), &i.message)).collect())
+            ApiError::InvalidBody(
+                issues.iter().map(|i| body::custom(body::path_of(&i.field), &i.message)).collect(),
+            )
         })
     }
 }
@@ -66,7 +68,9 @@ impl Issues {
 /// serde (its message as a `custom` issue).
 pub fn parse_value<T: serde::de::DeserializeOwned>(raw: &[u8], fields: &[Field]) -> ApiResult<T> {
     if raw.len() > MAX_BODY_BYTES {
-        return Err(ApiError::invalid_body(format!("request body must be at most {MAX_BODY_BYTES} bytes")));
+        return Err(ApiError::invalid_body(format!(
+            "request body must be at most {MAX_BODY_BYTES} bytes"
+        )));
     }
     let map = body::check(raw, fields).map_err(ApiError::InvalidBody)?;
     Ok(serde_json::from_value(Value::Object(map))?)
@@ -184,10 +188,7 @@ pub struct StatusUpdate {
 }
 
 impl Validate for StatusUpdate {
-    const FIELDS: &'static [Field] = &[
-        req("status", BEAD_STATUSES),
-        req("agent_id", NON_EMPTY),
-    ];
+    const FIELDS: &'static [Field] = &[req("status", BEAD_STATUSES), req("agent_id", NON_EMPTY)];
 
     fn check(&self, i: &mut Issues) {
         i.add("agent_id", validate::id(&self.agent_id));
@@ -201,9 +202,7 @@ pub struct CloseBead {
 }
 
 impl Validate for CloseBead {
-    const FIELDS: &'static [Field] = &[
-        req("agent_id", NON_EMPTY),
-    ];
+    const FIELDS: &'static [Field] = &[req("agent_id", NON_EMPTY)];
 
     fn check(&self, i: &mut Issues) {
         i.add("agent_id", validate::id(&self.agent_id));
@@ -219,11 +218,8 @@ pub struct NewAgent {
 }
 
 impl Validate for NewAgent {
-    const FIELDS: &'static [Field] = &[
-        req("role", ROLES),
-        req("name", NON_EMPTY),
-        req("identity", NON_EMPTY),
-    ];
+    const FIELDS: &'static [Field] =
+        &[req("role", ROLES), req("name", NON_EMPTY), req("identity", NON_EMPTY)];
 
     fn check(&self, i: &mut Issues) {
         i.add("name", validate::agent_name(&self.name));
@@ -238,9 +234,7 @@ pub struct HookRequest {
 }
 
 impl Validate for HookRequest {
-    const FIELDS: &'static [Field] = &[
-        req("bead_id", NON_EMPTY),
-    ];
+    const FIELDS: &'static [Field] = &[req("bead_id", NON_EMPTY)];
 
     fn check(&self, i: &mut Issues) {
         i.add("bead_id", validate::id(&self.bead_id));
@@ -258,11 +252,8 @@ pub struct DoneRequest {
 }
 
 impl Validate for DoneRequest {
-    const FIELDS: &'static [Field] = &[
-        req("branch", NON_EMPTY),
-        opt("pr_url", STR),
-        opt("summary", STR),
-    ];
+    const FIELDS: &'static [Field] =
+        &[req("branch", NON_EMPTY), opt("pr_url", STR), opt("summary", STR)];
 
     fn check(&self, i: &mut Issues) {
         i.add("branch", validate::branch(&self.branch));
@@ -280,9 +271,7 @@ pub struct CheckpointRequest {
 }
 
 impl Validate for CheckpointRequest {
-    const FIELDS: &'static [Field] = &[
-        opt("data", Kind::Any),
-    ];
+    const FIELDS: &'static [Field] = &[opt("data", Kind::Any)];
 
     fn check(&self, i: &mut Issues) {
         i.add("data", json_size(&self.data, MAX_CHECKPOINT));
@@ -572,19 +561,27 @@ mod tests {
         assert_eq!(issues(e)[0]["message"], "Invalid input: expected string, received number");
         for bad in [&b"{not json"[..], b"", b"[1]"] {
             let e = parse_body::<NewBead>(bad).expect_err("not an object");
-            assert_eq!((e.status(), issues(e)[0]["expected"].clone()), (400, serde_json::json!("object")));
+            assert_eq!(
+                (e.status(), issues(e)[0]["expected"].clone()),
+                (400, serde_json::json!("object"))
+            );
         }
         // Mail bodies must not be empty; a checkpoint without data stores null.
-        let e = parse_body::<NewMail>(br#"{"from_agent_id":"a","to_agent_id":"b","subject":"s","body":""}"#).expect_err("empty");
+        let e = parse_body::<NewMail>(
+            br#"{"from_agent_id":"a","to_agent_id":"b","subject":"s","body":""}"#,
+        )
+        .expect_err("empty");
         assert_eq!(issues(e)[0]["code"], "too_small");
         assert_eq!(parse_body::<CheckpointRequest>(b"{}").map(|c| c.data), Ok(Value::Null));
     }
 
     #[test]
     fn every_issue_is_listed() {
-        let body = br#"{"type":"issue","title":" ","labels":["ok"],"metadata":{},"convoy_id":"../x"}"#;
+        let body =
+            br#"{"type":"issue","title":" ","labels":["ok"],"metadata":{},"convoy_id":"../x"}"#;
         let e = parse_body::<NewBead>(body).expect_err("invalid");
-        let paths: Vec<Value> = issues(e).as_array().expect("issues").iter().map(|i| i["path"].clone()).collect();
+        let paths: Vec<Value> =
+            issues(e).as_array().expect("issues").iter().map(|i| i["path"].clone()).collect();
         assert_eq!(paths, vec![serde_json::json!(["title"]), serde_json::json!(["convoy_id"])]);
         let e = parse_body::<NewBead>(br#"{"title":"","labels":"x"}"#).expect_err("invalid");
         assert_eq!(issues(e).as_array().map(Vec::len), Some(3), "type, title and labels");
@@ -622,7 +619,8 @@ mod tests {
         assert!(c.validate().is_ok());
         // A client cannot turn the policy on.
         let c: RigConfigInput =
-            serde_json::from_slice(br#"{"town_id":"t","git_url":"x","allow_local_repos":true}"#).expect("parses");
+            serde_json::from_slice(br#"{"town_id":"t","git_url":"x","allow_local_repos":true}"#)
+                .expect("parses");
         assert!(!c.allow_local_repos);
     }
 }

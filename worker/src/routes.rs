@@ -35,67 +35,172 @@ impl Method {
 pub enum Route {
     Health,
     // Reference routes on a rig (agents or internal callers).
-    CreateBead { rig: String },
-    ListBeads { rig: String },
-    GetBead { rig: String, bead: String },
-    UpdateBeadStatus { rig: String, bead: String },
-    CloseBead { rig: String, bead: String },
-    RegisterAgent { rig: String },
-    ListAgents { rig: String },
-    GetAgent { rig: String, agent: String },
-    Hook { rig: String, agent: String },
-    Unhook { rig: String, agent: String },
-    Prime { rig: String, agent: String },
-    Done { rig: String, agent: String },
-    Checkpoint { rig: String, agent: String },
-    CheckMail { rig: String, agent: String },
-    AgentHeartbeat { rig: String, agent: String },
-    SendMail { rig: String },
-    SubmitReview { rig: String },
-    CreateEscalation { rig: String },
+    CreateBead {
+        rig: String,
+    },
+    ListBeads {
+        rig: String,
+    },
+    GetBead {
+        rig: String,
+        bead: String,
+    },
+    UpdateBeadStatus {
+        rig: String,
+        bead: String,
+    },
+    CloseBead {
+        rig: String,
+        bead: String,
+    },
+    RegisterAgent {
+        rig: String,
+    },
+    ListAgents {
+        rig: String,
+    },
+    GetAgent {
+        rig: String,
+        agent: String,
+    },
+    Hook {
+        rig: String,
+        agent: String,
+    },
+    Unhook {
+        rig: String,
+        agent: String,
+    },
+    Prime {
+        rig: String,
+        agent: String,
+    },
+    Done {
+        rig: String,
+        agent: String,
+    },
+    Checkpoint {
+        rig: String,
+        agent: String,
+    },
+    CheckMail {
+        rig: String,
+        agent: String,
+    },
+    AgentHeartbeat {
+        rig: String,
+        agent: String,
+    },
+    SendMail {
+        rig: String,
+    },
+    SubmitReview {
+        rig: String,
+    },
+    CreateEscalation {
+        rig: String,
+    },
     // Our additions on a rig (internal only).
-    GetRigConfig { rig: String },
-    PutRigConfig { rig: String },
-    Sling { rig: String },
-    ListReviews { rig: String },
-    ListEvents { rig: String },
-    BeadEvents { rig: String, bead: String },
-    CreateConvoy { rig: String },
-    ListConvoys { rig: String },
-    GetConvoy { rig: String, convoy: String },
+    GetRigConfig {
+        rig: String,
+    },
+    PutRigConfig {
+        rig: String,
+    },
+    Sling {
+        rig: String,
+    },
+    ListReviews {
+        rig: String,
+    },
+    ListEvents {
+        rig: String,
+    },
+    BeadEvents {
+        rig: String,
+        bead: String,
+    },
+    CreateConvoy {
+        rig: String,
+    },
+    ListConvoys {
+        rig: String,
+    },
+    GetConvoy {
+        rig: String,
+        convoy: String,
+    },
     // Towns (internal only).
     CreateTown,
     ListTowns,
-    GetTown { town: String },
-    CreateRig { town: String },
-    ListRigs { town: String },
-    CreateTownEscalation { town: String },
-    ListTownEscalations { town: String },
-    GetTownLimits { town: String },
-    SetTownLimits { town: String },
+    GetTown {
+        town: String,
+    },
+    CreateRig {
+        town: String,
+    },
+    ListRigs {
+        town: String,
+    },
+    CreateTownEscalation {
+        town: String,
+    },
+    ListTownEscalations {
+        town: String,
+    },
+    GetTownLimits {
+        town: String,
+    },
+    SetTownLimits {
+        town: String,
+    },
     /// A person's message to the town's mayor (internal).
-    MayorSend { town: String },
+    MayorSend {
+        town: String,
+    },
     /// The mayor's transcript (internal).
-    MayorMessages { town: String },
+    MayorMessages {
+        town: String,
+    },
     /// The mayor's state and open threads (internal).
-    MayorStatus { town: String },
+    MayorStatus {
+        town: String,
+    },
     /// A mayor tool: `/api/mayor/:townId/tools/...`, the mayor's token only.
-    MayorTool { town: String, tool: crate::mayor::MayorTool },
+    MayorTool {
+        town: String,
+        tool: crate::mayor::MayorTool,
+    },
     /// A call forwarded to the town's container control server; `path` is the control
     /// server's path (`/agents/start`, `/health`, ...).
-    ContainerProxy { town: String, path: String },
+    ContainerProxy {
+        town: String,
+        path: String,
+    },
     /// The container's batched heartbeat (authenticated with the container token).
-    ContainerHeartbeat { town: String },
+    ContainerHeartbeat {
+        town: String,
+    },
     /// The container's batch of agents' events to keep (container token).
-    ContainerEvents { town: String },
+    ContainerEvents {
+        town: String,
+    },
     /// An agent's kept events (internal).
-    AgentEvents { town: String, agent: String },
+    AgentEvents {
+        town: String,
+        agent: String,
+    },
     /// An agent's live stream: a WebSocket opened with a one-shot stream ticket (the ticket is
     /// the credential: browsers cannot set headers on a WebSocket).
-    AgentStream { town: String, agent: String },
+    AgentStream {
+        town: String,
+        agent: String,
+    },
     /// The dashboard page (public: it holds no secret; the key is typed in the page).
     Dashboard,
-    GetIdentity { identity: String },
+    GetIdentity {
+        identity: String,
+    },
 }
 
 /// Who may call a route.
@@ -105,11 +210,16 @@ pub enum Access {
     /// `X-Internal-API-Key` only.
     Internal,
     /// Internal callers, or an agent whose token is for this rig (and for this agent, when set).
-    Rig { rig: String, agent: Option<String> },
+    Rig {
+        rig: String,
+        agent: Option<String>,
+    },
     /// The town's container, with `X-Container-Token`.
     Container,
     /// Internal callers, or the mayor's token for this town.
-    Mayor { town: String },
+    Mayor {
+        town: String,
+    },
 }
 
 fn id(field: &str, value: &str) -> ApiResult<String> {
@@ -160,7 +270,9 @@ pub fn parse(method: Method, path: &str) -> ApiResult<Route> {
         ["api", "rigs", rig, rest @ ..] => {
             let rig = id("rigId", rig)?;
             match rest {
-                ["beads"] => allow!(Post => Route::CreateBead { rig: rig.clone() }, Get => Route::ListBeads { rig }),
+                ["beads"] => {
+                    allow!(Post => Route::CreateBead { rig: rig.clone() }, Get => Route::ListBeads { rig })
+                }
                 ["beads", bead, tail @ ..] => {
                     let bead = id("beadId", bead)?;
                     match tail {
@@ -171,7 +283,9 @@ pub fn parse(method: Method, path: &str) -> ApiResult<Route> {
                         _ => Err(not_found()),
                     }
                 }
-                ["agents"] => allow!(Post => Route::RegisterAgent { rig: rig.clone() }, Get => Route::ListAgents { rig }),
+                ["agents"] => {
+                    allow!(Post => Route::RegisterAgent { rig: rig.clone() }, Get => Route::ListAgents { rig })
+                }
                 ["agents", agent, tail @ ..] => {
                     let agent = id("agentId", agent)?;
                     match tail {
@@ -189,12 +303,18 @@ pub fn parse(method: Method, path: &str) -> ApiResult<Route> {
                     }
                 }
                 ["mail"] => allow!(Post => Route::SendMail { rig }),
-                ["review-queue"] => allow!(Post => Route::SubmitReview { rig: rig.clone() }, Get => Route::ListReviews { rig }),
+                ["review-queue"] => {
+                    allow!(Post => Route::SubmitReview { rig: rig.clone() }, Get => Route::ListReviews { rig })
+                }
                 ["escalations"] => allow!(Post => Route::CreateEscalation { rig }),
-                ["config"] => allow!(Get => Route::GetRigConfig { rig: rig.clone() }, Put => Route::PutRigConfig { rig }),
+                ["config"] => {
+                    allow!(Get => Route::GetRigConfig { rig: rig.clone() }, Put => Route::PutRigConfig { rig })
+                }
                 ["sling"] => allow!(Post => Route::Sling { rig }),
                 ["events"] => allow!(Get => Route::ListEvents { rig }),
-                ["convoys"] => allow!(Post => Route::CreateConvoy { rig: rig.clone() }, Get => Route::ListConvoys { rig }),
+                ["convoys"] => {
+                    allow!(Post => Route::CreateConvoy { rig: rig.clone() }, Get => Route::ListConvoys { rig })
+                }
                 ["convoys", convoy] => {
                     let convoy = id("convoyId", convoy)?;
                     allow!(Get => Route::GetConvoy { rig, convoy })
@@ -207,21 +327,29 @@ pub fn parse(method: Method, path: &str) -> ApiResult<Route> {
             let town = id("townId", town)?;
             match rest {
                 [] => allow!(Get => Route::GetTown { town }),
-                ["rigs"] => allow!(Post => Route::CreateRig { town: town.clone() }, Get => Route::ListRigs { town }),
+                ["rigs"] => {
+                    allow!(Post => Route::CreateRig { town: town.clone() }, Get => Route::ListRigs { town })
+                }
                 ["escalations"] => allow!(
                     Post => Route::CreateTownEscalation { town: town.clone() },
                     Get => Route::ListTownEscalations { town },
                 ),
-                ["limits"] => allow!(Get => Route::GetTownLimits { town: town.clone() }, Put => Route::SetTownLimits { town }),
+                ["limits"] => {
+                    allow!(Get => Route::GetTownLimits { town: town.clone() }, Put => Route::SetTownLimits { town })
+                }
                 ["mayor"] => allow!(Get => Route::MayorStatus { town }),
-                ["mayor", "messages"] => allow!(Post => Route::MayorSend { town: town.clone() }, Get => Route::MayorMessages { town }),
+                ["mayor", "messages"] => {
+                    allow!(Post => Route::MayorSend { town: town.clone() }, Get => Route::MayorMessages { town })
+                }
                 ["container", "heartbeat"] => allow!(Post => Route::ContainerHeartbeat { town }),
                 ["container", "events"] => allow!(Post => Route::ContainerEvents { town }),
                 ["agents", agent, "events"] => {
                     let agent = id("agentId", agent)?;
                     allow!(Get => Route::AgentEvents { town, agent })
                 }
-                ["container", "health"] => allow!(Get => Route::ContainerProxy { town, path: "/health".into() }),
+                ["container", "health"] => {
+                    allow!(Get => Route::ContainerProxy { town, path: "/health".into() })
+                }
                 // The TownContainer's own view: lifecycle status, last activity, running agents,
                 // failed probes (answered by the object, not the control server).
                 ["container", "state"] => {
@@ -238,7 +366,9 @@ pub fn parse(method: Method, path: &str) -> ApiResult<Route> {
                     let agent = id("agentId", agent)?;
                     let path = format!("/agents/{agent}/{action}");
                     match *action {
-                        "stop" | "message" | "stream-ticket" => allow!(Post => Route::ContainerProxy { town, path }),
+                        "stop" | "message" | "stream-ticket" => {
+                            allow!(Post => Route::ContainerProxy { town, path })
+                        }
                         "status" => allow!(Get => Route::ContainerProxy { town, path }),
                         _ => Err(not_found()),
                     }
@@ -253,7 +383,9 @@ pub fn parse(method: Method, path: &str) -> ApiResult<Route> {
                 Get => false,
                 _ => return Err(not_found()),
             };
-            crate::mayor::MayorTool::parse(post, rest).map(|tool| Route::MayorTool { town, tool }).ok_or_else(not_found)
+            crate::mayor::MayorTool::parse(post, rest)
+                .map(|tool| Route::MayorTool { town, tool })
+                .ok_or_else(not_found)
         }
         ["api", "identities", identity] => {
             let decoded = percent_encoding::percent_decode_str(identity)
@@ -271,7 +403,10 @@ impl Route {
     pub fn access(&self) -> Access {
         use Route::*;
         let rig = |rig: &String| Access::Rig { rig: rig.clone(), agent: None };
-        let agent = |rig: &String, agent: &String| Access::Rig { rig: rig.clone(), agent: Some(agent.clone()) };
+        let agent = |rig: &String, agent: &String| Access::Rig {
+            rig: rig.clone(),
+            agent: Some(agent.clone()),
+        };
         match self {
             Health | Dashboard | AgentStream { .. } => Access::Public,
             CreateBead { rig: r }
@@ -292,11 +427,27 @@ impl Route {
             | Checkpoint { rig: r, agent: a }
             | CheckMail { rig: r, agent: a }
             | AgentHeartbeat { rig: r, agent: a } => agent(r, a),
-            GetRigConfig { .. } | PutRigConfig { .. } | Sling { .. } | ListReviews { .. } | ListEvents { .. }
-            | BeadEvents { .. } | CreateConvoy { .. } | ListConvoys { .. } | GetConvoy { .. } | CreateTown | ListTowns | GetTown { .. } | CreateRig { .. } | ListRigs { .. }
-            | CreateTownEscalation { .. } | ListTownEscalations { .. } | GetTownLimits { .. } | SetTownLimits { .. } | AgentEvents { .. } | ContainerProxy { .. } | GetIdentity { .. } => {
-                Access::Internal
-            }
+            GetRigConfig { .. }
+            | PutRigConfig { .. }
+            | Sling { .. }
+            | ListReviews { .. }
+            | ListEvents { .. }
+            | BeadEvents { .. }
+            | CreateConvoy { .. }
+            | ListConvoys { .. }
+            | GetConvoy { .. }
+            | CreateTown
+            | ListTowns
+            | GetTown { .. }
+            | CreateRig { .. }
+            | ListRigs { .. }
+            | CreateTownEscalation { .. }
+            | ListTownEscalations { .. }
+            | GetTownLimits { .. }
+            | SetTownLimits { .. }
+            | AgentEvents { .. }
+            | ContainerProxy { .. }
+            | GetIdentity { .. } => Access::Internal,
             ContainerHeartbeat { .. } | ContainerEvents { .. } => Access::Container,
             MayorSend { .. } | MayorMessages { .. } | MayorStatus { .. } => Access::Internal,
             MayorTool { town, .. } => Access::Mayor { town: town.clone() },
@@ -317,11 +468,20 @@ mod tests {
             parse(Patch, "/api/rigs/r1/beads/b1/status"),
             Ok(Route::UpdateBeadStatus { rig: "r1".into(), bead: "b1".into() })
         );
-        assert_eq!(parse(Delete, "/api/rigs/r1/agents/a1/hook"), Ok(Route::Unhook { rig: "r1".into(), agent: "a1".into() }));
-        assert_eq!(parse(Get, "/api/rigs/r1/agents/a1/mail"), Ok(Route::CheckMail { rig: "r1".into(), agent: "a1".into() }));
+        assert_eq!(
+            parse(Delete, "/api/rigs/r1/agents/a1/hook"),
+            Ok(Route::Unhook { rig: "r1".into(), agent: "a1".into() })
+        );
+        assert_eq!(
+            parse(Get, "/api/rigs/r1/agents/a1/mail"),
+            Ok(Route::CheckMail { rig: "r1".into(), agent: "a1".into() })
+        );
         assert_eq!(
             parse(Post, "/api/towns/t1/container/agents/a1/stream-ticket"),
-            Ok(Route::ContainerProxy { town: "t1".into(), path: "/agents/a1/stream-ticket".into() })
+            Ok(Route::ContainerProxy {
+                town: "t1".into(),
+                path: "/agents/a1/stream-ticket".into()
+            })
         );
         assert_eq!(
             parse(Get, "/api/identities/polecat%2Ftoast%40r1"),
@@ -344,9 +504,18 @@ mod tests {
 
     #[test]
     fn prefixes_that_authenticate_before_404() {
-        assert_eq!(prefix_access("/api/rigs/r1"), Some(Access::Rig { rig: "r1".into(), agent: None }));
-        assert_eq!(prefix_access("/api/rigs/r.1/nope"), Some(Access::Rig { rig: "r.1".into(), agent: None }));
-        assert_eq!(prefix_access("/api/rigs/r1/agents/a2/zzz"), Some(Access::Rig { rig: "r1".into(), agent: Some("a2".into()) }));
+        assert_eq!(
+            prefix_access("/api/rigs/r1"),
+            Some(Access::Rig { rig: "r1".into(), agent: None })
+        );
+        assert_eq!(
+            prefix_access("/api/rigs/r.1/nope"),
+            Some(Access::Rig { rig: "r.1".into(), agent: None })
+        );
+        assert_eq!(
+            prefix_access("/api/rigs/r1/agents/a2/zzz"),
+            Some(Access::Rig { rig: "r1".into(), agent: Some("a2".into()) })
+        );
         assert_eq!(prefix_access("/api/towns/t1/whatever"), Some(Access::Internal));
         assert_eq!(prefix_access("/api/rigs"), None);
         assert_eq!(prefix_access("/api/unknown"), None);
@@ -356,7 +525,10 @@ mod tests {
     #[test]
     fn mayor_routes() {
         use crate::mayor::MayorTool as T;
-        assert_eq!(parse(Post, "/api/towns/t1/mayor/messages").map(|r| r.access()), Ok(Access::Internal));
+        assert_eq!(
+            parse(Post, "/api/towns/t1/mayor/messages").map(|r| r.access()),
+            Ok(Access::Internal)
+        );
         assert_eq!(parse(Get, "/api/towns/t1/mayor"), Ok(Route::MayorStatus { town: "t1".into() }));
         let tool = parse(Post, "/api/mayor/t1/tools/convoys");
         assert_eq!(tool, Ok(Route::MayorTool { town: "t1".into(), tool: T::Convoy }));
@@ -373,20 +545,38 @@ mod tests {
             parse(Post, "/api/rigs/r1/agents/a1/done").map(|r| r.access()),
             Ok(Access::Rig { rig: "r1".into(), agent: Some("a1".into()) })
         );
-        assert_eq!(parse(Get, "/api/rigs/r1/agents/a1").map(|r| r.access()), Ok(Access::Rig { rig: "r1".into(), agent: None }));
+        assert_eq!(
+            parse(Get, "/api/rigs/r1/agents/a1").map(|r| r.access()),
+            Ok(Access::Rig { rig: "r1".into(), agent: None })
+        );
         assert_eq!(parse(Post, "/api/rigs/r1/sling").map(|r| r.access()), Ok(Access::Internal));
         assert_eq!(parse(Post, "/api/rigs/r1/convoys").map(|r| r.access()), Ok(Access::Internal));
         assert_eq!(parse(Get, "/api/rigs/r1/convoys/c1").map(|r| r.access()), Ok(Access::Internal));
-        assert_eq!(parse(Post, "/api/towns/t/container/agents/start").map(|r| r.access()), Ok(Access::Internal));
-        assert_eq!(parse(Post, "/api/towns/t/container/heartbeat").map(|r| r.access()), Ok(Access::Container));
+        assert_eq!(
+            parse(Post, "/api/towns/t/container/agents/start").map(|r| r.access()),
+            Ok(Access::Internal)
+        );
+        assert_eq!(
+            parse(Post, "/api/towns/t/container/heartbeat").map(|r| r.access()),
+            Ok(Access::Container)
+        );
         // The live stream's credential is its ticket; the dashboard page holds no secret.
         assert_eq!(
             parse(Get, "/api/towns/t/container/agents/a1/stream"),
             Ok(Route::AgentStream { town: "t".into(), agent: "a1".into() })
         );
-        assert_eq!(parse(Get, "/api/towns/t/container/agents/a1/stream").map(|r| r.access()), Ok(Access::Public));
-        assert_eq!(parse(Post, "/api/towns/t/container/agents/a1/stream").map_err(|e| e.status()), Err(404));
-        assert_eq!(parse(Get, "/api/towns/t/container/agents/a.1/stream").map_err(|e| e.status()), Err(400));
+        assert_eq!(
+            parse(Get, "/api/towns/t/container/agents/a1/stream").map(|r| r.access()),
+            Ok(Access::Public)
+        );
+        assert_eq!(
+            parse(Post, "/api/towns/t/container/agents/a1/stream").map_err(|e| e.status()),
+            Err(404)
+        );
+        assert_eq!(
+            parse(Get, "/api/towns/t/container/agents/a.1/stream").map_err(|e| e.status()),
+            Err(400)
+        );
         assert_eq!(parse(Get, "/").map(|r| r.access()), Ok(Access::Public));
         assert_eq!(parse(Get, "/api/towns").map(|r| r.access()), Ok(Access::Internal));
     }

@@ -10,12 +10,12 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::spending::TownLimits;
 use crate::error::{ApiError, ApiResult};
 use crate::requests::{
-    AgentFilter, BeadFilter, DoneRequest, EventFilter, NewAgent, NewBead, NewConvoy, NewEscalation, NewMail, NewReview, NewRig,
-    NewTown, ReviewFilter, RigConfigInput, SlingRequest, StatusUpdate,
+    AgentFilter, BeadFilter, DoneRequest, EventFilter, NewAgent, NewBead, NewConvoy, NewEscalation,
+    NewMail, NewReview, NewRig, NewTown, ReviewFilter, RigConfigInput, SlingRequest, StatusUpdate,
 };
+use crate::spending::TownLimits;
 
 /// The URL calls are sent to; the host is ignored by the stub.
 pub const RPC_URL: &str = "https://do/rpc";
@@ -24,45 +24,96 @@ pub const RPC_URL: &str = "https://do/rpc";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", content = "args", rename_all = "snake_case")]
 pub enum RigOp {
-    Configure { rig_id: String, config: RigConfigInput },
+    Configure {
+        rig_id: String,
+        config: RigConfigInput,
+    },
     GetConfig,
     CreateBead(NewBead),
     ListBeads(BeadFilter),
-    GetBead { bead_id: String },
-    UpdateBeadStatus { bead_id: String, update: StatusUpdate },
-    CloseBead { bead_id: String, agent_id: String },
+    GetBead {
+        bead_id: String,
+    },
+    UpdateBeadStatus {
+        bead_id: String,
+        update: StatusUpdate,
+    },
+    CloseBead {
+        bead_id: String,
+        agent_id: String,
+    },
     RegisterAgent(NewAgent),
     ListAgents(AgentFilter),
-    GetAgent { agent_id: String },
-    Hook { agent_id: String, bead_id: String },
-    Unhook { agent_id: String },
-    Prime { agent_id: String },
-    Done { agent_id: String, done: DoneRequest },
-    Checkpoint { agent_id: String, data: Value },
-    CheckMail { agent_id: String },
-    Heartbeat { agent_id: String },
+    GetAgent {
+        agent_id: String,
+    },
+    Hook {
+        agent_id: String,
+        bead_id: String,
+    },
+    Unhook {
+        agent_id: String,
+    },
+    Prime {
+        agent_id: String,
+    },
+    Done {
+        agent_id: String,
+        done: DoneRequest,
+    },
+    Checkpoint {
+        agent_id: String,
+        data: Value,
+    },
+    CheckMail {
+        agent_id: String,
+    },
+    Heartbeat {
+        agent_id: String,
+    },
     /// From the container's batched heartbeat: `(agent id, last activity)`. Unknown agents
     /// are skipped; returns how many were updated.
-    ContainerHeartbeat { agents: Vec<(String, String)> },
+    ContainerHeartbeat {
+        agents: Vec<(String, String)>,
+    },
     SendMail(NewMail),
     SubmitReview(NewReview),
     ListReviews(ReviewFilter),
     CreateEscalation(NewEscalation),
-    Sling { rig_id: String, sling: SlingRequest },
+    Sling {
+        rig_id: String,
+        sling: SlingRequest,
+    },
     ListEvents(EventFilter),
-    CreateConvoy { rig_id: String, convoy: NewConvoy },
+    CreateConvoy {
+        rig_id: String,
+        convoy: NewConvoy,
+    },
     ListConvoys,
-    GetConvoy { convoy_id: String },
+    GetConvoy {
+        convoy_id: String,
+    },
     /// The mayor answers an escalation: it is closed, and `answer` is mailed (from the mayor)
     /// to the agent that raised it, when an agent did.
-    ResolveEscalation { escalation_id: String, answer: String },
+    ResolveEscalation {
+        escalation_id: String,
+        answer: String,
+    },
 }
 
 impl RigOp {
     /// Ops after which hooked work may wait for a dispatch, or a review entry for the refinery:
     /// they arm the scheduler's alarm.
     pub fn arms_scheduler(&self) -> bool {
-        matches!(self, Self::Hook { .. } | Self::Sling { .. } | Self::Configure { .. } | Self::CreateConvoy { .. } | Self::SubmitReview(_) | Self::Done { .. })
+        matches!(
+            self,
+            Self::Hook { .. }
+                | Self::Sling { .. }
+                | Self::Configure { .. }
+                | Self::CreateConvoy { .. }
+                | Self::SubmitReview(_)
+                | Self::Done { .. }
+        )
     }
 
     /// Ops that create work or agents: refused with 404 `Rig not found`, creating nothing, on a
@@ -70,7 +121,12 @@ impl RigOp {
     pub fn needs_configured_rig(&self) -> bool {
         matches!(
             self,
-            Self::CreateBead(_) | Self::RegisterAgent(_) | Self::SendMail(_) | Self::Sling { .. } | Self::CreateConvoy { .. } | Self::CreateEscalation(_)
+            Self::CreateBead(_)
+                | Self::RegisterAgent(_)
+                | Self::SendMail(_)
+                | Self::Sling { .. }
+                | Self::CreateConvoy { .. }
+                | Self::CreateEscalation(_)
         )
     }
 
@@ -78,7 +134,10 @@ impl RigOp {
     /// (prime, checkpoint, mail check, heartbeat). The scheduler's attempt count then resets.
     pub fn run_proof(&self) -> Option<&str> {
         match self {
-            Self::Prime { agent_id } | Self::Checkpoint { agent_id, .. } | Self::CheckMail { agent_id } | Self::Heartbeat { agent_id } => Some(agent_id),
+            Self::Prime { agent_id }
+            | Self::Checkpoint { agent_id, .. }
+            | Self::CheckMail { agent_id }
+            | Self::Heartbeat { agent_id } => Some(agent_id),
             _ => None,
         }
     }
@@ -88,16 +147,25 @@ impl RigOp {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", content = "args", rename_all = "snake_case")]
 pub enum TownOp {
-    Create { town_id: String, town: NewTown },
+    Create {
+        town_id: String,
+        town: NewTown,
+    },
     Get,
-    CreateRig { rig: NewRig },
+    CreateRig {
+        rig: NewRig,
+    },
     ListRigs,
     CreateEscalation(NewEscalation),
     ListEscalations,
     GetLimits,
     SetLimits(TownLimits),
     /// To the index instance (`town::INDEX`): a town was created.
-    Index { town_id: String, name: String, created_at: String },
+    Index {
+        town_id: String,
+        name: String,
+        created_at: String,
+    },
     /// To the index instance: the towns.
     ListTowns,
     /// The town's mayor (`crate::mayor`).
@@ -109,9 +177,19 @@ pub enum TownOp {
 #[serde(tag = "op", content = "args", rename_all = "snake_case")]
 pub enum IdentityOp {
     /// Records that the identity is (again) active as `agent_id` in `rig_id`.
-    Upsert { identity: String, agent_id: String, name: String, role: String, rig_id: String, town_id: Option<String> },
+    Upsert {
+        identity: String,
+        agent_id: String,
+        name: String,
+        role: String,
+        rig_id: String,
+        town_id: Option<String>,
+    },
     /// Counts one more completed bead.
-    RecordCompletion { identity: String, bead_id: String },
+    RecordCompletion {
+        identity: String,
+        bead_id: String,
+    },
     Get,
 }
 
@@ -133,8 +211,11 @@ pub fn decode_reply(status: u16, body: &[u8]) -> ApiResult<Value> {
         #[serde(default)]
         error: Option<String>,
     }
-    let env: Envelope = serde_json::from_slice(body)
-        .map_err(|e| ApiError::Internal(format!("undecodable reply from a Durable Object (status {status}): {e}")))?;
+    let env: Envelope = serde_json::from_slice(body).map_err(|e| {
+        ApiError::Internal(format!(
+            "undecodable reply from a Durable Object (status {status}): {e}"
+        ))
+    })?;
     if env.success && (200..300).contains(&status) {
         Ok(env.data)
     } else {
@@ -162,7 +243,10 @@ mod tests {
         let bytes = serde_json::to_vec(&body).expect("ser");
         assert_eq!(decode_reply(status, &bytes), Err(ApiError::Conflict("hooked".into())));
         let (status, body) = reply_body(&Ok(serde_json::json!({"x": 1})));
-        assert_eq!(decode_reply(status, &serde_json::to_vec(&body).expect("ser")), Ok(serde_json::json!({"x": 1})));
+        assert_eq!(
+            decode_reply(status, &serde_json::to_vec(&body).expect("ser")),
+            Ok(serde_json::json!({"x": 1}))
+        );
         assert!(matches!(decode_reply(500, b"oops"), Err(ApiError::Internal(_))));
     }
 }

@@ -1,4 +1,4 @@
-//! The RigDO scheduler's decisions (issue 4): settings, the start request for a hooked agent,
+//! The RigDO scheduler's decisions: settings, the start request for a hooked agent,
 //! and what the witness pass does with a container's answer. The alarm that runs them lives in
 //! the runtime; the SQL side is in `rig::schedule`.
 //!
@@ -39,7 +39,12 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
-        let num = |k: &str, default: i64| lookup(k).and_then(|v| v.trim().parse::<i64>().ok()).filter(|v| *v > 0).unwrap_or(default);
+        let num = |k: &str, default: i64| {
+            lookup(k)
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .filter(|v| *v > 0)
+                .unwrap_or(default)
+        };
         Self {
             tick_ms: num("SCHEDULER_TICK_MS", 15_000),
             max_attempts: num("SCHEDULER_MAX_DISPATCH_ATTEMPTS", 3),
@@ -48,7 +53,8 @@ impl Settings {
             gupp_after_ms: num("SCHEDULER_GUPP_AFTER_MS", 600_000),
             // At most the tokens' 24 h maximum age (`jwt::MAX_AGE_SECS`): an older token is
             // refused whatever its `exp`.
-            token_ttl_secs: (num("AGENT_TOKEN_TTL_SECS", 8 * 3600) as u64).min(crate::jwt::MAX_AGE_SECS as u64),
+            token_ttl_secs: (num("AGENT_TOKEN_TTL_SECS", 8 * 3600) as u64)
+                .min(crate::jwt::MAX_AGE_SECS as u64),
             nudge_every_ms: num("SCHEDULER_NUDGE_EVERY_MS", 60_000),
         }
     }
@@ -173,21 +179,42 @@ pub struct Run {
 /// with its boot: lost now. The cold-start grace is only for a 404 that cannot be placed: a
 /// boot unknown on either side (a dispatch from before boots were recorded, a server that
 /// names none), or the same boot (the run was taken but its record is not there yet).
-pub fn witness(status: Option<u16>, body: &Value, run: &Run, now_ms: i64, grace_ms: i64) -> Witness {
+pub fn witness(
+    status: Option<u16>,
+    body: &Value,
+    run: &Run,
+    now_ms: i64,
+    grace_ms: i64,
+) -> Witness {
     let answering_boot = body["bootId"].as_str();
     match status {
         Some(200) => match body["status"].as_str() {
             Some("exited") | Some("failed") => {
-                let code = body["exitCode"].as_i64().map_or_else(|| "unknown".to_string(), |c| c.to_string());
-                Witness::Exited(format!("process {} (exit code {code})", body["status"].as_str().unwrap_or("exited")))
+                let code = body["exitCode"]
+                    .as_i64()
+                    .map_or_else(|| "unknown".to_string(), |c| c.to_string());
+                Witness::Exited(format!(
+                    "process {} (exit code {code})",
+                    body["status"].as_str().unwrap_or("exited")
+                ))
             }
             _ => Witness::Fine,
         },
-        Some(404) if run.boot_id.as_deref().zip(answering_boot).is_some_and(|(took, answers)| took != answers) => {
-            Witness::Exited("the control server restarted: the run was lost with its earlier boot".into())
+        Some(404)
+            if run
+                .boot_id
+                .as_deref()
+                .zip(answering_boot)
+                .is_some_and(|(took, answers)| took != answers) =>
+        {
+            Witness::Exited(
+                "the control server restarted: the run was lost with its earlier boot".into(),
+            )
         }
         Some(404) if now_ms - run.dispatched_ms < grace_ms => Witness::Fine,
-        Some(404) => Witness::Exited("not found in the container after the cold-start grace period".into()),
+        Some(404) => {
+            Witness::Exited("not found in the container after the cold-start grace period".into())
+        }
         _ => Witness::Unknown,
     }
 }
@@ -250,25 +277,58 @@ mod tests {
             merge: Default::default(),
         };
         let settings = Settings::from_lookup(|_| None);
-        let ctx = DispatchContext { config: &config, model: "p/m", jwt_secret: "s", now_secs: 1000, settings: &settings };
-        let mut due = DueDispatch { agent: agent(), bead: bead(), attempts: 0, lost_runs: 0, generation: 2, rework_note: None };
+        let ctx = DispatchContext {
+            config: &config,
+            model: "p/m",
+            jwt_secret: "s",
+            now_secs: 1000,
+            settings: &settings,
+        };
+        let mut due = DueDispatch {
+            agent: agent(),
+            bead: bead(),
+            attempts: 0,
+            lost_runs: 0,
+            generation: 2,
+            rework_note: None,
+        };
         assert_eq!(exhausted(&due, &settings), None);
-        assert_eq!(exhausted(&DueDispatch { attempts: 3, ..due.clone() }, &settings).as_deref(), Some("3 dispatch attempts"));
-        assert_eq!(exhausted(&DueDispatch { lost_runs: 5, ..due.clone() }, &settings).as_deref(), Some("5 runs lost after they started"));
+        assert_eq!(
+            exhausted(&DueDispatch { attempts: 3, ..due.clone() }, &settings).as_deref(),
+            Some("3 dispatch attempts")
+        );
+        assert_eq!(
+            exhausted(&DueDispatch { lost_runs: 5, ..due.clone() }, &settings).as_deref(),
+            Some("5 runs lost after they started")
+        );
         let r = start_request(&due, &ctx);
-        assert_eq!((r.role, r.branch.as_str(), r.default_branch.as_str()), (AgentRole::Polecat, "polecat/toast/0b6a9a2e", "main"));
+        assert_eq!(
+            (r.role, r.branch.as_str(), r.default_branch.as_str()),
+            (AgentRole::Polecat, "polecat/toast/0b6a9a2e", "main")
+        );
         assert!(r.prompt.contains("Fix it") && r.system_prompt.contains("GUPP"));
         assert!(r.system_prompt.contains("polecat/toast/0b6a9a2e"));
         assert!(r.validate(shared_types::ValidationPolicy::default()).is_ok());
         let token = r.env_vars.get("GASTOWN_SESSION_TOKEN").expect("token");
         let claims = jwt::verify(token, b"s", 1001).expect("valid token");
-        assert_eq!((claims.agent_id.as_str(), claims.rig_id.as_str(), claims.exp), ("a1", "r1", 1000 + 8 * 3600));
-        assert_eq!(r.dispatch_id.as_deref(), Some("0b6a9a2e-7c1d-4f43-g2"), "the same run keeps its dispatch id");
+        assert_eq!(
+            (claims.agent_id.as_str(), claims.rig_id.as_str(), claims.exp),
+            ("a1", "r1", 1000 + 8 * 3600)
+        );
+        assert_eq!(
+            r.dispatch_id.as_deref(),
+            Some("0b6a9a2e-7c1d-4f43-g2"),
+            "the same run keeps its dispatch id"
+        );
 
         // A rework round leads with the refinery's report.
         due.rework_note = Some("Your branch conflicts with the default branch. in: a.txt".into());
         let r = start_request(&due, &ctx);
-        assert!(r.prompt.contains("<merge-report>") && r.prompt.contains("a.txt") && r.prompt.contains("git merge origin/main"));
+        assert!(
+            r.prompt.contains("<merge-report>")
+                && r.prompt.contains("a.txt")
+                && r.prompt.contains("git merge origin/main")
+        );
         assert!(r.prompt.contains("Fix it"), "the bead is still there");
     }
 
@@ -277,7 +337,9 @@ mod tests {
         let g = 1000;
         let run = Run { dispatched_ms: 0, boot_id: None };
         assert_eq!(witness(Some(200), &json!({"status": "running"}), &run, 5000, g), Witness::Fine);
-        assert!(matches!(witness(Some(200), &json!({"status": "exited", "exitCode": 137}), &run, 5000, g), Witness::Exited(m) if m.contains("137")));
+        assert!(
+            matches!(witness(Some(200), &json!({"status": "exited", "exitCode": 137}), &run, 5000, g), Witness::Exited(m) if m.contains("137"))
+        );
         assert_eq!(witness(Some(404), &Value::Null, &run, 500, g), Witness::Fine);
         assert!(matches!(witness(Some(404), &Value::Null, &run, 1500, g), Witness::Exited(_)));
         assert_eq!(witness(None, &Value::Null, &run, 5000, g), Witness::Unknown);
@@ -289,19 +351,36 @@ mod tests {
         let g = 180_000;
         let took = Run { dispatched_ms: 0, boot_id: Some("boot-a".into()) };
         let from = |boot: &str| json!({"error": "Agent a1 not found", "bootId": boot});
-        assert!(matches!(witness(Some(404), &from("boot-b"), &took, 100, g), Witness::Exited(m) if m.contains("restarted")));
-        assert_eq!(witness(Some(404), &from("boot-a"), &took, 100, g), Witness::Fine, "the same boot: within the grace");
-        assert_eq!(witness(Some(404), &json!({"error": "x"}), &took, 100, g), Witness::Fine, "no boot in the answer");
+        assert!(
+            matches!(witness(Some(404), &from("boot-b"), &took, 100, g), Witness::Exited(m) if m.contains("restarted"))
+        );
+        assert_eq!(
+            witness(Some(404), &from("boot-a"), &took, 100, g),
+            Witness::Fine,
+            "the same boot: within the grace"
+        );
+        assert_eq!(
+            witness(Some(404), &json!({"error": "x"}), &took, 100, g),
+            Witness::Fine,
+            "no boot in the answer"
+        );
         let unknown = Run { boot_id: None, ..took.clone() };
-        assert_eq!(witness(Some(404), &from("boot-b"), &unknown, 100, g), Witness::Fine, "no boot on record");
-        assert!(matches!(witness(Some(404), &from("boot-a"), &took, g, g), Witness::Exited(m) if m.contains("grace")));
+        assert_eq!(
+            witness(Some(404), &from("boot-b"), &unknown, 100, g),
+            Witness::Fine,
+            "no boot on record"
+        );
+        assert!(
+            matches!(witness(Some(404), &from("boot-a"), &took, g, g), Witness::Exited(m) if m.contains("grace"))
+        );
     }
 
     #[test]
     fn settings_defaults_and_overrides() {
         let s = Settings::from_lookup(|k| (k == "SCHEDULER_TICK_MS").then(|| "250".to_string()));
         assert_eq!((s.tick_ms, s.max_attempts, s.max_lost_runs, s.grace_ms), (250, 3, 5, 180_000));
-        let s = Settings::from_lookup(|k| (k == "AGENT_TOKEN_TTL_SECS").then(|| "999999".to_string()));
+        let s =
+            Settings::from_lookup(|k| (k == "AGENT_TOKEN_TTL_SECS").then(|| "999999".to_string()));
         assert_eq!(s.token_ttl_secs, 86_400, "capped at the tokens' maximum age");
     }
 }

@@ -1,4 +1,4 @@
-//! The town's spending guard (issue 9): caps on running agents and on dispatches per hour.
+//! The town's spending guard: caps on running agents and on dispatches per hour.
 //!
 //! The caps are the town's (`PUT /api/towns/:town/limits`, kept in the TownDO's config). Every
 //! start passes through the town's TownContainer, which enforces both on the way:
@@ -31,9 +31,19 @@ pub struct TownLimits {
 impl Validate for TownLimits {
     /// Each cap null (no cap) or a whole number from 1 to [`MAX_CAP`].
     fn check(&self, issues: &mut Issues) {
-        for (name, cap) in [("max_concurrent_agents", self.max_concurrent_agents), ("max_dispatches_per_hour", self.max_dispatches_per_hour)] {
+        for (name, cap) in [
+            ("max_concurrent_agents", self.max_concurrent_agents),
+            ("max_dispatches_per_hour", self.max_dispatches_per_hour),
+        ] {
             let ok = !cap.is_some_and(|c| c == 0 || c > MAX_CAP);
-            issues.add(name, if ok { Ok(()) } else { Err(format!("must be null (no cap) or from 1 to {MAX_CAP}")) });
+            issues.add(
+                name,
+                if ok {
+                    Ok(())
+                } else {
+                    Err(format!("must be null (no cap) or from 1 to {MAX_CAP}"))
+                },
+            );
         }
     }
 }
@@ -46,8 +56,11 @@ pub type Ledger = Vec<(String, i64)>;
 /// reason the bead stays queued.
 pub fn admit(ledger: &Ledger, key: &str, now_ms: i64, cap: Option<u32>) -> Result<(), String> {
     let Some(cap) = cap else { return Ok(()) };
-    let recent: Vec<i64> = ledger.iter().filter(|(_, at)| *at > now_ms - HOUR_MS).map(|(_, at)| *at).collect();
-    if ledger.iter().any(|(k, at)| k == key && *at > now_ms - HOUR_MS) || (recent.len() as u32) < cap {
+    let recent: Vec<i64> =
+        ledger.iter().filter(|(_, at)| *at > now_ms - HOUR_MS).map(|(_, at)| *at).collect();
+    if ledger.iter().any(|(k, at)| k == key && *at > now_ms - HOUR_MS)
+        || (recent.len() as u32) < cap
+    {
         return Ok(());
     }
     let oldest = recent.iter().min().copied().unwrap_or(now_ms);
@@ -70,12 +83,20 @@ mod tests {
 
     #[test]
     fn caps_are_checked() {
-        assert!(TownLimits { max_concurrent_agents: Some(3), max_dispatches_per_hour: None }.validate().is_ok());
+        assert!(TownLimits { max_concurrent_agents: Some(3), max_dispatches_per_hour: None }
+            .validate()
+            .is_ok());
         assert!(TownLimits::default().validate().is_ok());
-        for bad in [TownLimits { max_concurrent_agents: Some(0), ..Default::default() }, TownLimits { max_dispatches_per_hour: Some(MAX_CAP + 1), ..Default::default() }] {
+        for bad in [
+            TownLimits { max_concurrent_agents: Some(0), ..Default::default() },
+            TownLimits { max_dispatches_per_hour: Some(MAX_CAP + 1), ..Default::default() },
+        ] {
             assert_eq!(bad.validate().map_err(|e| e.status()), Err(400));
         }
-        assert!(serde_json::from_str::<TownLimits>(r#"{"max_agents": 3}"#).is_err(), "a misspelt cap is refused, not ignored");
+        assert!(
+            serde_json::from_str::<TownLimits>(r#"{"max_agents": 3}"#).is_err(),
+            "a misspelt cap is refused, not ignored"
+        );
     }
 
     #[test]
@@ -85,12 +106,28 @@ mod tests {
         record(&mut ledger, "b1-g1", 1_000);
         record(&mut ledger, "b2-g1", 2_000);
         let refused = admit(&ledger, "b3-g1", 3_000, Some(2)).expect_err("over the cap");
-        assert!(refused.starts_with("spending cap: 2 dispatches in the last hour") && refused.ends_with("in 60 min"), "{refused}");
-        assert_eq!(admit(&ledger, "b2-g1", 3_000, Some(2)), Ok(()), "a repeated dispatch is the same start");
-        assert_eq!(admit(&ledger, "b3-g1", HOUR_MS + 1_000, Some(2)), Ok(()), "an hour later the first no longer counts");
+        assert!(
+            refused.starts_with("spending cap: 2 dispatches in the last hour")
+                && refused.ends_with("in 60 min"),
+            "{refused}"
+        );
+        assert_eq!(
+            admit(&ledger, "b2-g1", 3_000, Some(2)),
+            Ok(()),
+            "a repeated dispatch is the same start"
+        );
+        assert_eq!(
+            admit(&ledger, "b3-g1", HOUR_MS + 1_000, Some(2)),
+            Ok(()),
+            "an hour later the first no longer counts"
+        );
         record(&mut ledger, "b2-g1", 4_000);
         assert_eq!(ledger.len(), 2, "a repeat replaces its entry");
         record(&mut ledger, "b4-g1", HOUR_MS + 5_000);
-        assert_eq!(ledger.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["b4-g1"], "old entries go");
+        assert_eq!(
+            ledger.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["b4-g1"],
+            "old entries go"
+        );
     }
 }

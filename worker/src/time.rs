@@ -20,7 +20,14 @@ pub fn iso_from_millis(ms: i64) -> String {
 /// milliseconds; `None` for anything else.
 pub fn millis_from_iso(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || !s.ends_with('Z') {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || !s.ends_with('Z')
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
@@ -84,9 +91,18 @@ mod tests {
         for ms in [0, 951_782_400_123, 1_795_651_199_999, 4_102_444_800_000] {
             assert_eq!(millis_from_iso(&iso_from_millis(ms)), Some(ms));
         }
-        assert_eq!(millis_from_iso("2030-01-02T03:04:05Z"), millis_from_iso("2030-01-02T03:04:05.000Z"));
+        assert_eq!(
+            millis_from_iso("2030-01-02T03:04:05Z"),
+            millis_from_iso("2030-01-02T03:04:05.000Z")
+        );
         assert_eq!(millis_from_iso("2030-01-02T03:04:05.5Z").map(|m| m % 1000), Some(500));
-        for bad in ["", "2030-01-02", "2030-13-02T03:04:05Z", "2030-01-02T03:04:05+01:00", "2030-01-02T03:04:05.Z"] {
+        for bad in [
+            "",
+            "2030-01-02",
+            "2030-13-02T03:04:05Z",
+            "2030-01-02T03:04:05+01:00",
+            "2030-01-02T03:04:05.Z",
+        ] {
             assert_eq!(millis_from_iso(bad), None, "{bad}");
         }
     }

@@ -67,7 +67,9 @@ struct EscalationRow {
 
 impl<D: Db> Town<'_, D> {
     fn row(&self) -> ApiResult<TownRow> {
-        self.db.first("SELECT * FROM town WHERE id = 1", vec![])?.ok_or_else(|| ApiError::not_found("town"))
+        self.db
+            .first("SELECT * FROM town WHERE id = 1", vec![])?
+            .ok_or_else(|| ApiError::not_found("town"))
     }
 
     pub fn create(&self, town_id: &str, t: &NewTown) -> ApiResult<Value> {
@@ -85,7 +87,9 @@ impl<D: Db> Town<'_, D> {
     pub fn get(&self) -> ApiResult<Value> {
         let t = self.row()?;
         let config: Value = serde_json::from_str(&t.config).unwrap_or(Value::Null);
-        Ok(json!({ "id": t.town_id, "name": t.name, "config": config, "created_at": t.created_at, "rigs": self.rigs()? }))
+        Ok(
+            json!({ "id": t.town_id, "name": t.name, "config": config, "created_at": t.created_at, "rigs": self.rigs()? }),
+        )
     }
 
     /// Checks the town exists and returns the new rig's id and the RigDO configuration.
@@ -108,7 +112,9 @@ impl<D: Db> Town<'_, D> {
             "INSERT INTO rigs (id, name, git_url, default_branch, created_at) VALUES (?, ?, ?, ?, ?)",
             params![rig_id, &r.name, &r.git_url, &r.default_branch, &self.now],
         )?;
-        self.db.first("SELECT * FROM rigs WHERE id = ?", params![rig_id])?.ok_or_else(|| ApiError::not_found("rig"))
+        self.db
+            .first("SELECT * FROM rigs WHERE id = ?", params![rig_id])?
+            .ok_or_else(|| ApiError::not_found("rig"))
     }
 
     pub fn rigs(&self) -> ApiResult<Vec<RigRecord>> {
@@ -123,11 +129,13 @@ impl<D: Db> Town<'_, D> {
 
     /// Replaces the town's spending caps (validated by the caller).
     pub fn set_limits(&self, limits: &TownLimits) -> ApiResult<TownLimits> {
-        let mut config: Value = serde_json::from_str(&self.row()?.config).unwrap_or_else(|_| json!({}));
+        let mut config: Value =
+            serde_json::from_str(&self.row()?.config).unwrap_or_else(|_| json!({}));
         if !config.is_object() {
             config = json!({});
         }
-        config["limits"] = serde_json::to_value(limits).map_err(|e| ApiError::Internal(e.to_string()))?;
+        config["limits"] =
+            serde_json::to_value(limits).map_err(|e| ApiError::Internal(e.to_string()))?;
         self.db.exec("UPDATE town SET config = ? WHERE id = 1", params![config.to_string()])?;
         self.limits()
     }
@@ -146,7 +154,10 @@ impl<D: Db> Town<'_, D> {
 
     /// In the index instance: records a town (again: no change).
     pub fn index_add(&self, town_id: &str, name: &str, created_at: &str) -> ApiResult<()> {
-        self.db.exec("INSERT OR IGNORE INTO town_index (town_id, name, created_at) VALUES (?, ?, ?)", params![town_id, name, created_at])?;
+        self.db.exec(
+            "INSERT OR IGNORE INTO town_index (town_id, name, created_at) VALUES (?, ?, ?)",
+            params![town_id, name, created_at],
+        )?;
         Ok(())
     }
 
@@ -158,13 +169,19 @@ impl<D: Db> Town<'_, D> {
             name: String,
             created_at: String,
         }
-        let rows: Vec<Row> = self.db.query("SELECT * FROM town_index ORDER BY rowid DESC LIMIT ?", params![MAX_LISTED])?;
-        Ok(rows.into_iter().map(|r| json!({ "id": r.town_id, "name": r.name, "created_at": r.created_at })).collect())
+        let rows: Vec<Row> = self
+            .db
+            .query("SELECT * FROM town_index ORDER BY rowid DESC LIMIT ?", params![MAX_LISTED])?;
+        Ok(rows
+            .into_iter()
+            .map(|r| json!({ "id": r.town_id, "name": r.name, "created_at": r.created_at }))
+            .collect())
     }
 
     pub fn escalations(&self) -> ApiResult<Vec<Value>> {
         self.row()?;
-        let rows: Vec<EscalationRow> = self.db.query("SELECT * FROM escalations ORDER BY rowid", vec![])?;
+        let rows: Vec<EscalationRow> =
+            self.db.query("SELECT * FROM escalations ORDER BY rowid", vec![])?;
         Ok(rows
             .into_iter()
             .map(|r| {

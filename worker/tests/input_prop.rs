@@ -3,7 +3,9 @@
 //! value or a 4xx error with a message, never a panic and never a 5xx.
 
 use gastown_worker::error::ApiError;
-use gastown_worker::requests::{parse_body, NewBead, NewConvoy, RigConfigInput, SlingRequest, Validate};
+use gastown_worker::requests::{
+    parse_body, NewBead, NewConvoy, RigConfigInput, SlingRequest, Validate,
+};
 use gastown_worker::routes::{parse, Method};
 use gastown_worker::{jwt, query};
 use proptest::prelude::*;
@@ -14,7 +16,24 @@ fn is_client_error(e: &ApiError) -> bool {
 
 fn segment() -> impl Strategy<Value = String> {
     prop_oneof![
-        prop::sample::select(vec!["api", "rigs", "towns", "agents", "beads", "convoys", "container", "hook", "done", "r1", "..", "%2F", "", "a.b", "é"]).prop_map(String::from),
+        prop::sample::select(vec![
+            "api",
+            "rigs",
+            "towns",
+            "agents",
+            "beads",
+            "convoys",
+            "container",
+            "hook",
+            "done",
+            "r1",
+            "..",
+            "%2F",
+            "",
+            "a.b",
+            "é"
+        ])
+        .prop_map(String::from),
         "[ -~]{0,12}",
     ]
 }
@@ -24,9 +43,34 @@ fn path() -> impl Strategy<Value = String> {
 }
 
 fn query_string() -> impl Strategy<Value = String> {
-    let key = prop::sample::select(vec!["status", "type", "limit", "offset", "role", "assignee_agent_id", "convoy_id", "x", ""]);
-    let value = prop_oneof![prop::sample::select(vec!["open", "closed", "-1", "99999999999999999999", "polecat", "%ZZ", "a&b", "5"]).prop_map(String::from), ".{0,10}"];
-    prop::collection::vec((key, value), 0..5).prop_map(|kv| kv.into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&"))
+    let key = prop::sample::select(vec![
+        "status",
+        "type",
+        "limit",
+        "offset",
+        "role",
+        "assignee_agent_id",
+        "convoy_id",
+        "x",
+        "",
+    ]);
+    let value = prop_oneof![
+        prop::sample::select(vec![
+            "open",
+            "closed",
+            "-1",
+            "99999999999999999999",
+            "polecat",
+            "%ZZ",
+            "a&b",
+            "5"
+        ])
+        .prop_map(String::from),
+        ".{0,10}"
+    ];
+    prop::collection::vec((key, value), 0..5).prop_map(|kv| {
+        kv.into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+    })
 }
 
 proptest! {
@@ -71,7 +115,22 @@ proptest! {
 
 /// JSON objects with the API's field names and values of every type.
 fn json_ish() -> impl Strategy<Value = String> {
-    let key = prop::sample::select(vec!["type", "title", "body", "priority", "labels", "metadata", "convoy_id", "beads", "town_id", "git_url", "merge_gates", "gate_timeout_secs", "merge_strategy", "max_rework_rounds"]);
+    let key = prop::sample::select(vec![
+        "type",
+        "title",
+        "body",
+        "priority",
+        "labels",
+        "metadata",
+        "convoy_id",
+        "beads",
+        "town_id",
+        "git_url",
+        "merge_gates",
+        "gate_timeout_secs",
+        "merge_strategy",
+        "max_rework_rounds",
+    ]);
     let value = prop_oneof![
         Just(serde_json::json!(null)),
         any::<i64>().prop_map(|n| serde_json::json!(n)),
@@ -81,5 +140,6 @@ fn json_ish() -> impl Strategy<Value = String> {
         Just(serde_json::json!({"a": [1, {"b": null}]})),
         Just(serde_json::json!("issue")),
     ];
-    prop::collection::btree_map(key, value, 0..6).prop_map(|m| serde_json::to_string(&m).unwrap_or_default())
+    prop::collection::btree_map(key, value, 0..6)
+        .prop_map(|m| serde_json::to_string(&m).unwrap_or_default())
 }

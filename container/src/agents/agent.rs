@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use serde_json::json;
-use shared_types::{AgentEventKind, AgentProcess, AgentRole, AgentStatusResponse, ProcessStatus, StartAgentRequest};
+use shared_types::{
+    AgentEventKind, AgentProcess, AgentRole, AgentStatusResponse, ProcessStatus, StartAgentRequest,
+};
 
 use super::events::EventBuffer;
 use crate::clock;
@@ -134,7 +136,11 @@ impl Agent {
 
     /// Waits while `cond` holds for the record, at most `within`; wakes on every change of the
     /// record and, as a fallback for changes that notify nobody (the busy flag), every 200 ms.
-    pub async fn wait_while(&self, within: std::time::Duration, cond: impl Fn(&AgentState) -> bool) {
+    pub async fn wait_while(
+        &self,
+        within: std::time::Duration,
+        cond: impl Fn(&AgentState) -> bool,
+    ) {
         let _ = tokio::time::timeout(within, async {
             while cond(&self.lock()) {
                 tokio::select! {
@@ -155,7 +161,11 @@ impl Agent {
 
     /// Moves an exited or failed agent back to `starting` with a new spec and generation; the
     /// event buffer carries over so event ids keep increasing. Returns the new generation.
-    pub fn restart(&self, spec: AgentSpec, api_token: Option<String>) -> Result<u64, BadTransition> {
+    pub fn restart(
+        &self,
+        spec: AgentSpec,
+        api_token: Option<String>,
+    ) -> Result<u64, BadTransition> {
         let mut s = self.lock();
         check(s.status, ProcessStatus::Starting)?;
         let now = SystemTime::now();
@@ -181,7 +191,11 @@ impl Agent {
 
     /// Applies `to` if the machine allows it and, when `generation` is given, only if the record
     /// still belongs to that run.
-    pub fn transition(&self, generation: Option<u64>, to: ProcessStatus) -> Result<(), BadTransition> {
+    pub fn transition(
+        &self,
+        generation: Option<u64>,
+        to: ProcessStatus,
+    ) -> Result<(), BadTransition> {
         let mut s = self.lock();
         if generation.is_some_and(|g| g != s.generation) {
             return Err(BadTransition { from: "an earlier run", to: to.as_str() });
@@ -200,7 +214,11 @@ impl Agent {
             return;
         }
         let requested = s.status == ProcessStatus::Stopping;
-        let to = if requested || (exit_code == Some(0) && error.is_none()) { ProcessStatus::Exited } else { ProcessStatus::Failed };
+        let to = if requested || (exit_code == Some(0) && error.is_none()) {
+            ProcessStatus::Exited
+        } else {
+            ProcessStatus::Failed
+        };
         s.exit_code = exit_code;
         if let Some(e) = &error {
             s.events.push(AgentEventKind::Error, json!({ "message": e }));
@@ -263,7 +281,8 @@ impl Agent {
     /// starting or in a turn. Only agents at work keep the container awake.
     pub fn at_work(&self) -> bool {
         let s = self.lock();
-        s.status.is_active() && (s.spec.role != AgentRole::Mayor || s.busy || s.status == ProcessStatus::Starting)
+        s.status.is_active()
+            && (s.spec.role != AgentRole::Mayor || s.busy || s.status == ProcessStatus::Starting)
     }
 
     pub fn status(&self) -> ProcessStatus {
@@ -352,7 +371,13 @@ mod tests {
 
     fn statuses(a: &Agent) -> Vec<String> {
         let s = a.lock();
-        s.events.after(0, 100).events.iter().filter(|e| e.kind == AgentEventKind::Status).map(|e| e.data["status"].as_str().unwrap_or("").to_string()).collect()
+        s.events
+            .after(0, 100)
+            .events
+            .iter()
+            .filter(|e| e.kind == AgentEventKind::Status)
+            .map(|e| e.data["status"].as_str().unwrap_or("").to_string())
+            .collect()
     }
 
     #[test]
@@ -368,14 +393,25 @@ mod tests {
     #[test]
     fn transition_table() {
         let all = [Starting, Running, Stopping, Exited, Failed];
-        let allowed_pairs: Vec<_> = all.iter().flat_map(|f| all.iter().map(move |t| (*f, *t))).filter(|(f, t)| allowed(*f, *t)).collect();
+        let allowed_pairs: Vec<_> = all
+            .iter()
+            .flat_map(|f| all.iter().map(move |t| (*f, *t)))
+            .filter(|(f, t)| allowed(*f, *t))
+            .collect();
         assert_eq!(
             allowed_pairs,
             [
-                (Starting, Running), (Starting, Stopping), (Starting, Exited), (Starting, Failed),
-                (Running, Stopping), (Running, Exited), (Running, Failed),
-                (Stopping, Exited), (Stopping, Failed),
-                (Exited, Starting), (Failed, Starting),
+                (Starting, Running),
+                (Starting, Stopping),
+                (Starting, Exited),
+                (Starting, Failed),
+                (Running, Stopping),
+                (Running, Exited),
+                (Running, Failed),
+                (Stopping, Exited),
+                (Stopping, Failed),
+                (Exited, Starting),
+                (Failed, Starting),
             ]
         );
     }
@@ -384,7 +420,10 @@ mod tests {
     fn lifecycle_is_recorded_as_events() {
         let a = Agent::new(spec(), None, 100);
         a.transition(Some(1), Running).expect("starting -> running");
-        assert_eq!(a.transition(Some(1), Starting), Err(BadTransition { from: "running", to: "starting" }));
+        assert_eq!(
+            a.transition(Some(1), Starting),
+            Err(BadTransition { from: "running", to: "starting" })
+        );
         a.transition(None, Stopping).expect("running -> stopping");
         a.finish(1, Some(143), None);
         assert_eq!(a.status(), Exited, "a requested stop ends as exited whatever the code");

@@ -18,7 +18,11 @@ pub struct EventBuffer {
 
 impl EventBuffer {
     pub fn new(capacity: usize) -> Self {
-        Self { events: VecDeque::with_capacity(capacity.min(64)), capacity: capacity.max(1), last_id: 0 }
+        Self {
+            events: VecDeque::with_capacity(capacity.min(64)),
+            capacity: capacity.max(1),
+            last_id: 0,
+        }
     }
 
     /// Appends an event, dropping the oldest one when full. Returns its id.
@@ -40,9 +44,12 @@ impl EventBuffer {
     /// after `after` are no longer in the buffer.
     pub fn after(&self, after: u64, limit: usize) -> AgentEvents {
         let oldest = self.events.front().map_or(self.last_id + 1, |e| e.id);
-        let dropped = oldest.saturating_sub(after.saturating_add(1)).min(self.last_id.saturating_sub(after));
-        let events: Vec<AgentEvent> = self.events.iter().filter(|e| e.id > after).take(limit).cloned().collect();
-        let next_after = events.last().map_or(after.max(oldest.saturating_sub(1)).min(self.last_id), |e| e.id);
+        let dropped =
+            oldest.saturating_sub(after.saturating_add(1)).min(self.last_id.saturating_sub(after));
+        let events: Vec<AgentEvent> =
+            self.events.iter().filter(|e| e.id > after).take(limit).cloned().collect();
+        let next_after =
+            events.last().map_or(after.max(oldest.saturating_sub(1)).min(self.last_id), |e| e.id);
         AgentEvents { events, next_after, dropped }
     }
 }

@@ -55,9 +55,15 @@ impl Registry {
     /// A new run is refused with [`Error::AtCapacity`] when `capacity` runs are active already,
     /// or as many as the town's cap (`maxConcurrentAgents`, its spending guard) allows. Counted
     /// under the same lock, so concurrent starts cannot overshoot.
-    pub fn begin_start(&self, spec: AgentSpec, api_token: Option<String>, capacity: usize) -> Result<Claim> {
+    pub fn begin_start(
+        &self,
+        spec: AgentSpec,
+        api_token: Option<String>,
+        capacity: usize,
+    ) -> Result<Claim> {
         let mut agents = self.map();
-        let active = agents.values().filter(|a| a.id != spec.agent_id && a.status().is_active()).count();
+        let active =
+            agents.values().filter(|a| a.id != spec.agent_id && a.status().is_active()).count();
         let town_cap = spec.max_concurrent_agents.map(|c| c as usize).filter(|c| *c < capacity);
         let capacity = town_cap.unwrap_or(capacity);
         let full = || {
@@ -76,7 +82,9 @@ impl Registry {
                 if active >= capacity {
                     return Err(full());
                 }
-                let generation = existing.restart(spec, api_token).map_err(|e| Error::Conflict(e.to_string()))?;
+                let generation = existing
+                    .restart(spec, api_token)
+                    .map_err(|e| Error::Conflict(e.to_string()))?;
                 return Ok(Claim::Started(existing.clone(), generation));
             }
             if same_dispatch {
@@ -85,7 +93,11 @@ impl Registry {
             if work_done {
                 return Ok(Claim::Finishing(existing.clone(), generation));
             }
-            return Err(Error::Conflict(format!("agent {} is already {}", existing.id, status.as_str())));
+            return Err(Error::Conflict(format!(
+                "agent {} is already {}",
+                existing.id,
+                status.as_str()
+            )));
         }
         if active >= capacity {
             return Err(full());
@@ -163,7 +175,10 @@ mod tests {
         assert!(matches!(r.begin_start(spec("a", Some(2)), None, 8), Ok(Claim::Started(..))));
         assert!(matches!(r.begin_start(spec("b", Some(2)), None, 8), Ok(Claim::Started(..))));
         match r.begin_start(spec("c", Some(2)), None, 8) {
-            Err(Error::AtCapacity(m)) => assert!(m.starts_with("spending cap: 2 agents") && m.contains("max_concurrent_agents"), "{m}"),
+            Err(Error::AtCapacity(m)) => assert!(
+                m.starts_with("spending cap: 2 agents") && m.contains("max_concurrent_agents"),
+                "{m}"
+            ),
             other => panic!("{:?}", other.map(|_| ())),
         }
         // A cap above the capacity is the capacity's message; no cap is the capacity alone.

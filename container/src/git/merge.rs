@@ -75,7 +75,14 @@ impl GitManager {
                 Err(e) => return MergeOutcome::failed(MergeState::Failed, e.to_string(), None),
             }
         }
-        MergeOutcome::failed(MergeState::Failed, format!("the push to {} was rejected {PUSH_ATTEMPTS} times: the branch keeps moving", job.default_branch), None)
+        MergeOutcome::failed(
+            MergeState::Failed,
+            format!(
+                "the push to {} was rejected {PUSH_ATTEMPTS} times: the branch keeps moving",
+                job.default_branch
+            ),
+            None,
+        )
     }
 
     async fn merge_once(&self, job: &MergeJob<'_>) -> Result<Step, GitError> {
@@ -83,28 +90,78 @@ impl GitManager {
         let refinery = self.refinery_worktree(job).await?;
         let target = format!("refs/remotes/origin/{}", job.default_branch);
         let source = format!("refs/remotes/origin/{}", job.branch);
-        if self.git(Some(&refinery), &["rev-parse", "--verify", "--quiet", &format!("{target}^{{commit}}")], url).await.is_err() {
-            return Ok(Step::Done(MergeOutcome::failed(MergeState::Failed, format!("default branch '{}' not found on the origin", job.default_branch), None)));
+        if self
+            .git(
+                Some(&refinery),
+                &["rev-parse", "--verify", "--quiet", &format!("{target}^{{commit}}")],
+                url,
+            )
+            .await
+            .is_err()
+        {
+            return Ok(Step::Done(MergeOutcome::failed(
+                MergeState::Failed,
+                format!("default branch '{}' not found on the origin", job.default_branch),
+                None,
+            )));
         }
-        if self.git(Some(&refinery), &["rev-parse", "--verify", "--quiet", &format!("{source}^{{commit}}")], url).await.is_err() {
-            return Ok(Step::Done(MergeOutcome::failed(MergeState::Failed, format!("branch '{}' not found on the origin", job.branch), None)));
+        if self
+            .git(
+                Some(&refinery),
+                &["rev-parse", "--verify", "--quiet", &format!("{source}^{{commit}}")],
+                url,
+            )
+            .await
+            .is_err()
+        {
+            return Ok(Step::Done(MergeOutcome::failed(
+                MergeState::Failed,
+                format!("branch '{}' not found on the origin", job.branch),
+                None,
+            )));
         }
-        self.git(Some(&refinery), &["checkout", "--quiet", "--detach", "--force", &target], url).await?;
+        self.git(Some(&refinery), &["checkout", "--quiet", "--detach", "--force", &target], url)
+            .await?;
         self.git(Some(&refinery), &["reset", "--quiet", "--hard", &target], url).await?;
         self.git(Some(&refinery), &["clean", "-fdxq"], url).await?;
 
-        let (name, email) = (format!("user.name={AUTHOR_NAME}"), format!("user.email={AUTHOR_EMAIL}"));
-        let merge = ["-c", &name, "-c", &email, "merge", "--no-ff", "--no-edit", "-m", job.message, &source];
+        let (name, email) =
+            (format!("user.name={AUTHOR_NAME}"), format!("user.email={AUTHOR_EMAIL}"));
+        let merge = [
+            "-c",
+            &name,
+            "-c",
+            &email,
+            "merge",
+            "--no-ff",
+            "--no-edit",
+            "-m",
+            job.message,
+            &source,
+        ];
         if let Err(GitError::Failed(report)) = self.git(Some(&refinery), &merge, url).await {
-            let files = self.git(Some(&refinery), &["diff", "--name-only", "--diff-filter=U"], url).await.map(|f| f.output).unwrap_or_default();
+            let files = self
+                .git(Some(&refinery), &["diff", "--name-only", "--diff-filter=U"], url)
+                .await
+                .map(|f| f.output)
+                .unwrap_or_default();
             let files: Vec<&str> = files.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
             let _ = self.git(Some(&refinery), &["merge", "--abort"], url).await;
             let detail = if files.is_empty() {
                 format!("'{}' does not merge into '{}'", job.branch, job.default_branch)
             } else {
-                format!("'{}' conflicts with '{}' in: {}", job.branch, job.default_branch, files.join(", "))
+                format!(
+                    "'{}' conflicts with '{}' in: {}",
+                    job.branch,
+                    job.default_branch,
+                    files.join(", ")
+                )
             };
-            return Ok(Step::Done(MergeOutcome::failed(MergeState::Conflict, detail, Some(report))));
+            return Ok(Step::Done(MergeOutcome::failed(
+                MergeState::Conflict,
+                detail,
+                Some(report),
+            )));
         }
 
         if let Some(failure) = self.run_gates(&refinery, job).await? {
@@ -112,20 +169,36 @@ impl GitManager {
             return Ok(Step::Done(failure));
         }
 
-        let push = self.git(Some(&refinery), &["push", "--quiet", "origin", &format!("HEAD:refs/heads/{}", job.default_branch)], url).await;
+        let push = self
+            .git(
+                Some(&refinery),
+                &["push", "--quiet", "origin", &format!("HEAD:refs/heads/{}", job.default_branch)],
+                url,
+            )
+            .await;
         if let Err(GitError::Failed(m)) = &push {
-            if m.contains("rejected") || m.contains("fetch first") || m.contains("non-fast-forward") {
+            if m.contains("rejected") || m.contains("fetch first") || m.contains("non-fast-forward")
+            {
                 return Ok(Step::Moved);
             }
         }
         push?;
-        let commit = self.git(Some(&refinery), &["rev-parse", "HEAD"], url).await?.output.trim().to_string();
+        let commit =
+            self.git(Some(&refinery), &["rev-parse", "HEAD"], url).await?.output.trim().to_string();
         if job.delete_branch {
-            if let Err(e) = self.git(Some(&refinery), &["push", "--quiet", "origin", "--delete", job.branch], url).await {
+            if let Err(e) = self
+                .git(Some(&refinery), &["push", "--quiet", "origin", "--delete", job.branch], url)
+                .await
+            {
                 tracing::warn!(rig = job.rig_id, branch = job.branch, error = %e, "merged, but could not delete the branch on the origin");
             }
         }
-        Ok(Step::Done(MergeOutcome { state: MergeState::Merged, commit: Some(commit), detail: None, output: None }))
+        Ok(Step::Done(MergeOutcome {
+            state: MergeState::Merged,
+            commit: Some(commit),
+            detail: None,
+            output: None,
+        }))
     }
 
     /// The rig's refinery worktree, after a fresh fetch (both under the rig lock). Created
@@ -150,18 +223,27 @@ impl GitManager {
         let ours = super::owner_of(&refinery) == Some(nix::unistd::geteuid().as_raw());
         if !ours || git2::Repository::open(&refinery).is_err() {
             if refinery.exists() {
-                std::fs::remove_dir_all(&refinery).map_err(|e| GitError::Failed(format!("cannot clear {}: {e}", refinery.display())))?;
+                std::fs::remove_dir_all(&refinery).map_err(|e| {
+                    GitError::Failed(format!("cannot clear {}: {e}", refinery.display()))
+                })?;
             }
-            let r = git2::Repository::open(&repo).map_err(|e| GitError::Failed(e.message().to_string()))?;
+            let r = git2::Repository::open(&repo)
+                .map_err(|e| GitError::Failed(e.message().to_string()))?;
             prune_stale_worktrees(&r)?;
             let path = refinery.to_string_lossy();
             let start = format!("refs/remotes/origin/{}", job.default_branch);
-            self.git(Some(&repo), &["worktree", "add", "--quiet", "--detach", "--force", "--", &path, &start], job.git_url)
-                .await
-                .map_err(|e| match e {
-                    GitError::Failed(m) if m.contains("invalid reference") => GitError::Invalid(format!("default branch '{}' not found on the origin", job.default_branch)),
-                    other => other,
-                })?;
+            self.git(
+                Some(&repo),
+                &["worktree", "add", "--quiet", "--detach", "--force", "--", &path, &start],
+                job.git_url,
+            )
+            .await
+            .map_err(|e| match e {
+                GitError::Failed(m) if m.contains("invalid reference") => GitError::Invalid(
+                    format!("default branch '{}' not found on the origin", job.default_branch),
+                ),
+                other => other,
+            })?;
         }
         Ok(refinery)
     }
@@ -173,16 +255,25 @@ impl GitManager {
     /// background job dies with the gates), then the tree becomes root's again and its `.git`
     /// file is written anew (a gate could have pointed it at a repository of its own, whose
     /// config would run commands as root). An error here fails the merge.
-    async fn run_gates(&self, refinery: &Path, job: &MergeJob<'_>) -> Result<Option<MergeOutcome>, GitError> {
+    async fn run_gates(
+        &self,
+        refinery: &Path,
+        job: &MergeJob<'_>,
+    ) -> Result<Option<MergeOutcome>, GitError> {
         if job.gates.is_empty() {
             return Ok(None);
         }
         let Some(uid) = job.gate_uid else {
-            let home = refinery.parent().map(|p| p.join("refinery-home")).unwrap_or_else(|| refinery.join(".home"));
+            let home = refinery
+                .parent()
+                .map(|p| p.join("refinery-home"))
+                .unwrap_or_else(|| refinery.join(".home"));
             let _ = std::fs::create_dir_all(&home);
             return Ok(self.run_each_gate(job, &GateUser { uid: None, home, refinery }).await);
         };
-        let io = |what: &str, path: &Path, e: std::io::Error| GitError::Failed(format!("cannot {what} {}: {e}", path.display()));
+        let io = |what: &str, path: &Path, e: std::io::Error| {
+            GitError::Failed(format!("cannot {what} {}: {e}", path.display()))
+        };
         let gitfile = refinery.join(".git");
         let link = std::fs::read(&gitfile).map_err(|e| io("read", &gitfile, e))?;
         // A fresh HOME per merge: nothing one merge's gates leave there (a tool's config, say)
@@ -193,18 +284,25 @@ impl GitManager {
             std::fs::create_dir_all(home.join("tmp")).map_err(|e| io("create", &home, e))?;
             crate::sandbox::give(&home, Some(uid)).map_err(|e| io("hand over", &home, e))?;
             crate::sandbox::give(refinery, Some(uid)).map_err(|e| io("lend", refinery, e))?;
-            Ok::<_, GitError>(self.run_each_gate(job, &GateUser { uid: Some(uid), home: home.clone(), refinery }).await)
+            Ok::<_, GitError>(
+                self.run_each_gate(job, &GateUser { uid: Some(uid), home: home.clone(), refinery })
+                    .await,
+            )
         }
         .await;
         let swept = crate::sandbox::kill_uid(uid);
         let _ = std::fs::remove_dir_all(&home);
         if !swept {
-            return Err(GitError::Failed(format!("processes the gates left under uid {uid} could not be killed")));
+            return Err(GitError::Failed(format!(
+                "processes the gates left under uid {uid} could not be killed"
+            )));
         }
         let taken_back = (|| {
             crate::sandbox::take_back(refinery).map_err(|e| io("take back", refinery, e))?;
             match std::fs::symlink_metadata(&gitfile) {
-                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&gitfile).map_err(|e| io("clear", &gitfile, e))?,
+                Ok(m) if m.is_dir() => {
+                    std::fs::remove_dir_all(&gitfile).map_err(|e| io("clear", &gitfile, e))?
+                }
                 Ok(_) => std::fs::remove_file(&gitfile).map_err(|e| io("clear", &gitfile, e))?,
                 Err(_) => {}
             }
@@ -230,9 +328,20 @@ impl GitManager {
 
     /// Runs one gate in the merged tree with a clean environment (nothing of the control
     /// server's: no container token), as the gate user. `None` when it passed.
-    async fn run_gate(&self, gate: &MergeGate, url: &str, user: &GateUser<'_>) -> Option<MergeOutcome> {
+    async fn run_gate(
+        &self,
+        gate: &MergeGate,
+        url: &str,
+        user: &GateUser<'_>,
+    ) -> Option<MergeOutcome> {
         let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(&gate.command).current_dir(user.refinery).env_clear().env("HOME", &user.home).env("LANG", "C.UTF-8").env("CI", "true");
+        cmd.arg("-c")
+            .arg(&gate.command)
+            .current_dir(user.refinery)
+            .env_clear()
+            .env("HOME", &user.home)
+            .env("LANG", "C.UTF-8")
+            .env("CI", "true");
         if let Ok(path) = std::env::var("PATH") {
             cmd.env("PATH", path);
         }
@@ -259,7 +368,11 @@ impl GitManager {
                 format!("gate `{}` failed (exit {})", gate.command, f.exit.code()),
                 Some(scrub(&f.output, url)),
             )),
-            Err(e) => Some(MergeOutcome::failed(MergeState::GateFailed, format!("gate `{}`: {e}", gate.command), None)),
+            Err(e) => Some(MergeOutcome::failed(
+                MergeState::GateFailed,
+                format!("gate `{}`: {e}", gate.command),
+                None,
+            )),
         }
     }
 
@@ -267,19 +380,25 @@ impl GitManager {
     /// are fine; the caller makes sure no agent works there.
     pub async fn remove_worktree(&self, rig_id: &str, branch: &str) -> Result<(), GitError> {
         let repo = self.paths.repo(rig_id).map_err(GitError::Invalid)?;
-        let worktree = self.paths.worktree(rig_id, &branch_dir_name(branch)).map_err(GitError::Invalid)?;
+        let worktree =
+            self.paths.worktree(rig_id, &branch_dir_name(branch)).map_err(GitError::Invalid)?;
         let rig = self.rig(rig_id);
         let _guard = rig.lock.lock().await;
         if worktree.exists() {
-            std::fs::remove_dir_all(&worktree).map_err(|e| GitError::Failed(format!("cannot remove {}: {e}", worktree.display())))?;
+            std::fs::remove_dir_all(&worktree).map_err(|e| {
+                GitError::Failed(format!("cannot remove {}: {e}", worktree.display()))
+            })?;
         }
         if !is_repository(&repo) {
             return Ok(());
         }
-        let r = git2::Repository::open(&repo).map_err(|e| GitError::Failed(e.message().to_string()))?;
+        let r =
+            git2::Repository::open(&repo).map_err(|e| GitError::Failed(e.message().to_string()))?;
         prune_stale_worktrees(&r)?;
         if let Ok(mut b) = r.find_branch(branch, git2::BranchType::Local) {
-            b.delete().map_err(|e| GitError::Failed(format!("cannot delete branch {branch}: {}", e.message())))?;
+            b.delete().map_err(|e| {
+                GitError::Failed(format!("cannot delete branch {branch}: {}", e.message()))
+            })?;
         }
         Ok(())
     }

@@ -99,7 +99,13 @@ pub struct WorktreeRequest<'a> {
 
 impl GitManager {
     pub fn new(paths: WorkspacePaths, reaper: Arc<Reaper>, timeout: Duration) -> Self {
-        Self { paths, reaper, timeout, rigs: Mutex::new(HashMap::new()), homes: crate::locks::KeyedLocks::default() }
+        Self {
+            paths,
+            reaper,
+            timeout,
+            rigs: Mutex::new(HashMap::new()),
+            homes: crate::locks::KeyedLocks::default(),
+        }
     }
 
     pub fn paths(&self) -> &WorkspacePaths {
@@ -108,7 +114,9 @@ impl GitManager {
 
     fn rig(&self, rig_id: &str) -> Arc<RigState> {
         let mut rigs = self.rigs.lock().unwrap_or_else(|p| p.into_inner());
-        rigs.entry(rig_id.to_string()).or_insert_with(|| Arc::new(RigState { lock: tokio::sync::Mutex::new(None) })).clone()
+        rigs.entry(rig_id.to_string())
+            .or_insert_with(|| Arc::new(RigState { lock: tokio::sync::Mutex::new(None) }))
+            .clone()
     }
 
     /// Makes sure the rig's clone exists and is fresh, and that the agent's checkout exists on
@@ -120,9 +128,15 @@ impl GitManager {
     /// - it holds anything else, or nothing: a new checkout, on `origin/<branch>` when the
     ///   branch was pushed before (a rework after a restart), else on a new branch from
     ///   `origin/<default_branch>`, without upstream.
-    pub async fn prepare(&self, req: &WorktreeRequest<'_>) -> Result<(PathBuf, PrepareTimings), GitError> {
+    pub async fn prepare(
+        &self,
+        req: &WorktreeRequest<'_>,
+    ) -> Result<(PathBuf, PrepareTimings), GitError> {
         let repo = self.paths.repo(req.rig_id).map_err(GitError::Invalid)?;
-        let checkout = self.paths.worktree(req.rig_id, &branch_dir_name(req.branch)).map_err(GitError::Invalid)?;
+        let checkout = self
+            .paths
+            .worktree(req.rig_id, &branch_dir_name(req.branch))
+            .map_err(GitError::Invalid)?;
         let mut timings = PrepareTimings::default();
         {
             let rig = self.rig(req.rig_id);
@@ -131,7 +145,8 @@ impl GitManager {
             if is_repository(&repo) {
                 set_origin_url(&repo, req.git_url)?;
                 if last_fetch.is_none_or(|at| at.elapsed() > FETCH_REUSE) {
-                    self.git(Some(&repo), &["fetch", "--prune", "--quiet", "origin"], req.git_url).await?;
+                    self.git(Some(&repo), &["fetch", "--prune", "--quiet", "origin"], req.git_url)
+                        .await?;
                 }
             } else {
                 self.clone_into(&repo, req.git_url).await?;
@@ -147,19 +162,35 @@ impl GitManager {
             self.create_checkout(&repo, &checkout, req).await?;
         } else if let Some(uid) = req.owner.uid.filter(|uid| owner_of(&checkout) != Some(*uid)) {
             // A later run of the work (a rework) runs under another uid: the checkout is its now.
-            crate::sandbox::give(&checkout, Some(uid)).map_err(|e| GitError::Failed(format!("cannot hand {} over: {e}", checkout.display())))?;
+            crate::sandbox::give(&checkout, Some(uid)).map_err(|e| {
+                GitError::Failed(format!("cannot hand {} over: {e}", checkout.display()))
+            })?;
         }
         let owner = Some(req.owner);
-        self.git_as(owner, Some(&checkout), &["config", "user.name", req.author_name], req.git_url).await?;
-        self.git_as(owner, Some(&checkout), &["config", "user.email", req.author_email], req.git_url).await?;
+        self.git_as(owner, Some(&checkout), &["config", "user.name", req.author_name], req.git_url)
+            .await?;
+        self.git_as(
+            owner,
+            Some(&checkout),
+            &["config", "user.email", req.author_email],
+            req.git_url,
+        )
+        .await?;
         timings.worktree = t.elapsed();
         Ok((checkout, timings))
     }
 
     /// A new checkout of `req.branch` at `checkout`, made by its owner in a folder that only
     /// the owner may enter. Whatever was at that path is removed first.
-    async fn create_checkout(&self, repo: &Path, checkout: &Path, req: &WorktreeRequest<'_>) -> Result<(), GitError> {
-        let io = |what: &str, e: std::io::Error| GitError::Failed(format!("cannot {what} {}: {e}", checkout.display()));
+    async fn create_checkout(
+        &self,
+        repo: &Path,
+        checkout: &Path,
+        req: &WorktreeRequest<'_>,
+    ) -> Result<(), GitError> {
+        let io = |what: &str, e: std::io::Error| {
+            GitError::Failed(format!("cannot {what} {}: {e}", checkout.display()))
+        };
         if checkout.exists() {
             std::fs::remove_dir_all(checkout).map_err(|e| io("clear", e))?;
         }
@@ -168,9 +199,28 @@ impl GitManager {
         let owner = Some(req.owner);
         let (repo_s, checkout_s) = (repo.to_string_lossy(), checkout.to_string_lossy());
         let url = req.git_url;
-        self.git_as(owner, None, &["clone", "--shared", "--no-checkout", "--quiet", "--", &repo_s, &checkout_s], url).await?;
+        self.git_as(
+            owner,
+            None,
+            &["clone", "--shared", "--no-checkout", "--quiet", "--", &repo_s, &checkout_s],
+            url,
+        )
+        .await?;
         // The clone's remote-tracking refs are the rig clone's own, fresh from its fetch.
-        self.git_as(owner, Some(checkout), &["fetch", "--quiet", "--no-tags", "--", &repo_s, "+refs/remotes/origin/*:refs/remotes/origin/*"], url).await?;
+        self.git_as(
+            owner,
+            Some(checkout),
+            &[
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--",
+                &repo_s,
+                "+refs/remotes/origin/*:refs/remotes/origin/*",
+            ],
+            url,
+        )
+        .await?;
         self.git_as(owner, Some(checkout), &["remote", "set-url", "origin", url], url).await?;
         let pushed = format!("refs/remotes/origin/{}", req.branch);
         let default = format!("refs/remotes/origin/{}", req.default_branch);
@@ -180,9 +230,18 @@ impl GitManager {
             default
         } else {
             let _ = std::fs::remove_dir_all(checkout);
-            return Err(GitError::Invalid(format!("default branch '{}' not found in the repository", req.default_branch)));
+            return Err(GitError::Invalid(format!(
+                "default branch '{}' not found in the repository",
+                req.default_branch
+            )));
         };
-        self.git_as(owner, Some(checkout), &["checkout", "--quiet", "--no-track", "-B", req.branch, &start], url).await?;
+        self.git_as(
+            owner,
+            Some(checkout),
+            &["checkout", "--quiet", "--no-track", "-B", req.branch, &start],
+            url,
+        )
+        .await?;
         Ok(())
     }
 
@@ -191,16 +250,29 @@ impl GitManager {
     /// owned by another uid unless the user's own config lists it under `safe.directory`).
     async fn trust_for(&self, owner: &Owner, repo: &Path, url: &str) -> Result<(), GitError> {
         // Git names a clone with a work tree by either path, depending on the command.
-        let mut paths = vec![repo.to_string_lossy().into_owned(), repo.join(".git").to_string_lossy().into_owned()];
+        let mut paths = vec![
+            repo.to_string_lossy().into_owned(),
+            repo.join(".git").to_string_lossy().into_owned(),
+        ];
         if let Some(local) = url.strip_prefix("file://") {
             paths.push(local.to_string());
         }
         let lock = self.homes.get(&owner.home.to_string_lossy());
         let _writing = lock.lock().await;
-        let listed = self.git_as(Some(owner), None, &["config", "--global", "--get-all", "safe.directory"], url).await.map(|f| f.output).unwrap_or_default();
+        let listed = self
+            .git_as(Some(owner), None, &["config", "--global", "--get-all", "safe.directory"], url)
+            .await
+            .map(|f| f.output)
+            .unwrap_or_default();
         for path in paths {
             if !listed.lines().any(|l| l.trim() == path) {
-                self.git_as(Some(owner), None, &["config", "--global", "--add", "safe.directory", &path], url).await?;
+                self.git_as(
+                    Some(owner),
+                    None,
+                    &["config", "--global", "--add", "safe.directory", &path],
+                    url,
+                )
+                .await?;
             }
         }
         Ok(())
@@ -209,16 +281,21 @@ impl GitManager {
     /// Clones into a temporary sibling and renames it into place, so a crash mid-clone never
     /// leaves a half-cloned `repo` that later starts would trust.
     async fn clone_into(&self, repo: &Path, url: &str) -> Result<(), GitError> {
-        let parent = repo.parent().ok_or_else(|| GitError::Failed("repository path has no parent".into()))?;
-        std::fs::create_dir_all(parent).map_err(|e| GitError::Failed(format!("cannot create {}: {e}", parent.display())))?;
+        let parent = repo
+            .parent()
+            .ok_or_else(|| GitError::Failed("repository path has no parent".into()))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| GitError::Failed(format!("cannot create {}: {e}", parent.display())))?;
         if repo.exists() {
             // Not a repository (we checked): the remains of an interrupted clone.
-            std::fs::remove_dir_all(repo).map_err(|e| GitError::Failed(format!("cannot clear a broken clone: {e}")))?;
+            std::fs::remove_dir_all(repo)
+                .map_err(|e| GitError::Failed(format!("cannot clear a broken clone: {e}")))?;
         }
         let tmp = parent.join(format!(".repo-clone-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         let tmp_s = tmp.to_string_lossy();
-        let result = self.git(None, &["clone", "--no-checkout", "--quiet", "--", url, &tmp_s], url).await;
+        let result =
+            self.git(None, &["clone", "--no-checkout", "--quiet", "--", url, &tmp_s], url).await;
         if let Err(e) = result {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
@@ -226,8 +303,10 @@ impl GitManager {
         // Agents' checkouts borrow these objects: nothing may ever prune them.
         self.git(Some(&tmp), &["config", "gc.auto", "0"], url).await?;
         // Every agent's checkout of the rig reads these objects, under its own uid.
-        crate::sandbox::readable_tree(&tmp).map_err(|e| GitError::Failed(format!("cannot open the clone to the agents: {e}")))?;
-        std::fs::rename(&tmp, repo).map_err(|e| GitError::Failed(format!("cannot move the clone into place: {e}")))?;
+        crate::sandbox::readable_tree(&tmp)
+            .map_err(|e| GitError::Failed(format!("cannot open the clone to the agents: {e}")))?;
+        std::fs::rename(&tmp, repo)
+            .map_err(|e| GitError::Failed(format!("cannot move the clone into place: {e}")))?;
         Ok(())
     }
 
@@ -235,33 +314,74 @@ impl GitManager {
     /// the checkout as a WIP commit (hooks skipped, the checkout's own identity), then pushes the
     /// branch, as the checkout's owner. Never force-pushes: a rejected push (the remote moved)
     /// is reported, not overridden. Returns whether a WIP commit was made.
-    pub async fn save_work(&self, owner: &Owner, checkout: &Path, branch: &str, url: &str) -> Result<bool, GitError> {
+    pub async fn save_work(
+        &self,
+        owner: &Owner,
+        checkout: &Path,
+        branch: &str,
+        url: &str,
+    ) -> Result<bool, GitError> {
         let owner = Some(owner);
         self.git_as(owner, Some(checkout), &["add", "--all"], url).await?;
-        let staged = self.git_as(owner, Some(checkout), &["diff", "--cached", "--quiet"], url).await.is_err();
+        let staged = self
+            .git_as(owner, Some(checkout), &["diff", "--cached", "--quiet"], url)
+            .await
+            .is_err();
         if staged {
-            self.git_as(owner, Some(checkout), &["commit", "--quiet", "--no-verify", "-m", "WIP: saved by gastown when the container shut down"], url).await?;
+            self.git_as(
+                owner,
+                Some(checkout),
+                &[
+                    "commit",
+                    "--quiet",
+                    "--no-verify",
+                    "-m",
+                    "WIP: saved by gastown when the container shut down",
+                ],
+                url,
+            )
+            .await?;
         }
-        self.git_as(owner, Some(checkout), &["push", "--quiet", "origin", &format!("HEAD:refs/heads/{branch}")], url).await?;
+        self.git_as(
+            owner,
+            Some(checkout),
+            &["push", "--quiet", "origin", &format!("HEAD:refs/heads/{branch}")],
+            url,
+        )
+        .await?;
         Ok(staged)
     }
 
     /// Runs git as the control server, in its own repositories.
-    async fn git(&self, dir: Option<&Path>, args: &[&str], url: &str) -> Result<Finished, GitError> {
+    async fn git(
+        &self,
+        dir: Option<&Path>,
+        args: &[&str],
+        url: &str,
+    ) -> Result<Finished, GitError> {
         self.git_as(None, dir, args, url).await
     }
 
     /// Runs git with a safe environment; output and errors have credentials removed. With an
     /// owner, as the owner's uid, with the owner's HOME and nothing of the server's environment
     /// (the process is the owner's to read).
-    async fn git_as(&self, owner: Option<&Owner>, dir: Option<&Path>, args: &[&str], url: &str) -> Result<Finished, GitError> {
+    async fn git_as(
+        &self,
+        owner: Option<&Owner>,
+        dir: Option<&Path>,
+        args: &[&str],
+        url: &str,
+    ) -> Result<Finished, GitError> {
         let mut cmd = Command::new("git");
         if let Some(dir) = dir {
             cmd.arg("-C").arg(dir);
         }
         cmd.args(["-c", "protocol.ext.allow=never", "-c", "core.hooksPath=/dev/null"]).args(args);
         if let Some(owner) = owner {
-            cmd.env_clear().envs(crate::kilo::server::inherited_env()).env("HOME", &owner.home).env("XDG_CONFIG_HOME", owner.home.join(".config"));
+            cmd.env_clear()
+                .envs(crate::kilo::server::inherited_env())
+                .env("HOME", &owner.home)
+                .env("XDG_CONFIG_HOME", owner.home.join(".config"));
             if let Some(uid) = owner.uid {
                 std::os::unix::process::CommandExt::uid(&mut cmd, uid);
                 std::os::unix::process::CommandExt::gid(&mut cmd, uid);
@@ -274,11 +394,17 @@ impl GitManager {
             .env_remove("GIT_WORK_TREE")
             .env_remove("GIT_INDEX_FILE");
         let what = args.first().copied().unwrap_or("git");
-        let finished = run(&self.reaper, &mut cmd, self.timeout).await.map_err(|e| GitError::Failed(scrub(&e.to_string(), url)))?;
+        let finished = run(&self.reaper, &mut cmd, self.timeout)
+            .await
+            .map_err(|e| GitError::Failed(scrub(&e.to_string(), url)))?;
         if finished.exit.success() {
             Ok(finished)
         } else {
-            Err(GitError::Failed(format!("git {what} failed (exit {}): {}", finished.exit.code(), scrub(finished.output.trim(), url))))
+            Err(GitError::Failed(format!(
+                "git {what} failed (exit {}): {}",
+                finished.exit.code(),
+                scrub(finished.output.trim(), url)
+            )))
         }
     }
 }
@@ -292,7 +418,8 @@ fn set_origin_url(repo: &Path, url: &str) -> Result<(), GitError> {
     let r = git2::Repository::open(repo).map_err(|e| GitError::Failed(e.message().to_string()))?;
     let current = r.find_remote("origin").ok().and_then(|o| o.url().ok().map(str::to_string));
     if current.as_deref() != Some(url) {
-        r.remote_set_url("origin", url).map_err(|e| GitError::Failed(format!("cannot update origin: {}", e.message())))?;
+        r.remote_set_url("origin", url)
+            .map_err(|e| GitError::Failed(format!("cannot update origin: {}", e.message())))?;
     }
     Ok(())
 }
@@ -303,7 +430,10 @@ fn checkout_on_branch(path: &Path, branch: &str) -> bool {
     let want = format!("refs/heads/{branch}");
     // HEAD is symbolic to the branch in a healthy checkout; read the symbolic target so an
     // unborn branch does not read as "not on the branch".
-    r.find_reference("HEAD").ok().and_then(|h| h.symbolic_target().ok().flatten().map(str::to_string)).is_some_and(|t| t == want)
+    r.find_reference("HEAD")
+        .ok()
+        .and_then(|h| h.symbolic_target().ok().flatten().map(str::to_string))
+        .is_some_and(|t| t == want)
 }
 
 fn owner_of(path: &Path) -> Option<u32> {
@@ -340,7 +470,9 @@ pub fn scrub(text: &str, url: &str) -> String {
     while let Some(i) = out.find("://") {
         let (head, tail) = out.split_at(i + 3);
         result.push_str(head);
-        let end = tail.find(|c: char| c == '/' || c.is_whitespace() || c == '\'' || c == '"').unwrap_or(tail.len());
+        let end = tail
+            .find(|c: char| c == '/' || c.is_whitespace() || c == '\'' || c == '"')
+            .unwrap_or(tail.len());
         match tail[..end].rfind('@') {
             Some(at) => {
                 result.push_str("***");

@@ -67,12 +67,15 @@ impl WorkspacePaths {
     /// Creates `dir`, checks that its resolved form is under the root, and gives it at least
     /// the permission bits `mode` (set explicitly: whatever umask the server inherited).
     fn ensure_dir_inside(&self, dir: &Path, mode: u32) -> Result<(), String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let resolved = dir.canonicalize().map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let resolved =
+            dir.canonicalize().map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
         if !resolved.starts_with(&self.root) {
             return Err(format!("{} resolves outside the workspace", dir.display()));
         }
-        crate::sandbox::at_least(&resolved, mode).map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))
+        crate::sandbox::at_least(&resolved, mode)
+            .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))
     }
 }
 
@@ -114,7 +117,9 @@ mod tests {
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).expect("chmod");
         let p = WorkspacePaths::new(&root).expect("root");
         p.worktree("rig1", "b").expect("worktree path");
-        let mode = |rel: &str| std::fs::metadata(root.join(rel)).expect("meta").permissions().mode() & 0o777;
+        let mode = |rel: &str| {
+            std::fs::metadata(root.join(rel)).expect("meta").permissions().mode() & 0o777
+        };
         assert_eq!(mode(""), 0o711);
         for dir in ["rigs", "rigs/rig1", "rigs/rig1/worktrees"] {
             assert_eq!(mode(dir) & 0o711, 0o711, "{dir}");

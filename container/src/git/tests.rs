@@ -13,13 +13,21 @@ async fn origin(reaper: &Reaper, dir: &Path) -> String {
          git -c user.name=t -c user.email=t@t commit -q -m init",
         o = origin.display()
     );
-    let done = run(reaper, Command::new("sh").args(["-c", &script]), Duration::from_secs(30)).await.expect("origin");
+    let done = run(reaper, Command::new("sh").args(["-c", &script]), Duration::from_secs(30))
+        .await
+        .expect("origin");
     assert!(done.exit.success(), "{}", done.output);
     format!("file://{}", origin.display())
 }
 
 async fn sh(reaper: &Reaper, dir: &Path, script: &str) -> String {
-    let done = run(reaper, Command::new("sh").arg("-c").arg(script).current_dir(dir), Duration::from_secs(30)).await.expect("sh");
+    let done = run(
+        reaper,
+        Command::new("sh").arg("-c").arg(script).current_dir(dir),
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("sh");
     assert!(done.exit.success(), "{script}: {}", done.output);
     done.output
 }
@@ -28,14 +36,23 @@ async fn sh(reaper: &Reaper, dir: &Path, script: &str) -> String {
 fn owner() -> &'static Owner {
     static OWNER: std::sync::OnceLock<Owner> = std::sync::OnceLock::new();
     OWNER.get_or_init(|| {
-        let home = std::env::temp_dir().join(format!("gastown-git-tests-home-{}", std::process::id()));
+        let home =
+            std::env::temp_dir().join(format!("gastown-git-tests-home-{}", std::process::id()));
         std::fs::create_dir_all(&home).expect("home");
         Owner { uid: None, home }
     })
 }
 
 fn request<'a>(url: &'a str, branch: &'a str) -> WorktreeRequest<'a> {
-    WorktreeRequest { owner: owner(), rig_id: "rig1", git_url: url, branch, default_branch: "main", author_name: "toast (gastown)", author_email: "toast@gastown.local" }
+    WorktreeRequest {
+        owner: owner(),
+        rig_id: "rig1",
+        git_url: url,
+        branch,
+        default_branch: "main",
+        author_name: "toast (gastown)",
+        author_email: "toast@gastown.local",
+    }
 }
 
 struct Fixture {
@@ -57,7 +74,8 @@ async fn fixture() -> Fixture {
 #[tokio::test]
 async fn prepare_clones_and_checks_out_the_branch_from_default() {
     let f = fixture().await;
-    let (wt, timings) = f.git.prepare(&request(&f.url, "polecat/toast/abc")).await.expect("prepare");
+    let (wt, timings) =
+        f.git.prepare(&request(&f.url, "polecat/toast/abc")).await.expect("prepare");
     assert!(timings.cloned);
     assert!(wt.join("README.md").exists());
     assert!(wt.ends_with("rigs/rig1/worktrees/polecat~toast~abc"));
@@ -85,14 +103,27 @@ async fn two_agents_on_one_rig_share_one_clone_even_when_concurrent() {
     // Each checkout borrows the clone's objects and keeps its own commits to itself.
     let repo = f.git.paths().repo("rig1").expect("repo");
     for wt in [&wa, &wb] {
-        let alternates = std::fs::read_to_string(wt.join(".git/objects/info/alternates")).expect("alternates");
+        let alternates =
+            std::fs::read_to_string(wt.join(".git/objects/info/alternates")).expect("alternates");
         assert!(alternates.trim().starts_with(repo.to_str().expect("utf8")), "{alternates}");
     }
     sh(&f.reaper, &wa, "echo a > a.txt && git add a.txt && git commit -qm a").await;
     let head_a = sh(&f.reaper, &wa, "git rev-parse HEAD").await;
-    let in_b = run(&f.reaper, Command::new("git").arg("-C").arg(&wb).args(["cat-file", "-e", head_a.trim()]), Duration::from_secs(10)).await.expect("git");
+    let in_b = run(
+        &f.reaper,
+        Command::new("git").arg("-C").arg(&wb).args(["cat-file", "-e", head_a.trim()]),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("git");
     assert!(!in_b.exit.success(), "b's checkout does not see a's unpushed commit");
-    let in_clone = run(&f.reaper, Command::new("git").arg("-C").arg(&repo).args(["cat-file", "-e", head_a.trim()]), Duration::from_secs(10)).await.expect("git");
+    let in_clone = run(
+        &f.reaper,
+        Command::new("git").arg("-C").arg(&repo).args(["cat-file", "-e", head_a.trim()]),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("git");
     assert!(!in_clone.exit.success(), "the shared clone is not written by agents");
 }
 
@@ -111,9 +142,13 @@ async fn prepare_is_idempotent_after_crashes() {
     // A restart that lost the folder: the branch as it was pushed is checked out again.
     sh(&f.reaper, &wt, "git push -q origin polecat/toast/abc").await;
     std::fs::remove_dir_all(&wt).expect("rm checkout");
-    let restarted = GitManager::new(f.git.paths().clone(), f.reaper.clone(), Duration::from_secs(60));
+    let restarted =
+        GitManager::new(f.git.paths().clone(), f.reaper.clone(), Duration::from_secs(60));
     let (wt2, _) = restarted.prepare(&req).await.expect("after lost folder");
-    assert!(wt2.join("work.txt").exists(), "the pushed branch with the agent's commit is checked out again");
+    assert!(
+        wt2.join("work.txt").exists(),
+        "the pushed branch with the agent's commit is checked out again"
+    );
 
     // Crash that left a half-written folder that is not a worktree.
     std::fs::remove_dir_all(&wt2).expect("rm");
@@ -152,14 +187,23 @@ async fn an_unreachable_origin_fails_without_leaving_a_clone() {
     assert!(matches!(err, GitError::Failed(_)), "{err:?}");
     let rig = f.git.paths().repo("rig1").expect("repo");
     assert!(!rig.exists());
-    let leftovers: Vec<_> = std::fs::read_dir(rig.parent().expect("parent")).expect("rig dir").flatten().map(|e| e.file_name()).collect();
-    assert!(leftovers.iter().all(|n| n != "repo" && !n.to_string_lossy().starts_with(".repo-clone")), "{leftovers:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(rig.parent().expect("parent"))
+        .expect("rig dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        leftovers.iter().all(|n| n != "repo" && !n.to_string_lossy().starts_with(".repo-clone")),
+        "{leftovers:?}"
+    );
 }
 
 #[test]
 fn scrub_removes_credentials_from_git_output() {
     let url = "https://user:s3cret@example.com/o/r.git";
-    let text = format!("fatal: repository '{url}' not found; also https://x:tok@host/p and https://plain.host/p");
+    let text = format!(
+        "fatal: repository '{url}' not found; also https://x:tok@host/p and https://plain.host/p"
+    );
     let clean = scrub(&text, url);
     assert!(!clean.contains("s3cret") && !clean.contains("tok@"), "{clean}");
     assert!(clean.contains("https://***@example.com/o/r.git"));
@@ -172,7 +216,8 @@ async fn bare_fixture() -> Fixture {
     let f = fixture().await;
     let bare = f._tmp.path().join("bare.git");
     let src = f.url.trim_start_matches("file://").to_string();
-    sh(&f.reaper, f._tmp.path(), &format!("git clone -q --bare '{src}' '{}'", bare.display())).await;
+    sh(&f.reaper, f._tmp.path(), &format!("git clone -q --bare '{src}' '{}'", bare.display()))
+        .await;
     Fixture { url: format!("file://{}", bare.display()), ..f }
 }
 
@@ -188,11 +233,27 @@ async fn commit_on(f: &Fixture, branch: &str, file: &str, content: &str) {
 }
 
 fn job<'a>(f: &'a Fixture, branch: &'a str, gates: &'a [shared_types::MergeGate]) -> MergeJob<'a> {
-    MergeJob { rig_id: "rig1", git_url: &f.url, default_branch: "main", branch, message: "Merge it (bead b1)", gates, delete_branch: true, gate_uid: None }
+    MergeJob {
+        rig_id: "rig1",
+        git_url: &f.url,
+        default_branch: "main",
+        branch,
+        message: "Merge it (bead b1)",
+        gates,
+        delete_branch: true,
+        gate_uid: None,
+    }
 }
 
 async fn origin_git(f: &Fixture, args: &str) -> String {
-    sh(&f.reaper, f._tmp.path(), &format!("git -C '{}' {args}", f.url.trim_start_matches("file://"))).await.trim().to_string()
+    sh(
+        &f.reaper,
+        f._tmp.path(),
+        &format!("git -C '{}' {args}", f.url.trim_start_matches("file://")),
+    )
+    .await
+    .trim()
+    .to_string()
 }
 
 #[tokio::test]
@@ -203,9 +264,20 @@ async fn a_clean_branch_is_merged_pushed_and_deleted() {
     assert_eq!(out.state, shared_types::MergeState::Merged, "{out:?}");
     let head = origin_git(&f, "rev-parse main").await;
     assert_eq!(out.commit.as_deref(), Some(head.as_str()));
-    assert_eq!(origin_git(&f, "log -1 '--format=%an|%s' main").await, "Gastown Refinery|Merge it (bead b1)");
-    assert_eq!(origin_git(&f, "rev-list --count --merges main").await, "1", "--no-ff: a merge commit");
-    assert_eq!(origin_git(&f, "branch --list polecat/a/1").await, "", "the merged branch is deleted");
+    assert_eq!(
+        origin_git(&f, "log -1 '--format=%an|%s' main").await,
+        "Gastown Refinery|Merge it (bead b1)"
+    );
+    assert_eq!(
+        origin_git(&f, "rev-list --count --merges main").await,
+        "1",
+        "--no-ff: a merge commit"
+    );
+    assert_eq!(
+        origin_git(&f, "branch --list polecat/a/1").await,
+        "",
+        "the merged branch is deleted"
+    );
 }
 
 #[tokio::test]
@@ -213,16 +285,26 @@ async fn a_conflict_changes_nothing_and_names_the_files() {
     let f = bare_fixture().await;
     commit_on(&f, "polecat/a/1", "same.txt", "a").await;
     commit_on(&f, "polecat/b/2", "same.txt", "b").await;
-    assert_eq!(f.git.merge(&job(&f, "polecat/a/1", &[])).await.state, shared_types::MergeState::Merged);
+    assert_eq!(
+        f.git.merge(&job(&f, "polecat/a/1", &[])).await.state,
+        shared_types::MergeState::Merged
+    );
     let before = origin_git(&f, "rev-parse main").await;
     let out = f.git.merge(&job(&f, "polecat/b/2", &[])).await;
     assert_eq!(out.state, shared_types::MergeState::Conflict, "{out:?}");
     assert!(out.detail.as_deref().is_some_and(|d| d.contains("same.txt")), "{out:?}");
     assert_eq!(origin_git(&f, "rev-parse main").await, before, "main is untouched");
-    assert_ne!(origin_git(&f, "branch --list polecat/b/2").await, "", "the branch stays for the rework");
+    assert_ne!(
+        origin_git(&f, "branch --list polecat/b/2").await,
+        "",
+        "the branch stays for the rework"
+    );
     // The refinery worktree is clean for the next merge.
     commit_on(&f, "polecat/c/3", "c.txt", "c").await;
-    assert_eq!(f.git.merge(&job(&f, "polecat/c/3", &[])).await.state, shared_types::MergeState::Merged);
+    assert_eq!(
+        f.git.merge(&job(&f, "polecat/c/3", &[])).await.state,
+        shared_types::MergeState::Merged
+    );
 }
 
 #[tokio::test]
@@ -240,7 +322,10 @@ async fn a_failed_gate_keeps_its_output_and_pushes_nothing() {
     assert!(out.detail.as_deref().is_some_and(|d| d.contains("exit 4")), "{out:?}");
     let output = out.output.unwrap_or_default();
     assert!(output.contains("found bad.txt"), "{output}");
-    assert!(!output.contains("server-secret"), "gates do not see the server's environment: {output}");
+    assert!(
+        !output.contains("server-secret"),
+        "gates do not see the server's environment: {output}"
+    );
     assert_eq!(origin_git(&f, "rev-parse main").await, before);
     // A gate that runs over its deadline fails too.
     let slow = [shared_types::MergeGate { command: "sleep 30".into(), timeout_secs: 1 }];
@@ -279,8 +364,16 @@ async fn a_push_rejected_because_main_moved_is_merged_again() {
 fn running_with(needle: &str) -> Vec<i32> {
     crate::process::procfs::pids()
         .into_iter()
-        .filter(|pid| !matches!(crate::process::procfs::status_field(*pid, "State").as_deref(), None | Some("Z" | "X")))
-        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle)))
+        .filter(|pid| {
+            !matches!(
+                crate::process::procfs::status_field(*pid, "State").as_deref(),
+                None | Some("Z" | "X")
+            )
+        })
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
         .collect()
 }
 
@@ -293,7 +386,10 @@ fn running_with(needle: &str) -> Vec<i32> {
 #[tokio::test]
 async fn gates_run_under_the_merge_uid() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    if !gastown_e2e::skip::needs_root("git::tests::gates_run_under_the_merge_uid", "gates run under their own uid only when the server is root") {
+    if !gastown_e2e::skip::needs_root(
+        "git::tests::gates_run_under_the_merge_uid",
+        "gates run under their own uid only when the server is root",
+    ) {
         return;
     }
     let f = bare_fixture().await;
@@ -322,14 +418,23 @@ async fn gates_run_under_the_merge_uid() {
     );
     let gates = [shared_types::MergeGate { command: probe, timeout_secs: 30 }];
     let before = origin_git(&f, "rev-parse main").await;
-    let out = f.git.merge(&MergeJob { gate_uid: Some(lease.uid), ..job(&f, "polecat/a/1", &gates) }).await;
+    let out = f
+        .git
+        .merge(&MergeJob { gate_uid: Some(lease.uid), ..job(&f, "polecat/a/1", &gates) })
+        .await;
     assert_eq!(out.state, shared_types::MergeState::GateFailed, "{out:?}");
     let output = out.output.unwrap_or_default();
     assert!(output.contains(&format!("uid={u} groups={u}\n", u = lease.uid)), "{output}");
     for denied in ["denied-read", "denied-write", "denied-signal"] {
         assert!(output.contains(denied), "{denied}: {output}");
     }
-    assert!(!output.contains("root-only-secret") && !output.contains("READ") && !output.contains("WROTE") && !output.contains("SIGNALLED"), "{output}");
+    assert!(
+        !output.contains("root-only-secret")
+            && !output.contains("READ")
+            && !output.contains("WROTE")
+            && !output.contains("SIGNALLED"),
+        "{output}"
+    );
     assert!(!outside.exists());
     assert!(running_with(&tag).is_empty(), "what the gate left running is killed with the gates");
     assert_eq!(origin_git(&f, "rev-parse main").await, before);
@@ -340,13 +445,29 @@ async fn gates_run_under_the_merge_uid() {
             .into(),
         timeout_secs: 30,
     }];
-    let out = f.git.merge(&MergeJob { gate_uid: Some(lease.uid), ..job(&f, "polecat/a/1", &gates) }).await;
+    let out = f
+        .git
+        .merge(&MergeJob { gate_uid: Some(lease.uid), ..job(&f, "polecat/a/1", &gates) })
+        .await;
     assert_eq!(out.state, shared_types::MergeState::Merged, "{out:?}");
     assert_eq!(out.commit.as_deref(), Some(origin_git(&f, "rev-parse main").await.as_str()));
     assert!(origin_git(&f, "ls-tree --name-only main").await.contains("a.txt"));
     let refinery = f.git.paths().refinery("rig1").expect("refinery");
-    for path in [refinery.clone(), refinery.join(".git"), refinery.join("a.txt"), refinery.join("target/out")] {
-        assert_eq!(std::fs::symlink_metadata(&path).expect("meta").uid(), 0, "{} is root's again", path.display());
+    for path in [
+        refinery.clone(),
+        refinery.join(".git"),
+        refinery.join("a.txt"),
+        refinery.join("target/out"),
+    ] {
+        assert_eq!(
+            std::fs::symlink_metadata(&path).expect("meta").uid(),
+            0,
+            "{} is root's again",
+            path.display()
+        );
     }
-    assert!(!ws.join(format!("run/gates-{}", lease.uid)).exists(), "the gates' HOME goes with the merge");
+    assert!(
+        !ws.join(format!("run/gates-{}", lease.uid)).exists(),
+        "the gates' HOME goes with the merge"
+    );
 }

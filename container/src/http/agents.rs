@@ -5,8 +5,9 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use shared_types::{
-    AgentEvents, AgentList, AgentOutput, AgentProcess, AgentStatusResponse, SendMessageRequest, SentResponse, StartAgentRequest, StopAgentRequest,
-    StoppedResponse, UpdateCredentialsRequest, UpdatedResponse,
+    AgentEvents, AgentList, AgentOutput, AgentProcess, AgentStatusResponse, SendMessageRequest,
+    SentResponse, StartAgentRequest, StopAgentRequest, StoppedResponse, UpdateCredentialsRequest,
+    UpdatedResponse,
 };
 
 use super::extract::{AgentId, JsonBody, OptionalJsonBody, QueryParams};
@@ -22,17 +23,26 @@ pub struct StartQuery {
 
 /// 201 with the new run (`starting`; `running` with `?wait=true`); 200 with the existing run
 /// when the same dispatch is repeated.
-pub async fn start(State(state): State<AppState>, QueryParams(q): QueryParams<StartQuery>, JsonBody(request): JsonBody<StartAgentRequest>) -> Result<(StatusCode, Json<AgentProcess>)> {
+pub async fn start(
+    State(state): State<AppState>,
+    QueryParams(q): QueryParams<StartQuery>,
+    JsonBody(request): JsonBody<StartAgentRequest>,
+) -> Result<(StatusCode, Json<AgentProcess>)> {
     let started = state.supervisor.start(request, q.wait).await?;
     let status = if started.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(started.process)))
 }
 
 pub async fn list(State(state): State<AppState>) -> Json<AgentList> {
-    Json(AgentList { agents: state.supervisor.registry.all().iter().map(|a| a.to_process()).collect() })
+    Json(AgentList {
+        agents: state.supervisor.registry.all().iter().map(|a| a.to_process()).collect(),
+    })
 }
 
-pub async fn status(State(state): State<AppState>, AgentId(id): AgentId) -> Result<Json<AgentStatusResponse>> {
+pub async fn status(
+    State(state): State<AppState>,
+    AgentId(id): AgentId,
+) -> Result<Json<AgentStatusResponse>> {
     Ok(Json(state.supervisor.agent(&id)?.to_status()))
 }
 
@@ -43,7 +53,11 @@ pub struct EventsQuery {
     limit: Option<usize>,
 }
 
-pub async fn events(State(state): State<AppState>, AgentId(id): AgentId, QueryParams(q): QueryParams<EventsQuery>) -> Result<Json<AgentEvents>> {
+pub async fn events(
+    State(state): State<AppState>,
+    AgentId(id): AgentId,
+    QueryParams(q): QueryParams<EventsQuery>,
+) -> Result<Json<AgentEvents>> {
     let agent = state.supervisor.agent(&id)?;
     let limit = q.limit.unwrap_or(500).clamp(1, 1000);
     let events = agent.lock().events.after(q.after, limit);
@@ -55,24 +69,40 @@ pub struct OutputQuery {
     lines: Option<usize>,
 }
 
-pub async fn output(State(state): State<AppState>, AgentId(id): AgentId, QueryParams(q): QueryParams<OutputQuery>) -> Result<Json<AgentOutput>> {
+pub async fn output(
+    State(state): State<AppState>,
+    AgentId(id): AgentId,
+    QueryParams(q): QueryParams<OutputQuery>,
+) -> Result<Json<AgentOutput>> {
     let lines = state.supervisor.output(&id, q.lines.unwrap_or(200).clamp(1, 2000))?;
     Ok(Json(AgentOutput { lines }))
 }
 
-pub async fn message(State(state): State<AppState>, AgentId(id): AgentId, JsonBody(request): JsonBody<SendMessageRequest>) -> Result<Json<SentResponse>> {
+pub async fn message(
+    State(state): State<AppState>,
+    AgentId(id): AgentId,
+    JsonBody(request): JsonBody<SendMessageRequest>,
+) -> Result<Json<SentResponse>> {
     state.supervisor.message(&id, request).await?;
     Ok(Json(SentResponse { sent: true }))
 }
 
 /// Replaces the agent's Worker credential; the next tool call uses the new one.
-pub async fn credentials(State(state): State<AppState>, AgentId(id): AgentId, JsonBody(request): JsonBody<UpdateCredentialsRequest>) -> Result<Json<UpdatedResponse>> {
+pub async fn credentials(
+    State(state): State<AppState>,
+    AgentId(id): AgentId,
+    JsonBody(request): JsonBody<UpdateCredentialsRequest>,
+) -> Result<Json<UpdatedResponse>> {
     request.validate().map_err(crate::error::Error::invalid)?;
     state.supervisor.agent(&id)?.set_token(request.token);
     Ok(Json(UpdatedResponse { updated: true }))
 }
 
-pub async fn stop(State(state): State<AppState>, AgentId(id): AgentId, OptionalJsonBody(request): OptionalJsonBody<StopAgentRequest>) -> Result<Json<StoppedResponse>> {
+pub async fn stop(
+    State(state): State<AppState>,
+    AgentId(id): AgentId,
+    OptionalJsonBody(request): OptionalJsonBody<StopAgentRequest>,
+) -> Result<Json<StoppedResponse>> {
     state.supervisor.stop(&id, request.signal.unwrap_or_default()).await?;
     Ok(Json(StoppedResponse { stopped: true }))
 }

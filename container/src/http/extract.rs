@@ -18,8 +18,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
-            Err(JsonRejection::BytesRejection(r)) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(Error::TooLarge(format!("request body is larger than {} bytes", super::MAX_BODY)))
+            Err(JsonRejection::BytesRejection(r))
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Err(Error::TooLarge(format!(
+                    "request body is larger than {} bytes",
+                    super::MAX_BODY
+                )))
             }
             Err(r) => Err(Error::bad_request(r.body_text())),
         }
@@ -43,7 +48,9 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }
-        serde_json::from_slice(&bytes).map(Self).map_err(|e| Error::bad_request(format!("invalid JSON body: {e}")))
+        serde_json::from_slice(&bytes)
+            .map(Self)
+            .map_err(|e| Error::bad_request(format!("invalid JSON body: {e}")))
     }
 }
 
@@ -68,7 +75,9 @@ impl<S: Send + Sync> FromRequestParts<S> for AgentId {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(id) = Path::<String>::from_request_parts(parts, state).await.map_err(|r| Error::bad_request(r.body_text()))?;
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|r| Error::bad_request(r.body_text()))?;
         shared_types::validate::id(&id).map_err(|m| Error::bad_request(format!("agentId {m}")))?;
         Ok(Self(id))
     }

@@ -10,5 +10,14 @@ use super::AppState;
 pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
     let s = &state.supervisor;
     let status = if s.is_shutting_down() { HealthStatus::Degraded } else { HealthStatus::Ok };
-    Json(HealthResponse { status, agents: s.registry.active_count(), at_work: Some(s.registry.at_work_count()), uptime: s.uptime_ms(), capacity: Some(s.capacity()), pool: Some(s.pool_status()), isolation: Some(s.uids.mode().to_string()), boot_id: Some(crate::boot::id().to_string()) })
+    Json(HealthResponse {
+        status,
+        agents: s.registry.active_count(),
+        at_work: Some(s.registry.at_work_count()),
+        uptime: s.uptime_ms(),
+        capacity: Some(s.capacity()),
+        pool: Some(s.pool_status()),
+        isolation: Some(s.uids.mode().to_string()),
+        boot_id: Some(crate::boot::id().to_string()),
+    })
 }

@@ -16,12 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::middleware::{self, Next};
 use axum::http::header;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use axum::routing::{get, post};
 use axum::Router;
+use futures_util::StreamExt;
 
 use crate::error::Error;
 use crate::supervisor::Supervisor;
@@ -66,7 +66,11 @@ pub fn router(supervisor: Arc<Supervisor>) -> Router {
 }
 
 /// Checks `X-Container-Token` against the configured secret in constant time.
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, Error> {
+async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, Error> {
     if let Some(expected) = &state.supervisor.config.container_token {
         let given = request.headers().get(TOKEN_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
         if !crate::secret::equal(given, expected) {
@@ -78,9 +82,17 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
 
 /// Refuses a body whose declared length is over [`MAX_BODY`] before any handler runs.
 async fn limit_body(request: Request, next: Next) -> Response {
-    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return early_answer(request, Error::TooLarge(format!("request body is larger than {MAX_BODY} bytes"))).await;
+        return early_answer(
+            request,
+            Error::TooLarge(format!("request body is larger than {MAX_BODY} bytes")),
+        )
+        .await;
     }
     next.run(request).await
 }

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::response::Response;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::Response;
 use axum::Json;
 use futures_util::{SinkExt, Stream, StreamExt};
 use serde::Deserialize;
@@ -68,14 +68,21 @@ impl Tickets {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         match map.remove(ticket) {
             None => Err("unknown or already used stream ticket"),
-            Some((agent, _)) if agent != agent_id => Err("this stream ticket was issued for another agent"),
-            Some((_, expires)) if expires <= Instant::now() => Err("this stream ticket has expired (tickets are valid for 60 s)"),
+            Some((agent, _)) if agent != agent_id => {
+                Err("this stream ticket was issued for another agent")
+            }
+            Some((_, expires)) if expires <= Instant::now() => {
+                Err("this stream ticket has expired (tickets are valid for 60 s)")
+            }
             Some(_) => Ok(()),
         }
     }
 }
 
-pub async fn ticket(State(state): State<AppState>, AgentId(id): AgentId) -> Result<Json<StreamTicket>> {
+pub async fn ticket(
+    State(state): State<AppState>,
+    AgentId(id): AgentId,
+) -> Result<Json<StreamTicket>> {
     state.supervisor.agent(&id)?;
     let ticket = state.tickets.issue(&id);
     let expires_at = clock::iso(SystemTime::now() + TICKET_TTL);
@@ -96,32 +103,45 @@ pub async fn stream(
         return Err(Error::Unauthorized);
     }
     let agent = state.supervisor.agent(&id)?;
-    let events = futures_util::stream::unfold((agent, 0u64, false), |(agent, after, done)| async move {
-        if done {
-            return None;
-        }
-        loop {
-            let (page, active) = {
-                let s = agent.lock();
-                (s.events.after(after, 100), s.status.is_active())
-            };
-            if !page.events.is_empty() {
-                let next = page.next_after;
-                let data = serde_json::to_string(&page.events).unwrap_or_else(|_| "[]".into());
-                return Some((Ok(Event::default().event("events").data(data)), (agent, next, false)));
+    let events =
+        futures_util::stream::unfold((agent, 0u64, false), |(agent, after, done)| async move {
+            if done {
+                return None;
             }
-            if !active {
-                return Some((Ok(Event::default().event("end").data("{}")), (agent, after, true)));
+            loop {
+                let (page, active) = {
+                    let s = agent.lock();
+                    (s.events.after(after, 100), s.status.is_active())
+                };
+                if !page.events.is_empty() {
+                    let next = page.next_after;
+                    let data = serde_json::to_string(&page.events).unwrap_or_else(|_| "[]".into());
+                    return Some((
+                        Ok(Event::default().event("events").data(data)),
+                        (agent, next, false),
+                    ));
+                }
+                if !active {
+                    return Some((
+                        Ok(Event::default().event("end").data("{}")),
+                        (agent, after, true),
+                    ));
+                }
+                // Bounded wait: wake on the next event or re-check every 15 s.
+                let _ = tokio::time::timeout(Duration::from_secs(15), agent.changed()).await;
             }
-            // Bounded wait: wake on the next event or re-check every 15 s.
-            let _ = tokio::time::timeout(Duration::from_secs(15), agent.changed()).await;
-        }
-    });
+        });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
 /// A WebSocket frame, as the reference's live stream has it (`id` added: the event's id).
-fn frame(agent_id: &str, id: u64, event: &str, data: &serde_json::Value, timestamp: &str) -> String {
+fn frame(
+    agent_id: &str,
+    id: u64,
+    event: &str,
+    data: &serde_json::Value,
+    timestamp: &str,
+) -> String {
     serde_json::json!({ "agentId": agent_id, "id": id, "event": event, "data": data, "timestamp": timestamp }).to_string()
 }
 
@@ -136,9 +156,15 @@ pub async fn websocket(
     QueryParams(q): QueryParams<StreamQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let checked = state.tickets.check(&q.ticket, &id).map_err(|why| (4401u16, why.to_string())).and_then(|()| {
-        state.supervisor.agent(&id).map_err(|_| (4404u16, format!("agent {id} not found in this container")))
-    });
+    let checked =
+        state.tickets.check(&q.ticket, &id).map_err(|why| (4401u16, why.to_string())).and_then(
+            |()| {
+                state
+                    .supervisor
+                    .agent(&id)
+                    .map_err(|_| (4404u16, format!("agent {id} not found in this container")))
+            },
+        );
     upgrade.on_upgrade(move |socket| async move {
         match checked {
             Ok(agent) => relay(socket, &id, agent).await,
@@ -152,7 +178,11 @@ pub async fn websocket(
 
 async fn refuse(mut socket: WebSocket, agent_id: &str, code: u16, reason: String) {
     let data = serde_json::json!({ "error": reason, "code": code });
-    let _ = socket.send(Message::Text(frame(agent_id, 0, "error", &data, &clock::iso(SystemTime::now())).into())).await;
+    let _ = socket
+        .send(Message::Text(
+            frame(agent_id, 0, "error", &data, &clock::iso(SystemTime::now())).into(),
+        ))
+        .await;
     let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
 }
 
@@ -189,7 +219,8 @@ async fn send_events(
             after = page.next_after;
             for e in &page.events {
                 let text = frame(agent_id, e.id, &kind_name(e.kind), &e.data, &e.at);
-                match tokio::time::timeout(SEND_TIMEOUT, tx.send(Message::Text(text.into()))).await {
+                match tokio::time::timeout(SEND_TIMEOUT, tx.send(Message::Text(text.into()))).await
+                {
                     Ok(Ok(())) => {}
                     _ => return,
                 }
@@ -198,8 +229,18 @@ async fn send_events(
         }
         if !status.is_active() {
             let data = serde_json::json!({ "type": "agent.exited", "properties": { "reason": status.as_str() } });
-            let _ = tx.send(Message::Text(frame(agent_id, after, "agent.exited", &data, &clock::iso(SystemTime::now())).into())).await;
-            let _ = tx.send(Message::Close(Some(CloseFrame { code: 1000, reason: "agent run ended".into() }))).await;
+            let _ = tx
+                .send(Message::Text(
+                    frame(agent_id, after, "agent.exited", &data, &clock::iso(SystemTime::now()))
+                        .into(),
+                ))
+                .await;
+            let _ = tx
+                .send(Message::Close(Some(CloseFrame {
+                    code: 1000,
+                    reason: "agent run ended".into(),
+                })))
+                .await;
             return;
         }
         // Wake on the next change, the client's close, or every 15 s (a ping keeps proxies open).
@@ -230,7 +271,10 @@ mod tests {
         assert!(t.check(&b, "a1").is_err(), "a refused ticket is used up too");
         let c = t.issue("a1");
         t.map.lock().unwrap().get_mut(&c).unwrap().1 = Instant::now();
-        assert_eq!(t.check(&c, "a1"), Err("this stream ticket has expired (tickets are valid for 60 s)"));
+        assert_eq!(
+            t.check(&c, "a1"),
+            Err("this stream ticket has expired (tickets are valid for 60 s)")
+        );
         assert_eq!(t.check("nope", "a1"), Err("unknown or already used stream ticket"));
     }
 }

@@ -31,11 +31,19 @@ pub struct ToolOutput {
     output: String,
 }
 
-pub async fn call(State(state): State<AppState>, Path(tool): Path<String>, headers: HeaderMap, JsonBody(call): JsonBody<ToolCall>) -> Result<Json<ToolOutput>> {
+pub async fn call(
+    State(state): State<AppState>,
+    Path(tool): Path<String>,
+    headers: HeaderMap,
+    JsonBody(call): JsonBody<ToolCall>,
+) -> Result<Json<ToolOutput>> {
     let s = &state.supervisor;
     let key = headers.get(TOOL_KEY_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
     let server = s.server_by_tool_key(key).ok_or(Error::Unauthorized)?;
-    let agent = s.registry.agent_for_session(&call.session_id).ok_or_else(|| Error::NotFound("unknown session".into()))?;
+    let agent = s
+        .registry
+        .agent_for_session(&call.session_id)
+        .ok_or_else(|| Error::NotFound("unknown session".into()))?;
     let (attachment, spec, token, generation) = {
         let st = agent.lock();
         (st.attachment.clone(), st.spec.clone(), st.api_token.clone(), st.generation)
@@ -43,20 +51,25 @@ pub async fn call(State(state): State<AppState>, Path(tool): Path<String>, heade
     if attachment.is_none_or(|a| a.server_id != server.id || a.session_id != call.session_id) {
         return Err(Error::Forbidden("the session does not belong to this Kilo process".into()));
     }
-    let api_url = s.config.api_url.as_deref().ok_or_else(|| Error::Agent("GASTOWN_API_URL is not configured on the control server".into()))?;
+    let api_url = s.config.api_url.as_deref().ok_or_else(|| {
+        Error::Agent("GASTOWN_API_URL is not configured on the control server".into())
+    })?;
     let worker_call = route(&tool, &call.args, &spec).map_err(|e| Error::bad_request(e.0))?;
     tracing::info!(agent = %agent.id, tool = %tool, path = %worker_call.path, "forwarding tool call");
     match forward(&s.http, api_url, token.as_deref(), worker_call).await {
         Ok(output) => {
             if tool == "gt_done" {
-                // The Worker took the branch: this run's work is over (lesson 3: done is the
-                // done tool, never an idle session).
+                // The Worker took the branch: this run's work is over (done is the done
+                // tool, never an idle session).
                 s.work_done(&agent, generation);
             }
             Ok(Json(ToolOutput { output }))
         }
         Err(e) => {
-            agent.record(AgentEventKind::Error, json!({ "message": e.0, "source": "tool", "tool": tool }));
+            agent.record(
+                AgentEventKind::Error,
+                json!({ "message": e.0, "source": "tool", "tool": tool }),
+            );
             Err(Error::Agent(e.0))
         }
     }

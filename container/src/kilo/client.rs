@@ -56,7 +56,9 @@ impl KiloClient {
 
     /// A request to `path` with this process's credentials (every call, the event stream too).
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.base)).basic_auth(&self.auth.username, Some(&self.auth.password))
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .basic_auth(&self.auth.username, Some(&self.auth.password))
     }
 
     pub fn base(&self) -> &str {
@@ -65,52 +67,89 @@ impl KiloClient {
 
     /// `GET /global/health` -> `{"healthy":true,...}`.
     pub async fn healthy(&self) -> bool {
-        let res = self.request(reqwest::Method::GET, "/global/health").timeout(HEALTH_TIMEOUT).send().await;
+        let res = self
+            .request(reqwest::Method::GET, "/global/health")
+            .timeout(HEALTH_TIMEOUT)
+            .send()
+            .await;
         match res {
-            Ok(r) if r.status().is_success() => r.json::<Value>().await.is_ok_and(|v| v["healthy"] == true),
+            Ok(r) if r.status().is_success() => {
+                r.json::<Value>().await.is_ok_and(|v| v["healthy"] == true)
+            }
             _ => false,
         }
     }
 
     /// `POST {path}?directory=D` with an optional JSON body; the answer's body on success.
-    async fn post_in(&self, path: &str, directory: &Path, body: Option<&Value>) -> Result<String, KiloError> {
-        let mut req = self.request(reqwest::Method::POST, path).query(&[("directory", directory.to_string_lossy())]).timeout(CALL_TIMEOUT);
+    async fn post_in(
+        &self,
+        path: &str,
+        directory: &Path,
+        body: Option<&Value>,
+    ) -> Result<String, KiloError> {
+        let mut req = self
+            .request(reqwest::Method::POST, path)
+            .query(&[("directory", directory.to_string_lossy())])
+            .timeout(CALL_TIMEOUT);
         if let Some(body) = body {
             req = req.json(body);
         }
-        let res = req.send().await.map_err(|e| KiloError::Unreachable(e.without_url().to_string()))?;
+        let res =
+            req.send().await.map_err(|e| KiloError::Unreachable(e.without_url().to_string()))?;
         checked(res).await
     }
 
     /// `POST /session?directory=D` -> the new session's id.
     pub async fn create_session(&self, directory: &Path, title: &str) -> Result<String, KiloError> {
         let body = self.post_in("/session", directory, Some(&json!({ "title": title }))).await?;
-        let v: Value = serde_json::from_str(&body).map_err(|_| KiloError::Unexpected("session is not JSON".into()))?;
-        v["id"].as_str().map(str::to_string).ok_or_else(|| KiloError::Unexpected("session has no id".into()))
+        let v: Value = serde_json::from_str(&body)
+            .map_err(|_| KiloError::Unexpected("session is not JSON".into()))?;
+        v["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| KiloError::Unexpected("session has no id".into()))
     }
 
     /// `POST /session/{id}/prompt_async`: starts a turn and returns at once (204).
     /// `system`, when given, is appended to the system prompt for this message only.
-    pub async fn prompt_async(&self, session: &str, directory: &Path, agent: &str, text: &str, system: Option<&str>) -> Result<(), KiloError> {
+    pub async fn prompt_async(
+        &self,
+        session: &str,
+        directory: &Path,
+        agent: &str,
+        text: &str,
+        system: Option<&str>,
+    ) -> Result<(), KiloError> {
         let mut body = json!({ "agent": agent, "parts": [{ "type": "text", "text": text }] });
         if let Some(system) = system.filter(|s| !s.is_empty()) {
             body["system"] = system.into();
         }
-        self.post_in(&format!("/session/{session}/prompt_async"), directory, Some(&body)).await.map(|_| ())
+        self.post_in(&format!("/session/{session}/prompt_async"), directory, Some(&body))
+            .await
+            .map(|_| ())
     }
 
     /// `GET /session/{id}/message?limit=N`: the session's last `limit` messages, oldest first,
     /// each `{info: {id, role, parentID?, time: {created, completed?}, finish?, error?}, parts}`.
-    pub async fn last_messages(&self, session: &str, directory: &Path, limit: usize) -> Result<Vec<Value>, KiloError> {
+    pub async fn last_messages(
+        &self,
+        session: &str,
+        directory: &Path,
+        limit: usize,
+    ) -> Result<Vec<Value>, KiloError> {
         let res = self
             .request(reqwest::Method::GET, &format!("/session/{session}/message"))
-            .query(&[("directory", directory.to_string_lossy().to_string()), ("limit", limit.to_string())])
+            .query(&[
+                ("directory", directory.to_string_lossy().to_string()),
+                ("limit", limit.to_string()),
+            ])
             .timeout(CALL_TIMEOUT)
             .send()
             .await
             .map_err(|e| KiloError::Unreachable(e.without_url().to_string()))?;
         let body = checked(res).await?;
-        serde_json::from_str(&body).map_err(|_| KiloError::Unexpected("message list is not a JSON array".into()))
+        serde_json::from_str(&body)
+            .map_err(|_| KiloError::Unexpected("message list is not a JSON array".into()))
     }
 
     /// `POST /session/{id}/abort`: ends the running turn, if any.
@@ -120,7 +159,11 @@ impl KiloClient {
 
     /// `GET /global/event`: the server-sent events of every directory the server serves.
     pub async fn global_events(&self) -> Result<reqwest::Response, KiloError> {
-        let res = self.request(reqwest::Method::GET, "/global/event").send().await.map_err(|e| KiloError::Unreachable(e.without_url().to_string()))?;
+        let res = self
+            .request(reqwest::Method::GET, "/global/event")
+            .send()
+            .await
+            .map_err(|e| KiloError::Unreachable(e.without_url().to_string()))?;
         if !res.status().is_success() {
             return Err(KiloError::Status { status: res.status().as_u16(), body: String::new() });
         }

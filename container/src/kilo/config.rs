@@ -13,13 +13,23 @@ pub const MODEL_KEY_VAR: &str = "GASTOWN_MODEL_API_KEY";
 /// prompt but names nobody: a process may be started before its agent is known (the warm
 /// pool) or serve several agents (shared mode), so each agent's own system prompt comes with
 /// every message it is sent (`system`).
-pub const NEUTRAL_AGENT_PROMPT: &str = "You are an autonomous coding agent of Gastown, working unattended in a git \
+pub const NEUTRAL_AGENT_PROMPT: &str =
+    "You are an autonomous coding agent of Gastown, working unattended in a git \
 checkout. Your identity, your role and your instructions are in the system message that follows; \
 follow them. Nobody answers questions: decide, act, and use your tools.";
 
 /// Tools an unattended agent must not have: they wait for a human, or schedule work outside
 /// the turn the supervisor can see.
-const DENIED_TOOLS: &[&str] = &["question", "plan_exit", "suggest", "schedule_wakeup", "cancel_wakeup", "background_process", "board_post", "board_read"];
+const DENIED_TOOLS: &[&str] = &[
+    "question",
+    "plan_exit",
+    "suggest",
+    "schedule_wakeup",
+    "cancel_wakeup",
+    "background_process",
+    "board_post",
+    "board_read",
+];
 
 pub struct KiloConfigInput<'a> {
     /// `provider/model` from the start request.
@@ -52,13 +62,14 @@ pub fn kilo_config(input: &KiloConfigInput<'_>) -> Value {
         "autoupdate": false,
         "share": "disabled",
         "model": full_model,
-        // An unset or unknown small model kills the prompt loop (reference lesson 11).
+        // An unset or unknown small model kills the prompt loop.
         "small_model": full_model,
         "permission": permission,
         "agent": { AGENT_NAME: { "mode": "primary", "prompt": neutralize_substitutions(input.agent_prompt) } },
     });
     if let Some(base_url) = input.model_base_url {
-        let api_key = if input.has_model_key { format!("{{env:{MODEL_KEY_VAR}}}") } else { "none".into() };
+        let api_key =
+            if input.has_model_key { format!("{{env:{MODEL_KEY_VAR}}}") } else { "none".into() };
         config["enabled_providers"] = json!([provider]);
         config["provider"] = json!({
             provider: {
@@ -85,7 +96,12 @@ mod tests {
 
     #[test]
     fn custom_provider_with_key_by_reference() {
-        let c = kilo_config(&KiloConfigInput { model: "scripted/m-1", model_base_url: Some("http://127.0.0.1:9/v1"), has_model_key: true, agent_prompt: "You are toast." });
+        let c = kilo_config(&KiloConfigInput {
+            model: "scripted/m-1",
+            model_base_url: Some("http://127.0.0.1:9/v1"),
+            has_model_key: true,
+            agent_prompt: "You are toast.",
+        });
         assert_eq!(c["model"], "scripted/m-1");
         assert_eq!(c["small_model"], "scripted/m-1");
         assert_eq!(c["enabled_providers"], json!(["scripted"]));
@@ -101,7 +117,12 @@ mod tests {
     fn models_with_slashes_and_bare_names() {
         assert_eq!(split_model("openrouter/anthropic/claude"), ("openrouter", "anthropic/claude"));
         assert_eq!(split_model("gpt"), ("gastown", "gpt"));
-        let c = kilo_config(&KiloConfigInput { model: "kilo/x", model_base_url: None, has_model_key: false, agent_prompt: "" });
+        let c = kilo_config(&KiloConfigInput {
+            model: "kilo/x",
+            model_base_url: None,
+            has_model_key: false,
+            agent_prompt: "",
+        });
         assert!(c.get("provider").is_none());
     }
 

@@ -47,19 +47,32 @@ impl Interpreter {
         let payload = event.get("payload").unwrap_or(event);
         let kind = payload["type"].as_str()?;
         let props = &payload["properties"];
-        let session = props["sessionID"].as_str().or_else(|| props["part"]["sessionID"].as_str()).or_else(|| props["info"]["sessionID"].as_str())?.to_string();
+        let session = props["sessionID"]
+            .as_str()
+            .or_else(|| props["part"]["sessionID"].as_str())
+            .or_else(|| props["info"]["sessionID"].as_str())?
+            .to_string();
         let meaning = match kind {
             "message.part.updated" => self.part(&props["part"]),
             "session.error" => {
-                let message = props["error"]["data"]["message"].as_str().or_else(|| props["error"]["name"].as_str()).unwrap_or("unknown error");
-                Meaning::Event(AgentEventKind::Error, json!({ "message": truncate(message), "source": "session" }))
+                let message = props["error"]["data"]["message"]
+                    .as_str()
+                    .or_else(|| props["error"]["name"].as_str())
+                    .unwrap_or("unknown error");
+                Meaning::Event(
+                    AgentEventKind::Error,
+                    json!({ "message": truncate(message), "source": "session" }),
+                )
             }
             "session.status" if props["status"]["type"] == "busy" => Meaning::Busy(true),
             "session.status" if props["status"]["type"] == "idle" => Meaning::Busy(false),
             "session.idle" => Meaning::Busy(false),
             "session.status" if props["status"]["type"] == "retry" => {
                 let message = props["status"]["message"].as_str().unwrap_or("");
-                Meaning::Event(AgentEventKind::Error, json!({ "message": format!("model call failed, retrying: {}", truncate(message)), "source": "retry" }))
+                Meaning::Event(
+                    AgentEventKind::Error,
+                    json!({ "message": format!("model call failed, retrying: {}", truncate(message)), "source": "retry" }),
+                )
             }
             _ => Meaning::Activity,
         };
@@ -89,14 +102,19 @@ impl Interpreter {
                 if part["state"]["input"].is_object() {
                     data["input"] = truncate(&part["state"]["input"].to_string()).into();
                 }
-                if let Some(output) = part["state"]["output"].as_str().filter(|_| status == "completed") {
+                if let Some(output) =
+                    part["state"]["output"].as_str().filter(|_| status == "completed")
+                {
                     data["output"] = truncate(output).into();
                 }
                 Meaning::Event(AgentEventKind::ToolCall, data)
             }
             // Text parts stream in; the one with an end time is the finished text.
             Some("text") if part["time"]["end"].is_number() && part["synthetic"] != true => {
-                Meaning::Event(AgentEventKind::Text, json!({ "text": truncate(part["text"].as_str().unwrap_or("")) }))
+                Meaning::Event(
+                    AgentEventKind::Text,
+                    json!({ "text": truncate(part["text"].as_str().unwrap_or("")) }),
+                )
             }
             _ => Meaning::Activity,
         }
@@ -119,8 +137,12 @@ pub fn follow(client: KiloClient, registry: Arc<Registry>, exit: ExitWatch) {
                 Ok(res) => {
                     let mut stream = res.bytes_stream().eventsource();
                     while let Some(Ok(event)) = stream.next().await {
-                        let Ok(value) = serde_json::from_str::<Value>(&event.data) else { continue };
-                        let Some((session, meaning)) = interpreter.interpret(&value) else { continue };
+                        let Ok(value) = serde_json::from_str::<Value>(&event.data) else {
+                            continue;
+                        };
+                        let Some((session, meaning)) = interpreter.interpret(&value) else {
+                            continue;
+                        };
                         let Some(agent) = registry.agent_for_session(&session) else { continue };
                         match meaning {
                             Meaning::Activity => agent.touch(),
@@ -151,32 +173,69 @@ mod tests {
     #[test]
     fn tool_calls_become_one_event_per_state() {
         let mut i = Interpreter::default();
-        let part = |status: &str| wrap(json!({"type": "message.part.updated", "properties": {"sessionID": "s1", "part": {
-            "type": "tool", "tool": "bash", "callID": "c1", "sessionID": "s1", "state": {"status": status, "metadata": {"exit": 0}}}}}));
+        let part = |status: &str| {
+            wrap(json!({"type": "message.part.updated", "properties": {"sessionID": "s1", "part": {
+            "type": "tool", "tool": "bash", "callID": "c1", "sessionID": "s1", "state": {"status": status, "metadata": {"exit": 0}}}}}))
+        };
         let (s, m) = i.interpret(&part("running")).expect("session event");
         assert_eq!(s, "s1");
-        assert_eq!(m, Meaning::Event(AgentEventKind::ToolCall, json!({"tool": "bash", "callId": "c1", "state": "running", "exit": 0})));
+        assert_eq!(
+            m,
+            Meaning::Event(
+                AgentEventKind::ToolCall,
+                json!({"tool": "bash", "callId": "c1", "state": "running", "exit": 0})
+            )
+        );
         assert_eq!(i.interpret(&part("running")).expect("event").1, Meaning::Activity);
-        assert!(matches!(i.interpret(&part("completed")).expect("event").1, Meaning::Event(AgentEventKind::ToolCall, _)));
+        assert!(matches!(
+            i.interpret(&part("completed")).expect("event").1,
+            Meaning::Event(AgentEventKind::ToolCall, _)
+        ));
         // A finished call carries its input and output (for the live stream).
-        let done = wrap(json!({"type": "message.part.updated", "properties": {"sessionID": "s1", "part": {
-            "type": "tool", "tool": "bash", "callID": "c2", "state": {"status": "completed", "input": {"command": "echo hi"}, "output": "hi\n"}}}}));
+        let done = wrap(
+            json!({"type": "message.part.updated", "properties": {"sessionID": "s1", "part": {
+            "type": "tool", "tool": "bash", "callID": "c2", "state": {"status": "completed", "input": {"command": "echo hi"}, "output": "hi\n"}}}}),
+        );
         let (_, m) = i.interpret(&done).expect("event");
-        assert_eq!(m, Meaning::Event(AgentEventKind::ToolCall, json!({"tool": "bash", "callId": "c2", "state": "completed", "input": "{\"command\":\"echo hi\"}", "output": "hi\n"})));
+        assert_eq!(
+            m,
+            Meaning::Event(
+                AgentEventKind::ToolCall,
+                json!({"tool": "bash", "callId": "c2", "state": "completed", "input": "{\"command\":\"echo hi\"}", "output": "hi\n"})
+            )
+        );
     }
 
     #[test]
     fn finished_text_errors_and_idle() {
         let mut i = Interpreter::default();
-        let text = wrap(json!({"type": "message.part.updated", "properties": {"sessionID": "s1", "part": {"type": "text", "text": "all done", "time": {"start": 1, "end": 2}}}}));
-        assert_eq!(i.interpret(&text).expect("text").1, Meaning::Event(AgentEventKind::Text, json!({"text": "all done"})));
-        let streaming = wrap(json!({"type": "message.part.updated", "properties": {"sessionID": "s1", "part": {"type": "text", "text": "all", "time": {"start": 1}}}}));
+        let text = wrap(
+            json!({"type": "message.part.updated", "properties": {"sessionID": "s1", "part": {"type": "text", "text": "all done", "time": {"start": 1, "end": 2}}}}),
+        );
+        assert_eq!(
+            i.interpret(&text).expect("text").1,
+            Meaning::Event(AgentEventKind::Text, json!({"text": "all done"}))
+        );
+        let streaming = wrap(
+            json!({"type": "message.part.updated", "properties": {"sessionID": "s1", "part": {"type": "text", "text": "all", "time": {"start": 1}}}}),
+        );
         assert_eq!(i.interpret(&streaming).expect("partial").1, Meaning::Activity);
-        let err = wrap(json!({"type": "session.error", "properties": {"sessionID": "s1", "error": {"name": "APIError", "data": {"message": "boom"}}}}));
-        assert_eq!(i.interpret(&err).expect("error").1, Meaning::Event(AgentEventKind::Error, json!({"message": "boom", "source": "session"})));
+        let err = wrap(
+            json!({"type": "session.error", "properties": {"sessionID": "s1", "error": {"name": "APIError", "data": {"message": "boom"}}}}),
+        );
+        assert_eq!(
+            i.interpret(&err).expect("error").1,
+            Meaning::Event(AgentEventKind::Error, json!({"message": "boom", "source": "session"}))
+        );
         let idle = wrap(json!({"type": "session.idle", "properties": {"sessionID": "s1"}}));
-        assert_eq!(i.interpret(&idle).expect("idle").1, Meaning::Busy(false), "idle ends a turn, not the work");
-        let busy = wrap(json!({"type": "session.status", "properties": {"sessionID": "s1", "status": {"type": "busy"}}}));
+        assert_eq!(
+            i.interpret(&idle).expect("idle").1,
+            Meaning::Busy(false),
+            "idle ends a turn, not the work"
+        );
+        let busy = wrap(
+            json!({"type": "session.status", "properties": {"sessionID": "s1", "status": {"type": "busy"}}}),
+        );
         assert_eq!(i.interpret(&busy).expect("busy").1, Meaning::Busy(true));
         let heartbeat = json!({"payload": {"type": "server.heartbeat", "properties": {}}});
         assert!(i.interpret(&heartbeat).is_none());

@@ -12,10 +12,10 @@ use tokio::process::{ChildStderr, ChildStdout};
 use tokio::sync::oneshot;
 
 use super::client::{Credentials, KiloClient};
+use crate::git::Owner;
 use crate::process::output::{capture, OutputBuffer, SharedOutput, Stream};
 use crate::process::terminate::{terminate, Terminated};
 use crate::process::{ExitWatch, Reaper};
-use crate::git::Owner;
 use crate::sandbox::UidLease;
 use crate::tools::js::{CONTROL_URL_VAR, TOOL_KEY_FILE_VAR};
 
@@ -33,13 +33,27 @@ const OFFLINE_ENV: &[(&str, &str)] = &[
 /// Variables of the control server's own environment a Kilo process may see: what a program
 /// needs to run and reach the network, nothing of ours (no CONTAINER_TOKEN).
 const INHERITED_ENV: &[&str] = &[
-    "PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
-    "http_proxy", "https_proxy", "no_proxy",
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "NODE_EXTRA_CA_CERTS",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
 ];
 
 /// The values of [`INHERITED_ENV`] this server has.
 pub fn inherited_env() -> Vec<(String, String)> {
-    INHERITED_ENV.iter().filter_map(|name| std::env::var(name).ok().map(|v| (name.to_string(), v))).collect()
+    INHERITED_ENV
+        .iter()
+        .filter_map(|name| std::env::var(name).ok().map(|v| (name.to_string(), v)))
+        .collect()
 }
 
 /// Where the server keeps its files; everything here is outside every worktree.
@@ -130,23 +144,42 @@ impl KiloServer {
     /// Spawns `kilo serve --port 0` in its own process group, reads the port it chose from its
     /// first lines of output, then polls its health until it answers or `ready_timeout` passes.
     /// On failure the process is killed and the error carries the tail of its output.
-    pub async fn spawn(reaper: &Reaper, http: reqwest::Client, spec: SpawnSpec<'_>) -> Result<(Arc<Self>, SpawnTimings), String> {
+    pub async fn spawn(
+        reaper: &Reaper,
+        http: reqwest::Client,
+        spec: SpawnSpec<'_>,
+    ) -> Result<(Arc<Self>, SpawnTimings), String> {
         let t0 = Instant::now();
         let run = spec.run_dir.clone();
-        for dir in [run.home(), run.tmp(), run.scratch(), run.0.join("xdg/config"), run.0.join("xdg/data"), run.0.join("xdg/state"), run.0.join("xdg/cache")] {
-            std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        for dir in [
+            run.home(),
+            run.tmp(),
+            run.scratch(),
+            run.0.join("xdg/config"),
+            run.0.join("xdg/data"),
+            run.0.join("xdg/state"),
+            run.0.join("xdg/cache"),
+        ] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
         let config = serde_json::to_vec_pretty(&spec.config).map_err(|e| e.to_string())?;
-        std::fs::write(run.config_file(), config).map_err(|e| format!("cannot write the Kilo config: {e}"))?;
+        std::fs::write(run.config_file(), config)
+            .map_err(|e| format!("cannot write the Kilo config: {e}"))?;
         let tool_key = crate::secret::random_token();
-        std::fs::write(run.tool_key(), &tool_key).map_err(|e| format!("cannot write the tool key: {e}"))?;
+        std::fs::write(run.tool_key(), &tool_key)
+            .map_err(|e| format!("cannot write the tool key: {e}"))?;
         let credentials = Credentials::random();
         let uid = spec.uid.as_ref().map(|l| l.uid);
         // Everything in the folder becomes the process's own; the folder is closed to others.
-        crate::sandbox::give(&run.0, uid).map_err(|e| format!("cannot hand {} to the agent uid: {e}", run.0.display()))?;
+        crate::sandbox::give(&run.0, uid)
+            .map_err(|e| format!("cannot hand {} to the agent uid: {e}", run.0.display()))?;
 
         let mut cmd = Command::new(spec.kilo_bin);
-        cmd.args(["serve", "--port", "0", "--hostname", "127.0.0.1"]).current_dir(&run.0).env_clear().envs(inherited_env());
+        cmd.args(["serve", "--port", "0", "--hostname", "127.0.0.1"])
+            .current_dir(&run.0)
+            .env_clear()
+            .envs(inherited_env());
         cmd.env("HOME", run.home())
             .env("TMPDIR", run.tmp())
             .env("XDG_CONFIG_HOME", run.0.join("xdg/config"))
@@ -167,18 +200,26 @@ impl KiloServer {
             std::os::unix::process::CommandExt::gid(&mut cmd, uid);
         }
 
-        let mut spawned = reaper.spawn(&mut cmd).map_err(|e| format!("cannot start {}: {e}", spec.kilo_bin.display()))?;
+        let mut spawned = reaper
+            .spawn(&mut cmd)
+            .map_err(|e| format!("cannot start {}: {e}", spec.kilo_bin.display()))?;
         let output: SharedOutput = Arc::new(Mutex::new(OutputBuffer::new(256 * 1024)));
         let (port_tx, port_rx) = oneshot::channel::<u16>();
         let mut port_tx = Some(port_tx);
         if let Some(out) = spawned.child.stdout.take().and_then(|o| ChildStdout::from_std(o).ok()) {
-            capture(out, Stream::Stdout, output.clone(), move |_, line| {
-                if let Some(port) = listening_port(line) {
-                    if let Some(tx) = port_tx.take() {
-                        let _ = tx.send(port);
+            capture(
+                out,
+                Stream::Stdout,
+                output.clone(),
+                move |_, line| {
+                    if let Some(port) = listening_port(line) {
+                        if let Some(tx) = port_tx.take() {
+                            let _ = tx.send(port);
+                        }
                     }
-                }
-            }, None);
+                },
+                None,
+            );
         }
         if let Some(err) = spawned.child.stderr.take().and_then(|e| ChildStderr::from_std(e).ok()) {
             capture(err, Stream::Stderr, output.clone(), |_, _| {}, None);
@@ -188,7 +229,11 @@ impl KiloServer {
         let deadline = tokio::time::Instant::now() + spec.ready_timeout;
         let fail = |why: String, output: &SharedOutput| {
             let tail = output.lock().unwrap_or_else(|p| p.into_inner()).tail(20);
-            if tail.is_empty() { why } else { format!("{why}; kilo output:\n{tail}") }
+            if tail.is_empty() {
+                why
+            } else {
+                format!("{why}; kilo output:\n{tail}")
+            }
         };
         let mut exit = spawned.exit.clone();
         let port = tokio::select! {
@@ -210,11 +255,17 @@ impl KiloServer {
                 break;
             }
             if let Some(e) = spawned.exit.now() {
-                return Err(fail(format!("kilo exited during start-up with code {}", e.code()), &output));
+                return Err(fail(
+                    format!("kilo exited during start-up with code {}", e.code()),
+                    &output,
+                ));
             }
             if tokio::time::Instant::now() >= deadline {
                 terminate(spawned.pid, &mut spawned.exit, Signal::SIGKILL, Duration::ZERO).await;
-                return Err(fail(format!("kilo did not become healthy within {:?}", spec.ready_timeout), &output));
+                return Err(fail(
+                    format!("kilo did not become healthy within {:?}", spec.ready_timeout),
+                    &output,
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -303,6 +354,9 @@ mod tests {
     fn reads_the_port_from_the_readiness_line() {
         assert_eq!(listening_port("kilo server listening on http://127.0.0.1:40811"), Some(40811));
         assert_eq!(listening_port("kilo server listening on http://127.0.0.1:4096/"), Some(4096));
-        assert_eq!(listening_port("Warning: KILO_SERVER_PASSWORD is not set; server is unsecured."), None);
+        assert_eq!(
+            listening_port("Warning: KILO_SERVER_PASSWORD is not set; server is unsecured."),
+            None
+        );
     }
 }

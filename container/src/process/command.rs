@@ -32,10 +32,16 @@ pub enum CommandError {
 
 /// Runs `cmd` with stdin closed, waits at most `timeout`, kills its process group if it runs
 /// over. Output is kept up to 64 KiB.
-pub async fn run(reaper: &Reaper, cmd: &mut Command, timeout: Duration) -> Result<Finished, CommandError> {
+pub async fn run(
+    reaper: &Reaper,
+    cmd: &mut Command,
+    timeout: Duration,
+) -> Result<Finished, CommandError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut spawned = reaper.spawn(cmd).map_err(|source| CommandError::Spawn { program: program.clone(), source })?;
+    let mut spawned = reaper
+        .spawn(cmd)
+        .map_err(|source| CommandError::Spawn { program: program.clone(), source })?;
     let buffer = Arc::new(Mutex::new(OutputBuffer::new(64 * 1024)));
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(2);
     if let Some(out) = spawned.child.stdout.take().and_then(|o| ChildStdout::from_std(o).ok()) {
@@ -56,7 +62,10 @@ pub async fn run(reaper: &Reaper, cmd: &mut Command, timeout: Duration) -> Resul
     };
     // Let the readers drain what the process wrote before it exited (bounded: pipes close when
     // the last writer, possibly a grandchild, goes away).
-    let _ = tokio::time::timeout(Duration::from_secs(2), async { while done_rx.recv().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while done_rx.recv().await.is_some() {}
+    })
+    .await;
     let output = buffer.lock().unwrap_or_else(|p| p.into_inner()).tail(200);
     Ok(Finished { exit, output })
 }

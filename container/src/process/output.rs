@@ -66,8 +66,13 @@ pub type SharedOutput = Arc<Mutex<OutputBuffer>>;
 
 /// Reads `reader` line by line into `buffer` until EOF, calling `on_line` for each line.
 /// `done` is dropped at EOF, so a holder of its receiver learns when all output is in.
-pub fn capture<R, F>(reader: R, stream: Stream, buffer: SharedOutput, mut on_line: F, done: Option<tokio::sync::mpsc::Sender<()>>)
-where
+pub fn capture<R, F>(
+    reader: R,
+    stream: Stream,
+    buffer: SharedOutput,
+    mut on_line: F,
+    done: Option<tokio::sync::mpsc::Sender<()>>,
+) where
     R: AsyncRead + Unpin + Send + 'static,
     F: FnMut(Stream, &str) + Send + 'static,
 {

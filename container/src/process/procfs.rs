@@ -22,7 +22,9 @@ mod tests {
     fn reads_this_process() {
         let me = std::process::id() as i32;
         assert!(pids().contains(&me));
-        assert!(status_field(me, "VmRSS").and_then(|kb| kb.parse::<u64>().ok()).is_some_and(|kb| kb > 0));
+        assert!(status_field(me, "VmRSS")
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .is_some_and(|kb| kb > 0));
         assert_eq!(status_field(me, "Uid"), Some(nix::unistd::getuid().as_raw().to_string()));
         assert_eq!(status_field(me, "NoSuchField"), None);
     }

@@ -33,7 +33,12 @@ pub struct Terminated {
 ///
 /// Edge cases: a group that is already empty returns at once; a leader that exits while its
 /// children ignore SIGTERM still gets its children killed after the grace period.
-pub async fn terminate(pgid: u32, exit: &mut ExitWatch, first: Signal, grace: Duration) -> Terminated {
+pub async fn terminate(
+    pgid: u32,
+    exit: &mut ExitWatch,
+    first: Signal,
+    grace: Duration,
+) -> Terminated {
     let mut groups = descendant_groups(pgid);
     groups.insert(pgid as i32);
     signal_groups(&groups, first);
@@ -59,7 +64,9 @@ fn signal_groups(groups: &BTreeSet<i32>, sig: Signal) {
     for &g in groups.iter().filter(|&&g| g > 1 && g != own) {
         match killpg(Pid::from_raw(g), sig) {
             Ok(()) | Err(Errno::ESRCH) => {}
-            Err(e) => tracing::warn!(pgid = g, signal = %sig, error = %e, "could not signal process group"),
+            Err(e) => {
+                tracing::warn!(pgid = g, signal = %sig, error = %e, "could not signal process group")
+            }
         }
     }
 }

@@ -14,7 +14,8 @@ use shared_types::{AgentEventKind, ProcessStatus, SendMessageRequest};
 use super::Supervisor;
 use crate::agents::Agent;
 
-const DRAIN_PROMPT: &str = "The container is shutting down in a few seconds. Commit your work now and push your \
+const DRAIN_PROMPT: &str =
+    "The container is shutting down in a few seconds. Commit your work now and push your \
 branch; do not start anything new. Anything not pushed will be saved as a WIP commit.";
 
 /// How many of a session's last messages the drain reads to find its prompt and the answer.
@@ -32,18 +33,27 @@ impl Supervisor {
     /// between), and one that arrives between turns takes a moment to turn the session busy.
     /// Both are answered only when an assistant reply to the request itself has finished.
     pub(super) async fn drain(self: &Arc<Self>) {
-        let running: Vec<Arc<Agent>> = self.registry.all().into_iter().filter(|a| a.status() == ProcessStatus::Running).collect();
+        let running: Vec<Arc<Agent>> = self
+            .registry
+            .all()
+            .into_iter()
+            .filter(|a| a.status() == ProcessStatus::Running)
+            .collect();
         if running.is_empty() {
             return;
         }
         let window = self.config.shutdown_drain;
         if !window.is_zero() {
-            let asks = running.iter().map(|a| self.message(&a.id, SendMessageRequest { prompt: DRAIN_PROMPT.into() }));
+            let asks = running
+                .iter()
+                .map(|a| self.message(&a.id, SendMessageRequest { prompt: DRAIN_PROMPT.into() }));
             let mut waiting = Vec::new();
             for (agent, result) in running.iter().zip(futures_util::future::join_all(asks).await) {
                 match result {
                     Ok(()) => waiting.push(agent.clone()),
-                    Err(e) => tracing::warn!(agent = %agent.id, error = %e, "could not ask the agent to push before shutdown"),
+                    Err(e) => {
+                        tracing::warn!(agent = %agent.id, error = %e, "could not ask the agent to push before shutdown")
+                    }
                 }
             }
             let deadline = tokio::time::Instant::now() + window;
@@ -74,7 +84,11 @@ impl Supervisor {
             let s = agent.lock();
             (s.status, s.attachment.clone(), s.workdir.clone())
         };
-        let (ProcessStatus::Running, Some(attachment), Some(workdir)) = (status, attachment, workdir) else { return true };
+        let (ProcessStatus::Running, Some(attachment), Some(workdir)) =
+            (status, attachment, workdir)
+        else {
+            return true;
+        };
         let Some(server) = self.server_by_id(attachment.server_id) else { return true };
         match server.client.last_messages(&attachment.session_id, &workdir, HISTORY).await {
             Ok(messages) => answered(&messages, DRAIN_PROMPT),
@@ -94,12 +108,23 @@ impl Supervisor {
             // No checkout: its conversation is kept by the Worker (the town's transcript).
             return;
         }
-        let (Some(workdir), Some(server)) = (workdir, attachment.and_then(|a| self.server_by_id(a.server_id))) else { return };
+        let (Some(workdir), Some(server)) =
+            (workdir, attachment.and_then(|a| self.server_by_id(a.server_id)))
+        else {
+            return;
+        };
         match self.git.save_work(&server.owner, &workdir, &spec.branch, &spec.git_url).await {
             Ok(committed) => {
-                let detail = if committed { "uncommitted work saved as a WIP commit and pushed" } else { "branch pushed" };
+                let detail = if committed {
+                    "uncommitted work saved as a WIP commit and pushed"
+                } else {
+                    "branch pushed"
+                };
                 tracing::info!(agent = %agent.id, branch = %spec.branch, committed, "saved the agent's work before shutdown");
-                agent.record(AgentEventKind::Supervisor, json!({ "action": "save_work", "detail": detail }));
+                agent.record(
+                    AgentEventKind::Supervisor,
+                    json!({ "action": "save_work", "detail": detail }),
+                );
             }
             Err(e) => {
                 tracing::warn!(agent = %agent.id, error = %e, "could not save the agent's work before shutdown");
@@ -115,7 +140,10 @@ impl Supervisor {
 /// an error does.
 pub(crate) fn answered(messages: &[serde_json::Value], prompt: &str) -> bool {
     let carries_prompt = |m: &serde_json::Value| {
-        m["info"]["role"] == "user" && m["parts"].as_array().is_some_and(|parts| parts.iter().any(|p| p["type"] == "text" && p["text"] == prompt))
+        m["info"]["role"] == "user"
+            && m["parts"].as_array().is_some_and(|parts| {
+                parts.iter().any(|p| p["type"] == "text" && p["text"] == prompt)
+            })
     };
     let Some(asked) = messages.iter().rposition(carries_prompt) else { return false };
     let asked_id = &messages[asked]["info"]["id"];
@@ -123,7 +151,8 @@ pub(crate) fn answered(messages: &[serde_json::Value], prompt: &str) -> bool {
         let info = &m["info"];
         info["role"] == "assistant"
             && &info["parentID"] == asked_id
-            && (!info["error"].is_null() || (info["time"]["completed"].is_number() && info["finish"] != "tool-calls"))
+            && (!info["error"].is_null()
+                || (info["time"]["completed"].is_number() && info["finish"] != "tool-calls"))
     })
 }
 
@@ -153,9 +182,17 @@ mod tests {
         // Not yet stored (prompt_async not processed yet).
         assert!(!answered(&[user("m1", "work"), assistant("m1", true, Some("stop"))], p));
         // Queued behind a running turn: the earlier turn finishing does not count.
-        assert!(!answered(&[user("m1", "work"), user("m2", p), assistant("m1", true, Some("stop"))], p));
+        assert!(!answered(
+            &[user("m1", "work"), user("m2", p), assistant("m1", true, Some("stop"))],
+            p
+        ));
         // Being answered: a tool step, then a step still streaming.
-        let mut h = vec![user("m1", "work"), assistant("m1", true, Some("stop")), user("m2", p), assistant("m2", true, Some("tool-calls"))];
+        let mut h = vec![
+            user("m1", "work"),
+            assistant("m1", true, Some("stop")),
+            user("m2", p),
+            assistant("m2", true, Some("tool-calls")),
+        ];
         assert!(!answered(&h, p));
         h.push(assistant("m2", false, None));
         assert!(!answered(&h, p));

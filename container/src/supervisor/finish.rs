@@ -32,7 +32,11 @@ impl Supervisor {
         let agent = agent.clone();
         tokio::spawn(async move {
             tokio::time::sleep(FIRST_LOOK).await;
-            agent.wait_while(TURN_END_WAIT, |s| s.generation == generation && s.status.is_active() && s.busy).await;
+            agent
+                .wait_while(TURN_END_WAIT, |s| {
+                    s.generation == generation && s.status.is_active() && s.busy
+                })
+                .await;
             tracing::info!(agent = %agent.id, generation, "work done: ending the run");
             if let Err(e) = this.stop_run(&agent.id, Some(generation), StopSignal::Term).await {
                 tracing::warn!(agent = %agent.id, error = %e, "could not end the finished run");

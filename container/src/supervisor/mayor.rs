@@ -28,13 +28,24 @@ impl Supervisor {
                     (s.spec.town_id.clone(), s.api_token.clone())
                 };
                 let Some(api_url) = this.config.api_url.as_deref() else {
-                    tracing::warn!("GASTOWN_API_URL is not configured: the mayor's reply goes nowhere");
+                    tracing::warn!(
+                        "GASTOWN_API_URL is not configured: the mayor's reply goes nowhere"
+                    );
                     continue;
                 };
-                let call = WorkerCall { method: Method::POST, path: format!("/api/mayor/{town}/tools/reply"), body: Some(json!({ "text": text })), returns_data: false };
+                let call = WorkerCall {
+                    method: Method::POST,
+                    path: format!("/api/mayor/{town}/tools/reply"),
+                    body: Some(json!({ "text": text })),
+                    returns_data: false,
+                };
                 match forward(&this.http, api_url, token.as_deref(), call).await {
-                    Ok(_) => tracing::info!(agent = %agent_id, "the mayor's reply was kept by the Worker"),
-                    Err(e) => tracing::warn!(agent = %agent_id, error = %e, "the mayor's reply could not be sent"),
+                    Ok(_) => {
+                        tracing::info!(agent = %agent_id, "the mayor's reply was kept by the Worker")
+                    }
+                    Err(e) => {
+                        tracing::warn!(agent = %agent_id, error = %e, "the mayor's reply could not be sent")
+                    }
                 }
             }
         });

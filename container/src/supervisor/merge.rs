@@ -45,7 +45,13 @@ impl MergeJobs {
         if let Some(existing) = jobs.by_key.get(&key) {
             return Some(existing.clone());
         }
-        let status = MergeStatus { review_id: key.1.clone(), state: MergeState::Running, commit: None, detail: None, output: None };
+        let status = MergeStatus {
+            review_id: key.1.clone(),
+            state: MergeState::Running,
+            commit: None,
+            detail: None,
+            output: None,
+        };
         jobs.by_key.insert(key, status);
         None
     }
@@ -65,7 +71,11 @@ impl MergeJobs {
 impl Supervisor {
     /// Starts the merge of a reviewed branch (or answers with the job already under that
     /// review id). Returns at once; the job's state is `running` until it ends.
-    pub fn start_merge(self: &Arc<Self>, rig_id: &str, request: MergeRequest) -> Result<MergeStatus> {
+    pub fn start_merge(
+        self: &Arc<Self>,
+        rig_id: &str,
+        request: MergeRequest,
+    ) -> Result<MergeStatus> {
         if self.is_shutting_down() {
             return Err(Error::ShuttingDown);
         }
@@ -76,7 +86,13 @@ impl Supervisor {
             return Ok(existing);
         }
         tracing::info!(rig = rig_id, review = %request.review_id, branch = %request.branch, "merge requested");
-        let answer = MergeStatus { review_id: request.review_id.clone(), state: MergeState::Running, commit: None, detail: None, output: None };
+        let answer = MergeStatus {
+            review_id: request.review_id.clone(),
+            state: MergeState::Running,
+            commit: None,
+            detail: None,
+            output: None,
+        };
         let this = self.clone();
         let rig_id = rig_id.to_string();
         tokio::spawn(async move {
@@ -100,13 +116,24 @@ impl Supervisor {
                     };
                     this.git.merge(&job).await
                 }
-                Err(e) => MergeOutcome { state: MergeState::Failed, commit: None, detail: Some(format!("no uid for the gates: {e}")), output: None },
+                Err(e) => MergeOutcome {
+                    state: MergeState::Failed,
+                    commit: None,
+                    detail: Some(format!("no uid for the gates: {e}")),
+                    output: None,
+                },
             };
             drop(gate_uid);
             drop(_one_at_a_time);
             tracing::info!(rig = %rig_id, review = %request.review_id, state = ?outcome.state, detail = outcome.detail.as_deref().unwrap_or(""), "merge finished");
             let merged = outcome.state == MergeState::Merged;
-            let status = MergeStatus { review_id: request.review_id.clone(), state: outcome.state, commit: outcome.commit, detail: outcome.detail, output: outcome.output };
+            let status = MergeStatus {
+                review_id: request.review_id.clone(),
+                state: outcome.state,
+                commit: outcome.commit,
+                detail: outcome.detail,
+                output: outcome.output,
+            };
             this.merges.finish(key, status);
             if merged {
                 this.remove_merged_worktree(&rig_id, &request.branch).await;
@@ -116,14 +143,17 @@ impl Supervisor {
     }
 
     pub fn merge_status(&self, rig_id: &str, review_id: &str) -> Result<MergeStatus> {
-        self.merges.get(&(rig_id.to_string(), review_id.to_string())).ok_or_else(|| Error::NotFound(format!("no merge for review {review_id}")))
+        self.merges
+            .get(&(rig_id.to_string(), review_id.to_string()))
+            .ok_or_else(|| Error::NotFound(format!("no merge for review {review_id}")))
     }
 
     /// `POST /rigs/:rig/worktrees/remove`: the RigDO gave up on a branch (its bead escalated),
     /// so its worktree and local branch go, as after a merge. Returns at once.
     pub fn abandon_branch(self: &Arc<Self>, rig_id: &str, branch: &str) -> Result<()> {
         shared_types::validate::id(rig_id).map_err(|m| Error::bad_request(format!("rigId {m}")))?;
-        shared_types::validate::branch(branch).map_err(|m| Error::bad_request(format!("branch {m}")))?;
+        shared_types::validate::branch(branch)
+            .map_err(|m| Error::bad_request(format!("branch {m}")))?;
         let (this, rig_id, branch) = (self.clone(), rig_id.to_string(), branch.to_string());
         tokio::spawn(async move { this.remove_merged_worktree(&rig_id, &branch).await });
         Ok(())
@@ -147,7 +177,11 @@ impl Supervisor {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(rig = rig_id, branch, "a finished run on the merged branch did not end; its worktree stays");
+                tracing::warn!(
+                    rig = rig_id,
+                    branch,
+                    "a finished run on the merged branch did not end; its worktree stays"
+                );
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(250)).await;

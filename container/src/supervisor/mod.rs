@@ -25,7 +25,6 @@ use crate::git::GitManager;
 use crate::kilo::server::KiloServer;
 use crate::process::Reaper;
 
-
 pub struct Supervisor {
     pub config: Arc<Config>,
     pub registry: Arc<Registry>,
@@ -55,7 +54,13 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(config: Arc<Config>, reaper: Arc<Reaper>, git: GitManager, tools_dir: PathBuf, control_url: String) -> Result<Arc<Self>> {
+    pub fn new(
+        config: Arc<Config>,
+        reaper: Arc<Reaper>,
+        git: GitManager,
+        tools_dir: PathBuf,
+        control_url: String,
+    ) -> Result<Arc<Self>> {
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .timeout(std::time::Duration::from_secs(120))
@@ -81,7 +86,11 @@ impl Supervisor {
             merges: merge::MergeJobs::default(),
             memory_limit: crate::capacity::memory_limit(),
             pool: pool::WarmPool::new(config.pool_model.clone()),
-            uids: crate::sandbox::Uids::new(config.isolate_agents, config.agent_uid_base, config.agent_uid_count),
+            uids: crate::sandbox::Uids::new(
+                config.isolate_agents,
+                config.agent_uid_base,
+                config.agent_uid_count,
+            ),
             config,
         }))
     }
@@ -96,11 +105,20 @@ impl Supervisor {
 
     /// How many agents may run at once now (see `capacity.rs`).
     pub fn capacity(&self) -> usize {
-        let samples: Vec<(u64, usize)> =
-            self.server_list().iter().filter(|s| s.agent_count() > 0).filter_map(|s| Some((crate::capacity::rss(s.pid)?, s.agent_count()))).collect();
+        let samples: Vec<(u64, usize)> = self
+            .server_list()
+            .iter()
+            .filter(|s| s.agent_count() > 0)
+            .filter_map(|s| Some((crate::capacity::rss(s.pid)?, s.agent_count())))
+            .collect();
         let configured = self.config.agent_memory / self.config.agents_per_server as u64;
         let per_agent = crate::capacity::per_agent(configured, &samples);
-        crate::capacity::agents_that_fit(self.memory_limit, self.config.memory_reserve, per_agent, self.config.max_agents)
+        crate::capacity::agents_that_fit(
+            self.memory_limit,
+            self.config.memory_reserve,
+            per_agent,
+            self.config.max_agents,
+        )
     }
 
     pub fn agent(&self, agent_id: &str) -> Result<Arc<Agent>> {
@@ -134,7 +152,8 @@ impl Supervisor {
     pub async fn shutdown(self: &Arc<Self>) {
         self.shutting_down.store(true, Ordering::SeqCst);
         self.drain().await;
-        let active: Vec<_> = self.registry.all().into_iter().filter(|a| a.status().is_active()).collect();
+        let active: Vec<_> =
+            self.registry.all().into_iter().filter(|a| a.status().is_active()).collect();
         tracing::info!(agents = active.len(), "stopping all agents");
         let stops = active.iter().map(|a| self.stop(&a.id, shared_types::StopSignal::Term));
         futures_util::future::join_all(stops).await;
@@ -146,6 +165,9 @@ impl Supervisor {
         }
         // Whatever Kilo processes are left: the pool's, and a start's that was mid-flight.
         let left = self.server_list();
-        futures_util::future::join_all(left.iter().map(|s| s.stop(nix::sys::signal::Signal::SIGTERM, self.config.stop_grace))).await;
+        futures_util::future::join_all(
+            left.iter().map(|s| s.stop(nix::sys::signal::Signal::SIGTERM, self.config.stop_grace)),
+        )
+        .await;
     }
 }

@@ -53,7 +53,7 @@ impl WarmPool {
 }
 
 fn backoff(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30))
+    Duration::from_millis(shared_types::backoff::delay_ms(1_000, failures, 30_000))
 }
 
 impl Supervisor {
@@ -126,7 +126,13 @@ impl Supervisor {
             tokio::time::sleep(backoff(failures)).await;
         }
         let yield_until = tokio::time::Instant::now() + YIELD_TO_STARTS;
-        while self.registry.all().iter().any(|a| a.status() == shared_types::ProcessStatus::Starting) && tokio::time::Instant::now() < yield_until {
+        while self
+            .registry
+            .all()
+            .iter()
+            .any(|a| a.status() == shared_types::ProcessStatus::Starting)
+            && tokio::time::Instant::now() < yield_until
+        {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let result = self.spawn_server(&model, self.base_env(), None, &self.tools_dir).await;
@@ -135,9 +141,15 @@ impl Supervisor {
             pool.starting = pool.starting.saturating_sub(1);
             match result {
                 Ok((server, timings)) => {
-                    let wanted = !self.is_shutting_down() && pool.model.as_deref() == Some(model.as_str());
+                    let wanted =
+                        !self.is_shutting_down() && pool.model.as_deref() == Some(model.as_str());
                     if wanted {
-                        tracing::info!(server = server.id, pid = server.pid, ready_ms = timings.ready.as_millis() as u64, "pooled kilo server ready");
+                        tracing::info!(
+                            server = server.id,
+                            pid = server.pid,
+                            ready_ms = timings.ready.as_millis() as u64,
+                            "pooled kilo server ready"
+                        );
                         pool.failures = 0;
                         pool.ready.push(server);
                         None

@@ -61,11 +61,17 @@ impl Supervisor {
 
     /// A Kilo process for `spec` (see the table above). Returns the server and, when it was
     /// started for this call, its timings.
-    pub(super) async fn place(self: &Arc<Self>, spec: &AgentSpec) -> Result<(Arc<KiloServer>, Option<SpawnTimings>)> {
+    pub(super) async fn place(
+        self: &Arc<Self>,
+        spec: &AgentSpec,
+    ) -> Result<(Arc<KiloServer>, Option<SpawnTimings>)> {
         if spec.role == AgentRole::Mayor {
             // Its own process, with the mayor's tool files: never pooled, never shared.
             let tools = crate::tools::js::mayor_dir(&self.tools_dir);
-            return self.spawn_server(&spec.model, self.agent_env(spec), None, &tools).await.map(|(server, timings)| (server, Some(timings)));
+            return self
+                .spawn_server(&spec.model, self.agent_env(spec), None, &tools)
+                .await
+                .map(|(server, timings)| (server, Some(timings)));
         }
         if self.shared() {
             return self.place_shared(spec).await;
@@ -74,36 +80,55 @@ impl Supervisor {
         if poolable {
             self.note_pool_model(&spec.model);
             if let Some(server) = self.take_pooled(&spec.model) {
-                tracing::info!(server = server.id, pid = server.pid, "agent takes a pooled kilo server");
+                tracing::info!(
+                    server = server.id,
+                    pid = server.pid,
+                    "agent takes a pooled kilo server"
+                );
                 self.refill_pool();
                 return Ok((server, None));
             }
         }
-        let placed = self.spawn_server(&spec.model, self.agent_env(spec), None, &self.tools_dir).await;
+        let placed =
+            self.spawn_server(&spec.model, self.agent_env(spec), None, &self.tools_dir).await;
         self.refill_pool();
         placed.map(|(server, timings)| (server, Some(timings)))
     }
 
     /// Shared mode: an existing process with room and the same key, or a new one. Serialized
     /// per key, so two starts that could share one do not both spawn.
-    async fn place_shared(self: &Arc<Self>, spec: &AgentSpec) -> Result<(Arc<KiloServer>, Option<SpawnTimings>)> {
+    async fn place_shared(
+        self: &Arc<Self>,
+        spec: &AgentSpec,
+    ) -> Result<(Arc<KiloServer>, Option<SpawnTimings>)> {
         let key = Self::share_key(spec);
         let lock = self.placement.get(&key);
         let _placing = lock.lock().await;
         let existing = self.server_list().into_iter().find(|s| {
-            s.share_key.as_ref() == Some(&key) && !s.is_stopping() && s.exit.now().is_none() && s.agent_count() < self.config.agents_per_server
+            s.share_key.as_ref() == Some(&key)
+                && !s.is_stopping()
+                && s.exit.now().is_none()
+                && s.agent_count() < self.config.agents_per_server
         });
         if let Some(server) = existing {
             return Ok((server, None));
         }
-        let (server, timings) = self.spawn_server(&spec.model, self.agent_env(spec), Some(key), &self.tools_dir).await?;
+        let (server, timings) = self
+            .spawn_server(&spec.model, self.agent_env(spec), Some(key), &self.tools_dir)
+            .await?;
         Ok((server, Some(timings)))
     }
 
     /// Starts a `kilo serve` for `model` in a fresh private folder (`run/kilo-<id>`), with the
     /// tool files of `tools_dir` (a role's set), waits until it answers, follows its events and
     /// watches its exit.
-    pub(super) async fn spawn_server(self: &Arc<Self>, model: &str, env: Vec<(String, String)>, share_key: Option<String>, tools_dir: &std::path::Path) -> Result<(Arc<KiloServer>, SpawnTimings)> {
+    pub(super) async fn spawn_server(
+        self: &Arc<Self>,
+        model: &str,
+        env: Vec<(String, String)>,
+        share_key: Option<String>,
+        tools_dir: &std::path::Path,
+    ) -> Result<(Arc<KiloServer>, SpawnTimings)> {
         let id = self.next_server_id.fetch_add(1, Ordering::SeqCst);
         let run_dir = self.git.paths().run_dir(&format!("kilo-{id}")).map_err(Error::Internal)?;
         let uid = self.uids.lease().map_err(Error::Agent)?;
@@ -126,14 +151,15 @@ impl Supervisor {
             uid,
             share_key,
         };
-        let (server, timings) = match KiloServer::spawn(&self.reaper, self.http.clone(), spawn).await {
-            Ok(spawned) => spawned,
-            Err(e) => {
-                // The process is gone (killed by spawn) and its uid given back: its folder goes too.
-                let _ = std::fs::remove_dir_all(&run_dir);
-                return Err(Error::Agent(e));
-            }
-        };
+        let (server, timings) =
+            match KiloServer::spawn(&self.reaper, self.http.clone(), spawn).await {
+                Ok(spawned) => spawned,
+                Err(e) => {
+                    // The process is gone (killed by spawn) and its uid given back: its folder goes too.
+                    let _ = std::fs::remove_dir_all(&run_dir);
+                    return Err(Error::Agent(e));
+                }
+            };
         tracing::info!(server = id, pid = server.pid, uid = server.owner.uid, port = %server.client.base(), shared = self.shared(), "kilo server ready");
         self.servers.lock().unwrap_or_else(|p| p.into_inner()).push(server.clone());
         events::follow(server.client.clone(), self.registry.clone(), server.exit.clone());
@@ -162,11 +188,21 @@ impl Supervisor {
             }
             let error = unexpected.then(|| {
                 let tail = server.output_tail(10);
-                format!("kilo exited unexpectedly (code {}){}", code.map_or("unknown".into(), |c| c.to_string()), if tail.is_empty() { String::new() } else { format!(": {tail}") })
+                format!(
+                    "kilo exited unexpectedly (code {}){}",
+                    code.map_or("unknown".into(), |c| c.to_string()),
+                    if tail.is_empty() { String::new() } else { format!(": {tail}") }
+                )
             });
             agent.finish(generation, code, error);
         }
         server.clean_up();
-        tracing::info!(server = server.id, pid = server.pid, ?exit, unexpected, "kilo server exited");
+        tracing::info!(
+            server = server.id,
+            pid = server.pid,
+            ?exit,
+            unexpected,
+            "kilo server exited"
+        );
     }
 }

@@ -49,7 +49,11 @@ impl Supervisor {
     ///
     /// Without `wait` it answers once the run is claimed (`starting`) and does the rest in the
     /// background; with `wait` it answers once the run is `running`, or with the start's error.
-    pub async fn start(self: &Arc<Self>, request: StartAgentRequest, wait: bool) -> Result<Started> {
+    pub async fn start(
+        self: &Arc<Self>,
+        request: StartAgentRequest,
+        wait: bool,
+    ) -> Result<Started> {
         if self.is_shutting_down() {
             return Err(Error::ShuttingDown);
         }
@@ -61,9 +65,14 @@ impl Supervisor {
         let (agent, generation) = loop {
             match self.registry.begin_start(spec.clone(), api_token.clone(), capacity)? {
                 Claim::Started(agent, generation) => break (agent, generation),
-                Claim::SameRun(agent) => return Ok(Started { process: agent.to_process(), created: false }),
+                Claim::SameRun(agent) => {
+                    return Ok(Started { process: agent.to_process(), created: false })
+                }
                 Claim::Finishing(agent, _) if ended.is_some() => {
-                    return Err(Error::Conflict(format!("agent {} is still ending its previous run", agent.id)));
+                    return Err(Error::Conflict(format!(
+                        "agent {} is still ending its previous run",
+                        agent.id
+                    )));
                 }
                 Claim::Finishing(agent, finished) => {
                     tracing::info!(agent = %agent.id, "ending the finished run before the new one");
@@ -87,7 +96,12 @@ impl Supervisor {
     }
 
     /// The slow part of a start; on failure the run is released and recorded as `failed`.
-    async fn run_start(self: &Arc<Self>, agent: &Arc<Agent>, generation: u64, prompt: &str) -> Result<()> {
+    async fn run_start(
+        self: &Arc<Self>,
+        agent: &Arc<Agent>,
+        generation: u64,
+        prompt: &str,
+    ) -> Result<()> {
         match self.launch(agent, generation, prompt).await {
             Ok(t) => {
                 tracing::info!(
@@ -113,14 +127,25 @@ impl Supervisor {
 
     /// The slow steps, in this order: the Kilo process (a pooled one is ready at once), then the
     /// checkout, made as that process's uid so it belongs to it, then the session and prompt.
-    async fn launch(self: &Arc<Self>, agent: &Arc<Agent>, generation: u64, prompt: &str) -> Result<StartTimings> {
+    async fn launch(
+        self: &Arc<Self>,
+        agent: &Arc<Agent>,
+        generation: u64,
+        prompt: &str,
+    ) -> Result<StartTimings> {
         let t0 = Instant::now();
         let spec = agent.spec();
         let busy = self.registry.all().into_iter().any(|other| {
-            other.id != agent.id && other.status().is_active() && other.spec().rig_id == spec.rig_id && other.spec().branch == spec.branch
+            other.id != agent.id
+                && other.status().is_active()
+                && other.spec().rig_id == spec.rig_id
+                && other.spec().branch == spec.branch
         });
         if busy {
-            return Err(Error::Conflict(format!("branch {} is being worked by another agent", spec.branch)));
+            return Err(Error::Conflict(format!(
+                "branch {} is being worked by another agent",
+                spec.branch
+            )));
         }
         // A stop that came before this task ran: start nothing.
         still_starting(agent, generation)?;
@@ -150,11 +175,22 @@ impl Supervisor {
         still_starting(agent, generation)?;
 
         let t_session = Instant::now();
-        let session = server.client.create_session(&workdir, &format!("{} ({})", spec.name, spec.role.as_str())).await.map_err(|e| Error::Agent(e.to_string()))?;
+        let session = server
+            .client
+            .create_session(&workdir, &format!("{} ({})", spec.name, spec.role.as_str()))
+            .await
+            .map_err(|e| Error::Agent(e.to_string()))?;
         self.registry.bind_session(&session, &agent.id);
-        agent.lock().attachment = Some(Attachment { server_id: server.id, session_id: session.clone() });
-        server.client.prompt_async(&session, &workdir, AGENT_NAME, prompt, Some(&spec.system_prompt)).await.map_err(|e| Error::Agent(e.to_string()))?;
-        agent.transition(Some(generation), ProcessStatus::Running).map_err(|_| stopped_during_start())?;
+        agent.lock().attachment =
+            Some(Attachment { server_id: server.id, session_id: session.clone() });
+        server
+            .client
+            .prompt_async(&session, &workdir, AGENT_NAME, prompt, Some(&spec.system_prompt))
+            .await
+            .map_err(|e| Error::Agent(e.to_string()))?;
+        agent
+            .transition(Some(generation), ProcessStatus::Running)
+            .map_err(|_| stopped_during_start())?;
 
         Ok(StartTimings {
             clone_ms: ms(git_times.clone_or_fetch),
@@ -167,10 +203,13 @@ impl Supervisor {
     }
 
     /// The agent's checkout of its rig on its branch, made as `owner` (its process's uid).
-    async fn checkout(&self, spec: &AgentSpec, owner: &Owner) -> Result<(std::path::PathBuf, PrepareTimings)> {
+    async fn checkout(
+        &self,
+        spec: &AgentSpec,
+        owner: &Owner,
+    ) -> Result<(std::path::PathBuf, PrepareTimings)> {
         let (author_name, author_email) = git_identity(&spec.name);
-        self
-            .git
+        self.git
             .prepare(&WorktreeRequest {
                 owner,
                 rig_id: &spec.rig_id,

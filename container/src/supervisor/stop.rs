@@ -29,7 +29,12 @@ impl Supervisor {
 
     /// [`Self::stop`] of one run: with `only`, nothing happens unless the agent's current run is
     /// that generation (a run that ended its work must not take a newer run down with it).
-    pub(super) async fn stop_run(self: &Arc<Self>, agent_id: &str, only: Option<u64>, signal: StopSignal) -> Result<()> {
+    pub(super) async fn stop_run(
+        self: &Arc<Self>,
+        agent_id: &str,
+        only: Option<u64>,
+        signal: StopSignal,
+    ) -> Result<()> {
         let agent = self.agent(agent_id)?;
         let generation = {
             let s = agent.lock();
@@ -64,13 +69,19 @@ impl Supervisor {
             self.release_if_unused(&server).await;
         }
         // The exit handler records the end; wait for it, bounded.
-        agent.wait_while(self.config.stop_grace + SETTLE, |s| s.generation == generation && s.status.is_active()).await;
+        agent
+            .wait_while(self.config.stop_grace + SETTLE, |s| {
+                s.generation == generation && s.status.is_active()
+            })
+            .await;
         Ok(())
     }
 
     /// The Kilo process the agent's current run is on, if any.
     pub(super) fn server_of(&self, agent_id: &str, generation: u64) -> Option<Arc<KiloServer>> {
-        self.server_list().into_iter().find(|s| s.agents().iter().any(|(a, g)| a == agent_id && *g == generation))
+        self.server_list()
+            .into_iter()
+            .find(|s| s.agents().iter().any(|(a, g)| a == agent_id && *g == generation))
     }
 
     /// Stops a Kilo process that no agent uses any more.

@@ -171,7 +171,16 @@ mod tests {
         let names: Vec<_> = TOOLS.iter().map(|t| t.name).collect();
         assert_eq!(
             names,
-            ["gt_prime", "gt_bead_status", "gt_bead_close", "gt_done", "gt_mail_send", "gt_mail_check", "gt_escalate", "gt_checkpoint"]
+            [
+                "gt_prime",
+                "gt_bead_status",
+                "gt_bead_close",
+                "gt_done",
+                "gt_mail_send",
+                "gt_mail_check",
+                "gt_escalate",
+                "gt_checkpoint"
+            ]
         );
         let mut sorted = names.clone();
         sorted.sort();
@@ -182,12 +191,30 @@ mod tests {
     #[test]
     fn the_mayor_has_its_own_set_and_no_rig_agent_has_it() {
         let names: Vec<_> = MAYOR_TOOLS.iter().map(|t| t.name).collect();
-        assert_eq!(names, ["gt_list_rigs", "gt_town_status", "gt_sling", "gt_convoy_create", "gt_mail_send", "gt_mail_check", "gt_escalation_resolve"]);
+        assert_eq!(
+            names,
+            [
+                "gt_list_rigs",
+                "gt_town_status",
+                "gt_sling",
+                "gt_convoy_create",
+                "gt_mail_send",
+                "gt_mail_check",
+                "gt_escalation_resolve"
+            ]
+        );
         for role in [AgentRole::Polecat, AgentRole::Refinery, AgentRole::Witness] {
-            assert!(find(role, "gt_sling").is_none() && find(role, "gt_escalation_resolve").is_none(), "{role:?}");
+            assert!(
+                find(role, "gt_sling").is_none() && find(role, "gt_escalation_resolve").is_none(),
+                "{role:?}"
+            );
         }
         assert!(find(AgentRole::Mayor, "gt_done").is_none(), "the mayor finishes no bead");
-        assert_eq!(find(AgentRole::Mayor, "gt_mail_send").map(|t| t.args.len()), Some(4), "its mail names the rig");
+        assert_eq!(
+            find(AgentRole::Mayor, "gt_mail_send").map(|t| t.args.len()),
+            Some(4),
+            "its mail names the rig"
+        );
     }
 
     #[test]

@@ -31,8 +31,17 @@ pub struct WorkerCall {
 }
 
 /// Maps `tool(args)` for `agent` to a Worker call, validating the arguments.
-pub fn route(tool: &str, args: &Map<String, Value>, agent: &AgentSpec) -> Result<WorkerCall, ToolError> {
-    let def = defs::find(agent.role, tool).ok_or_else(|| ToolError(format!("unknown tool {tool} (not one of the {} agent's tools)", agent.role.as_str())))?;
+pub fn route(
+    tool: &str,
+    args: &Map<String, Value>,
+    agent: &AgentSpec,
+) -> Result<WorkerCall, ToolError> {
+    let def = defs::find(agent.role, tool).ok_or_else(|| {
+        ToolError(format!(
+            "unknown tool {tool} (not one of the {} agent's tools)",
+            agent.role.as_str()
+        ))
+    })?;
     let arg = |name: &str| -> Result<Option<String>, ToolError> {
         let spec = def.args.iter().find(|a| a.name == name);
         let value = match args.get(name) {
@@ -42,11 +51,15 @@ pub fn route(tool: &str, args: &Map<String, Value>, agent: &AgentSpec) -> Result
             Some(other) => Some(other.to_string()),
         };
         match (value, spec) {
-            (None, Some(a)) if !a.optional => Err(ToolError(format!("{tool}: argument '{name}' is required"))),
+            (None, Some(a)) if !a.optional => {
+                Err(ToolError(format!("{tool}: argument '{name}' is required")))
+            }
             (v, _) => Ok(v),
         }
     };
-    let required = |name: &str| -> Result<String, ToolError> { arg(name)?.ok_or_else(|| ToolError(format!("{tool}: argument '{name}' is required"))) };
+    let required = |name: &str| -> Result<String, ToolError> {
+        arg(name)?.ok_or_else(|| ToolError(format!("{tool}: argument '{name}' is required")))
+    };
     let bead = || -> Result<String, ToolError> {
         let id = required("bead_id")?;
         validate::id(&id).map_err(|e| ToolError(format!("{tool}: bead_id {e}")))?;
@@ -54,7 +67,12 @@ pub fn route(tool: &str, args: &Map<String, Value>, agent: &AgentSpec) -> Result
     };
     let rig = &agent.rig_id;
     let me = &agent.agent_id;
-    let call = |method: Method, path: String, body: Option<Value>, returns_data: bool| WorkerCall { method, path, body, returns_data };
+    let call = |method: Method, path: String, body: Option<Value>, returns_data: bool| WorkerCall {
+        method,
+        path,
+        body,
+        returns_data,
+    };
     let mut body = Map::new();
     let mut put = |k: &str, v: Option<String>| {
         if let Some(v) = v {
@@ -107,15 +125,27 @@ pub fn route(tool: &str, args: &Map<String, Value>, agent: &AgentSpec) -> Result
     }
     Ok(match def.name {
         "gt_prime" => call(Method::GET, format!("/api/rigs/{rig}/agents/{me}/prime"), None, true),
-        "gt_bead_status" => call(Method::GET, format!("/api/rigs/{rig}/beads/{}", bead()?), None, true),
-        "gt_bead_close" => call(Method::POST, format!("/api/rigs/{rig}/beads/{}/close", bead()?), Some(json!({ "agent_id": me })), false),
+        "gt_bead_status" => {
+            call(Method::GET, format!("/api/rigs/{rig}/beads/{}", bead()?), None, true)
+        }
+        "gt_bead_close" => call(
+            Method::POST,
+            format!("/api/rigs/{rig}/beads/{}/close", bead()?),
+            Some(json!({ "agent_id": me })),
+            false,
+        ),
         "gt_done" => {
             let branch = required("branch")?;
             validate::branch(&branch).map_err(|e| ToolError(format!("gt_done: branch {e}")))?;
             put("branch", Some(branch));
             put("pr_url", arg("pr_url")?);
             put("summary", arg("summary")?);
-            call(Method::POST, format!("/api/rigs/{rig}/agents/{me}/done"), Some(Value::Object(body)), false)
+            call(
+                Method::POST,
+                format!("/api/rigs/{rig}/agents/{me}/done"),
+                Some(Value::Object(body)),
+                false,
+            )
         }
         "gt_mail_send" => {
             let to = required("to_agent_id")?;
@@ -126,19 +156,24 @@ pub fn route(tool: &str, args: &Map<String, Value>, agent: &AgentSpec) -> Result
             put("body", Some(required("body")?));
             call(Method::POST, format!("/api/rigs/{rig}/mail"), Some(Value::Object(body)), false)
         }
-        "gt_mail_check" => call(Method::GET, format!("/api/rigs/{rig}/agents/{me}/mail"), None, true),
+        "gt_mail_check" => {
+            call(Method::GET, format!("/api/rigs/{rig}/agents/{me}/mail"), None, true)
+        }
         "gt_escalate" => {
             put("title", Some(required("title")?));
             put("body", arg("body")?);
             if let Some(p) = arg("priority")? {
                 if !matches!(p.as_str(), "low" | "medium" | "high" | "critical") {
-                    return Err(ToolError("gt_escalate: priority must be low, medium, high or critical".into()));
+                    return Err(ToolError(
+                        "gt_escalate: priority must be low, medium, high or critical".into(),
+                    ));
                 }
                 put("priority", Some(p));
             }
             let mut body = Value::Object(body);
             if let Some(m) = arg("metadata")? {
-                let parsed: Value = serde_json::from_str(&m).map_err(|_| ToolError("gt_escalate: metadata must be a JSON object".into()))?;
+                let parsed: Value = serde_json::from_str(&m)
+                    .map_err(|_| ToolError("gt_escalate: metadata must be a JSON object".into()))?;
                 if !parsed.is_object() {
                     return Err(ToolError("gt_escalate: metadata must be a JSON object".into()));
                 }
@@ -150,7 +185,12 @@ pub fn route(tool: &str, args: &Map<String, Value>, agent: &AgentSpec) -> Result
             let data = required("data")?;
             // JSON stays structured; anything else is kept as text.
             let data = serde_json::from_str::<Value>(&data).unwrap_or(Value::String(data));
-            call(Method::POST, format!("/api/rigs/{rig}/agents/{me}/checkpoint"), Some(json!({ "data": data })), false)
+            call(
+                Method::POST,
+                format!("/api/rigs/{rig}/agents/{me}/checkpoint"),
+                Some(json!({ "data": data })),
+                false,
+            )
         }
         other => return Err(ToolError(format!("tool {other} has no route"))),
     })
@@ -165,7 +205,7 @@ pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 /// The wait before try `n + 1` (`n` from 0): 0.5 s doubling to 8 s.
 pub fn retry_delay(n: u32) -> Duration {
-    Duration::from_millis(500u64.saturating_mul(1 << n.min(4)))
+    Duration::from_millis(shared_types::backoff::delay_ms(500, n, 8_000))
 }
 
 /// Answers worth trying again: the Worker (or the edge in front of it) is not there right now.
@@ -181,14 +221,25 @@ fn retryable_status(status: u16) -> bool {
 /// its tries, so a try whose answer was lost on the way back (the Worker did the work) is
 /// answered from the Worker's record instead of being done twice: `gt_done` is never doubled.
 /// A refusal (4xx) is final at once.
-pub async fn forward(http: &reqwest::Client, api_url: &str, token: Option<&str>, call: WorkerCall) -> Result<String, ToolError> {
+pub async fn forward(
+    http: &reqwest::Client,
+    api_url: &str,
+    token: Option<&str>,
+    call: WorkerCall,
+) -> Result<String, ToolError> {
     let budget = RETRY_BUDGET;
-    let token = token.ok_or_else(|| ToolError("this agent has no Gastown credential (GASTOWN_SESSION_TOKEN); tools are unavailable".into()))?;
+    let token = token.ok_or_else(|| {
+        ToolError(
+            "this agent has no Gastown credential (GASTOWN_SESSION_TOKEN); tools are unavailable"
+                .into(),
+        )
+    })?;
     let key = (call.method != Method::GET).then(crate::secret::random_token);
     let deadline = Instant::now() + budget;
     let mut tries = 0u32;
     let (status, envelope) = loop {
-        let mut req = http.request(call.method.clone(), format!("{api_url}{}", call.path)).bearer_auth(token);
+        let mut req =
+            http.request(call.method.clone(), format!("{api_url}{}", call.path)).bearer_auth(token);
         if let Some(k) = &key {
             req = req.header(IDEMPOTENCY_HEADER, k);
         }
@@ -210,7 +261,11 @@ pub async fn forward(http: &reqwest::Client, api_url: &str, token: Option<&str>,
         };
         let wait = retry_delay(tries);
         if Instant::now() + wait >= deadline {
-            return Err(ToolError(format!("the Gastown API {failure} (gave up after {} tries in {} s)", tries + 1, budget.as_secs())));
+            return Err(ToolError(format!(
+                "the Gastown API {failure} (gave up after {} tries in {} s)",
+                tries + 1,
+                budget.as_secs()
+            )));
         }
         tracing::warn!(path = %call.path, tries = tries + 1, "the Gastown API {failure}; trying again");
         tokio::time::sleep(wait).await;
@@ -218,7 +273,10 @@ pub async fn forward(http: &reqwest::Client, api_url: &str, token: Option<&str>,
     };
     if !status.is_success() || envelope.get("success") == Some(&Value::Bool(false)) {
         let message = envelope.get("error").and_then(Value::as_str).unwrap_or("request failed");
-        return Err(ToolError(format!("the Gastown API refused the call (HTTP {}): {message}", status.as_u16())));
+        return Err(ToolError(format!(
+            "the Gastown API refused the call (HTTP {}): {message}",
+            status.as_u16()
+        )));
     }
     let data = envelope.get("data").cloned().unwrap_or(Value::Null);
     let text = serde_json::to_string_pretty(&data).unwrap_or_default();
@@ -265,22 +323,53 @@ mod tests {
     #[test]
     fn routes_follow_the_reference_api_and_carry_the_callers_identity() {
         let a = agent();
-        let c = route("gt_done", &args(json!({"branch": "polecat/toast/abc", "pr_url": "", "summary": "did it"})), &a).expect("route");
+        let c = route(
+            "gt_done",
+            &args(json!({"branch": "polecat/toast/abc", "pr_url": "", "summary": "did it"})),
+            &a,
+        )
+        .expect("route");
         assert_eq!(c.method, Method::POST);
         assert_eq!(c.path, "/api/rigs/r1/agents/a1/done");
         assert_eq!(c.body, Some(json!({"branch": "polecat/toast/abc", "summary": "did it"})));
 
-        let c = route("gt_mail_send", &args(json!({"to_agent_id": "a2", "subject": "s", "body": "b"})), &a).expect("route");
-        assert_eq!(c.body, Some(json!({"from_agent_id": "a1", "to_agent_id": "a2", "subject": "s", "body": "b"})));
+        let c = route(
+            "gt_mail_send",
+            &args(json!({"to_agent_id": "a2", "subject": "s", "body": "b"})),
+            &a,
+        )
+        .expect("route");
+        assert_eq!(
+            c.body,
+            Some(json!({"from_agent_id": "a1", "to_agent_id": "a2", "subject": "s", "body": "b"}))
+        );
 
-        assert_eq!(route("gt_prime", &Map::new(), &a).expect("prime").path, "/api/rigs/r1/agents/a1/prime");
-        assert_eq!(route("gt_mail_check", &Map::new(), &a).expect("mail").path, "/api/rigs/r1/agents/a1/mail");
-        assert_eq!(route("gt_bead_status", &args(json!({"bead_id": "b1"})), &a).expect("bead").path, "/api/rigs/r1/beads/b1");
+        assert_eq!(
+            route("gt_prime", &Map::new(), &a).expect("prime").path,
+            "/api/rigs/r1/agents/a1/prime"
+        );
+        assert_eq!(
+            route("gt_mail_check", &Map::new(), &a).expect("mail").path,
+            "/api/rigs/r1/agents/a1/mail"
+        );
+        assert_eq!(
+            route("gt_bead_status", &args(json!({"bead_id": "b1"})), &a).expect("bead").path,
+            "/api/rigs/r1/beads/b1"
+        );
         let close = route("gt_bead_close", &args(json!({"bead_id": "b1"})), &a).expect("close");
-        assert_eq!((close.path.as_str(), close.body), ("/api/rigs/r1/beads/b1/close", Some(json!({"agent_id": "a1"}))));
-        let cp = route("gt_checkpoint", &args(json!({"data": "{\"step\":2}"})), &a).expect("checkpoint");
+        assert_eq!(
+            (close.path.as_str(), close.body),
+            ("/api/rigs/r1/beads/b1/close", Some(json!({"agent_id": "a1"})))
+        );
+        let cp =
+            route("gt_checkpoint", &args(json!({"data": "{\"step\":2}"})), &a).expect("checkpoint");
         assert_eq!(cp.body, Some(json!({"data": {"step": 2}})));
-        let esc = route("gt_escalate", &args(json!({"title": "t", "body": "", "priority": "high", "metadata": "{\"k\":1}"})), &a).expect("esc");
+        let esc = route(
+            "gt_escalate",
+            &args(json!({"title": "t", "body": "", "priority": "high", "metadata": "{\"k\":1}"})),
+            &a,
+        )
+        .expect("esc");
         assert_eq!(esc.body, Some(json!({"title": "t", "priority": "high", "metadata": {"k": 1}})));
     }
 
@@ -288,16 +377,46 @@ mod tests {
     fn the_mayors_tools_go_to_its_towns_mayor_routes_and_nobody_else_has_them() {
         let mut m = agent();
         (m.role, m.agent_id, m.rig_id) = (AgentRole::Mayor, "mayor".into(), "t1".into());
-        assert_eq!(route("gt_list_rigs", &Map::new(), &m).expect("rigs").path, "/api/mayor/t1/tools/rigs");
-        let c = route("gt_convoy_create", &args(json!({"rig_id": "r1", "title": "three files", "beads": "[{\"title\":\"a\"}]"})), &m).expect("convoy");
-        assert_eq!((c.path.as_str(), c.body), ("/api/mayor/t1/tools/convoys", Some(json!({"rig_id": "r1", "title": "three files", "beads": [{"title": "a"}]}))));
-        let c = route("gt_escalation_resolve", &args(json!({"rig_id": "r1", "escalation_id": "e1", "answer": "use main"})), &m).expect("resolve");
-        assert_eq!(c.body, Some(json!({"rig_id": "r1", "escalation_id": "e1", "answer": "use main"})));
-        for bad in [json!({"rig_id": "r1", "title": "t", "beads": "not json"}), json!({"rig_id": "r1", "title": "t", "beads": "{}"}), json!({"rig_id": "../x", "title": "t", "beads": "[]"})] {
+        assert_eq!(
+            route("gt_list_rigs", &Map::new(), &m).expect("rigs").path,
+            "/api/mayor/t1/tools/rigs"
+        );
+        let c = route(
+            "gt_convoy_create",
+            &args(json!({"rig_id": "r1", "title": "three files", "beads": "[{\"title\":\"a\"}]"})),
+            &m,
+        )
+        .expect("convoy");
+        assert_eq!(
+            (c.path.as_str(), c.body),
+            (
+                "/api/mayor/t1/tools/convoys",
+                Some(json!({"rig_id": "r1", "title": "three files", "beads": [{"title": "a"}]}))
+            )
+        );
+        let c = route(
+            "gt_escalation_resolve",
+            &args(json!({"rig_id": "r1", "escalation_id": "e1", "answer": "use main"})),
+            &m,
+        )
+        .expect("resolve");
+        assert_eq!(
+            c.body,
+            Some(json!({"rig_id": "r1", "escalation_id": "e1", "answer": "use main"}))
+        );
+        for bad in [
+            json!({"rig_id": "r1", "title": "t", "beads": "not json"}),
+            json!({"rig_id": "r1", "title": "t", "beads": "{}"}),
+            json!({"rig_id": "../x", "title": "t", "beads": "[]"}),
+        ] {
             assert!(route("gt_convoy_create", &args(bad.clone()), &m).is_err(), "{bad}");
         }
-        assert!(route("gt_done", &args(json!({"branch": "b"})), &m).is_err(), "the mayor has no gt_done");
-        let e = route("gt_sling", &args(json!({"rig_id": "r1", "title": "t"})), &agent()).expect_err("a polecat has no gt_sling");
+        assert!(
+            route("gt_done", &args(json!({"branch": "b"})), &m).is_err(),
+            "the mayor has no gt_done"
+        );
+        let e = route("gt_sling", &args(json!({"rig_id": "r1", "title": "t"})), &agent())
+            .expect_err("a polecat has no gt_sling");
         assert!(e.0.contains("unknown tool gt_sling"), "{e}");
     }
 
@@ -322,12 +441,19 @@ mod tests {
     fn retries_back_off_to_eight_seconds() {
         let waits: Vec<u64> = (0..7).map(|n| retry_delay(n).as_millis() as u64).collect();
         assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 8000, 8000]);
-        assert!(retryable_status(503) && retryable_status(502) && !retryable_status(500) && !retryable_status(409));
+        assert!(
+            retryable_status(503)
+                && retryable_status(502)
+                && !retryable_status(500)
+                && !retryable_status(409)
+        );
     }
 
     #[test]
     fn data_is_wrapped_as_untrusted() {
         let t = untrusted("{\"x\":1}");
-        assert!(t.starts_with("<gastown-data>") && t.contains("untrusted") && t.contains("{\"x\":1}"));
+        assert!(
+            t.starts_with("<gastown-data>") && t.contains("untrusted") && t.contains("{\"x\":1}")
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! lifecycle decisions, pure so they are unit-tested. The Durable Object keeps one
 //! [`Lifecycle`] in its storage and carries out the [`AlarmAction`]s.
 //!
-//! The rules (issue 9):
+//! The rules:
 //! - real activity renews `sleepAfter`: a forwarded call other than a status poll, a heartbeat
 //!   that reports a running agent, an agent's call to the Worker API;
 //! - a container whose control server reports a running agent is never put to sleep, however
@@ -33,11 +33,17 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
-        let num = |k: &str, default: i64| lookup(k).and_then(|v| v.trim().parse::<i64>().ok()).filter(|v| *v > 0).unwrap_or(default);
+        let num = |k: &str, default: i64| {
+            lookup(k)
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .filter(|v| *v > 0)
+                .unwrap_or(default)
+        };
         Self {
             sleep_after_ms: num("CONTAINER_SLEEP_AFTER_MS", DEFAULT_SLEEP_AFTER_MS),
             probe_every_ms: num("CONTAINER_PROBE_INTERVAL_MS", DEFAULT_PROBE_EVERY_MS),
-            max_failed_probes: num("CONTAINER_MAX_FAILED_PROBES", DEFAULT_MAX_FAILED_PROBES as i64).min(1_000) as u32,
+            max_failed_probes: num("CONTAINER_MAX_FAILED_PROBES", DEFAULT_MAX_FAILED_PROBES as i64)
+                .min(1_000) as u32,
         }
     }
 }
@@ -84,7 +90,10 @@ pub enum AlarmAction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
     /// It answered, with this many active agents, and its boot id (if it names one).
-    Healthy { running_agents: u32, boot_id: Option<String> },
+    Healthy {
+        running_agents: u32,
+        boot_id: Option<String>,
+    },
     Failed(String),
     /// The runtime reports no running container (it exited or was never started): there is
     /// nothing to probe.
@@ -163,7 +172,13 @@ impl Lifecycle {
 
     /// The alarm's decision for `probe`, updating the state. `url_mode`: the control server is
     /// run by hand (`CONTAINER_URL`); it is never stopped, only marked.
-    pub fn on_alarm(&mut self, now_ms: i64, probe: Probe, s: &Settings, url_mode: bool) -> AlarmAction {
+    pub fn on_alarm(
+        &mut self,
+        now_ms: i64,
+        probe: Probe,
+        s: &Settings,
+        url_mode: bool,
+    ) -> AlarmAction {
         match probe {
             Probe::NotRunning => {
                 self.running_agents = 0;
@@ -172,7 +187,8 @@ impl Lifecycle {
             Probe::Failed(e) => {
                 self.failed_probes += 1;
                 if self.failed_probes >= s.max_failed_probes {
-                    let detail = format!("{} failed health probes in a row; last: {e}", self.failed_probes);
+                    let detail =
+                        format!("{} failed health probes in a row; last: {e}", self.failed_probes);
                     self.failed_probes = 0;
                     self.running_agents = 0;
                     self.set_status("unresponsive", Some(detail), now_ms);
@@ -192,9 +208,13 @@ impl Lifecycle {
                     self.last_activity_ms = Some(now_ms);
                     return AlarmAction::RearmAt(next_probe);
                 }
-                let sleep_at = self.last_activity_ms.unwrap_or(now_ms - s.sleep_after_ms) + s.sleep_after_ms;
+                let sleep_at =
+                    self.last_activity_ms.unwrap_or(now_ms - s.sleep_after_ms) + s.sleep_after_ms;
                 if now_ms >= sleep_at {
-                    let detail = url_mode.then(|| "idle; a control server at CONTAINER_URL is not stopped by the Worker".to_string());
+                    let detail = url_mode.then(|| {
+                        "idle; a control server at CONTAINER_URL is not stopped by the Worker"
+                            .to_string()
+                    });
                     self.set_status("sleeping", detail, now_ms);
                     AlarmAction::Sleep
                 } else {
@@ -209,7 +229,8 @@ impl Lifecycle {
 mod tests {
     use super::*;
 
-    const S: Settings = Settings { sleep_after_ms: 10_000, probe_every_ms: 1_000, max_failed_probes: 3 };
+    const S: Settings =
+        Settings { sleep_after_ms: 10_000, probe_every_ms: 1_000, max_failed_probes: 3 };
 
     fn healthy(n: u32) -> Probe {
         Probe::Healthy { running_agents: n, boot_id: None }
@@ -218,7 +239,10 @@ mod tests {
     #[test]
     fn settings_defaults_and_overrides() {
         let s = Settings::from_lookup(|_| None);
-        assert_eq!((s.sleep_after_ms, s.probe_every_ms, s.max_failed_probes), (1_800_000, 30_000, 3));
+        assert_eq!(
+            (s.sleep_after_ms, s.probe_every_ms, s.max_failed_probes),
+            (1_800_000, 30_000, 3)
+        );
         let s = Settings::from_lookup(|k| match k {
             "CONTAINER_SLEEP_AFTER_MS" => Some("1000".into()),
             "CONTAINER_MAX_FAILED_PROBES" => Some("-1".into()),
@@ -231,12 +255,24 @@ mod tests {
     fn an_idle_container_sleeps_after_sleep_after_and_not_before() {
         let mut l = Lifecycle::default();
         l.activity(0, None);
-        assert_eq!(l.on_alarm(5_000, healthy(0), &S, false), AlarmAction::RearmAt(6_000), "probes keep their period");
-        assert_eq!(l.on_alarm(9_500, healthy(0), &S, false), AlarmAction::RearmAt(10_000), "and look again at sleepAfter");
+        assert_eq!(
+            l.on_alarm(5_000, healthy(0), &S, false),
+            AlarmAction::RearmAt(6_000),
+            "probes keep their period"
+        );
+        assert_eq!(
+            l.on_alarm(9_500, healthy(0), &S, false),
+            AlarmAction::RearmAt(10_000),
+            "and look again at sleepAfter"
+        );
         assert_eq!(l.on_alarm(10_000, healthy(0), &S, false), AlarmAction::Sleep);
         assert_eq!((l.status.as_str(), l.detail.as_deref()), ("sleeping", None));
         let mut l = Lifecycle::default();
-        assert_eq!(l.on_alarm(1, healthy(0), &S, true), AlarmAction::Sleep, "no activity ever: nothing keeps it");
+        assert_eq!(
+            l.on_alarm(1, healthy(0), &S, true),
+            AlarmAction::Sleep,
+            "no activity ever: nothing keeps it"
+        );
         assert!(l.detail.is_some_and(|d| d.contains("CONTAINER_URL")));
     }
 
@@ -257,18 +293,34 @@ mod tests {
     fn only_heartbeats_with_running_agents_are_activity() {
         let mut l = Lifecycle::default();
         l.heartbeat(1_000, 0, Some("b1"));
-        assert_eq!((l.last_activity_ms, l.running_seen_ms, l.status.as_str()), (None, Some(1_000), "running"));
+        assert_eq!(
+            (l.last_activity_ms, l.running_seen_ms, l.status.as_str()),
+            (None, Some(1_000), "running")
+        );
         l.heartbeat(2_000, 3, Some("b1"));
         assert_eq!((l.last_activity_ms, l.running_agents), (Some(2_000), 3));
-        assert_eq!((l.boot_id.as_deref(), l.boot_seen_ms), (Some("b1"), Some(1_000)), "a boot is dated by its first sight");
+        assert_eq!(
+            (l.boot_id.as_deref(), l.boot_seen_ms),
+            (Some("b1"), Some(1_000)),
+            "a boot is dated by its first sight"
+        );
     }
 
     #[test]
     fn a_new_boot_is_recorded_with_when_it_was_first_seen() {
         let mut l = Lifecycle::default();
-        l.on_alarm(1_000, Probe::Healthy { running_agents: 0, boot_id: Some("b1".into()) }, &S, false);
+        l.on_alarm(
+            1_000,
+            Probe::Healthy { running_agents: 0, boot_id: Some("b1".into()) },
+            &S,
+            false,
+        );
         l.heartbeat(2_000, 0, None);
-        assert_eq!((l.boot_id.as_deref(), l.boot_seen_ms), (Some("b1"), Some(1_000)), "a beat naming no boot changes nothing");
+        assert_eq!(
+            (l.boot_id.as_deref(), l.boot_seen_ms),
+            (Some("b1"), Some(1_000)),
+            "a beat naming no boot changes nothing"
+        );
         l.heartbeat(3_000, 0, Some("b2"));
         assert_eq!((l.boot_id.as_deref(), l.boot_seen_ms), (Some("b2"), Some(3_000)));
     }
@@ -277,21 +329,39 @@ mod tests {
     fn destroyed_only_after_consecutive_failed_probes() {
         let mut l = Lifecycle::default();
         l.activity(0, None);
-        assert_eq!(l.on_alarm(1_000, Probe::Failed("reset".into()), &S, false), AlarmAction::RearmAt(2_000));
-        assert_eq!(l.on_alarm(2_000, Probe::Failed("reset".into()), &S, false), AlarmAction::RearmAt(3_000));
+        assert_eq!(
+            l.on_alarm(1_000, Probe::Failed("reset".into()), &S, false),
+            AlarmAction::RearmAt(2_000)
+        );
+        assert_eq!(
+            l.on_alarm(2_000, Probe::Failed("reset".into()), &S, false),
+            AlarmAction::RearmAt(3_000)
+        );
         // One success in between starts the count again.
         assert_eq!(l.on_alarm(3_000, healthy(1), &S, false), AlarmAction::RearmAt(4_000));
         assert_eq!(l.failed_probes, 0);
         for t in [4_000, 5_000] {
-            assert!(matches!(l.on_alarm(t, Probe::Failed("timeout".into()), &S, false), AlarmAction::RearmAt(_)));
+            assert!(matches!(
+                l.on_alarm(t, Probe::Failed("timeout".into()), &S, false),
+                AlarmAction::RearmAt(_)
+            ));
         }
-        assert_eq!(l.on_alarm(6_000, Probe::Failed("timeout".into()), &S, false), AlarmAction::Destroy);
+        assert_eq!(
+            l.on_alarm(6_000, Probe::Failed("timeout".into()), &S, false),
+            AlarmAction::Destroy
+        );
         assert_eq!(l.status, "unresponsive");
-        assert!(l.detail.as_deref().is_some_and(|d| d.starts_with("3 failed health probes") && d.contains("timeout")));
+        assert!(l
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.starts_with("3 failed health probes") && d.contains("timeout")));
         assert_eq!(l.failed_probes, 0, "a fresh container starts with a clean count");
         // A failed forward brings the next probe forward, never past the regular period.
         assert_eq!(l.forward_failed_probe_at(10_000, &S), 11_000);
-        assert_eq!(l.forward_failed_probe_at(10_000, &Settings { probe_every_ms: 30_000, ..S }), 12_000);
+        assert_eq!(
+            l.forward_failed_probe_at(10_000, &Settings { probe_every_ms: 30_000, ..S }),
+            12_000
+        );
     }
 
     #[test]

@@ -21,8 +21,13 @@ pub const PORT_POLL_MS: u64 = 300;
 
 /// Worker env vars passed on to the container, under the same names (see the control server's
 /// `config.rs`). Secrets among them travel only in the start options, never in logs.
-pub const PASSED_ENV: &[&str] =
-    &["GASTOWN_API_URL", "CONTAINER_TOKEN", "GASTOWN_MODEL_BASE_URL", "GASTOWN_MODEL_API_KEY", "ALLOW_LOCAL_REPOS"];
+pub const PASSED_ENV: &[&str] = &[
+    "GASTOWN_API_URL",
+    "CONTAINER_TOKEN",
+    "GASTOWN_MODEL_BASE_URL",
+    "GASTOWN_MODEL_API_KEY",
+    "ALLOW_LOCAL_REPOS",
+];
 
 /// Where the TownContainer sends a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,8 +68,10 @@ pub fn forward_url(base: &str, path: &str) -> ApiResult<String> {
 
 /// The container's environment, from the Worker's env (`lookup`).
 pub fn container_env(lookup: impl Fn(&str) -> Option<String>) -> BTreeMap<String, String> {
-    let mut env: BTreeMap<String, String> =
-        PASSED_ENV.iter().filter_map(|k| lookup(k).filter(|v| !v.is_empty()).map(|v| (k.to_string(), v))).collect();
+    let mut env: BTreeMap<String, String> = PASSED_ENV
+        .iter()
+        .filter_map(|k| lookup(k).filter(|v| !v.is_empty()).map(|v| (k.to_string(), v)))
+        .collect();
     env.insert("PORT".into(), DEFAULT_PORT.to_string());
     env
 }
@@ -72,7 +79,8 @@ pub fn container_env(lookup: impl Fn(&str) -> Option<String>) -> BTreeMap<String
 /// Real activity renews `sleepAfter`; health checks and status polls do not, or a monitor
 /// polling an idle container would keep it (and its bill) alive forever.
 pub fn is_activity(method: &str, path: &str) -> bool {
-    let polling = method.eq_ignore_ascii_case("GET") && (path == "/health" || path.ends_with("/status"));
+    let polling =
+        method.eq_ignore_ascii_case("GET") && (path == "/health" || path.ends_with("/status"));
     !polling
 }
 
@@ -92,14 +100,17 @@ pub const TOWN_HEADER: &str = "x-gastown-town";
 /// restarting): 250, 500 and 1000 ms, then the failure is the caller's. Resending is safe: a
 /// start is idempotent by `dispatchId`, stops and polls by nature.
 pub fn retry_delay_ms(retry: u32) -> Option<u64> {
-    (retry < 3).then(|| 250u64 << retry)
+    (retry < 3).then(|| shared_types::backoff::delay_ms(250, retry, 1_000))
 }
 
 /// Errors that mean "the server inside is not listening yet": retried until the deadline.
 pub fn port_not_ready(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
-    m.contains("container port not found") || m.contains("not listening") || m.contains("connection refused")
-        || m.contains("container is not running") || m.contains("no container instance")
+    m.contains("container port not found")
+        || m.contains("not listening")
+        || m.contains("connection refused")
+        || m.contains("container is not running")
+        || m.contains("no container instance")
 }
 
 #[cfg(test)]
@@ -109,10 +120,16 @@ mod tests {
     #[test]
     fn targets() {
         assert_eq!(target(true, Some("http://127.0.0.1:1")), Target::Container);
-        assert_eq!(target(false, Some("http://127.0.0.1:1/")), Target::Url("http://127.0.0.1:1".into()));
+        assert_eq!(
+            target(false, Some("http://127.0.0.1:1/")),
+            Target::Url("http://127.0.0.1:1".into())
+        );
         assert_eq!(target(false, Some("  ")), Target::Unavailable);
         assert_eq!(target(false, None), Target::Unavailable);
-        assert_eq!(forward_url("http://h:1", "/agents/start").as_deref(), Ok("http://h:1/agents/start"));
+        assert_eq!(
+            forward_url("http://h:1", "/agents/start").as_deref(),
+            Ok("http://h:1/agents/start")
+        );
         assert!(forward_url("file:///x", "/h").is_err());
     }
 
@@ -126,7 +143,9 @@ mod tests {
         });
         assert_eq!(env.get("CONTAINER_TOKEN").map(String::as_str), Some("t"));
         assert_eq!(env.get("PORT").map(String::as_str), Some("8080"));
-        assert!(!env.contains_key("GASTOWN_MODEL_API_KEY") && !env.contains_key("INTERNAL_API_SECRET"));
+        assert!(
+            !env.contains_key("GASTOWN_MODEL_API_KEY") && !env.contains_key("INTERNAL_API_SECRET")
+        );
     }
 
     #[test]

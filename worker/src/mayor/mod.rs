@@ -22,8 +22,8 @@ pub mod status;
 pub mod store;
 
 pub use requests::{MayorOp, MayorTool, Notice};
-pub use status::town_status;
 pub use shared_types::MAYOR_AGENT_ID;
+pub use status::town_status;
 
 /// The mayor's limits per turn (one delivery of messages is one turn), from Worker vars.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +36,16 @@ pub struct TurnLimits {
 
 impl TurnLimits {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
-        let num = |k: &str, default: i64| lookup(k).and_then(|v| v.trim().parse::<i64>().ok()).filter(|v| *v > 0).unwrap_or(default);
-        Self { beads: num("MAYOR_MAX_BEADS_PER_TURN", 12), slings: num("MAYOR_MAX_SLINGS_PER_TURN", 12) }
+        let num = |k: &str, default: i64| {
+            lookup(k)
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .filter(|v| *v > 0)
+                .unwrap_or(default)
+        };
+        Self {
+            beads: num("MAYOR_MAX_BEADS_PER_TURN", 12),
+            slings: num("MAYOR_MAX_SLINGS_PER_TURN", 12),
+        }
     }
 }
 
@@ -55,4 +63,3 @@ mod tests {
         assert_eq!(l, TurnLimits { beads: 3, slings: 12 });
     }
 }
-

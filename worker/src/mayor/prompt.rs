@@ -31,7 +31,13 @@ pub fn token(town_id: &str, secret: &str, now_secs: u64, ttl_secs: u64) -> Strin
 
 /// `POST /agents/start` for run `generation` of the town's mayor: no checkout, its rig id is
 /// the town's (it belongs to no rig).
-pub fn start_request(town_id: &str, model: &str, prompt: String, token: String, generation: i64) -> StartAgentRequest {
+pub fn start_request(
+    town_id: &str,
+    model: &str,
+    prompt: String,
+    token: String,
+    generation: i64,
+) -> StartAgentRequest {
     let mut env_vars = BTreeMap::new();
     env_vars.insert("GASTOWN_SESSION_TOKEN".to_string(), token);
     StartAgentRequest {
@@ -55,8 +61,14 @@ pub fn start_request(town_id: &str, model: &str, prompt: String, token: String, 
 
 fn framed(m: &Message) -> String {
     match m.role.as_str() {
-        "person" => format!("<person-message id=\"{}\" at=\"{}\">\n{}\n</person-message>", m.id, m.created_at, m.text),
-        "mayor" => format!("<your-reply id=\"{}\" at=\"{}\">\n{}\n</your-reply>", m.id, m.created_at, m.text),
+        "person" => format!(
+            "<person-message id=\"{}\" at=\"{}\">\n{}\n</person-message>",
+            m.id, m.created_at, m.text
+        ),
+        "mayor" => format!(
+            "<your-reply id=\"{}\" at=\"{}\">\n{}\n</your-reply>",
+            m.id, m.created_at, m.text
+        ),
         _ => format!(
             "<town-notice id=\"{}\" at=\"{}\">\n{}\n</town-notice>",
             m.id, m.created_at, m.text
@@ -113,7 +125,10 @@ pub fn resume(history: &History, open: &[Thread], pending: &[Message]) -> String
     if !open.is_empty() {
         s.push_str("Open threads (not resolved or landed yet):\n");
         for t in open {
-            s.push_str(&format!("- {} `{}` on rig `{}`: {} (since {})\n", t.kind, t.ref_id, t.rig_id, t.title, t.opened_at));
+            s.push_str(&format!(
+                "- {} `{}` on rig `{}`: {} (since {})\n",
+                t.kind, t.ref_id, t.rig_id, t.title, t.opened_at
+            ));
         }
         s.push('\n');
     }
@@ -154,30 +169,66 @@ mod tests {
     use serde_json::json;
 
     fn msg(id: i64, role: &str, text: &str) -> Message {
-        Message { id, role: role.into(), text: text.into(), created_at: "t".into(), delivered_at: None, in_reply_to: None }
+        Message {
+            id,
+            role: role.into(),
+            text: text.into(),
+            created_at: "t".into(),
+            delivered_at: None,
+            in_reply_to: None,
+        }
     }
 
     #[test]
     fn a_resumed_mayor_gets_its_thread_open_threads_and_what_is_new() {
         let history = History {
             recent: vec![msg(5, "person", "remember PINEAPPLE"), msg(6, "mayor", "noted")],
-            summary: vec![msg(4, "person", &format!("first line {}\nsecond line", "x".repeat(300)))],
+            summary: vec![msg(
+                4,
+                "person",
+                &format!("first line {}\nsecond line", "x".repeat(300)),
+            )],
             left_out: 3,
         };
-        let open = [Thread { kind: "convoy".into(), rig_id: "r1".into(), ref_id: "c1".into(), title: "three files".into(), opened_at: "t".into() }];
+        let open = [Thread {
+            kind: "convoy".into(),
+            rig_id: "r1".into(),
+            ref_id: "c1".into(),
+            title: "three files".into(),
+            opened_at: "t".into(),
+        }];
         let p = resume(&history, &open, &[msg(7, "person", "what was it?")]);
-        for needle in ["resuming", "3 older messages", "#4 person at t: first line", "PINEAPPLE", "<your-reply id=\"6\"", "convoy `c1` on rig `r1`", "what was it?"] {
+        for needle in [
+            "resuming",
+            "3 older messages",
+            "#4 person at t: first line",
+            "PINEAPPLE",
+            "<your-reply id=\"6\"",
+            "convoy `c1` on rig `r1`",
+            "what was it?",
+        ] {
             assert!(p.contains(needle), "{needle} in {p}");
         }
-        assert!(!p.contains("second line") && !p.contains(&"x".repeat(200)), "older messages by their first line, cut");
-        assert!(p.find("first line") < p.find("PINEAPPLE") && p.find("PINEAPPLE") < p.find("what was it?"), "summary, thread, then what is new");
-        assert!(resume(&History::default(), &[], &[msg(1, "person", "hi")]).contains("Nobody has talked to you before"));
+        assert!(
+            !p.contains("second line") && !p.contains(&"x".repeat(200)),
+            "older messages by their first line, cut"
+        );
+        assert!(
+            p.find("first line") < p.find("PINEAPPLE")
+                && p.find("PINEAPPLE") < p.find("what was it?"),
+            "summary, thread, then what is new"
+        );
+        assert!(resume(&History::default(), &[], &[msg(1, "person", "hi")])
+            .contains("Nobody has talked to you before"));
     }
 
     #[test]
     fn the_start_request_is_a_mayor_without_a_checkout_and_valid() {
         let r = start_request("t1", "p/m", "hi".into(), "tok".into(), 3);
-        assert_eq!((r.agent_id.as_str(), r.rig_id.as_str(), r.role, r.dispatch_id.as_deref()), ("mayor", "t1", AgentRole::Mayor, Some("mayor-g3")));
+        assert_eq!(
+            (r.agent_id.as_str(), r.rig_id.as_str(), r.role, r.dispatch_id.as_deref()),
+            ("mayor", "t1", AgentRole::Mayor, Some("mayor-g3"))
+        );
         assert!(r.validate(shared_types::ValidationPolicy::default()).is_ok());
         let claims = jwt::verify(&token("t1", "s", 1_000, 60), b"s", 1_000).expect("token");
         assert!(claims.is_mayor() && claims.town_id == "t1" && claims.rig_id.is_empty());
@@ -185,10 +236,17 @@ mod tests {
 
     #[test]
     fn notices_name_what_the_mayor_needs_to_act() {
-        let n = Notice { rig_id: "r1".into(), kind: NoticeKind::Escalation, ref_id: "e1".into(), title: "stuck".into(),
-            detail: json!({"from_agent_id": "a1", "priority": "high", "body": "which branch?"}) };
+        let n = Notice {
+            rig_id: "r1".into(),
+            kind: NoticeKind::Escalation,
+            ref_id: "e1".into(),
+            title: "stuck".into(),
+            detail: json!({"from_agent_id": "a1", "priority": "high", "body": "which branch?"}),
+        };
         let t = notice_text(&n, "app");
-        for needle in ["`e1`", "rig_id `r1`", "agent `a1`", "high", "which branch?", "gt_escalation_resolve"] {
+        for needle in
+            ["`e1`", "rig_id `r1`", "agent `a1`", "high", "which branch?", "gt_escalation_resolve"]
+        {
             assert!(t.contains(needle), "{needle}");
         }
     }

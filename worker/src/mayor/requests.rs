@@ -10,7 +10,10 @@ use shared_types::validate;
 use crate::body::{opt, req, Field, Kind, NON_EMPTY, STR};
 use crate::error::ApiResult;
 use crate::model::Priority;
-use crate::requests::{parse_body, text, Issues, NewConvoy, NewMail, SlingRequest, Validate, MAX_TEXT, MAX_TITLE, PRIORITIES};
+use crate::requests::{
+    parse_body, text, Issues, NewConvoy, NewMail, SlingRequest, Validate, MAX_TEXT, MAX_TITLE,
+    PRIORITIES,
+};
 
 /// Longest message a person may send the mayor, and longest reply kept, in bytes.
 pub const MAX_MESSAGE: usize = shared_types::MAX_MAYOR_MESSAGE_BYTES;
@@ -79,17 +82,37 @@ pub enum NoticeKind {
 #[serde(tag = "op", content = "args", rename_all = "snake_case")]
 pub enum MayorOp {
     /// A person's message: kept, then delivered to the mayor (started if need be).
-    Send { text: String },
-    Messages { after: i64, limit: i64 },
+    Send {
+        text: String,
+    },
+    Messages {
+        after: i64,
+        limit: i64,
+    },
     Status,
-    Reply { text: String },
+    Reply {
+        text: String,
+    },
     ListRigs,
     TownStatus,
-    Sling { rig_id: String, sling: SlingRequest },
-    Convoy { rig_id: String, convoy: NewConvoy },
-    MailSend { rig_id: String, mail: NewMail },
+    Sling {
+        rig_id: String,
+        sling: SlingRequest,
+    },
+    Convoy {
+        rig_id: String,
+        convoy: NewConvoy,
+    },
+    MailSend {
+        rig_id: String,
+        mail: NewMail,
+    },
     MailCheck,
-    Resolve { rig_id: String, escalation_id: String, answer: String },
+    Resolve {
+        rig_id: String,
+        escalation_id: String,
+        answer: String,
+    },
     Notice(Notice),
 }
 
@@ -141,7 +164,8 @@ struct MayorConvoy {
 }
 
 impl Validate for MayorConvoy {
-    const FIELDS: &'static [Field] = &[req("rig_id", NON_EMPTY), req("title", NON_EMPTY), req("beads", Kind::Any)];
+    const FIELDS: &'static [Field] =
+        &[req("rig_id", NON_EMPTY), req("title", NON_EMPTY), req("beads", Kind::Any)];
     fn check(&self, i: &mut Issues) {
         i.add("rig_id", validate::id(&self.rig_id));
         self.convoy.check(i);
@@ -159,7 +183,12 @@ struct MayorMail {
 }
 
 impl Validate for MayorMail {
-    const FIELDS: &'static [Field] = &[req("rig_id", NON_EMPTY), req("to_agent_id", NON_EMPTY), req("subject", NON_EMPTY), req("body", NON_EMPTY)];
+    const FIELDS: &'static [Field] = &[
+        req("rig_id", NON_EMPTY),
+        req("to_agent_id", NON_EMPTY),
+        req("subject", NON_EMPTY),
+        req("body", NON_EMPTY),
+    ];
     fn check(&self, i: &mut Issues) {
         i.add("rig_id", validate::id(&self.rig_id));
         i.add("to_agent_id", validate::id(&self.to_agent_id));
@@ -177,7 +206,8 @@ struct Resolve {
 }
 
 impl Validate for Resolve {
-    const FIELDS: &'static [Field] = &[req("rig_id", NON_EMPTY), req("escalation_id", NON_EMPTY), req("answer", NON_EMPTY)];
+    const FIELDS: &'static [Field] =
+        &[req("rig_id", NON_EMPTY), req("escalation_id", NON_EMPTY), req("answer", NON_EMPTY)];
     fn check(&self, i: &mut Issues) {
         i.add("rig_id", validate::id(&self.rig_id));
         i.add("escalation_id", validate::id(&self.escalation_id));
@@ -218,13 +248,25 @@ pub fn tool_op(tool: MayorTool, body: &[u8]) -> ApiResult<(MayorOp, u16)> {
         }
         MayorTool::MailSend => {
             let m: MayorMail = parse_body(body)?;
-            let mail = NewMail { from_agent_id: super::MAYOR_AGENT_ID.into(), to_agent_id: m.to_agent_id, subject: m.subject, body: m.body };
+            let mail = NewMail {
+                from_agent_id: super::MAYOR_AGENT_ID.into(),
+                to_agent_id: m.to_agent_id,
+                subject: m.subject,
+                body: m.body,
+            };
             // 200 `{"sent":true}`, as the reference's mayor mail (a rig's mail is a 201).
             (MayorOp::MailSend { rig_id: m.rig_id, mail }, 200)
         }
         MayorTool::Resolve => {
             let r: Resolve = parse_body(body)?;
-            (MayorOp::Resolve { rig_id: r.rig_id, escalation_id: r.escalation_id, answer: r.answer }, 200)
+            (
+                MayorOp::Resolve {
+                    rig_id: r.rig_id,
+                    escalation_id: r.escalation_id,
+                    answer: r.answer,
+                },
+                200,
+            )
         }
         MayorTool::Reply => {
             let r: Reply = parse_body(body)?;
@@ -254,16 +296,39 @@ mod tests {
         assert_eq!(status(MayorTool::Sling, r#"{"rig_id":"r1","title":"add a.txt"}"#), 201);
         assert_eq!(status(MayorTool::Sling, r#"{"rig_id":"r1"}"#), 400);
         assert_eq!(status(MayorTool::Sling, r#"{"rig_id":"../r","title":"t"}"#), 400);
-        assert_eq!(status(MayorTool::Sling, r#"{"rig_id":"r1","title":"t","priority":"urgent"}"#), 400);
-        assert_eq!(status(MayorTool::Convoy, r#"{"rig_id":"r1","title":"c","beads":[{"title":"a"},{"title":"b","body":"x"}]}"#), 201);
-        for bad in [r#"{"rig_id":"r1","title":"c","beads":[]}"#, r#"{"rig_id":"r1","title":"c","beads":[{"body":"no title"}]}"#, r#"{"rig_id":"r1","title":"c","beads":"a"}"#] {
+        assert_eq!(
+            status(MayorTool::Sling, r#"{"rig_id":"r1","title":"t","priority":"urgent"}"#),
+            400
+        );
+        assert_eq!(
+            status(
+                MayorTool::Convoy,
+                r#"{"rig_id":"r1","title":"c","beads":[{"title":"a"},{"title":"b","body":"x"}]}"#
+            ),
+            201
+        );
+        for bad in [
+            r#"{"rig_id":"r1","title":"c","beads":[]}"#,
+            r#"{"rig_id":"r1","title":"c","beads":[{"body":"no title"}]}"#,
+            r#"{"rig_id":"r1","title":"c","beads":"a"}"#,
+        ] {
             assert_eq!(status(MayorTool::Convoy, bad), 400, "{bad}");
         }
-        let (op, _) = tool_op(MayorTool::MailSend, br#"{"rig_id":"r1","to_agent_id":"a1","subject":"s","body":"b","from_agent_id":"a9"}"#).expect("mail");
-        assert!(matches!(op, MayorOp::MailSend { mail, .. } if mail.from_agent_id == "mayor"), "the sender is the mayor");
+        let (op, _) = tool_op(
+            MayorTool::MailSend,
+            br#"{"rig_id":"r1","to_agent_id":"a1","subject":"s","body":"b","from_agent_id":"a9"}"#,
+        )
+        .expect("mail");
+        assert!(
+            matches!(op, MayorOp::MailSend { mail, .. } if mail.from_agent_id == "mayor"),
+            "the sender is the mayor"
+        );
         assert_eq!(status(MayorTool::Resolve, r#"{"rig_id":"r1","escalation_id":"e1"}"#), 400);
         assert!(matches!(person_message(br#"{"message":"   "}"#), Err(e) if e.status() == 400));
-        assert!(matches!(person_message(br#"{"message":"add three files"}"#), Ok(MayorOp::Send { .. })));
+        assert!(matches!(
+            person_message(br#"{"message":"add three files"}"#),
+            Ok(MayorOp::Send { .. })
+        ));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 
 /// `gt_town_status`: per rig, its beads by status, its unfinished beads (newest first, at most
 /// 20) and its agents.
-pub fn town_status(rigs: &[(crate::town::RigRecord, Vec<crate::model::Bead>, Vec<crate::model::Agent>)]) -> serde_json::Value {
+pub fn town_status(
+    rigs: &[(crate::town::RigRecord, Vec<crate::model::Bead>, Vec<crate::model::Agent>)],
+) -> serde_json::Value {
     use serde_json::json;
     let rigs: Vec<_> = rigs
         .iter()

@@ -128,7 +128,10 @@ impl<D: Db> Store<'_, D> {
 
     /// The mayor's row, made on first use.
     pub fn ensure(&self) -> ApiResult<MayorRow> {
-        self.db.exec("INSERT OR IGNORE INTO mayor (id, created_at) VALUES (1, ?)", params![&self.now])?;
+        self.db.exec(
+            "INSERT OR IGNORE INTO mayor (id, created_at) VALUES (1, ?)",
+            params![&self.now],
+        )?;
         self.row()?.ok_or_else(|| ApiError::Internal("the mayor's row is missing".into()))
     }
 
@@ -150,7 +153,12 @@ impl<D: Db> Store<'_, D> {
 
     /// Messages after `after`, oldest first.
     pub fn messages(&self, after: i64, limit: i64) -> ApiResult<Vec<Message>> {
-        self.db.query(&format!("SELECT {MESSAGE_COLUMNS} FROM mayor_messages WHERE id > ? ORDER BY id LIMIT ?"), params![after, limit])
+        self.db.query(
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} FROM mayor_messages WHERE id > ? ORDER BY id LIMIT ?"
+            ),
+            params![after, limit],
+        )
     }
 
     /// The newest message (not the mayor's own) that reached the mayor.
@@ -159,7 +167,11 @@ impl<D: Db> Store<'_, D> {
     }
 
     pub fn last_id(&self) -> ApiResult<i64> {
-        Ok(self.db.first::<MaxId>("SELECT MAX(id) AS id FROM mayor_messages", vec![])?.and_then(|r| r.id).unwrap_or(0))
+        Ok(self
+            .db
+            .first::<MaxId>("SELECT MAX(id) AS id FROM mayor_messages", vec![])?
+            .and_then(|r| r.id)
+            .unwrap_or(0))
     }
 
     /// People's messages and town notices that have not reached the mayor yet, oldest first.
@@ -173,9 +185,15 @@ impl<D: Db> Store<'_, D> {
     /// `ids` reached the mayor: that is a new turn (its counters start again).
     pub fn delivered(&self, ids: &[i64]) -> ApiResult<()> {
         for id in ids {
-            self.db.exec("UPDATE mayor_messages SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL", params![&self.now, *id])?;
+            self.db.exec(
+                "UPDATE mayor_messages SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL",
+                params![&self.now, *id],
+            )?;
         }
-        self.db.exec("UPDATE mayor SET turn = turn + 1, turn_beads = 0, turn_slings = 0 WHERE id = 1", vec![])?;
+        self.db.exec(
+            "UPDATE mayor SET turn = turn + 1, turn_beads = 0, turn_slings = 0 WHERE id = 1",
+            vec![],
+        )?;
         Ok(())
     }
 
@@ -188,10 +206,13 @@ impl<D: Db> Store<'_, D> {
             params![before],
         )?;
         let mut bytes = 0;
-        let fits = newest.iter().take_while(|m| {
-            bytes += m.text.len();
-            bytes <= RESUME_BYTES
-        }).count();
+        let fits = newest
+            .iter()
+            .take_while(|m| {
+                bytes += m.text.len();
+                bytes <= RESUME_BYTES
+            })
+            .count();
         let mut recent = newest[..fits].to_vec();
         recent.reverse();
         let oldest_kept = recent.first().map_or(before, |m| m.id);
@@ -213,7 +234,10 @@ impl<D: Db> Store<'_, D> {
     /// issued at `token_issued_ms`. A start that was refused counts no run, so a retried start
     /// names the same run (its `dispatchId`) until one is taken.
     pub fn started(&self, generation: i64, token_issued_ms: i64) -> ApiResult<()> {
-        self.db.exec("UPDATE mayor SET generation = MAX(generation, ?), token_issued_ms = ? WHERE id = 1", params![generation, token_issued_ms])?;
+        self.db.exec(
+            "UPDATE mayor SET generation = MAX(generation, ?), token_issued_ms = ? WHERE id = 1",
+            params![generation, token_issued_ms],
+        )?;
         Ok(())
     }
 
@@ -251,7 +275,13 @@ impl<D: Db> Store<'_, D> {
         Ok(())
     }
 
-    pub fn open_thread(&self, kind: &str, rig_id: &str, ref_id: &str, title: &str) -> ApiResult<()> {
+    pub fn open_thread(
+        &self,
+        kind: &str,
+        rig_id: &str,
+        ref_id: &str,
+        title: &str,
+    ) -> ApiResult<()> {
         self.db.exec(
             "INSERT OR IGNORE INTO mayor_threads (kind, rig_id, ref_id, title, opened_at) VALUES (?, ?, ?, ?, ?)",
             params![kind, rig_id, ref_id, title, &self.now],
@@ -278,7 +308,10 @@ impl<D: Db> Store<'_, D> {
             vec![],
         )?;
         for m in &unread {
-            self.db.exec("UPDATE mayor_messages SET read_at = ? WHERE id = ?", params![&self.now, m.id])?;
+            self.db.exec(
+                "UPDATE mayor_messages SET read_at = ? WHERE id = ?",
+                params![&self.now, m.id],
+            )?;
         }
         Ok(unread)
     }

@@ -24,9 +24,12 @@ impl<D: Db> Rig<'_, D> {
     }
 
     pub(super) fn register_agent(&self, a: &NewAgent) -> ApiResult<Agent> {
-        let taken: Option<AgentRow> = self.db.first("SELECT * FROM agents WHERE identity = ?", params![&a.identity])?;
+        let taken: Option<AgentRow> =
+            self.db.first("SELECT * FROM agents WHERE identity = ?", params![&a.identity])?;
         if taken.is_some() {
-            return Err(ApiError::Conflict("an agent with this identity already exists in this rig".into()));
+            return Err(ApiError::Conflict(
+                "an agent with this identity already exists in this rig".into(),
+            ));
         }
         let id = (self.new_id)();
         self.db.exec(
@@ -49,14 +52,22 @@ impl<D: Db> Rig<'_, D> {
         let bead = self.bead(bead_id)?;
         match agent.current_hook_bead_id.as_deref() {
             Some(h) if h == bead_id => return Ok(agent),
-            Some(_) => return Err(ApiError::Conflict("agent already has a different bead hooked; unhook it first".into())),
+            Some(_) => {
+                return Err(ApiError::Conflict(
+                    "agent already has a different bead hooked; unhook it first".into(),
+                ))
+            }
             None => {}
         }
         if matches!(bead.status, BeadStatus::Closed | BeadStatus::Failed) {
-            return Err(ApiError::Conflict(format!("bead is {} and cannot be hooked", bead.status.as_str())));
+            return Err(ApiError::Conflict(format!(
+                "bead is {} and cannot be hooked",
+                bead.status.as_str()
+            )));
         }
-        let holder: Option<AgentRow> =
-            self.db.first("SELECT * FROM agents WHERE current_hook_bead_id = ?", params![bead_id])?;
+        let holder: Option<AgentRow> = self
+            .db
+            .first("SELECT * FROM agents WHERE current_hook_bead_id = ?", params![bead_id])?;
         if holder.is_some() {
             return Err(ApiError::Conflict("bead is hooked by another agent".into()));
         }
@@ -95,7 +106,9 @@ impl<D: Db> Rig<'_, D> {
         };
         let mail = self.undelivered_mail(agent_id)?;
         let open = self.open_beads_of(agent_id)?;
-        Ok(json!({ "agent": agent, "hooked_bead": opt_json(hooked), "undelivered_mail": mail, "open_beads": open }))
+        Ok(
+            json!({ "agent": agent, "hooked_bead": opt_json(hooked), "undelivered_mail": mail, "open_beads": open }),
+        )
     }
 
     /// Submits the hooked bead's branch to the review queue, unhooks, and sets the agent idle.
@@ -129,7 +142,10 @@ impl<D: Db> Rig<'_, D> {
     /// Touches the agent. An unknown agent is not an error (as the reference: the container's
     /// heartbeat may outlive the agent's record); `null` then.
     pub(super) fn heartbeat(&self, agent_id: &str) -> ApiResult<Option<Agent>> {
-        self.db.exec("UPDATE agents SET last_activity_at = ? WHERE id = ?", params![&self.now, agent_id])?;
+        self.db.exec(
+            "UPDATE agents SET last_activity_at = ? WHERE id = ?",
+            params![&self.now, agent_id],
+        )?;
         Ok(self.agent(agent_id).ok())
     }
 
@@ -137,7 +153,12 @@ impl<D: Db> Rig<'_, D> {
     pub(super) fn container_heartbeat(&self, entries: &[(String, String)]) -> ApiResult<usize> {
         let mut updated = 0;
         for (agent_id, at) in entries {
-            updated += usize::from(self.db.exec("UPDATE agents SET last_activity_at = ? WHERE id = ? AND status != 'dead'", params![at, agent_id])? > 0);
+            updated += usize::from(
+                self.db.exec(
+                    "UPDATE agents SET last_activity_at = ? WHERE id = ? AND status != 'dead'",
+                    params![at, agent_id],
+                )? > 0,
+            );
         }
         Ok(updated)
     }

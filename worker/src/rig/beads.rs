@@ -28,7 +28,8 @@ impl<D: Db> Rig<'_, D> {
     /// Inserts a bead (checks done by the caller) and logs `created`.
     pub(super) fn insert_bead(&self, b: &NewBead) -> ApiResult<Bead> {
         let id = (self.new_id)();
-        let labels = serde_json::to_string(b.labels.as_deref().unwrap_or_default()).unwrap_or_else(|_| "[]".into());
+        let labels = serde_json::to_string(b.labels.as_deref().unwrap_or_default())
+            .unwrap_or_else(|_| "[]".into());
         let metadata = b.metadata.clone().filter(|m| !m.is_null()).unwrap_or_else(|| json!({}));
         self.db.exec(
             "INSERT INTO beads (id, type, status, title, body, assignee_agent_id, convoy_id, priority, labels,
@@ -48,7 +49,12 @@ impl<D: Db> Rig<'_, D> {
                 &self.now
             ],
         )?;
-        self.log(Some(&id), b.assignee_agent_id.as_deref(), EventKind::Created, json!({ "type": b.bead_type }))?;
+        self.log(
+            Some(&id),
+            b.assignee_agent_id.as_deref(),
+            EventKind::Created,
+            json!({ "type": b.bead_type }),
+        )?;
         let bead = self.bead(&id)?;
         if bead.bead_type == BeadType::Escalation {
             // Every escalation of the rig reaches the town's mayor (agents' and the refinery's).
@@ -63,13 +69,24 @@ impl<D: Db> Rig<'_, D> {
     }
 
     /// Sets a bead's status (`closed_at` follows `closed`) and logs the change.
-    pub(super) fn set_status(&self, bead: &Bead, status: BeadStatus, agent_id: &str, kind: EventKind) -> ApiResult<Bead> {
+    pub(super) fn set_status(
+        &self,
+        bead: &Bead,
+        status: BeadStatus,
+        agent_id: &str,
+        kind: EventKind,
+    ) -> ApiResult<Bead> {
         let closed_at = (status == BeadStatus::Closed).then(|| self.now.clone());
         self.db.exec(
             "UPDATE beads SET status = ?, updated_at = ?, closed_at = ? WHERE id = ?",
             params![status.as_str(), &self.now, closed_at, &bead.id],
         )?;
-        self.log(Some(&bead.id), Some(agent_id), kind, json!({ "from": bead.status, "to": status }))?;
+        self.log(
+            Some(&bead.id),
+            Some(agent_id),
+            kind,
+            json!({ "from": bead.status, "to": status }),
+        )?;
         self.bead(&bead.id)
     }
 
@@ -79,7 +96,11 @@ impl<D: Db> Rig<'_, D> {
         if bead.status == u.status {
             return Ok(bead);
         }
-        let kind = if u.status == BeadStatus::Closed { EventKind::Closed } else { EventKind::StatusChanged };
+        let kind = if u.status == BeadStatus::Closed {
+            EventKind::Closed
+        } else {
+            EventKind::StatusChanged
+        };
         self.set_status(&bead, u.status, &u.agent_id, kind)
     }
 

@@ -22,7 +22,8 @@ struct Row {
 
 impl<D: Db> Rig<'_, D> {
     pub(super) fn configure(&self, rig_id: &str, c: &RigConfigInput) -> ApiResult<RigConfig> {
-        let merge = serde_json::to_string(&c.merge).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let merge =
+            serde_json::to_string(&c.merge).map_err(|e| ApiError::Internal(e.to_string()))?;
         self.db.exec(
             "INSERT OR REPLACE INTO rig_config (id, rig_id, town_id, name, git_url, default_branch, updated_at, merge_settings)
              VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
@@ -33,7 +34,10 @@ impl<D: Db> Rig<'_, D> {
 
     /// Whether a town has configured this rig.
     pub fn is_configured(&self) -> ApiResult<bool> {
-        Ok(self.db.first::<serde_json::Value>("SELECT id FROM rig_config WHERE id = 1", vec![])?.is_some())
+        Ok(self
+            .db
+            .first::<serde_json::Value>("SELECT id FROM rig_config WHERE id = 1", vec![])?
+            .is_some())
     }
 
     pub fn config(&self) -> ApiResult<RigConfig> {

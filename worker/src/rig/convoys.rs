@@ -36,12 +36,16 @@ impl<D: Db> Rig<'_, D> {
     /// in one step. Returns the convoy with its beads and the agents they went to.
     pub(super) fn create_convoy(&self, rig_id: &str, c: &NewConvoy) -> ApiResult<Value> {
         let id = (self.new_id)();
-        self.db.exec("INSERT INTO convoys (id, title, created_at) VALUES (?, ?, ?)", params![&id, &c.title, &self.now])?;
+        self.db.exec(
+            "INSERT INTO convoys (id, title, created_at) VALUES (?, ?, ?)",
+            params![&id, &c.title, &self.now],
+        )?;
         let mut agents = Vec::new();
         for spec in &c.beads {
             let sling = SlingRequest { convoy_id: Some(id.clone()), ..spec.clone() };
             let slung = self.sling(rig_id, &sling)?;
-            agents.push(json!({ "agent": slung["agent"], "agent_created": slung["agent_created"] }));
+            agents
+                .push(json!({ "agent": slung["agent"], "agent_created": slung["agent_created"] }));
         }
         let mut convoy = self.convoy(&id)?;
         convoy["slung"] = Value::Array(agents);
@@ -50,7 +54,10 @@ impl<D: Db> Rig<'_, D> {
 
     /// The convoy with its beads and status; 404 if this rig has no such convoy.
     pub(super) fn convoy(&self, id: &str) -> ApiResult<Value> {
-        let row: ConvoyRow = self.db.first("SELECT * FROM convoys WHERE id = ?", params![id])?.ok_or_else(|| ApiError::not_found("convoy"))?;
+        let row: ConvoyRow = self
+            .db
+            .first("SELECT * FROM convoys WHERE id = ?", params![id])?
+            .ok_or_else(|| ApiError::not_found("convoy"))?;
         let beads = self.convoy_beads(id)?;
         Ok(json!({
             "id": row.id, "title": row.title, "status": convoy_status(&beads), "created_at": row.created_at,
@@ -65,23 +72,48 @@ impl<D: Db> Rig<'_, D> {
 
     /// A bead may only join a convoy of this rig.
     pub(super) fn check_convoy(&self, id: &str) -> ApiResult<()> {
-        self.db.first::<ConvoyRow>("SELECT * FROM convoys WHERE id = ?", params![id])?.map(|_| ()).ok_or_else(|| ApiError::not_found("convoy"))
+        self.db
+            .first::<ConvoyRow>("SELECT * FROM convoys WHERE id = ?", params![id])?
+            .map(|_| ())
+            .ok_or_else(|| ApiError::not_found("convoy"))
     }
 
     fn convoy_beads(&self, id: &str) -> ApiResult<Vec<Bead>> {
-        Ok(self.db.query::<BeadRow>("SELECT * FROM beads WHERE convoy_id = ? ORDER BY rowid", params![id])?.into_iter().map(Into::into).collect())
+        Ok(self
+            .db
+            .query::<BeadRow>(
+                "SELECT * FROM beads WHERE convoy_id = ? ORDER BY rowid",
+                params![id],
+            )?
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 
     /// Records the landing once the convoy's last bead is closed.
     pub(super) fn land_if_done(&self, id: &str) -> ApiResult<()> {
         let beads = self.convoy_beads(id)?;
         if convoy_status(&beads) == "landed" {
-            let changed = self.db.exec("UPDATE convoys SET landed_at = ? WHERE id = ? AND landed_at IS NULL", params![&self.now, id])?;
+            let changed = self.db.exec(
+                "UPDATE convoys SET landed_at = ? WHERE id = ? AND landed_at IS NULL",
+                params![&self.now, id],
+            )?;
             if changed > 0 {
-                self.log(None, None, EventKind::Merged, json!({ "convoy_id": id, "landed": true, "beads": beads.len() }))?;
-                let title: Option<ConvoyRow> = self.db.first("SELECT * FROM convoys WHERE id = ?", params![id])?;
+                self.log(
+                    None,
+                    None,
+                    EventKind::Merged,
+                    json!({ "convoy_id": id, "landed": true, "beads": beads.len() }),
+                )?;
+                let title: Option<ConvoyRow> =
+                    self.db.first("SELECT * FROM convoys WHERE id = ?", params![id])?;
                 let title = title.map(|c| c.title).unwrap_or_default();
-                self.notify(crate::mayor::requests::NoticeKind::ConvoyLanded, id, &title, json!({ "beads": beads.len() }))?;
+                self.notify(
+                    crate::mayor::requests::NoticeKind::ConvoyLanded,
+                    id,
+                    &title,
+                    json!({ "beads": beads.len() }),
+                )?;
             }
         }
         Ok(())

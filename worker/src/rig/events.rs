@@ -11,7 +11,13 @@ use crate::params;
 use crate::requests::EventFilter;
 
 impl<D: Db> Rig<'_, D> {
-    pub(super) fn log(&self, bead_id: Option<&str>, agent_id: Option<&str>, kind: EventKind, data: Value) -> ApiResult<()> {
+    pub(super) fn log(
+        &self,
+        bead_id: Option<&str>,
+        agent_id: Option<&str>,
+        kind: EventKind,
+        data: Value,
+    ) -> ApiResult<()> {
         self.db.exec(
             "INSERT INTO bead_events (id, bead_id, agent_id, kind, data, created_at) VALUES (?, ?, ?, ?, ?, ?)",
             params![(self.new_id)(), bead_id, agent_id, kind.as_str(), data.to_string(), &self.now],
@@ -20,7 +26,9 @@ impl<D: Db> Rig<'_, D> {
     }
 
     pub(super) fn list_events(&self, f: &EventFilter) -> ApiResult<Vec<BeadEvent>> {
-        let (sql, params) = Select::new("SELECT * FROM bead_events").eq("bead_id", f.bead_id.clone()).page("rowid", f.limit, f.offset);
+        let (sql, params) = Select::new("SELECT * FROM bead_events")
+            .eq("bead_id", f.bead_id.clone())
+            .page("rowid", f.limit, f.offset);
         Ok(self.db.query::<EventRow>(&sql, params)?.into_iter().map(Into::into).collect())
     }
 }

@@ -23,7 +23,12 @@ impl<D: Db> Rig<'_, D> {
              VALUES (?, ?, ?, ?, ?, 0, ?)",
             params![&id, &m.from_agent_id, &m.to_agent_id, &m.subject, &m.body, &self.now],
         )?;
-        self.log(None, Some(&m.from_agent_id), EventKind::MailSent, json!({ "mail_id": id, "to_agent_id": m.to_agent_id }))?;
+        self.log(
+            None,
+            Some(&m.from_agent_id),
+            EventKind::MailSent,
+            json!({ "mail_id": id, "to_agent_id": m.to_agent_id }),
+        )?;
         self.db
             .first::<MailRow>("SELECT * FROM mail WHERE id = ?", params![&id])?
             .map(Into::into)

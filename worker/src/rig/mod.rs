@@ -53,8 +53,12 @@ impl<D: Db> Rig<'_, D> {
             RigOp::CreateBead(b) => to_json(self.create_bead(&b)?),
             RigOp::ListBeads(f) => to_json(self.list_beads(&f)?),
             RigOp::GetBead { bead_id } => to_json(self.bead(&bead_id)?),
-            RigOp::UpdateBeadStatus { bead_id, update } => to_json(self.update_status(&bead_id, &update)?),
-            RigOp::CloseBead { bead_id, agent_id } => to_json(self.close_bead(&bead_id, &agent_id)?),
+            RigOp::UpdateBeadStatus { bead_id, update } => {
+                to_json(self.update_status(&bead_id, &update)?)
+            }
+            RigOp::CloseBead { bead_id, agent_id } => {
+                to_json(self.close_bead(&bead_id, &agent_id)?)
+            }
             RigOp::RegisterAgent(a) => to_json(self.register_agent(&a)?),
             RigOp::ListAgents(f) => to_json(self.list_agents(&f)?),
             RigOp::GetAgent { agent_id } => to_json(self.agent(&agent_id)?),
@@ -65,7 +69,9 @@ impl<D: Db> Rig<'_, D> {
             RigOp::Checkpoint { agent_id, data } => to_json(self.checkpoint(&agent_id, &data)?),
             RigOp::CheckMail { agent_id } => to_json(self.check_mail(&agent_id)?),
             RigOp::Heartbeat { agent_id } => to_json(self.heartbeat(&agent_id)?),
-            RigOp::ContainerHeartbeat { agents } => to_json(serde_json::json!({ "updated": self.container_heartbeat(&agents)? })),
+            RigOp::ContainerHeartbeat { agents } => {
+                to_json(serde_json::json!({ "updated": self.container_heartbeat(&agents)? }))
+            }
             RigOp::SendMail(m) => to_json(self.send_mail(&m)?),
             RigOp::SubmitReview(r) => to_json(self.submit_review(&r)?),
             RigOp::ListReviews(f) => to_json(self.list_reviews(&f)?),
@@ -75,7 +81,9 @@ impl<D: Db> Rig<'_, D> {
             RigOp::CreateConvoy { rig_id, convoy } => self.create_convoy(&rig_id, &convoy),
             RigOp::ListConvoys => to_json(self.list_convoys()?),
             RigOp::GetConvoy { convoy_id } => self.convoy(&convoy_id),
-            RigOp::ResolveEscalation { escalation_id, answer } => self.resolve_escalation(&escalation_id, &answer),
+            RigOp::ResolveEscalation { escalation_id, answer } => {
+                self.resolve_escalation(&escalation_id, &answer)
+            }
         }
     }
 }

@@ -21,11 +21,26 @@ pub const FLUSH_BATCH: i64 = 20;
 
 impl<D: Db> Rig<'_, D> {
     /// Writes a notice for the town's mayor (nothing for a rig that is not configured).
-    pub(super) fn notify(&self, kind: NoticeKind, ref_id: &str, title: &str, detail: Value) -> ApiResult<()> {
+    pub(super) fn notify(
+        &self,
+        kind: NoticeKind,
+        ref_id: &str,
+        title: &str,
+        detail: Value,
+    ) -> ApiResult<()> {
         let Ok(config) = self.config() else { return Ok(()) };
-        let notice = Notice { rig_id: config.rig_id, kind, ref_id: ref_id.into(), title: title.into(), detail };
+        let notice = Notice {
+            rig_id: config.rig_id,
+            kind,
+            ref_id: ref_id.into(),
+            title: title.into(),
+            detail,
+        };
         let text = serde_json::to_string(&notice).map_err(|e| ApiError::Internal(e.to_string()))?;
-        self.db.exec("INSERT INTO town_notices (notice, created_at) VALUES (?, ?)", params![text, &self.now])?;
+        self.db.exec(
+            "INSERT INTO town_notices (notice, created_at) VALUES (?, ?)",
+            params![text, &self.now],
+        )?;
         Ok(())
     }
 
@@ -45,8 +60,16 @@ impl<D: Db> Rig<'_, D> {
             notice: String,
         }
         let Ok(config) = self.config() else { return Ok(Vec::new()) };
-        let rows: Vec<Row> = self.db.query("SELECT id, notice FROM town_notices ORDER BY id LIMIT ?", params![FLUSH_BATCH])?;
-        Ok(rows.into_iter().filter_map(|r| Some((r.id, config.town_id.clone(), serde_json::from_str(&r.notice).ok()?))).collect())
+        let rows: Vec<Row> = self.db.query(
+            "SELECT id, notice FROM town_notices ORDER BY id LIMIT ?",
+            params![FLUSH_BATCH],
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                Some((r.id, config.town_id.clone(), serde_json::from_str(&r.notice).ok()?))
+            })
+            .collect())
     }
 
     pub fn forget_notice(&self, id: i64) -> ApiResult<()> {
@@ -60,12 +83,17 @@ impl<D: Db> Rig<'_, D> {
     pub(super) fn resolve_escalation(&self, id: &str, answer: &str) -> ApiResult<Value> {
         let bead = self.bead(id)?;
         if bead.bead_type != BeadType::Escalation {
-            return Err(ApiError::bad_request(format!("escalation_id: bead {id} is not an escalation")));
+            return Err(ApiError::bad_request(format!(
+                "escalation_id: bead {id} is not an escalation"
+            )));
         }
         if bead.status == BeadStatus::Closed {
             return Err(ApiError::Conflict(format!("escalation {id} is already resolved")));
         }
-        let to = bead.metadata["from_agent_id"].as_str().filter(|a| self.agent(a).is_ok()).map(str::to_string);
+        let to = bead.metadata["from_agent_id"]
+            .as_str()
+            .filter(|a| self.agent(a).is_ok())
+            .map(str::to_string);
         self.set_status(&bead, BeadStatus::Closed, MAYOR_AGENT_ID, EventKind::Closed)?;
         let mailed = match &to {
             Some(agent) => {
@@ -75,7 +103,12 @@ impl<D: Db> Rig<'_, D> {
                     "INSERT INTO mail (id, from_agent_id, to_agent_id, subject, body, delivered, created_at) VALUES (?, ?, ?, ?, ?, 0, ?)",
                     params![&mail_id, MAYOR_AGENT_ID, agent, subject, answer, &self.now],
                 )?;
-                self.log(Some(&bead.id), None, EventKind::MailSent, json!({ "mail_id": mail_id, "to_agent_id": agent, "from": MAYOR_AGENT_ID }))?;
+                self.log(
+                    Some(&bead.id),
+                    None,
+                    EventKind::MailSent,
+                    json!({ "mail_id": mail_id, "to_agent_id": agent, "from": MAYOR_AGENT_ID }),
+                )?;
                 true
             }
             None => false,

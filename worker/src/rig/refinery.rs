@@ -19,19 +19,39 @@ use crate::requests::NewBead;
 impl<D: Db> Rig<'_, D> {
     /// The entry being merged now, if any (one merge at a time per rig).
     pub fn running_review(&self) -> ApiResult<Option<ReviewEntry>> {
-        Ok(self.db.first::<ReviewRow>("SELECT * FROM review_queue WHERE status = 'running' ORDER BY rowid LIMIT 1", vec![])?.map(Into::into))
+        Ok(self
+            .db
+            .first::<ReviewRow>(
+                "SELECT * FROM review_queue WHERE status = 'running' ORDER BY rowid LIMIT 1",
+                vec![],
+            )?
+            .map(Into::into))
     }
 
     /// The oldest entry waiting for a merge.
     pub fn next_review(&self) -> ApiResult<Option<ReviewEntry>> {
-        Ok(self.db.first::<ReviewRow>("SELECT * FROM review_queue WHERE status = 'pending' ORDER BY rowid LIMIT 1", vec![])?.map(Into::into))
+        Ok(self
+            .db
+            .first::<ReviewRow>(
+                "SELECT * FROM review_queue WHERE status = 'pending' ORDER BY rowid LIMIT 1",
+                vec![],
+            )?
+            .map(Into::into))
     }
 
     /// `pending -> running` (only from pending). Returns whether it changed.
     pub fn start_review(&self, entry: &ReviewEntry) -> ApiResult<bool> {
-        let changed = self.db.exec("UPDATE review_queue SET status = 'running' WHERE id = ? AND status = 'pending'", params![&entry.id])?;
+        let changed = self.db.exec(
+            "UPDATE review_queue SET status = 'running' WHERE id = ? AND status = 'pending'",
+            params![&entry.id],
+        )?;
         if changed > 0 {
-            self.log(Some(&entry.bead_id), Some(&entry.agent_id), EventKind::MergeStarted, json!({ "review_id": entry.id, "branch": entry.branch }))?;
+            self.log(
+                Some(&entry.bead_id),
+                Some(&entry.agent_id),
+                EventKind::MergeStarted,
+                json!({ "review_id": entry.id, "branch": entry.branch }),
+            )?;
         }
         Ok(changed > 0)
     }
@@ -42,8 +62,19 @@ impl<D: Db> Rig<'_, D> {
     /// - rework: entry `rework`, the bead's round counted and its note kept for the next
     ///   prompt, and the bead hooked to its polecat again if that one is free;
     /// - escalate: entry `rework` (or `failed`), bead `failed`, an escalation bead raised.
-    pub fn finish_review(&self, entry_id: &str, status: &MergeStatus) -> ApiResult<Option<Verdict>> {
-        let Some(entry) = self.db.first::<ReviewRow>("SELECT * FROM review_queue WHERE id = ? AND status = 'running'", params![entry_id])?.map(ReviewEntry::from) else {
+    pub fn finish_review(
+        &self,
+        entry_id: &str,
+        status: &MergeStatus,
+    ) -> ApiResult<Option<Verdict>> {
+        let Some(entry) = self
+            .db
+            .first::<ReviewRow>(
+                "SELECT * FROM review_queue WHERE id = ? AND status = 'running'",
+                params![entry_id],
+            )?
+            .map(ReviewEntry::from)
+        else {
             return Ok(None);
         };
         let bead = self.bead(&entry.bead_id)?;
@@ -51,7 +82,12 @@ impl<D: Db> Rig<'_, D> {
         let rounds = self.rework_rounds(&bead.id)?;
         let verdict = refinery::verdict(status, rounds, &config.merge);
         let result = serde_json::to_string(status).unwrap_or_else(|_| "{}".into());
-        let set_entry = |to: &str| self.db.exec("UPDATE review_queue SET status = ?, processed_at = ?, result = ? WHERE id = ?", params![to, &self.now, result.clone(), &entry.id]);
+        let set_entry = |to: &str| {
+            self.db.exec(
+                "UPDATE review_queue SET status = ?, processed_at = ?, result = ? WHERE id = ?",
+                params![to, &self.now, result.clone(), &entry.id],
+            )
+        };
         match &verdict {
             Verdict::Merged { commit } => {
                 set_entry("merged")?;
@@ -59,8 +95,18 @@ impl<D: Db> Rig<'_, D> {
                     "UPDATE beads SET status = 'closed', closed_at = ?, updated_at = ?, rework_note = NULL WHERE id = ?",
                     params![&self.now, &self.now, &bead.id],
                 )?;
-                self.log(Some(&bead.id), Some(&entry.agent_id), EventKind::Merged, json!({ "review_id": entry.id, "commit": commit, "branch": entry.branch }))?;
-                self.log(Some(&bead.id), None, EventKind::Closed, json!({ "from": bead.status, "to": "closed" }))?;
+                self.log(
+                    Some(&bead.id),
+                    Some(&entry.agent_id),
+                    EventKind::Merged,
+                    json!({ "review_id": entry.id, "commit": commit, "branch": entry.branch }),
+                )?;
+                self.log(
+                    Some(&bead.id),
+                    None,
+                    EventKind::Closed,
+                    json!({ "from": bead.status, "to": "closed" }),
+                )?;
                 if let Some(convoy) = &bead.convoy_id {
                     self.land_if_done(convoy)?;
                 }
@@ -95,7 +141,10 @@ impl<D: Db> Rig<'_, D> {
         struct Row {
             rework_rounds: i64,
         }
-        Ok(self.db.first::<Row>("SELECT rework_rounds FROM beads WHERE id = ?", params![bead_id])?.map_or(0, |r| r.rework_rounds.max(0) as u32))
+        Ok(self
+            .db
+            .first::<Row>("SELECT rework_rounds FROM beads WHERE id = ?", params![bead_id])?
+            .map_or(0, |r| r.rework_rounds.max(0) as u32))
     }
 
     /// Why the bead's last merge failed, for its polecat's next prompt (`None`: no rework).
@@ -104,7 +153,10 @@ impl<D: Db> Rig<'_, D> {
         struct Row {
             rework_note: Option<String>,
         }
-        Ok(self.db.first::<Row>("SELECT rework_note FROM beads WHERE id = ?", params![bead_id])?.and_then(|r| r.rework_note))
+        Ok(self
+            .db
+            .first::<Row>("SELECT rework_note FROM beads WHERE id = ?", params![bead_id])?
+            .and_then(|r| r.rework_note))
     }
 
     /// Hooks beads waiting for rework to their polecat once it is free: a bead in progress with

@@ -24,7 +24,12 @@ impl<D: Db> Rig<'_, D> {
              VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
             params![&id, &r.agent_id, &r.bead_id, &r.branch, r.pr_url.clone(), r.summary.clone(), &self.now],
         )?;
-        self.log(Some(&r.bead_id), Some(&r.agent_id), EventKind::ReviewSubmitted, json!({ "review_id": id, "branch": r.branch }))?;
+        self.log(
+            Some(&r.bead_id),
+            Some(&r.agent_id),
+            EventKind::ReviewSubmitted,
+            json!({ "review_id": id, "branch": r.branch }),
+        )?;
         self.db
             .first::<ReviewRow>("SELECT * FROM review_queue WHERE id = ?", params![&id])?
             .map(Into::into)

@@ -6,8 +6,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::model::{
-    Agent, AgentRole, AgentStatus, Bead, BeadEvent, BeadStatus, BeadType, EventKind, Mail, Priority, ReviewEntry,
-    ReviewStatus,
+    Agent, AgentRole, AgentStatus, Bead, BeadEvent, BeadStatus, BeadType, EventKind, Mail,
+    Priority, ReviewEntry, ReviewStatus,
 };
 
 fn json_text(s: &str) -> Value {
@@ -155,6 +155,13 @@ pub struct EventRow {
 
 impl From<EventRow> for BeadEvent {
     fn from(r: EventRow) -> Self {
-        BeadEvent { id: r.id, bead_id: r.bead_id, agent_id: r.agent_id, kind: r.kind, data: json_text(&r.data), created_at: r.created_at }
+        BeadEvent {
+            id: r.id,
+            bead_id: r.bead_id,
+            agent_id: r.agent_id,
+            kind: r.kind,
+            data: json_text(&r.data),
+            created_at: r.created_at,
+        }
     }
 }

@@ -35,12 +35,21 @@ impl<D: Db> Rig<'_, D> {
     /// Hooked agents not yet sent to the container, with their bead and attempts so far.
     pub fn due_dispatches(&self) -> ApiResult<Vec<DueDispatch>> {
         let mut out = Vec::new();
-        for due in self.db.query::<Due>(HOOKED, vec![])?.into_iter().filter(|d| d.dispatched_ms.is_none()) {
+        for due in
+            self.db.query::<Due>(HOOKED, vec![])?.into_iter().filter(|d| d.dispatched_ms.is_none())
+        {
             let agent = self.agent(&due.id)?;
             if let Some(bead_id) = agent.current_hook_bead_id.clone() {
                 let rework_note = self.rework_note(&bead_id)?;
                 let bead = self.bead(&bead_id)?;
-                out.push(DueDispatch { agent, bead, attempts: due.dispatch_attempts, lost_runs: due.lost_runs, generation: due.dispatch_gen, rework_note });
+                out.push(DueDispatch {
+                    agent,
+                    bead,
+                    attempts: due.dispatch_attempts,
+                    lost_runs: due.lost_runs,
+                    generation: due.dispatch_gen,
+                    rework_note,
+                });
             }
         }
         Ok(out)
@@ -64,7 +73,13 @@ impl<D: Db> Rig<'_, D> {
     /// The container accepted the start: remember when and which boot of the control server
     /// took it, and count the attempt if it started a new run (`new_run`: 201). A 200 is the
     /// run an earlier, unanswered start of the same dispatch began, which costs no second attempt.
-    pub fn mark_dispatched(&self, agent: &Agent, now_ms: i64, new_run: bool, boot_id: Option<&str>) -> ApiResult<()> {
+    pub fn mark_dispatched(
+        &self,
+        agent: &Agent,
+        now_ms: i64,
+        new_run: bool,
+        boot_id: Option<&str>,
+    ) -> ApiResult<()> {
         let changed = self.db.exec(
             "UPDATE agents SET dispatched_ms = ?, dispatch_boot = ?, dispatch_attempts = dispatch_attempts + ?, last_activity_at = ?
              WHERE id = ? AND current_hook_bead_id IS ? AND dispatched_ms IS NULL",
@@ -73,7 +88,12 @@ impl<D: Db> Rig<'_, D> {
         if changed == 0 {
             return Ok(());
         }
-        self.log(agent.current_hook_bead_id.as_deref(), Some(&agent.id), EventKind::AgentDispatched, json!({}))
+        self.log(
+            agent.current_hook_bead_id.as_deref(),
+            Some(&agent.id),
+            EventKind::AgentDispatched,
+            json!({}),
+        )
     }
 
     /// A start the container refused (or that never arrived) counts as an attempt too.
@@ -85,7 +105,12 @@ impl<D: Db> Rig<'_, D> {
         if changed == 0 {
             return Ok(());
         }
-        self.log(agent.current_hook_bead_id.as_deref(), Some(&agent.id), EventKind::AgentExited, json!({ "reason": reason, "phase": "dispatch" }))
+        self.log(
+            agent.current_hook_bead_id.as_deref(),
+            Some(&agent.id),
+            EventKind::AgentExited,
+            json!({ "reason": reason, "phase": "dispatch" }),
+        )
     }
 
     /// The container has no room for the agent now: the bead stays hooked and waits for a later
@@ -96,7 +121,10 @@ impl<D: Db> Rig<'_, D> {
             kind: String,
         }
         let bead = agent.current_hook_bead_id.as_deref();
-        let last: Option<Last> = self.db.first("SELECT kind FROM bead_events WHERE bead_id = ? ORDER BY rowid DESC LIMIT 1", params![bead])?;
+        let last: Option<Last> = self.db.first(
+            "SELECT kind FROM bead_events WHERE bead_id = ? ORDER BY rowid DESC LIMIT 1",
+            params![bead],
+        )?;
         if last.is_some_and(|l| l.kind == EventKind::Queued.as_str()) {
             return Ok(());
         }
@@ -126,7 +154,12 @@ impl<D: Db> Rig<'_, D> {
         if changed == 0 {
             return Ok(());
         }
-        self.log(agent.current_hook_bead_id.as_deref(), Some(&agent.id), EventKind::AgentExited, json!({ "reason": reason }))
+        self.log(
+            agent.current_hook_bead_id.as_deref(),
+            Some(&agent.id),
+            EventKind::AgentExited,
+            json!({ "reason": reason }),
+        )
     }
 
     /// A limit is reached (`reason`): the bead fails, the agent is unhooked and idle.
@@ -134,8 +167,16 @@ impl<D: Db> Rig<'_, D> {
         if self.agent(&agent.id)?.current_hook_bead_id.as_deref() != Some(bead.id.as_str()) {
             return Ok(());
         }
-        self.db.exec("UPDATE beads SET status = 'failed', updated_at = ? WHERE id = ?", params![&self.now, &bead.id])?;
-        self.log(Some(&bead.id), Some(&agent.id), EventKind::StatusChanged, json!({ "from": bead.status, "to": "failed", "reason": reason }))?;
+        self.db.exec(
+            "UPDATE beads SET status = 'failed', updated_at = ? WHERE id = ?",
+            params![&self.now, &bead.id],
+        )?;
+        self.log(
+            Some(&bead.id),
+            Some(&agent.id),
+            EventKind::StatusChanged,
+            json!({ "from": bead.status, "to": "failed", "reason": reason }),
+        )?;
         self.unhook(&agent.id)?;
         self.db.exec("UPDATE agents SET dispatched_ms = NULL, dispatch_attempts = 0, lost_runs = 0 WHERE id = ?", params![&agent.id])?;
         Ok(())
@@ -156,7 +197,11 @@ impl<D: Db> Rig<'_, D> {
         let mut out = Vec::new();
         for row in rows {
             let agent = self.agent(&row.id)?;
-            let active = agent.last_activity_at.as_deref().and_then(crate::time::millis_from_iso).unwrap_or(0);
+            let active = agent
+                .last_activity_at
+                .as_deref()
+                .and_then(crate::time::millis_from_iso)
+                .unwrap_or(0);
             let since = active.max(row.gupp_ms.unwrap_or(0));
             if now_ms - since >= after_ms {
                 out.push(agent);
@@ -175,7 +220,12 @@ impl<D: Db> Rig<'_, D> {
         )?;
         self.db.exec("UPDATE agents SET gupp_ms = ? WHERE id = ?", params![now_ms, &agent.id])?;
         let kind = if delivered { EventKind::Nudged } else { EventKind::MailSent };
-        self.log(agent.current_hook_bead_id.as_deref(), None, kind, json!({ "mail_id": id, "to_agent_id": agent.id, "gupp": true, "delivered": delivered }))
+        self.log(
+            agent.current_hook_bead_id.as_deref(),
+            None,
+            kind,
+            json!({ "mail_id": id, "to_agent_id": agent.id, "gupp": true, "delivered": delivered }),
+        )
     }
 
     /// Dispatched agents with unread mail that were not nudged within `every_ms`: `(agent,
@@ -199,6 +249,11 @@ impl<D: Db> Rig<'_, D> {
     /// Records that the agent was told about its mail (the mail stays unread until it checks).
     pub fn mark_nudged(&self, agent: &Agent, now_ms: i64, unread: i64) -> ApiResult<()> {
         self.db.exec("UPDATE agents SET nudged_ms = ? WHERE id = ?", params![now_ms, &agent.id])?;
-        self.log(agent.current_hook_bead_id.as_deref(), Some(&agent.id), EventKind::Nudged, json!({ "unread_mail": unread }))
+        self.log(
+            agent.current_hook_bead_id.as_deref(),
+            Some(&agent.id),
+            EventKind::Nudged,
+            json!({ "unread_mail": unread }),
+        )
     }
 }

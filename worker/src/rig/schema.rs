@@ -34,14 +34,14 @@ const V1: &[&str] = &[
     "CREATE INDEX bead_events_bead ON bead_events (bead_id)",
 ];
 
-/// The scheduler's bookkeeping (issue 4): when the hooked work was sent to the container and
+/// The scheduler's bookkeeping: when the hooked work was sent to the container and
 /// when the agent last got a GUPP reminder, in milliseconds since the epoch.
 const V2: &[&str] = &[
     "ALTER TABLE agents ADD COLUMN dispatched_ms INTEGER",
     "ALTER TABLE agents ADD COLUMN gupp_ms INTEGER",
 ];
 
-/// A town that finishes its work (issue 8): the refinery's settings and outcomes, rework
+/// A town that finishes its work: the refinery's settings and outcomes, rework
 /// rounds, convoys, and the dispatch generation that makes a repeated start idempotent.
 const V3: &[&str] = &[
     // Which run of the agent a dispatch is: bumped when a run is known to be gone, so a start
@@ -59,13 +59,13 @@ const V3: &[&str] = &[
     "CREATE TABLE convoys (id TEXT PRIMARY KEY, title TEXT NOT NULL, created_at TEXT NOT NULL, landed_at TEXT)",
 ];
 
-/// Idempotent agent calls (issue 9, `idempotency.rs`): the first reply to each key, for a day.
+/// Idempotent agent calls (`idempotency.rs`): the first reply to each key, for a day.
 const V4: &[&str] = &[
     "CREATE TABLE idempotent_replies (key TEXT PRIMARY KEY, status INTEGER NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL)",
     "CREATE INDEX idempotent_replies_created ON idempotent_replies (created_at)",
 ];
 
-/// Runs lost after they started for real (issue 9): attempts count failed starts only and
+/// Runs lost after they started for real: attempts count failed starts only and
 /// reset once the agent calls the API; lost runs have a bound of their own.
 const V5: &[&str] = &["ALTER TABLE agents ADD COLUMN lost_runs INTEGER NOT NULL DEFAULT 0"];
 

@@ -18,13 +18,18 @@ use crate::requests::{NewAgent, SlingRequest};
 
 /// Polecat names, handed out in this order.
 pub const NAME_POOL: &[&str] = &[
-    "toast", "nux", "slit", "rictus", "capable", "cheedo", "dag", "furiosa", "ace", "morsov", "keeper", "valkyrie",
+    "toast", "nux", "slit", "rictus", "capable", "cheedo", "dag", "furiosa", "ace", "morsov",
+    "keeper", "valkyrie",
 ];
 
 /// The first name not in `taken`: the pool in order, then the pool numbered from 2.
 pub fn next_name(taken: &HashSet<String>) -> String {
     (1..)
-        .flat_map(|n| NAME_POOL.iter().map(move |base| if n == 1 { base.to_string() } else { format!("{base}-{n}") }))
+        .flat_map(|n| {
+            NAME_POOL
+                .iter()
+                .map(move |base| if n == 1 { base.to_string() } else { format!("{base}-{n}") })
+        })
         .find(|name| !taken.contains(name))
         .unwrap_or_else(|| "polecat".into())
 }
@@ -53,8 +58,12 @@ impl<D: Db> Rig<'_, D> {
         let (agent, created): (Agent, bool) = match idle {
             Some(a) => (a.into(), false),
             None => {
-                let taken: HashSet<String> =
-                    self.db.query::<Name>("SELECT name FROM agents", vec![])?.into_iter().map(|n| n.name).collect();
+                let taken: HashSet<String> = self
+                    .db
+                    .query::<Name>("SELECT name FROM agents", vec![])?
+                    .into_iter()
+                    .map(|n| n.name)
+                    .collect();
                 let name = next_name(&taken);
                 let identity = polecat_identity(&name, rig_id);
                 (self.register_agent(&NewAgent { role: AgentRole::Polecat, name, identity })?, true)

@@ -49,7 +49,10 @@ impl Fixture {
         struct N {
             n: i64,
         }
-        self.db.first::<N>(&format!("SELECT COUNT(*) AS n FROM {table}"), vec![]).expect("count").map_or(0, |r| r.n)
+        self.db
+            .first::<N>(&format!("SELECT COUNT(*) AS n FROM {table}"), vec![])
+            .expect("count")
+            .map_or(0, |r| r.n)
     }
 }
 
@@ -71,13 +74,18 @@ fn an_unconfigured_rig_creates_nothing() {
         assert_eq!(f.count(table), 0, "{table}");
     }
     // Reads stay as they were: empty lists.
-    assert_eq!(f.op(json!({"op": "list_beads", "args": {"limit": 50, "offset": 0}})), Ok(json!([])));
+    assert_eq!(
+        f.op(json!({"op": "list_beads", "args": {"limit": 50, "offset": 0}})),
+        Ok(json!([]))
+    );
 }
 
 #[test]
 fn a_run_lost_with_its_boot_is_dispatched_again_as_a_lost_run() {
     let f = Fixture::configured();
-    let slung = f.op(json!({"op": "sling", "args": {"rig_id": "r1", "sling": {"title": "work"}}})).expect("sling");
+    let slung = f
+        .op(json!({"op": "sling", "args": {"rig_id": "r1", "sling": {"title": "work"}}}))
+        .expect("sling");
     assert_eq!(slung["bead"]["status"], "in_progress", "{slung}");
     let due = f.rig().due_dispatches().expect("due");
     assert_eq!(due.len(), 1);
@@ -90,14 +98,24 @@ fn a_run_lost_with_its_boot_is_dispatched_again_as_a_lost_run() {
     assert_eq!(run, Run { dispatched_ms: 1_000, boot_id: Some("boot-a".into()) });
 
     // The restarted server does not know the agent: lost at once, not after the grace.
-    let Witness::Exited(reason) = scheduler::witness(Some(404), &json!({"error": "x", "bootId": "boot-b"}), &run, 2_000, 180_000) else {
+    let Witness::Exited(reason) = scheduler::witness(
+        Some(404),
+        &json!({"error": "x", "bootId": "boot-b"}),
+        &run,
+        2_000,
+        180_000,
+    ) else {
         panic!("a 404 from a new boot is a lost run");
     };
     // The run had called the API (its attempts reset): it counts as a lost run.
     f.rig().run_started(&agent.id).expect("run started");
     f.rig().mark_exited(&agent, run.dispatched_ms, &reason).expect("exited");
     let again = f.rig().due_dispatches().expect("due again");
-    assert_eq!((again.len(), again[0].generation, again[0].lost_runs), (1, 1, 1), "a new run of the same bead");
+    assert_eq!(
+        (again.len(), again[0].generation, again[0].lost_runs),
+        (1, 1, 1),
+        "a new run of the same bead"
+    );
     // The same witness repeated (a second pass that read the old dispatch) changes nothing.
     f.rig().mark_exited(&agent, run.dispatched_ms, &reason).expect("repeated");
     assert_eq!(f.rig().due_dispatches().expect("due")[0].generation, 1);
@@ -114,7 +132,8 @@ fn assert_indexed(f: &Fixture, what: &str, sql: &str, params: Vec<crate::db::Sql
 #[test]
 fn bead_pages_and_lookups_use_an_index_for_filter_and_order() {
     let f = Fixture::configured();
-    let filter = |v: Value| -> crate::requests::BeadFilter { serde_json::from_value(v).expect("a filter") };
+    let filter =
+        |v: Value| -> crate::requests::BeadFilter { serde_json::from_value(v).expect("a filter") };
     let page = |v: Value| super::beads::list_sql(&filter(v));
     for (what, args) in [
         ("default", json!({"limit": 50, "offset": 0})),

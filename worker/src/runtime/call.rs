@@ -28,7 +28,13 @@ pub async fn call<O: Serialize>(env: &Env, binding: &str, name: &str, op: &O) ->
 }
 
 /// [`call`] with an idempotency key; `.1` is true when the object replayed a kept reply.
-pub async fn call_once<O: Serialize>(env: &Env, binding: &str, name: &str, op: &O, key: Option<&str>) -> ApiResult<(Value, bool)> {
+pub async fn call_once<O: Serialize>(
+    env: &Env,
+    binding: &str,
+    name: &str,
+    op: &O,
+    key: Option<&str>,
+) -> ApiResult<(Value, bool)> {
     let stub = env.durable_object(binding).and_then(|ns| ns.get_by_name(name)).map_err(internal)?;
     let body = serde_json::to_string(op).map_err(|e| ApiError::Internal(e.to_string()))?;
     let headers = Headers::new();
@@ -47,8 +53,17 @@ pub async fn call_once<O: Serialize>(env: &Env, binding: &str, name: &str, op: &
 }
 
 /// Calls the town's TownContainer (and so the control server): `(status, JSON body)`.
-pub async fn container_call(env: &Env, town: &str, method: Method, path: &str, body: Option<&Value>) -> ApiResult<(u16, Value)> {
-    let stub = env.durable_object(super::CONTAINER_BINDING).and_then(|ns| ns.get_by_name(town)).map_err(internal)?;
+pub async fn container_call(
+    env: &Env,
+    town: &str,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> ApiResult<(u16, Value)> {
+    let stub = env
+        .durable_object(super::CONTAINER_BINDING)
+        .and_then(|ns| ns.get_by_name(town))
+        .map_err(internal)?;
     let headers = Headers::new();
     headers.set("content-type", "application/json").map_err(internal)?;
     headers.set(crate::container::TOWN_HEADER, town).map_err(internal)?;
@@ -57,7 +72,8 @@ pub async fn container_call(env: &Env, town: &str, method: Method, path: &str, b
     if let Some(b) = body {
         init.with_body(Some(b.to_string().into()));
     }
-    let req = Request::new_with_init(&format!("https://container{path}"), &init).map_err(internal)?;
+    let req =
+        Request::new_with_init(&format!("https://container{path}"), &init).map_err(internal)?;
     let mut resp = stub.fetch_with_request(req).await.map_err(internal)?;
     let status = resp.status_code();
     let bytes = resp.bytes().await.map_err(internal)?;

@@ -19,19 +19,22 @@ use futures_util::future::{select, Either};
 use js_sys::{Function, Object, Reflect};
 use serde_json::Value;
 use wasm_bindgen::{JsCast, JsValue};
-use worker::{Container, Delay, DurableObject, Env, Fetch, Headers, Method, Request, RequestInit, Response, State, WebSocketPair};
+use worker::{
+    Container, Delay, DurableObject, Env, Fetch, Headers, Method, Request, RequestInit, Response,
+    State, WebSocketPair,
+};
 
 use super::call::{call, json_response};
-use super::{sql, TOWN_BINDING};
-use crate::{agent_events, dashboard};
 use super::platform;
-use shared_types::AgentEventBatch;
 use super::platform::now_millis;
+use super::{sql, TOWN_BINDING};
 use crate::container::lifecycle::{AlarmAction, Lifecycle, Probe, Settings};
 use crate::container::{self, Target};
 use crate::error::{success, ApiError, ApiResult};
 use crate::rpc::TownOp;
 use crate::spending::{self, Ledger, TownLimits};
+use crate::{agent_events, dashboard};
+use shared_types::AgentEventBatch;
 
 const LIFECYCLE: &str = "lifecycle";
 /// The starts let through in the last hour (the spending guard's ledger).
@@ -105,7 +108,10 @@ impl TownContainer {
     }
 
     fn target(&self) -> Target {
-        container::target(self.state.container().is_some(), var(&self.env, "CONTAINER_URL").as_deref())
+        container::target(
+            self.state.container().is_some(),
+            var(&self.env, "CONTAINER_URL").as_deref(),
+        )
     }
 
     async fn load(&self) -> Lifecycle {
@@ -121,7 +127,11 @@ impl TownContainer {
         change(&mut l);
         if l != before {
             if l.status != before.status {
-                worker::console_log!("town container: {}{}", l.status, l.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default());
+                worker::console_log!(
+                    "town container: {}{}",
+                    l.status,
+                    l.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+                );
             }
             if let Err(e) = self.state.storage().put(LIFECYCLE, &l).await {
                 worker::console_error!("town container: could not store its state: {e}");
@@ -152,14 +162,16 @@ impl TownContainer {
         if c.running() {
             return Ok(());
         }
-        start(c, &self.env).map_err(|e| ApiError::Unavailable(format!("container failed to start: {e}")))?;
+        start(c, &self.env)
+            .map_err(|e| ApiError::Unavailable(format!("container failed to start: {e}")))?;
         let now = now_millis();
         self.update(|l| l.started(now)).await;
         if let Some(watched) = self.state.container() {
             let storage = self.state.storage();
             self.state.wait_until(async move {
                 let error = watched.wait_for_exit().await.err().map(|e| e.to_string());
-                let mut l: Lifecycle = storage.get(LIFECYCLE).await.ok().flatten().unwrap_or_default();
+                let mut l: Lifecycle =
+                    storage.get(LIFECYCLE).await.ok().flatten().unwrap_or_default();
                 l.exited(now_millis(), error);
                 worker::console_log!("town container: {}", l.status);
                 let _ = storage.put(LIFECYCLE, &l).await;
@@ -192,7 +204,9 @@ impl TownContainer {
 
     async fn url_fetch(&self, base: &str, out: &Outgoing) -> Result<Response, String> {
         let url = container::forward_url(base, &out.path).map_err(|e| e.to_string())?;
-        let req = out.request(&url, var(&self.env, "CONTAINER_TOKEN").as_deref()).map_err(|e| e.to_string())?;
+        let req = out
+            .request(&url, var(&self.env, "CONTAINER_TOKEN").as_deref())
+            .map_err(|e| e.to_string())?;
         Fetch::Request(req).send().await.map_err(|e| e.to_string())
     }
 
@@ -208,9 +222,14 @@ impl TownContainer {
     /// against the ledger (and the start entered in it before it is sent, so concurrent starts
     /// cannot overshoot), the running-agents cap goes to the control server in the body.
     /// `Err(reason)`: refused; `Ok(Some(key))`: entered in the ledger as `key`.
-    async fn guard_start(&self, town: Option<&str>, out: &mut Outgoing) -> Result<Option<String>, String> {
+    async fn guard_start(
+        &self,
+        town: Option<&str>,
+        out: &mut Outgoing,
+    ) -> Result<Option<String>, String> {
         let Some(town) = town else { return Ok(None) };
-        let limits: TownLimits = match call(&self.env, TOWN_BINDING, town, &TownOp::GetLimits).await {
+        let limits: TownLimits = match call(&self.env, TOWN_BINDING, town, &TownOp::GetLimits).await
+        {
             Ok(v) => serde_json::from_value(v).unwrap_or_default(),
             // A start for a town the TownDO does not know (the container API used directly, as
             // the reference allows) has no caps to keep.
@@ -224,7 +243,11 @@ impl TownContainer {
             out.body = body.to_string().into_bytes();
         }
         let Some(cap) = limits.max_dispatches_per_hour else { return Ok(None) };
-        let key = body["dispatchId"].as_str().or(body["agentId"].as_str()).unwrap_or("unnamed").to_string();
+        let key = body["dispatchId"]
+            .as_str()
+            .or(body["agentId"].as_str())
+            .unwrap_or("unnamed")
+            .to_string();
         let storage = self.state.storage();
         let mut ledger: Ledger = storage.get(LEDGER).await.ok().flatten().unwrap_or_default();
         let now = now_millis();
@@ -247,7 +270,11 @@ impl TownContainer {
     /// Forwards a request to the control server: a start passes the spending guard first.
     async fn forward(&self, mut req: Request) -> ApiResult<Response> {
         let town = req.headers().get(container::TOWN_HEADER).ok().flatten();
-        let mut out = Outgoing { method: req.method(), path: req.path(), body: req.bytes().await.map_err(internal)? };
+        let mut out = Outgoing {
+            method: req.method(),
+            path: req.path(),
+            body: req.bytes().await.map_err(internal)?,
+        };
         let target = self.target();
         if target == Target::Unavailable {
             return Err(container::unavailable());
@@ -256,7 +283,13 @@ impl TownContainer {
         if out.method == Method::Post && out.path == "/agents/start" {
             match self.guard_start(town.as_deref(), &mut out).await {
                 Ok(key) => entered = key,
-                Err(reason) => return json_response(429, &serde_json::json!({ "success": false, "error": reason })).map_err(internal),
+                Err(reason) => {
+                    return json_response(
+                        429,
+                        &serde_json::json!({ "success": false, "error": reason }),
+                    )
+                    .map_err(internal)
+                }
             }
         }
         let answer = self.send(target, &out).await;
@@ -308,13 +341,21 @@ impl TownContainer {
         };
         let at = self.load().await.forward_failed_probe_at(now_millis(), &self.settings());
         self.alarm_by(at).await?;
-        let place = if target == Target::Container { "the container" } else { "the control server at CONTAINER_URL" };
-        Err(ApiError::Unavailable(format!("{place} did not answer (after {retry} retries): {error}")))
+        let place = if target == Target::Container {
+            "the container"
+        } else {
+            "the control server at CONTAINER_URL"
+        };
+        Err(ApiError::Unavailable(format!(
+            "{place} did not answer (after {retry} retries): {error}"
+        )))
     }
 
     fn has_history(&self, agent: &str) -> ApiResult<bool> {
         let q = agent_events::EventQuery { agent_id: agent.to_string(), after: 0, limit: 1 };
-        Ok(agent_events::list(&self.events_db()?, &q)?["events"].as_array().is_some_and(|a| !a.is_empty()))
+        Ok(agent_events::list(&self.events_db()?, &q)?["events"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()))
     }
 
     async fn history_tickets(&self) -> Vec<dashboard::HistoryTicket> {
@@ -328,13 +369,25 @@ impl TownContainer {
         let ticket = format!("{}{}", platform::new_id(), platform::new_id()).replace('-', "");
         let mut list = self.history_tickets().await;
         let expires_ms = now + dashboard::TICKET_TTL_MS;
-        dashboard::add_history_ticket(&mut list, dashboard::HistoryTicket { ticket: ticket.clone(), agent: agent.to_string(), expires_ms }, now);
+        dashboard::add_history_ticket(
+            &mut list,
+            dashboard::HistoryTicket {
+                ticket: ticket.clone(),
+                agent: agent.to_string(),
+                expires_ms,
+            },
+            now,
+        );
         self.state.storage().put(HISTORY_TICKETS, &list).await.map_err(internal)?;
         json_response(200, &serde_json::json!({ "ticket": ticket, "expiresAt": crate::time::iso_from_millis(expires_ms) })).map_err(internal)
     }
 
     /// A WebSocket this object answers itself: `frames`, then a close.
-    fn own_socket(frames: impl IntoIterator<Item = String>, code: u16, reason: &str) -> ApiResult<Response> {
+    fn own_socket(
+        frames: impl IntoIterator<Item = String>,
+        code: u16,
+        reason: &str,
+    ) -> ApiResult<Response> {
         let pair = WebSocketPair::new().map_err(internal)?;
         pair.server.accept().map_err(internal)?;
         for f in frames {
@@ -348,18 +401,32 @@ impl TownContainer {
     /// `agent_events::KEEP_PER_AGENT`, so bounded), an `agent.exited` frame, and a close (1000).
     async fn history_stream(&self, ticket: &str, agent: &str) -> ApiResult<Option<Response>> {
         let mut list = self.history_tickets().await;
-        let Some(verdict) = dashboard::redeem_history_ticket(&mut list, ticket, agent, now_millis()) else { return Ok(None) };
+        let Some(verdict) =
+            dashboard::redeem_history_ticket(&mut list, ticket, agent, now_millis())
+        else {
+            return Ok(None);
+        };
         self.state.storage().put(HISTORY_TICKETS, &list).await.map_err(internal)?;
         let now = platform::now_iso();
         if let Err(reason) = verdict {
-            let error = dashboard::frame(agent, 0, "error", &serde_json::json!({ "error": reason, "code": 4401 }), &now);
+            let error = dashboard::frame(
+                agent,
+                0,
+                "error",
+                &serde_json::json!({ "error": reason, "code": 4401 }),
+                &now,
+            );
             return Self::own_socket([error], 4401, reason).map(Some);
         }
         let db = self.events_db()?;
         let mut frames = Vec::new();
         let mut after = 0;
         loop {
-            let q = agent_events::EventQuery { agent_id: agent.to_string(), after, limit: agent_events::MAX_LIMIT };
+            let q = agent_events::EventQuery {
+                agent_id: agent.to_string(),
+                after,
+                limit: agent_events::MAX_LIMIT,
+            };
             let page = agent_events::list(&db, &q)?;
             let events = page["events"].as_array().cloned().unwrap_or_default();
             if events.is_empty() {
@@ -367,11 +434,18 @@ impl TownContainer {
             }
             for e in &events {
                 let at = e["at"].as_str().unwrap_or_default();
-                frames.push(dashboard::frame(agent, e["seq"].as_i64().unwrap_or(0), e["kind"].as_str().unwrap_or_default(), &e["data"], at));
+                frames.push(dashboard::frame(
+                    agent,
+                    e["seq"].as_i64().unwrap_or(0),
+                    e["kind"].as_str().unwrap_or_default(),
+                    &e["data"],
+                    at,
+                ));
             }
             after = page["nextAfter"].as_i64().unwrap_or(i64::MAX);
         }
-        let exited = serde_json::json!({ "type": "agent.exited", "properties": { "reason": "history" } });
+        let exited =
+            serde_json::json!({ "type": "agent.exited", "properties": { "reason": "history" } });
         frames.push(dashboard::frame(agent, after, "agent.exited", &exited, &now));
         Self::own_socket(frames, 1000, "history replayed: the agent's run is over").map(Some)
     }
@@ -383,7 +457,11 @@ impl TownContainer {
     async fn stream(&self, req: Request) -> ApiResult<Response> {
         let url = req.url().map_err(internal)?;
         let agent = url.path().trim_start_matches("/agents/").trim_end_matches("/ws").to_string();
-        let ticket = url.query_pairs().find(|(k, _)| k == "ticket").map(|(_, v)| v.into_owned()).unwrap_or_default();
+        let ticket = url
+            .query_pairs()
+            .find(|(k, _)| k == "ticket")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
         if let Some(resp) = self.history_stream(&ticket, &agent).await? {
             return Ok(resp);
         }
@@ -411,12 +489,21 @@ impl TownContainer {
                     Err(e) => Err(e),
                 }
             }
-            (Target::Container, _) => return Err(ApiError::NotFound("the town's container is not running: no agent to stream".into())),
+            (Target::Container, _) => {
+                return Err(ApiError::NotFound(
+                    "the town's container is not running: no agent to stream".into(),
+                ))
+            }
             (Target::Unavailable, _) => return Err(container::unavailable()),
         };
-        let resp = answer.map_err(|e| ApiError::Unavailable(format!("the control server did not answer the stream: {e}")))?;
+        let resp = answer.map_err(|e| {
+            ApiError::Unavailable(format!("the control server did not answer the stream: {e}"))
+        })?;
         if resp.status_code() != 101 {
-            return Err(ApiError::Unavailable(format!("the control server refused the stream upgrade (HTTP {})", resp.status_code())));
+            return Err(ApiError::Unavailable(format!(
+                "the control server refused the stream upgrade (HTTP {})",
+                resp.status_code()
+            )));
         }
         Ok(resp)
     }
@@ -441,14 +528,19 @@ impl TownContainer {
             let body: Value = resp.json().await.map_err(|e| format!("/health body: {e}"))?;
             // Agents at work (a mayor waiting between messages is not); a server without the
             // field counts its active agents.
-            let running = body["atWork"].as_u64().or_else(|| body["agents"].as_u64()).unwrap_or(0) as u32;
+            let running =
+                body["atWork"].as_u64().or_else(|| body["agents"].as_u64()).unwrap_or(0) as u32;
             Ok((running, body["bootId"].as_str().map(str::to_string)))
         });
         let timeout = Box::pin(Delay::from(Duration::from_millis(PROBE_TIMEOUT_MS)));
         let probe = match select(fetch, timeout).await {
-            Either::Left((Ok((running_agents, boot_id)), _)) => Probe::Healthy { running_agents, boot_id },
+            Either::Left((Ok((running_agents, boot_id)), _)) => {
+                Probe::Healthy { running_agents, boot_id }
+            }
             Either::Left((Err(e), _)) => Probe::Failed(e),
-            Either::Right(_) => Probe::Failed(format!("/health did not answer within {PROBE_TIMEOUT_MS} ms")),
+            Either::Right(_) => {
+                Probe::Failed(format!("/health did not answer within {PROBE_TIMEOUT_MS} ms"))
+            }
         };
         probe
     }
@@ -457,12 +549,16 @@ impl TownContainer {
     /// heartbeats with their running-agent count, agents' API calls).
     async fn own(&self, mut req: Request) -> ApiResult<Value> {
         match (req.method(), req.path().as_str()) {
-            (Method::Get, container::STATE_PATH) => serde_json::to_value(self.load().await).map_err(internal),
+            (Method::Get, container::STATE_PATH) => {
+                serde_json::to_value(self.load().await).map_err(internal)
+            }
             (Method::Post, container::ACTIVITY_PATH) => {
                 let body: Value = req.json().await.map_err(internal)?;
                 let now = now_millis();
                 let l = match body["heartbeatRunningAgents"].as_u64() {
-                    Some(n) => self.update(|l| l.heartbeat(now, n as u32, body["bootId"].as_str())).await,
+                    Some(n) => {
+                        self.update(|l| l.heartbeat(now, n as u32, body["bootId"].as_str())).await
+                    }
                     None => self.update(|l| l.activity(now, None)).await,
                 };
                 if l.last_activity_ms == Some(now) {
@@ -513,10 +609,15 @@ impl DurableObject for TownContainer {
         let probe = self.probe().await;
         let (settings, target) = (self.settings(), self.target());
         let mut action = AlarmAction::Idle;
-        self.update(|l| action = l.on_alarm(now_millis(), probe, &settings, target != Target::Container)).await;
+        self.update(|l| {
+            action = l.on_alarm(now_millis(), probe, &settings, target != Target::Container)
+        })
+        .await;
         let running = self.state.container().filter(|c| c.running());
         match action {
-            AlarmAction::RearmAt(at) => self.state.storage().set_alarm((at - now_millis()).max(1)).await?,
+            AlarmAction::RearmAt(at) => {
+                self.state.storage().set_alarm((at - now_millis()).max(1)).await?
+            }
             // SIGTERM: the control server drains its agents (commit, push) before exiting.
             AlarmAction::Sleep => {
                 if let Some(c) = running {
@@ -524,11 +625,13 @@ impl DurableObject for TownContainer {
                 }
             }
             // The next request starts a fresh container; the scheduler's witness re-dispatches
-            // the agents this one lost (reference lesson 9).
+            // the agents this one lost.
             AlarmAction::Destroy => {
                 if let Some(c) = running {
                     if let Err(e) = c.destroy(Some("control server unresponsive")).await {
-                        worker::console_error!("town container: could not destroy the unresponsive container: {e}");
+                        worker::console_error!(
+                            "town container: could not destroy the unresponsive container: {e}"
+                        );
                     }
                 }
             }

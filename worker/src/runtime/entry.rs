@@ -54,7 +54,8 @@ fn internal(e: worker::Error) -> ApiError {
 }
 
 async fn read_body(req: &mut Request) -> ApiResult<Vec<u8>> {
-    let too_big = || ApiError::bad_request(format!("request body must be at most {MAX_BODY_BYTES} bytes"));
+    let too_big =
+        || ApiError::bad_request(format!("request body must be at most {MAX_BODY_BYTES} bytes"));
     if let Some(len) = header(req, "content-length").and_then(|l| l.parse::<usize>().ok()) {
         if len > MAX_BODY_BYTES {
             return Err(too_big());
@@ -77,10 +78,16 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> ApiResult<Outcom
         Ok(r) => r.access(),
         Err(e) => routes::prefix_access(&path).ok_or_else(|| e.clone())?,
     };
-    let (internal_key, authorization, container_token) =
-        (header(req, "x-internal-api-key"), header(req, "authorization"), header(req, "x-container-token"));
-    let (key_secret, jwt_secret, token_secret) =
-        (env_string(env, INTERNAL_API_SECRET), env_string(env, JWT_SECRET), env_string(env, CONTAINER_TOKEN));
+    let (internal_key, authorization, container_token) = (
+        header(req, "x-internal-api-key"),
+        header(req, "authorization"),
+        header(req, "x-container-token"),
+    );
+    let (key_secret, jwt_secret, token_secret) = (
+        env_string(env, INTERNAL_API_SECRET),
+        env_string(env, JWT_SECRET),
+        env_string(env, CONTAINER_TOKEN),
+    );
     let caller = auth::authorize(
         &access,
         &Credentials {
@@ -101,21 +108,35 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> ApiResult<Outcom
         // request's path; a failure only costs the renewal.
         let (env, town) = (env.clone(), claims.town_id.clone());
         ctx.wait_until(async move {
-            if let Err(e) = container_call(&env, &town, worker::Method::Post, container::ACTIVITY_PATH, Some(&json!({}))).await {
+            if let Err(e) = container_call(
+                &env,
+                &town,
+                worker::Method::Post,
+                container::ACTIVITY_PATH,
+                Some(&json!({})),
+            )
+            .await
+            {
                 worker::console_error!("could not renew the town container's sleepAfter: {e}");
             }
         });
     }
     match &route {
         Route::Dashboard => return dashboard_page().map(Outcome::Raw).map_err(internal),
-        Route::AgentStream { town, agent } => return open_stream(req, env, town, agent).await.map(Outcome::Raw),
+        Route::AgentStream { town, agent } => {
+            return open_stream(req, env, town, agent).await.map(Outcome::Raw)
+        }
         _ => {}
     }
     if let Route::ContainerProxy { town, path } = &route {
         return forward_to_container(req, env, town, path).await.map(Outcome::Raw);
     }
     let key = api::idempotency_key(&caller, method, header(req, "idempotency-key").as_deref())?;
-    let body = if matches!(method, Method::Get | Method::Delete) { Vec::new() } else { read_body(req).await? };
+    let body = if matches!(method, Method::Get | Method::Delete) {
+        Vec::new()
+    } else {
+        read_body(req).await?
+    };
     let query = req.url().map_err(internal)?.query().unwrap_or("").to_string();
     let plan = api::plan(&Incoming {
         route,
@@ -136,7 +157,8 @@ async fn execute(plan: Plan, env: &Env, key: Option<&str>) -> ApiResult<Outcome>
         Plan::Bare { status, body } => Ok(Outcome::Bare(status, body)),
         Plan::Rig { rig_id, op, status, follow_up, reply } => {
             let (data, replayed) = call_once(env, RIG_BINDING, &rig_id, &op, key).await?;
-            let follow_ups = if replayed { Vec::new() } else { api::follow_up(follow_up, &rig_id, &data) };
+            let follow_ups =
+                if replayed { Vec::new() } else { api::follow_up(follow_up, &rig_id, &data) };
             for (identity, op) in follow_ups {
                 if let Err(e) = call(env, IDENTITY_BINDING, &identity, &op).await {
                     worker::console_error!("identity update failed: {e}");
@@ -145,11 +167,23 @@ async fn execute(plan: Plan, env: &Env, key: Option<&str>) -> ApiResult<Outcome>
             Ok(Outcome::Json(status, reply.body(data)))
         }
         // Keys are honoured by the mayor's ops (its retried tool calls); other town ops ignore them.
-        Plan::Town { town_id, op, status } => Ok(Outcome::Json(status, call_once(env, TOWN_BINDING, &town_id, &op, key).await?.0)),
-        Plan::Identity { identity, op } => Ok(Outcome::Json(200, call(env, IDENTITY_BINDING, &identity, &op).await?)),
+        Plan::Town { town_id, op, status } => {
+            Ok(Outcome::Json(status, call_once(env, TOWN_BINDING, &town_id, &op, key).await?.0))
+        }
+        Plan::Identity { identity, op } => {
+            Ok(Outcome::Json(200, call(env, IDENTITY_BINDING, &identity, &op).await?))
+        }
         Plan::Heartbeat { town_id, rig_updates, running_agents, boot_id } => {
             let report = json!({ "heartbeatRunningAgents": running_agents, "bootId": boot_id });
-            if let Err(e) = container_call(env, &town_id, worker::Method::Post, container::ACTIVITY_PATH, Some(&report)).await {
+            if let Err(e) = container_call(
+                env,
+                &town_id,
+                worker::Method::Post,
+                container::ACTIVITY_PATH,
+                Some(&report),
+            )
+            .await
+            {
                 worker::console_error!("could not report the heartbeat to the town container: {e}");
             }
             if rig_updates.is_empty() {
@@ -157,32 +191,57 @@ async fn execute(plan: Plan, env: &Env, key: Option<&str>) -> ApiResult<Outcome>
             }
             // Only the calling town's rigs; checked for all before any is updated.
             let rigs = call(env, TOWN_BINDING, &town_id, &TownOp::ListRigs).await?;
-            let known: Vec<&str> = rigs.as_array().map(|a| a.iter().filter_map(|r| r["id"].as_str()).collect()).unwrap_or_default();
-            if let Some((foreign, _)) = rig_updates.iter().find(|(rig, _)| !known.contains(&rig.as_str())) {
-                return Err(ApiError::bad_request(format!("agents.rigId: {foreign} is not a rig of town {town_id}")));
+            let known: Vec<&str> = rigs
+                .as_array()
+                .map(|a| a.iter().filter_map(|r| r["id"].as_str()).collect())
+                .unwrap_or_default();
+            if let Some((foreign, _)) =
+                rig_updates.iter().find(|(rig, _)| !known.contains(&rig.as_str()))
+            {
+                return Err(ApiError::bad_request(format!(
+                    "agents.rigId: {foreign} is not a rig of town {town_id}"
+                )));
             }
             let mut updated = 0;
             for (rig_id, agents) in rig_updates {
-                let data = call(env, RIG_BINDING, &rig_id, &RigOp::ContainerHeartbeat { agents }).await?;
+                let data =
+                    call(env, RIG_BINDING, &rig_id, &RigOp::ContainerHeartbeat { agents }).await?;
                 updated += data["updated"].as_u64().unwrap_or(0);
             }
             Ok(Outcome::Json(200, json!({ "updated": updated })))
         }
-        Plan::Container { .. } => Err(ApiError::Internal("container plans are forwarded before planning".into())),
+        Plan::Container { .. } => {
+            Err(ApiError::Internal("container plans are forwarded before planning".into()))
+        }
         Plan::TownContainer { town_id, path, body } => {
-            let (status, reply) = container_call(env, &town_id, worker::Method::Post, path, Some(&body)).await?;
+            let (status, reply) =
+                container_call(env, &town_id, worker::Method::Post, path, Some(&body)).await?;
             match status {
                 200 => Ok(Outcome::Json(200, reply["data"].clone())),
-                _ => Err(ApiError::from_status(status, reply["error"].as_str().unwrap_or("the town's container object failed").to_string())),
+                _ => Err(ApiError::from_status(
+                    status,
+                    reply["error"]
+                        .as_str()
+                        .unwrap_or("the town's container object failed")
+                        .to_string(),
+                )),
             }
         }
     }
 }
 
 /// Forwards a container route to the town's TownContainer object, method and body unchanged.
-/// Credentials are not forwarded: the object adds the container's own secret (issue 4).
-async fn forward_to_container(req: &mut Request, env: &Env, town: &str, path: &str) -> ApiResult<Response> {
-    let stub = env.durable_object(CONTAINER_BINDING).and_then(|ns| ns.get_by_name(town)).map_err(internal)?;
+/// Credentials are not forwarded: the object adds the container's own secret.
+async fn forward_to_container(
+    req: &mut Request,
+    env: &Env,
+    town: &str,
+    path: &str,
+) -> ApiResult<Response> {
+    let stub = env
+        .durable_object(CONTAINER_BINDING)
+        .and_then(|ns| ns.get_by_name(town))
+        .map_err(internal)?;
     let body = read_body(req).await?;
     api::check_container_body(path, &body)?;
     let headers = Headers::new();
@@ -203,18 +262,29 @@ async fn forward_to_container(req: &mut Request, env: &Env, town: &str, path: &s
 /// 60 s, bound to the agent) and streams; the socket is passed through, not relayed.
 async fn open_stream(req: &Request, env: &Env, town: &str, agent: &str) -> ApiResult<Response> {
     if !header(req, "upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
-        return Err(ApiError::bad_request("this route is a WebSocket: open it with Upgrade: websocket"));
+        return Err(ApiError::bad_request(
+            "this route is a WebSocket: open it with Upgrade: websocket",
+        ));
     }
     let url = req.url().map_err(internal)?;
-    let ticket = url.query_pairs().find(|(k, _)| k == "ticket").map(|(_, v)| v.into_owned()).unwrap_or_default();
+    let ticket = url
+        .query_pairs()
+        .find(|(k, _)| k == "ticket")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
     let ticket = crate::dashboard::ticket(&ticket).map_err(ApiError::bad_request)?;
-    let stub = env.durable_object(CONTAINER_BINDING).and_then(|ns| ns.get_by_name(town)).map_err(internal)?;
+    let stub = env
+        .durable_object(CONTAINER_BINDING)
+        .and_then(|ns| ns.get_by_name(town))
+        .map_err(internal)?;
     let headers = Headers::new();
     headers.set("upgrade", "websocket").map_err(internal)?;
     let mut init = RequestInit::new();
     init.with_method(worker::Method::Get).with_headers(headers);
     let url = format!("https://container/agents/{agent}/ws?ticket={ticket}");
-    stub.fetch_with_request(Request::new_with_init(&url, &init).map_err(internal)?).await.map_err(internal)
+    stub.fetch_with_request(Request::new_with_init(&url, &init).map_err(internal)?)
+        .await
+        .map_err(internal)
 }
 
 /// The dashboard: one static page, compiled in; it holds no secret (the key is typed in it).

@@ -78,12 +78,17 @@ impl TownDO {
                 store.ensure()?;
                 let id = store.post(Role::Person, &text)?;
                 let d = self.deliver(&town_id).await;
-                Ok(json!({ "messageId": id, "agentId": MAYOR_AGENT_ID, "sessionStatus": d.status, "detail": d.detail }))
+                Ok(
+                    json!({ "messageId": id, "agentId": MAYOR_AGENT_ID, "sessionStatus": d.status, "detail": d.detail }),
+                )
             }
-            MayorOp::Messages { after, limit } => Ok(Value::Array(store.messages(after, limit)?.iter().map(Message::to_json).collect())),
+            MayorOp::Messages { after, limit } => Ok(Value::Array(
+                store.messages(after, limit)?.iter().map(Message::to_json).collect(),
+            )),
             MayorOp::Status => {
                 let row = store.row()?;
-                let threads: Vec<Value> = store.open_threads()?.iter().map(|t| t.to_json()).collect();
+                let threads: Vec<Value> =
+                    store.open_threads()?.iter().map(|t| t.to_json()).collect();
                 Ok(json!({
                     "agentId": MAYOR_AGENT_ID, "started": row.is_some_and(|r| r.generation > 0), "runs": row.map_or(0, |r| r.generation),
                     "turn": row.map_or(0, |r| r.turn), "lastMessageId": store.last_id()?, "openThreads": threads,
@@ -98,8 +103,20 @@ impl TownDO {
                 let mut rigs = Vec::new();
                 for rig in town.rigs()? {
                     let filter = BeadFilter { limit: DEFAULT_BEAD_LIMIT, ..Default::default() };
-                    let beads: Vec<Bead> = serde_json::from_value(call(&self.env, RIG_BINDING, &rig.id, &RigOp::ListBeads(filter)).await?).map_err(internal)?;
-                    let agents: Vec<Agent> = serde_json::from_value(call(&self.env, RIG_BINDING, &rig.id, &RigOp::ListAgents(AgentFilter::default())).await?).map_err(internal)?;
+                    let beads: Vec<Bead> = serde_json::from_value(
+                        call(&self.env, RIG_BINDING, &rig.id, &RigOp::ListBeads(filter)).await?,
+                    )
+                    .map_err(internal)?;
+                    let agents: Vec<Agent> = serde_json::from_value(
+                        call(
+                            &self.env,
+                            RIG_BINDING,
+                            &rig.id,
+                            &RigOp::ListAgents(AgentFilter::default()),
+                        )
+                        .await?,
+                    )
+                    .map_err(internal)?;
                     rigs.push((rig, beads, agents));
                 }
                 Ok(town_status(&rigs))
@@ -107,7 +124,16 @@ impl TownDO {
             MayorOp::Sling { rig_id, sling } => {
                 rig_of(&town, &rig_id)?;
                 store.count(1, 1, &limits)?;
-                let slung = self.on_rig(&store, &rig_id, RigOp::Sling { rig_id: rig_id.clone(), sling }, key, 1, FollowUp::IdentityFromSling).await?;
+                let slung = self
+                    .on_rig(
+                        &store,
+                        &rig_id,
+                        RigOp::Sling { rig_id: rig_id.clone(), sling },
+                        key,
+                        1,
+                        FollowUp::IdentityFromSling,
+                    )
+                    .await?;
                 Ok(slung)
             }
             MayorOp::Convoy { rig_id, convoy } => {
@@ -115,7 +141,16 @@ impl TownDO {
                 let n = convoy.beads.len() as i64;
                 store.count(n, n, &limits)?;
                 let title = convoy.title.clone();
-                let created = self.on_rig(&store, &rig_id, RigOp::CreateConvoy { rig_id: rig_id.clone(), convoy }, key, n, FollowUp::IdentityFromConvoy).await?;
+                let created = self
+                    .on_rig(
+                        &store,
+                        &rig_id,
+                        RigOp::CreateConvoy { rig_id: rig_id.clone(), convoy },
+                        key,
+                        n,
+                        FollowUp::IdentityFromConvoy,
+                    )
+                    .await?;
                 if let Some(id) = created["id"].as_str() {
                     store.open_thread("convoy", &rig_id, id, &title)?;
                 }
@@ -126,10 +161,19 @@ impl TownDO {
                 call_once(&self.env, RIG_BINDING, &rig_id, &RigOp::SendMail(mail), key).await?;
                 Ok(json!({ "sent": true }))
             }
-            MayorOp::MailCheck => Ok(Value::Array(store.read_inbox()?.iter().map(Message::to_json).collect())),
+            MayorOp::MailCheck => {
+                Ok(Value::Array(store.read_inbox()?.iter().map(Message::to_json).collect()))
+            }
             MayorOp::Resolve { rig_id, escalation_id, answer } => {
                 rig_of(&town, &rig_id)?;
-                let (resolved, _) = call_once(&self.env, RIG_BINDING, &rig_id, &RigOp::ResolveEscalation { escalation_id: escalation_id.clone(), answer }, key).await?;
+                let (resolved, _) = call_once(
+                    &self.env,
+                    RIG_BINDING,
+                    &rig_id,
+                    &RigOp::ResolveEscalation { escalation_id: escalation_id.clone(), answer },
+                    key,
+                )
+                .await?;
                 store.close_thread("escalation", &rig_id, &escalation_id)?;
                 Ok(resolved)
             }
@@ -141,8 +185,12 @@ impl TownDO {
                 let rig = rig_of(&town, &n.rig_id)?;
                 store.post(Role::Town, &prompt::notice_text(&n, &rig.name))?;
                 match n.kind {
-                    NoticeKind::Escalation => store.open_thread("escalation", &n.rig_id, &n.ref_id, &n.title)?,
-                    NoticeKind::ConvoyLanded => store.close_thread("convoy", &n.rig_id, &n.ref_id)?,
+                    NoticeKind::Escalation => {
+                        store.open_thread("escalation", &n.rig_id, &n.ref_id, &n.title)?
+                    }
+                    NoticeKind::ConvoyLanded => {
+                        store.close_thread("convoy", &n.rig_id, &n.ref_id)?
+                    }
                 }
                 // Delivered from the alarm: the rig that sent it does not wait for the mayor.
                 self.arm(100).await;
@@ -155,7 +203,15 @@ impl TownDO {
     /// a reply (the work was done by an earlier try), the turn's count is given back; on a new
     /// success the new polecats' identities are recorded (as the Worker does for a person's
     /// sling).
-    async fn on_rig(&self, store: &Store<'_, sql::SqlDb>, rig_id: &str, op: RigOp, key: Option<&str>, counted: i64, follow_up: FollowUp) -> ApiResult<Value> {
+    async fn on_rig(
+        &self,
+        store: &Store<'_, sql::SqlDb>,
+        rig_id: &str,
+        op: RigOp,
+        key: Option<&str>,
+        counted: i64,
+        follow_up: FollowUp,
+    ) -> ApiResult<Value> {
         match call_once(&self.env, RIG_BINDING, rig_id, &op, key).await {
             Ok((data, true)) => {
                 store.uncount(counted, counted)?;
@@ -200,7 +256,10 @@ impl TownDO {
                 let _ = storage.put("mayor_tries", tries).await;
                 self.arm(RETRY_MS).await;
             } else {
-                worker::console_error!("mayor: giving up delivering after {tries} tries: {}", d.detail.unwrap_or_default());
+                worker::console_error!(
+                    "mayor: giving up delivering after {tries} tries: {}",
+                    d.detail.unwrap_or_default()
+                );
                 let _ = storage.put("mayor_tries", 0i64).await;
             }
         } else {
@@ -213,7 +272,9 @@ impl TownDO {
     pub(super) async fn deliver(&self, town_id: &str) -> Delivery {
         if self.delivering.get() {
             self.again.set(true);
-            return Delivery::queued("a delivery to the mayor is under way; this message goes right after it");
+            return Delivery::queued(
+                "a delivery to the mayor is under way; this message goes right after it",
+            );
         }
         self.delivering.set(true);
         let mut rounds = 0;
@@ -239,33 +300,68 @@ impl TownDO {
         let db = self.store_db()?;
         let store = Store { db: &db, now: platform::now_iso() };
         let mut bytes = 0;
-        let pending: Vec<Message> = store.pending()?.into_iter().enumerate().take_while(|(i, m)| {
-            bytes += m.text.len();
-            *i == 0 || bytes <= MAX_DELIVERY_BYTES
-        }).map(|(_, m)| m).collect();
+        let pending: Vec<Message> = store
+            .pending()?
+            .into_iter()
+            .enumerate()
+            .take_while(|(i, m)| {
+                bytes += m.text.len();
+                *i == 0 || bytes <= MAX_DELIVERY_BYTES
+            })
+            .map(|(_, m)| m)
+            .collect();
         let Some(first) = pending.first().map(|m| m.id) else {
             return Ok(Delivery { status: "active", detail: None });
         };
         let ids: Vec<i64> = pending.iter().map(|m| m.id).collect();
         let settings = Settings::from_lookup(|k| self.var(k));
-        let (Some(model), Some(secret)) = (self.var("GASTOWN_MODEL"), self.var("GASTOWN_JWT_SECRET")) else {
-            return Ok(Delivery::queued("GASTOWN_MODEL and GASTOWN_JWT_SECRET must be set to run the mayor"));
+        let (Some(model), Some(secret)) =
+            (self.var("GASTOWN_MODEL"), self.var("GASTOWN_JWT_SECRET"))
+        else {
+            return Ok(Delivery::queued(
+                "GASTOWN_MODEL and GASTOWN_JWT_SECRET must be set to run the mayor",
+            ));
         };
         let now_ms = platform::now_millis();
         let status_path = format!("/agents/{MAYOR_AGENT_ID}/status");
-        let (status, body) = container_call(&self.env, town_id, Method::Get, &status_path, None).await?;
+        let (status, body) =
+            container_call(&self.env, town_id, Method::Get, &status_path, None).await?;
         match (status, body["status"].as_str()) {
             (200, Some("running")) => {
                 let row = store.ensure()?;
-                if crate::scheduler::token_due(row.token_issued_ms.unwrap_or(0), now_ms, settings.token_ttl_secs) {
-                    let token = prompt::token(town_id, &secret, (now_ms / 1000) as u64, settings.token_ttl_secs);
+                if crate::scheduler::token_due(
+                    row.token_issued_ms.unwrap_or(0),
+                    now_ms,
+                    settings.token_ttl_secs,
+                ) {
+                    let token = prompt::token(
+                        town_id,
+                        &secret,
+                        (now_ms / 1000) as u64,
+                        settings.token_ttl_secs,
+                    );
                     let path = format!("/agents/{MAYOR_AGENT_ID}/credentials");
-                    if let Ok((200, _)) = container_call(&self.env, town_id, Method::Post, &path, Some(&json!({ "token": token }))).await {
+                    if let Ok((200, _)) = container_call(
+                        &self.env,
+                        town_id,
+                        Method::Post,
+                        &path,
+                        Some(&json!({ "token": token })),
+                    )
+                    .await
+                    {
                         store.token_issued(now_ms)?;
                     }
                 }
                 let path = format!("/agents/{MAYOR_AGENT_ID}/message");
-                let (sent, reply) = container_call(&self.env, town_id, Method::Post, &path, Some(&json!({ "prompt": prompt::delivery(&pending) }))).await?;
+                let (sent, reply) = container_call(
+                    &self.env,
+                    town_id,
+                    Method::Post,
+                    &path,
+                    Some(&json!({ "prompt": prompt::delivery(&pending) })),
+                )
+                .await?;
                 match sent {
                     200..=299 => {
                         store.delivered(&ids)?;
@@ -273,34 +369,66 @@ impl TownDO {
                     }
                     // It stopped in between: start it.
                     404 | 409 => {}
-                    _ => return Ok(Delivery::queued(format!("the mayor did not take the message ({sent}): {}", reply["error"].as_str().unwrap_or("no message")))),
+                    _ => {
+                        return Ok(Delivery::queued(format!(
+                            "the mayor did not take the message ({sent}): {}",
+                            reply["error"].as_str().unwrap_or("no message")
+                        )))
+                    }
                 }
             }
-            (200, Some("starting")) => return Ok(Delivery::queued("the mayor is starting; the message follows once it runs")),
-            (200, Some("stopping")) => return Ok(Delivery::queued("the mayor's last run is stopping; a new one starts next")),
+            (200, Some("starting")) => {
+                return Ok(Delivery::queued(
+                    "the mayor is starting; the message follows once it runs",
+                ))
+            }
+            (200, Some("stopping")) => {
+                return Ok(Delivery::queued(
+                    "the mayor's last run is stopping; a new one starts next",
+                ))
+            }
             (200 | 404, _) => {}
-            (other, _) => return Ok(Delivery::queued(format!("the town's container answered {other}: {}", body["error"].as_str().unwrap_or("no message")))),
+            (other, _) => {
+                return Ok(Delivery::queued(format!(
+                    "the town's container answered {other}: {}",
+                    body["error"].as_str().unwrap_or("no message")
+                )))
+            }
         }
         // Not running: a new run, with the thread so far and what is pending.
         let history = store.thread_before(first)?;
         let open = store.open_threads()?;
         let generation = store.ensure()?.generation + 1;
-        let token = prompt::token(town_id, &secret, (now_ms / 1000) as u64, settings.token_ttl_secs);
-        let request = prompt::start_request(town_id, &model, prompt::resume(&history, &open, &pending), token, generation);
+        let token =
+            prompt::token(town_id, &secret, (now_ms / 1000) as u64, settings.token_ttl_secs);
+        let request = prompt::start_request(
+            town_id,
+            &model,
+            prompt::resume(&history, &open, &pending),
+            token,
+            generation,
+        );
         let body = serde_json::to_value(&request).map_err(internal)?;
-        let (started, reply) = container_call(&self.env, town_id, Method::Post, "/agents/start", Some(&body)).await?;
+        let (started, reply) =
+            container_call(&self.env, town_id, Method::Post, "/agents/start", Some(&body)).await?;
         match started {
             200..=299 => {
                 store.started(generation, now_ms)?;
                 store.delivered(&ids)?;
                 Ok(Delivery { status: "starting", detail: None })
             }
-            _ => Ok(Delivery::queued(format!("the mayor could not be started ({started}): {}", reply["error"].as_str().unwrap_or("no message")))),
+            _ => Ok(Delivery::queued(format!(
+                "the mayor could not be started ({started}): {}",
+                reply["error"].as_str().unwrap_or("no message")
+            ))),
         }
     }
 }
 
 /// The rig, if it is one of this town's: a 403 as the reference's mayor routes answer.
 fn rig_of<D: crate::db::Db>(town: &Town<'_, D>, rig_id: &str) -> ApiResult<RigRecord> {
-    town.rigs()?.into_iter().find(|r| r.id == rig_id).ok_or_else(|| ApiError::Forbidden("Rig not found in this town".into()))
+    town.rigs()?
+        .into_iter()
+        .find(|r| r.id == rig_id)
+        .ok_or_else(|| ApiError::Forbidden("Rig not found in this town".into()))
 }

@@ -11,7 +11,6 @@ mod rig_do;
 mod sql;
 mod town_do;
 
-
 /// Binding names in wrangler.toml.
 pub const RIG_BINDING: &str = "RIG";
 pub const TOWN_BINDING: &str = "TOWN";

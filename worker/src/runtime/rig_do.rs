@@ -13,10 +13,10 @@ use super::call::{call, container_call, serve, KEY_HEADER, REPLAY_HEADER};
 use super::{platform, sql, TOWN_BINDING};
 use crate::container::NO_RUNTIME;
 use crate::error::{ApiError, ApiResult};
+use crate::mayor::MayorOp;
 use crate::model::{Agent, ReviewEntry, RigConfig};
 use crate::refinery;
 use crate::rig::{schema, Rig};
-use crate::mayor::MayorOp;
 use crate::rpc::{RigOp, TownOp};
 use crate::scheduler::{self, DispatchContext, Settings, Witness};
 
@@ -49,7 +49,10 @@ impl RigDO {
     async fn arm(&self, after_ms: u64) -> ApiResult<()> {
         let storage = self.state.storage();
         if storage.get_alarm().await.map_err(|e| ApiError::Internal(e.to_string()))?.is_none() {
-            storage.set_alarm(Duration::from_millis(after_ms)).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+            storage
+                .set_alarm(Duration::from_millis(after_ms))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
         }
         Ok(())
     }
@@ -59,23 +62,44 @@ impl RigDO {
         let _ = self.state.storage().put(&format!("token_issued:{agent_id}"), ms).await;
     }
 
-    /// Replaces a running agent's credential once half of its lifetime has passed (lesson 7 of the
-    /// reference: 8 h tokens expired under long-running agents). Failures wait for the next pass.
+    /// Replaces a running agent's credential once half of its lifetime has passed (the reference's
+    /// 8 h tokens expired under long-running agents). Failures wait for the next pass.
     #[allow(clippy::too_many_arguments)]
-    async fn refresh_token(&self, agent: &Agent, dispatched_ms: i64, town: &str, config: &RigConfig, model: &str, secret: &str, settings: &Settings) {
+    async fn refresh_token(
+        &self,
+        agent: &Agent,
+        dispatched_ms: i64,
+        town: &str,
+        config: &RigConfig,
+        model: &str,
+        secret: &str,
+        settings: &Settings,
+    ) {
         let key = format!("token_issued:{}", agent.id);
-        let issued: i64 = self.state.storage().get(&key).await.ok().flatten().unwrap_or(dispatched_ms);
+        let issued: i64 =
+            self.state.storage().get(&key).await.ok().flatten().unwrap_or(dispatched_ms);
         let now_ms = platform::now_millis();
         if !scheduler::token_due(issued, now_ms, settings.token_ttl_secs) {
             return;
         }
-        let ctx = DispatchContext { config, model, jwt_secret: secret, now_secs: (now_ms / 1000) as u64, settings };
+        let ctx = DispatchContext {
+            config,
+            model,
+            jwt_secret: secret,
+            now_secs: (now_ms / 1000) as u64,
+            settings,
+        };
         let body = serde_json::json!({ "token": scheduler::agent_token(agent, &ctx) });
         let path = format!("/agents/{}/credentials", agent.id);
         match container_call(&self.env, town, Method::Post, &path, Some(&body)).await {
             Ok((200, _)) => self.token_issued(&agent.id, now_ms).await,
-            Ok((status, _)) => worker::console_error!("scheduler: credential refresh for {} refused ({status})", agent.id),
-            Err(e) => worker::console_error!("scheduler: credential refresh for {} failed: {e}", agent.id),
+            Ok((status, _)) => worker::console_error!(
+                "scheduler: credential refresh for {} refused ({status})",
+                agent.id
+            ),
+            Err(e) => {
+                worker::console_error!("scheduler: credential refresh for {} failed: {e}", agent.id)
+            }
         }
     }
 
@@ -83,8 +107,12 @@ impl RigDO {
     async fn schedule(&self) -> ApiResult<bool> {
         let Ok(config) = self.with_rig(|r| r.config()) else { return Ok(false) };
         let settings = Settings::from_lookup(|k| var(&self.env, k));
-        let (Some(model), Some(secret)) = (var(&self.env, "GASTOWN_MODEL"), var(&self.env, "GASTOWN_JWT_SECRET")) else {
-            worker::console_error!("scheduler: GASTOWN_MODEL and GASTOWN_JWT_SECRET must be set to dispatch agents");
+        let (Some(model), Some(secret)) =
+            (var(&self.env, "GASTOWN_MODEL"), var(&self.env, "GASTOWN_JWT_SECRET"))
+        else {
+            worker::console_error!(
+                "scheduler: GASTOWN_MODEL and GASTOWN_JWT_SECRET must be set to dispatch agents"
+            );
             return Ok(false);
         };
         let town = config.town_id.clone();
@@ -104,9 +132,20 @@ impl RigDO {
         for batch in startable.chunks(DISPATCH_CONCURRENCY) {
             let calls = batch.iter().map(|due| async {
                 let now_ms = platform::now_millis();
-                let ctx = DispatchContext { config: &config, model: &model, jwt_secret: &secret, now_secs: (now_ms / 1000) as u64, settings: &settings };
-                let body = serde_json::to_value(scheduler::start_request(due, &ctx)).map_err(|e| ApiError::Internal(e.to_string()))?;
-                Ok::<_, ApiError>((now_ms, container_call(&self.env, &town, Method::Post, "/agents/start", Some(&body)).await))
+                let ctx = DispatchContext {
+                    config: &config,
+                    model: &model,
+                    jwt_secret: &secret,
+                    now_secs: (now_ms / 1000) as u64,
+                    settings: &settings,
+                };
+                let body = serde_json::to_value(scheduler::start_request(due, &ctx))
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                Ok::<_, ApiError>((
+                    now_ms,
+                    container_call(&self.env, &town, Method::Post, "/agents/start", Some(&body))
+                        .await,
+                ))
             });
             for (due, outcome) in batch.iter().zip(futures_util::future::join_all(calls).await) {
                 let agent = &due.agent;
@@ -117,17 +156,24 @@ impl RigDO {
                         self.with_rig(|r| r.mark_dispatched(agent, now_ms, status != 200, boot))?;
                         self.token_issued(&agent.id, now_ms).await;
                     }
-                    Ok((503, reply)) if reply["error"].as_str().is_some_and(|e| e.starts_with(NO_RUNTIME)) => {
+                    Ok((503, reply))
+                        if reply["error"].as_str().is_some_and(|e| e.starts_with(NO_RUNTIME)) =>
+                    {
                         // Nowhere to run agents: stop until new work is hooked.
                         return Ok(false);
                     }
                     Ok((429, reply)) => {
                         // The container is full: the bead waits, no attempt is spent.
-                        let reason = reply["error"].as_str().unwrap_or("the town's container is at capacity");
+                        let reason = reply["error"]
+                            .as_str()
+                            .unwrap_or("the town's container is at capacity");
                         self.with_rig(|r| r.mark_queued(agent, reason))?;
                     }
                     Ok((status, reply)) => {
-                        let reason = format!("start refused ({status}): {}", reply["error"].as_str().unwrap_or("no message"));
+                        let reason = format!(
+                            "start refused ({status}): {}",
+                            reply["error"].as_str().unwrap_or("no message")
+                        );
                         self.with_rig(|r| r.mark_dispatch_failed(agent, &reason))?;
                     }
                     Err(e) => self.with_rig(|r| r.mark_dispatch_failed(agent, &e.to_string()))?,
@@ -137,13 +183,28 @@ impl RigDO {
 
         for (agent, run) in self.with_rig(|r| r.dispatched())? {
             let path = format!("/agents/{}/status", agent.id);
-            let (status, body) = match container_call(&self.env, &town, Method::Get, &path, None).await {
-                Ok((s, b)) => (Some(s), b),
-                Err(_) => (None, Value::Null),
-            };
-            match scheduler::witness(status, &body, &run, platform::now_millis(), settings.grace_ms) {
-                Witness::Exited(reason) => self.with_rig(|r| r.mark_exited(&agent, run.dispatched_ms, &reason))?,
-                Witness::Fine if body["status"] == "running" => self.refresh_token(&agent, run.dispatched_ms, &town, &config, &model, &secret, &settings).await,
+            let (status, body) =
+                match container_call(&self.env, &town, Method::Get, &path, None).await {
+                    Ok((s, b)) => (Some(s), b),
+                    Err(_) => (None, Value::Null),
+                };
+            match scheduler::witness(status, &body, &run, platform::now_millis(), settings.grace_ms)
+            {
+                Witness::Exited(reason) => {
+                    self.with_rig(|r| r.mark_exited(&agent, run.dispatched_ms, &reason))?
+                }
+                Witness::Fine if body["status"] == "running" => {
+                    self.refresh_token(
+                        &agent,
+                        run.dispatched_ms,
+                        &town,
+                        &config,
+                        &model,
+                        &secret,
+                        &settings,
+                    )
+                    .await
+                }
                 _ => {}
             }
         }
@@ -160,9 +221,13 @@ impl RigDO {
     async fn flush_notices(&self) {
         let Ok(pending) = self.with_rig(|r| r.pending_notices()) else { return };
         for (id, town, notice) in pending {
-            match call(&self.env, TOWN_BINDING, &town, &TownOp::Mayor(MayorOp::Notice(notice))).await {
+            match call(&self.env, TOWN_BINDING, &town, &TownOp::Mayor(MayorOp::Notice(notice)))
+                .await
+            {
                 Ok(_) => {}
-                Err(e) if (400..500).contains(&e.status()) => worker::console_error!("mayor notice {id} refused, dropped: {e}"),
+                Err(e) if (400..500).contains(&e.status()) => {
+                    worker::console_error!("mayor notice {id} refused, dropped: {e}")
+                }
                 Err(e) => {
                     worker::console_error!("mayor notice {id} not sent yet: {e}");
                     return;
@@ -184,7 +249,9 @@ impl RigDO {
             let delivered = self.deliver(town, &agent.id, scheduler::GUPP_BODY).await;
             self.with_rig(|r| r.send_gupp(&agent, now_ms, delivered))?;
         }
-        for (agent, unread) in self.with_rig(|r| r.mail_nudges_due(now_ms, settings.nudge_every_ms))? {
+        for (agent, unread) in
+            self.with_rig(|r| r.mail_nudges_due(now_ms, settings.nudge_every_ms))?
+        {
             if self.deliver(town, &agent.id, &scheduler::mail_nudge(unread)).await {
                 self.with_rig(|r| r.mark_nudged(&agent, now_ms, unread))?;
             }
@@ -195,7 +262,17 @@ impl RigDO {
     /// Sends `text` into the agent's session; whether the container took it.
     async fn deliver(&self, town: &str, agent_id: &str, text: &str) -> bool {
         let path = format!("/agents/{agent_id}/message");
-        matches!(container_call(&self.env, town, Method::Post, &path, Some(&serde_json::json!({ "prompt": text }))).await, Ok((200, _)))
+        matches!(
+            container_call(
+                &self.env,
+                town,
+                Method::Post,
+                &path,
+                Some(&serde_json::json!({ "prompt": text }))
+            )
+            .await,
+            Ok((200, _))
+        )
     }
 
     /// The refinery's step in a pass: one merge at a time per rig. A running merge is polled and
@@ -206,16 +283,24 @@ impl RigDO {
             let path = format!("/rigs/{}/merges/{}", config.rig_id, entry.id);
             match container_call(&self.env, town, Method::Get, &path, None).await {
                 Ok((200, body)) => match serde_json::from_value::<MergeStatus>(body) {
-                    Ok(status) if status.state.is_final() => self.apply_merge(town, config, &entry, &status).await?,
+                    Ok(status) if status.state.is_final() => {
+                        self.apply_merge(town, config, &entry, &status).await?
+                    }
                     Ok(_) => return Ok(()),
                     Err(e) => {
-                        worker::console_error!("refinery: undecodable merge status for {}: {e}", entry.id);
+                        worker::console_error!(
+                            "refinery: undecodable merge status for {}: {e}",
+                            entry.id
+                        );
                         return Ok(());
                     }
                 },
                 Ok((404, _)) => return self.request_merge(town, config, &entry).await,
                 Ok((status, _)) => {
-                    worker::console_error!("refinery: merge status for {} answered {status}", entry.id);
+                    worker::console_error!(
+                        "refinery: merge status for {} answered {status}",
+                        entry.id
+                    );
                     return Ok(());
                 }
                 Err(e) => {
@@ -234,12 +319,29 @@ impl RigDO {
 
     /// Applies a finished merge to its entry (`rig/refinery.rs`). When the bead escalates, its
     /// branch will not be merged: the worktree in the container goes (best effort).
-    async fn apply_merge(&self, town: &str, config: &RigConfig, entry: &ReviewEntry, status: &MergeStatus) -> ApiResult<()> {
+    async fn apply_merge(
+        &self,
+        town: &str,
+        config: &RigConfig,
+        entry: &ReviewEntry,
+        status: &MergeStatus,
+    ) -> ApiResult<()> {
         let verdict = self.with_rig(|r| r.finish_review(&entry.id, status))?;
         if matches!(verdict, Some(refinery::Verdict::Escalate { .. })) {
             let path = format!("/rigs/{}/worktrees/remove", config.rig_id);
-            if let Err(e) = container_call(&self.env, town, Method::Post, &path, Some(&serde_json::json!({ "branch": entry.branch }))).await {
-                worker::console_error!("refinery: could not remove the worktree of {}: {e}", entry.branch);
+            if let Err(e) = container_call(
+                &self.env,
+                town,
+                Method::Post,
+                &path,
+                Some(&serde_json::json!({ "branch": entry.branch })),
+            )
+            .await
+            {
+                worker::console_error!(
+                    "refinery: could not remove the worktree of {}: {e}",
+                    entry.branch
+                );
             }
         }
         Ok(())
@@ -247,7 +349,12 @@ impl RigDO {
 
     /// Asks the container to merge a running entry. A request the container refuses as invalid
     /// fails the entry (it would fail every time); other failures are retried next pass.
-    async fn request_merge(&self, town: &str, config: &RigConfig, entry: &ReviewEntry) -> ApiResult<()> {
+    async fn request_merge(
+        &self,
+        town: &str,
+        config: &RigConfig,
+        entry: &ReviewEntry,
+    ) -> ApiResult<()> {
         let bead = self.with_rig(|r| r.bead(&entry.bead_id))?;
         let request = refinery::merge_request(&entry.id, &entry.branch, &bead, config);
         let body = serde_json::to_value(&request).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -255,11 +362,24 @@ impl RigDO {
         match container_call(&self.env, town, Method::Post, &path, Some(&body)).await {
             Ok((200 | 202, _)) => {}
             Ok((400, reply)) => {
-                let detail = format!("the container refused the merge: {}", reply["error"].as_str().unwrap_or("invalid request"));
-                let failed = MergeStatus { review_id: entry.id.clone(), state: MergeState::Failed, commit: None, detail: Some(detail), output: None };
+                let detail = format!(
+                    "the container refused the merge: {}",
+                    reply["error"].as_str().unwrap_or("invalid request")
+                );
+                let failed = MergeStatus {
+                    review_id: entry.id.clone(),
+                    state: MergeState::Failed,
+                    commit: None,
+                    detail: Some(detail),
+                    output: None,
+                };
                 self.apply_merge(town, config, entry, &failed).await?;
             }
-            Ok((status, reply)) => worker::console_error!("refinery: merge of {} not started ({status}): {}", entry.id, reply["error"]),
+            Ok((status, reply)) => worker::console_error!(
+                "refinery: merge of {} not started ({status}): {}",
+                entry.id,
+                reply["error"]
+            ),
             Err(e) => worker::console_error!("refinery: merge of {} not started: {e}", entry.id),
         }
         Ok(())

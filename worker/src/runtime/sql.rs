@@ -39,7 +39,11 @@ impl Db for SqlDb {
 }
 
 /// Opens the object's storage and brings its schema up to date (once per object instance).
-pub fn open(storage: &worker::Storage, ready: &std::cell::Cell<bool>, migrations: &[&[&str]]) -> ApiResult<SqlDb> {
+pub fn open(
+    storage: &worker::Storage,
+    ready: &std::cell::Cell<bool>,
+    migrations: &[&[&str]],
+) -> ApiResult<SqlDb> {
     let db = SqlDb(storage.sql());
     if !ready.get() {
         crate::db::migrate(&db, migrations)?;

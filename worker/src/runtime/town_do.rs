@@ -35,7 +35,13 @@ impl TownDO {
 
 impl DurableObject for TownDO {
     fn new(state: State, env: Env) -> Self {
-        Self { state, env, ready: Cell::new(false), delivering: Cell::new(false), again: Cell::new(false) }
+        Self {
+            state,
+            env,
+            ready: Cell::new(false),
+            delivering: Cell::new(false),
+            again: Cell::new(false),
+        }
     }
 
     async fn fetch(&self, req: Request) -> worker::Result<Response> {
@@ -49,14 +55,21 @@ impl DurableObject for TownDO {
             match op {
                 TownOp::Create { town_id, town: t } => {
                     let created = town.create(&town_id, &t)?;
-                    let index = TownOp::Index { town_id, name: t.name.clone(), created_at: town.now.clone() };
+                    let index = TownOp::Index {
+                        town_id,
+                        name: t.name.clone(),
+                        created_at: town.now.clone(),
+                    };
                     // The town exists either way; unlisted, it is still reachable by its id.
-                    if let Err(e) = call(&self.env, TOWN_BINDING, crate::town::INDEX, &index).await {
+                    if let Err(e) = call(&self.env, TOWN_BINDING, crate::town::INDEX, &index).await
+                    {
                         worker::console_error!("could not add the town to the town index: {e}");
                     }
                     Ok(created)
                 }
-                TownOp::Index { town_id, name, created_at } => town.index_add(&town_id, &name, &created_at).map(|()| Value::Null),
+                TownOp::Index { town_id, name, created_at } => {
+                    town.index_add(&town_id, &name, &created_at).map(|()| Value::Null)
+                }
                 TownOp::ListTowns => to_json(town.index_list()?),
                 TownOp::Get => town.get(),
                 TownOp::CreateRig { rig } => {
