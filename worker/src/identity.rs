@@ -92,3 +92,32 @@ impl<D: Db> Identity<'_, D> {
         self.get()
     }
 }
+
+#[cfg(test)]
+mod native_tests {
+    use super::*;
+    use crate::native_db::NativeDb;
+
+    #[test]
+    fn sessions_and_completions_are_counted_once_each() {
+        let db = NativeDb::with(MIGRATIONS);
+        let id = Identity { db: &db, now: "2026-12-06T12:00:00.000Z".into() };
+        assert_eq!(id.get().map_err(|e| e.status()), Err(404));
+        assert_eq!(id.record_completion("b1").map_err(|e| e.status()), Err(404), "no identity yet");
+        let who = "polecat/toast@r1";
+        id.upsert(who, "a1", "toast", "polecat", "r1", Some("t1")).expect("first session");
+        let again = id.upsert(who, "a1", "toast", "polecat", "r1", None).expect("same agent");
+        assert_eq!(
+            (again.sessions, again.town_id.as_deref()),
+            (1, Some("t1")),
+            "the same agent id is the same session"
+        );
+        assert_eq!(
+            id.upsert(who, "a2", "toast", "polecat", "r2", None).expect("new agent").sessions,
+            2
+        );
+        id.record_completion("b1").expect("done");
+        assert_eq!(id.record_completion("b1").expect("a retried completion").beads_completed, 1);
+        assert_eq!(id.record_completion("b2").expect("another bead").beads_completed, 2);
+    }
+}

@@ -194,3 +194,59 @@ impl<D: Db> Town<'_, D> {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod native_tests {
+    use super::*;
+    use crate::native_db::NativeDb;
+    use serde_json::json;
+
+    fn town(db: &NativeDb) -> Town<'_, NativeDb> {
+        Town { db, now: "2026-12-06T12:00:00.000Z".into(), new_id: &|| "rig-1".to_string() }
+    }
+
+    #[test]
+    fn a_town_keeps_its_rigs_limits_and_escalations() {
+        let db = NativeDb::with(MIGRATIONS);
+        let t = town(&db);
+        assert_eq!(t.get().map_err(|e| e.status()), Err(404), "no town before it is created");
+        let new: NewTown = serde_json::from_value(json!({"name": "alpha"})).expect("new town");
+        assert_eq!(t.create("t1", &new).expect("create")["name"], "alpha");
+        let rig: NewRig = serde_json::from_value(
+            json!({"name": "app", "git_url": "https://example.com/o/app.git"}),
+        )
+        .expect("rig");
+        let (rig_id, config) = t.prepare_rig(&rig).expect("prepare");
+        assert_eq!((config.town_id.as_str(), config.default_branch.as_str()), ("t1", "main"));
+        t.insert_rig(&rig_id, &rig).expect("insert");
+        assert_eq!(
+            t.rigs().expect("rigs").iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+            [rig_id]
+        );
+
+        let limits: TownLimits =
+            serde_json::from_value(json!({"max_concurrent_agents": 2})).expect("limits");
+        t.set_limits(&limits).expect("set limits");
+        assert_eq!(t.limits().expect("limits"), limits);
+
+        let esc: NewEscalation =
+            serde_json::from_value(json!({"title": "on fire", "priority": "critical"}))
+                .expect("escalation");
+        t.create_escalation(&esc).expect("escalate");
+        assert_eq!(t.escalations().expect("list")[0]["title"], "on fire");
+    }
+
+    #[test]
+    fn the_index_lists_each_town_once_newest_first() {
+        let db = NativeDb::with(MIGRATIONS);
+        let t = town(&db);
+        t.index_add("t1", "one", "2026-12-06T10:00:00.000Z").expect("add");
+        t.index_add("t2", "two", "2026-12-06T11:00:00.000Z").expect("add");
+        t.index_add("t1", "one", "2026-12-06T10:00:00.000Z")
+            .expect("added again: a retried notice");
+        let listed = t.index_list().expect("list");
+        let ids: Vec<&str> =
+            listed.iter().filter_map(|t| t["id"].as_str().or(t["town_id"].as_str())).collect();
+        assert_eq!(ids, ["t2", "t1"], "{listed:?}");
+    }
+}

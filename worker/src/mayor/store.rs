@@ -316,3 +316,70 @@ impl<D: Db> Store<'_, D> {
         Ok(unread)
     }
 }
+
+#[cfg(test)]
+mod native_tests {
+    use super::*;
+    use crate::native_db::NativeDb;
+
+    fn store(db: &NativeDb) -> Store<'_, NativeDb> {
+        Store { db, now: "2026-12-06T12:00:00.000Z".into() }
+    }
+
+    #[test]
+    fn messages_are_delivered_once_and_replies_name_what_they_answer() {
+        let db = NativeDb::with(crate::town::MIGRATIONS);
+        let s = store(&db);
+        s.ensure().expect("row");
+        let first = s.post(Role::Person, "What is the plan?").expect("post");
+        let second = s.post(Role::Person, "And the tests?").expect("post");
+        assert_eq!(
+            s.pending().expect("pending").iter().map(|m| m.id).collect::<Vec<_>>(),
+            [first, second]
+        );
+        s.delivered(&[first, second]).expect("delivered");
+        assert!(s.pending().expect("pending").is_empty(), "each message is delivered once");
+        let reply = s.post(Role::Mayor, "Slung a convoy.").expect("reply");
+        let all = s.messages(0, 10).expect("messages");
+        assert_eq!(all.iter().find(|m| m.id == reply).and_then(|m| m.in_reply_to), Some(second));
+        assert_eq!(s.messages(second, 10).expect("after").len(), 1, "?after= the last id seen");
+    }
+
+    #[test]
+    fn a_turn_counts_all_or_nothing_and_starts_again_with_the_next_delivery() {
+        let db = NativeDb::with(crate::town::MIGRATIONS);
+        let s = store(&db);
+        let limits = TurnLimits { beads: 3, slings: 2 };
+        s.count(2, 2, &limits).expect("within the limits");
+        let refused = s.count(2, 0, &limits).expect_err("past the bead limit");
+        assert_eq!(refused.status(), 429);
+        assert_eq!(
+            s.row().expect("row").map(|r| (r.turn_beads, r.turn_slings)),
+            Some((2, 2)),
+            "nothing counted"
+        );
+        s.uncount(1, 1).expect("a failed call gives back");
+        s.count(1, 1, &limits).expect("room again");
+        let id = s.post(Role::Person, "next").expect("post");
+        s.delivered(&[id]).expect("a new turn");
+        assert_eq!(
+            s.row().expect("row").map(|r| (r.turn, r.turn_beads, r.turn_slings)),
+            Some((1, 0, 0))
+        );
+    }
+
+    #[test]
+    fn threads_open_once_and_close() {
+        let db = NativeDb::with(crate::town::MIGRATIONS);
+        let s = store(&db);
+        s.open_thread("escalation", "r1", "b1", "stuck").expect("open");
+        s.open_thread("escalation", "r1", "b1", "stuck").expect("a repeated notice");
+        s.open_thread("convoy", "r1", "c1", "landing").expect("open");
+        assert_eq!(s.open_threads().expect("open").len(), 2);
+        s.close_thread("escalation", "r1", "b1").expect("close");
+        assert_eq!(
+            s.open_threads().expect("open").iter().map(|t| t.kind.as_str()).collect::<Vec<_>>(),
+            ["convoy"]
+        );
+    }
+}

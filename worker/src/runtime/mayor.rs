@@ -16,6 +16,7 @@ use super::town_do::TownDO;
 use super::{platform, sql, IDENTITY_BINDING, RIG_BINDING};
 use crate::api::{self, FollowUp};
 use crate::error::{ApiError, ApiResult};
+use crate::idempotency::Claim;
 use crate::mayor::requests::NoticeKind;
 use crate::mayor::store::{Message, Role, Store};
 use crate::mayor::{prompt, town_status, MayorOp, TurnLimits, MAYOR_AGENT_ID};
@@ -58,8 +59,14 @@ impl TownDO {
     /// first answer was lost gets that answer again.
     pub(super) async fn mayor_once(&self, op: MayorOp, key: Option<&str>) -> ApiResult<Value> {
         let Some(key) = key else { return self.mayor(op, None).await };
-        if let Some(kept) = crate::idempotency::lookup(&self.store_db()?, key)? {
-            return kept;
+        match crate::idempotency::claim(&self.store_db()?, key, &platform::now_iso())? {
+            Claim::Kept(kept) => return kept,
+            Claim::Busy => {
+                return Err(ApiError::Unavailable(
+                    "a call with this Idempotency-Key is still running: retry".into(),
+                ))
+            }
+            Claim::Run => {}
         }
         let result = self.mayor(op, Some(key)).await;
         crate::idempotency::record(&self.store_db()?, key, &platform::now_iso(), &result)?;
