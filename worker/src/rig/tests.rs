@@ -147,3 +147,63 @@ fn bead_pages_and_lookups_use_an_index_for_filter_and_order() {
     }
     assert_indexed(&f, "get", "SELECT * FROM beads WHERE id = ?", crate::params!["b1"]);
 }
+
+/// Bead pages, lookups and creates at 0, 10,000 and 100,000 beads in one rig, on the SQL the
+/// RigDO runs (`bench/bead-pages.sh` prints the table). Ignored in the suite: a benchmark, not
+/// a test (no timing is asserted).
+#[test]
+#[ignore]
+fn bench_bead_pages() {
+    use std::time::Instant;
+    let f = Fixture::configured();
+    let filter =
+        |v: Value| -> crate::requests::BeadFilter { serde_json::from_value(v).expect("a filter") };
+    let runs = 200;
+    let time = |what: &dyn Fn()| {
+        let t = Instant::now();
+        for _ in 0..runs {
+            what();
+        }
+        t.elapsed().as_secs_f64() * 1e6 / f64::from(runs)
+    };
+    println!("| beads | list-50 default (µs) | list-50 status=open (µs) | list-50 assignee (µs) | get (µs) | create (µs) |");
+    println!("|---|---|---|---|---|---|");
+    let mut made = 0;
+    for target in [0, 10_000, 100_000] {
+        // Seeded straight into the table (the rig's own insert, without its event log), in one
+        // transaction: a benchmark of reads, not of seeding.
+        f.db.exec("BEGIN", vec![]).expect("begin");
+        while made < target {
+            let status = ["open", "in_progress", "closed", "closed"][made % 4];
+            f.db.exec(
+                "INSERT INTO beads (id, type, status, title, assignee_agent_id, priority, labels, metadata, created_at, updated_at)
+                 VALUES (?, 'issue', ?, 'seeded', ?, 'medium', '[]', '{}', ?, ?)",
+                crate::params![format!("seed-{made}"), status, format!("agent-{}", made % 50), format!("2026-01-01T00:00:{:09}Z", made), "x"],
+            )
+            .expect("seed");
+            made += 1;
+        }
+        f.db.exec("COMMIT", vec![]).expect("commit");
+        let f = &f;
+        let list = |v: Value| {
+            let page = filter(v);
+            move || {
+                f.rig().list_beads(&page).expect("list");
+            }
+        };
+        let default = time(&list(json!({"limit": 50, "offset": 0})));
+        let open = time(&list(json!({"status": "open", "limit": 50, "offset": 0})));
+        let assignee =
+            time(&list(json!({"assignee_agent_id": "agent-7", "limit": 50, "offset": 0})));
+        let get = time(&|| {
+            f.rig().bead("seed-0").ok();
+        });
+        let create = time(&|| {
+            f.op(json!({"op": "create_bead", "args": {"type": "issue", "title": "bench"}}))
+                .expect("create");
+        });
+        println!(
+            "| {target} | {default:.0} | {open:.0} | {assignee:.0} | {get:.0} | {create:.0} |"
+        );
+    }
+}
