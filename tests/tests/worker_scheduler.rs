@@ -511,3 +511,39 @@ async fn a_full_container_queues_work_and_reminders_reach_the_session() {
         .count();
     assert!(notes <= 4, "rate limited to one every 500 ms: {notes}");
 }
+
+/// New work never waits for a pass armed for something else: with a ten-minute tick, a second
+/// sling into a rig whose alarm is already armed for the next tick is dispatched at once.
+#[tokio::test]
+async fn a_sling_brings_an_armed_alarm_forward() {
+    let (stub, dev) = stub_and_worker(&[("SCHEDULER_TICK_MS", "600000")]).await;
+    let town = dev.post("/api/towns", json!({"name": "busy"})).await.data()["id"]
+        .as_str()
+        .expect("town")
+        .to_string();
+    let rig = dev
+        .post(
+            &format!("/api/towns/{town}/rigs"),
+            json!({"name": "app", "git_url": "https://github.com/o/app.git"}),
+        )
+        .await
+        .data()["id"]
+        .as_str()
+        .expect("rig")
+        .to_string();
+    let starts = |n: usize| {
+        let stub = stub.clone();
+        async move || (stub.lock().expect("stub").starts.len() >= n).then_some(())
+    };
+    assert_eq!(
+        dev.post(&format!("/api/rigs/{rig}/sling"), json!({"title": "first"})).await.status,
+        201
+    );
+    wait_for("the first sling's dispatch", 60, starts(1)).await;
+    // That pass armed the alarm for the next tick, ten minutes away.
+    assert_eq!(
+        dev.post(&format!("/api/rigs/{rig}/sling"), json!({"title": "second"})).await.status,
+        201
+    );
+    wait_for("the second sling's dispatch, long before the next tick", 60, starts(2)).await;
+}

@@ -219,6 +219,14 @@ pub fn witness(
     }
 }
 
+/// Whether the RigDO's alarm must be set to fire at `want_ms`: when none is set, or the one set
+/// fires later. New work (a sling, a hook, a review) is never left waiting behind a pass
+/// armed for something else, and a pass that ends never pushes back an earlier one set
+/// meanwhile.
+pub fn alarm_needed(set_at_ms: Option<i64>, want_ms: i64) -> bool {
+    set_at_ms.is_none_or(|at| at > want_ms)
+}
+
 /// Whether a running agent's credential should be replaced: once half its lifetime has passed
 /// since it was issued (at dispatch, or at the last refresh), so a long-running agent never
 /// calls the API with an expired token.
@@ -244,6 +252,14 @@ mod tests {
     use super::*;
     use crate::model::AgentRole;
     use serde_json::json;
+
+    #[test]
+    fn an_alarm_is_only_ever_brought_forward() {
+        assert!(alarm_needed(None, 1_000), "none set");
+        assert!(alarm_needed(Some(60_000), 1_000), "a tick armed for later: brought forward");
+        assert!(!alarm_needed(Some(500), 1_000), "an earlier one stays");
+        assert!(!alarm_needed(Some(1_000), 1_000));
+    }
 
     #[test]
     fn tokens_are_refreshed_at_half_their_lifetime() {

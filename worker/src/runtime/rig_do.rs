@@ -46,13 +46,16 @@ impl RigDO {
         f(&Rig { db: &db, now: platform::now_iso(), new_id: &platform::new_id })
     }
 
-    async fn arm(&self, after_ms: u64) -> ApiResult<()> {
+    /// Makes the alarm fire within `after_ms`: set when none is pending or the pending one fires
+    /// later (`scheduler::alarm_needed`). `fired_at`: called at the end of the pass that alarm
+    /// started; an alarm set for then or before is that one, not a pending one (one set by an
+    /// op during the pass is later, and is kept when it is sooner).
+    async fn arm(&self, after_ms: u64, fired_at: Option<i64>) -> worker::Result<()> {
         let storage = self.state.storage();
-        if storage.get_alarm().await.map_err(|e| ApiError::Internal(e.to_string()))?.is_none() {
-            storage
-                .set_alarm(Duration::from_millis(after_ms))
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let want = platform::now_millis() + after_ms as i64;
+        let pending = storage.get_alarm().await?.filter(|at| fired_at.is_none_or(|f| *at > f));
+        if scheduler::alarm_needed(pending, want) {
+            storage.set_alarm(Duration::from_millis(after_ms)).await?;
         }
         Ok(())
     }
@@ -401,7 +404,9 @@ impl DurableObject for RigDO {
             replayed.set(replay);
             let data = result?;
             if arms && self.with_rig(|r| Ok(r.has_work()? && r.config().is_ok()))? {
-                self.arm(FIRST_PASS_MS).await?;
+                self.arm(FIRST_PASS_MS, None)
+                    .await
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
             }
             if notifies {
                 self.flush_notices().await;
@@ -416,17 +421,18 @@ impl DurableObject for RigDO {
     }
 
     async fn alarm(&self) -> worker::Result<Response> {
+        let fired_at = platform::now_millis();
         match self.schedule().await {
             Ok(true) => {
                 let tick = Settings::from_lookup(|k| var(&self.env, k)).tick_ms;
-                self.state.storage().set_alarm(Duration::from_millis(tick as u64)).await?;
+                self.arm(tick as u64, Some(fired_at)).await?;
             }
             Ok(false) => {}
             Err(e) => {
                 // Keep going after a transient failure, but never faster than a tick.
                 worker::console_error!("scheduler pass failed: {e}");
                 let tick = Settings::from_lookup(|k| var(&self.env, k)).tick_ms;
-                self.state.storage().set_alarm(Duration::from_millis(tick as u64)).await?;
+                self.arm(tick as u64, Some(fired_at)).await?;
             }
         }
         Response::ok("ok")
