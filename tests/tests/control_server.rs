@@ -153,6 +153,11 @@ async fn an_agent_works_in_its_worktree_pushes_and_calls_gt_done() {
     let (status, unknown) = cs.get("/agents/nobody/status").await;
     assert_eq!((status, unknown["bootId"].as_str()), (404, Some(boot.as_str())), "{unknown}");
 
+    // Kilo keeps no snapshot store of the checkout (config `snapshot: false`): its process's
+    // data folder (`xdg/data/kilo/snapshot` when on), after a turn that changed files, holds none.
+    let snapshots = snapshot_dirs(&cs.workspace.join("run"));
+    assert!(snapshots.is_empty(), "Kilo snapshot stores: {snapshots:?}");
+
     // The Kilo process's own output is captured (its readiness line names its port).
     let (status, output) = cs.get("/agents/agent-1/output?lines=50").await;
     assert_eq!(status, 200, "{output}");
@@ -713,4 +718,25 @@ async fn starts_past_capacity_are_refused_until_an_agent_finishes() {
     assert_eq!(status, 201, "{b}");
     let (status, _) = cs.post("/agents/c2/stop", json!({})).await;
     assert_eq!(status, 200);
+}
+
+/// Folders named `snapshot` under `dir` that hold anything (Kilo's per-project snapshot git
+/// stores live in `<HOME>/.local/share/kilo/snapshot/`).
+fn snapshot_dirs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let path = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let holds = std::fs::read_dir(&path).is_ok_and(|mut r| r.next().is_some());
+                if path.file_name().is_some_and(|n| n == "snapshot") && holds {
+                    found.push(path.clone());
+                }
+                todo.push(path);
+            }
+        }
+    }
+    found
 }

@@ -61,6 +61,11 @@ pub fn kilo_config(input: &KiloConfigInput<'_>) -> Value {
     let mut config = json!({
         "autoupdate": false,
         "share": "disabled",
+        // Kilo's snapshots are a second git store of the whole tree, refreshed at every step,
+        // for its undo: an unattended agent never undoes (it commits with git), and they cost
+        // 0.6-1.3 s on each first prompt in a directory plus the disk of a copy of the tree.
+        // Nothing the server reads (events, tool calls) comes from them.
+        "snapshot": false,
         "model": full_model,
         // An unset or unknown small model kills the prompt loop.
         "small_model": full_model,
@@ -103,6 +108,7 @@ mod tests {
             agent_prompt: "You are toast.",
         });
         assert_eq!(c["model"], "scripted/m-1");
+        assert_eq!(c["snapshot"], false, "no snapshot store for an unattended agent");
         assert_eq!(c["small_model"], "scripted/m-1");
         assert_eq!(c["enabled_providers"], json!(["scripted"]));
         assert_eq!(c["provider"]["scripted"]["options"]["apiKey"], "{env:GASTOWN_MODEL_API_KEY}");
