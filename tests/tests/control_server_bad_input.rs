@@ -138,7 +138,11 @@ async fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
         Some(("application/json", b"{}".to_vec())),
     )
     .await;
-    assert_eq!((status, reply), (404, json!({ "error": "Agent nobody not found" })));
+    assert_eq!((status, &reply["error"]), (404, &json!("Agent nobody not found")), "{reply}");
+    assert!(
+        reply["bootId"].as_str().is_some_and(|b| b.len() == 16),
+        "a 404 names the server's boot: {reply}"
+    );
     // A huge body.
     let mut huge = valid();
     huge["prompt"] = json!("x".repeat(3 * 1024 * 1024));
