@@ -290,13 +290,12 @@ pub fn plan(req: &Incoming) -> ApiResult<Plan> {
         ContainerEvents { town } => {
             let batch: AgentEventBatch = parse_value(body, &[])?;
             crate::agent_events::validate_batch(&batch)?;
-            let body =
-                serde_json::to_value(&batch).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let body = serde_json::to_value(&batch).map_err(ApiError::internal)?;
             Plan::TownContainer { town_id: town, path: crate::container::EVENTS_APPEND_PATH, body }
         }
         AgentEvents { town, agent } => {
             let q = query::agent_event_query(req.query, agent)?;
-            let body = serde_json::to_value(&q).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let body = serde_json::to_value(&q).map_err(ApiError::internal)?;
             Plan::TownContainer { town_id: town, path: crate::container::EVENTS_LIST_PATH, body }
         }
         GetIdentity { identity } => Plan::Identity { identity, op: IdentityOp::Get },

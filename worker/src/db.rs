@@ -174,8 +174,7 @@ mod tests {
             self.log.borrow_mut().push(sql.to_string());
             let rows: Vec<serde_json::Value> =
                 self.version.iter().map(|v| serde_json::json!({ "version": v })).collect();
-            serde_json::from_value(serde_json::Value::Array(rows))
-                .map_err(|e| ApiError::Internal(e.to_string()))
+            serde_json::from_value(serde_json::Value::Array(rows)).map_err(ApiError::internal)
         }
 
         fn exec(&self, sql: &str, params: Vec<SqlValue>) -> ApiResult<usize> {

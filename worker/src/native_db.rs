@@ -11,10 +11,6 @@ use crate::error::{ApiError, ApiResult};
 
 pub struct NativeDb(rusqlite::Connection);
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::Internal(format!("sql: {e}"))
-}
-
 fn bind(params: &[SqlValue]) -> Vec<rusqlite::types::Value> {
     params
         .iter()
@@ -59,24 +55,26 @@ impl NativeDb {
 
 impl Db for NativeDb {
     fn query<T: DeserializeOwned>(&self, sql: &str, params: Vec<SqlValue>) -> ApiResult<Vec<T>> {
-        let mut stmt = self.0.prepare(sql).map_err(internal)?;
+        let mut stmt = self.0.prepare(sql).map_err(ApiError::internal)?;
         let names: Vec<String> = stmt.column_names().map(str::to_string).collect();
-        let mut rows = stmt.query(rusqlite::params_from_iter(bind(&params))).map_err(internal)?;
+        let mut rows =
+            stmt.query(rusqlite::params_from_iter(bind(&params))).map_err(ApiError::internal)?;
         let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(internal)? {
+        while let Some(row) = rows.next().map_err(ApiError::internal)? {
             let mut object = Map::new();
             for (i, name) in names.iter().enumerate() {
-                object.insert(name.clone(), json(row.get_ref(i).map_err(internal)?));
+                object.insert(name.clone(), json(row.get_ref(i).map_err(ApiError::internal)?));
             }
-            out.push(serde_json::from_value(Value::Object(object)).map_err(internal)?);
+            out.push(serde_json::from_value(Value::Object(object)).map_err(ApiError::internal)?);
         }
         Ok(out)
     }
 
     fn exec(&self, sql: &str, params: Vec<SqlValue>) -> ApiResult<usize> {
-        let mut stmt = self.0.prepare(sql).map_err(internal)?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(bind(&params))).map_err(internal)?;
-        while rows.next().map_err(internal)?.is_some() {}
+        let mut stmt = self.0.prepare(sql).map_err(ApiError::internal)?;
+        let mut rows =
+            stmt.query(rusqlite::params_from_iter(bind(&params))).map_err(ApiError::internal)?;
+        while rows.next().map_err(ApiError::internal)?.is_some() {}
         Ok(usize::try_from(self.0.changes()).unwrap_or(usize::MAX))
     }
 }

@@ -134,8 +134,7 @@ impl<D: Db> Town<'_, D> {
         if !config.is_object() {
             config = json!({});
         }
-        config["limits"] =
-            serde_json::to_value(limits).map_err(|e| ApiError::Internal(e.to_string()))?;
+        config["limits"] = serde_json::to_value(limits).map_err(ApiError::internal)?;
         self.db.exec("UPDATE town SET config = ? WHERE id = 1", params![config.to_string()])?;
         self.limits()
     }

@@ -22,8 +22,7 @@ struct Row {
 
 impl<D: Db> Rig<'_, D> {
     pub(super) fn configure(&self, rig_id: &str, c: &RigConfigInput) -> ApiResult<RigConfig> {
-        let merge =
-            serde_json::to_string(&c.merge).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let merge = serde_json::to_string(&c.merge).map_err(ApiError::internal)?;
         self.db.exec(
             "INSERT OR REPLACE INTO rig_config (id, rig_id, town_id, name, git_url, default_branch, updated_at, merge_settings)
              VALUES (1, ?, ?, ?, ?, ?, ?, ?)",

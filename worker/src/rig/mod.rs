@@ -36,7 +36,7 @@ pub struct Rig<'a, D: Db> {
 }
 
 fn to_json<T: serde::Serialize>(v: T) -> ApiResult<Value> {
-    serde_json::to_value(v).map_err(|e| ApiError::Internal(e.to_string()))
+    serde_json::to_value(v).map_err(ApiError::internal)
 }
 
 impl<D: Db> Rig<'_, D> {

@@ -36,7 +36,7 @@ impl<D: Db> Rig<'_, D> {
             title: title.into(),
             detail,
         };
-        let text = serde_json::to_string(&notice).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let text = serde_json::to_string(&notice).map_err(ApiError::internal)?;
         self.db.exec(
             "INSERT INTO town_notices (notice, created_at) VALUES (?, ?)",
             params![text, &self.now],

@@ -13,10 +13,6 @@ pub fn json_response(status: u16, body: &Value) -> worker::Result<Response> {
     Ok(Response::from_json(body)?.with_status(status))
 }
 
-fn internal(e: worker::Error) -> ApiError {
-    ApiError::Internal(e.to_string())
-}
-
 /// The header that carries an idempotency key into an object, and the one that says its reply
 /// is a replay (see `rig::idempotency`).
 pub const KEY_HEADER: &str = "x-idempotency-key";
@@ -35,20 +31,23 @@ pub async fn call_once<O: Serialize>(
     op: &O,
     key: Option<&str>,
 ) -> ApiResult<(Value, bool)> {
-    let stub = env.durable_object(binding).and_then(|ns| ns.get_by_name(name)).map_err(internal)?;
-    let body = serde_json::to_string(op).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let stub = env
+        .durable_object(binding)
+        .and_then(|ns| ns.get_by_name(name))
+        .map_err(ApiError::internal)?;
+    let body = serde_json::to_string(op).map_err(ApiError::internal)?;
     let headers = Headers::new();
-    headers.set("content-type", "application/json").map_err(internal)?;
+    headers.set("content-type", "application/json").map_err(ApiError::internal)?;
     if let Some(k) = key {
-        headers.set(KEY_HEADER, k).map_err(internal)?;
+        headers.set(KEY_HEADER, k).map_err(ApiError::internal)?;
     }
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
-    let req = Request::new_with_init(RPC_URL, &init).map_err(internal)?;
-    let mut resp = stub.fetch_with_request(req).await.map_err(internal)?;
+    let req = Request::new_with_init(RPC_URL, &init).map_err(ApiError::internal)?;
+    let mut resp = stub.fetch_with_request(req).await.map_err(ApiError::internal)?;
     let status = resp.status_code();
     let replayed = resp.headers().get(REPLAY_HEADER).ok().flatten().is_some();
-    let bytes = resp.bytes().await.map_err(internal)?;
+    let bytes = resp.bytes().await.map_err(ApiError::internal)?;
     Ok((decode_reply(status, &bytes)?, replayed))
 }
 
@@ -63,20 +62,20 @@ pub async fn container_call(
     let stub = env
         .durable_object(super::CONTAINER_BINDING)
         .and_then(|ns| ns.get_by_name(town))
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?;
     let headers = Headers::new();
-    headers.set("content-type", "application/json").map_err(internal)?;
-    headers.set(crate::container::TOWN_HEADER, town).map_err(internal)?;
+    headers.set("content-type", "application/json").map_err(ApiError::internal)?;
+    headers.set(crate::container::TOWN_HEADER, town).map_err(ApiError::internal)?;
     let mut init = RequestInit::new();
     init.with_method(method).with_headers(headers);
     if let Some(b) = body {
         init.with_body(Some(b.to_string().into()));
     }
-    let req =
-        Request::new_with_init(&format!("https://container{path}"), &init).map_err(internal)?;
-    let mut resp = stub.fetch_with_request(req).await.map_err(internal)?;
+    let req = Request::new_with_init(&format!("https://container{path}"), &init)
+        .map_err(ApiError::internal)?;
+    let mut resp = stub.fetch_with_request(req).await.map_err(ApiError::internal)?;
     let status = resp.status_code();
-    let bytes = resp.bytes().await.map_err(internal)?;
+    let bytes = resp.bytes().await.map_err(ApiError::internal)?;
     Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
 }
 
@@ -90,7 +89,7 @@ pub async fn serve<O: DeserializeOwned>(
             Ok(op) => handle(op).await,
             Err(e) => Err(ApiError::Internal(format!("undecodable call: {e}"))),
         },
-        Err(e) => Err(internal(e)),
+        Err(e) => Err(ApiError::internal(e)),
     };
     if let Err(ApiError::Internal(detail)) = &result {
         worker::console_error!("durable object call failed: {detail}");

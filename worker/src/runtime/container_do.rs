@@ -26,7 +26,7 @@ use worker::{
 
 use super::call::{call, json_response};
 use super::platform;
-use super::platform::now_millis;
+use super::platform::{now_millis, var};
 use super::{sql, TOWN_BINDING};
 use crate::container::lifecycle::{AlarmAction, Lifecycle, Probe, Settings};
 use crate::container::{self, Target};
@@ -50,14 +50,6 @@ pub struct TownContainer {
     env: Env,
     /// Whether the events schema is up to date in this instance.
     ready: Cell<bool>,
-}
-
-fn var(env: &Env, name: &str) -> Option<String> {
-    env.secret(name).ok().map(|s| s.to_string()).filter(|s| !s.is_empty())
-}
-
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::Internal(e.to_string())
 }
 
 /// A request to forward, kept as bytes so it can be sent again (port not ready, retries).
@@ -143,9 +135,9 @@ impl TownContainer {
     /// Makes sure the alarm fires by `at_ms` (an earlier alarm stays).
     async fn alarm_by(&self, at_ms: i64) -> ApiResult<()> {
         let storage = self.state.storage();
-        let current = storage.get_alarm().await.map_err(internal)?;
+        let current = storage.get_alarm().await.map_err(ApiError::internal)?;
         if current.is_none_or(|c| c > at_ms) {
-            storage.set_alarm((at_ms - now_millis()).max(1)).await.map_err(internal)?;
+            storage.set_alarm((at_ms - now_millis()).max(1)).await.map_err(ApiError::internal)?;
         }
         Ok(())
     }
@@ -273,7 +265,7 @@ impl TownContainer {
         let mut out = Outgoing {
             method: req.method(),
             path: req.path(),
-            body: req.bytes().await.map_err(internal)?,
+            body: req.bytes().await.map_err(ApiError::internal)?,
         };
         let target = self.target();
         if target == Target::Unavailable {
@@ -288,7 +280,7 @@ impl TownContainer {
                         429,
                         &serde_json::json!({ "success": false, "error": reason }),
                     )
-                    .map_err(internal)
+                    .map_err(ApiError::internal)
                 }
             }
         }
@@ -378,8 +370,8 @@ impl TownContainer {
             },
             now,
         );
-        self.state.storage().put(HISTORY_TICKETS, &list).await.map_err(internal)?;
-        json_response(200, &serde_json::json!({ "ticket": ticket, "expiresAt": crate::time::iso_from_millis(expires_ms) })).map_err(internal)
+        self.state.storage().put(HISTORY_TICKETS, &list).await.map_err(ApiError::internal)?;
+        json_response(200, &serde_json::json!({ "ticket": ticket, "expiresAt": crate::time::iso_from_millis(expires_ms) })).map_err(ApiError::internal)
     }
 
     /// A WebSocket this object answers itself: `frames`, then a close.
@@ -388,13 +380,13 @@ impl TownContainer {
         code: u16,
         reason: &str,
     ) -> ApiResult<Response> {
-        let pair = WebSocketPair::new().map_err(internal)?;
-        pair.server.accept().map_err(internal)?;
+        let pair = WebSocketPair::new().map_err(ApiError::internal)?;
+        pair.server.accept().map_err(ApiError::internal)?;
         for f in frames {
-            pair.server.send_with_str(f).map_err(internal)?;
+            pair.server.send_with_str(f).map_err(ApiError::internal)?;
         }
-        pair.server.close(Some(code), Some(reason)).map_err(internal)?;
-        Response::from_websocket(pair.client).map_err(internal)
+        pair.server.close(Some(code), Some(reason)).map_err(ApiError::internal)?;
+        Response::from_websocket(pair.client).map_err(ApiError::internal)
     }
 
     /// The stream of a history ticket: the agent's kept events (at most
@@ -406,7 +398,7 @@ impl TownContainer {
         else {
             return Ok(None);
         };
-        self.state.storage().put(HISTORY_TICKETS, &list).await.map_err(internal)?;
+        self.state.storage().put(HISTORY_TICKETS, &list).await.map_err(ApiError::internal)?;
         let now = platform::now_iso();
         if let Err(reason) = verdict {
             let error = dashboard::frame(
@@ -455,7 +447,7 @@ impl TownContainer {
     /// socket it answers with is handed back as is. No relay here: frames go from the control
     /// server to the client, and a slow client slows the control server's sends.
     async fn stream(&self, req: Request) -> ApiResult<Response> {
-        let url = req.url().map_err(internal)?;
+        let url = req.url().map_err(ApiError::internal)?;
         let agent = url.path().trim_start_matches("/agents/").trim_end_matches("/ws").to_string();
         let ticket = url
             .query_pairs()
@@ -479,11 +471,12 @@ impl TownContainer {
         };
         let answer = match (self.target(), self.state.container()) {
             (Target::Url(base), _) => {
-                let req = upgrade(&container::forward_url(&base, "")?).map_err(internal)?;
+                let req =
+                    upgrade(&container::forward_url(&base, "")?).map_err(ApiError::internal)?;
                 Fetch::Request(req).send().await
             }
             (Target::Container, Some(c)) if c.running() => {
-                let req = upgrade("http://container").map_err(internal)?;
+                let req = upgrade("http://container").map_err(ApiError::internal)?;
                 match c.get_tcp_port(container::DEFAULT_PORT) {
                     Ok(port) => port.fetch_request(req).await,
                     Err(e) => Err(e),
@@ -550,10 +543,10 @@ impl TownContainer {
     async fn own(&self, mut req: Request) -> ApiResult<Value> {
         match (req.method(), req.path().as_str()) {
             (Method::Get, container::STATE_PATH) => {
-                serde_json::to_value(self.load().await).map_err(internal)
+                serde_json::to_value(self.load().await).map_err(ApiError::internal)
             }
             (Method::Post, container::ACTIVITY_PATH) => {
-                let body: Value = req.json().await.map_err(internal)?;
+                let body: Value = req.json().await.map_err(ApiError::internal)?;
                 let now = now_millis();
                 let l = match body["heartbeatRunningAgents"].as_u64() {
                     Some(n) => {
@@ -564,15 +557,15 @@ impl TownContainer {
                 if l.last_activity_ms == Some(now) {
                     self.alarm_by(now + self.settings().probe_every_ms).await?;
                 }
-                serde_json::to_value(l).map_err(internal)
+                serde_json::to_value(l).map_err(ApiError::internal)
             }
             (Method::Post, container::EVENTS_APPEND_PATH) => {
-                let batch: AgentEventBatch = req.json().await.map_err(internal)?;
+                let batch: AgentEventBatch = req.json().await.map_err(ApiError::internal)?;
                 let added = agent_events::append(&self.events_db()?, &batch)?;
                 Ok(serde_json::json!({ "added": added }))
             }
             (Method::Post, container::EVENTS_LIST_PATH) => {
-                let q: agent_events::EventQuery = req.json().await.map_err(internal)?;
+                let q: agent_events::EventQuery = req.json().await.map_err(ApiError::internal)?;
                 agent_events::list(&self.events_db()?, &q)
             }
             _ => Err(ApiError::NotFound("no such container path".into())),

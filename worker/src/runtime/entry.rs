@@ -41,16 +41,8 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
     }
 }
 
-fn env_string(env: &Env, name: &str) -> Option<String> {
-    env.secret(name).ok().map(|s| s.to_string()).filter(|s| !s.is_empty())
-}
-
 fn header(req: &Request, name: &str) -> Option<String> {
     req.headers().get(name).ok().flatten()
-}
-
-fn internal(e: worker::Error) -> ApiError {
-    ApiError::Internal(e.to_string())
 }
 
 async fn read_body(req: &mut Request) -> ApiResult<Vec<u8>> {
@@ -84,9 +76,9 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> ApiResult<Outcom
         header(req, "x-container-token"),
     );
     let (key_secret, jwt_secret, token_secret) = (
-        env_string(env, INTERNAL_API_SECRET),
-        env_string(env, JWT_SECRET),
-        env_string(env, CONTAINER_TOKEN),
+        platform::var(env, INTERNAL_API_SECRET),
+        platform::var(env, JWT_SECRET),
+        platform::var(env, CONTAINER_TOKEN),
     );
     let caller = auth::authorize(
         &access,
@@ -122,7 +114,7 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> ApiResult<Outcom
         });
     }
     match &route {
-        Route::Dashboard => return dashboard_page().map(Outcome::Raw).map_err(internal),
+        Route::Dashboard => return dashboard_page().map(Outcome::Raw).map_err(ApiError::internal),
         Route::AgentStream { town, agent } => {
             return open_stream(req, env, town, agent).await.map(Outcome::Raw)
         }
@@ -137,13 +129,13 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> ApiResult<Outcom
     } else {
         read_body(req).await?
     };
-    let query = req.url().map_err(internal)?.query().unwrap_or("").to_string();
+    let query = req.url().map_err(ApiError::internal)?.query().unwrap_or("").to_string();
     let plan = api::plan(&Incoming {
         route,
         caller,
         query: &query,
         body: &body,
-        allow_local_repos: env_string(env, ALLOW_LOCAL_REPOS).is_some_and(|v| v == "true"),
+        allow_local_repos: platform::var(env, ALLOW_LOCAL_REPOS).is_some_and(|v| v == "true"),
         new_id: &platform::new_id,
     })?;
     execute(plan, env, key.as_deref()).await
@@ -241,20 +233,20 @@ async fn forward_to_container(
     let stub = env
         .durable_object(CONTAINER_BINDING)
         .and_then(|ns| ns.get_by_name(town))
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?;
     let body = read_body(req).await?;
     api::check_container_body(path, &body)?;
     let headers = Headers::new();
-    headers.set("content-type", "application/json").map_err(internal)?;
-    headers.set(container::TOWN_HEADER, town).map_err(internal)?;
+    headers.set("content-type", "application/json").map_err(ApiError::internal)?;
+    headers.set(container::TOWN_HEADER, town).map_err(ApiError::internal)?;
     let mut init = RequestInit::new();
     init.with_method(req.method()).with_headers(headers);
     if !body.is_empty() {
         init.with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
     }
     let url = format!("https://container{path}");
-    let forwarded = Request::new_with_init(&url, &init).map_err(internal)?;
-    stub.fetch_with_request(forwarded).await.map_err(internal)
+    let forwarded = Request::new_with_init(&url, &init).map_err(ApiError::internal)?;
+    stub.fetch_with_request(forwarded).await.map_err(ApiError::internal)
 }
 
 /// The live stream: the WebSocket upgrade goes, with its ticket, through the town's
@@ -266,7 +258,7 @@ async fn open_stream(req: &Request, env: &Env, town: &str, agent: &str) -> ApiRe
             "this route is a WebSocket: open it with Upgrade: websocket",
         ));
     }
-    let url = req.url().map_err(internal)?;
+    let url = req.url().map_err(ApiError::internal)?;
     let ticket = url
         .query_pairs()
         .find(|(k, _)| k == "ticket")
@@ -276,15 +268,15 @@ async fn open_stream(req: &Request, env: &Env, town: &str, agent: &str) -> ApiRe
     let stub = env
         .durable_object(CONTAINER_BINDING)
         .and_then(|ns| ns.get_by_name(town))
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?;
     let headers = Headers::new();
-    headers.set("upgrade", "websocket").map_err(internal)?;
+    headers.set("upgrade", "websocket").map_err(ApiError::internal)?;
     let mut init = RequestInit::new();
     init.with_method(worker::Method::Get).with_headers(headers);
     let url = format!("https://container/agents/{agent}/ws?ticket={ticket}");
-    stub.fetch_with_request(Request::new_with_init(&url, &init).map_err(internal)?)
+    stub.fetch_with_request(Request::new_with_init(&url, &init).map_err(ApiError::internal)?)
         .await
-        .map_err(internal)
+        .map_err(ApiError::internal)
 }
 
 /// The dashboard: one static page, compiled in; it holds no secret (the key is typed in it).

@@ -32,7 +32,7 @@ impl DurableObject for AgentIdentityDO {
                 IdentityOp::RecordCompletion { bead_id, .. } => id.record_completion(&bead_id)?,
                 IdentityOp::Get => id.get()?,
             };
-            serde_json::to_value(record).map_err(|e| ApiError::Internal(e.to_string()))
+            serde_json::to_value(record).map_err(ApiError::internal)
         })
         .await
     }

@@ -46,10 +46,6 @@ impl Delivery {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::Internal(e.to_string())
-}
-
 impl TownDO {
     fn store_db(&self) -> ApiResult<sql::SqlDb> {
         sql::open(&self.state.storage(), &self.ready, crate::town::MIGRATIONS)
@@ -105,7 +101,7 @@ impl TownDO {
                 store.ensure()?;
                 Ok(json!({ "kept": true, "id": store.post(Role::Mayor, &text)? }))
             }
-            MayorOp::ListRigs => serde_json::to_value(town.rigs()?).map_err(internal),
+            MayorOp::ListRigs => serde_json::to_value(town.rigs()?).map_err(ApiError::internal),
             MayorOp::TownStatus => {
                 let mut rigs = Vec::new();
                 for rig in town.rigs()? {
@@ -113,7 +109,7 @@ impl TownDO {
                     let beads: Vec<Bead> = serde_json::from_value(
                         call(&self.env, RIG_BINDING, &rig.id, &RigOp::ListBeads(filter)).await?,
                     )
-                    .map_err(internal)?;
+                    .map_err(ApiError::internal)?;
                     let agents: Vec<Agent> = serde_json::from_value(
                         call(
                             &self.env,
@@ -123,7 +119,7 @@ impl TownDO {
                         )
                         .await?,
                     )
-                    .map_err(internal)?;
+                    .map_err(ApiError::internal)?;
                     rigs.push((rig, beads, agents));
                 }
                 Ok(town_status(&rigs))
@@ -415,7 +411,7 @@ impl TownDO {
             token,
             generation,
         );
-        let body = serde_json::to_value(&request).map_err(internal)?;
+        let body = serde_json::to_value(&request).map_err(ApiError::internal)?;
         let (started, reply) =
             container_call(&self.env, town_id, Method::Post, "/agents/start", Some(&body)).await?;
         match started {

@@ -1,4 +1,4 @@
-//! Clock and ids from the Workers runtime.
+//! Clock, ids and settings from the Workers runtime.
 
 use wasm_bindgen::prelude::*;
 
@@ -19,4 +19,9 @@ pub fn now_millis() -> i64 {
 
 pub fn now_iso() -> String {
     crate::time::iso_from_millis(now_millis())
+}
+
+/// A Worker var or secret; unset and empty are the same.
+pub fn var(env: &worker::Env, name: &str) -> Option<String> {
+    env.secret(name).ok().map(|s| s.to_string()).filter(|s| !s.is_empty())
 }

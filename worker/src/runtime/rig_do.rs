@@ -10,6 +10,7 @@ use shared_types::{MergeState, MergeStatus};
 use worker::{durable_object, DurableObject, Env, Method, Request, Response, State};
 
 use super::call::{call, container_call, serve, KEY_HEADER, REPLAY_HEADER};
+use super::platform::var;
 use super::{platform, sql, TOWN_BINDING};
 use crate::container::NO_RUNTIME;
 use crate::error::{ApiError, ApiResult};
@@ -30,10 +31,6 @@ pub struct RigDO {
     state: State,
     env: Env,
     ready: Cell<bool>,
-}
-
-fn var(env: &Env, name: &str) -> Option<String> {
-    env.secret(name).ok().map(|s| s.to_string()).filter(|s| !s.is_empty())
 }
 
 impl RigDO {
@@ -143,7 +140,7 @@ impl RigDO {
                     settings: &settings,
                 };
                 let body = serde_json::to_value(scheduler::start_request(due, &ctx))
-                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                    .map_err(ApiError::internal)?;
                 Ok::<_, ApiError>((
                     now_ms,
                     container_call(&self.env, &town, Method::Post, "/agents/start", Some(&body))
@@ -360,7 +357,7 @@ impl RigDO {
     ) -> ApiResult<()> {
         let bead = self.with_rig(|r| r.bead(&entry.bead_id))?;
         let request = refinery::merge_request(&entry.id, &entry.branch, &bead, config);
-        let body = serde_json::to_value(&request).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let body = serde_json::to_value(&request).map_err(ApiError::internal)?;
         let path = format!("/rigs/{}/merges", config.rig_id);
         match container_call(&self.env, town, Method::Post, &path, Some(&body)).await {
             Ok((200 | 202, _)) => {}
@@ -404,9 +401,7 @@ impl DurableObject for RigDO {
             replayed.set(replay);
             let data = result?;
             if arms && self.with_rig(|r| Ok(r.has_work()? && r.config().is_ok()))? {
-                self.arm(FIRST_PASS_MS, None)
-                    .await
-                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                self.arm(FIRST_PASS_MS, None).await.map_err(ApiError::internal)?;
             }
             if notifies {
                 self.flush_notices().await;

@@ -19,20 +19,16 @@ fn bind(params: Vec<SqlValue>) -> Vec<SqlStorageValue> {
         .collect()
 }
 
-fn internal(e: worker::Error) -> ApiError {
-    ApiError::Internal(format!("sql: {e}"))
-}
-
 impl Db for SqlDb {
     fn query<T: DeserializeOwned>(&self, sql: &str, params: Vec<SqlValue>) -> ApiResult<Vec<T>> {
-        self.0.exec(sql, bind(params)).and_then(|c| c.to_array::<T>()).map_err(internal)
+        self.0.exec(sql, bind(params)).and_then(|c| c.to_array::<T>()).map_err(ApiError::internal)
     }
 
     fn exec(&self, sql: &str, params: Vec<SqlValue>) -> ApiResult<usize> {
-        let cursor = self.0.exec(sql, bind(params)).map_err(internal)?;
+        let cursor = self.0.exec(sql, bind(params)).map_err(ApiError::internal)?;
         // Drain the cursor so the statement has run to completion before counting.
         for row in cursor.raw() {
-            row.map_err(internal)?;
+            row.map_err(ApiError::internal)?;
         }
         Ok(cursor.rows_written())
     }

@@ -24,12 +24,12 @@ pub struct TownDO {
 }
 
 fn to_json<T: serde::Serialize>(v: T) -> ApiResult<Value> {
-    serde_json::to_value(v).map_err(|e| ApiError::Internal(e.to_string()))
+    serde_json::to_value(v).map_err(ApiError::internal)
 }
 
 impl TownDO {
     pub(super) fn var(&self, name: &str) -> Option<String> {
-        self.env.secret(name).ok().map(|s| s.to_string()).filter(|s| !s.is_empty())
+        platform::var(&self.env, name)
     }
 }
 
