@@ -315,6 +315,21 @@ impl WranglerDev {
     }
 
     /// A bead of a rig, as the API shows it.
+    /// A new town `name` with one rig `app` on `git_url`: `(town id, rig id)`.
+    pub async fn town_and_rig(&self, name: &str, git_url: &str) -> (String, String) {
+        let town = self.post("/api/towns", json!({ "name": name })).await;
+        let town = town.data()["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no town id: {town:?}"))
+            .to_string();
+        let rig = self
+            .post(&format!("/api/towns/{town}/rigs"), json!({ "name": "app", "git_url": git_url }))
+            .await;
+        let rig =
+            rig.data()["id"].as_str().unwrap_or_else(|| panic!("no rig id: {rig:?}")).to_string();
+        (town, rig)
+    }
+
     /// A fresh rig configured as a town configures it (work can be created only on such a rig),
     /// for tests of the API alone: its origin is a placeholder nothing clones, since no agent
     /// is dispatched without `GASTOWN_MODEL`.

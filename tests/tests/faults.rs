@@ -310,20 +310,30 @@ async fn agent_killed_mid_turn(local: &LocalTown, model: &ModelServer, town: &st
     );
 }
 
+/// A rig `name` whose bead's first run hangs in a long command (the fault strikes there) and
+/// whose second run writes `<name>.txt` and is done; returns once the first run has reached the
+/// model: `(origin, rig, bead)`.
+async fn first_run_hangs(
+    local: &LocalTown,
+    model: &ModelServer,
+    town: &str,
+    name: &str,
+) -> (Origin, String, String) {
+    let origin = Origin::new();
+    let rig = local.rig(town, name, &origin.url()).await;
+    let file = format!("{name}.txt");
+    model.set_runs(
+        name,
+        vec![vec![Step::bash("sleep 120"), Step::text("never")], commit_push_done(&file, name)],
+    );
+    let id = sling(&local.worker, &rig, &format!("Survive: {name}"), name).await;
+    model.wait_for_script_requests(name, 1, WORK).await.expect("the first run");
+    (origin, rig, id)
+}
+
 /// The control server and everything under it SIGKILLed mid-turn, then restarted.
 async fn control_server_killed(local: &mut LocalTown, model: &ModelServer, town: &str) {
-    let origin = Origin::new();
-    let rig = local.rig(town, "crash", &origin.url()).await;
-    // The first run is killed in its long command; the second does the work.
-    model.set_runs(
-        "crash",
-        vec![
-            vec![Step::bash("sleep 120"), Step::text("never")],
-            commit_push_done("crash.txt", "crash"),
-        ],
-    );
-    let id = sling(&local.worker, &rig, "Survive a crash", "crash").await;
-    model.wait_for_script_requests("crash", 1, WORK).await.expect("the first crash run");
+    let (origin, rig, id) = first_run_hangs(local, model, town, "crash").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     local.control.kill_all();
@@ -413,17 +423,7 @@ async fn exit_reasons(dev: &WranglerDev, rig: &str, id: &str) -> Vec<String> {
 /// new boot knows none of the old runs, so the run is lost at the next scheduler pass, not
 /// after the cold-start grace (which this town sets longer than the case may take).
 async fn control_server_restarted_at_once(local: &mut LocalTown, model: &ModelServer, town: &str) {
-    let origin = Origin::new();
-    let rig = local.rig(town, "reboot", &origin.url()).await;
-    model.set_runs(
-        "reboot",
-        vec![
-            vec![Step::bash("sleep 120"), Step::text("never")],
-            commit_push_done("reboot.txt", "reboot"),
-        ],
-    );
-    let id = sling(&local.worker, &rig, "Survive a reboot", "reboot").await;
-    model.wait_for_script_requests("reboot", 1, WORK).await.expect("the first run");
+    let (origin, rig, id) = first_run_hangs(local, model, town, "reboot").await;
     let booted = local.control.get("/health").await.1["bootId"]
         .as_str()
         .expect("a boot id in /health")

@@ -7,20 +7,7 @@ use serde_json::{json, Value};
 #[tokio::test]
 async fn state_survives_a_restart() {
     let dev = WranglerDev::start().await;
-    let town = dev.post("/api/towns", json!({"name": "persist"})).await.data()["id"]
-        .as_str()
-        .expect("town")
-        .to_string();
-    let rig = dev
-        .post(
-            &format!("/api/towns/{town}/rigs"),
-            json!({"name": "app", "git_url": "https://github.com/o/app.git"}),
-        )
-        .await
-        .data()["id"]
-        .as_str()
-        .expect("rig")
-        .to_string();
+    let (town, rig) = dev.town_and_rig("persist", "https://github.com/o/app.git").await;
     let sling = dev.post(&format!("/api/rigs/{rig}/sling"), json!({"title": "survive"})).await;
     let agent = sling.data()["agent"]["id"].as_str().expect("agent").to_string();
     let bead = sling.data()["bead"]["id"].as_str().expect("bead").to_string();

@@ -517,20 +517,7 @@ async fn a_full_container_queues_work_and_reminders_reach_the_session() {
 #[tokio::test]
 async fn a_sling_brings_an_armed_alarm_forward() {
     let (stub, dev) = stub_and_worker(&[("SCHEDULER_TICK_MS", "600000")]).await;
-    let town = dev.post("/api/towns", json!({"name": "busy"})).await.data()["id"]
-        .as_str()
-        .expect("town")
-        .to_string();
-    let rig = dev
-        .post(
-            &format!("/api/towns/{town}/rigs"),
-            json!({"name": "app", "git_url": "https://github.com/o/app.git"}),
-        )
-        .await
-        .data()["id"]
-        .as_str()
-        .expect("rig")
-        .to_string();
+    let (_, rig) = dev.town_and_rig("busy", "https://github.com/o/app.git").await;
     let starts = |n: usize| {
         let stub = stub.clone();
         async move || (stub.lock().expect("stub").starts.len() >= n).then_some(())

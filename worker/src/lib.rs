@@ -32,6 +32,7 @@ pub mod rig;
 pub mod routes;
 pub mod rpc;
 pub mod scheduler;
+pub mod settings;
 pub mod spending;
 pub mod time;
 pub mod town;

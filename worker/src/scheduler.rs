@@ -39,12 +39,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
-        let num = |k: &str, default: i64| {
-            lookup(k)
-                .and_then(|v| v.trim().parse::<i64>().ok())
-                .filter(|v| *v > 0)
-                .unwrap_or(default)
-        };
+        let num = |k: &str, default: i64| crate::settings::positive(&lookup, k, default);
         Self {
             tick_ms: num("SCHEDULER_TICK_MS", 15_000),
             max_attempts: num("SCHEDULER_MAX_DISPATCH_ATTEMPTS", 3),

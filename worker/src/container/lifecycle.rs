@@ -33,12 +33,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
-        let num = |k: &str, default: i64| {
-            lookup(k)
-                .and_then(|v| v.trim().parse::<i64>().ok())
-                .filter(|v| *v > 0)
-                .unwrap_or(default)
-        };
+        let num = |k: &str, default: i64| crate::settings::positive(&lookup, k, default);
         Self {
             sleep_after_ms: num("CONTAINER_SLEEP_AFTER_MS", DEFAULT_SLEEP_AFTER_MS),
             probe_every_ms: num("CONTAINER_PROBE_INTERVAL_MS", DEFAULT_PROBE_EVERY_MS),

@@ -36,12 +36,7 @@ pub struct TurnLimits {
 
 impl TurnLimits {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
-        let num = |k: &str, default: i64| {
-            lookup(k)
-                .and_then(|v| v.trim().parse::<i64>().ok())
-                .filter(|v| *v > 0)
-                .unwrap_or(default)
-        };
+        let num = |k: &str, default: i64| crate::settings::positive(&lookup, k, default);
         Self {
             beads: num("MAYOR_MAX_BEADS_PER_TURN", 12),
             slings: num("MAYOR_MAX_SLINGS_PER_TURN", 12),
