@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 /// The folders on an agent's way to its checkout and to the rig's clone (the workspace,
 /// `rigs/`, `rigs/<rig>`, `worktrees/`): every uid may enter them, none may list them.
 pub const TRAVERSABLE: u32 = 0o711;
-/// A folder only the server may enter until it is handed to a uid.
+/// A process's run folder: its owner's bits; `sandbox::give` makes it its uid's alone (0700).
 const PRIVATE: u32 = 0o700;
 
 #[derive(Debug, Clone)]
