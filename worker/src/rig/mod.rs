@@ -42,7 +42,7 @@ fn to_json<T: serde::Serialize>(v: T) -> ApiResult<Value> {
 impl<D: Db> Rig<'_, D> {
     pub fn handle(&self, op: RigOp) -> ApiResult<Value> {
         if op.needs_configured_rig() && !self.is_configured()? {
-            return Err(ApiError::NotFound("Rig not found".into()));
+            return Err(ApiError::not_found("rig"));
         }
         if let Some(agent_id) = op.run_proof() {
             self.run_started(agent_id)?;
