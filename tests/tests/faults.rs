@@ -40,15 +40,15 @@ async fn container_state(dev: &WranglerDev, town: &str) -> Value {
     dev.get(&format!("/api/towns/{town}/container/state")).await.data().clone()
 }
 
-async fn event_kinds(dev: &WranglerDev, rig: &str, id: &str) -> Vec<String> {
+/// The bead's event log (the newest 100).
+async fn bead_events(dev: &WranglerDev, rig: &str, id: &str) -> Vec<Value> {
     let events = dev.get(&format!("/api/rigs/{rig}/beads/{id}/events?limit=100")).await;
-    events
-        .data()
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e["kind"].as_str().map(str::to_string))
-        .collect()
+    events.data().as_array().cloned().unwrap_or_default()
+}
+
+async fn event_kinds(dev: &WranglerDev, rig: &str, id: &str) -> Vec<String> {
+    let events = bead_events(dev, rig, id).await;
+    events.iter().filter_map(|e| e["kind"].as_str().map(str::to_string)).collect()
 }
 
 async fn reviews_of(dev: &WranglerDev, rig: &str, bead: &str) -> Vec<Value> {
@@ -408,12 +408,9 @@ async fn control_server_killed(local: &mut LocalTown, model: &ModelServer, town:
 
 /// Why each lost run of the bead ended, as its `agent_exited` events say.
 async fn exit_reasons(dev: &WranglerDev, rig: &str, id: &str) -> Vec<String> {
-    let events = dev.get(&format!("/api/rigs/{rig}/beads/{id}/events?limit=100")).await;
+    let events = bead_events(dev, rig, id).await;
     events
-        .data()
-        .as_array()
-        .into_iter()
-        .flatten()
+        .iter()
         .filter(|e| e["kind"] == "agent_exited")
         .map(|e| e["data"]["reason"].as_str().unwrap_or("").to_string())
         .collect()
