@@ -3,9 +3,19 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::{Incoming, Plan};
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
 use crate::params;
+use crate::routes::{Endpoint, Rule};
+use crate::rpc::IdentityOp;
+
+/// An identity's record (internal); the path's identity is percent-encoded.
+pub const ROUTES: &[Endpoint] = &[Endpoint::get("/api/identities/:identity", Rule::Internal, get)];
+
+fn get(req: &Incoming) -> ApiResult<Plan> {
+    Ok(Plan::Identity { identity: req.param("identity")?, op: IdentityOp::Get })
+}
 
 pub const MIGRATIONS: &[&[&str]] = &[&[
     "CREATE TABLE identity (id INTEGER PRIMARY KEY CHECK (id = 1), identity TEXT NOT NULL, name TEXT NOT NULL,

@@ -5,8 +5,9 @@
 //! logic (routing, auth, validation, JWT, SQL helpers, the objects' logic over [`db::Db`]).
 //! [`runtime`] binds it to workers-rs and only exists in the wasm32 build.
 //!
-//! Request flow: `runtime::entry` -> [`routes::parse`] -> [`auth::authorize`] -> [`api::plan`]
-//! -> a Durable Object call through [`rpc`] -> the object's logic ([`rig`], [`town`],
+//! Request flow: `runtime::entry` -> [`routes::find`] (the endpoint, from its resource
+//! module's `ROUTES`) -> [`auth::authorize`] -> the endpoint's plan ([`api::Plan`]) -> a
+//! Durable Object call through [`rpc`] -> the object's logic ([`rig`], [`town`],
 //! [`identity`]) on its SQLite storage -> the reply envelope ([`error`]).
 
 pub mod agent_events;
@@ -17,6 +18,7 @@ pub mod container;
 pub mod dashboard;
 pub mod db;
 pub mod error;
+pub mod escalations;
 pub mod idempotency;
 pub mod identity;
 pub mod jwt;

@@ -6,10 +6,11 @@ use shared_types::validate;
 
 use crate::error::{ApiError, ApiResult};
 use crate::model::{AgentRole, AgentStatus, BeadStatus, BeadType, ReviewStatus};
-use crate::requests::{
-    AgentFilter, BeadFilter, EventFilter, ReviewFilter, DEFAULT_BEAD_LIMIT, DEFAULT_LIMIT,
-    MAX_LIMIT,
-};
+use crate::requests::{DEFAULT_BEAD_LIMIT, DEFAULT_LIMIT, MAX_LIMIT};
+use crate::rig::agents::AgentFilter;
+use crate::rig::beads::BeadFilter;
+use crate::rig::events::EventFilter;
+use crate::rig::review::ReviewFilter;
 
 /// Decoded `key=value` pairs; for a repeated key the first one counts.
 struct Query(Vec<(String, String)>);

@@ -1,4 +1,5 @@
-//! Request bodies and query filters of the HTTP API, and their validation.
+//! What every request body shares: its size limit, its parse and check ([`parse_body`]), the
+//! [`Validate`] trait each body implements (in its resource module), and the field rules.
 //!
 //! Each body is first checked against its route's schema ([`Validate::FIELDS`], zod-shaped
 //! issues as the reference reports them, see [`crate::body`]), then parsed (serde), then
@@ -7,13 +8,11 @@
 //! `Invalid request body` with the list of issues. SQL-looking strings need no special case: every value reaches SQLite as a
 //! bound parameter.
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared_types::validate;
 
-use crate::body::{self, opt, req, Field, Kind, NON_EMPTY, STR};
+use crate::body::{self, Field, Kind};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{AgentRole, AgentStatus, BeadStatus, BeadType, Priority, ReviewStatus};
 
 /// Largest request body the Worker reads.
 pub const MAX_BODY_BYTES: usize = 512 * 1024;
@@ -55,6 +54,13 @@ impl Issues {
         self.0.check(field, result);
     }
 
+    /// Adds a nested body's issues under `prefix` (`beads[3]`).
+    pub fn nested(&mut self, prefix: &str, inner: Issues) {
+        for issue in inner.0.into_result().err().unwrap_or_default() {
+            self.add(&format!("{prefix}.{}", issue.field), Err(issue.message));
+        }
+    }
+
     pub fn into_result(self) -> ApiResult<()> {
         self.0.into_result().map_err(|issues| {
             ApiError::InvalidBody(
@@ -83,25 +89,21 @@ pub fn parse_body<T: serde::de::DeserializeOwned + Validate>(raw: &[u8]) -> ApiR
     Ok(value)
 }
 
-const BEAD_TYPES: Kind = Kind::Enum(&["issue", "message", "escalation", "merge_request"]);
 pub(crate) const PRIORITIES: Kind = Kind::Enum(&["low", "medium", "high", "critical"]);
-/// `failed` is ours (the reference has open, in_progress, closed).
-const BEAD_STATUSES: Kind = Kind::Enum(&["open", "in_progress", "closed", "failed"]);
-const ROLES: Kind = Kind::Enum(&["polecat", "refinery", "mayor", "witness"]);
 
 pub fn text(value: &str, max: usize) -> Result<(), String> {
     validate::text(value, max, false)
 }
 
-fn opt_text(value: &Option<String>, max: usize) -> Result<(), String> {
+pub fn opt_text(value: &Option<String>, max: usize) -> Result<(), String> {
     value.as_deref().map_or(Ok(()), |v| validate::text(v, max, true))
 }
 
-fn opt_id(value: &Option<String>) -> Result<(), String> {
+pub fn opt_id(value: &Option<String>) -> Result<(), String> {
     value.as_deref().map_or(Ok(()), validate::id)
 }
 
-fn labels(value: &Option<Vec<String>>) -> Result<(), String> {
+pub fn labels(value: &Option<Vec<String>>) -> Result<(), String> {
     let Some(labels) = value else { return Ok(()) };
     if labels.len() > MAX_LABELS {
         return Err(format!("at most {MAX_LABELS} labels"));
@@ -110,7 +112,7 @@ fn labels(value: &Option<Vec<String>>) -> Result<(), String> {
 }
 
 /// Metadata is a JSON object of bounded size (it is stored as text and returned as is).
-fn metadata(value: &Option<Value>) -> Result<(), String> {
+pub fn metadata(value: &Option<Value>) -> Result<(), String> {
     match value {
         None | Some(Value::Null) => Ok(()),
         Some(v @ Value::Object(_)) => json_size(v, MAX_METADATA),
@@ -118,7 +120,7 @@ fn metadata(value: &Option<Value>) -> Result<(), String> {
     }
 }
 
-fn json_size(v: &Value, max: usize) -> Result<(), String> {
+pub fn json_size(v: &Value, max: usize) -> Result<(), String> {
     let len = serde_json::to_string(v).map(|s| s.len()).unwrap_or(usize::MAX);
     if len > max {
         return Err(format!("must be at most {max} bytes of JSON"));
@@ -127,7 +129,7 @@ fn json_size(v: &Value, max: usize) -> Result<(), String> {
 }
 
 /// An optional http(s) URL; an empty string counts as absent (tool plugins send `""`).
-fn url(value: &Option<String>) -> Result<(), String> {
+pub fn url(value: &Option<String>) -> Result<(), String> {
     let Some(u) = value.as_deref().filter(|u| !u.is_empty()) else { return Ok(()) };
     if u.len() > MAX_URL || !(u.starts_with("https://") || u.starts_with("http://")) {
         return Err(format!("must be an http(s) URL of at most {MAX_URL} characters"));
@@ -138,412 +140,13 @@ fn url(value: &Option<String>) -> Result<(), String> {
     Ok(())
 }
 
-/// `POST /api/rigs/:rigId/beads`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NewBead {
-    #[serde(rename = "type")]
-    pub bead_type: BeadType,
-    pub title: String,
-    #[serde(default)]
-    pub body: Option<String>,
-    #[serde(default)]
-    pub priority: Option<Priority>,
-    #[serde(default)]
-    pub labels: Option<Vec<String>>,
-    #[serde(default)]
-    pub metadata: Option<Value>,
-    #[serde(default)]
-    pub assignee_agent_id: Option<String>,
-    #[serde(default)]
-    pub convoy_id: Option<String>,
-}
-
-impl Validate for NewBead {
-    const FIELDS: &'static [Field] = &[
-        req("type", BEAD_TYPES),
-        req("title", NON_EMPTY),
-        opt("body", STR),
-        opt("priority", PRIORITIES),
-        opt("labels", Kind::StrArray),
-        opt("metadata", Kind::Record),
-        opt("assignee_agent_id", STR),
-        opt("convoy_id", STR),
-    ];
-
-    fn check(&self, i: &mut Issues) {
-        i.add("title", text(&self.title, MAX_TITLE));
-        i.add("body", opt_text(&self.body, MAX_TEXT));
-        i.add("labels", labels(&self.labels));
-        i.add("metadata", metadata(&self.metadata));
-        i.add("assignee_agent_id", opt_id(&self.assignee_agent_id));
-        i.add("convoy_id", opt_id(&self.convoy_id));
-    }
-}
-
-/// `PATCH /api/rigs/:rigId/beads/:beadId/status`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusUpdate {
-    pub status: BeadStatus,
-    pub agent_id: String,
-}
-
-impl Validate for StatusUpdate {
-    const FIELDS: &'static [Field] = &[req("status", BEAD_STATUSES), req("agent_id", NON_EMPTY)];
-
-    fn check(&self, i: &mut Issues) {
-        i.add("agent_id", validate::id(&self.agent_id));
-    }
-}
-
-/// `POST /api/rigs/:rigId/beads/:beadId/close`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CloseBead {
-    pub agent_id: String,
-}
-
-impl Validate for CloseBead {
-    const FIELDS: &'static [Field] = &[req("agent_id", NON_EMPTY)];
-
-    fn check(&self, i: &mut Issues) {
-        i.add("agent_id", validate::id(&self.agent_id));
-    }
-}
-
-/// `POST /api/rigs/:rigId/agents`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewAgent {
-    pub role: AgentRole,
-    pub name: String,
-    pub identity: String,
-}
-
-impl Validate for NewAgent {
-    const FIELDS: &'static [Field] =
-        &[req("role", ROLES), req("name", NON_EMPTY), req("identity", NON_EMPTY)];
-
-    fn check(&self, i: &mut Issues) {
-        i.add("name", validate::agent_name(&self.name));
-        i.add("identity", text(&self.identity, MAX_IDENTITY));
-    }
-}
-
-/// `POST /api/rigs/:rigId/agents/:agentId/hook`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HookRequest {
-    pub bead_id: String,
-}
-
-impl Validate for HookRequest {
-    const FIELDS: &'static [Field] = &[req("bead_id", NON_EMPTY)];
-
-    fn check(&self, i: &mut Issues) {
-        i.add("bead_id", validate::id(&self.bead_id));
-    }
-}
-
-/// `POST /api/rigs/:rigId/agents/:agentId/done`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DoneRequest {
-    pub branch: String,
-    #[serde(default)]
-    pub pr_url: Option<String>,
-    #[serde(default)]
-    pub summary: Option<String>,
-}
-
-impl Validate for DoneRequest {
-    const FIELDS: &'static [Field] =
-        &[req("branch", NON_EMPTY), opt("pr_url", STR), opt("summary", STR)];
-
-    fn check(&self, i: &mut Issues) {
-        i.add("branch", validate::branch(&self.branch));
-        i.add("pr_url", url(&self.pr_url));
-        i.add("summary", opt_text(&self.summary, MAX_TEXT));
-    }
-}
-
-/// `POST /api/rigs/:rigId/agents/:agentId/checkpoint`: any JSON value, bounded; `{}` stores
-/// `null` (as the reference).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckpointRequest {
-    #[serde(default)]
-    pub data: Value,
-}
-
-impl Validate for CheckpointRequest {
-    const FIELDS: &'static [Field] = &[opt("data", Kind::Any)];
-
-    fn check(&self, i: &mut Issues) {
-        i.add("data", json_size(&self.data, MAX_CHECKPOINT));
-    }
-}
-
-/// `POST /api/rigs/:rigId/mail`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewMail {
-    pub from_agent_id: String,
-    pub to_agent_id: String,
-    pub subject: String,
-    pub body: String,
-}
-
-impl Validate for NewMail {
-    const FIELDS: &'static [Field] = &[
-        req("from_agent_id", NON_EMPTY),
-        req("to_agent_id", NON_EMPTY),
-        req("subject", NON_EMPTY),
-        req("body", NON_EMPTY),
-    ];
-
-    fn check(&self, i: &mut Issues) {
-        i.add("from_agent_id", validate::id(&self.from_agent_id));
-        i.add("to_agent_id", validate::id(&self.to_agent_id));
-        i.add("subject", text(&self.subject, MAX_TITLE));
-        i.add("body", validate::text(&self.body, MAX_TEXT, true));
-    }
-}
-
-/// `POST /api/rigs/:rigId/review-queue`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewReview {
-    pub agent_id: String,
-    pub bead_id: String,
-    pub branch: String,
-    #[serde(default)]
-    pub pr_url: Option<String>,
-    #[serde(default)]
-    pub summary: Option<String>,
-}
-
-impl Validate for NewReview {
-    const FIELDS: &'static [Field] = &[
-        req("agent_id", NON_EMPTY),
-        req("bead_id", NON_EMPTY),
-        req("branch", NON_EMPTY),
-        opt("pr_url", STR),
-        opt("summary", STR),
-    ];
-
-    fn check(&self, i: &mut Issues) {
-        i.add("agent_id", validate::id(&self.agent_id));
-        i.add("bead_id", validate::id(&self.bead_id));
-        i.add("branch", validate::branch(&self.branch));
-        i.add("pr_url", url(&self.pr_url));
-        i.add("summary", opt_text(&self.summary, MAX_TEXT));
-    }
-}
-
-/// `POST /api/rigs/:rigId/escalations` and `POST /api/towns/:townId/escalations`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NewEscalation {
-    pub title: String,
-    #[serde(default)]
-    pub body: Option<String>,
-    #[serde(default)]
-    pub priority: Option<Priority>,
-    #[serde(default)]
-    pub metadata: Option<Value>,
-}
-
-impl Validate for NewEscalation {
-    const FIELDS: &'static [Field] = &[
-        req("title", NON_EMPTY),
-        opt("body", STR),
-        opt("priority", PRIORITIES),
-        opt("metadata", Kind::Record),
-    ];
-
-    fn check(&self, i: &mut Issues) {
-        i.add("title", text(&self.title, MAX_TITLE));
-        i.add("body", opt_text(&self.body, MAX_TEXT));
-        i.add("metadata", metadata(&self.metadata));
-    }
-}
-
-/// `POST /api/rigs/:rigId/sling` (internal): a bead for the next idle polecat.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SlingRequest {
-    pub title: String,
-    #[serde(default)]
-    pub body: Option<String>,
-    #[serde(default)]
-    pub priority: Option<Priority>,
-    #[serde(default)]
-    pub labels: Option<Vec<String>>,
-    #[serde(default)]
-    pub metadata: Option<Value>,
-    #[serde(default)]
-    pub convoy_id: Option<String>,
-}
-
-impl SlingRequest {
-    /// The bead sling creates: an `issue`, hooked (and so assigned) by sling itself.
-    pub fn bead(&self) -> NewBead {
-        NewBead {
-            bead_type: BeadType::Issue,
-            title: self.title.clone(),
-            body: self.body.clone(),
-            priority: self.priority,
-            labels: self.labels.clone(),
-            metadata: self.metadata.clone(),
-            assignee_agent_id: None,
-            convoy_id: self.convoy_id.clone(),
-        }
-    }
-}
-
-impl Validate for SlingRequest {
-    const FIELDS: &'static [Field] = &[
-        req("title", NON_EMPTY),
-        opt("body", STR),
-        opt("priority", PRIORITIES),
-        opt("labels", Kind::StrArray),
-        opt("metadata", Kind::Record),
-        opt("convoy_id", STR),
-    ];
-
-    fn check(&self, i: &mut Issues) {
-        self.bead().check(i);
-    }
-}
-
-/// Most beads in one convoy.
-pub const MAX_CONVOY_BEADS: usize = 50;
-
-/// `POST /api/rigs/:rigId/convoys` (internal): beads slung together as one convoy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NewConvoy {
-    pub title: String,
-    /// Each as a sling request (its own `convoy_id`, if any, is replaced by the new convoy's).
-    pub beads: Vec<SlingRequest>,
-}
-
-impl Validate for NewConvoy {
-    fn check(&self, i: &mut Issues) {
-        i.add("title", text(&self.title, MAX_TITLE));
-        if self.beads.is_empty() || self.beads.len() > MAX_CONVOY_BEADS {
-            i.add("beads", Err(format!("must list 1 to {MAX_CONVOY_BEADS} beads")));
-        }
-        for (n, b) in self.beads.iter().enumerate() {
-            let mut inner = Issues::default();
-            b.check(&mut inner);
-            for issue in inner.0.into_result().err().unwrap_or_default() {
-                i.add(&format!("beads[{n}].{}", issue.field), Err(issue.message));
-            }
-        }
-    }
-}
-
-/// `PUT /api/rigs/:rigId/config` (internal), also sent by the TownDO when it creates a rig.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RigConfigInput {
-    pub town_id: String,
-    pub git_url: String,
-    #[serde(default = "default_branch")]
-    pub default_branch: String,
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Merge settings (`merge_gates`, `gate_timeout_secs`, `max_rework_rounds`,
-    /// `delete_merged_branches`, `merge_strategy`), each optional.
-    #[serde(flatten)]
-    pub merge: crate::refinery::MergeSettings,
-    /// Set by the Worker from its `ALLOW_LOCAL_REPOS` var, never read from the client.
-    #[serde(skip_deserializing, default)]
-    pub allow_local_repos: bool,
-}
-
-fn default_branch() -> String {
-    "main".into()
-}
-
-impl Validate for RigConfigInput {
-    fn check(&self, i: &mut Issues) {
-        let policy = validate::ValidationPolicy { allow_local_repos: self.allow_local_repos };
-        i.add("town_id", validate::id(&self.town_id));
-        i.add("git_url", validate::git_url(&self.git_url, policy).map(|_| ()));
-        i.add("default_branch", validate::branch(&self.default_branch));
-        i.add("name", opt_text(&self.name, MAX_TITLE));
-        self.merge.check(i);
-    }
-}
-
-/// `POST /api/towns`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NewTown {
-    pub name: String,
-    /// Free-form town settings (default model, ...), a JSON object.
-    #[serde(default)]
-    pub config: Option<Value>,
-}
-
-impl Validate for NewTown {
-    fn check(&self, i: &mut Issues) {
-        i.add("name", text(&self.name, MAX_TITLE));
-        i.add("config", metadata(&self.config));
-    }
-}
-
-/// `POST /api/towns/:townId/rigs`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewRig {
-    pub name: String,
-    pub git_url: String,
-    #[serde(default = "default_branch")]
-    pub default_branch: String,
-    /// Merge settings, as in [`RigConfigInput`].
-    #[serde(flatten)]
-    pub merge: crate::refinery::MergeSettings,
-    #[serde(skip_deserializing, default)]
-    pub allow_local_repos: bool,
-}
-
-impl Validate for NewRig {
-    fn check(&self, i: &mut Issues) {
-        let policy = validate::ValidationPolicy { allow_local_repos: self.allow_local_repos };
-        i.add("name", text(&self.name, MAX_TITLE));
-        i.add("git_url", validate::git_url(&self.git_url, policy).map(|_| ()));
-        i.add("default_branch", validate::branch(&self.default_branch));
-        self.merge.check(i);
-    }
-}
-
-/// Query of `GET /api/rigs/:rigId/beads`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BeadFilter {
-    pub status: Option<BeadStatus>,
-    pub bead_type: Option<BeadType>,
-    pub assignee_agent_id: Option<String>,
-    pub convoy_id: Option<String>,
-    pub limit: u32,
-    pub offset: u32,
-}
-
-/// Query of `GET /api/rigs/:rigId/agents`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentFilter {
-    pub role: Option<AgentRole>,
-    pub status: Option<AgentStatus>,
-}
-
-/// Query of `GET /api/rigs/:rigId/review-queue`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReviewFilter {
-    pub status: Option<ReviewStatus>,
-    pub limit: u32,
-    pub offset: u32,
-}
-
-/// Query of the event log routes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventFilter {
-    pub bead_id: Option<String>,
-    pub limit: u32,
-    pub offset: u32,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rig::agents::{CheckpointRequest, DoneRequest};
+    use crate::rig::beads::NewBead;
+    use crate::rig::config::RigConfigInput;
+    use crate::rig::mail::NewMail;
 
     fn issues(e: ApiError) -> Value {
         match e {

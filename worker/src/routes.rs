@@ -1,13 +1,15 @@
-//! The route table: (method, path) to a [`Route`], and who may call each route ([`Access`]).
+//! The route table: every endpoint's method, path pattern, who may call it and how it is
+//! planned, gathered from the resource modules that own them ([`TABLE`]).
 //!
-//! A hand-written matcher over path segments rather than a router crate: the table stays in one
-//! readable `match`, path ids are validated once here (a bad id is a 400 before any Durable
-//! Object is touched), and it is plain Rust that unit tests cover natively.
+//! A resource module (beads, agents, mail, ...) declares its endpoints as a `ROUTES` list next
+//! to its bodies, their validation and its handlers; adding an endpoint is an entry there, and a
+//! new module is one line in [`TABLE`]. Path ids are validated when a route matches (a bad id is
+//! a 400 before any Durable Object is touched). Plain Rust, unit-tested natively.
 
 use shared_types::validate;
 
+use crate::api::{Incoming, Plan};
 use crate::error::{ApiError, ApiResult};
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     Get,
@@ -31,178 +33,6 @@ impl Method {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
-    Health,
-    // Reference routes on a rig (agents or internal callers).
-    CreateBead {
-        rig: String,
-    },
-    ListBeads {
-        rig: String,
-    },
-    GetBead {
-        rig: String,
-        bead: String,
-    },
-    UpdateBeadStatus {
-        rig: String,
-        bead: String,
-    },
-    CloseBead {
-        rig: String,
-        bead: String,
-    },
-    RegisterAgent {
-        rig: String,
-    },
-    ListAgents {
-        rig: String,
-    },
-    GetAgent {
-        rig: String,
-        agent: String,
-    },
-    Hook {
-        rig: String,
-        agent: String,
-    },
-    Unhook {
-        rig: String,
-        agent: String,
-    },
-    Prime {
-        rig: String,
-        agent: String,
-    },
-    Done {
-        rig: String,
-        agent: String,
-    },
-    Checkpoint {
-        rig: String,
-        agent: String,
-    },
-    CheckMail {
-        rig: String,
-        agent: String,
-    },
-    AgentHeartbeat {
-        rig: String,
-        agent: String,
-    },
-    SendMail {
-        rig: String,
-    },
-    SubmitReview {
-        rig: String,
-    },
-    CreateEscalation {
-        rig: String,
-    },
-    // Our additions on a rig (internal only).
-    GetRigConfig {
-        rig: String,
-    },
-    PutRigConfig {
-        rig: String,
-    },
-    Sling {
-        rig: String,
-    },
-    ListReviews {
-        rig: String,
-    },
-    ListEvents {
-        rig: String,
-    },
-    BeadEvents {
-        rig: String,
-        bead: String,
-    },
-    CreateConvoy {
-        rig: String,
-    },
-    ListConvoys {
-        rig: String,
-    },
-    GetConvoy {
-        rig: String,
-        convoy: String,
-    },
-    // Towns (internal only).
-    CreateTown,
-    ListTowns,
-    GetTown {
-        town: String,
-    },
-    CreateRig {
-        town: String,
-    },
-    ListRigs {
-        town: String,
-    },
-    CreateTownEscalation {
-        town: String,
-    },
-    ListTownEscalations {
-        town: String,
-    },
-    GetTownLimits {
-        town: String,
-    },
-    SetTownLimits {
-        town: String,
-    },
-    /// A person's message to the town's mayor (internal).
-    MayorSend {
-        town: String,
-    },
-    /// The mayor's transcript (internal).
-    MayorMessages {
-        town: String,
-    },
-    /// The mayor's state and open threads (internal).
-    MayorStatus {
-        town: String,
-    },
-    /// A mayor tool: `/api/mayor/:townId/tools/...`, the mayor's token only.
-    MayorTool {
-        town: String,
-        tool: crate::mayor::MayorTool,
-    },
-    /// A call forwarded to the town's container control server; `path` is the control
-    /// server's path (`/agents/start`, `/health`, ...).
-    ContainerProxy {
-        town: String,
-        path: String,
-    },
-    /// The container's batched heartbeat (authenticated with the container token).
-    ContainerHeartbeat {
-        town: String,
-    },
-    /// The container's batch of agents' events to keep (container token).
-    ContainerEvents {
-        town: String,
-    },
-    /// An agent's kept events (internal).
-    AgentEvents {
-        town: String,
-        agent: String,
-    },
-    /// An agent's live stream: a WebSocket opened with a one-shot stream ticket (the ticket is
-    /// the credential: browsers cannot set headers on a WebSocket).
-    AgentStream {
-        town: String,
-        agent: String,
-    },
-    /// The dashboard page (public: it holds no secret; the key is typed in the page).
-    Dashboard,
-    GetIdentity {
-        identity: String,
-    },
-}
-
 /// Who may call a route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
@@ -222,237 +52,218 @@ pub enum Access {
     },
 }
 
-fn id(field: &str, value: &str) -> ApiResult<String> {
-    // An empty segment (`/beads/`) is no route at all.
-    if value.is_empty() {
-        return Err(ApiError::no_route());
-    }
-    validate::id(value).map_err(|m| ApiError::bad_request(format!("{field}: {m}")))?;
-    Ok(value.to_string())
+/// Who may call an endpoint, before its path's ids are known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    Public,
+    Internal,
+    /// The rig of `:rigId`.
+    Rig,
+    /// The agent `:agentId` of the rig `:rigId`.
+    RigAgent,
+    Container,
+    /// The mayor of the town `:townId`.
+    Mayor,
 }
 
-/// Who must have authenticated before an unknown route under this path is answered: the
-/// reference runs its auth middleware on `/api/rigs/:rigId/*` and `/api/towns/:townId/*` (and
-/// the agent check on `/api/rigs/:rigId/agents/:agentId/*`) before its 404, and before looking
-/// at ids. `None` elsewhere (a plain 404).
-pub fn prefix_access(path: &str) -> Option<Access> {
-    let segs: Vec<&str> = path.split('/').skip(1).collect();
-    match segs.as_slice() {
-        ["api", "rigs", rig, rest @ ..] => {
-            let agent = match rest {
-                ["agents", agent, _, ..] => Some(agent.to_string()),
-                _ => None,
-            };
-            Some(Access::Rig { rig: rig.to_string(), agent })
-        }
-        ["api", "towns", _, ..] => Some(Access::Internal),
-        ["api", "mayor", town, ..] => Some(Access::Mayor { town: town.to_string() }),
-        _ => None,
-    }
-}
-
-/// Matches a request. `Err(NotFound)` (`Not found`) for an unknown path and for a known path
-/// with another method (the reference has no 405), `Err(BadRequest)` for a malformed id in the
-/// path. No trailing-slash normalisation (`/health/` is unknown, as in the reference).
-pub fn parse(method: Method, path: &str) -> ApiResult<Route> {
-    use Method::*;
-    let segs: Vec<&str> = path.split('/').skip(1).collect();
-    let not_found = ApiError::no_route;
-    // `allow!(method => route, ...)`: the first arm whose method matches, else 404.
-    macro_rules! allow {
-        ($($m:ident => $r:expr),+ $(,)?) => {
-            match method { $($m => Ok($r),)+ _ => Err(not_found()) }
-        };
-    }
-    match segs.as_slice() {
-        ["health"] => allow!(Get => Route::Health),
-        [""] => allow!(Get => Route::Dashboard),
-        ["api", "rigs", rig, rest @ ..] => {
-            let rig = id("rigId", rig)?;
-            match rest {
-                ["beads"] => {
-                    allow!(Post => Route::CreateBead { rig: rig.clone() }, Get => Route::ListBeads { rig })
-                }
-                ["beads", bead, tail @ ..] => {
-                    let bead = id("beadId", bead)?;
-                    match tail {
-                        [] => allow!(Get => Route::GetBead { rig, bead }),
-                        ["status"] => allow!(Patch => Route::UpdateBeadStatus { rig, bead }),
-                        ["close"] => allow!(Post => Route::CloseBead { rig, bead }),
-                        ["events"] => allow!(Get => Route::BeadEvents { rig, bead }),
-                        _ => Err(not_found()),
-                    }
-                }
-                ["agents"] => {
-                    allow!(Post => Route::RegisterAgent { rig: rig.clone() }, Get => Route::ListAgents { rig })
-                }
-                ["agents", agent, tail @ ..] => {
-                    let agent = id("agentId", agent)?;
-                    match tail {
-                        [] => allow!(Get => Route::GetAgent { rig, agent }),
-                        ["hook"] => allow!(
-                            Post => Route::Hook { rig: rig.clone(), agent: agent.clone() },
-                            Delete => Route::Unhook { rig, agent },
-                        ),
-                        ["prime"] => allow!(Get => Route::Prime { rig, agent }),
-                        ["done"] => allow!(Post => Route::Done { rig, agent }),
-                        ["checkpoint"] => allow!(Post => Route::Checkpoint { rig, agent }),
-                        ["mail"] => allow!(Get => Route::CheckMail { rig, agent }),
-                        ["heartbeat"] => allow!(Post => Route::AgentHeartbeat { rig, agent }),
-                        _ => Err(not_found()),
-                    }
-                }
-                ["mail"] => allow!(Post => Route::SendMail { rig }),
-                ["review-queue"] => {
-                    allow!(Post => Route::SubmitReview { rig: rig.clone() }, Get => Route::ListReviews { rig })
-                }
-                ["escalations"] => allow!(Post => Route::CreateEscalation { rig }),
-                ["config"] => {
-                    allow!(Get => Route::GetRigConfig { rig: rig.clone() }, Put => Route::PutRigConfig { rig })
-                }
-                ["sling"] => allow!(Post => Route::Sling { rig }),
-                ["events"] => allow!(Get => Route::ListEvents { rig }),
-                ["convoys"] => {
-                    allow!(Post => Route::CreateConvoy { rig: rig.clone() }, Get => Route::ListConvoys { rig })
-                }
-                ["convoys", convoy] => {
-                    let convoy = id("convoyId", convoy)?;
-                    allow!(Get => Route::GetConvoy { rig, convoy })
-                }
-                _ => Err(not_found()),
-            }
-        }
-        ["api", "towns"] => allow!(Post => Route::CreateTown, Get => Route::ListTowns),
-        ["api", "towns", town, rest @ ..] => {
-            let town = id("townId", town)?;
-            match rest {
-                [] => allow!(Get => Route::GetTown { town }),
-                ["rigs"] => {
-                    allow!(Post => Route::CreateRig { town: town.clone() }, Get => Route::ListRigs { town })
-                }
-                ["escalations"] => allow!(
-                    Post => Route::CreateTownEscalation { town: town.clone() },
-                    Get => Route::ListTownEscalations { town },
-                ),
-                ["limits"] => {
-                    allow!(Get => Route::GetTownLimits { town: town.clone() }, Put => Route::SetTownLimits { town })
-                }
-                ["mayor"] => allow!(Get => Route::MayorStatus { town }),
-                ["mayor", "messages"] => {
-                    allow!(Post => Route::MayorSend { town: town.clone() }, Get => Route::MayorMessages { town })
-                }
-                ["container", "heartbeat"] => allow!(Post => Route::ContainerHeartbeat { town }),
-                ["container", "events"] => allow!(Post => Route::ContainerEvents { town }),
-                ["agents", agent, "events"] => {
-                    let agent = id("agentId", agent)?;
-                    allow!(Get => Route::AgentEvents { town, agent })
-                }
-                ["container", "health"] => {
-                    allow!(Get => Route::ContainerProxy { town, path: "/health".into() })
-                }
-                // The TownContainer's own view: lifecycle status, last activity, running agents,
-                // failed probes (answered by the object, not the control server).
-                ["container", "state"] => {
-                    allow!(Get => Route::ContainerProxy { town, path: crate::container::STATE_PATH.into() })
-                }
-                ["container", "agents", "start"] => {
-                    allow!(Post => Route::ContainerProxy { town, path: "/agents/start".into() })
-                }
-                ["container", "agents", agent, "stream"] => {
-                    let agent = id("agentId", agent)?;
-                    allow!(Get => Route::AgentStream { town, agent })
-                }
-                ["container", "agents", agent, action] => {
-                    let agent = id("agentId", agent)?;
-                    let path = format!("/agents/{agent}/{action}");
-                    match *action {
-                        "stop" | "message" | "stream-ticket" => {
-                            allow!(Post => Route::ContainerProxy { town, path })
-                        }
-                        "status" => allow!(Get => Route::ContainerProxy { town, path }),
-                        _ => Err(not_found()),
-                    }
-                }
-                _ => Err(not_found()),
-            }
-        }
-        ["api", "mayor", town, "tools", rest @ ..] => {
-            let town = id("townId", town)?;
-            let post = match method {
-                Post => true,
-                Get => false,
-                _ => return Err(not_found()),
-            };
-            crate::mayor::MayorTool::parse(post, rest)
-                .map(|tool| Route::MayorTool { town, tool })
-                .ok_or_else(not_found)
-        }
-        ["api", "identities", identity] => {
-            let decoded = percent_encoding::percent_decode_str(identity)
-                .decode_utf8()
-                .map_err(|_| ApiError::bad_request("identity: must be UTF-8"))?;
-            crate::requests::text(&decoded, crate::requests::MAX_IDENTITY)
-                .map_err(|m| ApiError::bad_request(format!("identity: {m}")))?;
-            allow!(Get => Route::GetIdentity { identity: decoded.into_owned() })
-        }
-        _ => Err(not_found()),
-    }
-}
-
-impl Route {
-    pub fn access(&self) -> Access {
-        use Route::*;
-        let rig = |rig: &String| Access::Rig { rig: rig.clone(), agent: None };
-        let agent = |rig: &String, agent: &String| Access::Rig {
-            rig: rig.clone(),
-            agent: Some(agent.clone()),
-        };
+impl Rule {
+    fn access(self, params: &Params) -> Access {
+        let get = |name| params.raw(name).unwrap_or_default().to_string();
         match self {
-            Health | Dashboard | AgentStream { .. } => Access::Public,
-            CreateBead { rig: r }
-            | ListBeads { rig: r }
-            | GetBead { rig: r, .. }
-            | UpdateBeadStatus { rig: r, .. }
-            | CloseBead { rig: r, .. }
-            | RegisterAgent { rig: r }
-            | ListAgents { rig: r }
-            | GetAgent { rig: r, .. }
-            | SendMail { rig: r }
-            | SubmitReview { rig: r }
-            | CreateEscalation { rig: r } => rig(r),
-            Hook { rig: r, agent: a }
-            | Unhook { rig: r, agent: a }
-            | Prime { rig: r, agent: a }
-            | Done { rig: r, agent: a }
-            | Checkpoint { rig: r, agent: a }
-            | CheckMail { rig: r, agent: a }
-            | AgentHeartbeat { rig: r, agent: a } => agent(r, a),
-            GetRigConfig { .. }
-            | PutRigConfig { .. }
-            | Sling { .. }
-            | ListReviews { .. }
-            | ListEvents { .. }
-            | BeadEvents { .. }
-            | CreateConvoy { .. }
-            | ListConvoys { .. }
-            | GetConvoy { .. }
-            | CreateTown
-            | ListTowns
-            | GetTown { .. }
-            | CreateRig { .. }
-            | ListRigs { .. }
-            | CreateTownEscalation { .. }
-            | ListTownEscalations { .. }
-            | GetTownLimits { .. }
-            | SetTownLimits { .. }
-            | AgentEvents { .. }
-            | ContainerProxy { .. }
-            | GetIdentity { .. } => Access::Internal,
-            ContainerHeartbeat { .. } | ContainerEvents { .. } => Access::Container,
-            MayorSend { .. } | MayorMessages { .. } | MayorStatus { .. } => Access::Internal,
-            MayorTool { town, .. } => Access::Mayor { town: town.clone() },
+            Self::Public => Access::Public,
+            Self::Internal => Access::Internal,
+            Self::Rig => Access::Rig { rig: get("rigId"), agent: None },
+            Self::RigAgent => Access::Rig { rig: get("rigId"), agent: Some(get("agentId")) },
+            Self::Container => Access::Container,
+            Self::Mayor => Access::Mayor { town: get("townId") },
         }
     }
+}
+
+/// One endpoint: `path` is a pattern of literal segments and `:name` parameters.
+pub struct Endpoint {
+    pub method: Method,
+    pub path: &'static str,
+    pub rule: Rule,
+    /// From the authorized request to what must be done; pure, so a refused request changes
+    /// nothing.
+    pub plan: fn(&Incoming) -> ApiResult<Plan>,
+}
+
+impl Endpoint {
+    pub const fn get(
+        path: &'static str,
+        rule: Rule,
+        plan: fn(&Incoming) -> ApiResult<Plan>,
+    ) -> Self {
+        Self { method: Method::Get, path, rule, plan }
+    }
+    pub const fn post(
+        path: &'static str,
+        rule: Rule,
+        plan: fn(&Incoming) -> ApiResult<Plan>,
+    ) -> Self {
+        Self { method: Method::Post, path, rule, plan }
+    }
+    pub const fn put(
+        path: &'static str,
+        rule: Rule,
+        plan: fn(&Incoming) -> ApiResult<Plan>,
+    ) -> Self {
+        Self { method: Method::Put, path, rule, plan }
+    }
+    pub const fn patch(
+        path: &'static str,
+        rule: Rule,
+        plan: fn(&Incoming) -> ApiResult<Plan>,
+    ) -> Self {
+        Self { method: Method::Patch, path, rule, plan }
+    }
+    pub const fn delete(
+        path: &'static str,
+        rule: Rule,
+        plan: fn(&Incoming) -> ApiResult<Plan>,
+    ) -> Self {
+        Self { method: Method::Delete, path, rule, plan }
+    }
+}
+
+/// A path prefix whose callers are authenticated before an unknown route under it is answered:
+/// the reference runs its auth middleware on `/api/rigs/:rigId/*` and `/api/towns/:townId/*`
+/// (and the agent check on `/api/rigs/:rigId/agents/:agentId/*`) before its 404. A trailing `*`
+/// needs at least one more segment. Ids here are not validated yet.
+const MOUNTS: &[(&str, Rule)] = &[
+    ("/api/rigs/:rigId/agents/:agentId/*", Rule::RigAgent),
+    ("/api/rigs/:rigId", Rule::Rig),
+    ("/api/towns/:townId", Rule::Internal),
+    ("/api/mayor/:townId", Rule::Mayor),
+];
+
+/// The Worker's own endpoints: its health and the dashboard page.
+const OWN: &[Endpoint] = &[
+    Endpoint::get("/health", Rule::Public, |_| Ok(Plan::Health)),
+    Endpoint::get("/", Rule::Public, |_| Ok(Plan::Page)),
+];
+
+/// Every endpoint, by resource.
+static TABLE: &[&[Endpoint]] = &[
+    OWN,
+    crate::rig::beads::ROUTES,
+    crate::rig::agents::ROUTES,
+    crate::rig::mail::ROUTES,
+    crate::rig::review::ROUTES,
+    crate::rig::config::ROUTES,
+    crate::rig::sling::ROUTES,
+    crate::rig::events::ROUTES,
+    crate::rig::convoys::ROUTES,
+    crate::escalations::ROUTES,
+    crate::town::ROUTES,
+    crate::spending::ROUTES,
+    crate::mayor::routes::ROUTES,
+    crate::container::routes::ROUTES,
+    crate::identity::ROUTES,
+];
+
+/// A path's parameters, by pattern name: raw as matched, then validated ([`find`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params(Vec<(&'static str, String)>);
+
+impl Params {
+    fn raw(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The parameter `name` of the matched pattern.
+    pub fn get(&self, name: &str) -> ApiResult<String> {
+        self.raw(name)
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::Internal(format!("the route has no parameter {name}")))
+    }
+
+    #[cfg(test)]
+    pub fn of(pairs: &[(&'static str, &str)]) -> Self {
+        Self(pairs.iter().map(|(n, v)| (*n, v.to_string())).collect())
+    }
+}
+
+/// Matches `segs` against `pattern`. `prefix`: the pattern may match the start of the path (a
+/// trailing `*` then needs one more segment); parameters of an exact match must be non-empty
+/// (`/beads/` is no route).
+fn capture(pattern: &'static str, segs: &[&str], prefix: bool) -> Option<Params> {
+    let mut params = Vec::new();
+    let mut pat = pattern.split('/').skip(1).peekable();
+    let mut rest = segs.iter();
+    while let Some(p) = pat.next() {
+        if p == "*" && pat.peek().is_none() {
+            return rest.next().map(|_| Params(params));
+        }
+        let s = rest.next()?;
+        match p.strip_prefix(':') {
+            Some(name) if prefix || !s.is_empty() => params.push((name, s.to_string())),
+            Some(_) => return None,
+            None if p == *s => {}
+            None => return None,
+        }
+    }
+    (prefix || rest.next().is_none()).then_some(Params(params))
+}
+
+/// A matched parameter, validated: an id (`validate::id`), or for `identity` percent-decoded
+/// text.
+fn checked(name: &'static str, raw: String) -> ApiResult<String> {
+    if name == "identity" {
+        let decoded = percent_encoding::percent_decode_str(&raw)
+            .decode_utf8()
+            .map_err(|_| ApiError::bad_request("identity: must be UTF-8"))?;
+        crate::requests::text(&decoded, crate::requests::MAX_IDENTITY)
+            .map_err(|m| ApiError::bad_request(format!("identity: {m}")))?;
+        return Ok(decoded.into_owned());
+    }
+    validate::id(&raw).map_err(|m| ApiError::bad_request(format!("{name}: {m}")))?;
+    Ok(raw)
+}
+
+/// A request's endpoint and its validated parameters.
+pub struct Matched {
+    pub endpoint: &'static Endpoint,
+    pub params: Params,
+}
+
+impl Matched {
+    pub fn access(&self) -> Access {
+        self.endpoint.rule.access(&self.params)
+    }
+}
+
+fn segments(path: &str) -> Vec<&str> {
+    path.split('/').skip(1).collect()
+}
+
+/// The endpoint of a request. `Err(NotFound)` (`Not found`) for an unknown path and for a known
+/// path with another method (the reference has no 405), `Err(BadRequest)` for a malformed id
+/// in the path. No trailing-slash normalisation (`/health/` is unknown, as in the reference).
+pub fn find(method: Method, path: &str) -> ApiResult<Matched> {
+    let segs = segments(path);
+    for endpoint in TABLE.iter().flat_map(|routes| routes.iter()) {
+        if endpoint.method != method {
+            continue;
+        }
+        if let Some(Params(raw)) = capture(endpoint.path, &segs, false) {
+            let params = raw
+                .into_iter()
+                .map(|(name, value)| Ok((name, checked(name, value)?)))
+                .collect::<ApiResult<_>>()?;
+            return Ok(Matched { endpoint, params: Params(params) });
+        }
+    }
+    Err(ApiError::no_route())
+}
+
+/// Who must have authenticated before an unknown route under this path is answered
+/// ([`MOUNTS`]); `None` elsewhere (a plain 404).
+pub fn prefix_access(path: &str) -> Option<Access> {
+    let segs = segments(path);
+    MOUNTS.iter().find_map(|(prefix, rule)| capture(prefix, &segs, true).map(|p| rule.access(&p)))
 }
 
 #[cfg(test)]
@@ -460,46 +271,74 @@ mod tests {
     use super::*;
     use Method::*;
 
+    fn access(method: Method, path: &str) -> ApiResult<Access> {
+        find(method, path).map(|m| m.access())
+    }
+
+    fn params(method: Method, path: &str) -> ApiResult<Params> {
+        find(method, path).map(|m| m.params)
+    }
+
     #[test]
-    fn reference_routes() {
-        assert_eq!(parse(Get, "/health"), Ok(Route::Health));
-        assert_eq!(parse(Post, "/api/rigs/r1/beads"), Ok(Route::CreateBead { rig: "r1".into() }));
+    fn patterns_and_their_parameters() {
+        assert_eq!(find(Get, "/health").map(|m| m.endpoint.path), Ok("/health"));
         assert_eq!(
-            parse(Patch, "/api/rigs/r1/beads/b1/status"),
-            Ok(Route::UpdateBeadStatus { rig: "r1".into(), bead: "b1".into() })
+            params(Patch, "/api/rigs/r1/beads/b1/status"),
+            Ok(Params::of(&[("rigId", "r1"), ("beadId", "b1")]))
         );
         assert_eq!(
-            parse(Delete, "/api/rigs/r1/agents/a1/hook"),
-            Ok(Route::Unhook { rig: "r1".into(), agent: "a1".into() })
+            find(Delete, "/api/rigs/r1/agents/a1/hook").map(|m| m.endpoint.path),
+            Ok("/api/rigs/:rigId/agents/:agentId/hook")
         );
         assert_eq!(
-            parse(Get, "/api/rigs/r1/agents/a1/mail"),
-            Ok(Route::CheckMail { rig: "r1".into(), agent: "a1".into() })
+            params(Get, "/api/identities/polecat%2Ftoast%40r1"),
+            Ok(Params::of(&[("identity", "polecat/toast@r1")]))
         );
         assert_eq!(
-            parse(Post, "/api/towns/t1/container/agents/a1/stream-ticket"),
-            Ok(Route::ContainerProxy {
-                town: "t1".into(),
-                path: "/agents/a1/stream-ticket".into()
-            })
-        );
-        assert_eq!(
-            parse(Get, "/api/identities/polecat%2Ftoast%40r1"),
-            Ok(Route::GetIdentity { identity: "polecat/toast@r1".into() })
+            params(Post, "/api/mayor/t1/tools/escalations/resolve"),
+            Ok(Params::of(&[("townId", "t1")]))
         );
     }
 
     #[test]
+    fn every_pattern_is_reachable_and_unique() {
+        let all: Vec<&Endpoint> = TABLE.iter().flat_map(|r| r.iter()).collect();
+        for e in &all {
+            let path: String = e
+                .path
+                .split('/')
+                .map(|s| if s.starts_with(':') { "x1" } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            let found = find(e.method, &path).map(|m| (m.endpoint.method, m.endpoint.path));
+            assert_eq!(found, Ok((e.method, e.path)), "{:?} {} is shadowed", e.method, e.path);
+            let twins = all.iter().filter(|o| o.method == e.method && o.path == e.path).count();
+            assert_eq!(twins, 1, "{:?} {} is listed twice", e.method, e.path);
+        }
+    }
+
+    #[test]
     fn unknown_paths_methods_and_bad_ids() {
-        assert_eq!(parse(Get, "/nope").map_err(|e| e.status()), Err(404));
-        assert_eq!(parse(Get, "/api/rigs/r1/agents/a1/dance").map_err(|e| e.status()), Err(404));
-        assert_eq!(parse(Delete, "/api/rigs/r1/beads"), Err(ApiError::no_route()));
-        assert_eq!(parse(Post, "/health"), Err(ApiError::no_route()));
-        assert_eq!(parse(Other, "/health"), Err(ApiError::no_route()));
-        assert_eq!(parse(Get, "/health/"), Err(ApiError::no_route()));
-        assert_eq!(parse(Get, "/api/rigs/r1/beads/"), Err(ApiError::no_route()));
-        assert_eq!(parse(Get, "/api/rigs/r.1/beads").map_err(|e| e.status()), Err(400));
-        assert_eq!(parse(Get, "/api/rigs/r1/beads/%27%3B").map_err(|e| e.status()), Err(400));
+        assert_eq!(find(Get, "/nope").map(|_| ()), Err(ApiError::no_route()));
+        assert_eq!(
+            find(Get, "/api/rigs/r1/agents/a1/dance").map(|_| ()),
+            Err(ApiError::no_route())
+        );
+        assert_eq!(find(Delete, "/api/rigs/r1/beads").map(|_| ()), Err(ApiError::no_route()));
+        assert_eq!(find(Post, "/health").map(|_| ()), Err(ApiError::no_route()));
+        assert_eq!(find(Other, "/health").map(|_| ()), Err(ApiError::no_route()));
+        assert_eq!(find(Get, "/health/").map(|_| ()), Err(ApiError::no_route()));
+        assert_eq!(find(Get, "/api/rigs/r1/beads/").map(|_| ()), Err(ApiError::no_route()));
+        assert_eq!(find(Get, "/api/rigs/r.1/beads").map_err(|e| e.status()).map(|_| ()), Err(400));
+        assert_eq!(
+            find(Get, "/api/rigs/r1/beads/%27%3B").map_err(|e| e.status()).map(|_| ()),
+            Err(400)
+        );
+        assert_eq!(find(Get, "/api/mayor/t1/tools/convoys").map(|_| ()), Err(ApiError::no_route()));
+        assert_eq!(
+            find(Post, "/api/mayor/t.1/tools/sling").map_err(|e| e.status()).map(|_| ()),
+            Err(400)
+        );
     }
 
     #[test]
@@ -516,68 +355,50 @@ mod tests {
             prefix_access("/api/rigs/r1/agents/a2/zzz"),
             Some(Access::Rig { rig: "r1".into(), agent: Some("a2".into()) })
         );
+        assert_eq!(
+            prefix_access("/api/rigs/r1/agents/a2"),
+            Some(Access::Rig { rig: "r1".into(), agent: None })
+        );
         assert_eq!(prefix_access("/api/towns/t1/whatever"), Some(Access::Internal));
+        assert_eq!(prefix_access("/api/mayor/t1/nope"), Some(Access::Mayor { town: "t1".into() }));
         assert_eq!(prefix_access("/api/rigs"), None);
         assert_eq!(prefix_access("/api/unknown"), None);
         assert_eq!(prefix_access("/nope"), None);
     }
 
     #[test]
-    fn mayor_routes() {
-        use crate::mayor::MayorTool as T;
-        assert_eq!(
-            parse(Post, "/api/towns/t1/mayor/messages").map(|r| r.access()),
-            Ok(Access::Internal)
-        );
-        assert_eq!(parse(Get, "/api/towns/t1/mayor"), Ok(Route::MayorStatus { town: "t1".into() }));
-        let tool = parse(Post, "/api/mayor/t1/tools/convoys");
-        assert_eq!(tool, Ok(Route::MayorTool { town: "t1".into(), tool: T::Convoy }));
-        assert_eq!(tool.map(|r| r.access()), Ok(Access::Mayor { town: "t1".into() }));
-        assert_eq!(parse(Get, "/api/mayor/t1/tools/convoys").map_err(|e| e.status()), Err(404));
-        assert_eq!(parse(Post, "/api/mayor/t.1/tools/sling").map_err(|e| e.status()), Err(400));
-        assert_eq!(prefix_access("/api/mayor/t1/nope"), Some(Access::Mayor { town: "t1".into() }));
-    }
-
-    #[test]
     fn access_rules() {
-        assert_eq!(parse(Get, "/health").map(|r| r.access()), Ok(Access::Public));
+        let internal = Ok(Access::Internal);
+        assert_eq!(access(Get, "/health"), Ok(Access::Public));
+        assert_eq!(access(Get, "/"), Ok(Access::Public));
         assert_eq!(
-            parse(Post, "/api/rigs/r1/agents/a1/done").map(|r| r.access()),
+            access(Post, "/api/rigs/r1/agents/a1/done"),
             Ok(Access::Rig { rig: "r1".into(), agent: Some("a1".into()) })
         );
         assert_eq!(
-            parse(Get, "/api/rigs/r1/agents/a1").map(|r| r.access()),
+            access(Get, "/api/rigs/r1/agents/a1"),
             Ok(Access::Rig { rig: "r1".into(), agent: None })
         );
-        assert_eq!(parse(Post, "/api/rigs/r1/sling").map(|r| r.access()), Ok(Access::Internal));
-        assert_eq!(parse(Post, "/api/rigs/r1/convoys").map(|r| r.access()), Ok(Access::Internal));
-        assert_eq!(parse(Get, "/api/rigs/r1/convoys/c1").map(|r| r.access()), Ok(Access::Internal));
+        assert_eq!(access(Post, "/api/rigs/r1/sling"), internal);
+        assert_eq!(access(Post, "/api/rigs/r1/convoys"), internal);
+        assert_eq!(access(Get, "/api/rigs/r1/convoys/c1"), internal);
+        assert_eq!(access(Post, "/api/towns/t/container/agents/start"), internal);
+        assert_eq!(access(Post, "/api/towns/t/container/heartbeat"), Ok(Access::Container));
+        assert_eq!(access(Post, "/api/towns/t1/mayor/messages"), internal);
+        assert_eq!(access(Get, "/api/towns"), internal);
         assert_eq!(
-            parse(Post, "/api/towns/t/container/agents/start").map(|r| r.access()),
-            Ok(Access::Internal)
+            access(Post, "/api/mayor/t1/tools/convoys"),
+            Ok(Access::Mayor { town: "t1".into() })
         );
+        // The live stream's credential is its ticket.
+        assert_eq!(access(Get, "/api/towns/t/container/agents/a1/stream"), Ok(Access::Public));
         assert_eq!(
-            parse(Post, "/api/towns/t/container/heartbeat").map(|r| r.access()),
-            Ok(Access::Container)
-        );
-        // The live stream's credential is its ticket; the dashboard page holds no secret.
-        assert_eq!(
-            parse(Get, "/api/towns/t/container/agents/a1/stream"),
-            Ok(Route::AgentStream { town: "t".into(), agent: "a1".into() })
-        );
-        assert_eq!(
-            parse(Get, "/api/towns/t/container/agents/a1/stream").map(|r| r.access()),
-            Ok(Access::Public)
-        );
-        assert_eq!(
-            parse(Post, "/api/towns/t/container/agents/a1/stream").map_err(|e| e.status()),
+            access(Post, "/api/towns/t/container/agents/a1/stream").map_err(|e| e.status()),
             Err(404)
         );
         assert_eq!(
-            parse(Get, "/api/towns/t/container/agents/a.1/stream").map_err(|e| e.status()),
+            access(Get, "/api/towns/t/container/agents/a.1/stream").map_err(|e| e.status()),
             Err(400)
         );
-        assert_eq!(parse(Get, "/").map(|r| r.access()), Ok(Access::Public));
-        assert_eq!(parse(Get, "/api/towns").map(|r| r.access()), Ok(Access::Internal));
     }
 }

@@ -11,11 +11,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
-use crate::requests::{
-    AgentFilter, BeadFilter, DoneRequest, EventFilter, NewAgent, NewBead, NewConvoy, NewEscalation,
-    NewMail, NewReview, NewRig, NewTown, ReviewFilter, RigConfigInput, SlingRequest, StatusUpdate,
-};
+use crate::escalations::NewEscalation;
+use crate::rig::agents::{AgentFilter, DoneRequest, NewAgent};
+use crate::rig::beads::{BeadFilter, NewBead, StatusUpdate};
+use crate::rig::config::RigConfigInput;
+use crate::rig::convoys::NewConvoy;
+use crate::rig::events::EventFilter;
+use crate::rig::mail::NewMail;
+use crate::rig::review::{NewReview, ReviewFilter};
+use crate::rig::sling::SlingRequest;
 use crate::spending::TownLimits;
+use crate::town::{NewRig, NewTown};
 
 /// The URL calls are sent to; the host is ignored by the stub.
 pub const RPC_URL: &str = "https://do/rpc";

@@ -12,7 +12,25 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::{self, Incoming, Plan};
+use crate::error::ApiResult;
 use crate::requests::{Issues, Validate};
+use crate::routes::{Endpoint, Rule};
+use crate::rpc::TownOp;
+
+/// The town's caps (internal).
+pub const ROUTES: &[Endpoint] = &[
+    Endpoint::get("/api/towns/:townId/limits", Rule::Internal, get),
+    Endpoint::put("/api/towns/:townId/limits", Rule::Internal, set),
+];
+
+fn get(req: &Incoming) -> ApiResult<Plan> {
+    Ok(api::town(req.param("townId")?, TownOp::GetLimits, 200))
+}
+
+fn set(req: &Incoming) -> ApiResult<Plan> {
+    Ok(api::town(req.param("townId")?, TownOp::SetLimits(req.body()?), 200))
+}
 
 /// The largest value a cap takes (a typo guard, not a policy).
 pub const MAX_CAP: u32 = 10_000;

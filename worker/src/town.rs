@@ -7,11 +7,92 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::api::{self, Incoming, Plan};
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
+use crate::escalations::NewEscalation;
 use crate::params;
-use crate::requests::{NewEscalation, NewRig, NewTown, RigConfigInput};
+use crate::requests::{metadata, parse_value, text, Issues, Validate, MAX_TITLE};
+use crate::rig::config::default_branch;
+use crate::rig::config::RigConfigInput;
+use crate::routes::{Endpoint, Rule};
+use crate::rpc::TownOp;
 use crate::spending::TownLimits;
+use shared_types::validate;
+
+/// Towns and their rigs (internal).
+pub const ROUTES: &[Endpoint] = &[
+    Endpoint::post("/api/towns", Rule::Internal, create),
+    Endpoint::get("/api/towns", Rule::Internal, list),
+    Endpoint::get("/api/towns/:townId", Rule::Internal, get),
+    Endpoint::post("/api/towns/:townId/rigs", Rule::Internal, create_rig),
+    Endpoint::get("/api/towns/:townId/rigs", Rule::Internal, list_rigs),
+];
+
+fn create(req: &Incoming) -> ApiResult<Plan> {
+    let town: NewTown = req.body()?;
+    let town_id = (req.new_id)();
+    Ok(api::town(town_id.clone(), TownOp::Create { town_id, town }, 201))
+}
+
+fn list(_: &Incoming) -> ApiResult<Plan> {
+    Ok(api::town(INDEX.into(), TownOp::ListTowns, 200))
+}
+
+fn get(req: &Incoming) -> ApiResult<Plan> {
+    Ok(api::town(req.param("townId")?, TownOp::Get, 200))
+}
+
+fn create_rig(req: &Incoming) -> ApiResult<Plan> {
+    let mut rig: NewRig = parse_value(req.body, &[])?;
+    rig.allow_local_repos = req.allow_local_repos;
+    rig.validate()?;
+    Ok(api::town(req.param("townId")?, TownOp::CreateRig { rig }, 201))
+}
+
+fn list_rigs(req: &Incoming) -> ApiResult<Plan> {
+    Ok(api::town(req.param("townId")?, TownOp::ListRigs, 200))
+}
+
+/// `POST /api/towns`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewTown {
+    pub name: String,
+    /// Free-form town settings (default model, ...), a JSON object.
+    #[serde(default)]
+    pub config: Option<Value>,
+}
+
+impl Validate for NewTown {
+    fn check(&self, i: &mut Issues) {
+        i.add("name", text(&self.name, MAX_TITLE));
+        i.add("config", metadata(&self.config));
+    }
+}
+
+/// `POST /api/towns/:townId/rigs`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewRig {
+    pub name: String,
+    pub git_url: String,
+    #[serde(default = "default_branch")]
+    pub default_branch: String,
+    /// Merge settings, as in [`RigConfigInput`].
+    #[serde(flatten)]
+    pub merge: crate::refinery::MergeSettings,
+    #[serde(skip_deserializing, default)]
+    pub allow_local_repos: bool,
+}
+
+impl Validate for NewRig {
+    fn check(&self, i: &mut Issues) {
+        let policy = validate::ValidationPolicy { allow_local_repos: self.allow_local_repos };
+        i.add("name", text(&self.name, MAX_TITLE));
+        i.add("git_url", validate::git_url(&self.git_url, policy).map(|_| ()));
+        i.add("default_branch", validate::branch(&self.default_branch));
+        self.merge.check(i);
+    }
+}
 
 pub const MIGRATIONS: &[&[&str]] = &[&[
     "CREATE TABLE town (id INTEGER PRIMARY KEY CHECK (id = 1), town_id TEXT NOT NULL, name TEXT NOT NULL,

@@ -3,10 +3,12 @@
 //! value or a 4xx error with a message, never a panic and never a 5xx.
 
 use gastown_worker::error::ApiError;
-use gastown_worker::requests::{
-    parse_body, NewBead, NewConvoy, RigConfigInput, SlingRequest, Validate,
-};
-use gastown_worker::routes::{parse, Method};
+use gastown_worker::requests::{parse_body, Validate};
+use gastown_worker::rig::beads::NewBead;
+use gastown_worker::rig::config::RigConfigInput;
+use gastown_worker::rig::convoys::NewConvoy;
+use gastown_worker::rig::sling::SlingRequest;
+use gastown_worker::routes::{find, Method};
 use gastown_worker::{jwt, query};
 use proptest::prelude::*;
 
@@ -78,7 +80,7 @@ proptest! {
 
     #[test]
     fn every_path_routes_or_is_a_client_error(p in path(), m in prop::sample::select(vec!["GET", "POST", "PUT", "PATCH", "DELETE", "BREW"])) {
-        if let Err(e) = parse(Method::parse(m), &p) {
+        if let Err(e) = find(Method::parse(m), &p) {
             prop_assert!(is_client_error(&e), "{m} {p}: {e:?}");
         }
     }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use crate::error::{ApiError, ApiResult};
 
 pub mod lifecycle;
+pub mod routes;
 
 /// The control server's port inside the container.
 pub const DEFAULT_PORT: u16 = 8080;

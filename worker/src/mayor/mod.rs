@@ -4,7 +4,7 @@
 //!
 //! The mayor lives in its town's TownDO (state, transcript, threads, turn limits) and runs as
 //! agent [`MAYOR_AGENT_ID`] in the town's container, without a checkout, with its own tool set.
-//! - `requests.rs`: its routes' bodies and queries, validated before any object is called, and
+//! - `routes.rs`: its routes, their bodies and queries, validated before any object is called, and
 //!   what each route asks of the TownDO ([`MayorOp`]).
 //! - `store.rs`: the TownDO's mayor tables: the transcript (people's messages, the mayor's
 //!   replies, the town's notices), open threads, the current turn's counters.
@@ -17,11 +17,11 @@
 //! its alarm, and makes the mayor's tool calls on the rigs' RigDOs.
 
 pub mod prompt;
-pub mod requests;
+pub mod routes;
 pub mod status;
 pub mod store;
 
-pub use requests::{MayorOp, MayorTool, Notice};
+pub use routes::{MayorOp, Notice};
 pub use shared_types::MAYOR_AGENT_ID;
 pub use status::town_status;
 

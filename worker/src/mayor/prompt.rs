@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use shared_types::{AgentRole, StartAgentRequest, MAYOR_AGENT_ID};
 
-use super::requests::{Notice, NoticeKind};
+use super::routes::{Notice, NoticeKind};
 use super::store::{History, Message, Thread};
 use crate::jwt::{self, AgentClaims, MAYOR_ROLE};
 

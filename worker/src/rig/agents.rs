@@ -9,11 +9,162 @@ use serde_json::{json, Value};
 use super::beads::opt_json;
 use super::rows::AgentRow;
 use super::Rig;
+use crate::api::{self, FollowUp, Incoming, Plan};
+use crate::body::{opt, req, Field, Kind, NON_EMPTY, STR};
 use crate::db::{Db, Select};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{Agent, BeadStatus, EventKind, ReviewEntry};
+use crate::model::{AgentRole, AgentStatus};
 use crate::params;
-use crate::requests::{AgentFilter, DoneRequest, NewAgent, NewReview};
+use crate::requests::{json_size, opt_text, text, url, MAX_CHECKPOINT, MAX_IDENTITY, MAX_TEXT};
+use crate::requests::{Issues, Validate};
+use crate::rig::review::NewReview;
+use crate::routes::{Endpoint, Rule};
+use crate::rpc::RigOp;
+use serde::{Deserialize, Serialize};
+use shared_types::validate;
+
+/// Agents and their hooks: the reference's routes (an agent of the rig, or internal callers;
+/// the routes under `/agents/:agentId/` are that agent's own).
+pub const ROUTES: &[Endpoint] = &[
+    Endpoint::post("/api/rigs/:rigId/agents", Rule::Rig, register),
+    Endpoint::get("/api/rigs/:rigId/agents", Rule::Rig, list),
+    Endpoint::get("/api/rigs/:rigId/agents/:agentId", Rule::Rig, get),
+    Endpoint::post("/api/rigs/:rigId/agents/:agentId/hook", Rule::RigAgent, hook),
+    Endpoint::delete("/api/rigs/:rigId/agents/:agentId/hook", Rule::RigAgent, unhook),
+    Endpoint::get("/api/rigs/:rigId/agents/:agentId/prime", Rule::RigAgent, prime),
+    Endpoint::post("/api/rigs/:rigId/agents/:agentId/done", Rule::RigAgent, done),
+    Endpoint::post("/api/rigs/:rigId/agents/:agentId/checkpoint", Rule::RigAgent, checkpoint),
+    Endpoint::post("/api/rigs/:rigId/agents/:agentId/heartbeat", Rule::RigAgent, heartbeat),
+];
+
+fn register(req: &Incoming) -> ApiResult<Plan> {
+    let op = RigOp::RegisterAgent(req.body()?);
+    Ok(api::created(req.param("rigId")?, op, FollowUp::IdentityFromAgent))
+}
+
+fn list(req: &Incoming) -> ApiResult<Plan> {
+    Ok(api::rig(req.param("rigId")?, RigOp::ListAgents(crate::query::agent_filter(req.query)?)))
+}
+
+fn get(req: &Incoming) -> ApiResult<Plan> {
+    Ok(api::rig(req.param("rigId")?, RigOp::GetAgent { agent_id: req.param("agentId")? }))
+}
+
+fn hook(req: &Incoming) -> ApiResult<Plan> {
+    let h: HookRequest = req.body()?;
+    let op = RigOp::Hook { agent_id: req.param("agentId")?, bead_id: h.bead_id };
+    Ok(api::ack(req.param("rigId")?, op, 200, "hooked"))
+}
+
+fn unhook(req: &Incoming) -> ApiResult<Plan> {
+    let op = RigOp::Unhook { agent_id: req.param("agentId")? };
+    Ok(api::ack(req.param("rigId")?, op, 200, "unhooked"))
+}
+
+fn prime(req: &Incoming) -> ApiResult<Plan> {
+    Ok(api::rig(req.param("rigId")?, RigOp::Prime { agent_id: req.param("agentId")? }))
+}
+
+fn done(req: &Incoming) -> ApiResult<Plan> {
+    let op = RigOp::Done { agent_id: req.param("agentId")?, done: req.body()? };
+    Ok(Plan::Rig {
+        rig_id: req.param("rigId")?,
+        op,
+        status: 200,
+        follow_up: FollowUp::Completion,
+        reply: api::Reply::Ack("done"),
+    })
+}
+
+fn checkpoint(req: &Incoming) -> ApiResult<Plan> {
+    let c: CheckpointRequest = req.body()?;
+    let op = RigOp::Checkpoint { agent_id: req.param("agentId")?, data: c.data };
+    Ok(api::ack(req.param("rigId")?, op, 200, "written"))
+}
+
+fn heartbeat(req: &Incoming) -> ApiResult<Plan> {
+    let op = RigOp::Heartbeat { agent_id: req.param("agentId")? };
+    Ok(api::ack(req.param("rigId")?, op, 200, "heartbeat"))
+}
+
+const ROLES: Kind = Kind::Enum(&["polecat", "refinery", "mayor", "witness"]);
+
+/// `POST /api/rigs/:rigId/agents`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewAgent {
+    pub role: AgentRole,
+    pub name: String,
+    pub identity: String,
+}
+
+impl Validate for NewAgent {
+    const FIELDS: &'static [Field] =
+        &[req("role", ROLES), req("name", NON_EMPTY), req("identity", NON_EMPTY)];
+
+    fn check(&self, i: &mut Issues) {
+        i.add("name", validate::agent_name(&self.name));
+        i.add("identity", text(&self.identity, MAX_IDENTITY));
+    }
+}
+
+/// `POST /api/rigs/:rigId/agents/:agentId/hook`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookRequest {
+    pub bead_id: String,
+}
+
+impl Validate for HookRequest {
+    const FIELDS: &'static [Field] = &[req("bead_id", NON_EMPTY)];
+
+    fn check(&self, i: &mut Issues) {
+        i.add("bead_id", validate::id(&self.bead_id));
+    }
+}
+
+/// `POST /api/rigs/:rigId/agents/:agentId/done`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoneRequest {
+    pub branch: String,
+    #[serde(default)]
+    pub pr_url: Option<String>,
+    #[serde(default)]
+    pub summary: Option<String>,
+}
+
+impl Validate for DoneRequest {
+    const FIELDS: &'static [Field] =
+        &[req("branch", NON_EMPTY), opt("pr_url", STR), opt("summary", STR)];
+
+    fn check(&self, i: &mut Issues) {
+        i.add("branch", validate::branch(&self.branch));
+        i.add("pr_url", url(&self.pr_url));
+        i.add("summary", opt_text(&self.summary, MAX_TEXT));
+    }
+}
+
+/// `POST /api/rigs/:rigId/agents/:agentId/checkpoint`: any JSON value, bounded; `{}` stores
+/// `null` (as the reference).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointRequest {
+    #[serde(default)]
+    pub data: Value,
+}
+
+impl Validate for CheckpointRequest {
+    const FIELDS: &'static [Field] = &[opt("data", Kind::Any)];
+
+    fn check(&self, i: &mut Issues) {
+        i.add("data", json_size(&self.data, MAX_CHECKPOINT));
+    }
+}
+
+/// Query of `GET /api/rigs/:rigId/agents`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentFilter {
+    pub role: Option<AgentRole>,
+    pub status: Option<AgentStatus>,
+}
 
 impl<D: Db> Rig<'_, D> {
     pub(super) fn agent(&self, id: &str) -> ApiResult<Agent> {

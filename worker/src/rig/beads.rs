@@ -4,11 +4,143 @@ use serde_json::{json, Value};
 
 use super::rows::BeadRow;
 use super::Rig;
+use crate::api::{self, FollowUp, Incoming, Plan};
+use crate::auth::check_body_agent;
+use crate::body::{opt, req, Field, Kind, NON_EMPTY, STR};
 use crate::db::{Db, Select};
 use crate::error::{ApiError, ApiResult};
+use crate::escalations::NewEscalation;
+use crate::model::Priority;
 use crate::model::{Bead, BeadStatus, BeadType, EventKind};
 use crate::params;
-use crate::requests::{BeadFilter, NewBead, NewEscalation, StatusUpdate};
+use crate::requests::{labels, metadata, opt_id, opt_text, text, MAX_TEXT, MAX_TITLE, PRIORITIES};
+use crate::requests::{Issues, Validate};
+use crate::routes::{Endpoint, Rule};
+use crate::rpc::RigOp;
+use serde::{Deserialize, Serialize};
+use shared_types::validate;
+
+/// Beads: the reference's routes (an agent of the rig, or internal callers).
+pub const ROUTES: &[Endpoint] = &[
+    Endpoint::post("/api/rigs/:rigId/beads", Rule::Rig, create_bead),
+    Endpoint::get("/api/rigs/:rigId/beads", Rule::Rig, list_beads),
+    Endpoint::get("/api/rigs/:rigId/beads/:beadId", Rule::Rig, get_bead),
+    Endpoint::patch("/api/rigs/:rigId/beads/:beadId/status", Rule::Rig, update_status),
+    Endpoint::post("/api/rigs/:rigId/beads/:beadId/close", Rule::Rig, close_bead),
+];
+
+fn create_bead(req: &Incoming) -> ApiResult<Plan> {
+    Ok(api::created(req.param("rigId")?, RigOp::CreateBead(req.body()?), FollowUp::None))
+}
+
+fn list_beads(req: &Incoming) -> ApiResult<Plan> {
+    Ok(api::rig(req.param("rigId")?, RigOp::ListBeads(crate::query::bead_filter(req.query)?)))
+}
+
+fn get_bead(req: &Incoming) -> ApiResult<Plan> {
+    Ok(api::rig(req.param("rigId")?, RigOp::GetBead { bead_id: req.param("beadId")? }))
+}
+
+fn update_status(req: &Incoming) -> ApiResult<Plan> {
+    let update: StatusUpdate = req.body()?;
+    check_body_agent(&req.caller, "agent_id", &update.agent_id)?;
+    let bead_id = req.param("beadId")?;
+    Ok(api::rig(req.param("rigId")?, RigOp::UpdateBeadStatus { bead_id, update }))
+}
+
+fn close_bead(req: &Incoming) -> ApiResult<Plan> {
+    let close: CloseBead = req.body()?;
+    check_body_agent(&req.caller, "agent_id", &close.agent_id)?;
+    let op = RigOp::CloseBead { bead_id: req.param("beadId")?, agent_id: close.agent_id };
+    Ok(api::rig(req.param("rigId")?, op))
+}
+
+const BEAD_TYPES: Kind = Kind::Enum(&["issue", "message", "escalation", "merge_request"]);
+
+/// `failed` is ours (the reference has open, in_progress, closed).
+const BEAD_STATUSES: Kind = Kind::Enum(&["open", "in_progress", "closed", "failed"]);
+
+/// `POST /api/rigs/:rigId/beads`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewBead {
+    #[serde(rename = "type")]
+    pub bead_type: BeadType,
+    pub title: String,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    #[serde(default)]
+    pub labels: Option<Vec<String>>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+    #[serde(default)]
+    pub assignee_agent_id: Option<String>,
+    #[serde(default)]
+    pub convoy_id: Option<String>,
+}
+
+impl Validate for NewBead {
+    const FIELDS: &'static [Field] = &[
+        req("type", BEAD_TYPES),
+        req("title", NON_EMPTY),
+        opt("body", STR),
+        opt("priority", PRIORITIES),
+        opt("labels", Kind::StrArray),
+        opt("metadata", Kind::Record),
+        opt("assignee_agent_id", STR),
+        opt("convoy_id", STR),
+    ];
+
+    fn check(&self, i: &mut Issues) {
+        i.add("title", text(&self.title, MAX_TITLE));
+        i.add("body", opt_text(&self.body, MAX_TEXT));
+        i.add("labels", labels(&self.labels));
+        i.add("metadata", metadata(&self.metadata));
+        i.add("assignee_agent_id", opt_id(&self.assignee_agent_id));
+        i.add("convoy_id", opt_id(&self.convoy_id));
+    }
+}
+
+/// `PATCH /api/rigs/:rigId/beads/:beadId/status`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusUpdate {
+    pub status: BeadStatus,
+    pub agent_id: String,
+}
+
+impl Validate for StatusUpdate {
+    const FIELDS: &'static [Field] = &[req("status", BEAD_STATUSES), req("agent_id", NON_EMPTY)];
+
+    fn check(&self, i: &mut Issues) {
+        i.add("agent_id", validate::id(&self.agent_id));
+    }
+}
+
+/// `POST /api/rigs/:rigId/beads/:beadId/close`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloseBead {
+    pub agent_id: String,
+}
+
+impl Validate for CloseBead {
+    const FIELDS: &'static [Field] = &[req("agent_id", NON_EMPTY)];
+
+    fn check(&self, i: &mut Issues) {
+        i.add("agent_id", validate::id(&self.agent_id));
+    }
+}
+
+/// Query of `GET /api/rigs/:rigId/beads`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BeadFilter {
+    pub status: Option<BeadStatus>,
+    pub bead_type: Option<BeadType>,
+    pub assignee_agent_id: Option<String>,
+    pub convoy_id: Option<String>,
+    pub limit: u32,
+    pub offset: u32,
+}
 
 impl<D: Db> Rig<'_, D> {
     pub fn bead(&self, id: &str) -> ApiResult<Bead> {

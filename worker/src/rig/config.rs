@@ -3,11 +3,67 @@
 use serde::Deserialize;
 
 use super::Rig;
+use crate::api::{self, Incoming, Plan};
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
 use crate::model::RigConfig;
 use crate::params;
-use crate::requests::RigConfigInput;
+use crate::requests::{opt_text, parse_value, Issues, Validate, MAX_TITLE};
+use crate::routes::{Endpoint, Rule};
+use crate::rpc::RigOp;
+use serde::Serialize;
+use shared_types::validate;
+
+/// The rig's configuration (internal; the TownDO sets it when it creates a rig).
+pub const ROUTES: &[Endpoint] = &[
+    Endpoint::get("/api/rigs/:rigId/config", Rule::Internal, get),
+    Endpoint::put("/api/rigs/:rigId/config", Rule::Internal, put),
+];
+
+fn get(req: &Incoming) -> ApiResult<Plan> {
+    Ok(api::rig(req.param("rigId")?, RigOp::GetConfig))
+}
+
+fn put(req: &Incoming) -> ApiResult<Plan> {
+    let mut config: RigConfigInput = parse_value(req.body, &[])?;
+    config.allow_local_repos = req.allow_local_repos;
+    config.validate()?;
+    let rig_id = req.param("rigId")?;
+    Ok(api::rig(rig_id.clone(), RigOp::Configure { rig_id, config }))
+}
+
+/// `PUT /api/rigs/:rigId/config` (internal), also sent by the TownDO when it creates a rig.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RigConfigInput {
+    pub town_id: String,
+    pub git_url: String,
+    #[serde(default = "default_branch")]
+    pub default_branch: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Merge settings (`merge_gates`, `gate_timeout_secs`, `max_rework_rounds`,
+    /// `delete_merged_branches`, `merge_strategy`), each optional.
+    #[serde(flatten)]
+    pub merge: crate::refinery::MergeSettings,
+    /// Set by the Worker from its `ALLOW_LOCAL_REPOS` var, never read from the client.
+    #[serde(skip_deserializing, default)]
+    pub allow_local_repos: bool,
+}
+
+pub(crate) fn default_branch() -> String {
+    "main".into()
+}
+
+impl Validate for RigConfigInput {
+    fn check(&self, i: &mut Issues) {
+        let policy = validate::ValidationPolicy { allow_local_repos: self.allow_local_repos };
+        i.add("town_id", validate::id(&self.town_id));
+        i.add("git_url", validate::git_url(&self.git_url, policy).map(|_| ()));
+        i.add("default_branch", validate::branch(&self.default_branch));
+        i.add("name", opt_text(&self.name, MAX_TITLE));
+        self.merge.check(i);
+    }
+}
 
 #[derive(Deserialize)]
 struct Row {

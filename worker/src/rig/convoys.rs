@@ -6,11 +6,62 @@ use serde_json::{json, Value};
 
 use super::rows::BeadRow;
 use super::Rig;
+use crate::api::{self, FollowUp, Incoming, Plan};
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{Bead, BeadStatus, EventKind};
 use crate::params;
-use crate::requests::{NewConvoy, SlingRequest};
+use crate::requests::{text, Issues, Validate, MAX_TITLE};
+use crate::rig::sling::SlingRequest;
+use crate::routes::{Endpoint, Rule};
+use crate::rpc::RigOp;
+use serde::Serialize;
+
+/// Convoys (internal): beads slung together, and their state.
+pub const ROUTES: &[Endpoint] = &[
+    Endpoint::post("/api/rigs/:rigId/convoys", Rule::Internal, create),
+    Endpoint::get("/api/rigs/:rigId/convoys", Rule::Internal, list),
+    Endpoint::get("/api/rigs/:rigId/convoys/:convoyId", Rule::Internal, get),
+];
+
+fn create(req: &Incoming) -> ApiResult<Plan> {
+    let rig_id = req.param("rigId")?;
+    let op = RigOp::CreateConvoy { rig_id: rig_id.clone(), convoy: req.body()? };
+    Ok(api::created(rig_id, op, FollowUp::IdentityFromConvoy))
+}
+
+fn list(req: &Incoming) -> ApiResult<Plan> {
+    Ok(api::rig(req.param("rigId")?, RigOp::ListConvoys))
+}
+
+fn get(req: &Incoming) -> ApiResult<Plan> {
+    Ok(api::rig(req.param("rigId")?, RigOp::GetConvoy { convoy_id: req.param("convoyId")? }))
+}
+
+/// Most beads in one convoy.
+pub const MAX_CONVOY_BEADS: usize = 50;
+
+/// `POST /api/rigs/:rigId/convoys` (internal): beads slung together as one convoy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewConvoy {
+    pub title: String,
+    /// Each as a sling request (its own `convoy_id`, if any, is replaced by the new convoy's).
+    pub beads: Vec<SlingRequest>,
+}
+
+impl Validate for NewConvoy {
+    fn check(&self, i: &mut Issues) {
+        i.add("title", text(&self.title, MAX_TITLE));
+        if self.beads.is_empty() || self.beads.len() > MAX_CONVOY_BEADS {
+            i.add("beads", Err(format!("must list 1 to {MAX_CONVOY_BEADS} beads")));
+        }
+        for (n, b) in self.beads.iter().enumerate() {
+            let mut inner = Issues::default();
+            b.check(&mut inner);
+            i.nested(&format!("beads[{n}]"), inner);
+        }
+    }
+}
 
 #[derive(Deserialize)]
 struct ConvoyRow {
@@ -109,7 +160,7 @@ impl<D: Db> Rig<'_, D> {
                     self.db.first("SELECT * FROM convoys WHERE id = ?", params![id])?;
                 let title = title.map(|c| c.title).unwrap_or_default();
                 self.notify(
-                    crate::mayor::requests::NoticeKind::ConvoyLanded,
+                    crate::mayor::routes::NoticeKind::ConvoyLanded,
                     id,
                     &title,
                     json!({ "beads": beads.len() }),

@@ -4,11 +4,38 @@ use serde_json::Value;
 
 use super::rows::EventRow;
 use super::Rig;
+use crate::api::{self, Incoming, Plan};
 use crate::db::{Db, Select};
 use crate::error::ApiResult;
 use crate::model::{BeadEvent, EventKind};
 use crate::params;
-use crate::requests::EventFilter;
+use crate::routes::{Endpoint, Rule};
+use crate::rpc::RigOp;
+use serde::{Deserialize, Serialize};
+
+/// The event log (internal): the rig's, or one bead's.
+pub const ROUTES: &[Endpoint] = &[
+    Endpoint::get("/api/rigs/:rigId/events", Rule::Internal, list),
+    Endpoint::get("/api/rigs/:rigId/beads/:beadId/events", Rule::Internal, of_bead),
+];
+
+fn list(req: &Incoming) -> ApiResult<Plan> {
+    let filter = crate::query::event_filter(req.query, None)?;
+    Ok(api::rig(req.param("rigId")?, RigOp::ListEvents(filter)))
+}
+
+fn of_bead(req: &Incoming) -> ApiResult<Plan> {
+    let filter = crate::query::event_filter(req.query, Some(req.param("beadId")?))?;
+    Ok(api::rig(req.param("rigId")?, RigOp::ListEvents(filter)))
+}
+
+/// Query of the event log routes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventFilter {
+    pub bead_id: Option<String>,
+    pub limit: u32,
+    pub offset: u32,
+}
 
 impl<D: Db> Rig<'_, D> {
     pub(super) fn log(

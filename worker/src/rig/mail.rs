@@ -4,11 +4,60 @@ use serde_json::json;
 
 use super::rows::MailRow;
 use super::Rig;
+use crate::api::{self, Incoming, Plan};
+use crate::auth::check_body_agent;
+use crate::body::{req, Field, NON_EMPTY};
 use crate::db::Db;
 use crate::error::ApiResult;
 use crate::model::{EventKind, Mail};
 use crate::params;
-use crate::requests::NewMail;
+use crate::requests::{text, MAX_TEXT, MAX_TITLE};
+use crate::requests::{Issues, Validate};
+use crate::routes::{Endpoint, Rule};
+use crate::rpc::RigOp;
+use serde::{Deserialize, Serialize};
+use shared_types::validate;
+
+/// Mail between a rig's agents: the reference's routes.
+pub const ROUTES: &[Endpoint] = &[
+    Endpoint::post("/api/rigs/:rigId/mail", Rule::Rig, send),
+    Endpoint::get("/api/rigs/:rigId/agents/:agentId/mail", Rule::RigAgent, check),
+];
+
+fn send(req: &Incoming) -> ApiResult<Plan> {
+    let mail: NewMail = req.body()?;
+    check_body_agent(&req.caller, "from_agent_id", &mail.from_agent_id)?;
+    Ok(api::ack(req.param("rigId")?, RigOp::SendMail(mail), 201, "sent"))
+}
+
+fn check(req: &Incoming) -> ApiResult<Plan> {
+    Ok(api::rig(req.param("rigId")?, RigOp::CheckMail { agent_id: req.param("agentId")? }))
+}
+
+/// `POST /api/rigs/:rigId/mail`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewMail {
+    pub from_agent_id: String,
+    pub to_agent_id: String,
+    pub subject: String,
+    pub body: String,
+}
+
+impl Validate for NewMail {
+    const FIELDS: &'static [Field] = &[
+        req("from_agent_id", NON_EMPTY),
+        req("to_agent_id", NON_EMPTY),
+        req("subject", NON_EMPTY),
+        req("body", NON_EMPTY),
+    ];
+
+    fn check(&self, i: &mut Issues) {
+        i.add("from_agent_id", validate::id(&self.from_agent_id));
+        i.add("to_agent_id", validate::id(&self.to_agent_id));
+        i.add("subject", text(&self.subject, MAX_TITLE));
+        i.add("body", validate::text(&self.body, MAX_TEXT, true));
+    }
+}
 
 impl<D: Db> Rig<'_, D> {
     pub(super) fn send_mail(&self, m: &NewMail) -> ApiResult<Mail> {

@@ -4,20 +4,20 @@
 //! of statements, which a Durable Object executes atomically (see [`crate::db`]). Checks come
 //! before writes, so a refused request changes nothing.
 
-mod agents;
-mod beads;
-mod config;
-mod convoys;
-mod events;
+pub mod agents;
+pub mod beads;
+pub mod config;
+pub mod convoys;
+pub mod events;
 mod idempotency;
-mod mail;
+pub mod mail;
 mod notices;
 mod refinery;
-mod review;
+pub mod review;
 mod rows;
 mod schedule;
 pub mod schema;
-mod sling;
+pub mod sling;
 #[cfg(test)]
 mod tests;
 

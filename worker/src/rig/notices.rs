@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::Rig;
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
-use crate::mayor::requests::{Notice, NoticeKind};
+use crate::mayor::routes::{Notice, NoticeKind};
 use crate::mayor::MAYOR_AGENT_ID;
 use crate::model::{Bead, BeadStatus, BeadType, EventKind};
 use crate::params;

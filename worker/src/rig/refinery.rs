@@ -14,7 +14,7 @@ use crate::error::ApiResult;
 use crate::model::{BeadType, EventKind, Priority, ReviewEntry};
 use crate::params;
 use crate::refinery::{self, Verdict};
-use crate::requests::NewBead;
+use crate::rig::beads::NewBead;
 
 impl<D: Db> Rig<'_, D> {
     /// The entry being merged now, if any (one merge at a time per rig).

@@ -4,11 +4,74 @@ use serde_json::json;
 
 use super::rows::ReviewRow;
 use super::Rig;
+use crate::api::{self, Incoming, Plan};
+use crate::auth::check_body_agent;
+use crate::body::{opt, req, Field, NON_EMPTY, STR};
 use crate::db::{Db, Select};
 use crate::error::{ApiError, ApiResult};
+use crate::model::ReviewStatus;
 use crate::model::{EventKind, ReviewEntry};
 use crate::params;
-use crate::requests::{NewReview, ReviewFilter};
+use crate::requests::{opt_text, url, MAX_TEXT};
+use crate::requests::{Issues, Validate};
+use crate::routes::{Endpoint, Rule};
+use crate::rpc::RigOp;
+use serde::{Deserialize, Serialize};
+use shared_types::validate;
+
+/// The review queue: agents submit their work (reference), internal callers list it.
+pub const ROUTES: &[Endpoint] = &[
+    Endpoint::post("/api/rigs/:rigId/review-queue", Rule::Rig, submit),
+    Endpoint::get("/api/rigs/:rigId/review-queue", Rule::Internal, list),
+];
+
+fn submit(req: &Incoming) -> ApiResult<Plan> {
+    let review: NewReview = req.body()?;
+    check_body_agent(&req.caller, "agent_id", &review.agent_id)?;
+    Ok(api::ack(req.param("rigId")?, RigOp::SubmitReview(review), 201, "submitted"))
+}
+
+fn list(req: &Incoming) -> ApiResult<Plan> {
+    Ok(api::rig(req.param("rigId")?, RigOp::ListReviews(crate::query::review_filter(req.query)?)))
+}
+
+/// `POST /api/rigs/:rigId/review-queue`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewReview {
+    pub agent_id: String,
+    pub bead_id: String,
+    pub branch: String,
+    #[serde(default)]
+    pub pr_url: Option<String>,
+    #[serde(default)]
+    pub summary: Option<String>,
+}
+
+impl Validate for NewReview {
+    const FIELDS: &'static [Field] = &[
+        req("agent_id", NON_EMPTY),
+        req("bead_id", NON_EMPTY),
+        req("branch", NON_EMPTY),
+        opt("pr_url", STR),
+        opt("summary", STR),
+    ];
+
+    fn check(&self, i: &mut Issues) {
+        i.add("agent_id", validate::id(&self.agent_id));
+        i.add("bead_id", validate::id(&self.bead_id));
+        i.add("branch", validate::branch(&self.branch));
+        i.add("pr_url", url(&self.pr_url));
+        i.add("summary", opt_text(&self.summary, MAX_TEXT));
+    }
+}
+
+/// Query of `GET /api/rigs/:rigId/review-queue`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewFilter {
+    pub status: Option<ReviewStatus>,
+    pub limit: u32,
+    pub offset: u32,
+}
 
 impl<D: Db> Rig<'_, D> {
     pub(super) fn submit_review(&self, r: &NewReview) -> ApiResult<ReviewEntry> {

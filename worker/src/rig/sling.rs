@@ -6,15 +6,78 @@
 
 use std::collections::HashSet;
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::beads::NewBead;
 use super::rows::AgentRow;
 use super::Rig;
+use crate::api::{self, FollowUp, Incoming, Plan};
+use crate::body::{opt, req, Field, Kind, NON_EMPTY, STR};
 use crate::db::Db;
 use crate::error::ApiResult;
 use crate::model::{Agent, AgentRole};
-use crate::requests::{NewAgent, SlingRequest};
+use crate::model::{BeadType, Priority};
+use crate::requests::{Issues, Validate, PRIORITIES};
+use crate::rig::agents::NewAgent;
+use crate::routes::{Endpoint, Rule};
+use crate::rpc::RigOp;
+use serde::{Deserialize, Serialize};
+
+/// Sling (internal): a bead for the next idle polecat of the rig, hooked at once.
+pub const ROUTES: &[Endpoint] = &[Endpoint::post("/api/rigs/:rigId/sling", Rule::Internal, sling)];
+
+fn sling(req: &Incoming) -> ApiResult<Plan> {
+    let rig_id = req.param("rigId")?;
+    let op = RigOp::Sling { rig_id: rig_id.clone(), sling: req.body()? };
+    Ok(api::created(rig_id, op, FollowUp::IdentityFromSling))
+}
+
+/// `POST /api/rigs/:rigId/sling` (internal): a bead for the next idle polecat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlingRequest {
+    pub title: String,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    #[serde(default)]
+    pub labels: Option<Vec<String>>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+    #[serde(default)]
+    pub convoy_id: Option<String>,
+}
+
+impl SlingRequest {
+    /// The bead sling creates: an `issue`, hooked (and so assigned) by sling itself.
+    pub fn bead(&self) -> NewBead {
+        NewBead {
+            bead_type: BeadType::Issue,
+            title: self.title.clone(),
+            body: self.body.clone(),
+            priority: self.priority,
+            labels: self.labels.clone(),
+            metadata: self.metadata.clone(),
+            assignee_agent_id: None,
+            convoy_id: self.convoy_id.clone(),
+        }
+    }
+}
+
+impl Validate for SlingRequest {
+    const FIELDS: &'static [Field] = &[
+        req("title", NON_EMPTY),
+        opt("body", STR),
+        opt("priority", PRIORITIES),
+        opt("labels", Kind::StrArray),
+        opt("metadata", Kind::Record),
+        opt("convoy_id", STR),
+    ];
+
+    fn check(&self, i: &mut Issues) {
+        self.bead().check(i);
+    }
+}
 
 /// Polecat names, handed out in this order.
 pub const NAME_POOL: &[&str] = &[

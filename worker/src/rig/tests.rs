@@ -132,8 +132,9 @@ fn assert_indexed(f: &Fixture, what: &str, sql: &str, params: Vec<crate::db::Sql
 #[test]
 fn bead_pages_and_lookups_use_an_index_for_filter_and_order() {
     let f = Fixture::configured();
-    let filter =
-        |v: Value| -> crate::requests::BeadFilter { serde_json::from_value(v).expect("a filter") };
+    let filter = |v: Value| -> crate::rig::beads::BeadFilter {
+        serde_json::from_value(v).expect("a filter")
+    };
     let page = |v: Value| super::beads::list_sql(&filter(v));
     for (what, args) in [
         ("default", json!({"limit": 50, "offset": 0})),
@@ -156,8 +157,9 @@ fn bead_pages_and_lookups_use_an_index_for_filter_and_order() {
 fn bench_bead_pages() {
     use std::time::Instant;
     let f = Fixture::configured();
-    let filter =
-        |v: Value| -> crate::requests::BeadFilter { serde_json::from_value(v).expect("a filter") };
+    let filter = |v: Value| -> crate::rig::beads::BeadFilter {
+        serde_json::from_value(v).expect("a filter")
+    };
     let runs = 200;
     let time = |what: &dyn Fn()| {
         let t = Instant::now();

@@ -10,7 +10,7 @@ use crate::auth::{self, Caller, Credentials, Secrets};
 use crate::container;
 use crate::error::{success, ApiError, ApiResult};
 use crate::requests::MAX_BODY_BYTES;
-use crate::routes::{self, Method, Route};
+use crate::routes::{self, Method};
 use crate::rpc::{RigOp, TownOp};
 
 /// Env names (documented in wrangler.toml).
@@ -63,11 +63,11 @@ async fn read_body(req: &mut Request) -> ApiResult<Vec<u8>> {
 async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> ApiResult<Outcome> {
     let method = Method::parse(req.method().as_ref());
     let path = req.path();
-    let route = routes::parse(method, &path);
+    let matched = routes::find(method, &path);
     // Under the authenticated prefixes, credentials are checked before an unknown route (404)
     // or a malformed id (400), as the reference's middleware does.
-    let access = match &route {
-        Ok(r) => r.access(),
+    let access = match &matched {
+        Ok(m) => m.access(),
         Err(e) => routes::prefix_access(&path).ok_or_else(|| e.clone())?,
     };
     let (internal_key, authorization, container_token) = (
@@ -94,7 +94,7 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> ApiResult<Outcom
         },
         (platform::now_millis() / 1000) as u64,
     )?;
-    let route = route?;
+    let matched = matched?;
     if let Caller::Agent(claims) = &caller {
         // An agent's call is real activity: it renews its town container's sleepAfter. Off the
         // request's path; a failure only costs the renewal.
@@ -113,40 +113,44 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> ApiResult<Outcom
             }
         });
     }
-    match &route {
-        Route::Dashboard => return dashboard_page().map(Outcome::Raw).map_err(ApiError::internal),
-        Route::AgentStream { town, agent } => {
-            return open_stream(req, env, town, agent).await.map(Outcome::Raw)
-        }
-        _ => {}
-    }
-    if let Route::ContainerProxy { town, path } = &route {
-        return forward_to_container(req, env, town, path).await.map(Outcome::Raw);
-    }
-    let key = api::idempotency_key(&caller, method, header(req, "idempotency-key").as_deref())?;
+    let key_header = header(req, "idempotency-key");
     let body = if matches!(method, Method::Get | Method::Delete) {
         Vec::new()
     } else {
         read_body(req).await?
     };
     let query = req.url().map_err(ApiError::internal)?.query().unwrap_or("").to_string();
-    let plan = api::plan(&Incoming {
-        route,
+    let incoming = Incoming {
+        params: matched.params,
         caller,
         query: &query,
         body: &body,
         allow_local_repos: platform::var(env, ALLOW_LOCAL_REPOS).is_some_and(|v| v == "true"),
         new_id: &platform::new_id,
-    })?;
-    execute(plan, env, key.as_deref()).await
+    };
+    let plan = (matched.endpoint.plan)(&incoming)?;
+    match plan {
+        Plan::Page => dashboard_page().map(Outcome::Raw).map_err(ApiError::internal),
+        Plan::Stream { town_id, agent_id, ticket } => {
+            open_stream(req, env, &town_id, &agent_id, &ticket).await.map(Outcome::Raw)
+        }
+        Plan::Container { town_id, path, body } => {
+            forward_to_container(req, env, &town_id, &path, body).await.map(Outcome::Raw)
+        }
+        // Only calls that change something on an object honour a key.
+        plan @ (Plan::Rig { .. } | Plan::Town { .. }) => {
+            let key = api::idempotency_key(&incoming.caller, method, key_header.as_deref())?;
+            execute(plan, env, key.as_deref()).await
+        }
+        plan => execute(plan, env, None).await,
+    }
 }
 
 /// Carries out a plan. `key`: the call's scoped idempotency key; rig ops honour it (a replay
 /// skips the follow-ups, which the first run made).
 async fn execute(plan: Plan, env: &Env, key: Option<&str>) -> ApiResult<Outcome> {
     match plan {
-        Plan::Respond { status, data } => Ok(Outcome::Json(status, data)),
-        Plan::Bare { status, body } => Ok(Outcome::Bare(status, body)),
+        Plan::Health => Ok(Outcome::Bare(200, json!({ "status": "ok" }))),
         Plan::Rig { rig_id, op, status, follow_up, reply } => {
             let (data, replayed) = call_once(env, RIG_BINDING, &rig_id, &op, key).await?;
             let follow_ups =
@@ -202,9 +206,9 @@ async fn execute(plan: Plan, env: &Env, key: Option<&str>) -> ApiResult<Outcome>
             }
             Ok(Outcome::Json(200, json!({ "updated": updated })))
         }
-        Plan::Container { .. } => {
-            Err(ApiError::Internal("container plans are forwarded before planning".into()))
-        }
+        Plan::Page | Plan::Stream { .. } | Plan::Container { .. } => Err(ApiError::Internal(
+            "pages, streams and forwards are served from the request".into(),
+        )),
         Plan::TownContainer { town_id, path, body } => {
             let (status, reply) =
                 container_call(env, &town_id, worker::Method::Post, path, Some(&body)).await?;
@@ -225,17 +229,16 @@ async fn execute(plan: Plan, env: &Env, key: Option<&str>) -> ApiResult<Outcome>
 /// Forwards a container route to the town's TownContainer object, method and body unchanged.
 /// Credentials are not forwarded: the object adds the container's own secret.
 async fn forward_to_container(
-    req: &mut Request,
+    req: &Request,
     env: &Env,
     town: &str,
     path: &str,
+    body: Vec<u8>,
 ) -> ApiResult<Response> {
     let stub = env
         .durable_object(CONTAINER_BINDING)
         .and_then(|ns| ns.get_by_name(town))
         .map_err(ApiError::internal)?;
-    let body = read_body(req).await?;
-    api::check_container_body(path, &body)?;
     let headers = Headers::new();
     headers.set("content-type", "application/json").map_err(ApiError::internal)?;
     headers.set(container::TOWN_HEADER, town).map_err(ApiError::internal)?;
@@ -252,19 +255,18 @@ async fn forward_to_container(
 /// The live stream: the WebSocket upgrade goes, with its ticket, through the town's
 /// TownContainer to the control server's `/agents/:id/ws`, which redeems the ticket (one-shot,
 /// 60 s, bound to the agent) and streams; the socket is passed through, not relayed.
-async fn open_stream(req: &Request, env: &Env, town: &str, agent: &str) -> ApiResult<Response> {
+async fn open_stream(
+    req: &Request,
+    env: &Env,
+    town: &str,
+    agent: &str,
+    ticket: &str,
+) -> ApiResult<Response> {
     if !header(req, "upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
         return Err(ApiError::bad_request(
             "this route is a WebSocket: open it with Upgrade: websocket",
         ));
     }
-    let url = req.url().map_err(ApiError::internal)?;
-    let ticket = url
-        .query_pairs()
-        .find(|(k, _)| k == "ticket")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
-    let ticket = crate::dashboard::ticket(&ticket).map_err(ApiError::bad_request)?;
     let stub = env
         .durable_object(CONTAINER_BINDING)
         .and_then(|ns| ns.get_by_name(town))

@@ -1,5 +1,5 @@
 //! The mayor's routes: what people send it (internal key) and what its tools call (its own
-//! token), their bodies, and the TownDO op each becomes. Everything is validated here, before
+//! token), their bodies, and the TownDO op each becomes ([`MayorOp`]). Everything is validated here, before
 //! any object is called: a bad body is a 400 that changes nothing, and the model reads its
 //! message as the tool's error.
 
@@ -7,53 +7,44 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared_types::validate;
 
+use crate::api::{self, Incoming, Plan};
 use crate::body::{opt, req, Field, Kind, NON_EMPTY, STR};
 use crate::error::ApiResult;
 use crate::model::Priority;
-use crate::requests::{
-    parse_body, text, Issues, NewConvoy, NewMail, SlingRequest, Validate, MAX_TEXT, MAX_TITLE,
-    PRIORITIES,
-};
+use crate::requests::{text, Issues, Validate, MAX_TEXT, MAX_TITLE, PRIORITIES};
+use crate::rig::convoys::NewConvoy;
+use crate::rig::mail::NewMail;
+use crate::rig::sling::SlingRequest;
+use crate::routes::{Endpoint, Rule};
+use crate::rpc::TownOp;
 
 /// Longest message a person may send the mayor, and longest reply kept, in bytes.
 pub const MAX_MESSAGE: usize = shared_types::MAX_MAYOR_MESSAGE_BYTES;
 
-/// The routes under `/api/mayor/:townId/tools/` (the mayor's token only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MayorTool {
-    /// `GET rigs`
-    ListRigs,
-    /// `GET status`
-    TownStatus,
-    /// `POST sling`
-    Sling,
-    /// `POST convoys`
-    Convoy,
-    /// `POST mail`
-    MailSend,
-    /// `GET mail`
-    MailCheck,
-    /// `POST escalations/resolve`
-    Resolve,
-    /// `POST reply`: the text of a turn, sent by the control server when the turn ends.
-    Reply,
-}
+/// What people send the mayor and read of it (internal), and the mayor's tools (its own token
+/// only, under `/api/mayor/:townId/tools/`).
+pub const ROUTES: &[Endpoint] = &[
+    Endpoint::get("/api/towns/:townId/mayor", Rule::Internal, |r| town(r, MayorOp::Status, 200)),
+    Endpoint::post("/api/towns/:townId/mayor/messages", Rule::Internal, person_message),
+    Endpoint::get("/api/towns/:townId/mayor/messages", Rule::Internal, messages),
+    Endpoint::get("/api/mayor/:townId/tools/rigs", Rule::Mayor, |r| {
+        town(r, MayorOp::ListRigs, 200)
+    }),
+    Endpoint::get("/api/mayor/:townId/tools/status", Rule::Mayor, |r| {
+        town(r, MayorOp::TownStatus, 200)
+    }),
+    Endpoint::post("/api/mayor/:townId/tools/sling", Rule::Mayor, sling),
+    Endpoint::post("/api/mayor/:townId/tools/convoys", Rule::Mayor, convoy),
+    Endpoint::post("/api/mayor/:townId/tools/mail", Rule::Mayor, mail_send),
+    Endpoint::get("/api/mayor/:townId/tools/mail", Rule::Mayor, |r| {
+        town(r, MayorOp::MailCheck, 200)
+    }),
+    Endpoint::post("/api/mayor/:townId/tools/escalations/resolve", Rule::Mayor, resolve),
+    Endpoint::post("/api/mayor/:townId/tools/reply", Rule::Mayor, reply),
+];
 
-impl MayorTool {
-    /// `(method is POST, path under tools/)` to the tool; `None` for an unknown path.
-    pub fn parse(post: bool, rest: &[&str]) -> Option<Self> {
-        Some(match (post, rest) {
-            (false, ["rigs"]) => Self::ListRigs,
-            (false, ["status"]) => Self::TownStatus,
-            (true, ["sling"]) => Self::Sling,
-            (true, ["convoys"]) => Self::Convoy,
-            (true, ["mail"]) => Self::MailSend,
-            (false, ["mail"]) => Self::MailCheck,
-            (true, ["escalations", "resolve"]) => Self::Resolve,
-            (true, ["reply"]) => Self::Reply,
-            _ => return None,
-        })
-    }
+fn town(req: &Incoming, op: MayorOp, status: u16) -> ApiResult<Plan> {
+    Ok(api::town(req.param("townId")?, TownOp::Mayor(op), status))
 }
 
 /// Something that happened on a rig that the mayor hears of (sent by the RigDO, from its
@@ -226,56 +217,52 @@ impl Validate for Reply {
     fn check(&self, _: &mut Issues) {}
 }
 
-/// A person's message to the mayor.
-pub fn person_message(body: &[u8]) -> ApiResult<MayorOp> {
-    let m: PersonMessage = parse_body(body)?;
-    Ok(MayorOp::Send { text: m.message })
+/// A person's message: kept, then delivered to the mayor.
+fn person_message(req: &Incoming) -> ApiResult<Plan> {
+    let m: PersonMessage = req.body()?;
+    town(req, MayorOp::Send { text: m.message }, 202)
 }
 
-/// The op of a mayor tool route and its success status.
-pub fn tool_op(tool: MayorTool, body: &[u8]) -> ApiResult<(MayorOp, u16)> {
-    Ok(match tool {
-        MayorTool::ListRigs => (MayorOp::ListRigs, 200),
-        MayorTool::TownStatus => (MayorOp::TownStatus, 200),
-        MayorTool::MailCheck => (MayorOp::MailCheck, 200),
-        MayorTool::Sling => {
-            let s: MayorSling = parse_body(body)?;
-            (MayorOp::Sling { rig_id: s.rig_id, sling: s.sling }, 201)
-        }
-        MayorTool::Convoy => {
-            let c: MayorConvoy = parse_body(body)?;
-            (MayorOp::Convoy { rig_id: c.rig_id, convoy: c.convoy }, 201)
-        }
-        MayorTool::MailSend => {
-            let m: MayorMail = parse_body(body)?;
-            let mail = NewMail {
-                from_agent_id: super::MAYOR_AGENT_ID.into(),
-                to_agent_id: m.to_agent_id,
-                subject: m.subject,
-                body: m.body,
-            };
-            // 200 `{"sent":true}`, as the reference's mayor mail (a rig's mail is a 201).
-            (MayorOp::MailSend { rig_id: m.rig_id, mail }, 200)
-        }
-        MayorTool::Resolve => {
-            let r: Resolve = parse_body(body)?;
-            (
-                MayorOp::Resolve {
-                    rig_id: r.rig_id,
-                    escalation_id: r.escalation_id,
-                    answer: r.answer,
-                },
-                200,
-            )
-        }
-        MayorTool::Reply => {
-            let r: Reply = parse_body(body)?;
-            // A reply longer than a message is cut, not refused: it is the model's text.
-            let mut text = r.text;
-            shared_types::text::cut_with_ellipsis(&mut text, MAX_MESSAGE);
-            (MayorOp::Reply { text }, 201)
-        }
-    })
+fn messages(req: &Incoming) -> ApiResult<Plan> {
+    let (after, limit) = crate::query::transcript_page(req.query)?;
+    town(req, MayorOp::Messages { after, limit }, 200)
+}
+
+fn sling(req: &Incoming) -> ApiResult<Plan> {
+    let s: MayorSling = req.body()?;
+    town(req, MayorOp::Sling { rig_id: s.rig_id, sling: s.sling }, 201)
+}
+
+fn convoy(req: &Incoming) -> ApiResult<Plan> {
+    let c: MayorConvoy = req.body()?;
+    town(req, MayorOp::Convoy { rig_id: c.rig_id, convoy: c.convoy }, 201)
+}
+
+fn mail_send(req: &Incoming) -> ApiResult<Plan> {
+    let m: MayorMail = req.body()?;
+    let mail = NewMail {
+        from_agent_id: super::MAYOR_AGENT_ID.into(),
+        to_agent_id: m.to_agent_id,
+        subject: m.subject,
+        body: m.body,
+    };
+    // 200 `{"sent":true}`, as the reference's mayor mail (a rig's mail is a 201).
+    town(req, MayorOp::MailSend { rig_id: m.rig_id, mail }, 200)
+}
+
+fn resolve(req: &Incoming) -> ApiResult<Plan> {
+    let r: Resolve = req.body()?;
+    let op =
+        MayorOp::Resolve { rig_id: r.rig_id, escalation_id: r.escalation_id, answer: r.answer };
+    town(req, op, 200)
+}
+
+/// The text of a turn, sent by the control server when the turn ends. A reply longer than a
+/// message is cut, not refused: it is the model's text.
+fn reply(req: &Incoming) -> ApiResult<Plan> {
+    let mut text = req.body::<Reply>()?.text;
+    shared_types::text::cut_with_ellipsis(&mut text, MAX_MESSAGE);
+    town(req, MayorOp::Reply { text }, 201)
 }
 
 /// A priority's name, for notices.
@@ -286,23 +273,31 @@ pub fn priority_name(p: Option<Priority>) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::plan_for;
+    use crate::auth::Caller;
+    use crate::routes::Method;
 
-    fn status(tool: MayorTool, body: &str) -> u16 {
-        tool_op(tool, body.as_bytes()).map_or_else(|e| e.status(), |(_, s)| s)
+    fn tool(method: Method, tool: &str, body: &str) -> ApiResult<Plan> {
+        plan_for(method, &format!("/api/mayor/t1/tools/{tool}"), Caller::Internal, body)
+    }
+
+    fn status(tool_path: &str, body: &str) -> u16 {
+        match tool(Method::Post, tool_path, body) {
+            Ok(Plan::Town { status, .. }) => status,
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => e.status(),
+        }
     }
 
     #[test]
     fn tool_bodies_are_checked_before_anything_is_called() {
-        assert_eq!(status(MayorTool::Sling, r#"{"rig_id":"r1","title":"add a.txt"}"#), 201);
-        assert_eq!(status(MayorTool::Sling, r#"{"rig_id":"r1"}"#), 400);
-        assert_eq!(status(MayorTool::Sling, r#"{"rig_id":"../r","title":"t"}"#), 400);
-        assert_eq!(
-            status(MayorTool::Sling, r#"{"rig_id":"r1","title":"t","priority":"urgent"}"#),
-            400
-        );
+        assert_eq!(status("sling", r#"{"rig_id":"r1","title":"add a.txt"}"#), 201);
+        assert_eq!(status("sling", r#"{"rig_id":"r1"}"#), 400);
+        assert_eq!(status("sling", r#"{"rig_id":"../r","title":"t"}"#), 400);
+        assert_eq!(status("sling", r#"{"rig_id":"r1","title":"t","priority":"urgent"}"#), 400);
         assert_eq!(
             status(
-                MayorTool::Convoy,
+                "convoys",
                 r#"{"rig_id":"r1","title":"c","beads":[{"title":"a"},{"title":"b","body":"x"}]}"#
             ),
             201
@@ -312,30 +307,43 @@ mod tests {
             r#"{"rig_id":"r1","title":"c","beads":[{"body":"no title"}]}"#,
             r#"{"rig_id":"r1","title":"c","beads":"a"}"#,
         ] {
-            assert_eq!(status(MayorTool::Convoy, bad), 400, "{bad}");
+            assert_eq!(status("convoys", bad), 400, "{bad}");
         }
-        let (op, _) = tool_op(
-            MayorTool::MailSend,
-            br#"{"rig_id":"r1","to_agent_id":"a1","subject":"s","body":"b","from_agent_id":"a9"}"#,
-        )
-        .expect("mail");
-        assert!(
-            matches!(op, MayorOp::MailSend { mail, .. } if mail.from_agent_id == "mayor"),
-            "the sender is the mayor"
+        let mail = tool(
+            Method::Post,
+            "mail",
+            r#"{"rig_id":"r1","to_agent_id":"a1","subject":"s","body":"b","from_agent_id":"a9"}"#,
         );
-        assert_eq!(status(MayorTool::Resolve, r#"{"rig_id":"r1","escalation_id":"e1"}"#), 400);
-        assert!(matches!(person_message(br#"{"message":"   "}"#), Err(e) if e.status() == 400));
+        assert!(
+            matches!(mail, Ok(Plan::Town { op: TownOp::Mayor(MayorOp::MailSend { ref mail, .. }), status: 200, .. }) if mail.from_agent_id == "mayor"),
+            "the sender is the mayor: {mail:?}"
+        );
+        assert_eq!(status("escalations/resolve", r#"{"rig_id":"r1","escalation_id":"e1"}"#), 400);
+        let send = |body: &str| {
+            plan_for(Method::Post, "/api/towns/t1/mayor/messages", Caller::Internal, body)
+        };
+        assert!(matches!(send(r#"{"message":"   "}"#), Err(e) if e.status() == 400));
         assert!(matches!(
-            person_message(br#"{"message":"add three files"}"#),
-            Ok(MayorOp::Send { .. })
+            send(r#"{"message":"add three files"}"#),
+            Ok(Plan::Town { op: TownOp::Mayor(MayorOp::Send { .. }), status: 202, .. })
         ));
     }
 
     #[test]
     fn tool_paths() {
-        assert_eq!(MayorTool::parse(true, &["escalations", "resolve"]), Some(MayorTool::Resolve));
-        assert_eq!(MayorTool::parse(false, &["mail"]), Some(MayorTool::MailCheck));
-        assert_eq!(MayorTool::parse(true, &["rigs"]), None);
-        assert_eq!(MayorTool::parse(false, &["nope"]), None);
+        assert!(matches!(
+            tool(
+                Method::Post,
+                "escalations/resolve",
+                r#"{"rig_id":"r1","escalation_id":"e1","answer":"a"}"#
+            ),
+            Ok(Plan::Town { op: TownOp::Mayor(MayorOp::Resolve { .. }), .. })
+        ));
+        assert!(matches!(
+            tool(Method::Get, "mail", ""),
+            Ok(Plan::Town { op: TownOp::Mayor(MayorOp::MailCheck), .. })
+        ));
+        assert_eq!(tool(Method::Post, "rigs", "").map_err(|e| e.status()).map(|_| ()), Err(404));
+        assert_eq!(tool(Method::Get, "nope", "").map_err(|e| e.status()).map(|_| ()), Err(404));
     }
 }

@@ -1,0 +1,70 @@
+//! Escalations: an agent (or an internal caller) asks for help on its rig, or someone raises one
+//! for the whole town. A rig's escalation is a bead the town's mayor hears of; a town's is kept
+//! by the TownDO.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::api::{self, FollowUp, Incoming, Plan};
+use crate::auth::Caller;
+use crate::body::{opt, req, Field, Kind, NON_EMPTY, STR};
+use crate::error::ApiResult;
+use crate::model::Priority;
+use crate::requests::{
+    metadata, opt_text, text, Issues, Validate, MAX_TEXT, MAX_TITLE, PRIORITIES,
+};
+use crate::routes::{Endpoint, Rule};
+use crate::rpc::{RigOp, TownOp};
+
+pub const ROUTES: &[Endpoint] = &[
+    Endpoint::post("/api/rigs/:rigId/escalations", Rule::Rig, on_rig),
+    Endpoint::post("/api/towns/:townId/escalations", Rule::Internal, on_town),
+    Endpoint::get("/api/towns/:townId/escalations", Rule::Internal, list_town),
+];
+
+fn on_rig(req: &Incoming) -> ApiResult<Plan> {
+    let mut e: NewEscalation = req.body()?;
+    if let Caller::Agent(claims) = &req.caller {
+        // Who raised it, set here (never taken from the body): the mayor's answer goes to this
+        // agent's mail.
+        let mut metadata = e.metadata.take().filter(Value::is_object).unwrap_or_else(|| json!({}));
+        metadata["from_agent_id"] = json!(claims.agent_id);
+        e.metadata = Some(metadata);
+    }
+    Ok(api::created(req.param("rigId")?, RigOp::CreateEscalation(e), FollowUp::None))
+}
+
+fn on_town(req: &Incoming) -> ApiResult<Plan> {
+    Ok(api::town(req.param("townId")?, TownOp::CreateEscalation(req.body()?), 201))
+}
+
+fn list_town(req: &Incoming) -> ApiResult<Plan> {
+    Ok(api::town(req.param("townId")?, TownOp::ListEscalations, 200))
+}
+
+/// `POST /api/rigs/:rigId/escalations` and `POST /api/towns/:townId/escalations`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEscalation {
+    pub title: String,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+impl Validate for NewEscalation {
+    const FIELDS: &'static [Field] = &[
+        req("title", NON_EMPTY),
+        opt("body", STR),
+        opt("priority", PRIORITIES),
+        opt("metadata", Kind::Record),
+    ];
+
+    fn check(&self, i: &mut Issues) {
+        i.add("title", text(&self.title, MAX_TITLE));
+        i.add("body", opt_text(&self.body, MAX_TEXT));
+        i.add("metadata", metadata(&self.metadata));
+    }
+}
