@@ -9,8 +9,9 @@ use serde_json::{json, Value};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::requests::{parse_body, Validate};
+use crate::rig::op::{RigCall, RigOp};
 use crate::routes::{Method, Params};
-use crate::rpc::{IdentityOp, RigOp, TownOp};
+use crate::rpc::{IdentityOp, TownOp};
 
 /// An authorized request.
 pub struct Incoming<'a> {
@@ -85,7 +86,7 @@ pub enum Plan {
     },
     Rig {
         rig_id: String,
-        op: RigOp,
+        op: RigCall,
         status: u16,
         follow_up: FollowUp,
         reply: Reply,
@@ -124,18 +125,29 @@ pub enum Plan {
 }
 
 /// A rig op answered with its data (200).
-pub fn rig(rig_id: String, op: RigOp) -> Plan {
-    Plan::Rig { rig_id, op, status: 200, follow_up: FollowUp::None, reply: Reply::Data }
+pub fn rig<O: RigOp>(rig_id: String, op: O) -> ApiResult<Plan> {
+    rig_plan(rig_id, RigCall::of(&op)?, 200, FollowUp::None, Reply::Data)
+}
+
+/// A rig op and how its result is answered.
+pub fn rig_plan(
+    rig_id: String,
+    op: RigCall,
+    status: u16,
+    follow_up: FollowUp,
+    reply: Reply,
+) -> ApiResult<Plan> {
+    Ok(Plan::Rig { rig_id, op, status, follow_up, reply })
 }
 
 /// A rig op answered with `{"<key>": true}`.
-pub fn ack(rig_id: String, op: RigOp, status: u16, key: &'static str) -> Plan {
-    Plan::Rig { rig_id, op, status, follow_up: FollowUp::None, reply: Reply::Ack(key) }
+pub fn ack<O: RigOp>(rig_id: String, op: O, status: u16, key: &'static str) -> ApiResult<Plan> {
+    rig_plan(rig_id, RigCall::of(&op)?, status, FollowUp::None, Reply::Ack(key))
 }
 
 /// A rig op that creates something (201), and what follows it.
-pub fn created(rig_id: String, op: RigOp, follow_up: FollowUp) -> Plan {
-    Plan::Rig { rig_id, op, status: 201, follow_up, reply: Reply::Data }
+pub fn created<O: RigOp>(rig_id: String, op: O, follow_up: FollowUp) -> ApiResult<Plan> {
+    rig_plan(rig_id, RigCall::of(&op)?, 201, follow_up, Reply::Data)
 }
 
 /// A town op (`status` on success).

@@ -8,13 +8,16 @@ use serde_json::{json, Value};
 use crate::api::{self, FollowUp, Incoming, Plan};
 use crate::auth::Caller;
 use crate::body::{opt, req, Field, Kind, NON_EMPTY, STR};
+use crate::db::Db;
 use crate::error::ApiResult;
 use crate::model::Priority;
 use crate::requests::{
     metadata, opt_text, text, Issues, Validate, MAX_TEXT, MAX_TITLE, PRIORITIES,
 };
+use crate::rig::op::{rig_ops, to_json, RigOp};
+use crate::rig::Rig;
 use crate::routes::{Endpoint, Rule};
-use crate::rpc::{RigOp, TownOp};
+use crate::rpc::TownOp;
 
 pub const ROUTES: &[Endpoint] = &[
     Endpoint::post("/api/rigs/:rigId/escalations", Rule::Rig, on_rig),
@@ -31,7 +34,7 @@ fn on_rig(req: &Incoming) -> ApiResult<Plan> {
         metadata["from_agent_id"] = json!(claims.agent_id);
         e.metadata = Some(metadata);
     }
-    Ok(api::created(req.param("rigId")?, RigOp::CreateEscalation(e), FollowUp::None))
+    api::created(req.param("rigId")?, CreateEscalation(e), FollowUp::None)
 }
 
 fn on_town(req: &Incoming) -> ApiResult<Plan> {
@@ -68,3 +71,32 @@ impl Validate for NewEscalation {
         i.add("metadata", metadata(&self.metadata));
     }
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateEscalation(pub NewEscalation);
+
+impl RigOp for CreateEscalation {
+    const NAME: &'static str = "create_escalation";
+    const NEEDS_CONFIGURED_RIG: bool = true;
+    const NOTIFIES: bool = true;
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        to_json(rig.create_escalation(&self.0)?)
+    }
+}
+
+/// The mayor answers an escalation: it is closed, and `answer` is mailed (from the mayor) to
+/// the agent that raised it, when an agent did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResolveEscalation {
+    pub escalation_id: String,
+    pub answer: String,
+}
+
+impl RigOp for ResolveEscalation {
+    const NAME: &'static str = "resolve_escalation";
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        rig.resolve_escalation(&self.escalation_id, &self.answer)
+    }
+}
+
+rig_ops!(CreateEscalation, ResolveEscalation);

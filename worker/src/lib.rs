@@ -17,6 +17,7 @@ pub mod body;
 pub mod container;
 pub mod dashboard;
 pub mod db;
+pub mod effects;
 pub mod error;
 pub mod escalations;
 pub mod idempotency;
@@ -26,6 +27,8 @@ pub mod mayor;
 pub mod model;
 #[cfg(test)]
 pub mod native_db;
+#[cfg(test)]
+pub mod native_world;
 pub mod prompts;
 pub mod query;
 pub mod refinery;

@@ -11,11 +11,11 @@
 //! - `status.rs`: the town at a glance, for `gt_town_status`.
 //! - `prompt.rs`: what the mayor is sent: a delivery of pending messages to a running mayor, or
 //!   a start (resume) with its thread, and its start request and token.
-//!
-//! The TownDO's runtime (`runtime/town_do.rs`, `runtime/mayor.rs`) carries it out: it delivers
-//! pending messages (a message to the running mayor, or a start with the thread), retries from
-//! its alarm, and makes the mayor's tool calls on the rigs' RigDOs.
+//! - `ops.rs`: the TownDO's mayor ops over [`crate::effects::Effects`]: it delivers pending
+//!   messages (a message to the running mayor, or a start with the thread), retries from its
+//!   alarm, and makes the mayor's tool calls on the rigs' RigDOs.
 
+pub mod ops;
 pub mod prompt;
 pub mod routes;
 pub mod status;

@@ -11,7 +11,7 @@ use crate::api::{self, Incoming, Plan};
 use crate::body::{opt, req, Field, Kind, NON_EMPTY, STR};
 use crate::error::ApiResult;
 use crate::model::Priority;
-use crate::requests::{text, Issues, Validate, MAX_TEXT, MAX_TITLE, PRIORITIES};
+use crate::requests::{text, Issues, Validate, MAX_TEXT, PRIORITIES};
 use crate::rig::convoys::NewConvoy;
 use crate::rig::mail::NewMail;
 use crate::rig::sling::SlingRequest;
@@ -70,7 +70,7 @@ pub enum NoticeKind {
 
 /// What a mayor route asks of the town's TownDO.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", content = "args", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum MayorOp {
     /// A person's message: kept, then delivered to the mayor (started if need be).
     Send {
@@ -164,13 +164,25 @@ impl Validate for MayorConvoy {
 }
 
 /// `POST …/tools/mail`: as the reference's (`rig_id`, `to_agent_id`, `subject`, `body`); the
-/// sender is the mayor, whatever `from_agent_id` says.
+/// sender is the mayor, whatever `from_agent_id` says. The mail itself follows a rig mail's
+/// rules.
 #[derive(Debug, Deserialize)]
 struct MayorMail {
     rig_id: String,
     to_agent_id: String,
     subject: String,
     body: String,
+}
+
+impl MayorMail {
+    fn mail(self) -> NewMail {
+        NewMail {
+            from_agent_id: super::MAYOR_AGENT_ID.into(),
+            to_agent_id: self.to_agent_id,
+            subject: self.subject,
+            body: self.body,
+        }
+    }
 }
 
 impl Validate for MayorMail {
@@ -182,9 +194,7 @@ impl Validate for MayorMail {
     ];
     fn check(&self, i: &mut Issues) {
         i.add("rig_id", validate::id(&self.rig_id));
-        i.add("to_agent_id", validate::id(&self.to_agent_id));
-        i.add("subject", text(&self.subject, MAX_TITLE));
-        i.add("body", text(&self.body, MAX_TEXT));
+        NewMail::check_parts(&self.to_agent_id, &self.subject, &self.body, i);
     }
 }
 
@@ -240,14 +250,9 @@ fn convoy(req: &Incoming) -> ApiResult<Plan> {
 
 fn mail_send(req: &Incoming) -> ApiResult<Plan> {
     let m: MayorMail = req.body()?;
-    let mail = NewMail {
-        from_agent_id: super::MAYOR_AGENT_ID.into(),
-        to_agent_id: m.to_agent_id,
-        subject: m.subject,
-        body: m.body,
-    };
+    let rig_id = m.rig_id.clone();
     // 200 `{"sent":true}`, as the reference's mayor mail (a rig's mail is a 201).
-    town(req, MayorOp::MailSend { rig_id: m.rig_id, mail }, 200)
+    town(req, MayorOp::MailSend { rig_id, mail: m.mail() }, 200)
 }
 
 fn resolve(req: &Incoming) -> ApiResult<Plan> {
@@ -272,6 +277,8 @@ pub fn priority_name(p: Option<Priority>) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
     use crate::api::plan_for;
     use crate::auth::Caller;
@@ -327,6 +334,25 @@ mod tests {
             send(r#"{"message":"add three files"}"#),
             Ok(Plan::Town { op: TownOp::Mayor(MayorOp::Send { .. }), status: 202, .. })
         ));
+    }
+
+    #[test]
+    fn mayor_mail_follows_a_rig_mails_rules() {
+        for (subject, body) in
+            [("s", "   "), ("s", "ok"), ("s", ""), ("", "b"), ("  ", "b"), ("s", "a\0")]
+        {
+            let rig_mail = json!({"from_agent_id": "a1", "to_agent_id": "a2", "subject": subject, "body": body});
+            let rig = plan_for(
+                Method::Post,
+                "/api/rigs/r1/mail",
+                Caller::Internal,
+                &rig_mail.to_string(),
+            );
+            let mayor_mail =
+                json!({"rig_id": "r1", "to_agent_id": "a2", "subject": subject, "body": body});
+            let mayor = tool(Method::Post, "mail", &mayor_mail.to_string());
+            assert_eq!(rig.is_ok(), mayor.is_ok(), "{subject:?} {body:?}: {rig:?} / {mayor:?}");
+        }
     }
 
     #[test]

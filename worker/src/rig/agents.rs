@@ -4,6 +4,7 @@
 //! agent as assignee; re-hooking the same bead is a no-op; hooking a different bead while one is
 //! hooked is refused (409), as is hooking a closed/failed bead or one hooked by another agent.
 
+use super::op::{rig_ops, to_json, RigCall, RigOp};
 use serde_json::{json, Value};
 
 use super::beads::opt_json;
@@ -20,7 +21,6 @@ use crate::requests::{json_size, opt_text, text, url, MAX_CHECKPOINT, MAX_IDENTI
 use crate::requests::{Issues, Validate};
 use crate::rig::review::NewReview;
 use crate::routes::{Endpoint, Rule};
-use crate::rpc::RigOp;
 use serde::{Deserialize, Serialize};
 use shared_types::validate;
 
@@ -39,53 +39,47 @@ pub const ROUTES: &[Endpoint] = &[
 ];
 
 fn register(req: &Incoming) -> ApiResult<Plan> {
-    let op = RigOp::RegisterAgent(req.body()?);
-    Ok(api::created(req.param("rigId")?, op, FollowUp::IdentityFromAgent))
+    let op = RegisterAgent(req.body()?);
+    api::created(req.param("rigId")?, op, FollowUp::IdentityFromAgent)
 }
 
 fn list(req: &Incoming) -> ApiResult<Plan> {
-    Ok(api::rig(req.param("rigId")?, RigOp::ListAgents(crate::query::agent_filter(req.query)?)))
+    api::rig(req.param("rigId")?, ListAgents(crate::query::agent_filter(req.query)?))
 }
 
 fn get(req: &Incoming) -> ApiResult<Plan> {
-    Ok(api::rig(req.param("rigId")?, RigOp::GetAgent { agent_id: req.param("agentId")? }))
+    api::rig(req.param("rigId")?, GetAgent { agent_id: req.param("agentId")? })
 }
 
 fn hook(req: &Incoming) -> ApiResult<Plan> {
     let h: HookRequest = req.body()?;
-    let op = RigOp::Hook { agent_id: req.param("agentId")?, bead_id: h.bead_id };
-    Ok(api::ack(req.param("rigId")?, op, 200, "hooked"))
+    let op = Hook { agent_id: req.param("agentId")?, bead_id: h.bead_id };
+    api::ack(req.param("rigId")?, op, 200, "hooked")
 }
 
 fn unhook(req: &Incoming) -> ApiResult<Plan> {
-    let op = RigOp::Unhook { agent_id: req.param("agentId")? };
-    Ok(api::ack(req.param("rigId")?, op, 200, "unhooked"))
+    let op = Unhook { agent_id: req.param("agentId")? };
+    api::ack(req.param("rigId")?, op, 200, "unhooked")
 }
 
 fn prime(req: &Incoming) -> ApiResult<Plan> {
-    Ok(api::rig(req.param("rigId")?, RigOp::Prime { agent_id: req.param("agentId")? }))
+    api::rig(req.param("rigId")?, Prime { agent_id: req.param("agentId")? })
 }
 
 fn done(req: &Incoming) -> ApiResult<Plan> {
-    let op = RigOp::Done { agent_id: req.param("agentId")?, done: req.body()? };
-    Ok(Plan::Rig {
-        rig_id: req.param("rigId")?,
-        op,
-        status: 200,
-        follow_up: FollowUp::Completion,
-        reply: api::Reply::Ack("done"),
-    })
+    let op = RigCall::of(&Done { agent_id: req.param("agentId")?, done: req.body()? })?;
+    api::rig_plan(req.param("rigId")?, op, 200, FollowUp::Completion, api::Reply::Ack("done"))
 }
 
 fn checkpoint(req: &Incoming) -> ApiResult<Plan> {
     let c: CheckpointRequest = req.body()?;
-    let op = RigOp::Checkpoint { agent_id: req.param("agentId")?, data: c.data };
-    Ok(api::ack(req.param("rigId")?, op, 200, "written"))
+    let op = Checkpoint { agent_id: req.param("agentId")?, data: c.data };
+    api::ack(req.param("rigId")?, op, 200, "written")
 }
 
 fn heartbeat(req: &Incoming) -> ApiResult<Plan> {
-    let op = RigOp::Heartbeat { agent_id: req.param("agentId")? };
-    Ok(api::ack(req.param("rigId")?, op, 200, "heartbeat"))
+    let op = Heartbeat { agent_id: req.param("agentId")? };
+    api::ack(req.param("rigId")?, op, 200, "heartbeat")
 }
 
 const ROLES: Kind = Kind::Enum(&["polecat", "refinery", "mayor", "witness"]);
@@ -165,6 +159,143 @@ pub struct AgentFilter {
     pub role: Option<AgentRole>,
     pub status: Option<AgentStatus>,
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterAgent(pub NewAgent);
+
+impl RigOp for RegisterAgent {
+    const NAME: &'static str = "register_agent";
+    const NEEDS_CONFIGURED_RIG: bool = true;
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        to_json(rig.register_agent(&self.0)?)
+    }
+}
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListAgents(pub AgentFilter);
+
+impl RigOp for ListAgents {
+    const NAME: &'static str = "list_agents";
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        to_json(rig.list_agents(&self.0)?)
+    }
+}
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GetAgent {
+    pub agent_id: String,
+}
+
+impl RigOp for GetAgent {
+    const NAME: &'static str = "get_agent";
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        to_json(rig.agent(&self.agent_id)?)
+    }
+}
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hook {
+    pub agent_id: String,
+    pub bead_id: String,
+}
+
+impl RigOp for Hook {
+    const NAME: &'static str = "hook";
+    const ARMS_SCHEDULER: bool = true;
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        to_json(rig.hook(&self.agent_id, &self.bead_id)?)
+    }
+}
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Unhook {
+    pub agent_id: String,
+}
+
+impl RigOp for Unhook {
+    const NAME: &'static str = "unhook";
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        to_json(rig.unhook(&self.agent_id)?)
+    }
+}
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prime {
+    pub agent_id: String,
+}
+
+impl RigOp for Prime {
+    const NAME: &'static str = "prime";
+    fn run_proof(&self) -> Option<&str> {
+        Some(&self.agent_id)
+    }
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        rig.prime(&self.agent_id)
+    }
+}
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Done {
+    pub agent_id: String,
+    pub done: DoneRequest,
+}
+
+impl RigOp for Done {
+    const NAME: &'static str = "done";
+    const ARMS_SCHEDULER: bool = true;
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        rig.done(&self.agent_id, &self.done)
+    }
+}
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub agent_id: String,
+    pub data: Value,
+}
+
+impl RigOp for Checkpoint {
+    const NAME: &'static str = "checkpoint";
+    fn run_proof(&self) -> Option<&str> {
+        Some(&self.agent_id)
+    }
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        to_json(rig.checkpoint(&self.agent_id, &self.data)?)
+    }
+}
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub agent_id: String,
+}
+
+impl RigOp for Heartbeat {
+    const NAME: &'static str = "heartbeat";
+    fn run_proof(&self) -> Option<&str> {
+        Some(&self.agent_id)
+    }
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        to_json(rig.heartbeat(&self.agent_id)?)
+    }
+}
+/// From the container's batched heartbeat: `(agent id, last activity)`. Unknown agents are
+/// skipped; answers how many were updated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerHeartbeat {
+    pub agents: Vec<(String, String)>,
+}
+
+impl RigOp for ContainerHeartbeat {
+    const NAME: &'static str = "container_heartbeat";
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        to_json(json!({ "updated": rig.container_heartbeat(&self.agents)? }))
+    }
+}
+
+rig_ops!(
+    RegisterAgent,
+    ListAgents,
+    GetAgent,
+    Hook,
+    Unhook,
+    Prime,
+    Done,
+    Checkpoint,
+    Heartbeat,
+    ContainerHeartbeat
+);
 
 impl<D: Db> Rig<'_, D> {
     pub(super) fn agent(&self, id: &str) -> ApiResult<Agent> {

@@ -1,5 +1,6 @@
 //! Beads: creation (including escalations), listing with filters, status changes and close.
 
+use super::op::{rig_ops, to_json, RigOp};
 use serde_json::{json, Value};
 
 use super::rows::BeadRow;
@@ -16,7 +17,6 @@ use crate::params;
 use crate::requests::{labels, metadata, opt_id, opt_text, text, MAX_TEXT, MAX_TITLE, PRIORITIES};
 use crate::requests::{Issues, Validate};
 use crate::routes::{Endpoint, Rule};
-use crate::rpc::RigOp;
 use serde::{Deserialize, Serialize};
 use shared_types::validate;
 
@@ -30,29 +30,29 @@ pub const ROUTES: &[Endpoint] = &[
 ];
 
 fn create_bead(req: &Incoming) -> ApiResult<Plan> {
-    Ok(api::created(req.param("rigId")?, RigOp::CreateBead(req.body()?), FollowUp::None))
+    api::created(req.param("rigId")?, CreateBead(req.body()?), FollowUp::None)
 }
 
 fn list_beads(req: &Incoming) -> ApiResult<Plan> {
-    Ok(api::rig(req.param("rigId")?, RigOp::ListBeads(crate::query::bead_filter(req.query)?)))
+    api::rig(req.param("rigId")?, ListBeads(crate::query::bead_filter(req.query)?))
 }
 
 fn get_bead(req: &Incoming) -> ApiResult<Plan> {
-    Ok(api::rig(req.param("rigId")?, RigOp::GetBead { bead_id: req.param("beadId")? }))
+    api::rig(req.param("rigId")?, GetBead { bead_id: req.param("beadId")? })
 }
 
 fn update_status(req: &Incoming) -> ApiResult<Plan> {
     let update: StatusUpdate = req.body()?;
     check_body_agent(&req.caller, "agent_id", &update.agent_id)?;
     let bead_id = req.param("beadId")?;
-    Ok(api::rig(req.param("rigId")?, RigOp::UpdateBeadStatus { bead_id, update }))
+    api::rig(req.param("rigId")?, UpdateBeadStatus { bead_id, update })
 }
 
 fn close_bead(req: &Incoming) -> ApiResult<Plan> {
-    let close: CloseBead = req.body()?;
+    let close: CloseRequest = req.body()?;
     check_body_agent(&req.caller, "agent_id", &close.agent_id)?;
-    let op = RigOp::CloseBead { bead_id: req.param("beadId")?, agent_id: close.agent_id };
-    Ok(api::rig(req.param("rigId")?, op))
+    let op = CloseBead { bead_id: req.param("beadId")?, agent_id: close.agent_id };
+    api::rig(req.param("rigId")?, op)
 }
 
 const BEAD_TYPES: Kind = Kind::Enum(&["issue", "message", "escalation", "merge_request"]);
@@ -119,11 +119,11 @@ impl Validate for StatusUpdate {
 
 /// `POST /api/rigs/:rigId/beads/:beadId/close`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CloseBead {
+pub struct CloseRequest {
     pub agent_id: String,
 }
 
-impl Validate for CloseBead {
+impl Validate for CloseRequest {
     const FIELDS: &'static [Field] = &[req("agent_id", NON_EMPTY)];
 
     fn check(&self, i: &mut Issues) {
@@ -141,6 +141,69 @@ pub struct BeadFilter {
     pub limit: u32,
     pub offset: u32,
 }
+
+/// Creates a bead (not an escalation's: see `escalations`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateBead(pub NewBead);
+
+impl RigOp for CreateBead {
+    const NAME: &'static str = "create_bead";
+    const NEEDS_CONFIGURED_RIG: bool = true;
+    const NOTIFIES: bool = true;
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        to_json(rig.create_bead(&self.0)?)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListBeads(pub BeadFilter);
+
+impl RigOp for ListBeads {
+    const NAME: &'static str = "list_beads";
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        to_json(rig.list_beads(&self.0)?)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GetBead {
+    pub bead_id: String,
+}
+
+impl RigOp for GetBead {
+    const NAME: &'static str = "get_bead";
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        to_json(rig.bead(&self.bead_id)?)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdateBeadStatus {
+    pub bead_id: String,
+    pub update: StatusUpdate,
+}
+
+impl RigOp for UpdateBeadStatus {
+    const NAME: &'static str = "update_bead_status";
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        to_json(rig.update_status(&self.bead_id, &self.update)?)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloseBead {
+    pub bead_id: String,
+    pub agent_id: String,
+}
+
+impl RigOp for CloseBead {
+    const NAME: &'static str = "close_bead";
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        to_json(rig.close_bead(&self.bead_id, &self.agent_id)?)
+    }
+}
+
+rig_ops!(CreateBead, ListBeads, GetBead, UpdateBeadStatus, CloseBead);
 
 impl<D: Db> Rig<'_, D> {
     pub fn bead(&self, id: &str) -> ApiResult<Bead> {
@@ -195,7 +258,7 @@ impl<D: Db> Rig<'_, D> {
         Ok(bead)
     }
 
-    pub(super) fn list_beads(&self, f: &BeadFilter) -> ApiResult<Vec<Bead>> {
+    pub(crate) fn list_beads(&self, f: &BeadFilter) -> ApiResult<Vec<Bead>> {
         let (sql, params) = list_sql(f);
         Ok(self.db.query::<BeadRow>(&sql, params)?.into_iter().map(Into::into).collect())
     }
@@ -247,7 +310,7 @@ impl<D: Db> Rig<'_, D> {
     }
 
     /// An escalation is a bead of type `escalation`, `medium` priority unless given (as any bead).
-    pub(super) fn create_escalation(&self, e: &NewEscalation) -> ApiResult<Bead> {
+    pub(crate) fn create_escalation(&self, e: &NewEscalation) -> ApiResult<Bead> {
         self.insert_bead(&NewBead {
             bead_type: BeadType::Escalation,
             title: e.title.clone(),

@@ -1,6 +1,8 @@
 //! The rig's configuration (town, git URL, default branch, merge settings), set by its town.
 
+use super::op::{rig_ops, to_json, RigOp};
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::Rig;
 use crate::api::{self, Incoming, Plan};
@@ -10,7 +12,6 @@ use crate::model::RigConfig;
 use crate::params;
 use crate::requests::{opt_text, parse_value, Issues, Validate, MAX_TITLE};
 use crate::routes::{Endpoint, Rule};
-use crate::rpc::RigOp;
 use serde::Serialize;
 use shared_types::validate;
 
@@ -21,7 +22,7 @@ pub const ROUTES: &[Endpoint] = &[
 ];
 
 fn get(req: &Incoming) -> ApiResult<Plan> {
-    Ok(api::rig(req.param("rigId")?, RigOp::GetConfig))
+    api::rig(req.param("rigId")?, GetConfig)
 }
 
 fn put(req: &Incoming) -> ApiResult<Plan> {
@@ -29,7 +30,7 @@ fn put(req: &Incoming) -> ApiResult<Plan> {
     config.allow_local_repos = req.allow_local_repos;
     config.validate()?;
     let rig_id = req.param("rigId")?;
-    Ok(api::rig(rig_id.clone(), RigOp::Configure { rig_id, config }))
+    api::rig(rig_id.clone(), Configure { rig_id, config })
 }
 
 /// `PUT /api/rigs/:rigId/config` (internal), also sent by the TownDO when it creates a rig.
@@ -75,6 +76,32 @@ struct Row {
     updated_at: String,
     merge_settings: String,
 }
+
+/// Sent by the TownDO when it creates the rig, and by `PUT /api/rigs/:rigId/config`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Configure {
+    pub rig_id: String,
+    pub config: RigConfigInput,
+}
+
+impl RigOp for Configure {
+    const NAME: &'static str = "configure";
+    const ARMS_SCHEDULER: bool = true;
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        to_json(rig.configure(&self.rig_id, &self.config)?)
+    }
+}
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GetConfig;
+
+impl RigOp for GetConfig {
+    const NAME: &'static str = "get_config";
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        to_json(rig.config()?)
+    }
+}
+
+rig_ops!(Configure, GetConfig);
 
 impl<D: Db> Rig<'_, D> {
     pub(super) fn configure(&self, rig_id: &str, c: &RigConfigInput) -> ApiResult<RigConfig> {

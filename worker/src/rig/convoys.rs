@@ -1,6 +1,7 @@
 //! Convoys: beads slung together. A convoy is `landed` once every bead in it is closed (merged),
 //! `stuck` once one has failed (escalated), `open` otherwise.
 
+use super::op::{rig_ops, to_json, RigOp};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -14,7 +15,6 @@ use crate::params;
 use crate::requests::{text, Issues, Validate, MAX_TITLE};
 use crate::rig::sling::SlingRequest;
 use crate::routes::{Endpoint, Rule};
-use crate::rpc::RigOp;
 use serde::Serialize;
 
 /// Convoys (internal): beads slung together, and their state.
@@ -26,16 +26,16 @@ pub const ROUTES: &[Endpoint] = &[
 
 fn create(req: &Incoming) -> ApiResult<Plan> {
     let rig_id = req.param("rigId")?;
-    let op = RigOp::CreateConvoy { rig_id: rig_id.clone(), convoy: req.body()? };
-    Ok(api::created(rig_id, op, FollowUp::IdentityFromConvoy))
+    let op = CreateConvoy { rig_id: rig_id.clone(), convoy: req.body()? };
+    api::created(rig_id, op, FollowUp::IdentityFromConvoy)
 }
 
 fn list(req: &Incoming) -> ApiResult<Plan> {
-    Ok(api::rig(req.param("rigId")?, RigOp::ListConvoys))
+    api::rig(req.param("rigId")?, ListConvoys)
 }
 
 fn get(req: &Incoming) -> ApiResult<Plan> {
-    Ok(api::rig(req.param("rigId")?, RigOp::GetConvoy { convoy_id: req.param("convoyId")? }))
+    api::rig(req.param("rigId")?, GetConvoy { convoy_id: req.param("convoyId")? })
 }
 
 /// Most beads in one convoy.
@@ -81,6 +81,43 @@ pub fn convoy_status(beads: &[Bead]) -> &'static str {
         "open"
     }
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateConvoy {
+    pub rig_id: String,
+    pub convoy: NewConvoy,
+}
+
+impl RigOp for CreateConvoy {
+    const NAME: &'static str = "create_convoy";
+    const NEEDS_CONFIGURED_RIG: bool = true;
+    const ARMS_SCHEDULER: bool = true;
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        rig.create_convoy(&self.rig_id, &self.convoy)
+    }
+}
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListConvoys;
+
+impl RigOp for ListConvoys {
+    const NAME: &'static str = "list_convoys";
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        to_json(rig.list_convoys()?)
+    }
+}
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GetConvoy {
+    pub convoy_id: String,
+}
+
+impl RigOp for GetConvoy {
+    const NAME: &'static str = "get_convoy";
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        rig.convoy(&self.convoy_id)
+    }
+}
+
+rig_ops!(CreateConvoy, ListConvoys, GetConvoy);
 
 impl<D: Db> Rig<'_, D> {
     /// Creates the convoy and slings each of its beads (each hooked to an idle or new polecat),

@@ -1,5 +1,6 @@
 //! The bead event log: an append-only record of what happened to each bead.
 
+use super::op::{rig_ops, to_json, RigOp};
 use serde_json::Value;
 
 use super::rows::EventRow;
@@ -10,7 +11,6 @@ use crate::error::ApiResult;
 use crate::model::{BeadEvent, EventKind};
 use crate::params;
 use crate::routes::{Endpoint, Rule};
-use crate::rpc::RigOp;
 use serde::{Deserialize, Serialize};
 
 /// The event log (internal): the rig's, or one bead's.
@@ -21,12 +21,12 @@ pub const ROUTES: &[Endpoint] = &[
 
 fn list(req: &Incoming) -> ApiResult<Plan> {
     let filter = crate::query::event_filter(req.query, None)?;
-    Ok(api::rig(req.param("rigId")?, RigOp::ListEvents(filter)))
+    api::rig(req.param("rigId")?, ListEvents(filter))
 }
 
 fn of_bead(req: &Incoming) -> ApiResult<Plan> {
     let filter = crate::query::event_filter(req.query, Some(req.param("beadId")?))?;
-    Ok(api::rig(req.param("rigId")?, RigOp::ListEvents(filter)))
+    api::rig(req.param("rigId")?, ListEvents(filter))
 }
 
 /// Query of the event log routes.
@@ -36,6 +36,18 @@ pub struct EventFilter {
     pub limit: u32,
     pub offset: u32,
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListEvents(pub EventFilter);
+
+impl RigOp for ListEvents {
+    const NAME: &'static str = "list_events";
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        to_json(rig.list_events(&self.0)?)
+    }
+}
+
+rig_ops!(ListEvents);
 
 impl<D: Db> Rig<'_, D> {
     pub(super) fn log(

@@ -1,25 +1,24 @@
 //! The RigDO's idempotent ops (`crate::idempotency`): the lookup, the op and the record of its
 //! reply happen in one synchronous sequence, which the Durable Object runs atomically.
 
-use serde_json::Value;
-
+use super::op::{Ran, RigCall};
 use super::Rig;
 use crate::db::Db;
 use crate::error::ApiResult;
 use crate::idempotency::{lookup, record};
-use crate::rpc::RigOp;
 
 impl<D: Db> Rig<'_, D> {
-    /// Runs `op` once per `key`; `.1` is true when the reply is a replay of the first one.
-    pub fn handle_once(&self, key: Option<&str>, op: RigOp) -> (ApiResult<Value>, bool) {
-        let Some(key) = key else { return (self.handle(op), false) };
+    /// Runs `call` once per `key`; `.1` is true when the reply is a replay of the first one.
+    pub fn handle_once(&self, key: Option<&str>, call: &RigCall) -> (ApiResult<Ran>, bool) {
+        let Some(key) = key else { return (self.handle(call), false) };
         match lookup(self.db, key) {
-            Ok(Some(kept)) => return (kept, true),
+            Ok(Some(kept)) => return (kept.map(Ran::replay), true),
             Ok(None) => {}
             Err(e) => return (Err(e), false),
         }
-        let result = self.handle(op);
-        match record(self.db, key, &self.now, &result) {
+        let result = self.handle(call);
+        let reply = result.as_ref().map(|ran| ran.data.clone()).map_err(Clone::clone);
+        match record(self.db, key, &self.now, &reply) {
             Ok(()) => (result, false),
             Err(e) => (Err(e), false),
         }

@@ -1,6 +1,8 @@
 //! Mail between agents of a rig. Mail stays undelivered until the recipient checks it.
 
+use super::op::{rig_ops, to_json, RigOp};
 use serde_json::json;
+use serde_json::Value;
 
 use super::rows::MailRow;
 use super::Rig;
@@ -14,7 +16,6 @@ use crate::params;
 use crate::requests::{text, MAX_TEXT, MAX_TITLE};
 use crate::requests::{Issues, Validate};
 use crate::routes::{Endpoint, Rule};
-use crate::rpc::RigOp;
 use serde::{Deserialize, Serialize};
 use shared_types::validate;
 
@@ -27,11 +28,11 @@ pub const ROUTES: &[Endpoint] = &[
 fn send(req: &Incoming) -> ApiResult<Plan> {
     let mail: NewMail = req.body()?;
     check_body_agent(&req.caller, "from_agent_id", &mail.from_agent_id)?;
-    Ok(api::ack(req.param("rigId")?, RigOp::SendMail(mail), 201, "sent"))
+    api::ack(req.param("rigId")?, SendMail(mail), 201, "sent")
 }
 
 fn check(req: &Incoming) -> ApiResult<Plan> {
-    Ok(api::rig(req.param("rigId")?, RigOp::CheckMail { agent_id: req.param("agentId")? }))
+    api::rig(req.param("rigId")?, CheckMail { agent_id: req.param("agentId")? })
 }
 
 /// `POST /api/rigs/:rigId/mail`
@@ -53,11 +54,46 @@ impl Validate for NewMail {
 
     fn check(&self, i: &mut Issues) {
         i.add("from_agent_id", validate::id(&self.from_agent_id));
-        i.add("to_agent_id", validate::id(&self.to_agent_id));
-        i.add("subject", text(&self.subject, MAX_TITLE));
-        i.add("body", validate::text(&self.body, MAX_TEXT, true));
+        Self::check_parts(&self.to_agent_id, &self.subject, &self.body, i);
     }
 }
+
+impl NewMail {
+    /// The rules of a mail's recipient, subject and body, wherever it is sent from. A body of
+    /// blanks is accepted, as the reference's `min(1)` does.
+    pub(crate) fn check_parts(to_agent_id: &str, subject: &str, body: &str, i: &mut Issues) {
+        i.add("to_agent_id", validate::id(to_agent_id));
+        i.add("subject", text(subject, MAX_TITLE));
+        i.add("body", validate::text(body, MAX_TEXT, true));
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendMail(pub NewMail);
+
+impl RigOp for SendMail {
+    const NAME: &'static str = "send_mail";
+    const NEEDS_CONFIGURED_RIG: bool = true;
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        to_json(rig.send_mail(&self.0)?)
+    }
+}
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckMail {
+    pub agent_id: String,
+}
+
+impl RigOp for CheckMail {
+    const NAME: &'static str = "check_mail";
+    fn run_proof(&self) -> Option<&str> {
+        Some(&self.agent_id)
+    }
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        to_json(rig.check_mail(&self.agent_id)?)
+    }
+}
+
+rig_ops!(SendMail, CheckMail);
 
 impl<D: Db> Rig<'_, D> {
     pub(super) fn send_mail(&self, m: &NewMail) -> ApiResult<Mail> {

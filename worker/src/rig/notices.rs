@@ -80,7 +80,7 @@ impl<D: Db> Rig<'_, D> {
     /// The mayor answers escalation `id`: the bead is closed and the answer mailed, from the
     /// mayor, to the agent that raised it (when an agent of this rig did). An escalation that
     /// is already closed is a 409 and nothing is sent twice.
-    pub(super) fn resolve_escalation(&self, id: &str, answer: &str) -> ApiResult<Value> {
+    pub(crate) fn resolve_escalation(&self, id: &str, answer: &str) -> ApiResult<Value> {
         let bead = self.bead(id)?;
         if bead.bead_type != BeadType::Escalation {
             return Err(ApiError::bad_request(format!(

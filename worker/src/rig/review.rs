@@ -1,6 +1,8 @@
 //! The review queue: branches submitted for merging, `pending -> running -> merged | failed`.
 
+use super::op::{rig_ops, to_json, RigOp};
 use serde_json::json;
+use serde_json::Value;
 
 use super::rows::ReviewRow;
 use super::Rig;
@@ -15,7 +17,6 @@ use crate::params;
 use crate::requests::{opt_text, url, MAX_TEXT};
 use crate::requests::{Issues, Validate};
 use crate::routes::{Endpoint, Rule};
-use crate::rpc::RigOp;
 use serde::{Deserialize, Serialize};
 use shared_types::validate;
 
@@ -28,11 +29,11 @@ pub const ROUTES: &[Endpoint] = &[
 fn submit(req: &Incoming) -> ApiResult<Plan> {
     let review: NewReview = req.body()?;
     check_body_agent(&req.caller, "agent_id", &review.agent_id)?;
-    Ok(api::ack(req.param("rigId")?, RigOp::SubmitReview(review), 201, "submitted"))
+    api::ack(req.param("rigId")?, SubmitReview(review), 201, "submitted")
 }
 
 fn list(req: &Incoming) -> ApiResult<Plan> {
-    Ok(api::rig(req.param("rigId")?, RigOp::ListReviews(crate::query::review_filter(req.query)?)))
+    api::rig(req.param("rigId")?, ListReviews(crate::query::review_filter(req.query)?))
 }
 
 /// `POST /api/rigs/:rigId/review-queue`
@@ -72,6 +73,28 @@ pub struct ReviewFilter {
     pub limit: u32,
     pub offset: u32,
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitReview(pub NewReview);
+
+impl RigOp for SubmitReview {
+    const NAME: &'static str = "submit_review";
+    const ARMS_SCHEDULER: bool = true;
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        to_json(rig.submit_review(&self.0)?)
+    }
+}
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListReviews(pub ReviewFilter);
+
+impl RigOp for ListReviews {
+    const NAME: &'static str = "list_reviews";
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        to_json(rig.list_reviews(&self.0)?)
+    }
+}
+
+rig_ops!(SubmitReview, ListReviews);
 
 impl<D: Db> Rig<'_, D> {
     pub(super) fn submit_review(&self, r: &NewReview) -> ApiResult<ReviewEntry> {

@@ -4,6 +4,7 @@
 //! from [`NAME_POOL`], then `name-2`, `name-3`, ...), and hooks the bead to it. All of it runs in
 //! one synchronous sequence, so two concurrent slings never pick the same polecat.
 
+use super::op::{rig_ops, RigOp};
 use std::collections::HashSet;
 
 use serde_json::{json, Value};
@@ -20,7 +21,6 @@ use crate::model::{BeadType, Priority};
 use crate::requests::{Issues, Validate, PRIORITIES};
 use crate::rig::agents::NewAgent;
 use crate::routes::{Endpoint, Rule};
-use crate::rpc::RigOp;
 use serde::{Deserialize, Serialize};
 
 /// Sling (internal): a bead for the next idle polecat of the rig, hooked at once.
@@ -28,8 +28,8 @@ pub const ROUTES: &[Endpoint] = &[Endpoint::post("/api/rigs/:rigId/sling", Rule:
 
 fn sling(req: &Incoming) -> ApiResult<Plan> {
     let rig_id = req.param("rigId")?;
-    let op = RigOp::Sling { rig_id: rig_id.clone(), sling: req.body()? };
-    Ok(api::created(rig_id, op, FollowUp::IdentityFromSling))
+    let op = Sling { rig_id: rig_id.clone(), sling: req.body()? };
+    api::created(rig_id, op, FollowUp::IdentityFromSling)
 }
 
 /// `POST /api/rigs/:rigId/sling` (internal): a bead for the next idle polecat.
@@ -106,6 +106,23 @@ pub fn polecat_identity(name: &str, rig_id: &str) -> String {
 struct Name {
     name: String,
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sling {
+    pub rig_id: String,
+    pub sling: SlingRequest,
+}
+
+impl RigOp for Sling {
+    const NAME: &'static str = "sling";
+    const NEEDS_CONFIGURED_RIG: bool = true;
+    const ARMS_SCHEDULER: bool = true;
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        rig.sling(&self.rig_id, &self.sling)
+    }
+}
+
+rig_ops!(Sling);
 
 impl<D: Db> Rig<'_, D> {
     pub(super) fn sling(&self, rig_id: &str, s: &SlingRequest) -> ApiResult<Value> {

@@ -5,11 +5,11 @@ use std::rc::Rc;
 
 use serde_json::{json, Value};
 
+use super::op::RigCall;
 use super::schema::MIGRATIONS;
 use super::Rig;
 use crate::db::Db;
 use crate::native_db::NativeDb;
-use crate::rpc::RigOp;
 use crate::scheduler::{self, Run, Witness};
 
 /// One rig's storage and an id source; `rig()` is one request's view of it.
@@ -33,8 +33,11 @@ impl Fixture {
     }
 
     fn op(&self, op: Value) -> Result<Value, (u16, String)> {
-        let op: RigOp = serde_json::from_value(op).expect("a rig op");
-        self.rig().handle(op).map_err(|e| (e.status(), e.public_message().to_string()))
+        let call: RigCall = serde_json::from_value(op).expect("a rig op");
+        self.rig()
+            .handle(&call)
+            .map(|ran| ran.data)
+            .map_err(|e| (e.status(), e.public_message().to_string()))
     }
 
     fn configured() -> Self {

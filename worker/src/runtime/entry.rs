@@ -10,8 +10,10 @@ use crate::auth::{self, Caller, Credentials, Secrets};
 use crate::container;
 use crate::error::{success, ApiError, ApiResult};
 use crate::requests::MAX_BODY_BYTES;
+use crate::rig::agents::ContainerHeartbeat;
+use crate::rig::op::RigCall;
 use crate::routes::{self, Method};
-use crate::rpc::{RigOp, TownOp};
+use crate::rpc::TownOp;
 
 /// Env names (documented in wrangler.toml).
 const INTERNAL_API_SECRET: &str = "INTERNAL_API_SECRET";
@@ -201,7 +203,8 @@ async fn execute(plan: Plan, env: &Env, key: Option<&str>) -> ApiResult<Outcome>
             let mut updated = 0;
             for (rig_id, agents) in rig_updates {
                 let data =
-                    call(env, RIG_BINDING, &rig_id, &RigOp::ContainerHeartbeat { agents }).await?;
+                    call(env, RIG_BINDING, &rig_id, &RigCall::of(&ContainerHeartbeat { agents })?)
+                        .await?;
                 updated += data["updated"].as_u64().unwrap_or(0);
             }
             Ok(Outcome::Json(200, json!({ "updated": updated })))

@@ -3,9 +3,9 @@
 
 mod call;
 mod container_do;
+mod effects;
 mod entry;
 mod identity_do;
-mod mayor;
 mod platform;
 mod rig_do;
 mod sql;

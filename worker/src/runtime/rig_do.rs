@@ -17,8 +17,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::mayor::MayorOp;
 use crate::model::{Agent, ReviewEntry, RigConfig};
 use crate::refinery;
+use crate::rig::op::RigCall;
 use crate::rig::{schema, Rig};
-use crate::rpc::{RigOp, TownOp};
+use crate::rpc::TownOp;
 use crate::scheduler::{self, DispatchContext, Settings, Witness};
 
 /// Delay of the first scheduler pass after work is hooked.
@@ -394,19 +395,17 @@ impl DurableObject for RigDO {
     async fn fetch(&self, req: Request) -> worker::Result<Response> {
         let key = req.headers().get(KEY_HEADER)?;
         let replayed = Cell::new(false);
-        let mut resp = serve(req, async |op: RigOp| {
-            let arms = op.arms_scheduler();
-            let notifies = matches!(op, RigOp::CreateEscalation(_) | RigOp::CreateBead(_));
-            let (result, replay) = self.with_rig(|r| Ok(r.handle_once(key.as_deref(), op)))?;
+        let mut resp = serve(req, async |call: RigCall| {
+            let (result, replay) = self.with_rig(|r| Ok(r.handle_once(key.as_deref(), &call)))?;
             replayed.set(replay);
-            let data = result?;
-            if arms && self.with_rig(|r| Ok(r.has_work()? && r.config().is_ok()))? {
+            let ran = result?;
+            if ran.arms_scheduler && self.with_rig(|r| Ok(r.has_work()? && r.config().is_ok()))? {
                 self.arm(FIRST_PASS_MS, None).await.map_err(ApiError::internal)?;
             }
-            if notifies {
+            if ran.notifies {
                 self.flush_notices().await;
             }
-            Ok(data)
+            Ok(ran.data)
         })
         .await?;
         if replayed.get() {

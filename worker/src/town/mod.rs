@@ -7,6 +7,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+pub mod object;
+#[cfg(test)]
+mod tests;
+
 use crate::api::{self, Incoming, Plan};
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult};

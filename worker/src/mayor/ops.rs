@@ -1,4 +1,4 @@
-//! The TownDO's side of the mayor (`crate::mayor`): its ops, the delivery of pending messages
+//! The TownDO's side of the mayor: its ops, the delivery of pending messages
 //! to the mayor in the town's container, and the retries from the TownDO's alarm.
 //!
 //! Delivery: every pending message (people's, the town's notices) reaches the mayor as one new
@@ -9,28 +9,34 @@
 //! the container is unreachable, a spending cap) stays pending and the alarm tries again.
 
 use serde_json::{json, Value};
-use worker::Method;
 
-use super::call::{call, call_once, container_call};
-use super::town_do::TownDO;
-use super::{platform, sql, IDENTITY_BINDING, RIG_BINDING};
 use crate::api::{self, FollowUp};
+use crate::db::Db;
+use crate::effects::{rig_op, Effects};
 use crate::error::{ApiError, ApiResult};
+use crate::escalations::ResolveEscalation;
 use crate::idempotency::Claim;
 use crate::mayor::routes::NoticeKind;
 use crate::mayor::store::{Message, Role, Store};
 use crate::mayor::{prompt, town_status, MayorOp, TurnLimits, MAYOR_AGENT_ID};
 use crate::model::{Agent, Bead};
 use crate::requests::DEFAULT_BEAD_LIMIT;
-use crate::rig::agents::AgentFilter;
-use crate::rig::beads::BeadFilter;
-use crate::rpc::RigOp;
+use crate::rig::agents::{AgentFilter, ListAgents};
+use crate::rig::beads::{BeadFilter, ListBeads};
+use crate::rig::convoys::CreateConvoy;
+use crate::rig::mail::SendMail;
+use crate::rig::op::RigCall;
+use crate::rig::sling::Sling;
+use crate::routes::Method;
 use crate::scheduler::Settings;
+use crate::town::object::TownObject;
 use crate::town::{RigRecord, Town};
 
 /// How long after a failed delivery the alarm tries again, and how many times in a row.
 pub const RETRY_MS: u64 = 3_000;
 pub const MAX_TRIES: i64 = 100;
+/// The counter of failed deliveries in a row.
+const TRIES: &str = "mayor_tries";
 /// Most text of pending messages sent in one turn (older ones first; the rest next turn).
 const MAX_DELIVERY_BYTES: usize = 128 * 1024;
 
@@ -48,16 +54,12 @@ impl Delivery {
     }
 }
 
-impl TownDO {
-    fn store_db(&self) -> ApiResult<sql::SqlDb> {
-        sql::open(&self.state.storage(), &self.ready, crate::town::MIGRATIONS)
-    }
-
+impl<D: Db, E: Effects> TownObject<'_, D, E> {
     /// A mayor op, once per idempotency `key` (`crate::idempotency`): a retried tool call whose
     /// first answer was lost gets that answer again.
-    pub(super) async fn mayor_once(&self, op: MayorOp, key: Option<&str>) -> ApiResult<Value> {
+    pub(crate) async fn mayor_once(&self, op: MayorOp, key: Option<&str>) -> ApiResult<Value> {
         let Some(key) = key else { return self.mayor(op, None).await };
-        match crate::idempotency::claim(&self.store_db()?, key, &platform::now_iso())? {
+        match crate::idempotency::claim(self.db, key, &self.fx.now_iso())? {
             Claim::Kept(kept) => return kept,
             Claim::Busy => {
                 return Err(ApiError::Unavailable(
@@ -67,17 +69,17 @@ impl TownDO {
             Claim::Run => {}
         }
         let result = self.mayor(op, Some(key)).await;
-        crate::idempotency::record(&self.store_db()?, key, &platform::now_iso(), &result)?;
+        crate::idempotency::record(self.db, key, &self.fx.now_iso(), &result)?;
         result
     }
 
     /// A mayor op. `key`: the call's idempotency key, passed on to the rig ops it makes.
     async fn mayor(&self, op: MayorOp, key: Option<&str>) -> ApiResult<Value> {
-        let db = self.store_db()?;
-        let town = Town { db: &db, now: platform::now_iso(), new_id: &platform::new_id };
-        let store = Store { db: &db, now: town.now.clone() };
+        let new_id = || self.fx.new_id();
+        let town = Town { db: self.db, now: self.fx.now_iso(), new_id: &new_id };
+        let store = Store { db: self.db, now: town.now.clone() };
         let town_id = town.get()?["id"].as_str().unwrap_or_default().to_string();
-        let limits = TurnLimits::from_lookup(|k| self.var(k));
+        let limits = TurnLimits::from_lookup(|k| self.fx.var(k));
         match op {
             MayorOp::Send { text } => {
                 store.ensure()?;
@@ -108,18 +110,11 @@ impl TownDO {
                 let mut rigs = Vec::new();
                 for rig in town.rigs()? {
                     let filter = BeadFilter { limit: DEFAULT_BEAD_LIMIT, ..Default::default() };
-                    let beads: Vec<Bead> = serde_json::from_value(
-                        call(&self.env, RIG_BINDING, &rig.id, &RigOp::ListBeads(filter)).await?,
-                    )
-                    .map_err(ApiError::internal)?;
+                    let beads: Vec<Bead> =
+                        serde_json::from_value(rig_op(self.fx, &rig.id, &ListBeads(filter)).await?)
+                            .map_err(ApiError::internal)?;
                     let agents: Vec<Agent> = serde_json::from_value(
-                        call(
-                            &self.env,
-                            RIG_BINDING,
-                            &rig.id,
-                            &RigOp::ListAgents(AgentFilter::default()),
-                        )
-                        .await?,
+                        rig_op(self.fx, &rig.id, &ListAgents(AgentFilter::default())).await?,
                     )
                     .map_err(ApiError::internal)?;
                     rigs.push((rig, beads, agents));
@@ -133,7 +128,7 @@ impl TownDO {
                     .on_rig(
                         &store,
                         &rig_id,
-                        RigOp::Sling { rig_id: rig_id.clone(), sling },
+                        RigCall::of(&Sling { rig_id: rig_id.clone(), sling })?,
                         key,
                         1,
                         FollowUp::IdentityFromSling,
@@ -150,7 +145,7 @@ impl TownDO {
                     .on_rig(
                         &store,
                         &rig_id,
-                        RigOp::CreateConvoy { rig_id: rig_id.clone(), convoy },
+                        RigCall::of(&CreateConvoy { rig_id: rig_id.clone(), convoy })?,
                         key,
                         n,
                         FollowUp::IdentityFromConvoy,
@@ -163,7 +158,7 @@ impl TownDO {
             }
             MayorOp::MailSend { rig_id, mail } => {
                 rig_of(&town, &rig_id)?;
-                call_once(&self.env, RIG_BINDING, &rig_id, &RigOp::SendMail(mail), key).await?;
+                self.fx.rig(&rig_id, &RigCall::of(&SendMail(mail))?, key).await?;
                 Ok(json!({ "sent": true }))
             }
             MayorOp::MailCheck => {
@@ -171,14 +166,17 @@ impl TownDO {
             }
             MayorOp::Resolve { rig_id, escalation_id, answer } => {
                 rig_of(&town, &rig_id)?;
-                let (resolved, _) = call_once(
-                    &self.env,
-                    RIG_BINDING,
-                    &rig_id,
-                    &RigOp::ResolveEscalation { escalation_id: escalation_id.clone(), answer },
-                    key,
-                )
-                .await?;
+                let (resolved, _) = self
+                    .fx
+                    .rig(
+                        &rig_id,
+                        &RigCall::of(&ResolveEscalation {
+                            escalation_id: escalation_id.clone(),
+                            answer,
+                        })?,
+                        key,
+                    )
+                    .await?;
                 store.close_thread("escalation", &rig_id, &escalation_id)?;
                 Ok(resolved)
             }
@@ -198,7 +196,7 @@ impl TownDO {
                     }
                 }
                 // Delivered from the alarm: the rig that sent it does not wait for the mayor.
-                self.arm(100).await;
+                self.fx.arm_alarm(100).await;
                 Ok(json!({ "kept": true }))
             }
         }
@@ -210,22 +208,22 @@ impl TownDO {
     /// sling).
     async fn on_rig(
         &self,
-        store: &Store<'_, sql::SqlDb>,
+        store: &Store<'_, D>,
         rig_id: &str,
-        op: RigOp,
+        op: RigCall,
         key: Option<&str>,
         counted: i64,
         follow_up: FollowUp,
     ) -> ApiResult<Value> {
-        match call_once(&self.env, RIG_BINDING, rig_id, &op, key).await {
+        match self.fx.rig(rig_id, &op, key).await {
             Ok((data, true)) => {
                 store.uncount(counted, counted)?;
                 Ok(data)
             }
             Ok((data, false)) => {
                 for (identity, op) in api::follow_up(follow_up, rig_id, &data) {
-                    if let Err(e) = call(&self.env, IDENTITY_BINDING, &identity, &op).await {
-                        worker::console_error!("identity update failed: {e}");
+                    if let Err(e) = self.fx.identity(&identity, &op).await {
+                        self.fx.log_error(&format!("identity update failed: {e}"));
                     }
                 }
                 Ok(data)
@@ -237,73 +235,62 @@ impl TownDO {
         }
     }
 
-    pub(super) async fn arm(&self, after_ms: u64) {
-        let storage = self.state.storage();
-        if matches!(storage.get_alarm().await, Ok(None)) {
-            if let Err(e) = storage.set_alarm(std::time::Duration::from_millis(after_ms)).await {
-                worker::console_error!("mayor: cannot arm the town's alarm: {e}");
-            }
-        }
-    }
-
     /// The alarm: delivers what is pending; tries again later while something is, at most
     /// [`MAX_TRIES`] times in a row (what is left waits for the next message).
-    pub(super) async fn mayor_alarm(&self) -> ApiResult<()> {
-        let db = self.store_db()?;
-        let town = Town { db: &db, now: platform::now_iso(), new_id: &platform::new_id };
+    pub(crate) async fn mayor_alarm(&self) -> ApiResult<()> {
+        let new_id = || self.fx.new_id();
+        let town = Town { db: self.db, now: self.fx.now_iso(), new_id: &new_id };
         let Ok(t) = town.get() else { return Ok(()) };
         let town_id = t["id"].as_str().unwrap_or_default().to_string();
         let d = self.deliver(&town_id).await;
-        let storage = self.state.storage();
         if d.status == "queued" {
-            let tries: i64 = storage.get("mayor_tries").await.ok().flatten().unwrap_or(0) + 1;
+            let tries = self.fx.counter(TRIES).await + 1;
             if tries < MAX_TRIES {
-                let _ = storage.put("mayor_tries", tries).await;
-                self.arm(RETRY_MS).await;
+                self.fx.set_counter(TRIES, tries).await;
+                self.fx.arm_alarm(RETRY_MS).await;
             } else {
-                worker::console_error!(
+                self.fx.log_error(&format!(
                     "mayor: giving up delivering after {tries} tries: {}",
                     d.detail.unwrap_or_default()
-                );
-                let _ = storage.put("mayor_tries", 0i64).await;
+                ));
+                self.fx.set_counter(TRIES, 0).await;
             }
         } else {
-            let _ = storage.put("mayor_tries", 0i64).await;
+            self.fx.set_counter(TRIES, 0).await;
         }
         Ok(())
     }
 
     /// Delivers the pending messages (see the module's doc). One at a time per town.
-    pub(super) async fn deliver(&self, town_id: &str) -> Delivery {
-        if self.delivering.get() {
-            self.again.set(true);
+    pub(crate) async fn deliver(&self, town_id: &str) -> Delivery {
+        if self.memory.delivering.get() {
+            self.memory.again.set(true);
             return Delivery::queued(
                 "a delivery to the mayor is under way; this message goes right after it",
             );
         }
-        self.delivering.set(true);
+        self.memory.delivering.set(true);
         let mut rounds = 0;
         let outcome = loop {
-            self.again.set(false);
+            self.memory.again.set(false);
             rounds += 1;
             let outcome = match self.deliver_once(town_id).await {
                 Ok(d) => d,
                 Err(e) => Delivery::queued(e.public_message().to_string()),
             };
-            if !self.again.get() || outcome.status == "queued" || rounds >= 5 {
+            if !self.memory.again.get() || outcome.status == "queued" || rounds >= 5 {
                 break outcome;
             }
         };
-        self.delivering.set(false);
-        if outcome.status == "queued" || self.again.get() {
-            self.arm(RETRY_MS).await;
+        self.memory.delivering.set(false);
+        if outcome.status == "queued" || self.memory.again.get() {
+            self.fx.arm_alarm(RETRY_MS).await;
         }
         outcome
     }
 
     async fn deliver_once(&self, town_id: &str) -> ApiResult<Delivery> {
-        let db = self.store_db()?;
-        let store = Store { db: &db, now: platform::now_iso() };
+        let store = Store { db: self.db, now: self.fx.now_iso() };
         let mut bytes = 0;
         let pending: Vec<Message> = store
             .pending()?
@@ -319,18 +306,17 @@ impl TownDO {
             return Ok(Delivery { status: "active", detail: None });
         };
         let ids: Vec<i64> = pending.iter().map(|m| m.id).collect();
-        let settings = Settings::from_lookup(|k| self.var(k));
+        let settings = Settings::from_lookup(|k| self.fx.var(k));
         let (Some(model), Some(secret)) =
-            (self.var("GASTOWN_MODEL"), self.var("GASTOWN_JWT_SECRET"))
+            (self.fx.var("GASTOWN_MODEL"), self.fx.var("GASTOWN_JWT_SECRET"))
         else {
             return Ok(Delivery::queued(
                 "GASTOWN_MODEL and GASTOWN_JWT_SECRET must be set to run the mayor",
             ));
         };
-        let now_ms = platform::now_millis();
+        let now_ms = self.fx.now_ms();
         let status_path = format!("/agents/{MAYOR_AGENT_ID}/status");
-        let (status, body) =
-            container_call(&self.env, town_id, Method::Get, &status_path, None).await?;
+        let (status, body) = self.fx.container(town_id, Method::Get, &status_path, None).await?;
         match (status, body["status"].as_str()) {
             (200, Some("running")) => {
                 let row = store.ensure()?;
@@ -346,27 +332,24 @@ impl TownDO {
                         settings.token_ttl_secs,
                     );
                     let path = format!("/agents/{MAYOR_AGENT_ID}/credentials");
-                    if let Ok((200, _)) = container_call(
-                        &self.env,
-                        town_id,
-                        Method::Post,
-                        &path,
-                        Some(&json!({ "token": token })),
-                    )
-                    .await
+                    if let Ok((200, _)) = self
+                        .fx
+                        .container(town_id, Method::Post, &path, Some(&json!({ "token": token })))
+                        .await
                     {
                         store.token_issued(now_ms)?;
                     }
                 }
                 let path = format!("/agents/{MAYOR_AGENT_ID}/message");
-                let (sent, reply) = container_call(
-                    &self.env,
-                    town_id,
-                    Method::Post,
-                    &path,
-                    Some(&json!({ "prompt": prompt::delivery(&pending) })),
-                )
-                .await?;
+                let (sent, reply) = self
+                    .fx
+                    .container(
+                        town_id,
+                        Method::Post,
+                        &path,
+                        Some(&json!({ "prompt": prompt::delivery(&pending) })),
+                    )
+                    .await?;
                 match sent {
                     200..=299 => {
                         store.delivered(&ids)?;
@@ -415,7 +398,7 @@ impl TownDO {
         );
         let body = serde_json::to_value(&request).map_err(ApiError::internal)?;
         let (started, reply) =
-            container_call(&self.env, town_id, Method::Post, "/agents/start", Some(&body)).await?;
+            self.fx.container(town_id, Method::Post, "/agents/start", Some(&body)).await?;
         match started {
             200..=299 => {
                 store.started(generation, now_ms)?;

@@ -1,0 +1,70 @@
+//! What a Durable Object's logic asks of the world beyond its own SQL storage: calls to other
+//! objects and to the town's container, its alarm and key-value state, the clock, ids and the
+//! Worker's vars. The logic is written against [`Effects`] (and [`crate::db::Db`]), so it
+//! builds natively: `runtime/` implements it on workers-rs, and the native tests on an
+//! in-process world whose objects run the same logic over SQLite (`crate::native_world`).
+
+use serde_json::Value;
+
+use crate::error::ApiResult;
+use crate::rig::op::RigCall;
+use crate::routes::Method;
+use crate::rpc::{IdentityOp, TownOp};
+
+// The futures are not `Send`: a Durable Object runs on one thread (wasm has no other), and the
+// native tests poll them on one.
+#[allow(async_fn_in_trait)]
+pub trait Effects {
+    /// Calls `call` on the rig's RigDO with an idempotency key; `.1`: the reply is a replay of
+    /// the one kept for that key.
+    async fn rig(
+        &self,
+        rig_id: &str,
+        call: &RigCall,
+        key: Option<&str>,
+    ) -> ApiResult<(Value, bool)>;
+
+    async fn town(&self, town_id: &str, op: &TownOp) -> ApiResult<Value>;
+
+    async fn identity(&self, identity: &str, op: &IdentityOp) -> ApiResult<Value>;
+
+    /// Calls the town's TownContainer (and through it the control server): `(status, JSON
+    /// body)`; `Err` only when the call could not be made.
+    async fn container(
+        &self,
+        town_id: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> ApiResult<(u16, Value)>;
+
+    /// Makes the object's alarm fire in `after_ms`, unless one is already pending.
+    async fn arm_alarm(&self, after_ms: u64);
+
+    /// The object's own small counters, next to its SQL storage.
+    async fn counter(&self, key: &str) -> i64;
+    async fn set_counter(&self, key: &str, value: i64);
+
+    fn now_ms(&self) -> i64;
+
+    fn new_id(&self) -> String;
+
+    /// A Worker var or secret; unset and empty are the same.
+    fn var(&self, name: &str) -> Option<String>;
+
+    /// An error the object carries on from (logged, never answered).
+    fn log_error(&self, message: &str);
+
+    fn now_iso(&self) -> String {
+        crate::time::iso_from_millis(self.now_ms())
+    }
+}
+
+/// Calls a rig op without a key and keeps its data.
+pub async fn rig_op<E: Effects, O: crate::rig::op::RigOp>(
+    fx: &E,
+    rig_id: &str,
+    op: &O,
+) -> ApiResult<Value> {
+    Ok(fx.rig(rig_id, &RigCall::of(op)?, None).await?.0)
+}

@@ -1,0 +1,164 @@
+//! [`Effects`] for the native tests: an in-process world whose RigDOs are the real rig logic
+//! ([`crate::rig::Rig`]) over SQLite ([`NativeDb`]), with a fixed clock and counted ids. What
+//! stands in for the town's container is a function of the request, and every container call,
+//! identity op, alarm and logged error is recorded for the test to read.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use serde_json::Value;
+
+use crate::effects::Effects;
+use crate::error::{ApiError, ApiResult};
+use crate::native_db::NativeDb;
+use crate::rig::op::RigCall;
+use crate::rig::Rig;
+use crate::routes::Method;
+use crate::rpc::{IdentityOp, TownOp};
+use crate::town::Town;
+
+/// Runs a future of the native world to its end: nothing in it waits, so one poll does.
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("a native-world future waited"),
+    }
+}
+
+/// A call the world's container received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerCall {
+    pub method: Method,
+    pub path: String,
+    pub body: Option<Value>,
+}
+
+type ContainerFn = Box<dyn Fn(&ContainerCall) -> (u16, Value)>;
+
+pub struct World {
+    rigs: RefCell<BTreeMap<String, NativeDb>>,
+    index: NativeDb,
+    container: RefCell<ContainerFn>,
+    pub container_calls: RefCell<Vec<ContainerCall>>,
+    pub identity_ops: RefCell<Vec<(String, IdentityOp)>>,
+    /// The delays the alarm was armed with (while none was pending).
+    pub alarms: RefCell<Vec<u64>>,
+    pub alarm_pending: Cell<bool>,
+    counters: RefCell<BTreeMap<String, i64>>,
+    pub errors: RefCell<Vec<String>>,
+    vars: BTreeMap<String, String>,
+    pub now_ms: Cell<i64>,
+    ids: Cell<u64>,
+}
+
+impl World {
+    /// A world with these Worker vars, whose container answers every call with a 404.
+    pub fn new(vars: &[(&str, &str)]) -> Self {
+        Self {
+            rigs: RefCell::default(),
+            index: NativeDb::with(crate::town::MIGRATIONS),
+            container: RefCell::new(Box::new(|_| (404, serde_json::json!({"error": "none"})))),
+            container_calls: RefCell::default(),
+            identity_ops: RefCell::default(),
+            alarms: RefCell::default(),
+            alarm_pending: Cell::new(false),
+            counters: RefCell::default(),
+            errors: RefCell::default(),
+            vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            now_ms: Cell::new(1_796_000_000_000),
+            ids: Cell::new(0),
+        }
+    }
+
+    /// How the town's container answers from now on.
+    pub fn container_answers(&self, f: impl Fn(&ContainerCall) -> (u16, Value) + 'static) {
+        *self.container.borrow_mut() = Box::new(f);
+    }
+
+    /// Runs `f` on the rig's storage (created empty on first use), as one of its requests.
+    pub fn with_rig<T>(&self, rig_id: &str, f: impl FnOnce(&Rig<'_, NativeDb>) -> T) -> T {
+        let mut rigs = self.rigs.borrow_mut();
+        let db = rigs
+            .entry(rig_id.to_string())
+            .or_insert_with(|| NativeDb::with(crate::rig::schema::MIGRATIONS));
+        let new_id = || self.new_id();
+        f(&Rig { db, now: self.now_iso(), new_id: &new_id })
+    }
+}
+
+impl Effects for World {
+    async fn rig(
+        &self,
+        rig_id: &str,
+        call: &RigCall,
+        key: Option<&str>,
+    ) -> ApiResult<(Value, bool)> {
+        let (result, replayed) = self.with_rig(rig_id, |rig| rig.handle_once(key, call));
+        Ok((result?.data, replayed))
+    }
+
+    async fn town(&self, _town_id: &str, op: &TownOp) -> ApiResult<Value> {
+        let new_id = || self.new_id();
+        let index = Town { db: &self.index, now: self.now_iso(), new_id: &new_id };
+        match op {
+            TownOp::Index { town_id, name, created_at } => {
+                index.index_add(town_id, name, created_at).map(|()| Value::Null)
+            }
+            TownOp::ListTowns => crate::rig::op::to_json(index.index_list()?),
+            other => Err(ApiError::Internal(format!("the native world has no town op {other:?}"))),
+        }
+    }
+
+    async fn identity(&self, identity: &str, op: &IdentityOp) -> ApiResult<Value> {
+        self.identity_ops.borrow_mut().push((identity.to_string(), op.clone()));
+        Ok(Value::Null)
+    }
+
+    async fn container(
+        &self,
+        _town_id: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> ApiResult<(u16, Value)> {
+        let call = ContainerCall { method, path: path.to_string(), body: body.cloned() };
+        let answer = (self.container.borrow())(&call);
+        self.container_calls.borrow_mut().push(call);
+        Ok(answer)
+    }
+
+    async fn arm_alarm(&self, after_ms: u64) {
+        if !self.alarm_pending.replace(true) {
+            self.alarms.borrow_mut().push(after_ms);
+        }
+    }
+
+    async fn counter(&self, key: &str) -> i64 {
+        self.counters.borrow().get(key).copied().unwrap_or(0)
+    }
+
+    async fn set_counter(&self, key: &str, value: i64) {
+        self.counters.borrow_mut().insert(key.to_string(), value);
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.now_ms.get()
+    }
+
+    fn new_id(&self) -> String {
+        self.ids.set(self.ids.get() + 1);
+        format!("id-{:04}", self.ids.get())
+    }
+
+    fn var(&self, name: &str) -> Option<String> {
+        self.vars.get(name).cloned()
+    }
+
+    fn log_error(&self, message: &str) {
+        self.errors.borrow_mut().push(message.to_string());
+    }
+}
