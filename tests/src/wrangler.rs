@@ -8,6 +8,10 @@
 //! Dropping it kills the whole process group. The Worker must be built first
 //! (`scripts/build-worker`); the harness never builds it, so no test times a build.
 //!
+//! Each instance runs on its own copy of wrangler.toml ([`write_config`]) that watches nothing
+//! of the repository: wrangler reloads the Worker when a watched source or its config file
+//! changes, and a reload drops every open connection of the running test.
+//!
 //! Secrets are passed through `--env-file` (not the command line): the internal API key, the
 //! agent JWT secret and the container token are fixed per instance and exposed for tests, and
 //! `ALLOW_LOCAL_REPOS=true` lets rigs use `file://` origins.
@@ -133,6 +137,10 @@ impl WranglerDev {
         static LAUNCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log_path = d.join(format!("wrangler-{n}.out"));
+        let config = match config {
+            Some(c) => c.to_path_buf(),
+            None => write_config(&d.join(format!("wrangler-{n}.toml")), &[]),
+        };
         let log = std::fs::OpenOptions::new()
             .create_new(true)
             .write(true)
@@ -141,9 +149,8 @@ impl WranglerDev {
         let mut cmd = Command::new(&wrangler);
         cmd.current_dir(&root)
             .args(["dev", "--ip", "127.0.0.1", "--port", "0", "--inspector-port", "0"])
-            .args(
-                config.map(|c| vec![std::ffi::OsStr::new("-c"), c.as_os_str()]).unwrap_or_default(),
-            )
+            .arg("-c")
+            .arg(&config)
             .arg("--persist-to")
             .arg(d.join("state"))
             .arg("--env-file")
@@ -363,6 +370,44 @@ impl Drop for WranglerDev {
     }
 }
 
+/// The repository's wrangler.toml as a test instance runs it, written to `path` (a file no
+/// other instance uses: wrangler watches its config file and reloads when it changes): every
+/// path made absolute (the copy lives outside the repository), `replace`'s edits made (each
+/// `(from, to)` must be found), and the build's watch list an empty folder beside the copy.
+///
+/// The harness runs the Worker built before the tests (the build command is a no-op under
+/// `GASTOWN_WORKER_PREBUILT=1`), so there is nothing to watch. The repository's watch list
+/// (worker/src, shared-types/src) would make any source file saved while a test runs trigger
+/// that no-op build and then a reload of the Worker, which drops every open connection: a
+/// live stream ends in a TCP reset without its close frame, a request in flight fails.
+pub fn write_config(path: &std::path::Path, replace: &[(&str, String)]) -> std::path::PathBuf {
+    let root = repo_root();
+    let mut out = std::fs::read_to_string(root.join("wrangler.toml")).expect("wrangler.toml");
+    let r = |p: &str| root.join(p).display().to_string();
+    // wrangler joins `watch_dir` to the config's folder, even an absolute one: a relative name.
+    let unwatched = "unwatched";
+    std::fs::create_dir_all(path.parent().expect("a config file's folder").join(unwatched))
+        .expect("the empty watched folder");
+    let own = [
+        ("main = \"build/worker/shim.mjs\"", format!("main = \"{}\"", r("build/worker/shim.mjs"))),
+        (
+            "command = \"scripts/build-worker\"",
+            format!("command = \"{}\"", r("scripts/build-worker")),
+        ),
+        (
+            "watch_dir = [\"worker/src\", \"shared-types/src\"]",
+            format!("watch_dir = \"{unwatched}\""),
+        ),
+        ("image = \"./Dockerfile\"", format!("image = \"{}\"", r("Dockerfile"))),
+    ];
+    for (from, to) in own.iter().chain(replace) {
+        assert!(out.contains(from), "wrangler.toml no longer has {from:?}: update the harness");
+        out = out.replacen(from, to, 1);
+    }
+    std::fs::write(path, out).expect("write wrangler config");
+    path.to_path_buf()
+}
+
 /// The port in wrangler's `[wrangler:info] Ready on http://127.0.0.1:PORT` line.
 fn ready_port(output: &str) -> Option<u16> {
     output.lines().find_map(|line| line.split("Ready on http://127.0.0.1:").nth(1)).and_then(
@@ -412,4 +457,31 @@ pub fn unique_id(prefix: &str) -> String {
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     format!("{prefix}-{t:x}-{n}")
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::project::repo_root;
+
+    #[test]
+    fn a_test_instance_watches_nothing_of_the_repository() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = super::write_config(
+            &dir.path().join("wrangler-0.toml"),
+            &[("enable_containers = false", "enable_containers = true".into())],
+        );
+        let text = std::fs::read_to_string(&path).expect("the written config");
+        let config: toml::Table = text.parse().expect("valid TOML");
+        assert_eq!(config["build"]["watch_dir"].as_str(), Some("unwatched"));
+        let unwatched = dir.path().join("unwatched").read_dir().expect("the watched folder");
+        assert_eq!(unwatched.count(), 0, "the watched folder is empty");
+        let root = |p: &str| repo_root().join(p).display().to_string();
+        assert_eq!(config["main"].as_str(), Some(root("build/worker/shim.mjs").as_str()));
+        assert_eq!(
+            config["build"]["command"].as_str(),
+            Some(root("scripts/build-worker").as_str())
+        );
+        assert_eq!(config["containers"][0]["image"].as_str(), Some(root("Dockerfile").as_str()));
+        assert_eq!(config["dev"]["enable_containers"].as_bool(), Some(true));
+    }
 }

@@ -21,7 +21,7 @@ use gastown_e2e::control_server::start_request;
 use gastown_e2e::podman::{podman, require_image, PodmanService};
 use gastown_e2e::project::repo_root;
 use gastown_e2e::wait::until as wait_for;
-use gastown_e2e::wrangler::{unique_id, WranglerDev, CONTAINER_TOKEN};
+use gastown_e2e::wrangler::{unique_id, write_config, WranglerDev, CONTAINER_TOKEN};
 use serde_json::json;
 
 /// workerd names a DO's container `workerd-<worker>-<class>-<DO id>` and its sidecar `...-proxy`.
@@ -57,34 +57,15 @@ impl Drop for Cleanup {
     }
 }
 
-/// wrangler.toml with containers enabled on `engine` and every path made absolute (the copy
-/// lives outside the repository), without the watch list.
+/// The test instance's wrangler.toml ([`write_config`]) with containers enabled on `engine`.
 fn wrangler_config(dir: &std::path::Path, engine: &str) -> std::path::PathBuf {
-    let root = repo_root();
-    let text = std::fs::read_to_string(root.join("wrangler.toml")).expect("wrangler.toml");
-    let r = |p: &str| root.join(p).display().to_string();
-    let mut out = text.clone();
-    for (from, to) in [
-        ("main = \"build/worker/shim.mjs\"", format!("main = \"{}\"", r("build/worker/shim.mjs"))),
-        (
-            "command = \"scripts/build-worker\"",
-            format!("command = \"{}\"", r("scripts/build-worker")),
-        ),
-        // The Worker is built before the tests; nothing to watch (wrangler would join absolute
-        // watch paths to the config's folder).
-        ("watch_dir = [\"worker/src\", \"shared-types/src\"]", String::new()),
-        ("image = \"./Dockerfile\"", format!("image = \"{}\"", r("Dockerfile"))),
-        (
+    write_config(
+        &dir.join("wrangler.toml"),
+        &[(
             "enable_containers = false",
             format!("enable_containers = true\ncontainer_engine = \"{engine}\""),
-        ),
-    ] {
-        assert!(out.contains(from), "wrangler.toml no longer has {from:?}: update this test");
-        out = out.replacen(from, &to, 1);
-    }
-    let path = dir.join("wrangler.toml");
-    std::fs::write(&path, out).expect("write wrangler config");
-    path
+        )],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -184,7 +184,20 @@ async fn refuse(mut socket: WebSocket, agent_id: &str, code: u16, reason: String
         ))
         .await;
     let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(m)) = socket.recv().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
+
+/// After our close frame, how long the client has to answer with its own before the
+/// connection is dropped. Dropping it at once can reset the TCP connection while the close
+/// frame is still unread on the way (a proxy then passes on a reset instead of the close).
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Most time a frame may take to be written before the client counts as gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -200,6 +213,11 @@ async fn relay(socket: WebSocket, agent_id: &str, agent: std::sync::Arc<crate::a
         }
     });
     send_events(&mut tx, agent_id, &agent, &mut closed).await;
+    // The closing handshake: the client's close (or its going away) ends `closed`. A finished
+    // task may already have been polled to its end, which must not happen twice.
+    if !closed.is_finished() {
+        let _ = tokio::time::timeout(CLOSE_WAIT, &mut closed).await;
+    }
     closed.abort();
 }
 
