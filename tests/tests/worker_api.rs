@@ -486,6 +486,14 @@ async fn hook_prime_mail_done_and_review_queue() {
         ),
         (json!(b1), json!("polecat/toast/abcd1234"), json!("pending"), json!(toast))
     );
+    let id = entry["id"].as_str().expect("entry id");
+    let one = dev.get(&format!("/api/rigs/{rig}/review-queue/{id}")).await;
+    assert_eq!((one.status, one.data()), (200, &entry), "one entry by its id");
+    let missing = dev.get(&format!("/api/rigs/{rig}/review-queue/nope")).await;
+    assert_eq!(
+        (missing.status, missing.body["error"].as_str()),
+        (404, Some("Review entry not found"))
+    );
     let agent = dev.get(&format!("/api/rigs/{rig}/agents/{toast}")).await;
     assert_eq!(
         (agent.data()["status"].clone(), agent.data()["current_hook_bead_id"].clone()),
@@ -796,23 +804,17 @@ async fn towns_rigs_escalations_and_container_routes() {
         .call(Method::PUT, &format!("/api/rigs/{rig}/config"), &Auth::Internal, json!({"town_id": town, "git_url": "git@github.com:o/app.git", "default_branch": "dev"}))
         .await;
     assert_eq!(r.data()["default_branch"], "dev");
-    // A URL with credentials (a private repository) is kept but never shown.
+    // A URL with credentials is refused, naming the way to do it, and creates nothing: the
+    // credentials go to the town's forge, where no agent can read them.
     let secret_url = "https://x-access-token:ghs_secret123@github.com/o/private.git";
+    let before = dev.get(&format!("/api/towns/{town}/rigs")).await.body;
     let r = dev
         .post(&format!("/api/towns/{town}/rigs"), json!({"name": "private", "git_url": secret_url}))
         .await;
-    assert_eq!(r.status, 201, "{r:?}");
-    assert_eq!(r.data()["git_url"], "https://***@github.com/o/private.git");
-    let private = r.data()["id"].as_str().expect("rig id").to_string();
-    for path in [
-        format!("/api/towns/{town}"),
-        format!("/api/towns/{town}/rigs"),
-        format!("/api/rigs/{private}/config"),
-    ] {
-        let body = dev.get(&path).await.body.to_string();
-        assert!(!body.contains("ghs_secret123"), "{path} shows the token: {body}");
-        assert!(body.contains("github.com/o/private.git"), "{path}: {body}");
-    }
+    assert_eq!(status_and_error(&r), (400, true), "{r:?}");
+    let answer = r.body.to_string();
+    assert!(answer.contains("/forge") && !answer.contains("ghs_secret123"), "{answer}");
+    assert_eq!(dev.get(&format!("/api/towns/{town}/rigs")).await.body, before);
     let r = dev
         .call(
             Method::PUT,
@@ -1022,4 +1024,63 @@ async fn merge_settings_and_convoys_refuse_bad_input() {
         .all(|b| b["convoy_id"] == json!(convoy) && b["status"] == "in_progress"));
     let listed = dev.get(&format!("/api/rigs/{rig}/beads?convoy_id={convoy}")).await;
     assert_eq!(listed.data().as_array().map(Vec::len), Some(2));
+}
+
+/// Forge credentials are write-only: stored for the town (or one of its rigs), shown without
+/// any secret, never in a log line; bad credentials are a 400 that stores nothing; a git URL
+/// with credentials in it is refused with a message that names the forge.
+#[tokio::test]
+async fn forge_credentials_are_write_only() {
+    let dev = WranglerDev::start().await;
+    let (town, rig) = dev.town_and_rig("forged", "https://example.com/o/r.git").await;
+    let forge = format!("/api/towns/{town}/forge");
+    let secret = "ghp_e2eSecretValue0123456789";
+    let hook = "whsec_e2eHookValue";
+    assert_eq!(dev.get(&forge).await.data()["configured"], false);
+    let r = dev
+        .call(
+            Method::PUT,
+            &forge,
+            &Auth::Internal,
+            json!({"kind": "token", "token": secret, "webhook_secret": hook}),
+        )
+        .await;
+    assert_eq!((r.status, r.data()["configured"].clone()), (200, json!(true)), "{r:?}");
+    for bad in [
+        json!({"kind": "bitbucket", "token": secret}),
+        json!({"kind": "github_app", "app_id": 1, "installation_id": 2, "private_key": "-----BEGIN RSA PRIVATE KEY-----\nxx\n-----END RSA PRIVATE KEY-----"}),
+        json!({"kind": "gitlab", "token": secret, "api_url": "http://gitlab.example.com"}),
+    ] {
+        let r = dev.call(Method::PUT, &forge, &Auth::Internal, bad.clone()).await;
+        assert_eq!(status_and_error(&r), (400, true), "{bad}: {r:?}");
+    }
+    let shown = dev.get(&forge).await;
+    assert_eq!(
+        (shown.data()["kind"].as_str(), shown.data()["api_url"].as_str()),
+        (Some("token"), Some("https://api.github.com")),
+        "the bad ones stored nothing: {shown:?}"
+    );
+    // A rig's own credentials override the town's; a rig of another town is not found.
+    let rig_forge = format!("/api/towns/{town}/rigs/{rig}/forge");
+    let r = dev
+        .call(Method::PUT, &rig_forge, &Auth::Internal, json!({"kind": "gitlab", "token": secret}))
+        .await;
+    assert_eq!((r.status, r.data()["kind"].as_str()), (200, Some("gitlab")), "{r:?}");
+    let r = dev.call(Method::DELETE, &rig_forge, &Auth::Internal, Value::Null).await;
+    assert_eq!((r.status, r.data()["configured"].clone()), (200, json!(false)), "{r:?}");
+    let elsewhere = format!("/api/towns/{town}/rigs/not-a-rig/forge");
+    assert_eq!(dev.get(&elsewhere).await.status, 404);
+    // Credentials in a git URL: refused, with the way to do it.
+    let r = dev
+        .post(
+            &format!("/api/towns/{town}/rigs"),
+            json!({"name": "leaky", "git_url": format!("https://x-access-token:{secret}@github.com/o/r.git")}),
+        )
+        .await;
+    assert_eq!(status_and_error(&r), (400, true), "{r:?}");
+    assert!(r.body.to_string().contains("/forge"), "{r:?}");
+    // Write-only: no answer above held a secret, and neither does any log line.
+    let log = dev.output();
+    assert!(!log.contains(secret) && !log.contains(hook), "a secret reached the log");
+    assert!(!dev.get(&forge).await.body.to_string().contains(secret));
 }

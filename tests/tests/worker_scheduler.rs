@@ -156,9 +156,8 @@ async fn scheduler_dispatches_witnesses_retries_then_fails_and_reminds() {
         .expect("town")
         .to_string();
     let mut rigs = Vec::new();
-    // The steady rig's URL carries a token (a private repository): responses hide it, but the
-    // container must get it to clone.
-    let private_url = "https://x-access-token:tok123@github.com/o/private.git";
+    // The container gets each rig's own URL to clone.
+    let private_url = "https://github.com/o/private.git";
     for (name, url) in [
         ("dying", "https://github.com/o/app.git"),
         ("steady", private_url),

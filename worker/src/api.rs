@@ -4,6 +4,7 @@
 //! bodies are checked against the caller, all before any object is called, so a refused
 //! request changes nothing. The runtime carries the plan out.
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::Caller;
@@ -11,7 +12,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::requests::{parse_body, Validate};
 use crate::rig::op::{RigCall, RigOp};
 use crate::routes::{Method, Params};
-use crate::rpc::{IdentityOp, TownOp};
+use crate::rpc::IdentityOp;
+use crate::town::op::{TownCall, TownOp};
 
 /// An authorized request.
 pub struct Incoming<'a> {
@@ -93,7 +95,7 @@ pub enum Plan {
     },
     Town {
         town_id: String,
-        op: TownOp,
+        op: TownCall,
         status: u16,
     },
     Identity {
@@ -151,8 +153,8 @@ pub fn created<O: RigOp>(rig_id: String, op: O, follow_up: FollowUp) -> ApiResul
 }
 
 /// A town op (`status` on success).
-pub fn town(town_id: String, op: TownOp, status: u16) -> Plan {
-    Plan::Town { town_id, op, status }
+pub fn town<O: TownOp>(town_id: String, op: &O, status: u16) -> ApiResult<Plan> {
+    Ok(Plan::Town { town_id, op: TownCall::of(op)?, status })
 }
 
 /// The `Idempotency-Key` of a call that changes something, scoped to its caller so two callers
@@ -180,51 +182,75 @@ pub fn idempotency_key(
     Ok(Some(format!("{scope}:{key}")))
 }
 
-/// The identity ops a rig op's result calls for (none, one, or one per new polecat).
+/// The part of a reply the follow-ups read: an agent...
+#[derive(Deserialize)]
+struct AgentRef {
+    id: String,
+    name: String,
+    role: String,
+    identity: String,
+}
+
+/// ...a sling's result...
+#[derive(Deserialize)]
+struct Slung {
+    agent: AgentRef,
+    agent_created: bool,
+}
+
+/// ...a convoy's...
+#[derive(Deserialize)]
+struct Convoy {
+    slung: Vec<Slung>,
+}
+
+/// ...and what `done` answers.
+#[derive(Deserialize)]
+struct Done {
+    agent: AgentRef,
+    review_entry: DoneEntry,
+}
+
+#[derive(Deserialize)]
+struct DoneEntry {
+    bead_id: String,
+}
+
+/// The identity ops a rig op's result calls for (none, one, or one per new polecat). A reply
+/// without the fields a follow-up reads has none: the rig's state is the source of truth.
 pub fn follow_up(kind: FollowUp, rig_id: &str, data: &Value) -> Vec<(String, IdentityOp)> {
-    let upsert = |agent: &Value| {
-        let s = |k: &str| agent[k].as_str().map(str::to_string);
-        Some((
-            s("identity")?,
-            IdentityOp::Upsert {
-                identity: s("identity")?,
-                agent_id: s("id")?,
-                name: s("name")?,
-                role: s("role")?,
-                rig_id: rig_id.to_string(),
-                town_id: None,
-            },
-        ))
+    fn read<T: serde::de::DeserializeOwned>(data: &Value) -> Option<T> {
+        T::deserialize(data).ok()
+    }
+    let upsert = |a: AgentRef| {
+        let op = IdentityOp::Upsert {
+            identity: a.identity.clone(),
+            agent_id: a.id,
+            name: a.name,
+            role: a.role,
+            rig_id: rig_id.to_string(),
+            town_id: None,
+        };
+        (a.identity, op)
     };
-    let from_sling = |slung: &Value| {
-        if slung["agent_created"] == json!(true) {
-            upsert(&slung["agent"])
-        } else {
-            None
-        }
-    };
+    let created = |s: Slung| s.agent_created.then(|| upsert(s.agent));
     match kind {
         FollowUp::None => Vec::new(),
-        FollowUp::IdentityFromAgent => upsert(data).into_iter().collect(),
-        FollowUp::IdentityFromSling => from_sling(data).into_iter().collect(),
-        FollowUp::IdentityFromConvoy => data["slung"]
-            .as_array()
-            .map(|all| all.iter().filter_map(from_sling).collect())
+        FollowUp::IdentityFromAgent => read::<AgentRef>(data).map(upsert).into_iter().collect(),
+        FollowUp::IdentityFromSling => read::<Slung>(data).and_then(created).into_iter().collect(),
+        FollowUp::IdentityFromConvoy => read::<Convoy>(data)
+            .map(|c| c.slung.into_iter().filter_map(created).collect())
             .unwrap_or_default(),
-        FollowUp::Completion => {
-            let (Some(identity), Some(bead_id)) =
-                (data["agent"]["identity"].as_str(), data["review_entry"]["bead_id"].as_str())
-            else {
-                return Vec::new();
-            };
-            vec![(
-                identity.to_string(),
-                IdentityOp::RecordCompletion {
-                    identity: identity.to_string(),
-                    bead_id: bead_id.to_string(),
-                },
-            )]
-        }
+        FollowUp::Completion => read::<Done>(data)
+            .map(|d| {
+                let identity = d.agent.identity;
+                let op = IdentityOp::RecordCompletion {
+                    identity: identity.clone(),
+                    bead_id: d.review_entry.bead_id,
+                };
+                vec![(identity, op)]
+            })
+            .unwrap_or_default(),
     }
 }
 

@@ -9,7 +9,8 @@ use serde_json::Value;
 use crate::error::ApiResult;
 use crate::rig::op::RigCall;
 use crate::routes::Method;
-use crate::rpc::{IdentityOp, TownOp};
+use crate::rpc::IdentityOp;
+use crate::town::op::TownCall;
 
 // The futures are not `Send`: a Durable Object runs on one thread (wasm has no other), and the
 // native tests poll them on one.
@@ -24,7 +25,7 @@ pub trait Effects {
         key: Option<&str>,
     ) -> ApiResult<(Value, bool)>;
 
-    async fn town(&self, town_id: &str, op: &TownOp) -> ApiResult<Value>;
+    async fn town(&self, town_id: &str, op: &TownCall) -> ApiResult<Value>;
 
     async fn identity(&self, identity: &str, op: &IdentityOp) -> ApiResult<Value>;
 
@@ -38,8 +39,11 @@ pub trait Effects {
         body: Option<&Value>,
     ) -> ApiResult<(u16, Value)>;
 
-    /// Makes the object's alarm fire in `after_ms`, unless one is already pending.
-    async fn arm_alarm(&self, after_ms: u64);
+    /// When the object's alarm fires next (ms since the epoch), if one is set.
+    async fn alarm_at(&self) -> Option<i64>;
+
+    /// Sets the object's alarm to fire in `after_ms` (replacing a pending one).
+    async fn set_alarm(&self, after_ms: u64);
 
     /// The object's own small counters, next to its SQL storage.
     async fn counter(&self, key: &str) -> i64;
@@ -57,6 +61,13 @@ pub trait Effects {
 
     fn now_iso(&self) -> String {
         crate::time::iso_from_millis(self.now_ms())
+    }
+
+    /// Makes the object's alarm fire in `after_ms`, unless one is already pending.
+    async fn arm_alarm(&self, after_ms: u64) {
+        if self.alarm_at().await.is_none() {
+            self.set_alarm(after_ms).await;
+        }
     }
 }
 

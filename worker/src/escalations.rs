@@ -9,6 +9,7 @@ use crate::api::{self, FollowUp, Incoming, Plan};
 use crate::auth::Caller;
 use crate::body::{opt, req, Field, Kind, NON_EMPTY, STR};
 use crate::db::Db;
+use crate::effects::Effects;
 use crate::error::ApiResult;
 use crate::model::Priority;
 use crate::requests::{
@@ -17,7 +18,8 @@ use crate::requests::{
 use crate::rig::op::{rig_ops, to_json, RigOp};
 use crate::rig::Rig;
 use crate::routes::{Endpoint, Rule};
-use crate::rpc::TownOp;
+use crate::town::object::TownObject;
+use crate::town::op::{town_ops, TownOp};
 
 pub const ROUTES: &[Endpoint] = &[
     Endpoint::post("/api/rigs/:rigId/escalations", Rule::Rig, on_rig),
@@ -38,11 +40,11 @@ fn on_rig(req: &Incoming) -> ApiResult<Plan> {
 }
 
 fn on_town(req: &Incoming) -> ApiResult<Plan> {
-    Ok(api::town(req.param("townId")?, TownOp::CreateEscalation(req.body()?), 201))
+    api::town(req.param("townId")?, &CreateTownEscalation(req.body()?), 201)
 }
 
 fn list_town(req: &Incoming) -> ApiResult<Plan> {
-    Ok(api::town(req.param("townId")?, TownOp::ListEscalations, 200))
+    api::town(req.param("townId")?, &ListTownEscalations, 200)
 }
 
 /// `POST /api/rigs/:rigId/escalations` and `POST /api/towns/:townId/escalations`
@@ -100,3 +102,34 @@ impl RigOp for ResolveEscalation {
 }
 
 rig_ops!(CreateEscalation, ResolveEscalation);
+
+/// An escalation of the whole town (kept by the TownDO).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateTownEscalation(pub NewEscalation);
+
+impl TownOp for CreateTownEscalation {
+    const NAME: &'static str = "create_escalation";
+    async fn run<D: Db, E: Effects>(
+        self,
+        o: &TownObject<'_, D, E>,
+        _: Option<&str>,
+    ) -> ApiResult<Value> {
+        o.with_town(|t| t.create_escalation(&self.0))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListTownEscalations;
+
+impl TownOp for ListTownEscalations {
+    const NAME: &'static str = "list_escalations";
+    async fn run<D: Db, E: Effects>(
+        self,
+        o: &TownObject<'_, D, E>,
+        _: Option<&str>,
+    ) -> ApiResult<Value> {
+        to_json(o.with_town(|t| t.escalations())?)
+    }
+}
+
+town_ops!(CreateTownEscalation, ListTownEscalations);

@@ -20,6 +20,7 @@ pub mod db;
 pub mod effects;
 pub mod error;
 pub mod escalations;
+pub mod forge;
 pub mod idempotency;
 pub mod identity;
 pub mod jwt;

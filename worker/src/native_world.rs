@@ -17,8 +17,9 @@ use crate::native_db::NativeDb;
 use crate::rig::op::RigCall;
 use crate::rig::Rig;
 use crate::routes::Method;
-use crate::rpc::{IdentityOp, TownOp};
-use crate::town::Town;
+use crate::rpc::IdentityOp;
+use crate::town::op::TownCall;
+use crate::town::{IndexTown, ListTowns, Town};
 
 /// Runs a future of the native world to its end: nothing in it waits, so one poll does.
 pub fn block_on<F: Future>(f: F) -> F::Output {
@@ -45,9 +46,9 @@ pub struct World {
     container: RefCell<ContainerFn>,
     pub container_calls: RefCell<Vec<ContainerCall>>,
     pub identity_ops: RefCell<Vec<(String, IdentityOp)>>,
-    /// The delays the alarm was armed with (while none was pending).
+    /// Every delay the alarm was set with, and when it fires next.
     pub alarms: RefCell<Vec<u64>>,
-    pub alarm_pending: Cell<bool>,
+    pub alarm: Cell<Option<i64>>,
     counters: RefCell<BTreeMap<String, i64>>,
     pub errors: RefCell<Vec<String>>,
     vars: BTreeMap<String, String>,
@@ -65,7 +66,7 @@ impl World {
             container_calls: RefCell::default(),
             identity_ops: RefCell::default(),
             alarms: RefCell::default(),
-            alarm_pending: Cell::new(false),
+            alarm: Cell::new(None),
             counters: RefCell::default(),
             errors: RefCell::default(),
             vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -101,16 +102,17 @@ impl Effects for World {
         Ok((result?.data, replayed))
     }
 
-    async fn town(&self, _town_id: &str, op: &TownOp) -> ApiResult<Value> {
+    async fn town(&self, _town_id: &str, op: &TownCall) -> ApiResult<Value> {
         let new_id = || self.new_id();
         let index = Town { db: &self.index, now: self.now_iso(), new_id: &new_id };
-        match op {
-            TownOp::Index { town_id, name, created_at } => {
-                index.index_add(town_id, name, created_at).map(|()| Value::Null)
-            }
-            TownOp::ListTowns => crate::rig::op::to_json(index.index_list()?),
-            other => Err(ApiError::Internal(format!("the native world has no town op {other:?}"))),
+        if let Some(op) = op.args::<IndexTown>() {
+            let op = op?;
+            return index.index_add(&op.town_id, &op.name, &op.created_at).map(|()| Value::Null);
         }
+        if op.args::<ListTowns>().is_some() {
+            return crate::rig::op::to_json(index.index_list()?);
+        }
+        Err(ApiError::Internal(format!("the native world has no town op {}", op.op)))
     }
 
     async fn identity(&self, identity: &str, op: &IdentityOp) -> ApiResult<Value> {
@@ -131,10 +133,13 @@ impl Effects for World {
         Ok(answer)
     }
 
-    async fn arm_alarm(&self, after_ms: u64) {
-        if !self.alarm_pending.replace(true) {
-            self.alarms.borrow_mut().push(after_ms);
-        }
+    async fn alarm_at(&self) -> Option<i64> {
+        self.alarm.get()
+    }
+
+    async fn set_alarm(&self, after_ms: u64) {
+        self.alarms.borrow_mut().push(after_ms);
+        self.alarm.set(Some(self.now_ms.get() + after_ms as i64));
     }
 
     async fn counter(&self, key: &str) -> i64 {

@@ -162,6 +162,7 @@ static TABLE: &[&[Endpoint]] = &[
     crate::mayor::routes::ROUTES,
     crate::container::routes::ROUTES,
     crate::identity::ROUTES,
+    crate::forge::ROUTES,
 ];
 
 /// A path's parameters, by pattern name: raw as matched, then validated ([`find`]).

@@ -3,9 +3,10 @@
 //!
 //! Rust Durable Objects cannot expose JS RPC methods, so every call is an HTTP `POST` on the
 //! stub to `https://do/rpc`. Instead of each object routing on ad-hoc paths, each call is a
-//! typed op: a RigDO's ops are types in its resource modules, sent as `{"op": "...", "args":
-//! {...}}` ([`crate::rig::op`]); a TownDO's and an identity's are the enums below, sent
-//! externally tagged (`{"create_rig": {...}}`, `"get"`): serde decodes that form without
+//! typed op: the RigDO's and the TownDO's ops are types in their resource modules, sent as
+//! `{"op": "...", "args": {...}}` ([`crate::rig::op`], [`crate::town::op`]); an identity's are
+//! the enum below, sent externally tagged (`{"upsert": {...}}`, `"get"`). Enums here and
+//! [`crate::mayor::MayorOp`] are externally tagged because serde decodes that form without
 //! buffering, which an adjacently tagged enum needs (about 20 KB of the gzipped wasm). The reply is the public envelope with the error's status code, so an error
 //! raised inside an object reaches the client unchanged ([`ApiError::from_status`]).
 
@@ -13,41 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
-use crate::escalations::NewEscalation;
-use crate::spending::TownLimits;
-use crate::town::{NewRig, NewTown};
 
 /// The URL calls are sent to; the host is ignored by the stub.
 pub const RPC_URL: &str = "https://do/rpc";
-
-/// The interface of a TownDO (one per town, named by town id).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TownOp {
-    Create {
-        town_id: String,
-        town: NewTown,
-    },
-    Get,
-    CreateRig {
-        rig: NewRig,
-    },
-    ListRigs,
-    CreateEscalation(NewEscalation),
-    ListEscalations,
-    GetLimits,
-    SetLimits(TownLimits),
-    /// To the index instance (`town::INDEX`): a town was created.
-    Index {
-        town_id: String,
-        name: String,
-        created_at: String,
-    },
-    /// To the index instance: the towns.
-    ListTowns,
-    /// The town's mayor (`crate::mayor`).
-    Mayor(crate::mayor::MayorOp),
-}
 
 /// The interface of an AgentIdentityDO (one per agent identity string).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,9 +82,9 @@ mod tests {
         assert_eq!(v, serde_json::json!({"op": "hook", "args": {"agent_id": "a", "bead_id": "b"}}));
         let call: RigCall = serde_json::from_value(v).expect("de");
         assert_eq!(serde_json::from_value::<Hook>(call.args).expect("args"), op);
-        let op = TownOp::GetLimits;
+        let op = IdentityOp::Get;
         let v = serde_json::to_value(&op).expect("ser");
-        assert_eq!(serde_json::from_value::<TownOp>(v).expect("de"), op);
+        assert_eq!(serde_json::from_value::<IdentityOp>(v).expect("de"), op);
     }
 
     #[test]

@@ -13,10 +13,15 @@
 use serde::{Deserialize, Serialize};
 
 use crate::api::{self, Incoming, Plan};
+use crate::db::Db;
+use crate::effects::Effects;
 use crate::error::ApiResult;
 use crate::requests::{Issues, Validate};
+use crate::rig::op::to_json;
 use crate::routes::{Endpoint, Rule};
-use crate::rpc::TownOp;
+use crate::town::object::TownObject;
+use crate::town::op::{town_ops, TownOp};
+use serde_json::Value;
 
 /// The town's caps (internal).
 pub const ROUTES: &[Endpoint] = &[
@@ -25,11 +30,11 @@ pub const ROUTES: &[Endpoint] = &[
 ];
 
 fn get(req: &Incoming) -> ApiResult<Plan> {
-    Ok(api::town(req.param("townId")?, TownOp::GetLimits, 200))
+    api::town(req.param("townId")?, &GetLimits, 200)
 }
 
 fn set(req: &Incoming) -> ApiResult<Plan> {
-    Ok(api::town(req.param("townId")?, TownOp::SetLimits(req.body()?), 200))
+    api::town(req.param("townId")?, &SetLimits(req.body()?), 200)
 }
 
 /// The largest value a cap takes (a typo guard, not a policy).
@@ -94,6 +99,36 @@ pub fn record(ledger: &mut Ledger, key: &str, now_ms: i64) {
     ledger.retain(|(k, at)| *at > now_ms - HOUR_MS && k != key);
     ledger.push((key.to_string(), now_ms));
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GetLimits;
+
+impl TownOp for GetLimits {
+    const NAME: &'static str = "get_limits";
+    async fn run<D: Db, E: Effects>(
+        self,
+        o: &TownObject<'_, D, E>,
+        _: Option<&str>,
+    ) -> ApiResult<Value> {
+        to_json(o.with_town(|t| t.limits())?)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetLimits(pub TownLimits);
+
+impl TownOp for SetLimits {
+    const NAME: &'static str = "set_limits";
+    async fn run<D: Db, E: Effects>(
+        self,
+        o: &TownObject<'_, D, E>,
+        _: Option<&str>,
+    ) -> ApiResult<Value> {
+        to_json(o.with_town(|t| t.set_limits(&self.0))?)
+    }
+}
+
+town_ops!(GetLimits, SetLimits);
 
 #[cfg(test)]
 mod tests {

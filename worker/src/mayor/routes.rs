@@ -9,6 +9,8 @@ use shared_types::validate;
 
 use crate::api::{self, Incoming, Plan};
 use crate::body::{opt, req, Field, Kind, NON_EMPTY, STR};
+use crate::db::Db;
+use crate::effects::Effects;
 use crate::error::ApiResult;
 use crate::model::Priority;
 use crate::requests::{text, Issues, Validate, MAX_TEXT, PRIORITIES};
@@ -16,7 +18,8 @@ use crate::rig::convoys::NewConvoy;
 use crate::rig::mail::NewMail;
 use crate::rig::sling::SlingRequest;
 use crate::routes::{Endpoint, Rule};
-use crate::rpc::TownOp;
+use crate::town::object::TownObject;
+use crate::town::op::{town_ops, TownOp};
 
 /// Longest message a person may send the mayor, and longest reply kept, in bytes.
 pub const MAX_MESSAGE: usize = shared_types::MAX_MAYOR_MESSAGE_BYTES;
@@ -44,7 +47,7 @@ pub const ROUTES: &[Endpoint] = &[
 ];
 
 fn town(req: &Incoming, op: MayorOp, status: u16) -> ApiResult<Plan> {
-    Ok(api::town(req.param("townId")?, TownOp::Mayor(op), status))
+    api::town(req.param("townId")?, &MayorCall(op), status)
 }
 
 /// Something that happened on a rig that the mayor hears of (sent by the RigDO, from its
@@ -106,6 +109,23 @@ pub enum MayorOp {
     },
     Notice(Notice),
 }
+
+/// A mayor op on its way to the town's TownDO (`super::ops`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MayorCall(pub MayorOp);
+
+impl TownOp for MayorCall {
+    const NAME: &'static str = "mayor";
+    async fn run<D: Db, E: Effects>(
+        self,
+        town: &TownObject<'_, D, E>,
+        key: Option<&str>,
+    ) -> ApiResult<Value> {
+        town.mayor_once(self.0, key).await
+    }
+}
+
+town_ops!(MayorCall);
 
 /// `POST /api/towns/:townId/mayor/messages`
 #[derive(Debug, Deserialize)]
@@ -288,6 +308,12 @@ mod tests {
         plan_for(method, &format!("/api/mayor/t1/tools/{tool}"), Caller::Internal, body)
     }
 
+    /// The mayor op and status a plan sends to the TownDO.
+    fn mayor_op(plan: &ApiResult<Plan>) -> Option<(MayorOp, u16)> {
+        let Ok(Plan::Town { op, status, .. }) = plan else { return None };
+        Some((op.args::<MayorCall>()?.ok()?.0, *status))
+    }
+
     fn status(tool_path: &str, body: &str) -> u16 {
         match tool(Method::Post, tool_path, body) {
             Ok(Plan::Town { status, .. }) => status,
@@ -322,7 +348,7 @@ mod tests {
             r#"{"rig_id":"r1","to_agent_id":"a1","subject":"s","body":"b","from_agent_id":"a9"}"#,
         );
         assert!(
-            matches!(mail, Ok(Plan::Town { op: TownOp::Mayor(MayorOp::MailSend { ref mail, .. }), status: 200, .. }) if mail.from_agent_id == "mayor"),
+            matches!(mayor_op(&mail), Some((MayorOp::MailSend { ref mail, .. }, 200)) if mail.from_agent_id == "mayor"),
             "the sender is the mayor: {mail:?}"
         );
         assert_eq!(status("escalations/resolve", r#"{"rig_id":"r1","escalation_id":"e1"}"#), 400);
@@ -331,8 +357,8 @@ mod tests {
         };
         assert!(matches!(send(r#"{"message":"   "}"#), Err(e) if e.status() == 400));
         assert!(matches!(
-            send(r#"{"message":"add three files"}"#),
-            Ok(Plan::Town { op: TownOp::Mayor(MayorOp::Send { .. }), status: 202, .. })
+            mayor_op(&send(r#"{"message":"add three files"}"#)),
+            Some((MayorOp::Send { .. }, 202))
         ));
     }
 
@@ -357,17 +383,15 @@ mod tests {
 
     #[test]
     fn tool_paths() {
+        let resolve = tool(
+            Method::Post,
+            "escalations/resolve",
+            r#"{"rig_id":"r1","escalation_id":"e1","answer":"a"}"#,
+        );
+        assert!(matches!(mayor_op(&resolve), Some((MayorOp::Resolve { .. }, 200))));
         assert!(matches!(
-            tool(
-                Method::Post,
-                "escalations/resolve",
-                r#"{"rig_id":"r1","escalation_id":"e1","answer":"a"}"#
-            ),
-            Ok(Plan::Town { op: TownOp::Mayor(MayorOp::Resolve { .. }), .. })
-        ));
-        assert!(matches!(
-            tool(Method::Get, "mail", ""),
-            Ok(Plan::Town { op: TownOp::Mayor(MayorOp::MailCheck), .. })
+            mayor_op(&tool(Method::Get, "mail", "")),
+            Some((MayorOp::MailCheck, 200))
         ));
         assert_eq!(tool(Method::Post, "rigs", "").map_err(|e| e.status()).map(|_| ()), Err(404));
         assert_eq!(tool(Method::Get, "nope", "").map_err(|e| e.status()).map(|_| ()), Err(404));

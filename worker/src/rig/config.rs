@@ -60,6 +60,7 @@ impl Validate for RigConfigInput {
         let policy = validate::ValidationPolicy { allow_local_repos: self.allow_local_repos };
         i.add("town_id", validate::id(&self.town_id));
         i.add("git_url", validate::git_url(&self.git_url, policy).map(|_| ()));
+        i.add("git_url", crate::forge::no_credentials_in(&self.git_url));
         i.add("default_branch", validate::branch(&self.default_branch));
         i.add("name", opt_text(&self.name, MAX_TITLE));
         self.merge.check(i);

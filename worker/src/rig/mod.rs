@@ -13,6 +13,9 @@ pub mod events;
 mod idempotency;
 pub mod mail;
 mod notices;
+pub mod object;
+#[cfg(test)]
+mod object_tests;
 pub mod op;
 mod refinery;
 pub mod review;

@@ -20,10 +20,12 @@ use crate::routes::{Endpoint, Rule};
 use serde::{Deserialize, Serialize};
 use shared_types::validate;
 
-/// The review queue: agents submit their work (reference), internal callers list it.
+/// The review queue: agents submit their work (reference), internal callers list it and read
+/// one entry.
 pub const ROUTES: &[Endpoint] = &[
     Endpoint::post("/api/rigs/:rigId/review-queue", Rule::Rig, submit),
     Endpoint::get("/api/rigs/:rigId/review-queue", Rule::Internal, list),
+    Endpoint::get("/api/rigs/:rigId/review-queue/:entryId", Rule::Internal, get),
 ];
 
 fn submit(req: &Incoming) -> ApiResult<Plan> {
@@ -34,6 +36,10 @@ fn submit(req: &Incoming) -> ApiResult<Plan> {
 
 fn list(req: &Incoming) -> ApiResult<Plan> {
     api::rig(req.param("rigId")?, ListReviews(crate::query::review_filter(req.query)?))
+}
+
+fn get(req: &Incoming) -> ApiResult<Plan> {
+    api::rig(req.param("rigId")?, GetReview { entry_id: req.param("entryId")? })
 }
 
 /// `POST /api/rigs/:rigId/review-queue`
@@ -94,7 +100,20 @@ impl RigOp for ListReviews {
     }
 }
 
-rig_ops!(SubmitReview, ListReviews);
+/// One entry of the queue, whatever its status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GetReview {
+    pub entry_id: String,
+}
+
+impl RigOp for GetReview {
+    const NAME: &'static str = "get_review";
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        to_json(rig.review(&self.entry_id)?)
+    }
+}
+
+rig_ops!(SubmitReview, ListReviews, GetReview);
 
 impl<D: Db> Rig<'_, D> {
     pub(super) fn submit_review(&self, r: &NewReview) -> ApiResult<ReviewEntry> {
@@ -116,8 +135,12 @@ impl<D: Db> Rig<'_, D> {
             EventKind::ReviewSubmitted,
             json!({ "review_id": id, "branch": r.branch }),
         )?;
+        self.review(&id)
+    }
+
+    pub(super) fn review(&self, id: &str) -> ApiResult<ReviewEntry> {
         self.db
-            .first::<ReviewRow>("SELECT * FROM review_queue WHERE id = ?", params![&id])?
+            .first::<ReviewRow>("SELECT * FROM review_queue WHERE id = ?", params![id])?
             .map(Into::into)
             .ok_or_else(|| ApiError::not_found("review entry"))
     }
@@ -127,5 +150,58 @@ impl<D: Db> Rig<'_, D> {
             .eq("status", f.status.map(|s| s.as_str()))
             .page("rowid", f.limit, f.offset);
         Ok(self.db.query::<ReviewRow>(&sql, params)?.into_iter().map(Into::into).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::plan_for;
+    use crate::auth::Caller;
+    use crate::native_db::NativeDb;
+    use crate::routes::Method;
+
+    #[test]
+    fn one_entry_is_read_by_its_id() {
+        let p = plan_for(Method::Get, "/api/rigs/r1/review-queue/e1", Caller::Internal, "");
+        let Ok(Plan::Rig { op, status: 200, .. }) = p else { panic!("{p:?}") };
+        assert_eq!((op.op.as_str(), op.args["entry_id"].as_str()), ("get_review", Some("e1")));
+        let bad = plan_for(Method::Get, "/api/rigs/r1/review-queue/e.1", Caller::Internal, "");
+        assert_eq!(bad.map_err(|e| e.status()).map(|_| ()), Err(400));
+
+        let db = NativeDb::with(super::super::schema::MIGRATIONS);
+        let ids = std::cell::Cell::new(0);
+        let new_id = || {
+            ids.set(ids.get() + 1);
+            format!("id-{}", ids.get())
+        };
+        let rig = Rig { db: &db, now: "2026-12-07T00:00:00.000Z".into(), new_id: &new_id };
+        let config = serde_json::from_value(
+            json!({"town_id": "t1", "git_url": "https://example.com/o/r.git"}),
+        )
+        .expect("config");
+        rig.configure("r1", &config).expect("configure");
+        let slung = rig
+            .sling("r1", &serde_json::from_value(json!({"title": "t"})).expect("sling"))
+            .expect("slung");
+        let (agent, bead) = (slung["agent"]["id"].as_str(), slung["bead"]["id"].as_str());
+        let review = NewReview {
+            agent_id: agent.unwrap_or_default().into(),
+            bead_id: bead.unwrap_or_default().into(),
+            branch: "polecat/a/t".into(),
+            pr_url: None,
+            summary: None,
+        };
+        let entry = rig.submit_review(&review).expect("submitted");
+        let read = GetReview { entry_id: entry.id.clone() }.run(&rig).expect("read");
+        assert_eq!(
+            (read["id"].as_str(), read["status"].as_str()),
+            (Some(&*entry.id), Some("pending"))
+        );
+        let missing = GetReview { entry_id: "nope".into() }.run(&rig);
+        assert_eq!(
+            missing.map_err(|e| e.public_message().to_string()),
+            Err("Review entry not found".into())
+        );
     }
 }

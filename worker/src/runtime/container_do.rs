@@ -31,8 +31,9 @@ use super::{sql, TOWN_BINDING};
 use crate::container::lifecycle::{AlarmAction, Lifecycle, Probe, Settings};
 use crate::container::{self, Target};
 use crate::error::{success, ApiError, ApiResult};
-use crate::rpc::TownOp;
+use crate::spending::GetLimits;
 use crate::spending::{self, Ledger, TownLimits};
+use crate::town::op::TownCall;
 use crate::{agent_events, dashboard};
 use shared_types::AgentEventBatch;
 
@@ -220,8 +221,8 @@ impl TownContainer {
         out: &mut Outgoing,
     ) -> Result<Option<String>, String> {
         let Some(town) = town else { return Ok(None) };
-        let limits: TownLimits = match call(&self.env, TOWN_BINDING, town, &TownOp::GetLimits).await
-        {
+        let get = TownCall::of(&GetLimits).map_err(|e| e.to_string())?;
+        let limits: TownLimits = match call(&self.env, TOWN_BINDING, town, &get).await {
             Ok(v) => serde_json::from_value(v).unwrap_or_default(),
             // A start for a town the TownDO does not know (the container API used directly, as
             // the reference allows) has no caps to keep.

@@ -10,7 +10,8 @@ use crate::effects::Effects;
 use crate::error::ApiResult;
 use crate::rig::op::RigCall;
 use crate::routes::Method;
-use crate::rpc::{IdentityOp, TownOp};
+use crate::rpc::IdentityOp;
+use crate::town::op::TownCall;
 
 pub struct WorkerEffects<'a> {
     pub env: &'a Env,
@@ -33,7 +34,7 @@ impl Effects for WorkerEffects<'_> {
         call_once(self.env, RIG_BINDING, rig_id, c, key).await
     }
 
-    async fn town(&self, town_id: &str, op: &TownOp) -> ApiResult<Value> {
+    async fn town(&self, town_id: &str, op: &TownCall) -> ApiResult<Value> {
         call(self.env, TOWN_BINDING, town_id, op).await
     }
 
@@ -51,12 +52,14 @@ impl Effects for WorkerEffects<'_> {
         container_call(self.env, town_id, method(m), path, body).await
     }
 
-    async fn arm_alarm(&self, after_ms: u64) {
-        if matches!(self.storage.get_alarm().await, Ok(None)) {
-            let after = std::time::Duration::from_millis(after_ms);
-            if let Err(e) = self.storage.set_alarm(after).await {
-                self.log_error(&format!("cannot arm the object's alarm: {e}"));
-            }
+    async fn alarm_at(&self) -> Option<i64> {
+        self.storage.get_alarm().await.ok().flatten()
+    }
+
+    async fn set_alarm(&self, after_ms: u64) {
+        let after = std::time::Duration::from_millis(after_ms);
+        if let Err(e) = self.storage.set_alarm(after).await {
+            self.log_error(&format!("cannot set the object's alarm: {e}"));
         }
     }
 

@@ -13,7 +13,8 @@ use crate::requests::MAX_BODY_BYTES;
 use crate::rig::agents::ContainerHeartbeat;
 use crate::rig::op::RigCall;
 use crate::routes::{self, Method};
-use crate::rpc::TownOp;
+use crate::town::op::TownCall;
+use crate::town::ListRigs;
 
 /// Env names (documented in wrangler.toml).
 const INTERNAL_API_SECRET: &str = "INTERNAL_API_SECRET";
@@ -188,7 +189,7 @@ async fn execute(plan: Plan, env: &Env, key: Option<&str>) -> ApiResult<Outcome>
                 return Ok(Outcome::Json(200, json!({ "updated": 0 })));
             }
             // Only the calling town's rigs; checked for all before any is updated.
-            let rigs = call(env, TOWN_BINDING, &town_id, &TownOp::ListRigs).await?;
+            let rigs = call(env, TOWN_BINDING, &town_id, &TownCall::of(&ListRigs)?).await?;
             let known: Vec<&str> = rigs
                 .as_array()
                 .map(|a| a.iter().filter_map(|r| r["id"].as_str()).collect())

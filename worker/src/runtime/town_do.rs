@@ -10,8 +10,8 @@ use super::call::{serve, KEY_HEADER};
 use super::effects::WorkerEffects;
 use super::sql;
 use crate::error::ApiResult;
-use crate::rpc::TownOp;
 use crate::town::object::{Memory, TownObject};
+use crate::town::op::TownCall;
 use crate::town::MIGRATIONS;
 
 #[durable_object]
@@ -39,9 +39,11 @@ impl DurableObject for TownDO {
 
     async fn fetch(&self, req: Request) -> worker::Result<Response> {
         let key = req.headers().get(KEY_HEADER)?;
-        serve(req, async |op: TownOp| {
+        serve(req, async |call: TownCall| {
             let (db, fx) = (self.db()?, self.fx());
-            TownObject { db: &db, fx: &fx, memory: &self.memory }.handle(op, key.as_deref()).await
+            TownObject { db: &db, fx: &fx, memory: &self.memory }
+                .handle(&call, key.as_deref())
+                .await
         })
         .await
     }

@@ -8,20 +8,26 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 pub mod object;
+pub mod op;
 #[cfg(test)]
 mod tests;
 
 use crate::api::{self, Incoming, Plan};
 use crate::db::Db;
+use crate::effects::{rig_op, Effects};
 use crate::error::{ApiError, ApiResult};
 use crate::escalations::NewEscalation;
 use crate::params;
 use crate::requests::{metadata, parse_value, text, Issues, Validate, MAX_TITLE};
 use crate::rig::config::default_branch;
+use crate::rig::config::Configure;
 use crate::rig::config::RigConfigInput;
+use crate::rig::op::to_json;
 use crate::routes::{Endpoint, Rule};
-use crate::rpc::TownOp;
 use crate::spending::TownLimits;
+use object::TownObject;
+use op::TownCall;
+use op::{town_ops, TownOp};
 use shared_types::validate;
 
 /// Towns and their rigs (internal).
@@ -36,26 +42,26 @@ pub const ROUTES: &[Endpoint] = &[
 fn create(req: &Incoming) -> ApiResult<Plan> {
     let town: NewTown = req.body()?;
     let town_id = (req.new_id)();
-    Ok(api::town(town_id.clone(), TownOp::Create { town_id, town }, 201))
+    api::town(town_id.clone(), &CreateTown { town_id, town }, 201)
 }
 
 fn list(_: &Incoming) -> ApiResult<Plan> {
-    Ok(api::town(INDEX.into(), TownOp::ListTowns, 200))
+    api::town(INDEX.into(), &ListTowns, 200)
 }
 
 fn get(req: &Incoming) -> ApiResult<Plan> {
-    Ok(api::town(req.param("townId")?, TownOp::Get, 200))
+    api::town(req.param("townId")?, &GetTown, 200)
 }
 
 fn create_rig(req: &Incoming) -> ApiResult<Plan> {
     let mut rig: NewRig = parse_value(req.body, &[])?;
     rig.allow_local_repos = req.allow_local_repos;
     rig.validate()?;
-    Ok(api::town(req.param("townId")?, TownOp::CreateRig { rig }, 201))
+    api::town(req.param("townId")?, &CreateRig { rig }, 201)
 }
 
 fn list_rigs(req: &Incoming) -> ApiResult<Plan> {
-    Ok(api::town(req.param("townId")?, TownOp::ListRigs, 200))
+    api::town(req.param("townId")?, &ListRigs, 200)
 }
 
 /// `POST /api/towns`
@@ -93,10 +99,124 @@ impl Validate for NewRig {
         let policy = validate::ValidationPolicy { allow_local_repos: self.allow_local_repos };
         i.add("name", text(&self.name, MAX_TITLE));
         i.add("git_url", validate::git_url(&self.git_url, policy).map(|_| ()));
+        i.add("git_url", crate::forge::no_credentials_in(&self.git_url));
         i.add("default_branch", validate::branch(&self.default_branch));
         self.merge.check(i);
     }
 }
+
+/// Creates the town, then lists it in the town index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateTown {
+    pub town_id: String,
+    pub town: NewTown,
+}
+
+impl TownOp for CreateTown {
+    const NAME: &'static str = "create";
+    async fn run<D: Db, E: Effects>(
+        self,
+        o: &TownObject<'_, D, E>,
+        _: Option<&str>,
+    ) -> ApiResult<Value> {
+        let (created, now) = o.with_town(|t| {
+            Ok::<_, ApiError>((t.create(&self.town_id, &self.town)?, t.now.clone()))
+        })?;
+        let index = IndexTown { town_id: self.town_id, name: self.town.name, created_at: now };
+        // The town exists either way; unlisted, it is still reachable by its id.
+        if let Err(e) = o.fx.town(INDEX, &TownCall::of(&index)?).await {
+            o.fx.log_error(&format!("could not add the town to the town index: {e}"));
+        }
+        Ok(created)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GetTown;
+
+impl TownOp for GetTown {
+    const NAME: &'static str = "get";
+    async fn run<D: Db, E: Effects>(
+        self,
+        o: &TownObject<'_, D, E>,
+        _: Option<&str>,
+    ) -> ApiResult<Value> {
+        o.with_town(|t| t.get())
+    }
+}
+
+/// Configures the rig's RigDO, then records the rig: a rig is listed only once it is configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateRig {
+    pub rig: NewRig,
+}
+
+impl TownOp for CreateRig {
+    const NAME: &'static str = "create_rig";
+    async fn run<D: Db, E: Effects>(
+        self,
+        o: &TownObject<'_, D, E>,
+        _: Option<&str>,
+    ) -> ApiResult<Value> {
+        let (rig_id, config) = o.with_town(|t| t.prepare_rig(&self.rig))?;
+        rig_op(o.fx, &rig_id, &Configure { rig_id: rig_id.clone(), config }).await?;
+        to_json(o.with_town(|t| t.insert_rig(&rig_id, &self.rig))?)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListRigs;
+
+impl TownOp for ListRigs {
+    const NAME: &'static str = "list_rigs";
+    async fn run<D: Db, E: Effects>(
+        self,
+        o: &TownObject<'_, D, E>,
+        _: Option<&str>,
+    ) -> ApiResult<Value> {
+        o.with_town(|t| {
+            t.get()?;
+            to_json(t.rigs()?)
+        })
+    }
+}
+
+/// To the index instance ([`INDEX`]): a town was created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexTown {
+    pub town_id: String,
+    pub name: String,
+    pub created_at: String,
+}
+
+impl TownOp for IndexTown {
+    const NAME: &'static str = "index";
+    async fn run<D: Db, E: Effects>(
+        self,
+        o: &TownObject<'_, D, E>,
+        _: Option<&str>,
+    ) -> ApiResult<Value> {
+        o.with_town(|t| t.index_add(&self.town_id, &self.name, &self.created_at))
+            .map(|()| Value::Null)
+    }
+}
+
+/// To the index instance: the towns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListTowns;
+
+impl TownOp for ListTowns {
+    const NAME: &'static str = "list_towns";
+    async fn run<D: Db, E: Effects>(
+        self,
+        o: &TownObject<'_, D, E>,
+        _: Option<&str>,
+    ) -> ApiResult<Value> {
+        to_json(o.with_town(|t| t.index_list())?)
+    }
+}
+
+town_ops!(CreateTown, GetTown, CreateRig, ListRigs, IndexTown, ListTowns);
 
 pub const MIGRATIONS: &[&[&str]] = &[&[
     "CREATE TABLE town (id INTEGER PRIMARY KEY CHECK (id = 1), town_id TEXT NOT NULL, name TEXT NOT NULL,
@@ -108,7 +228,7 @@ pub const MIGRATIONS: &[&[&str]] = &[&[
 ], &[
     // Only in the index instance ([`INDEX`]): every town, for `GET /api/towns`.
     "CREATE TABLE town_index (town_id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL)",
-], crate::mayor::store::MIGRATION];
+], crate::mayor::store::MIGRATION, crate::forge::MIGRATION];
 
 /// The name of the TownDO instance that lists the towns (no town gets this id: town ids are
 /// generated UUIDs).

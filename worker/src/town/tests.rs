@@ -6,11 +6,14 @@ use serde_json::{json, Value};
 use super::object::{Memory, TownObject};
 use crate::error::ApiResult;
 use crate::mayor::ops::{MAX_TRIES, RETRY_MS};
+use crate::mayor::routes::MayorCall;
 use crate::mayor::MayorOp;
 use crate::native_db::NativeDb;
 use crate::native_world::{block_on, ContainerCall, World};
 use crate::routes::Method;
-use crate::rpc::{IdentityOp, TownOp};
+use crate::rpc::IdentityOp;
+use crate::town::op::{TownCall, TownOp};
+use crate::town::{CreateRig, CreateTown, ListRigs, ListTowns};
 
 const MODEL_VARS: &[(&str, &str)] =
     &[("GASTOWN_MODEL", "test/model"), ("GASTOWN_JWT_SECRET", "a-secret-of-the-tests")];
@@ -30,17 +33,17 @@ impl Fixture {
         }
     }
 
-    fn op(&self, op: TownOp, key: Option<&str>) -> ApiResult<Value> {
+    fn op<O: TownOp>(&self, op: O, key: Option<&str>) -> ApiResult<Value> {
         let town = TownObject { db: &self.db, fx: &self.world, memory: &self.memory };
-        block_on(town.handle(op, key))
+        block_on(town.handle(&TownCall::of(&op).expect("a town op"), key))
     }
 
     fn mayor(&self, op: MayorOp, key: Option<&str>) -> ApiResult<Value> {
-        self.op(TownOp::Mayor(op), key)
+        self.op(MayorCall(op), key)
     }
 
     fn alarm(&self) {
-        self.world.alarm_pending.set(false);
+        self.world.alarm.set(None);
         block_on(TownObject { db: &self.db, fx: &self.world, memory: &self.memory }.alarm());
     }
 
@@ -48,11 +51,11 @@ impl Fixture {
     fn town_with_rig(vars: &[(&str, &str)]) -> (Self, String) {
         let f = Self::new(vars);
         let town = serde_json::from_value(json!({"name": "t"})).expect("a town");
-        f.op(TownOp::Create { town_id: "t1".into(), town }, None).expect("create the town");
+        f.op(CreateTown { town_id: "t1".into(), town }, None).expect("create the town");
         let rig =
             serde_json::from_value(json!({"name": "r", "git_url": "https://example.com/o/r.git"}))
                 .expect("a rig");
-        let rig = f.op(TownOp::CreateRig { rig }, None).expect("create the rig");
+        let rig = f.op(CreateRig { rig }, None).expect("create the rig");
         let id = rig["id"].as_str().expect("the rig's id").to_string();
         (f, id)
     }
@@ -77,10 +80,14 @@ fn a_rig_is_listed_once_its_rigdo_is_configured_and_the_town_is_indexed() {
     let (f, rig) = Fixture::town_with_rig(&[]);
     let config = f.world.with_rig(&rig, |r| r.config()).expect("the RigDO is configured");
     assert_eq!(config.town_id, "t1");
-    let rigs = f.op(TownOp::ListRigs, None).expect("rigs");
+    let rigs = f.op(ListRigs, None).expect("rigs");
     assert_eq!(rigs.as_array().map(Vec::len), Some(1), "{rigs}");
-    let towns = block_on(crate::effects::Effects::town(&f.world, "x", &TownOp::ListTowns))
-        .expect("the index");
+    let towns = block_on(crate::effects::Effects::town(
+        &f.world,
+        "x",
+        &TownCall::of(&ListTowns).expect("op"),
+    ))
+    .expect("the index");
     assert_eq!(towns[0]["id"], "t1", "{towns}");
 }
 

@@ -1,0 +1,165 @@
+//! The RigDO's handler and its scheduler pass, run natively over SQLite with the town's
+//! container answering as each test says (`crate::native_world`).
+
+use serde_json::{json, Value};
+
+use super::object::RigObject;
+use super::op::RigCall;
+use super::Rig;
+use crate::effects::Effects;
+use crate::error::ApiResult;
+use crate::native_db::NativeDb;
+use crate::native_world::{block_on, World};
+use crate::routes::Method;
+
+const VARS: &[(&str, &str)] = &[
+    ("GASTOWN_MODEL", "test/model"),
+    ("GASTOWN_JWT_SECRET", "a-secret-of-the-tests"),
+    ("SCHEDULER_MAX_DISPATCH_ATTEMPTS", "3"),
+];
+
+struct Pass {
+    world: World,
+    db: NativeDb,
+}
+
+impl Pass {
+    /// Rig `r1` of town `t1`, configured, with one bead slung; the polecat's id.
+    fn slung() -> (Self, String) {
+        let p = Self { world: World::new(VARS), db: NativeDb::with(super::schema::MIGRATIONS) };
+        p.op(json!({"op": "configure", "args": {"rig_id": "r1", "config": {"town_id": "t1", "git_url": "https://example.com/o/r.git"}}}))
+            .expect("configure");
+        let slung = p
+            .op(json!({"op": "sling", "args": {"rig_id": "r1", "sling": {"title": "work"}}}))
+            .expect("sling");
+        let agent = slung["agent"]["id"].as_str().expect("the polecat").to_string();
+        (p, agent)
+    }
+
+    fn op(&self, op: Value) -> ApiResult<Value> {
+        let call: RigCall = serde_json::from_value(op).expect("a rig op");
+        block_on(RigObject { db: &self.db, fx: &self.world }.handle(&call, None)).map(|r| r.0)
+    }
+
+    /// The alarm fires (and is due again only if the pass sets it).
+    fn alarm(&self) {
+        self.world.alarm.set(None);
+        block_on(RigObject { db: &self.db, fx: &self.world }.alarm());
+    }
+
+    fn rig<T>(&self, f: impl FnOnce(&Rig<'_, NativeDb>) -> ApiResult<T>) -> T {
+        let new_id = || "id-test".to_string();
+        f(&Rig { db: &self.db, now: self.world.now_iso(), new_id: &new_id }).expect("rig")
+    }
+
+    fn paths(&self, method: Method) -> Vec<String> {
+        let calls = self.world.container_calls.borrow();
+        calls.iter().filter(|c| c.method == method).map(|c| c.path.clone()).collect()
+    }
+}
+
+#[test]
+fn hooked_work_arms_the_alarm_and_a_pass_dispatches_it() {
+    let (p, agent) = Pass::slung();
+    assert_eq!(p.world.alarms.borrow().as_slice(), &[200], "the first pass, soon");
+    p.world.container_answers(|c| match c.path.as_str() {
+        "/agents/start" => (201, json!({"status": "starting", "bootId": "boot-1"})),
+        _ => (200, json!({"status": "running", "bootId": "boot-1"})),
+    });
+    p.alarm();
+    let start = p.world.container_calls.borrow()[0].clone();
+    assert_eq!((start.method, start.path.as_str()), (Method::Post, "/agents/start"));
+    let body = start.body.unwrap_or_default();
+    assert_eq!(body["agentId"], json!(agent), "{body}");
+    assert!(body["prompt"].as_str().is_some_and(|t| t.contains("work")), "{body}");
+    let dispatched = p.rig(|r| r.dispatched());
+    assert_eq!(dispatched.len(), 1);
+    assert_eq!(dispatched[0].1.boot_id.as_deref(), Some("boot-1"));
+    assert!(p.paths(Method::Get).contains(&format!("/agents/{agent}/status")), "witnessed");
+    assert!(p.world.alarm.get().is_some(), "work remains: the alarm stays armed");
+}
+
+#[test]
+fn a_full_container_queues_the_bead_without_spending_an_attempt() {
+    let (p, _) = Pass::slung();
+    p.world.container_answers(|_| (429, json!({"error": "at most 1 agents run at once"})));
+    for _ in 0..5 {
+        p.alarm();
+    }
+    let due = p.rig(|r| r.due_dispatches());
+    assert_eq!((due.len(), due[0].attempts), (1, 0), "still waiting, no attempt spent");
+    assert_eq!(p.paths(Method::Post).len(), 5, "one start per pass");
+}
+
+#[test]
+fn refused_starts_spend_attempts_until_the_bead_fails() {
+    let (p, _) = Pass::slung();
+    p.world.container_answers(|_| (500, json!({"error": "boom"})));
+    for _ in 0..6 {
+        p.alarm();
+    }
+    assert_eq!(p.paths(Method::Post).len(), 3, "SCHEDULER_MAX_DISPATCH_ATTEMPTS starts");
+    let beads = p.op(json!({"op": "list_beads", "args": {"limit": 10, "offset": 0}}));
+    assert_eq!(beads.expect("beads")[0]["status"], "failed");
+    assert!(p.world.alarm.get().is_none(), "no work left: the alarm is not armed again");
+}
+
+#[test]
+fn without_a_runtime_the_pass_stops_until_new_work() {
+    let (p, _) = Pass::slung();
+    let no_runtime = format!("{}: set CONTAINER_URL", crate::container::NO_RUNTIME);
+    p.world.container_answers(move |_| (503, json!({"error": no_runtime})));
+    p.alarm();
+    assert!(p.world.alarm.get().is_none());
+    assert_eq!(p.rig(|r| r.due_dispatches())[0].attempts, 0);
+}
+
+/// The polecat's work is done and waits for the refinery; its review entry's id.
+fn done(p: &Pass, agent: &str) -> String {
+    p.world.container_answers(|c| match c.path.as_str() {
+        "/agents/start" => (201, json!({"bootId": "boot-1"})),
+        _ => (200, json!({"status": "running", "bootId": "boot-1"})),
+    });
+    p.alarm();
+    let done =
+        json!({"op": "done", "args": {"agent_id": agent, "done": {"branch": "polecat/x/work"}}});
+    let reply = p.op(done).expect("done");
+    reply["review_entry"]["id"].as_str().expect("a review entry").to_string()
+}
+
+fn review_status(p: &Pass, id: &str) -> String {
+    let all = p.op(json!({"op": "list_reviews", "args": {"limit": 10, "offset": 0}}));
+    let all = all.expect("reviews");
+    let entry = all.as_array().and_then(|a| a.iter().find(|e| e["id"] == id)).cloned();
+    entry.map(|e| e["status"].as_str().unwrap_or_default().to_string()).unwrap_or_default()
+}
+
+#[test]
+fn a_merge_the_container_refuses_as_invalid_fails_its_entry() {
+    let (p, agent) = Pass::slung();
+    let entry = done(&p, &agent);
+    p.world.container_answers(|c| match c.path.as_str() {
+        "/rigs/r1/merges" => (400, json!({"error": "branch: not a branch name"})),
+        _ => (404, json!({"error": "no"})),
+    });
+    p.alarm();
+    assert_eq!(review_status(&p, &entry), "failed");
+}
+
+#[test]
+fn a_merged_branch_closes_its_bead() {
+    let (p, agent) = Pass::slung();
+    let entry = done(&p, &agent);
+    p.world.container_answers(|c| match c.path.as_str() {
+        "/rigs/r1/merges" => (202, json!({})),
+        _ => (200, json!({"reviewId": "x", "state": "running"})),
+    });
+    p.alarm();
+    assert_eq!(review_status(&p, &entry), "running", "requested, not merged yet");
+    let merged = json!({"reviewId": entry, "state": "merged", "commit": "abc123"});
+    p.world.container_answers(move |_| (200, merged.clone()));
+    p.alarm();
+    assert_eq!(review_status(&p, &entry), "merged");
+    let beads = p.op(json!({"op": "list_beads", "args": {"limit": 10, "offset": 0}}));
+    assert_eq!(beads.expect("beads")[0]["status"], "closed");
+}
