@@ -2,6 +2,7 @@
 //! stand-in for the Worker API and local origin repositories.
 
 pub mod control_server;
+pub mod forge_stub;
 pub mod model_server;
 pub mod origin;
 pub mod podman;

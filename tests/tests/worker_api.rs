@@ -1084,3 +1084,45 @@ async fn forge_credentials_are_write_only() {
     assert!(!log.contains(secret) && !log.contains(hook), "a secret reached the log");
     assert!(!dev.get(&forge).await.body.to_string().contains(secret));
 }
+
+/// A GitHub App's credentials are tried when stored: the Worker signs the app JWT with the
+/// platform's crypto (WebCrypto in workerd) and exchanges it at the forge; the forge stand-in
+/// checks it with the app's public key. A key that is not the app's shows as the forge's
+/// error. Neither the key nor the minted token is ever answered or logged.
+#[tokio::test]
+async fn a_github_app_mints_its_token_with_the_platforms_crypto() {
+    use gastown_e2e::forge_stub::{App, ForgeStub};
+    use rsa::pkcs1::{EncodeRsaPrivateKey, LineEnding};
+    let mut rng = rand::thread_rng();
+    let key = rsa::RsaPrivateKey::new(&mut rng, 2048).expect("the app's key");
+    let stranger = rsa::RsaPrivateKey::new(&mut rng, 2048).expect("another key");
+    let pem = |k: &rsa::RsaPrivateKey| k.to_pkcs1_pem(LineEnding::LF).expect("pem").to_string();
+    let forge = ForgeStub::start(App {
+        app_id: 4242,
+        installation_id: 77,
+        public_key: key.to_public_key(),
+    })
+    .await;
+    let dev = WranglerDev::start().await;
+    let (town, _) = dev.town_and_rig("apps", "https://example.com/o/r.git").await;
+    let path = format!("/api/towns/{town}/forge");
+    let app = |k: &rsa::RsaPrivateKey| json!({"kind": "github_app", "api_url": forge.url(), "app_id": 4242, "installation_id": 77, "private_key": pem(k)});
+    let r = dev.call(Method::PUT, &path, &Auth::Internal, app(&key)).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.data()["last_error"], Value::Null, "{r:?}");
+    assert!(r.data()["token_expires_at"].is_string(), "{r:?}");
+    let exchanges = forge.exchanges();
+    assert_eq!(exchanges.len(), 1, "{exchanges:?}");
+    assert_eq!(exchanges[0].verdict, Ok(()), "the app JWT passes GitHub's checks");
+    let token = exchanges[0].token.clone().expect("minted");
+
+    let r = dev.call(Method::PUT, &path, &Auth::Internal, app(&stranger)).await;
+    let error = r.data()["last_error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("401"), "a key that is not the app's: {r:?}");
+    assert!(forge.exchanges()[1].verdict.is_err());
+
+    let log = dev.output();
+    let body_line = pem(&key).lines().nth(1).unwrap_or_default().to_string();
+    assert!(!log.contains(&token) && !log.contains(&body_line), "a secret reached the log");
+    assert!(!dev.get(&path).await.body.to_string().contains(&token));
+}

@@ -56,6 +56,14 @@ pub trait Effects {
     /// A Worker var or secret; unset and empty are the same.
     fn var(&self, name: &str) -> Option<String>;
 
+    /// An HTTP request to a forge's API. `Err` only when it could not be sent.
+    async fn http(&self, req: &Outbound) -> ApiResult<Inbound>;
+
+    /// An RSASSA-PKCS1-v1_5 SHA-256 signature of `message` with a PKCS#8 private key. The
+    /// platform's own (WebCrypto in the Worker): an RSA implementation compiled into the wasm
+    /// would cost more than the rest of the forge code.
+    async fn sign_rs256(&self, pkcs8_der: &[u8], message: &[u8]) -> ApiResult<Vec<u8>>;
+
     /// An error the object carries on from (logged, never answered).
     fn log_error(&self, message: &str);
 
@@ -69,6 +77,23 @@ pub trait Effects {
             self.set_alarm(after_ms).await;
         }
     }
+}
+
+/// An outgoing HTTP request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outbound {
+    pub method: Method,
+    pub url: String,
+    /// Never logged: may hold a credential.
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+}
+
+/// Its answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inbound {
+    pub status: u16,
+    pub body: String,
 }
 
 /// Calls a rig op without a key and keeps its data.

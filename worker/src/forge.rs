@@ -7,6 +7,13 @@
 //! the app JWT and exchanges it for installation tokens), a GitHub token, or a GitLab token.
 //! `api_url` defaults to the forge's public API; it must be https (http to a loopback host
 //! only under `ALLOW_LOCAL_REPOS`, for local development and the tests).
+//!
+//! A GitHub App's credentials are tried when they are stored: an installation token is minted
+//! at once ([`app`]), so a wrong key, app or installation shows as the forge's `last_error`
+//! rather than at the first push. [`ForgeToken`] gives the token to push or call the API with
+//! (a GitHub App's is refreshed when less than five minutes are left).
+
+pub(crate) mod app;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -25,7 +32,7 @@ use crate::town::op::{town_ops, TownOp};
 /// The TownDO's forge table: one row per scope (`town`, or `rig:<id>`).
 pub const MIGRATION: &[&str] = &["CREATE TABLE forge (scope TEXT PRIMARY KEY, kind TEXT NOT NULL,
         api_url TEXT NOT NULL, secrets TEXT NOT NULL, updated_at TEXT NOT NULL,
-        token_expires_at TEXT, last_error TEXT)"];
+        cached_token TEXT, token_expires_at TEXT, last_error TEXT)"];
 
 pub const ROUTES: &[Endpoint] = &[
     Endpoint::put("/api/towns/:townId/forge", Rule::Internal, put_town),
@@ -327,10 +334,14 @@ impl TownOp for PutForge {
         });
         // A new credential starts clean: no token of the old one, no error of the old one.
         o.db.exec(
-            "INSERT OR REPLACE INTO forge (scope, kind, api_url, secrets, updated_at, token_expires_at, last_error)
-             VALUES (?, ?, ?, ?, ?, NULL, NULL)",
+            "INSERT OR REPLACE INTO forge (scope, kind, api_url, secrets, updated_at, cached_token, token_expires_at, last_error)
+             VALUES (?, ?, ?, ?, ?, NULL, NULL, NULL)",
             params![&scope, f.kind.as_str(), &api_url, secrets.to_string(), o.fx.now_iso()],
         )?;
+        if f.kind == ForgeKind::GithubApp {
+            // Tried now: the answer already says whether the app's credentials work.
+            let _ = token_of(o, &scope).await;
+        }
         Ok(shown(read(o.db, &scope)?, &scope))
     }
 }
@@ -370,7 +381,97 @@ impl TownOp for DeleteForge {
     }
 }
 
-town_ops!(PutForge, GetForge, DeleteForge);
+/// The token to push or call the forge with, for a rig (its own credentials, else its
+/// town's): `{kind, api_url, token, expires_at}`. Never behind an HTTP route of its own: the
+/// control server's pushes are its callers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForgeToken {
+    pub rig_id: String,
+}
+
+impl TownOp for ForgeToken {
+    const NAME: &'static str = "forge_token";
+    async fn run<D: Db, E: Effects>(
+        self,
+        o: &TownObject<'_, D, E>,
+        _: Option<&str>,
+    ) -> ApiResult<Value> {
+        let own = checked_scope(o, &Some(self.rig_id))?;
+        let scope = if read(o.db, &own)?.is_some() { own } else { scope(&None) };
+        let Some(row) = read(o.db, &scope)? else {
+            return Err(ApiError::NotFound(
+                "no forge is configured for this rig or its town".into(),
+            ));
+        };
+        let token = token_of(o, &scope).await.map_err(ApiError::Unavailable)?;
+        let expires_at = read(o.db, &scope)?.and_then(|r| r.token_expires_at);
+        Ok(
+            json!({"kind": row.kind, "api_url": row.api_url, "token": token.0, "expires_at": expires_at}),
+        )
+    }
+}
+
+#[derive(Deserialize)]
+struct Stored {
+    kind: String,
+    api_url: String,
+    secrets: String,
+    cached_token: Option<String>,
+    token_expires_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct StoredSecrets {
+    app_id: Option<u64>,
+    installation_id: Option<u64>,
+    private_key: Option<String>,
+    token: Option<String>,
+}
+
+/// The scope's token: a token forge's own; a GitHub App's cached one while it has time left,
+/// else a new one (kept, with its expiry; a failure is kept as the forge's `last_error`).
+async fn token_of<D: Db, E: Effects>(
+    o: &TownObject<'_, D, E>,
+    scope: &str,
+) -> Result<Secret, String> {
+    let stored: Option<Stored> = o
+        .db
+        .first(
+            "SELECT kind, api_url, secrets, cached_token, token_expires_at FROM forge WHERE scope = ?",
+            params![scope],
+        )
+        .map_err(|e| e.public_message().to_string())?;
+    let stored = stored.ok_or("no forge is configured")?;
+    let secrets: StoredSecrets = serde_json::from_str(&stored.secrets)
+        .map_err(|_| "the stored credentials are unreadable")?;
+    if stored.kind != ForgeKind::GithubApp.as_str() {
+        return secrets.token.map(Secret).ok_or_else(|| "no token is stored".into());
+    }
+    if let Some(cached) = stored
+        .cached_token
+        .filter(|_| !app::needs_refresh(stored.token_expires_at.as_deref(), o.fx.now_ms()))
+    {
+        return Ok(Secret(cached));
+    }
+    let (Some(app_id), Some(installation_id), Some(pem)) =
+        (secrets.app_id, secrets.installation_id, secrets.private_key)
+    else {
+        return Err("the app's credentials are incomplete".into());
+    };
+    let minted =
+        app::installation_token(o.fx, &stored.api_url, app_id, installation_id, &pem).await;
+    let kept = match &minted {
+        Ok(t) => o.db.exec(
+            "UPDATE forge SET cached_token = ?, token_expires_at = ?, last_error = NULL WHERE scope = ?",
+            params![&t.token, &t.expires_at, scope],
+        ),
+        Err(e) => o.db.exec("UPDATE forge SET last_error = ? WHERE scope = ?", params![e, scope]),
+    };
+    kept.map_err(|e| e.public_message().to_string())?;
+    minted.map(|t| Secret(t.token))
+}
+
+town_ops!(PutForge, GetForge, DeleteForge, ForgeToken);
 
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@ use std::task::{Context, Poll, Waker};
 
 use serde_json::Value;
 
-use crate::effects::Effects;
+use crate::effects::{Effects, Inbound, Outbound};
 use crate::error::{ApiError, ApiResult};
 use crate::native_db::NativeDb;
 use crate::rig::op::RigCall;
@@ -39,12 +39,15 @@ pub struct ContainerCall {
 }
 
 type ContainerFn = Box<dyn Fn(&ContainerCall) -> (u16, Value)>;
+type ForgeFn = Box<dyn Fn(&Outbound) -> Inbound>;
 
 pub struct World {
     rigs: RefCell<BTreeMap<String, NativeDb>>,
     index: NativeDb,
     container: RefCell<ContainerFn>,
     pub container_calls: RefCell<Vec<ContainerCall>>,
+    forge: RefCell<ForgeFn>,
+    pub forge_calls: RefCell<Vec<Outbound>>,
     pub identity_ops: RefCell<Vec<(String, IdentityOp)>>,
     /// Every delay the alarm was set with, and when it fires next.
     pub alarms: RefCell<Vec<u64>>,
@@ -52,7 +55,8 @@ pub struct World {
     counters: RefCell<BTreeMap<String, i64>>,
     pub errors: RefCell<Vec<String>>,
     vars: BTreeMap<String, String>,
-    pub now_ms: Cell<i64>,
+    /// The clock, shareable with a stand-in that must read the same time.
+    pub now_ms: std::rc::Rc<Cell<i64>>,
     ids: Cell<u64>,
 }
 
@@ -64,13 +68,15 @@ impl World {
             index: NativeDb::with(crate::town::MIGRATIONS),
             container: RefCell::new(Box::new(|_| (404, serde_json::json!({"error": "none"})))),
             container_calls: RefCell::default(),
+            forge: RefCell::new(Box::new(|_| Inbound { status: 404, body: "{}".into() })),
+            forge_calls: RefCell::default(),
             identity_ops: RefCell::default(),
             alarms: RefCell::default(),
             alarm: Cell::new(None),
             counters: RefCell::default(),
             errors: RefCell::default(),
             vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            now_ms: Cell::new(1_796_000_000_000),
+            now_ms: std::rc::Rc::new(Cell::new(1_796_000_000_000)),
             ids: Cell::new(0),
         }
     }
@@ -78,6 +84,11 @@ impl World {
     /// How the town's container answers from now on.
     pub fn container_answers(&self, f: impl Fn(&ContainerCall) -> (u16, Value) + 'static) {
         *self.container.borrow_mut() = Box::new(f);
+    }
+
+    /// How the forge's API answers from now on.
+    pub fn forge_answers(&self, f: impl Fn(&Outbound) -> Inbound + 'static) {
+        *self.forge.borrow_mut() = Box::new(f);
     }
 
     /// Runs `f` on the rig's storage (created empty on first use), as one of its requests.
@@ -165,5 +176,20 @@ impl Effects for World {
 
     fn log_error(&self, message: &str) {
         self.errors.borrow_mut().push(message.to_string());
+    }
+
+    async fn http(&self, req: &Outbound) -> ApiResult<Inbound> {
+        let answer = (self.forge.borrow())(req);
+        self.forge_calls.borrow_mut().push(req.clone());
+        Ok(answer)
+    }
+
+    async fn sign_rs256(&self, pkcs8_der: &[u8], message: &[u8]) -> ApiResult<Vec<u8>> {
+        use rsa::pkcs1v15::SigningKey;
+        use rsa::pkcs8::DecodePrivateKey;
+        use rsa::signature::{SignatureEncoding, Signer};
+        let key = rsa::RsaPrivateKey::from_pkcs8_der(pkcs8_der)
+            .map_err(|e| ApiError::Internal(format!("not a PKCS#8 RSA key: {e}")))?;
+        Ok(SigningKey::<sha2::Sha256>::new(key).sign(message).to_vec())
     }
 }

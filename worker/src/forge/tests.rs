@@ -4,6 +4,7 @@ use serde_json::json;
 use super::*;
 use crate::api::plan_for;
 use crate::auth::Caller;
+use crate::effects::Inbound;
 use crate::native_db::NativeDb;
 use crate::native_world::{block_on, World};
 use crate::routes::Method;
@@ -160,4 +161,151 @@ fn the_town_keeps_credentials_write_only() {
     assert_eq!(gone["configured"], false);
     assert_eq!(run(&town, GetForge { rig_id: None }).expect("get")["configured"], true);
     assert!(world.errors.borrow().iter().all(|e| !e.contains("very_secret")));
+}
+
+/// A 2048-bit RSA key made for these tests only (PKCS#1, as GitHub hands out app keys).
+const APP_KEY: &str = include_str!("test-app-key.pem");
+
+fn app_forge(api_url: &str) -> ForgeInput {
+    ForgeInput {
+        kind: ForgeKind::GithubApp,
+        api_url: Some(api_url.into()),
+        app_id: Some(4242),
+        installation_id: Some(77),
+        private_key: Some(Secret(APP_KEY.into())),
+        token: None,
+        webhook_secret: None,
+        allow_local: true,
+    }
+}
+
+/// Checks an app JWT as GitHub does: RS256 under the app's public key, issued by the app,
+/// not yet expired. `Err` says why not.
+fn verify_app_jwt(authorization: &str, now_secs: i64) -> Result<(), String> {
+    use rsa::pkcs1v15::{Signature, VerifyingKey};
+    use rsa::pkcs8::DecodePrivateKey;
+    use rsa::signature::Verifier;
+    let jwt = authorization.strip_prefix("Bearer ").ok_or("not a bearer token")?;
+    let (input, sig) = jwt.rsplit_once('.').ok_or("no signature")?;
+    let sig =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sig).map_err(|e| e.to_string())?;
+    let key =
+        rsa::RsaPrivateKey::from_pkcs8_der(&app::pkcs8_der(APP_KEY)?).map_err(|e| e.to_string())?;
+    let verifying = VerifyingKey::<sha2::Sha256>::new(key.to_public_key());
+    let sig = Signature::try_from(sig.as_slice()).map_err(|e| e.to_string())?;
+    verifying.verify(input.as_bytes(), &sig).map_err(|e| e.to_string())?;
+    let claims = input.split('.').nth(1).ok_or("no claims")?;
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let (iat, exp) = (claims["iat"].as_i64().unwrap_or(0), claims["exp"].as_i64().unwrap_or(0));
+    if claims["iss"] != "4242" || iat > now_secs || exp <= now_secs || exp - iat > 600 {
+        return Err(format!("bad claims: {claims}"));
+    }
+    Ok(())
+}
+
+/// A town with one rig, its forge a GitHub App whose installation tokens the world's forge
+/// stand-in mints (after checking the app JWT) with one hour to live.
+fn app_town(world: &World) -> (NativeDb, Memory, String) {
+    let db = NativeDb::with(crate::town::MIGRATIONS);
+    let memory = Memory::default();
+    let town = TownObject { db: &db, fx: world, memory: &memory };
+    let new_town: crate::town::NewTown =
+        serde_json::from_value(json!({"name": "t"})).expect("town");
+    run(&town, CreateTown { town_id: "t1".into(), town: new_town }).expect("town");
+    let rig: crate::town::NewRig =
+        serde_json::from_value(json!({"name": "r", "git_url": "https://example.com/o/r.git"}))
+            .expect("rig");
+    let rig_id =
+        run(&town, CreateRig { rig }).expect("rig")["id"].as_str().expect("id").to_string();
+    (db, memory, rig_id)
+}
+
+fn minting(world: &World) {
+    let now_ms = world.now_ms.clone();
+    let minted = std::rc::Rc::new(std::cell::Cell::new(0));
+    world.forge_answers(move |req| {
+        let auth = req.headers.iter().find(|(k, _)| k == "authorization").map(|(_, v)| v.clone());
+        let now = now_ms.get() / 1000;
+        match verify_app_jwt(&auth.unwrap_or_default(), now) {
+            Ok(()) if req.url == "http://127.0.0.1:9/api/app/installations/77/access_tokens" => {
+                minted.set(minted.get() + 1);
+                let expires = crate::time::iso_from_millis((now + 3600) * 1000);
+                Inbound { status: 201, body: json!({"token": format!("ghs_minted{}", minted.get()), "expires_at": expires}).to_string() }
+            }
+            Ok(()) => Inbound { status: 404, body: json!({"message": "Not Found"}).to_string() },
+            Err(e) => Inbound { status: 401, body: json!({"message": e}).to_string() },
+        }
+    });
+}
+
+#[test]
+fn a_github_app_mints_installation_tokens_and_refreshes_them_before_they_expire() {
+    let world = World::new(&[]);
+    minting(&world);
+    let (db, memory, rig_id) = app_town(&world);
+    let town = TownObject { db: &db, fx: &world, memory: &memory };
+    let put = run(&town, PutForge { rig_id: None, forge: app_forge("http://127.0.0.1:9/api") })
+        .expect("put");
+    assert_eq!(put["last_error"], Value::Null, "{put}");
+    assert!(put["token_expires_at"].is_string(), "minted when stored: {put}");
+    assert!(!put.to_string().contains("ghs_minted"), "the token is never shown: {put}");
+
+    let first = run(&town, ForgeToken { rig_id: rig_id.clone() }).expect("a token");
+    assert_eq!(first["token"], "ghs_minted1", "the one minted when stored, still fresh");
+    world.now_ms.set(world.now_ms.get() + 50 * 60 * 1000);
+    assert_eq!(
+        run(&town, ForgeToken { rig_id: rig_id.clone() }).expect("token")["token"],
+        "ghs_minted1"
+    );
+    // Less than five minutes left: a new one.
+    world.now_ms.set(world.now_ms.get() + 6 * 60 * 1000);
+    assert_eq!(run(&town, ForgeToken { rig_id }).expect("token")["token"], "ghs_minted2");
+    assert_eq!(world.forge_calls.borrow().len(), 2);
+}
+
+#[test]
+fn a_wrong_app_key_or_installation_shows_as_the_forge_error() {
+    let world = World::new(&[]);
+    minting(&world);
+    let (db, memory, rig_id) = app_town(&world);
+    let town = TownObject { db: &db, fx: &world, memory: &memory };
+    let mut wrong = app_forge("http://127.0.0.1:9/api");
+    wrong.installation_id = Some(78);
+    let put = run(&town, PutForge { rig_id: None, forge: wrong }).expect("stored");
+    let error = put["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("404") && error.contains("Not Found"), "{put}");
+    assert_eq!(put["token_expires_at"], Value::Null);
+    let token = run(&town, ForgeToken { rig_id: rig_id.clone() });
+    assert_eq!(token.map_err(|e| e.status()).map(|_| ()), Err(503));
+
+    // Another key than the app's: the forge's signature check refuses the app JWT.
+    let mut other = app_forge("http://127.0.0.1:9/api");
+    other.private_key = Some(Secret(include_str!("other-app-key.pem").into()));
+    let put = run(&town, PutForge { rig_id: None, forge: other }).expect("stored");
+    assert!(put["last_error"].as_str().is_some_and(|e| e.contains("401")), "{put}");
+    let no_forge =
+        run(&town, DeleteForge { rig_id: None }).and_then(|_| run(&town, ForgeToken { rig_id }));
+    assert_eq!(no_forge.map_err(|e| e.status()).map(|_| ()), Err(404));
+}
+
+#[test]
+fn pkcs1_keys_are_wrapped_as_pkcs8() {
+    use rsa::pkcs8::DecodePrivateKey;
+    let der = app::pkcs8_der(APP_KEY).expect("wrapped");
+    assert!(rsa::RsaPrivateKey::from_pkcs8_der(&der).is_ok(), "a PKCS#8 key WebCrypto imports");
+    assert!(app::pkcs8_der("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----").is_err());
+    assert!(app::needs_refresh(None, 0));
+    assert!(app::needs_refresh(
+        Some("2026-01-01T00:04:00.000Z"),
+        crate::time::millis_from_iso("2026-01-01T00:00:00.000Z").unwrap_or(0)
+    ));
+    assert!(!app::needs_refresh(
+        Some("2026-01-01T00:06:00.000Z"),
+        crate::time::millis_from_iso("2026-01-01T00:00:00.000Z").unwrap_or(0)
+    ));
 }

@@ -1,13 +1,16 @@
 //! [`Effects`] on workers-rs: calls through Durable Object stubs, the object's alarm and
 //! storage, the runtime's clock and ids, the Worker's vars.
 
+use js_sys::{Array, Object, Reflect, Uint8Array};
 use serde_json::Value;
-use worker::{Env, Storage};
+use wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{Env, Fetch, Headers, Request, RequestInit, Storage};
 
 use super::call::{call, call_once, container_call};
 use super::{platform, IDENTITY_BINDING, RIG_BINDING, TOWN_BINDING};
-use crate::effects::Effects;
-use crate::error::ApiResult;
+use crate::effects::{Effects, Inbound, Outbound};
+use crate::error::{ApiError, ApiResult};
 use crate::rig::op::RigCall;
 use crate::routes::Method;
 use crate::rpc::IdentityOp;
@@ -88,4 +91,54 @@ impl Effects for WorkerEffects<'_> {
     fn log_error(&self, message: &str) {
         worker::console_error!("{message}");
     }
+
+    async fn http(&self, req: &Outbound) -> ApiResult<Inbound> {
+        let headers = Headers::new();
+        for (name, value) in &req.headers {
+            headers.set(name, value).map_err(ApiError::internal)?;
+        }
+        let mut init = RequestInit::new();
+        init.with_method(method(req.method)).with_headers(headers);
+        if let Some(body) = &req.body {
+            init.with_body(Some(body.as_str().into()));
+        }
+        let request = Request::new_with_init(&req.url, &init).map_err(ApiError::internal)?;
+        let mut resp = Fetch::Request(request)
+            .send()
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("{e}")))?;
+        Ok(Inbound { status: resp.status_code(), body: resp.text().await.unwrap_or_default() })
+    }
+
+    async fn sign_rs256(&self, pkcs8_der: &[u8], message: &[u8]) -> ApiResult<Vec<u8>> {
+        sign_rs256(pkcs8_der, message).await.map_err(|e| {
+            ApiError::Internal(format!(
+                "WebCrypto: {}",
+                e.as_string().unwrap_or_else(|| format!("{e:?}"))
+            ))
+        })
+    }
+}
+
+/// `crypto.subtle.importKey("pkcs8", …)` then `crypto.subtle.sign(…)`.
+async fn sign_rs256(pkcs8_der: &[u8], message: &[u8]) -> Result<Vec<u8>, JsValue> {
+    let subtle =
+        Reflect::get(&Reflect::get(&js_sys::global(), &"crypto".into())?, &"subtle".into())?;
+    let algorithm = Object::new();
+    Reflect::set(&algorithm, &"name".into(), &"RSASSA-PKCS1-v1_5".into())?;
+    Reflect::set(&algorithm, &"hash".into(), &"SHA-256".into())?;
+    let call = |name: &str, args: Array| -> Result<JsFuture, JsValue> {
+        let f: js_sys::Function = Reflect::get(&subtle, &name.into())?.dyn_into()?;
+        Ok(JsFuture::from(f.apply(&subtle, &args)?.dyn_into::<js_sys::Promise>()?))
+    };
+    let import = Array::of5(
+        &"pkcs8".into(),
+        &Uint8Array::from(pkcs8_der),
+        &algorithm,
+        &false.into(),
+        &Array::of1(&"sign".into()),
+    );
+    let key = call("importKey", import)?.await?;
+    let signed = call("sign", Array::of3(&algorithm, &key, &Uint8Array::from(message)))?.await?;
+    Ok(Uint8Array::new(&signed).to_vec())
 }
