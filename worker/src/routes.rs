@@ -10,6 +10,7 @@ use shared_types::validate;
 
 use crate::api::{Incoming, Plan};
 use crate::error::{ApiError, ApiResult};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     Get,

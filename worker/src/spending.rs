@@ -11,6 +11,7 @@
 //! starts take the same path.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::api::{self, Incoming, Plan};
 use crate::db::Db;
@@ -21,7 +22,6 @@ use crate::rig::op::to_json;
 use crate::routes::{Endpoint, Rule};
 use crate::town::object::TownObject;
 use crate::town::op::{town_ops, TownOp};
-use serde_json::Value;
 
 /// The town's caps (internal).
 pub const ROUTES: &[Endpoint] = &[

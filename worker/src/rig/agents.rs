@@ -4,25 +4,25 @@
 //! agent as assignee; re-hooking the same bead is a no-op; hooking a different bead while one is
 //! hooked is refused (409), as is hooking a closed/failed bead or one hooked by another agent.
 
-use super::op::{rig_ops, to_json, RigCall, RigOp};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use shared_types::validate;
 
 use super::beads::opt_json;
+use super::op::{rig_ops, to_json, RigCall, RigOp};
 use super::rows::AgentRow;
 use super::Rig;
 use crate::api::{self, FollowUp, Incoming, Plan};
 use crate::body::{opt, req, Field, Kind, NON_EMPTY, STR};
 use crate::db::{Db, Select};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{Agent, BeadStatus, EventKind, ReviewEntry};
-use crate::model::{AgentRole, AgentStatus};
+use crate::model::{Agent, AgentRole, AgentStatus, BeadStatus, EventKind, ReviewEntry};
 use crate::params;
-use crate::requests::{json_size, opt_text, text, url, MAX_CHECKPOINT, MAX_IDENTITY, MAX_TEXT};
-use crate::requests::{Issues, Validate};
+use crate::requests::{
+    json_size, opt_text, text, url, Issues, Validate, MAX_CHECKPOINT, MAX_IDENTITY, MAX_TEXT,
+};
 use crate::rig::review::NewReview;
 use crate::routes::{Endpoint, Rule};
-use serde::{Deserialize, Serialize};
-use shared_types::validate;
 
 /// Agents and their hooks: the reference's routes (an agent of the rig, or internal callers;
 /// the routes under `/agents/:agentId/` are that agent's own).

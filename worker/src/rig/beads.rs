@@ -1,8 +1,10 @@
 //! Beads: creation (including escalations), listing with filters, status changes and close.
 
-use super::op::{rig_ops, to_json, RigOp};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use shared_types::validate;
 
+use super::op::{rig_ops, to_json, RigOp};
 use super::rows::BeadRow;
 use super::Rig;
 use crate::api::{self, FollowUp, Incoming, Plan};
@@ -11,14 +13,12 @@ use crate::body::{opt, req, Field, Kind, NON_EMPTY, STR};
 use crate::db::{Db, Select};
 use crate::error::{ApiError, ApiResult};
 use crate::escalations::NewEscalation;
-use crate::model::Priority;
-use crate::model::{Bead, BeadStatus, BeadType, EventKind};
+use crate::model::{Bead, BeadStatus, BeadType, EventKind, Priority};
 use crate::params;
-use crate::requests::{labels, metadata, opt_id, opt_text, text, MAX_TEXT, MAX_TITLE, PRIORITIES};
-use crate::requests::{Issues, Validate};
+use crate::requests::{
+    labels, metadata, opt_id, opt_text, text, Issues, Validate, MAX_TEXT, MAX_TITLE, PRIORITIES,
+};
 use crate::routes::{Endpoint, Rule};
-use serde::{Deserialize, Serialize};
-use shared_types::validate;
 
 /// Beads: the reference's routes (an agent of the rig, or internal callers).
 pub const ROUTES: &[Endpoint] = &[

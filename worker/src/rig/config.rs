@@ -1,9 +1,10 @@
 //! The rig's configuration (town, git URL, default branch, merge settings), set by its town.
 
-use super::op::{rig_ops, to_json, RigOp};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use shared_types::validate;
 
+use super::op::{rig_ops, to_json, RigOp};
 use super::Rig;
 use crate::api::{self, Incoming, Plan};
 use crate::db::Db;
@@ -12,8 +13,6 @@ use crate::model::RigConfig;
 use crate::params;
 use crate::requests::{opt_text, parse_value, Issues, Validate, MAX_TITLE};
 use crate::routes::{Endpoint, Rule};
-use serde::Serialize;
-use shared_types::validate;
 
 /// The rig's configuration (internal; the TownDO sets it when it creates a rig).
 pub const ROUTES: &[Endpoint] = &[

@@ -1,10 +1,10 @@
 //! Convoys: beads slung together. A convoy is `landed` once every bead in it is closed (merged),
 //! `stuck` once one has failed (escalated), `open` otherwise.
 
-use super::op::{rig_ops, to_json, RigOp};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::op::{rig_ops, to_json, RigOp};
 use super::rows::BeadRow;
 use super::Rig;
 use crate::api::{self, FollowUp, Incoming, Plan};
@@ -15,7 +15,6 @@ use crate::params;
 use crate::requests::{text, Issues, Validate, MAX_TITLE};
 use crate::rig::sling::SlingRequest;
 use crate::routes::{Endpoint, Rule};
-use serde::Serialize;
 
 /// Convoys (internal): beads slung together, and their state.
 pub const ROUTES: &[Endpoint] = &[

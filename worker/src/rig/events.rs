@@ -1,8 +1,9 @@
 //! The bead event log: an append-only record of what happened to each bead.
 
-use super::op::{rig_ops, to_json, RigOp};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::op::{rig_ops, to_json, RigOp};
 use super::rows::EventRow;
 use super::Rig;
 use crate::api::{self, Incoming, Plan};
@@ -11,7 +12,6 @@ use crate::error::ApiResult;
 use crate::model::{BeadEvent, EventKind};
 use crate::params;
 use crate::routes::{Endpoint, Rule};
-use serde::{Deserialize, Serialize};
 
 /// The event log (internal): the rig's, or one bead's.
 pub const ROUTES: &[Endpoint] = &[

@@ -1,9 +1,10 @@
 //! Mail between agents of a rig. Mail stays undelivered until the recipient checks it.
 
-use super::op::{rig_ops, to_json, RigOp};
-use serde_json::json;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use shared_types::validate;
 
+use super::op::{rig_ops, to_json, RigOp};
 use super::rows::MailRow;
 use super::Rig;
 use crate::api::{self, Incoming, Plan};
@@ -13,11 +14,8 @@ use crate::db::Db;
 use crate::error::ApiResult;
 use crate::model::{EventKind, Mail};
 use crate::params;
-use crate::requests::{text, MAX_TEXT, MAX_TITLE};
-use crate::requests::{Issues, Validate};
+use crate::requests::{text, Issues, Validate, MAX_TEXT, MAX_TITLE};
 use crate::routes::{Endpoint, Rule};
-use serde::{Deserialize, Serialize};
-use shared_types::validate;
 
 /// Mail between a rig's agents: the reference's routes.
 pub const ROUTES: &[Endpoint] = &[

@@ -1,9 +1,10 @@
 //! The review queue: branches submitted for merging, `pending -> running -> merged | failed`.
 
-use super::op::{rig_ops, to_json, RigOp};
-use serde_json::json;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use shared_types::validate;
 
+use super::op::{rig_ops, to_json, RigOp};
 use super::rows::ReviewRow;
 use super::Rig;
 use crate::api::{self, Incoming, Plan};
@@ -11,14 +12,10 @@ use crate::auth::check_body_agent;
 use crate::body::{opt, req, Field, NON_EMPTY, STR};
 use crate::db::{Db, Select};
 use crate::error::{ApiError, ApiResult};
-use crate::model::ReviewStatus;
-use crate::model::{EventKind, ReviewEntry};
+use crate::model::{EventKind, ReviewEntry, ReviewStatus};
 use crate::params;
-use crate::requests::{opt_text, url, MAX_TEXT};
-use crate::requests::{Issues, Validate};
+use crate::requests::{opt_text, url, Issues, Validate, MAX_TEXT};
 use crate::routes::{Endpoint, Rule};
-use serde::{Deserialize, Serialize};
-use shared_types::validate;
 
 /// The review queue: agents submit their work (reference), internal callers list it and read
 /// one entry.

@@ -4,24 +4,23 @@
 //! from [`NAME_POOL`], then `name-2`, `name-3`, ...), and hooks the bead to it. All of it runs in
 //! one synchronous sequence, so two concurrent slings never pick the same polecat.
 
-use super::op::{rig_ops, RigOp};
 use std::collections::HashSet;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::beads::NewBead;
+use super::op::{rig_ops, RigOp};
 use super::rows::AgentRow;
 use super::Rig;
 use crate::api::{self, FollowUp, Incoming, Plan};
 use crate::body::{opt, req, Field, Kind, NON_EMPTY, STR};
 use crate::db::Db;
 use crate::error::ApiResult;
-use crate::model::{Agent, AgentRole};
-use crate::model::{BeadType, Priority};
+use crate::model::{Agent, AgentRole, BeadType, Priority};
 use crate::requests::{Issues, Validate, PRIORITIES};
 use crate::rig::agents::NewAgent;
 use crate::routes::{Endpoint, Rule};
-use serde::{Deserialize, Serialize};
 
 /// Sling (internal): a bead for the next idle polecat of the rig, hooked at once.
 pub const ROUTES: &[Endpoint] = &[Endpoint::post("/api/rigs/:rigId/sling", Rule::Internal, sling)];

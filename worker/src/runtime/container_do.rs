@@ -18,6 +18,7 @@ use std::time::Duration;
 use futures_util::future::{select, Either};
 use js_sys::{Function, Object, Reflect};
 use serde_json::Value;
+use shared_types::AgentEventBatch;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::{
     Container, Delay, DurableObject, Env, Fetch, Headers, Method, Request, RequestInit, Response,
@@ -25,17 +26,14 @@ use worker::{
 };
 
 use super::call::{call, json_response};
-use super::platform;
 use super::platform::{now_millis, var};
-use super::{sql, TOWN_BINDING};
+use super::{platform, sql, TOWN_BINDING};
 use crate::container::lifecycle::{AlarmAction, Lifecycle, Probe, Settings};
 use crate::container::{self, Target};
 use crate::error::{success, ApiError, ApiResult};
-use crate::spending::GetLimits;
-use crate::spending::{self, Ledger, TownLimits};
+use crate::spending::{self, GetLimits, Ledger, TownLimits};
 use crate::town::op::TownCall;
 use crate::{agent_events, dashboard};
-use shared_types::AgentEventBatch;
 
 const LIFECYCLE: &str = "lifecycle";
 /// The starts let through in the last hour (the spending guard's ledger).

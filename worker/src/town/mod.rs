@@ -4,14 +4,17 @@
 //! [`Town::prepare_rig`] checks and picks the id, the runtime configures the RigDO, then
 //! [`Town::insert_rig`] records it. A rig is listed only once its RigDO is configured.
 
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-
 pub mod object;
 pub mod op;
 #[cfg(test)]
 mod tests;
 
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use shared_types::validate;
+
+use self::object::TownObject;
+use self::op::{town_ops, TownCall, TownOp};
 use crate::api::{self, Incoming, Plan};
 use crate::db::Db;
 use crate::effects::{rig_op, Effects};
@@ -19,16 +22,10 @@ use crate::error::{ApiError, ApiResult};
 use crate::escalations::NewEscalation;
 use crate::params;
 use crate::requests::{metadata, parse_value, text, Issues, Validate, MAX_TITLE};
-use crate::rig::config::default_branch;
-use crate::rig::config::Configure;
-use crate::rig::config::RigConfigInput;
+use crate::rig::config::{default_branch, Configure, RigConfigInput};
 use crate::rig::op::to_json;
 use crate::routes::{Endpoint, Rule};
 use crate::spending::TownLimits;
-use object::TownObject;
-use op::TownCall;
-use op::{town_ops, TownOp};
-use shared_types::validate;
 
 /// Towns and their rigs (internal).
 pub const ROUTES: &[Endpoint] = &[
