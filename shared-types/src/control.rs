@@ -296,6 +296,10 @@ pub struct PoolStatus {
     pub model: Option<String>,
     /// Process ids of the ready processes (each is handed to one agent, never to a second).
     pub pids: Vec<u32>,
+    /// Warm-up turns the control server's stand-in model has answered (each pooled process
+    /// runs one before it is ready): what a warm-up costs never reaches a provider.
+    #[serde(default, rename = "warmupTurns")]
+    pub warmup_turns: u64,
 }
 
 /// `POST /agents/:id/stop`.

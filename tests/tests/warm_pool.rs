@@ -65,6 +65,11 @@ async fn a_pooled_process_serves_one_agent_and_the_pool_refills() {
     assert_eq!(health["pool"]["size"], 1, "{health}");
 
     let pooled = pool_ready(&cs, 1).await[0];
+    // Before it was ready, the pooled process ran its warm-up turn against the control
+    // server's own stand-in model: nothing of it reached the real (here scripted) model.
+    let (_, health) = cs.get("/health").await;
+    assert!(health["pool"]["warmupTurns"].as_u64() >= Some(1), "{health}");
+    assert_eq!(model.requests().len(), 0, "the warm-up never calls the model");
     let mut first = start_request(
         "first",
         "rig-1",

@@ -11,6 +11,7 @@ mod health;
 mod merges;
 mod stream;
 mod tools;
+mod warmup;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +59,8 @@ pub fn router(supervisor: Arc<Supervisor>) -> Router {
         .route("/agents/{agent_id}/stream", get(stream::stream))
         .route("/agents/{agent_id}/ws", get(stream::websocket))
         .route("/internal/tools/{tool}", post(tools::call))
+        .route("/warmup/v1/models", get(warmup::models))
+        .route("/warmup/v1/chat/completions", post(warmup::completions))
         .merge(protected)
         .fallback(|| async { Error::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -110,6 +110,33 @@ impl KiloClient {
             .ok_or_else(|| KiloError::Unexpected("session has no id".into()))
     }
 
+    /// `POST /session/{id}/message` with `model`: one turn, answered when it ends (within
+    /// `timeout`).
+    pub async fn turn_with(
+        &self,
+        session: &str,
+        directory: &Path,
+        agent: &str,
+        (provider, model): (&str, &str),
+        text: &str,
+        timeout: std::time::Duration,
+    ) -> Result<(), KiloError> {
+        let body = json!({
+            "agent": agent,
+            "model": { "providerID": provider, "modelID": model },
+            "parts": [{ "type": "text", "text": text }],
+        });
+        let res = self
+            .request(reqwest::Method::POST, &format!("/session/{session}/message"))
+            .query(&[("directory", directory.to_string_lossy())])
+            .timeout(timeout)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| KiloError::Unreachable(e.without_url().to_string()))?;
+        checked(res).await.map(|_| ())
+    }
+
     /// `POST /session/{id}/prompt_async`: starts a turn and returns at once (204).
     /// `system`, when given, is appended to the system prompt for this message only.
     pub async fn prompt_async(

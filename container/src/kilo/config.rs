@@ -40,7 +40,14 @@ pub struct KiloConfigInput<'a> {
     pub has_model_key: bool,
     /// The agent definition's prompt (the agent's system prompt).
     pub agent_prompt: &'a str,
+    /// The control server's stand-in model for a pooled process's warm-up turn
+    /// (`<control url>/warmup/v1`), offered as provider [`WARMUP_PROVIDER`].
+    pub warmup_base_url: Option<&'a str>,
 }
+
+/// The provider and model of the warm-up turn (`http/warmup.rs`).
+pub const WARMUP_PROVIDER: &str = "gastown-warmup";
+pub const WARMUP_MODEL: &str = "warm";
 
 /// Splits `provider/model`; a bare model name gets the provider `gastown`.
 pub fn split_model(model: &str) -> (&str, &str) {
@@ -85,6 +92,20 @@ pub fn kilo_config(input: &KiloConfigInput<'_>) -> Value {
             }
         });
     }
+    if let Some(base_url) = input.warmup_base_url {
+        if let Some(enabled) = config["enabled_providers"].as_array_mut() {
+            enabled.push(WARMUP_PROVIDER.into());
+        }
+        if !config["provider"].is_object() {
+            config["provider"] = json!({});
+        }
+        config["provider"][WARMUP_PROVIDER] = json!({
+            "npm": "@ai-sdk/openai-compatible",
+            "name": WARMUP_PROVIDER,
+            "options": { "baseURL": base_url, "apiKey": "none" },
+            "models": { WARMUP_MODEL: { "name": WARMUP_MODEL, "tool_call": true, "limit": { "context": 128000, "output": 1024 } } }
+        });
+    }
     config
 }
 
@@ -106,17 +127,23 @@ mod tests {
             model_base_url: Some("http://127.0.0.1:9/v1"),
             has_model_key: true,
             agent_prompt: "You are toast.",
+            warmup_base_url: Some("http://127.0.0.1:8/warmup/v1"),
         });
         assert_eq!(c["model"], "scripted/m-1");
         assert_eq!(c["snapshot"], false, "no snapshot store for an unattended agent");
         assert_eq!(c["small_model"], "scripted/m-1");
-        assert_eq!(c["enabled_providers"], json!(["scripted"]));
+        assert_eq!(c["enabled_providers"], json!(["scripted", WARMUP_PROVIDER]));
         assert_eq!(c["provider"]["scripted"]["options"]["apiKey"], "{env:GASTOWN_MODEL_API_KEY}");
         assert_eq!(c["provider"]["scripted"]["models"]["m-1"]["tool_call"], true);
         assert_eq!(c["agent"]["gastown"]["prompt"], "You are toast.");
         assert_eq!(c["permission"]["question"], "deny");
         assert_eq!(c["permission"]["*"], "allow");
         assert_eq!(c["autoupdate"], false);
+        assert_eq!(
+            c["provider"][WARMUP_PROVIDER]["options"]["baseURL"],
+            "http://127.0.0.1:8/warmup/v1"
+        );
+        assert_eq!(c["small_model"], "scripted/m-1", "the warm-up model is never a default");
     }
 
     #[test]
@@ -128,6 +155,7 @@ mod tests {
             model_base_url: None,
             has_model_key: false,
             agent_prompt: "",
+            warmup_base_url: None,
         });
         assert!(c.get("provider").is_none());
     }

@@ -51,6 +51,8 @@ pub struct Supervisor {
     pool: pool::WarmPool,
     /// The uids Kilo processes run as (`sandbox.rs`).
     pub uids: Arc<crate::sandbox::Uids>,
+    /// Warm-up turns answered by the stand-in model (`http/warmup.rs`).
+    pub warmup_turns: AtomicU64,
 }
 
 impl Supervisor {
@@ -91,6 +93,7 @@ impl Supervisor {
                 config.agent_uid_base,
                 config.agent_uid_count,
             ),
+            warmup_turns: AtomicU64::new(0),
             config,
         }))
     }

@@ -22,12 +22,15 @@ use nix::sys::signal::Signal;
 use shared_types::PoolStatus;
 
 use super::Supervisor;
+use crate::kilo::config::{AGENT_NAME, WARMUP_MODEL, WARMUP_PROVIDER};
 use crate::kilo::server::KiloServer;
 
 /// Failed starts in a row after which the pool stops trying until the next agent start.
 const MAX_FAILURES: u32 = 5;
 /// The longest a refill waits for the agents being started to be running.
 const YIELD_TO_STARTS: Duration = Duration::from_secs(60);
+/// Longest a warm-up turn may take (it answers in about a second on 2 cores).
+const WARM_UP_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 pub(super) struct WarmPool {
@@ -136,6 +139,9 @@ impl Supervisor {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let result = self.spawn_server(&model, self.base_env(), None, &self.tools_dir).await;
+        if let Ok((server, _)) = &result {
+            self.warm_up(server).await;
+        }
         let unwanted = {
             let mut pool = self.pool.lock();
             pool.starting = pool.starting.saturating_sub(1);
@@ -170,6 +176,33 @@ impl Supervisor {
         self.refill_pool();
     }
 
+    /// The warm-up turn of a new pooled process, in its own scratch folder, against the
+    /// control server's stand-in model: Kilo loads its provider SDK, the tool files and the
+    /// agent definition once, off the path of the agent that takes the process. Best effort: a
+    /// process whose warm-up failed still serves (cold).
+    async fn warm_up(&self, server: &KiloServer) {
+        let dir = server.scratch_dir();
+        let turn = async {
+            let session = server.client.create_session(&dir, "warm-up").await?;
+            let model = (WARMUP_PROVIDER, WARMUP_MODEL);
+            server
+                .client
+                .turn_with(&session, &dir, AGENT_NAME, model, "Reply: ready.", WARM_UP_TIMEOUT)
+                .await
+        };
+        let t0 = tokio::time::Instant::now();
+        match turn.await {
+            Ok(()) => tracing::info!(
+                server = server.id,
+                warm_up_ms = t0.elapsed().as_millis() as u64,
+                "pooled kilo server warmed up"
+            ),
+            Err(e) => {
+                tracing::warn!(server = server.id, error = %e, "a pooled kilo server's warm-up turn failed; it serves cold")
+            }
+        }
+    }
+
     /// `/health`'s view of the pool.
     pub fn pool_status(&self) -> PoolStatus {
         let pool = self.pool.lock();
@@ -179,6 +212,7 @@ impl Supervisor {
             starting: pool.starting,
             model: pool.model.clone(),
             pids: pool.ready.iter().map(|s| s.pid).collect(),
+            warmup_turns: self.warmup_turns.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }

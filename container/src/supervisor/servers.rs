@@ -132,11 +132,13 @@ impl Supervisor {
         let id = self.next_server_id.fetch_add(1, Ordering::SeqCst);
         let run_dir = self.git.paths().run_dir(&format!("kilo-{id}")).map_err(Error::Internal)?;
         let uid = self.uids.lease().map_err(Error::Agent)?;
+        let warmup = format!("{}/warmup/v1", self.control_url.trim_end_matches('/'));
         let config = kilo_config(&KiloConfigInput {
             model,
             model_base_url: self.config.model_base_url.as_deref(),
             has_model_key: self.config.model_api_key.is_some(),
             agent_prompt: NEUTRAL_AGENT_PROMPT,
+            warmup_base_url: Some(&warmup),
         });
         let spawn = SpawnSpec {
             id,
