@@ -397,18 +397,32 @@ impl TownOp for ForgeToken {
         _: Option<&str>,
     ) -> ApiResult<Value> {
         let own = checked_scope(o, &Some(self.rig_id))?;
-        let scope = if read(o.db, &own)?.is_some() { own } else { scope(&None) };
-        let Some(row) = read(o.db, &scope)? else {
+        let mut configured = None;
+        for candidate in [own, scope(&None)] {
+            if read(o.db, &candidate)?.is_some() {
+                configured = Some(candidate);
+                break;
+            }
+        }
+        let Some(scope) = configured else {
             return Err(ApiError::NotFound(
                 "no forge is configured for this rig or its town".into(),
             ));
         };
-        let token = token_of(o, &scope).await.map_err(ApiError::Unavailable)?;
-        let expires_at = read(o.db, &scope)?.and_then(|r| r.token_expires_at);
-        Ok(
-            json!({"kind": row.kind, "api_url": row.api_url, "token": token.0, "expires_at": expires_at}),
-        )
+        let issued = token_of(o, &scope).await.map_err(ApiError::Unavailable)?;
+        Ok(json!({
+            "kind": issued.kind, "api_url": issued.api_url, "token": issued.token.0,
+            "expires_at": issued.expires_at,
+        }))
     }
+}
+
+/// A scope's token, with what the caller needs to use it.
+struct Issued {
+    kind: String,
+    api_url: String,
+    token: Secret,
+    expires_at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -433,7 +447,7 @@ struct StoredSecrets {
 async fn token_of<D: Db, E: Effects>(
     o: &TownObject<'_, D, E>,
     scope: &str,
-) -> Result<Secret, String> {
+) -> Result<Issued, String> {
     let stored: Option<Stored> = o
         .db
         .first(
@@ -444,14 +458,21 @@ async fn token_of<D: Db, E: Effects>(
     let stored = stored.ok_or("no forge is configured")?;
     let secrets: StoredSecrets = serde_json::from_str(&stored.secrets)
         .map_err(|_| "the stored credentials are unreadable")?;
+    let issued = |token: String, expires_at: Option<String>| Issued {
+        kind: stored.kind.clone(),
+        api_url: stored.api_url.clone(),
+        token: Secret(token),
+        expires_at,
+    };
     if stored.kind != ForgeKind::GithubApp.as_str() {
-        return secrets.token.map(Secret).ok_or_else(|| "no token is stored".into());
+        return secrets.token.map(|t| issued(t, None)).ok_or_else(|| "no token is stored".into());
     }
     if let Some(cached) = stored
         .cached_token
+        .clone()
         .filter(|_| !app::needs_refresh(stored.token_expires_at.as_deref(), o.fx.now_ms()))
     {
-        return Ok(Secret(cached));
+        return Ok(issued(cached, stored.token_expires_at.clone()));
     }
     let (Some(app_id), Some(installation_id), Some(pem)) =
         (secrets.app_id, secrets.installation_id, secrets.private_key)
@@ -468,7 +489,7 @@ async fn token_of<D: Db, E: Effects>(
         Err(e) => o.db.exec("UPDATE forge SET last_error = ? WHERE scope = ?", params![e, scope]),
     };
     kept.map_err(|e| e.public_message().to_string())?;
-    minted.map(|t| Secret(t.token))
+    minted.map(|t| issued(t.token, Some(t.expires_at)))
 }
 
 town_ops!(PutForge, GetForge, DeleteForge, ForgeToken);

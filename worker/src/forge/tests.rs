@@ -128,17 +128,8 @@ fn token_forge() -> ForgeInput {
 #[test]
 fn the_town_keeps_credentials_write_only() {
     let world = World::new(&[]);
-    let db = NativeDb::with(crate::town::MIGRATIONS);
-    let memory = Memory::default();
+    let (db, memory, rig_id) = town_with_rig(&world);
     let town = TownObject { db: &db, fx: &world, memory: &memory };
-    let new_town: crate::town::NewTown =
-        serde_json::from_value(json!({"name": "t"})).expect("town");
-    run(&town, CreateTown { town_id: "t1".into(), town: new_town }).expect("town");
-    let rig: crate::town::NewRig =
-        serde_json::from_value(json!({"name": "r", "git_url": "https://example.com/o/r.git"}))
-            .expect("rig");
-    let rig = run(&town, CreateRig { rig }).expect("rig");
-    let rig_id = rig["id"].as_str().expect("id").to_string();
 
     let put = run(&town, PutForge { rig_id: None, forge: token_forge() }).expect("put");
     let got = run(&town, GetForge { rig_id: None }).expect("get");
@@ -208,9 +199,8 @@ fn verify_app_jwt(authorization: &str, now_secs: i64) -> Result<(), String> {
     Ok(())
 }
 
-/// A town with one rig, its forge a GitHub App whose installation tokens the world's forge
-/// stand-in mints (after checking the app JWT) with one hour to live.
-fn app_town(world: &World) -> (NativeDb, Memory, String) {
+/// Town `t1` with one rig, in the world: its storage, its memory and the rig's id.
+fn town_with_rig(world: &World) -> (NativeDb, Memory, String) {
     let db = NativeDb::with(crate::town::MIGRATIONS);
     let memory = Memory::default();
     let town = TownObject { db: &db, fx: world, memory: &memory };
@@ -247,7 +237,7 @@ fn minting(world: &World) {
 fn a_github_app_mints_installation_tokens_and_refreshes_them_before_they_expire() {
     let world = World::new(&[]);
     minting(&world);
-    let (db, memory, rig_id) = app_town(&world);
+    let (db, memory, rig_id) = town_with_rig(&world);
     let town = TownObject { db: &db, fx: &world, memory: &memory };
     let put = run(&town, PutForge { rig_id: None, forge: app_forge("http://127.0.0.1:9/api") })
         .expect("put");
@@ -272,7 +262,7 @@ fn a_github_app_mints_installation_tokens_and_refreshes_them_before_they_expire(
 fn a_wrong_app_key_or_installation_shows_as_the_forge_error() {
     let world = World::new(&[]);
     minting(&world);
-    let (db, memory, rig_id) = app_town(&world);
+    let (db, memory, rig_id) = town_with_rig(&world);
     let town = TownObject { db: &db, fx: &world, memory: &memory };
     let mut wrong = app_forge("http://127.0.0.1:9/api");
     wrong.installation_id = Some(78);
