@@ -7,7 +7,7 @@
 use std::process::Output;
 use std::time::Duration;
 
-use gastown_e2e::model_server::{commit_push_done, marker, ModelServer, Step};
+use gastown_e2e::model_server::{commit_then_done, marker, ModelServer, Step};
 use gastown_e2e::origin::Origin;
 use gastown_e2e::town::LocalTown;
 use gastown_e2e::wait::until;
@@ -53,7 +53,7 @@ async fn a_person_runs_a_town_with_gt() {
         "{shown}"
     );
 
-    model.set_script("gt", commit_push_done("gt.txt", "from-gt"));
+    model.set_script("gt", commit_then_done("gt.txt", "from-gt"));
     let slung = ok(run(&["sling", &rig, "Write gt.txt", "--body", &marker("gt")]));
     assert!(slung.starts_with("bead ") && slung.contains("hooked to"), "{slung}");
     let bead = slung.split_whitespace().nth(1).expect("bead id").to_string();

@@ -41,6 +41,16 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Git's own refusals (what the request named is not there) are the caller's to fix.
+impl From<crate::git::GitError> for Error {
+    fn from(e: crate::git::GitError) -> Self {
+        match e {
+            crate::git::GitError::Invalid(m) => Self::bad_request(m),
+            crate::git::GitError::Failed(m) => Self::Git(m),
+        }
+    }
+}
+
 impl Error {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::BadRequest { message: message.into(), issues: Vec::new() }

@@ -13,6 +13,7 @@ mod clock;
 mod config;
 mod error;
 mod event_log;
+mod forge;
 mod git;
 mod heartbeat;
 mod http;

@@ -42,12 +42,18 @@ pub struct MergeRequest {
     /// Delete the polecat branch on the origin once it is merged.
     #[serde(default)]
     pub delete_branch: bool,
+    /// The rig's town: whose forge credential the merge's fetch and pushes use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub town_id: Option<String>,
 }
 
 impl MergeRequest {
     pub fn validate(&self, policy: ValidationPolicy) -> Result<(), Vec<ValidationIssue>> {
         let mut issues = validate::Issues::default();
         issues.check("reviewId", validate::id(&self.review_id));
+        if let Some(town) = &self.town_id {
+            issues.check("townId", validate::id(town));
+        }
         issues.check("beadId", validate::id(&self.bead_id));
         issues.check("gitUrl", validate::git_url(&self.git_url, policy).map(|_| ()));
         issues.check("defaultBranch", validate::branch(&self.default_branch));
@@ -90,6 +96,12 @@ pub enum MergeState {
     GateFailed,
     /// Something else went wrong (the branch is missing, the origin unreachable, ...).
     Failed,
+    /// A pull request's checks failed (the `pr` strategy; never the container's).
+    ChecksFailed,
+    /// A pull request's review asked for changes (the `pr` strategy).
+    ChangesRequested,
+    /// A pull request was closed without being merged (the `pr` strategy).
+    Closed,
 }
 
 impl MergeState {
@@ -129,6 +141,7 @@ mod tests {
             message: "Merge bead b1".into(),
             gates: vec![MergeGate { command: "cargo test".into(), timeout_secs: 600 }],
             delete_branch: true,
+            town_id: None,
         }
     }
 

@@ -168,6 +168,9 @@ pub enum GitUrlKind {
     ScpLike,
     /// `file:///absolute/path`, only with [`ValidationPolicy::allow_local_repos`].
     LocalFile,
+    /// `http://` on a loopback host (a forge stand-in in local dev and the tests), only with
+    /// [`ValidationPolicy::allow_local_repos`].
+    LocalHttp,
 }
 
 /// A git remote URL. Refused: transports that run commands (`ext::`, `fd::`), anything that
@@ -196,6 +199,12 @@ pub fn git_url(value: &str, policy: ValidationPolicy) -> Result<GitUrlKind, Stri
         } else {
             Ok(GitUrlKind::Https)
         };
+    }
+    if let Some(rest) = value.strip_prefix("http://") {
+        if !policy.allow_local_repos || !is_loopback(authority_host(rest)) {
+            return Err("http:// is only allowed to a loopback host on a local server".into());
+        }
+        return Ok(GitUrlKind::LocalHttp);
     }
     if let Some(rest) = value.strip_prefix("ssh://") {
         let host = authority_host(rest);
@@ -239,6 +248,24 @@ fn authority_host(rest: &str) -> &str {
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     host_port.split(':').next().unwrap_or("")
+}
+
+fn is_loopback(host: &str) -> bool {
+    // 127.0.0.0/8, written as four decimal numbers.
+    let parts: Vec<&str> = host.split('.').collect();
+    host == "localhost"
+        || (parts.len() == 4
+            && parts[0] == "127"
+            && parts.iter().all(|p| p.parse::<u8>().is_ok() && !p.is_empty()))
+}
+
+/// `host[:port]` of an `http(s)://` URL, as git names it to a credential helper; `None` for
+/// other URLs.
+pub fn http_host(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    (!host_port.is_empty()).then_some(host_port)
 }
 
 /// The URL with any `user:password@` removed, for logs and error messages.
@@ -445,6 +472,21 @@ mod tests {
             assert!(git_url(bad, LOCAL).is_err(), "{bad:?}");
         }
         assert!(git_url("file:///tmp/origin.git", REMOTE).is_err());
+        for local in ["http://127.0.0.1:9/o/r.git", "http://localhost/r"] {
+            assert_eq!(git_url(local, LOCAL), Ok(GitUrlKind::LocalHttp), "{local}");
+            assert!(git_url(local, REMOTE).is_err(), "{local}");
+        }
+        for not_loopback in ["http://127.evil.example/r", "http://10.0.0.1/r", "http://[::2]/r"] {
+            assert!(git_url(not_loopback, LOCAL).is_err(), "{not_loopback}");
+        }
+    }
+
+    #[test]
+    fn http_hosts_are_named_as_git_names_them() {
+        assert_eq!(http_host("https://github.com/o/r.git"), Some("github.com"));
+        assert_eq!(http_host("http://u:p@127.0.0.1:8080/r"), Some("127.0.0.1:8080"));
+        assert_eq!(http_host("file:///tmp/r"), None);
+        assert_eq!(http_host("git@github.com:o/r"), None);
     }
 
     #[test]

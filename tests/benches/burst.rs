@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use gastown_e2e::model_server::{commit_push_done, marker, ModelServer, Step};
+use gastown_e2e::model_server::{commit_then_done, marker, ModelServer, Step};
 use gastown_e2e::origin::Origin;
 use gastown_e2e::town::LocalTown;
 use serde_json::{json, Value};
@@ -61,7 +61,7 @@ async fn main() {
         let specs: Vec<Value> = names
             .iter()
             .map(|name| {
-                model.set_script(name.as_str(), commit_push_done(&format!("{name}.txt"), "x"));
+                model.set_script(name.as_str(), commit_then_done(&format!("{name}.txt"), "x"));
                 json!({"title": name, "body": marker(name)})
             })
             .collect();

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use gastown_e2e::model_server::{commit_push_done, marker, ModelServer, Step};
+use gastown_e2e::model_server::{commit_then_done, marker, ModelServer, Step};
 use gastown_e2e::origin::Origin;
 use gastown_e2e::town::LocalTown;
 use gastown_e2e::wrangler::iso_ms_of_day;
@@ -38,7 +38,7 @@ async fn main() {
         let specs: Vec<Value> = (0..n)
             .map(|i| {
                 let name = format!("m{n}-{i}");
-                model.set_script(&name, commit_push_done(&format!("{name}.txt"), "x"));
+                model.set_script(&name, commit_then_done(&format!("{name}.txt"), "x"));
                 json!({"title": name, "body": marker(&name)})
             })
             .collect();

@@ -200,7 +200,7 @@ impl ControlServer {
         let dir = tempfile::tempdir().expect("tempdir");
         // Run as root, the server gives each Kilo process its own uid; those must be able to
         // enter the folders above the workspace (enter, not list).
-        crate::open_to_all(dir.path(), 0o711);
+        crate::set_mode(dir.path(), 0o711);
         let workspace = dir.path().join("workspace");
         let mut env: BTreeMap<String, String> = [
             ("PATH", std::env::var("PATH").unwrap_or_default()),

@@ -1,7 +1,8 @@
-//! A loopback stand-in for a forge's REST API, for the Worker's forge tests: it serves what a
-//! GitHub App's token exchange needs (`POST /app/installations/:id/access_tokens`), checks the
-//! app JWT as GitHub does (RS256 under the app's public key, issued by the app, at most ten
-//! minutes long, not expired) and mints installation tokens. It records each exchange.
+//! A loopback stand-in for a forge, for the forge tests: its REST API serves what a GitHub App's
+//! token exchange needs (`POST /app/installations/:id/access_tokens`), checks the app JWT as
+//! GitHub does (RS256 under the app's public key, issued by the app, at most ten minutes long,
+//! not expired) and mints installation tokens, recording each exchange. With a token, it also
+//! hosts private git repositories over smart HTTP (`forge_git.rs`) at `/git/<name>.git`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,9 @@ use rsa::pkcs1v15::{Signature, VerifyingKey};
 use rsa::signature::Verifier;
 use rsa::RsaPublicKey;
 use serde_json::{json, Value};
+
+use crate::forge_git::{GitHost, GitRequest};
+use crate::forge_pulls::{CheckRule, Pull, PullHost, PullServer, RestCall};
 
 /// One app installation the stand-in knows.
 #[derive(Clone)]
@@ -34,13 +38,17 @@ pub struct Exchange {
 
 #[derive(Clone)]
 struct Shared {
-    app: App,
+    app: Option<App>,
     exchanges: Arc<Mutex<Vec<Exchange>>>,
+    /// Where minted tokens become valid for git.
+    git: GitHost,
 }
 
 pub struct ForgeStub {
     pub addr: SocketAddr,
     exchanges: Arc<Mutex<Vec<Exchange>>>,
+    git: Option<GitHost>,
+    pulls: PullHost,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -84,8 +92,11 @@ async fn access_tokens(
     headers: HeaderMap,
 ) -> (StatusCode, Json<Value>) {
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
-    let verdict = check(&shared.app, auth);
-    let known = installation_id == shared.app.installation_id;
+    let Some(app) = &shared.app else {
+        return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"})));
+    };
+    let verdict = check(app, auth);
+    let known = installation_id == app.installation_id;
     let mut exchanges = shared.exchanges.lock().unwrap_or_else(|p| p.into_inner());
     let (status, body, token) = match (&verdict, known) {
         (Err(why), _) => (StatusCode::UNAUTHORIZED, json!({"message": why}), None),
@@ -93,6 +104,7 @@ async fn access_tokens(
         (Ok(()), true) => {
             let token = format!("ghs_stub{}x{}", installation_id, exchanges.len() + 1);
             let body = json!({"token": token, "expires_at": iso(now_secs() + 3600)});
+            shared.git.allow(&token);
             (StatusCode::CREATED, body, Some(token))
         }
     };
@@ -119,17 +131,43 @@ fn iso(secs: i64) -> String {
 
 impl ForgeStub {
     pub async fn start(app: App) -> Self {
-        let exchanges = Arc::new(Mutex::new(Vec::new()));
-        let shared = Shared { app, exchanges: exchanges.clone() };
-        let router = axum::Router::new()
-            .route("/app/installations/{id}/access_tokens", axum::routing::post(access_tokens))
-            .with_state(shared);
+        Self::serve(Some(app), None).await
+    }
+
+    /// A forge that also hosts private repositories, open to the tokens `app` mints and to
+    /// those [`Self::allow_git_token`] names.
+    pub async fn start_with_git(app: Option<App>) -> Self {
+        Self::serve(app, Some(GitHost::new())).await
+    }
+
+    async fn serve(app: Option<App>, git: Option<GitHost>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let exchanges = Arc::new(Mutex::new(Vec::new()));
+        let host = git.clone().unwrap_or_default();
+        let shared = Shared { app, exchanges: exchanges.clone(), git: host.clone() };
+        let mut router = axum::Router::new()
+            .route("/app/installations/{id}/access_tokens", axum::routing::post(access_tokens))
+            .with_state(shared);
+        let pulls = PullHost::default();
+        if git.is_some() {
+            let repos = axum::Router::new()
+                .route("/git/{*path}", axum::routing::any(crate::forge_git::serve))
+                .with_state(host.clone());
+            let server =
+                PullServer { host: pulls.clone(), git: host, base_url: format!("http://{addr}") };
+            let rest = axum::Router::new()
+                .route(
+                    "/repos/{owner}/{repo}/{*rest}",
+                    axum::routing::any(crate::forge_pulls::serve),
+                )
+                .with_state(server);
+            router = router.merge(repos).merge(rest);
+        }
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
-        Self { addr, exchanges, _task: task }
+        Self { addr, exchanges, git, pulls, _task: task }
     }
 
     pub fn url(&self) -> String {
@@ -138,5 +176,66 @@ impl ForgeStub {
 
     pub fn exchanges(&self) -> Vec<Exchange> {
         self.exchanges.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// A private repository holding `seed`'s branches: its http URL and its path on disk.
+    pub fn add_repo(&self, name: &str, seed: &std::path::Path) -> (String, std::path::PathBuf) {
+        let host = self.git.as_ref().expect("a forge started with git");
+        let path = host.add_repo(name, seed);
+        (format!("{}/git/{name}.git", self.url()), path)
+    }
+
+    /// Lets git in with `token` (a token forge's own).
+    pub fn allow_git_token(&self, token: &str) {
+        if let Some(host) = &self.git {
+            host.allow(token);
+        }
+    }
+
+    /// Every git request so far.
+    pub fn git_requests(&self) -> Vec<GitRequest> {
+        self.git.as_ref().map(GitHost::requests).unwrap_or_default()
+    }
+
+    /// Every head gets check run `name`, which passes when the head's tree has `file`.
+    pub fn require_check(&self, name: &str, file: &str) {
+        if let Ok(mut checks) = self.pulls.checks.lock() {
+            checks.push(CheckRule { name: name.into(), file: file.into() });
+        }
+    }
+
+    /// The pull requests so far.
+    pub fn pulls(&self) -> Vec<Pull> {
+        self.pulls.pulls.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// A person reviews pull request `number`'s head as it is now (`APPROVED`,
+    /// `CHANGES_REQUESTED`, `COMMENTED`).
+    pub fn review(&self, number: u64, user: &str, state: &str, body: &str) {
+        let root = self.git.as_ref().map(|g| g.root().to_path_buf()).unwrap_or_default();
+        if let Ok(mut pulls) = self.pulls.pulls.lock() {
+            if let Some(p) = pulls.iter_mut().find(|p| p.number == number) {
+                let repo = root.join(format!("{}.git", p.repo));
+                let head = crate::forge_pulls::git(
+                    &repo,
+                    &["rev-parse", &format!("refs/heads/{}", p.head)],
+                );
+                p.reviews.push((user.into(), state.into(), body.into(), head.unwrap_or_default()));
+            }
+        }
+    }
+
+    /// A person closes pull request `number` without merging it.
+    pub fn close(&self, number: u64) {
+        if let Ok(mut pulls) = self.pulls.pulls.lock() {
+            if let Some(p) = pulls.iter_mut().find(|p| p.number == number) {
+                p.open = false;
+            }
+        }
+    }
+
+    /// Every REST call the product made to the pull request routes.
+    pub fn rest_calls(&self) -> Vec<RestCall> {
+        self.pulls.calls.lock().map(|c| c.clone()).unwrap_or_default()
     }
 }

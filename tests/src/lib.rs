@@ -2,6 +2,8 @@
 //! stand-in for the Worker API and local origin repositories.
 
 pub mod control_server;
+pub mod forge_git;
+pub mod forge_pulls;
 pub mod forge_stub;
 pub mod model_server;
 pub mod origin;
@@ -28,8 +30,8 @@ pub fn http_client(timeout: std::time::Duration) -> reqwest::Client {
         .expect("http client")
 }
 
-/// Sets `dir`'s mode (a test's temporary folder is 0700: no other uid may enter it).
-pub fn open_to_all(dir: &std::path::Path, mode: u32) {
+/// Sets `dir`'s mode (a test's temporary folder is made with the umask's, 0755 under 022).
+pub fn set_mode(dir: &std::path::Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }

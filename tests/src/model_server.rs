@@ -492,12 +492,12 @@ fn classify(
 /// can push and call `gt_done` on a branch that is only known once the Worker has slung the bead.
 pub const BRANCH_PLACEHOLDER: &str = "{{branch}}";
 
-/// A whole polecat run: write `content` to `file`, commit, push the agent's branch, call
-/// `gt_done` on it, and end the turn.
-pub fn commit_push_done(file: &str, content: &str) -> Vec<Step> {
+/// A whole polecat run: write `content` to `file`, commit, call `gt_done` on the agent's
+/// branch (which the control server pushes for it), and end the turn.
+pub fn commit_then_done(file: &str, content: &str) -> Vec<Step> {
     vec![
         Step::bash(format!(
-            "echo {content} > {file} && git add {file} && git commit -qm 'write {file}' && git push -q origin {BRANCH_PLACEHOLDER} && echo pushed"
+            "echo {content} > {file} && git add {file} && git commit -qm 'write {file}' && echo committed"
         )),
         Step::tool("gt_done", json!({ "branch": BRANCH_PLACEHOLDER, "summary": format!("wrote {file}") })),
         Step::text("done"),

@@ -47,7 +47,7 @@ impl Origin {
         // Agents push here under their own uids, as to any remote that accepts them: every uid
         // may write, and what one writes the next may extend.
         git(&path, &["config", "core.sharedRepository", "0777"]);
-        crate::open_to_all(dir.path(), 0o755);
+        crate::set_mode(dir.path(), 0o755);
         let out = Command::new("chmod").args(["-R", "a+rwX"]).arg(&path).output().expect("chmod");
         assert!(out.status.success());
         Self { path, _dir: dir }

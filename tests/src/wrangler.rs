@@ -126,6 +126,9 @@ impl WranglerDev {
             "the Worker is not built: run scripts/build-worker first"
         );
         let d = dir.path();
+        // The Worker's storage holds the forge credentials: as in `scripts/dev`, no agent's uid
+        // on this machine may read it (a temporary folder is made 0755 under a 022 umask).
+        crate::set_mode(d, 0o700);
         let env_file = d.join("worker.env");
         let mut vars = format!(
             "INTERNAL_API_SECRET={INTERNAL_KEY}\nGASTOWN_JWT_SECRET={JWT_SECRET}\nCONTAINER_TOKEN={CONTAINER_TOKEN}\nALLOW_LOCAL_REPOS=true\n"

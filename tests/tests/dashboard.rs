@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use gastown_e2e::model_server::{commit_push_done, marker, ModelServer, Step};
+use gastown_e2e::model_server::{commit_then_done, marker, ModelServer, Step};
 use gastown_e2e::origin::Origin;
 use gastown_e2e::town::LocalTown;
 use gastown_e2e::wrangler::{Auth, INTERNAL_KEY};
@@ -82,7 +82,7 @@ async fn the_dashboard_shows_a_town_at_work_and_an_agents_live_stream() {
         g = gate.display()
     );
     let mut steps = vec![Step::bash(wait)];
-    steps.extend(commit_push_done("dashboard.txt", "from-the-dashboard"));
+    steps.extend(commit_then_done("dashboard.txt", "from-the-dashboard"));
     model.set_script("dash", steps);
     // The mayor's conversation starts with the person's first message, marker included.
     let mayor_message = format!("{} Hello mayor, is <i>this</i> markup?", marker("dash-mayor"));

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gastown_e2e::model_server::{commit_push_done, marker, ModelServer, Step, MODEL_ID};
+use gastown_e2e::model_server::{commit_then_done, marker, ModelServer, Step, MODEL_ID};
 use gastown_e2e::origin::Origin;
 use gastown_e2e::project::repo_root;
 use gastown_e2e::wait::until;
@@ -184,7 +184,7 @@ async fn sling_and_merge(
     origin: &Origin,
     file: &str,
 ) -> String {
-    model.set_script(file, commit_push_done(file, "from-dev"));
+    model.set_script(file, commit_then_done(file, "from-dev"));
     let slung = gt(run, &["sling", rig, &format!("Write {file}"), "--body", &marker(file)]);
     let bead = slung
         .split_whitespace()
@@ -225,7 +225,7 @@ async fn scripts_dev_runs_a_town_from_a_fresh_folder_and_keeps_it() {
     let model = ModelServer::start(Vec::<(String, Vec<Step>)>::new()).await.expect("model server");
     let tmp = tempfile::tempdir().expect("tempdir");
     // Agents' uids must be able to enter the folders above the workspace (enter, not list).
-    gastown_e2e::open_to_all(tmp.path(), 0o711);
+    gastown_e2e::set_mode(tmp.path(), 0o711);
     let dir = tmp.path().join("town");
     let control =
         std::net::TcpListener::bind("127.0.0.1:0").expect("bind the control server's port");

@@ -22,7 +22,7 @@
 use std::time::{Duration, Instant};
 
 use gastown_e2e::control_server::{start_request, ControlServer, Options};
-use gastown_e2e::model_server::{commit_push_done, marker, ModelServer, Step, BRANCH_PLACEHOLDER};
+use gastown_e2e::model_server::{commit_then_done, marker, ModelServer, Step, BRANCH_PLACEHOLDER};
 use gastown_e2e::origin::Origin;
 use gastown_e2e::procs;
 use gastown_e2e::town::LocalTown;
@@ -142,7 +142,7 @@ async fn spending_caps(local: &LocalTown, model: &ModelServer, town: &str) {
     let mut ids = Vec::new();
     for i in 1..=3 {
         let mut steps = vec![Step::bash("sleep 3 && echo thought")];
-        steps.extend(commit_push_done(&format!("cap{i}.txt"), "capped"));
+        steps.extend(commit_then_done(&format!("cap{i}.txt"), "capped"));
         model.set_script(format!("cap{i}"), steps);
         ids.push(sling(dev, &rig, &format!("Capped work {i}"), &format!("cap{i}")).await);
     }
@@ -228,7 +228,7 @@ async fn long_silent_turn(local: &LocalTown, model: &ModelServer, town: &str) {
     let origin = Origin::new();
     let rig = local.rig(town, "quiet", &origin.url()).await;
     let mut steps = vec![Step::bash("sleep 9 && echo slept")];
-    steps.extend(commit_push_done("quiet.txt", "quiet"));
+    steps.extend(commit_then_done("quiet.txt", "quiet"));
     model.set_script("quiet", steps);
     let id = sling(dev, &rig, "Think quietly", "quiet").await;
 
@@ -277,7 +277,7 @@ async fn agent_killed_mid_turn(local: &LocalTown, model: &ModelServer, town: &st
         "killed",
         vec![
             vec![Step::bash("sleep 120"), Step::text("never")],
-            commit_push_done("killed.txt", "killed"),
+            commit_then_done("killed.txt", "killed"),
         ],
     );
     let s = dev
@@ -324,7 +324,7 @@ async fn first_run_hangs(
     let file = format!("{name}.txt");
     model.set_runs(
         name,
-        vec![vec![Step::bash("sleep 120"), Step::text("never")], commit_push_done(&file, name)],
+        vec![vec![Step::bash("sleep 120"), Step::text("never")], commit_then_done(&file, name)],
     );
     let id = sling(&local.worker, &rig, &format!("Survive: {name}"), name).await;
     model.wait_for_script_requests(name, 1, WORK).await.expect("the first run");

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use gastown_e2e::model_server::{commit_push_done, marker, ModelServer, Step};
+use gastown_e2e::model_server::{commit_then_done, marker, ModelServer, Step};
 use gastown_e2e::origin::Origin;
 use gastown_e2e::town::LocalTown;
 use gastown_e2e::wait::until as wait_for;
@@ -76,7 +76,7 @@ async fn an_agents_live_stream_goes_through_the_worker_and_refuses_bad_tickets()
     let origin = Origin::new();
     let (town, rig) = local.town_and_rig("streaming", &origin.url()).await;
     let mut steps = vec![Step::bash("echo streamed-$((6*7))")];
-    steps.extend(commit_push_done("streamed.txt", "hello"));
+    steps.extend(commit_then_done("streamed.txt", "hello"));
     model.set_script("live", steps);
     let slung = dev
         .post(

@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use gastown_e2e::model_server::{
-    commit_push_done, marker, ModelServer, Step, ESCALATION_PLACEHOLDER,
+    commit_then_done, marker, ModelServer, Step, ESCALATION_PLACEHOLDER,
 };
 use gastown_e2e::origin::Origin;
 use gastown_e2e::town::LocalTown;
@@ -77,7 +77,7 @@ async fn the_mayor_plans_and_slings_answers_escalations_and_resumes_its_thread()
     // The polecats' runs, and the mayor's: its first session (three turns), then the session
     // it is resumed in after the restart.
     for (script, file) in [("mayor-a", "a.txt"), ("mayor-b", "b.txt"), ("mayor-c", "c.txt")] {
-        model.set_script(script, commit_push_done(file, script));
+        model.set_script(script, commit_then_done(file, script));
     }
     let spec = |file: &str, script: &str| json!({ "title": format!("add {file}"), "body": format!("Create {file}. {}", marker(script)) });
     let convoy_beads =
@@ -200,7 +200,7 @@ async fn the_mayor_plans_and_slings_answers_escalations_and_resumes_its_thread()
         Step::text("Waiting for an answer."),
         Step::tool("gt_mail_check", json!({})),
     ];
-    asking.extend(commit_push_done("greeting.txt", "hello"));
+    asking.extend(commit_then_done("greeting.txt", "hello"));
     model.set_script("mayor-esc", asking);
     // From here one dispatch an hour (the ledger counts starts made under a cap): this polecat's.
     let capped = dev

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use gastown_e2e::model_server::{commit_push_done as commit_and_done, marker, ModelServer, Step};
+use gastown_e2e::model_server::{commit_then_done as commit_and_done, marker, ModelServer, Step};
 use gastown_e2e::origin::Origin;
 use gastown_e2e::procs;
 use gastown_e2e::town::LocalTown;
@@ -209,7 +209,7 @@ async fn clash_scenario(local: &LocalTown, model: &ModelServer, town: &str) -> O
         vec![
             Step::bash(format!(
                 "git fetch -q origin && (git merge -q origin/main >/dev/null 2>&1 || true); echo {content} > shared.txt && \
-                 git add shared.txt && git commit -qm 'resolve shared.txt' && git push -q origin {{{{branch}}}} && echo resolved"
+                 git add shared.txt && git commit -qm 'resolve shared.txt' && echo resolved"
             )),
             Step::tool("gt_done", json!({ "branch": "{{branch}}", "summary": "resolved the conflict" })),
             Step::text("resolved"),

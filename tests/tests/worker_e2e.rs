@@ -39,9 +39,9 @@ async fn a_slung_bead_is_dispatched_worked_pushed_and_done() {
             Step::tool("gt_prime", json!({})),
             Step::bash(
                 "test \"$(git rev-parse --abbrev-ref HEAD)\" = {{branch}} && echo work > work.txt && git add work.txt && \
-                 git commit -qm 'agent work' && git push -q origin {{branch}} && echo pushed",
+                 git commit -qm 'agent work' && echo committed",
             ),
-            Step::text("pushed my work"),
+            Step::text("committed my work"),
             // The follow-up message sent through the Worker's proxy route starts this turn.
             Step::tool("gt_done", json!({"branch": "{{branch}}", "summary": "added work.txt"})),
             Step::text("done"),
@@ -60,14 +60,15 @@ async fn a_slung_bead_is_dispatched_worked_pushed_and_done() {
     let prefix: String = bead.chars().filter(|c| *c != '-').take(8).collect();
     let branch = format!("polecat/{name}/{prefix}");
 
-    // The scheduler dispatches; the agent works and pushes. A message through the Worker's
-    // container proxy route reaches it, and it calls gt_done through the control server.
+    // The scheduler dispatches; the agent works and commits. A message through the Worker's
+    // container proxy route reaches it, and it calls gt_done through the control server,
+    // which pushes its branch.
     model
         .wait_until(TURN, |reqs| {
-            reqs.iter().any(|r| r.tool_results().iter().any(|t| t.contains("pushed")))
+            reqs.iter().any(|r| r.tool_results().iter().any(|t| t.contains("committed")))
         })
         .await
-        .expect("the agent pushed");
+        .expect("the agent committed");
     let m = wait_for("the message to be taken", TURN, async || {
         let m = dev
             .post(
@@ -129,6 +130,11 @@ async fn a_slung_bead_is_dispatched_worked_pushed_and_done() {
 
     // The model got the Worker's prompts: the bead as the first message, the polecat system prompt.
     let reqs = model.requests_for("e2e");
+    assert!(
+        reqs.iter()
+            .any(|r| r.tool_results().iter().any(|t| t.contains(&format!("pushed {branch} at ")))),
+        "gt_done pushed the branch the agent only committed"
+    );
     assert!(reqs.iter().any(|r| r.system_text().contains("GUPP")), "polecat system prompt");
     assert!(
         reqs.iter().any(|r| r.user_texts().iter().any(|t| t.contains("Add work.txt"))),

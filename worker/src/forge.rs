@@ -14,6 +14,7 @@
 //! (a GitHub App's is refreshed when less than five minutes are left).
 
 pub(crate) mod app;
+pub mod pulls;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -41,6 +42,12 @@ pub const ROUTES: &[Endpoint] = &[
     Endpoint::put("/api/towns/:townId/rigs/:rigId/forge", Rule::Internal, put_rig),
     Endpoint::get("/api/towns/:townId/rigs/:rigId/forge", Rule::Internal, get_rig),
     Endpoint::delete("/api/towns/:townId/rigs/:rigId/forge", Rule::Internal, delete_rig),
+    // The control server's pushes and fetches for a rig: the token, minted when it must be.
+    Endpoint::post(
+        "/api/towns/:townId/container/rigs/:rigId/forge-token",
+        Rule::Container,
+        token_for_container,
+    ),
 ];
 
 fn input(req: &Incoming) -> ApiResult<ForgeInput> {
@@ -73,6 +80,10 @@ fn get_rig(req: &Incoming) -> ApiResult<Plan> {
 
 fn delete_rig(req: &Incoming) -> ApiResult<Plan> {
     api::town(req.param("townId")?, &DeleteForge { rig_id: Some(req.param("rigId")?) }, 200)
+}
+
+fn token_for_container(req: &Incoming) -> ApiResult<Plan> {
+    api::town(req.param("townId")?, &ForgeToken { rig_id: req.param("rigId")? }, 200)
 }
 
 /// A secret value: serialized as is (it must reach the TownDO), never shown by `Debug`.
@@ -246,7 +257,7 @@ fn pem(key: &str) -> Result<(), String> {
 /// belong to the town's forge, where no agent can read them.
 pub fn no_credentials_in(git_url: &str) -> Result<(), String> {
     let held = match git_url.split_once("://") {
-        Some(("https", rest)) => rest.split('/').next().unwrap_or_default().contains('@'),
+        Some(("https" | "http", rest)) => rest.split('/').next().unwrap_or_default().contains('@'),
         Some(("ssh", rest)) => rest
             .split('/')
             .next()
@@ -382,8 +393,8 @@ impl TownOp for DeleteForge {
 }
 
 /// The token to push or call the forge with, for a rig (its own credentials, else its
-/// town's): `{kind, api_url, token, expires_at}`. Never behind an HTTP route of its own: the
-/// control server's pushes are its callers.
+/// town's): `{kind, api_url, token, expires_at}`. Only the container may ask (its token), for
+/// the git processes it runs for the rig's agents and refinery; no agent ever holds it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ForgeToken {
     pub rig_id: String,

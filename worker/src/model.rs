@@ -61,6 +61,7 @@ wire_enum!(
         Escalated = "escalated",
         Nudged = "nudged",
         Queued = "queued",
+        PrOpened = "pr_opened",
     }
 );
 pub use shared_types::AgentRole;
@@ -128,6 +129,9 @@ pub struct ReviewEntry {
     /// addition to the reference's record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    /// The pull request that carries the entry (the `pr` strategy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr_number: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -48,6 +48,8 @@ pub struct World {
     pub container_calls: RefCell<Vec<ContainerCall>>,
     forge: RefCell<ForgeFn>,
     pub forge_calls: RefCell<Vec<Outbound>>,
+    /// What the TownDO answers a rig's forge token op with (`None`: no forge, a 404).
+    pub forge_token: RefCell<Option<Value>>,
     pub identity_ops: RefCell<Vec<(String, IdentityOp)>>,
     /// Every delay the alarm was set with, and when it fires next.
     pub alarms: RefCell<Vec<u64>>,
@@ -70,6 +72,7 @@ impl World {
             container_calls: RefCell::default(),
             forge: RefCell::new(Box::new(|_| Inbound { status: 404, body: "{}".into() })),
             forge_calls: RefCell::default(),
+            forge_token: RefCell::default(),
             identity_ops: RefCell::default(),
             alarms: RefCell::default(),
             alarm: Cell::new(None),
@@ -122,6 +125,11 @@ impl Effects for World {
         }
         if op.args::<ListTowns>().is_some() {
             return crate::rig::op::to_json(index.index_list()?);
+        }
+        if op.args::<crate::forge::ForgeToken>().is_some() {
+            return self.forge_token.borrow().clone().ok_or_else(|| {
+                ApiError::NotFound("no forge is configured for this rig or its town".into())
+            });
         }
         Err(ApiError::Internal(format!("the native world has no town op {}", op.op)))
     }

@@ -23,8 +23,29 @@ pub enum MergeStrategy {
     /// The refinery merges into the default branch and pushes it.
     #[default]
     Merge,
-    /// Push the branch and open a pull request (not built yet: refused with a 400).
+    /// Open a pull request for the branch on the rig's forge; follow its checks and reviews,
+    /// and merge it there (`forge/pulls.rs`).
     Pr,
+}
+
+/// How the forge merges a pull request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MergeMethod {
+    #[default]
+    Merge,
+    Squash,
+    Rebase,
+}
+
+impl MergeMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Merge => "merge",
+            Self::Squash => "squash",
+            Self::Rebase => "rebase",
+        }
+    }
 }
 
 /// A rig's merge settings (part of its configuration; every field optional on input).
@@ -40,6 +61,12 @@ pub struct MergeSettings {
     /// Delete the polecat branch on the origin once merged.
     pub delete_merged_branches: bool,
     pub merge_strategy: MergeStrategy,
+    /// `pr`: approvals a pull request needs before it is merged.
+    pub require_review: u32,
+    /// `pr`: merge it once approved and green (false: a person merges it).
+    pub auto_merge: bool,
+    /// `pr`: how the forge merges it.
+    pub merge_method: MergeMethod,
 }
 
 impl Default for MergeSettings {
@@ -50,12 +77,17 @@ impl Default for MergeSettings {
             max_rework_rounds: 3,
             delete_merged_branches: true,
             merge_strategy: MergeStrategy::Merge,
+            require_review: 0,
+            auto_merge: true,
+            merge_method: MergeMethod::Merge,
         }
     }
 }
 
 /// Most rework rounds a rig may allow.
 pub const MAX_REWORK_ROUNDS: u32 = 20;
+/// Most approvals a rig may require.
+pub const MAX_REQUIRED_REVIEWS: u32 = 10;
 
 impl Validate for MergeSettings {
     fn check(&self, i: &mut Issues) {
@@ -63,8 +95,8 @@ impl Validate for MergeSettings {
         if self.max_rework_rounds > MAX_REWORK_ROUNDS {
             i.add("max_rework_rounds", Err(format!("must be at most {MAX_REWORK_ROUNDS}")));
         }
-        if self.merge_strategy == MergeStrategy::Pr {
-            i.add("merge_strategy", Err("'pr' is not supported yet; use 'merge'".into()));
+        if self.require_review > MAX_REQUIRED_REVIEWS {
+            i.add("require_review", Err(format!("must be at most {MAX_REQUIRED_REVIEWS}")));
         }
     }
 }
@@ -95,6 +127,7 @@ pub fn merge_request(
         message: format!("Merge {branch}: {} (bead {})", first_line(&bead.title), bead.id),
         gates: settings.gates(),
         delete_branch: settings.delete_merged_branches,
+        town_id: Some(config.town_id.clone()),
     }
 }
 
@@ -115,6 +148,9 @@ pub enum Verdict {
     Rework { note: String },
     /// Entry `rework` or `failed`; the bead fails and an escalation is raised with `reason`.
     Escalate { reason: String, entry_failed: bool },
+    /// Entry `failed`; a person closed the pull request: the bead is open again, unassigned,
+    /// and an escalation names it with `reason`.
+    Returned { reason: String },
 }
 
 /// Decides from the container's final status. `rounds` is how many rework rounds the bead has
@@ -123,10 +159,21 @@ pub fn verdict(status: &MergeStatus, rounds: u32, settings: &MergeSettings) -> V
     let detail = status.detail.clone().unwrap_or_else(|| "no detail".into());
     match status.state {
         MergeState::Merged => Verdict::Merged { commit: status.commit.clone() },
-        MergeState::Conflict | MergeState::GateFailed if rounds < settings.max_rework_rounds => {
+        MergeState::Closed => {
+            Verdict::Returned { reason: format!("{detail}; the bead is open again") }
+        }
+        MergeState::Conflict
+        | MergeState::GateFailed
+        | MergeState::ChecksFailed
+        | MergeState::ChangesRequested
+            if rounds < settings.max_rework_rounds =>
+        {
             Verdict::Rework { note: rework_note(status) }
         }
-        MergeState::Conflict | MergeState::GateFailed => Verdict::Escalate {
+        MergeState::Conflict
+        | MergeState::GateFailed
+        | MergeState::ChecksFailed
+        | MergeState::ChangesRequested => Verdict::Escalate {
             reason: format!("still not mergeable after {rounds} rework rounds: {detail}"),
             entry_failed: false,
         },
@@ -141,6 +188,8 @@ pub fn verdict(status: &MergeStatus, rounds: u32, settings: &MergeSettings) -> V
 fn rework_note(status: &MergeStatus) -> String {
     let what = match status.state {
         MergeState::Conflict => "Your branch conflicts with the default branch.",
+        MergeState::ChecksFailed => "Checks failed on your pull request.",
+        MergeState::ChangesRequested => "A review of your pull request asked for changes.",
         _ => "A quality gate failed on your branch merged into the default branch.",
     };
     let mut note = format!("{what} {}", status.detail.as_deref().unwrap_or(""));
@@ -189,6 +238,15 @@ mod tests {
             verdict(&status(MergeState::Failed), 0, &s),
             Verdict::Escalate { entry_failed: true, .. }
         ));
+        let Verdict::Rework { note } = verdict(&status(MergeState::ChecksFailed), 0, &s) else {
+            panic!("rework")
+        };
+        assert!(note.starts_with("Checks failed on your pull request."), "{note}");
+        assert!(matches!(
+            verdict(&status(MergeState::ChangesRequested), 2, &s),
+            Verdict::Escalate { entry_failed: false, .. }
+        ));
+        assert!(matches!(verdict(&status(MergeState::Closed), 0, &s), Verdict::Returned { .. }));
     }
 
     #[test]
@@ -208,9 +266,21 @@ mod tests {
             serde_json::from_value::<MergeSettings>(json!({"merge_gates": [1, 2]})).is_err(),
             "numbers are not commands"
         );
-        let pr: MergeSettings =
-            serde_json::from_value(json!({"merge_strategy": "pr"})).expect("parses");
-        assert!(pr.validate().err().is_some_and(|e| e.detail().contains("not supported")));
+        let pr: MergeSettings = serde_json::from_value(
+            json!({"merge_strategy": "pr", "require_review": 2, "auto_merge": false, "merge_method": "squash"}),
+        )
+        .expect("parses");
+        assert!(pr.validate().is_ok());
+        assert_eq!(
+            (pr.require_review, pr.auto_merge, pr.merge_method),
+            (2, false, MergeMethod::Squash)
+        );
+        let greedy: MergeSettings =
+            serde_json::from_value(json!({"require_review": 11})).expect("parses");
+        assert!(greedy.validate().err().is_some_and(|e| e.detail().contains("require_review")));
+        assert!(
+            serde_json::from_value::<MergeSettings>(json!({"merge_method": "octopus"})).is_err()
+        );
         let zero: MergeSettings =
             serde_json::from_value(json!({"merge_gates": ["x"], "gate_timeout_secs": 0}))
                 .expect("parses");

@@ -35,6 +35,9 @@ pub struct Settings {
     pub token_ttl_secs: u64,
     /// `SCHEDULER_NUDGE_EVERY_MS`: least time between two "you have mail" messages to an agent.
     pub nudge_every_ms: i64,
+    /// `PR_POLL_MS`: least time between two reads of a pull request's state from its forge
+    /// (each read is five requests against the forge's rate limit).
+    pub pr_poll_ms: i64,
 }
 
 impl Settings {
@@ -51,6 +54,7 @@ impl Settings {
             token_ttl_secs: (num("AGENT_TOKEN_TTL_SECS", 8 * 3600) as u64)
                 .min(crate::jwt::MAX_AGE_SECS as u64),
             nudge_every_ms: num("SCHEDULER_NUDGE_EVERY_MS", 60_000),
+            pr_poll_ms: num("PR_POLL_MS", 30_000),
         }
     }
 }

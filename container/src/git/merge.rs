@@ -20,7 +20,8 @@ use std::time::Duration;
 use shared_types::validate::branch_dir_name;
 use shared_types::{MergeGate, MergeState};
 
-use super::{is_repository, prune_stale_worktrees, scrub, GitError, GitManager};
+use super::push::is_rejection;
+use super::{is_repository, prune_stale_worktrees, scrub, GitCredential, GitError, GitManager};
 use crate::process::command::run;
 
 /// Merge commits are made by the refinery, not by any polecat.
@@ -44,6 +45,8 @@ pub struct MergeJob<'a> {
     /// The uid the gates run as (`None`: the server's own; isolation is off). The caller holds
     /// its lease for the whole merge.
     pub gate_uid: Option<u32>,
+    /// For the fetch and the pushes (the gates never see it).
+    pub credential: Option<&'a GitCredential>,
 }
 
 /// How a merge ended.
@@ -169,16 +172,12 @@ impl GitManager {
             return Ok(Step::Done(failure));
         }
 
+        let head = format!("HEAD:refs/heads/{}", job.default_branch);
         let push = self
-            .git(
-                Some(&refinery),
-                &["push", "--quiet", "origin", &format!("HEAD:refs/heads/{}", job.default_branch)],
-                url,
-            )
+            .git_remote(Some(&refinery), &["push", "--quiet", "origin", &head], url, job.credential)
             .await;
         if let Err(GitError::Failed(m)) = &push {
-            if m.contains("rejected") || m.contains("fetch first") || m.contains("non-fast-forward")
-            {
+            if is_rejection(m) {
                 return Ok(Step::Moved);
             }
         }
@@ -186,10 +185,8 @@ impl GitManager {
         let commit =
             self.git(Some(&refinery), &["rev-parse", "HEAD"], url).await?.output.trim().to_string();
         if job.delete_branch {
-            if let Err(e) = self
-                .git(Some(&refinery), &["push", "--quiet", "origin", "--delete", job.branch], url)
-                .await
-            {
+            let delete = ["push", "--quiet", "origin", "--delete", job.branch];
+            if let Err(e) = self.git_remote(Some(&refinery), &delete, url, job.credential).await {
                 tracing::warn!(rig = job.rig_id, branch = job.branch, error = %e, "merged, but could not delete the branch on the origin");
             }
         }
@@ -210,9 +207,9 @@ impl GitManager {
         let mut last_fetch = rig.lock.lock().await;
         if is_repository(&repo) {
             super::set_origin_url(&repo, job.git_url)?;
-            self.git(Some(&repo), &["fetch", "--prune", "--quiet", "origin"], job.git_url).await?;
+            self.fetch_origin(&repo, job.git_url, job.credential).await?;
         } else {
-            self.clone_into(&repo, job.git_url).await?;
+            self.clone_into(&repo, job.git_url, job.credential).await?;
         }
         *last_fetch = Some(std::time::Instant::now());
         // Root's git would refuse a worktree owned by another uid ("dubious ownership"), and must

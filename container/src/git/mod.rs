@@ -24,8 +24,10 @@
 //! Concurrency: every step that writes the shared clone runs under a per-rig lock, so two
 //! agents started on one rig at once clone it once; their checkouts are made in parallel.
 
+mod credential;
 mod merge;
 mod paths;
+mod push;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -35,8 +37,10 @@ use std::time::{Duration, Instant};
 
 use shared_types::validate::{branch_dir_name, redact_url};
 
+pub use credential::GitCredential;
 pub use merge::{MergeJob, MergeOutcome};
 pub use paths::WorkspacePaths;
+pub use push::{BranchPush, Pushed};
 
 use crate::process::command::{run, Finished};
 use crate::process::Reaper;
@@ -95,6 +99,8 @@ pub struct WorktreeRequest<'a> {
     /// `user.name` / `user.email` written to the checkout's own config.
     pub author_name: &'a str,
     pub author_email: &'a str,
+    /// For the clone and fetch of the rig's clone (never for the agent's own git).
+    pub credential: Option<&'a GitCredential>,
 }
 
 impl GitManager {
@@ -145,11 +151,10 @@ impl GitManager {
             if is_repository(&repo) {
                 set_origin_url(&repo, req.git_url)?;
                 if last_fetch.is_none_or(|at| at.elapsed() > FETCH_REUSE) {
-                    self.git(Some(&repo), &["fetch", "--prune", "--quiet", "origin"], req.git_url)
-                        .await?;
+                    self.fetch_origin(&repo, req.git_url, req.credential).await?;
                 }
             } else {
-                self.clone_into(&repo, req.git_url).await?;
+                self.clone_into(&repo, req.git_url, req.credential).await?;
                 timings.cloned = true;
             }
             *last_fetch = Some(Instant::now());
@@ -160,11 +165,15 @@ impl GitManager {
         self.trust_for(req.owner, &repo, req.git_url).await?;
         if !checkout_on_branch(&checkout, req.branch) {
             self.create_checkout(&repo, &checkout, req).await?;
-        } else if let Some(uid) = req.owner.uid.filter(|uid| owner_of(&checkout) != Some(*uid)) {
-            // A later run of the work (a rework) runs under another uid: the checkout is its now.
-            crate::sandbox::give(&checkout, Some(uid)).map_err(|e| {
-                GitError::Failed(format!("cannot hand {} over: {e}", checkout.display()))
-            })?;
+        } else {
+            if let Some(uid) = req.owner.uid.filter(|uid| owner_of(&checkout) != Some(*uid)) {
+                // A later run of the work (a rework) runs under another uid: the checkout is
+                // its now.
+                crate::sandbox::give(&checkout, Some(uid)).map_err(|e| {
+                    GitError::Failed(format!("cannot hand {} over: {e}", checkout.display()))
+                })?;
+            }
+            self.follow_the_clone(req.owner, &repo, &checkout, req.git_url).await?;
         }
         let owner = Some(req.owner);
         self.git_as(owner, Some(&checkout), &["config", "user.name", req.author_name], req.git_url)
@@ -178,6 +187,32 @@ impl GitManager {
         .await?;
         timings.worktree = t.elapsed();
         Ok((checkout, timings))
+    }
+
+    /// Points the checkout's `origin` at the rig's clone for fetches: `git fetch origin` brings
+    /// the clone's view of the origin (fresh from the server's own fetch, made with the forge
+    /// credential the agent never holds) into `refs/remotes/origin/*`. Pushes name the real
+    /// origin: an agent may push itself where it can (a local origin), and `gt_done` pushes for
+    /// it where it cannot. A reused checkout is brought up to date the same way.
+    async fn follow_the_clone(
+        &self,
+        owner: &Owner,
+        repo: &Path,
+        checkout: &Path,
+        url: &str,
+    ) -> Result<(), GitError> {
+        let owner = Some(owner);
+        let repo = repo.to_string_lossy();
+        let steps: [&[&str]; 4] = [
+            &["remote", "set-url", "origin", &repo],
+            &["remote", "set-url", "--push", "origin", url],
+            &["config", "remote.origin.fetch", "+refs/remotes/origin/*:refs/remotes/origin/*"],
+            &["fetch", "--quiet", "--no-tags", "origin"],
+        ];
+        for args in steps {
+            self.git_as(owner, Some(checkout), args, url).await?;
+        }
+        Ok(())
     }
 
     /// A new checkout of `req.branch` at `checkout`, made by its owner in a folder that only
@@ -207,21 +242,7 @@ impl GitManager {
         )
         .await?;
         // The clone's remote-tracking refs are the rig clone's own, fresh from its fetch.
-        self.git_as(
-            owner,
-            Some(checkout),
-            &[
-                "fetch",
-                "--quiet",
-                "--no-tags",
-                "--",
-                &repo_s,
-                "+refs/remotes/origin/*:refs/remotes/origin/*",
-            ],
-            url,
-        )
-        .await?;
-        self.git_as(owner, Some(checkout), &["remote", "set-url", "origin", url], url).await?;
+        self.follow_the_clone(req.owner, repo, checkout, url).await?;
         let pushed = format!("refs/remotes/origin/{}", req.branch);
         let default = format!("refs/remotes/origin/{}", req.default_branch);
         let start = if has_ref(checkout, &pushed) {
@@ -280,7 +301,12 @@ impl GitManager {
 
     /// Clones into a temporary sibling and renames it into place, so a crash mid-clone never
     /// leaves a half-cloned `repo` that later starts would trust.
-    async fn clone_into(&self, repo: &Path, url: &str) -> Result<(), GitError> {
+    async fn clone_into(
+        &self,
+        repo: &Path,
+        url: &str,
+        credential: Option<&GitCredential>,
+    ) -> Result<(), GitError> {
         let parent = repo
             .parent()
             .ok_or_else(|| GitError::Failed("repository path has no parent".into()))?;
@@ -294,8 +320,8 @@ impl GitManager {
         let tmp = parent.join(format!(".repo-clone-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         let tmp_s = tmp.to_string_lossy();
-        let result =
-            self.git(None, &["clone", "--no-checkout", "--quiet", "--", url, &tmp_s], url).await;
+        let clone = ["clone", "--no-checkout", "--quiet", "--", url, &tmp_s];
+        let result = self.git_remote(None, &clone, url, credential).await;
         if let Err(e) = result {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
@@ -311,45 +337,33 @@ impl GitManager {
     }
 
     /// Saves an agent's work before its container goes away: commits everything uncommitted in
-    /// the checkout as a WIP commit (hooks skipped, the checkout's own identity), then pushes the
-    /// branch, as the checkout's owner. Never force-pushes: a rejected push (the remote moved)
-    /// is reported, not overridden. Returns whether a WIP commit was made.
-    pub async fn save_work(
-        &self,
-        owner: &Owner,
-        checkout: &Path,
-        branch: &str,
-        url: &str,
-    ) -> Result<bool, GitError> {
-        let owner = Some(owner);
-        self.git_as(owner, Some(checkout), &["add", "--all"], url).await?;
-        let staged = self
-            .git_as(owner, Some(checkout), &["diff", "--cached", "--quiet"], url)
-            .await
-            .is_err();
+    /// the checkout as a WIP commit (hooks skipped, the checkout's own identity, as its owner),
+    /// then pushes the checkout's `HEAD` to the agent's branch ([`Self::push_branch`]). Never
+    /// force-pushes: a rejected push (the remote moved) is reported, not overridden. Returns
+    /// whether a WIP commit was made.
+    pub async fn save_work(&self, push: &BranchPush<'_>) -> Result<bool, GitError> {
+        let (owner, checkout, url) = (Some(push.owner), Some(push.checkout), push.git_url);
+        self.git_as(owner, checkout, &["add", "--all"], url).await?;
+        let staged =
+            self.git_as(owner, checkout, &["diff", "--cached", "--quiet"], url).await.is_err();
         if staged {
-            self.git_as(
-                owner,
-                Some(checkout),
-                &[
-                    "commit",
-                    "--quiet",
-                    "--no-verify",
-                    "-m",
-                    "WIP: saved by gastown when the container shut down",
-                ],
-                url,
-            )
-            .await?;
+            let message = "WIP: saved by gastown when the container shut down";
+            self.git_as(owner, checkout, &["commit", "--quiet", "--no-verify", "-m", message], url)
+                .await?;
         }
-        self.git_as(
-            owner,
-            Some(checkout),
-            &["push", "--quiet", "origin", &format!("HEAD:refs/heads/{branch}")],
-            url,
-        )
-        .await?;
+        self.push_branch(push).await?;
         Ok(staged)
+    }
+
+    /// Fetches the rig's clone from its origin, as the server, with the rig's credential.
+    async fn fetch_origin(
+        &self,
+        repo: &Path,
+        url: &str,
+        credential: Option<&GitCredential>,
+    ) -> Result<(), GitError> {
+        let fetch = ["fetch", "--prune", "--quiet", "origin"];
+        self.git_remote(Some(repo), &fetch, url, credential).await.map(|_| ())
     }
 
     /// Runs git as the control server, in its own repositories.
@@ -362,6 +376,22 @@ impl GitManager {
         self.git_as(None, dir, args, url).await
     }
 
+    /// Runs git as the control server in one of its own repositories, talking to the origin
+    /// with `credential` (the only git processes that ever get one).
+    async fn git_remote(
+        &self,
+        dir: Option<&Path>,
+        args: &[&str],
+        url: &str,
+        credential: Option<&GitCredential>,
+    ) -> Result<Finished, GitError> {
+        let mut cmd = self.command(None, dir, args);
+        if let Some(credential) = credential {
+            credential.apply(&mut cmd);
+        }
+        self.exec(cmd, args, url, credential).await
+    }
+
     /// Runs git with a safe environment; output and errors have credentials removed. With an
     /// owner, as the owner's uid, with the owner's HOME and nothing of the server's environment
     /// (the process is the owner's to read).
@@ -372,6 +402,11 @@ impl GitManager {
         args: &[&str],
         url: &str,
     ) -> Result<Finished, GitError> {
+        self.exec(self.command(owner, dir, args), args, url, None).await
+    }
+
+    /// A git command with a safe environment (see [`Self::git_as`]), not started.
+    fn command(&self, owner: Option<&Owner>, dir: Option<&Path>, args: &[&str]) -> Command {
         let mut cmd = Command::new("git");
         if let Some(dir) = dir {
             cmd.arg("-C").arg(dir);
@@ -393,17 +428,34 @@ impl GitManager {
             .env_remove("GIT_DIR")
             .env_remove("GIT_WORK_TREE")
             .env_remove("GIT_INDEX_FILE");
+        cmd
+    }
+
+    async fn exec(
+        &self,
+        mut cmd: Command,
+        args: &[&str],
+        url: &str,
+        credential: Option<&GitCredential>,
+    ) -> Result<Finished, GitError> {
+        let clean = |text: &str| {
+            let text = scrub(text, url);
+            match credential {
+                Some(c) if !c.token().is_empty() => text.replace(c.token(), "***"),
+                _ => text,
+            }
+        };
         let what = args.first().copied().unwrap_or("git");
         let finished = run(&self.reaper, &mut cmd, self.timeout)
             .await
-            .map_err(|e| GitError::Failed(scrub(&e.to_string(), url)))?;
+            .map_err(|e| GitError::Failed(clean(&e.to_string())))?;
         if finished.exit.success() {
             Ok(finished)
         } else {
             Err(GitError::Failed(format!(
                 "git {what} failed (exit {}): {}",
                 finished.exit.code(),
-                scrub(finished.output.trim(), url)
+                clean(finished.output.trim())
             )))
         }
     }

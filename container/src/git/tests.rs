@@ -52,6 +52,7 @@ fn request<'a>(url: &'a str, branch: &'a str) -> WorktreeRequest<'a> {
         default_branch: "main",
         author_name: "toast (gastown)",
         author_email: "toast@gastown.local",
+        credential: None,
     }
 }
 
@@ -242,6 +243,7 @@ fn job<'a>(f: &'a Fixture, branch: &'a str, gates: &'a [shared_types::MergeGate]
         gates,
         delete_branch: true,
         gate_uid: None,
+        credential: None,
     }
 }
 
@@ -469,5 +471,72 @@ async fn gates_run_under_the_merge_uid() {
     assert!(
         !ws.join(format!("run/gates-{}", lease.uid)).exists(),
         "the gates' HOME goes with the merge"
+    );
+}
+
+fn branch_push<'a>(
+    f: &'a Fixture,
+    checkout: &'a Path,
+    branch: &'a str,
+) -> (String, BranchPush<'a>) {
+    let source = format!("refs/heads/{branch}");
+    let push = BranchPush {
+        owner: owner(),
+        rig_id: "rig1",
+        checkout,
+        source: "",
+        branch,
+        git_url: &f.url,
+        credential: None,
+    };
+    (source, push)
+}
+
+#[tokio::test]
+async fn an_agents_commits_are_pushed_for_it_through_the_rigs_clone() {
+    let f = bare_fixture().await;
+    let branch = "polecat/toast/p1";
+    let (checkout, _) = f.git.prepare(&request(&f.url, branch)).await.expect("prepare");
+    let (source, push) = branch_push(&f, &checkout, branch);
+    let push = BranchPush { source: &source, ..push };
+
+    let first = f.git.push_branch(&push).await;
+    assert!(first.is_ok(), "a new branch equal to main is pushed: {first:?}");
+    sh(&f.reaper, &checkout, "echo work > w.txt && git add w.txt && git commit -qm work").await;
+    let pushed = f.git.push_branch(&push).await.expect("pushed");
+    assert_eq!(origin_git(&f, &format!("rev-parse {branch}")).await, pushed.commit);
+    assert_eq!(origin_git(&f, &format!("show {branch}:w.txt")).await, "work");
+    // Pushed already: nothing to send, and no error.
+    assert_eq!(f.git.push_branch(&push).await.expect("again").commit, pushed.commit);
+    // The agent fetches from the rig's clone, and pushes (where it can) to the origin.
+    let remotes =
+        sh(&f.reaper, &checkout, "git remote get-url origin; git remote get-url --push origin")
+            .await;
+    let repo = f.git.paths().repo("rig1").expect("repo");
+    assert_eq!(
+        remotes.lines().collect::<Vec<_>>(),
+        [repo.to_string_lossy().as_ref(), f.url.as_str()]
+    );
+}
+
+#[tokio::test]
+async fn a_push_behind_the_origin_is_refused_with_how_to_catch_up() {
+    let f = bare_fixture().await;
+    let branch = "polecat/toast/p2";
+    let (checkout, _) = f.git.prepare(&request(&f.url, branch)).await.expect("prepare");
+    commit_on(&f, branch, "theirs.txt", "theirs").await;
+    sh(&f.reaper, &checkout, "echo mine > mine.txt && git add mine.txt && git commit -qm mine")
+        .await;
+    let (source, push) = branch_push(&f, &checkout, branch);
+    let push = BranchPush { source: &source, ..push };
+    match f.git.push_branch(&push).await {
+        Err(GitError::Invalid(m)) => {
+            assert!(m.contains("git fetch origin && git merge origin/polecat/toast/p2"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let missing = BranchPush { source: "refs/heads/nothing-here", ..push };
+    assert!(
+        matches!(f.git.push_branch(&missing).await, Err(GitError::Invalid(m)) if m.contains("commit your work first"))
     );
 }

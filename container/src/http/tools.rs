@@ -55,22 +55,49 @@ pub async fn call(
         Error::Agent("GASTOWN_API_URL is not configured on the control server".into())
     })?;
     let worker_call = route(&tool, &call.args, &spec).map_err(|e| Error::bad_request(e.0))?;
-    tracing::info!(agent = %agent.id, tool = %tool, path = %worker_call.path, "forwarding tool call");
-    match forward(&s.http, api_url, token.as_deref(), worker_call).await {
-        Ok(output) => {
-            if tool == "gt_done" {
-                // The Worker took the branch: this run's work is over (done is the done
-                // tool, never an idle session).
-                s.work_done(&agent, generation);
-            }
-            Ok(Json(ToolOutput { output }))
+    let failed = |message: String| {
+        agent.record(
+            AgentEventKind::Error,
+            json!({ "message": message, "source": "tool", "tool": tool }),
+        );
+        Error::Agent(message)
+    };
+    // The agent commits; the server pushes for it, with a credential the agent never holds.
+    // Done submits what was pushed, so a failed push stops it.
+    let mut pushed = None;
+    if tool == "gt_done" {
+        let branch = worker_call.body.as_ref().and_then(|b| b["branch"].as_str()).unwrap_or("");
+        if branch != spec.branch {
+            return Err(failed(format!(
+                "gt_done: branch must be your branch '{}', not '{branch}'",
+                spec.branch
+            )));
         }
-        Err(e) => {
-            agent.record(
-                AgentEventKind::Error,
-                json!({ "message": e.0, "source": "tool", "tool": tool }),
-            );
-            Err(Error::Agent(e.0))
-        }
+        let push = s.push_branch_of(&agent).await;
+        pushed = Some(push.map_err(|e| {
+            failed(format!("gt_done: {branch} was not pushed, so nothing was submitted: {e}"))
+        })?);
     }
+    tracing::info!(agent = %agent.id, tool = %tool, path = %worker_call.path, "forwarding tool call");
+    let mut output =
+        forward(&s.http, api_url, token.as_deref(), worker_call).await.map_err(|e| failed(e.0))?;
+    if tool == "gt_done" {
+        // The Worker took the branch: this run's work is over (done is the done tool, never an
+        // idle session).
+        s.work_done(&agent, generation);
+    }
+    if tool == "gt_checkpoint" {
+        // Work in progress is pushed with the checkpoint; the checkpoint stands either way.
+        pushed = match s.push_branch_of(&agent).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                output.push_str(&format!("\nyour branch was not pushed: {e}"));
+                None
+            }
+        };
+    }
+    if let Some(p) = pushed {
+        output.push_str(&format!("\npushed {} at {}", spec.branch, p.commit));
+    }
+    Ok(Json(ToolOutput { output }))
 }

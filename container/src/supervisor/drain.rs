@@ -100,20 +100,12 @@ impl Supervisor {
     }
 
     async fn save(&self, agent: &Agent) {
-        let (workdir, spec, attachment) = {
-            let s = agent.lock();
-            (s.workdir.clone(), s.spec.clone(), s.attachment.clone())
-        };
+        let spec = agent.lock().spec.clone();
         if spec.role == shared_types::AgentRole::Mayor {
             // No checkout: its conversation is kept by the Worker (the town's transcript).
             return;
         }
-        let (Some(workdir), Some(server)) =
-            (workdir, attachment.and_then(|a| self.server_by_id(a.server_id)))
-        else {
-            return;
-        };
-        match self.git.save_work(&server.owner, &workdir, &spec.branch, &spec.git_url).await {
+        match self.save_work_of(agent).await {
             Ok(committed) => {
                 let detail = if committed {
                     "uncommitted work saved as a WIP commit and pushed"
@@ -126,6 +118,7 @@ impl Supervisor {
                     json!({ "action": "save_work", "detail": detail }),
                 );
             }
+            Err(crate::error::Error::Conflict(_)) => {}
             Err(e) => {
                 tracing::warn!(agent = %agent.id, error = %e, "could not save the agent's work before shutdown");
                 agent.record(AgentEventKind::Error, json!({ "message": format!("saving work before shutdown failed: {e}"), "source": "drain" }));

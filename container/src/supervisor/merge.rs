@@ -102,8 +102,12 @@ impl Supervisor {
             // isolated, held for the whole merge (a push rejected because the branch moved
             // runs them again). Giving it back kills whatever the gates left running.
             let gate_uid = if request.gates.is_empty() { Ok(None) } else { this.uids.lease() };
-            let outcome = match &gate_uid {
-                Ok(lease) => {
+            let credential = this
+                .credential(request.town_id.as_deref(), &rig_id, &request.git_url)
+                .await
+                .map_err(|e| e.to_string());
+            let outcome = match (&gate_uid, &credential) {
+                (Ok(lease), Ok(credential)) => {
                     let job = MergeJob {
                         rig_id: &rig_id,
                         git_url: &request.git_url,
@@ -113,13 +117,20 @@ impl Supervisor {
                         gates: &request.gates,
                         delete_branch: request.delete_branch,
                         gate_uid: lease.as_ref().map(|l| l.uid),
+                        credential: credential.as_ref(),
                     };
                     this.git.merge(&job).await
                 }
-                Err(e) => MergeOutcome {
+                (Err(e), _) => MergeOutcome {
                     state: MergeState::Failed,
                     commit: None,
                     detail: Some(format!("no uid for the gates: {e}")),
+                    output: None,
+                },
+                (_, Err(e)) => MergeOutcome {
+                    state: MergeState::Failed,
+                    commit: None,
+                    detail: Some(e.clone()),
                     output: None,
                 },
             };

@@ -9,6 +9,7 @@ mod mayor;
 mod merge;
 mod message;
 mod pool;
+mod push;
 mod servers;
 mod start;
 mod stop;
@@ -53,6 +54,8 @@ pub struct Supervisor {
     pub uids: Arc<crate::sandbox::Uids>,
     /// Warm-up turns answered by the stand-in model (`http/warmup.rs`).
     pub warmup_turns: AtomicU64,
+    /// The rigs' forge tokens, asked of the Worker (`forge.rs`).
+    forge: crate::forge::ForgeTokens,
 }
 
 impl Supervisor {
@@ -94,6 +97,7 @@ impl Supervisor {
                 config.agent_uid_count,
             ),
             warmup_turns: AtomicU64::new(0),
+            forge: crate::forge::ForgeTokens::default(),
             config,
         }))
     }
@@ -122,6 +126,21 @@ impl Supervisor {
             per_agent,
             self.config.max_agents,
         )
+    }
+
+    /// The forge credential for git to reach a rig's origin (`None`: anonymous; `forge.rs`).
+    async fn credential(
+        &self,
+        town_id: Option<&str>,
+        rig_id: &str,
+        git_url: &str,
+    ) -> Result<Option<crate::git::GitCredential>> {
+        let worker = crate::forge::WorkerAccess {
+            http: &self.http,
+            api_url: self.config.api_url.as_deref(),
+            container_token: self.config.container_token.as_deref(),
+        };
+        self.forge.credential(&worker, town_id, rig_id, git_url).await.map_err(Error::Git)
     }
 
     pub fn agent(&self, agent_id: &str) -> Result<Arc<Agent>> {

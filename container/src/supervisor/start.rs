@@ -17,7 +17,7 @@ use super::Supervisor;
 use crate::agents::agent::split_request;
 use crate::agents::{Agent, AgentSpec, Attachment, Claim};
 use crate::error::{Error, Result};
-use crate::git::{GitError, Owner, PrepareTimings, WorktreeRequest};
+use crate::git::{Owner, PrepareTimings, WorktreeRequest};
 use crate::kilo::config::AGENT_NAME;
 
 /// Where the time of one start went (logged per start; bench/container.sh reads it).
@@ -209,6 +209,7 @@ impl Supervisor {
         owner: &Owner,
     ) -> Result<(std::path::PathBuf, PrepareTimings)> {
         let (author_name, author_email) = git_identity(&spec.name);
+        let credential = self.credential(Some(&spec.town_id), &spec.rig_id, &spec.git_url).await?;
         self.git
             .prepare(&WorktreeRequest {
                 owner,
@@ -218,12 +219,10 @@ impl Supervisor {
                 default_branch: &spec.default_branch,
                 author_name: &author_name,
                 author_email: &author_email,
+                credential: credential.as_ref(),
             })
             .await
-            .map_err(|e| match e {
-                GitError::Invalid(m) => Error::bad_request(m),
-                GitError::Failed(m) => Error::Git(m),
-            })
+            .map_err(Error::from)
     }
 }
 

@@ -51,10 +51,10 @@ pub const TOOLS: &[ToolDef] = &[
     },
     ToolDef {
         name: "gt_done",
-        description: "Finish the work on your hook: submits your pushed branch to the review queue, unhooks \
-                      the bead and makes you idle. Commit and push the branch BEFORE calling this.",
+        description: "Finish the work on your hook: pushes your branch, submits it to the review queue, unhooks \
+                      the bead and makes you idle. Commit your work on the branch BEFORE calling this.",
         args: &[
-            req("branch", "The branch you pushed (your working branch)."),
+            req("branch", "Your working branch (the one named in your instructions)."),
             opt("pr_url", "URL of a pull request, if you opened one; empty string if none."),
             opt("summary", "One or two sentences on what you did; empty string to omit."),
         ],
@@ -85,7 +85,7 @@ pub const TOOLS: &[ToolDef] = &[
     },
     ToolDef {
         name: "gt_checkpoint",
-        description: "Save a checkpoint of your progress (free text or JSON) so a restarted session can resume.",
+        description: "Save a checkpoint of your progress (free text or JSON) and push your branch's commits, so a restarted session can resume.",
         args: &[req("data", "What to remember: progress, next steps, state.")],
     },
 ];

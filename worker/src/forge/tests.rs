@@ -299,3 +299,14 @@ fn pkcs1_keys_are_wrapped_as_pkcs8() {
         crate::time::millis_from_iso("2026-01-01T00:00:00.000Z").unwrap_or(0)
     ));
 }
+
+#[test]
+fn only_the_container_asks_for_a_rigs_token() {
+    let path = "/api/towns/t1/container/rigs/r1/forge-token";
+    let matched = crate::routes::find(Method::Post, path).expect("a route");
+    assert_eq!(matched.access(), crate::routes::Access::Container);
+    let plan = plan_for(Method::Post, path, Caller::Container, "");
+    let Ok(Plan::Town { town_id, op, status: 200 }) = plan else { panic!("{plan:?}") };
+    assert_eq!(town_id, "t1");
+    assert_eq!(op, TownCall::of(&ForgeToken { rig_id: "r1".into() }).expect("op"));
+}

@@ -17,6 +17,7 @@ pub mod object;
 #[cfg(test)]
 mod object_tests;
 pub mod op;
+mod pulls;
 mod refinery;
 pub mod review;
 mod rows;

@@ -21,6 +21,8 @@ use crate::routes::Method;
 use crate::scheduler::{self, DispatchContext, Settings, Witness};
 use crate::town::op::TownCall;
 
+mod pr_review;
+
 /// Delay of the first scheduler pass after work is hooked.
 const FIRST_PASS_MS: u64 = 200;
 /// Starts sent to the container at once in one pass.
@@ -267,6 +269,9 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
     /// its outcome applied; a merge the container does not know (it restarted, or the request
     /// was lost) is requested again; then the next pending entry is started.
     async fn refine(&self, town: &str, config: &RigConfig) -> ApiResult<()> {
+        if config.merge.merge_strategy == refinery::MergeStrategy::Pr {
+            return self.review_by_pull_request(town, config).await;
+        }
         if let Some(entry) = self.with_rig(|r| r.running_review())? {
             let path = format!("/rigs/{}/merges/{}", config.rig_id, entry.id);
             match self.fx.container(town, Method::Get, &path, None).await {
@@ -316,25 +321,26 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
         status: &MergeStatus,
     ) -> ApiResult<()> {
         let verdict = self.with_rig(|r| r.finish_review(&entry.id, status))?;
-        if matches!(verdict, Some(refinery::Verdict::Escalate { .. })) {
-            let path = format!("/rigs/{}/worktrees/remove", config.rig_id);
-            if let Err(e) = self
-                .fx
-                .container(
-                    town,
-                    Method::Post,
-                    &path,
-                    Some(&serde_json::json!({ "branch": entry.branch })),
-                )
-                .await
-            {
-                self.fx.log_error(&format!(
-                    "refinery: could not remove the worktree of {}: {e}",
-                    entry.branch
-                ));
-            }
+        // The container removes what it merged itself; a pull request is merged elsewhere.
+        let pr = config.merge.merge_strategy == refinery::MergeStrategy::Pr;
+        let done_with_branch = match verdict {
+            Some(refinery::Verdict::Escalate { .. } | refinery::Verdict::Returned { .. }) => true,
+            Some(refinery::Verdict::Merged { .. }) => pr,
+            _ => false,
+        };
+        if done_with_branch {
+            self.remove_worktree(town, config, &entry.branch).await;
         }
         Ok(())
+    }
+
+    /// Removes a branch's checkout in the container (best effort: logged when it fails).
+    async fn remove_worktree(&self, town: &str, config: &RigConfig, branch: &str) {
+        let path = format!("/rigs/{}/worktrees/remove", config.rig_id);
+        let body = serde_json::json!({ "branch": branch });
+        if let Err(e) = self.fx.container(town, Method::Post, &path, Some(&body)).await {
+            self.fx.log_error(&format!("refinery: could not remove the worktree of {branch}: {e}"));
+        }
     }
 
     /// Asks the container to merge a running entry. A request the container refuses as invalid

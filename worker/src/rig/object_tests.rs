@@ -163,3 +163,164 @@ fn a_merged_branch_closes_its_bead() {
     let beads = p.op(json!({"op": "list_beads", "args": {"limit": 10, "offset": 0}}));
     assert_eq!(beads.expect("beads")[0]["status"], "closed");
 }
+
+/// A pull request on the forge stand-in, as the test moves it along.
+#[derive(Default)]
+struct Pull {
+    opened: u32,
+    head: String,
+    checks: Vec<(String, Option<String>)>,
+    reviews: Vec<(String, String)>,
+    open: bool,
+    merged: bool,
+    merges: Vec<Value>,
+}
+
+/// Rig `r1` reviewing through pull requests (one approval required), its forge answering from
+/// `pull`; the polecat's id.
+fn pr_rig(pull: &std::rc::Rc<std::cell::RefCell<Pull>>) -> (Pass, String) {
+    let p = Pass { world: World::new(VARS), db: NativeDb::with(super::schema::MIGRATIONS) };
+    p.op(json!({"op": "configure", "args": {"rig_id": "r1", "config": {"town_id": "t1",
+        "git_url": "https://github.com/org/app.git", "merge_strategy": "pr", "require_review": 1}}}))
+        .expect("configure");
+    *p.world.forge_token.borrow_mut() =
+        Some(json!({"kind": "github_app", "api_url": "https://api.github.test", "token": "ghs_t"}));
+    let pull = pull.clone();
+    p.world.forge_answers(move |req| {
+        let mut pr = pull.borrow_mut();
+        let path = req.url.strip_prefix("https://api.github.test/repos/org/app").unwrap_or("?");
+        let (status, body) = match (req.method, path) {
+            (Method::Post, "/pulls") => {
+                pr.opened += 1;
+                pr.open = true;
+                (201, json!({"number": 7, "html_url": "https://github.test/org/app/pull/7"}))
+            }
+            (Method::Get, "/pulls/7") => (200, json!({"state": if pr.open { "open" } else { "closed" },
+                "merged": pr.merged, "merge_commit_sha": pr.merged.then_some("m1"), "mergeable": true,
+                "head": {"sha": pr.head}})),
+            (Method::Get, p) if p.ends_with("/check-runs") => (200, json!({"check_runs": pr.checks.iter().map(|(n, c)|
+                json!({"name": n, "status": if c.is_some() { "completed" } else { "in_progress" }, "conclusion": c,
+                       "output": {"summary": format!("{n} said so")}})).collect::<Vec<_>>()})),
+            (Method::Get, p) if p.ends_with("/status") => (200, json!({"state": "success", "statuses": []})),
+            (Method::Get, "/pulls/7/reviews") => (200, json!(pr.reviews.iter().map(|(u, s)|
+                json!({"user": {"login": u}, "state": s, "body": "please fix", "commit_id": pr.head})).collect::<Vec<_>>())),
+            (Method::Get, "/pulls/7/comments") => (200, json!([])),
+            (Method::Put, "/pulls/7/merge") => {
+                pr.merges.push(serde_json::from_str(req.body.as_deref().unwrap_or("{}")).unwrap_or_default());
+                pr.merged = true;
+                pr.open = false;
+                (200, json!({"merged": true, "sha": "m1"}))
+            }
+            _ => (404, json!({"message": "Not Found"})),
+        };
+        crate::effects::Inbound { status, body: body.to_string() }
+    });
+    let slung = p.op(json!({"op": "sling", "args": {"rig_id": "r1", "sling": {"title": "work"}}}));
+    let agent = slung.expect("sling")["agent"]["id"].as_str().expect("polecat").to_string();
+    (p, agent)
+}
+
+fn bead_of(p: &Pass) -> Value {
+    let beads =
+        p.op(json!({"op": "list_beads", "args": {"limit": 10, "offset": 0}})).expect("beads");
+    beads
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["type"] == "issue").cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_pull_request_is_opened_reworked_on_a_failed_check_and_merged_once_approved_and_green() {
+    let pull =
+        std::rc::Rc::new(std::cell::RefCell::new(Pull { head: "h1".into(), ..Pull::default() }));
+    let (p, agent) = pr_rig(&pull);
+    pull.borrow_mut().checks = vec![("ci".into(), Some("failure".into()))];
+    let first = done(&p, &agent);
+    p.alarm();
+    assert_eq!(pull.borrow().opened, 1);
+    assert_eq!(review_status(&p, &first), "rework", "the failed check sends it back");
+    let bead = bead_of(&p);
+    assert_eq!(bead["metadata"]["pr_number"], 7, "{bead}");
+    assert_eq!(bead["metadata"]["pr_url"], "https://github.test/org/app/pull/7");
+
+    // The polecat pushes a fix to the same branch: the same pull request, checked again.
+    {
+        let mut pr = pull.borrow_mut();
+        pr.head = "h2".into();
+        pr.checks = vec![("ci".into(), None)];
+    }
+    let second = done(&p, &agent);
+    p.world.now_ms.set(p.world.now_ms.get() + 1);
+    p.alarm();
+    assert_eq!(review_status(&p, &second), "running", "checks still running");
+    let entry = p.op(json!({"op": "get_review", "args": {"entry_id": second}})).expect("entry");
+    assert_eq!(
+        (entry["pr_number"].clone(), entry["pr_url"].clone()),
+        (json!(7), json!("https://github.test/org/app/pull/7"))
+    );
+
+    // Read again only once PR_POLL_MS has passed; green and approved, it is merged at its head.
+    pull.borrow_mut().checks = vec![("ci".into(), Some("success".into()))];
+    pull.borrow_mut().reviews = vec![("ann".into(), "APPROVED".into())];
+    let calls = p.world.forge_calls.borrow().len();
+    p.alarm();
+    assert_eq!(p.world.forge_calls.borrow().len(), calls, "not due yet");
+    p.world.now_ms.set(p.world.now_ms.get() + 30_000);
+    p.alarm();
+    assert_eq!(review_status(&p, &second), "merged");
+    assert_eq!(bead_of(&p)["status"], "closed");
+    let pr = pull.borrow();
+    assert_eq!(
+        (pr.opened, pr.merges.clone()),
+        (1, vec![json!({"sha": "h2", "merge_method": "merge"})])
+    );
+    let auth =
+        p.world.forge_calls.borrow()[0].headers.iter().find(|(k, _)| k == "authorization").cloned();
+    assert_eq!(auth.map(|a| a.1), Some("Bearer ghs_t".to_string()));
+    assert!(p.paths(Method::Post).contains(&"/rigs/r1/worktrees/remove".to_string()));
+}
+
+#[test]
+fn a_pull_request_closed_by_a_person_returns_the_bead_and_escalates() {
+    let pull =
+        std::rc::Rc::new(std::cell::RefCell::new(Pull { head: "h1".into(), ..Pull::default() }));
+    let (p, agent) = pr_rig(&pull);
+    let entry = done(&p, &agent);
+    p.alarm();
+    assert_eq!(review_status(&p, &entry), "running", "waits for its approval");
+    pull.borrow_mut().open = false;
+    p.world.now_ms.set(p.world.now_ms.get() + 30_000);
+    p.alarm();
+    assert_eq!(review_status(&p, &entry), "failed");
+    let bead = bead_of(&p);
+    assert_eq!(
+        (bead["status"].clone(), bead["assignee_agent_id"].clone()),
+        (json!("open"), Value::Null)
+    );
+    let beads =
+        p.op(json!({"op": "list_beads", "args": {"limit": 10, "offset": 0}})).expect("beads");
+    let escalation =
+        beads.as_array().and_then(|b| b.iter().find(|b| b["type"] == "escalation").cloned());
+    let escalation = escalation.expect("an escalation");
+    assert!(
+        escalation["title"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Pull request closed without merging")),
+        "{escalation}"
+    );
+}
+
+#[test]
+fn without_a_forge_a_pull_request_entry_fails_and_says_how_to_configure_one() {
+    let pull = std::rc::Rc::new(std::cell::RefCell::new(Pull::default()));
+    let (p, agent) = pr_rig(&pull);
+    *p.world.forge_token.borrow_mut() = None;
+    let entry = done(&p, &agent);
+    p.alarm();
+    assert_eq!(review_status(&p, &entry), "failed");
+    let got = p.op(json!({"op": "get_review", "args": {"entry_id": entry}})).expect("entry");
+    assert!(
+        got["result"]["detail"].as_str().is_some_and(|d| d.contains("PUT /api/towns/t1/forge")),
+        "{got}"
+    );
+}

@@ -11,7 +11,7 @@ use super::rows::ReviewRow;
 use super::Rig;
 use crate::db::Db;
 use crate::error::ApiResult;
-use crate::model::{BeadType, EventKind, Priority, ReviewEntry};
+use crate::model::{Bead, BeadType, EventKind, Priority, ReviewEntry};
 use crate::params;
 use crate::refinery::{self, Verdict};
 use crate::rig::beads::NewBead;
@@ -120,20 +120,47 @@ impl<D: Db> Rig<'_, D> {
             Verdict::Escalate { reason, entry_failed } => {
                 set_entry(if *entry_failed { "failed" } else { "rework" })?;
                 self.db.exec("UPDATE beads SET status = 'failed', updated_at = ?, rework_note = NULL WHERE id = ?", params![&self.now, &bead.id])?;
-                let escalation = self.insert_bead(&NewBead {
-                    bead_type: BeadType::Escalation,
-                    title: format!("Bead cannot be merged: {}", bead.title.chars().take(200).collect::<String>()),
-                    body: Some(reason.clone()),
-                    priority: Some(Priority::High),
-                    labels: None,
-                    metadata: Some(json!({ "bead_id": bead.id, "review_id": entry.id, "branch": entry.branch })),
-                    assignee_agent_id: None,
-                    convoy_id: None,
-                })?;
-                self.log(Some(&bead.id), Some(&entry.agent_id), EventKind::Escalated, json!({ "review_id": entry.id, "escalation_id": escalation.id, "reason": reason }))?;
+                self.escalate_review(&bead, &entry, "Bead cannot be merged", reason)?;
+            }
+            Verdict::Returned { reason } => {
+                set_entry("failed")?;
+                self.db.exec("UPDATE beads SET status = 'open', assignee_agent_id = NULL, updated_at = ?, rework_note = NULL WHERE id = ?", params![&self.now, &bead.id])?;
+                self.log(
+                    Some(&bead.id),
+                    None,
+                    EventKind::StatusChanged,
+                    json!({ "from": bead.status, "to": "open" }),
+                )?;
+                self.escalate_review(&bead, &entry, "Pull request closed without merging", reason)?;
             }
         }
         Ok(Some(verdict))
+    }
+
+    /// Raises the escalation bead for a review that needs a person.
+    fn escalate_review(
+        &self,
+        bead: &Bead,
+        entry: &ReviewEntry,
+        what: &str,
+        reason: &str,
+    ) -> ApiResult<()> {
+        let escalation = self.insert_bead(&NewBead {
+            bead_type: BeadType::Escalation,
+            title: format!("{what}: {}", bead.title.chars().take(200).collect::<String>()),
+            body: Some(reason.to_string()),
+            priority: Some(Priority::High),
+            labels: None,
+            metadata: Some(json!({ "bead_id": bead.id, "review_id": entry.id, "branch": entry.branch, "pr_url": entry.pr_url })),
+            assignee_agent_id: None,
+            convoy_id: None,
+        })?;
+        self.log(
+            Some(&bead.id),
+            Some(&entry.agent_id),
+            EventKind::Escalated,
+            json!({ "review_id": entry.id, "escalation_id": escalation.id, "reason": reason }),
+        )
     }
 
     fn rework_rounds(&self, bead_id: &str) -> ApiResult<u32> {

@@ -124,6 +124,8 @@ pub struct ReviewRow {
     processed_at: Option<String>,
     #[serde(default)]
     result: Option<String>,
+    #[serde(default)]
+    pr_number: Option<i64>,
 }
 
 impl From<ReviewRow> for ReviewEntry {
@@ -139,6 +141,7 @@ impl From<ReviewRow> for ReviewEntry {
             created_at: r.created_at,
             processed_at: r.processed_at,
             result: r.result.as_deref().map(json_text),
+            pr_number: r.pr_number.and_then(|n| u64::try_from(n).ok()),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The RigDO's SQLite schema. Append a migration to change it; never edit a shipped one.
 
-pub const MIGRATIONS: &[&[&str]] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+pub const MIGRATIONS: &[&[&str]] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 const V1: &[&str] = &[
     "CREATE TABLE rig_config (
@@ -88,4 +88,12 @@ const V8: &[&str] = &[
     "DROP INDEX beads_convoy",
     "CREATE INDEX beads_convoy ON beads (convoy_id, created_at)",
     "CREATE INDEX beads_type ON beads (type, created_at)",
+];
+
+/// Pull requests (the `pr` merge strategy): the entry's pull request, and when its state was
+/// last read from the forge (the bead keeps `pr_number` and `pr_url` in its metadata, so a
+/// rework's entry follows the same pull request).
+const V9: &[&str] = &[
+    "ALTER TABLE review_queue ADD COLUMN pr_number INTEGER",
+    "ALTER TABLE review_queue ADD COLUMN polled_ms INTEGER",
 ];

@@ -1,0 +1,257 @@
+//! The forge stand-in's pull requests: the subset of GitHub's REST API the town's `pr` merge
+//! strategy calls, over the stand-in's own git repositories (`forge_git.rs`), with GitHub's
+//! shapes and status codes. Mergeability is git's own answer (`git merge-tree`), a merge is a
+//! real merge commit on the base branch, and check runs follow a rule the test sets (a check
+//! passes when the head's tree has a given file). Reviews, and closing a pull request, are the
+//! test's to make, as people would.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::Json;
+use serde_json::{json, Value};
+
+/// One pull request.
+#[derive(Debug, Clone)]
+pub struct Pull {
+    pub number: u64,
+    pub repo: String,
+    pub head: String,
+    pub base: String,
+    pub title: String,
+    pub body: String,
+    pub open: bool,
+    pub merge_commit: Option<String>,
+    /// `(user, state, body, the head it reviewed)`, oldest first.
+    pub reviews: Vec<(String, String, String, String)>,
+}
+
+/// A check run every head gets: it passes when the head's tree has `file`.
+#[derive(Debug, Clone)]
+pub struct CheckRule {
+    pub name: String,
+    pub file: String,
+}
+
+/// One REST request the product made: method, path (without the repository), and the body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestCall {
+    pub method: String,
+    pub path: String,
+    pub body: Value,
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct PullHost {
+    pub(crate) pulls: Arc<Mutex<Vec<Pull>>>,
+    pub(crate) checks: Arc<Mutex<Vec<CheckRule>>>,
+    pub(crate) calls: Arc<Mutex<Vec<RestCall>>>,
+}
+
+pub(crate) fn git(repo: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new("git").arg("-C").arg(repo).args(args).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+type Answer = (StatusCode, Json<Value>);
+
+fn answer(status: u16, body: Value) -> Answer {
+    (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Json(body))
+}
+
+fn not_found() -> Answer {
+    answer(
+        404,
+        json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}),
+    )
+}
+
+impl PullHost {
+    fn with<T>(&self, f: impl FnOnce(&mut Vec<Pull>) -> T) -> T {
+        f(&mut self.pulls.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// GitHub's pull request object, with the head as the branch names it now.
+    fn shape(&self, repo_path: &Path, base_url: &str, p: &Pull) -> Value {
+        let sha =
+            git(repo_path, &["rev-parse", &format!("refs/heads/{}", p.head)]).unwrap_or_default();
+        let mergeable = p.open.then(|| {
+            let (base, head) = (format!("refs/heads/{}", p.base), format!("refs/heads/{}", p.head));
+            git(repo_path, &["merge-tree", "--write-tree", &base, &head]).is_some()
+        });
+        json!({
+            "url": format!("{base_url}/repos/git/{}/pulls/{}", p.repo, p.number),
+            "html_url": format!("{base_url}/git/{}/pull/{}", p.repo, p.number),
+            "number": p.number,
+            "state": if p.open { "open" } else { "closed" },
+            "title": p.title,
+            "body": p.body,
+            "merged": p.merge_commit.is_some(),
+            "merge_commit_sha": p.merge_commit,
+            "mergeable": mergeable,
+            "head": {"ref": p.head, "sha": sha},
+            "base": {"ref": p.base},
+        })
+    }
+
+    fn checks_of(&self, repo_path: &Path, sha: &str) -> Value {
+        let files = git(repo_path, &["ls-tree", "-r", "--name-only", sha]).unwrap_or_default();
+        let rules = self.checks.lock().map(|c| c.clone()).unwrap_or_default();
+        let runs: Vec<Value> = rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let pass = files.lines().any(|f| f == r.file);
+                json!({"id": i + 1, "name": r.name, "head_sha": sha, "status": "completed",
+                       "conclusion": if pass { "success" } else { "failure" },
+                       "output": {"title": r.name, "summary": if pass { format!("{} is there", r.file) } else { format!("{} is missing", r.file) }}})
+            })
+            .collect();
+        json!({"total_count": runs.len(), "check_runs": runs})
+    }
+
+    /// Merges the pull request on its base: a merge commit of base and head (`merge`), a
+    /// commit of the merged tree on the base alone (`squash`); `rebase` is answered as `merge`.
+    fn merge(&self, repo_path: &Path, p: &Pull, method: &str) -> Option<String> {
+        let (base, head) = (format!("refs/heads/{}", p.base), format!("refs/heads/{}", p.head));
+        let tree = git(repo_path, &["merge-tree", "--write-tree", &base, &head])?;
+        let base_sha = git(repo_path, &["rev-parse", &base])?;
+        let head_sha = git(repo_path, &["rev-parse", &head])?;
+        let message = format!("Merge pull request #{} from git/{}", p.number, p.head);
+        let ident = ["-c", "user.name=Forge", "-c", "user.email=forge@test"];
+        let mut args: Vec<&str> = ident.to_vec();
+        args.extend(["commit-tree", &tree, "-p", &base_sha]);
+        if method != "squash" {
+            args.extend(["-p", &head_sha]);
+        }
+        args.extend(["-m", &message]);
+        let commit = git(repo_path, &args)?;
+        git(repo_path, &["update-ref", &base, &commit, &base_sha])?;
+        Some(commit)
+    }
+}
+
+/// What the REST routes serve from.
+#[derive(Clone)]
+pub(crate) struct PullServer {
+    pub(crate) host: PullHost,
+    pub(crate) git: crate::forge_git::GitHost,
+    pub(crate) base_url: String,
+}
+
+/// `/repos/{owner}/{repo}/...`: the REST subset, behind the token check.
+pub(crate) async fn serve(
+    State(server): State<PullServer>,
+    UrlPath((_owner, repo, rest)): UrlPath<(String, String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let PullServer { host, git: git_host, base_url } = server;
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if let Ok(mut calls) = host.calls.lock() {
+        calls.push(RestCall {
+            method: method.to_string(),
+            path: format!("/{rest}"),
+            body: body.clone(),
+        });
+    }
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.strip_prefix("Bearer "));
+    if !token.is_some_and(|t| git_host.allows(t)) {
+        return answer(401, json!({"message": "Bad credentials"}));
+    }
+    let repo_path = git_host.root().join(format!("{repo}.git"));
+    if !repo_path.exists() {
+        return not_found();
+    }
+    let parts: Vec<&str> = rest.split('/').collect();
+    let query = uri.query().unwrap_or("");
+    match (method.as_str(), parts.as_slice()) {
+        ("POST", ["pulls"]) => {
+            let text = |k: &str| body[k].as_str().unwrap_or("").to_string();
+            let (head, base) = (text("head"), text("base"));
+            if git(&repo_path, &["rev-parse", "--verify", &format!("refs/heads/{head}")]).is_none() {
+                return answer(422, json!({"message": "Validation Failed", "errors": [{"resource": "PullRequest", "field": "head", "code": "invalid"}]}));
+            }
+            let exists = host.with(|pulls| pulls.iter().any(|p| p.repo == repo && p.head == head && p.open));
+            if exists {
+                return answer(422, json!({"message": "Validation Failed", "errors": [{"resource": "PullRequest", "code": "custom", "message": format!("A pull request already exists for git:{head}.")}]}));
+            }
+            let pull = host.with(|pulls| {
+                let p = Pull { number: pulls.len() as u64 + 1, repo: repo.clone(), head, base, title: text("title"), body: text("body"), open: true, merge_commit: None, reviews: Vec::new() };
+                pulls.push(p.clone());
+                p
+            });
+            answer(201, host.shape(&repo_path, &base_url, &pull))
+        }
+        ("GET", ["pulls"]) => {
+            let head = form_value(query, "head").and_then(|h| h.split_once(':').map(|(_, b)| b.to_string()));
+            let open_only = form_value(query, "state").is_none_or(|s| s == "open");
+            let list: Vec<Value> = host.with(|pulls| pulls.clone()).iter()
+                .filter(|p| p.repo == repo && (!open_only || p.open) && head.as_ref().is_none_or(|h| *h == p.head))
+                .map(|p| host.shape(&repo_path, &base_url, p))
+                .collect();
+            answer(200, Value::Array(list))
+        }
+        ("GET", ["pulls", n]) => match find(&host, &repo, n) {
+            Some(p) => answer(200, host.shape(&repo_path, &base_url, &p)),
+            None => not_found(),
+        },
+        ("GET", ["pulls", n, "reviews"]) => match find(&host, &repo, n) {
+            Some(p) => answer(200, Value::Array(p.reviews.iter().enumerate().map(|(i, (user, state, body, commit))| json!({"id": i + 1, "user": {"login": user}, "state": state, "body": body, "commit_id": commit})).collect())),
+            None => not_found(),
+        },
+        ("GET", ["pulls", n, "comments"]) => match find(&host, &repo, n) {
+            Some(_) => answer(200, json!([])),
+            None => not_found(),
+        },
+        ("GET", ["commits", sha, "check-runs"]) => answer(200, host.checks_of(&repo_path, sha)),
+        ("GET", ["commits", sha, "status"]) => answer(200, json!({"state": "pending", "sha": sha, "total_count": 0, "statuses": []})),
+        ("PUT", ["pulls", n, "merge"]) => {
+            let Some(p) = find(&host, &repo, n) else { return not_found() };
+            let head = git(&repo_path, &["rev-parse", &format!("refs/heads/{}", p.head)]).unwrap_or_default();
+            if body["sha"].as_str().is_some_and(|s| s != head) {
+                return answer(409, json!({"message": "Head branch was modified. Review and try the merge again."}));
+            }
+            if !p.open {
+                return answer(405, json!({"message": "Pull Request is not mergeable"}));
+            }
+            let method = body["merge_method"].as_str().unwrap_or("merge");
+            match host.merge(&repo_path, &p, method) {
+                Some(commit) => {
+                    host.with(|pulls| {
+                        if let Some(q) = pulls.iter_mut().find(|q| q.number == p.number && q.repo == repo) {
+                            q.open = false;
+                            q.merge_commit = Some(commit.clone());
+                        }
+                    });
+                    answer(200, json!({"sha": commit, "merged": true, "message": "Pull Request successfully merged"}))
+                }
+                None => answer(405, json!({"message": "Pull Request is not mergeable"})),
+            }
+        }
+        _ => not_found(),
+    }
+}
+
+fn find(host: &PullHost, repo: &str, n: &str) -> Option<Pull> {
+    let n: u64 = n.parse().ok()?;
+    host.with(|pulls| pulls.iter().find(|p| p.repo == repo && p.number == n).cloned())
+}
+
+fn form_value(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| {
+            v.replace("%3A", ":").replace("%2F", "/").replace("%3a", ":").replace("%2f", "/")
+        })
+    })
+}

@@ -1,0 +1,375 @@
+//! A town on a private forge, everything real but the LLM and the forge (`wrangler dev` with the
+//! built Worker, the native control server, the real Kilo CLI, real git): the forge stand-in
+//! serves its repositories with git's own `git http-backend` and refuses git without a token,
+//! and mints GitHub App installation tokens for an app key the test makes.
+//!
+//! The town's forge is a GitHub App. The Worker keeps its key and mints the token; the control
+//! server asks for the token for each git process that talks to the origin (the rig's clone and
+//! fetches, the push `gt_done` makes for the agent, the refinery's fetch and push) and hands it
+//! to that process alone. The agent only commits. One town, two rigs at once:
+//! - `private` (merged by the refinery): an agent's shell and a merge gate each search everything
+//!   they can read (the workspace, their HOME and temporary folders, every `/proc/*/environ` and
+//!   `/proc/*/cmdline`, every git config) for the token and the app's key: neither is anywhere,
+//!   nor in any answer of the API or any log line of the run;
+//! - `reviewed` (`merge_strategy: "pr"`, one approval required): a pull request is opened, its
+//!   failed check sends the bead back, a review asking for changes sends it back again, the
+//!   approval gets it merged by the Worker over REST, and a second bead's pull request closed by
+//!   a person returns that bead and escalates.
+
+use std::time::Duration;
+
+use gastown_e2e::forge_stub::{App, ForgeStub};
+use gastown_e2e::model_server::{commit_then_done, marker, ModelServer, Step};
+use gastown_e2e::origin::Origin;
+use gastown_e2e::town::LocalTown;
+use gastown_e2e::wait::until as wait_for;
+use gastown_e2e::wrangler::{Auth, WranglerDev};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const WORK: Duration = Duration::from_secs(300);
+
+/// A shell script that searches what its uid can read for each of `secrets` (never written
+/// whole in the script, so the script's own command line holds none), and checks that it could
+/// read something: its own process's files, and `canary` in the rigs' clones. Prints
+/// `credential-scan: clean` and exits 0 only when nothing was found and both checks hold.
+fn credential_scan(secrets: &[&str], canary: &str) -> String {
+    let split: Vec<String> = secrets
+        .iter()
+        .map(|s| {
+            let (a, b) = s.split_at(s.len() / 2);
+            format!("'{a}''{b}'")
+        })
+        .collect();
+    let secrets = split.join(" ");
+    format!(
+        "found=0; read=0; d=$PWD; n=0; \
+         while [ \"$d\" != / ] && [ ! -d \"$d/rigs\" ] && [ $n -lt 12 ]; do d=$(dirname \"$d\"); n=$((n+1)); done; \
+         for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do \
+           v=$(tr '\\0' '\\n' 2>/dev/null < \"$f\") || continue; read=$((read+1)); \
+           for t in {secrets}; do case \"$v\" in *\"$t\"*) echo \"FOUND in $f\"; found=1;; esac; done; \
+         done; \
+         cfg=$(git config --list --show-origin 2>/dev/null; for r in \"$d\"/rigs/*/repo; do git -C \"$r\" config --list --show-origin 2>/dev/null; done; \
+               git config --system --list 2>/dev/null; git config --global --list 2>/dev/null); \
+         for t in {secrets}; do \
+           case \"$cfg\" in *\"$t\"*) echo 'FOUND in a git config'; found=1;; esac; \
+           for f in $(grep -rlsF -e \"$t\" \"$d\" \"$HOME\" \"${{TMPDIR:-/tmp}}\" /tmp /var/tmp 2>/dev/null); do echo \"FOUND in $f\"; found=1; done; \
+         done; \
+         canary=$(grep -rlsF -e '{canary}' \"$d/rigs\" 2>/dev/null | wc -l); \
+         echo \"scanned: read=$read canary=$canary\"; \
+         [ $found = 0 ] && [ $read -gt 0 ] && [ $canary -gt 0 ] && echo 'credential-scan: clean'"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_town_works_on_a_private_forge_with_an_app_token_no_agent_or_gate_can_read() {
+    if !gastown_e2e::skip::needs_root(
+        "a_town_works_on_a_private_forge_with_an_app_token_no_agent_or_gate_can_read",
+        "agents and gates must run under uids of their own for the search to mean anything",
+    ) {
+        return;
+    }
+    use rsa::pkcs1::{EncodeRsaPrivateKey, LineEnding};
+    let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("the app's key");
+    let pem = key.to_pkcs1_pem(LineEnding::LF).expect("pem").to_string();
+    let app = App { app_id: 515, installation_id: 99, public_key: key.to_public_key() };
+    let forge = ForgeStub::start_with_git(Some(app)).await;
+
+    let model = ModelServer::start(Vec::<(String, Vec<Step>)>::new()).await.expect("model");
+    let local = LocalTown::start(
+        &model,
+        &[("STOP_GRACE_MS", "3000")],
+        &[("SCHEDULER_TICK_MS", "1000"), ("PR_POLL_MS", "1000")],
+    )
+    .await;
+    let dev = &local.worker;
+    let town = dev.post("/api/towns", json!({ "name": "forged" })).await.data()["id"]
+        .as_str()
+        .expect("town")
+        .to_string();
+    let forge_path = format!("/api/towns/{town}/forge");
+    let put = dev
+        .call(
+            Method::PUT,
+            &forge_path,
+            &Auth::Internal,
+            json!({"kind": "github_app", "api_url": forge.url(), "app_id": 515, "installation_id": 99, "private_key": pem}),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{put:?}");
+    let token = forge.exchanges().first().and_then(|e| e.token.clone()).expect("a minted token");
+    let key_line = pem.lines().nth(1).expect("a line of the key").to_string();
+    let secrets = [token.as_str(), key_line.as_str()];
+    let (private, reviewed) = tokio::join!(
+        private_scenario(&local, &model, &forge, &town, &secrets),
+        pull_request_scenario(&local, &model, &forge, &town),
+    );
+    let runs: Vec<(String, String, String)> = std::iter::once(private).chain(reviewed).collect();
+
+    // Neither secret is in any answer of the run, nor in a log line.
+    let mut answers = Vec::<Value>::new();
+    for path in [
+        format!("/api/towns/{town}/forge"),
+        format!("/api/towns/{town}/container/state"),
+        format!("/api/towns/{town}/escalations"),
+    ] {
+        answers.push(dev.get(&path).await.body);
+    }
+    for (rig, bead, agent) in &runs {
+        for path in [
+            format!("/api/rigs/{rig}/config"),
+            format!("/api/rigs/{rig}/beads/{bead}"),
+            format!("/api/rigs/{rig}/review-queue"),
+            format!("/api/rigs/{rig}/agents/{agent}"),
+            format!("/api/towns/{town}/agents/{agent}/events"),
+        ] {
+            answers.push(dev.get(&path).await.body);
+        }
+        answers.push(local.control.get(&format!("/agents/{agent}/events")).await.1);
+    }
+    let logs = format!("{}\n{}", local.control.logs().join("\n"), dev.output());
+    for secret in secrets {
+        for answer in &answers {
+            assert!(!answer.to_string().contains(secret), "a secret in an answer: {answer}");
+        }
+        assert!(!logs.contains(secret), "a secret in a log line");
+    }
+}
+
+/// The rig on a private origin, merged by the refinery; its `(rig, bead, agent)`.
+async fn private_scenario(
+    local: &LocalTown,
+    model: &ModelServer,
+    forge: &ForgeStub,
+    town: &str,
+    secrets: &[&str],
+) -> (String, String, String) {
+    let dev = &local.worker;
+    let seed = Origin::new();
+    let (git_url, repo) = forge.add_repo("private", &seed.path);
+
+    let canary = "git/private.git";
+    let gate = credential_scan(secrets, canary);
+    let created = dev
+        .post(
+            &format!("/api/towns/{town}/rigs"),
+            json!({ "name": "private", "git_url": git_url, "merge_gates": [gate], "gate_timeout_secs": 120 }),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let rig = created.data()["id"].as_str().expect("rig").to_string();
+    let mut script = vec![Step::bash(credential_scan(secrets, canary))];
+    script.extend(commit_then_done("private.txt", "kept-private"));
+    model.set_script("private", script);
+    let slung = dev
+        .post(
+            &format!("/api/rigs/{rig}/sling"),
+            json!({ "title": "Write private.txt", "body": format!("Create it. {}", marker("private")) }),
+        )
+        .await;
+    assert_eq!(slung.status, 201, "{slung:?}");
+    let bead = slung.data()["bead"]["id"].as_str().expect("bead").to_string();
+    let agent = slung.data()["agent"]["id"].as_str().expect("agent").to_string();
+
+    // The bead is merged through the private origin: cloned, pushed for the agent, fetched,
+    // merged with the gate passing, and pushed by the refinery.
+    let settled = dev.settled_bead(&rig, &bead, WORK).await;
+    if settled["status"] != "closed" {
+        let reviews = dev.get(&format!("/api/rigs/{rig}/review-queue")).await.body;
+        let events = dev.get(&format!("/api/towns/{town}/agents/{agent}/events")).await.body;
+        let logs: Vec<String> = local
+            .control
+            .logs()
+            .into_iter()
+            .filter(|l| {
+                l.contains("WARN")
+                    || l.contains("ERROR")
+                    || l.contains("merge")
+                    || l.contains("git")
+            })
+            .collect();
+        panic!(
+            "bead {settled}\nreviews {reviews}\nevents {events}\nlogs {}\ngit {:?}",
+            logs.join("\n"),
+            forge.git_requests()
+        );
+    }
+    let main = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&repo)
+        .args(["show", "main:private.txt"])
+        .output()
+        .expect("git show");
+    assert_eq!(String::from_utf8_lossy(&main.stdout).trim(), "kept-private");
+
+    // The agent's own search found nothing, and could read what it should.
+    let results: Vec<String> =
+        model.requests_for("private").iter().flat_map(|r| r.tool_results()).collect();
+    let scan = results.iter().find(|t| t.contains("scanned:")).expect("the agent's search ran");
+    assert!(scan.contains("credential-scan: clean") && !scan.contains("FOUND"), "{scan}");
+    assert!(
+        results.iter().any(|t| t.contains("pushed polecat/")),
+        "gt_done pushed for the agent: {results:?}"
+    );
+
+    // Git never got in without the token, and used the minted one for reads and pushes.
+    let requests = forge.git_requests();
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.status == 401 || r.credential.as_ref().is_some_and(|(_, ok)| *ok)),
+        "{requests:?}"
+    );
+    assert!(requests.iter().any(|r| r.credential.is_none() && r.status == 401), "{requests:?}");
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.credential.as_ref().is_none_or(|(user, _)| user == "x-access-token")),
+        "{requests:?}"
+    );
+    let pushes = requests
+        .iter()
+        .filter(|r| r.service == "git-receive-pack" && r.status == 200 && r.credential.is_some())
+        .count();
+    assert!(pushes >= 2, "the agent's branch and the merge were pushed: {requests:?}");
+
+    (rig, bead, agent)
+}
+
+/// Waits until `rig`'s review queue has `n` entries and the last one is `status`; that entry.
+async fn nth_entry(dev: &WranglerDev, rig: &str, n: usize, status: &str) -> Value {
+    wait_for(&format!("review entry {n} to be {status}"), WORK, async || {
+        let q = dev.get(&format!("/api/rigs/{rig}/review-queue?limit=100")).await;
+        let entries = q.data().as_array().cloned().unwrap_or_default();
+        entries.get(n - 1).filter(|e| entries.len() == n && e["status"] == status).cloned()
+    })
+    .await
+}
+
+/// The rig that reviews through pull requests; its `(rig, bead, agent)` of each bead.
+async fn pull_request_scenario(
+    local: &LocalTown,
+    model: &ModelServer,
+    forge: &ForgeStub,
+    town: &str,
+) -> Vec<(String, String, String)> {
+    let dev = &local.worker;
+    let seed = Origin::new();
+    let (git_url, repo) = forge.add_repo("reviewed", &seed.path);
+    forge.require_check("ci", "tests.txt");
+    let created = dev
+        .post(
+            &format!("/api/towns/{town}/rigs"),
+            json!({ "name": "reviewed", "git_url": git_url, "merge_strategy": "pr", "require_review": 1 }),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let rig = created.data()["id"].as_str().expect("rig").to_string();
+    let fix = |file: &str, content: &str, summary: &str| {
+        vec![
+            Step::bash(format!(
+                "echo {content} > {file} && git add {file} && git commit -qm 'fix {file}' && echo fixed"
+            )),
+            Step::tool("gt_done", json!({ "branch": "{{branch}}", "summary": summary })),
+            Step::text("fixed"),
+        ]
+    };
+    model.set_runs(
+        "reviewed",
+        vec![
+            commit_then_done("feature.txt", "draft"),
+            fix("tests.txt", "covered", "added the tests"),
+            fix("feature.txt", "final", "renamed as asked"),
+        ],
+    );
+    let slung = dev
+        .post(
+            &format!("/api/rigs/{rig}/sling"),
+            json!({ "title": "Add the feature", "body": format!("Write feature.txt. {}", marker("reviewed")) }),
+        )
+        .await;
+    assert_eq!(slung.status, 201, "{slung:?}");
+    let bead = slung.data()["bead"]["id"].as_str().expect("bead").to_string();
+    let agent = slung.data()["agent"]["id"].as_str().expect("agent").to_string();
+
+    // The failed check sends the bead back; the fix goes to the same pull request.
+    let failed = nth_entry(dev, &rig, 1, "rework").await;
+    assert_eq!(failed["result"]["state"], "checks_failed", "{failed}");
+    assert_eq!(failed["pr_number"], 1, "{failed}");
+    let pr_url = failed["pr_url"].as_str().expect("the pull request's link").to_string();
+    assert!(pr_url.ends_with("/git/reviewed/pull/1"), "{pr_url}");
+    let pull = forge.pulls().first().cloned().expect("a pull request");
+    assert_eq!((pull.base.as_str(), pull.title.as_str()), ("main", "Add the feature"));
+    assert!(pull.body.contains(&bead), "{}", pull.body);
+
+    // Green now, it waits for its review; a reviewer asks for changes.
+    let waiting = nth_entry(dev, &rig, 2, "running").await;
+    assert_eq!(waiting["pr_number"], 1, "{waiting}");
+    wait_for("the check to pass on the new head", WORK, async || {
+        let calls = forge.rest_calls();
+        calls.iter().filter(|c| c.path.ends_with("/check-runs")).count().ge(&2).then_some(())
+    })
+    .await;
+    forge.review(1, "ann", "CHANGES_REQUESTED", "Please make feature.txt final");
+    let asked = nth_entry(dev, &rig, 2, "rework").await;
+    assert_eq!(asked["result"]["state"], "changes_requested", "{asked}");
+
+    // The reworked branch is approved, and the Worker merges it.
+    nth_entry(dev, &rig, 3, "running").await;
+    forge.review(1, "ann", "APPROVED", "Thanks");
+    let settled = dev.settled_bead(&rig, &bead, WORK).await;
+    assert_eq!(settled["status"], "closed", "{settled}");
+    assert_eq!(settled["metadata"]["pr_number"], 1, "{settled}");
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(args)
+            .output()
+            .expect("git");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(git(&["show", "main:feature.txt"]), "final");
+    assert_eq!(git(&["show", "main:tests.txt"]), "covered");
+    let pulls = forge.pulls();
+    assert_eq!(pulls.len(), 1, "one pull request for all three rounds");
+    assert!(pulls[0].merge_commit.is_some() && !pulls[0].open);
+    let merges: Vec<_> = forge.rest_calls().into_iter().filter(|c| c.method == "PUT").collect();
+    assert_eq!(merges.len(), 1, "{merges:?}");
+    assert_eq!(merges[0].body["merge_method"], "merge");
+    let prompts: Vec<String> =
+        model.requests_for("reviewed").iter().flat_map(|r| r.user_texts()).collect();
+    assert!(
+        prompts.iter().any(|t| t.contains("Checks failed") && t.contains("tests.txt is missing")),
+        "{prompts:?}"
+    );
+    assert!(prompts.iter().any(|t| t.contains("Please make feature.txt final")), "{prompts:?}");
+
+    // A person closes the next bead's pull request: the bead is open again and escalates.
+    model.set_script("closed", commit_then_done("other.txt", "unwanted"));
+    let slung = dev
+        .post(
+            &format!("/api/rigs/{rig}/sling"),
+            json!({ "title": "Something unwanted", "body": marker("closed") }),
+        )
+        .await;
+    let second = slung.data()["bead"]["id"].as_str().expect("bead").to_string();
+    let second_agent = slung.data()["agent"]["id"].as_str().expect("agent").to_string();
+    nth_entry(dev, &rig, 4, "running").await;
+    wait_for("its pull request", WORK, async || (forge.pulls().len() == 2).then_some(())).await;
+    forge.close(2);
+    nth_entry(dev, &rig, 4, "failed").await;
+    let returned = dev.bead(&rig, &second).await;
+    assert_eq!(
+        (returned["status"].clone(), returned["assignee_agent_id"].clone()),
+        (json!("open"), Value::Null)
+    );
+    let escalations = dev.get(&format!("/api/rigs/{rig}/beads?type=escalation")).await;
+    assert!(
+        escalations.data().as_array().is_some_and(|e| e.iter().any(|x| x["title"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Pull request closed without merging")))),
+        "{escalations:?}"
+    );
+    vec![(rig.clone(), bead, agent), (rig, second, second_agent)]
+}

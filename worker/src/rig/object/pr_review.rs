@@ -1,0 +1,178 @@
+//! The refinery's step for a rig whose merge strategy is `pr`: the oldest pending entry gets a
+//! pull request on the rig's forge (the bead's earlier one, for a rework: the polecat pushed to
+//! the same branch), and the running entry's pull request is read at most every `PR_POLL_MS`
+//! and acted on ([`pulls::decide`]): merged over REST when approved and green, or finished as a
+//! merge would be (merged, sent back for rework, returned when closed). One entry at a time
+//! per rig, as with the container's merges.
+
+use serde::Deserialize;
+use shared_types::{MergeState, MergeStatus};
+
+use super::RigObject;
+use crate::db::Db;
+use crate::effects::Effects;
+use crate::error::ApiResult;
+use crate::forge::pulls::{self, ForgeError, GitHub, Repo, Step};
+use crate::forge::ForgeToken;
+use crate::model::{ReviewEntry, RigConfig};
+use crate::scheduler::Settings;
+use crate::town::op::TownCall;
+
+/// The rig's forge token, as the TownDO answers it.
+#[derive(Deserialize)]
+struct Issued {
+    kind: String,
+    api_url: String,
+    token: String,
+}
+
+impl<D: Db, E: Effects> RigObject<'_, D, E> {
+    pub(super) async fn review_by_pull_request(
+        &self,
+        town: &str,
+        config: &RigConfig,
+    ) -> ApiResult<()> {
+        if let Some(entry) = self.with_rig(|r| r.running_review())? {
+            let poll_ms = Settings::from_lookup(|k| self.fx.var(k)).pr_poll_ms;
+            let last = self.with_rig(|r| r.polled_ms(&entry.id))?;
+            if last.is_none_or(|at| self.fx.now_ms() - at >= poll_ms) {
+                self.follow_pull_request(town, config, &entry).await?;
+            }
+            return Ok(());
+        }
+        if let Some(entry) = self.with_rig(|r| r.next_review())? {
+            if self.with_rig(|r| r.start_review(&entry))? {
+                self.follow_pull_request(town, config, &entry).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One look at the entry's pull request (opened first when it has none), and the step it
+    /// calls for. What the forge refuses fails the entry with the forge's words; what may work
+    /// later (unreachable, rate-limited) waits for the next poll.
+    async fn follow_pull_request(
+        &self,
+        town: &str,
+        config: &RigConfig,
+        entry: &ReviewEntry,
+    ) -> ApiResult<()> {
+        self.with_rig(|r| r.mark_polled(&entry.id, self.fx.now_ms()))?;
+        match self.pull_request_step(town, config, entry).await {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => self.apply_merge(town, config, entry, &status).await,
+            Err(ForgeError::Later(why)) => {
+                self.fx.log_error(&format!("refinery: pull request of {} waits: {why}", entry.id));
+                Ok(())
+            }
+            Err(ForgeError::Refused(why)) => {
+                let failed = outcome(entry, MergeState::Failed, None, why, None);
+                self.apply_merge(town, config, entry, &failed).await
+            }
+        }
+    }
+
+    /// The entry's outcome once its pull request is over (`None`: not yet).
+    async fn pull_request_step(
+        &self,
+        town: &str,
+        config: &RigConfig,
+        entry: &ReviewEntry,
+    ) -> Result<Option<MergeStatus>, ForgeError> {
+        let issued = self.forge_token(town, config).await?;
+        let repo = Repo::of(&config.git_url).ok_or_else(|| {
+            ForgeError::Refused("the rig's git_url names no repository (https://host/owner/name) a pull request can be opened on".into())
+        })?;
+        let github =
+            GitHub { fx: self.fx, api_url: &issued.api_url, token: &issued.token, repo: &repo };
+        let number = self.pull_request_number(&github, config, entry).await?;
+        let snapshot = github.snapshot(number).await?;
+        match pulls::decide(&snapshot, &config.merge, &config.default_branch) {
+            Step::Wait => Ok(None),
+            Step::Merge { sha } => {
+                let method = config.merge.merge_method.as_str();
+                Ok(github.merge(number, &sha, method).await?.map(|commit| {
+                    outcome(
+                        entry,
+                        MergeState::Merged,
+                        Some(commit),
+                        "merged by the refinery".into(),
+                        None,
+                    )
+                }))
+            }
+            Step::Done { state, commit, detail, output } => {
+                Ok(Some(outcome(entry, state, commit, detail, output)))
+            }
+        }
+    }
+
+    /// The entry's pull request: its own, the bead's earlier one (a rework), or a new one.
+    async fn pull_request_number(
+        &self,
+        github: &GitHub<'_, E>,
+        config: &RigConfig,
+        entry: &ReviewEntry,
+    ) -> Result<u64, ForgeError> {
+        if let Some(number) = entry.pr_number {
+            return Ok(number);
+        }
+        let stored = |e: crate::error::ApiError| ForgeError::Later(e.to_string());
+        let (number, url) = match self
+            .with_rig(|r| r.pull_request_of(&entry.bead_id))
+            .map_err(stored)?
+        {
+            Some(known) => known,
+            None => {
+                let bead = self.with_rig(|r| r.bead(&entry.bead_id)).map_err(stored)?;
+                let title =
+                    bead.title.lines().next().unwrap_or("").chars().take(200).collect::<String>();
+                let body = format!(
+                    "{}\n\nBead `{}`, worked by Gastown agent `{}`.",
+                    entry.summary.as_deref().unwrap_or("(no summary)"),
+                    bead.id,
+                    entry.agent_id
+                );
+                let pr = github.open(&entry.branch, &config.default_branch, &title, &body).await?;
+                (pr.number, pr.url)
+            }
+        };
+        self.with_rig(|r| r.record_pull_request(&entry.id, &entry.bead_id, number, &url))
+            .map_err(stored)?;
+        Ok(number)
+    }
+
+    /// The rig's forge token, from the TownDO (which mints a GitHub App's when it must).
+    async fn forge_token(&self, town: &str, config: &RigConfig) -> Result<Issued, ForgeError> {
+        let op = TownCall::of(&ForgeToken { rig_id: config.rig_id.clone() })
+            .map_err(|e| ForgeError::Refused(e.to_string()))?;
+        let issued = match self.fx.town(town, &op).await {
+            Ok(v) => serde_json::from_value::<Issued>(v).map_err(|_| {
+                ForgeError::Later("the town's forge token answer is malformed".into())
+            })?,
+            Err(e) if e.status() == 404 => {
+                return Err(ForgeError::Refused(format!(
+                    "{} (PUT /api/towns/{town}/forge)",
+                    e.public_message()
+                )))
+            }
+            Err(e) => return Err(ForgeError::Later(e.public_message().to_string())),
+        };
+        if issued.kind == "gitlab" {
+            return Err(ForgeError::Refused(
+                "merge requests on GitLab are not supported yet".into(),
+            ));
+        }
+        Ok(issued)
+    }
+}
+
+fn outcome(
+    entry: &ReviewEntry,
+    state: MergeState,
+    commit: Option<String>,
+    detail: String,
+    output: Option<String>,
+) -> MergeStatus {
+    MergeStatus { review_id: entry.id.clone(), state, commit, detail: Some(detail), output }
+}
