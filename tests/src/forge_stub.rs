@@ -49,6 +49,8 @@ pub struct ForgeStub {
     exchanges: Arc<Mutex<Vec<Exchange>>>,
     git: Option<GitHost>,
     pulls: PullHost,
+    /// Where, and with which secret, webhooks go (`deliver_webhooks_to`).
+    webhooks: Mutex<Option<(String, String)>>,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -167,7 +169,7 @@ impl ForgeStub {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
-        Self { addr, exchanges, git, pulls, _task: task }
+        Self { addr, exchanges, git, pulls, webhooks: Mutex::new(None), _task: task }
     }
 
     pub fn url(&self) -> String {
@@ -209,29 +211,90 @@ impl ForgeStub {
         self.pulls.pulls.lock().map(|p| p.clone()).unwrap_or_default()
     }
 
-    /// A person reviews pull request `number`'s head as it is now (`APPROVED`,
-    /// `CHANGES_REQUESTED`, `COMMENTED`).
-    pub fn review(&self, number: u64, user: &str, state: &str, body: &str) {
-        let root = self.git.as_ref().map(|g| g.root().to_path_buf()).unwrap_or_default();
-        if let Ok(mut pulls) = self.pulls.pulls.lock() {
-            if let Some(p) = pulls.iter_mut().find(|p| p.number == number) {
-                let repo = root.join(format!("{}.git", p.repo));
-                let head = crate::forge_pulls::git(
-                    &repo,
-                    &["rev-parse", &format!("refs/heads/{}", p.head)],
-                );
-                p.reviews.push((user.into(), state.into(), body.into(), head.unwrap_or_default()));
-            }
+    /// From now on, a review or a closed pull request is told to `url` as GitHub's webhook
+    /// would, signed with `secret`.
+    pub fn deliver_webhooks_to(&self, url: &str, secret: &str) {
+        if let Ok(mut w) = self.webhooks.lock() {
+            *w = Some((url.to_string(), secret.to_string()));
         }
     }
 
-    /// A person closes pull request `number` without merging it.
-    pub fn close(&self, number: u64) {
-        if let Ok(mut pulls) = self.pulls.pulls.lock() {
-            if let Some(p) = pulls.iter_mut().find(|p| p.number == number) {
-                p.open = false;
-            }
-        }
+    /// A person reviews pull request `number`'s head as it is now (`APPROVED`,
+    /// `CHANGES_REQUESTED`, `COMMENTED`); GitHub sends `pull_request_review`.
+    pub async fn review(&self, number: u64, user: &str, state: &str, body: &str) {
+        let root = self.git.as_ref().map(|g| g.root().to_path_buf()).unwrap_or_default();
+        let pull = {
+            let Ok(mut pulls) = self.pulls.pulls.lock() else { return };
+            let Some(p) = pulls.iter_mut().find(|p| p.number == number) else { return };
+            let repo = root.join(format!("{}.git", p.repo));
+            let head =
+                crate::forge_pulls::git(&repo, &["rev-parse", &format!("refs/heads/{}", p.head)]);
+            p.reviews.push((
+                user.into(),
+                state.into(),
+                body.into(),
+                head.clone().unwrap_or_default(),
+            ));
+            p.clone()
+        };
+        let review = json!({"id": pull.reviews.len(), "user": {"login": user}, "body": body, "state": state.to_lowercase(),
+                            "commit_id": pull.reviews.last().map(|r| r.3.clone())});
+        self.tell("pull_request_review", json!({"action": "submitted", "review": review}), &pull)
+            .await;
+    }
+
+    /// A person closes pull request `number` without merging it; GitHub sends `pull_request`.
+    pub async fn close(&self, number: u64) {
+        let pull = {
+            let Ok(mut pulls) = self.pulls.pulls.lock() else { return };
+            let Some(p) = pulls.iter_mut().find(|p| p.number == number) else { return };
+            p.open = false;
+            p.clone()
+        };
+        self.tell("pull_request", json!({"action": "closed"}), &pull).await;
+    }
+
+    /// Sends a webhook about `pull` (when deliveries are on), with the fields GitHub's payloads
+    /// share (`@octokit/webhooks-examples`).
+    async fn tell(&self, event: &str, mut payload: Value, pull: &Pull) {
+        let Some((url, secret)) = self.webhooks.lock().ok().and_then(|w| w.clone()) else { return };
+        payload["pull_request"] = json!({"number": pull.number, "state": if pull.open { "open" } else { "closed" },
+                                          "merged": pull.merge_commit.is_some(), "head": {"ref": pull.head}, "base": {"ref": pull.base}});
+        payload["repository"] = json!({"name": pull.repo, "full_name": format!("git/{}", pull.repo), "owner": {"login": "git"}});
+        payload["sender"] = json!({"login": "a-person"});
+        let (status, answer) = self.deliver(&url, &secret, event, &payload).await;
+        assert_eq!(status, 200, "the Worker refused the {event} webhook: {answer}");
+    }
+
+    /// Delivers one webhook as GitHub does: `X-GitHub-Event`, a fresh `X-GitHub-Delivery`, and
+    /// `X-Hub-Signature-256` of the raw body under `secret`. The Worker's status and answer.
+    pub async fn deliver(
+        &self,
+        url: &str,
+        secret: &str,
+        event: &str,
+        payload: &Value,
+    ) -> (u16, Value) {
+        use hmac::Mac;
+        let body = payload.to_string();
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("hmac key");
+        mac.update(body.as_bytes());
+        let signature: String =
+            mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let delivery = format!("{:x}", rand::random::<u128>());
+        let res = crate::http_client(std::time::Duration::from_secs(30))
+            .post(url)
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .header("x-hub-signature-256", format!("sha256={signature}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("the webhook was sent");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
     }
 
     /// Every REST call the product made to the pull request routes.

@@ -28,6 +28,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 const WORK: Duration = Duration::from_secs(300);
+const WEBHOOK_SECRET: &str = "whsec-of-the-test";
 
 /// A shell script that searches what its uid can read for each of `secrets` (never written
 /// whole in the script, so the script's own command line holds none), and checks that it could
@@ -79,7 +80,9 @@ async fn a_town_works_on_a_private_forge_with_an_app_token_no_agent_or_gate_can_
     let local = LocalTown::start(
         &model,
         &[("STOP_GRACE_MS", "3000")],
-        &[("SCHEDULER_TICK_MS", "1000"), ("PR_POLL_MS", "1000")],
+        // Pull requests are read when their entry starts and when a webhook says they changed;
+        // the fallback poll is too slow to matter here.
+        &[("SCHEDULER_TICK_MS", "1000"), ("PR_POLL_MS", "3600000")],
     )
     .await;
     let dev = &local.worker;
@@ -93,11 +96,13 @@ async fn a_town_works_on_a_private_forge_with_an_app_token_no_agent_or_gate_can_
             Method::PUT,
             &forge_path,
             &Auth::Internal,
-            json!({"kind": "github_app", "api_url": forge.url(), "app_id": 515, "installation_id": 99, "private_key": pem}),
+            json!({"kind": "github_app", "api_url": forge.url(), "app_id": 515, "installation_id": 99, "private_key": pem, "webhook_secret": WEBHOOK_SECRET}),
         )
         .await;
     assert_eq!(put.status, 200, "{put:?}");
     let token = forge.exchanges().first().and_then(|e| e.token.clone()).expect("a minted token");
+    let hooks = format!("{}/api/webhooks/github/{town}", dev.base_url);
+    forge.deliver_webhooks_to(&hooks, WEBHOOK_SECRET);
     let key_line = pem.lines().nth(1).expect("a line of the key").to_string();
     let secrets = [token.as_str(), key_line.as_str()];
     let (private, reviewed) = tokio::join!(
@@ -310,13 +315,13 @@ async fn pull_request_scenario(
         calls.iter().filter(|c| c.path.ends_with("/check-runs")).count().ge(&2).then_some(())
     })
     .await;
-    forge.review(1, "ann", "CHANGES_REQUESTED", "Please make feature.txt final");
+    forge.review(1, "ann", "CHANGES_REQUESTED", "Please make feature.txt final").await;
     let asked = nth_entry(dev, &rig, 2, "rework").await;
     assert_eq!(asked["result"]["state"], "changes_requested", "{asked}");
 
     // The reworked branch is approved, and the Worker merges it.
     nth_entry(dev, &rig, 3, "running").await;
-    forge.review(1, "ann", "APPROVED", "Thanks");
+    forge.review(1, "ann", "APPROVED", "Thanks").await;
     let settled = dev.settled_bead(&rig, &bead, WORK).await;
     assert_eq!(settled["status"], "closed", "{settled}");
     assert_eq!(settled["metadata"]["pr_number"], 1, "{settled}");
@@ -345,6 +350,15 @@ async fn pull_request_scenario(
     );
     assert!(prompts.iter().any(|t| t.contains("Please make feature.txt final")), "{prompts:?}");
 
+    // A forged webhook is refused; one about another repository moves nothing.
+    let hooks = format!("{}/api/webhooks/github/{town}", dev.base_url);
+    let payload = json!({"action": "closed", "repository": {"full_name": "git/reviewed"}});
+    let (status, _) = forge.deliver(&hooks, "not-the-secret", "pull_request", &payload).await;
+    assert_eq!(status, 401);
+    let elsewhere = json!({"action": "closed", "repository": {"full_name": "git/elsewhere"}});
+    let (status, answer) = forge.deliver(&hooks, WEBHOOK_SECRET, "pull_request", &elsewhere).await;
+    assert_eq!((status, &answer["data"]["rigs"]), (200, &json!([])), "{answer}");
+
     // A person closes the next bead's pull request: the bead is open again and escalates.
     model.set_script("closed", commit_then_done("other.txt", "unwanted"));
     let slung = dev
@@ -357,7 +371,7 @@ async fn pull_request_scenario(
     let second_agent = slung.data()["agent"]["id"].as_str().expect("agent").to_string();
     nth_entry(dev, &rig, 4, "running").await;
     wait_for("its pull request", WORK, async || (forge.pulls().len() == 2).then_some(())).await;
-    forge.close(2);
+    forge.close(2).await;
     nth_entry(dev, &rig, 4, "failed").await;
     let returned = dev.bead(&rig, &second).await;
     assert_eq!(

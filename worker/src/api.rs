@@ -26,6 +26,8 @@ pub struct Incoming<'a> {
     /// The Worker's `ALLOW_LOCAL_REPOS` var: accept `file://` git URLs (local development).
     pub allow_local_repos: bool,
     pub new_id: &'a dyn Fn() -> String,
+    /// A request header by (lowercase) name.
+    pub header: &'a dyn Fn(&str) -> Option<String>,
 }
 
 impl Incoming<'_> {
@@ -257,8 +259,21 @@ pub fn follow_up(kind: FollowUp, rig_id: &str, data: &Value) -> Vec<(String, Ide
 /// Plans a request as the Worker does, for the resource modules' tests.
 #[cfg(test)]
 pub fn plan_for(method: Method, path: &str, caller: Caller, body: &str) -> ApiResult<Plan> {
+    plan_with_headers(method, path, caller, body, &[])
+}
+
+/// [`plan_for`] with request headers (lowercase names).
+#[cfg(test)]
+pub fn plan_with_headers(
+    method: Method,
+    path: &str,
+    caller: Caller,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> ApiResult<Plan> {
     let matched = crate::routes::find(method, path)?;
     let ids = || "new-id".to_string();
+    let header = |name: &str| headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
     (matched.endpoint.plan)(&Incoming {
         params: matched.params,
         caller,
@@ -266,6 +281,7 @@ pub fn plan_for(method: Method, path: &str, caller: Caller, body: &str) -> ApiRe
         body: body.as_bytes(),
         allow_local_repos: false,
         new_id: &ids,
+        header: &header,
     })
 }
 

@@ -15,6 +15,7 @@
 
 pub(crate) mod app;
 pub mod pulls;
+pub mod webhooks;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};

@@ -164,6 +164,7 @@ static TABLE: &[&[Endpoint]] = &[
     crate::container::routes::ROUTES,
     crate::identity::ROUTES,
     crate::forge::ROUTES,
+    crate::forge::webhooks::ROUTES,
 ];
 
 /// A path's parameters, by pattern name: raw as matched, then validated ([`find`]).

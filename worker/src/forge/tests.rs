@@ -108,11 +108,11 @@ fn credential_urls_are_refused_and_plain_ones_pass() {
     assert_eq!(e.map_err(|e| e.status()).map(|_| ()), Err(400));
 }
 
-fn run<O: TownOp>(town: &TownObject<'_, NativeDb, World>, op: O) -> ApiResult<Value> {
+pub(super) fn run<O: TownOp>(town: &TownObject<'_, NativeDb, World>, op: O) -> ApiResult<Value> {
     block_on(town.handle(&TownCall::of(&op).expect("a town op"), None))
 }
 
-fn token_forge() -> ForgeInput {
+pub(super) fn token_forge() -> ForgeInput {
     ForgeInput {
         kind: ForgeKind::Token,
         api_url: None,
@@ -200,7 +200,7 @@ fn verify_app_jwt(authorization: &str, now_secs: i64) -> Result<(), String> {
 }
 
 /// Town `t1` with one rig, in the world: its storage, its memory and the rig's id.
-fn town_with_rig(world: &World) -> (NativeDb, Memory, String) {
+pub(super) fn town_with_rig(world: &World) -> (NativeDb, Memory, String) {
     let db = NativeDb::with(crate::town::MIGRATIONS);
     let memory = Memory::default();
     let town = TownObject { db: &db, fx: world, memory: &memory };

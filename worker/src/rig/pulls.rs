@@ -75,4 +75,14 @@ impl<D: Db> Rig<'_, D> {
             .first::<Row>("SELECT polled_ms FROM review_queue WHERE id = ?", params![entry_id])?
             .and_then(|r| r.polled_ms))
     }
+
+    /// Makes the running entry's pull request due for a read; whether there is a running entry.
+    /// One whose pull request is being opened right now counts: the read in flight has marked
+    /// it polled already, so the mark is taken back and the next pass reads again.
+    pub fn read_pull_request_soon(&self) -> ApiResult<bool> {
+        let changed = self
+            .db
+            .exec("UPDATE review_queue SET polled_ms = NULL WHERE status = 'running'", vec![])?;
+        Ok(changed > 0)
+    }
 }

@@ -110,7 +110,20 @@ impl RigOp for GetReview {
     }
 }
 
-rig_ops!(SubmitReview, ListReviews, GetReview);
+/// The forge says a pull request of the rig changed (a webhook): the running entry's pull
+/// request is read at the next pass instead of after `PR_POLL_MS`. Whether one was waiting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PullRequestChanged;
+
+impl RigOp for PullRequestChanged {
+    const NAME: &'static str = "pull_request_changed";
+    const ARMS_SCHEDULER: bool = true;
+    fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
+        Ok(Value::Bool(rig.read_pull_request_soon()?))
+    }
+}
+
+rig_ops!(SubmitReview, ListReviews, GetReview, PullRequestChanged);
 
 impl<D: Db> Rig<'_, D> {
     pub(super) fn submit_review(&self, r: &NewReview) -> ApiResult<ReviewEntry> {

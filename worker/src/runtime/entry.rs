@@ -123,6 +123,7 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> ApiResult<Outcom
         read_body(req).await?
     };
     let query = req.url().map_err(ApiError::internal)?.query().unwrap_or("").to_string();
+    let header = |name: &str| req.headers().get(name).ok().flatten();
     let incoming = Incoming {
         params: matched.params,
         caller,
@@ -130,6 +131,7 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> ApiResult<Outcom
         body: &body,
         allow_local_repos: platform::var(env, ALLOW_LOCAL_REPOS).is_some_and(|v| v == "true"),
         new_id: &platform::new_id,
+        header: &header,
     };
     let plan = (matched.endpoint.plan)(&incoming)?;
     match plan {
