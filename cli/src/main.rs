@@ -60,7 +60,7 @@ enum Command {
         #[arg(long)]
         priority: Option<String>,
     },
-    /// A rig's beads by status, and its agents.
+    /// A rig's beads by status, its agents, and its latest review entries (pull request links).
     Status { rig: String },
     /// Follow an agent's events (tool calls, text, errors) until its run ends.
     Watch {
@@ -216,6 +216,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let config = api.get(&format!("/api/rigs/{rig}/config")).await?;
             let beads = api.get(&format!("/api/rigs/{rig}/beads?limit=500")).await?;
             let agents = api.get(&format!("/api/rigs/{rig}/agents")).await?;
+            let reviews = api.get(&format!("/api/rigs/{rig}/review-queue?limit=20")).await?;
             let mut beads_by_status = list(&beads);
             let order = ["in_progress", "open", "failed", "closed"];
             beads_by_status.sort_by_key(|b| {
@@ -241,14 +242,27 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     )
                 })
                 .collect();
+            // The review queue: each submitted branch, how its merge or pull request went.
+            let review_rows: Vec<Vec<String>> = list(&reviews)
+                .iter()
+                .map(|r| {
+                    let mut row = cells(r, &["status", "bead_id", "branch", "pr_url"]);
+                    row.push(text(&r["result"]["state"]));
+                    row
+                })
+                .collect();
             out(
-                &json!({ "rig": config, "beads": beads, "agents": agents }),
+                &json!({ "rig": config, "beads": beads, "agents": agents, "reviews": reviews }),
                 format!(
-                    "{}\n\n{}",
+                    "{}\n\n{}\n\n{}",
                     table::render(&["status", "bead", "type", "title", "assignee"], &bead_rows),
                     table::render(
                         &["agent", "id", "role", "status", "hooked bead", "last activity"],
                         &agent_rows
+                    ),
+                    table::render(
+                        &["review", "bead", "branch", "pull request", "outcome"],
+                        &review_rows
                     )
                 ),
             );

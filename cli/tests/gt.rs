@@ -85,11 +85,18 @@ async fn a_person_runs_a_town_with_gt() {
     })
     .await;
     assert!(kept.contains("tool_call") && kept.contains("bash"), "{kept}");
-    until("the bead to close", Duration::from_secs(240), async || {
+    let closed = until("the bead to close", Duration::from_secs(240), async || {
         let t = ok(run(&["status", &rig]));
-        t.lines().any(|l| l.starts_with("closed") && l.contains(&bead)).then_some(())
+        t.lines().any(|l| l.starts_with("closed") && l.contains(&bead)).then_some(t)
     })
     .await;
+    // Its review entry: merged, on the polecat's branch.
+    assert!(
+        closed
+            .lines()
+            .any(|l| l.starts_with("merged") && l.contains(&bead) && l.contains("polecat/")),
+        "{closed}"
+    );
 
     // Mail: sent as the polecat to itself, listed without being delivered.
     ok(run(&[

@@ -85,6 +85,8 @@ try {
   if (seen.indexOf('in_progress') < 0 || seen.indexOf('in_progress') > seen.indexOf('closed')) throw new Error('bead states in the page: ' + seen.join(' -> '));
   await page.waitForFunction(() => [...document.querySelectorAll('#reviews .badge')].some((b) => b.textContent === 'merged'), null, { timeout: STEP });
   saw('merged');
+  await page.waitForSelector('#reviews a[href="https://forge.test/org/app/pull/5"]', { timeout: STEP });
+  saw('pull request linked');
 
   // The mayor panel: a blank message is refused in the page; a message goes out with the
   // session's status shown, then shows in the transcript as text (it holds markup, which must

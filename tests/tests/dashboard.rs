@@ -14,11 +14,11 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use gastown_e2e::model_server::{commit_then_done, marker, ModelServer, Step};
+use gastown_e2e::model_server::{commit_then_done, marker, ModelServer, Step, BRANCH_PLACEHOLDER};
 use gastown_e2e::origin::Origin;
 use gastown_e2e::town::LocalTown;
 use gastown_e2e::wrangler::{Auth, INTERNAL_KEY};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const BROWSER_RUN: Duration = Duration::from_secs(600);
@@ -82,7 +82,13 @@ async fn the_dashboard_shows_a_town_at_work_and_an_agents_live_stream() {
         g = gate.display()
     );
     let mut steps = vec![Step::bash(wait)];
-    steps.extend(commit_then_done("dashboard.txt", "from-the-dashboard"));
+    let mut done = commit_then_done("dashboard.txt", "from-the-dashboard");
+    // The review queue links the pull request the agent names (the page's script checks it).
+    done[1] = Step::tool(
+        "gt_done",
+        json!({ "branch": BRANCH_PLACEHOLDER, "summary": "wrote it", "pr_url": "https://forge.test/org/app/pull/5" }),
+    );
+    steps.extend(done);
     model.set_script("dash", steps);
     // The mayor's conversation starts with the person's first message, marker included.
     let mayor_message = format!("{} Hello mayor, is <i>this</i> markup?", marker("dash-mayor"));
@@ -139,6 +145,7 @@ async fn the_dashboard_shows_a_town_at_work_and_an_agents_live_stream() {
         "SAW stream ended",
         "SAW closed",
         "SAW merged",
+        "SAW pull request linked",
         "SAW mayor blank refused",
         "SAW mayor sent",
         "SAW mayor person message",
