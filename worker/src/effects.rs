@@ -90,10 +90,25 @@ pub struct Outbound {
 }
 
 /// Its answer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Inbound {
     pub status: u16,
     pub body: String,
+    /// The headers a forge paces its callers with, by lowercase name ([`PACING_HEADERS`]).
+    pub pacing: Vec<(String, String)>,
+}
+
+/// The answer headers kept in [`Inbound::pacing`].
+pub const PACING_HEADERS: &[&str] = &["retry-after", "x-ratelimit-remaining", "x-ratelimit-reset"];
+
+impl Inbound {
+    pub fn new(status: u16, body: impl Into<String>) -> Self {
+        Self { status, body: body.into(), pacing: Vec::new() }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.pacing.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
 }
 
 /// Calls a rig op without a key and keeps its data.

@@ -70,7 +70,7 @@ impl World {
             index: NativeDb::with(crate::town::MIGRATIONS),
             container: RefCell::new(Box::new(|_| (404, serde_json::json!({"error": "none"})))),
             container_calls: RefCell::default(),
-            forge: RefCell::new(Box::new(|_| Inbound { status: 404, body: "{}".into() })),
+            forge: RefCell::new(Box::new(|_| Inbound::new(404, "{}"))),
             forge_calls: RefCell::default(),
             forge_token: RefCell::default(),
             identity_ops: RefCell::default(),

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shared_types::MergeState;
 
-use crate::effects::{Effects, Outbound};
+use crate::effects::{Effects, Inbound, Outbound};
 use crate::refinery::MergeSettings;
 use crate::routes::Method;
 
@@ -204,10 +204,27 @@ pub struct GitHub<'a, E: Effects> {
 /// A forge answer that is not what the step needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ForgeError {
-    /// Worth trying again later (unreachable, rate-limited, a 5xx).
+    /// Worth trying again later (unreachable, a 5xx).
     Later(String),
+    /// The forge asks for no request before `until_ms` (a rate limit, `Retry-After`).
+    Paced { until_ms: i64, why: String },
     /// Will not work as asked (refused, not found): the entry fails with this.
     Refused(String),
+}
+
+/// When a refusing forge allows the next request: after `Retry-After` seconds, or, with no
+/// requests left (`X-RateLimit-Remaining: 0`), at `X-RateLimit-Reset` (epoch seconds). At most
+/// an hour away; `None` when the answer says nothing of it.
+pub fn paced_until_ms(answer: &Inbound, now_ms: i64) -> Option<i64> {
+    const HOUR_MS: i64 = 3600 * 1000;
+    if let Some(secs) = answer.header("retry-after").and_then(|v| v.trim().parse::<i64>().ok()) {
+        return Some(now_ms + (secs * 1000).clamp(0, HOUR_MS));
+    }
+    if answer.header("x-ratelimit-remaining").map(str::trim) == Some("0") {
+        let reset = answer.header("x-ratelimit-reset")?.trim().parse::<i64>().ok()?;
+        return Some((reset * 1000).clamp(now_ms, now_ms + HOUR_MS));
+    }
+    None
 }
 
 impl<E: Effects> GitHub<'_, E> {
@@ -240,14 +257,17 @@ impl<E: Effects> GitHub<'_, E> {
             .map_err(|e| ForgeError::Later(format!("the forge is unreachable: {e}")))?;
         let parsed: Value = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
         let message = || parsed["message"].as_str().unwrap_or("no message").to_string();
+        let why = || format!("HTTP {}: {}", answer.status, message());
         match answer.status {
             200..=299 => Ok(parsed),
-            // "API rate limit exceeded ...", "You have exceeded a secondary rate limit ...".
-            403 | 429 if message().contains("rate limit") => {
-                Err(ForgeError::Later(format!("rate-limited: {}", message())))
-            }
-            500..=599 => Err(ForgeError::Later(format!("HTTP {}: {}", answer.status, message()))),
-            status => Err(ForgeError::Refused(format!("HTTP {status}: {}", message()))),
+            403 | 429 => match paced_until_ms(&answer, self.fx.now_ms()) {
+                Some(until_ms) => Err(ForgeError::Paced { until_ms, why: why() }),
+                // "API rate limit exceeded ..." without the headers that say for how long.
+                None if message().contains("rate limit") => Err(ForgeError::Later(why())),
+                None => Err(ForgeError::Refused(why())),
+            },
+            500..=599 => Err(ForgeError::Later(why())),
+            _ => Err(ForgeError::Refused(why())),
         }
     }
 

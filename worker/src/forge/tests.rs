@@ -225,10 +225,14 @@ fn minting(world: &World) {
             Ok(()) if req.url == "http://127.0.0.1:9/api/app/installations/77/access_tokens" => {
                 minted.set(minted.get() + 1);
                 let expires = crate::time::iso_from_millis((now + 3600) * 1000);
-                Inbound { status: 201, body: json!({"token": format!("ghs_minted{}", minted.get()), "expires_at": expires}).to_string() }
+                Inbound::new(
+                    201,
+                    json!({"token": format!("ghs_minted{}", minted.get()), "expires_at": expires})
+                        .to_string(),
+                )
             }
-            Ok(()) => Inbound { status: 404, body: json!({"message": "Not Found"}).to_string() },
-            Err(e) => Inbound { status: 401, body: json!({"message": e}).to_string() },
+            Ok(()) => Inbound::new(404, json!({"message": "Not Found"}).to_string()),
+            Err(e) => Inbound::new(401, json!({"message": e}).to_string()),
         }
     });
 }

@@ -213,7 +213,7 @@ fn pr_rig(pull: &std::rc::Rc<std::cell::RefCell<Pull>>) -> (Pass, String) {
             }
             _ => (404, json!({"message": "Not Found"})),
         };
-        crate::effects::Inbound { status, body: body.to_string() }
+        crate::effects::Inbound::new(status, body.to_string())
     });
     let slung = p.op(json!({"op": "sling", "args": {"rig_id": "r1", "sling": {"title": "work"}}}));
     let agent = slung.expect("sling")["agent"]["id"].as_str().expect("polecat").to_string();
@@ -323,4 +323,29 @@ fn without_a_forge_a_pull_request_entry_fails_and_says_how_to_configure_one() {
         got["result"]["detail"].as_str().is_some_and(|d| d.contains("PUT /api/towns/t1/forge")),
         "{got}"
     );
+}
+
+#[test]
+fn a_rate_limited_forge_gets_no_request_until_the_time_it_names() {
+    let pull =
+        std::rc::Rc::new(std::cell::RefCell::new(Pull { head: "h1".into(), ..Pull::default() }));
+    let (p, agent) = pr_rig(&pull);
+    let entry = done(&p, &agent);
+    p.world.forge_answers(|_| crate::effects::Inbound {
+        pacing: vec![("retry-after".into(), "120".into())],
+        ..crate::effects::Inbound::new(
+            403,
+            r#"{"message": "You have exceeded a secondary rate limit."}"#,
+        )
+    });
+    p.alarm();
+    assert_eq!(review_status(&p, &entry), "running", "waits, not failed");
+    let calls = p.world.forge_calls.borrow().len();
+    assert_eq!(calls, 1, "stopped at the first refusal");
+    p.world.now_ms.set(p.world.now_ms.get() + 119_000);
+    p.alarm();
+    assert_eq!(p.world.forge_calls.borrow().len(), calls, "no request before the time is up");
+    p.world.now_ms.set(p.world.now_ms.get() + 2_000);
+    p.alarm();
+    assert!(p.world.forge_calls.borrow().len() > calls, "asked again after it");
 }

@@ -107,7 +107,15 @@ impl Effects for WorkerEffects<'_> {
             .send()
             .await
             .map_err(|e| ApiError::Unavailable(format!("{e}")))?;
-        Ok(Inbound { status: resp.status_code(), body: resp.text().await.unwrap_or_default() })
+        let pacing = crate::effects::PACING_HEADERS
+            .iter()
+            .filter_map(|name| Some((name.to_string(), resp.headers().get(name).ok()??)))
+            .collect();
+        Ok(Inbound {
+            status: resp.status_code(),
+            body: resp.text().await.unwrap_or_default(),
+            pacing,
+        })
     }
 
     async fn sign_rs256(&self, pkcs8_der: &[u8], message: &[u8]) -> ApiResult<Vec<u8>> {

@@ -118,3 +118,20 @@ fn merged_by_anyone_or_closed_ends_it() {
     let closed = Snapshot { open: false, ..open_pr() };
     assert_eq!(state_of(&decide(&closed, &s, "main")), Some(MergeState::Closed));
 }
+
+#[test]
+fn a_refusing_forge_says_how_long_to_wait() {
+    let now = 1_000_000;
+    let answer = |headers: &[(&str, &str)]| Inbound {
+        pacing: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Inbound::new(403, "{}")
+    };
+    assert_eq!(paced_until_ms(&answer(&[("retry-after", "60")]), now), Some(now + 60_000));
+    let reset = &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1100")];
+    assert_eq!(paced_until_ms(&answer(reset), now), Some(1_100_000));
+    let far = &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "99999999")];
+    assert_eq!(paced_until_ms(&answer(far), now), Some(now + 3_600_000), "an hour at most");
+    let left = &[("x-ratelimit-remaining", "12"), ("x-ratelimit-reset", "1100")];
+    assert_eq!(paced_until_ms(&answer(left), now), None);
+    assert_eq!(paced_until_ms(&answer(&[]), now), None);
+}

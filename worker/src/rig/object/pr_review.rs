@@ -3,7 +3,8 @@
 //! the same branch), and the running entry's pull request is read at most every `PR_POLL_MS`
 //! and acted on ([`pulls::decide`]): merged over REST when approved and green, or finished as a
 //! merge would be (merged, sent back for rework, returned when closed). One entry at a time
-//! per rig, as with the container's merges.
+//! per rig, as with the container's merges. A forge that asks for a pause (`Retry-After`, an
+//! exhausted rate limit) gets no request from the rig until then.
 
 use serde::Deserialize;
 use shared_types::{MergeState, MergeStatus};
@@ -17,6 +18,9 @@ use crate::forge::ForgeToken;
 use crate::model::{ReviewEntry, RigConfig};
 use crate::scheduler::Settings;
 use crate::town::op::TownCall;
+
+/// The object's counter: no forge request before this time (ms), as the forge asked.
+const PACED_UNTIL: &str = "forge_paced_until";
 
 /// The rig's forge token, as the TownDO answers it.
 #[derive(Deserialize)]
@@ -32,6 +36,10 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
         town: &str,
         config: &RigConfig,
     ) -> ApiResult<()> {
+        if self.fx.now_ms() < self.fx.counter(PACED_UNTIL).await {
+            // The forge asked for a pause (a rate limit): no request before then.
+            return Ok(());
+        }
         if let Some(entry) = self.with_rig(|r| r.running_review())? {
             let poll_ms = Settings::from_lookup(|k| self.fx.var(k)).pr_poll_ms;
             let last = self.with_rig(|r| r.polled_ms(&entry.id))?;
@@ -63,6 +71,15 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
             Ok(Some(status)) => self.apply_merge(town, config, entry, &status).await,
             Err(ForgeError::Later(why)) => {
                 self.fx.log_error(&format!("refinery: pull request of {} waits: {why}", entry.id));
+                Ok(())
+            }
+            Err(ForgeError::Paced { until_ms, why }) => {
+                self.fx.set_counter(PACED_UNTIL, until_ms).await;
+                let secs = (until_ms - self.fx.now_ms()).max(0) / 1000;
+                self.fx.log_error(&format!(
+                    "refinery: the forge asks for a pause of {secs} s ({why}); pull request of {} waits",
+                    entry.id
+                ));
                 Ok(())
             }
             Err(ForgeError::Refused(why)) => {
