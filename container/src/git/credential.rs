@@ -8,6 +8,7 @@
 //! switched off first, so no `store` or `cache` helper ever keeps it. Root's processes are
 //! readable by root only (`/proc/<pid>/environ`), and agents run under other uids.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::process::Command;
 
@@ -61,6 +62,20 @@ impl GitCredential {
     }
 }
 
+/// The URL git uses for `git_url`: with a forge credential, a user and password written in the
+/// URL itself (a rig stored before such URLs were refused) are dropped, since git would send
+/// those and never ask for the credential. Without one, the URL as it is.
+pub fn origin_url<'a>(git_url: &'a str, credential: Option<&GitCredential>) -> Cow<'a, str> {
+    let Some((scheme, rest)) = git_url.split_once("://").filter(|_| credential.is_some()) else {
+        return Cow::Borrowed(git_url);
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((_, host)) => Cow::Owned(format!("{scheme}://{host}{path}")),
+        None => Cow::Borrowed(git_url),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +107,18 @@ mod tests {
         assert!(filled.contains("password=ghp_secret\n"), "{filled}");
         assert!(!ask(&cred, "evil.example").contains("ghp_secret"));
         assert!(!format!("{cred:?}").contains("ghp_secret"));
+    }
+
+    #[test]
+    fn a_forge_credential_takes_the_place_of_one_in_the_url() {
+        let stored = "https://x-access-token:ghp_old@github.com/o/r.git";
+        let cred = GitCredential::new("token", "t".into(), stored);
+        assert_eq!(origin_url(stored, cred.as_ref()), "https://github.com/o/r.git");
+        assert_eq!(origin_url(stored, None), stored, "without a forge it keeps working as it was");
+        assert_eq!(
+            origin_url("https://github.com/o/r.git", cred.as_ref()),
+            "https://github.com/o/r.git"
+        );
     }
 
     #[test]

@@ -205,11 +205,12 @@ impl GitManager {
         let refinery = self.paths.refinery(job.rig_id).map_err(GitError::Invalid)?;
         let rig = self.rig(job.rig_id);
         let mut last_fetch = rig.lock.lock().await;
+        let url = &super::origin_url(job.git_url, job.credential);
         if is_repository(&repo) {
-            super::set_origin_url(&repo, job.git_url)?;
-            self.fetch_origin(&repo, job.git_url, job.credential).await?;
+            super::set_origin_url(&repo, url)?;
+            self.fetch_origin(&repo, url, job.credential).await?;
         } else {
-            self.clone_into(&repo, job.git_url, job.credential).await?;
+            self.clone_into(&repo, url, job.credential).await?;
         }
         *last_fetch = Some(std::time::Instant::now());
         // Root's git would refuse a worktree owned by another uid ("dubious ownership"), and must

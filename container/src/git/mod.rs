@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use shared_types::validate::{branch_dir_name, redact_url};
 
-pub use credential::GitCredential;
+pub use credential::{origin_url, GitCredential};
 pub use merge::{MergeJob, MergeOutcome};
 pub use paths::WorkspacePaths;
 pub use push::{BranchPush, Pushed};
@@ -144,17 +144,18 @@ impl GitManager {
             .worktree(req.rig_id, &branch_dir_name(req.branch))
             .map_err(GitError::Invalid)?;
         let mut timings = PrepareTimings::default();
+        let url = &origin_url(req.git_url, req.credential);
         {
             let rig = self.rig(req.rig_id);
             let mut last_fetch = rig.lock.lock().await;
             let t = Instant::now();
             if is_repository(&repo) {
-                set_origin_url(&repo, req.git_url)?;
+                set_origin_url(&repo, url)?;
                 if last_fetch.is_none_or(|at| at.elapsed() > FETCH_REUSE) {
-                    self.fetch_origin(&repo, req.git_url, req.credential).await?;
+                    self.fetch_origin(&repo, url, req.credential).await?;
                 }
             } else {
-                self.clone_into(&repo, req.git_url, req.credential).await?;
+                self.clone_into(&repo, url, req.credential).await?;
                 timings.cloned = true;
             }
             *last_fetch = Some(Instant::now());
@@ -173,7 +174,7 @@ impl GitManager {
                     GitError::Failed(format!("cannot hand {} over: {e}", checkout.display()))
                 })?;
             }
-            self.follow_the_clone(req.owner, &repo, &checkout, req.git_url).await?;
+            self.follow_the_clone(req.owner, &repo, &checkout, url).await?;
         }
         let owner = Some(req.owner);
         self.git_as(owner, Some(&checkout), &["config", "user.name", req.author_name], req.git_url)
@@ -233,7 +234,7 @@ impl GitManager {
         crate::sandbox::give(checkout, req.owner.uid).map_err(|e| io("hand over", e))?;
         let owner = Some(req.owner);
         let (repo_s, checkout_s) = (repo.to_string_lossy(), checkout.to_string_lossy());
-        let url = req.git_url;
+        let url = &origin_url(req.git_url, req.credential);
         self.git_as(
             owner,
             None,

@@ -97,7 +97,17 @@ pub struct GetConfig;
 impl RigOp for GetConfig {
     const NAME: &'static str = "get_config";
     fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
-        to_json(rig.config()?)
+        let config = rig.config()?;
+        let mut shown = to_json(&config)?;
+        // Stored before such URLs were refused: it still works, and says why it should not.
+        if crate::forge::no_credentials_in(&config.git_url).is_err() {
+            shown["warning"] = Value::String(format!(
+                "git_url holds a credential, which the rig's shared clone keeps where every agent of the rig can read it; \
+                 configure the forge (PUT /api/towns/{}/forge), which takes its place, then set git_url without it",
+                config.town_id
+            ));
+        }
+        Ok(shown)
     }
 }
 

@@ -212,3 +212,24 @@ fn bench_bead_pages() {
         );
     }
 }
+
+#[test]
+fn a_rig_stored_with_a_credential_in_its_url_says_how_to_be_rid_of_it() {
+    let f = Fixture::new();
+    // Stored before such URLs were refused (the op itself takes what it is given).
+    let old = json!({"op": "configure", "args": {"rig_id": "r1", "config": {"town_id": "t1",
+        "git_url": "https://x-access-token:ghp_old@github.com/o/r.git"}}});
+    f.op(old).expect("configure");
+    let config = f.op(json!({"op": "get_config", "args": null})).expect("config");
+    let warning = config["warning"].as_str().unwrap_or_default();
+    assert!(warning.contains("PUT /api/towns/t1/forge"), "{config}");
+    assert!(!config.to_string().contains("ghp_old"), "the credential is never shown: {config}");
+    let clean = json!({"op": "configure", "args": {"rig_id": "r1", "config": {"town_id": "t1",
+        "git_url": "https://github.com/o/r.git"}}});
+    f.op(clean).expect("configure");
+    assert!(f
+        .op(json!({"op": "get_config", "args": null}))
+        .expect("config")
+        .get("warning")
+        .is_none());
+}
