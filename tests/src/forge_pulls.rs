@@ -15,6 +15,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::Json;
 use serde_json::{json, Value};
 
+use crate::forge_openapi::Examples;
+
 /// One pull request.
 #[derive(Debug, Clone)]
 pub struct Pull {
@@ -37,19 +39,36 @@ pub struct CheckRule {
     pub file: String,
 }
 
-/// One REST request the product made: method, path (without the repository), and the body.
+/// One REST request the product made, and the stand-in's answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestCall {
     pub method: String,
+    /// The path after the repository (`/pulls/1`).
     pub path: String,
     pub body: Value,
+    /// The operation in GitHub's OpenAPI description (`/repos/{owner}/{repo}/pulls/{pull_number}`).
+    pub template: String,
+    pub status: u16,
+    pub response: Value,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct PullHost {
     pub(crate) pulls: Arc<Mutex<Vec<Pull>>>,
     pub(crate) checks: Arc<Mutex<Vec<CheckRule>>>,
     pub(crate) calls: Arc<Mutex<Vec<RestCall>>>,
+    pub(crate) examples: Arc<Examples>,
+}
+
+impl PullHost {
+    pub(crate) fn new(examples: Examples) -> Self {
+        Self {
+            pulls: Arc::default(),
+            checks: Arc::default(),
+            calls: Arc::default(),
+            examples: Arc::new(examples),
+        }
+    }
 }
 
 pub(crate) fn git(repo: &Path, args: &[&str]) -> Option<String> {
@@ -106,9 +125,9 @@ impl PullHost {
             .enumerate()
             .map(|(i, r)| {
                 let pass = files.lines().any(|f| f == r.file);
-                json!({"id": i + 1, "name": r.name, "head_sha": sha, "status": "completed",
+                self.examples.with("check-run", json!({"id": i + 1, "name": r.name, "head_sha": sha, "status": "completed",
                        "conclusion": if pass { "success" } else { "failure" },
-                       "output": {"title": r.name, "summary": if pass { format!("{} is there", r.file) } else { format!("{} is missing", r.file) }}})
+                       "output": {"title": r.name, "summary": if pass { format!("{} is there", r.file) } else { format!("{} is missing", r.file) }}}))
             })
             .collect();
         json!({"total_count": runs.len(), "check_runs": runs})
@@ -143,7 +162,8 @@ pub(crate) struct PullServer {
     pub(crate) base_url: String,
 }
 
-/// `/repos/{owner}/{repo}/...`: the REST subset, behind the token check.
+/// `/repos/{owner}/{repo}/...`: the REST subset, behind the token check. Every call is
+/// recorded with the operation it is in GitHub's description, and the answer given.
 pub(crate) async fn serve(
     State(server): State<PullServer>,
     UrlPath((_owner, repo, rest)): UrlPath<(String, String, String)>,
@@ -152,77 +172,117 @@ pub(crate) async fn serve(
     headers: HeaderMap,
     body: Bytes,
 ) -> Answer {
-    let PullServer { host, git: git_host, base_url } = server;
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    if let Ok(mut calls) = host.calls.lock() {
-        calls.push(RestCall {
-            method: method.to_string(),
-            path: format!("/{rest}"),
-            body: body.clone(),
-        });
-    }
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|a| a.strip_prefix("Bearer "));
-    if !token.is_some_and(|t| git_host.allows(t)) {
-        return answer(401, json!({"message": "Bad credentials"}));
+    let (template, (status, Json(response))) = if token.is_some_and(|t| server.git.allows(t)) {
+        operation(&server, &repo, &rest, &method, uri.query().unwrap_or(""), &body)
+    } else {
+        ("", answer(401, json!({"message": "Bad credentials", "documentation_url": DOCS})))
+    };
+    if let Ok(mut calls) = server.host.calls.lock() {
+        calls.push(RestCall {
+            method: method.to_string(),
+            path: format!("/{rest}"),
+            body,
+            template: template.to_string(),
+            status: status.as_u16(),
+            response: response.clone(),
+        });
     }
+    (status, Json(response))
+}
+
+const DOCS: &str = "https://docs.github.com/rest";
+const PULLS: &str = "/repos/{owner}/{repo}/pulls";
+const PULL: &str = "/repos/{owner}/{repo}/pulls/{pull_number}";
+const REVIEWS: &str = "/repos/{owner}/{repo}/pulls/{pull_number}/reviews";
+const COMMENTS: &str = "/repos/{owner}/{repo}/pulls/{pull_number}/comments";
+const MERGE: &str = "/repos/{owner}/{repo}/pulls/{pull_number}/merge";
+const CHECK_RUNS: &str = "/repos/{owner}/{repo}/commits/{ref}/check-runs";
+const STATUS: &str = "/repos/{owner}/{repo}/commits/{ref}/status";
+
+/// The operation a call is, and its answer.
+fn operation(
+    server: &PullServer,
+    repo: &str,
+    rest: &str,
+    method: &Method,
+    query: &str,
+    body: &Value,
+) -> (&'static str, Answer) {
+    let PullServer { host, git: git_host, base_url } = server;
     let repo_path = git_host.root().join(format!("{repo}.git"));
-    if !repo_path.exists() {
-        return not_found();
-    }
     let parts: Vec<&str> = rest.split('/').collect();
-    let query = uri.query().unwrap_or("");
-    match (method.as_str(), parts.as_slice()) {
+    let template = match (method.as_str(), parts.as_slice()) {
+        (_, ["pulls"]) => PULLS,
+        (_, ["pulls", _]) => PULL,
+        (_, ["pulls", _, "reviews"]) => REVIEWS,
+        (_, ["pulls", _, "comments"]) => COMMENTS,
+        (_, ["pulls", _, "merge"]) => MERGE,
+        (_, ["commits", _, "check-runs"]) => CHECK_RUNS,
+        (_, ["commits", _, "status"]) => STATUS,
+        _ => "",
+    };
+    if !repo_path.exists() {
+        return (template, not_found());
+    }
+    let failed = |status: u16, message: &str| {
+        answer(status, json!({"message": message, "documentation_url": DOCS}))
+    };
+    let answered = match (method.as_str(), parts.as_slice()) {
         ("POST", ["pulls"]) => {
             let text = |k: &str| body[k].as_str().unwrap_or("").to_string();
             let (head, base) = (text("head"), text("base"));
             if git(&repo_path, &["rev-parse", "--verify", &format!("refs/heads/{head}")]).is_none() {
-                return answer(422, json!({"message": "Validation Failed", "errors": [{"resource": "PullRequest", "field": "head", "code": "invalid"}]}));
+                return (template, answer(422, json!({"message": "Validation Failed", "documentation_url": DOCS, "errors": [{"resource": "PullRequest", "field": "head", "code": "invalid"}]})));
             }
             let exists = host.with(|pulls| pulls.iter().any(|p| p.repo == repo && p.head == head && p.open));
             if exists {
-                return answer(422, json!({"message": "Validation Failed", "errors": [{"resource": "PullRequest", "code": "custom", "message": format!("A pull request already exists for git:{head}.")}]}));
+                return (template, answer(422, json!({"message": "Validation Failed", "documentation_url": DOCS, "errors": [{"resource": "PullRequest", "code": "custom", "message": format!("A pull request already exists for git:{head}.")}]})));
             }
             let pull = host.with(|pulls| {
-                let p = Pull { number: pulls.len() as u64 + 1, repo: repo.clone(), head, base, title: text("title"), body: text("body"), open: true, merge_commit: None, reviews: Vec::new() };
+                let p = Pull { number: pulls.len() as u64 + 1, repo: repo.to_string(), head, base, title: text("title"), body: text("body"), open: true, merge_commit: None, reviews: Vec::new() };
                 pulls.push(p.clone());
                 p
             });
-            answer(201, host.shape(&repo_path, &base_url, &pull))
+            answer(201, host.examples.with("pull-request", host.shape(&repo_path, base_url, &pull)))
         }
         ("GET", ["pulls"]) => {
             let head = form_value(query, "head").and_then(|h| h.split_once(':').map(|(_, b)| b.to_string()));
             let open_only = form_value(query, "state").is_none_or(|s| s == "open");
             let list: Vec<Value> = host.with(|pulls| pulls.clone()).iter()
                 .filter(|p| p.repo == repo && (!open_only || p.open) && head.as_ref().is_none_or(|h| *h == p.head))
-                .map(|p| host.shape(&repo_path, &base_url, p))
+                .map(|p| host.examples.with("pull-request-simple", host.shape(&repo_path, base_url, p)))
                 .collect();
             answer(200, Value::Array(list))
         }
-        ("GET", ["pulls", n]) => match find(&host, &repo, n) {
-            Some(p) => answer(200, host.shape(&repo_path, &base_url, &p)),
+        ("GET", ["pulls", n]) => match find(host, repo, n) {
+            Some(p) => answer(200, host.examples.with("pull-request", host.shape(&repo_path, base_url, &p))),
             None => not_found(),
         },
-        ("GET", ["pulls", n, "reviews"]) => match find(&host, &repo, n) {
-            Some(p) => answer(200, Value::Array(p.reviews.iter().enumerate().map(|(i, (user, state, body, commit))| json!({"id": i + 1, "user": {"login": user}, "state": state, "body": body, "commit_id": commit})).collect())),
+        ("GET", ["pulls", n, "reviews"]) => match find(host, repo, n) {
+            Some(p) => answer(200, Value::Array(p.reviews.iter().enumerate().map(|(i, (user, state, body, commit))| {
+                host.examples.with("review", json!({"id": i + 1, "user": {"login": user}, "state": state, "body": body, "commit_id": commit}))
+            }).collect())),
             None => not_found(),
         },
-        ("GET", ["pulls", n, "comments"]) => match find(&host, &repo, n) {
+        ("GET", ["pulls", n, "comments"]) => match find(host, repo, n) {
             Some(_) => answer(200, json!([])),
             None => not_found(),
         },
         ("GET", ["commits", sha, "check-runs"]) => answer(200, host.checks_of(&repo_path, sha)),
-        ("GET", ["commits", sha, "status"]) => answer(200, json!({"state": "pending", "sha": sha, "total_count": 0, "statuses": []})),
+        ("GET", ["commits", sha, "status"]) => answer(200, host.examples.with("combined-status", json!({"state": "pending", "sha": sha, "total_count": 0, "statuses": []}))),
         ("PUT", ["pulls", n, "merge"]) => {
-            let Some(p) = find(&host, &repo, n) else { return not_found() };
+            let Some(p) = find(host, repo, n) else { return (template, not_found()) };
             let head = git(&repo_path, &["rev-parse", &format!("refs/heads/{}", p.head)]).unwrap_or_default();
             if body["sha"].as_str().is_some_and(|s| s != head) {
-                return answer(409, json!({"message": "Head branch was modified. Review and try the merge again."}));
+                return (template, failed(409, "Head branch was modified. Review and try the merge again."));
             }
             if !p.open {
-                return answer(405, json!({"message": "Pull Request is not mergeable"}));
+                return (template, failed(405, "Pull Request is not mergeable"));
             }
             let method = body["merge_method"].as_str().unwrap_or("merge");
             match host.merge(&repo_path, &p, method) {
@@ -233,13 +293,14 @@ pub(crate) async fn serve(
                             q.merge_commit = Some(commit.clone());
                         }
                     });
-                    answer(200, json!({"sha": commit, "merged": true, "message": "Pull Request successfully merged"}))
+                    answer(200, host.examples.with("merge-result", json!({"sha": commit, "merged": true, "message": "Pull Request successfully merged"})))
                 }
-                None => answer(405, json!({"message": "Pull Request is not mergeable"})),
+                None => failed(405, "Pull Request is not mergeable"),
             }
         }
         _ => not_found(),
-    }
+    };
+    (template, answered)
 }
 
 fn find(host: &PullHost, repo: &str, n: &str) -> Option<Pull> {

@@ -151,7 +151,11 @@ impl ForgeStub {
         let mut router = axum::Router::new()
             .route("/app/installations/{id}/access_tokens", axum::routing::post(access_tokens))
             .with_state(shared);
-        let pulls = PullHost::default();
+        let pulls = PullHost::new(if git.is_some() {
+            crate::forge_openapi::Examples::load()
+        } else {
+            crate::forge_openapi::Examples::none()
+        });
         if git.is_some() {
             let repos = axum::Router::new()
                 .route("/git/{*path}", axum::routing::any(crate::forge_git::serve))

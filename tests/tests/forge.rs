@@ -385,5 +385,68 @@ async fn pull_request_scenario(
             .is_some_and(|t| t.starts_with("Pull request closed without merging")))),
         "{escalations:?}"
     );
+    // Every request the Worker made, and every answer the stand-in gave, is GitHub's shape.
+    let report = gastown_e2e::forge_openapi::check(&forge.rest_calls());
+    assert!(report.is_ok(), "{}", report.unwrap_or_else(|e| e));
     vec![(rig.clone(), bead, agent), (rig, second, second_agent)]
+}
+
+/// The stand-in answers every pull request route the Worker calls in GitHub's shapes, and the
+/// check that says so finds a shape that is not GitHub's.
+#[tokio::test]
+async fn the_forge_stand_in_answers_as_githubs_description_says() {
+    let forge = ForgeStub::start_with_git(None).await;
+    forge.allow_git_token("ghp_test");
+    let seed = Origin::new();
+    let (_, repo) = forge.add_repo("app", &seed.path);
+    forge.require_check("ci", "README.md");
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git").arg("-C").arg(&repo).args(args).output();
+        assert!(out.is_ok_and(|o| o.status.success()), "git {args:?}");
+    };
+    git(&["branch", "feature", "main"]);
+    let http = gastown_e2e::http_client(Duration::from_secs(30));
+    let api = format!("{}/repos/git/app", forge.url());
+    let call = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut req = http.request(method, format!("{api}{path}")).bearer_auth("ghp_test");
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move { req.send().await.expect("the stand-in answers").status().as_u16() }
+    };
+    let opened = json!({"title": "t", "head": "feature", "base": "main", "body": "b"});
+    assert_eq!(call(Method::POST, "/pulls", Some(opened.clone())).await, 201);
+    assert_eq!(call(Method::POST, "/pulls", Some(opened)).await, 422, "one open per head");
+    assert_eq!(call(Method::GET, "/pulls?state=open&head=git:feature", None).await, 200);
+    assert_eq!(call(Method::GET, "/pulls/1", None).await, 200);
+    forge.review(1, "ann", "APPROVED", "fine").await;
+    for path in [
+        "/pulls/1/reviews",
+        "/pulls/1/comments",
+        "/commits/main/check-runs",
+        "/commits/main/status",
+    ] {
+        assert_eq!(call(Method::GET, path, None).await, 200, "{path}");
+    }
+    let stale = json!({"sha": "0000000000000000000000000000000000000000", "merge_method": "merge"});
+    assert_eq!(call(Method::PUT, "/pulls/1/merge", Some(stale)).await, 409);
+    assert_eq!(
+        call(Method::PUT, "/pulls/1/merge", Some(json!({"merge_method": "squash"}))).await,
+        200
+    );
+    let calls = forge.rest_calls();
+    let report = gastown_e2e::forge_openapi::check(&calls);
+    assert!(
+        report
+            .as_ref()
+            .is_ok_and(|r| r.contains(&format!("checked {} calls, 0 problems", calls.len()))),
+        "{report:?}"
+    );
+
+    // A stand-in that answered a pull request without its fields would be caught.
+    let mut wrong =
+        calls.iter().find(|c| c.path == "/pulls/1" && c.method == "GET").cloned().expect("a read");
+    wrong.response = json!({"number": 1});
+    let caught = gastown_e2e::forge_openapi::check(&[wrong]);
+    assert!(caught.as_ref().is_err_and(|r| r.contains("the answer")), "{caught:?}");
 }
