@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use gastown_e2e::model_server::{commit_then_done, marker, ModelServer, Step};
 use gastown_e2e::origin::Origin;
 use gastown_e2e::town::LocalTown;
-use gastown_e2e::wrangler::iso_ms_of_day;
 use serde_json::{json, Value};
 
 fn median(mut v: Vec<i64>) -> i64 {
@@ -47,34 +46,14 @@ async fn main() {
             .post(&format!("/api/rigs/{rig}/convoys"), json!({"title": case, "beads": specs}))
             .await;
         let convoy = created.data()["id"].as_str().expect("convoy").to_string();
-        let deadline = Instant::now() + Duration::from_secs(600);
-        loop {
-            let c = dev.get(&format!("/api/rigs/{rig}/convoys/{convoy}")).await;
-            if c.data()["status"] == "landed" {
-                break;
-            }
-            assert!(
-                c.data()["status"] == "open" && Instant::now() < deadline,
-                "the convoy did not land: {c:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let c = dev.landed_convoy(&rig, &convoy, Duration::from_secs(600)).await;
         let total = t0.elapsed().as_secs_f64();
-        let c = dev.get(&format!("/api/rigs/{rig}/convoys/{convoy}")).await;
         let (mut to_done, mut to_merged) = (Vec::new(), Vec::new());
-        for b in c.data()["beads"].as_array().expect("beads") {
-            let id = b["id"].as_str().expect("id");
-            let events = dev.get(&format!("/api/rigs/{rig}/beads/{id}/events?limit=100")).await;
-            let at = |kind: &str| {
-                events
-                    .data()
-                    .as_array()
-                    .and_then(|a| a.iter().find(|e| e["kind"] == kind))
-                    .map(|e| iso_ms_of_day(&e["created_at"]))
-                    .unwrap_or(-1)
-            };
-            to_done.push(at("review_submitted") - at("created"));
-            to_merged.push(at("merged") - at("review_submitted"));
+        for b in c["beads"].as_array().expect("beads") {
+            let at = dev.bead_event_times(&rig, b["id"].as_str().expect("id")).await;
+            let ms = |kind: &str| at.get(kind).copied().unwrap_or(-1);
+            to_done.push(ms("review_submitted") - ms("created"));
+            to_merged.push(ms("merged") - ms("review_submitted"));
         }
         // Give the finished runs their end (the last turn, then the stop), then count.
         tokio::time::sleep(Duration::from_secs(15)).await;

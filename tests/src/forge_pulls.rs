@@ -135,7 +135,7 @@ impl PullHost {
 
     /// Merges the pull request on its base: a merge commit of base and head (`merge`), a
     /// commit of the merged tree on the base alone (`squash`); `rebase` is answered as `merge`.
-    fn merge(&self, repo_path: &Path, p: &Pull, method: &str) -> Option<String> {
+    pub(crate) fn merge(&self, repo_path: &Path, p: &Pull, method: &str) -> Option<String> {
         let (base, head) = (format!("refs/heads/{}", p.base), format!("refs/heads/{}", p.head));
         let tree = git(repo_path, &["merge-tree", "--write-tree", &base, &head])?;
         let base_sha = git(repo_path, &["rev-parse", &base])?;

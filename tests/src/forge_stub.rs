@@ -258,6 +258,22 @@ impl ForgeStub {
         self.tell("pull_request", json!({"action": "closed"}), &pull).await;
     }
 
+    /// A person merges pull request `number` on the forge (a merge commit); GitHub sends
+    /// `pull_request` closed, merged.
+    pub async fn merge_by_hand(&self, number: u64) {
+        let root = self.git.as_ref().map(|g| g.root().to_path_buf()).unwrap_or_default();
+        let pull = {
+            let Ok(mut pulls) = self.pulls.pulls.lock() else { return };
+            let Some(p) = pulls.iter_mut().find(|p| p.number == number && p.open) else { return };
+            let repo = root.join(format!("{}.git", p.repo));
+            let commit = self.pulls.merge(&repo, p, "merge").expect("a clean merge");
+            p.open = false;
+            p.merge_commit = Some(commit);
+            p.clone()
+        };
+        self.tell("pull_request", json!({"action": "closed"}), &pull).await;
+    }
+
     /// Sends a webhook about `pull` (when deliveries are on), with the fields GitHub's payloads
     /// share (`@octokit/webhooks-examples`).
     async fn tell(&self, event: &str, mut payload: Value, pull: &Pull) {

@@ -17,6 +17,7 @@
 //! `ALLOW_LOCAL_REPOS=true` lets rigs use `file://` origins.
 
 use crate::project::repo_root;
+use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -355,6 +356,34 @@ impl WranglerDev {
 
     pub async fn bead(&self, rig: &str, id: &str) -> Value {
         self.get(&format!("/api/rigs/{rig}/beads/{id}")).await.data().clone()
+    }
+
+    /// When each kind of event first happened to the bead, in ms of the day (`iso_ms_of_day`).
+    pub async fn bead_event_times(&self, rig: &str, bead: &str) -> HashMap<String, i64> {
+        let events = self.get(&format!("/api/rigs/{rig}/beads/{bead}/events?limit=100")).await;
+        let mut first = HashMap::new();
+        for e in events.data().as_array().into_iter().flatten() {
+            let kind = e["kind"].as_str().unwrap_or("").to_string();
+            first.entry(kind).or_insert_with(|| iso_ms_of_day(&e["created_at"]));
+        }
+        first
+    }
+
+    /// Waits (polling every 100 ms, up to `within`) until the rig's convoy has landed; the
+    /// convoy. Panics if it stops being open without landing.
+    pub async fn landed_convoy(&self, rig: &str, convoy: &str, within: Duration) -> Value {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let c = self.get(&format!("/api/rigs/{rig}/convoys/{convoy}")).await;
+            if c.data()["status"] == "landed" {
+                return c.data().clone();
+            }
+            assert!(
+                c.data()["status"] == "open" && std::time::Instant::now() < deadline,
+                "the convoy did not land: {c:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The bead once it has settled (closed or failed), waiting up to `within`.

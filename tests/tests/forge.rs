@@ -13,8 +13,8 @@
 //!   nor in any answer of the API or any log line of the run;
 //! - `reviewed` (`merge_strategy: "pr"`, one approval required): a pull request is opened, its
 //!   failed check sends the bead back, a review asking for changes sends it back again, the
-//!   approval gets it merged by the Worker over REST, and a second bead's pull request closed by
-//!   a person returns that bead and escalates.
+//!   approval gets it merged by the Worker over REST, a second bead's pull request closed by a
+//!   person returns that bead and escalates, and a third one merged by a person closes its bead.
 
 use std::time::Duration;
 
@@ -360,18 +360,9 @@ async fn pull_request_scenario(
     assert_eq!((status, &answer["data"]["rigs"]), (200, &json!([])), "{answer}");
 
     // A person closes the next bead's pull request: the bead is open again and escalates.
-    model.set_script("closed", commit_then_done("other.txt", "unwanted"));
-    let slung = dev
-        .post(
-            &format!("/api/rigs/{rig}/sling"),
-            json!({ "title": "Something unwanted", "body": marker("closed") }),
-        )
-        .await;
-    let second = slung.data()["bead"]["id"].as_str().expect("bead").to_string();
-    let second_agent = slung.data()["agent"]["id"].as_str().expect("agent").to_string();
-    nth_entry(dev, &rig, 4, "running").await;
-    wait_for("its pull request", WORK, async || (forge.pulls().len() == 2).then_some(())).await;
-    forge.close(2).await;
+    let (second, second_agent, pull) =
+        open_pull_request(local, model, forge, &rig, "closed", 4).await;
+    forge.close(pull).await;
     nth_entry(dev, &rig, 4, "failed").await;
     let returned = dev.bead(&rig, &second).await;
     assert_eq!(
@@ -385,10 +376,43 @@ async fn pull_request_scenario(
             .is_some_and(|t| t.starts_with("Pull request closed without merging")))),
         "{escalations:?}"
     );
+    // A person merges the third bead's pull request on the forge: the bead closes.
+    let (third, third_agent, pull) =
+        open_pull_request(local, model, forge, &rig, "by-hand", 5).await;
+    forge.merge_by_hand(pull).await;
+    nth_entry(dev, &rig, 5, "merged").await;
+    assert_eq!(dev.bead(&rig, &third).await["status"], "closed");
+    assert_eq!(git(&["show", "main:by-hand.txt"]), "by-hand");
+    let merges: Vec<_> = forge.rest_calls().into_iter().filter(|c| c.method == "PUT").collect();
+    assert_eq!(merges.len(), 1, "the Worker merged only the first: {merges:?}");
+
     // Every request the Worker made, and every answer the stand-in gave, is GitHub's shape.
     let report = gastown_e2e::forge_openapi::check(&forge.rest_calls());
     assert!(report.is_ok(), "{}", report.unwrap_or_else(|e| e));
-    vec![(rig.clone(), bead, agent), (rig, second, second_agent)]
+    vec![(rig.clone(), bead, agent), (rig.clone(), second, second_agent), (rig, third, third_agent)]
+}
+
+/// Slings a bead whose agent writes `<name>.txt` and calls gt_done, and waits until its review
+/// entry (the `entry`th of the rig) is running with its pull request open; `(bead, agent, pull
+/// request number)`.
+async fn open_pull_request(
+    local: &LocalTown,
+    model: &ModelServer,
+    forge: &ForgeStub,
+    rig: &str,
+    name: &str,
+    entry: usize,
+) -> (String, String, u64) {
+    let dev = &local.worker;
+    model.set_script(name, commit_then_done(&format!("{name}.txt"), name));
+    let body = json!({ "title": format!("Write {name}.txt"), "body": marker(name) });
+    let slung = dev.post(&format!("/api/rigs/{rig}/sling"), body).await;
+    let bead = slung.data()["bead"]["id"].as_str().expect("bead").to_string();
+    let agent = slung.data()["agent"]["id"].as_str().expect("agent").to_string();
+    nth_entry(dev, rig, entry, "running").await;
+    let opened = || forge.pulls().iter().find(|p| p.body.contains(&bead)).map(|p| p.number);
+    let number = wait_for("its pull request", WORK, async || opened()).await;
+    (bead, agent, number)
 }
 
 /// The stand-in answers every pull request route the Worker calls in GitHub's shapes, and the
