@@ -929,7 +929,12 @@ async fn merge_settings_and_convoys_refuse_bad_input() {
         ("gates as numbers", json!({"merge_gates": [1, 2]}), "expected a string"),
         ("empty gate", json!({"merge_gates": [" "]}), "merge_gates"),
         ("zero timeout", json!({"merge_gates": ["true"], "gate_timeout_secs": 0}), "timeoutSecs"),
-        ("pr strategy", json!({"merge_strategy": "pr"}), "not supported"),
+        (
+            "too many approvals",
+            json!({"merge_strategy": "pr", "require_review": 11}),
+            "require_review",
+        ),
+        ("unknown merge method", json!({"merge_method": "octopus"}), "unknown variant"),
         ("unknown strategy", json!({"merge_strategy": "squash"}), "unknown variant"),
         ("too many rounds", json!({"max_rework_rounds": 1000}), "max_rework_rounds"),
     ] {
@@ -961,7 +966,7 @@ async fn merge_settings_and_convoys_refuse_bad_input() {
             Method::PUT,
             &format!("/api/rigs/{rig}/config"),
             &Auth::Internal,
-            json!({"town_id": town, "git_url": "https://x/y.git", "merge_strategy": "pr"}),
+            json!({"town_id": town, "git_url": "https://x/y.git", "merge_strategy": "pr", "merge_method": "octopus"}),
         )
         .await;
     assert_eq!(bad.status, 400, "{bad:?}");
