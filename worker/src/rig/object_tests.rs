@@ -349,3 +349,22 @@ fn a_rate_limited_forge_gets_no_request_until_the_time_it_names() {
     p.alarm();
     assert!(p.world.forge_calls.borrow().len() > calls, "asked again after it");
 }
+
+#[test]
+fn a_pull_request_without_checks_waits_for_them_to_start_before_it_is_merged() {
+    let pull = std::rc::Rc::new(std::cell::RefCell::new(Pull {
+        head: "h1".into(),
+        reviews: vec![("ann".into(), "APPROVED".into())],
+        ..Pull::default()
+    }));
+    let (p, agent) = pr_rig(&pull);
+    let entry = done(&p, &agent);
+    p.alarm();
+    assert_eq!(review_status(&p, &entry), "running", "no check has started yet");
+    p.world.now_ms.set(p.world.now_ms.get() + 30_000);
+    p.alarm();
+    assert!(pull.borrow().merges.is_empty(), "still within the minute");
+    p.world.now_ms.set(p.world.now_ms.get() + 31_000);
+    p.alarm();
+    assert_eq!(review_status(&p, &entry), "merged", "none came: merged");
+}

@@ -19,6 +19,10 @@ use crate::model::{ReviewEntry, RigConfig};
 use crate::scheduler::Settings;
 use crate::town::op::TownCall;
 
+/// How long after a branch was submitted a pull request without any check is still not merged
+/// (its checks may not have started yet).
+const CHECKS_SETTLE_MS: i64 = 60_000;
+
 /// The object's counter: no forge request before this time (ms), as the forge asked.
 const PACED_UNTIL: &str = "forge_paced_until";
 
@@ -106,6 +110,9 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
         let snapshot = github.snapshot(number).await?;
         match pulls::decide(&snapshot, &config.merge, &config.default_branch) {
             Step::Wait => Ok(None),
+            Step::Merge { .. } if snapshot.checks.is_empty() && self.checks_may_come(entry)? => {
+                Ok(None)
+            }
             Step::Merge { sha } => {
                 let method = config.merge.merge_method.as_str();
                 Ok(github.merge(number, &sha, method).await?.map(|commit| {
@@ -122,6 +129,22 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
                 Ok(Some(outcome(entry, state, commit, detail, output)))
             }
         }
+    }
+
+    /// Whether a head with no checks reported yet is too new to merge: a forge starts its
+    /// checks some seconds after a push, and a merge before them would skip them. Within
+    /// [`CHECKS_SETTLE_MS`] of the entry, the next read is set for when that time is up.
+    fn checks_may_come(&self, entry: &ReviewEntry) -> Result<bool, ForgeError> {
+        let since = crate::time::millis_from_iso(&entry.created_at).unwrap_or(0);
+        let left = since + CHECKS_SETTLE_MS - self.fx.now_ms();
+        if left <= 0 {
+            return Ok(false);
+        }
+        let poll_ms = Settings::from_lookup(|k| self.fx.var(k)).pr_poll_ms;
+        let read_at = self.fx.now_ms() + left - poll_ms;
+        self.with_rig(|r| r.mark_polled(&entry.id, read_at))
+            .map_err(|e| ForgeError::Later(e.to_string()))?;
+        Ok(true)
     }
 
     /// The entry's pull request: its own, the bead's earlier one (a rework), or a new one.
