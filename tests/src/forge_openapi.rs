@@ -1,7 +1,8 @@
 //! GitHub's own OpenAPI description (npm `@octokit/openapi`, pinned in package.json), so the
 //! forge stand-in cannot drift from GitHub: its answers start from the description's examples
 //! with the stand-in's values laid over them, and [`check`] validates every recorded request
-//! and answer against the description's schemas (`tests/forge/openapi.mjs`, with ajv).
+//! and answer against the description's schemas (`tests/forge/openapi.mjs`, with ajv). Its
+//! webhooks start from GitHub's example payloads the same way ([`webhook_payload`]).
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -64,6 +65,23 @@ fn overlay(base: &mut Value, ours: Value) {
         }
         (b, o) => *b = o,
     }
+}
+
+/// GitHub's own webhook payloads (npm `@octokit/webhooks-examples`, pinned in package.json):
+/// the example of an event and action, with `ours` laid over it.
+pub fn webhook_payload(event: &str, action: &str, ours: Value) -> Value {
+    let path =
+        repo_root().join("node_modules/@octokit/webhooks-examples/api.github.com/index.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/setup)", path.display()));
+    let all: Value = serde_json::from_str(&text).expect("the webhook examples");
+    let mut payload = all
+        .as_array()
+        .and_then(|events| events.iter().find(|e| e["name"] == event))
+        .and_then(|e| e["examples"].as_array()?.iter().find(|x| x["action"] == action).cloned())
+        .unwrap_or_else(|| panic!("no example of {event} {action}"));
+    overlay(&mut payload, ours);
+    payload
 }
 
 /// Validates `calls` against the description; the problems found, one per line.

@@ -243,8 +243,7 @@ impl ForgeStub {
         };
         let review = json!({"id": pull.reviews.len(), "user": {"login": user}, "body": body, "state": state.to_lowercase(),
                             "commit_id": pull.reviews.last().map(|r| r.3.clone())});
-        self.tell("pull_request_review", json!({"action": "submitted", "review": review}), &pull)
-            .await;
+        self.tell("pull_request_review", "submitted", json!({"review": review}), &pull).await;
     }
 
     /// A person closes pull request `number` without merging it; GitHub sends `pull_request`.
@@ -255,7 +254,7 @@ impl ForgeStub {
             p.open = false;
             p.clone()
         };
-        self.tell("pull_request", json!({"action": "closed"}), &pull).await;
+        self.tell("pull_request", "closed", json!({}), &pull).await;
     }
 
     /// A person merges pull request `number` on the forge (a merge commit); GitHub sends
@@ -271,17 +270,18 @@ impl ForgeStub {
             p.merge_commit = Some(commit);
             p.clone()
         };
-        self.tell("pull_request", json!({"action": "closed"}), &pull).await;
+        self.tell("pull_request", "closed", json!({}), &pull).await;
     }
 
-    /// Sends a webhook about `pull` (when deliveries are on), with the fields GitHub's payloads
-    /// share (`@octokit/webhooks-examples`).
-    async fn tell(&self, event: &str, mut payload: Value, pull: &Pull) {
+    /// Sends a webhook about `pull` (when deliveries are on): GitHub's example payload of the
+    /// event and action (`@octokit/webhooks-examples`), with `ours` and the pull request's and
+    /// repository's own fields laid over it.
+    async fn tell(&self, event: &str, action: &str, mut ours: Value, pull: &Pull) {
         let Some((url, secret)) = self.webhooks.lock().ok().and_then(|w| w.clone()) else { return };
-        payload["pull_request"] = json!({"number": pull.number, "state": if pull.open { "open" } else { "closed" },
-                                          "merged": pull.merge_commit.is_some(), "head": {"ref": pull.head}, "base": {"ref": pull.base}});
-        payload["repository"] = json!({"name": pull.repo, "full_name": format!("git/{}", pull.repo), "owner": {"login": "git"}});
-        payload["sender"] = json!({"login": "a-person"});
+        ours["pull_request"] = json!({"number": pull.number, "state": if pull.open { "open" } else { "closed" },
+                                      "merged": pull.merge_commit.is_some(), "head": {"ref": pull.head}, "base": {"ref": pull.base}});
+        ours["repository"] = json!({"name": pull.repo, "full_name": format!("git/{}", pull.repo), "owner": {"login": "git"}});
+        let payload = crate::forge_openapi::webhook_payload(event, action, ours);
         let (status, answer) = self.deliver(&url, &secret, event, &payload).await;
         assert_eq!(status, 200, "the Worker refused the {event} webhook: {answer}");
     }
