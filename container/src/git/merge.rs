@@ -206,13 +206,9 @@ impl GitManager {
         let rig = self.rig(job.rig_id);
         let mut last_fetch = rig.lock.lock().await;
         let url = &super::origin_url(job.git_url, job.credential);
-        if is_repository(&repo) {
-            super::set_origin_url(&repo, url)?;
-            self.fetch_origin(&repo, url, job.credential).await?;
-        } else {
-            self.clone_into(&repo, url, job.credential).await?;
-        }
-        *last_fetch = Some(std::time::Instant::now());
+        // Always fetched: the merge must see the branch as it is on the origin now.
+        let now = std::time::Duration::ZERO;
+        self.sync_clone(&repo, url, job.credential, &mut last_fetch, now).await?;
         // Root's git would refuse a worktree owned by another uid ("dubious ownership"), and must
         // not trust one anyway (its `.git` file could point at a repository of the gate's, whose
         // config runs commands): `run_gates` always takes the tree back before root runs git in

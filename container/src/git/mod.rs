@@ -149,16 +149,8 @@ impl GitManager {
             let rig = self.rig(req.rig_id);
             let mut last_fetch = rig.lock.lock().await;
             let t = Instant::now();
-            if is_repository(&repo) {
-                set_origin_url(&repo, url)?;
-                if last_fetch.is_none_or(|at| at.elapsed() > FETCH_REUSE) {
-                    self.fetch_origin(&repo, url, req.credential).await?;
-                }
-            } else {
-                self.clone_into(&repo, url, req.credential).await?;
-                timings.cloned = true;
-            }
-            *last_fetch = Some(Instant::now());
+            timings.cloned =
+                self.sync_clone(&repo, url, req.credential, &mut last_fetch, FETCH_REUSE).await?;
             timings.clone_or_fetch = t.elapsed();
         }
 
@@ -356,15 +348,30 @@ impl GitManager {
         Ok(staged)
     }
 
-    /// Fetches the rig's clone from its origin, as the server, with the rig's credential.
-    async fn fetch_origin(
+    /// Brings the rig's clone up to date with its origin, cloning it when missing, as the server
+    /// with the rig's credential. The caller holds the rig lock; `last_fetch` is its record of
+    /// the last fetch, and a fetch younger than `reuse` is not made again. Whether it cloned.
+    async fn sync_clone(
         &self,
         repo: &Path,
         url: &str,
         credential: Option<&GitCredential>,
-    ) -> Result<(), GitError> {
-        let fetch = ["fetch", "--prune", "--quiet", "origin"];
-        self.git_remote(Some(repo), &fetch, url, credential).await.map(|_| ())
+        last_fetch: &mut Option<Instant>,
+        reuse: Duration,
+    ) -> Result<bool, GitError> {
+        let cloned = if is_repository(repo) {
+            set_origin_url(repo, url)?;
+            if last_fetch.is_none_or(|at| at.elapsed() >= reuse) {
+                let fetch = ["fetch", "--prune", "--quiet", "origin"];
+                self.git_remote(Some(repo), &fetch, url, credential).await?;
+            }
+            false
+        } else {
+            self.clone_into(repo, url, credential).await?;
+            true
+        };
+        *last_fetch = Some(Instant::now());
+        Ok(cloned)
     }
 
     /// Runs git as the control server, in its own repositories.
