@@ -409,23 +409,15 @@ impl TownOp for ForgeToken {
         _: Option<&str>,
     ) -> ApiResult<Value> {
         let own = checked_scope(o, &Some(self.rig_id))?;
-        let mut configured = None;
         for candidate in [own, scope(&None)] {
-            if read(o.db, &candidate)?.is_some() {
-                configured = Some(candidate);
-                break;
+            if let Some(issued) = token_of(o, &candidate).await.map_err(ApiError::Unavailable)? {
+                return Ok(json!({
+                    "kind": issued.kind, "api_url": issued.api_url, "token": issued.token.0,
+                    "expires_at": issued.expires_at,
+                }));
             }
         }
-        let Some(scope) = configured else {
-            return Err(ApiError::NotFound(
-                "no forge is configured for this rig or its town".into(),
-            ));
-        };
-        let issued = token_of(o, &scope).await.map_err(ApiError::Unavailable)?;
-        Ok(json!({
-            "kind": issued.kind, "api_url": issued.api_url, "token": issued.token.0,
-            "expires_at": issued.expires_at,
-        }))
+        Err(ApiError::NotFound("no forge is configured for this rig or its town".into()))
     }
 }
 
@@ -454,12 +446,13 @@ struct StoredSecrets {
     token: Option<String>,
 }
 
-/// The scope's token: a token forge's own; a GitHub App's cached one while it has time left,
-/// else a new one (kept, with its expiry; a failure is kept as the forge's `last_error`).
+/// The scope's token (`None`: no forge is configured for it): a token forge's own; a GitHub
+/// App's cached one while it has time left, else a new one (kept, with its expiry; a failure
+/// is kept as the forge's `last_error`).
 async fn token_of<D: Db, E: Effects>(
     o: &TownObject<'_, D, E>,
     scope: &str,
-) -> Result<Issued, String> {
+) -> Result<Option<Issued>, String> {
     let stored: Option<Stored> = o
         .db
         .first(
@@ -467,7 +460,7 @@ async fn token_of<D: Db, E: Effects>(
             params![scope],
         )
         .map_err(|e| e.public_message().to_string())?;
-    let stored = stored.ok_or("no forge is configured")?;
+    let Some(stored) = stored else { return Ok(None) };
     let secrets: StoredSecrets = serde_json::from_str(&stored.secrets)
         .map_err(|_| "the stored credentials are unreadable")?;
     let issued = |token: String, expires_at: Option<String>| Issued {
@@ -477,14 +470,17 @@ async fn token_of<D: Db, E: Effects>(
         expires_at,
     };
     if stored.kind != ForgeKind::GithubApp.as_str() {
-        return secrets.token.map(|t| issued(t, None)).ok_or_else(|| "no token is stored".into());
+        return secrets
+            .token
+            .map(|t| Some(issued(t, None)))
+            .ok_or_else(|| "no token is stored".into());
     }
     if let Some(cached) = stored
         .cached_token
         .clone()
         .filter(|_| !app::needs_refresh(stored.token_expires_at.as_deref(), o.fx.now_ms()))
     {
-        return Ok(issued(cached, stored.token_expires_at.clone()));
+        return Ok(Some(issued(cached, stored.token_expires_at.clone())));
     }
     let (Some(app_id), Some(installation_id), Some(pem)) =
         (secrets.app_id, secrets.installation_id, secrets.private_key)
@@ -501,7 +497,7 @@ async fn token_of<D: Db, E: Effects>(
         Err(e) => o.db.exec("UPDATE forge SET last_error = ? WHERE scope = ?", params![e, scope]),
     };
     kept.map_err(|e| e.public_message().to_string())?;
-    minted.map(|t| issued(t.token, Some(t.expires_at)))
+    minted.map(|t| Some(issued(t.token, Some(t.expires_at))))
 }
 
 town_ops!(PutForge, GetForge, DeleteForge, ForgeToken);
