@@ -64,6 +64,9 @@ pub struct AgentState {
     pub api_token: Option<String>,
     /// A turn of the agent's session is in progress (from Kilo's session status events).
     pub busy: bool,
+    /// Turn ends seen on the agent's session. Waiting for this count to move does not depend
+    /// on having seen the turn's start, which an event stream that reconnected may have missed.
+    pub turns_ended: u64,
     /// The run's work is over: the agent called `gt_done` and the Worker took it. The process
     /// is being released; a start for new work may replace the run at once.
     pub work_done: bool,
@@ -121,6 +124,7 @@ impl Agent {
                 attachment: None,
                 api_token,
                 busy: false,
+                turns_ended: 0,
                 turn_text: Vec::new(),
                 work_done: false,
                 events,
@@ -244,18 +248,20 @@ impl Agent {
         self.changed.notify_waiters();
     }
 
-    /// Marks run `generation` as having finished its work (`gt_done` accepted). Returns false
-    /// when the record has moved on to another run or the run already ended.
-    pub fn mark_work_done(&self, generation: u64) -> bool {
+    /// Marks run `generation` as having finished its work (`gt_done` accepted). Returns the
+    /// count of turn ends so far, or `None` when the record has moved on to another run, the
+    /// run already ended or was already marked.
+    pub fn mark_work_done(&self, generation: u64) -> Option<u64> {
         let mut s = self.lock();
         if s.generation != generation || !s.status.is_active() || s.work_done {
-            return false;
+            return None;
         }
         s.work_done = true;
         s.events.push(AgentEventKind::Supervisor, json!({ "action": "work_done", "detail": "gt_done accepted; the run ends when its turn does" }));
+        let turns_ended = s.turns_ended;
         drop(s);
         self.changed.notify_waiters();
-        true
+        Some(turns_ended)
     }
 
     /// Replaces the agent's Worker credential (tokens expire under long-running agents).
@@ -273,8 +279,15 @@ impl Agent {
     pub fn set_busy(&self, busy: bool) -> Option<String> {
         let mut s = self.lock();
         s.busy = busy;
+        if !busy {
+            s.turns_ended += 1;
+        }
         s.last_activity_at = SystemTime::now();
-        (!busy && !s.turn_text.is_empty()).then(|| std::mem::take(&mut s.turn_text).join("\n\n"))
+        let reply = (!busy && !s.turn_text.is_empty())
+            .then(|| std::mem::take(&mut s.turn_text).join("\n\n"));
+        drop(s);
+        self.changed.notify_waiters();
+        reply
     }
 
     /// Whether the agent is at work: active, and for the mayor (which waits between messages)

@@ -3,7 +3,10 @@
 //! memory and its id can take new work.
 //!
 //! The turn that called `gt_done` is let finish first (the model answers the tool result), up
-//! to [`TURN_END_WAIT`]; then the run is stopped like a requested stop: its own Kilo process is
+//! to [`TURN_END_WAIT`]: the run waits for the session to report a turn end after the Worker
+//! took the work, not for a "busy" flag to clear, since a loaded machine can take longer than
+//! any fixed look to send the model that answer and the turn's start may not have been seen.
+//! Then the run is stopped like a requested stop: its own Kilo process is
 //! terminated, or, on a shared process, its session is aborted and the process goes with its
 //! last agent. The worktree stays: the branch is not merged yet (the refinery removes it).
 
@@ -17,24 +20,23 @@ use crate::agents::Agent;
 
 /// Longest wait for the turn that called `gt_done` to end before the run is stopped anyway.
 const TURN_END_WAIT: Duration = Duration::from_secs(30);
-/// Time for the session to report the turn's end after the tool answered.
-const FIRST_LOOK: Duration = Duration::from_millis(300);
 
 impl Supervisor {
     /// Called once the Worker accepted the agent's `gt_done` for run `generation`. Returns at
     /// once; the run is ended in the background. A run that is stopped or replaced meanwhile
     /// is left alone (the stop is for this generation only).
     pub fn work_done(self: &Arc<Self>, agent: &Arc<Agent>, generation: u64) {
-        if !agent.mark_work_done(generation) {
+        let Some(turns_ended) = agent.mark_work_done(generation) else {
             return;
-        }
+        };
         let this = self.clone();
         let agent = agent.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(FIRST_LOOK).await;
             agent
                 .wait_while(TURN_END_WAIT, |s| {
-                    s.generation == generation && s.status.is_active() && s.busy
+                    s.generation == generation
+                        && s.status.is_active()
+                        && s.turns_ended == turns_ended
                 })
                 .await;
             tracing::info!(agent = %agent.id, generation, "work done: ending the run");
