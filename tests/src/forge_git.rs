@@ -17,6 +17,8 @@ use tokio::io::AsyncWriteExt;
 /// One request git made to the host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GitRequest {
+    /// The repository's name (`app` for `/git/app.git/...`).
+    pub repo: String,
     /// `git-upload-pack` (clone, fetch) or `git-receive-pack` (push).
     pub service: String,
     /// The Basic user and whether its password was the token; `None` without credentials.
@@ -24,11 +26,15 @@ pub struct GitRequest {
     pub status: u16,
 }
 
+/// When a token stops being taken (`None`: never).
+type Expiry = Option<std::time::Instant>;
+
 #[derive(Clone, Default)]
 pub(crate) struct GitHost {
     root: Arc<Option<tempfile::TempDir>>,
-    /// The tokens git may use (a token forge's own, and each one an app minted).
-    tokens: Arc<Mutex<Vec<String>>>,
+    /// The tokens git (and the REST routes) take: a token forge's own, and each one an app
+    /// minted, until it expires.
+    tokens: Arc<Mutex<Vec<(String, Expiry)>>>,
     requests: Arc<Mutex<Vec<GitRequest>>>,
 }
 
@@ -45,13 +51,21 @@ impl GitHost {
     }
 
     pub(crate) fn allow(&self, token: &str) {
+        self.allow_until(token, None);
+    }
+
+    /// Takes `token` until `expires` (for ever with `None`).
+    pub(crate) fn allow_until(&self, token: &str, expires: Option<std::time::Instant>) {
         if let Ok(mut tokens) = self.tokens.lock() {
-            tokens.push(token.to_string());
+            tokens.push((token.to_string(), expires));
         }
     }
 
     pub(crate) fn allows(&self, token: &str) -> bool {
-        self.tokens.lock().is_ok_and(|t| t.iter().any(|known| known == token))
+        let now = std::time::Instant::now();
+        self.tokens.lock().is_ok_and(|t| {
+            t.iter().any(|(known, until)| known == token && until.is_none_or(|u| now < u))
+        })
     }
 
     pub(crate) fn requests(&self) -> Vec<GitRequest> {
@@ -107,7 +121,11 @@ pub(crate) async fn serve(
             .unwrap_or_default()
     };
     if let Ok(mut requests) = host.requests.lock() {
-        requests.push(GitRequest { service, credential, status: response.status().as_u16() });
+        let repo =
+            uri.path().strip_prefix("/git/").and_then(|p| p.split_once(".git/")).map(|(r, _)| r);
+        let repo = repo.unwrap_or("").to_string();
+        let status = response.status().as_u16();
+        requests.push(GitRequest { repo, service, credential, status });
     }
     response
 }

@@ -28,7 +28,10 @@ pub struct Pull {
     pub body: String,
     pub open: bool,
     pub merge_commit: Option<String>,
-    /// `(user, state, body, the head it reviewed)`, oldest first.
+    /// The squashed commit, when a GitLab merge squashed it.
+    pub squashed: Option<String>,
+    /// `(user, state, body, the head it reviewed)`, oldest first (on GitLab: `APPROVED` or a
+    /// diff `THREAD`).
     pub reviews: Vec<(String, String, String, String)>,
 }
 
@@ -42,6 +45,8 @@ pub struct CheckRule {
 /// One REST request the product made, and the stand-in's answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestCall {
+    /// The repository's name.
+    pub repo: String,
     pub method: String,
     /// The path after the repository (`/pulls/1`).
     pub path: String,
@@ -57,6 +62,8 @@ pub(crate) struct PullHost {
     pub(crate) pulls: Arc<Mutex<Vec<Pull>>>,
     pub(crate) checks: Arc<Mutex<Vec<CheckRule>>>,
     pub(crate) calls: Arc<Mutex<Vec<RestCall>>>,
+    /// The calls to the GitLab routes (`forge_gitlab.rs`).
+    pub(crate) gitlab_calls: Arc<Mutex<Vec<RestCall>>>,
     pub(crate) examples: Arc<Examples>,
 }
 
@@ -66,6 +73,7 @@ impl PullHost {
             pulls: Arc::default(),
             checks: Arc::default(),
             calls: Arc::default(),
+            gitlab_calls: Arc::default(),
             examples: Arc::new(examples),
         }
     }
@@ -90,8 +98,36 @@ fn not_found() -> Answer {
 }
 
 impl PullHost {
-    fn with<T>(&self, f: impl FnOnce(&mut Vec<Pull>) -> T) -> T {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Vec<Pull>) -> T) -> T {
         f(&mut self.pulls.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A new open pull request of `repo`, numbered after the repository's others.
+    pub(crate) fn open(
+        &self,
+        repo: &str,
+        head: String,
+        base: String,
+        title: String,
+        body: String,
+    ) -> Pull {
+        self.with(|pulls| {
+            let number = pulls.iter().filter(|p| p.repo == repo).count() as u64 + 1;
+            let p = Pull {
+                number,
+                repo: repo.to_string(),
+                head,
+                base,
+                title,
+                body,
+                open: true,
+                merge_commit: None,
+                squashed: None,
+                reviews: Vec::new(),
+            };
+            pulls.push(p.clone());
+            p
+        })
     }
 
     /// GitHub's pull request object, with the head as the branch names it now.
@@ -117,7 +153,7 @@ impl PullHost {
         })
     }
 
-    fn checks_of(&self, repo_path: &Path, sha: &str) -> Value {
+    pub(crate) fn checks_of(&self, repo_path: &Path, sha: &str) -> Value {
         let files = git(repo_path, &["ls-tree", "-r", "--name-only", sha]).unwrap_or_default();
         let rules = self.checks.lock().map(|c| c.clone()).unwrap_or_default();
         let runs: Vec<Value> = rules
@@ -184,6 +220,7 @@ pub(crate) async fn serve(
     };
     if let Ok(mut calls) = server.host.calls.lock() {
         calls.push(RestCall {
+            repo: repo.clone(),
             method: method.to_string(),
             path: format!("/{rest}"),
             body,
@@ -243,11 +280,7 @@ fn operation(
             if exists {
                 return (template, answer(422, json!({"message": "Validation Failed", "documentation_url": DOCS, "errors": [{"resource": "PullRequest", "code": "custom", "message": format!("A pull request already exists for git:{head}.")}]})));
             }
-            let pull = host.with(|pulls| {
-                let p = Pull { number: pulls.len() as u64 + 1, repo: repo.to_string(), head, base, title: text("title"), body: text("body"), open: true, merge_commit: None, reviews: Vec::new() };
-                pulls.push(p.clone());
-                p
-            });
+            let pull = host.open(repo, head, base, text("title"), text("body"));
             answer(201, host.examples.with("pull-request", host.shape(&repo_path, base_url, &pull)))
         }
         ("GET", ["pulls"]) => {
@@ -308,7 +341,7 @@ fn find(host: &PullHost, repo: &str, n: &str) -> Option<Pull> {
     host.with(|pulls| pulls.iter().find(|p| p.repo == repo && p.number == n).cloned())
 }
 
-fn form_value(query: &str, key: &str) -> Option<String> {
+pub(crate) fn form_value(query: &str, key: &str) -> Option<String> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
         (k == key).then(|| {

@@ -42,6 +42,8 @@ struct Shared {
     exchanges: Arc<Mutex<Vec<Exchange>>>,
     /// Where minted tokens become valid for git.
     git: GitHost,
+    /// How long a minted installation token lives, in seconds (GitHub's: an hour).
+    token_lifetime: Arc<std::sync::atomic::AtomicI64>,
 }
 
 pub struct ForgeStub {
@@ -51,6 +53,9 @@ pub struct ForgeStub {
     pulls: PullHost,
     /// Where, and with which secret, webhooks go (`deliver_webhooks_to`).
     webhooks: Mutex<Option<(String, String)>>,
+    /// Where, and with which token, GitLab's webhooks go (`deliver_gitlab_webhooks_to`).
+    gitlab_webhooks: Mutex<Option<(String, String)>>,
+    token_lifetime: Arc<std::sync::atomic::AtomicI64>,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -105,8 +110,11 @@ async fn access_tokens(
         (Ok(()), false) => (StatusCode::NOT_FOUND, json!({"message": "Not Found"}), None),
         (Ok(()), true) => {
             let token = format!("ghs_stub{}x{}", installation_id, exchanges.len() + 1);
-            let body = json!({"token": token, "expires_at": iso(now_secs() + 3600)});
-            shared.git.allow(&token);
+            let lifetime = shared.token_lifetime.load(std::sync::atomic::Ordering::Relaxed);
+            let body = json!({"token": token, "expires_at": iso(now_secs() + lifetime)});
+            let until = std::time::Instant::now()
+                + std::time::Duration::from_secs(u64::try_from(lifetime).unwrap_or(0));
+            shared.git.allow_until(&token, Some(until));
             (StatusCode::CREATED, body, Some(token))
         }
     };
@@ -147,7 +155,13 @@ impl ForgeStub {
         let addr = listener.local_addr().expect("addr");
         let exchanges = Arc::new(Mutex::new(Vec::new()));
         let host = git.clone().unwrap_or_default();
-        let shared = Shared { app, exchanges: exchanges.clone(), git: host.clone() };
+        let token_lifetime = Arc::new(std::sync::atomic::AtomicI64::new(3600));
+        let shared = Shared {
+            app,
+            exchanges: exchanges.clone(),
+            git: host.clone(),
+            token_lifetime: token_lifetime.clone(),
+        };
         let mut router = axum::Router::new()
             .route("/app/installations/{id}/access_tokens", axum::routing::post(access_tokens))
             .with_state(shared);
@@ -167,17 +181,36 @@ impl ForgeStub {
                     "/repos/{owner}/{repo}/{*rest}",
                     axum::routing::any(crate::forge_pulls::serve),
                 )
+                .route(
+                    "/api/v4/projects/{project}/{*rest}",
+                    axum::routing::any(crate::forge_gitlab::serve),
+                )
                 .with_state(server);
             router = router.merge(repos).merge(rest);
         }
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
-        Self { addr, exchanges, git, pulls, webhooks: Mutex::new(None), _task: task }
+        Self {
+            addr,
+            exchanges,
+            git,
+            pulls,
+            webhooks: Mutex::new(None),
+            gitlab_webhooks: Mutex::new(None),
+            token_lifetime,
+            _task: task,
+        }
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Installation tokens minted from now on live `secs` (git and the REST routes refuse them
+    /// after that).
+    pub fn set_token_lifetime(&self, secs: i64) {
+        self.token_lifetime.store(secs, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn exchanges(&self) -> Vec<Exchange> {
@@ -223,47 +256,58 @@ impl ForgeStub {
         }
     }
 
-    /// A person reviews pull request `number`'s head as it is now (`APPROVED`,
-    /// `CHANGES_REQUESTED`, `COMMENTED`); GitHub sends `pull_request_review`.
-    pub async fn review(&self, number: u64, user: &str, state: &str, body: &str) {
+    /// Records a review of pull request `number` of `repo` on its head as it is now.
+    fn add_review(
+        &self,
+        repo: &str,
+        number: u64,
+        user: &str,
+        state: &str,
+        body: &str,
+    ) -> Option<Pull> {
         let root = self.git.as_ref().map(|g| g.root().to_path_buf()).unwrap_or_default();
-        let pull = {
-            let Ok(mut pulls) = self.pulls.pulls.lock() else { return };
-            let Some(p) = pulls.iter_mut().find(|p| p.number == number) else { return };
-            let repo = root.join(format!("{}.git", p.repo));
-            let head =
-                crate::forge_pulls::git(&repo, &["rev-parse", &format!("refs/heads/{}", p.head)]);
-            p.reviews.push((
-                user.into(),
-                state.into(),
-                body.into(),
-                head.clone().unwrap_or_default(),
-            ));
-            p.clone()
-        };
+        let mut pulls = self.pulls.pulls.lock().ok()?;
+        let p = pulls.iter_mut().find(|p| p.repo == repo && p.number == number)?;
+        let path = root.join(format!("{}.git", p.repo));
+        let head =
+            crate::forge_pulls::git(&path, &["rev-parse", &format!("refs/heads/{}", p.head)]);
+        p.reviews.push((user.into(), state.into(), body.into(), head.unwrap_or_default()));
+        Some(p.clone())
+    }
+
+    /// A person reviews pull request `number` of `repo` on its head as it is now (`APPROVED`,
+    /// `CHANGES_REQUESTED`, `COMMENTED`); GitHub sends `pull_request_review`.
+    pub async fn review(&self, repo: &str, number: u64, user: &str, state: &str, body: &str) {
+        let Some(pull) = self.add_review(repo, number, user, state, body) else { return };
         let review = json!({"id": pull.reviews.len(), "user": {"login": user}, "body": body, "state": state.to_lowercase(),
                             "commit_id": pull.reviews.last().map(|r| r.3.clone())});
         self.tell("pull_request_review", "submitted", json!({"review": review}), &pull).await;
     }
 
-    /// A person closes pull request `number` without merging it; GitHub sends `pull_request`.
-    pub async fn close(&self, number: u64) {
+    /// A person closes pull request `number` of `repo` without merging it; GitHub sends
+    /// `pull_request`.
+    pub async fn close(&self, repo: &str, number: u64) {
         let pull = {
             let Ok(mut pulls) = self.pulls.pulls.lock() else { return };
-            let Some(p) = pulls.iter_mut().find(|p| p.number == number) else { return };
+            let Some(p) = pulls.iter_mut().find(|p| p.repo == repo && p.number == number) else {
+                return;
+            };
             p.open = false;
             p.clone()
         };
         self.tell("pull_request", "closed", json!({}), &pull).await;
     }
 
-    /// A person merges pull request `number` on the forge (a merge commit); GitHub sends
-    /// `pull_request` closed, merged.
-    pub async fn merge_by_hand(&self, number: u64) {
+    /// A person merges pull request `number` of `repo` on the forge (a merge commit); GitHub
+    /// sends `pull_request` closed, merged.
+    pub async fn merge_by_hand(&self, repo: &str, number: u64) {
         let root = self.git.as_ref().map(|g| g.root().to_path_buf()).unwrap_or_default();
         let pull = {
             let Ok(mut pulls) = self.pulls.pulls.lock() else { return };
-            let Some(p) = pulls.iter_mut().find(|p| p.number == number && p.open) else { return };
+            let Some(p) = pulls.iter_mut().find(|p| p.repo == repo && p.number == number && p.open)
+            else {
+                return;
+            };
             let repo = root.join(format!("{}.git", p.repo));
             let commit = self.pulls.merge(&repo, p, "merge").expect("a clean merge");
             p.open = false;
@@ -320,5 +364,72 @@ impl ForgeStub {
     /// Every REST call the product made to the pull request routes.
     pub fn rest_calls(&self) -> Vec<RestCall> {
         self.pulls.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Every REST call the product made to the GitLab routes.
+    pub fn gitlab_calls(&self) -> Vec<RestCall> {
+        self.pulls.gitlab_calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// From now on, an approval or a thread on a merge request is told to `url` as GitLab's
+    /// webhook would, with `token` as its `X-Gitlab-Token`.
+    pub fn deliver_gitlab_webhooks_to(&self, url: &str, token: &str) {
+        if let Ok(mut w) = self.gitlab_webhooks.lock() {
+            *w = Some((url.to_string(), token.to_string()));
+        }
+    }
+
+    /// A person approves merge request `iid` of `repo`; GitLab sends a `Merge Request Hook`
+    /// (action `approved`).
+    pub async fn approve_merge_request(&self, repo: &str, iid: u64, user: &str) {
+        let Some(pull) = self.add_review(repo, iid, user, "APPROVED", "") else { return };
+        self.tell_gitlab("Merge Request Hook", "approved", &pull).await;
+    }
+
+    /// A person starts a diff thread on merge request `iid`'s head; GitLab sends a `Note Hook`.
+    pub async fn open_thread(&self, repo: &str, iid: u64, user: &str, text: &str) {
+        let Some(pull) = self.add_review(repo, iid, user, "THREAD", text) else { return };
+        self.tell_gitlab("Note Hook", "create", &pull).await;
+    }
+
+    async fn tell_gitlab(&self, event: &str, action: &str, pull: &Pull) {
+        let Some((url, token)) = self.gitlab_webhooks.lock().ok().and_then(|w| w.clone()) else {
+            return;
+        };
+        let payload = json!({
+            "object_kind": if event == "Note Hook" { "note" } else { "merge_request" },
+            "event_type": if event == "Note Hook" { "note" } else { "merge_request" },
+            "project": {"path_with_namespace": format!("git/{}", pull.repo), "name": pull.repo},
+            "object_attributes": {"iid": pull.number, "action": action,
+                                  "state": if pull.open { "opened" } else { "closed" },
+                                  "source_branch": pull.head, "target_branch": pull.base},
+        });
+        let (status, answer) = self.deliver_gitlab(&url, &token, event, &payload).await;
+        assert_eq!(status, 200, "the Worker refused the {event} webhook: {answer}");
+    }
+
+    /// Delivers one webhook as GitLab does: `X-Gitlab-Event`, `X-Gitlab-Token`, a fresh
+    /// `X-Gitlab-Event-UUID` and `Idempotency-Key`. The Worker's status and answer.
+    pub async fn deliver_gitlab(
+        &self,
+        url: &str,
+        token: &str,
+        event: &str,
+        payload: &Value,
+    ) -> (u16, Value) {
+        let id = format!("{:x}", rand::random::<u128>());
+        let res = crate::http_client(std::time::Duration::from_secs(30))
+            .post(url)
+            .header("x-gitlab-event", event)
+            .header("x-gitlab-token", token)
+            .header("x-gitlab-event-uuid", &id)
+            .header("idempotency-key", &id)
+            .header("content-type", "application/json")
+            .json(payload)
+            .send()
+            .await
+            .expect("the webhook was sent");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod control_server;
 pub mod forge_git;
+pub mod forge_gitlab;
 pub mod forge_openapi;
 pub mod forge_pulls;
 pub mod forge_stub;

@@ -14,7 +14,12 @@
 //! - `reviewed` (`merge_strategy: "pr"`, one approval required): a pull request is opened, its
 //!   failed check sends the bead back, a review asking for changes sends it back again, the
 //!   approval gets it merged by the Worker over REST, a second bead's pull request closed by a
-//!   person returns that bead and escalates, and a third one merged by a person closes its bead.
+//!   person returns that bead and escalates, and a third one merged by a person closes its bead;
+//! - `on-gitlab` (its own forge: a GitLab token; `merge_strategy: "pr"`, squashed): a merge
+//!   request whose failed job sends the bead back, then a diff thread on the new head, then an
+//!   approval (GitLab's webhook with its token) gets it squashed by the Worker;
+//! - `clashing` (`pr`, no review required): two beads write the same file; the second pull
+//!   request conflicts, goes back, and is merged once its polecat merged `main` in.
 
 use std::time::Duration;
 
@@ -29,6 +34,8 @@ use serde_json::{json, Value};
 
 const WORK: Duration = Duration::from_secs(300);
 const WEBHOOK_SECRET: &str = "whsec-of-the-test";
+const GITLAB_TOKEN: &str = "glpat-of-the-test";
+const GITLAB_HOOK_TOKEN: &str = "gitlab-hook-token-of-the-test";
 
 /// A shell script that searches what its uid can read for each of `secrets` (never written
 /// whole in the script, so the script's own command line holds none), and checks that it could
@@ -75,6 +82,9 @@ async fn a_town_works_on_a_private_forge_with_an_app_token_no_agent_or_gate_can_
     let pem = key.to_pkcs1_pem(LineEnding::LF).expect("pem").to_string();
     let app = App { app_id: 515, installation_id: 99, public_key: key.to_public_key() };
     let forge = ForgeStub::start_with_git(Some(app)).await;
+    // Installation tokens live 20 s past the Worker's five-minute refresh margin, so the run
+    // outlives several: each is refreshed before it expires, and an expired one is refused.
+    forge.set_token_lifetime(5 * 60 + 20);
 
     let model = ModelServer::start(Vec::<(String, Vec<Step>)>::new()).await.expect("model");
     let local = LocalTown::start(
@@ -105,11 +115,19 @@ async fn a_town_works_on_a_private_forge_with_an_app_token_no_agent_or_gate_can_
     forge.deliver_webhooks_to(&hooks, WEBHOOK_SECRET);
     let key_line = pem.lines().nth(1).expect("a line of the key").to_string();
     let secrets = [token.as_str(), key_line.as_str()];
-    let (private, reviewed) = tokio::join!(
+    let (private, reviewed, on_gitlab, clashing) = tokio::join!(
         private_scenario(&local, &model, &forge, &town, &secrets),
         pull_request_scenario(&local, &model, &forge, &town),
+        merge_request_scenario(&local, &model, &forge, &town),
+        conflict_scenario(&local, &model, &forge, &town),
     );
-    let runs: Vec<(String, String, String)> = std::iter::once(private).chain(reviewed).collect();
+    // The run outlived its first tokens: each was refreshed in time (a push or read with an
+    // expired one would have been refused, and the scenarios' checks of git would say so).
+    let exchanges = forge.exchanges();
+    assert!(exchanges.len() >= 3 && exchanges.iter().all(|e| e.verdict.is_ok()), "{exchanges:?}");
+    let minted: Vec<String> = exchanges.iter().filter_map(|e| e.token.clone()).collect();
+    let runs: Vec<(String, String, String)> =
+        std::iter::once(private).chain(reviewed).chain([on_gitlab]).chain(clashing).collect();
 
     // Neither secret is in any answer of the run, nor in a log line.
     let mut answers = Vec::<Value>::new();
@@ -133,7 +151,8 @@ async fn a_town_works_on_a_private_forge_with_an_app_token_no_agent_or_gate_can_
         answers.push(local.control.get(&format!("/agents/{agent}/events")).await.1);
     }
     let logs = format!("{}\n{}", local.control.logs().join("\n"), dev.output());
-    for secret in secrets {
+    let everything = secrets.into_iter().chain([GITLAB_TOKEN, GITLAB_HOOK_TOKEN]);
+    for secret in everything.chain(minted.iter().map(String::as_str)) {
         for answer in &answers {
             assert!(!answer.to_string().contains(secret), "a secret in an answer: {answer}");
         }
@@ -218,12 +237,14 @@ async fn private_scenario(
     );
 
     // Git never got in without the token, and used the minted one for reads and pushes.
-    let requests = forge.git_requests();
+    let requests: Vec<_> =
+        forge.git_requests().into_iter().filter(|r| r.repo == "private").collect();
     assert!(
-        requests
-            .iter()
-            .all(|r| r.status == 401 || r.credential.as_ref().is_some_and(|(_, ok)| *ok)),
-        "{requests:?}"
+        requests.iter().all(|r| match &r.credential {
+            Some((_, ok)) => *ok && r.status == 200,
+            None => r.status == 401,
+        }),
+        "no expired or wrong token was sent: {requests:?}"
     );
     assert!(requests.iter().any(|r| r.credential.is_none() && r.status == 401), "{requests:?}");
     assert!(
@@ -239,6 +260,17 @@ async fn private_scenario(
     assert!(pushes >= 2, "the agent's branch and the merge were pushed: {requests:?}");
 
     (rig, bead, agent)
+}
+
+/// A rework run: writes `content` to `file`, commits, and calls `gt_done` with `summary`.
+fn fix_then_done(file: &str, content: &str, summary: &str) -> Vec<Step> {
+    vec![
+        Step::bash(format!(
+            "echo {content} > {file} && git add {file} && git commit -qm 'fix {file}' && echo fixed"
+        )),
+        Step::tool("gt_done", json!({ "branch": "{{branch}}", "summary": summary })),
+        Step::text("fixed"),
+    ]
 }
 
 /// Waits until `rig`'s review queue has `n` entries and the last one is `status`; that entry.
@@ -270,15 +302,7 @@ async fn pull_request_scenario(
         .await;
     assert_eq!(created.status, 201, "{created:?}");
     let rig = created.data()["id"].as_str().expect("rig").to_string();
-    let fix = |file: &str, content: &str, summary: &str| {
-        vec![
-            Step::bash(format!(
-                "echo {content} > {file} && git add {file} && git commit -qm 'fix {file}' && echo fixed"
-            )),
-            Step::tool("gt_done", json!({ "branch": "{{branch}}", "summary": summary })),
-            Step::text("fixed"),
-        ]
-    };
+    let fix = fix_then_done;
     model.set_runs(
         "reviewed",
         vec![
@@ -303,25 +327,27 @@ async fn pull_request_scenario(
     assert_eq!(failed["pr_number"], 1, "{failed}");
     let pr_url = failed["pr_url"].as_str().expect("the pull request's link").to_string();
     assert!(pr_url.ends_with("/git/reviewed/pull/1"), "{pr_url}");
-    let pull = forge.pulls().first().cloned().expect("a pull request");
+    let pull = forge.pulls().into_iter().find(|p| p.repo == "reviewed").expect("a pull request");
     assert_eq!((pull.base.as_str(), pull.title.as_str()), ("main", "Add the feature"));
     assert!(pull.body.contains(&bead), "{}", pull.body);
 
     // Green now, it waits for its review; a reviewer asks for changes.
     let waiting = nth_entry(dev, &rig, 2, "running").await;
     assert_eq!(waiting["pr_number"], 1, "{waiting}");
-    wait_for("the check to pass on the new head", WORK, async || {
+    wait_for("the check to be read on the new head", WORK, async || {
         let calls = forge.rest_calls();
-        calls.iter().filter(|c| c.path.ends_with("/check-runs")).count().ge(&2).then_some(())
+        let reads =
+            calls.iter().filter(|c| c.repo == "reviewed" && c.path.ends_with("/check-runs"));
+        reads.count().ge(&2).then_some(())
     })
     .await;
-    forge.review(1, "ann", "CHANGES_REQUESTED", "Please make feature.txt final").await;
+    forge.review("reviewed", 1, "ann", "CHANGES_REQUESTED", "Please make feature.txt final").await;
     let asked = nth_entry(dev, &rig, 2, "rework").await;
     assert_eq!(asked["result"]["state"], "changes_requested", "{asked}");
 
     // The reworked branch is approved, and the Worker merges it.
     nth_entry(dev, &rig, 3, "running").await;
-    forge.review(1, "ann", "APPROVED", "Thanks").await;
+    forge.review("reviewed", 1, "ann", "APPROVED", "Thanks").await;
     let settled = dev.settled_bead(&rig, &bead, WORK).await;
     assert_eq!(settled["status"], "closed", "{settled}");
     assert_eq!(settled["metadata"]["pr_number"], 1, "{settled}");
@@ -336,10 +362,14 @@ async fn pull_request_scenario(
     };
     assert_eq!(git(&["show", "main:feature.txt"]), "final");
     assert_eq!(git(&["show", "main:tests.txt"]), "covered");
-    let pulls = forge.pulls();
+    let pulls: Vec<_> = forge.pulls().into_iter().filter(|p| p.repo == "reviewed").collect();
     assert_eq!(pulls.len(), 1, "one pull request for all three rounds");
     assert!(pulls[0].merge_commit.is_some() && !pulls[0].open);
-    let merges: Vec<_> = forge.rest_calls().into_iter().filter(|c| c.method == "PUT").collect();
+    let merges: Vec<_> = forge
+        .rest_calls()
+        .into_iter()
+        .filter(|c| c.repo == "reviewed" && c.method == "PUT")
+        .collect();
     assert_eq!(merges.len(), 1, "{merges:?}");
     assert_eq!(merges[0].body["merge_method"], "merge");
     let prompts: Vec<String> =
@@ -362,7 +392,7 @@ async fn pull_request_scenario(
     // A person closes the next bead's pull request: the bead is open again and escalates.
     let (second, second_agent, pull) =
         open_pull_request(local, model, forge, &rig, "closed", 4).await;
-    forge.close(pull).await;
+    forge.close("reviewed", pull).await;
     nth_entry(dev, &rig, 4, "failed").await;
     let returned = dev.bead(&rig, &second).await;
     assert_eq!(
@@ -379,17 +409,208 @@ async fn pull_request_scenario(
     // A person merges the third bead's pull request on the forge: the bead closes.
     let (third, third_agent, pull) =
         open_pull_request(local, model, forge, &rig, "by-hand", 5).await;
-    forge.merge_by_hand(pull).await;
+    forge.merge_by_hand("reviewed", pull).await;
     nth_entry(dev, &rig, 5, "merged").await;
     assert_eq!(dev.bead(&rig, &third).await["status"], "closed");
     assert_eq!(git(&["show", "main:by-hand.txt"]), "by-hand");
-    let merges: Vec<_> = forge.rest_calls().into_iter().filter(|c| c.method == "PUT").collect();
+    let merges: Vec<_> = forge
+        .rest_calls()
+        .into_iter()
+        .filter(|c| c.repo == "reviewed" && c.method == "PUT")
+        .collect();
     assert_eq!(merges.len(), 1, "the Worker merged only the first: {merges:?}");
 
     // Every request the Worker made, and every answer the stand-in gave, is GitHub's shape.
     let report = gastown_e2e::forge_openapi::check(&forge.rest_calls());
     assert!(report.is_ok(), "{}", report.unwrap_or_else(|e| e));
     vec![(rig.clone(), bead, agent), (rig.clone(), second, second_agent), (rig, third, third_agent)]
+}
+
+/// Two beads of a rig that merges pull requests without reviews write the same file: the
+/// second pull request conflicts once the first is merged, goes back to its polecat with how to
+/// resolve it, and is merged after the polecat merged the default branch in. Each
+/// `(rig, bead, agent)`.
+async fn conflict_scenario(
+    local: &LocalTown,
+    model: &ModelServer,
+    forge: &ForgeStub,
+    town: &str,
+) -> Vec<(String, String, String)> {
+    let dev = &local.worker;
+    let seed = Origin::new();
+    let (git_url, repo) = forge.add_repo("clashing", &seed.path);
+    let created = dev
+        .post(
+            &format!("/api/towns/{town}/rigs"),
+            json!({ "name": "clashing", "git_url": git_url, "merge_strategy": "pr" }),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let rig = created.data()["id"].as_str().expect("rig").to_string();
+    let write = |content: &str| {
+        vec![
+            Step::bash(format!(
+                "echo {content} > shared.txt && echo covered > tests.txt && git add -A && \
+                 git commit -qm 'write shared.txt' && echo committed"
+            )),
+            Step::tool("gt_done", json!({ "branch": "{{branch}}", "summary": "wrote it" })),
+            Step::text("done"),
+        ]
+    };
+    let resolve = vec![
+        Step::bash(
+            "git fetch -q origin && (git merge -q origin/main >/dev/null 2>&1 || true); \
+             echo one-and-two > shared.txt && git add shared.txt && \
+             git commit -qm 'merge main, resolve shared.txt' && echo resolved",
+        ),
+        Step::tool("gt_done", json!({ "branch": "{{branch}}", "summary": "resolved" })),
+        Step::text("resolved"),
+    ];
+    model.set_runs("clash1", vec![write("one"), resolve.clone()]);
+    model.set_runs("clash2", vec![write("two"), resolve]);
+    let mut runs = Vec::new();
+    for i in 1..=2 {
+        let body = json!({ "title": format!("Write shared.txt ({i})"), "body": marker(&format!("clash{i}")) });
+        let slung = dev.post(&format!("/api/rigs/{rig}/sling"), body).await;
+        assert_eq!(slung.status, 201, "{slung:?}");
+        let id = |k: &str| slung.data()[k]["id"].as_str().expect("id").to_string();
+        runs.push((rig.clone(), id("bead"), id("agent")));
+    }
+    for (_, bead, _) in &runs {
+        let settled = dev.settled_bead(&rig, bead, WORK).await;
+        assert_eq!(settled["status"], "closed", "{settled}");
+    }
+    let entries = dev.get(&format!("/api/rigs/{rig}/review-queue?limit=100")).await;
+    let entries = entries.data().as_array().cloned().unwrap_or_default();
+    let sent_back: Vec<_> = entries.iter().filter(|e| e["status"] == "rework").collect();
+    assert_eq!(sent_back.len(), 1, "{entries:?}");
+    assert_eq!(sent_back[0]["result"]["state"], "conflict", "{entries:?}");
+    let prompts: Vec<String> = ["clash1", "clash2"]
+        .iter()
+        .flat_map(|s| model.requests_for(s))
+        .flat_map(|r| r.user_texts())
+        .collect();
+    assert!(
+        prompts
+            .iter()
+            .any(|t| t.contains("conflicts with 'main'") && t.contains("git merge origin/main")),
+        "{prompts:?}"
+    );
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&repo)
+        .args(["show", "main:shared.txt"])
+        .output()
+        .expect("git");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "one-and-two");
+    let pulls: Vec<_> = forge.pulls().into_iter().filter(|p| p.repo == "clashing").collect();
+    assert!(pulls.len() == 2 && pulls.iter().all(|p| p.merge_commit.is_some()), "{pulls:?}");
+    runs
+}
+
+/// The rig on a GitLab project (a rig's own forge: a GitLab token) that reviews through merge
+/// requests, squashed; its `(rig, bead, agent)`.
+async fn merge_request_scenario(
+    local: &LocalTown,
+    model: &ModelServer,
+    forge: &ForgeStub,
+    town: &str,
+) -> (String, String, String) {
+    let dev = &local.worker;
+    let seed = Origin::new();
+    let (git_url, repo) = forge.add_repo("on-gitlab", &seed.path);
+    let created = dev
+        .post(
+            &format!("/api/towns/{town}/rigs"),
+            json!({ "name": "on-gitlab", "git_url": git_url, "merge_strategy": "pr",
+                    "require_review": 1, "merge_method": "squash" }),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let rig = created.data()["id"].as_str().expect("rig").to_string();
+    forge.allow_git_token(GITLAB_TOKEN);
+    let put = dev
+        .call(
+            Method::PUT,
+            &format!("/api/towns/{town}/rigs/{rig}/forge"),
+            &Auth::Internal,
+            json!({"kind": "gitlab", "api_url": format!("{}/api/v4", forge.url()),
+                   "token": GITLAB_TOKEN, "webhook_secret": GITLAB_HOOK_TOKEN}),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{put:?}");
+    let hooks = format!("{}/api/webhooks/gitlab/{town}", dev.base_url);
+    forge.deliver_gitlab_webhooks_to(&hooks, GITLAB_HOOK_TOKEN);
+    model.set_runs(
+        "on-gitlab",
+        vec![
+            commit_then_done("feature.txt", "draft"),
+            fix_then_done("tests.txt", "covered", "added the tests"),
+            fix_then_done("feature.txt", "final", "as the thread asked"),
+        ],
+    );
+    let slung = dev
+        .post(
+            &format!("/api/rigs/{rig}/sling"),
+            json!({ "title": "Add the feature on GitLab", "body": format!("Write feature.txt. {}", marker("on-gitlab")) }),
+        )
+        .await;
+    assert_eq!(slung.status, 201, "{slung:?}");
+    let bead = slung.data()["bead"]["id"].as_str().expect("bead").to_string();
+    let agent = slung.data()["agent"]["id"].as_str().expect("agent").to_string();
+
+    // The failed job sends the bead back; the fix goes to the same merge request.
+    let failed = nth_entry(dev, &rig, 1, "rework").await;
+    assert_eq!(failed["result"]["state"], "checks_failed", "{failed}");
+    let url = failed["pr_url"].as_str().expect("the merge request's link").to_string();
+    assert!(url.ends_with("/git/on-gitlab/-/merge_requests/1"), "{url}");
+
+    // Green now, it waits for its approval; a reviewer opens a thread on the new head.
+    nth_entry(dev, &rig, 2, "running").await;
+    wait_for("the statuses to be read on the new head", WORK, async || {
+        let calls = forge.gitlab_calls();
+        calls.iter().filter(|c| c.path.ends_with("/statuses")).count().ge(&2).then_some(())
+    })
+    .await;
+    forge.open_thread("on-gitlab", 1, "ann", "Please make feature.txt final").await;
+    let asked = nth_entry(dev, &rig, 2, "rework").await;
+    assert_eq!(asked["result"]["state"], "changes_requested", "{asked}");
+
+    // The reworked branch is approved (the thread stays on the older head) and squashed.
+    nth_entry(dev, &rig, 3, "running").await;
+    forge.approve_merge_request("on-gitlab", 1, "ann").await;
+    let settled = dev.settled_bead(&rig, &bead, WORK).await;
+    assert_eq!(settled["status"], "closed", "{settled}");
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git").arg("-C").arg(&repo).args(args).output();
+        String::from_utf8_lossy(&out.expect("git").stdout).trim().to_string()
+    };
+    assert_eq!(git(&["show", "main:feature.txt"]), "final");
+    assert_eq!(git(&["rev-list", "--count", "--merges", "main"]), "0", "squashed, not merged");
+    let calls = forge.gitlab_calls();
+    let merges: Vec<_> = calls.iter().filter(|c| c.method == "PUT").collect();
+    assert_eq!(merges.len(), 1, "{merges:?}");
+    assert_eq!(merges[0].body["squash"], true);
+    assert!(calls.iter().all(|c| c.status != 401), "the token was taken: {calls:?}");
+    let prompts: Vec<String> =
+        model.requests_for("on-gitlab").iter().flat_map(|r| r.user_texts()).collect();
+    assert!(prompts.iter().any(|t| t.contains("Please make feature.txt final")), "{prompts:?}");
+
+    // Git used the GitLab token as GitLab takes it; a webhook without the token is refused.
+    let requests: Vec<_> =
+        forge.git_requests().into_iter().filter(|r| r.repo == "on-gitlab").collect();
+    assert!(
+        requests.iter().any(|r| r.service == "git-receive-pack" && r.status == 200)
+            && requests
+                .iter()
+                .all(|r| r.credential.as_ref().is_none_or(|(u, ok)| u == "oauth2" && *ok)),
+        "{requests:?}"
+    );
+    let payload = json!({"object_kind": "merge_request", "project": {"path_with_namespace": "git/on-gitlab"}});
+    let (status, _) =
+        forge.deliver_gitlab(&hooks, "not-the-token", "Merge Request Hook", &payload).await;
+    assert_eq!(status, 401);
+    (rig, bead, agent)
 }
 
 /// Slings a bead whose agent writes `<name>.txt` and calls gt_done, and waits until its review
@@ -410,7 +631,13 @@ async fn open_pull_request(
     let bead = slung.data()["bead"]["id"].as_str().expect("bead").to_string();
     let agent = slung.data()["agent"]["id"].as_str().expect("agent").to_string();
     nth_entry(dev, rig, entry, "running").await;
-    let opened = || forge.pulls().iter().find(|p| p.body.contains(&bead)).map(|p| p.number);
+    let opened = || {
+        forge
+            .pulls()
+            .iter()
+            .find(|p| p.repo == "reviewed" && p.body.contains(&bead))
+            .map(|p| p.number)
+    };
     let number = wait_for("its pull request", WORK, async || opened()).await;
     (bead, agent, number)
 }
@@ -443,7 +670,7 @@ async fn the_forge_stand_in_answers_as_githubs_description_says() {
     assert_eq!(call(Method::POST, "/pulls", Some(opened)).await, 422, "one open per head");
     assert_eq!(call(Method::GET, "/pulls?state=open&head=git:feature", None).await, 200);
     assert_eq!(call(Method::GET, "/pulls/1", None).await, 200);
-    forge.review(1, "ann", "APPROVED", "fine").await;
+    forge.review("app", 1, "ann", "APPROVED", "fine").await;
     for path in [
         "/pulls/1/reviews",
         "/pulls/1/comments",

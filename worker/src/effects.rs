@@ -99,7 +99,13 @@ pub struct Inbound {
 }
 
 /// The answer headers kept in [`Inbound::pacing`].
-pub const PACING_HEADERS: &[&str] = &["retry-after", "x-ratelimit-remaining", "x-ratelimit-reset"];
+pub const PACING_HEADERS: &[&str] = &[
+    "retry-after",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+];
 
 impl Inbound {
     pub fn new(status: u16, body: impl Into<String>) -> Self {

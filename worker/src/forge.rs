@@ -14,7 +14,10 @@
 //! (a GitHub App's is refreshed when less than five minutes are left).
 
 pub(crate) mod app;
+mod github;
+mod gitlab;
 pub mod pulls;
+pub mod rest;
 pub mod webhooks;
 
 use serde::{Deserialize, Serialize};

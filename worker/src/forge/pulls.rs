@@ -1,21 +1,25 @@
-//! Pull requests on GitHub, for rigs whose merge strategy is `pr`: opening one for a reviewed
-//! branch, reading where it stands (its state, mergeability, check runs, commit statuses and
-//! reviews), and merging it. [`decide`] turns what was read into the next step; it is pure, and
-//! the RigDO's alarm carries it out (`rig/object.rs`).
+//! Pull requests (merge requests on GitLab), for rigs whose merge strategy is `pr`: opening
+//! one for a reviewed branch, reading where it stands (its state, mergeability, checks and
+//! reviews) into one [`Snapshot`] whatever the forge, and merging it. [`decide`] turns what
+//! was read into the next step; it is pure, and the RigDO's alarm carries it out
+//! (`rig/object/pr_review.rs`). The forges' own clients are `github.rs` and `gitlab.rs`.
 
-use serde::Deserialize;
-use serde_json::{json, Value};
 use shared_types::MergeState;
 
-use crate::effects::{Effects, Inbound, Outbound};
+use super::github::GitHub;
+use super::gitlab::GitLab;
+use super::rest::ForgeError;
+use crate::effects::Effects;
 use crate::refinery::MergeSettings;
-use crate::routes::Method;
 
 /// A repository on the forge, named from the rig's git URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Repo {
+    /// The last two segments: GitHub's owner and name.
     pub owner: String,
     pub name: String,
+    /// The whole path, GitLab's project path (`group/subgroup/project`).
+    pub path: String,
 }
 
 impl Repo {
@@ -25,12 +29,67 @@ impl Repo {
         let rest = git_url.strip_prefix("https://").or_else(|| git_url.strip_prefix("http://"))?;
         let path = rest.split_once('/')?.1.trim_end_matches('/');
         let path = path.strip_suffix(".git").unwrap_or(path);
-        let mut parts = path.rsplitn(3, '/');
-        let (name, owner) = (parts.next()?, parts.next()?);
         let ok = |s: &str| {
-            !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            s.bytes().any(|b| b != b'.')
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         };
-        (ok(owner) && ok(name)).then(|| Self { owner: owner.into(), name: name.into() })
+        let segments: Vec<&str> = path.split('/').collect();
+        let [.., owner, name] = segments[..] else { return None };
+        segments.iter().all(|s| ok(s)).then(|| Self {
+            owner: owner.into(),
+            name: name.into(),
+            path: path.into(),
+        })
+    }
+}
+
+/// The rig's forge, as its token's kind says (`gitlab`, else GitHub).
+pub enum Forge<'a, E: Effects> {
+    GitHub(GitHub<'a, E>),
+    GitLab(GitLab<'a, E>),
+}
+
+impl<'a, E: Effects> Forge<'a, E> {
+    pub fn new(kind: &str, fx: &'a E, api_url: &'a str, token: &'a str, repo: &'a Repo) -> Self {
+        if kind == "gitlab" {
+            Self::GitLab(GitLab { fx, api_url, token, repo })
+        } else {
+            Self::GitHub(GitHub { fx, api_url, token, repo })
+        }
+    }
+
+    /// Opens the request of `head` into `base`, or finds the open one the forge has for it.
+    pub async fn open(
+        &self,
+        head: &str,
+        base: &str,
+        title: &str,
+        body: &str,
+    ) -> Result<PullRequest, ForgeError> {
+        match self {
+            Self::GitHub(f) => f.open(head, base, title, body).await,
+            Self::GitLab(f) => f.open(head, base, title, body).await,
+        }
+    }
+
+    pub async fn snapshot(&self, number: u64) -> Result<Snapshot, ForgeError> {
+        match self {
+            Self::GitHub(f) => f.snapshot(number).await,
+            Self::GitLab(f) => f.snapshot(number).await,
+        }
+    }
+
+    /// Merges at `sha`: the commit that landed, or `None` when the forge will not merge now.
+    pub async fn merge(
+        &self,
+        number: u64,
+        sha: &str,
+        method: &str,
+    ) -> Result<Option<String>, ForgeError> {
+        match self {
+            Self::GitHub(f) => f.merge(number, sha, method).await,
+            Self::GitLab(f) => f.merge(number, sha, method).await,
+        }
     }
 }
 
@@ -121,9 +180,14 @@ pub fn decide(s: &Snapshot, settings: &MergeSettings, default_branch: &str) -> S
         );
     }
     if s.mergeable == Some(false) {
+        // Merged in, not rebased: the branch is pushed for the agent and never forced.
         return done(
             MergeState::Conflict,
-            format!("the pull request conflicts with '{default_branch}'"),
+            format!(
+                "the pull request conflicts with '{default_branch}': merge it into your branch \
+                 (`git fetch origin && git merge origin/{default_branch}`), resolve, commit and \
+                 call gt_done again"
+            ),
             None,
         );
     }
@@ -191,223 +255,6 @@ fn latest_reviews(reviews: &[Review]) -> Vec<&Review> {
     }
     latest.retain(|r| r.state != "DISMISSED");
     latest
-}
-
-/// GitHub's REST API as the rig's installation (or token) sees it.
-pub struct GitHub<'a, E: Effects> {
-    pub fx: &'a E,
-    pub api_url: &'a str,
-    pub token: &'a str,
-    pub repo: &'a Repo,
-}
-
-/// A forge answer that is not what the step needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ForgeError {
-    /// Worth trying again later (unreachable, a 5xx).
-    Later(String),
-    /// The forge asks for no request before `until_ms` (a rate limit, `Retry-After`).
-    Paced { until_ms: i64, why: String },
-    /// Will not work as asked (refused, not found): the entry fails with this.
-    Refused(String),
-}
-
-/// When a refusing forge allows the next request: after `Retry-After` seconds, or, with no
-/// requests left (`X-RateLimit-Remaining: 0`), at `X-RateLimit-Reset` (epoch seconds). At most
-/// an hour away; `None` when the answer says nothing of it.
-pub fn paced_until_ms(answer: &Inbound, now_ms: i64) -> Option<i64> {
-    const HOUR_MS: i64 = 3600 * 1000;
-    if let Some(secs) = answer.header("retry-after").and_then(|v| v.trim().parse::<i64>().ok()) {
-        return Some(now_ms + (secs * 1000).clamp(0, HOUR_MS));
-    }
-    if answer.header("x-ratelimit-remaining").map(str::trim) == Some("0") {
-        let reset = answer.header("x-ratelimit-reset")?.trim().parse::<i64>().ok()?;
-        return Some((reset * 1000).clamp(now_ms, now_ms + HOUR_MS));
-    }
-    None
-}
-
-impl<E: Effects> GitHub<'_, E> {
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, ForgeError> {
-        let req = Outbound {
-            method,
-            url: format!(
-                "{}/repos/{}/{}{path}",
-                self.api_url.trim_end_matches('/'),
-                self.repo.owner,
-                self.repo.name
-            ),
-            headers: vec![
-                ("authorization".into(), format!("Bearer {}", self.token)),
-                ("accept".into(), "application/vnd.github+json".into()),
-                ("x-github-api-version".into(), "2022-11-28".into()),
-                ("user-agent".into(), "gastown".into()),
-            ],
-            body: body.map(|b| b.to_string()),
-        };
-        let answer = self
-            .fx
-            .http(&req)
-            .await
-            .map_err(|e| ForgeError::Later(format!("the forge is unreachable: {e}")))?;
-        let parsed: Value = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
-        let message = || parsed["message"].as_str().unwrap_or("no message").to_string();
-        let why = || format!("HTTP {}: {}", answer.status, message());
-        match answer.status {
-            200..=299 => Ok(parsed),
-            403 | 429 => match paced_until_ms(&answer, self.fx.now_ms()) {
-                Some(until_ms) => Err(ForgeError::Paced { until_ms, why: why() }),
-                // "API rate limit exceeded ..." without the headers that say for how long.
-                None if message().contains("rate limit") => Err(ForgeError::Later(why())),
-                None => Err(ForgeError::Refused(why())),
-            },
-            500..=599 => Err(ForgeError::Later(why())),
-            _ => Err(ForgeError::Refused(why())),
-        }
-    }
-
-    /// Opens the pull request of `head` into `base`, or finds the open one GitHub already has
-    /// for it (a rework pushes to the same branch, and a retry after a lost answer opens none).
-    pub async fn open(
-        &self,
-        head: &str,
-        base: &str,
-        title: &str,
-        body: &str,
-    ) -> Result<PullRequest, ForgeError> {
-        let created = self
-            .call(
-                Method::Post,
-                "/pulls",
-                Some(json!({"title": title, "head": head, "base": base, "body": body})),
-            )
-            .await;
-        let pr = match created {
-            Ok(pr) => pr,
-            Err(ForgeError::Refused(m)) if m.starts_with("HTTP 422") => {
-                let path = format!("/pulls?state=open&head={}:{}", self.repo.owner, encode(head));
-                let list = self.call(Method::Get, &path, None).await?;
-                list.as_array().and_then(|a| a.first()).cloned().ok_or(ForgeError::Refused(m))?
-            }
-            Err(e) => return Err(e),
-        };
-        pull_request(&pr)
-            .ok_or_else(|| ForgeError::Refused("the forge's pull request has no number".into()))
-    }
-
-    /// Where pull request `number` stands.
-    pub async fn snapshot(&self, number: u64) -> Result<Snapshot, ForgeError> {
-        #[derive(Deserialize)]
-        struct Pull {
-            state: String,
-            #[serde(default)]
-            merged: bool,
-            merge_commit_sha: Option<String>,
-            mergeable: Option<bool>,
-            head: Head,
-        }
-        #[derive(Deserialize)]
-        struct Head {
-            sha: String,
-        }
-        let pull: Pull = serde_json::from_value(
-            self.call(Method::Get, &format!("/pulls/{number}"), None).await?,
-        )
-        .map_err(|e| ForgeError::Refused(format!("the forge's pull request is malformed: {e}")))?;
-        let sha = pull.head.sha.clone();
-        let mut checks = Vec::new();
-        let runs = self.call(Method::Get, &format!("/commits/{sha}/check-runs"), None).await?;
-        for run in runs["check_runs"].as_array().into_iter().flatten() {
-            checks.push(Check {
-                name: run["name"].as_str().unwrap_or("check").to_string(),
-                conclusion: (run["status"] == "completed")
-                    .then(|| run["conclusion"].as_str().unwrap_or("failure").to_string()),
-                summary: run["output"]["summary"].as_str().unwrap_or("").to_string(),
-            });
-        }
-        let status = self.call(Method::Get, &format!("/commits/{sha}/status"), None).await?;
-        for s in status["statuses"].as_array().into_iter().flatten() {
-            let state = s["state"].as_str().unwrap_or("pending");
-            checks.push(Check {
-                name: s["context"].as_str().unwrap_or("status").to_string(),
-                conclusion: (state != "pending").then(|| state.to_string()),
-                summary: s["description"].as_str().unwrap_or("").to_string(),
-            });
-        }
-        let reviews = self.call(Method::Get, &format!("/pulls/{number}/reviews"), None).await?;
-        let reviews = reviews
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| Review {
-                user: r["user"]["login"].as_str().unwrap_or("someone").to_string(),
-                state: r["state"].as_str().unwrap_or("").to_string(),
-                body: r["body"].as_str().unwrap_or("").to_string(),
-                commit: r["commit_id"].as_str().unwrap_or("").to_string(),
-            })
-            .collect();
-        let comments = self.call(Method::Get, &format!("/pulls/{number}/comments"), None).await?;
-        let comments = comments
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|c| {
-                format!(
-                    "{}: {}",
-                    c["path"].as_str().unwrap_or(""),
-                    c["body"].as_str().unwrap_or("")
-                )
-            })
-            .collect();
-        Ok(Snapshot {
-            open: pull.state == "open",
-            merged: pull.merged,
-            merge_commit: pull.merge_commit_sha,
-            mergeable: pull.mergeable,
-            head_sha: sha,
-            checks,
-            reviews,
-            comments,
-        })
-    }
-
-    /// Merges pull request `number` at `sha` (a head that moved since is not merged): the
-    /// merge commit, or `None` when GitHub will not merge it now (405, 409).
-    pub async fn merge(
-        &self,
-        number: u64,
-        sha: &str,
-        method: &str,
-    ) -> Result<Option<String>, ForgeError> {
-        let path = format!("/pulls/{number}/merge");
-        match self.call(Method::Put, &path, Some(json!({"sha": sha, "merge_method": method}))).await
-        {
-            Ok(merged) => Ok(merged["sha"].as_str().map(str::to_string)),
-            Err(ForgeError::Refused(m))
-                if m.starts_with("HTTP 405") || m.starts_with("HTTP 409") =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
-    }
-}
-
-fn pull_request(pr: &Value) -> Option<PullRequest> {
-    Some(PullRequest {
-        number: pr["number"].as_u64()?,
-        url: pr["html_url"].as_str().unwrap_or("").to_string(),
-    })
-}
-
-/// A branch name in a query string (`/` and the rest of git's branch characters kept readable).
-fn encode(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 #[cfg(test)]

@@ -1,12 +1,15 @@
-//! GitHub's webhooks for a town: `POST /api/webhooks/github/:townId`, signed with the
-//! `webhook_secret` of the town's forge (or of one of its rigs').
+//! The forges' webhooks for a town: `POST /api/webhooks/github/:townId`, signed with the
+//! `webhook_secret` of the town's forge (or of one of its rigs'), and
+//! `POST /api/webhooks/gitlab/:townId`, carrying that secret as its token.
 //!
 //! A webhook is a nudge, not a state: payloads arrive late, twice or out of order, so a
-//! delivery about a pull request, its reviews or its checks only makes the rigs of that
-//! repository read their running pull request at their next pass (`PullRequestChanged`), and
-//! that read decides. The signature (`X-Hub-Signature-256`, HMAC-SHA256 of the raw body) is
-//! checked in constant time before anything else; a bad one is a 401 and changes nothing. A
-//! delivery id (`X-GitHub-Delivery`) seen before is answered without acting again.
+//! delivery about a pull request (merge request), its reviews, notes or checks (pipelines)
+//! only makes the rigs of that repository read their running pull request at their next pass
+//! (`PullRequestChanged`), and that read decides. The proof is checked in constant time before
+//! anything else: GitHub's `X-Hub-Signature-256` (HMAC-SHA256 of the raw body), GitLab's
+//! `X-Gitlab-Token` (the secret itself); a bad one is a 401 and changes nothing. A delivery id
+//! seen before (`X-GitHub-Delivery`; GitLab's `Idempotency-Key`, kept across its retries, or
+//! `X-Gitlab-Event-UUID`) is answered without acting again.
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -24,15 +27,17 @@ use crate::routes::{Endpoint, Rule};
 use crate::town::object::TownObject;
 use crate::town::op::{town_ops, TownOp};
 
-pub const ROUTES: &[Endpoint] =
-    &[Endpoint::post("/api/webhooks/github/:townId", Rule::Public, github)];
+pub const ROUTES: &[Endpoint] = &[
+    Endpoint::post("/api/webhooks/github/:townId", Rule::Public, github),
+    Endpoint::post("/api/webhooks/gitlab/:townId", Rule::Public, gitlab),
+];
 
 /// Deliveries remembered for this long (GitHub redelivers within hours).
 const KEEP_DELIVERIES_MS: i64 = 24 * 3600 * 1000;
 /// Longest payload taken (GitHub caps them at 25 MB; ours are about pull requests).
 const MAX_PAYLOAD: usize = 1024 * 1024;
-/// The events that say something about a pull request, its reviews or its checks.
-const PULL_REQUEST_EVENTS: &[&str] = &[
+/// GitHub's events that say something about a pull request, its reviews or its checks.
+const GITHUB_EVENTS: &[&str] = &[
     "pull_request",
     "pull_request_review",
     "pull_request_review_comment",
@@ -40,34 +45,104 @@ const PULL_REQUEST_EVENTS: &[&str] = &[
     "check_suite",
     "status",
 ];
+/// GitLab's: the merge request (approvals included), its notes, its pipelines.
+const GITLAB_EVENTS: &[&str] = &["Merge Request Hook", "Note Hook", "Pipeline Hook"];
 
 pub const MIGRATION: &[&str] =
     &["CREATE TABLE webhook_deliveries (id TEXT PRIMARY KEY, received_ms INTEGER NOT NULL)"];
 
 fn github(req: &Incoming) -> ApiResult<Plan> {
     let header = |name: &str| (req.header)(name).unwrap_or_default();
-    if req.body.len() > MAX_PAYLOAD {
-        return Err(ApiError::bad_request(format!("payload: at most {MAX_PAYLOAD} bytes")));
-    }
-    let body = std::str::from_utf8(req.body)
-        .map_err(|_| ApiError::bad_request("payload: not UTF-8 JSON"))?
-        .to_string();
-    let op = GithubWebhook {
+    let op = Webhook {
+        forge: HookForge::GitHub,
         event: header("x-github-event"),
         delivery: header("x-github-delivery"),
-        signature: header("x-hub-signature-256"),
-        body,
+        proof: header("x-hub-signature-256"),
+        body: payload(req)?,
     };
     api::town(req.param("townId")?, &op, 200)
 }
 
-/// One delivery, as received.
+fn gitlab(req: &Incoming) -> ApiResult<Plan> {
+    let header = |name: &str| (req.header)(name).unwrap_or_default();
+    let delivery = Some(header("idempotency-key"))
+        .filter(|k| !k.is_empty())
+        .unwrap_or_else(|| header("x-gitlab-event-uuid"));
+    let op = Webhook {
+        forge: HookForge::GitLab,
+        event: header("x-gitlab-event"),
+        delivery,
+        proof: header("x-gitlab-token"),
+        body: payload(req)?,
+    };
+    api::town(req.param("townId")?, &op, 200)
+}
+
+fn payload(req: &Incoming) -> ApiResult<String> {
+    if req.body.len() > MAX_PAYLOAD {
+        return Err(ApiError::bad_request(format!("payload: at most {MAX_PAYLOAD} bytes")));
+    }
+    std::str::from_utf8(req.body)
+        .map(str::to_string)
+        .map_err(|_| ApiError::bad_request("payload: not UTF-8 JSON"))
+}
+
+/// Which forge sent a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookForge {
+    GitHub,
+    GitLab,
+}
+
+/// One delivery, as received: its event, its id, its proof (GitHub's signature, GitLab's
+/// token) and its raw body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GithubWebhook {
+pub struct Webhook {
+    pub forge: HookForge,
     pub event: String,
     pub delivery: String,
-    pub signature: String,
+    pub proof: String,
     pub body: String,
+}
+
+impl Webhook {
+    /// Whether the delivery proves it knows `secret`.
+    fn proven_by(&self, secret: &str) -> bool {
+        match self.forge {
+            HookForge::GitHub => signed_by(secret, self.body.as_bytes(), &self.proof),
+            HookForge::GitLab => same_secret(secret, &self.proof),
+        }
+    }
+
+    /// What a bad proof is answered with.
+    fn refusal(&self) -> &'static str {
+        match self.forge {
+            HookForge::GitHub => "X-Hub-Signature-256 does not match the town's webhook secret",
+            HookForge::GitLab => "X-Gitlab-Token is not the town's webhook secret",
+        }
+    }
+
+    fn about_pull_requests(&self) -> bool {
+        let events = match self.forge {
+            HookForge::GitHub => GITHUB_EVENTS,
+            HookForge::GitLab => GITLAB_EVENTS,
+        };
+        events.contains(&self.event.as_str())
+    }
+
+    /// Whether the payload is about `repo`: GitHub names it `owner/name`, GitLab by its whole
+    /// project path.
+    fn names(&self, payload: &Value, repo: &Repo) -> bool {
+        match self.forge {
+            HookForge::GitHub => payload["repository"]["full_name"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(&format!("{}/{}", repo.owner, repo.name))),
+            HookForge::GitLab => payload["project"]["path_with_namespace"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(&repo.path)),
+        }
+    }
 }
 
 /// Whether `signature` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under `secret`, compared
@@ -80,6 +155,20 @@ pub fn signed_by(secret: &str, body: &[u8], signature: &str) -> bool {
     mac.verify_slice(&expected).is_ok()
 }
 
+/// Whether `given` is `secret`, compared in constant time (a MAC of each under one key, so
+/// neither their bytes nor their lengths show in the time taken).
+fn same_secret(secret: &str, given: &str) -> bool {
+    let mac = |v: &str| {
+        let mut m = Hmac::<Sha256>::new_from_slice(b"gastown webhook token").ok()?;
+        m.update(v.as_bytes());
+        Some(m)
+    };
+    match (mac(secret), mac(given)) {
+        (Some(a), Some(b)) => b.verify_slice(&a.finalize().into_bytes()).is_ok(),
+        _ => false,
+    }
+}
+
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     if !hex.len().is_multiple_of(2) {
         return None;
@@ -87,8 +176,8 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
 }
 
-impl TownOp for GithubWebhook {
-    const NAME: &'static str = "github_webhook";
+impl TownOp for Webhook {
+    const NAME: &'static str = "forge_webhook";
     async fn run<D: Db, E: Effects>(
         self,
         o: &TownObject<'_, D, E>,
@@ -107,12 +196,10 @@ impl TownOp for GithubWebhook {
             .iter()
             .filter_map(|r| serde_json::from_str::<Secrets>(&r.secrets).ok()?.webhook_secret)
             .collect();
-        if !secrets.iter().any(|s| signed_by(s, self.body.as_bytes(), &self.signature)) {
-            return Err(ApiError::Unauthorized(
-                "X-Hub-Signature-256 does not match the town's webhook secret".into(),
-            ));
+        if !secrets.iter().any(|s| self.proven_by(s)) {
+            return Err(ApiError::Unauthorized(self.refusal().into()));
         }
-        if !PULL_REQUEST_EVENTS.contains(&self.event.as_str()) {
+        if !self.about_pull_requests() {
             return Ok(json!({ "ignored": format!("event '{}'", self.event) }));
         }
         let now = o.fx.now_ms();
@@ -131,11 +218,9 @@ impl TownOp for GithubWebhook {
         }
         let payload: Value = serde_json::from_str(&self.body)
             .map_err(|_| ApiError::bad_request("payload: not JSON"))?;
-        let repository = payload["repository"]["full_name"].as_str().unwrap_or("");
         let mut nudged = Vec::new();
         for rig in o.with_town(|t| t.rigs())? {
-            let Some(repo) = Repo::of(&rig.git_url) else { continue };
-            if !format!("{}/{}", repo.owner, repo.name).eq_ignore_ascii_case(repository) {
+            if !Repo::of(&rig.git_url).is_some_and(|repo| self.names(&payload, &repo)) {
                 continue;
             }
             match crate::effects::rig_op(o.fx, &rig.id, &PullRequestChanged).await {
@@ -148,7 +233,7 @@ impl TownOp for GithubWebhook {
     }
 }
 
-town_ops!(GithubWebhook);
+town_ops!(Webhook);
 
 #[cfg(test)]
 mod tests;

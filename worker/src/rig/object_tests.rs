@@ -368,3 +368,146 @@ fn a_pull_request_without_checks_waits_for_them_to_start_before_it_is_merged() {
     p.alarm();
     assert_eq!(review_status(&p, &entry), "merged", "none came: merged");
 }
+
+/// A merge request on the GitLab stand-in, as the test moves it along.
+#[derive(Default)]
+struct MergeRequest {
+    opened: u32,
+    exists: bool,
+    head: String,
+    /// Job name and GitLab status.
+    jobs: Vec<(String, String)>,
+    /// Unresolved diff threads: author, text, the head they were started on.
+    threads: Vec<(String, String, String)>,
+    approved_by: Vec<String>,
+    state: String,
+    merges: Vec<Value>,
+}
+
+/// Rig `r1` on a GitLab subgroup project, reviewing through merge requests (one approval).
+fn mr_rig(mr: &std::rc::Rc<std::cell::RefCell<MergeRequest>>) -> (Pass, String) {
+    let p = Pass { world: World::new(VARS), db: NativeDb::with(super::schema::MIGRATIONS) };
+    p.op(json!({"op": "configure", "args": {"rig_id": "r1", "config": {"town_id": "t1",
+        "git_url": "https://gitlab.test/group/sub/app.git", "merge_strategy": "pr", "require_review": 1,
+        "merge_method": "squash"}}}))
+        .expect("configure");
+    *p.world.forge_token.borrow_mut() = Some(
+        json!({"kind": "gitlab", "api_url": "https://gitlab.test/api/v4", "token": "glpat-t"}),
+    );
+    let mr = mr.clone();
+    p.world.forge_answers(move |req| {
+        let mut m = mr.borrow_mut();
+        let path = req.url.strip_prefix("https://gitlab.test/api/v4/projects/group%2Fsub%2Fapp");
+        let path = path.unwrap_or("?").split('?').next().unwrap_or("");
+        let (status, body) = match (req.method, path) {
+            (Method::Post, "/merge_requests") if m.exists => {
+                (409, json!({"message": ["Another open merge request already exists for this source branch: !3"]}))
+            }
+            (Method::Post, "/merge_requests") => {
+                m.opened += 1;
+                m.exists = true;
+                (201, json!({"iid": 3, "web_url": "https://gitlab.test/group/sub/app/-/merge_requests/3"}))
+            }
+            (Method::Get, "/merge_requests") => (200, json!([{"iid": 3, "web_url": "https://gitlab.test/group/sub/app/-/merge_requests/3"}])),
+            (Method::Get, "/merge_requests/3") => (200, json!({"state": m.state, "sha": m.head,
+                "merge_commit_sha": null, "squash_commit_sha": (m.state == "merged").then_some("sq1"),
+                "detailed_merge_status": if m.approved_by.is_empty() { "not_approved" } else { "mergeable" },
+                "has_conflicts": false})),
+            (Method::Get, p) if p.ends_with("/statuses") => (200, json!(m.jobs.iter().map(|(n, s)|
+                json!({"name": n, "status": s, "description": format!("{n} said so"), "allow_failure": false})).collect::<Vec<_>>())),
+            (Method::Get, "/merge_requests/3/notes") => (200, json!(m.threads.iter().map(|(u, b, h)|
+                json!({"type": "DiffNote", "system": false, "resolvable": true, "resolved": false, "body": b,
+                       "author": {"username": u}, "position": {"new_path": "src/a.rs", "head_sha": h}})).collect::<Vec<_>>())),
+            (Method::Get, "/merge_requests/3/reviewers") => (200, json!([])),
+            (Method::Get, "/merge_requests/3/approvals") => (200, json!({"approved_by":
+                m.approved_by.iter().map(|u| json!({"user": {"username": u}})).collect::<Vec<_>>()})),
+            (Method::Put, "/merge_requests/3/merge") => {
+                m.merges.push(serde_json::from_str(req.body.as_deref().unwrap_or("{}")).unwrap_or_default());
+                m.state = "merged".into();
+                (200, json!({"state": "merged", "merge_commit_sha": null, "squash_commit_sha": "sq1", "sha": m.head}))
+            }
+            _ => (404, json!({"message": "404 Not Found"})),
+        };
+        crate::effects::Inbound::new(status, body.to_string())
+    });
+    let slung = p.op(json!({"op": "sling", "args": {"rig_id": "r1", "sling": {"title": "work"}}}));
+    let agent = slung.expect("sling")["agent"]["id"].as_str().expect("polecat").to_string();
+    (p, agent)
+}
+
+#[test]
+fn a_gitlab_merge_request_is_reworked_on_a_failed_job_and_a_thread_then_squashed_once_approved() {
+    let mr = std::rc::Rc::new(std::cell::RefCell::new(MergeRequest {
+        head: "h1".into(),
+        state: "opened".into(),
+        jobs: vec![("test".into(), "failed".into())],
+        ..MergeRequest::default()
+    }));
+    let (p, agent) = mr_rig(&mr);
+    let first = done(&p, &agent);
+    p.alarm();
+    assert_eq!(mr.borrow().opened, 1);
+    assert_eq!(review_status(&p, &first), "rework", "the failed job sends it back");
+    let got = p.op(json!({"op": "get_review", "args": {"entry_id": first}})).expect("entry");
+    assert_eq!(got["result"]["state"], "checks_failed", "{got}");
+    assert_eq!(got["result"]["output"], "test: test said so");
+    assert_eq!(
+        bead_of(&p)["metadata"]["pr_url"],
+        "https://gitlab.test/group/sub/app/-/merge_requests/3"
+    );
+
+    // Fixed, but a reviewer opens a thread on the new head: back again, with the thread's text.
+    {
+        let mut m = mr.borrow_mut();
+        m.head = "h2".into();
+        m.jobs = vec![("test".into(), "success".into())];
+        m.threads = vec![("ann".into(), "use a constant".into(), "h2".into())];
+    }
+    let second = done(&p, &agent);
+    p.world.now_ms.set(p.world.now_ms.get() + 1);
+    p.alarm();
+    let got = p.op(json!({"op": "get_review", "args": {"entry_id": second}})).expect("entry");
+    assert_eq!(got["result"]["state"], "changes_requested", "{got}");
+    assert_eq!(got["result"]["output"], "ann: src/a.rs: use a constant");
+
+    // The thread stays open on the old head; approved and green, the request is squashed.
+    {
+        let mut m = mr.borrow_mut();
+        m.head = "h3".into();
+        m.approved_by = vec!["ann".into()];
+    }
+    let third = done(&p, &agent);
+    p.world.now_ms.set(p.world.now_ms.get() + 61_000);
+    p.alarm();
+    assert_eq!(review_status(&p, &third), "merged");
+    assert_eq!(bead_of(&p)["status"], "closed");
+    let m = mr.borrow();
+    assert_eq!((m.opened, m.merges.clone()), (1, vec![json!({"sha": "h3", "squash": true})]));
+    let calls = p.world.forge_calls.borrow();
+    let token = calls[0].headers.iter().find(|(k, _)| k == "private-token").map(|h| h.1.clone());
+    assert_eq!(token.as_deref(), Some("glpat-t"));
+}
+
+#[test]
+fn a_gitlab_merge_request_that_exists_already_is_followed_not_opened_again() {
+    let mr = std::rc::Rc::new(std::cell::RefCell::new(MergeRequest {
+        head: "h1".into(),
+        state: "opened".into(),
+        exists: true,
+        jobs: vec![("test".into(), "running".into())],
+        ..MergeRequest::default()
+    }));
+    let (p, agent) = mr_rig(&mr);
+    let entry = done(&p, &agent);
+    p.alarm();
+    assert_eq!(review_status(&p, &entry), "running", "the job still runs");
+    let got = p.op(json!({"op": "get_review", "args": {"entry_id": entry}})).expect("entry");
+    assert_eq!((got["pr_number"].clone(), mr.borrow().opened), (json!(3), 0));
+    // Merged by a person in GitLab: the bead closes.
+    mr.borrow_mut().state = "merged".into();
+    p.world.now_ms.set(p.world.now_ms.get() + 30_000);
+    p.alarm();
+    assert_eq!(review_status(&p, &entry), "merged");
+    let got = p.op(json!({"op": "get_review", "args": {"entry_id": entry}})).expect("entry");
+    assert_eq!(got["result"]["commit"], "sq1");
+}

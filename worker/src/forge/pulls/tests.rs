@@ -30,10 +30,15 @@ fn state_of(step: &Step) -> Option<MergeState> {
 
 #[test]
 fn repositories_are_named_from_https_urls() {
-    let repo = |owner: &str, name: &str| Some(Repo { owner: owner.into(), name: name.into() });
+    let repo = |owner: &str, name: &str| {
+        Some(Repo { owner: owner.into(), name: name.into(), path: format!("{owner}/{name}") })
+    };
     assert_eq!(Repo::of("https://github.com/org/app.git"), repo("org", "app"));
     assert_eq!(Repo::of("https://ghe.example/org/app"), repo("org", "app"));
     assert_eq!(Repo::of("http://127.0.0.1:9/git/app.git"), repo("git", "app"));
+    let nested = Repo::of("https://gitlab.example/group/sub/app.git").expect("a GitLab subgroup");
+    assert_eq!((nested.owner.as_str(), nested.path.as_str()), ("sub", "group/sub/app"));
+    assert_eq!(Repo::of("https://gitlab.example/group/../app.git"), None);
     assert_eq!(Repo::of("git@github.com:org/app.git"), None);
     assert_eq!(Repo::of("https://github.com/app"), None);
 }
@@ -117,21 +122,4 @@ fn merged_by_anyone_or_closed_ends_it() {
     assert_eq!((state, commit.as_deref()), (MergeState::Merged, Some("m1")));
     let closed = Snapshot { open: false, ..open_pr() };
     assert_eq!(state_of(&decide(&closed, &s, "main")), Some(MergeState::Closed));
-}
-
-#[test]
-fn a_refusing_forge_says_how_long_to_wait() {
-    let now = 1_000_000;
-    let answer = |headers: &[(&str, &str)]| Inbound {
-        pacing: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        ..Inbound::new(403, "{}")
-    };
-    assert_eq!(paced_until_ms(&answer(&[("retry-after", "60")]), now), Some(now + 60_000));
-    let reset = &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1100")];
-    assert_eq!(paced_until_ms(&answer(reset), now), Some(1_100_000));
-    let far = &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "99999999")];
-    assert_eq!(paced_until_ms(&answer(far), now), Some(now + 3_600_000), "an hour at most");
-    let left = &[("x-ratelimit-remaining", "12"), ("x-ratelimit-reset", "1100")];
-    assert_eq!(paced_until_ms(&answer(left), now), None);
-    assert_eq!(paced_until_ms(&answer(&[]), now), None);
 }

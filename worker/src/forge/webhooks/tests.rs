@@ -15,9 +15,27 @@ fn sign(secret: &str, body: &str) -> String {
     format!("sha256={}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
-fn delivery(event: &str, id: &str, repository: &str, secret: &str) -> GithubWebhook {
+fn delivery(event: &str, id: &str, repository: &str, secret: &str) -> Webhook {
     let body = json!({"action": "submitted", "repository": {"full_name": repository}}).to_string();
-    GithubWebhook { event: event.into(), delivery: id.into(), signature: sign(secret, &body), body }
+    Webhook {
+        forge: HookForge::GitHub,
+        event: event.into(),
+        delivery: id.into(),
+        proof: sign(secret, &body),
+        body,
+    }
+}
+
+fn gitlab_delivery(event: &str, id: &str, project: &str, token: &str) -> Webhook {
+    let body = json!({"object_kind": "merge_request", "project": {"path_with_namespace": project}})
+        .to_string();
+    Webhook {
+        forge: HookForge::GitLab,
+        event: event.into(),
+        delivery: id.into(),
+        proof: token.into(),
+        body,
+    }
 }
 
 /// A running review entry of the rig whose pull request was read just now.
@@ -70,12 +88,9 @@ fn a_bad_signature_is_refused_and_changes_nothing() {
     run(&town, PutForge { rig_id: None, forge: token_forge() }).expect("forge");
     for forged in [
         delivery("pull_request", "d1", "o/r", "not-the-secret"),
-        GithubWebhook {
-            signature: "sha256=zz".into(),
-            ..delivery("pull_request", "d1", "o/r", SECRET)
-        },
-        GithubWebhook { signature: String::new(), ..delivery("pull_request", "d1", "o/r", SECRET) },
-        GithubWebhook {
+        Webhook { proof: "sha256=zz".into(), ..delivery("pull_request", "d1", "o/r", SECRET) },
+        Webhook { proof: String::new(), ..delivery("pull_request", "d1", "o/r", SECRET) },
+        Webhook {
             body: "{\"tampered\":1}".into(),
             ..delivery("pull_request", "d1", "o/r", SECRET)
         },
@@ -108,10 +123,11 @@ fn the_route_takes_githubs_headers_and_the_raw_body() {
     );
     let Ok(Plan::Town { town_id, op, status: 200 }) = plan else { panic!("{plan:?}") };
     assert_eq!(town_id, "t1");
-    let expected = GithubWebhook {
+    let expected = Webhook {
+        forge: HookForge::GitHub,
         event: "status".into(),
         delivery: "d9".into(),
-        signature: "sha256=00".into(),
+        proof: "sha256=00".into(),
         body: body.into(),
     };
     assert_eq!(op, crate::town::op::TownCall::of(&expected).expect("op"));
@@ -119,4 +135,65 @@ fn the_route_takes_githubs_headers_and_the_raw_body() {
         crate::routes::find(Method::Post, "/api/webhooks/github/t1").map(|m| m.access()),
         Ok(crate::routes::Access::Public)
     ));
+}
+
+#[test]
+fn a_gitlab_delivery_with_the_secret_as_its_token_nudges_the_projects_rigs() {
+    let world = World::new(&[]);
+    let (db, memory, rig_id) = town_with_rig(&world);
+    let town = TownObject { db: &db, fx: &world, memory: &memory };
+    run(&town, PutForge { rig_id: None, forge: token_forge() }).expect("forge");
+    running_pull_request(&world, &rig_id);
+    world.with_rig(&rig_id, |r| r.mark_polled("e1", 5)).expect("polled");
+
+    for wrong in ["", "whsec_value_12", "whsec_value_1234", "sha256=whsec_value_123"] {
+        let refused = run(&town, gitlab_delivery("Merge Request Hook", "g1", "o/r", wrong));
+        assert_eq!(refused.map_err(|e| e.status()).map(|_| ()), Err(401), "{wrong:?}");
+    }
+    assert_eq!(polled(&world, &rig_id), Some(5), "nothing changed");
+    let other = run(&town, gitlab_delivery("Pipeline Hook", "g0", "o/other", SECRET)).expect("ok");
+    assert_eq!(other["rigs"], json!([]));
+    let push = run(&town, gitlab_delivery("Push Hook", "g2", "o/r", SECRET)).expect("ok");
+    assert!(push["ignored"].is_string(), "{push}");
+    let taken = run(&town, gitlab_delivery("Pipeline Hook", "g1", "o/r", SECRET)).expect("ok");
+    assert_eq!(taken["rigs"], json!([rig_id]));
+    assert_eq!(polled(&world, &rig_id), None, "due at the next pass");
+    let again = run(&town, gitlab_delivery("Pipeline Hook", "g1", "o/r", SECRET)).expect("ok");
+    assert_eq!(again["duplicate"], "g1");
+}
+
+#[test]
+fn the_gitlab_route_takes_its_token_and_idempotency_key() {
+    use crate::api::plan_with_headers;
+    use crate::auth::Caller;
+    use crate::routes::Method;
+    let body = "{}";
+    let headers = [
+        ("x-gitlab-event", "Merge Request Hook"),
+        ("x-gitlab-token", "tok"),
+        ("x-gitlab-event-uuid", "u1"),
+        ("idempotency-key", "k1"),
+    ];
+    let plan =
+        plan_with_headers(Method::Post, "/api/webhooks/gitlab/t1", Caller::Public, body, &headers);
+    let Ok(Plan::Town { op, .. }) = plan else { panic!("{plan:?}") };
+    let expected = Webhook {
+        forge: HookForge::GitLab,
+        event: "Merge Request Hook".into(),
+        delivery: "k1".into(),
+        proof: "tok".into(),
+        body: body.into(),
+    };
+    assert_eq!(op, crate::town::op::TownCall::of(&expected).expect("op"));
+    // Without the key (GitLab before 17.4), the event's UUID.
+    let plan = plan_with_headers(
+        Method::Post,
+        "/api/webhooks/gitlab/t1",
+        Caller::Public,
+        body,
+        &headers[..3],
+    );
+    let Ok(Plan::Town { op, .. }) = plan else { panic!("{plan:?}") };
+    let expected = Webhook { delivery: "u1".into(), ..expected };
+    assert_eq!(op, crate::town::op::TownCall::of(&expected).expect("op"));
 }

@@ -1,5 +1,5 @@
 //! The refinery's step for a rig whose merge strategy is `pr`: the oldest pending entry gets a
-//! pull request on the rig's forge (the bead's earlier one, for a rework: the polecat pushed to
+//! pull request (a merge request on GitLab) on the rig's forge (the bead's earlier one, for a rework: the polecat pushed to
 //! the same branch), and the running entry's pull request is read at most every `PR_POLL_MS`
 //! and acted on ([`pulls::decide`]): merged over REST when approved and green, or finished as a
 //! merge would be (merged, sent back for rework, returned when closed). One entry at a time
@@ -13,7 +13,8 @@ use super::RigObject;
 use crate::db::Db;
 use crate::effects::Effects;
 use crate::error::ApiResult;
-use crate::forge::pulls::{self, ForgeError, GitHub, Repo, Step};
+use crate::forge::pulls::{self, Forge, Repo, Step};
+use crate::forge::rest::ForgeError;
 use crate::forge::ForgeToken;
 use crate::model::{ReviewEntry, RigConfig};
 use crate::scheduler::Settings;
@@ -104,10 +105,9 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
         let repo = Repo::of(&config.git_url).ok_or_else(|| {
             ForgeError::Refused("the rig's git_url names no repository (https://host/owner/name) a pull request can be opened on".into())
         })?;
-        let github =
-            GitHub { fx: self.fx, api_url: &issued.api_url, token: &issued.token, repo: &repo };
-        let number = self.pull_request_number(&github, config, entry).await?;
-        let snapshot = github.snapshot(number).await?;
+        let forge = Forge::new(&issued.kind, self.fx, &issued.api_url, &issued.token, &repo);
+        let number = self.pull_request_number(&forge, config, entry).await?;
+        let snapshot = forge.snapshot(number).await?;
         match pulls::decide(&snapshot, &config.merge, &config.default_branch) {
             Step::Wait => Ok(None),
             Step::Merge { .. } if snapshot.checks.is_empty() && self.checks_may_come(entry)? => {
@@ -115,7 +115,7 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
             }
             Step::Merge { sha } => {
                 let method = config.merge.merge_method.as_str();
-                Ok(github.merge(number, &sha, method).await?.map(|commit| {
+                Ok(forge.merge(number, &sha, method).await?.map(|commit| {
                     outcome(
                         entry,
                         MergeState::Merged,
@@ -150,7 +150,7 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
     /// The entry's pull request: its own, the bead's earlier one (a rework), or a new one.
     async fn pull_request_number(
         &self,
-        github: &GitHub<'_, E>,
+        forge: &Forge<'_, E>,
         config: &RigConfig,
         entry: &ReviewEntry,
     ) -> Result<u64, ForgeError> {
@@ -173,7 +173,7 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
                     bead.id,
                     entry.agent_id
                 );
-                let pr = github.open(&entry.branch, &config.default_branch, &title, &body).await?;
+                let pr = forge.open(&entry.branch, &config.default_branch, &title, &body).await?;
                 (pr.number, pr.url)
             }
         };
@@ -198,11 +198,6 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
             }
             Err(e) => return Err(ForgeError::Later(e.public_message().to_string())),
         };
-        if issued.kind == "gitlab" {
-            return Err(ForgeError::Refused(
-                "merge requests on GitLab are not supported yet".into(),
-            ));
-        }
         Ok(issued)
     }
 }
