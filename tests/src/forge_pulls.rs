@@ -207,17 +207,27 @@ pub(crate) async fn serve(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> Answer {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|a| a.strip_prefix("Bearer "));
-    let (template, (status, Json(response))) = if token.is_some_and(|t| server.git.allows(t)) {
-        operation(&server, &repo, &rest, &method, uri.query().unwrap_or(""), &body)
-    } else {
-        ("", answer(401, json!({"message": "Bad credentials", "documentation_url": DOCS})))
-    };
+    let (template, (mut status, Json(mut response))) =
+        if token.is_some_and(|t| server.git.allows(t)) {
+            operation(&server, &repo, &rest, &method, uri.query().unwrap_or(""), &body)
+        } else {
+            ("", answer(401, json!({"message": "Bad credentials", "documentation_url": DOCS})))
+        };
+    // A pull request's read carries an ETag, and a read that names it is a 304 while the pull
+    // request is unchanged (GitHub describes 304 for this operation).
+    let etag = (template == PULL && status == StatusCode::OK).then(|| etag_of(&response));
+    let asked = headers.get("if-none-match").and_then(|v| v.to_str().ok());
+    if etag.is_some() && asked == etag.as_deref() {
+        status = StatusCode::NOT_MODIFIED;
+        response = Value::Null;
+    }
     if let Ok(mut calls) = server.host.calls.lock() {
         calls.push(RestCall {
             repo: repo.clone(),
@@ -229,7 +239,20 @@ pub(crate) async fn serve(
             response: response.clone(),
         });
     }
-    (status, Json(response))
+    match (status, etag) {
+        (StatusCode::NOT_MODIFIED, _) => status.into_response(),
+        (_, Some(etag)) => (status, [("etag", etag)], Json(response)).into_response(),
+        _ => (status, Json(response)).into_response(),
+    }
+}
+
+/// A strong ETag of an answer (FNV-1a of its JSON).
+fn etag_of(answer: &Value) -> String {
+    let hash = answer
+        .to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("\"{hash:016x}\"")
 }
 
 const DOCS: &str = "https://docs.github.com/rest";

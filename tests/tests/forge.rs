@@ -420,6 +420,10 @@ async fn pull_request_scenario(
         .collect();
     assert_eq!(merges.len(), 1, "the Worker merged only the first: {merges:?}");
 
+    // Reads of an unchanged pull request were conditional, and answered 304.
+    let unchanged = forge.rest_calls().into_iter().filter(|c| c.status == 304).count();
+    assert!(unchanged > 0, "no conditional read was answered 304");
+
     // Every request the Worker made, and every answer the stand-in gave, is GitHub's shape.
     let report = gastown_e2e::forge_openapi::check(&forge.rest_calls());
     assert!(report.is_ok(), "{}", report.unwrap_or_else(|e| e));

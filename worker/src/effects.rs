@@ -94,12 +94,14 @@ pub struct Outbound {
 pub struct Inbound {
     pub status: u16,
     pub body: String,
-    /// The headers a forge paces its callers with, by lowercase name ([`PACING_HEADERS`]).
-    pub pacing: Vec<(String, String)>,
+    /// The answer's headers the forge clients read, by lowercase name ([`KEPT_HEADERS`]).
+    pub headers: Vec<(String, String)>,
 }
 
-/// The answer headers kept in [`Inbound::pacing`].
-pub const PACING_HEADERS: &[&str] = &[
+/// The answer headers kept in [`Inbound::headers`]: how a forge paces its callers, and the
+/// validator of a conditional read.
+pub const KEPT_HEADERS: &[&str] = &[
+    "etag",
     "retry-after",
     "x-ratelimit-remaining",
     "x-ratelimit-reset",
@@ -109,11 +111,11 @@ pub const PACING_HEADERS: &[&str] = &[
 
 impl Inbound {
     pub fn new(status: u16, body: impl Into<String>) -> Self {
-        Self { status, body: body.into(), pacing: Vec::new() }
+        Self { status, body: body.into(), headers: Vec::new() }
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.pacing.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::pulls::{Check, PullRequest, Repo, Review, Snapshot};
-use super::rest::{self, encode, ForgeError};
+use super::rest::{self, encode, ForgeError, Validators};
 use crate::effects::Effects;
 use crate::routes::Method;
 
@@ -14,6 +14,8 @@ pub struct GitHub<'a, E: Effects> {
     pub api_url: &'a str,
     pub token: &'a str,
     pub repo: &'a Repo,
+    /// Kept answers for conditional reads, if any.
+    pub validators: Option<&'a dyn Validators>,
 }
 
 impl<E: Effects> GitHub<'_, E> {
@@ -35,7 +37,7 @@ impl<E: Effects> GitHub<'_, E> {
             ("x-github-api-version".into(), "2022-11-28".into()),
             ("user-agent".into(), "gastown".into()),
         ];
-        rest::call(self.fx, method, url, headers, body).await
+        rest::call(self.fx, self.validators, method, url, headers, body).await
     }
 
     /// Opens the pull request of `head` into `base`, or finds the open one GitHub already has

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::pulls::{Check, PullRequest, Repo, Review, Snapshot};
-use super::rest::{self, encode, ForgeError};
+use super::rest::{self, encode, ForgeError, Validators};
 use crate::effects::Effects;
 use crate::routes::Method;
 
@@ -30,6 +30,8 @@ pub struct GitLab<'a, E: Effects> {
     pub api_url: &'a str,
     pub token: &'a str,
     pub repo: &'a Repo,
+    /// Kept answers for conditional reads, if any.
+    pub validators: Option<&'a dyn Validators>,
 }
 
 impl<E: Effects> GitLab<'_, E> {
@@ -49,7 +51,7 @@ impl<E: Effects> GitLab<'_, E> {
             ("accept".into(), "application/json".into()),
             ("user-agent".into(), "gastown".into()),
         ];
-        rest::call(self.fx, method, url, headers, body).await
+        rest::call(self.fx, self.validators, method, url, headers, body).await
     }
 
     /// Opens the merge request of `head` into `base`, or finds the open one GitLab already

@@ -8,7 +8,7 @@ use shared_types::MergeState;
 
 use super::github::GitHub;
 use super::gitlab::GitLab;
-use super::rest::ForgeError;
+use super::rest::{ForgeError, Validators};
 use crate::effects::Effects;
 use crate::refinery::MergeSettings;
 
@@ -50,11 +50,18 @@ pub enum Forge<'a, E: Effects> {
 }
 
 impl<'a, E: Effects> Forge<'a, E> {
-    pub fn new(kind: &str, fx: &'a E, api_url: &'a str, token: &'a str, repo: &'a Repo) -> Self {
+    pub fn new(
+        kind: &str,
+        fx: &'a E,
+        api_url: &'a str,
+        token: &'a str,
+        repo: &'a Repo,
+        validators: Option<&'a dyn Validators>,
+    ) -> Self {
         if kind == "gitlab" {
-            Self::GitLab(GitLab { fx, api_url, token, repo })
+            Self::GitLab(GitLab { fx, api_url, token, repo, validators })
         } else {
-            Self::GitHub(GitHub { fx, api_url, token, repo })
+            Self::GitHub(GitHub { fx, api_url, token, repo, validators })
         }
     }
 

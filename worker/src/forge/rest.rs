@@ -2,6 +2,10 @@
 //! JSON, a pause the forge asks for (`Retry-After`, an exhausted rate limit) is
 //! [`ForgeError::Paced`], what may work later (unreachable, a 5xx) is [`ForgeError::Later`],
 //! and anything else is refused with the forge's own words.
+//!
+//! Reads are conditional when the caller keeps [`Validators`]: a GET whose last answer came
+//! with an `ETag` is sent with `If-None-Match`, and a 304 (which GitHub does not count against
+//! the rate limit) is read as that last answer.
 
 use serde_json::Value;
 
@@ -46,10 +50,20 @@ pub fn paced_until_ms(answer: &Inbound, now_ms: i64) -> Option<i64> {
     None
 }
 
+/// The last answer of each GET that carried an `ETag`, by URL, for conditional reads. Stored
+/// by the caller (the RigDO keeps them in its SQL storage, bounded).
+pub trait Validators {
+    /// The `ETag` and body of the last answer to `url`.
+    fn last(&self, url: &str) -> Option<(String, String)>;
+    /// Keeps an answer to `url`.
+    fn keep(&self, url: &str, etag: &str, body: &str);
+}
+
 /// Sends `method url` with `headers` (they hold the credential: never logged) and reads the
-/// answer as the module says.
+/// answer as the module says; a GET is conditional when `validators` are given.
 pub async fn call<E: Effects>(
     fx: &E,
+    validators: Option<&dyn Validators>,
     method: Method,
     url: String,
     headers: Vec<(String, String)>,
@@ -59,11 +73,24 @@ pub async fn call<E: Effects>(
     if body.is_some() {
         headers.push(("content-type".into(), "application/json".into()));
     }
+    let validators = validators.filter(|_| method == Method::Get);
+    let last = validators.and_then(|v| v.last(&url));
+    if let Some((etag, _)) = &last {
+        headers.push(("if-none-match".into(), etag.clone()));
+    }
     let req = Outbound { method, url, headers, body: body.map(|b| b.to_string()) };
-    let answer = fx
+    let mut answer = fx
         .http(&req)
         .await
         .map_err(|e| ForgeError::Later(format!("the forge is unreachable: {e}")))?;
+    match (answer.status, &last, validators, answer.header("etag")) {
+        (304, Some((_, body)), _, _) => {
+            answer.status = 200;
+            answer.body = body.clone();
+        }
+        (200, _, Some(v), Some(etag)) => v.keep(&req.url, etag, &answer.body),
+        _ => {}
+    }
     let parsed: Value = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
     let message = || message_of(&parsed);
     let why = || format!("HTTP {}: {}", answer.status, message());
@@ -106,7 +133,7 @@ mod tests {
     fn a_refusing_forge_says_how_long_to_wait() {
         let now = 1_000_000;
         let answer = |headers: &[(&str, &str)]| Inbound {
-            pacing: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             ..Inbound::new(403, "{}")
         };
         assert_eq!(paced_until_ms(&answer(&[("retry-after", "60")]), now), Some(now + 60_000));

@@ -174,6 +174,16 @@ struct Pull {
     open: bool,
     merged: bool,
     merges: Vec<Value>,
+    /// Reads of the pull request answered 304 (its `ETag` was sent and it had not changed).
+    not_modified: u32,
+}
+
+/// A strong `ETag` of a body (FNV-1a), as a forge would make one.
+fn etag_of(body: &str) -> String {
+    let hash = body
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("\"{hash:016x}\"")
 }
 
 /// Rig `r1` reviewing through pull requests (one approval required), its forge answering from
@@ -195,9 +205,20 @@ fn pr_rig(pull: &std::rc::Rc<std::cell::RefCell<Pull>>) -> (Pass, String) {
                 pr.open = true;
                 (201, json!({"number": 7, "html_url": "https://github.test/org/app/pull/7"}))
             }
-            (Method::Get, "/pulls/7") => (200, json!({"state": if pr.open { "open" } else { "closed" },
-                "merged": pr.merged, "merge_commit_sha": pr.merged.then_some("m1"), "mergeable": true,
-                "head": {"sha": pr.head}})),
+            (Method::Get, "/pulls/7") => {
+                let body = json!({"state": if pr.open { "open" } else { "closed" },
+                    "merged": pr.merged, "merge_commit_sha": pr.merged.then_some("m1"), "mergeable": true,
+                    "head": {"sha": pr.head}});
+                let etag = etag_of(&body.to_string());
+                let asked = req.headers.iter().find(|(k, _)| k == "if-none-match").map(|(_, v)| v.clone());
+                if asked.as_deref() == Some(etag.as_str()) {
+                    pr.not_modified += 1;
+                    return crate::effects::Inbound::new(304, "");
+                }
+                let mut answer = crate::effects::Inbound::new(200, body.to_string());
+                answer.headers.push(("etag".into(), etag));
+                return answer;
+            }
             (Method::Get, p) if p.ends_with("/check-runs") => (200, json!({"check_runs": pr.checks.iter().map(|(n, c)|
                 json!({"name": n, "status": if c.is_some() { "completed" } else { "in_progress" }, "conclusion": c,
                        "output": {"summary": format!("{n} said so")}})).collect::<Vec<_>>()})),
@@ -258,6 +279,12 @@ fn a_pull_request_is_opened_reworked_on_a_failed_check_and_merged_once_approved_
         (entry["pr_number"].clone(), entry["pr_url"].clone()),
         (json!(7), json!("https://github.test/org/app/pull/7"))
     );
+
+    // Read again after PR_POLL_MS, conditionally: unchanged, the forge answers 304 and the
+    // kept answer decides (checks still running).
+    p.world.now_ms.set(p.world.now_ms.get() + 30_000);
+    p.alarm();
+    assert_eq!((pull.borrow().not_modified, review_status(&p, &second).as_str()), (1, "running"));
 
     // Read again only once PR_POLL_MS has passed; green and approved, it is merged at its head.
     pull.borrow_mut().checks = vec![("ci".into(), Some("success".into()))];
@@ -332,7 +359,7 @@ fn a_rate_limited_forge_gets_no_request_until_the_time_it_names() {
     let (p, agent) = pr_rig(&pull);
     let entry = done(&p, &agent);
     p.world.forge_answers(|_| crate::effects::Inbound {
-        pacing: vec![("retry-after".into(), "120".into())],
+        headers: vec![("retry-after".into(), "120".into())],
         ..crate::effects::Inbound::new(
             403,
             r#"{"message": "You have exceeded a secondary rate limit."}"#,

@@ -1,5 +1,6 @@
 //! The review queue's storage side for pull requests (the `pr` merge strategy): which pull
-//! request carries an entry and its bead, and when the forge was last read for it.
+//! request carries an entry and its bead, when the forge was last read for it, and the forge's
+//! last answers kept for conditional reads.
 
 use serde::Deserialize;
 use serde_json::json;
@@ -7,6 +8,7 @@ use serde_json::json;
 use super::Rig;
 use crate::db::Db;
 use crate::error::ApiResult;
+use crate::forge::rest::Validators;
 use crate::model::EventKind;
 use crate::params;
 
@@ -84,5 +86,44 @@ impl<D: Db> Rig<'_, D> {
             .db
             .exec("UPDATE review_queue SET polled_ms = NULL WHERE status = 'running'", vec![])?;
         Ok(changed > 0)
+    }
+}
+
+/// Answers kept for conditional reads: the newest [`KeptAnswers::MAX`], none older than a day.
+pub struct KeptAnswers<'a, D: Db> {
+    pub db: &'a D,
+    pub now_ms: i64,
+}
+
+impl<D: Db> KeptAnswers<'_, D> {
+    const MAX: i64 = 200;
+    const KEEP_MS: i64 = 24 * 3600 * 1000;
+}
+
+impl<D: Db> Validators for KeptAnswers<'_, D> {
+    fn last(&self, url: &str) -> Option<(String, String)> {
+        #[derive(Deserialize)]
+        struct Row {
+            etag: String,
+            body: String,
+        }
+        let row = self.db.first::<Row>(
+            "SELECT etag, body FROM forge_answers WHERE url = ? AND stored_ms >= ?",
+            params![url, self.now_ms - Self::KEEP_MS],
+        );
+        row.ok().flatten().map(|r| (r.etag, r.body))
+    }
+
+    fn keep(&self, url: &str, etag: &str, body: &str) {
+        // A lost answer only costs one full read later: errors are not the caller's concern.
+        let _ = self.db.exec(
+            "INSERT OR REPLACE INTO forge_answers (url, etag, body, stored_ms) VALUES (?, ?, ?, ?)",
+            params![url, etag, body, self.now_ms],
+        );
+        let _ = self.db.exec(
+            "DELETE FROM forge_answers WHERE stored_ms < ? OR url NOT IN
+             (SELECT url FROM forge_answers ORDER BY stored_ms DESC LIMIT ?)",
+            params![self.now_ms - Self::KEEP_MS, Self::MAX],
+        );
     }
 }

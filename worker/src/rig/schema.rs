@@ -1,6 +1,6 @@
 //! The RigDO's SQLite schema. Append a migration to change it; never edit a shipped one.
 
-pub const MIGRATIONS: &[&[&str]] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+pub const MIGRATIONS: &[&[&str]] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 const V1: &[&str] = &[
     "CREATE TABLE rig_config (
@@ -97,3 +97,7 @@ const V9: &[&str] = &[
     "ALTER TABLE review_queue ADD COLUMN pr_number INTEGER",
     "ALTER TABLE review_queue ADD COLUMN polled_ms INTEGER",
 ];
+
+/// The forge's last answers with an `ETag`, for conditional reads of pull requests.
+const V10: &[&str] = &["CREATE TABLE forge_answers (url TEXT PRIMARY KEY, etag TEXT NOT NULL,
+        body TEXT NOT NULL, stored_ms INTEGER NOT NULL)"];

@@ -107,14 +107,14 @@ impl Effects for WorkerEffects<'_> {
             .send()
             .await
             .map_err(|e| ApiError::Unavailable(format!("{e}")))?;
-        let pacing = crate::effects::PACING_HEADERS
+        let kept = crate::effects::KEPT_HEADERS
             .iter()
             .filter_map(|name| Some((name.to_string(), resp.headers().get(name).ok()??)))
             .collect();
         Ok(Inbound {
             status: resp.status_code(),
             body: resp.text().await.unwrap_or_default(),
-            pacing,
+            headers: kept,
         })
     }
 

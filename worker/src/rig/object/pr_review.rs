@@ -17,6 +17,7 @@ use crate::forge::pulls::{self, Forge, Repo, Step};
 use crate::forge::rest::ForgeError;
 use crate::forge::ForgeToken;
 use crate::model::{ReviewEntry, RigConfig};
+use crate::rig::pulls::KeptAnswers;
 use crate::scheduler::Settings;
 use crate::town::op::TownCall;
 
@@ -105,7 +106,9 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
         let repo = Repo::of(&config.git_url).ok_or_else(|| {
             ForgeError::Refused("the rig's git_url names no repository (https://host/owner/name) a pull request can be opened on".into())
         })?;
-        let forge = Forge::new(&issued.kind, self.fx, &issued.api_url, &issued.token, &repo);
+        let kept = KeptAnswers { db: self.db, now_ms: self.fx.now_ms() };
+        let forge =
+            Forge::new(&issued.kind, self.fx, &issued.api_url, &issued.token, &repo, Some(&kept));
         let number = self.pull_request_number(&forge, config, entry).await?;
         let snapshot = forge.snapshot(number).await?;
         match pulls::decide(&snapshot, &config.merge, &config.default_branch) {
