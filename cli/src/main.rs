@@ -83,6 +83,20 @@ enum Command {
     },
     /// Escalations of a town and of its rigs.
     Escalations { town: String },
+    /// What a town's agents spent: tokens and cost in total and per bead, agent, rig, model or
+    /// day (a cost the provider did not report shows as unknown).
+    Costs {
+        town: String,
+        /// bead, agent, rig, model or day.
+        #[arg(long, default_value = "bead")]
+        by: String,
+        /// First day (YYYY-MM-DD, UTC).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day (YYYY-MM-DD, UTC).
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Talk with the town's mayor (its coordinator agent): send a message and print the reply,
     /// or print the conversation (--history).
     Mayor {
@@ -326,6 +340,57 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 table::render(&["rig", "priority", "title", "raised", "id"], &rows),
             );
         }
+        Command::Costs { town, by, from, to } => {
+            let mut query = format!("group_by={}", segment("by", &by)?);
+            for (key, day) in [("from", from), ("to", to)] {
+                if let Some(day) = day {
+                    query.push_str(&format!("&{key}={}", segment(key, &day)?));
+                }
+            }
+            let usage =
+                api.get(&format!("/api/towns/{}/usage?{query}", segment("town", &town)?)).await?;
+            let d = &usage;
+            let row = |key: String, u: &Value| {
+                let cost = match u["cost_usd"].as_f64() {
+                    Some(c) => format!("${c:.4}"),
+                    None => format!(
+                        "unknown (${:.4} known)",
+                        u["cost_usd_known"].as_f64().unwrap_or(0.0)
+                    ),
+                };
+                vec![
+                    key,
+                    text(&u["calls"]),
+                    text(&u["input_tokens"]),
+                    text(&u["output_tokens"]),
+                    text(&u["reasoning_tokens"]),
+                    text(&u["cache_read_tokens"]),
+                    text(&u["cache_write_tokens"]),
+                    cost,
+                ]
+            };
+            let mut rows: Vec<Vec<String>> = list(&d["groups"])
+                .iter()
+                .map(|g| row(g["key"].as_str().unwrap_or("(none)").to_string(), g))
+                .collect();
+            rows.push(row("TOTAL".into(), &d["total"]));
+            out(
+                d,
+                table::render(
+                    &[
+                        &by,
+                        "calls",
+                        "input",
+                        "output",
+                        "reasoning",
+                        "cache read",
+                        "cache write",
+                        "cost",
+                    ],
+                    &rows,
+                ),
+            );
+        }
         Command::Mayor { town, message: Some(message), wait, .. } => {
             mayor::send(&api, &segment("town", &town)?, &message, wait, json).await?
         }
@@ -434,6 +499,13 @@ fn event_line(e: &Value) -> String {
         Some("error") => format!("{} ({})", text(&d["message"]), text(&d["source"])),
         Some("status") => text(&d["status"]),
         Some("supervisor") => format!("{} {}", text(&d["action"]), text(&d["detail"])),
+        Some("usage") => format!(
+            "{}: {} in, {} out, {}",
+            text(&d["model"]),
+            text(&d["inputTokens"]),
+            text(&d["outputTokens"]),
+            d["costUsd"].as_f64().map_or("cost unknown".into(), |c| format!("${c:.4}"))
+        ),
         _ => d.to_string(),
     };
     let time = e["at"].as_str().and_then(|t| t.get(11..19)).unwrap_or("");

@@ -98,6 +98,28 @@ async fn a_person_runs_a_town_with_gt() {
         "{closed}"
     );
 
+    // What the run cost: every model call the agent made, counted once, to its bead. The
+    // scripted model reports 10 prompt and 5 completion tokens per answer, and no price.
+    let calls = model.requests_for("gt").len() as u64;
+    let usage = until("the run's usage", Duration::from_secs(60), async || {
+        let u: Value = serde_json::from_str(&ok(run(&["--json", "costs", &town, "--by", "bead"])))
+            .expect("--json is JSON");
+        (u["total"]["calls"] == calls).then_some(u)
+    })
+    .await;
+    assert_eq!(usage["total"]["input_tokens"], 10 * calls, "{usage}");
+    assert_eq!(usage["total"]["output_tokens"], 5 * calls, "{usage}");
+    assert_eq!(usage["total"]["cost_usd"], Value::Null, "no price: unknown, not 0: {usage}");
+    assert_eq!(usage["groups"][0]["key"], bead.as_str(), "{usage}");
+    let costs = ok(run(&["costs", &town, "--by", "model"]));
+    assert!(
+        costs.lines().next().is_some_and(|h| h.starts_with("MODEL"))
+            && costs.lines().any(|l| l.starts_with("TOTAL") && l.contains("unknown")),
+        "{costs}"
+    );
+    let bad = gt(&url, INTERNAL_KEY, &["costs", &town, "--by", "week"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("group_by: unknown value"), "{bad:?}");
+
     // Mail: sent as the polecat to itself, listed without being delivered.
     ok(run(&[
         "mail",

@@ -68,6 +68,9 @@ pub struct StartAgentRequest {
     /// a 409, so a retried dispatch never starts a second process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dispatch_id: Option<String>,
+    /// The bead this run works (our addition; optional): its usage is counted to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bead_id: Option<String>,
     /// The town's cap on running agents, its spending guard (our addition; optional). A start
     /// that would run more is refused with a 429 naming the cap, and the scheduler keeps the
     /// bead queued; the control server's own capacity applies as well.
@@ -106,6 +109,9 @@ impl StartAgentRequest {
         }
         if let Some(d) = &self.dispatch_id {
             issues.check("dispatchId", validate::id(d));
+        }
+        if let Some(b) = &self.bead_id {
+            issues.check("beadId", validate::id(b));
         }
         validate::env_vars(&self.env_vars, issues.list());
         issues.into_result()
@@ -369,6 +375,8 @@ pub enum AgentEventKind {
     /// The control server acted on the agent's work (e.g. saved it before a shutdown);
     /// `data.action`, `data.detail`.
     Supervisor,
+    /// A model call finished: its tokens and cost; `data` is a [`crate::UsageReport`].
+    Usage,
 }
 
 /// One entry of an agent's event buffer. Ids increase by one per event of that agent.

@@ -17,9 +17,11 @@ pub mod control;
 pub mod heartbeat;
 pub mod refinery;
 pub mod text;
+pub mod usage;
 pub mod validate;
 
 pub use control::*;
 pub use heartbeat::*;
 pub use refinery::*;
+pub use usage::{Tokens, UsageReport};
 pub use validate::{ValidationIssue, ValidationPolicy};

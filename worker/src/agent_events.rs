@@ -5,6 +5,7 @@
 //! They live in the TownContainer's own SQLite, apart from the RigDO, whose tables every
 //! scheduler pass reads: a chatty agent never slows its rig. Retention is bounded per agent
 //! ([`KEEP_PER_AGENT`] newest). A resent event is dropped: `(agent, bootId, id)` is unique.
+//! A `usage` event is also summed into the town's usage (`crate::usage`), once per model call.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -14,12 +15,15 @@ use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
 use crate::params;
 
-pub const MIGRATIONS: &[&[&str]] = &[&[
-    "CREATE TABLE agent_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, agent_id TEXT NOT NULL, rig_id TEXT NOT NULL,
+pub const MIGRATIONS: &[&[&str]] = &[
+    &[
+        "CREATE TABLE agent_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, agent_id TEXT NOT NULL, rig_id TEXT NOT NULL,
         boot_id TEXT NOT NULL, event_id INTEGER NOT NULL, at TEXT NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL,
         UNIQUE (agent_id, boot_id, event_id))",
-    "CREATE INDEX agent_events_agent ON agent_events (agent_id, seq)",
-]];
+        "CREATE INDEX agent_events_agent ON agent_events (agent_id, seq)",
+    ],
+    crate::usage::MIGRATION,
+];
 
 /// Events kept per agent (the oldest go first).
 pub const KEEP_PER_AGENT: i64 = 2_000;
@@ -69,6 +73,14 @@ pub fn append(db: &impl Db, batch: &AgentEventBatch) -> ApiResult<usize> {
             params![&r.agent_id, &r.rig_id, &batch.boot_id, r.event.id as i64, &r.event.at, kind, r.event.data.to_string()],
         )?;
         added += usize::from(written > 0);
+        if r.event.kind == shared_types::AgentEventKind::Usage {
+            // Counted by its message id, not by this event: a call reported again after a
+            // restart (another boot, another event id) still counts once.
+            if let Ok(u) = serde_json::from_value::<shared_types::UsageReport>(r.event.data.clone())
+            {
+                crate::usage::record(db, &r.rig_id, &r.agent_id, &r.event.at, &u)?;
+            }
+        }
         if !agents.contains(&r.agent_id.as_str()) {
             agents.push(&r.agent_id);
         }
@@ -123,6 +135,23 @@ mod tests {
 
     fn batch(v: Value) -> AgentEventBatch {
         serde_json::from_value(v).expect("batch")
+    }
+
+    #[test]
+    fn a_usage_event_counts_once_whatever_batch_or_boot_brings_it() {
+        let db = crate::native_db::NativeDb::with(MIGRATIONS);
+        let usage = |boot: &str, id: u64| {
+            batch(json!({ "bootId": boot, "events": [{ "agentId": "a1", "rigId": "r1", "id": id,
+                "at": "2026-12-07T10:00:00.000Z", "kind": "usage", "data": {
+                    "messageId": "msg_1", "model": "p/m", "beadId": "b1", "inputTokens": 10, "outputTokens": 5,
+                    "reasoningTokens": 0, "cacheReadTokens": 0, "cacheWriteTokens": 0, "costUsd": null }}]}))
+        };
+        for (boot, id) in [("b00t", 1), ("b00t", 1), ("again", 7)] {
+            append(&db, &usage(boot, id)).expect("stored");
+        }
+        let q = crate::usage::UsageQuery { from: None, to: None, group_by: None };
+        let total = &crate::usage::report(&db, &q).expect("report")["total"];
+        assert_eq!((total["input_tokens"].clone(), total["calls"].clone()), (json!(10), json!(1)));
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub mod settings;
 pub mod spending;
 pub mod time;
 pub mod town;
+pub mod usage;
 
 #[cfg(target_arch = "wasm32")]
 mod runtime;

@@ -165,6 +165,7 @@ static TABLE: &[&[Endpoint]] = &[
     crate::identity::ROUTES,
     crate::forge::ROUTES,
     crate::forge::webhooks::ROUTES,
+    crate::usage::ROUTES,
 ];
 
 /// A path's parameters, by pattern name: raw as matched, then validated ([`find`]).

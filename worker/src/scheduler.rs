@@ -137,6 +137,7 @@ pub fn start_request(due: &DueDispatch, ctx: &DispatchContext) -> StartAgentRequ
         default_branch: ctx.config.default_branch.clone(),
         env_vars,
         dispatch_id: Some(due.dispatch_id()),
+        bead_id: Some(bead.id.clone()),
         // Set by the TownContainer from the town's limits, on the way to the container.
         max_concurrent_agents: None,
     }

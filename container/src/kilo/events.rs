@@ -3,19 +3,20 @@
 //! One follower per Kilo process reads `GET /global/event` (all directories, so all sessions of
 //! a shared server) and attributes each event to an agent by `properties.sessionID`. Only what
 //! a person watching an agent cares about becomes an event: tool calls as their state changes,
-//! finished text, errors. Everything attributable counts as activity.
+//! finished text, errors, and each finished model call's usage (tokens and cost, once per
+//! message). Everything attributable counts as activity.
 //!
 //! `session.idle` is deliberately not treated as completion: it fires after every turn. An
 //! agent is done when it calls `gt_done`, which the Worker learns about directly.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use shared_types::AgentEventKind;
+use shared_types::{AgentEventKind, Tokens};
 
 use super::client::KiloClient;
 use crate::agents::Registry;
@@ -32,13 +33,26 @@ pub enum Meaning {
     /// The session's turn started (`true`) or ended (`false`).
     Busy(bool),
     Event(AgentEventKind, Value),
+    /// A model call finished: its message id, model, tokens and cost (`None`: not reported).
+    Usage {
+        message_id: String,
+        model: String,
+        tokens: Tokens,
+        cost_usd: Option<f64>,
+    },
 }
 
-/// Remembers each tool call's last state, so repeated `running` updates make one event.
+/// Remembers each tool call's last state, so repeated `running` updates make one event, and the
+/// messages whose usage was reported, so each counts once.
 #[derive(Debug, Default)]
 pub struct Interpreter {
     tool_states: HashMap<String, String>,
+    counted: HashSet<String>,
 }
+
+/// Tool calls and messages remembered at most (then forgotten at once: a repeat after that is
+/// as rare as it is harmless, the Worker drops a usage it already has).
+const REMEMBERED: usize = 4096;
 
 impl Interpreter {
     /// Reads one `/global/event` payload: `{"directory", "payload": {"type", "properties"}}`.
@@ -54,6 +68,7 @@ impl Interpreter {
             .to_string();
         let meaning = match kind {
             "message.part.updated" => self.part(&props["part"]),
+            "message.updated" => self.message(&props["info"]),
             "session.error" => {
                 let message = props["error"]["data"]["message"]
                     .as_str()
@@ -79,6 +94,37 @@ impl Interpreter {
         Some((session, meaning))
     }
 
+    /// A finished assistant message carries the call's usage: Kilo's `tokens` and `cost`. A
+    /// cost of 0 with tokens spent means the provider's price is unknown to Kilo, not free.
+    fn message(&mut self, info: &Value) -> Meaning {
+        let finished = info["role"] == "assistant" && info["time"]["completed"].is_number();
+        let Some(id) = info["id"].as_str().filter(|_| finished) else { return Meaning::Activity };
+        if self.counted.contains(id) {
+            return Meaning::Activity;
+        }
+        if self.counted.len() >= REMEMBERED {
+            self.counted.clear();
+        }
+        self.counted.insert(id.to_string());
+        let t = &info["tokens"];
+        let n = |v: &Value| v.as_u64().unwrap_or(0);
+        let tokens = Tokens {
+            input_tokens: n(&t["input"]),
+            output_tokens: n(&t["output"]),
+            reasoning_tokens: n(&t["reasoning"]),
+            cache_read_tokens: n(&t["cache"]["read"]),
+            cache_write_tokens: n(&t["cache"]["write"]),
+        };
+        let cost = info["cost"].as_f64().filter(|c| c.is_finite() && *c >= 0.0);
+        let cost_usd = cost.filter(|c| *c > 0.0 || tokens.total() == 0);
+        let model = match (info["providerID"].as_str(), info["modelID"].as_str()) {
+            (Some(p), Some(m)) => format!("{p}/{m}"),
+            (None, Some(m)) => m.to_string(),
+            _ => "unknown".to_string(),
+        };
+        Meaning::Usage { message_id: id.to_string(), model, tokens, cost_usd }
+    }
+
     fn part(&mut self, part: &Value) -> Meaning {
         match part["type"].as_str() {
             Some("tool") => {
@@ -87,7 +133,7 @@ impl Interpreter {
                 if self.tool_states.get(&call) == Some(&status) {
                     return Meaning::Activity;
                 }
-                if self.tool_states.len() >= 4096 {
+                if self.tool_states.len() >= REMEMBERED {
                     self.tool_states.clear();
                 }
                 self.tool_states.insert(call.clone(), status.clone());
@@ -152,6 +198,20 @@ pub fn follow(client: KiloClient, registry: Arc<Registry>, exit: ExitWatch) {
                                 }
                             }
                             Meaning::Event(kind, data) => agent.record(kind, data),
+                            Meaning::Usage { message_id, model, tokens, cost_usd } => {
+                                let spec = agent.spec();
+                                let report = shared_types::UsageReport {
+                                    message_id,
+                                    model,
+                                    bead_id: spec.bead_id.clone(),
+                                    dispatch_id: spec.dispatch_id.clone(),
+                                    tokens,
+                                    cost_usd,
+                                };
+                                if let Ok(data) = serde_json::to_value(&report) {
+                                    agent.record(AgentEventKind::Usage, data);
+                                }
+                            }
                         }
                     }
                 }
@@ -168,6 +228,47 @@ mod tests {
 
     fn wrap(payload: Value) -> Value {
         json!({ "directory": "/w", "payload": payload })
+    }
+
+    #[test]
+    fn a_finished_assistant_message_reports_its_usage_once() {
+        let mut i = Interpreter::default();
+        let message = |completed: bool, cost: f64| {
+            wrap(json!({"type": "message.updated", "properties": {"info": {
+                "id": "msg_1", "sessionID": "s1", "role": "assistant", "providerID": "scripted", "modelID": "m",
+                "time": if completed { json!({"created": 1, "completed": 2}) } else { json!({"created": 1}) },
+                "cost": cost, "tokens": {"input": 10, "output": 5, "reasoning": 2, "cache": {"read": 7, "write": 1}}}}}))
+        };
+        assert_eq!(i.interpret(&message(false, 0.0)).expect("event").1, Meaning::Activity);
+        let (session, usage) = i.interpret(&message(true, 0.25)).expect("event");
+        assert_eq!(session, "s1");
+        let tokens = Tokens {
+            input_tokens: 10,
+            output_tokens: 5,
+            reasoning_tokens: 2,
+            cache_read_tokens: 7,
+            cache_write_tokens: 1,
+        };
+        assert_eq!(
+            usage,
+            Meaning::Usage {
+                message_id: "msg_1".into(),
+                model: "scripted/m".into(),
+                tokens,
+                cost_usd: Some(0.25)
+            }
+        );
+        assert_eq!(i.interpret(&message(true, 0.25)).expect("event").1, Meaning::Activity, "once");
+        // A cost of 0 for tokens spent is an unknown price, never a free call.
+        let mut fresh = Interpreter::default();
+        let Meaning::Usage { cost_usd, .. } = fresh.interpret(&message(true, 0.0)).expect("e").1
+        else {
+            panic!("usage")
+        };
+        assert_eq!(cost_usd, None);
+        let user = wrap(json!({"type": "message.updated", "properties": {"info": {
+            "id": "msg_2", "sessionID": "s1", "role": "user", "time": {"created": 1, "completed": 2}}}}));
+        assert_eq!(fresh.interpret(&user).expect("event").1, Meaning::Activity);
     }
 
     #[test]

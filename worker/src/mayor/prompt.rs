@@ -55,6 +55,7 @@ pub fn start_request(
         default_branch: String::new(),
         env_vars,
         dispatch_id: Some(format!("mayor-g{generation}")),
+        bead_id: None,
         max_concurrent_agents: None,
     }
 }

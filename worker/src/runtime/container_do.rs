@@ -567,6 +567,10 @@ impl TownContainer {
                 let q: agent_events::EventQuery = req.json().await.map_err(ApiError::internal)?;
                 agent_events::list(&self.events_db()?, &q)
             }
+            (Method::Post, crate::usage::USAGE_PATH) => {
+                let q: crate::usage::UsageQuery = req.json().await.map_err(ApiError::internal)?;
+                crate::usage::report(&self.events_db()?, &q)
+            }
             _ => Err(ApiError::NotFound("no such container path".into())),
         }
     }

@@ -1,0 +1,255 @@
+//! What the town spends: every finished model call's usage (an agent event of kind `usage`,
+//! see [`shared_types::UsageReport`]) is summed as it arrives into one row per day, rig, agent,
+//! bead and model, so the volume stays bounded (no row per call or per token) and the totals
+//! survive container restarts. Costs are summed in whole micro-dollars, so no sum drifts. A
+//! call counts once: its message id is remembered ([`KEEP_SEEN_DAYS`]), so a resent batch, or
+//! one sent again after a restart, adds nothing.
+//!
+//! They live in the TownContainer's SQLite beside the agents' events, which bring them.
+//! `GET /api/towns/:townId/usage?from=&to=&group_by=` answers the total and one group per bead,
+//! agent, rig, model or day. A cost the provider did not report is unknown, never 0: a total
+//! with any unknown part has `cost_usd: null` (and `cost_usd_known`, the part that is known).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use shared_types::UsageReport;
+
+use crate::api::{Incoming, Plan};
+use crate::db::Db;
+use crate::error::{ApiError, ApiResult};
+use crate::params;
+use crate::routes::{Endpoint, Rule};
+
+pub const ROUTES: &[Endpoint] = &[Endpoint::get("/api/towns/:townId/usage", Rule::Internal, get)];
+
+pub const MIGRATION: &[&str] = &[
+    "CREATE TABLE usage_seen (message_id TEXT PRIMARY KEY, day TEXT NOT NULL)",
+    "CREATE TABLE usage_daily (day TEXT NOT NULL, rig_id TEXT NOT NULL, agent_id TEXT NOT NULL,
+        bead_id TEXT NOT NULL, model TEXT NOT NULL, calls INTEGER NOT NULL,
+        input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+        reasoning_tokens INTEGER NOT NULL, cache_read_tokens INTEGER NOT NULL,
+        cache_write_tokens INTEGER NOT NULL, cost_micros INTEGER NOT NULL, unpriced INTEGER NOT NULL,
+        PRIMARY KEY (day, rig_id, agent_id, bead_id, model))",
+];
+
+/// Message ids are remembered this long (a resend comes within minutes or hours).
+const KEEP_SEEN_DAYS: i64 = 7;
+
+/// The TownContainer's own path for a usage query.
+pub const USAGE_PATH: &str = "/_do/usage";
+
+/// What the usage is grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    Bead,
+    Agent,
+    Rig,
+    Model,
+    Day,
+}
+
+impl GroupBy {
+    const NAMES: &'static str = "bead, agent, rig, model, day";
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "bead" => Self::Bead,
+            "agent" => Self::Agent,
+            "rig" => Self::Rig,
+            "model" => Self::Model,
+            "day" => Self::Day,
+            _ => return None,
+        })
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            Self::Bead => "bead_id",
+            Self::Agent => "agent_id",
+            Self::Rig => "rig_id",
+            Self::Model => "model",
+            Self::Day => "day",
+        }
+    }
+}
+
+/// `?from=&to=&group_by=`: days (`YYYY-MM-DD`, UTC), both included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageQuery {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub group_by: Option<GroupBy>,
+}
+
+impl UsageQuery {
+    pub fn parse(raw: &str) -> ApiResult<Self> {
+        let mut q = Self { from: None, to: None, group_by: None };
+        let pairs: Vec<(String, String)> =
+            form_urlencoded::parse(raw.trim_start_matches('?').as_bytes()).into_owned().collect();
+        let first = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        for (key, slot) in [("from", &mut q.from), ("to", &mut q.to)] {
+            if let Some(v) = first(key).filter(|v| !v.is_empty()) {
+                *slot = Some(day(v).ok_or_else(|| {
+                    ApiError::bad_request(format!("{key}: must be a day, YYYY-MM-DD"))
+                })?);
+            }
+        }
+        if let (Some(from), Some(to)) = (&q.from, &q.to) {
+            if from > to {
+                return Err(ApiError::bad_request("from: must not be after to"));
+            }
+        }
+        if let Some(g) = first("group_by").filter(|v| !v.is_empty()) {
+            q.group_by = Some(GroupBy::parse(g).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "group_by: unknown value, expected one of {}",
+                    GroupBy::NAMES
+                ))
+            })?);
+        }
+        Ok(q)
+    }
+}
+
+/// `YYYY-MM-DD` (or the day of a full ISO time), checked to be a calendar day.
+fn day(v: &str) -> Option<String> {
+    let d = v.get(..10)?;
+    let rest = &v[10..];
+    if !(rest.is_empty() || rest.starts_with('T')) {
+        return None;
+    }
+    crate::time::millis_from_iso(&format!("{d}T00:00:00.000Z"))?;
+    Some(d.to_string())
+}
+
+fn get(req: &Incoming) -> ApiResult<Plan> {
+    let q = UsageQuery::parse(req.query)?;
+    let body = serde_json::to_value(&q).map_err(ApiError::internal)?;
+    Ok(Plan::TownContainer { town_id: req.param("townId")?, path: USAGE_PATH, body })
+}
+
+/// Adds one call's usage, reported by agent `agent_id` of `rig_id` at `at`; false when that
+/// call was counted already.
+pub fn record(
+    db: &impl Db,
+    rig_id: &str,
+    agent_id: &str,
+    at: &str,
+    u: &UsageReport,
+) -> ApiResult<bool> {
+    let Some(day) = day(at) else { return Ok(false) };
+    let new = db.exec(
+        "INSERT OR IGNORE INTO usage_seen (message_id, day) VALUES (?, ?)",
+        params![&u.message_id, &day],
+    )?;
+    if new == 0 {
+        return Ok(false);
+    }
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let t = &u.tokens;
+    // Bound as JavaScript numbers in the Worker: cast, or SQLite keeps them as reals.
+    db.exec(
+        "INSERT INTO usage_daily (day, rig_id, agent_id, bead_id, model, calls, input_tokens,
+            output_tokens, reasoning_tokens, cache_read_tokens, cache_write_tokens, cost_micros, unpriced)
+         VALUES (?, ?, ?, ?, ?, 1, CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS INTEGER),
+            CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS INTEGER))
+         ON CONFLICT (day, rig_id, agent_id, bead_id, model) DO UPDATE SET
+            calls = calls + 1, input_tokens = input_tokens + excluded.input_tokens,
+            output_tokens = output_tokens + excluded.output_tokens,
+            reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
+            cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens,
+            cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
+            cost_micros = cost_micros + excluded.cost_micros, unpriced = unpriced + excluded.unpriced",
+        params![
+            &day,
+            rig_id,
+            agent_id,
+            u.bead_id.as_deref().unwrap_or(""),
+            &u.model,
+            n(t.input_tokens),
+            n(t.output_tokens),
+            n(t.reasoning_tokens),
+            n(t.cache_read_tokens),
+            n(t.cache_write_tokens),
+            u.cost_usd.map_or(0, |c| (c * 1e6).round() as i64),
+            i64::from(u.cost_usd.is_none())
+        ],
+    )?;
+    let oldest = crate::time::millis_from_iso(&format!("{day}T00:00:00.000Z"))
+        .map(|ms| crate::time::iso_from_millis(ms - KEEP_SEEN_DAYS * 86_400_000));
+    if let Some(oldest) = oldest.as_deref().and_then(|o| o.get(..10)) {
+        db.exec("DELETE FROM usage_seen WHERE day < ?", params![oldest])?;
+    }
+    Ok(true)
+}
+
+#[derive(Deserialize)]
+struct Sum {
+    key: Option<String>,
+    calls: Option<f64>,
+    input_tokens: Option<f64>,
+    output_tokens: Option<f64>,
+    reasoning_tokens: Option<f64>,
+    cache_read_tokens: Option<f64>,
+    cache_write_tokens: Option<f64>,
+    cost_micros: Option<f64>,
+    unpriced: Option<f64>,
+}
+
+impl Sum {
+    fn to_json(&self) -> Value {
+        let n = |v: Option<f64>| v.unwrap_or(0.0).round() as u64;
+        let known = self.cost_micros.unwrap_or(0.0).round() / 1e6;
+        json!({
+            "calls": n(self.calls),
+            "input_tokens": n(self.input_tokens),
+            "output_tokens": n(self.output_tokens),
+            "reasoning_tokens": n(self.reasoning_tokens),
+            "cache_read_tokens": n(self.cache_read_tokens),
+            "cache_write_tokens": n(self.cache_write_tokens),
+            "cost_usd": (n(self.unpriced) == 0).then_some(known),
+            "cost_usd_known": known,
+        })
+    }
+}
+
+const SUMS: &str = "SUM(calls) AS calls, SUM(input_tokens) AS input_tokens,
+    SUM(output_tokens) AS output_tokens, SUM(reasoning_tokens) AS reasoning_tokens,
+    SUM(cache_read_tokens) AS cache_read_tokens, SUM(cache_write_tokens) AS cache_write_tokens,
+    SUM(cost_micros) AS cost_micros, SUM(unpriced) AS unpriced";
+
+/// The total over the query's days, and its groups (largest cost first, then most tokens).
+pub fn report(db: &impl Db, q: &UsageQuery) -> ApiResult<Value> {
+    let filter = "WHERE (? IS NULL OR day >= ?) AND (? IS NULL OR day <= ?)";
+    let bounds = || params![q.from.clone(), q.from.clone(), q.to.clone(), q.to.clone()];
+    let total: Option<Sum> =
+        db.first(&format!("SELECT NULL AS key, {SUMS} FROM usage_daily {filter}"), bounds())?;
+    let total = total.map(|s| s.to_json()).unwrap_or_else(|| json!({}));
+    let mut answer = json!({ "from": q.from, "to": q.to, "total": total });
+    if let Some(g) = q.group_by {
+        let col = g.column();
+        let order = if g == GroupBy::Day {
+            "key"
+        } else {
+            "cost_micros DESC, input_tokens + output_tokens DESC, key"
+        };
+        let groups: Vec<Sum> = db.query(
+            &format!("SELECT {col} AS key, {SUMS} FROM usage_daily {filter} GROUP BY {col} ORDER BY {order}"),
+            bounds(),
+        )?;
+        answer["group_by"] = json!(g);
+        answer["groups"] = groups
+            .iter()
+            .map(|s| {
+                let mut v = s.to_json();
+                v["key"] = json!(s.key.clone().filter(|k| !k.is_empty()));
+                v
+            })
+            .collect();
+    }
+    Ok(answer)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,115 @@
+use serde_json::json;
+use shared_types::{Tokens, UsageReport};
+
+use super::*;
+use crate::native_db::NativeDb;
+
+fn db() -> NativeDb {
+    NativeDb::with(&[MIGRATION])
+}
+
+fn call(id: &str, bead: &str, model: &str, input: u64, cost: Option<f64>) -> UsageReport {
+    UsageReport {
+        message_id: id.into(),
+        model: model.into(),
+        bead_id: Some(bead.into()),
+        dispatch_id: Some(format!("{bead}-g1")),
+        tokens: Tokens {
+            input_tokens: input,
+            output_tokens: 5,
+            cache_read_tokens: 2,
+            ..Tokens::default()
+        },
+        cost_usd: cost,
+    }
+}
+
+fn query(raw: &str) -> UsageQuery {
+    UsageQuery::parse(raw).expect("a good query")
+}
+
+#[test]
+fn each_call_counts_once_and_sums_by_day_bead_agent_rig_and_model() {
+    let db = db();
+    let at = "2026-12-07T10:00:00.000Z";
+    assert!(record(&db, "r1", "a1", at, &call("m1", "b1", "p/big", 100, Some(0.5))).expect("kept"));
+    assert!(
+        !record(&db, "r1", "a1", at, &call("m1", "b1", "p/big", 100, Some(0.5))).expect("kept"),
+        "a resend"
+    );
+    record(&db, "r1", "a1", at, &call("m2", "b1", "p/big", 50, Some(0.25))).expect("kept");
+    record(
+        &db,
+        "r2",
+        "a2",
+        "2026-12-08T01:00:00.000Z",
+        &call("m3", "b2", "p/small", 10, Some(0.01)),
+    )
+    .expect("kept");
+
+    let all = report(&db, &query("group_by=bead")).expect("report");
+    assert_eq!(all["total"]["input_tokens"], 160);
+    assert_eq!(all["total"]["output_tokens"], 15);
+    assert_eq!(all["total"]["cache_read_tokens"], 6);
+    assert_eq!(all["total"]["calls"], 3);
+    assert_eq!(all["total"]["cost_usd"], json!(0.76));
+    let beads: Vec<(Value, Value)> = all["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| (g["key"].clone(), g["input_tokens"].clone()))
+        .collect();
+    assert_eq!(
+        beads,
+        vec![(json!("b1"), json!(150)), (json!("b2"), json!(10))],
+        "the costliest first"
+    );
+
+    let by_day = report(&db, &query("group_by=day")).expect("report");
+    let days: Vec<&Value> =
+        by_day["groups"].as_array().expect("groups").iter().map(|g| &g["key"]).collect();
+    assert_eq!(days, vec!["2026-12-07", "2026-12-08"]);
+    let one_day =
+        report(&db, &query("from=2026-12-08&to=2026-12-08&group_by=model")).expect("report");
+    assert_eq!(one_day["total"]["input_tokens"], 10);
+    assert_eq!(one_day["groups"][0]["key"], "p/small");
+    for (by, key) in [("agent", "a1"), ("rig", "r1")] {
+        let r = report(&db, &query(&format!("group_by={by}"))).expect("report");
+        assert_eq!(r["groups"][0]["key"], key, "{by}");
+    }
+}
+
+#[test]
+fn a_cost_not_reported_is_unknown_never_zero() {
+    let db = db();
+    let at = "2026-12-07T10:00:00.000Z";
+    record(&db, "r1", "a1", at, &call("m1", "b1", "p/priced", 100, Some(0.5))).expect("kept");
+    record(&db, "r1", "a1", at, &call("m2", "b2", "p/unpriced", 100, None)).expect("kept");
+    let r = report(&db, &query("group_by=model")).expect("report");
+    assert_eq!(
+        (r["total"]["cost_usd"].clone(), r["total"]["cost_usd_known"].clone()),
+        (Value::Null, json!(0.5))
+    );
+    let unpriced =
+        r["groups"].as_array().expect("groups").iter().find(|g| g["key"] == "p/unpriced").cloned();
+    assert_eq!(unpriced.expect("a group")["cost_usd"], Value::Null);
+    assert_eq!(
+        report(&db, &query("")).expect("report").get("groups"),
+        None,
+        "no groups unless asked"
+    );
+}
+
+#[test]
+fn bad_queries_are_refused_with_a_message() {
+    for (raw, says) in [
+        ("group_by=week", "group_by: unknown value, expected one of bead, agent, rig, model, day"),
+        ("from=yesterday", "from: must be a day, YYYY-MM-DD"),
+        ("to=2026-13-01", "to: must be a day, YYYY-MM-DD"),
+        ("from=2026-12-08&to=2026-12-07", "from: must not be after to"),
+    ] {
+        let e = UsageQuery::parse(raw).expect_err(raw);
+        assert_eq!((e.status(), e.public_message().to_string()), (400, says.to_string()), "{raw}");
+    }
+    assert_eq!(query("from=2026-12-07T10:00:00.000Z").from.as_deref(), Some("2026-12-07"));
+}
