@@ -1,7 +1,8 @@
 //! `gt` against a whole local town (the built Worker under `wrangler dev`, the native control
 //! server, the Kilo CLI, git, a local origin; only the LLM is scripted): a person creates a
 //! town and a rig, slings a bead, reads the status table, watches the agent work to the end of
-//! its run, reads and sends mail, lists escalations, talks with the town's mayor; and bad
+//! its run, reads what it cost (and a daily budget holds the next bead back until raised),
+//! reads and sends mail, lists escalations, talks with the town's mayor; and bad
 //! settings or input get a message on stderr and the documented exit code.
 
 use std::process::Output;
@@ -119,6 +120,46 @@ async fn a_person_runs_a_town_with_gt() {
     );
     let bad = gt(&url, INTERNAL_KEY, &["costs", &town, "--by", "week"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("group_by: unknown value"), "{bad:?}");
+
+    // A daily token budget the day's use already reached holds the next bead back, queued with
+    // the budget named; a bad budget changes nothing; raising it lets the bead go on.
+    let limits = format!("/api/towns/{town}/limits");
+    let dev = &local.worker;
+    assert_eq!(dev.put(&limits, serde_json::json!({"max_tokens_per_day": 10})).await.status, 200);
+    for bad in [
+        serde_json::json!({"max_tokens_per_day": -5}),
+        serde_json::json!({"max_cost_usd_per_day": "lots"}),
+    ] {
+        let refused = dev.put(&limits, bad).await;
+        assert_eq!(refused.status, 400, "{refused:?}");
+    }
+    assert_eq!(dev.get(&limits).await.data()["max_tokens_per_day"], 10, "nothing changed");
+    model.set_script("gt-budget", commit_then_done("budget.txt", "later"));
+    let held = ok(run(&["sling", &rig, "Write budget.txt", "--body", &marker("gt-budget")]));
+    let held = held.split_whitespace().nth(1).expect("bead id").to_string();
+    until("the bead to wait for the budget", Duration::from_secs(60), async || {
+        let events = dev.get(&format!("/api/rigs/{rig}/beads/{held}/events?limit=100")).await;
+        let reasons: Vec<String> = events
+            .data()
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| e["kind"] == "queued")
+            .filter_map(|e| e["data"]["reason"].as_str().map(str::to_string))
+            .collect();
+        reasons.iter().any(|r| r.contains("max_tokens_per_day")).then_some(())
+    })
+    .await;
+    assert!(model.requests_for("gt-budget").is_empty(), "no model call while held");
+    assert_eq!(
+        dev.put(&limits, serde_json::json!({"max_tokens_per_day": 1_000_000})).await.status,
+        200
+    );
+    until("the held bead to close", Duration::from_secs(240), async || {
+        (dev.bead(&rig, &held).await["status"] == "closed").then_some(())
+    })
+    .await;
 
     // Mail: sent as the polecat to itself, listed without being delivered.
     ok(run(&[

@@ -325,6 +325,10 @@ impl WranglerDev {
         self.call(Method::POST, path, &Auth::Internal, body).await
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::PUT, path, &Auth::Internal, body).await
+    }
+
     /// A bead of a rig, as the API shows it.
     /// A new town `name` with one rig `app` on `git_url`: `(town id, rig id)`.
     pub async fn town_and_rig(&self, name: &str, git_url: &str) -> (String, String) {

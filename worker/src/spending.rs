@@ -1,8 +1,10 @@
-//! The town's spending guard: caps on running agents and on dispatches per hour.
+//! The town's spending guard: caps on running agents, on dispatches per hour, and daily
+//! budgets of tokens and money.
 //!
 //! The caps are the town's (`PUT /api/towns/:town/limits`, kept in the TownDO's config). Every
-//! start passes through the town's TownContainer, which enforces both on the way:
+//! start passes through the town's TownContainer, which enforces them on the way:
 //! - dispatches per hour against its ledger of the starts it let through ([`admit`]);
+//! - the day's budgets (UTC) against the usage it keeps ([`within_budget`], `crate::usage`);
 //! - running agents by handing the cap to the control server (`maxConcurrentAgents`), which
 //!   counts its active runs under the lock that claims new ones, so a burst cannot overshoot.
 //!
@@ -42,14 +44,25 @@ pub const MAX_CAP: u32 = 10_000;
 const HOUR_MS: i64 = 3_600_000;
 
 /// A town's caps; `None` is no cap.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TownLimits {
     #[serde(default)]
     pub max_concurrent_agents: Option<u32>,
     #[serde(default)]
     pub max_dispatches_per_hour: Option<u32>,
+    /// Tokens of every kind the town's agents may use in a day (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens_per_day: Option<u64>,
+    /// USD the town's agents may spend in a day (UTC), counting the costs that are known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd_per_day: Option<f64>,
 }
+
+/// The largest daily token budget taken (a typo guard).
+pub const MAX_TOKENS_PER_DAY: u64 = 1_000_000_000_000;
+/// The largest daily money budget taken, in USD (a typo guard).
+pub const MAX_COST_USD_PER_DAY: f64 = 1_000_000.0;
 
 impl Validate for TownLimits {
     /// Each cap null (no cap) or a whole number from 1 to [`MAX_CAP`].
@@ -68,7 +81,41 @@ impl Validate for TownLimits {
                 },
             );
         }
+        if self.max_tokens_per_day.is_some_and(|t| t == 0 || t > MAX_TOKENS_PER_DAY) {
+            issues.add(
+                "max_tokens_per_day",
+                Err(format!("must be null (no budget) or from 1 to {MAX_TOKENS_PER_DAY}")),
+            );
+        }
+        if self
+            .max_cost_usd_per_day
+            .is_some_and(|c| !c.is_finite() || c <= 0.0 || c > MAX_COST_USD_PER_DAY)
+        {
+            issues.add(
+                "max_cost_usd_per_day",
+                Err(format!(
+                    "must be null (no budget) or a number of USD above 0, at most {MAX_COST_USD_PER_DAY}"
+                )),
+            );
+        }
     }
+}
+
+/// Whether the day's use (`tokens`, and `cost_usd` known so far) leaves room under the town's
+/// daily budgets; the error is the reason new work stays queued (no attempt is spent), until
+/// the budget is raised or the day (UTC) ends.
+pub fn within_budget(limits: &TownLimits, tokens: u64, cost_usd: f64) -> Result<(), String> {
+    if let Some(max) = limits.max_tokens_per_day.filter(|max| tokens >= *max) {
+        return Err(format!(
+            "budget: {tokens} tokens used today and the town allows {max} (max_tokens_per_day); new work waits until the budget is raised or the day ends (UTC)"
+        ));
+    }
+    if let Some(max) = limits.max_cost_usd_per_day.filter(|max| cost_usd >= *max) {
+        return Err(format!(
+            "budget: ${cost_usd:.4} spent today and the town allows ${max:.4} (max_cost_usd_per_day); new work waits until the budget is raised or the day ends (UTC)"
+        ));
+    }
+    Ok(())
 }
 
 /// The starts a TownContainer let through in the last hour: `(dispatch key, ms)`. A repeated
@@ -136,13 +183,16 @@ mod tests {
 
     #[test]
     fn caps_are_checked() {
-        assert!(TownLimits { max_concurrent_agents: Some(3), max_dispatches_per_hour: None }
+        assert!(TownLimits { max_concurrent_agents: Some(3), ..Default::default() }
             .validate()
             .is_ok());
         assert!(TownLimits::default().validate().is_ok());
         for bad in [
             TownLimits { max_concurrent_agents: Some(0), ..Default::default() },
             TownLimits { max_dispatches_per_hour: Some(MAX_CAP + 1), ..Default::default() },
+            TownLimits { max_tokens_per_day: Some(0), ..Default::default() },
+            TownLimits { max_cost_usd_per_day: Some(-1.0), ..Default::default() },
+            TownLimits { max_cost_usd_per_day: Some(0.0), ..Default::default() },
         ] {
             assert_eq!(bad.validate().map_err(|e| e.status()), Err(400));
         }
@@ -150,6 +200,35 @@ mod tests {
             serde_json::from_str::<TownLimits>(r#"{"max_agents": 3}"#).is_err(),
             "a misspelt cap is refused, not ignored"
         );
+    }
+
+    #[test]
+    fn the_days_budgets_hold_new_work_back_once_used_up() {
+        let limits = TownLimits {
+            max_tokens_per_day: Some(1_000),
+            max_cost_usd_per_day: Some(2.0),
+            ..Default::default()
+        };
+        assert_eq!(within_budget(&limits, 999, 1.99), Ok(()));
+        let tokens = within_budget(&limits, 1_000, 0.0).expect_err("tokens used up");
+        assert!(
+            tokens.starts_with("budget: 1000 tokens used today")
+                && tokens.contains("max_tokens_per_day"),
+            "{tokens}"
+        );
+        let money = within_budget(&limits, 10, 2.5).expect_err("money used up");
+        assert!(
+            money.contains("$2.5000 spent today") && money.contains("max_cost_usd_per_day"),
+            "{money}"
+        );
+        assert_eq!(within_budget(&TownLimits::default(), u64::MAX, 1e9), Ok(()), "no budget");
+        for bad in [
+            r#"{"max_tokens_per_day": -5}"#,
+            r#"{"max_tokens_per_day": "lots"}"#,
+            r#"{"max_cost_usd_per_day": "1"}"#,
+        ] {
+            assert!(serde_json::from_str::<TownLimits>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -251,5 +251,19 @@ pub fn report(db: &impl Db, q: &UsageQuery) -> ApiResult<Value> {
     Ok(answer)
 }
 
+/// The tokens of every kind used on `day` (`YYYY-MM-DD`), and the cost known so far, for the
+/// daily budgets (`crate::spending::within_budget`).
+pub fn day_total(db: &impl Db, day: &str) -> ApiResult<(u64, f64)> {
+    let q = UsageQuery { from: Some(day.into()), to: Some(day.into()), group_by: None };
+    let total = &report(db, &q)?["total"];
+    let n = |k: &str| total[k].as_u64().unwrap_or(0);
+    let tokens = ["input_tokens", "output_tokens", "reasoning_tokens"]
+        .iter()
+        .chain(&["cache_read_tokens", "cache_write_tokens"])
+        .map(|k| n(k))
+        .fold(0u64, u64::saturating_add);
+    Ok((tokens, total["cost_usd_known"].as_f64().unwrap_or(0.0)))
+}
+
 #[cfg(test)]
 mod tests;

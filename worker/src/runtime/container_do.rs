@@ -209,7 +209,8 @@ impl TownContainer {
         }
     }
 
-    /// The town's spending guard on a start (`crate::spending`): the hourly cap is checked
+    /// The town's spending guard on a start (`crate::spending`): the day's budgets are checked
+    /// against the usage kept here, the hourly cap is checked
     /// against the ledger (and the start entered in it before it is sent, so concurrent starts
     /// cannot overshoot), the running-agents cap goes to the control server in the body.
     /// `Err(reason)`: refused; `Ok(Some(key))`: entered in the ledger as `key`.
@@ -232,6 +233,15 @@ impl TownContainer {
         if let Some(cap) = limits.max_concurrent_agents {
             body["maxConcurrentAgents"] = cap.into();
             out.body = body.to_string().into_bytes();
+        }
+        if limits.max_tokens_per_day.is_some() || limits.max_cost_usd_per_day.is_some() {
+            let today = crate::time::iso_from_millis(now_millis());
+            let used = self
+                .events_db()
+                .and_then(|db| crate::usage::day_total(&db, today.get(..10).unwrap_or("")));
+            let (tokens, cost) =
+                used.map_err(|e| format!("the day's usage could not be read: {e}"))?;
+            spending::within_budget(&limits, tokens, cost)?;
         }
         let Some(cap) = limits.max_dispatches_per_hour else { return Ok(None) };
         let key = body["dispatchId"]

@@ -80,6 +80,18 @@ fn each_call_counts_once_and_sums_by_day_bead_agent_rig_and_model() {
 }
 
 #[test]
+fn a_days_total_counts_every_kind_of_token_of_that_day_only() {
+    let db = db();
+    record(&db, "r1", "a1", "2026-12-07T10:00:00.000Z", &call("m1", "b1", "p/m", 100, Some(0.5)))
+        .expect("kept");
+    record(&db, "r1", "a1", "2026-12-08T10:00:00.000Z", &call("m2", "b1", "p/m", 1, None))
+        .expect("kept");
+    assert_eq!(day_total(&db, "2026-12-07").expect("total"), (107, 0.5));
+    assert_eq!(day_total(&db, "2026-12-08").expect("total"), (8, 0.0));
+    assert_eq!(day_total(&db, "2026-12-09").expect("total"), (0, 0.0));
+}
+
+#[test]
 fn a_cost_not_reported_is_unknown_never_zero() {
     let db = db();
     let at = "2026-12-07T10:00:00.000Z";
