@@ -121,6 +121,27 @@ async fn a_person_runs_a_town_with_gt() {
     let bad = gt(&url, INTERNAL_KEY, &["costs", &town, "--by", "week"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("group_by: unknown value"), "{bad:?}");
 
+    // The town prices the scripted model from now on: $0.05 per input and $0.10 per output
+    // token, so each of its calls costs $1.
+    let by_model: Value =
+        serde_json::from_str(&ok(run(&["--json", "costs", &town, "--by", "model"]))).expect("JSON");
+    let model_name = by_model["groups"][0]["key"].as_str().expect("the model's name").to_string();
+    let prices = format!("/api/towns/{town}/usage/prices");
+    let priced = local
+        .worker
+        .put(
+            &prices,
+            serde_json::json!({"prices": {&model_name: {"input": 50000.0, "output": 100000.0}}}),
+        )
+        .await;
+    assert_eq!(priced.status, 200, "{priced:?}");
+    let refused = local
+        .worker
+        .put(&prices, serde_json::json!({"prices": {&model_name: {"input": -1.0, "output": 1.0}}}))
+        .await;
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert_eq!(local.worker.get(&prices).await.data()["prices"][&model_name]["input"], 50000.0);
+
     // A daily token budget the day's use already reached holds the next bead back, queued with
     // the budget named; a bad budget changes nothing; raising it lets the bead go on.
     let limits = format!("/api/towns/{town}/limits");
@@ -160,6 +181,21 @@ async fn a_person_runs_a_town_with_gt() {
         (dev.bead(&rig, &held).await["status"] == "closed").then_some(())
     })
     .await;
+    let held_calls = model.requests_for("gt-budget").len() as u64;
+    let priced = until("the held bead's priced usage", Duration::from_secs(60), async || {
+        let u: Value = serde_json::from_str(&ok(run(&["--json", "costs", &town, "--by", "bead"])))
+            .expect("--json is JSON");
+        let group = u["groups"].as_array()?.iter().find(|g| g["key"] == held.as_str())?.clone();
+        (group["calls"] == held_calls).then_some((group, u["total"].clone()))
+    })
+    .await;
+    assert_eq!(priced.0["cost_usd"], serde_json::json!(held_calls as f64), "{priced:?}");
+    assert_eq!(
+        priced.1["cost_usd"],
+        Value::Null,
+        "the first bead's cost stays unknown: {priced:?}"
+    );
+    assert_eq!(priced.1["cost_usd_known"], serde_json::json!(held_calls as f64), "{priced:?}");
 
     // Mail: sent as the polecat to itself, listed without being delivered.
     ok(run(&[

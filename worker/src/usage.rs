@@ -7,7 +7,9 @@
 //!
 //! They live in the TownContainer's SQLite beside the agents' events, which bring them.
 //! `GET /api/towns/:townId/usage?from=&to=&group_by=` answers the total and one group per bead,
-//! agent, rig, model or day. A cost the provider did not report is unknown, never 0: a total
+//! agent, rig, model or day. A cost the provider did not report comes from the town's price
+//! table (`PUT /api/towns/:townId/usage/prices`, USD per million tokens, per model) when the
+//! model has a price there, as the call is counted; otherwise it is unknown, never 0: a total
 //! with any unknown part has `cost_usd: null` (and `cost_usd_known`, the part that is known).
 
 use serde::{Deserialize, Serialize};
@@ -20,7 +22,11 @@ use crate::error::{ApiError, ApiResult};
 use crate::params;
 use crate::routes::{Endpoint, Rule};
 
-pub const ROUTES: &[Endpoint] = &[Endpoint::get("/api/towns/:townId/usage", Rule::Internal, get)];
+pub const ROUTES: &[Endpoint] = &[
+    Endpoint::get("/api/towns/:townId/usage", Rule::Internal, get),
+    Endpoint::get("/api/towns/:townId/usage/prices", Rule::Internal, get_prices),
+    Endpoint::put("/api/towns/:townId/usage/prices", Rule::Internal, put_prices),
+];
 
 pub const MIGRATION: &[&str] = &[
     "CREATE TABLE usage_seen (message_id TEXT PRIMARY KEY, day TEXT NOT NULL)",
@@ -30,13 +36,130 @@ pub const MIGRATION: &[&str] = &[
         reasoning_tokens INTEGER NOT NULL, cache_read_tokens INTEGER NOT NULL,
         cache_write_tokens INTEGER NOT NULL, cost_micros INTEGER NOT NULL, unpriced INTEGER NOT NULL,
         PRIMARY KEY (day, rig_id, agent_id, bead_id, model))",
+    "CREATE TABLE usage_prices (model TEXT PRIMARY KEY, prices TEXT NOT NULL)",
 ];
 
 /// Message ids are remembered this long (a resend comes within minutes or hours).
 const KEEP_SEEN_DAYS: i64 = 7;
 
-/// The TownContainer's own path for a usage query.
+/// The TownContainer's own paths: a usage query, the price table read and replaced.
 pub const USAGE_PATH: &str = "/_do/usage";
+pub const PRICES_GET_PATH: &str = "/_do/usage/prices/get";
+pub const PRICES_PUT_PATH: &str = "/_do/usage/prices/put";
+
+/// Models a price table holds at most, and the highest price taken (USD per million tokens).
+const MAX_MODELS: usize = 200;
+const MAX_PRICE: f64 = 100_000.0;
+
+/// A model's prices, USD per million tokens. Reasoning tokens are billed as output; cache
+/// prices default to the input price.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write: Option<f64>,
+}
+
+impl Price {
+    /// What `t` costs at these prices, in USD.
+    pub fn cost(&self, t: &shared_types::Tokens) -> f64 {
+        let per = |n: u64, usd: f64| n as f64 * usd / 1e6;
+        per(t.input_tokens, self.input)
+            + per(t.output_tokens.saturating_add(t.reasoning_tokens), self.output)
+            + per(t.cache_read_tokens, self.cache_read.unwrap_or(self.input))
+            + per(t.cache_write_tokens, self.cache_write.unwrap_or(self.input))
+    }
+}
+
+/// `PUT …/usage/prices`: `{"prices": {"<provider/model>": {"input", "output", "cache_read"?,
+/// "cache_write"?}}}`, the whole table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceTable {
+    pub prices: std::collections::BTreeMap<String, Price>,
+}
+
+impl PriceTable {
+    fn check(&self) -> ApiResult<()> {
+        let bad = |m: String| Err(ApiError::bad_request(m));
+        if self.prices.len() > MAX_MODELS {
+            return bad(format!("prices: at most {MAX_MODELS} models"));
+        }
+        for (model, p) in &self.prices {
+            if model.trim().is_empty() || model.len() > 200 {
+                return bad("prices: a model is named in 1 to 200 characters".into());
+            }
+            let each = [("input", Some(p.input)), ("output", Some(p.output))]
+                .into_iter()
+                .chain([("cache_read", p.cache_read), ("cache_write", p.cache_write)]);
+            for (field, v) in each {
+                if v.is_some_and(|v| !v.is_finite() || !(0.0..=MAX_PRICE).contains(&v)) {
+                    return bad(format!(
+                        "prices.{model}.{field}: USD per million tokens, from 0 to {MAX_PRICE}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn get_prices(req: &Incoming) -> ApiResult<Plan> {
+    Ok(Plan::TownContainer {
+        town_id: req.param("townId")?,
+        path: PRICES_GET_PATH,
+        body: Value::Null,
+    })
+}
+
+fn put_prices(req: &Incoming) -> ApiResult<Plan> {
+    let table: PriceTable = serde_json::from_slice(req.body)
+        .map_err(|e| ApiError::bad_request(format!("prices: {e}")))?;
+    table.check()?;
+    let body = serde_json::to_value(&table).map_err(ApiError::internal)?;
+    Ok(Plan::TownContainer { town_id: req.param("townId")?, path: PRICES_PUT_PATH, body })
+}
+
+/// The town's price table.
+pub fn prices(db: &impl Db) -> ApiResult<Value> {
+    #[derive(Deserialize)]
+    struct Row {
+        model: String,
+        prices: String,
+    }
+    let rows: Vec<Row> =
+        db.query("SELECT model, prices FROM usage_prices ORDER BY model", vec![])?;
+    let prices: serde_json::Map<String, Value> = rows
+        .into_iter()
+        .filter_map(|r| Some((r.model, serde_json::from_str(&r.prices).ok()?)))
+        .collect();
+    Ok(json!({ "prices": prices }))
+}
+
+/// Replaces the town's price table (checked by the route). Calls counted from now on use it.
+pub fn set_prices(db: &impl Db, table: &PriceTable) -> ApiResult<Value> {
+    db.exec("DELETE FROM usage_prices", vec![])?;
+    for (model, p) in &table.prices {
+        let p = serde_json::to_string(p).map_err(ApiError::internal)?;
+        db.exec("INSERT INTO usage_prices (model, prices) VALUES (?, ?)", params![model, p])?;
+    }
+    prices(db)
+}
+
+/// `model`'s price in the town's table.
+fn price_of(db: &impl Db, model: &str) -> ApiResult<Option<Price>> {
+    #[derive(Deserialize)]
+    struct Row {
+        prices: String,
+    }
+    let row: Option<Row> =
+        db.first("SELECT prices FROM usage_prices WHERE model = ?", params![model])?;
+    Ok(row.and_then(|r| serde_json::from_str(&r.prices).ok()))
+}
 
 /// What the usage is grouped by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +271,10 @@ pub fn record(
     }
     let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let t = &u.tokens;
+    let cost_usd = match u.cost_usd {
+        Some(c) => Some(c),
+        None => price_of(db, &u.model)?.map(|p| p.cost(t)),
+    };
     // Bound as JavaScript numbers in the Worker: cast, or SQLite keeps them as reals.
     db.exec(
         "INSERT INTO usage_daily (day, rig_id, agent_id, bead_id, model, calls, input_tokens,
@@ -172,8 +299,8 @@ pub fn record(
             n(t.reasoning_tokens),
             n(t.cache_read_tokens),
             n(t.cache_write_tokens),
-            u.cost_usd.map_or(0, |c| (c * 1e6).round() as i64),
-            i64::from(u.cost_usd.is_none())
+            cost_usd.map_or(0, |c| (c * 1e6).round() as i64),
+            i64::from(cost_usd.is_none())
         ],
     )?;
     let oldest = crate::time::millis_from_iso(&format!("{day}T00:00:00.000Z"))

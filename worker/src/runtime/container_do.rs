@@ -581,6 +581,13 @@ impl TownContainer {
                 let q: crate::usage::UsageQuery = req.json().await.map_err(ApiError::internal)?;
                 crate::usage::report(&self.events_db()?, &q)
             }
+            (Method::Post, crate::usage::PRICES_GET_PATH) => {
+                crate::usage::prices(&self.events_db()?)
+            }
+            (Method::Post, crate::usage::PRICES_PUT_PATH) => {
+                let t: crate::usage::PriceTable = req.json().await.map_err(ApiError::internal)?;
+                crate::usage::set_prices(&self.events_db()?, &t)
+            }
             _ => Err(ApiError::NotFound("no such container path".into())),
         }
     }

@@ -125,3 +125,37 @@ fn bad_queries_are_refused_with_a_message() {
     }
     assert_eq!(query("from=2026-12-07T10:00:00.000Z").from.as_deref(), Some("2026-12-07"));
 }
+
+#[test]
+fn a_call_without_a_reported_cost_is_priced_from_the_towns_table() {
+    let db = db();
+    let table: PriceTable = serde_json::from_value(json!({"prices": {
+        "p/priced": {"input": 3.0, "output": 15.0, "cache_read": 0.3}}}))
+    .expect("a table");
+    table.check().expect("valid");
+    set_prices(&db, &table).expect("stored");
+    assert_eq!(prices(&db).expect("read")["prices"]["p/priced"]["output"], 15.0);
+    let at = "2026-12-07T10:00:00.000Z";
+    // 1,000,000 input at $3, 5 output at $15/M, 2 cache reads at $0.3/M.
+    record(&db, "r1", "a1", at, &call("m1", "b1", "p/priced", 1_000_000, None)).expect("kept");
+    record(&db, "r1", "a1", at, &call("m2", "b1", "p/reported", 10, Some(0.5))).expect("kept");
+    let total = &report(&db, &query("")).expect("report")["total"];
+    assert_eq!(total["cost_usd"], json!(3.500076), "{total}");
+    record(&db, "r1", "a1", at, &call("m3", "b1", "p/nowhere", 10, None)).expect("kept");
+    assert_eq!(report(&db, &query("")).expect("report")["total"]["cost_usd"], Value::Null);
+}
+
+#[test]
+fn bad_price_tables_are_refused() {
+    for bad in [
+        json!({"prices": {"m": {"input": -1.0, "output": 1.0}}}),
+        json!({"prices": {"m": {"input": 1.0, "output": 1e9}}}),
+        json!({"prices": {"": {"input": 1.0, "output": 1.0}}}),
+    ] {
+        let table: PriceTable = serde_json::from_value(bad.clone()).expect("parses");
+        assert_eq!(table.check().map_err(|e| e.status()), Err(400), "{bad}");
+    }
+    for unparsable in [json!({"prices": {"m": {"input": "1"}}}), json!({"m": {"input": 1.0}})] {
+        assert!(serde_json::from_value::<PriceTable>(unparsable).is_err());
+    }
+}
