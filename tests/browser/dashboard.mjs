@@ -87,6 +87,18 @@ try {
   saw('merged');
   await page.waitForSelector('#reviews a[href="https://forge.test/org/app/pull/5"]', { timeout: STEP });
   saw('pull request linked');
+  // The usage panel: the run's model calls, today's bar, the bead among the top beads (the
+  // scripted model has no price: its cost shows as unknown).
+  await page.waitForSelector(`#usage-beads tr[data-bead="${bead}"]`, { timeout: STEP });
+  const usage = await page.evaluate((b) => ({
+    total: document.querySelector('#usage-total').textContent,
+    bars: [...document.querySelectorAll('#usage-days .bar')].map((x) => Number(x.dataset.tokens)),
+    row: document.querySelector(`#usage-beads tr[data-bead="${b}"]`).textContent,
+  }), bead);
+  if (!/^[1-9]\d* calls, [1-9]\d* tokens, unknown/.test(usage.total) || !usage.bars.some((n) => n > 0) || !usage.row.includes('unknown')) {
+    throw new Error('usage panel: ' + JSON.stringify(usage));
+  }
+  saw('usage: ' + usage.total);
 
   // The mayor panel: a blank message is refused in the page; a message goes out with the
   // session's status shown, then shows in the transcript as text (it holds markup, which must

@@ -30,6 +30,7 @@ pub const ROUTES: &[Endpoint] = &[
 
 pub const MIGRATION: &[&str] = &[
     "CREATE TABLE usage_seen (message_id TEXT PRIMARY KEY, day TEXT NOT NULL)",
+    "CREATE INDEX usage_seen_day ON usage_seen (day)",
     "CREATE TABLE usage_daily (day TEXT NOT NULL, rig_id TEXT NOT NULL, agent_id TEXT NOT NULL,
         bead_id TEXT NOT NULL, model TEXT NOT NULL, calls INTEGER NOT NULL,
         input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
@@ -197,17 +198,27 @@ impl GroupBy {
     }
 }
 
-/// `?from=&to=&group_by=`: days (`YYYY-MM-DD`, UTC), both included.
+/// `?from=&to=&group_by=&limit=`: days (`YYYY-MM-DD`, UTC), both included; at most `limit`
+/// groups (the costliest, or for days the latest).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageQuery {
     pub from: Option<String>,
     pub to: Option<String>,
     pub group_by: Option<GroupBy>,
+    #[serde(default = "default_limit")]
+    pub limit: u32,
+}
+
+const DEFAULT_GROUPS: u32 = 100;
+const MAX_GROUPS: u32 = 1_000;
+
+fn default_limit() -> u32 {
+    DEFAULT_GROUPS
 }
 
 impl UsageQuery {
     pub fn parse(raw: &str) -> ApiResult<Self> {
-        let mut q = Self { from: None, to: None, group_by: None };
+        let mut q = Self { from: None, to: None, group_by: None, limit: DEFAULT_GROUPS };
         let pairs: Vec<(String, String)> =
             form_urlencoded::parse(raw.trim_start_matches('?').as_bytes()).into_owned().collect();
         let first = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
@@ -222,6 +233,11 @@ impl UsageQuery {
             if from > to {
                 return Err(ApiError::bad_request("from: must not be after to"));
             }
+        }
+        if let Some(v) = first("limit").filter(|v| !v.is_empty()) {
+            q.limit = v.parse().ok().filter(|n| (1..=MAX_GROUPS).contains(n)).ok_or_else(|| {
+                ApiError::bad_request(format!("limit: must be from 1 to {MAX_GROUPS}"))
+            })?;
         }
         if let Some(g) = first("group_by").filter(|v| !v.is_empty()) {
             q.group_by = Some(GroupBy::parse(g).ok_or_else(|| {
@@ -381,7 +397,7 @@ pub fn report(db: &impl Db, q: &UsageQuery) -> ApiResult<Value> {
 /// The tokens of every kind used on `day` (`YYYY-MM-DD`), and the cost known so far, for the
 /// daily budgets (`crate::spending::within_budget`).
 pub fn day_total(db: &impl Db, day: &str) -> ApiResult<(u64, f64)> {
-    let q = UsageQuery { from: Some(day.into()), to: Some(day.into()), group_by: None };
+    let q = UsageQuery { from: Some(day.into()), to: Some(day.into()), group_by: None, limit: 1 };
     let total = &report(db, &q)?["total"];
     let n = |k: &str| total[k].as_u64().unwrap_or(0);
     let tokens = ["input_tokens", "output_tokens", "reasoning_tokens"]

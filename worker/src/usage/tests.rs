@@ -119,6 +119,8 @@ fn bad_queries_are_refused_with_a_message() {
         ("from=yesterday", "from: must be a day, YYYY-MM-DD"),
         ("to=2026-13-01", "to: must be a day, YYYY-MM-DD"),
         ("from=2026-12-08&to=2026-12-07", "from: must not be after to"),
+        ("limit=0", "limit: must be from 1 to 1000"),
+        ("limit=lots", "limit: must be from 1 to 1000"),
     ] {
         let e = UsageQuery::parse(raw).expect_err(raw);
         assert_eq!((e.status(), e.public_message().to_string()), (400, says.to_string()), "{raw}");
@@ -157,5 +159,73 @@ fn bad_price_tables_are_refused() {
     }
     for unparsable in [json!({"prices": {"m": {"input": "1"}}}), json!({"m": {"input": 1.0}})] {
         assert!(serde_json::from_value::<PriceTable>(unparsable).is_err());
+    }
+}
+
+/// `bench/usage.sh`: recording one call, and the usage route's queries (the total, and each
+/// grouping) with 1,000 and 10,000 runs recorded over 30 days, on the SQL the TownContainer
+/// runs, in SQLite natively. Prints a markdown table; no timing is asserted.
+#[test]
+#[ignore]
+fn bench_usage() {
+    use std::time::Instant;
+    let owned = db();
+    let db = &owned;
+    let time = |runs: u32, what: &dyn Fn(u32)| {
+        let t = Instant::now();
+        for i in 0..runs {
+            what(i);
+        }
+        t.elapsed().as_secs_f64() * 1e6 / f64::from(runs)
+    };
+    println!("| runs recorded | record a call (µs) | total (µs) | by bead (µs) | by agent (µs) | by model (µs) | by day (µs) | rows kept |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut made = 0u32;
+    for target in [1_000u32, 10_000] {
+        // A run: one bead's agent, 5 calls on its day.
+        db.exec("BEGIN", vec![]).expect("begin");
+        while made < target {
+            let at = format!("2026-11-{:02}T10:00:00.000Z", made % 30 + 1);
+            for c in 0..5 {
+                let u = call(
+                    &format!("m{made}-{c}"),
+                    &format!("b{made}"),
+                    ["p/a", "p/b", "p/c"][made as usize % 3],
+                    1_000,
+                    Some(0.01),
+                );
+                record(db, &format!("r{}", made % 3), &format!("a{}", made % 20), &at, &u)
+                    .expect("kept");
+            }
+            made += 1;
+        }
+        db.exec("COMMIT", vec![]).expect("commit");
+        let fresh = std::cell::Cell::new(0u32);
+        let record_one = time(200, &|_| {
+            fresh.set(fresh.get() + 1);
+            let u = call(&format!("new{target}-{}", fresh.get()), "b-new", "p/a", 10, Some(0.01));
+            record(db, "r0", "a0", "2026-11-30T10:00:00.000Z", &u).expect("kept");
+        });
+        let q = |raw: &str| {
+            let q = query(raw);
+            move |_| {
+                report(db, &q).expect("report");
+            }
+        };
+        let total = time(50, &q(""));
+        let bead = time(20, &q("group_by=bead"));
+        let agent = time(50, &q("group_by=agent"));
+        let model = time(50, &q("group_by=model"));
+        let day = time(50, &q("group_by=day"));
+        #[derive(serde::Deserialize)]
+        struct Count {
+            n: i64,
+        }
+        let rows: Vec<Count> =
+            db.query("SELECT COUNT(*) AS n FROM usage_daily", vec![]).expect("count");
+        println!(
+            "| {target} | {record_one:.0} | {total:.0} | {bead:.0} | {agent:.0} | {model:.0} | {day:.0} | {} |",
+            rows[0].n
+        );
     }
 }
