@@ -174,26 +174,12 @@ async fn private_scenario(
 
     let canary = "git/private.git";
     let gate = credential_scan(secrets, canary);
-    let created = dev
-        .post(
-            &format!("/api/towns/{town}/rigs"),
-            json!({ "name": "private", "git_url": git_url, "merge_gates": [gate], "gate_timeout_secs": 120 }),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{created:?}");
-    let rig = created.data()["id"].as_str().expect("rig").to_string();
+    let settings = json!({ "merge_gates": [gate], "gate_timeout_secs": 120 });
+    let rig = add_rig(dev, town, "private", &git_url, settings).await;
     let mut script = vec![Step::bash(credential_scan(secrets, canary))];
     script.extend(commit_then_done("private.txt", "kept-private"));
     model.set_script("private", script);
-    let slung = dev
-        .post(
-            &format!("/api/rigs/{rig}/sling"),
-            json!({ "title": "Write private.txt", "body": format!("Create it. {}", marker("private")) }),
-        )
-        .await;
-    assert_eq!(slung.status, 201, "{slung:?}");
-    let bead = slung.data()["bead"]["id"].as_str().expect("bead").to_string();
-    let agent = slung.data()["agent"]["id"].as_str().expect("agent").to_string();
+    let (bead, agent) = sling(dev, &rig, "Write private.txt", "private").await;
 
     // The bead is merged through the private origin: cloned, pushed for the agent, fetched,
     // merged with the gate passing, and pushed by the refinery.
@@ -262,6 +248,42 @@ async fn private_scenario(
     (rig, bead, agent)
 }
 
+/// Creates rig `name` of `town` on `git_url` with `settings` laid over the name and URL; its id.
+async fn add_rig(
+    dev: &WranglerDev,
+    town: &str,
+    name: &str,
+    git_url: &str,
+    settings: Value,
+) -> String {
+    let mut body = json!({ "name": name, "git_url": git_url });
+    if let (Some(b), Value::Object(extra)) = (body.as_object_mut(), settings) {
+        b.extend(extra);
+    }
+    let created = dev.post(&format!("/api/towns/{town}/rigs"), body).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    created.data()["id"].as_str().expect("rig").to_string()
+}
+
+/// Slings a bead titled `title` whose runs follow `script`'s model script; `(bead, agent)`.
+async fn sling(dev: &WranglerDev, rig: &str, title: &str, script: &str) -> (String, String) {
+    let body = json!({ "title": title, "body": format!("{title}. {}", marker(script)) });
+    let slung = dev.post(&format!("/api/rigs/{rig}/sling"), body).await;
+    assert_eq!(slung.status, 201, "{slung:?}");
+    let id = |k: &str| slung.data()[k]["id"].as_str().expect("id").to_string();
+    (id("bead"), id("agent"))
+}
+
+/// The three rounds of a reviewed bead: a draft of feature.txt, then the tests a failed check
+/// asks for, then the change a reviewer asks for (its gt_done summary `asked`).
+fn review_rounds(asked: &str) -> Vec<Vec<Step>> {
+    vec![
+        commit_then_done("feature.txt", "draft"),
+        fix_then_done("tests.txt", "covered", "added the tests"),
+        fix_then_done("feature.txt", "final", asked),
+    ]
+}
+
 /// A rework run: writes `content` to `file`, commits, and calls `gt_done` with `summary`.
 fn fix_then_done(file: &str, content: &str, summary: &str) -> Vec<Step> {
     vec![
@@ -294,32 +316,10 @@ async fn pull_request_scenario(
     let seed = Origin::new();
     let (git_url, repo) = forge.add_repo("reviewed", &seed.path);
     forge.require_check("ci", "tests.txt");
-    let created = dev
-        .post(
-            &format!("/api/towns/{town}/rigs"),
-            json!({ "name": "reviewed", "git_url": git_url, "merge_strategy": "pr", "require_review": 1 }),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{created:?}");
-    let rig = created.data()["id"].as_str().expect("rig").to_string();
-    let fix = fix_then_done;
-    model.set_runs(
-        "reviewed",
-        vec![
-            commit_then_done("feature.txt", "draft"),
-            fix("tests.txt", "covered", "added the tests"),
-            fix("feature.txt", "final", "renamed as asked"),
-        ],
-    );
-    let slung = dev
-        .post(
-            &format!("/api/rigs/{rig}/sling"),
-            json!({ "title": "Add the feature", "body": format!("Write feature.txt. {}", marker("reviewed")) }),
-        )
-        .await;
-    assert_eq!(slung.status, 201, "{slung:?}");
-    let bead = slung.data()["bead"]["id"].as_str().expect("bead").to_string();
-    let agent = slung.data()["agent"]["id"].as_str().expect("agent").to_string();
+    let settings = json!({ "merge_strategy": "pr", "require_review": 1 });
+    let rig = add_rig(dev, town, "reviewed", &git_url, settings).await;
+    model.set_runs("reviewed", review_rounds("renamed as asked"));
+    let (bead, agent) = sling(dev, &rig, "Add the feature", "reviewed").await;
 
     // The failed check sends the bead back; the fix goes to the same pull request.
     let failed = nth_entry(dev, &rig, 1, "rework").await;
@@ -443,14 +443,7 @@ async fn conflict_scenario(
     let dev = &local.worker;
     let seed = Origin::new();
     let (git_url, repo) = forge.add_repo("clashing", &seed.path);
-    let created = dev
-        .post(
-            &format!("/api/towns/{town}/rigs"),
-            json!({ "name": "clashing", "git_url": git_url, "merge_strategy": "pr" }),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{created:?}");
-    let rig = created.data()["id"].as_str().expect("rig").to_string();
+    let rig = add_rig(dev, town, "clashing", &git_url, json!({ "merge_strategy": "pr" })).await;
     let write = |content: &str| {
         vec![
             Step::bash(format!(
@@ -474,11 +467,9 @@ async fn conflict_scenario(
     model.set_runs("clash2", vec![write("two"), resolve]);
     let mut runs = Vec::new();
     for i in 1..=2 {
-        let body = json!({ "title": format!("Write shared.txt ({i})"), "body": marker(&format!("clash{i}")) });
-        let slung = dev.post(&format!("/api/rigs/{rig}/sling"), body).await;
-        assert_eq!(slung.status, 201, "{slung:?}");
-        let id = |k: &str| slung.data()[k]["id"].as_str().expect("id").to_string();
-        runs.push((rig.clone(), id("bead"), id("agent")));
+        let (bead, agent) =
+            sling(dev, &rig, &format!("Write shared.txt ({i})"), &format!("clash{i}")).await;
+        runs.push((rig.clone(), bead, agent));
     }
     for (_, bead, _) in &runs {
         let settled = dev.settled_bead(&rig, bead, WORK).await;
@@ -523,15 +514,8 @@ async fn merge_request_scenario(
     let dev = &local.worker;
     let seed = Origin::new();
     let (git_url, repo) = forge.add_repo("on-gitlab", &seed.path);
-    let created = dev
-        .post(
-            &format!("/api/towns/{town}/rigs"),
-            json!({ "name": "on-gitlab", "git_url": git_url, "merge_strategy": "pr",
-                    "require_review": 1, "merge_method": "squash" }),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{created:?}");
-    let rig = created.data()["id"].as_str().expect("rig").to_string();
+    let settings = json!({ "merge_strategy": "pr", "require_review": 1, "merge_method": "squash" });
+    let rig = add_rig(dev, town, "on-gitlab", &git_url, settings).await;
     forge.allow_git_token(GITLAB_TOKEN);
     let put = dev
         .call(
@@ -545,23 +529,8 @@ async fn merge_request_scenario(
     assert_eq!(put.status, 200, "{put:?}");
     let hooks = format!("{}/api/webhooks/gitlab/{town}", dev.base_url);
     forge.deliver_gitlab_webhooks_to(&hooks, GITLAB_HOOK_TOKEN);
-    model.set_runs(
-        "on-gitlab",
-        vec![
-            commit_then_done("feature.txt", "draft"),
-            fix_then_done("tests.txt", "covered", "added the tests"),
-            fix_then_done("feature.txt", "final", "as the thread asked"),
-        ],
-    );
-    let slung = dev
-        .post(
-            &format!("/api/rigs/{rig}/sling"),
-            json!({ "title": "Add the feature on GitLab", "body": format!("Write feature.txt. {}", marker("on-gitlab")) }),
-        )
-        .await;
-    assert_eq!(slung.status, 201, "{slung:?}");
-    let bead = slung.data()["bead"]["id"].as_str().expect("bead").to_string();
-    let agent = slung.data()["agent"]["id"].as_str().expect("agent").to_string();
+    model.set_runs("on-gitlab", review_rounds("as the thread asked"));
+    let (bead, agent) = sling(dev, &rig, "Add the feature on GitLab", "on-gitlab").await;
 
     // The failed job sends the bead back; the fix goes to the same merge request.
     let failed = nth_entry(dev, &rig, 1, "rework").await;
@@ -630,10 +599,7 @@ async fn open_pull_request(
 ) -> (String, String, u64) {
     let dev = &local.worker;
     model.set_script(name, commit_then_done(&format!("{name}.txt"), name));
-    let body = json!({ "title": format!("Write {name}.txt"), "body": marker(name) });
-    let slung = dev.post(&format!("/api/rigs/{rig}/sling"), body).await;
-    let bead = slung.data()["bead"]["id"].as_str().expect("bead").to_string();
-    let agent = slung.data()["agent"]["id"].as_str().expect("agent").to_string();
+    let (bead, agent) = sling(dev, rig, &format!("Write {name}.txt"), name).await;
     nth_entry(dev, rig, entry, "running").await;
     let opened = || {
         forge

@@ -4,19 +4,12 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::pulls::{Check, PullRequest, Repo, Review, Snapshot};
-use super::rest::{self, encode, ForgeError, Validators};
+use super::pulls::{Check, PullRequest, Review, Snapshot};
+use super::rest::{self, encode, Api, ForgeError};
 use crate::effects::Effects;
 use crate::routes::Method;
 
-pub struct GitHub<'a, E: Effects> {
-    pub fx: &'a E,
-    pub api_url: &'a str,
-    pub token: &'a str,
-    pub repo: &'a Repo,
-    /// Kept answers for conditional reads, if any.
-    pub validators: Option<&'a dyn Validators>,
-}
+pub struct GitHub<'a, E: Effects>(pub Api<'a, E>);
 
 impl<E: Effects> GitHub<'_, E> {
     async fn call(
@@ -27,17 +20,18 @@ impl<E: Effects> GitHub<'_, E> {
     ) -> Result<Value, ForgeError> {
         let url = format!(
             "{}/repos/{}/{}{path}",
-            self.api_url.trim_end_matches('/'),
-            self.repo.owner,
-            self.repo.name
+            self.0.api_url.trim_end_matches('/'),
+            self.0.repo.owner,
+            self.0.repo.name
         );
         let headers = vec![
-            ("authorization".into(), format!("Bearer {}", self.token)),
+            ("authorization".into(), format!("Bearer {}", self.0.token)),
             ("accept".into(), "application/vnd.github+json".into()),
             ("x-github-api-version".into(), "2022-11-28".into()),
             ("user-agent".into(), "gastown".into()),
         ];
-        rest::call(self.fx, self.validators, method, url, headers, body).await
+        let api = &self.0;
+        rest::call(api.fx, api.validators, method, url, headers, body).await
     }
 
     /// Opens the pull request of `head` into `base`, or finds the open one GitHub already has
@@ -59,7 +53,7 @@ impl<E: Effects> GitHub<'_, E> {
         let pr = match created {
             Ok(pr) => pr,
             Err(e) if e.refused_with(422) => {
-                let path = format!("/pulls?state=open&head={}:{}", self.repo.owner, encode(head));
+                let path = format!("/pulls?state=open&head={}:{}", self.0.repo.owner, encode(head));
                 let list = self.call(Method::Get, &path, None).await?;
                 list.as_array().and_then(|a| a.first()).cloned().ok_or(e)?
             }

@@ -17,22 +17,15 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::pulls::{Check, PullRequest, Repo, Review, Snapshot};
-use super::rest::{self, encode, ForgeError, Validators};
+use super::pulls::{Check, PullRequest, Review, Snapshot};
+use super::rest::{self, encode, Api, ForgeError};
 use crate::effects::Effects;
 use crate::routes::Method;
 
 /// Most items read from one list (statuses, notes): GitLab's largest page.
 const PAGE: &str = "per_page=100";
 
-pub struct GitLab<'a, E: Effects> {
-    pub fx: &'a E,
-    pub api_url: &'a str,
-    pub token: &'a str,
-    pub repo: &'a Repo,
-    /// Kept answers for conditional reads, if any.
-    pub validators: Option<&'a dyn Validators>,
-}
+pub struct GitLab<'a, E: Effects>(pub Api<'a, E>);
 
 impl<E: Effects> GitLab<'_, E> {
     async fn call(
@@ -43,15 +36,16 @@ impl<E: Effects> GitLab<'_, E> {
     ) -> Result<Value, ForgeError> {
         let url = format!(
             "{}/projects/{}{path}",
-            self.api_url.trim_end_matches('/'),
-            encode(&self.repo.path)
+            self.0.api_url.trim_end_matches('/'),
+            encode(&self.0.repo.path)
         );
         let headers = vec![
-            ("private-token".into(), self.token.to_string()),
+            ("private-token".into(), self.0.token.to_string()),
             ("accept".into(), "application/json".into()),
             ("user-agent".into(), "gastown".into()),
         ];
-        rest::call(self.fx, self.validators, method, url, headers, body).await
+        let api = &self.0;
+        rest::call(api.fx, api.validators, method, url, headers, body).await
     }
 
     /// Opens the merge request of `head` into `base`, or finds the open one GitLab already

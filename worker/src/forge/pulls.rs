@@ -8,7 +8,7 @@ use shared_types::MergeState;
 
 use super::github::GitHub;
 use super::gitlab::GitLab;
-use super::rest::{ForgeError, Validators};
+use super::rest::{Api, ForgeError, Validators};
 use crate::effects::Effects;
 use crate::refinery::MergeSettings;
 
@@ -58,10 +58,11 @@ impl<'a, E: Effects> Forge<'a, E> {
         repo: &'a Repo,
         validators: Option<&'a dyn Validators>,
     ) -> Self {
+        let api = Api { fx, api_url, token, repo, validators };
         if kind == "gitlab" {
-            Self::GitLab(GitLab { fx, api_url, token, repo, validators })
+            Self::GitLab(GitLab(api))
         } else {
-            Self::GitHub(GitHub { fx, api_url, token, repo, validators })
+            Self::GitHub(GitHub(api))
         }
     }
 

@@ -50,6 +50,16 @@ pub fn paced_until_ms(answer: &Inbound, now_ms: i64) -> Option<i64> {
     None
 }
 
+/// What a forge's client calls with: the platform, the API root, the rig's token, the
+/// repository, and the kept answers for conditional reads (if any).
+pub struct Api<'a, E: Effects> {
+    pub fx: &'a E,
+    pub api_url: &'a str,
+    pub token: &'a str,
+    pub repo: &'a super::pulls::Repo,
+    pub validators: Option<&'a dyn Validators>,
+}
+
 /// The last answer of each GET that carried an `ETag`, by URL, for conditional reads. Stored
 /// by the caller (the RigDO keeps them in its SQL storage, bounded).
 pub trait Validators {
