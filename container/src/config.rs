@@ -17,6 +17,7 @@
 //! | `KILO_READY_TIMEOUT_MS` | 60000 | deadline for a `kilo serve` to answer its health check |
 //! | `GIT_TIMEOUT_MS` | 600000 | deadline for one clone or fetch |
 //! | `EVENT_BUFFER_SIZE` | 1000 | events kept per agent |
+//! | `EVENT_BATCH_MS` | 2000 | how often agents' events (and usage) go to the Worker |
 //! | `GASTOWN_MODEL_BASE_URL` | unset | OpenAI-compatible endpoint for the agents' model provider |
 //! | `GASTOWN_MODEL_API_KEY` | unset | its API key (passed to Kilo by environment, never written) |
 //! | `KILO_MEMORY_LIMIT_BYTES` | unset | passed to each Kilo process as `BUN_JSC_forceRAMSize` |
@@ -55,6 +56,7 @@ pub const ENV_VARS: &[&str] = &[
     "KILO_READY_TIMEOUT_MS",
     "GIT_TIMEOUT_MS",
     "EVENT_BUFFER_SIZE",
+    "EVENT_BATCH_MS",
     "GASTOWN_MODEL_BASE_URL",
     "GASTOWN_MODEL_API_KEY",
     "KILO_MEMORY_LIMIT_BYTES",
@@ -90,6 +92,7 @@ pub struct Config {
     pub kilo_ready_timeout: Duration,
     pub git_timeout: Duration,
     pub event_buffer_size: usize,
+    pub event_batch_interval: Duration,
     pub model_base_url: Option<String>,
     pub model_api_key: Option<String>,
     pub kilo_memory_limit: Option<u64>,
@@ -152,6 +155,8 @@ impl Config {
             kilo_ready_timeout: ms("KILO_READY_TIMEOUT_MS", 60_000)?,
             git_timeout: ms("GIT_TIMEOUT_MS", 600_000)?,
             event_buffer_size: event_buffer_size as usize,
+            event_batch_interval: ms("EVENT_BATCH_MS", 2_000)?
+                .clamp(Duration::from_millis(100), Duration::from_secs(3_600)),
             model_base_url: get("GASTOWN_MODEL_BASE_URL"),
             model_api_key: get("GASTOWN_MODEL_API_KEY"),
             tools_dir: get("GASTOWN_TOOLS_DIR").map(PathBuf::from),

@@ -6,18 +6,19 @@
 //! Worker drops what it already has: `(agent, bootId, id)` is unique there). Large event data
 //! is cut to a preview, and each batch is bounded; an agent whose buffer overflowed before its
 //! events were sent loses the overflow, as a client polling too slowly would.
+//!
+//! Usage events are also on disk until a batch holding them is accepted (`usage_spool.rs`):
+//! what a killed server had not sent is sent when it starts again, as a batch of its own.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{json, Value};
-use shared_types::{AgentEventBatch, AgentEventRecord};
+use shared_types::{AgentEvent, AgentEventBatch, AgentEventKind, AgentEventRecord};
 
 use crate::supervisor::Supervisor;
+use crate::usage_spool::Spooled;
 
-/// How often events are sent.
-const EVERY: Duration = Duration::from_secs(2);
 /// Events per agent per batch, and per batch (the Worker's limit).
 const PER_AGENT: usize = 200;
 pub const PER_BATCH: usize = 500;
@@ -31,8 +32,14 @@ pub fn spawn(supervisor: Arc<Supervisor>) {
     tokio::spawn(async move {
         // The last event id the Worker accepted, per agent.
         let mut sent: HashMap<String, u64> = HashMap::new();
+        // What an earlier run of the server left unsent, sent first (until it goes through).
+        let mut left_over =
+            supervisor.registry.usage_spool().map(|s| s.pending()).unwrap_or_default();
         loop {
-            tokio::time::sleep(EVERY).await;
+            if !left_over.is_empty() && resend(&supervisor, &api_url, &left_over).await {
+                left_over.clear();
+            }
+            tokio::time::sleep(supervisor.config.event_batch_interval).await;
             for (town, records) in collect(&supervisor, &sent) {
                 let batch =
                     AgentEventBatch { boot_id: crate::boot::id().to_string(), events: records };
@@ -42,6 +49,7 @@ pub fn spawn(supervisor: Arc<Supervisor>) {
                             let last = sent.entry(r.agent_id.clone()).or_default();
                             *last = (*last).max(r.event.id);
                         }
+                        settle(&supervisor, &batch.events);
                     }
                     Err(e) => {
                         tracing::warn!(town = %town, events = batch.events.len(), error = %e, "agent events not kept yet")
@@ -56,6 +64,54 @@ pub fn spawn(supervisor: Arc<Supervisor>) {
             }
         }
     });
+}
+
+/// Takes the usage in `accepted` out of the spool: the Worker has it.
+fn settle(supervisor: &Supervisor, accepted: &[AgentEventRecord]) {
+    let kept: HashSet<String> = accepted
+        .iter()
+        .filter(|r| r.event.kind == AgentEventKind::Usage)
+        .filter_map(|r| r.event.data["messageId"].as_str().map(str::to_string))
+        .collect();
+    if let (false, Some(spool)) = (kept.is_empty(), supervisor.registry.usage_spool()) {
+        spool.settle(&kept);
+    }
+}
+
+/// Sends the usage an earlier run of the server left in the spool, per town, as events of a
+/// boot of their own (so their ids cannot collide with this run's); true when all of it went.
+async fn resend(supervisor: &Supervisor, api_url: &str, left: &[Spooled]) -> bool {
+    let mut towns: BTreeMap<&str, Vec<AgentEventRecord>> = BTreeMap::new();
+    for (i, s) in left.iter().enumerate() {
+        let Ok(data) = serde_json::to_value(&s.report) else { continue };
+        towns.entry(&s.town_id).or_default().push(AgentEventRecord {
+            agent_id: s.agent_id.clone(),
+            rig_id: s.rig_id.clone(),
+            event: AgentEvent {
+                id: i as u64 + 1,
+                at: s.at.clone(),
+                kind: AgentEventKind::Usage,
+                data,
+            },
+        });
+    }
+    let mut all_sent = true;
+    for (town, records) in towns {
+        for chunk in records.chunks(PER_BATCH) {
+            let batch = AgentEventBatch {
+                boot_id: format!("{}r", crate::boot::id()),
+                events: chunk.to_vec(),
+            };
+            match send(supervisor, api_url, town, &batch).await {
+                Ok(()) => settle(supervisor, chunk),
+                Err(e) => {
+                    tracing::warn!(town, calls = chunk.len(), error = %e, "left-over usage not kept yet");
+                    all_sent = false;
+                }
+            }
+        }
+    }
+    all_sent
 }
 
 /// The unsent events, per town, within the batch bounds.

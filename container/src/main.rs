@@ -25,6 +25,7 @@ mod sandbox;
 mod secret;
 mod supervisor;
 mod tools;
+mod usage_spool;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

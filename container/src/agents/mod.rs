@@ -29,11 +29,22 @@ pub struct Registry {
     event_capacity: usize,
     /// Where the mayor's replies go: `(agent id, text)`.
     replies: Mutex<Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>>,
+    /// Usage not yet kept by the Worker (none in unit tests).
+    usage_spool: Option<Arc<crate::usage_spool::UsageSpool>>,
 }
 
 impl Registry {
     pub fn new(event_capacity: usize) -> Self {
         Self { event_capacity, ..Self::default() }
+    }
+
+    /// The registry with `spool` for the usage its agents report.
+    pub fn with_usage_spool(self, spool: Arc<crate::usage_spool::UsageSpool>) -> Self {
+        Self { usage_spool: Some(spool), ..self }
+    }
+
+    pub fn usage_spool(&self) -> Option<&Arc<crate::usage_spool::UsageSpool>> {
+        self.usage_spool.as_ref()
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Agent>>> {

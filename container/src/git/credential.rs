@@ -80,22 +80,23 @@ pub fn origin_url<'a>(git_url: &'a str, credential: Option<&GitCredential>) -> C
 mod tests {
     use super::*;
 
+    /// What `git credential fill` answers for `host` with `cred` applied. Run through the
+    /// process's one reaper: a test that waited for its own child could lose the exit status to
+    /// the reaper other tests start.
     fn ask(cred: &GitCredential, host: &str) -> String {
-        let mut cmd = Command::new("git");
-        cmd.args(["credential", "fill"])
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("printf 'protocol=https\\nhost=%s\\n\\n' \"$1\" | git credential fill")
+            .arg("sh")
+            .arg(host)
             .env("GIT_TERMINAL_PROMPT", "0")
-            .env("HOME", "/nonexistent")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null());
+            .env("HOME", "/nonexistent");
         cred.apply(&mut cmd);
-        let mut child = cmd.spawn().expect("git credential");
-        if let Some(mut stdin) = child.stdin.take() {
-            use std::io::Write;
-            let _ = write!(stdin, "protocol=https\nhost={host}\n\n");
-        }
-        let out = child.wait_with_output().expect("output");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let reaper = crate::process::Reaper::global();
+        let run =
+            crate::process::command::run(&reaper, &mut cmd, std::time::Duration::from_secs(30));
+        runtime.expect("a runtime").block_on(run).expect("git credential fill").output
     }
 
     #[test]
@@ -103,8 +104,9 @@ mod tests {
         let cred = GitCredential::new("token", "ghp_secret".into(), "https://github.com/o/r.git")
             .expect("https");
         let filled = ask(&cred, "github.com");
-        assert!(filled.contains("username=x-access-token\n"), "{filled}");
-        assert!(filled.contains("password=ghp_secret\n"), "{filled}");
+        let lines: Vec<&str> = filled.lines().collect();
+        assert!(lines.contains(&"username=x-access-token"), "{filled}");
+        assert!(lines.contains(&"password=ghp_secret"), "{filled}");
         assert!(!ask(&cred, "evil.example").contains("ghp_secret"));
         assert!(!format!("{cred:?}").contains("ghp_secret"));
     }
@@ -125,7 +127,8 @@ mod tests {
     fn gitlab_tokens_go_as_oauth2_and_non_http_urls_take_none() {
         let cred = GitCredential::new("gitlab", "glpat".into(), "https://gitlab.example:8443/g/r")
             .expect("https");
-        assert!(ask(&cred, "gitlab.example:8443").contains("username=oauth2\npassword=glpat\n"));
+        let filled = ask(&cred, "gitlab.example:8443");
+        assert!(filled.contains("username=oauth2\npassword=glpat"), "{filled}");
         assert!(GitCredential::new("token", "t".into(), "file:///tmp/r.git").is_none());
         assert!(GitCredential::new("token", "t".into(), "git@github.com:o/r").is_none());
     }

@@ -208,6 +208,15 @@ pub fn follow(client: KiloClient, registry: Arc<Registry>, exit: ExitWatch) {
                                     tokens,
                                     cost_usd,
                                 };
+                                if let Some(spool) = registry.usage_spool() {
+                                    spool.add(&crate::usage_spool::Spooled {
+                                        town_id: spec.town_id.clone(),
+                                        rig_id: spec.rig_id.clone(),
+                                        agent_id: agent.id.clone(),
+                                        at: crate::clock::now_iso(),
+                                        report: report.clone(),
+                                    });
+                                }
                                 if let Ok(data) = serde_json::to_value(&report) {
                                     agent.record(AgentEventKind::Usage, data);
                                 }

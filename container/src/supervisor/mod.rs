@@ -75,7 +75,13 @@ impl Supervisor {
             .build()
             .map_err(|e| Error::Internal(format!("http client: {e}")))?;
         // Event streams have no overall deadline; they end with the Kilo process.
-        let registry = Arc::new(Registry::new(config.event_buffer_size));
+        // Usage is spooled only where it is sent (with a Worker), so the spool never just grows.
+        let mut registry = Registry::new(config.event_buffer_size);
+        if config.api_url.is_some() {
+            let spool = crate::usage_spool::UsageSpool::new(&config.workspace_root);
+            registry = registry.with_usage_spool(Arc::new(spool));
+        }
+        let registry = Arc::new(registry);
         Ok(Arc::new(Self {
             registry,
             http,
