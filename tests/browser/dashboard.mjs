@@ -99,6 +99,8 @@ try {
     throw new Error('usage panel: ' + JSON.stringify(usage));
   }
   saw('usage: ' + usage.total);
+  await page.waitForFunction((b) => /tokens, unknown/.test((document.querySelector(`.bead[data-bead="${b}"] .bead-usage`) || {}).textContent || ''), bead, { timeout: STEP });
+  saw('bead usage: ' + (await page.textContent(`.bead[data-bead="${bead}"] .bead-usage`)));
 
   // The mayor panel: a blank message is refused in the page; a message goes out with the
   // session's status shown, then shows in the transcript as text (it holds markup, which must

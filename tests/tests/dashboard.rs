@@ -5,8 +5,8 @@
 //! shows them with the right one, slings a bead through its form and shows it move to
 //! in_progress and then closed (merged) while the scripted agent works, and the agent's live
 //! stream shows its tool call (held open by a gate this test releases), the call's output and
-//! the end of the run, and the usage panel shows the run's calls (cost unknown: the scripted
-//! model has no price). Then the mayor panel: a person's message (with markup in it, shown as
+//! the end of the run, and the usage panel and the bead's card show what its calls spent (cost
+//! unknown: the scripted model has no price). Then the mayor panel: a person's message (with markup in it, shown as
 //! text) goes to the town's mayor, the session's status shows, the scripted mayor's reply
 //! appears in the transcript, and the mayor's live stream opens from the panel. The screenshot
 //! is kept under the target directory (`browser/`).
@@ -148,6 +148,7 @@ async fn the_dashboard_shows_a_town_at_work_and_an_agents_live_stream() {
         "SAW merged",
         "SAW pull request linked",
         "SAW usage",
+        "SAW bead usage",
         "SAW mayor blank refused",
         "SAW mayor sent",
         "SAW mayor person message",
