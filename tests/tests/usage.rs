@@ -5,7 +5,8 @@
 //! run's usage is still only on its side (in its spool on disk) when it is SIGKILLed with every
 //! process under it; started again on the same workspace, it sends what was left, and the
 //! Worker's totals are exactly the model's calls. Started again with calls the Worker already
-//! has still in its spool (as after a kill between the two), nothing counts twice.
+//! has still in its spool (as after a kill between the two), nothing counts twice. Past 80% of
+//! a daily token budget, the mayor's transcript gets the town's notice.
 
 use std::time::Duration;
 
@@ -94,4 +95,37 @@ async fn a_runs_usage_reaches_the_worker_once_across_a_killed_control_server() {
     })
     .await;
     assert_eq!(total().await, kept, "counted once");
+
+    // A daily token budget the day's use is past 80% of: the mayor is told once, when the
+    // next start (its own) passes the town's guard.
+    let used =
+        kept["input_tokens"].as_u64().unwrap_or(0) + kept["output_tokens"].as_u64().unwrap_or(0);
+    let budget = used * 100 / 85 + 1;
+    let limits = local
+        .worker
+        .put(&format!("/api/towns/{town}/limits"), json!({ "max_tokens_per_day": budget }))
+        .await;
+    assert_eq!(limits.status, 200, "{limits:?}");
+    model.set_script("spend-mayor", vec![Step::text("noted")]);
+    let sent = local
+        .worker
+        .post(
+            &format!("/api/towns/{town}/mayor/messages"),
+            json!({ "message": format!("{} How are we doing?", marker("spend-mayor")) }),
+        )
+        .await;
+    assert_eq!(sent.status, 202, "{sent:?}");
+    let notice = until("the budget notice in the mayor's transcript", WORK, async || {
+        let r = local.worker.get(&format!("/api/towns/{town}/mayor/messages?limit=500")).await;
+        let messages = r.data().as_array().cloned().unwrap_or_default();
+        messages.into_iter().find(|m| {
+            m["role"] == "town"
+                && m["text"].as_str().is_some_and(|t| t.contains("of its daily token budget"))
+        })
+    })
+    .await;
+    assert!(
+        notice["text"].as_str().is_some_and(|t| t.contains(&format!("{used} of {budget} tokens"))),
+        "{notice}"
+    );
 }

@@ -101,6 +101,37 @@ impl Validate for TownLimits {
     }
 }
 
+/// The daily budgets the day's use has reached 80% of: each budget's name and what to tell
+/// the mayor (once a day per budget, `runtime/container_do.rs`).
+pub fn budget_warnings(
+    limits: &TownLimits,
+    tokens: u64,
+    cost_usd: f64,
+) -> Vec<(&'static str, String)> {
+    let mut warnings = Vec::new();
+    if let Some(max) =
+        limits.max_tokens_per_day.filter(|max| tokens.saturating_mul(5) >= max.saturating_mul(4))
+    {
+        warnings.push((
+            "max_tokens_per_day",
+            format!(
+                "the town has used {}% of its daily token budget ({tokens} of {max} tokens today, UTC; max_tokens_per_day). At 100% new work waits until the budget is raised or the day ends.",
+                tokens.saturating_mul(100) / max
+            ),
+        ));
+    }
+    if let Some(max) = limits.max_cost_usd_per_day.filter(|max| cost_usd >= max * 0.8) {
+        warnings.push((
+            "max_cost_usd_per_day",
+            format!(
+                "the town has spent {:.0}% of its daily money budget (${cost_usd:.4} of ${max:.4} today, UTC; max_cost_usd_per_day). At 100% new work waits until the budget is raised or the day ends.",
+                cost_usd * 100.0 / max
+            ),
+        ));
+    }
+    warnings
+}
+
 /// Whether the day's use (`tokens`, and `cost_usd` known so far) leaves room under the town's
 /// daily budgets; the error is the reason new work stays queued (no attempt is spent), until
 /// the budget is raised or the day (UTC) ends.
@@ -222,6 +253,17 @@ mod tests {
             "{money}"
         );
         assert_eq!(within_budget(&TownLimits::default(), u64::MAX, 1e9), Ok(()), "no budget");
+        assert!(budget_warnings(&limits, 799, 1.59).is_empty(), "under 80%");
+        let warned = budget_warnings(&limits, 800, 1.6);
+        assert_eq!(
+            warned.iter().map(|w| w.0).collect::<Vec<_>>(),
+            ["max_tokens_per_day", "max_cost_usd_per_day"]
+        );
+        assert!(
+            warned[0].1.starts_with("the town has used 80% of its daily token budget (800 of 1000"),
+            "{}",
+            warned[0].1
+        );
         for bad in [
             r#"{"max_tokens_per_day": -5}"#,
             r#"{"max_tokens_per_day": "lots"}"#,

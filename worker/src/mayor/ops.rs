@@ -185,8 +185,11 @@ impl<D: Db, E: Effects> TownObject<'_, D, E> {
                 if store.row()?.is_none() {
                     return Ok(json!({ "kept": false }));
                 }
-                let rig = rig_of(&town, &n.rig_id)?;
-                store.post(Role::Town, &prompt::notice_text(&n, &rig.name))?;
+                let rig_name = match n.kind {
+                    NoticeKind::Budget => String::new(),
+                    _ => rig_of(&town, &n.rig_id)?.name,
+                };
+                store.post(Role::Town, &prompt::notice_text(&n, &rig_name))?;
                 match n.kind {
                     NoticeKind::Escalation => {
                         store.open_thread("escalation", &n.rig_id, &n.ref_id, &n.title)?
@@ -194,6 +197,7 @@ impl<D: Db, E: Effects> TownObject<'_, D, E> {
                     NoticeKind::ConvoyLanded => {
                         store.close_thread("convoy", &n.rig_id, &n.ref_id)?
                     }
+                    NoticeKind::Budget => {}
                 }
                 // Delivered from the alarm: the rig that sent it does not wait for the mayor.
                 self.fx.arm_alarm(100).await;

@@ -161,6 +161,10 @@ pub fn notice_text(n: &Notice, rig_name: &str) -> String {
             beads = n.detail["beads"].as_u64().unwrap_or(0),
             title = n.title,
         ),
+        NoticeKind::Budget => format!(
+            "Budget: {title} Tell the person; they can raise it with PUT /api/towns/:town/limits.",
+            title = n.title
+        ),
     }
 }
 

@@ -69,6 +69,8 @@ pub struct Notice {
 pub enum NoticeKind {
     Escalation,
     ConvoyLanded,
+    /// The town's use reached 80% of a daily budget (sent by the TownContainer; no rig).
+    Budget,
 }
 
 /// What a mayor route asks of the town's TownDO.

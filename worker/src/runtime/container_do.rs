@@ -241,6 +241,8 @@ impl TownContainer {
                 .and_then(|db| crate::usage::day_total(&db, today.get(..10).unwrap_or("")));
             let (tokens, cost) =
                 used.map_err(|e| format!("the day's usage could not be read: {e}"))?;
+            self.tell_mayor_of_budgets(town, today.get(..10).unwrap_or(""), &limits, tokens, cost)
+                .await;
             spending::within_budget(&limits, tokens, cost)?;
         }
         let Some(cap) = limits.max_dispatches_per_hour else { return Ok(None) };
@@ -258,6 +260,43 @@ impl TownContainer {
             worker::console_error!("town container: could not store the dispatch ledger: {e}");
         }
         Ok(Some(key))
+    }
+
+    /// Tells the town's mayor, once a day per budget, that the day's use reached 80% of a daily
+    /// budget (checked at each start). A notice that could not be sent or kept (a town whose
+    /// mayor nobody has talked to) is tried at the next.
+    async fn tell_mayor_of_budgets(
+        &self,
+        town: &str,
+        day: &str,
+        limits: &TownLimits,
+        tokens: u64,
+        cost: f64,
+    ) {
+        use crate::mayor::routes::{MayorCall, MayorOp, Notice, NoticeKind};
+        let storage = self.state.storage();
+        for (budget, text) in spending::budget_warnings(limits, tokens, cost) {
+            let key = format!("budget-notice:{day}:{budget}");
+            if storage.get::<bool>(&key).await.ok().flatten().unwrap_or(false) {
+                continue;
+            }
+            let notice = Notice {
+                rig_id: String::new(),
+                kind: NoticeKind::Budget,
+                ref_id: format!("{day}:{budget}"),
+                title: text,
+                detail: serde_json::Value::Null,
+            };
+            let Ok(op) = TownCall::of(&MayorCall(MayorOp::Notice(notice))) else { continue };
+            match call(&self.env, TOWN_BINDING, town, &op).await {
+                // Not kept when nobody has talked to the mayor yet: told at a later start.
+                Ok(kept) if kept["kept"] == true => {
+                    let _ = storage.put(&key, true).await;
+                }
+                Ok(_) => {}
+                Err(e) => worker::console_error!("town container: budget notice not sent: {e}"),
+            }
+        }
     }
 
     /// Takes a start that did not happen back out of the ledger.
