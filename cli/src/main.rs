@@ -22,7 +22,7 @@ use api::{segment, Api, Error};
 #[command(
     name = "gt",
     version,
-    about = "Drive a Gastown town: towns, rigs, slings, status, agents' streams, mail, escalations, the mayor"
+    about = "Drive a Gastown town: towns, rigs, slings, status, agents' streams, mail, escalations, costs, the mayor"
 )]
 struct Cli {
     /// The Worker's URL.
