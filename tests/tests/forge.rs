@@ -296,13 +296,26 @@ fn fix_then_done(file: &str, content: &str, summary: &str) -> Vec<Step> {
 }
 
 /// Waits until `rig`'s review queue has `n` entries and the last one is `status`; that entry.
+/// Past the deadline it fails with the queue, the rig's beads and agents, and their events.
 async fn nth_entry(dev: &WranglerDev, rig: &str, n: usize, status: &str) -> Value {
-    wait_for(&format!("review entry {n} to be {status}"), WORK, async || {
+    let deadline = std::time::Instant::now() + WORK;
+    loop {
         let q = dev.get(&format!("/api/rigs/{rig}/review-queue?limit=100")).await;
         let entries = q.data().as_array().cloned().unwrap_or_default();
-        entries.get(n - 1).filter(|e| entries.len() == n && e["status"] == status).cloned()
-    })
-    .await
+        if let Some(e) = entries.get(n - 1).filter(|e| entries.len() == n && e["status"] == status)
+        {
+            return e.clone();
+        }
+        if std::time::Instant::now() >= deadline {
+            let beads = dev.get(&format!("/api/rigs/{rig}/beads?limit=50")).await.body;
+            let agents = dev.get(&format!("/api/rigs/{rig}/agents")).await.body;
+            let events = dev.get(&format!("/api/rigs/{rig}/events?limit=100")).await.body;
+            panic!(
+                "timed out waiting for review entry {n} to be {status}\nqueue {entries:?}\nbeads {beads}\nagents {agents}\nevents {events}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// The rig that reviews through pull requests; its `(rig, bead, agent)` of each bead.
