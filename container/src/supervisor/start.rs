@@ -68,9 +68,12 @@ impl Supervisor {
                 Claim::SameRun(agent) => {
                     return Ok(Started { process: agent.to_process(), created: false })
                 }
+                // Not a conflict: the run that finished its work is going away, and the start
+                // can go as soon as it has (a 429 keeps the bead queued without spending one of
+                // its dispatch attempts, as for a full container).
                 Claim::Finishing(agent, _) if ended.is_some() => {
-                    return Err(Error::Conflict(format!(
-                        "agent {} is still ending its previous run",
+                    return Err(Error::AtCapacity(format!(
+                        "agent {} is still ending its previous run; the start can go once it has",
                         agent.id
                     )));
                 }
