@@ -251,19 +251,7 @@ impl ControlServer {
     /// nothing gets to clean up. The workspace stays.
     pub fn kill_all(&mut self) {
         let Some(mut child) = self.child.take() else { return };
-        let root = child.id() as i32;
-        // Children first (parents would otherwise be gone before their children are found).
-        let all = procs::processes();
-        let mut tree = vec![root];
-        let mut i = 0;
-        while i < tree.len() {
-            let parent = tree[i];
-            tree.extend(all.iter().filter(|p| p.ppid == parent).map(|p| p.pid));
-            i += 1;
-        }
-        for pid in tree.iter().rev() {
-            procs::signal(*pid, procs::SIGKILL);
-        }
+        kill_tree(child.id() as i32);
         let _ = child.wait();
     }
 
@@ -368,9 +356,27 @@ impl ControlServer {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = child.kill();
+        // It did not stop in time: nothing of it may outlive the test (its Kilo processes
+        // would otherwise be left running, each in its own process group).
+        kill_tree(child.id() as i32);
         let _ = child.wait();
         None
+    }
+}
+
+/// SIGKILLs `root` and every process under it, children first (parents would otherwise be
+/// gone before their children are found).
+fn kill_tree(root: i32) {
+    let all = procs::processes();
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(all.iter().filter(|p| p.ppid == parent).map(|p| p.pid));
+        i += 1;
+    }
+    for pid in tree.iter().rev() {
+        procs::signal(*pid, procs::SIGKILL);
     }
 }
 
