@@ -345,7 +345,15 @@ async fn pull_request_scenario(
     assert!(pull.body.contains(&bead), "{}", pull.body);
 
     // Green now, it waits for its review; a reviewer asks for changes.
-    let waiting = nth_entry(dev, &rig, 2, "running").await;
+    // (An entry is running from the moment the refinery takes it; its pull request is recorded
+    // once the forge answered, so wait for both.)
+    nth_entry(dev, &rig, 2, "running").await;
+    let waiting = wait_for("entry 2 to follow the same pull request", WORK, async || {
+        let q = dev.get(&format!("/api/rigs/{rig}/review-queue?limit=100")).await;
+        let second = q.data().as_array().and_then(|e| e.get(1).cloned())?;
+        (!second["pr_number"].is_null()).then_some(second)
+    })
+    .await;
     assert_eq!(waiting["pr_number"], 1, "{waiting}");
     wait_for("the check to be read on the new head", WORK, async || {
         let calls = forge.rest_calls();
