@@ -76,6 +76,13 @@ pub struct StartAgentRequest {
     /// bead queued; the control server's own capacity applies as well.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_agents: Option<u32>,
+    /// How many merges into the default branch the Worker has recorded for the rig (our
+    /// addition; optional). The rig's clone is fetched again unless its last fetch was made
+    /// for a start that had seen as many: a merge on the forge moves the origin without the
+    /// control server knowing, and new work must never branch from a default branch older than
+    /// a merge the town has already counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merges_seen: Option<u64>,
 }
 
 impl StartAgentRequest {

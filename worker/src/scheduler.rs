@@ -96,6 +96,9 @@ pub struct DueDispatch {
     pub generation: i64,
     /// Why the bead's last merge failed, when this is a rework round.
     pub rework_note: Option<String>,
+    /// Merges into the rig's default branch recorded so far: the container fetches again for
+    /// a start that has seen more than its last fetch did, so new work starts from them.
+    pub merges_seen: u64,
 }
 
 impl DueDispatch {
@@ -140,6 +143,7 @@ pub fn start_request(due: &DueDispatch, ctx: &DispatchContext) -> StartAgentRequ
         bead_id: Some(bead.id.clone()),
         // Set by the TownContainer from the town's limits, on the way to the container.
         max_concurrent_agents: None,
+        merges_seen: Some(due.merges_seen),
     }
 }
 
@@ -307,6 +311,7 @@ mod tests {
             lost_runs: 0,
             generation: 2,
             rework_note: None,
+            merges_seen: 4,
         };
         assert_eq!(exhausted(&due, &settings), None);
         assert_eq!(
@@ -336,6 +341,7 @@ mod tests {
             Some("0b6a9a2e-7c1d-4f43-g2"),
             "the same run keeps its dispatch id"
         );
+        assert_eq!(r.merges_seen, Some(4), "the container learns of the rig's merges");
 
         // A rework round leads with the refinery's report.
         due.rework_note = Some("Your branch conflicts with the default branch. in: a.txt".into());

@@ -207,8 +207,7 @@ impl GitManager {
         let mut last_fetch = rig.lock.lock().await;
         let url = &super::origin_url(job.git_url, job.credential);
         // Always fetched: the merge must see the branch as it is on the origin now.
-        let now = std::time::Duration::ZERO;
-        self.sync_clone(&repo, url, job.credential, &mut last_fetch, now).await?;
+        self.sync_clone(&repo, url, job.credential, &mut last_fetch, super::Reuse::NEVER).await?;
         // Root's git would refuse a worktree owned by another uid ("dubious ownership"), and must
         // not trust one anyway (its `.git` file could point at a repository of the gate's, whose
         // config runs commands): `run_gates` always takes the tree back before root runs git in

@@ -65,7 +65,34 @@ pub struct PrepareTimings {
 
 #[derive(Debug)]
 struct RigState {
-    lock: tokio::sync::Mutex<Option<Instant>>,
+    lock: tokio::sync::Mutex<Option<LastFetch>>,
+}
+
+/// The rig clone's last fetch from its origin.
+#[derive(Debug, Clone, Copy)]
+struct LastFetch {
+    at: Instant,
+    /// The most merges into the default branch any start had seen when this fetch (or an
+    /// earlier one) was made: a start that has seen more must fetch again.
+    merges_seen: u64,
+}
+
+/// When the rig clone's last fetch may serve a caller instead of a new one.
+#[derive(Debug, Clone, Copy)]
+struct Reuse {
+    /// No older than this.
+    within: Duration,
+    /// Made for a start that had seen at least this many merges.
+    merges_seen: u64,
+}
+
+impl Reuse {
+    /// Never: the caller must see the origin as it is now.
+    const NEVER: Reuse = Reuse { within: Duration::ZERO, merges_seen: 0 };
+
+    fn allows(&self, last: Option<LastFetch>) -> bool {
+        last.is_some_and(|l| l.at.elapsed() < self.within && l.merges_seen >= self.merges_seen)
+    }
 }
 
 pub struct GitManager {
@@ -73,6 +100,8 @@ pub struct GitManager {
     reaper: Arc<Reaper>,
     timeout: Duration,
     rigs: Mutex<HashMap<String, Arc<RigState>>>,
+    /// How long a start may reuse the rig clone's last fetch ([`FETCH_REUSE`]).
+    fetch_reuse: Duration,
     /// Per owner HOME: agents sharing a process write its `.gitconfig` one at a time.
     homes: crate::locks::KeyedLocks,
 }
@@ -101,6 +130,10 @@ pub struct WorktreeRequest<'a> {
     pub author_email: &'a str,
     /// For the clone and fetch of the rig's clone (never for the agent's own git).
     pub credential: Option<&'a GitCredential>,
+    /// Merges into the default branch the Worker had recorded (see
+    /// `StartAgentRequest::merges_seen`): a recent fetch serves this start only if it was made
+    /// for a start that had seen as many.
+    pub merges_seen: u64,
 }
 
 impl GitManager {
@@ -110,8 +143,17 @@ impl GitManager {
             reaper,
             timeout,
             rigs: Mutex::new(HashMap::new()),
+            fetch_reuse: FETCH_REUSE,
             homes: crate::locks::KeyedLocks::default(),
         }
+    }
+
+    /// The same manager with another fetch reuse window (tests make it long enough that a
+    /// reuse never depends on how fast the machine is).
+    #[cfg(test)]
+    fn with_fetch_reuse(mut self, within: Duration) -> Self {
+        self.fetch_reuse = within;
+        self
     }
 
     pub fn paths(&self) -> &WorkspacePaths {
@@ -149,8 +191,9 @@ impl GitManager {
             let rig = self.rig(req.rig_id);
             let mut last_fetch = rig.lock.lock().await;
             let t = Instant::now();
+            let reuse = Reuse { within: self.fetch_reuse, merges_seen: req.merges_seen };
             timings.cloned =
-                self.sync_clone(&repo, url, req.credential, &mut last_fetch, FETCH_REUSE).await?;
+                self.sync_clone(&repo, url, req.credential, &mut last_fetch, reuse).await?;
             timings.clone_or_fetch = t.elapsed();
         }
 
@@ -350,27 +393,31 @@ impl GitManager {
 
     /// Brings the rig's clone up to date with its origin, cloning it when missing, as the server
     /// with the rig's credential. The caller holds the rig lock; `last_fetch` is its record of
-    /// the last fetch, and a fetch younger than `reuse` is not made again. Whether it cloned.
+    /// the last fetch, which serves instead of a new one when `reuse` allows. Whether it cloned.
     async fn sync_clone(
         &self,
         repo: &Path,
         url: &str,
         credential: Option<&GitCredential>,
-        last_fetch: &mut Option<Instant>,
-        reuse: Duration,
+        last_fetch: &mut Option<LastFetch>,
+        reuse: Reuse,
     ) -> Result<bool, GitError> {
+        let known = last_fetch.map_or(0, |l| l.merges_seen);
         let cloned = if is_repository(repo) {
             set_origin_url(repo, url)?;
-            if last_fetch.is_none_or(|at| at.elapsed() >= reuse) {
-                let fetch = ["fetch", "--prune", "--quiet", "origin"];
-                self.git_remote(Some(repo), &fetch, url, credential).await?;
+            if reuse.allows(*last_fetch) {
+                return Ok(false);
             }
+            let fetch = ["fetch", "--prune", "--quiet", "origin"];
+            self.git_remote(Some(repo), &fetch, url, credential).await?;
             false
         } else {
             self.clone_into(repo, url, credential).await?;
             true
         };
-        *last_fetch = Some(Instant::now());
+        // A fetch sees at least what every earlier one saw.
+        let merges_seen = known.max(reuse.merges_seen);
+        *last_fetch = Some(LastFetch { at: Instant::now(), merges_seen });
         Ok(cloned)
     }
 

@@ -53,6 +53,7 @@ fn request<'a>(url: &'a str, branch: &'a str) -> WorktreeRequest<'a> {
         author_name: "toast (gastown)",
         author_email: "toast@gastown.local",
         credential: None,
+        merges_seen: 0,
     }
 }
 
@@ -157,6 +158,30 @@ async fn prepare_is_idempotent_after_crashes() {
     let (wt3, _) = restarted.prepare(&req).await.expect("after junk folder");
     assert!(wt3.join("work.txt").exists());
     assert!(!wt3.join("junk").exists());
+}
+
+#[tokio::test]
+async fn a_start_that_has_seen_a_newer_merge_never_reuses_an_older_fetch() {
+    let f = fixture().await;
+    let git = GitManager::new(f.git.paths().clone(), f.reaper.clone(), Duration::from_secs(60))
+        .with_fetch_reuse(Duration::from_secs(3600));
+    let start = |branch, merges_seen| WorktreeRequest { merges_seen, ..request(&f.url, branch) };
+    git.prepare(&start("polecat/a/1", 1)).await.expect("first start");
+    // A pull request merged on the forge: the origin moved behind the control server's back.
+    let origin = Path::new(f.url.trim_start_matches("file://"));
+    sh(&f.reaper, origin, "echo merged > merged.txt && git add merged.txt && git -c user.name=t -c user.email=t@t commit -qm merged").await;
+
+    let (same, _) = git.prepare(&start("polecat/b/2", 1)).await.expect("second start");
+    assert!(
+        !same.join("merged.txt").exists(),
+        "a start that knows of no new merge reuses the fetch"
+    );
+    let (after, _) = git.prepare(&start("polecat/c/3", 2)).await.expect("third start");
+    assert!(after.join("merged.txt").exists(), "a start after the merge branches from it");
+    // That fetch serves every start that has seen as many merges, and fewer.
+    sh(&f.reaper, origin, "echo later > later.txt && git add later.txt && git -c user.name=t -c user.email=t@t commit -qm later").await;
+    let (older, _) = git.prepare(&start("polecat/d/4", 1)).await.expect("fourth start");
+    assert!(older.join("merged.txt").exists() && !older.join("later.txt").exists());
 }
 
 #[tokio::test]

@@ -223,6 +223,7 @@ impl Supervisor {
                 author_name: &author_name,
                 author_email: &author_email,
                 credential: credential.as_ref(),
+                merges_seen: spec.merges_seen.unwrap_or(0),
             })
             .await
             .map_err(Error::from)

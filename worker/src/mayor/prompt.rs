@@ -57,6 +57,8 @@ pub fn start_request(
         dispatch_id: Some(format!("mayor-g{generation}")),
         bead_id: None,
         max_concurrent_agents: None,
+        // The mayor has no checkout.
+        merges_seen: None,
     }
 }
 

@@ -162,6 +162,19 @@ fn a_merged_branch_closes_its_bead() {
     assert_eq!(review_status(&p, &entry), "merged");
     let beads = p.op(json!({"op": "list_beads", "args": {"limit": 10, "offset": 0}}));
     assert_eq!(beads.expect("beads")[0]["status"], "closed");
+
+    // The next start tells the container the default branch has moved since the first.
+    p.op(json!({"op": "sling", "args": {"rig_id": "r1", "sling": {"title": "more"}}}))
+        .expect("sling");
+    p.world.container_answers(|_| (201, json!({"bootId": "boot-1"})));
+    p.alarm();
+    let calls = p.world.container_calls.borrow();
+    let seen: Vec<_> = calls
+        .iter()
+        .filter(|c| c.path == "/agents/start")
+        .map(|c| c.body.as_ref().map(|b| b["mergesSeen"].clone()))
+        .collect();
+    assert_eq!(seen, [Some(json!(0)), Some(json!(1))], "{seen:?}");
 }
 
 /// A pull request on the forge stand-in, as the test moves it along.

@@ -174,6 +174,17 @@ impl<D: Db> Rig<'_, D> {
             .map_or(0, |r| r.rework_rounds.max(0) as u32))
     }
 
+    /// How many entries have merged into the default branch, whatever the strategy (the
+    /// status index counts them without reading the queue).
+    pub fn merges(&self) -> ApiResult<u64> {
+        #[derive(Deserialize)]
+        struct Row {
+            n: i64,
+        }
+        let sql = "SELECT COUNT(*) AS n FROM review_queue WHERE status = 'merged'";
+        Ok(self.db.first::<Row>(sql, vec![])?.map_or(0, |r| r.n.max(0) as u64))
+    }
+
     /// Why the bead's last merge failed, for its polecat's next prompt (`None`: no rework).
     pub fn rework_note(&self, bead_id: &str) -> ApiResult<Option<String>> {
         #[derive(Deserialize)]

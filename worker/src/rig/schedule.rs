@@ -35,6 +35,7 @@ impl<D: Db> Rig<'_, D> {
     /// Hooked agents not yet sent to the container, with their bead and attempts so far.
     pub fn due_dispatches(&self) -> ApiResult<Vec<DueDispatch>> {
         let mut out = Vec::new();
+        let merges_seen = self.merges()?;
         for due in
             self.db.query::<Due>(HOOKED, vec![])?.into_iter().filter(|d| d.dispatched_ms.is_none())
         {
@@ -49,6 +50,7 @@ impl<D: Db> Rig<'_, D> {
                     lost_runs: due.lost_runs,
                     generation: due.dispatch_gen,
                     rework_note,
+                    merges_seen,
                 });
             }
         }
