@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::forge_pulls::{git, Pull, PullServer, RestCall};
+use crate::forge_pulls::{git, MergeRefused, Pull, PullServer, RestCall};
 
 type Answer = (StatusCode, Json<Value>);
 
@@ -152,25 +152,11 @@ fn operation(
         },
         ("PUT", ["merge_requests", n, "merge"]) => {
             let Some(p) = find(n) else { return not_found() };
-            let head = git(&repo_path, &["rev-parse", &format!("refs/heads/{}", p.head)]).unwrap_or_default();
-            if body["sha"].as_str().is_some_and(|s| s != head) {
-                return answer(409, json!({"message": "SHA does not match HEAD of source branch"}));
-            }
-            let squash = body["squash"] == true;
-            let merged = p.open.then(|| host.merge(&repo_path, &p, if squash { "squash" } else { "merge" })).flatten();
-            let Some(commit) = merged else {
-                return answer(405, json!({"message": "405 Method Not Allowed"}));
-            };
-            let p = host.with(|pulls| {
-                let q = pulls.iter_mut().find(|q| q.number == p.number && q.repo == repo)?;
-                q.open = false;
-                q.merge_commit = Some(commit.clone());
-                q.squashed = squash.then(|| commit.clone());
-                Some(q.clone())
-            });
-            match p {
-                Some(p) => answer(200, shape(server, &repo_path, repo, &p)),
-                None => not_found(),
+            let method = if body["squash"] == true { "squash" } else { "merge" };
+            match host.merge_pull(&repo_path, &p, body["sha"].as_str(), method) {
+                Ok(p) => answer(200, shape(server, &repo_path, repo, &p)),
+                Err(MergeRefused::HeadMoved) => answer(409, json!({"message": "SHA does not match HEAD of source branch"})),
+                Err(MergeRefused::NotMergeable) => answer(405, json!({"message": "405 Method Not Allowed"})),
             }
         }
         _ => not_found(),

@@ -28,7 +28,7 @@ pub struct Pull {
     pub body: String,
     pub open: bool,
     pub merge_commit: Option<String>,
-    /// The squashed commit, when a GitLab merge squashed it.
+    /// The squashed commit, when the merge squashed it.
     pub squashed: Option<String>,
     /// `(user, state, body, the head it reviewed)`, oldest first (on GitLab: `APPROVED` or a
     /// diff `THREAD`).
@@ -169,6 +169,36 @@ impl PullHost {
         json!({"total_count": runs.len(), "check_runs": runs})
     }
 
+    /// What a forge's merge endpoint does with pull request `p`: refused when `sha` names a
+    /// head other than the branch's (someone pushed since), or when the pull request is closed
+    /// or conflicts; otherwise merged on its base (see [`Self::merge`]) and marked merged. The
+    /// pull request as it is afterwards.
+    pub(crate) fn merge_pull(
+        &self,
+        repo_path: &Path,
+        p: &Pull,
+        sha: Option<&str>,
+        method: &str,
+    ) -> Result<Pull, MergeRefused> {
+        let head = git(repo_path, &["rev-parse", &format!("refs/heads/{}", p.head)]);
+        if sha.is_some_and(|s| Some(s) != head.as_deref()) {
+            return Err(MergeRefused::HeadMoved);
+        }
+        let commit = p
+            .open
+            .then(|| self.merge(repo_path, p, method))
+            .flatten()
+            .ok_or(MergeRefused::NotMergeable)?;
+        self.with(|pulls| {
+            let q = pulls.iter_mut().find(|q| q.number == p.number && q.repo == p.repo)?;
+            q.open = false;
+            q.merge_commit = Some(commit.clone());
+            q.squashed = (method == "squash").then(|| commit.clone());
+            Some(q.clone())
+        })
+        .ok_or(MergeRefused::NotMergeable)
+    }
+
     /// Merges the pull request on its base: a merge commit of base and head (`merge`), a
     /// commit of the merged tree on the base alone (`squash`); `rebase` is answered as `merge`.
     pub(crate) fn merge(&self, repo_path: &Path, p: &Pull, method: &str) -> Option<String> {
@@ -188,6 +218,13 @@ impl PullHost {
         git(repo_path, &["update-ref", &base, &commit, &base_sha])?;
         Some(commit)
     }
+}
+
+/// Why the stand-in's merge endpoint refused.
+#[derive(Debug)]
+pub(crate) enum MergeRefused {
+    HeadMoved,
+    NotMergeable,
 }
 
 /// What the REST routes serve from.
@@ -333,25 +370,11 @@ fn operation(
         ("GET", ["commits", sha, "status"]) => answer(200, host.examples.with("combined-status", json!({"state": "pending", "sha": sha, "total_count": 0, "statuses": []}))),
         ("PUT", ["pulls", n, "merge"]) => {
             let Some(p) = find(host, repo, n) else { return (template, not_found()) };
-            let head = git(&repo_path, &["rev-parse", &format!("refs/heads/{}", p.head)]).unwrap_or_default();
-            if body["sha"].as_str().is_some_and(|s| s != head) {
-                return (template, failed(409, "Head branch was modified. Review and try the merge again."));
-            }
-            if !p.open {
-                return (template, failed(405, "Pull Request is not mergeable"));
-            }
             let method = body["merge_method"].as_str().unwrap_or("merge");
-            match host.merge(&repo_path, &p, method) {
-                Some(commit) => {
-                    host.with(|pulls| {
-                        if let Some(q) = pulls.iter_mut().find(|q| q.number == p.number && q.repo == repo) {
-                            q.open = false;
-                            q.merge_commit = Some(commit.clone());
-                        }
-                    });
-                    answer(200, host.examples.with("merge-result", json!({"sha": commit, "merged": true, "message": "Pull Request successfully merged"})))
-                }
-                None => failed(405, "Pull Request is not mergeable"),
+            match host.merge_pull(&repo_path, &p, body["sha"].as_str(), method) {
+                Ok(p) => answer(200, host.examples.with("merge-result", json!({"sha": p.merge_commit, "merged": true, "message": "Pull Request successfully merged"}))),
+                Err(MergeRefused::HeadMoved) => failed(409, "Head branch was modified. Review and try the merge again."),
+                Err(MergeRefused::NotMergeable) => failed(405, "Pull Request is not mergeable"),
             }
         }
         _ => not_found(),

@@ -50,21 +50,9 @@ impl<E: Effects> GitHub<'_, E> {
                 Some(json!({"title": title, "head": head, "base": base, "body": body})),
             )
             .await;
-        let pr = match created {
-            Ok(pr) => pr,
-            Err(e) if e.refused_with(422) => {
-                let path = format!("/pulls?state=open&head={}:{}", self.0.repo.owner, encode(head));
-                let list = self.call(Method::Get, &path, None).await?;
-                list.as_array().and_then(|a| a.first()).cloned().ok_or(e)?
-            }
-            Err(e) => return Err(e),
-        };
-        Ok(PullRequest {
-            number: pr["number"].as_u64().ok_or_else(|| {
-                ForgeError::Refused("the forge's pull request has no number".into())
-            })?,
-            url: pr["html_url"].as_str().unwrap_or("").to_string(),
-        })
+        let path = format!("/pulls?state=open&head={}:{}", self.0.repo.owner, encode(head));
+        let find_open = || self.call(Method::Get, &path, None);
+        PullRequest::created_or_open(created, 422, find_open, ("number", "html_url")).await
     }
 
     /// Where pull request `number` stands: the pull, its head's check runs and commit

@@ -65,21 +65,9 @@ impl<E: Effects> GitLab<'_, E> {
                             "description": body})),
             )
             .await;
-        let mr = match created {
-            Ok(mr) => mr,
-            Err(e) if e.refused_with(409) => {
-                let path = format!("/merge_requests?state=opened&source_branch={}", encode(head));
-                let list = self.call(Method::Get, &path, None).await?;
-                list.as_array().and_then(|a| a.first()).cloned().ok_or(e)?
-            }
-            Err(e) => return Err(e),
-        };
-        Ok(PullRequest {
-            number: mr["iid"].as_u64().ok_or_else(|| {
-                ForgeError::Refused("the forge's merge request has no iid".into())
-            })?,
-            url: mr["web_url"].as_str().unwrap_or("").to_string(),
-        })
+        let path = format!("/merge_requests?state=opened&source_branch={}", encode(head));
+        let find_open = || self.call(Method::Get, &path, None);
+        PullRequest::created_or_open(created, 409, find_open, ("iid", "web_url")).await
     }
 
     /// Where merge request `iid` stands: the request, its head's statuses, its approvals, its

@@ -4,6 +4,7 @@
 //! was read into the next step; it is pure, and the RigDO's alarm carries it out
 //! (`rig/object/pr_review.rs`). The forges' own clients are `github.rs` and `gitlab.rs`.
 
+use serde_json::Value;
 use shared_types::MergeState;
 
 use super::github::GitHub;
@@ -106,6 +107,35 @@ impl<'a, E: Effects> Forge<'a, E> {
 pub struct PullRequest {
     pub number: u64,
     pub url: String,
+}
+
+impl PullRequest {
+    /// The pull request the forge made, or, when it refused a duplicate with `exists`, the
+    /// first open one `find_open` lists: an open retried after a lost answer follows the pull
+    /// request the first made. `number` and `url` name the fields the forge answers with.
+    pub async fn created_or_open<F>(
+        created: Result<Value, ForgeError>,
+        exists: u16,
+        find_open: impl FnOnce() -> F,
+        (number, url): (&str, &str),
+    ) -> Result<Self, ForgeError>
+    where
+        F: std::future::Future<Output = Result<Value, ForgeError>>,
+    {
+        let pr = match created {
+            Ok(pr) => pr,
+            Err(e) if e.refused_with(exists) => {
+                find_open().await?.as_array().and_then(|a| a.first()).cloned().ok_or(e)?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Self {
+            number: pr[number].as_u64().ok_or_else(|| {
+                ForgeError::Refused(format!("the forge's pull request has no {number}"))
+            })?,
+            url: pr[url].as_str().unwrap_or("").to_string(),
+        })
+    }
 }
 
 /// One check run, or one commit status context.
