@@ -159,6 +159,46 @@ impl SendMessageRequest {
     }
 }
 
+/// `POST /agents/:id/wind-down` (our addition): the agent is asked to wrap up, given up to
+/// `graceMs` to answer, then its work is saved (a WIP commit of anything uncommitted, pushed)
+/// and it is stopped; its status names `reason` from then on (`stopReason`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindDownRequest {
+    /// Why, in words the agent and a person read (a spending budget used up).
+    pub reason: String,
+    /// How long the agent has to wrap up (default [`WindDownRequest::DEFAULT_GRACE_MS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_ms: Option<u64>,
+    /// Only a run working this bead is wound down (a bead over its own budget must not stop
+    /// the next bead its agent has taken meanwhile): otherwise a 409 and nothing happens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bead_id: Option<String>,
+}
+
+impl WindDownRequest {
+    pub const DEFAULT_GRACE_MS: u64 = 120_000;
+    /// The longest wrap-up allowed (a typo guard: an hour).
+    pub const MAX_GRACE_MS: u64 = 3_600_000;
+
+    pub fn validate(&self) -> Result<(), Vec<ValidationIssue>> {
+        let mut issues = validate::Issues::default();
+        issues.check("reason", validate::text(&self.reason, 2_000, false));
+        let grace = match self.grace_ms {
+            Some(ms) if ms > Self::MAX_GRACE_MS => {
+                Err(format!("must be at most {} (an hour)", Self::MAX_GRACE_MS))
+            }
+            _ => Ok(()),
+        };
+        issues.check("graceMs", grace);
+        issues.into_result()
+    }
+
+    pub fn grace(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.grace_ms.unwrap_or(Self::DEFAULT_GRACE_MS))
+    }
+}
+
 /// `POST /agents/:id/credentials`: replaces the agent's Worker credential (the token its tool
 /// calls are forwarded with), so a long-running agent outlives its first token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -255,6 +295,10 @@ pub struct AgentStatusResponse {
     pub exit_code: Option<i32>,
     pub started_at: String,
     pub last_activity_at: String,
+    /// Why the run was stopped by the town rather than by its own end (our addition): set by a
+    /// wind-down, so the scheduler does not count the run as lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -57,6 +57,17 @@ impl Origin {
         format!("file://{}", self.path.display())
     }
 
+    /// The origin's branches.
+    pub fn branches(&self) -> Vec<String> {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&self.path)
+            .args(["for-each-ref", "--format=%(refname:short)", "refs/heads/"])
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
     /// `git log` of a branch in the origin: `<author name>|<subject>` per commit, or None.
     pub fn log(&self, branch: &str) -> Option<Vec<String>> {
         let out = Command::new("git")

@@ -204,6 +204,19 @@ async fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
     )
     .await;
     assert_eq!(status, 404);
+    // A wind-down names its reason and a grace of at most an hour; an unknown agent is a 404.
+    for (body, want) in [
+        (r#"{"reason":"budget used up"}"#, 404),
+        (r#"{"reason":""}"#, 400),
+        (r#"{"reason":"budget","graceMs":3600001}"#, 400),
+        (r#"{"reason":"budget","graceMs":-1}"#, 400),
+        (r#"{"graceMs":1000}"#, 400),
+    ] {
+        let json = Some(("application/json", body.as_bytes().to_vec()));
+        let (status, reply) = raw(&cs, Method::POST, "/agents/nobody/wind-down", token, json).await;
+        assert_eq!(status, want, "{body}: {reply}");
+        assert!(reply["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}: {reply}");
+    }
     let (status, _) = raw(&cs, Method::GET, "/agents/..%2F..%2Fetc/status", token, None).await;
     assert_eq!(status, 400);
     let (status, _) = raw(&cs, Method::GET, "/agents/a1/events?after=-1", token, None).await;

@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[&[&str]] = &[
         "CREATE INDEX agent_events_agent ON agent_events (agent_id, seq)",
     ],
     crate::usage::MIGRATION,
+    crate::usage::BEAD_INDEX,
 ];
 
 /// Events kept per agent (the oldest go first).

@@ -165,6 +165,9 @@ pub enum Witness {
     Fine,
     /// The process is gone: record the exit; the next pass re-dispatches (attempt limit applies).
     Exited(String),
+    /// The town wound the run down (a budget used up; the reason): its work was saved and the
+    /// next pass dispatches it again, which waits while the budget is used up. Not a lost run.
+    WoundDown(String),
     /// The container could not be asked: try again next pass.
     Unknown,
 }
@@ -193,6 +196,12 @@ pub fn witness(
     let answering_boot = body["bootId"].as_str();
     match status {
         Some(200) => match body["status"].as_str() {
+            Some("exited") | Some("failed") if body["stopReason"].is_string() => {
+                Witness::WoundDown(format!(
+                    "wound down: {}",
+                    body["stopReason"].as_str().unwrap_or_default()
+                ))
+            }
             Some("exited") | Some("failed") => {
                 let code = body["exitCode"]
                     .as_i64()

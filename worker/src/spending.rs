@@ -57,6 +57,10 @@ pub struct TownLimits {
     /// USD the town's agents may spend in a day (UTC), counting the costs that are known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cost_usd_per_day: Option<f64>,
+    /// Tokens of every kind one bead's runs may use, all days together: past it the bead's
+    /// agent is wound down and the bead fails with an escalation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens_per_bead: Option<u64>,
 }
 
 /// The largest daily token budget taken (a typo guard).
@@ -81,11 +85,16 @@ impl Validate for TownLimits {
                 },
             );
         }
-        if self.max_tokens_per_day.is_some_and(|t| t == 0 || t > MAX_TOKENS_PER_DAY) {
-            issues.add(
-                "max_tokens_per_day",
-                Err(format!("must be null (no budget) or from 1 to {MAX_TOKENS_PER_DAY}")),
-            );
+        for (name, budget) in [
+            ("max_tokens_per_day", self.max_tokens_per_day),
+            ("max_tokens_per_bead", self.max_tokens_per_bead),
+        ] {
+            if budget.is_some_and(|t| t == 0 || t > MAX_TOKENS_PER_DAY) {
+                issues.add(
+                    name,
+                    Err(format!("must be null (no budget) or from 1 to {MAX_TOKENS_PER_DAY}")),
+                );
+            }
         }
         if self
             .max_cost_usd_per_day
@@ -147,6 +156,41 @@ pub fn within_budget(limits: &TownLimits, tokens: u64, cost_usd: f64) -> Result<
         ));
     }
     Ok(())
+}
+
+/// What the town does once usage has arrived (decided here, done by the TownContainer).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OverBudget {
+    /// A daily budget is used up: every running polecat is wound down (one wrap-up message,
+    /// its work saved, stopped), for this reason; its bead waits queued.
+    pub day: Option<String>,
+    /// Beads past `max_tokens_per_bead`, each with its reason: its agent is wound down and the
+    /// bead fails with an escalation.
+    pub beads: Vec<(String, String)>,
+}
+
+/// What the day's use (`tokens`, `cost_usd`) and the totals of the beads that just used tokens
+/// (`beads`: bead, its tokens over all days) call for under the town's limits.
+pub fn over_budget(
+    limits: &TownLimits,
+    tokens: u64,
+    cost_usd: f64,
+    beads: &[(String, u64)],
+) -> OverBudget {
+    let day = within_budget(limits, tokens, cost_usd).err();
+    let beads = match limits.max_tokens_per_bead {
+        Some(max) => beads
+            .iter()
+            .filter(|(_, used)| *used >= max)
+            .map(|(bead, used)| {
+                (bead.clone(), format!(
+                    "budget: bead {bead} has used {used} tokens and the town allows {max} per bead (max_tokens_per_bead)"
+                ))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    OverBudget { day, beads }
 }
 
 /// The starts a TownContainer let through in the last hour: `(dispatch key, ms)`. A repeated
@@ -224,6 +268,7 @@ mod tests {
             TownLimits { max_tokens_per_day: Some(0), ..Default::default() },
             TownLimits { max_cost_usd_per_day: Some(-1.0), ..Default::default() },
             TownLimits { max_cost_usd_per_day: Some(0.0), ..Default::default() },
+            TownLimits { max_tokens_per_bead: Some(0), ..Default::default() },
         ] {
             assert_eq!(bad.validate().map_err(|e| e.status()), Err(400));
         }
@@ -271,6 +316,32 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<TownLimits>(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn usage_past_a_budget_winds_the_town_or_the_bead_down() {
+        let limits = TownLimits {
+            max_tokens_per_day: Some(1_000),
+            max_tokens_per_bead: Some(300),
+            ..Default::default()
+        };
+        let beads = [("b1".to_string(), 299), ("b2".to_string(), 300)];
+        let o = over_budget(&limits, 999, 0.0, &beads);
+        assert_eq!(o.day, None, "the day has room");
+        assert_eq!(o.beads.len(), 1);
+        assert_eq!(o.beads[0].0, "b2");
+        assert!(
+            o.beads[0].1.contains("300 tokens") && o.beads[0].1.contains("max_tokens_per_bead")
+        );
+        let o = over_budget(&limits, 1_000, 0.0, &beads[..1]);
+        assert!(o.day.is_some_and(|r| r.contains("max_tokens_per_day")));
+        assert!(o.beads.is_empty());
+        assert_eq!(
+            over_budget(&TownLimits::default(), u64::MAX, 1e9, &beads),
+            OverBudget::default(),
+            "no budgets, nothing to do"
+        );
+        assert!(serde_json::from_str::<TownLimits>(r#"{"max_tokens_per_bead": -1}"#).is_err());
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub const MIGRATION: &[&str] = &[
     "CREATE TABLE usage_prices (model TEXT PRIMARY KEY, prices TEXT NOT NULL)",
 ];
 
+/// A bead's own total is read as its usage arrives (its token cap).
+pub const BEAD_INDEX: &[&str] = &["CREATE INDEX usage_daily_bead ON usage_daily (bead_id)"];
+
 /// Message ids are remembered this long (a resend comes within minutes or hours).
 const KEEP_SEEN_DAYS: i64 = 7;
 
@@ -406,6 +409,17 @@ pub fn day_total(db: &impl Db, day: &str) -> ApiResult<(u64, f64)> {
         .map(|k| n(k))
         .fold(0u64, u64::saturating_add);
     Ok((tokens, total["cost_usd_known"].as_f64().unwrap_or(0.0)))
+}
+
+/// Tokens of every kind the bead's runs have used, over all days.
+pub fn bead_tokens(db: &impl Db, bead_id: &str) -> ApiResult<u64> {
+    #[derive(Deserialize)]
+    struct Row {
+        n: Option<i64>,
+    }
+    let sql = "SELECT SUM(input_tokens + output_tokens + reasoning_tokens + cache_read_tokens
+        + cache_write_tokens) AS n FROM usage_daily WHERE bead_id = ?";
+    Ok(db.first::<Row>(sql, params![bead_id])?.and_then(|r| r.n).map_or(0, |n| n.max(0) as u64))
 }
 
 #[cfg(test)]

@@ -74,6 +74,9 @@ pub struct AgentState {
     /// The mayor's text of its current turn: its reply to people, sent to the Worker when the
     /// turn ends (empty for other roles).
     pub turn_text: Vec<String>,
+    /// Why the town is winding this run down (a budget used up): the run ends with its work
+    /// saved and its status names the reason ([`crate::supervisor`]'s wind-down).
+    pub stop_reason: Option<String>,
 }
 
 #[derive(Debug)]
@@ -127,6 +130,7 @@ impl Agent {
                 turns_ended: 0,
                 turn_text: Vec::new(),
                 work_done: false,
+                stop_reason: None,
                 events,
             }),
             changed: tokio::sync::Notify::new(),
@@ -186,6 +190,7 @@ impl Agent {
         s.api_token = api_token;
         s.busy = false;
         s.work_done = false;
+        s.stop_reason = None;
         s.events.push(AgentEventKind::Status, json!({ "status": "starting" }));
         let generation = s.generation;
         drop(s);
@@ -334,6 +339,7 @@ impl Agent {
             exit_code: s.exit_code,
             started_at: clock::iso(s.started_at),
             last_activity_at: clock::iso(s.last_activity_at),
+            stop_reason: s.stop_reason.clone(),
         }
     }
 }

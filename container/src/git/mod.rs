@@ -372,20 +372,26 @@ impl GitManager {
         Ok(())
     }
 
-    /// Saves an agent's work before its container goes away: commits everything uncommitted in
-    /// the checkout as a WIP commit (hooks skipped, the checkout's own identity, as its owner),
+    /// Saves an agent's work before its run is stopped: commits everything uncommitted in the
+    /// checkout as a WIP commit ("WIP: saved by gastown `when`"; hooks skipped, the checkout's
+    /// own identity, as its owner),
     /// then pushes the checkout's `HEAD` to the agent's branch ([`Self::push_branch`]). Never
     /// force-pushes: a rejected push (the remote moved) is reported, not overridden. Returns
     /// whether a WIP commit was made.
-    pub async fn save_work(&self, push: &BranchPush<'_>) -> Result<bool, GitError> {
+    pub async fn save_work(&self, push: &BranchPush<'_>, when: &str) -> Result<bool, GitError> {
         let (owner, checkout, url) = (Some(push.owner), Some(push.checkout), push.git_url);
         self.git_as(owner, checkout, &["add", "--all"], url).await?;
         let staged =
             self.git_as(owner, checkout, &["diff", "--cached", "--quiet"], url).await.is_err();
         if staged {
-            let message = "WIP: saved by gastown when the container shut down";
-            self.git_as(owner, checkout, &["commit", "--quiet", "--no-verify", "-m", message], url)
-                .await?;
+            let message = format!("WIP: saved by gastown {when}");
+            self.git_as(
+                owner,
+                checkout,
+                &["commit", "--quiet", "--no-verify", "-m", &message],
+                url,
+            )
+            .await?;
         }
         self.push_branch(push).await?;
         Ok(staged)

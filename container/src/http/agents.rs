@@ -1,4 +1,4 @@
-//! `/agents`: start, list, status, events, message, stop.
+//! `/agents`: start, list, status, events, message, wind-down, stop.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -7,7 +7,7 @@ use serde::Deserialize;
 use shared_types::{
     AgentEvents, AgentList, AgentOutput, AgentProcess, AgentStatusResponse, SendMessageRequest,
     SentResponse, StartAgentRequest, StopAgentRequest, StoppedResponse, UpdateCredentialsRequest,
-    UpdatedResponse,
+    UpdatedResponse, WindDownRequest,
 };
 
 use super::extract::{AgentId, JsonBody, OptionalJsonBody, QueryParams};
@@ -96,6 +96,16 @@ pub async fn credentials(
     request.validate().map_err(crate::error::Error::invalid)?;
     state.supervisor.agent(&id)?.set_token(request.token);
     Ok(Json(UpdatedResponse { updated: true }))
+}
+
+/// Winds the agent's run down: 202 at once, the wrap-up, save and stop follow.
+pub async fn wind_down(
+    State(state): State<AppState>,
+    AgentId(id): AgentId,
+    JsonBody(request): JsonBody<WindDownRequest>,
+) -> Result<(StatusCode, Json<serde_json::Value>)> {
+    state.supervisor.wind_down(&id, request).await?;
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "windingDown": true }))))
 }
 
 pub async fn stop(

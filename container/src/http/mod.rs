@@ -45,6 +45,7 @@ pub fn router(supervisor: Arc<Supervisor>) -> Router {
         .route("/agents/start", post(agents::start))
         .route("/agents/{agent_id}/stop", post(agents::stop))
         .route("/agents/{agent_id}/message", post(agents::message))
+        .route("/agents/{agent_id}/wind-down", post(agents::wind_down))
         .route("/agents/{agent_id}/status", get(agents::status))
         .route("/agents/{agent_id}/credentials", post(agents::credentials))
         .route("/agents/{agent_id}/events", get(agents::events))

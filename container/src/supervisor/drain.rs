@@ -47,39 +47,49 @@ impl Supervisor {
             let asks = running
                 .iter()
                 .map(|a| self.message(&a.id, SendMessageRequest { prompt: DRAIN_PROMPT.into() }));
-            let mut waiting = Vec::new();
+            let mut asked = Vec::new();
             for (agent, result) in running.iter().zip(futures_util::future::join_all(asks).await) {
                 match result {
-                    Ok(()) => waiting.push(agent.clone()),
+                    Ok(()) => asked.push(agent.clone()),
                     Err(e) => {
                         tracing::warn!(agent = %agent.id, error = %e, "could not ask the agent to push before shutdown")
                     }
                 }
             }
-            let deadline = tokio::time::Instant::now() + window;
-            while !waiting.is_empty() && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(POLL).await;
-                let checks = waiting.iter().map(|a| self.drain_finished(a));
-                let finished = futures_util::future::join_all(checks).await;
-                let mut still = Vec::new();
-                for (agent, done) in waiting.into_iter().zip(finished) {
-                    if !done {
-                        still.push(agent);
-                    }
-                }
-                waiting = still;
-            }
-            for agent in &waiting {
+            for agent in self.await_answers(asked, DRAIN_PROMPT, window).await {
                 tracing::warn!(agent = %agent.id, "the agent did not finish its turn within the drain window");
             }
         }
-        let saves = running.iter().map(|a| self.save(a));
+        let saves = running.iter().map(|a| self.save(a, "when the container shut down"));
         futures_util::future::join_all(saves).await;
     }
 
-    /// Whether the agent no longer needs waiting for: it has answered the drain request, or
-    /// it is no longer running (nothing more will come from it).
-    async fn drain_finished(&self, agent: &Agent) -> bool {
+    /// Waits, at most `window`, until each agent has answered `prompt` (see [`answered`]) or
+    /// stopped running; the agents still not done when the window ends.
+    pub(super) async fn await_answers(
+        &self,
+        mut waiting: Vec<Arc<Agent>>,
+        prompt: &str,
+        window: Duration,
+    ) -> Vec<Arc<Agent>> {
+        let deadline = tokio::time::Instant::now() + window;
+        while !waiting.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(POLL).await;
+            let checks = waiting.iter().map(|a| self.has_answered(a, prompt));
+            let finished = futures_util::future::join_all(checks).await;
+            waiting = waiting
+                .into_iter()
+                .zip(finished)
+                .filter(|(_, done)| !done)
+                .map(|(a, _)| a)
+                .collect();
+        }
+        waiting
+    }
+
+    /// Whether the agent no longer needs waiting for: it has answered `prompt`, or it is no
+    /// longer running (nothing more will come from it).
+    async fn has_answered(&self, agent: &Agent, prompt: &str) -> bool {
         let (status, attachment, workdir) = {
             let s = agent.lock();
             (s.status, s.attachment.clone(), s.workdir.clone())
@@ -91,28 +101,30 @@ impl Supervisor {
         };
         let Some(server) = self.server_by_id(attachment.server_id) else { return true };
         match server.client.last_messages(&attachment.session_id, &workdir, HISTORY).await {
-            Ok(messages) => answered(&messages, DRAIN_PROMPT),
+            Ok(messages) => answered(&messages, prompt),
             Err(e) => {
-                tracing::debug!(agent = %agent.id, error = %e, "could not read the session while draining");
+                tracing::debug!(agent = %agent.id, error = %e, "could not read the session while waiting for its answer");
                 false
             }
         }
     }
 
-    async fn save(&self, agent: &Agent) {
+    /// Saves the agent's work (`when`: why now, for the log and its events): anything
+    /// uncommitted as a WIP commit, then its branch pushed. The mayor has no checkout.
+    pub(super) async fn save(&self, agent: &Agent, when: &str) {
         let spec = agent.lock().spec.clone();
         if spec.role == shared_types::AgentRole::Mayor {
             // No checkout: its conversation is kept by the Worker (the town's transcript).
             return;
         }
-        match self.save_work_of(agent).await {
+        match self.save_work_of(agent, when).await {
             Ok(committed) => {
                 let detail = if committed {
                     "uncommitted work saved as a WIP commit and pushed"
                 } else {
                     "branch pushed"
                 };
-                tracing::info!(agent = %agent.id, branch = %spec.branch, committed, "saved the agent's work before shutdown");
+                tracing::info!(agent = %agent.id, branch = %spec.branch, committed, "saved the agent's work {when}");
                 agent.record(
                     AgentEventKind::Supervisor,
                     json!({ "action": "save_work", "detail": detail }),
@@ -120,8 +132,8 @@ impl Supervisor {
             }
             Err(crate::error::Error::Conflict(_)) => {}
             Err(e) => {
-                tracing::warn!(agent = %agent.id, error = %e, "could not save the agent's work before shutdown");
-                agent.record(AgentEventKind::Error, json!({ "message": format!("saving work before shutdown failed: {e}"), "source": "drain" }));
+                tracing::warn!(agent = %agent.id, error = %e, "could not save the agent's work {when}");
+                agent.record(AgentEventKind::Error, json!({ "message": format!("saving work {when} failed: {e}"), "source": "save_work" }));
             }
         }
     }

@@ -13,6 +13,7 @@ mod push;
 mod servers;
 mod start;
 mod stop;
+mod wind_down;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -42,11 +42,11 @@ impl Supervisor {
         self.git.push_branch(&target.push(&target.branch_ref)).await.map_err(Error::from)
     }
 
-    /// Commits the agent's uncommitted work as a WIP commit and pushes its checkout's `HEAD` to
-    /// its branch; whether a WIP commit was made.
-    pub async fn save_work_of(&self, agent: &Agent) -> Result<bool> {
+    /// Commits the agent's uncommitted work as a WIP commit ("WIP: saved by gastown `when`")
+    /// and pushes its checkout's `HEAD` to its branch; whether a WIP commit was made.
+    pub async fn save_work_of(&self, agent: &Agent, when: &str) -> Result<bool> {
         let target = self.push_target(agent).await?;
-        self.git.save_work(&target.push("HEAD")).await.map_err(Error::from)
+        self.git.save_work(&target.push("HEAD"), when).await.map_err(Error::from)
     }
 
     async fn push_target(&self, agent: &Agent) -> Result<Target> {

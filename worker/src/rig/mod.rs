@@ -7,6 +7,7 @@
 
 pub mod agents;
 pub mod beads;
+pub mod budget;
 pub mod config;
 pub mod convoys;
 pub mod events;
@@ -50,6 +51,7 @@ impl<D: Db> Rig<'_, D> {
             .or_else(|| sling::run_op(self, call))
             .or_else(|| events::run_op(self, call))
             .or_else(|| convoys::run_op(self, call))
+            .or_else(|| budget::run_op(self, call))
             .or_else(|| crate::escalations::run_op(self, call));
         ran.unwrap_or_else(|| Err(ApiError::Internal(format!("no rig op {}", call.op))))
     }

@@ -184,7 +184,10 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
             };
             match scheduler::witness(status, &body, &run, self.fx.now_ms(), settings.grace_ms) {
                 Witness::Exited(reason) => {
-                    self.with_rig(|r| r.mark_exited(&agent, run.dispatched_ms, &reason))?
+                    self.with_rig(|r| r.mark_exited(&agent, run.dispatched_ms, &reason, true))?
+                }
+                Witness::WoundDown(reason) => {
+                    self.with_rig(|r| r.mark_exited(&agent, run.dispatched_ms, &reason, false))?
                 }
                 Witness::Fine if body["status"] == "running" => {
                     self.refresh_token(

@@ -551,3 +551,34 @@ fn a_gitlab_merge_request_that_exists_already_is_followed_not_opened_again() {
     let got = p.op(json!({"op": "get_review", "args": {"entry_id": entry}})).expect("entry");
     assert_eq!(got["result"]["commit"], "sq1");
 }
+
+#[test]
+fn a_bead_over_its_token_budget_fails_unhooked_and_escalates_once() {
+    let (p, agent) = Pass::slung();
+    let beads = p.op(json!({"op": "list_beads", "args": {"limit": 10, "offset": 0}}));
+    let bead = beads.expect("beads")[0]["id"].as_str().expect("bead").to_string();
+    let stop = json!({"op": "stop_over_budget", "args": {"bead_id": bead,
+        "reason": "budget: bead has used 900 tokens and the town allows 500 per bead"}});
+    let stopped = p.op(stop.clone()).expect("stopped");
+    assert_eq!(
+        (stopped["stopped"].clone(), stopped["agent_id"].clone()),
+        (json!(true), json!(agent))
+    );
+    let all = p.op(json!({"op": "list_beads", "args": {"limit": 10, "offset": 0}})).expect("beads");
+    let of_type = |t: &str| {
+        all.as_array().expect("list").iter().filter(|b| b["type"] == t).cloned().collect::<Vec<_>>()
+    };
+    assert_eq!(of_type("issue")[0]["status"], "failed");
+    let escalations = of_type("escalation");
+    assert_eq!(escalations.len(), 1);
+    assert!(escalations[0]["body"].as_str().is_some_and(|b| b.contains("900 tokens")));
+    assert!(p.rig(|r| r.due_dispatches()).is_empty(), "the agent is unhooked: no new run");
+    assert_eq!(p.rig(|r| r.pending_notices()).len(), 1, "the mayor hears of it");
+    // Reported again (a later batch): nothing more.
+    assert_eq!(p.op(stop).expect("again")["stopped"], false);
+    let after =
+        p.op(json!({"op": "list_beads", "args": {"limit": 10, "offset": 0}})).expect("beads");
+    assert_eq!(after.as_array().expect("list").len(), 2);
+    let unknown = json!({"op": "stop_over_budget", "args": {"bead_id": "nope", "reason": "x"}});
+    assert_eq!(p.op(unknown).map_err(|e| e.status()).err(), Some(404));
+}

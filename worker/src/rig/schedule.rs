@@ -145,13 +145,20 @@ impl<D: Db> Rig<'_, D> {
     }
 
     /// The agent's process is gone without `done`: the next pass dispatches again, as a new run.
-    /// A run that had started for real (its attempts were reset) counts as a lost run.
-    pub fn mark_exited(&self, agent: &Agent, dispatched_ms: i64, reason: &str) -> ApiResult<()> {
+    /// A `lost` run that had started for real (its attempts were reset) counts as a lost run; a
+    /// run the town wound down (not `lost`) does not.
+    pub fn mark_exited(
+        &self,
+        agent: &Agent,
+        dispatched_ms: i64,
+        reason: &str,
+        lost: bool,
+    ) -> ApiResult<()> {
         let changed = self.db.exec(
             "UPDATE agents SET dispatched_ms = NULL, dispatch_gen = dispatch_gen + 1,
-                    lost_runs = lost_runs + (CASE WHEN dispatch_attempts = 0 THEN 1 ELSE 0 END)
+                    lost_runs = lost_runs + (CASE WHEN ? AND dispatch_attempts = 0 THEN 1 ELSE 0 END)
              WHERE id = ? AND current_hook_bead_id IS ? AND dispatched_ms = ?",
-            params![&agent.id, agent.current_hook_bead_id.clone(), dispatched_ms],
+            params![lost, &agent.id, agent.current_hook_bead_id.clone(), dispatched_ms],
         )?;
         if changed == 0 {
             return Ok(());

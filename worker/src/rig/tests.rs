@@ -112,7 +112,7 @@ fn a_run_lost_with_its_boot_is_dispatched_again_as_a_lost_run() {
     };
     // The run had called the API (its attempts reset): it counts as a lost run.
     f.rig().run_started(&agent.id).expect("run started");
-    f.rig().mark_exited(&agent, run.dispatched_ms, &reason).expect("exited");
+    f.rig().mark_exited(&agent, run.dispatched_ms, &reason, true).expect("exited");
     let again = f.rig().due_dispatches().expect("due again");
     assert_eq!(
         (again.len(), again[0].generation, again[0].lost_runs),
@@ -120,8 +120,23 @@ fn a_run_lost_with_its_boot_is_dispatched_again_as_a_lost_run() {
         "a new run of the same bead"
     );
     // The same witness repeated (a second pass that read the old dispatch) changes nothing.
-    f.rig().mark_exited(&agent, run.dispatched_ms, &reason).expect("repeated");
+    f.rig().mark_exited(&agent, run.dispatched_ms, &reason, true).expect("repeated");
     assert_eq!(f.rig().due_dispatches().expect("due")[0].generation, 1);
+
+    // A run the town wound down (a budget) is dispatched again without counting as lost.
+    f.rig().mark_dispatched(&agent, 3_000, true, Some("boot-b")).expect("dispatched");
+    f.rig().run_started(&agent.id).expect("run started");
+    let run = f.rig().dispatched().expect("dispatched")[0].1.clone();
+    let status = json!({"status": "exited", "exitCode": 0, "bootId": "boot-b",
+        "stopReason": "budget: 900 tokens used today"});
+    let Witness::WoundDown(reason) = scheduler::witness(Some(200), &status, &run, 4_000, 180_000)
+    else {
+        panic!("a run stopped with a reason was wound down");
+    };
+    assert!(reason.contains("budget: 900 tokens"), "{reason}");
+    f.rig().mark_exited(&agent, run.dispatched_ms, &reason, false).expect("wound down");
+    let again = f.rig().due_dispatches().expect("due again");
+    assert_eq!((again[0].generation, again[0].lost_runs), (2, 1), "not one more lost run");
 }
 
 /// What SQLite does for `sql`: a page must not read the whole table (`SCAN beads` without an

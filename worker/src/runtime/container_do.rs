@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures_util::future::{select, Either};
 use js_sys::{Function, Object, Reflect};
 use serde_json::Value;
-use shared_types::AgentEventBatch;
+use shared_types::{AgentEventBatch, AgentRole, ProcessStatus, WindDownRequest};
 use wasm_bindgen::{JsCast, JsValue};
 use worker::{
     Container, Delay, DurableObject, Env, Fetch, Headers, Method, Request, RequestInit, Response,
@@ -27,10 +27,12 @@ use worker::{
 
 use super::call::{call, json_response};
 use super::platform::{now_millis, var};
-use super::{platform, sql, TOWN_BINDING};
+use super::{platform, sql, RIG_BINDING, TOWN_BINDING};
 use crate::container::lifecycle::{AlarmAction, Lifecycle, Probe, Settings};
 use crate::container::{self, Target};
 use crate::error::{success, ApiError, ApiResult};
+use crate::rig::budget::StopOverBudget;
+use crate::rig::op::RigCall;
 use crate::spending::{self, GetLimits, Ledger, TownLimits};
 use crate::town::op::TownCall;
 use crate::{agent_events, dashboard};
@@ -40,6 +42,9 @@ const LIFECYCLE: &str = "lifecycle";
 const LEDGER: &str = "dispatch_ledger";
 /// Outstanding tickets for kept histories (`dashboard::HistoryTicket`).
 const HISTORY_TICKETS: &str = "history_tickets";
+/// Least time between two wind-downs of the whole town for a used-up daily budget (its usage
+/// keeps arriving while the agents wrap up).
+const WIND_DOWN_EVERY_MS: i64 = 10_000;
 /// A probe that takes longer than this counts as failed (a stopped or wedged server).
 const PROBE_TIMEOUT_MS: u64 = 5_000;
 
@@ -296,6 +301,136 @@ impl TownContainer {
                 Ok(_) => {}
                 Err(e) => worker::console_error!("town container: budget notice not sent: {e}"),
             }
+        }
+    }
+
+    /// After a batch of events: when it brought usage and the town has budgets, the mayor's
+    /// 80% notices as the day's use grows, and the stops the budgets call for
+    /// ([`spending::over_budget`]): a bead past `max_tokens_per_bead` fails with an escalation
+    /// (once) and its agent is wound down; a daily budget used up winds every running polecat
+    /// down (at most every [`WIND_DOWN_EVERY_MS`]). Failures are logged and tried again with
+    /// the next usage; they never refuse the batch, which is already kept.
+    async fn after_usage(&self, town: &str, batch: &AgentEventBatch) {
+        let used: Vec<(String, String, String)> = batch
+            .events
+            .iter()
+            .filter(|r| r.event.kind == shared_types::AgentEventKind::Usage)
+            .filter_map(|r| {
+                let bead = r.event.data["beadId"].as_str()?;
+                Some((r.rig_id.clone(), r.agent_id.clone(), bead.to_string()))
+            })
+            .collect();
+        if !batch.events.iter().any(|r| r.event.kind == shared_types::AgentEventKind::Usage) {
+            return;
+        }
+        let limits = match TownCall::of(&GetLimits) {
+            Ok(get) => match call(&self.env, TOWN_BINDING, town, &get).await {
+                Ok(v) => serde_json::from_value::<TownLimits>(v).unwrap_or_default(),
+                Err(ApiError::NotFound(_)) => return,
+                Err(e) => {
+                    worker::console_error!("town container: budgets not checked: {e}");
+                    return;
+                }
+            },
+            Err(_) => return,
+        };
+        if limits.max_tokens_per_day.is_none()
+            && limits.max_cost_usd_per_day.is_none()
+            && limits.max_tokens_per_bead.is_none()
+        {
+            return;
+        }
+        let today = crate::time::iso_from_millis(now_millis());
+        let day = today.get(..10).unwrap_or("");
+        let Ok(db) = self.events_db() else { return };
+        let Ok((tokens, cost)) = crate::usage::day_total(&db, day) else { return };
+        self.tell_mayor_of_budgets(town, day, &limits, tokens, cost).await;
+        let mut beads: Vec<(String, u64)> = Vec::new();
+        for (_, _, bead) in &used {
+            if !beads.iter().any(|(b, _)| b == bead) {
+                beads.push((bead.clone(), crate::usage::bead_tokens(&db, bead).unwrap_or(0)));
+            }
+        }
+        let over = spending::over_budget(&limits, tokens, cost, &beads);
+        let grace_ms = var(&self.env, "BUDGET_WIND_DOWN_MS").and_then(|v| v.parse::<u64>().ok());
+        let storage = self.state.storage();
+        for (bead, reason) in over.beads {
+            let key = format!("bead-over-budget:{bead}");
+            if storage.get::<bool>(&key).await.ok().flatten().unwrap_or(false) {
+                continue;
+            }
+            let Some((rig, _, _)) = used.iter().find(|(_, _, b)| *b == bead) else { continue };
+            let stop = StopOverBudget { bead_id: bead.clone(), reason: reason.clone() };
+            let Ok(op) = RigCall::of(&stop) else { continue };
+            match call(&self.env, RIG_BINDING, rig, &op).await {
+                Ok(stopped) => {
+                    let _ = storage.put(&key, true).await;
+                    // The agent that held the bead; none when the bead had already ended.
+                    if let Some(agent) = stopped["agent_id"].as_str() {
+                        self.wind_down(agent, &reason, grace_ms, Some(&bead)).await;
+                    }
+                }
+                Err(e) => worker::console_error!("town container: bead {bead} not stopped: {e}"),
+            }
+        }
+        let Some(reason) = over.day else { return };
+        let key = format!("budget-wind-down:{day}");
+        let now = now_millis();
+        let last: i64 = storage.get(&key).await.ok().flatten().unwrap_or(0);
+        if now - last < WIND_DOWN_EVERY_MS {
+            return;
+        }
+        let _ = storage.put(&key, now).await;
+        let list = Outgoing { method: Method::Get, path: "/agents".into(), body: Vec::new() };
+        let agents: Vec<shared_types::AgentProcess> = match self.send(self.target(), &list).await {
+            Ok(mut resp) => match resp.json::<shared_types::AgentList>().await {
+                Ok(list) => list.agents,
+                Err(e) => {
+                    worker::console_error!("town container: agents not listed: {e}");
+                    return;
+                }
+            },
+            Err(e) => {
+                worker::console_error!("town container: agents not listed: {e}");
+                return;
+            }
+        };
+        for a in agents {
+            let working = matches!(a.status, ProcessStatus::Starting | ProcessStatus::Running);
+            if working && a.role != AgentRole::Mayor {
+                self.wind_down(&a.agent_id, &reason, grace_ms, None).await;
+            }
+        }
+    }
+
+    /// Asks the control server to wind the agent's run down (`POST /agents/:id/wind-down`), only
+    /// while it works `bead` when one is named.
+    async fn wind_down(
+        &self,
+        agent: &str,
+        reason: &str,
+        grace_ms: Option<u64>,
+        bead: Option<&str>,
+    ) {
+        let request = WindDownRequest {
+            reason: reason.to_string(),
+            grace_ms,
+            bead_id: bead.map(str::to_string),
+        };
+        let out = Outgoing {
+            method: Method::Post,
+            path: format!("/agents/{agent}/wind-down"),
+            body: serde_json::to_vec(&request).unwrap_or_default(),
+        };
+        match self.send(self.target(), &out).await {
+            Ok(resp) if resp.status_code() < 300 => {
+                worker::console_log!("town container: winding {agent} down ({reason})")
+            }
+            Ok(resp) => worker::console_log!(
+                "town container: {agent} not wound down (HTTP {})",
+                resp.status_code()
+            ),
+            Err(e) => worker::console_error!("town container: {agent} not wound down: {e}"),
         }
     }
 
@@ -608,8 +743,12 @@ impl TownContainer {
                 serde_json::to_value(l).map_err(ApiError::internal)
             }
             (Method::Post, container::EVENTS_APPEND_PATH) => {
+                let town = req.headers().get(container::TOWN_HEADER).ok().flatten();
                 let batch: AgentEventBatch = req.json().await.map_err(ApiError::internal)?;
                 let added = agent_events::append(&self.events_db()?, &batch)?;
+                if let Some(town) = town {
+                    self.after_usage(&town, &batch).await;
+                }
                 Ok(serde_json::json!({ "added": added }))
             }
             (Method::Post, container::EVENTS_LIST_PATH) => {

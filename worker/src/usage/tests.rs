@@ -5,7 +5,7 @@ use super::*;
 use crate::native_db::NativeDb;
 
 fn db() -> NativeDb {
-    NativeDb::with(&[MIGRATION])
+    NativeDb::with(&[MIGRATION, BEAD_INDEX])
 }
 
 fn call(id: &str, bead: &str, model: &str, input: u64, cost: Option<f64>) -> UsageReport {
@@ -89,6 +89,20 @@ fn a_days_total_counts_every_kind_of_token_of_that_day_only() {
     assert_eq!(day_total(&db, "2026-12-07").expect("total"), (107, 0.5));
     assert_eq!(day_total(&db, "2026-12-08").expect("total"), (8, 0.0));
     assert_eq!(day_total(&db, "2026-12-09").expect("total"), (0, 0.0));
+}
+
+#[test]
+fn a_beads_tokens_are_summed_over_every_day_and_agent() {
+    let db = db();
+    record(&db, "r1", "a1", "2026-12-07T10:00:00.000Z", &call("m1", "b1", "p/m", 100, None))
+        .expect("kept");
+    record(&db, "r1", "a2", "2026-12-08T10:00:00.000Z", &call("m2", "b1", "p/n", 10, None))
+        .expect("kept");
+    record(&db, "r1", "a1", "2026-12-08T10:00:00.000Z", &call("m3", "b2", "p/m", 1, None))
+        .expect("kept");
+    assert_eq!(bead_tokens(&db, "b1").expect("b1"), 107 + 17);
+    assert_eq!(bead_tokens(&db, "b2").expect("b2"), 8);
+    assert_eq!(bead_tokens(&db, "nothing").expect("none"), 0);
 }
 
 #[test]
