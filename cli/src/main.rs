@@ -90,10 +90,10 @@ enum Command {
         /// bead, agent, rig, model or day.
         #[arg(long, default_value = "bead")]
         by: String,
-        /// First day (YYYY-MM-DD, UTC).
+        /// First day (YYYY-MM-DD, the town's day).
         #[arg(long)]
         from: Option<String>,
-        /// Last day (YYYY-MM-DD, UTC).
+        /// Last day (YYYY-MM-DD, the town's day).
         #[arg(long)]
         to: Option<String>,
     },

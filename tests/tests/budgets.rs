@@ -8,6 +8,7 @@
 //!   Raising the budget lets the bead go on from the saved work, and it merges with it.
 //! - A bead past the town's per-bead cap: its agent is wound down the same way, the bead fails
 //!   and an escalation names the budget.
+//! - The town's time zone moves its days.
 
 use std::time::Duration;
 
@@ -142,4 +143,20 @@ async fn budgets_wind_running_agents_down_with_their_work_saved() {
         events.iter().any(|e| e["kind"] == "supervisor" && e["data"]["action"] == "save_work"),
         "its work was saved"
     );
+
+    // The town's days: 26 hours apart, UTC+14:00 puts the same usage on a later day than
+    // UTC-12:00. A named zone is refused and changes nothing.
+    let mut first_days = Vec::new();
+    for zone in ["+14:00", "-12:00"] {
+        let set = dev.put(&limits, json!({ "time_zone": zone })).await;
+        assert_eq!(set.status, 200, "{set:?}");
+        let days = dev.get(&format!("/api/towns/{town}/usage?group_by=day")).await;
+        let first = days.data()["groups"][0]["key"].as_str().map(str::to_string);
+        first_days.push(first.unwrap_or_else(|| panic!("no days: {days:?}")));
+    }
+    assert!(first_days[0] > first_days[1], "{first_days:?}");
+    let named = dev.put(&limits, json!({ "time_zone": "Europe/Berlin" })).await;
+    assert_eq!(named.status, 400, "{named:?}");
+    assert_eq!(named.body["issues"][0]["path"][0], "time_zone", "{named:?}");
+    assert_eq!(dev.get(&limits).await.data()["time_zone"], "-12:00", "unchanged");
 }

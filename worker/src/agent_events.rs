@@ -150,7 +150,13 @@ mod tests {
         for (boot, id) in [("b00t", 1), ("b00t", 1), ("again", 7)] {
             append(&db, &usage(boot, id)).expect("stored");
         }
-        let q = crate::usage::UsageQuery { from: None, to: None, group_by: None, limit: 1 };
+        let q = crate::usage::UsageQuery {
+            from: None,
+            to: None,
+            group_by: None,
+            limit: 1,
+            offset_minutes: 0,
+        };
         let total = &crate::usage::report(&db, &q).expect("report")["total"];
         assert_eq!((total["input_tokens"].clone(), total["calls"].clone()), (json!(10), json!(1)));
     }

@@ -4,7 +4,7 @@
 //! The caps are the town's (`PUT /api/towns/:town/limits`, kept in the TownDO's config). Every
 //! start passes through the town's TownContainer, which enforces them on the way:
 //! - dispatches per hour against its ledger of the starts it let through ([`admit`]);
-//! - the day's budgets (UTC) against the usage it keeps ([`within_budget`], `crate::usage`);
+//! - the day's budgets (the town's day: UTC or its `time_zone`) against the usage it keeps ([`within_budget`], `crate::usage`);
 //! - running agents by handing the cap to the control server (`maxConcurrentAgents`), which
 //!   counts its active runs under the lock that claims new ones, so a burst cannot overshoot.
 //!
@@ -44,23 +44,70 @@ pub const MAX_CAP: u32 = 10_000;
 const HOUR_MS: i64 = 3_600_000;
 
 /// A town's caps; `None` is no cap.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TownLimits {
     #[serde(default)]
     pub max_concurrent_agents: Option<u32>,
     #[serde(default)]
     pub max_dispatches_per_hour: Option<u32>,
-    /// Tokens of every kind the town's agents may use in a day (UTC).
+    /// Tokens of every kind the town's agents may use in a day (the town's day).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens_per_day: Option<u64>,
-    /// USD the town's agents may spend in a day (UTC), counting the costs that are known.
+    /// USD the town's agents may spend in a day (the town's day), counting the costs known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cost_usd_per_day: Option<f64>,
     /// Tokens of every kind one bead's runs may use, all days together: past it the bead's
     /// agent is wound down and the bead fails with an escalation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens_per_bead: Option<u64>,
+    /// Where the town's days begin and end, for its daily budgets and its usage by day: `UTC`
+    /// (the default) or a fixed offset from UTC, `+HH:MM` or `-HH:MM` (daylight saving is not
+    /// followed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+impl TownLimits {
+    /// The town's offset from UTC, in minutes (0 without a time zone or with a bad one).
+    pub fn offset_minutes(&self) -> i32 {
+        self.time_zone.as_deref().and_then(offset_minutes).unwrap_or(0)
+    }
+
+    /// The town's time zone as its messages name it: `UTC` or `UTC+02:00`.
+    pub fn zone_label(&self) -> String {
+        match self.time_zone.as_deref().filter(|z| offset_minutes(z).is_some_and(|m| m != 0)) {
+            Some(z) => format!("UTC{z}"),
+            None => "UTC".into(),
+        }
+    }
+
+    /// The town's day (`YYYY-MM-DD`) at `now_ms`.
+    pub fn day_at(&self, now_ms: i64) -> String {
+        let local =
+            crate::time::iso_from_millis(now_ms + i64::from(self.offset_minutes()) * 60_000);
+        local.get(..10).unwrap_or_default().to_string()
+    }
+}
+
+/// `UTC`, or `+HH:MM` / `-HH:MM` from -14:00 to +14:00, as minutes from UTC.
+pub fn offset_minutes(zone: &str) -> Option<i32> {
+    if zone == "UTC" {
+        return Some(0);
+    }
+    let (sign, rest) = match zone.as_bytes().first()? {
+        b'+' => (1, &zone[1..]),
+        b'-' => (-1, &zone[1..]),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':')?;
+    let digits = |s: &str| s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(h) || !digits(m) {
+        return None;
+    }
+    let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+    let minutes = h * 60 + m;
+    (m < 60 && minutes <= 14 * 60).then_some(sign * minutes)
 }
 
 /// The largest daily token budget taken (a typo guard).
@@ -96,6 +143,12 @@ impl Validate for TownLimits {
                 );
             }
         }
+        if self.time_zone.as_deref().is_some_and(|z| offset_minutes(z).is_none()) {
+            issues.add(
+                "time_zone",
+                Err("must be \"UTC\" or a fixed offset from UTC from \"-14:00\" to \"+14:00\", such as \"+02:00\" (named zones are not taken)".into()),
+            );
+        }
         if self
             .max_cost_usd_per_day
             .is_some_and(|c| !c.is_finite() || c <= 0.0 || c > MAX_COST_USD_PER_DAY)
@@ -117,6 +170,7 @@ pub fn budget_warnings(
     tokens: u64,
     cost_usd: f64,
 ) -> Vec<(&'static str, String)> {
+    let zone = limits.zone_label();
     let mut warnings = Vec::new();
     if let Some(max) =
         limits.max_tokens_per_day.filter(|max| tokens.saturating_mul(5) >= max.saturating_mul(4))
@@ -124,7 +178,7 @@ pub fn budget_warnings(
         warnings.push((
             "max_tokens_per_day",
             format!(
-                "the town has used {}% of its daily token budget ({tokens} of {max} tokens today, UTC; max_tokens_per_day). At 100% new work waits until the budget is raised or the day ends.",
+                "the town has used {}% of its daily token budget ({tokens} of {max} tokens today, {zone}; max_tokens_per_day). At 100% new work waits until the budget is raised or the day ends.",
                 tokens.saturating_mul(100) / max
             ),
         ));
@@ -133,7 +187,7 @@ pub fn budget_warnings(
         warnings.push((
             "max_cost_usd_per_day",
             format!(
-                "the town has spent {:.0}% of its daily money budget (${cost_usd:.4} of ${max:.4} today, UTC; max_cost_usd_per_day). At 100% new work waits until the budget is raised or the day ends.",
+                "the town has spent {:.0}% of its daily money budget (${cost_usd:.4} of ${max:.4} today, {zone}; max_cost_usd_per_day). At 100% new work waits until the budget is raised or the day ends.",
                 cost_usd * 100.0 / max
             ),
         ));
@@ -143,16 +197,17 @@ pub fn budget_warnings(
 
 /// Whether the day's use (`tokens`, and `cost_usd` known so far) leaves room under the town's
 /// daily budgets; the error is the reason new work stays queued (no attempt is spent), until
-/// the budget is raised or the day (UTC) ends.
+/// the budget is raised or the town's day ends.
 pub fn within_budget(limits: &TownLimits, tokens: u64, cost_usd: f64) -> Result<(), String> {
+    let zone = limits.zone_label();
     if let Some(max) = limits.max_tokens_per_day.filter(|max| tokens >= *max) {
         return Err(format!(
-            "budget: {tokens} tokens used today and the town allows {max} (max_tokens_per_day); new work waits until the budget is raised or the day ends (UTC)"
+            "budget: {tokens} tokens used today and the town allows {max} (max_tokens_per_day); new work waits until the budget is raised or the day ends ({zone})"
         ));
     }
     if let Some(max) = limits.max_cost_usd_per_day.filter(|max| cost_usd >= *max) {
         return Err(format!(
-            "budget: ${cost_usd:.4} spent today and the town allows ${max:.4} (max_cost_usd_per_day); new work waits until the budget is raised or the day ends (UTC)"
+            "budget: ${cost_usd:.4} spent today and the town allows ${max:.4} (max_cost_usd_per_day); new work waits until the budget is raised or the day ends ({zone})"
         ));
     }
     Ok(())
@@ -316,6 +371,28 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<TownLimits>(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_towns_day_is_utc_or_a_fixed_offset() {
+        for (zone, minutes) in [("UTC", 0), ("+02:00", 120), ("-05:30", -330), ("+14:00", 840)] {
+            assert_eq!(offset_minutes(zone), Some(minutes), "{zone}");
+        }
+        for bad in ["", "utc", "Europe/Berlin", "+2:00", "+02:60", "+14:30", "02:00", "+02:00x"] {
+            assert_eq!(offset_minutes(bad), None, "{bad}");
+            let limits = TownLimits { time_zone: Some(bad.into()), ..Default::default() };
+            assert_eq!(limits.validate().map_err(|e| e.status()), Err(400), "{bad}");
+        }
+        let berlin = TownLimits {
+            time_zone: Some("+01:00".into()),
+            max_tokens_per_day: Some(10),
+            ..Default::default()
+        };
+        let late = crate::time::millis_from_iso("2026-12-07T23:30:00.000Z").expect("time");
+        assert_eq!(berlin.day_at(late), "2026-12-08", "past midnight in the town");
+        assert_eq!(TownLimits::default().day_at(late), "2026-12-07");
+        let held = within_budget(&berlin, 10, 0.0).expect_err("used up");
+        assert!(held.ends_with("the day ends (UTC+01:00)"), "{held}");
     }
 
     #[test]

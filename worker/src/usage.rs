@@ -1,6 +1,6 @@
 //! What the town spends: every finished model call's usage (an agent event of kind `usage`,
-//! see [`shared_types::UsageReport`]) is summed as it arrives into one row per day, rig, agent,
-//! bead and model, so the volume stays bounded (no row per call or per token) and the totals
+//! see [`shared_types::UsageReport`]) is summed as it arrives into one row per UTC hour, rig,
+//! agent, bead and model (a town's days begin at its own offset from UTC), so the volume stays bounded (no row per call or per token) and the totals
 //! survive container restarts. Costs are summed in whole micro-dollars, so no sum drifts. A
 //! call counts once: its message id is remembered ([`KEEP_SEEN_DAYS`]), so a resent batch, or
 //! one sent again after a restart, adds nothing.
@@ -40,8 +40,14 @@ pub const MIGRATION: &[&str] = &[
     "CREATE TABLE usage_prices (model TEXT PRIMARY KEY, prices TEXT NOT NULL)",
 ];
 
-/// A bead's own total is read as its usage arrives (its token cap).
-pub const BEAD_INDEX: &[&str] = &["CREATE INDEX usage_daily_bead ON usage_daily (bead_id)"];
+/// A bead's own total is read as its usage arrives (its token cap). Usage is kept per UTC hour
+/// (`hour`, `YYYY-MM-DDTHH`), so a town's days can begin at its own offset from UTC; the rows
+/// kept per day before are counted from that day's first hour.
+pub const BEAD_INDEX: &[&str] = &[
+    "CREATE INDEX usage_daily_bead ON usage_daily (bead_id)",
+    "ALTER TABLE usage_daily RENAME COLUMN day TO hour",
+    "UPDATE usage_daily SET hour = hour || 'T00' WHERE length(hour) = 10",
+];
 
 /// Message ids are remembered this long (a resend comes within minutes or hours).
 const KEEP_SEEN_DAYS: i64 = 7;
@@ -190,19 +196,22 @@ impl GroupBy {
         })
     }
 
-    fn column(self) -> &'static str {
+    /// The SQL that names a row's group; a day is the town's (`offset` minutes from UTC).
+    fn column(self, offset: i32) -> String {
         match self {
-            Self::Bead => "bead_id",
-            Self::Agent => "agent_id",
-            Self::Rig => "rig_id",
-            Self::Model => "model",
-            Self::Day => "day",
+            Self::Bead => "bead_id".into(),
+            Self::Agent => "agent_id".into(),
+            Self::Rig => "rig_id".into(),
+            Self::Model => "model".into(),
+            Self::Day if offset == 0 => "substr(hour, 1, 10)".into(),
+            Self::Day => format!("substr(datetime(hour || ':00:00', '{offset} minutes'), 1, 10)"),
         }
     }
 }
 
-/// `?from=&to=&group_by=&limit=`: days (`YYYY-MM-DD`, UTC), both included; at most `limit`
-/// groups (the costliest, or for days the latest).
+/// `?from=&to=&group_by=&limit=`: the town's days (`YYYY-MM-DD`), both included; at most
+/// `limit` groups (the costliest, or for days the latest). `offset_minutes` is the town's
+/// offset from UTC (its `time_zone`), set by the TownContainer, never by the caller.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageQuery {
     pub from: Option<String>,
@@ -210,6 +219,8 @@ pub struct UsageQuery {
     pub group_by: Option<GroupBy>,
     #[serde(default = "default_limit")]
     pub limit: u32,
+    #[serde(default)]
+    pub offset_minutes: i32,
 }
 
 const DEFAULT_GROUPS: u32 = 100;
@@ -221,7 +232,8 @@ fn default_limit() -> u32 {
 
 impl UsageQuery {
     pub fn parse(raw: &str) -> ApiResult<Self> {
-        let mut q = Self { from: None, to: None, group_by: None, limit: DEFAULT_GROUPS };
+        let mut q =
+            Self { from: None, to: None, group_by: None, limit: DEFAULT_GROUPS, offset_minutes: 0 };
         let pairs: Vec<(String, String)> =
             form_urlencoded::parse(raw.trim_start_matches('?').as_bytes()).into_owned().collect();
         let first = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
@@ -280,7 +292,10 @@ pub fn record(
     at: &str,
     u: &UsageReport,
 ) -> ApiResult<bool> {
-    let Some(day) = day(at) else { return Ok(false) };
+    let (Some(day), Some(hour)) = (day(at), at.get(..13)) else { return Ok(false) };
+    if !hour[11..].bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(false);
+    }
     let new = db.exec(
         "INSERT OR IGNORE INTO usage_seen (message_id, day) VALUES (?, ?)",
         params![&u.message_id, &day],
@@ -296,11 +311,11 @@ pub fn record(
     };
     // Bound as JavaScript numbers in the Worker: cast, or SQLite keeps them as reals.
     db.exec(
-        "INSERT INTO usage_daily (day, rig_id, agent_id, bead_id, model, calls, input_tokens,
+        "INSERT INTO usage_daily (hour, rig_id, agent_id, bead_id, model, calls, input_tokens,
             output_tokens, reasoning_tokens, cache_read_tokens, cache_write_tokens, cost_micros, unpriced)
          VALUES (?, ?, ?, ?, ?, 1, CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS INTEGER),
             CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS INTEGER))
-         ON CONFLICT (day, rig_id, agent_id, bead_id, model) DO UPDATE SET
+         ON CONFLICT (hour, rig_id, agent_id, bead_id, model) DO UPDATE SET
             calls = calls + 1, input_tokens = input_tokens + excluded.input_tokens,
             output_tokens = output_tokens + excluded.output_tokens,
             reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
@@ -308,7 +323,7 @@ pub fn record(
             cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
             cost_micros = cost_micros + excluded.cost_micros, unpriced = unpriced + excluded.unpriced",
         params![
-            &day,
+            hour,
             rig_id,
             agent_id,
             u.bead_id.as_deref().unwrap_or(""),
@@ -365,25 +380,41 @@ const SUMS: &str = "SUM(calls) AS calls, SUM(input_tokens) AS input_tokens,
     SUM(cache_read_tokens) AS cache_read_tokens, SUM(cache_write_tokens) AS cache_write_tokens,
     SUM(cost_micros) AS cost_micros, SUM(unpriced) AS unpriced";
 
-/// The total over the query's days, and its groups (largest cost first, then most tokens).
+/// The UTC hour (`YYYY-MM-DDTHH`) at which the town's day `day` begins, `days_after` later.
+fn first_hour(day: &str, days_after: i64, offset: i32) -> Option<String> {
+    let midnight = crate::time::millis_from_iso(&format!("{day}T00:00:00.000Z"))?;
+    let utc = midnight + days_after * 86_400_000 - i64::from(offset) * 60_000;
+    Some(crate::time::iso_from_millis(utc).get(..13)?.to_string())
+}
+
+/// The total over the query's days, and its groups (largest cost first, then most tokens; for
+/// days, the latest `limit` in order).
 pub fn report(db: &impl Db, q: &UsageQuery) -> ApiResult<Value> {
-    let filter = "WHERE (? IS NULL OR day >= ?) AND (? IS NULL OR day <= ?)";
-    let bounds = || params![q.from.clone(), q.from.clone(), q.to.clone(), q.to.clone()];
+    let offset = q.offset_minutes;
+    let from = q.from.as_deref().and_then(|d| first_hour(d, 0, offset));
+    let until = q.to.as_deref().and_then(|d| first_hour(d, 1, offset));
+    let filter = "WHERE (? IS NULL OR hour >= ?) AND (? IS NULL OR hour < ?)";
+    let bounds = || params![from.clone(), from.clone(), until.clone(), until.clone()];
     let total: Option<Sum> =
         db.first(&format!("SELECT NULL AS key, {SUMS} FROM usage_daily {filter}"), bounds())?;
     let total = total.map(|s| s.to_json()).unwrap_or_else(|| json!({}));
     let mut answer = json!({ "from": q.from, "to": q.to, "total": total });
     if let Some(g) = q.group_by {
-        let col = g.column();
+        let col = g.column(offset);
         let order = if g == GroupBy::Day {
-            "key"
+            "key DESC"
         } else {
             "cost_micros DESC, input_tokens + output_tokens DESC, key"
         };
-        let groups: Vec<Sum> = db.query(
-            &format!("SELECT {col} AS key, {SUMS} FROM usage_daily {filter} GROUP BY {col} ORDER BY {order}"),
-            bounds(),
+        let mut params = bounds();
+        params.push(i64::from(q.limit).into());
+        let mut groups: Vec<Sum> = db.query(
+            &format!("SELECT {col} AS key, {SUMS} FROM usage_daily {filter} GROUP BY key ORDER BY {order} LIMIT ?"),
+            params,
         )?;
+        if g == GroupBy::Day {
+            groups.reverse();
+        }
         answer["group_by"] = json!(g);
         answer["groups"] = groups
             .iter()
@@ -397,10 +428,16 @@ pub fn report(db: &impl Db, q: &UsageQuery) -> ApiResult<Value> {
     Ok(answer)
 }
 
-/// The tokens of every kind used on `day` (`YYYY-MM-DD`), and the cost known so far, for the
-/// daily budgets (`crate::spending::within_budget`).
-pub fn day_total(db: &impl Db, day: &str) -> ApiResult<(u64, f64)> {
-    let q = UsageQuery { from: Some(day.into()), to: Some(day.into()), group_by: None, limit: 1 };
+/// The tokens of every kind used on the town's `day` (`YYYY-MM-DD`, `offset` minutes from
+/// UTC), and the cost known so far, for the daily budgets (`crate::spending::within_budget`).
+pub fn day_total(db: &impl Db, day: &str, offset: i32) -> ApiResult<(u64, f64)> {
+    let q = UsageQuery {
+        from: Some(day.into()),
+        to: Some(day.into()),
+        group_by: None,
+        limit: 1,
+        offset_minutes: offset,
+    };
     let total = &report(db, &q)?["total"];
     let n = |k: &str| total[k].as_u64().unwrap_or(0);
     let tokens = ["input_tokens", "output_tokens", "reasoning_tokens"]

@@ -214,6 +214,16 @@ impl TownContainer {
         }
     }
 
+    /// The town's caps, budgets and time zone, from its TownDO. A town the TownDO does not know
+    /// (the container API used directly, as the reference allows) has none.
+    async fn limits(&self, town: &str) -> ApiResult<TownLimits> {
+        match call(&self.env, TOWN_BINDING, town, &TownCall::of(&GetLimits)?).await {
+            Ok(v) => Ok(serde_json::from_value(v).unwrap_or_default()),
+            Err(ApiError::NotFound(_)) => Ok(TownLimits::default()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The town's spending guard on a start (`crate::spending`): the day's budgets are checked
     /// against the usage kept here, the hourly cap is checked
     /// against the ledger (and the start entered in it before it is sent, so concurrent starts
@@ -225,29 +235,22 @@ impl TownContainer {
         out: &mut Outgoing,
     ) -> Result<Option<String>, String> {
         let Some(town) = town else { return Ok(None) };
-        let get = TownCall::of(&GetLimits).map_err(|e| e.to_string())?;
-        let limits: TownLimits = match call(&self.env, TOWN_BINDING, town, &get).await {
-            Ok(v) => serde_json::from_value(v).unwrap_or_default(),
-            // A start for a town the TownDO does not know (the container API used directly, as
-            // the reference allows) has no caps to keep.
-            Err(ApiError::NotFound(_)) => TownLimits::default(),
-            // Closed, not open: the bead waits for the next pass rather than spend unguarded.
-            Err(e) => return Err(format!("spending caps could not be read: {e}")),
-        };
+        // Closed, not open: the bead waits for the next pass rather than spend unguarded.
+        let limits =
+            self.limits(town).await.map_err(|e| format!("spending caps could not be read: {e}"))?;
         let Ok(mut body) = serde_json::from_slice::<Value>(&out.body) else { return Ok(None) };
         if let Some(cap) = limits.max_concurrent_agents {
             body["maxConcurrentAgents"] = cap.into();
             out.body = body.to_string().into_bytes();
         }
         if limits.max_tokens_per_day.is_some() || limits.max_cost_usd_per_day.is_some() {
-            let today = crate::time::iso_from_millis(now_millis());
+            let today = limits.day_at(now_millis());
             let used = self
                 .events_db()
-                .and_then(|db| crate::usage::day_total(&db, today.get(..10).unwrap_or("")));
+                .and_then(|db| crate::usage::day_total(&db, &today, limits.offset_minutes()));
             let (tokens, cost) =
                 used.map_err(|e| format!("the day's usage could not be read: {e}"))?;
-            self.tell_mayor_of_budgets(town, today.get(..10).unwrap_or(""), &limits, tokens, cost)
-                .await;
+            self.tell_mayor_of_budgets(town, &today, &limits, tokens, cost).await;
             spending::within_budget(&limits, tokens, cost)?;
         }
         let Some(cap) = limits.max_dispatches_per_hour else { return Ok(None) };
@@ -323,16 +326,12 @@ impl TownContainer {
         if !batch.events.iter().any(|r| r.event.kind == shared_types::AgentEventKind::Usage) {
             return;
         }
-        let limits = match TownCall::of(&GetLimits) {
-            Ok(get) => match call(&self.env, TOWN_BINDING, town, &get).await {
-                Ok(v) => serde_json::from_value::<TownLimits>(v).unwrap_or_default(),
-                Err(ApiError::NotFound(_)) => return,
-                Err(e) => {
-                    worker::console_error!("town container: budgets not checked: {e}");
-                    return;
-                }
-            },
-            Err(_) => return,
+        let limits = match self.limits(town).await {
+            Ok(limits) => limits,
+            Err(e) => {
+                worker::console_error!("town container: budgets not checked: {e}");
+                return;
+            }
         };
         if limits.max_tokens_per_day.is_none()
             && limits.max_cost_usd_per_day.is_none()
@@ -340,11 +339,12 @@ impl TownContainer {
         {
             return;
         }
-        let today = crate::time::iso_from_millis(now_millis());
-        let day = today.get(..10).unwrap_or("");
+        let day = limits.day_at(now_millis());
         let Ok(db) = self.events_db() else { return };
-        let Ok((tokens, cost)) = crate::usage::day_total(&db, day) else { return };
-        self.tell_mayor_of_budgets(town, day, &limits, tokens, cost).await;
+        let Ok((tokens, cost)) = crate::usage::day_total(&db, &day, limits.offset_minutes()) else {
+            return;
+        };
+        self.tell_mayor_of_budgets(town, &day, &limits, tokens, cost).await;
         let mut beads: Vec<(String, u64)> = Vec::new();
         for (_, _, bead) in &used {
             if !beads.iter().any(|(b, _)| b == bead) {
@@ -756,7 +756,13 @@ impl TownContainer {
                 agent_events::list(&self.events_db()?, &q)
             }
             (Method::Post, crate::usage::USAGE_PATH) => {
-                let q: crate::usage::UsageQuery = req.json().await.map_err(ApiError::internal)?;
+                let town = req.headers().get(container::TOWN_HEADER).ok().flatten();
+                let mut q: crate::usage::UsageQuery =
+                    req.json().await.map_err(ApiError::internal)?;
+                q.offset_minutes = match town {
+                    Some(town) => self.limits(&town).await?.offset_minutes(),
+                    None => 0,
+                };
                 crate::usage::report(&self.events_db()?, &q)
             }
             (Method::Post, crate::usage::PRICES_GET_PATH) => {

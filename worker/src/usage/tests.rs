@@ -86,9 +86,78 @@ fn a_days_total_counts_every_kind_of_token_of_that_day_only() {
         .expect("kept");
     record(&db, "r1", "a1", "2026-12-08T10:00:00.000Z", &call("m2", "b1", "p/m", 1, None))
         .expect("kept");
-    assert_eq!(day_total(&db, "2026-12-07").expect("total"), (107, 0.5));
-    assert_eq!(day_total(&db, "2026-12-08").expect("total"), (8, 0.0));
-    assert_eq!(day_total(&db, "2026-12-09").expect("total"), (0, 0.0));
+    assert_eq!(day_total(&db, "2026-12-07", 0).expect("total"), (107, 0.5));
+    assert_eq!(day_total(&db, "2026-12-08", 0).expect("total"), (8, 0.0));
+    assert_eq!(day_total(&db, "2026-12-09", 0).expect("total"), (0, 0.0));
+}
+
+#[test]
+fn a_towns_days_begin_at_its_offset_from_utc() {
+    let db = db();
+    for (id, at) in [
+        ("m1", "2026-12-07T21:59:00.000Z"),
+        ("m2", "2026-12-07T22:10:00.000Z"),
+        ("m3", "2026-12-08T21:00:00.000Z"),
+    ] {
+        record(&db, "r1", "a1", at, &call(id, "b1", "p/m", 100, None)).expect("kept");
+    }
+    // At UTC+02:00 the second call is already on the 8th, the third on the 8th still.
+    assert_eq!(day_total(&db, "2026-12-07", 120).expect("total").0, 107);
+    assert_eq!(day_total(&db, "2026-12-08", 120).expect("total").0, 214);
+    assert_eq!(day_total(&db, "2026-12-07", 0).expect("total").0, 214, "in UTC");
+    let mut q = query("group_by=day&from=2026-12-07&to=2026-12-08");
+    q.offset_minutes = 120;
+    let by_day = report(&db, &q).expect("report");
+    let days: Vec<(Value, Value)> = by_day["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| (g["key"].clone(), g["calls"].clone()))
+        .collect();
+    assert_eq!(days, vec![(json!("2026-12-07"), json!(1)), (json!("2026-12-08"), json!(2))]);
+    q.offset_minutes = -300;
+    let west = report(&db, &q).expect("report");
+    // At UTC-05:00 the first two are on the 7th, the third on the 8th.
+    assert_eq!(
+        west["groups"][0],
+        json!({"key": "2026-12-07", "calls": 2, "input_tokens": 200,
+        "output_tokens": 10, "reasoning_tokens": 0, "cache_read_tokens": 4,
+        "cache_write_tokens": 0, "cost_usd": null, "cost_usd_known": 0.0})
+    );
+}
+
+#[test]
+fn the_groups_are_the_costliest_or_the_latest_days_up_to_the_limit() {
+    let db = db();
+    for (i, day) in ["2026-12-01", "2026-12-02", "2026-12-03"].iter().enumerate() {
+        let at = format!("{day}T10:00:00.000Z");
+        let bead = format!("b{i}");
+        record(&db, "r1", "a1", &at, &call(&format!("m{i}"), &bead, "p/m", 10, Some(i as f64)))
+            .expect("kept");
+    }
+    let beads = report(&db, &query("group_by=bead&limit=2")).expect("report");
+    let keys = |r: &Value| -> Vec<Value> {
+        r["groups"].as_array().expect("groups").iter().map(|g| g["key"].clone()).collect()
+    };
+    assert_eq!(keys(&beads), vec![json!("b2"), json!("b1")], "the two costliest");
+    assert_eq!(beads["total"]["calls"], 3, "the total counts every group");
+    let days = report(&db, &query("group_by=day&limit=2")).expect("report");
+    assert_eq!(keys(&days), vec![json!("2026-12-02"), json!("2026-12-03")], "the latest, in order");
+}
+
+#[test]
+fn rows_kept_per_day_before_count_from_that_days_first_hour() {
+    let db = NativeDb::with(&[MIGRATION]);
+    db.exec(
+        "INSERT INTO usage_daily VALUES ('2026-12-01', 'r1', 'a1', 'b1', 'p/m', 1, 10, 5, 0, 0, 0, 0, 1)",
+        vec![],
+    )
+    .expect("an old row");
+    for step in BEAD_INDEX {
+        db.exec(step, vec![]).expect("migrated");
+    }
+    assert_eq!(day_total(&db, "2026-12-01", 0).expect("total").0, 15);
+    assert_eq!(day_total(&db, "2026-12-01", -60).expect("total").0, 0, "the day before, west");
 }
 
 #[test]
