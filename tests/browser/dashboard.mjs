@@ -78,6 +78,10 @@ try {
   saw('tool output');
   await page.waitForFunction(() => document.querySelector('#stream-state').textContent.startsWith('stream ended'), null, { timeout: WORK });
   saw('stream ended: ' + (await page.textContent('#stream-state')));
+  // The run's own usage, summed from its stream (the scripted model has no price).
+  const runUsage = await page.textContent('#stream-usage');
+  if (!/^· this run: [1-9]\d* calls, [1-9]\d* tokens, cost unknown$/.test(runUsage)) throw new Error('run usage: ' + runUsage);
+  saw('run usage: ' + runUsage);
 
   await page.waitForSelector(`.bead[data-bead="${bead}"][data-status="closed"]`, { timeout: WORK });
   const seen = await page.evaluate(() => window.__seen);

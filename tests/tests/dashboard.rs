@@ -144,6 +144,7 @@ async fn the_dashboard_shows_a_town_at_work_and_an_agents_live_stream() {
         "SAW tool_call",
         "SAW tool output",
         "SAW stream ended",
+        "SAW run usage",
         "SAW closed",
         "SAW merged",
         "SAW pull request linked",
