@@ -121,6 +121,7 @@ mod tests {
                 model: "p/m".into(),
                 bead_id: None,
                 dispatch_id: None,
+                convoy_id: None,
                 tokens: Tokens { input_tokens: 10, ..Tokens::default() },
                 cost_usd: None,
             },

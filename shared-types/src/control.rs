@@ -71,6 +71,9 @@ pub struct StartAgentRequest {
     /// The bead this run works (our addition; optional): its usage is counted to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bead_id: Option<String>,
+    /// The convoy of that bead, if any (our addition; optional): usage is summed per convoy too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub convoy_id: Option<String>,
     /// The town's cap on running agents, its spending guard (our addition; optional). A start
     /// that would run more is refused with a 429 naming the cap, and the scheduler keeps the
     /// bead queued; the control server's own capacity applies as well.

@@ -16,6 +16,9 @@ pub struct UsageReport {
     pub bead_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dispatch_id: Option<String>,
+    /// The bead's convoy, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub convoy_id: Option<String>,
     #[serde(flatten)]
     pub tokens: Tokens,
     /// What the provider charged, in USD; `None` when it did not say (never a guessed 0).

@@ -194,6 +194,16 @@ async fn app_scenario(local: &LocalTown, model: &ModelServer, town: &str) -> Ori
     let c = dev.get(&format!("/api/rigs/{rig}/convoys/{convoy}")).await;
     assert_eq!(c.data()["status"], "landed", "{c:?}");
     assert!(c.data()["landed_at"].is_string());
+    // What the convoy's three beads spent is summed under it (each made at least two calls).
+    let usage = format!("/api/towns/{town}/usage?group_by=convoy");
+    wait_for("the convoy's usage", Duration::from_secs(60), async || {
+        let r = dev.get(&usage).await;
+        let groups = r.data()["groups"].as_array().cloned().unwrap_or_default();
+        groups
+            .into_iter()
+            .find(|g| g["key"] == convoy.as_str() && g["calls"].as_u64().is_some_and(|n| n >= 6))
+    })
+    .await;
 
     // The merged branches' worktrees are gone from the container's workspace.
     worktrees_gone(local, &rig, "the merged worktrees to go", Duration::from_secs(30)).await;

@@ -141,6 +141,7 @@ pub fn start_request(due: &DueDispatch, ctx: &DispatchContext) -> StartAgentRequ
         env_vars,
         dispatch_id: Some(due.dispatch_id()),
         bead_id: Some(bead.id.clone()),
+        convoy_id: bead.convoy_id.clone(),
         // Set by the TownContainer from the town's limits, on the way to the container.
         max_concurrent_agents: None,
         merges_seen: Some(due.merges_seen),
@@ -351,6 +352,11 @@ mod tests {
             "the same run keeps its dispatch id"
         );
         assert_eq!(r.merges_seen, Some(4), "the container learns of the rig's merges");
+        assert_eq!(r.convoy_id, None);
+        let mut in_convoy = due.clone();
+        in_convoy.bead.convoy_id = Some("c1".into());
+        let r2 = start_request(&in_convoy, &ctx);
+        assert_eq!(r2.convoy_id.as_deref(), Some("c1"), "its usage is summed per convoy");
 
         // A rework round leads with the refinery's report.
         due.rework_note = Some("Your branch conflicts with the default branch. in: a.txt".into());

@@ -7,7 +7,7 @@
 //!
 //! They live in the TownContainer's SQLite beside the agents' events, which bring them.
 //! `GET /api/towns/:townId/usage?from=&to=&group_by=` answers the total and one group per bead,
-//! agent, rig, model or day. A cost the provider did not report comes from the town's price
+//! agent, rig, model, day or convoy. A cost the provider did not report comes from the town's price
 //! table (`PUT /api/towns/:townId/usage/prices`, USD per million tokens, per model) when the
 //! model has a price there, as the call is counted; otherwise it is unknown, never 0: a total
 //! with any unknown part has `cost_usd: null` (and `cost_usd_known`, the part that is known).
@@ -47,6 +47,8 @@ pub const BEAD_INDEX: &[&str] = &[
     "CREATE INDEX usage_daily_bead ON usage_daily (bead_id)",
     "ALTER TABLE usage_daily RENAME COLUMN day TO hour",
     "UPDATE usage_daily SET hour = hour || 'T00' WHERE length(hour) = 10",
+    // A bead's convoy (a bead is in one convoy at most, so the key needs no convoy).
+    "ALTER TABLE usage_daily ADD COLUMN convoy_id TEXT NOT NULL DEFAULT ''",
 ];
 
 /// Message ids are remembered this long (a resend comes within minutes or hours).
@@ -180,10 +182,11 @@ pub enum GroupBy {
     Rig,
     Model,
     Day,
+    Convoy,
 }
 
 impl GroupBy {
-    const NAMES: &'static str = "bead, agent, rig, model, day";
+    const NAMES: &'static str = "bead, agent, rig, model, day, convoy";
 
     fn parse(s: &str) -> Option<Self> {
         Some(match s {
@@ -192,6 +195,7 @@ impl GroupBy {
             "rig" => Self::Rig,
             "model" => Self::Model,
             "day" => Self::Day,
+            "convoy" => Self::Convoy,
             _ => return None,
         })
     }
@@ -203,6 +207,7 @@ impl GroupBy {
             Self::Agent => "agent_id".into(),
             Self::Rig => "rig_id".into(),
             Self::Model => "model".into(),
+            Self::Convoy => "convoy_id".into(),
             Self::Day if offset == 0 => "substr(hour, 1, 10)".into(),
             Self::Day => format!("substr(datetime(hour || ':00:00', '{offset} minutes'), 1, 10)"),
         }
@@ -311,9 +316,9 @@ pub fn record(
     };
     // Bound as JavaScript numbers in the Worker: cast, or SQLite keeps them as reals.
     db.exec(
-        "INSERT INTO usage_daily (hour, rig_id, agent_id, bead_id, model, calls, input_tokens,
+        "INSERT INTO usage_daily (hour, rig_id, agent_id, bead_id, model, convoy_id, calls, input_tokens,
             output_tokens, reasoning_tokens, cache_read_tokens, cache_write_tokens, cost_micros, unpriced)
-         VALUES (?, ?, ?, ?, ?, 1, CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS INTEGER),
+         VALUES (?, ?, ?, ?, ?, ?, 1, CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS INTEGER),
             CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS INTEGER))
          ON CONFLICT (hour, rig_id, agent_id, bead_id, model) DO UPDATE SET
             calls = calls + 1, input_tokens = input_tokens + excluded.input_tokens,
@@ -328,6 +333,7 @@ pub fn record(
             agent_id,
             u.bead_id.as_deref().unwrap_or(""),
             &u.model,
+            u.convoy_id.as_deref().unwrap_or(""),
             n(t.input_tokens),
             n(t.output_tokens),
             n(t.reasoning_tokens),

@@ -204,6 +204,7 @@ pub fn follow(client: KiloClient, registry: Arc<Registry>, exit: ExitWatch) {
                                     message_id,
                                     model,
                                     bead_id: spec.bead_id.clone(),
+                                    convoy_id: spec.convoy_id.clone(),
                                     dispatch_id: spec.dispatch_id.clone(),
                                     tokens,
                                     cost_usd,

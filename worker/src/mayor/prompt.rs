@@ -56,6 +56,7 @@ pub fn start_request(
         env_vars,
         dispatch_id: Some(format!("mayor-g{generation}")),
         bead_id: None,
+        convoy_id: None,
         max_concurrent_agents: None,
         // The mayor has no checkout.
         merges_seen: None,

@@ -14,6 +14,8 @@ fn call(id: &str, bead: &str, model: &str, input: u64, cost: Option<f64>) -> Usa
         model: model.into(),
         bead_id: Some(bead.into()),
         dispatch_id: Some(format!("{bead}-g1")),
+        // Beads b1 and b2 are in convoy c1, the others in none.
+        convoy_id: ["b1", "b2"].contains(&bead).then(|| "c1".to_string()),
         tokens: Tokens {
             input_tokens: input,
             output_tokens: 5,
@@ -73,7 +75,7 @@ fn each_call_counts_once_and_sums_by_day_bead_agent_rig_and_model() {
         report(&db, &query("from=2026-12-08&to=2026-12-08&group_by=model")).expect("report");
     assert_eq!(one_day["total"]["input_tokens"], 10);
     assert_eq!(one_day["groups"][0]["key"], "p/small");
-    for (by, key) in [("agent", "a1"), ("rig", "r1")] {
+    for (by, key) in [("agent", "a1"), ("rig", "r1"), ("convoy", "c1")] {
         let r = report(&db, &query(&format!("group_by={by}"))).expect("report");
         assert_eq!(r["groups"][0]["key"], key, "{by}");
     }
@@ -198,7 +200,10 @@ fn a_cost_not_reported_is_unknown_never_zero() {
 #[test]
 fn bad_queries_are_refused_with_a_message() {
     for (raw, says) in [
-        ("group_by=week", "group_by: unknown value, expected one of bead, agent, rig, model, day"),
+        (
+            "group_by=week",
+            "group_by: unknown value, expected one of bead, agent, rig, model, day, convoy",
+        ),
         ("from=yesterday", "from: must be a day, YYYY-MM-DD"),
         ("to=2026-13-01", "to: must be a day, YYYY-MM-DD"),
         ("from=2026-12-08&to=2026-12-07", "from: must not be after to"),
