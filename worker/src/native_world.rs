@@ -50,6 +50,12 @@ pub struct World {
     pub forge_calls: RefCell<Vec<Outbound>>,
     /// What the TownDO answers a rig's forge token op with (`None`: no forge, a 404).
     pub forge_token: RefCell<Option<Value>>,
+    /// The town's limits, as the TownDO answers `get_limits`.
+    pub town_limits: RefCell<Value>,
+    /// The notices sent to the town's mayor, and whether the TownDO keeps them (a town whose
+    /// mayor nobody has talked to does not).
+    pub mayor_notices: RefCell<Vec<crate::mayor::routes::Notice>>,
+    pub mayor_keeps: Cell<bool>,
     pub identity_ops: RefCell<Vec<(String, IdentityOp)>>,
     /// Every delay the alarm was set with, and when it fires next.
     pub alarms: RefCell<Vec<u64>>,
@@ -73,6 +79,9 @@ impl World {
             forge: RefCell::new(Box::new(|_| Inbound::new(404, "{}"))),
             forge_calls: RefCell::default(),
             forge_token: RefCell::default(),
+            town_limits: RefCell::new(Value::Null),
+            mayor_notices: RefCell::default(),
+            mayor_keeps: Cell::new(true),
             identity_ops: RefCell::default(),
             alarms: RefCell::default(),
             alarm: Cell::new(None),
@@ -125,6 +134,17 @@ impl Effects for World {
         }
         if op.args::<ListTowns>().is_some() {
             return crate::rig::op::to_json(index.index_list()?);
+        }
+        if op.args::<crate::spending::GetLimits>().is_some() {
+            return Ok(self.town_limits.borrow().clone());
+        }
+        if let Some(mayor) = op.args::<crate::mayor::routes::MayorCall>() {
+            let crate::mayor::routes::MayorCall(crate::mayor::routes::MayorOp::Notice(n)) = mayor?
+            else {
+                return Err(ApiError::Internal("the native world's mayor takes notices".into()));
+            };
+            self.mayor_notices.borrow_mut().push(n);
+            return Ok(serde_json::json!({ "kept": self.mayor_keeps.get() }));
         }
         if op.args::<crate::forge::ForgeToken>().is_some() {
             return self.forge_token.borrow().clone().ok_or_else(|| {

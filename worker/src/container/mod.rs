@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use crate::error::{ApiError, ApiResult};
 
+pub mod budgets;
 pub mod lifecycle;
 pub mod routes;
 

@@ -18,23 +18,21 @@ use std::time::Duration;
 use futures_util::future::{select, Either};
 use js_sys::{Function, Object, Reflect};
 use serde_json::Value;
-use shared_types::{AgentEventBatch, AgentRole, ProcessStatus, WindDownRequest};
+use shared_types::AgentEventBatch;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::{
     Container, Delay, DurableObject, Env, Fetch, Headers, Method, Request, RequestInit, Response,
     State, WebSocketPair,
 };
 
-use super::call::{call, json_response};
+use super::call::json_response;
+use super::effects::WorkerEffects;
 use super::platform::{now_millis, var};
-use super::{platform, sql, RIG_BINDING, TOWN_BINDING};
+use super::{platform, sql};
 use crate::container::lifecycle::{AlarmAction, Lifecycle, Probe, Settings};
-use crate::container::{self, Target};
+use crate::container::{self, budgets, Target};
 use crate::error::{success, ApiError, ApiResult};
-use crate::rig::budget::StopOverBudget;
-use crate::rig::op::RigCall;
-use crate::spending::{self, GetLimits, Ledger, TownLimits};
-use crate::town::op::TownCall;
+use crate::spending::{self, Ledger};
 use crate::{agent_events, dashboard};
 
 const LIFECYCLE: &str = "lifecycle";
@@ -42,9 +40,6 @@ const LIFECYCLE: &str = "lifecycle";
 const LEDGER: &str = "dispatch_ledger";
 /// Outstanding tickets for kept histories (`dashboard::HistoryTicket`).
 const HISTORY_TICKETS: &str = "history_tickets";
-/// Least time between two wind-downs of the whole town for a used-up daily budget (its usage
-/// keeps arriving while the agents wrap up).
-const WIND_DOWN_EVERY_MS: i64 = 10_000;
 /// A probe that takes longer than this counts as failed (a stopped or wedged server).
 const PROBE_TIMEOUT_MS: u64 = 5_000;
 
@@ -97,6 +92,12 @@ fn start(c: &Container, env: &Env) -> worker::Result<()> {
 impl TownContainer {
     fn events_db(&self) -> ApiResult<sql::SqlDb> {
         sql::open(&self.state.storage(), &self.ready, agent_events::MIGRATIONS)
+    }
+
+    /// The object's effects for the logic written against them (`container::budgets`); its
+    /// container calls come back to this object, which forwards them.
+    fn effects(&self) -> WorkerEffects<'_> {
+        WorkerEffects { env: &self.env, storage: self.state.storage() }
     }
 
     fn settings(&self) -> Settings {
@@ -214,16 +215,6 @@ impl TownContainer {
         }
     }
 
-    /// The town's caps, budgets and time zone, from its TownDO. A town the TownDO does not know
-    /// (the container API used directly, as the reference allows) has none.
-    async fn limits(&self, town: &str) -> ApiResult<TownLimits> {
-        match call(&self.env, TOWN_BINDING, town, &TownCall::of(&GetLimits)?).await {
-            Ok(v) => Ok(serde_json::from_value(v).unwrap_or_default()),
-            Err(ApiError::NotFound(_)) => Ok(TownLimits::default()),
-            Err(e) => Err(e),
-        }
-    }
-
     /// The town's spending guard on a start (`crate::spending`): the day's budgets are checked
     /// against the usage kept here, the hourly cap is checked
     /// against the ledger (and the start entered in it before it is sent, so concurrent starts
@@ -236,8 +227,10 @@ impl TownContainer {
     ) -> Result<Option<String>, String> {
         let Some(town) = town else { return Ok(None) };
         // Closed, not open: the bead waits for the next pass rather than spend unguarded.
-        let limits =
-            self.limits(town).await.map_err(|e| format!("spending caps could not be read: {e}"))?;
+        let fx = self.effects();
+        let limits = budgets::limits(&fx, town)
+            .await
+            .map_err(|e| format!("spending caps could not be read: {e}"))?;
         let Ok(mut body) = serde_json::from_slice::<Value>(&out.body) else { return Ok(None) };
         if let Some(cap) = limits.max_concurrent_agents {
             body["maxConcurrentAgents"] = cap.into();
@@ -250,7 +243,7 @@ impl TownContainer {
                 .and_then(|db| crate::usage::day_total(&db, &today, limits.offset_minutes()));
             let (tokens, cost) =
                 used.map_err(|e| format!("the day's usage could not be read: {e}"))?;
-            self.tell_mayor_of_budgets(town, &today, &limits, tokens, cost).await;
+            budgets::tell_mayor(&fx, town, &today, &limits, tokens, cost).await;
             spending::within_budget(&limits, tokens, cost)?;
         }
         let Some(cap) = limits.max_dispatches_per_hour else { return Ok(None) };
@@ -268,170 +261,6 @@ impl TownContainer {
             worker::console_error!("town container: could not store the dispatch ledger: {e}");
         }
         Ok(Some(key))
-    }
-
-    /// Tells the town's mayor, once a day per budget, that the day's use reached 80% of a daily
-    /// budget (checked at each start). A notice that could not be sent or kept (a town whose
-    /// mayor nobody has talked to) is tried at the next.
-    async fn tell_mayor_of_budgets(
-        &self,
-        town: &str,
-        day: &str,
-        limits: &TownLimits,
-        tokens: u64,
-        cost: f64,
-    ) {
-        use crate::mayor::routes::{MayorCall, MayorOp, Notice, NoticeKind};
-        let storage = self.state.storage();
-        for (budget, text) in spending::budget_warnings(limits, tokens, cost) {
-            let key = format!("budget-notice:{day}:{budget}");
-            if storage.get::<bool>(&key).await.ok().flatten().unwrap_or(false) {
-                continue;
-            }
-            let notice = Notice {
-                rig_id: String::new(),
-                kind: NoticeKind::Budget,
-                ref_id: format!("{day}:{budget}"),
-                title: text,
-                detail: serde_json::Value::Null,
-            };
-            let Ok(op) = TownCall::of(&MayorCall(MayorOp::Notice(notice))) else { continue };
-            match call(&self.env, TOWN_BINDING, town, &op).await {
-                // Not kept when nobody has talked to the mayor yet: told at a later start.
-                Ok(kept) if kept["kept"] == true => {
-                    let _ = storage.put(&key, true).await;
-                }
-                Ok(_) => {}
-                Err(e) => worker::console_error!("town container: budget notice not sent: {e}"),
-            }
-        }
-    }
-
-    /// After a batch of events: when it brought usage and the town has budgets, the mayor's
-    /// 80% notices as the day's use grows, and the stops the budgets call for
-    /// ([`spending::over_budget`]): a bead past `max_tokens_per_bead` fails with an escalation
-    /// (once) and its agent is wound down; a daily budget used up winds every running polecat
-    /// down (at most every [`WIND_DOWN_EVERY_MS`]). Failures are logged and tried again with
-    /// the next usage; they never refuse the batch, which is already kept.
-    async fn after_usage(&self, town: &str, batch: &AgentEventBatch) {
-        let used: Vec<(String, String, String)> = batch
-            .events
-            .iter()
-            .filter(|r| r.event.kind == shared_types::AgentEventKind::Usage)
-            .filter_map(|r| {
-                let bead = r.event.data["beadId"].as_str()?;
-                Some((r.rig_id.clone(), r.agent_id.clone(), bead.to_string()))
-            })
-            .collect();
-        if !batch.events.iter().any(|r| r.event.kind == shared_types::AgentEventKind::Usage) {
-            return;
-        }
-        let limits = match self.limits(town).await {
-            Ok(limits) => limits,
-            Err(e) => {
-                worker::console_error!("town container: budgets not checked: {e}");
-                return;
-            }
-        };
-        if limits.max_tokens_per_day.is_none()
-            && limits.max_cost_usd_per_day.is_none()
-            && limits.max_tokens_per_bead.is_none()
-        {
-            return;
-        }
-        let day = limits.day_at(now_millis());
-        let Ok(db) = self.events_db() else { return };
-        let Ok((tokens, cost)) = crate::usage::day_total(&db, &day, limits.offset_minutes()) else {
-            return;
-        };
-        self.tell_mayor_of_budgets(town, &day, &limits, tokens, cost).await;
-        let mut beads: Vec<(String, u64)> = Vec::new();
-        for (_, _, bead) in &used {
-            if !beads.iter().any(|(b, _)| b == bead) {
-                beads.push((bead.clone(), crate::usage::bead_tokens(&db, bead).unwrap_or(0)));
-            }
-        }
-        let over = spending::over_budget(&limits, tokens, cost, &beads);
-        let grace_ms = var(&self.env, "BUDGET_WIND_DOWN_MS").and_then(|v| v.parse::<u64>().ok());
-        let storage = self.state.storage();
-        for (bead, reason) in over.beads {
-            let key = format!("bead-over-budget:{bead}");
-            if storage.get::<bool>(&key).await.ok().flatten().unwrap_or(false) {
-                continue;
-            }
-            let Some((rig, _, _)) = used.iter().find(|(_, _, b)| *b == bead) else { continue };
-            let stop = StopOverBudget { bead_id: bead.clone(), reason: reason.clone() };
-            let Ok(op) = RigCall::of(&stop) else { continue };
-            match call(&self.env, RIG_BINDING, rig, &op).await {
-                Ok(stopped) => {
-                    let _ = storage.put(&key, true).await;
-                    // The agent that held the bead; none when the bead had already ended.
-                    if let Some(agent) = stopped["agent_id"].as_str() {
-                        self.wind_down(agent, &reason, grace_ms, Some(&bead)).await;
-                    }
-                }
-                Err(e) => worker::console_error!("town container: bead {bead} not stopped: {e}"),
-            }
-        }
-        let Some(reason) = over.day else { return };
-        let key = format!("budget-wind-down:{day}");
-        let now = now_millis();
-        let last: i64 = storage.get(&key).await.ok().flatten().unwrap_or(0);
-        if now - last < WIND_DOWN_EVERY_MS {
-            return;
-        }
-        let _ = storage.put(&key, now).await;
-        let list = Outgoing { method: Method::Get, path: "/agents".into(), body: Vec::new() };
-        let agents: Vec<shared_types::AgentProcess> = match self.send(self.target(), &list).await {
-            Ok(mut resp) => match resp.json::<shared_types::AgentList>().await {
-                Ok(list) => list.agents,
-                Err(e) => {
-                    worker::console_error!("town container: agents not listed: {e}");
-                    return;
-                }
-            },
-            Err(e) => {
-                worker::console_error!("town container: agents not listed: {e}");
-                return;
-            }
-        };
-        for a in agents {
-            let working = matches!(a.status, ProcessStatus::Starting | ProcessStatus::Running);
-            if working && a.role != AgentRole::Mayor {
-                self.wind_down(&a.agent_id, &reason, grace_ms, None).await;
-            }
-        }
-    }
-
-    /// Asks the control server to wind the agent's run down (`POST /agents/:id/wind-down`), only
-    /// while it works `bead` when one is named.
-    async fn wind_down(
-        &self,
-        agent: &str,
-        reason: &str,
-        grace_ms: Option<u64>,
-        bead: Option<&str>,
-    ) {
-        let request = WindDownRequest {
-            reason: reason.to_string(),
-            grace_ms,
-            bead_id: bead.map(str::to_string),
-        };
-        let out = Outgoing {
-            method: Method::Post,
-            path: format!("/agents/{agent}/wind-down"),
-            body: serde_json::to_vec(&request).unwrap_or_default(),
-        };
-        match self.send(self.target(), &out).await {
-            Ok(resp) if resp.status_code() < 300 => {
-                worker::console_log!("town container: winding {agent} down ({reason})")
-            }
-            Ok(resp) => worker::console_log!(
-                "town container: {agent} not wound down (HTTP {})",
-                resp.status_code()
-            ),
-            Err(e) => worker::console_error!("town container: {agent} not wound down: {e}"),
-        }
     }
 
     /// Takes a start that did not happen back out of the ledger.
@@ -747,7 +576,7 @@ impl TownContainer {
                 let batch: AgentEventBatch = req.json().await.map_err(ApiError::internal)?;
                 let added = agent_events::append(&self.events_db()?, &batch)?;
                 if let Some(town) = town {
-                    self.after_usage(&town, &batch).await;
+                    budgets::after_usage(&self.events_db()?, &self.effects(), &town, &batch).await;
                 }
                 Ok(serde_json::json!({ "added": added }))
             }
@@ -760,7 +589,7 @@ impl TownContainer {
                 let mut q: crate::usage::UsageQuery =
                     req.json().await.map_err(ApiError::internal)?;
                 q.offset_minutes = match town {
-                    Some(town) => self.limits(&town).await?.offset_minutes(),
+                    Some(town) => budgets::limits(&self.effects(), &town).await?.offset_minutes(),
                     None => 0,
                 };
                 crate::usage::report(&self.events_db()?, &q)
