@@ -84,10 +84,10 @@ enum Command {
     /// Escalations of a town and of its rigs.
     Escalations { town: String },
     /// What a town's agents spent: tokens and cost in total and per bead, agent, rig, model,
-    /// day or convoy (a cost the provider did not report shows as unknown).
+    /// day, convoy or run (a cost the provider did not report shows as unknown).
     Costs {
         town: String,
-        /// bead, agent, rig, model, day or convoy.
+        /// bead, agent, rig, model, day, convoy or run.
         #[arg(long, default_value = "bead")]
         by: String,
         /// First day (YYYY-MM-DD, the town's day).

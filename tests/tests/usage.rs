@@ -78,6 +78,12 @@ async fn a_runs_usage_reaches_the_worker_once_across_a_killed_control_server() {
     );
     let by_bead = local.worker.get(&format!("{usage}?group_by=bead")).await;
     assert_eq!(by_bead.data()["groups"][0]["key"], bead.as_str(), "{by_bead:?}");
+    // The run's own usage: its dispatch, named after the bead.
+    let by_run = local.worker.get(&format!("{usage}?group_by=run")).await;
+    let runs = by_run.data()["groups"].as_array().cloned().unwrap_or_default();
+    assert_eq!(runs.len(), 1, "{by_run:?}");
+    assert!(runs[0]["key"].as_str().is_some_and(|k| k.starts_with(&format!("{bead}-g"))));
+    assert_eq!(runs[0]["calls"], json!(calls), "{by_run:?}");
 
     // Once kept, the calls leave the spool.
     until("the spool to be settled", WORK, async || {

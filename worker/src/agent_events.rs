@@ -23,7 +23,7 @@ pub const MIGRATIONS: &[&[&str]] = &[
         "CREATE INDEX agent_events_agent ON agent_events (agent_id, seq)",
     ],
     crate::usage::MIGRATION,
-    crate::usage::BEAD_INDEX,
+    crate::usage::HOURLY,
 ];
 
 /// Events kept per agent (the oldest go first).

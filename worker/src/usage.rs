@@ -1,16 +1,18 @@
 //! What the town spends: every finished model call's usage (an agent event of kind `usage`,
 //! see [`shared_types::UsageReport`]) is summed as it arrives into one row per UTC hour, rig,
-//! agent, bead and model (a town's days begin at its own offset from UTC), so the volume stays bounded (no row per call or per token) and the totals
-//! survive container restarts. Costs are summed in whole micro-dollars, so no sum drifts. A
-//! call counts once: its message id is remembered ([`KEEP_SEEN_DAYS`]), so a resent batch, or
-//! one sent again after a restart, adds nothing.
+//! agent, bead, model and run (a town's days begin at its own offset from UTC), so the volume
+//! stays bounded (no row per call or per token) and the totals survive container restarts.
+//! Costs are summed in whole micro-dollars, so no sum drifts. A call counts once: its message id
+//! is remembered ([`KEEP_SEEN_DAYS`]), so a resent batch, or one sent again after a restart,
+//! adds nothing.
 //!
 //! They live in the TownContainer's SQLite beside the agents' events, which bring them.
 //! `GET /api/towns/:townId/usage?from=&to=&group_by=` answers the total and one group per bead,
-//! agent, rig, model, day or convoy. A cost the provider did not report comes from the town's price
-//! table (`PUT /api/towns/:townId/usage/prices`, USD per million tokens, per model) when the
-//! model has a price there, as the call is counted; otherwise it is unknown, never 0: a total
-//! with any unknown part has `cost_usd: null` (and `cost_usd_known`, the part that is known).
+//! agent, rig, model, day, convoy or run. A cost the provider did not report comes from the
+//! town's price table (`PUT /api/towns/:townId/usage/prices`, USD per million tokens, per model)
+//! when the model has a price there, as the call is counted; otherwise it is unknown, never 0: a
+//! total with any unknown part has `cost_usd: null` (and `cost_usd_known`, the part that is
+//! known).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -40,15 +42,24 @@ pub const MIGRATION: &[&str] = &[
     "CREATE TABLE usage_prices (model TEXT PRIMARY KEY, prices TEXT NOT NULL)",
 ];
 
-/// A bead's own total is read as its usage arrives (its token cap). Usage is kept per UTC hour
-/// (`hour`, `YYYY-MM-DDTHH`), so a town's days can begin at its own offset from UTC; the rows
-/// kept per day before are counted from that day's first hour.
-pub const BEAD_INDEX: &[&str] = &[
-    "CREATE INDEX usage_daily_bead ON usage_daily (bead_id)",
-    "ALTER TABLE usage_daily RENAME COLUMN day TO hour",
-    "UPDATE usage_daily SET hour = hour || 'T00' WHERE length(hour) = 10",
-    // A bead's convoy (a bead is in one convoy at most, so the key needs no convoy).
-    "ALTER TABLE usage_daily ADD COLUMN convoy_id TEXT NOT NULL DEFAULT ''",
+/// Usage is kept per UTC hour and run: `hour` (`YYYY-MM-DDTHH`), so a town's days can begin
+/// at its own offset from UTC, and the run (`dispatch_id`) in the key, so a run's own usage can
+/// be read (`group_by=run`; a run seldom spans more than an hour). The rows kept per day before
+/// count from that day's first hour, as runs without a name. A bead's own total is read as its
+/// usage arrives (its token cap): an index on the bead.
+pub const HOURLY: &[&str] = &[
+    "CREATE TABLE usage_hourly (hour TEXT NOT NULL, rig_id TEXT NOT NULL, agent_id TEXT NOT NULL,
+        bead_id TEXT NOT NULL, model TEXT NOT NULL, dispatch_id TEXT NOT NULL,
+        convoy_id TEXT NOT NULL, calls INTEGER NOT NULL,
+        input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+        reasoning_tokens INTEGER NOT NULL, cache_read_tokens INTEGER NOT NULL,
+        cache_write_tokens INTEGER NOT NULL, cost_micros INTEGER NOT NULL, unpriced INTEGER NOT NULL,
+        PRIMARY KEY (hour, rig_id, agent_id, bead_id, model, dispatch_id))",
+    "INSERT INTO usage_hourly SELECT day || 'T00', rig_id, agent_id, bead_id, model, '', '', calls,
+        input_tokens, output_tokens, reasoning_tokens, cache_read_tokens, cache_write_tokens,
+        cost_micros, unpriced FROM usage_daily",
+    "DROP TABLE usage_daily",
+    "CREATE INDEX usage_hourly_bead ON usage_hourly (bead_id)",
 ];
 
 /// Message ids are remembered this long (a resend comes within minutes or hours).
@@ -183,10 +194,11 @@ pub enum GroupBy {
     Model,
     Day,
     Convoy,
+    Run,
 }
 
 impl GroupBy {
-    const NAMES: &'static str = "bead, agent, rig, model, day, convoy";
+    const NAMES: &'static str = "bead, agent, rig, model, day, convoy, run";
 
     fn parse(s: &str) -> Option<Self> {
         Some(match s {
@@ -196,6 +208,7 @@ impl GroupBy {
             "model" => Self::Model,
             "day" => Self::Day,
             "convoy" => Self::Convoy,
+            "run" => Self::Run,
             _ => return None,
         })
     }
@@ -208,6 +221,7 @@ impl GroupBy {
             Self::Rig => "rig_id".into(),
             Self::Model => "model".into(),
             Self::Convoy => "convoy_id".into(),
+            Self::Run => "dispatch_id".into(),
             Self::Day if offset == 0 => "substr(hour, 1, 10)".into(),
             Self::Day => format!("substr(datetime(hour || ':00:00', '{offset} minutes'), 1, 10)"),
         }
@@ -316,11 +330,12 @@ pub fn record(
     };
     // Bound as JavaScript numbers in the Worker: cast, or SQLite keeps them as reals.
     db.exec(
-        "INSERT INTO usage_daily (hour, rig_id, agent_id, bead_id, model, convoy_id, calls, input_tokens,
-            output_tokens, reasoning_tokens, cache_read_tokens, cache_write_tokens, cost_micros, unpriced)
-         VALUES (?, ?, ?, ?, ?, ?, 1, CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS INTEGER),
+        "INSERT INTO usage_hourly (hour, rig_id, agent_id, bead_id, model, dispatch_id, convoy_id, calls,
+            input_tokens, output_tokens, reasoning_tokens, cache_read_tokens, cache_write_tokens,
+            cost_micros, unpriced)
+         VALUES (?, ?, ?, ?, ?, ?, ?, 1, CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS INTEGER),
             CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS INTEGER))
-         ON CONFLICT (hour, rig_id, agent_id, bead_id, model) DO UPDATE SET
+         ON CONFLICT (hour, rig_id, agent_id, bead_id, model, dispatch_id) DO UPDATE SET
             calls = calls + 1, input_tokens = input_tokens + excluded.input_tokens,
             output_tokens = output_tokens + excluded.output_tokens,
             reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
@@ -333,6 +348,7 @@ pub fn record(
             agent_id,
             u.bead_id.as_deref().unwrap_or(""),
             &u.model,
+            u.dispatch_id.as_deref().unwrap_or(""),
             u.convoy_id.as_deref().unwrap_or(""),
             n(t.input_tokens),
             n(t.output_tokens),
@@ -402,7 +418,7 @@ pub fn report(db: &impl Db, q: &UsageQuery) -> ApiResult<Value> {
     let filter = "WHERE (? IS NULL OR hour >= ?) AND (? IS NULL OR hour < ?)";
     let bounds = || params![from.clone(), from.clone(), until.clone(), until.clone()];
     let total: Option<Sum> =
-        db.first(&format!("SELECT NULL AS key, {SUMS} FROM usage_daily {filter}"), bounds())?;
+        db.first(&format!("SELECT NULL AS key, {SUMS} FROM usage_hourly {filter}"), bounds())?;
     let total = total.map(|s| s.to_json()).unwrap_or_else(|| json!({}));
     let mut answer = json!({ "from": q.from, "to": q.to, "total": total });
     if let Some(g) = q.group_by {
@@ -415,7 +431,7 @@ pub fn report(db: &impl Db, q: &UsageQuery) -> ApiResult<Value> {
         let mut params = bounds();
         params.push(i64::from(q.limit).into());
         let mut groups: Vec<Sum> = db.query(
-            &format!("SELECT {col} AS key, {SUMS} FROM usage_daily {filter} GROUP BY key ORDER BY {order} LIMIT ?"),
+            &format!("SELECT {col} AS key, {SUMS} FROM usage_hourly {filter} GROUP BY key ORDER BY {order} LIMIT ?"),
             params,
         )?;
         if g == GroupBy::Day {
@@ -461,7 +477,7 @@ pub fn bead_tokens(db: &impl Db, bead_id: &str) -> ApiResult<u64> {
         n: Option<i64>,
     }
     let sql = "SELECT SUM(input_tokens + output_tokens + reasoning_tokens + cache_read_tokens
-        + cache_write_tokens) AS n FROM usage_daily WHERE bead_id = ?";
+        + cache_write_tokens) AS n FROM usage_hourly WHERE bead_id = ?";
     Ok(db.first::<Row>(sql, params![bead_id])?.and_then(|r| r.n).map_or(0, |n| n.max(0) as u64))
 }
 

@@ -573,7 +573,9 @@ fn a_bead_over_its_token_budget_fails_unhooked_and_escalates_once() {
     assert_eq!(escalations.len(), 1);
     assert!(escalations[0]["body"].as_str().is_some_and(|b| b.contains("900 tokens")));
     assert!(p.rig(|r| r.due_dispatches()).is_empty(), "the agent is unhooked: no new run");
-    assert_eq!(p.rig(|r| r.pending_notices()).len(), 1, "the mayor hears of it");
+    let told = p.world.mayor_notices.borrow().clone();
+    assert_eq!(told.len(), 1, "the mayor hears of it: {told:?}");
+    assert!(told[0].title.starts_with("Bead over its token budget"), "{}", told[0].title);
     // Reported again (a later batch): nothing more.
     assert_eq!(p.op(stop).expect("again")["stopped"], false);
     let after =

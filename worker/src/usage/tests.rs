@@ -5,7 +5,7 @@ use super::*;
 use crate::native_db::NativeDb;
 
 fn db() -> NativeDb {
-    NativeDb::with(&[MIGRATION, BEAD_INDEX])
+    NativeDb::with(&[MIGRATION, HOURLY])
 }
 
 fn call(id: &str, bead: &str, model: &str, input: u64, cost: Option<f64>) -> UsageReport {
@@ -75,7 +75,7 @@ fn each_call_counts_once_and_sums_by_day_bead_agent_rig_and_model() {
         report(&db, &query("from=2026-12-08&to=2026-12-08&group_by=model")).expect("report");
     assert_eq!(one_day["total"]["input_tokens"], 10);
     assert_eq!(one_day["groups"][0]["key"], "p/small");
-    for (by, key) in [("agent", "a1"), ("rig", "r1"), ("convoy", "c1")] {
+    for (by, key) in [("agent", "a1"), ("rig", "r1"), ("convoy", "c1"), ("run", "b1-g1")] {
         let r = report(&db, &query(&format!("group_by={by}"))).expect("report");
         assert_eq!(r["groups"][0]["key"], key, "{by}");
     }
@@ -155,7 +155,7 @@ fn rows_kept_per_day_before_count_from_that_days_first_hour() {
         vec![],
     )
     .expect("an old row");
-    for step in BEAD_INDEX {
+    for step in HOURLY {
         db.exec(step, vec![]).expect("migrated");
     }
     assert_eq!(day_total(&db, "2026-12-01", 0).expect("total").0, 15);
@@ -202,7 +202,7 @@ fn bad_queries_are_refused_with_a_message() {
     for (raw, says) in [
         (
             "group_by=week",
-            "group_by: unknown value, expected one of bead, agent, rig, model, day, convoy",
+            "group_by: unknown value, expected one of bead, agent, rig, model, day, convoy, run",
         ),
         ("from=yesterday", "from: must be a day, YYYY-MM-DD"),
         ("to=2026-13-01", "to: must be a day, YYYY-MM-DD"),
@@ -310,7 +310,7 @@ fn bench_usage() {
             n: i64,
         }
         let rows: Vec<Count> =
-            db.query("SELECT COUNT(*) AS n FROM usage_daily", vec![]).expect("count");
+            db.query("SELECT COUNT(*) AS n FROM usage_hourly", vec![]).expect("count");
         println!(
             "| {target} | {record_one:.0} | {total:.0} | {bead:.0} | {agent:.0} | {model:.0} | {day:.0} | {} |",
             rows[0].n
