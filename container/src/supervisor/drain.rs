@@ -3,7 +3,8 @@
 //! A container's disk is ephemeral: whatever an agent has not pushed is lost when the container
 //! stops. So before the agents are stopped, each running agent is asked to commit and push, gets
 //! up to `SHUTDOWN_DRAIN_MS` to finish its turn, and then whatever is still uncommitted or
-//! unpushed in its worktree is committed as a WIP commit and pushed to its branch.
+//! unpushed in its worktree is committed as a WIP commit and pushed to its branch. The wait for
+//! an answer and the save serve the wind-down of one run as well (`wind_down.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
