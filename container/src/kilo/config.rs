@@ -109,6 +109,13 @@ pub fn kilo_config(input: &KiloConfigInput<'_>) -> Value {
     config
 }
 
+/// Whether a process with this config needs Kilo's bundled model catalog: only when it uses
+/// Kilo's built-in providers. With `enabled_providers` (set with `model_base_url`) every
+/// provider it may use is defined in the config with its models.
+pub fn needs_catalog(config: &Value) -> bool {
+    !config["enabled_providers"].is_array()
+}
+
 /// Kilo expands `{env:NAME}` and `{file:PATH}` inside config values. A prompt is text from a
 /// request, so break those forms up: it must not pull the container's secrets or files into
 /// the model's context.
@@ -144,6 +151,7 @@ mod tests {
             "http://127.0.0.1:8/warmup/v1"
         );
         assert_eq!(c["small_model"], "scripted/m-1", "the warm-up model is never a default");
+        assert!(!needs_catalog(&c), "every provider it may use is in its config");
     }
 
     #[test]
@@ -158,6 +166,7 @@ mod tests {
             warmup_base_url: None,
         });
         assert!(c.get("provider").is_none());
+        assert!(needs_catalog(&c), "Kilo's built-in providers need its catalog");
     }
 
     #[test]

@@ -28,6 +28,11 @@ const OFFLINE_ENV: &[(&str, &str)] = &[
     ("KILO_NO_DAEMON", "1"),
     ("KILO_DISABLE_DEFAULT_PLUGINS", "1"),
     ("KILO_SESSION_RETRY_LIMIT", "1"),
+    // Kilo's file watcher starts for every new directory (plugin loading, `git worktree list`,
+    // repository scans: about 0.4 s of each first prompt in a checkout, and loading the agent
+    // waits for it); nothing the server reads comes from its events. An experimental switch of
+    // Kilo 7.7.7: check it on upgrades.
+    ("KILO_EXPERIMENTAL_DISABLE_FILEWATCHER", "1"),
 ];
 
 /// Variables of the control server's own environment a Kilo process may see: what a program
@@ -78,6 +83,10 @@ impl RunDir {
     /// Kilo leaves a 5 MB native library here per process.
     fn tmp(&self) -> PathBuf {
         self.0.join("tmp")
+    }
+    /// The model catalog Kilo reads instead of its bundled one (`KILO_MODELS_PATH`).
+    fn models(&self) -> PathBuf {
+        self.0.join("models.json")
     }
 }
 
@@ -166,6 +175,11 @@ impl KiloServer {
         let config = serde_json::to_vec_pretty(&spec.config).map_err(|e| e.to_string())?;
         std::fs::write(run.config_file(), config)
             .map_err(|e| format!("cannot write the Kilo config: {e}"))?;
+        let own_catalog = !super::config::needs_catalog(&spec.config);
+        if own_catalog {
+            std::fs::write(run.models(), "{}")
+                .map_err(|e| format!("cannot write the model catalog: {e}"))?;
+        }
         let tool_key = crate::secret::random_token();
         std::fs::write(run.tool_key(), &tool_key)
             .map_err(|e| format!("cannot write the tool key: {e}"))?;
@@ -194,6 +208,12 @@ impl KiloServer {
             .env("KILO_SERVER_PASSWORD", &credentials.password)
             .envs(OFFLINE_ENV.iter().copied())
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if own_catalog {
+            // Every provider the process may use is defined in its config, with its models: Kilo
+            // then needs none of its bundled catalog, which it otherwise converts and checks in
+            // full for every new directory (about 0.5 s of each first prompt in a checkout).
+            cmd.env("KILO_MODELS_PATH", run.models());
+        }
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
         if let Some(uid) = uid {
             std::os::unix::process::CommandExt::uid(&mut cmd, uid);
