@@ -331,10 +331,29 @@ async fn first_run_hangs(
     (origin, rig, id)
 }
 
+/// The agent the bead is assigned to.
+async fn bead_agent(dev: &WranglerDev, rig: &str, bead: &str) -> String {
+    let b = dev.bead(rig, bead).await;
+    b["assignee_agent_id"].as_str().unwrap_or_else(|| panic!("no assignee: {b}")).to_string()
+}
+
 /// The control server and everything under it SIGKILLed mid-turn, then restarted.
 async fn control_server_killed(local: &mut LocalTown, model: &ModelServer, town: &str) {
     let (origin, rig, id) = first_run_hangs(local, model, town, "crash").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Agents' events reach the Worker in batches (every EVENT_BATCH_MS): the kill comes once the
+    // first run's start is there, since the test finds it kept after the server is gone (a
+    // first turn can reach the model sooner than one batch).
+    let agent = bead_agent(&local.worker, &rig, &id).await;
+    until("the Worker to keep the first run's start", Duration::from_secs(30), async || {
+        let page =
+            local.worker.get(&format!("/api/towns/{town}/agents/{agent}/events?limit=1000")).await;
+        let events = page.data()["events"].as_array().cloned().unwrap_or_default();
+        events
+            .iter()
+            .any(|e| e["kind"] == "status" && e["data"]["status"] == "running")
+            .then_some(())
+    })
+    .await;
 
     local.control.kill_all();
     let killed_at = Instant::now();
