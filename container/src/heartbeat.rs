@@ -75,7 +75,7 @@ fn collect(
         .into_iter()
         .filter(|a| a.spec().role != shared_types::AgentRole::Mayor)
     {
-        let p = agent.to_process();
+        let p = supervisor.registry.process(&agent);
         // An ended agent is identified by its end: its last activity time does not change.
         if !p.status.is_active()
             && reported_ended.contains(&(p.agent_id.clone(), p.last_activity_at.clone()))

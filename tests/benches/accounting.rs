@@ -16,6 +16,7 @@ use axum::Json;
 use gastown_e2e::control_server::{start_request, ControlServer, Options};
 use gastown_e2e::model_server::{marker, ModelServer, Step};
 use gastown_e2e::origin::Origin;
+use gastown_e2e::procs;
 use serde_json::{json, Value};
 
 const AGENTS: usize = 8;
@@ -53,24 +54,9 @@ async fn worker_stand_in(taken: Arc<Taken>) -> String {
     format!("http://{addr}")
 }
 
-/// The process's CPU time (user + system) in clock ticks, and its RSS in KiB.
+/// The process's CPU time in clock ticks, and its RSS in KiB.
 fn cpu_ticks_and_rss_kib(pid: u32) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    // utime and stime are fields 14 and 15 of the stat line, 12 and 13 after the name.
-    (tick(11) + tick(12), rss)
+    (procs::cpu_ticks(pid as i32), procs::rss_kib(pid as i32))
 }
 
 fn ticks_per_second() -> u64 {

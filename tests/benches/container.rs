@@ -4,7 +4,10 @@
 //! - control server RSS idle, and per supervised agent (the Kilo processes are not counted);
 //! - start latency split into clone / worktree / spawn / ready / session, cold and warm clone;
 //! - worktree creation on a repository of 20,000 files;
-//! - agent memory (PSS of the Kilo processes) with AGENTS_PER_SERVER = 1 and = 8.
+//! - agent memory (PSS of the Kilo processes) with AGENTS_PER_SERVER = 1 and = 8;
+//! - on the 20,000-file repository, the per-step overhead of an agent (one model answer that
+//!   calls a bash tool running `true`, to Kilo's next model request; median of 20 steps) and
+//!   the disk its Kilo process wrote outside the checkout.
 //!
 //! Only loopback is used; every wait is bounded.
 
@@ -19,27 +22,16 @@ use gastown_e2e::procs;
 use serde_json::Value;
 
 const AGENTS: usize = 8;
-
-fn kib_field(pid: i32, file: &str, field: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
-    text.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn rss_kib(pid: i32) -> u64 {
-    kib_field(pid, "status", "VmRSS:")
-}
-
-fn pss_kib(pid: i32) -> u64 {
-    kib_field(pid, "smaps_rollup", "Pss:")
-}
+/// Steps of the per-step overhead run.
+const STEPS: usize = 20;
 
 /// Total PSS of every process in the given process groups.
 fn groups_pss_kib(pgids: &[i32]) -> u64 {
-    procs::processes().iter().filter(|p| pgids.contains(&p.pgrp)).map(|p| pss_kib(p.pid)).sum()
+    procs::processes()
+        .iter()
+        .filter(|p| pgids.contains(&p.pgrp))
+        .map(|p| procs::pss_kib(p.pid))
+        .sum()
 }
 
 /// The start timings the control server logged for `agent` (waits up to 5 s for the log line).
@@ -134,8 +126,11 @@ fn missing(name: &str, why: &str) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let model =
-        ModelServer::start([("bench", vec![Step::text("ok")])]).await.expect("model server");
+    let mut steps: Vec<Step> = (0..STEPS).map(|_| Step::bash("true")).collect();
+    steps.push(Step::text("done"));
+    let model = ModelServer::start([("bench", vec![Step::text("ok")]), ("steps", steps)])
+        .await
+        .expect("model server");
     let origin = Origin::new();
     println!("| {:<58} | {:>22} |", "measure", "value");
     println!("|{}|{}|", "-".repeat(60), "-".repeat(24));
@@ -144,7 +139,7 @@ async fn main() {
     let cs =
         ControlServer::start(Options::default().env("GASTOWN_MODEL_BASE_URL", model.base_url()));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle = rss_kib(cs.pid() as i32);
+    let idle = procs::rss_kib(cs.pid() as i32);
     row("control server RSS, idle", format!("{:.1} MiB", idle as f64 / 1024.0));
     let started = start_agents(&cs, &origin.url(), AGENTS, "a").await;
     let reached = wait_turns(&model, AGENTS).await;
@@ -154,7 +149,7 @@ async fn main() {
             format!("{} of {AGENTS}", AGENTS - reached),
         );
     }
-    let busy = rss_kib(cs.pid() as i32);
+    let busy = procs::rss_kib(cs.pid() as i32);
     row(
         &format!("control server RSS with {reached} agents at the model"),
         format!("{:.1} MiB", busy as f64 / 1024.0),
@@ -244,5 +239,74 @@ async fn main() {
             ),
         }
     }
+
+    // 5: steps of an agent at work in the 20,000-file checkout, and what it wrote elsewhere.
+    let req = start_request(
+        "p0",
+        "rig-b",
+        "steps",
+        "polecat/p0/x",
+        &url,
+        &format!("go {}", marker("steps")),
+    );
+    let (status, body) = cs.post("/agents/start?wait=true", req).await;
+    assert_eq!(status, 201, "{body}");
+    let turns = |reqs: &[gastown_e2e::model_server::RecordedRequest]| {
+        reqs.iter()
+            .filter(|r| r.script() == Some("steps"))
+            .map(|r| r.received_at)
+            .collect::<Vec<_>>()
+    };
+    let at: Vec<std::time::Instant> =
+        match model.wait_until(Duration::from_secs(300), |r| turns(r).len() > STEPS).await {
+            Ok(reqs) => turns(&reqs),
+            Err(_) => turns(&model.requests()),
+        };
+    let mut gaps: Vec<u64> =
+        at.windows(2).map(|w| w[1].duration_since(w[0]).as_millis() as u64).collect();
+    gaps.sort();
+    match gaps.get(gaps.len() / 2) {
+        Some(median) => row(
+            &format!("20,000 files, per step (median of {}): answer -> next request", gaps.len()),
+            format!("{median} ms"),
+        ),
+        None => missing("20,000 files, per step", "the agent made fewer than 2 model requests"),
+    }
+    match body["pid"].as_i64().and_then(|pid| private_folders(pid as i32)) {
+        Some((data, all)) => {
+            row("20,000 files, Kilo's data (sessions) after the steps", kib(data));
+            row("20,000 files, the Kilo process's private folder in all", kib(all));
+        }
+        None => {
+            missing("20,000 files, disk outside the checkout", "no XDG_DATA_HOME in the process")
+        }
+    }
     drop(cs);
+}
+
+fn kib(k: u64) -> String {
+    if k >= 1024 {
+        format!("{:.1} MiB", k as f64 / 1024.0)
+    } else {
+        format!("{k} KiB")
+    }
+}
+
+/// Disk used (KiB) by the Kilo process's data folder and by its whole private folder (the
+/// parent of its XDG folders: HOME, TMPDIR, config, data, state, cache), read from its
+/// environment.
+fn private_folders(pid: i32) -> Option<(u64, u64)> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let data = environ
+        .split(|b| *b == 0)
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .find_map(|v| v.strip_prefix("XDG_DATA_HOME="))
+        .map(std::path::PathBuf::from)?;
+    let private = data.parent()?.parent()?.to_path_buf();
+    Some((du_kib(&data)?, du_kib(&private)?))
+}
+
+fn du_kib(path: &Path) -> Option<u64> {
+    let out = Command::new("du").arg("-sk").arg(path).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next()?.parse().ok()
 }

@@ -61,3 +61,36 @@ pub fn is_root() -> bool {
 pub fn alive(pid: i32) -> bool {
     processes().iter().any(|p| p.pid == pid)
 }
+
+/// A `kB` field (`VmRSS:`, `Pss:`) of `/proc/<pid>/<file>`, in KiB; 0 when unreadable.
+pub fn kib_field(pid: i32, file: &str, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The process's resident set, in KiB.
+pub fn rss_kib(pid: i32) -> u64 {
+    kib_field(pid, "status", "VmRSS:")
+}
+
+/// The process's proportional set (shared pages divided among their users), in KiB.
+pub fn pss_kib(pid: i32) -> u64 {
+    kib_field(pid, "smaps_rollup", "Pss:")
+}
+
+/// The process's CPU time (user + system), in clock ticks.
+pub fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the stat line, 12 and 13 after the name.
+    tick(11) + tick(12)
+}

@@ -9,7 +9,6 @@
 //! exited | failed -> starting               (a fresh start of the same agent)
 //! ```
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -19,6 +18,7 @@ use shared_types::{
 };
 
 use super::events::EventBuffer;
+use super::placements::Placement;
 use crate::clock;
 
 /// What an agent was started with: its start request, with the first prompt taken out (it is
@@ -39,13 +39,6 @@ pub fn split_request(mut r: StartAgentRequest) -> (AgentSpec, String, Option<Str
     (r, prompt, api_token)
 }
 
-/// Where the agent's turns run: which Kilo server and which session in it.
-#[derive(Debug, Clone)]
-pub struct Attachment {
-    pub server_id: u64,
-    pub session_id: String,
-}
-
 #[derive(Debug)]
 pub struct AgentState {
     pub spec: Arc<AgentSpec>,
@@ -53,17 +46,17 @@ pub struct AgentState {
     /// Increases with every fresh start, so work belonging to an earlier run can tell that it
     /// is stale and must not touch the record.
     pub generation: u64,
-    pub pid: Option<u32>,
     pub exit_code: Option<i32>,
-    pub workdir: Option<PathBuf>,
     pub started_at: SystemTime,
     pub last_activity_at: SystemTime,
     pub error: Option<String>,
-    pub attachment: Option<Attachment>,
     /// The agent's Worker credential (see [`AgentSpec::from_request`]). A secret: never logged.
     pub api_token: Option<String>,
     /// A turn of the agent's session is in progress (from Kilo's session status events).
     pub busy: bool,
+    /// This run is past its way to the model: the model answered a step (Kilo's
+    /// `step-start`), or a turn ended without one (a failed model call).
+    pub past_first_step: bool,
     /// Turn ends seen on the agent's session. Waiting for this count to move does not depend
     /// on having seen the turn's start, which an event stream that reconnected may have missed.
     pub turns_ended: u64,
@@ -118,15 +111,13 @@ impl Agent {
                 spec: Arc::new(spec),
                 status: ProcessStatus::Starting,
                 generation: 1,
-                pid: None,
                 exit_code: None,
-                workdir: None,
                 started_at: now,
                 last_activity_at: now,
                 error: None,
-                attachment: None,
                 api_token,
                 busy: false,
+                past_first_step: false,
                 turns_ended: 0,
                 turn_text: Vec::new(),
                 work_done: false,
@@ -180,15 +171,13 @@ impl Agent {
         s.spec = Arc::new(spec);
         s.status = ProcessStatus::Starting;
         s.generation += 1;
-        s.pid = None;
         s.exit_code = None;
-        s.workdir = None;
         s.started_at = now;
         s.last_activity_at = now;
         s.error = None;
-        s.attachment = None;
         s.api_token = api_token;
         s.busy = false;
+        s.past_first_step = false;
         s.work_done = false;
         s.stop_reason = None;
         s.events.push(AgentEventKind::Status, json!({ "status": "starting" }));
@@ -234,7 +223,6 @@ impl Agent {
             s.error = Some(e.clone());
         }
         let _ = transition_locked(&mut s, to);
-        s.attachment = None;
         drop(s);
         self.changed.notify_waiters();
     }
@@ -274,6 +262,21 @@ impl Agent {
         self.lock().api_token = Some(token);
     }
 
+    /// The model answered a step of this run (also activity).
+    pub fn stepped(&self) {
+        let mut s = self.lock();
+        s.past_first_step = true;
+        s.last_activity_at = SystemTime::now();
+    }
+
+    /// Whether the run is still on its way to the model: starting, or running with its first
+    /// turn neither answered by the model nor over. What a refill of the warm pool yields to.
+    pub fn getting_going(&self) -> bool {
+        let s = self.lock();
+        s.status == ProcessStatus::Starting
+            || (s.status == ProcessStatus::Running && !s.past_first_step)
+    }
+
     /// Counts as activity without an event.
     pub fn touch(&self) {
         self.lock().last_activity_at = SystemTime::now();
@@ -286,6 +289,7 @@ impl Agent {
         s.busy = busy;
         if !busy {
             s.turns_ended += 1;
+            s.past_first_step = true;
         }
         s.last_activity_at = SystemTime::now();
         let reply = (!busy && !s.turn_text.is_empty())
@@ -311,18 +315,24 @@ impl Agent {
         self.lock().spec.clone()
     }
 
-    pub fn to_process(&self) -> AgentProcess {
+    /// The record as the API shows it; `run`: the agent's placement (`placements.rs`), whose
+    /// pid and folder count only if it is this run's.
+    pub fn to_process(&self, run: Option<&Placement>) -> AgentProcess {
         let s = self.lock();
+        let run = run.filter(|p| p.generation == s.generation);
         AgentProcess {
             agent_id: self.id.clone(),
             rig_id: s.spec.rig_id.clone(),
             town_id: s.spec.town_id.clone(),
             role: s.spec.role,
             name: s.spec.name.clone(),
-            pid: s.pid,
+            pid: run.map(|p| p.pid),
             status: s.status,
             exit_code: s.exit_code,
-            workdir: s.workdir.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            workdir: run
+                .and_then(|p| p.workdir.as_ref())
+                .map(|w| w.display().to_string())
+                .unwrap_or_default(),
             started_at: clock::iso(s.started_at),
             last_activity_at: clock::iso(s.last_activity_at),
             error: s.error.clone(),
@@ -330,12 +340,13 @@ impl Agent {
         }
     }
 
-    pub fn to_status(&self) -> AgentStatusResponse {
+    /// The status as the API shows it (`run` as for [`Self::to_process`]).
+    pub fn to_status(&self, run: Option<&Placement>) -> AgentStatusResponse {
         let s = self.lock();
         AgentStatusResponse {
             agent_id: self.id.clone(),
             status: s.status,
-            pid: s.pid,
+            pid: run.filter(|p| p.generation == s.generation).map(|p| p.pid),
             exit_code: s.exit_code,
             started_at: clock::iso(s.started_at),
             last_activity_at: clock::iso(s.last_activity_at),
@@ -436,6 +447,23 @@ mod tests {
     }
 
     #[test]
+    fn a_run_is_getting_going_until_the_model_answers_or_its_turn_ends() {
+        let a = Agent::new(spec(), None, 100);
+        assert!(a.getting_going(), "starting");
+        a.transition(Some(1), Running).expect("running");
+        a.set_busy(true);
+        assert!(a.getting_going(), "prompted, the model not reached yet");
+        a.stepped();
+        assert!(!a.getting_going(), "the model answered");
+        a.finish(1, Some(0), None);
+        let generation = a.restart(spec(), None).expect("restart");
+        a.transition(Some(generation), Running).expect("running");
+        assert!(a.getting_going(), "a new run starts over");
+        a.set_busy(false);
+        assert!(!a.getting_going(), "a turn that ended without a step (a failed call)");
+    }
+
+    #[test]
     fn lifecycle_is_recorded_as_events() {
         let a = Agent::new(spec(), None, 100);
         a.transition(Some(1), Running).expect("starting -> running");
@@ -446,7 +474,7 @@ mod tests {
         a.transition(None, Stopping).expect("running -> stopping");
         a.finish(1, Some(143), None);
         assert_eq!(a.status(), Exited, "a requested stop ends as exited whatever the code");
-        assert_eq!(a.to_status().exit_code, Some(143));
+        assert_eq!(a.to_status(None).exit_code, Some(143));
         assert_eq!(statuses(&a), ["starting", "running", "stopping", "exited"]);
     }
 
@@ -456,10 +484,10 @@ mod tests {
         a.transition(Some(1), Running).expect("running");
         a.finish(1, Some(1), Some("kilo died".into()));
         assert_eq!(a.status(), Failed);
-        assert_eq!(a.to_process().error.as_deref(), Some("kilo died"));
+        assert_eq!(a.to_process(None).error.as_deref(), Some("kilo died"));
         let g = a.restart(spec(), None).expect("failed -> starting");
         assert_eq!(g, 2);
-        assert_eq!(a.to_process().exit_code, None);
+        assert_eq!(a.to_process(None).exit_code, None);
         // Work of the first run can no longer touch the record.
         assert!(a.transition(Some(1), Running).is_err());
         a.finish(1, Some(0), None);

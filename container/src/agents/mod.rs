@@ -1,12 +1,14 @@
-//! The agents this control server knows about, by id, and which Kilo session belongs to whom.
+//! The agents this control server knows about, by id, and where their runs are.
 
 pub mod agent;
 pub mod events;
+pub mod placements;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use agent::{Agent, AgentSpec, Attachment};
+pub use agent::{Agent, AgentSpec};
+pub use placements::{LiveSession, Placement, Placements};
 
 use crate::error::{Error, Result};
 
@@ -24,8 +26,8 @@ pub enum Claim {
 #[derive(Debug, Default)]
 pub struct Registry {
     agents: Mutex<HashMap<String, Arc<Agent>>>,
-    /// Kilo session id -> agent id: how a tool call names its caller.
-    sessions: Mutex<HashMap<String, String>>,
+    /// Where each run is: its process, session and folder (`placements.rs`).
+    pub placements: Placements,
     event_capacity: usize,
     /// Where the mayor's replies go: `(agent id, text)`.
     replies: Mutex<Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>>,
@@ -49,10 +51,6 @@ impl Registry {
 
     fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Agent>>> {
         self.agents.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn session_map(&self) -> MutexGuard<'_, HashMap<String, String>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Claims the agent id for a start (see [`Claim`]):
@@ -150,17 +148,25 @@ impl Registry {
         }
     }
 
-    pub fn bind_session(&self, session_id: &str, agent_id: &str) {
-        self.session_map().insert(session_id.to_string(), agent_id.to_string());
-    }
-
-    pub fn unbind_session(&self, session_id: &str) {
-        self.session_map().remove(session_id);
-    }
-
     pub fn agent_for_session(&self, session_id: &str) -> Option<Arc<Agent>> {
-        let agent_id = self.session_map().get(session_id).cloned()?;
+        let agent_id = self.placements.agent_for_session(session_id)?;
         self.map().get(&agent_id).cloned()
+    }
+
+    /// The agent's current run where it is placed now: its live session, if it has one.
+    pub fn live_session(&self, agent: &Agent) -> Option<LiveSession> {
+        let generation = agent.lock().generation;
+        self.placements.placed(&agent.id, generation)?.live()
+    }
+
+    /// The agent's record as the API shows it, with the pid and folder of its run.
+    pub fn process(&self, agent: &Agent) -> shared_types::AgentProcess {
+        agent.to_process(self.placements.run(&agent.id).as_ref())
+    }
+
+    /// The agent's status as the API shows it, with the pid of its run.
+    pub fn status(&self, agent: &Agent) -> shared_types::AgentStatusResponse {
+        agent.to_status(self.placements.run(&agent.id).as_ref())
     }
 }
 

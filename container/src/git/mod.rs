@@ -209,44 +209,39 @@ impl GitManager {
                     GitError::Failed(format!("cannot hand {} over: {e}", checkout.display()))
                 })?;
             }
-            self.follow_the_clone(req.owner, &repo, &checkout, url).await?;
+            let owner = Some(req.owner);
+            let steps: [&[&str]; 4] = [
+                &["remote", "set-url", "origin", &repo.to_string_lossy()],
+                &["remote", "set-url", "--push", "origin", url],
+                &["config", "user.name", req.author_name],
+                &["config", "user.email", req.author_email],
+            ];
+            for args in steps {
+                self.git_as(owner, Some(&checkout), args, url).await?;
+            }
+            self.follow_the_clone(req.owner, &checkout, url).await?;
         }
-        let owner = Some(req.owner);
-        self.git_as(owner, Some(&checkout), &["config", "user.name", req.author_name], req.git_url)
-            .await?;
-        self.git_as(
-            owner,
-            Some(&checkout),
-            &["config", "user.email", req.author_email],
-            req.git_url,
-        )
-        .await?;
         timings.worktree = t.elapsed();
         Ok((checkout, timings))
     }
 
-    /// Points the checkout's `origin` at the rig's clone for fetches: `git fetch origin` brings
-    /// the clone's view of the origin (fresh from the server's own fetch, made with the forge
-    /// credential the agent never holds) into `refs/remotes/origin/*`. Pushes name the real
-    /// origin: an agent may push itself where it can (a local origin), and `gt_done` pushes for
-    /// it where it cannot. A reused checkout is brought up to date the same way.
+    /// Brings the clone's view of the origin into the checkout: its `origin` is the rig's
+    /// clone for fetches, and `git fetch origin` copies the clone's `refs/remotes/origin/*`
+    /// (fresh from the server's own fetch, made with the forge credential the agent never
+    /// holds). Pushes name the real origin (`remote.origin.pushurl`): an agent may push itself
+    /// where it can (a local origin), and `gt_done` pushes for it where it cannot.
     async fn follow_the_clone(
         &self,
         owner: &Owner,
-        repo: &Path,
         checkout: &Path,
         url: &str,
     ) -> Result<(), GitError> {
-        let owner = Some(owner);
-        let repo = repo.to_string_lossy();
-        let steps: [&[&str]; 4] = [
-            &["remote", "set-url", "origin", &repo],
-            &["remote", "set-url", "--push", "origin", url],
+        let steps: [&[&str]; 2] = [
             &["config", "remote.origin.fetch", "+refs/remotes/origin/*:refs/remotes/origin/*"],
             &["fetch", "--quiet", "--no-tags", "origin"],
         ];
         for args in steps {
-            self.git_as(owner, Some(checkout), args, url).await?;
+            self.git_as(Some(owner), Some(checkout), args, url).await?;
         }
         Ok(())
     }
@@ -270,15 +265,31 @@ impl GitManager {
         let owner = Some(req.owner);
         let (repo_s, checkout_s) = (repo.to_string_lossy(), checkout.to_string_lossy());
         let url = &origin_url(req.git_url, req.credential);
-        self.git_as(
-            owner,
-            None,
-            &["clone", "--shared", "--no-checkout", "--quiet", "--", &repo_s, &checkout_s],
-            url,
-        )
-        .await?;
+        // The checkout's own settings come with the clone (`-c` writes them into its config
+        // before anything else runs): each git process is a few milliseconds of every start.
+        let (push_url, name, email) = (
+            format!("remote.origin.pushurl={url}"),
+            format!("user.name={}", req.author_name),
+            format!("user.email={}", req.author_email),
+        );
+        let clone = [
+            "clone",
+            "--shared",
+            "--no-checkout",
+            "--quiet",
+            "-c",
+            &push_url,
+            "-c",
+            &name,
+            "-c",
+            &email,
+            "--",
+            &repo_s,
+            &checkout_s,
+        ];
+        self.git_as(owner, None, &clone, url).await?;
         // The clone's remote-tracking refs are the rig clone's own, fresh from its fetch.
-        self.follow_the_clone(req.owner, repo, checkout, url).await?;
+        self.follow_the_clone(req.owner, checkout, url).await?;
         let pushed = format!("refs/remotes/origin/{}", req.branch);
         let default = format!("refs/remotes/origin/{}", req.default_branch);
         let start = if has_ref(checkout, &pushed) {

@@ -35,7 +35,13 @@ pub async fn start(
 
 pub async fn list(State(state): State<AppState>) -> Json<AgentList> {
     Json(AgentList {
-        agents: state.supervisor.registry.all().iter().map(|a| a.to_process()).collect(),
+        agents: state
+            .supervisor
+            .registry
+            .all()
+            .iter()
+            .map(|a| state.supervisor.registry.process(a))
+            .collect(),
     })
 }
 
@@ -43,7 +49,8 @@ pub async fn status(
     State(state): State<AppState>,
     AgentId(id): AgentId,
 ) -> Result<Json<AgentStatusResponse>> {
-    Ok(Json(state.supervisor.agent(&id)?.to_status()))
+    let agent = state.supervisor.agent(&id)?;
+    Ok(Json(state.supervisor.registry.status(&agent)))
 }
 
 #[derive(Debug, Deserialize)]

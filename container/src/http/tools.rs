@@ -44,11 +44,16 @@ pub async fn call(
         .registry
         .agent_for_session(&call.session_id)
         .ok_or_else(|| Error::NotFound("unknown session".into()))?;
-    let (attachment, spec, token, generation) = {
+    let (spec, token, generation) = {
         let st = agent.lock();
-        (st.attachment.clone(), st.spec.clone(), st.api_token.clone(), st.generation)
+        (st.spec.clone(), st.api_token.clone(), st.generation)
     };
-    if attachment.is_none_or(|a| a.server_id != server.id || a.session_id != call.session_id) {
+    let run = s.registry.placements.placed(&agent.id, generation);
+    let on = |p: &crate::agents::Placement| {
+        p.server.as_ref().is_some_and(|placed| placed.id == server.id)
+            && p.session.as_deref() == Some(call.session_id.as_str())
+    };
+    if !run.as_ref().is_some_and(on) {
         return Err(Error::Forbidden("the session does not belong to this Kilo process".into()));
     }
     let api_url = s.config.api_url.as_deref().ok_or_else(|| {

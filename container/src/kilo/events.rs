@@ -32,6 +32,8 @@ pub enum Meaning {
     Activity,
     /// The session's turn started (`true`) or ended (`false`).
     Busy(bool),
+    /// The model began answering a step (its first chunk came back).
+    Stepped,
     Event(AgentEventKind, Value),
     /// A model call finished: its message id, model, tokens and cost (`None`: not reported).
     Usage {
@@ -162,6 +164,7 @@ impl Interpreter {
                     json!({ "text": truncate(part["text"].as_str().unwrap_or("")) }),
                 )
             }
+            Some("step-start") => Meaning::Stepped,
             _ => Meaning::Activity,
         }
     }
@@ -192,6 +195,7 @@ pub fn follow(client: KiloClient, registry: Arc<Registry>, exit: ExitWatch) {
                         let Some(agent) = registry.agent_for_session(&session) else { continue };
                         match meaning {
                             Meaning::Activity => agent.touch(),
+                            Meaning::Stepped => agent.stepped(),
                             Meaning::Busy(busy) => {
                                 if let Some(reply) = agent.set_busy(busy) {
                                     registry.reply(&agent.id, reply);
@@ -315,6 +319,15 @@ mod tests {
                 json!({"tool": "bash", "callId": "c2", "state": "completed", "input": "{\"command\":\"echo hi\"}", "output": "hi\n"})
             )
         );
+    }
+
+    #[test]
+    fn a_step_start_is_the_model_answering() {
+        let mut i = Interpreter::default();
+        let step = wrap(
+            json!({"type": "message.part.updated", "properties": {"part": {"type": "step-start", "sessionID": "s1"}}}),
+        );
+        assert_eq!(i.interpret(&step).expect("step"), ("s1".to_string(), Meaning::Stepped));
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! One `kilo serve` child process: spawning it with an isolated environment, waiting until it
 //! answers, and knowing which agents' sessions it hosts.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -130,8 +129,6 @@ pub struct KiloServer {
     /// Held while the process lives; given back (after killing what is left of the uid) by
     /// [`Self::clean_up`].
     uid: Mutex<Option<UidLease>>,
-    /// Agents whose sessions live here, with the generation of each agent's run.
-    agents: Mutex<BTreeMap<String, u64>>,
     /// Set when this server was asked to stop, so its exit is not read as a crash.
     stopping: std::sync::atomic::AtomicBool,
 }
@@ -302,33 +299,9 @@ impl KiloServer {
             owner: Owner { uid, home: run.home() },
             uid: Mutex::new(spec.uid),
             run_dir: run,
-            agents: Mutex::new(BTreeMap::new()),
             stopping: Default::default(),
         });
         Ok((server, timings))
-    }
-
-    fn agent_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
-        self.agents.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn attach(&self, agent_id: &str, generation: u64) {
-        self.agent_map().insert(agent_id.to_string(), generation);
-    }
-
-    /// Removes the agent; returns how many agents remain.
-    pub fn detach(&self, agent_id: &str) -> usize {
-        let mut agents = self.agent_map();
-        agents.remove(agent_id);
-        agents.len()
-    }
-
-    pub fn agents(&self) -> Vec<(String, u64)> {
-        self.agent_map().iter().map(|(k, v)| (k.clone(), *v)).collect()
-    }
-
-    pub fn agent_count(&self) -> usize {
-        self.agent_map().len()
     }
 
     pub fn is_stopping(&self) -> bool {

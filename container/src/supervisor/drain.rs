@@ -91,17 +91,11 @@ impl Supervisor {
     /// Whether the agent no longer needs waiting for: it has answered `prompt`, or it is no
     /// longer running (nothing more will come from it).
     async fn has_answered(&self, agent: &Agent, prompt: &str) -> bool {
-        let (status, attachment, workdir) = {
-            let s = agent.lock();
-            (s.status, s.attachment.clone(), s.workdir.clone())
-        };
-        let (ProcessStatus::Running, Some(attachment), Some(workdir)) =
-            (status, attachment, workdir)
-        else {
+        let live = self.registry.live_session(agent);
+        let (ProcessStatus::Running, Some(live)) = (agent.status(), live) else {
             return true;
         };
-        let Some(server) = self.server_by_id(attachment.server_id) else { return true };
-        match server.client.last_messages(&attachment.session_id, &workdir, HISTORY).await {
+        match live.server.client.last_messages(&live.session, &live.workdir, HISTORY).await {
             Ok(messages) => answered(&messages, prompt),
             Err(e) => {
                 tracing::debug!(agent = %agent.id, error = %e, "could not read the session while waiting for its answer");

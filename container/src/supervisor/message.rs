@@ -19,26 +19,22 @@ impl Supervisor {
     ) -> Result<()> {
         request.validate().map_err(Error::invalid)?;
         let agent = self.agent(agent_id)?;
-        let (status, attachment, workdir, spec) = {
+        let (status, spec) = {
             let s = agent.lock();
-            (s.status, s.attachment.clone(), s.workdir.clone(), s.spec.clone())
+            (s.status, s.spec.clone())
         };
-        let (Some(attachment), Some(workdir), ProcessStatus::Running) =
-            (attachment, workdir, status)
-        else {
+        let live = self.registry.live_session(&agent);
+        let (Some(live), ProcessStatus::Running) = (live, status) else {
             return Err(Error::Conflict(format!(
                 "agent {agent_id} is {} and cannot take messages",
                 status.as_str()
             )));
         };
-        let server = self
-            .server_by_id(attachment.server_id)
-            .ok_or_else(|| Error::Conflict(format!("agent {agent_id} has no Kilo process")))?;
-        server
+        live.server
             .client
             .prompt_async(
-                &attachment.session_id,
-                &workdir,
+                &live.session,
+                &live.workdir,
                 AGENT_NAME,
                 &request.prompt,
                 Some(&spec.system_prompt),

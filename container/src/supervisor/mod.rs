@@ -17,7 +17,7 @@ mod wind_down;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::agents::{Agent, Registry};
@@ -34,7 +34,6 @@ pub struct Supervisor {
     pub started_at: Instant,
     reaper: Arc<Reaper>,
     git: GitManager,
-    servers: Mutex<Vec<Arc<KiloServer>>>,
     next_server_id: AtomicU64,
     /// Kilo config directory holding the Gastown tool files.
     tools_dir: PathBuf,
@@ -89,7 +88,6 @@ impl Supervisor {
             started_at: Instant::now(),
             reaper,
             git,
-            servers: Mutex::new(Vec::new()),
             next_server_id: AtomicU64::new(1),
             tools_dir,
             control_url,
@@ -120,10 +118,12 @@ impl Supervisor {
     /// How many agents may run at once now (see `capacity.rs`).
     pub fn capacity(&self) -> usize {
         let samples: Vec<(u64, usize)> = self
-            .server_list()
-            .iter()
-            .filter(|s| s.agent_count() > 0)
-            .filter_map(|s| Some((crate::capacity::rss(s.pid)?, s.agent_count())))
+            .registry
+            .placements
+            .loads()
+            .into_iter()
+            .filter(|(_, runs)| *runs > 0)
+            .filter_map(|(s, runs)| Some((crate::capacity::rss(s.pid)?, runs)))
             .collect();
         let configured = self.config.agent_memory / self.config.agents_per_server as u64;
         let per_agent = crate::capacity::per_agent(configured, &samples);
@@ -159,7 +159,8 @@ impl Supervisor {
     pub fn output(&self, agent_id: &str, lines: usize) -> Result<Vec<String>> {
         let agent = self.agent(agent_id)?;
         let generation = agent.lock().generation;
-        Ok(self.server_of(agent_id, generation).map(|s| s.output_lines(lines)).unwrap_or_default())
+        let server = self.registry.placements.placed(agent_id, generation).and_then(|p| p.server);
+        Ok(server.map(|s| s.output_lines(lines)).unwrap_or_default())
     }
 
     /// The Kilo process whose tool key is `key` (compared in constant time against each).
@@ -168,11 +169,7 @@ impl Supervisor {
     }
 
     fn server_list(&self) -> Vec<Arc<KiloServer>> {
-        self.servers.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn server_by_id(&self, id: u64) -> Option<Arc<KiloServer>> {
-        self.server_list().into_iter().find(|s| s.id == id)
+        self.registry.placements.servers()
     }
 
     /// Refuses new starts, saves the running agents' work ([`Self::drain`]), then stops every

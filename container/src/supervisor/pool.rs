@@ -11,7 +11,7 @@
 //! - The pool never grows past the capacity: active agents plus pooled processes stay within
 //!   what fits (`capacity.rs`), so a full container holds no idle Kilo.
 //! - It is refilled in the background after every take and every exit, once no agent is
-//!   starting (a burst gets the CPU first). After a failed start it
+//!   on its way to the model (a burst gets the CPU first). After a failed start it
 //!   waits (2 s, doubling up to 30 s) and gives up after [`MAX_FAILURES`] failures in a row,
 //!   until the next agent start asks again.
 
@@ -37,9 +37,11 @@ pub(super) struct WarmPool {
     state: Mutex<PoolState>,
 }
 
+/// The pool's own state; its ready processes are in the placement table (`placements.rs`),
+/// added and cleared under this lock so a change of model and a process coming ready cannot
+/// cross.
 #[derive(Default)]
 struct PoolState {
-    ready: Vec<Arc<KiloServer>>,
     starting: usize,
     model: Option<String>,
     failures: u32,
@@ -62,10 +64,7 @@ fn backoff(failures: u32) -> Duration {
 impl Supervisor {
     /// Takes a ready pooled process configured for `model`, if there is one.
     pub(super) fn take_pooled(&self, model: &str) -> Option<Arc<KiloServer>> {
-        let mut pool = self.pool.lock();
-        pool.ready.retain(|s| s.exit.now().is_none() && !s.is_stopping());
-        let i = pool.ready.iter().position(|s| s.model == model)?;
-        Some(pool.ready.remove(i))
+        self.registry.placements.take_pooled(model)
     }
 
     /// Follows the model agents are started with (unless `WARM_POOL_MODEL` fixes it). A new
@@ -81,17 +80,12 @@ impl Supervisor {
             }
             pool.model = Some(model.to_string());
             pool.failures = 0;
-            std::mem::take(&mut pool.ready)
+            self.registry.placements.clear_pooled()
         };
         let grace = self.config.stop_grace;
         for server in stale {
             tokio::spawn(async move { server.stop(Signal::SIGTERM, grace).await });
         }
-    }
-
-    /// A process that exited is no longer in the pool.
-    pub(super) fn forget_pooled(&self, server_id: u64) {
-        self.pool.lock().ready.retain(|s| s.id != server_id);
     }
 
     /// Starts processes in the background until the pool is full, within the capacity. Returns
@@ -107,7 +101,7 @@ impl Supervisor {
             if pool.failures >= MAX_FAILURES {
                 return;
             }
-            let held = pool.ready.len() + pool.starting;
+            let held = self.registry.placements.pooled().len() + pool.starting;
             let missing = self.config.pool_size.min(room).saturating_sub(held);
             pool.starting += missing;
             (model, missing, pool.failures)
@@ -120,20 +114,18 @@ impl Supervisor {
     }
 
     /// One pooled start: after `failures` failures in a row it waits first. It also waits
-    /// (up to [`YIELD_TO_STARTS`]) while agents are starting: a refill is for the next
-    /// dispatch and must not take the CPU from the ones under way (a Kilo start-up costs a few
-    /// CPU-seconds). A process that is ready when the pool no longer wants it (shutdown, model
+    /// (up to [`YIELD_TO_STARTS`]) while agents are on their way to the model (starting, or
+    /// running before the model answered their first step): a refill is for the next dispatch
+    /// and must not take the CPU from the ones under way. A Kilo start-up costs about 5
+    /// CPU-seconds; a first turn's way to the model, under one: six refills started as a burst's
+    /// agents begin their first turns made those turns wait behind 30 CPU-seconds. A process that is ready when the pool no longer wants it (shutdown, model
     /// changed) is stopped.
     async fn start_pooled(self: Arc<Self>, model: String, failures: u32) {
         if failures > 0 {
             tokio::time::sleep(backoff(failures)).await;
         }
         let yield_until = tokio::time::Instant::now() + YIELD_TO_STARTS;
-        while self
-            .registry
-            .all()
-            .iter()
-            .any(|a| a.status() == shared_types::ProcessStatus::Starting)
+        while self.registry.all().iter().any(|a| a.getting_going())
             && tokio::time::Instant::now() < yield_until
         {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -157,7 +149,7 @@ impl Supervisor {
                             "pooled kilo server ready"
                         );
                         pool.failures = 0;
-                        pool.ready.push(server);
+                        self.registry.placements.add_pooled(server.id);
                         None
                     } else {
                         Some(server)
@@ -206,12 +198,13 @@ impl Supervisor {
     /// `/health`'s view of the pool.
     pub fn pool_status(&self) -> PoolStatus {
         let pool = self.pool.lock();
+        let ready = self.registry.placements.pooled();
         PoolStatus {
             size: self.config.pool_size,
-            ready: pool.ready.len(),
+            ready: ready.len(),
             starting: pool.starting,
             model: pool.model.clone(),
-            pids: pool.ready.iter().map(|s| s.pid).collect(),
+            pids: ready.iter().map(|s| s.pid).collect(),
             warmup_turns: self.warmup_turns.load(std::sync::atomic::Ordering::Relaxed),
         }
     }

@@ -50,15 +50,16 @@ impl Supervisor {
     }
 
     async fn push_target(&self, agent: &Agent) -> Result<Target> {
-        let (workdir, spec, attachment) = {
-            let s = agent.lock();
-            (s.workdir.clone(), s.spec.clone(), s.attachment.clone())
-        };
-        let checkout =
-            workdir.ok_or_else(|| Error::Conflict("the agent has no checkout".into()))?;
-        let server = attachment
-            .and_then(|a| self.server_by_id(a.server_id))
+        let spec = agent.spec();
+        let run = self
+            .registry
+            .placements
+            .placed(&agent.id, agent.lock().generation)
             .ok_or_else(|| Error::Conflict("the agent has no running process".into()))?;
+        let server =
+            run.server.ok_or_else(|| Error::Conflict("the agent has no running process".into()))?;
+        let checkout =
+            run.workdir.ok_or_else(|| Error::Conflict("the agent has no checkout".into()))?;
         let credential = self.credential(Some(&spec.town_id), &spec.rig_id, &spec.git_url).await?;
         Ok(Target {
             owner: server.owner.clone(),

@@ -104,11 +104,12 @@ impl Supervisor {
         let key = Self::share_key(spec);
         let lock = self.placement.get(&key);
         let _placing = lock.lock().await;
-        let existing = self.server_list().into_iter().find(|s| {
-            s.share_key.as_ref() == Some(&key)
+        let existing = self.registry.placements.loads().into_iter().find_map(|(s, runs)| {
+            let fits = s.share_key.as_ref() == Some(&key)
                 && !s.is_stopping()
                 && s.exit.now().is_none()
-                && s.agent_count() < self.config.agents_per_server
+                && runs < self.config.agents_per_server;
+            fits.then_some(s)
         });
         if let Some(server) = existing {
             return Ok((server, None));
@@ -163,7 +164,7 @@ impl Supervisor {
                 }
             };
         tracing::info!(server = id, pid = server.pid, uid = server.owner.uid, port = %server.client.base(), shared = self.shared(), "kilo server ready");
-        self.servers.lock().unwrap_or_else(|p| p.into_inner()).push(server.clone());
+        self.registry.placements.add_server(server.clone());
         events::follow(server.client.clone(), self.registry.clone(), server.exit.clone());
         let this = self.clone();
         let watched = server.clone();
@@ -179,15 +180,11 @@ impl Supervisor {
     /// A Kilo process ended: every agent still on it has ended too. An exit nobody asked for is
     /// a failure, with the tail of the process's output as the reason.
     fn on_server_exit(&self, server: &KiloServer, exit: Option<Exit>) {
-        self.servers.lock().unwrap_or_else(|p| p.into_inner()).retain(|s| s.id != server.id);
-        self.forget_pooled(server.id);
+        let ended = self.registry.placements.remove_server(server.id);
         let code = exit.map(Exit::code);
         let unexpected = !server.is_stopping();
-        for (agent_id, generation) in server.agents() {
+        for (agent_id, generation) in ended {
             let Ok(agent) = self.registry.get(&agent_id) else { continue };
-            if let Some(a) = agent.lock().attachment.clone() {
-                self.registry.unbind_session(&a.session_id);
-            }
             let error = unexpected.then(|| {
                 let tail = server.output_tail(10);
                 format!(

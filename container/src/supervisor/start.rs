@@ -15,7 +15,7 @@ use shared_types::{AgentProcess, AgentRole, ProcessStatus, StartAgentRequest, St
 
 use super::Supervisor;
 use crate::agents::agent::split_request;
-use crate::agents::{Agent, AgentSpec, Attachment, Claim};
+use crate::agents::{Agent, AgentSpec, Claim};
 use crate::error::{Error, Result};
 use crate::git::{Owner, PrepareTimings, WorktreeRequest};
 use crate::kilo::config::AGENT_NAME;
@@ -66,7 +66,7 @@ impl Supervisor {
             match self.registry.begin_start(spec.clone(), api_token.clone(), capacity)? {
                 Claim::Started(agent, generation) => break (agent, generation),
                 Claim::SameRun(agent) => {
-                    return Ok(Started { process: agent.to_process(), created: false })
+                    return Ok(Started { process: self.registry.process(&agent), created: false })
                 }
                 // Not a conflict: the run that finished its work is going away, and the start
                 // can go as soon as it has (a 429 keeps the bead queued without spending one of
@@ -95,7 +95,7 @@ impl Supervisor {
                 let _ = this.run_start(&agent, generation, &prompt).await;
             });
         }
-        Ok(Started { process: agent.to_process(), created: true })
+        Ok(Started { process: self.registry.process(&agent), created: true })
     }
 
     /// The slow part of a start; on failure the run is released and recorded as `failed`.
@@ -155,11 +155,10 @@ impl Supervisor {
 
         let (server, spawn_times) = self.place(&spec).await?;
         let attached = {
-            let mut s = agent.lock();
+            let s = agent.lock();
             let current = s.generation == generation && s.status == ProcessStatus::Starting;
             if current {
-                s.pid = Some(server.pid);
-                server.attach(&agent.id, generation);
+                self.registry.placements.place(&agent.id, generation, server.clone());
             }
             current
         };
@@ -174,7 +173,7 @@ impl Supervisor {
         } else {
             self.checkout(&spec, &server.owner).await?
         };
-        agent.lock().workdir = Some(workdir.clone());
+        self.registry.placements.set_workdir(&agent.id, generation, workdir.clone());
         still_starting(agent, generation)?;
 
         let t_session = Instant::now();
@@ -183,9 +182,9 @@ impl Supervisor {
             .create_session(&workdir, &format!("{} ({})", spec.name, spec.role.as_str()))
             .await
             .map_err(|e| Error::Agent(e.to_string()))?;
-        self.registry.bind_session(&session, &agent.id);
-        agent.lock().attachment =
-            Some(Attachment { server_id: server.id, session_id: session.clone() });
+        if !self.registry.placements.bind_session(&agent.id, generation, &session) {
+            return Err(stopped_during_start());
+        }
         server
             .client
             .prompt_async(&session, &workdir, AGENT_NAME, prompt, Some(&spec.system_prompt))

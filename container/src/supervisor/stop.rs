@@ -49,22 +49,21 @@ impl Supervisor {
             StopSignal::Term => Signal::SIGTERM,
             StopSignal::Kill => Signal::SIGKILL,
         };
-        let Some(server) = self.server_of(agent_id, generation) else {
-            // Still preparing its worktree: the start sees `stopping` and unwinds.
+        let placements = &self.registry.placements;
+        let Some(run) = placements.placed(agent_id, generation) else {
+            // Still before its process: the start sees `stopping` and unwinds.
             return Ok(());
         };
+        let Some(server) = run.server.clone() else { return Ok(()) };
         if server.share_key.is_none() {
             server.stop(signal, self.config.stop_grace).await;
         } else {
-            let attachment = agent.lock().attachment.clone();
-            if let Some(a) = attachment {
-                let workdir = agent.lock().workdir.clone().unwrap_or_default();
-                if let Err(e) = server.client.abort(&a.session_id, &workdir).await {
+            if let Some(live) = run.live() {
+                if let Err(e) = server.client.abort(&live.session, &live.workdir).await {
                     tracing::warn!(agent = agent_id, error = %e, "could not abort the agent's turn");
                 }
-                self.registry.unbind_session(&a.session_id);
             }
-            server.detach(agent_id);
+            placements.remove_run(agent_id, generation);
             agent.finish(generation, None, None);
             self.release_if_unused(&server).await;
         }
@@ -77,16 +76,9 @@ impl Supervisor {
         Ok(())
     }
 
-    /// The Kilo process the agent's current run is on, if any.
-    pub(super) fn server_of(&self, agent_id: &str, generation: u64) -> Option<Arc<KiloServer>> {
-        self.server_list()
-            .into_iter()
-            .find(|s| s.agents().iter().any(|(a, g)| a == agent_id && *g == generation))
-    }
-
     /// Stops a Kilo process that no agent uses any more.
     pub(super) async fn release_if_unused(&self, server: &KiloServer) {
-        if server.agent_count() == 0 {
+        if self.registry.placements.runs_on(server.id) == 0 {
             server.stop(Signal::SIGTERM, self.config.stop_grace).await;
         }
     }
@@ -94,9 +86,8 @@ impl Supervisor {
     /// After a failed start: takes the agent off its Kilo process, stopping the process if
     /// the agent was alone on it.
     pub(super) async fn release_agent(&self, agent_id: &str, generation: u64) {
-        if let Some(server) = self.server_of(agent_id, generation) {
-            server.detach(agent_id);
-            self.release_if_unused(&server).await;
+        if let Some((server, 0)) = self.registry.placements.remove_run(agent_id, generation) {
+            server.stop(Signal::SIGTERM, self.config.stop_grace).await;
         }
     }
 }

@@ -23,8 +23,10 @@ use crate::town::op::TownCall;
 
 mod pr_review;
 
-/// Delay of the first scheduler pass after work is hooked.
-const FIRST_PASS_MS: u64 = 200;
+/// Delay of the first scheduler pass after work is hooked: at once, but after the op's own
+/// answer, so slings sent together (a script slinging in a loop) still tend to share a pass.
+/// Each millisecond here is a millisecond of every dispatch.
+pub(crate) const FIRST_PASS_MS: u64 = 10;
 /// Starts sent to the container at once in one pass.
 const DISPATCH_CONCURRENCY: usize = 8;
 

@@ -61,7 +61,11 @@ impl Pass {
 #[test]
 fn hooked_work_arms_the_alarm_and_a_pass_dispatches_it() {
     let (p, agent) = Pass::slung();
-    assert_eq!(p.world.alarms.borrow().as_slice(), &[200], "the first pass, soon");
+    assert_eq!(
+        p.world.alarms.borrow().as_slice(),
+        &[super::object::FIRST_PASS_MS],
+        "the first pass, soon"
+    );
     p.world.container_answers(|c| match c.path.as_str() {
         "/agents/start" => (201, json!({"status": "starting", "bootId": "boot-1"})),
         _ => (200, json!({"status": "running", "bootId": "boot-1"})),
