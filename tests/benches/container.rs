@@ -273,9 +273,12 @@ async fn main() {
         None => missing("20,000 files, per step", "the agent made fewer than 2 model requests"),
     }
     match body["pid"].as_i64().and_then(|pid| private_folders(pid as i32)) {
-        Some((data, all)) => {
+        Some((data, all, largest)) => {
             row("20,000 files, Kilo's data (sessions) after the steps", kib(data));
             row("20,000 files, the Kilo process's private folder in all", kib(all));
+            for (name, size) in largest {
+                row(&format!("20,000 files, of Kilo's data: {name}"), kib(size));
+            }
         }
         None => {
             missing("20,000 files, disk outside the checkout", "no XDG_DATA_HOME in the process")
@@ -294,8 +297,8 @@ fn kib(k: u64) -> String {
 
 /// Disk used (KiB) by the Kilo process's data folder and by its whole private folder (the
 /// parent of its XDG folders: HOME, TMPDIR, config, data, state, cache), read from its
-/// environment.
-fn private_folders(pid: i32) -> Option<(u64, u64)> {
+/// environment, and the data folder's three largest files.
+fn private_folders(pid: i32) -> Option<(u64, u64, Vec<FileSize>)> {
     let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
     let data = environ
         .split(|b| *b == 0)
@@ -303,7 +306,29 @@ fn private_folders(pid: i32) -> Option<(u64, u64)> {
         .find_map(|v| v.strip_prefix("XDG_DATA_HOME="))
         .map(std::path::PathBuf::from)?;
     let private = data.parent()?.parent()?.to_path_buf();
-    Some((du_kib(&data)?, du_kib(&private)?))
+    let mut files = Vec::new();
+    list_files(&data, &data, &mut files);
+    files.sort_by_key(|(_, size)| std::cmp::Reverse(*size));
+    files.truncate(3);
+    Some((du_kib(&data)?, du_kib(&private)?, files))
+}
+
+/// A file's path and its size in KiB.
+type FileSize = (String, u64);
+
+/// Every file under `dir` (bounded depth), as its path under `root` and its size.
+fn list_files(root: &Path, dir: &Path, out: &mut Vec<FileSize>) {
+    let depth = dir.strip_prefix(root).map(|p| p.components().count()).unwrap_or(0);
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() && depth < 6 {
+            list_files(root, &entry.path(), out);
+        } else if meta.is_file() {
+            let name = entry.path().strip_prefix(root).map(|p| p.display().to_string());
+            out.push((name.unwrap_or_default(), meta.len() / 1024));
+        }
+    }
 }
 
 fn du_kib(path: &Path) -> Option<u64> {
