@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::requests::{parse_body, Validate};
+use crate::requests::{parse_body, Shape, Validate};
 use crate::rig::op::{RigCall, RigOp};
 use crate::routes::{Method, Params};
 use crate::rpc::IdentityOp;
@@ -37,7 +37,7 @@ impl Incoming<'_> {
     }
 
     /// The body as `T`, checked (its schema, then its own rules).
-    pub fn body<T: serde::de::DeserializeOwned + Validate>(&self) -> ApiResult<T> {
+    pub fn body<T: serde::de::DeserializeOwned + Shape + Validate>(&self) -> ApiResult<T> {
         parse_body(self.body)
     }
 }

@@ -3,7 +3,7 @@
 //! The reference parses a body with `JSON.parse` (empty or malformed input becomes `null`) and
 //! validates it with a zod object schema; a failure is a 400
 //! `{"success":false,"error":"Invalid request body","issues":[...]}` listing **every** problem,
-//! in schema field order. Each route's schema is a [`Field`] list (`Validate::FIELDS` in
+//! in schema field order. Each route's schema is a [`Field`] list (`Shape::FIELDS` in
 //! [`crate::requests`]); [`check`] walks the JSON value and reports zod-shaped issues:
 //!
 //! - `{"expected":"object","code":"invalid_type","path":[],"message":"Invalid input: expected object, received null"}`

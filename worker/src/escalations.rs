@@ -2,12 +2,13 @@
 //! for the whole town. A rig's escalation is a bead the town's mayor hears of; a town's is kept
 //! by the TownDO.
 
+use crate::requests::request_body;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::api::{self, FollowUp, Incoming, Plan};
 use crate::auth::Caller;
-use crate::body::{opt, req, Field, Kind, NON_EMPTY, STR};
+use crate::body::{Kind, NON_EMPTY, STR};
 use crate::db::Db;
 use crate::effects::Effects;
 use crate::error::ApiResult;
@@ -47,26 +48,18 @@ fn list_town(req: &Incoming) -> ApiResult<Plan> {
     api::town(req.param("townId")?, &ListTownEscalations, 200)
 }
 
-/// `POST /api/rigs/:rigId/escalations` and `POST /api/towns/:townId/escalations`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NewEscalation {
-    pub title: String,
-    #[serde(default)]
-    pub body: Option<String>,
-    #[serde(default)]
-    pub priority: Option<Priority>,
-    #[serde(default)]
-    pub metadata: Option<Value>,
+request_body! {
+    /// `POST /api/rigs/:rigId/escalations` and `POST /api/towns/:townId/escalations`
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct NewEscalation {
+        pub title: String = req(NON_EMPTY),
+        pub body: Option<String> = opt(STR),
+        pub priority: Option<Priority> = opt(PRIORITIES),
+        pub metadata: Option<Value> = opt(Kind::Record),
+    }
 }
 
 impl Validate for NewEscalation {
-    const FIELDS: &'static [Field] = &[
-        req("title", NON_EMPTY),
-        opt("body", STR),
-        opt("priority", PRIORITIES),
-        opt("metadata", Kind::Record),
-    ];
-
     fn check(&self, i: &mut Issues) {
         i.add("title", text(&self.title, MAX_TITLE));
         i.add("body", opt_text(&self.body, MAX_TEXT));

@@ -20,16 +20,17 @@ pub mod pulls;
 pub mod rest;
 pub mod webhooks;
 
+use crate::requests::request_body;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::api::{self, Incoming, Plan};
-use crate::body::{opt, req, Field, Kind, NON_EMPTY, STR};
+use crate::body::{Kind, NON_EMPTY, STR};
 use crate::db::Db;
 use crate::effects::Effects;
 use crate::error::{ApiError, ApiResult};
 use crate::params;
-use crate::requests::{parse_value, Issues, Validate};
+use crate::requests::{parse_value, Issues, Shape, Validate};
 use crate::routes::{Endpoint, Rule};
 use crate::town::object::TownObject;
 use crate::town::op::{town_ops, TownOp};
@@ -126,25 +127,21 @@ impl ForgeKind {
     }
 }
 
-/// `PUT …/forge`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ForgeInput {
-    pub kind: ForgeKind,
-    #[serde(default)]
-    pub api_url: Option<String>,
-    #[serde(default)]
-    pub app_id: Option<u64>,
-    #[serde(default)]
-    pub installation_id: Option<u64>,
-    #[serde(default)]
-    pub private_key: Option<Secret>,
-    #[serde(default)]
-    pub token: Option<Secret>,
-    #[serde(default)]
-    pub webhook_secret: Option<Secret>,
-    /// Set by the Worker from its `ALLOW_LOCAL_REPOS` var, never read from the client.
-    #[serde(skip_deserializing, default)]
-    pub allow_local: bool,
+request_body! {
+    /// `PUT …/forge`
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct ForgeInput {
+        pub kind: ForgeKind = req(Kind::Enum(&["github_app", "token", "gitlab"])),
+        pub api_url: Option<String> = opt(STR),
+        pub app_id: Option<u64>,
+        pub installation_id: Option<u64>,
+        pub private_key: Option<Secret> = opt(NON_EMPTY),
+        pub token: Option<Secret> = opt(NON_EMPTY),
+        pub webhook_secret: Option<Secret> = opt(NON_EMPTY),
+        /// Set by the Worker from its `ALLOW_LOCAL_REPOS` var, never read from the client.
+        #[serde(skip_deserializing, default)]
+        pub allow_local: bool,
+    }
 }
 
 /// Longest token or webhook secret, and longest PEM key, in bytes.
@@ -152,14 +149,6 @@ const MAX_TOKEN: usize = 1024;
 const MAX_PEM: usize = 16 * 1024;
 
 impl Validate for ForgeInput {
-    const FIELDS: &'static [Field] = &[
-        req("kind", Kind::Enum(&["github_app", "token", "gitlab"])),
-        opt("api_url", STR),
-        opt("private_key", NON_EMPTY),
-        opt("token", NON_EMPTY),
-        opt("webhook_secret", NON_EMPTY),
-    ];
-
     fn check(&self, i: &mut Issues) {
         if let Some(url) = &self.api_url {
             i.add("api_url", api_url(url, self.allow_local));

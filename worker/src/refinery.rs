@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use shared_types::{MergeGate, MergeRequest, MergeState, MergeStatus};
 
 use crate::model::{Bead, RigConfig};
-use crate::requests::{Issues, Validate};
+use crate::requests::{Issues, Shape, Validate};
 
 /// How a rig's reviewed branches reach its default branch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +88,8 @@ impl Default for MergeSettings {
 pub const MAX_REWORK_ROUNDS: u32 = 20;
 /// Most approvals a rig may require.
 pub const MAX_REQUIRED_REVIEWS: u32 = 10;
+
+impl Shape for MergeSettings {}
 
 impl Validate for MergeSettings {
     fn check(&self, i: &mut Issues) {

@@ -1,7 +1,7 @@
 //! What every request body shares: its size limit, its parse and check ([`parse_body`]), the
 //! [`Validate`] trait each body implements (in its resource module), and the field rules.
 //!
-//! Each body is first checked against its route's schema ([`Validate::FIELDS`], zod-shaped
+//! Each body is first checked against its route's schema ([`Shape::FIELDS`], zod-shaped
 //! issues as the reference reports them, see [`crate::body`]), then parsed (serde), then
 //! [`Validate`] checks our own sizes and formats. All of it happens in the Worker before any
 //! Durable Object is called, so bad input changes nothing; every failure is a 400
@@ -29,11 +29,59 @@ pub const DEFAULT_LIMIT: u32 = 50;
 pub const DEFAULT_BEAD_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 500;
 
-pub trait Validate {
-    /// The body's shape, as the reference's zod schema has it (checked before parsing). Our own
-    /// routes leave it empty: serde's message then describes a wrong shape.
+/// A body's shape, as the reference's zod schema has it (checked before parsing). Written by
+/// [`request_body!`] from the struct's own fields; our own routes' bodies leave it empty, and
+/// serde's message then describes a wrong shape.
+pub trait Shape {
     const FIELDS: &'static [Field] = &[];
+}
 
+/// Declares a request body once: the struct and its [`Shape`]. Each field is written as in a
+/// struct, followed by its zod rule, `= req(KIND)` or `= opt(KIND)`, or by nothing when the
+/// reference's schema does not list it; `name as "wire": Type` names a field whose wire name is
+/// not its Rust name (a keyword). A missing `Option` field is `None` without `#[serde(default)]`.
+macro_rules! request_body {
+    // The zod list, built field by field: a field without a rule is left out.
+    (@fields [$($out:tt)*]) => { &[$($out)*] };
+    (@fields [$($out:tt)*] $field:ident [$($wire:literal)?] [$presence:ident($kind:expr)] $($rest:tt)*) => {
+        $crate::requests::request_body!(@fields [
+            $($out)*
+            $crate::body::$presence($crate::requests::request_body!(@wire $field $($wire)?), $kind),
+        ] $($rest)*)
+    };
+    (@fields [$($out:tt)*] $field:ident [$($wire:literal)?] [] $($rest:tt)*) => {
+        $crate::requests::request_body!(@fields [$($out)*] $($rest)*)
+    };
+    (@wire $field:ident) => { stringify!($field) };
+    (@wire $field:ident $wire:literal) => { $wire };
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $(
+                $(#[$fmeta:meta])*
+                $fvis:vis $field:ident $(as $wire:literal)? : $ty:ty $(= $presence:ident($kind:expr))?
+            ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $(
+                $(#[$fmeta])*
+                $(#[serde(rename = $wire)])?
+                $fvis $field: $ty,
+            )*
+        }
+
+        impl $crate::requests::Shape for $name {
+            const FIELDS: &'static [$crate::body::Field] = $crate::requests::request_body!(
+                @fields [] $($field [$($wire)?] [$($presence($kind))?])*
+            );
+        }
+    };
+}
+pub(crate) use request_body;
+
+pub trait Validate {
     /// Adds every problem to `issues`, so a client can fix them all at once.
     fn check(&self, issues: &mut Issues);
 
@@ -83,7 +131,7 @@ pub fn parse_value<T: serde::de::DeserializeOwned>(raw: &[u8], fields: &[Field])
 }
 
 /// Parses a JSON body into `T` and validates it.
-pub fn parse_body<T: serde::de::DeserializeOwned + Validate>(raw: &[u8]) -> ApiResult<T> {
+pub fn parse_body<T: serde::de::DeserializeOwned + Shape + Validate>(raw: &[u8]) -> ApiResult<T> {
     let value: T = parse_value(raw, T::FIELDS)?;
     value.validate()?;
     Ok(value)
@@ -225,5 +273,23 @@ mod tests {
             serde_json::from_slice(br#"{"town_id":"t","git_url":"x","allow_local_repos":true}"#)
                 .expect("parses");
         assert!(!c.allow_local_repos);
+    }
+
+    #[test]
+    fn a_declared_body_lists_its_ruled_fields_by_wire_name_in_order() {
+        use crate::body::Field;
+        let names = |f: &[Field]| f.iter().map(|f| (f.name, f.required)).collect::<Vec<_>>();
+        let bead = names(crate::rig::beads::NewBead::FIELDS);
+        assert_eq!(bead[..3], [("type", true), ("title", true), ("body", false)]);
+        // Fields without a rule (numbers the reference does not list, one set by the Worker)
+        // are parsed but not listed.
+        let forge = names(crate::forge::ForgeInput::FIELDS);
+        let forge: Vec<&str> = forge.iter().map(|(n, _)| *n).collect();
+        assert_eq!(forge, ["kind", "api_url", "private_key", "token", "webhook_secret"]);
+        // The wire name is serde's too.
+        let b: crate::rig::beads::NewBead =
+            parse_body(br#"{"type":"message","title":"t"}"#).expect("a valid bead");
+        assert_eq!(b.bead_type, crate::model::BeadType::Message);
+        assert_eq!(b.body, None, "a missing optional field is None");
     }
 }

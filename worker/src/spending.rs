@@ -19,7 +19,7 @@ use crate::api::{self, Incoming, Plan};
 use crate::db::Db;
 use crate::effects::Effects;
 use crate::error::ApiResult;
-use crate::requests::{Issues, Validate};
+use crate::requests::{Issues, Shape, Validate};
 use crate::rig::op::to_json;
 use crate::routes::{Endpoint, Rule};
 use crate::town::object::TownObject;
@@ -114,6 +114,8 @@ pub fn offset_minutes(zone: &str) -> Option<i32> {
 pub const MAX_TOKENS_PER_DAY: u64 = 1_000_000_000_000;
 /// The largest daily money budget taken, in USD (a typo guard).
 pub const MAX_COST_USD_PER_DAY: f64 = 1_000_000.0;
+
+impl Shape for TownLimits {}
 
 impl Validate for TownLimits {
     /// Each cap null (no cap) or a whole number from 1 to [`MAX_CAP`].

@@ -3,7 +3,7 @@
 //! value or a 4xx error with a message, never a panic and never a 5xx.
 
 use gastown_worker::error::ApiError;
-use gastown_worker::requests::{parse_body, Validate};
+use gastown_worker::requests::{parse_body, Shape, Validate};
 use gastown_worker::rig::beads::NewBead;
 use gastown_worker::rig::config::RigConfigInput;
 use gastown_worker::rig::convoys::NewConvoy;
@@ -102,7 +102,7 @@ proptest! {
 
     #[test]
     fn every_body_parses_or_is_a_client_error(body in prop_oneof![".{0,200}".prop_map(String::from), json_ish()]) {
-        fn check<T: serde::de::DeserializeOwned + Validate>(b: &str) -> Result<(), String> {
+        fn check<T: serde::de::DeserializeOwned + Shape + Validate>(b: &str) -> Result<(), String> {
             match parse_body::<T>(b.as_bytes()) {
                 Ok(_) => Ok(()),
                 Err(e) if is_client_error(&e) => Ok(()),

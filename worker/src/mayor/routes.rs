@@ -3,6 +3,7 @@
 //! any object is called: a bad body is a 400 that changes nothing, and the model reads its
 //! message as the tool's error.
 
+use crate::requests::request_body;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared_types::validate;
@@ -13,7 +14,7 @@ use crate::db::Db;
 use crate::effects::Effects;
 use crate::error::ApiResult;
 use crate::model::Priority;
-use crate::requests::{text, Issues, Validate, MAX_TEXT, PRIORITIES};
+use crate::requests::{text, Issues, Shape, Validate, MAX_TEXT, PRIORITIES};
 use crate::rig::convoys::NewConvoy;
 use crate::rig::mail::NewMail;
 use crate::rig::sling::SlingRequest;
@@ -129,14 +130,15 @@ impl TownOp for MayorCall {
 
 town_ops!(MayorCall);
 
-/// `POST /api/towns/:townId/mayor/messages`
-#[derive(Debug, Deserialize)]
-struct PersonMessage {
-    message: String,
+request_body! {
+    /// `POST /api/towns/:townId/mayor/messages`
+    #[derive(Debug, Deserialize)]
+    struct PersonMessage {
+        message: String = req(NON_EMPTY),
+    }
 }
 
 impl Validate for PersonMessage {
-    const FIELDS: &'static [Field] = &[req("message", NON_EMPTY)];
     fn check(&self, i: &mut Issues) {
         i.add("message", text(&self.message, MAX_MESSAGE));
     }
@@ -151,7 +153,8 @@ struct MayorSling {
     sling: SlingRequest,
 }
 
-impl Validate for MayorSling {
+/// The reference's schema of the mayor's sling: not the flattened body's own.
+impl Shape for MayorSling {
     const FIELDS: &'static [Field] = &[
         req("rig_id", NON_EMPTY),
         req("title", NON_EMPTY),
@@ -159,6 +162,9 @@ impl Validate for MayorSling {
         opt("priority", PRIORITIES),
         opt("metadata", Kind::Record),
     ];
+}
+
+impl Validate for MayorSling {
     fn check(&self, i: &mut Issues) {
         i.add("rig_id", validate::id(&self.rig_id));
         self.sling.check(i);
@@ -176,24 +182,30 @@ struct MayorConvoy {
     convoy: NewConvoy,
 }
 
-impl Validate for MayorConvoy {
+/// The reference's schema of the mayor's convoy: not the flattened body's own.
+impl Shape for MayorConvoy {
     const FIELDS: &'static [Field] =
         &[req("rig_id", NON_EMPTY), req("title", NON_EMPTY), req("beads", Kind::Any)];
+}
+
+impl Validate for MayorConvoy {
     fn check(&self, i: &mut Issues) {
         i.add("rig_id", validate::id(&self.rig_id));
         self.convoy.check(i);
     }
 }
 
-/// `POST …/tools/mail`: as the reference's (`rig_id`, `to_agent_id`, `subject`, `body`); the
-/// sender is the mayor, whatever `from_agent_id` says. The mail itself follows a rig mail's
-/// rules.
-#[derive(Debug, Deserialize)]
-struct MayorMail {
-    rig_id: String,
-    to_agent_id: String,
-    subject: String,
-    body: String,
+request_body! {
+    /// `POST …/tools/mail`: as the reference's (`rig_id`, `to_agent_id`, `subject`, `body`);
+    /// the sender is the mayor, whatever `from_agent_id` says. The mail itself follows a rig
+    /// mail's rules.
+    #[derive(Debug, Deserialize)]
+    struct MayorMail {
+        rig_id: String = req(NON_EMPTY),
+        to_agent_id: String = req(NON_EMPTY),
+        subject: String = req(NON_EMPTY),
+        body: String = req(NON_EMPTY),
+    }
 }
 
 impl MayorMail {
@@ -208,29 +220,23 @@ impl MayorMail {
 }
 
 impl Validate for MayorMail {
-    const FIELDS: &'static [Field] = &[
-        req("rig_id", NON_EMPTY),
-        req("to_agent_id", NON_EMPTY),
-        req("subject", NON_EMPTY),
-        req("body", NON_EMPTY),
-    ];
     fn check(&self, i: &mut Issues) {
         i.add("rig_id", validate::id(&self.rig_id));
         NewMail::check_parts(&self.to_agent_id, &self.subject, &self.body, i);
     }
 }
 
-/// `POST …/tools/escalations/resolve`
-#[derive(Debug, Deserialize)]
-struct Resolve {
-    rig_id: String,
-    escalation_id: String,
-    answer: String,
+request_body! {
+    /// `POST …/tools/escalations/resolve`
+    #[derive(Debug, Deserialize)]
+    struct Resolve {
+        rig_id: String = req(NON_EMPTY),
+        escalation_id: String = req(NON_EMPTY),
+        answer: String = req(NON_EMPTY),
+    }
 }
 
 impl Validate for Resolve {
-    const FIELDS: &'static [Field] =
-        &[req("rig_id", NON_EMPTY), req("escalation_id", NON_EMPTY), req("answer", NON_EMPTY)];
     fn check(&self, i: &mut Issues) {
         i.add("rig_id", validate::id(&self.rig_id));
         i.add("escalation_id", validate::id(&self.escalation_id));
@@ -238,14 +244,15 @@ impl Validate for Resolve {
     }
 }
 
-/// `POST …/tools/reply`
-#[derive(Debug, Deserialize)]
-struct Reply {
-    text: String,
+request_body! {
+    /// `POST …/tools/reply`
+    #[derive(Debug, Deserialize)]
+    struct Reply {
+        text: String = req(STR),
+    }
 }
 
 impl Validate for Reply {
-    const FIELDS: &'static [Field] = &[req("text", STR)];
     fn check(&self, _: &mut Issues) {}
 }
 

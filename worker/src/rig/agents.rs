@@ -4,6 +4,7 @@
 //! agent as assignee; re-hooking the same bead is a no-op; hooking a different bead while one is
 //! hooked is refused (409), as is hooking a closed/failed bead or one hooked by another agent.
 
+use crate::requests::request_body;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use shared_types::validate;
@@ -13,7 +14,7 @@ use super::op::{rig_ops, to_json, RigCall, RigOp};
 use super::rows::AgentRow;
 use super::Rig;
 use crate::api::{self, FollowUp, Incoming, Plan};
-use crate::body::{opt, req, Field, Kind, NON_EMPTY, STR};
+use crate::body::{Kind, NON_EMPTY, STR};
 use crate::db::{Db, Select};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{Agent, AgentRole, AgentStatus, BeadStatus, EventKind, ReviewEntry};
@@ -84,52 +85,48 @@ fn heartbeat(req: &Incoming) -> ApiResult<Plan> {
 
 const ROLES: Kind = Kind::Enum(&["polecat", "refinery", "mayor", "witness"]);
 
-/// `POST /api/rigs/:rigId/agents`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewAgent {
-    pub role: AgentRole,
-    pub name: String,
-    pub identity: String,
+request_body! {
+    /// `POST /api/rigs/:rigId/agents`
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct NewAgent {
+        pub role: AgentRole = req(ROLES),
+        pub name: String = req(NON_EMPTY),
+        pub identity: String = req(NON_EMPTY),
+    }
 }
 
 impl Validate for NewAgent {
-    const FIELDS: &'static [Field] =
-        &[req("role", ROLES), req("name", NON_EMPTY), req("identity", NON_EMPTY)];
-
     fn check(&self, i: &mut Issues) {
         i.add("name", validate::agent_name(&self.name));
         i.add("identity", text(&self.identity, MAX_IDENTITY));
     }
 }
 
-/// `POST /api/rigs/:rigId/agents/:agentId/hook`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HookRequest {
-    pub bead_id: String,
+request_body! {
+    /// `POST /api/rigs/:rigId/agents/:agentId/hook`
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct HookRequest {
+        pub bead_id: String = req(NON_EMPTY),
+    }
 }
 
 impl Validate for HookRequest {
-    const FIELDS: &'static [Field] = &[req("bead_id", NON_EMPTY)];
-
     fn check(&self, i: &mut Issues) {
         i.add("bead_id", validate::id(&self.bead_id));
     }
 }
 
-/// `POST /api/rigs/:rigId/agents/:agentId/done`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DoneRequest {
-    pub branch: String,
-    #[serde(default)]
-    pub pr_url: Option<String>,
-    #[serde(default)]
-    pub summary: Option<String>,
+request_body! {
+    /// `POST /api/rigs/:rigId/agents/:agentId/done`
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct DoneRequest {
+        pub branch: String = req(NON_EMPTY),
+        pub pr_url: Option<String> = opt(STR),
+        pub summary: Option<String> = opt(STR),
+    }
 }
 
 impl Validate for DoneRequest {
-    const FIELDS: &'static [Field] =
-        &[req("branch", NON_EMPTY), opt("pr_url", STR), opt("summary", STR)];
-
     fn check(&self, i: &mut Issues) {
         i.add("branch", validate::branch(&self.branch));
         i.add("pr_url", url(&self.pr_url));
@@ -137,17 +134,17 @@ impl Validate for DoneRequest {
     }
 }
 
-/// `POST /api/rigs/:rigId/agents/:agentId/checkpoint`: any JSON value, bounded; `{}` stores
-/// `null` (as the reference).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckpointRequest {
-    #[serde(default)]
-    pub data: Value,
+request_body! {
+    /// `POST /api/rigs/:rigId/agents/:agentId/checkpoint`: any JSON value, bounded; `{}`
+    /// stores `null` (as the reference).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct CheckpointRequest {
+        #[serde(default)]
+        pub data: Value = opt(Kind::Any),
+    }
 }
 
 impl Validate for CheckpointRequest {
-    const FIELDS: &'static [Field] = &[opt("data", Kind::Any)];
-
     fn check(&self, i: &mut Issues) {
         i.add("data", json_size(&self.data, MAX_CHECKPOINT));
     }

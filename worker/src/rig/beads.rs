@@ -1,5 +1,6 @@
 //! Beads: creation (including escalations), listing with filters, status changes and close.
 
+use crate::requests::request_body;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use shared_types::validate;
@@ -9,7 +10,7 @@ use super::rows::BeadRow;
 use super::Rig;
 use crate::api::{self, FollowUp, Incoming, Plan};
 use crate::auth::check_body_agent;
-use crate::body::{opt, req, Field, Kind, NON_EMPTY, STR};
+use crate::body::{Kind, NON_EMPTY, STR};
 use crate::db::{Db, Select};
 use crate::error::{ApiError, ApiResult};
 use crate::escalations::NewEscalation;
@@ -60,38 +61,22 @@ const BEAD_TYPES: Kind = Kind::Enum(&["issue", "message", "escalation", "merge_r
 /// `failed` is ours (the reference has open, in_progress, closed).
 const BEAD_STATUSES: Kind = Kind::Enum(&["open", "in_progress", "closed", "failed"]);
 
-/// `POST /api/rigs/:rigId/beads`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NewBead {
-    #[serde(rename = "type")]
-    pub bead_type: BeadType,
-    pub title: String,
-    #[serde(default)]
-    pub body: Option<String>,
-    #[serde(default)]
-    pub priority: Option<Priority>,
-    #[serde(default)]
-    pub labels: Option<Vec<String>>,
-    #[serde(default)]
-    pub metadata: Option<Value>,
-    #[serde(default)]
-    pub assignee_agent_id: Option<String>,
-    #[serde(default)]
-    pub convoy_id: Option<String>,
+request_body! {
+    /// `POST /api/rigs/:rigId/beads`
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct NewBead {
+        pub bead_type as "type": BeadType = req(BEAD_TYPES),
+        pub title: String = req(NON_EMPTY),
+        pub body: Option<String> = opt(STR),
+        pub priority: Option<Priority> = opt(PRIORITIES),
+        pub labels: Option<Vec<String>> = opt(Kind::StrArray),
+        pub metadata: Option<Value> = opt(Kind::Record),
+        pub assignee_agent_id: Option<String> = opt(STR),
+        pub convoy_id: Option<String> = opt(STR),
+    }
 }
 
 impl Validate for NewBead {
-    const FIELDS: &'static [Field] = &[
-        req("type", BEAD_TYPES),
-        req("title", NON_EMPTY),
-        opt("body", STR),
-        opt("priority", PRIORITIES),
-        opt("labels", Kind::StrArray),
-        opt("metadata", Kind::Record),
-        opt("assignee_agent_id", STR),
-        opt("convoy_id", STR),
-    ];
-
     fn check(&self, i: &mut Issues) {
         i.add("title", text(&self.title, MAX_TITLE));
         i.add("body", opt_text(&self.body, MAX_TEXT));
@@ -102,30 +87,30 @@ impl Validate for NewBead {
     }
 }
 
-/// `PATCH /api/rigs/:rigId/beads/:beadId/status`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusUpdate {
-    pub status: BeadStatus,
-    pub agent_id: String,
+request_body! {
+    /// `PATCH /api/rigs/:rigId/beads/:beadId/status`
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct StatusUpdate {
+        pub status: BeadStatus = req(BEAD_STATUSES),
+        pub agent_id: String = req(NON_EMPTY),
+    }
 }
 
 impl Validate for StatusUpdate {
-    const FIELDS: &'static [Field] = &[req("status", BEAD_STATUSES), req("agent_id", NON_EMPTY)];
-
     fn check(&self, i: &mut Issues) {
         i.add("agent_id", validate::id(&self.agent_id));
     }
 }
 
-/// `POST /api/rigs/:rigId/beads/:beadId/close`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CloseRequest {
-    pub agent_id: String,
+request_body! {
+    /// `POST /api/rigs/:rigId/beads/:beadId/close`
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct CloseRequest {
+        pub agent_id: String = req(NON_EMPTY),
+    }
 }
 
 impl Validate for CloseRequest {
-    const FIELDS: &'static [Field] = &[req("agent_id", NON_EMPTY)];
-
     fn check(&self, i: &mut Issues) {
         i.add("agent_id", validate::id(&self.agent_id));
     }

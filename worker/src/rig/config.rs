@@ -11,7 +11,7 @@ use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
 use crate::model::RigConfig;
 use crate::params;
-use crate::requests::{opt_text, parse_value, Issues, Validate, MAX_TITLE};
+use crate::requests::{opt_text, parse_value, Issues, Shape, Validate, MAX_TITLE};
 use crate::routes::{Endpoint, Rule};
 
 /// The rig's configuration (internal; the TownDO sets it when it creates a rig).
@@ -53,6 +53,8 @@ pub struct RigConfigInput {
 pub(crate) fn default_branch() -> String {
     "main".into()
 }
+
+impl Shape for RigConfigInput {}
 
 impl Validate for RigConfigInput {
     fn check(&self, i: &mut Issues) {

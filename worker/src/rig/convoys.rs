@@ -12,7 +12,7 @@ use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{Bead, BeadStatus, EventKind};
 use crate::params;
-use crate::requests::{text, Issues, Validate, MAX_TITLE};
+use crate::requests::{text, Issues, Shape, Validate, MAX_TITLE};
 use crate::rig::sling::SlingRequest;
 use crate::routes::{Endpoint, Rule};
 
@@ -47,6 +47,8 @@ pub struct NewConvoy {
     /// Each as a sling request (its own `convoy_id`, if any, is replaced by the new convoy's).
     pub beads: Vec<SlingRequest>,
 }
+
+impl Shape for NewConvoy {}
 
 impl Validate for NewConvoy {
     fn check(&self, i: &mut Issues) {

@@ -1,5 +1,6 @@
 //! Mail between agents of a rig. Mail stays undelivered until the recipient checks it.
 
+use crate::requests::request_body;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use shared_types::validate;
@@ -9,7 +10,7 @@ use super::rows::MailRow;
 use super::Rig;
 use crate::api::{self, Incoming, Plan};
 use crate::auth::check_body_agent;
-use crate::body::{req, Field, NON_EMPTY};
+use crate::body::NON_EMPTY;
 use crate::db::Db;
 use crate::error::ApiResult;
 use crate::model::{EventKind, Mail};
@@ -33,23 +34,18 @@ fn check(req: &Incoming) -> ApiResult<Plan> {
     api::rig(req.param("rigId")?, CheckMail { agent_id: req.param("agentId")? })
 }
 
-/// `POST /api/rigs/:rigId/mail`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewMail {
-    pub from_agent_id: String,
-    pub to_agent_id: String,
-    pub subject: String,
-    pub body: String,
+request_body! {
+    /// `POST /api/rigs/:rigId/mail`
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct NewMail {
+        pub from_agent_id: String = req(NON_EMPTY),
+        pub to_agent_id: String = req(NON_EMPTY),
+        pub subject: String = req(NON_EMPTY),
+        pub body: String = req(NON_EMPTY),
+    }
 }
 
 impl Validate for NewMail {
-    const FIELDS: &'static [Field] = &[
-        req("from_agent_id", NON_EMPTY),
-        req("to_agent_id", NON_EMPTY),
-        req("subject", NON_EMPTY),
-        req("body", NON_EMPTY),
-    ];
-
     fn check(&self, i: &mut Issues) {
         i.add("from_agent_id", validate::id(&self.from_agent_id));
         Self::check_parts(&self.to_agent_id, &self.subject, &self.body, i);

@@ -1,5 +1,6 @@
 //! The review queue: branches submitted for merging, `pending -> running -> merged | failed`.
 
+use crate::requests::request_body;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use shared_types::validate;
@@ -9,7 +10,7 @@ use super::rows::ReviewRow;
 use super::Rig;
 use crate::api::{self, Incoming, Plan};
 use crate::auth::check_body_agent;
-use crate::body::{opt, req, Field, NON_EMPTY, STR};
+use crate::body::{NON_EMPTY, STR};
 use crate::db::{Db, Select};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{EventKind, ReviewEntry, ReviewStatus};
@@ -39,27 +40,19 @@ fn get(req: &Incoming) -> ApiResult<Plan> {
     api::rig(req.param("rigId")?, GetReview { entry_id: req.param("entryId")? })
 }
 
-/// `POST /api/rigs/:rigId/review-queue`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewReview {
-    pub agent_id: String,
-    pub bead_id: String,
-    pub branch: String,
-    #[serde(default)]
-    pub pr_url: Option<String>,
-    #[serde(default)]
-    pub summary: Option<String>,
+request_body! {
+    /// `POST /api/rigs/:rigId/review-queue`
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct NewReview {
+        pub agent_id: String = req(NON_EMPTY),
+        pub bead_id: String = req(NON_EMPTY),
+        pub branch: String = req(NON_EMPTY),
+        pub pr_url: Option<String> = opt(STR),
+        pub summary: Option<String> = opt(STR),
+    }
 }
 
 impl Validate for NewReview {
-    const FIELDS: &'static [Field] = &[
-        req("agent_id", NON_EMPTY),
-        req("bead_id", NON_EMPTY),
-        req("branch", NON_EMPTY),
-        opt("pr_url", STR),
-        opt("summary", STR),
-    ];
-
     fn check(&self, i: &mut Issues) {
         i.add("agent_id", validate::id(&self.agent_id));
         i.add("bead_id", validate::id(&self.bead_id));

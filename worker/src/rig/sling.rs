@@ -4,6 +4,7 @@
 //! from [`NAME_POOL`], then `name-2`, `name-3`, ...), and hooks the bead to it. All of it runs in
 //! one synchronous sequence, so two concurrent slings never pick the same polecat.
 
+use crate::requests::request_body;
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,7 @@ use super::op::{rig_ops, RigOp};
 use super::rows::AgentRow;
 use super::Rig;
 use crate::api::{self, FollowUp, Incoming, Plan};
-use crate::body::{opt, req, Field, Kind, NON_EMPTY, STR};
+use crate::body::{Kind, NON_EMPTY, STR};
 use crate::db::Db;
 use crate::error::ApiResult;
 use crate::model::{Agent, AgentRole, BeadType, Priority};
@@ -31,20 +32,17 @@ fn sling(req: &Incoming) -> ApiResult<Plan> {
     api::created(rig_id, op, FollowUp::IdentityFromSling)
 }
 
-/// `POST /api/rigs/:rigId/sling` (internal): a bead for the next idle polecat.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SlingRequest {
-    pub title: String,
-    #[serde(default)]
-    pub body: Option<String>,
-    #[serde(default)]
-    pub priority: Option<Priority>,
-    #[serde(default)]
-    pub labels: Option<Vec<String>>,
-    #[serde(default)]
-    pub metadata: Option<Value>,
-    #[serde(default)]
-    pub convoy_id: Option<String>,
+request_body! {
+    /// `POST /api/rigs/:rigId/sling` (internal): a bead for the next idle polecat.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct SlingRequest {
+        pub title: String = req(NON_EMPTY),
+        pub body: Option<String> = opt(STR),
+        pub priority: Option<Priority> = opt(PRIORITIES),
+        pub labels: Option<Vec<String>> = opt(Kind::StrArray),
+        pub metadata: Option<Value> = opt(Kind::Record),
+        pub convoy_id: Option<String> = opt(STR),
+    }
 }
 
 impl SlingRequest {
@@ -64,15 +62,6 @@ impl SlingRequest {
 }
 
 impl Validate for SlingRequest {
-    const FIELDS: &'static [Field] = &[
-        req("title", NON_EMPTY),
-        opt("body", STR),
-        opt("priority", PRIORITIES),
-        opt("labels", Kind::StrArray),
-        opt("metadata", Kind::Record),
-        opt("convoy_id", STR),
-    ];
-
     fn check(&self, i: &mut Issues) {
         self.bead().check(i);
     }

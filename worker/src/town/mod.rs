@@ -21,7 +21,7 @@ use crate::effects::{rig_op, Effects};
 use crate::error::{ApiError, ApiResult};
 use crate::escalations::NewEscalation;
 use crate::params;
-use crate::requests::{metadata, parse_value, text, Issues, Validate, MAX_TITLE};
+use crate::requests::{metadata, parse_value, text, Issues, Shape, Validate, MAX_TITLE};
 use crate::rig::config::{default_branch, Configure, RigConfigInput};
 use crate::rig::op::to_json;
 use crate::routes::{Endpoint, Rule};
@@ -70,6 +70,8 @@ pub struct NewTown {
     pub config: Option<Value>,
 }
 
+impl Shape for NewTown {}
+
 impl Validate for NewTown {
     fn check(&self, i: &mut Issues) {
         i.add("name", text(&self.name, MAX_TITLE));
@@ -90,6 +92,8 @@ pub struct NewRig {
     #[serde(skip_deserializing, default)]
     pub allow_local_repos: bool,
 }
+
+impl Shape for NewRig {}
 
 impl Validate for NewRig {
     fn check(&self, i: &mut Issues) {
