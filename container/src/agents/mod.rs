@@ -153,10 +153,15 @@ impl Registry {
         self.map().get(&agent_id).cloned()
     }
 
-    /// The agent's current run where it is placed now: its live session, if it has one.
-    pub fn live_session(&self, agent: &Agent) -> Option<LiveSession> {
+    /// The agent's current run while it is on its process.
+    pub fn placed(&self, agent: &Agent) -> Option<Placement> {
         let generation = agent.lock().generation;
-        self.placements.placed(&agent.id, generation)?.live()
+        self.placements.placed(&agent.id, generation)
+    }
+
+    /// The agent's current run's live session, if it has one.
+    pub fn live_session(&self, agent: &Agent) -> Option<LiveSession> {
+        self.placed(agent)?.live()
     }
 
     /// The agent's record as the API shows it, with the pid and folder of its run.

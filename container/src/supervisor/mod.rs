@@ -158,8 +158,7 @@ impl Supervisor {
     /// Empty when the agent has no process now. A shared process's output is its agents' too.
     pub fn output(&self, agent_id: &str, lines: usize) -> Result<Vec<String>> {
         let agent = self.agent(agent_id)?;
-        let generation = agent.lock().generation;
-        let server = self.registry.placements.placed(agent_id, generation).and_then(|p| p.server);
+        let server = self.registry.placed(&agent).and_then(|p| p.server);
         Ok(server.map(|s| s.output_lines(lines)).unwrap_or_default())
     }
 

@@ -117,9 +117,10 @@ impl Supervisor {
     /// (up to [`YIELD_TO_STARTS`]) while agents are on their way to the model (starting, or
     /// running before the model answered their first step): a refill is for the next dispatch
     /// and must not take the CPU from the ones under way. A Kilo start-up costs about 5
-    /// CPU-seconds; a first turn's way to the model, under one: six refills started as a burst's
-    /// agents begin their first turns made those turns wait behind 30 CPU-seconds. A process that is ready when the pool no longer wants it (shutdown, model
-    /// changed) is stopped.
+    /// CPU-seconds, a first turn's way to the model under one: six refills started as a
+    /// burst's agents began their first turns made those turns wait behind 30 CPU-seconds.
+    /// A process that is ready when the pool no longer wants it (shutdown, model changed) is
+    /// stopped.
     async fn start_pooled(self: Arc<Self>, model: String, failures: u32) {
         if failures > 0 {
             tokio::time::sleep(backoff(failures)).await;

@@ -51,15 +51,12 @@ impl Supervisor {
 
     async fn push_target(&self, agent: &Agent) -> Result<Target> {
         let spec = agent.spec();
-        let run = self
-            .registry
-            .placements
-            .placed(&agent.id, agent.lock().generation)
-            .ok_or_else(|| Error::Conflict("the agent has no running process".into()))?;
+        let run = self.registry.placed(agent);
+        let (server, workdir) = run.map(|p| (p.server, p.workdir)).unwrap_or_default();
         let server =
-            run.server.ok_or_else(|| Error::Conflict("the agent has no running process".into()))?;
+            server.ok_or_else(|| Error::Conflict("the agent has no running process".into()))?;
         let checkout =
-            run.workdir.ok_or_else(|| Error::Conflict("the agent has no checkout".into()))?;
+            workdir.ok_or_else(|| Error::Conflict("the agent has no checkout".into()))?;
         let credential = self.credential(Some(&spec.town_id), &spec.rig_id, &spec.git_url).await?;
         Ok(Target {
             owner: server.owner.clone(),
