@@ -46,7 +46,18 @@ async fn main() {
 
     println!("| slung at once | sling -> every agent's 1st model request (s) | sling -> all merged (s) | Kilo RSS 15 s after (MiB) |");
     println!("|---------------|----------------------------------------------|-------------------------|---------------------------|");
-    for (label, n) in [("1", 1usize), ("6", 6), ("12", 12), ("1 (warm town)", 1)] {
+    // With the scripted model answering at once, the first agents at the model go on with
+    // their work (commit, push, gt_done, merge) while the last are still on their way, and take
+    // the same cores; a model that answers in seconds, as a real one does, leaves a burst's
+    // starts to themselves.
+    let slow = Some(Duration::from_secs(5));
+    for (label, n, answer_after) in [
+        ("1", 1usize, None),
+        ("6", 6, None),
+        ("6 (model answering in 5 s)", 6, slow),
+        ("12", 12, None),
+        ("1 (warm town)", 1, None),
+    ] {
         // Each burst meets a full pool (a town that has been idle for a moment).
         let deadline = Instant::now() + Duration::from_secs(300);
         while local.control.get("/health").await.1["pool"]["ready"].as_u64().unwrap_or(0)
@@ -61,7 +72,11 @@ async fn main() {
         let specs: Vec<Value> = names
             .iter()
             .map(|name| {
-                model.set_script(name.as_str(), commit_then_done(&format!("{name}.txt"), "x"));
+                let mut steps = commit_then_done(&format!("{name}.txt"), "x");
+                if let Some(after) = answer_after {
+                    steps[0] = steps[0].clone().delayed(after);
+                }
+                model.set_script(name.as_str(), steps);
                 json!({"title": name, "body": marker(name)})
             })
             .collect();
