@@ -1,5 +1,5 @@
-//! One `kilo serve` child process: spawning it with an isolated environment, waiting until it
-//! answers, and knowing which agents' sessions it hosts.
+//! One `kilo serve` child process: spawning it with an isolated environment and waiting until
+//! it answers. Which agents' runs it hosts is in the placement table (`agents/placements.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
