@@ -19,6 +19,7 @@ use std::sync::Arc;
 use shared_types::AgentRole;
 
 use super::Supervisor;
+use crate::agents::placements::Process;
 use crate::agents::AgentSpec;
 use crate::error::{Error, Result};
 use crate::kilo::config::{kilo_config, KiloConfigInput, MODEL_KEY_VAR, NEUTRAL_AGENT_PROMPT};
@@ -106,8 +107,7 @@ impl Supervisor {
         let _placing = lock.lock().await;
         let existing = self.registry.placements.loads().into_iter().find_map(|(s, runs)| {
             let fits = s.share_key.as_ref() == Some(&key)
-                && !s.is_stopping()
-                && s.exit.now().is_none()
+                && s.usable()
                 && runs < self.config.agents_per_server;
             fits.then_some(s)
         });
