@@ -32,6 +32,10 @@ const OFFLINE_ENV: &[(&str, &str)] = &[
     // waits for it); nothing the server reads comes from its events. An experimental switch of
     // Kilo 7.7.7: check it on upgrades.
     ("KILO_EXPERIMENTAL_DISABLE_FILEWATCHER", "1"),
+    // Kilo's session database in memory, not on disk: an agent's sessions live and die with
+    // its process (a lost process is a lost run, re-dispatched with a new one), and on disk
+    // SQLite's write-ahead log alone grew to 4 MB per agent before it was folded in.
+    ("KILO_DB", ":memory:"),
 ];
 
 /// Variables of the control server's own environment a Kilo process may see: what a program
