@@ -21,6 +21,9 @@ pub enum Error {
     /// A wait for an answer (the mayor's reply) ended without it.
     #[error("{0}")]
     NoAnswer(String),
+    /// The API answered in a shape this `gt` does not know (a Worker of another version).
+    #[error("the Gastown API's answer is not the expected {what}: {detail}")]
+    Shape { what: String, detail: String },
 }
 
 impl Error {
@@ -28,7 +31,7 @@ impl Error {
     /// are wrong (as clap's own errors); 3: nothing answered.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Api { .. } | Self::NoAnswer(_) => 1,
+            Self::Api { .. } | Self::NoAnswer(_) | Self::Shape { .. } => 1,
             Self::Usage(_) => 2,
             Self::Unreachable { .. } => 3,
         }
@@ -101,6 +104,30 @@ impl Api {
     }
 }
 
+/// The API's `data` read as the record it is (`shared_types::records`).
+pub fn read<T: serde::de::DeserializeOwned>(data: &Value) -> Result<T, Error> {
+    T::deserialize(data).map_err(|e| Error::Shape {
+        what: short_type_name(std::any::type_name::<T>()),
+        detail: e.to_string(),
+    })
+}
+
+/// `alloc::vec::Vec<shared_types::records::Bead>` as `Vec<Bead>`.
+fn short_type_name(full: &str) -> String {
+    let mut short = String::new();
+    let mut path = String::new();
+    for c in full.chars().chain(std::iter::once(' ')) {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            path.push(c);
+        } else {
+            short.push_str(path.rsplit("::").next().unwrap_or_default());
+            path.clear();
+            short.push(c);
+        }
+    }
+    short.trim_end().to_string()
+}
+
 /// The error envelope's message, with each of its `issues` (a 400's field and problem) after
 /// it: `Invalid request body` alone does not say what to change.
 fn api_message(envelope: &Value) -> String {
@@ -164,6 +191,11 @@ mod tests {
         assert_eq!(api_message(&serde_json::json!({"error": "Rig not found"})), "Rig not found");
         assert_eq!(Error::Usage(String::new()).exit_code(), 2);
         assert_eq!(Error::NoAnswer(String::new()).exit_code(), 1);
+        let shape = read::<Vec<shared_types::records::Bead>>(&serde_json::json!({"id": 1}));
+        assert!(
+            matches!(&shape, Err(Error::Shape { what, .. }) if what == "Vec<Bead>"),
+            "{shape:?}"
+        );
         assert_eq!(
             (Error::Unreachable { url: String::new(), detail: String::new() }).exit_code(),
             3

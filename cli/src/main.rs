@@ -14,9 +14,15 @@ mod table;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
-use api::{segment, Api, Error};
+use api::{read, segment, Api, Error};
+use shared_types::records::{
+    Agent, Bead, BeadStatus, EventPage, PrimeContext, ReviewEntry, RigRecord, Slung,
+    TownEscalation, TownView, UsageAnswer, UsageSums,
+};
+use stream::Watched;
 
 #[derive(Parser)]
 #[command(
@@ -170,6 +176,7 @@ fn main() {
 async fn run(cli: Cli) -> Result<(), Error> {
     let api = Api::new(&cli.url, &cli.key)?;
     let json = cli.json;
+    // `--json` prints the API's data as it came; the tables read it typed.
     let out = |data: &Value, table: String| {
         if json {
             println!("{}", serde_json::to_string_pretty(data).unwrap_or_default());
@@ -179,31 +186,30 @@ async fn run(cli: Cli) -> Result<(), Error> {
     };
     match cli.command {
         Command::Town { command: TownCommand::Create { name } } => {
-            let town = api.post("/api/towns", json!({ "name": name })).await?;
-            out(&town, text(&town["id"]));
+            let data = api.post("/api/towns", json!({ "name": name })).await?;
+            let town: TownView = read(&data)?;
+            out(&data, town.id);
         }
         Command::Town { command: TownCommand::Show { town } } => {
-            let t = api.get(&format!("/api/towns/{}", segment("town", &town)?)).await?;
-            let rigs = list(&t["rigs"])
+            let data = api.get(&format!("/api/towns/{}", segment("town", &town)?)).await?;
+            let t: TownView = read(&data)?;
+            let rigs: Vec<Vec<String>> = t
+                .rigs
                 .iter()
-                .map(|r| cells(r, &["id", "name", "git_url", "default_branch"]))
-                .collect::<Vec<_>>();
-            out(
-                &t,
-                format!(
-                    "town {} ({})\n\n{}",
-                    text(&t["name"]),
-                    text(&t["id"]),
-                    table::render(&["rig", "name", "git url", "branch"], &rigs)
-                ),
-            );
+                .map(|r| {
+                    vec![r.id.clone(), r.name.clone(), r.git_url.clone(), r.default_branch.clone()]
+                })
+                .collect();
+            let rigs = table::render(&["rig", "name", "git url", "branch"], &rigs);
+            out(&data, format!("town {} ({})\n\n{rigs}", t.name, t.id));
         }
         Command::Rig { command: RigCommand::Add { town, name, git_url, default_branch } } => {
             let body =
                 json!({ "name": name, "git_url": git_url, "default_branch": default_branch });
-            let rig =
+            let data =
                 api.post(&format!("/api/towns/{}/rigs", segment("town", &town)?), body).await?;
-            out(&rig, text(&rig["id"]));
+            let rig: RigRecord = read(&data)?;
+            out(&data, rig.id);
         }
         Command::Sling { rig, title, body, priority } => {
             let mut req = json!({ "title": title });
@@ -213,16 +219,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
             if let Some(p) = priority {
                 req["priority"] = p.into();
             }
-            let s = api.post(&format!("/api/rigs/{}/sling", segment("rig", &rig)?), req).await?;
-            out(
-                &s,
-                format!(
-                    "bead {} hooked to {} ({})",
-                    text(&s["bead"]["id"]),
-                    text(&s["agent"]["name"]),
-                    text(&s["agent"]["id"])
-                ),
-            );
+            let data = api.post(&format!("/api/rigs/{}/sling", segment("rig", &rig)?), req).await?;
+            let s: Slung = read(&data)?;
+            out(&data, format!("bead {} hooked to {} ({})", s.bead.id, s.agent.name, s.agent.id));
         }
         Command::Status { rig } => {
             let rig = segment("rig", &rig)?;
@@ -231,38 +230,46 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let beads = api.get(&format!("/api/rigs/{rig}/beads?limit=500")).await?;
             let agents = api.get(&format!("/api/rigs/{rig}/agents")).await?;
             let reviews = api.get(&format!("/api/rigs/{rig}/review-queue?limit=20")).await?;
-            let mut beads_by_status = list(&beads);
-            let order = ["in_progress", "open", "failed", "closed"];
-            beads_by_status.sort_by_key(|b| {
-                order.iter().position(|s| b["status"] == *s).unwrap_or(order.len())
-            });
-            let bead_rows: Vec<Vec<String>> = beads_by_status
+            let mut bead_list: Vec<Bead> = read(&beads)?;
+            let order = [BeadStatus::InProgress, BeadStatus::Open, BeadStatus::Failed];
+            bead_list.sort_by_key(|b| order.iter().position(|s| b.status == *s).unwrap_or(3));
+            let bead_rows: Vec<Vec<String>> = bead_list
                 .iter()
-                .map(|b| cells(b, &["status", "id", "type", "title", "assignee_agent_id"]))
+                .map(|b| {
+                    vec![
+                        b.status.as_str().into(),
+                        b.id.clone(),
+                        b.bead_type.as_str().into(),
+                        b.title.clone(),
+                        or_dash(&b.assignee_agent_id),
+                    ]
+                })
                 .collect();
-            let agent_rows: Vec<Vec<String>> = list(&agents)
+            let agent_rows: Vec<Vec<String>> = read::<Vec<Agent>>(&agents)?
                 .iter()
                 .map(|a| {
-                    cells(
-                        a,
-                        &[
-                            "name",
-                            "id",
-                            "role",
-                            "status",
-                            "current_hook_bead_id",
-                            "last_activity_at",
-                        ],
-                    )
+                    vec![
+                        a.name.clone(),
+                        a.id.clone(),
+                        a.role.as_str().into(),
+                        a.status.as_str().into(),
+                        or_dash(&a.current_hook_bead_id),
+                        or_dash(&a.last_activity_at),
+                    ]
                 })
                 .collect();
             // The review queue: each submitted branch, how its merge or pull request went.
-            let review_rows: Vec<Vec<String>> = list(&reviews)
+            let review_rows: Vec<Vec<String>> = read::<Vec<ReviewEntry>>(&reviews)?
                 .iter()
                 .map(|r| {
-                    let mut row = cells(r, &["status", "bead_id", "branch", "pr_url"]);
-                    row.push(text(&r["result"]["state"]));
-                    row
+                    let outcome = r.result.as_ref().map(|o| text(&o["state"]));
+                    vec![
+                        r.status.as_str().into(),
+                        r.bead_id.clone(),
+                        r.branch.clone(),
+                        or_dash(&r.pr_url),
+                        or_dash(&outcome),
+                    ]
                 })
                 .collect();
             out(
@@ -295,19 +302,29 @@ async fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Mail { command: MailCommand::List { rig, agent } } => {
             // Prime shows undelivered mail without delivering it (the agent's own check does).
-            let p = api
+            let data = api
                 .get(&format!(
                     "/api/rigs/{}/agents/{}/prime",
                     segment("rig", &rig)?,
                     segment("agent", &agent)?
                 ))
                 .await?;
-            let mail = &p["undelivered_mail"];
-            let rows: Vec<Vec<String>> = list(mail)
+            let mail = read::<PrimeContext>(&data)?.undelivered_mail;
+            let rows: Vec<Vec<String>> = mail
                 .iter()
-                .map(|m| cells(m, &["created_at", "from_agent_id", "subject", "body"]))
+                .map(|m| {
+                    vec![
+                        m.created_at.clone(),
+                        m.from_agent_id.clone(),
+                        m.subject.clone(),
+                        m.body.clone(),
+                    ]
+                })
                 .collect();
-            out(mail, table::render(&["sent", "from", "subject", "body"], &rows));
+            out(
+                &data["undelivered_mail"],
+                table::render(&["sent", "from", "subject", "body"], &rows),
+            );
         }
         Command::Mail { command: MailCommand::Send { rig, from, to, subject, body } } => {
             let req = json!({ "from_agent_id": from, "to_agent_id": to, "subject": subject, "body": body });
@@ -316,27 +333,32 @@ async fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Escalations { town } => {
             let town = segment("town", &town)?;
+            let own = api.get(&format!("/api/towns/{town}/escalations")).await?;
+            let mut rows: Vec<Vec<String>> = read::<Vec<TownEscalation>>(&own)?
+                .into_iter()
+                .map(|e| {
+                    let p = e.priority.as_str().into();
+                    vec!["(town)".into(), p, e.title, e.created_at, e.id]
+                })
+                .collect();
             let mut all: Vec<Value> =
-                list(&api.get(&format!("/api/towns/{town}/escalations")).await?)
-                    .into_iter()
-                    .map(|e| with(e, "rig", "(town)"))
-                    .collect();
-            for rig in list(&api.get(&format!("/api/towns/{town}/rigs")).await?) {
-                let (id, name) = (text(&rig["id"]), text(&rig["name"]));
+                list(&own).into_iter().map(|e| with(e, "rig", "(town)")).collect();
+            let rigs: Vec<RigRecord> = read(&api.get(&format!("/api/towns/{town}/rigs")).await?)?;
+            for rig in rigs {
                 let beads = api
                     .get(&format!(
                         "/api/rigs/{}/beads?type=escalation&limit=500",
-                        segment("rig", &id)?
+                        segment("rig", &rig.id)?
                     ))
                     .await?;
-                all.extend(list(&beads).into_iter().map(|b| with(b, "rig", &name)));
+                rows.extend(read::<Vec<Bead>>(&beads)?.into_iter().map(|b| {
+                    let p = b.priority.as_str().into();
+                    vec![rig.name.clone(), p, b.title, b.created_at, b.id]
+                }));
+                all.extend(list(&beads).into_iter().map(|b| with(b, "rig", &rig.name)));
             }
-            let rows: Vec<Vec<String>> = all
-                .iter()
-                .map(|e| cells(e, &["rig", "priority", "title", "created_at", "id"]))
-                .collect();
             out(
-                &Value::Array(all.clone()),
+                &Value::Array(all),
                 table::render(&["rig", "priority", "title", "raised", "id"], &rows),
             );
         }
@@ -347,49 +369,37 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     query.push_str(&format!("&{key}={}", segment(key, &day)?));
                 }
             }
-            let usage =
+            let data =
                 api.get(&format!("/api/towns/{}/usage?{query}", segment("town", &town)?)).await?;
-            let d = &usage;
-            let row = |key: String, u: &Value| {
-                let cost = match u["cost_usd"].as_f64() {
+            let usage: UsageAnswer = read(&data)?;
+            let row = |key: String, u: &UsageSums| {
+                let cost = match u.cost_usd {
                     Some(c) => format!("${c:.4}"),
-                    None => format!(
-                        "unknown (${:.4} known)",
-                        u["cost_usd_known"].as_f64().unwrap_or(0.0)
-                    ),
+                    None => format!("unknown (${:.4} known)", u.cost_usd_known),
                 };
-                vec![
-                    key,
-                    text(&u["calls"]),
-                    text(&u["input_tokens"]),
-                    text(&u["output_tokens"]),
-                    text(&u["reasoning_tokens"]),
-                    text(&u["cache_read_tokens"]),
-                    text(&u["cache_write_tokens"]),
-                    cost,
-                ]
+                let counts = [
+                    u.calls,
+                    u.input_tokens,
+                    u.output_tokens,
+                    u.reasoning_tokens,
+                    u.cache_read_tokens,
+                    u.cache_write_tokens,
+                ];
+                let mut row = vec![key];
+                row.extend(counts.iter().map(u64::to_string));
+                row.push(cost);
+                row
             };
-            let mut rows: Vec<Vec<String>> = list(&d["groups"])
+            let mut rows: Vec<Vec<String>> = usage
+                .groups
                 .iter()
-                .map(|g| row(g["key"].as_str().unwrap_or("(none)").to_string(), g))
+                .flatten()
+                .map(|g| row(g.key.clone().flatten().unwrap_or_else(|| "(none)".into()), g))
                 .collect();
-            rows.push(row("TOTAL".into(), &d["total"]));
-            out(
-                d,
-                table::render(
-                    &[
-                        &by,
-                        "calls",
-                        "input",
-                        "output",
-                        "reasoning",
-                        "cache read",
-                        "cache write",
-                        "cost",
-                    ],
-                    &rows,
-                ),
-            );
+            rows.push(row("TOTAL".into(), &usage.total));
+            let columns =
+                [&by, "calls", "input", "output", "reasoning", "cache read", "cache write", "cost"];
+            out(&data, table::render(&columns, &rows));
         }
         Command::Mayor { town, message: Some(message), wait, .. } => {
             mayor::send(&api, &segment("town", &town)?, &message, wait, json).await?
@@ -412,9 +422,9 @@ async fn watch(
     json: bool,
 ) -> Result<(), Error> {
     let deadline = for_secs.map(|s| std::time::Instant::now() + Duration::from_secs(s));
-    let print = |e: &Value| {
+    let print = |e: &Watched| {
         if json {
-            println!("{e}");
+            println!("{}", serde_json::to_string(e).unwrap_or_default());
         } else {
             println!("{}", event_line(e));
         }
@@ -426,10 +436,11 @@ async fn watch(
         loop {
             match stream::follow(api, town, agent, deadline, print).await {
                 Err(Error::Api { status: 404, message }) => {
-                    let first = api
-                        .get(&format!("/api/towns/{town}/agents/{agent}/events?limit=1"))
-                        .await?;
-                    if first["events"].as_array().is_some_and(|e| !e.is_empty()) {
+                    let first: EventPage = read(
+                        &api.get(&format!("/api/towns/{town}/agents/{agent}/events?limit=1"))
+                            .await?,
+                    )?;
+                    if !first.events.is_empty() {
                         break;
                     }
                     // Neither the container nor the Worker's kept events know it (yet).
@@ -461,55 +472,60 @@ async fn kept_events(
 ) -> Result<(), Error> {
     let mut after = 0i64;
     loop {
-        let page = api
-            .get(&format!("/api/towns/{town}/agents/{agent}/events?after={after}&limit=500"))
-            .await?;
-        let events = list(&page["events"]);
+        let page: EventPage = read(
+            &api.get(&format!("/api/towns/{town}/agents/{agent}/events?after={after}&limit=500"))
+                .await?,
+        )?;
+        let empty = page.events.is_empty();
         let mut ended = false;
-        for e in &events {
+        for e in page.events.into_iter().map(Watched::from) {
             if json {
-                println!("{e}");
+                println!("{}", serde_json::to_string(&e).unwrap_or_default());
             } else {
-                println!("{}", event_line(e));
+                println!("{}", event_line(&e));
             }
-            ended |= e["kind"] == "status"
-                && matches!(e["data"]["status"].as_str(), Some("exited" | "failed"));
+            ended |= e.kind == "status"
+                && matches!(e.data["status"].as_str(), Some("exited" | "failed"));
         }
-        after = page["nextAfter"].as_i64().unwrap_or(after);
+        after = page.next_after;
         if once || ended || deadline.is_some_and(|d| std::time::Instant::now() >= d) {
             return Ok(());
         }
-        if events.is_empty() {
+        if empty {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 }
 
-/// One event for people: `time  kind  what`.
-fn event_line(e: &Value) -> String {
-    let d = &e["data"];
-    let what = match e["kind"].as_str() {
-        Some("tool_call") => format!(
+/// One event for people: `time  kind  what`. Each kind's `data` is the control server's own
+/// shape for it, read field by field.
+fn event_line(e: &Watched) -> String {
+    let d = &e.data;
+    let what = match e.kind.as_str() {
+        "tool_call" => format!(
             "{} {}{}",
             text(&d["tool"]),
             text(&d["state"]),
             d["exit"].as_i64().map(|x| format!(" (exit {x})")).unwrap_or_default()
         ),
-        Some("text") => text(&d["text"]),
-        Some("error") => format!("{} ({})", text(&d["message"]), text(&d["source"])),
-        Some("status") => text(&d["status"]),
-        Some("supervisor") => format!("{} {}", text(&d["action"]), text(&d["detail"])),
-        Some("usage") => format!(
-            "{}: {} in, {} out, {}",
-            text(&d["model"]),
-            text(&d["inputTokens"]),
-            text(&d["outputTokens"]),
-            d["costUsd"].as_f64().map_or("cost unknown".into(), |c| format!("${c:.4}"))
-        ),
+        "text" => text(&d["text"]),
+        "error" => format!("{} ({})", text(&d["message"]), text(&d["source"])),
+        "status" => text(&d["status"]),
+        "supervisor" => format!("{} {}", text(&d["action"]), text(&d["detail"])),
+        "usage" => match shared_types::UsageReport::deserialize(d) {
+            Ok(u) => format!(
+                "{}: {} in, {} out, {}",
+                u.model,
+                u.tokens.input_tokens,
+                u.tokens.output_tokens,
+                u.cost_usd.map_or("cost unknown".into(), |c| format!("${c:.4}"))
+            ),
+            Err(_) => d.to_string(),
+        },
         _ => d.to_string(),
     };
-    let time = e["at"].as_str().and_then(|t| t.get(11..19)).unwrap_or("");
-    format!("{time}  {:<10}  {}", text(&e["kind"]), what.replace('\n', " "))
+    let time = e.at.get(11..19).unwrap_or("");
+    format!("{time}  {:<10}  {}", e.kind, what.replace('\n', " "))
 }
 
 fn list(v: &Value) -> Vec<Value> {
@@ -524,8 +540,8 @@ fn text(v: &Value) -> String {
     }
 }
 
-fn cells(v: &Value, keys: &[&str]) -> Vec<String> {
-    keys.iter().map(|k| text(&v[*k])).collect()
+fn or_dash(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "-".into())
 }
 
 fn with(mut v: Value, key: &str, value: &str) -> Value {
@@ -539,10 +555,23 @@ mod tests {
 
     #[test]
     fn events_read_as_lines() {
-        let e = json!({ "at": "2026-11-30T07:01:02.000Z", "kind": "tool_call", "data": { "tool": "bash", "state": "completed", "exit": 0 } });
+        let watched = |at: &str, kind: &str, data: Value| Watched {
+            at: at.into(),
+            kind: kind.into(),
+            data,
+            agent_id: "a1".into(),
+            id: 1,
+        };
+        let data = json!({ "tool": "bash", "state": "completed", "exit": 0 });
+        let e = watched("2026-11-30T07:01:02.000Z", "tool_call", data);
         assert_eq!(event_line(&e), "07:01:02  tool_call   bash completed (exit 0)");
-        let t = json!({ "at": "x", "kind": "text", "data": { "text": "all\ndone" } });
+        let t = watched("x", "text", json!({ "text": "all\ndone" }));
         assert_eq!(event_line(&t), "  text        all done");
+        let usage = json!({ "messageId": "m1", "model": "p/m", "inputTokens": 10,
+            "outputTokens": 2, "reasoningTokens": 0, "cacheReadTokens": 0, "cacheWriteTokens": 0,
+            "costUsd": null });
+        let u = watched("2026-11-30T07:01:03.000Z", "usage", usage);
+        assert_eq!(event_line(&u), "07:01:03  usage       p/m: 10 in, 2 out, cost unknown");
     }
 
     #[test]

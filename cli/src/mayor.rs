@@ -9,9 +9,10 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
+use shared_types::records::{MayorMessage, MayorSent};
 
-use crate::api::{Api, Error};
+use crate::api::{read, Api, Error};
 
 /// Longest message the API takes, in bytes (UTF-8).
 pub const MAX_MESSAGE_BYTES: usize = shared_types::MAX_MAYOR_MESSAGE_BYTES;
@@ -41,16 +42,13 @@ pub async fn send(
 ) -> Result<(), Error> {
     let message = check_message(message)?;
     let path = format!("/api/towns/{town}/mayor/messages");
-    let sent = api.post(&path, json!({ "message": message })).await?;
-    let id = sent["messageId"].as_i64().ok_or_else(|| Error::Api {
-        status: 502,
-        message: format!("the API's answer has no messageId: {sent}"),
-    })?;
-    let status = sent["sessionStatus"].as_str().unwrap_or("unknown").to_string();
-    let detail = sent["detail"].as_str().filter(|d| !d.is_empty());
+    let data = api.post(&path, json!({ "message": message })).await?;
+    let sent: MayorSent = read(&data)?;
+    let (id, status) = (sent.message_id, sent.session_status);
+    let detail = sent.detail.as_deref().filter(|d| !d.is_empty());
     if wait_secs == 0 {
         if json {
-            println!("{}", serde_json::to_string_pretty(&sent).unwrap_or_default());
+            println!("{}", serde_json::to_string_pretty(&data).unwrap_or_default());
         } else {
             println!("{}", sent_line(id, &status, detail));
         }
@@ -61,7 +59,7 @@ pub async fn send(
     }
     let deadline = Instant::now() + Duration::from_secs(wait_secs);
     let mut after = id;
-    let mut seen: Vec<Value> = Vec::new();
+    let mut seen: Vec<MayorMessage> = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -74,26 +72,22 @@ pub async fn send(
         )
         .await
         {
-            Ok(page) => list(&page?),
+            Ok(page) => read::<Vec<MayorMessage>>(&page?)?,
             Err(_) => return Err(no_reply(town, id, wait_secs, &status)),
         };
-        after = page.iter().filter_map(|m| m["id"].as_i64()).max().unwrap_or(after).max(after);
+        after = page.iter().map(|m| m.id).max().unwrap_or(after).max(after);
         let full = page.len() >= PAGE;
         seen.extend(page);
         // The reply to this message: the mayor's first reply that was given it (`inReplyTo`),
         // not the end of a turn that was already running when it was sent.
-        if let Some(i) = seen
-            .iter()
-            .position(|m| m["role"] == "mayor" && m["inReplyTo"].as_i64().is_none_or(|r| r >= id))
+        if let Some(i) =
+            seen.iter().position(|m| m.role == "mayor" && m.in_reply_to.is_none_or(|r| r >= id))
         {
             seen.truncate(i + 1);
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&Value::Array(seen)).unwrap_or_default()
-                );
+                println!("{}", serde_json::to_string_pretty(&seen).unwrap_or_default());
             } else {
-                println!("{}", text(&seen[i]["text"]));
+                println!("{}", seen[i].text);
             }
             return Ok(());
         }
@@ -120,14 +114,14 @@ fn sent_line(id: i64, status: &str, detail: Option<&str>) -> String {
 
 /// Prints the whole conversation, oldest first (`json`: the messages as one JSON array).
 pub async fn history(api: &Api, town: &str, json: bool) -> Result<(), Error> {
-    let mut all: Vec<Value> = Vec::new();
+    let mut all: Vec<MayorMessage> = Vec::new();
     let mut after = 0i64;
     loop {
-        let page = list(
+        let page: Vec<MayorMessage> = read(
             &api.get(&format!("/api/towns/{town}/mayor/messages?after={after}&limit={PAGE}"))
                 .await?,
-        );
-        let next = page.iter().filter_map(|m| m["id"].as_i64()).max().unwrap_or(after);
+        )?;
+        let next = page.iter().map(|m| m.id).max().unwrap_or(after);
         let done = page.len() < PAGE || next <= after;
         after = next;
         all.extend(page);
@@ -136,7 +130,7 @@ pub async fn history(api: &Api, town: &str, json: bool) -> Result<(), Error> {
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&Value::Array(all)).unwrap_or_default());
+        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
     } else if all.is_empty() {
         println!("(no messages yet: `gt mayor {town} \"...\"` starts the conversation)");
     } else {
@@ -147,35 +141,15 @@ pub async fn history(api: &Api, town: &str, json: bool) -> Result<(), Error> {
 
 /// The conversation for people: per message a line `#id  time  role`, then its text, then a
 /// blank line.
-pub fn transcript(messages: &[Value]) -> String {
+pub fn transcript(messages: &[MayorMessage]) -> String {
     messages
         .iter()
         .map(|m| {
-            let at = m["created_at"]
-                .as_str()
-                .map(|t| t.get(..19).unwrap_or(t).replace('T', " "))
-                .unwrap_or_default();
-            format!(
-                "#{}  {at}  {}\n{}",
-                text(&m["id"]),
-                text(&m["role"]),
-                text(&m["text"]).trim_end()
-            )
+            let at = m.created_at.get(..19).unwrap_or(&m.created_at).replace('T', " ");
+            format!("#{}  {at}  {}\n{}", m.id, m.role, m.text.trim_end())
         })
         .collect::<Vec<_>>()
         .join("\n\n")
-}
-
-fn list(v: &Value) -> Vec<Value> {
-    v.as_array().cloned().unwrap_or_default()
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -204,9 +178,16 @@ mod tests {
 
     #[test]
     fn the_conversation_reads_as_a_transcript() {
+        let message = |id: i64, role: &str, text: &str, at: &str| MayorMessage {
+            id,
+            role: role.into(),
+            text: text.into(),
+            created_at: at.into(),
+            in_reply_to: None,
+        };
         let msgs = vec![
-            json!({ "id": 1, "role": "person", "text": "hello", "created_at": "2026-11-30T07:01:02.123Z" }),
-            json!({ "id": 2, "role": "mayor", "text": "Hi.\nWhat shall we build?\n", "created_at": "2026-11-30T07:01:09.000Z" }),
+            message(1, "person", "hello", "2026-11-30T07:01:02.123Z"),
+            message(2, "mayor", "Hi.\nWhat shall we build?\n", "2026-11-30T07:01:09.000Z"),
         ];
         assert_eq!(transcript(&msgs), "#1  2026-11-30 07:01:02  person\nhello\n\n#2  2026-11-30 07:01:09  mayor\nHi.\nWhat shall we build?");
         assert_eq!(

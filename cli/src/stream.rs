@@ -10,7 +10,10 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::api::{Api, Error};
+use shared_types::control::{StreamFrame, StreamTicket};
+use shared_types::records::KeptEvent;
+
+use crate::api::{read, Api, Error};
 
 /// Prints the agent's frames until the run ends, the server closes, or `deadline`.
 /// `print(event)` gets each frame as an event `{at, kind, data}`.
@@ -19,15 +22,13 @@ pub async fn follow(
     town: &str,
     agent: &str,
     deadline: Option<Instant>,
-    mut print: impl FnMut(&Value),
+    mut print: impl FnMut(&Watched),
 ) -> Result<(), Error> {
-    let ticket = api
-        .post(&format!("/api/towns/{town}/container/agents/{agent}/stream-ticket"), json!({}))
-        .await?;
-    let ticket = ticket["ticket"].as_str().ok_or_else(|| Error::Api {
-        status: 502,
-        message: "the stream ticket answer has no ticket".into(),
-    })?;
+    let ticket: StreamTicket = read(
+        &api.post(&format!("/api/towns/{town}/container/agents/{agent}/stream-ticket"), json!({}))
+            .await?,
+    )?;
+    let ticket = ticket.ticket;
     let url = format!(
         "{}/api/towns/{town}/container/agents/{agent}/stream?ticket={ticket}",
         api.ws_base()
@@ -58,12 +59,15 @@ pub async fn follow(
                 })
             }
             Some(Ok(Message::Text(text))) => {
-                let frame: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
-                if frame["event"] == "error" {
+                let Ok(frame) = serde_json::from_str::<StreamFrame>(text.as_str()) else {
+                    continue; // not a frame of ours: nothing to show
+                };
+                if frame.event == "error" {
                     continue; // the close that follows carries the reason
                 }
-                print(&as_event(&frame));
-                if frame["event"] == "agent.exited" {
+                let exited = frame.event == "agent.exited";
+                print(&Watched::from(frame));
+                if exited {
                     return Ok(());
                 }
             }
@@ -81,19 +85,36 @@ pub async fn follow(
     }
 }
 
-/// A frame in the shape of a kept event, so one printer serves both.
-pub fn as_event(frame: &Value) -> Value {
-    let kind = match frame["event"].as_str() {
-        Some("agent.exited") => "status",
-        Some(k) => k,
-        None => "unknown",
-    };
-    let mut data = frame["data"].clone();
-    if frame["event"] == "agent.exited" {
-        data =
-            json!({ "status": frame["data"]["properties"]["reason"].as_str().unwrap_or("exited") });
+/// An event as `gt watch` prints it, from a live frame or a kept event: one printer, one
+/// JSON shape (`--json`: a line each).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Watched {
+    pub at: String,
+    pub kind: String,
+    pub data: Value,
+    pub agent_id: String,
+    pub id: i64,
+}
+
+impl From<StreamFrame> for Watched {
+    /// The last frame, `agent.exited`, reads as a `status` event with the run's end as its
+    /// status, as the kept events have it.
+    fn from(f: StreamFrame) -> Self {
+        let (kind, data) = if f.event == "agent.exited" {
+            let reason = f.data["properties"]["reason"].as_str().unwrap_or("exited");
+            ("status".to_string(), json!({ "status": reason }))
+        } else {
+            (f.event, f.data)
+        };
+        Self { at: f.timestamp, kind, data, agent_id: f.agent_id, id: f.id }
     }
-    json!({ "at": frame["timestamp"], "kind": kind, "data": data, "agentId": frame["agentId"], "id": frame["id"] })
+}
+
+impl From<KeptEvent> for Watched {
+    fn from(e: KeptEvent) -> Self {
+        Self { at: e.at, kind: e.kind, data: e.data, agent_id: e.agent_id, id: e.seq }
+    }
 }
 
 #[cfg(test)]
@@ -102,9 +123,11 @@ mod tests {
 
     #[test]
     fn frames_read_as_events() {
-        let f = json!({ "agentId": "a1", "id": 3, "event": "tool_call", "data": { "tool": "bash" }, "timestamp": "2026-01-01T00:00:00.000Z" });
-        assert_eq!(as_event(&f)["kind"], "tool_call");
-        let end = json!({ "agentId": "a1", "event": "agent.exited", "data": { "properties": { "reason": "failed" } }, "timestamp": "t" });
-        assert_eq!(as_event(&end)["data"], json!({ "status": "failed" }));
+        let f = StreamFrame::new("a1", 3, "tool_call", &json!({ "tool": "bash" }), "t");
+        let w = Watched::from(f);
+        assert_eq!((w.kind.as_str(), w.id, w.data), ("tool_call", 3, json!({ "tool": "bash" })));
+        let exited = json!({ "type": "agent.exited", "properties": { "reason": "failed" } });
+        let end = Watched::from(StreamFrame::new("a1", 9, "agent.exited", &exited, "t"));
+        assert_eq!((end.kind.as_str(), end.data), ("status", json!({ "status": "failed" })));
     }
 }

@@ -374,6 +374,36 @@ pub struct SentResponse {
     pub sent: bool,
 }
 
+/// A frame of an agent's live stream (`GET /agents/:id/ws`), as the reference's live stream
+/// has it, with `id` added: the event's id. The last is an `agent.exited` frame, whose `data`
+/// is `{type, properties: {reason}}`; an `error` frame precedes a refusing close.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamFrame {
+    pub agent_id: String,
+    pub id: i64,
+    pub event: String,
+    pub data: serde_json::Value,
+    pub timestamp: String,
+}
+
+impl StreamFrame {
+    pub fn new(agent_id: &str, id: i64, event: &str, data: &serde_json::Value, at: &str) -> Self {
+        Self {
+            agent_id: agent_id.into(),
+            id,
+            event: event.into(),
+            data: data.clone(),
+            timestamp: at.into(),
+        }
+    }
+
+    /// The frame's text, as sent.
+    pub fn text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 /// `POST /agents/:id/stream-ticket`: a one-shot ticket, valid for 60 s.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

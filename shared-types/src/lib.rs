@@ -7,6 +7,7 @@
 //! - [`control`]: the container control server's requests and responses (camelCase, as the
 //!   reference implementation's TypeScript types).
 //! - [`heartbeat`]: the batched heartbeat the container sends to the Worker.
+//! - [`records`]: the records the Worker's API answers with (beads, agents, mail, reviews, ...).
 //! - [`refinery`]: merge jobs (a reviewed branch into the default branch, with quality gates).
 //! - [`text`]: cutting free text to a bound, marked with `…`.
 //! - [`validate`]: the checks both sides apply to ids, branch names, git URLs and environment
@@ -15,6 +16,7 @@
 pub mod backoff;
 pub mod control;
 pub mod heartbeat;
+pub mod records;
 pub mod refinery;
 pub mod text;
 pub mod usage;

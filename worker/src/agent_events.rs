@@ -8,22 +8,20 @@
 //! A `usage` event is also summed into the town's usage (`crate::usage`), once per model call.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
+use shared_types::records::{EventPage, KeptEvent};
 use shared_types::{validate, AgentEventBatch};
 
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
 use crate::params;
 
-pub const MIGRATIONS: &[&[&str]] = &[
-    &[
-        "CREATE TABLE agent_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, agent_id TEXT NOT NULL, rig_id TEXT NOT NULL,
-        boot_id TEXT NOT NULL, event_id INTEGER NOT NULL, at TEXT NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL,
-        UNIQUE (agent_id, boot_id, event_id))",
-        "CREATE INDEX agent_events_agent ON agent_events (agent_id, seq)",
-    ],
-    crate::usage::MIGRATION,
-    crate::usage::HOURLY,
+/// The events' table, a step of the TownContainer's schema (`crate::container::object`).
+pub const EVENTS: &[&str] = &[
+    "CREATE TABLE agent_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, agent_id TEXT NOT NULL, rig_id TEXT NOT NULL,
+    boot_id TEXT NOT NULL, event_id INTEGER NOT NULL, at TEXT NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL,
+    UNIQUE (agent_id, boot_id, event_id))",
+    "CREATE INDEX agent_events_agent ON agent_events (agent_id, seq)",
 ];
 
 /// Events kept per agent (the oldest go first).
@@ -77,8 +75,7 @@ pub fn append(db: &impl Db, batch: &AgentEventBatch) -> ApiResult<usize> {
         if r.event.kind == shared_types::AgentEventKind::Usage {
             // Counted by its message id, not by this event: a call reported again after a
             // restart (another boot, another event id) still counts once.
-            if let Ok(u) = serde_json::from_value::<shared_types::UsageReport>(r.event.data.clone())
-            {
+            if let Ok(u) = crate::json::decode::<shared_types::UsageReport>(r.event.data.clone()) {
                 crate::usage::record(db, &r.rig_id, &r.agent_id, &r.event.at, &u)?;
             }
         }
@@ -95,7 +92,7 @@ pub fn append(db: &impl Db, batch: &AgentEventBatch) -> ApiResult<usize> {
     Ok(added)
 }
 
-/// A page of an agent's kept events: `{events, nextAfter}`.
+/// Which of an agent's kept events to read: those after `after` (a `seq`), at most `limit`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventQuery {
@@ -114,24 +111,30 @@ struct Row {
     data: String,
 }
 
-pub fn list(db: &impl Db, q: &EventQuery) -> ApiResult<Value> {
+pub fn list(db: &impl Db, q: &EventQuery) -> ApiResult<EventPage> {
     let rows: Vec<Row> = db.query(
         "SELECT seq, agent_id, rig_id, at, kind, data FROM agent_events WHERE agent_id = ? AND seq > ? ORDER BY seq LIMIT ?",
         params![&q.agent_id, q.after, i64::from(q.limit)],
     )?;
     let next_after = rows.last().map_or(q.after, |r| r.seq);
-    let events: Vec<Value> = rows
+    let events = rows
         .into_iter()
-        .map(|r| {
-            let data: Value = serde_json::from_str(&r.data).unwrap_or(Value::Null);
-            json!({ "seq": r.seq, "agentId": r.agent_id, "rigId": r.rig_id, "at": r.at, "kind": r.kind, "data": data })
+        .map(|r| KeptEvent {
+            seq: r.seq,
+            agent_id: r.agent_id,
+            rig_id: r.rig_id,
+            at: r.at,
+            kind: r.kind,
+            data: crate::json::parse(&r.data).unwrap_or(Value::Null),
         })
         .collect();
-    Ok(json!({ "events": events, "nextAfter": next_after }))
+    Ok(EventPage { events, next_after })
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn batch(v: Value) -> AgentEventBatch {
@@ -140,7 +143,7 @@ mod tests {
 
     #[test]
     fn a_usage_event_counts_once_whatever_batch_or_boot_brings_it() {
-        let db = crate::native_db::NativeDb::with(MIGRATIONS);
+        let db = crate::native_db::NativeDb::with(crate::container::object::MIGRATIONS);
         let usage = |boot: &str, id: u64| {
             batch(json!({ "bootId": boot, "events": [{ "agentId": "a1", "rigId": "r1", "id": id,
                 "at": "2026-12-07T10:00:00.000Z", "kind": "usage", "data": {
@@ -157,8 +160,8 @@ mod tests {
             limit: 1,
             offset_minutes: 0,
         };
-        let total = &crate::usage::report(&db, &q).expect("report")["total"];
-        assert_eq!((total["input_tokens"].clone(), total["calls"].clone()), (json!(10), json!(1)));
+        let total = crate::usage::report(&db, &q).expect("report").total;
+        assert_eq!((total.input_tokens, total.calls), (10, 1));
     }
 
     #[test]

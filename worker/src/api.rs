@@ -222,7 +222,8 @@ struct DoneEntry {
 /// without the fields a follow-up reads has none: the rig's state is the source of truth.
 pub fn follow_up(kind: FollowUp, rig_id: &str, data: &Value) -> Vec<(String, IdentityOp)> {
     fn read<T: serde::de::DeserializeOwned>(data: &Value) -> Option<T> {
-        T::deserialize(data).ok()
+        // From a copy: a type's one decoder reads owned values (crate::json).
+        crate::json::decode(data.clone()).ok()
     }
     let upsert = |a: AgentRef| {
         let op = IdentityOp::Upsert {

@@ -79,17 +79,6 @@ pub fn redeem_history_ticket(
     })
 }
 
-/// A live stream frame, the control server's shape (`{agentId, id, event, data, timestamp}`).
-pub fn frame(
-    agent: &str,
-    id: i64,
-    event: &str,
-    data: &serde_json::Value,
-    timestamp: &str,
-) -> String {
-    serde_json::json!({ "agentId": agent, "id": id, "event": event, "data": data, "timestamp": timestamp }).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,6 +67,9 @@ pub trait Effects {
     /// An error the object carries on from (logged, never answered).
     fn log_error(&self, message: &str);
 
+    /// A change an operator reads in the log (never a secret).
+    fn log_info(&self, message: &str);
+
     fn now_iso(&self) -> String {
         crate::time::iso_from_millis(self.now_ms())
     }

@@ -107,7 +107,7 @@ impl TownOp for CreateTownEscalation {
         o: &TownObject<'_, D, E>,
         _: Option<&str>,
     ) -> ApiResult<Value> {
-        o.with_town(|t| t.create_escalation(&self.0))
+        to_json(o.with_town(|t| t.create_escalation(&self.0))?)
     }
 }
 

@@ -453,7 +453,7 @@ async fn token_of<D: Db, E: Effects>(
         )
         .map_err(|e| e.public_message().to_string())?;
     let Some(stored) = stored else { return Ok(None) };
-    let secrets: StoredSecrets = serde_json::from_str(&stored.secrets)
+    let secrets: StoredSecrets = crate::json::from_text(&stored.secrets)
         .map_err(|_| "the stored credentials are unreadable")?;
     let issued = |token: String, expires_at: Option<String>| Issued {
         kind: stored.kind.clone(),

@@ -46,7 +46,7 @@ pub fn lookup<D: Db>(db: &D, key: &str) -> ApiResult<Option<ApiResult<Value>>> {
     )?;
     Ok(kept.map(|kept| {
         if kept.status == 200 {
-            serde_json::from_str(&kept.body)
+            crate::json::parse(&kept.body)
                 .map_err(|e| ApiError::Internal(format!("a kept reply is not JSON: {e}")))
         } else {
             Err(ApiError::from_status(kept.status as u16, kept.body))

@@ -112,6 +112,7 @@ pub fn verify(token: &str, secret: &[u8], now_secs: u64) -> Result<AgentClaims, 
     };
     let header_bytes =
         URL_SAFE_NO_PAD.decode(h).map_err(|_| JwtError::Malformed("header is not base64url"))?;
+    // Straight from the text, not through `crate::json`: a header with `alg` twice is refused.
     let header: Header = serde_json::from_slice(&header_bytes)
         .map_err(|_| JwtError::Malformed("header is not a JSON object with alg"))?;
     if header.alg != "HS256" {
@@ -147,7 +148,7 @@ pub fn verify(token: &str, secret: &[u8], now_secs: u64) -> Result<AgentClaims, 
     if now >= iat + MAX_AGE_SECS {
         return Err(JwtError::Expired);
     }
-    serde_json::from_value(payload).map_err(|_| JwtError::BadClaims)
+    crate::json::decode(payload).map_err(|_| JwtError::BadClaims)
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub mod escalations;
 pub mod forge;
 pub mod idempotency;
 pub mod identity;
+pub mod json;
 pub mod jwt;
 pub mod mayor;
 pub mod model;

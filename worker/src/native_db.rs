@@ -65,7 +65,7 @@ impl Db for NativeDb {
             for (i, name) in names.iter().enumerate() {
                 object.insert(name.clone(), json(row.get_ref(i).map_err(ApiError::internal)?));
             }
-            out.push(serde_json::from_value(Value::Object(object)).map_err(ApiError::internal)?);
+            out.push(crate::json::decode(Value::Object(object)).map_err(ApiError::internal)?);
         }
         Ok(out)
     }

@@ -62,6 +62,7 @@ pub struct World {
     pub alarm: Cell<Option<i64>>,
     counters: RefCell<BTreeMap<String, i64>>,
     pub errors: RefCell<Vec<String>>,
+    pub logs: RefCell<Vec<String>>,
     vars: BTreeMap<String, String>,
     /// The clock, shareable with a stand-in that must read the same time.
     pub now_ms: std::rc::Rc<Cell<i64>>,
@@ -87,6 +88,7 @@ impl World {
             alarm: Cell::new(None),
             counters: RefCell::default(),
             errors: RefCell::default(),
+            logs: RefCell::default(),
             vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             now_ms: std::rc::Rc::new(Cell::new(1_796_000_000_000)),
             ids: Cell::new(0),
@@ -204,6 +206,10 @@ impl Effects for World {
 
     fn log_error(&self, message: &str) {
         self.errors.borrow_mut().push(message.to_string());
+    }
+
+    fn log_info(&self, message: &str) {
+        self.logs.borrow_mut().push(message.to_string());
     }
 
     async fn http(&self, req: &Outbound) -> ApiResult<Inbound> {

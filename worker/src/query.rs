@@ -60,7 +60,7 @@ impl Query {
 }
 
 fn role(v: &str) -> ApiResult<AgentRole> {
-    serde_json::from_value(serde_json::Value::String(v.into())).map_err(|_| {
+    crate::json::decode(serde_json::Value::String(v.into())).map_err(|_| {
         ApiError::bad_request(
             "role: unknown value, expected one of mayor, polecat, refinery, witness",
         )
@@ -117,7 +117,10 @@ pub fn review_filter(raw: &str) -> ApiResult<ReviewFilter> {
     let q = Query::parse(raw);
     let (limit, offset) = q.page()?;
     Ok(ReviewFilter {
-        status: q.get("status").map(|v| ReviewStatus::parse("status", v)).transpose()?,
+        status: q
+            .get("status")
+            .map(|v| ReviewStatus::parse("status", v).map_err(ApiError::bad_request))
+            .transpose()?,
         limit,
         offset,
     })

@@ -121,13 +121,19 @@ impl Issues {
 /// Parses a JSON object body into `T`: the size limit, then `fields` (zod-shaped issues), then
 /// serde (its message as a `custom` issue).
 pub fn parse_value<T: serde::de::DeserializeOwned>(raw: &[u8], fields: &[Field]) -> ApiResult<T> {
+    Ok(crate::json::decode(checked_object(raw, fields)?)?)
+}
+
+/// The checks of [`parse_value`] before serde (not generic: one copy in the wasm).
+#[inline(never)]
+fn checked_object(raw: &[u8], fields: &[Field]) -> ApiResult<Value> {
     if raw.len() > MAX_BODY_BYTES {
         return Err(ApiError::invalid_body(format!(
             "request body must be at most {MAX_BODY_BYTES} bytes"
         )));
     }
     let map = body::check(raw, fields).map_err(ApiError::InvalidBody)?;
-    Ok(serde_json::from_value(Value::Object(map))?)
+    Ok(Value::Object(map))
 }
 
 /// Parses a JSON body into `T` and validates it.

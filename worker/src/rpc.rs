@@ -57,7 +57,7 @@ pub fn decode_reply(status: u16, body: &[u8]) -> ApiResult<Value> {
         #[serde(default)]
         error: Option<String>,
     }
-    let env: Envelope = serde_json::from_slice(body).map_err(|e| {
+    let env: Envelope = crate::json::from_bytes(body).map_err(|e| {
         ApiError::Internal(format!(
             "undecodable reply from a Durable Object (status {status}): {e}"
         ))

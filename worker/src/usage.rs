@@ -16,6 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use shared_types::records::{UsageAnswer, UsageSums};
 use shared_types::UsageReport;
 
 use crate::api::{Incoming, Plan};
@@ -140,6 +141,8 @@ fn get_prices(req: &Incoming) -> ApiResult<Plan> {
 }
 
 fn put_prices(req: &Incoming) -> ApiResult<Plan> {
+    // Straight from the text, not through `crate::json`: serde's message, with its line and
+    // column, is the client's answer.
     let table: PriceTable = serde_json::from_slice(req.body)
         .map_err(|e| ApiError::bad_request(format!("prices: {e}")))?;
     table.check()?;
@@ -158,7 +161,7 @@ pub fn prices(db: &impl Db) -> ApiResult<Value> {
         db.query("SELECT model, prices FROM usage_prices ORDER BY model", vec![])?;
     let prices: serde_json::Map<String, Value> = rows
         .into_iter()
-        .filter_map(|r| Some((r.model, serde_json::from_str(&r.prices).ok()?)))
+        .filter_map(|r| Some((r.model, crate::json::from_text(&r.prices).ok()?)))
         .collect();
     Ok(json!({ "prices": prices }))
 }
@@ -181,7 +184,7 @@ fn price_of(db: &impl Db, model: &str) -> ApiResult<Option<Price>> {
     }
     let row: Option<Row> =
         db.first("SELECT prices FROM usage_prices WHERE model = ?", params![model])?;
-    Ok(row.and_then(|r| serde_json::from_str(&r.prices).ok()))
+    Ok(row.and_then(|r| crate::json::from_text(&r.prices).ok()))
 }
 
 /// What the usage is grouped by.
@@ -200,17 +203,23 @@ pub enum GroupBy {
 impl GroupBy {
     const NAMES: &'static str = "bead, agent, rig, model, day, convoy, run";
 
+    const ALL: [Self; 7] =
+        [Self::Bead, Self::Agent, Self::Rig, Self::Model, Self::Day, Self::Convoy, Self::Run];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Bead => "bead",
+            Self::Agent => "agent",
+            Self::Rig => "rig",
+            Self::Model => "model",
+            Self::Day => "day",
+            Self::Convoy => "convoy",
+            Self::Run => "run",
+        }
+    }
+
     fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "bead" => Self::Bead,
-            "agent" => Self::Agent,
-            "rig" => Self::Rig,
-            "model" => Self::Model,
-            "day" => Self::Day,
-            "convoy" => Self::Convoy,
-            "run" => Self::Run,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|g| g.as_str() == s)
     }
 
     /// The SQL that names a row's group; a day is the town's (`offset` minutes from UTC).
@@ -381,19 +390,21 @@ struct Sum {
 }
 
 impl Sum {
-    fn to_json(&self) -> Value {
+    /// The sums as the API answers them; `key`: whether this is a group's (a total has none).
+    fn answer(&self, key: bool) -> UsageSums {
         let n = |v: Option<f64>| v.unwrap_or(0.0).round() as u64;
         let known = self.cost_micros.unwrap_or(0.0).round() / 1e6;
-        json!({
-            "calls": n(self.calls),
-            "input_tokens": n(self.input_tokens),
-            "output_tokens": n(self.output_tokens),
-            "reasoning_tokens": n(self.reasoning_tokens),
-            "cache_read_tokens": n(self.cache_read_tokens),
-            "cache_write_tokens": n(self.cache_write_tokens),
-            "cost_usd": (n(self.unpriced) == 0).then_some(known),
-            "cost_usd_known": known,
-        })
+        UsageSums {
+            key: key.then(|| self.key.clone().filter(|k| !k.is_empty())),
+            calls: n(self.calls),
+            input_tokens: n(self.input_tokens),
+            output_tokens: n(self.output_tokens),
+            reasoning_tokens: n(self.reasoning_tokens),
+            cache_read_tokens: n(self.cache_read_tokens),
+            cache_write_tokens: n(self.cache_write_tokens),
+            cost_usd: (n(self.unpriced) == 0).then_some(known),
+            cost_usd_known: known,
+        }
     }
 }
 
@@ -411,7 +422,7 @@ fn first_hour(day: &str, days_after: i64, offset: i32) -> Option<String> {
 
 /// The total over the query's days, and its groups (largest cost first, then most tokens; for
 /// days, the latest `limit` in order).
-pub fn report(db: &impl Db, q: &UsageQuery) -> ApiResult<Value> {
+pub fn report(db: &impl Db, q: &UsageQuery) -> ApiResult<UsageAnswer> {
     let offset = q.offset_minutes;
     let from = q.from.as_deref().and_then(|d| first_hour(d, 0, offset));
     let until = q.to.as_deref().and_then(|d| first_hour(d, 1, offset));
@@ -419,8 +430,9 @@ pub fn report(db: &impl Db, q: &UsageQuery) -> ApiResult<Value> {
     let bounds = || params![from.clone(), from.clone(), until.clone(), until.clone()];
     let total: Option<Sum> =
         db.first(&format!("SELECT NULL AS key, {SUMS} FROM usage_hourly {filter}"), bounds())?;
-    let total = total.map(|s| s.to_json()).unwrap_or_else(|| json!({}));
-    let mut answer = json!({ "from": q.from, "to": q.to, "total": total });
+    let total = total.map(|s| s.answer(false)).unwrap_or_default();
+    let mut answer =
+        UsageAnswer { from: q.from.clone(), to: q.to.clone(), total, group_by: None, groups: None };
     if let Some(g) = q.group_by {
         let col = g.column(offset);
         let order = if g == GroupBy::Day {
@@ -437,15 +449,8 @@ pub fn report(db: &impl Db, q: &UsageQuery) -> ApiResult<Value> {
         if g == GroupBy::Day {
             groups.reverse();
         }
-        answer["group_by"] = json!(g);
-        answer["groups"] = groups
-            .iter()
-            .map(|s| {
-                let mut v = s.to_json();
-                v["key"] = json!(s.key.clone().filter(|k| !k.is_empty()));
-                v
-            })
-            .collect();
+        answer.group_by = Some(g.as_str().to_string());
+        answer.groups = Some(groups.iter().map(|s| s.answer(true)).collect());
     }
     Ok(answer)
 }
@@ -460,14 +465,15 @@ pub fn day_total(db: &impl Db, day: &str, offset: i32) -> ApiResult<(u64, f64)> 
         limit: 1,
         offset_minutes: offset,
     };
-    let total = &report(db, &q)?["total"];
-    let n = |k: &str| total[k].as_u64().unwrap_or(0);
-    let tokens = ["input_tokens", "output_tokens", "reasoning_tokens"]
-        .iter()
-        .chain(&["cache_read_tokens", "cache_write_tokens"])
-        .map(|k| n(k))
-        .fold(0u64, u64::saturating_add);
-    Ok((tokens, total["cost_usd_known"].as_f64().unwrap_or(0.0)))
+    let t = report(db, &q)?.total;
+    let tokens = shared_types::Tokens {
+        input_tokens: t.input_tokens,
+        output_tokens: t.output_tokens,
+        reasoning_tokens: t.reasoning_tokens,
+        cache_read_tokens: t.cache_read_tokens,
+        cache_write_tokens: t.cache_write_tokens,
+    };
+    Ok((tokens.total(), t.cost_usd_known))
 }
 
 /// Tokens of every kind the bead's runs have used, over all days.

@@ -142,7 +142,8 @@ fn frame(
     data: &serde_json::Value,
     timestamp: &str,
 ) -> String {
-    serde_json::json!({ "agentId": agent_id, "id": id, "event": event, "data": data, "timestamp": timestamp }).to_string()
+    let id = i64::try_from(id).unwrap_or(i64::MAX);
+    shared_types::control::StreamFrame::new(agent_id, id, event, data, timestamp).text()
 }
 
 /// The event name of a kind (`tool_call`, `text`, ...).

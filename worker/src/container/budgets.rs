@@ -31,7 +31,7 @@ pub const WIND_DOWN_EVERY_MS: i64 = 10_000;
 /// (the container API used directly, as the reference allows) has none.
 pub async fn limits<E: Effects>(fx: &E, town: &str) -> ApiResult<TownLimits> {
     match fx.town(town, &TownCall::of(&GetLimits)?).await {
-        Ok(v) => Ok(serde_json::from_value(v).unwrap_or_default()),
+        Ok(v) => Ok(crate::json::decode(v).unwrap_or_default()),
         Err(ApiError::NotFound(_)) => Ok(TownLimits::default()),
         Err(e) => Err(e),
     }
@@ -133,7 +133,7 @@ pub async fn after_usage<D: Db, E: Effects>(db: &D, fx: &E, town: &str, batch: &
     }
     fx.set_counter(&key, now).await;
     let agents = match fx.container(town, Method::Get, "/agents", None).await {
-        Ok((200, list)) => serde_json::from_value::<AgentList>(list).map(|l| l.agents),
+        Ok((200, list)) => crate::json::decode::<AgentList>(list).map(|l| l.agents),
         Ok((status, _)) => {
             return fx.log_error(&format!("town container: agents not listed ({status})"))
         }

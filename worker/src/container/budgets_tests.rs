@@ -21,7 +21,7 @@ impl Town {
         *world.town_limits.borrow_mut() = limits;
         Self {
             world,
-            events: NativeDb::with(crate::agent_events::MIGRATIONS),
+            events: NativeDb::with(crate::container::object::MIGRATIONS),
             seq: std::cell::Cell::new(0),
         }
     }

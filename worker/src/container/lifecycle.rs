@@ -95,6 +95,18 @@ pub enum Probe {
     NotRunning,
 }
 
+impl Probe {
+    /// A `/health` answer: its agents at work (a mayor waiting between messages is not; a
+    /// server that does not say counts its active agents) and its boot.
+    pub fn healthy(h: &shared_types::control::HealthResponse) -> Self {
+        let running = h.at_work.unwrap_or(h.agents);
+        Self::Healthy {
+            running_agents: u32::try_from(running).unwrap_or(u32::MAX),
+            boot_id: h.boot_id.clone(),
+        }
+    }
+}
+
 impl Lifecycle {
     fn set_status(&mut self, status: &str, detail: Option<String>, now_ms: i64) {
         if self.status != status || self.detail != detail {

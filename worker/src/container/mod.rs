@@ -9,9 +9,11 @@
 use std::collections::BTreeMap;
 
 use crate::error::{ApiError, ApiResult};
+use crate::routes::Method;
 
 pub mod budgets;
 pub mod lifecycle;
+pub mod object;
 pub mod routes;
 
 /// The control server's port inside the container.
@@ -80,9 +82,8 @@ pub fn container_env(lookup: impl Fn(&str) -> Option<String>) -> BTreeMap<String
 
 /// Real activity renews `sleepAfter`; health checks and status polls do not, or a monitor
 /// polling an idle container would keep it (and its bill) alive forever.
-pub fn is_activity(method: &str, path: &str) -> bool {
-    let polling =
-        method.eq_ignore_ascii_case("GET") && (path == "/health" || path.ends_with("/status"));
+pub fn is_activity(method: Method, path: &str) -> bool {
+    let polling = method == Method::Get && (path == "/health" || path.ends_with("/status"));
     !polling
 }
 
@@ -152,10 +153,10 @@ mod tests {
 
     #[test]
     fn polls_are_not_activity() {
-        assert!(!is_activity("GET", "/health"));
-        assert!(!is_activity("GET", "/agents/a1/status"));
-        assert!(is_activity("POST", "/agents/start"));
-        assert!(is_activity("POST", "/agents/a1/message"));
+        assert!(!is_activity(Method::Get, "/health"));
+        assert!(!is_activity(Method::Get, "/agents/a1/status"));
+        assert!(is_activity(Method::Post, "/agents/start"));
+        assert!(is_activity(Method::Post, "/agents/a1/message"));
     }
 
     #[test]

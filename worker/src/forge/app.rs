@@ -122,7 +122,7 @@ pub async fn installation_token<E: Effects>(
         .await
         .map_err(|e| format!("the forge could not be reached: {}", e.public_message()))?;
     if answer.status != 201 {
-        let message = serde_json::from_str::<serde_json::Value>(&answer.body)
+        let message = crate::json::parse(&answer.body)
             .ok()
             .and_then(|v| v["message"].as_str().map(str::to_string))
             .unwrap_or_default();
@@ -131,6 +131,6 @@ pub async fn installation_token<E: Effects>(
         return Err(line);
     }
     // serde's message could quote the answer, which holds the token.
-    serde_json::from_str(&answer.body)
+    crate::json::from_text(&answer.body)
         .map_err(|_| "the forge's token answer is not understood".to_string())
 }

@@ -71,10 +71,11 @@ impl<E: Effects> GitHub<'_, E> {
         struct Head {
             sha: String,
         }
-        let pull: Pull = serde_json::from_value(
-            self.call(Method::Get, &format!("/pulls/{number}"), None).await?,
-        )
-        .map_err(|e| ForgeError::Refused(format!("the forge's pull request is malformed: {e}")))?;
+        let pull: Pull =
+            crate::json::decode(self.call(Method::Get, &format!("/pulls/{number}"), None).await?)
+                .map_err(|e| {
+                ForgeError::Refused(format!("the forge's pull request is malformed: {e}"))
+            })?;
         let sha = pull.head.sha.clone();
         let mut checks = Vec::new();
         let runs = self.call(Method::Get, &format!("/commits/{sha}/check-runs"), None).await?;

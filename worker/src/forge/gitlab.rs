@@ -84,7 +84,7 @@ impl<E: Effects> GitLab<'_, E> {
             #[serde(default)]
             has_conflicts: bool,
         }
-        let mr: Mr = serde_json::from_value(
+        let mr: Mr = crate::json::decode(
             self.call(Method::Get, &format!("/merge_requests/{iid}"), None).await?,
         )
         .map_err(|e| ForgeError::Refused(format!("the forge's merge request is malformed: {e}")))?;

@@ -101,7 +101,7 @@ pub async fn call<E: Effects>(
         (200, _, Some(v), Some(etag)) => v.keep(&req.url, etag, &answer.body),
         _ => {}
     }
-    let parsed: Value = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
+    let parsed: Value = crate::json::parse(&answer.body).unwrap_or(Value::Null);
     let message = || message_of(&parsed);
     let why = || format!("HTTP {}: {}", answer.status, message());
     match answer.status {

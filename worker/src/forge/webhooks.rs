@@ -194,7 +194,7 @@ impl TownOp for Webhook {
         let rows: Vec<Row> = o.db.query("SELECT secrets FROM forge", vec![])?;
         let secrets: Vec<String> = rows
             .iter()
-            .filter_map(|r| serde_json::from_str::<Secrets>(&r.secrets).ok()?.webhook_secret)
+            .filter_map(|r| crate::json::from_text::<Secrets>(&r.secrets).ok()?.webhook_secret)
             .collect();
         if !secrets.iter().any(|s| self.proven_by(s)) {
             return Err(ApiError::Unauthorized(self.refusal().into()));
@@ -216,7 +216,7 @@ impl TownOp for Webhook {
                 return Ok(json!({ "duplicate": self.delivery }));
             }
         }
-        let payload: Value = serde_json::from_str(&self.body)
+        let payload: Value = crate::json::parse(&self.body)
             .map_err(|_| ApiError::bad_request("payload: not JSON"))?;
         let mut nudged = Vec::new();
         for rig in o.with_town(|t| t.rigs())? {

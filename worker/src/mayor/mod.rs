@@ -23,7 +23,7 @@ pub mod store;
 
 pub use routes::{MayorOp, Notice};
 pub use shared_types::MAYOR_AGENT_ID;
-pub use status::town_status;
+pub use status::{town_status, AgentSummary, BeadSummary};
 
 /// The mayor's limits per turn (one delivery of messages is one turn), from Worker vars.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

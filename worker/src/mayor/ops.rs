@@ -18,19 +18,21 @@ use crate::escalations::ResolveEscalation;
 use crate::idempotency::Claim;
 use crate::mayor::routes::NoticeKind;
 use crate::mayor::store::{Message, Role, Store};
-use crate::mayor::{prompt, town_status, MayorOp, TurnLimits, MAYOR_AGENT_ID};
-use crate::model::{Agent, Bead};
+use crate::mayor::{
+    prompt, town_status, AgentSummary, BeadSummary, MayorOp, TurnLimits, MAYOR_AGENT_ID,
+};
+use crate::model::{MayorSent, RigRecord};
 use crate::requests::DEFAULT_BEAD_LIMIT;
 use crate::rig::agents::{AgentFilter, ListAgents};
 use crate::rig::beads::{BeadFilter, ListBeads};
 use crate::rig::convoys::CreateConvoy;
 use crate::rig::mail::SendMail;
-use crate::rig::op::RigCall;
+use crate::rig::op::{to_json, RigCall};
 use crate::rig::sling::Sling;
 use crate::routes::Method;
 use crate::scheduler::Settings;
 use crate::town::object::TownObject;
-use crate::town::{RigRecord, Town};
+use crate::town::Town;
 
 /// How long after a failed delivery the alarm tries again, and how many times in a row.
 pub const RETRY_MS: u64 = 3_000;
@@ -78,20 +80,23 @@ impl<D: Db, E: Effects> TownObject<'_, D, E> {
         let new_id = || self.fx.new_id();
         let town = Town { db: self.db, now: self.fx.now_iso(), new_id: &new_id };
         let store = Store { db: self.db, now: town.now.clone() };
-        let town_id = town.get()?["id"].as_str().unwrap_or_default().to_string();
+        let town_id = town.get()?.id;
         let limits = TurnLimits::from_lookup(|k| self.fx.var(k));
         match op {
             MayorOp::Send { text } => {
                 store.ensure()?;
                 let id = store.post(Role::Person, &text)?;
                 let d = self.deliver(&town_id).await;
-                Ok(
-                    json!({ "messageId": id, "agentId": MAYOR_AGENT_ID, "sessionStatus": d.status, "detail": d.detail }),
-                )
+                to_json(MayorSent {
+                    message_id: id,
+                    agent_id: MAYOR_AGENT_ID.into(),
+                    session_status: d.status.into(),
+                    detail: d.detail,
+                })
             }
-            MayorOp::Messages { after, limit } => Ok(Value::Array(
-                store.messages(after, limit)?.iter().map(Message::to_json).collect(),
-            )),
+            MayorOp::Messages { after, limit } => to_json(
+                store.messages(after, limit)?.iter().map(Message::record).collect::<Vec<_>>(),
+            ),
             MayorOp::Status => {
                 let row = store.row()?;
                 let threads: Vec<Value> =
@@ -110,10 +115,10 @@ impl<D: Db, E: Effects> TownObject<'_, D, E> {
                 let mut rigs = Vec::new();
                 for rig in town.rigs()? {
                     let filter = BeadFilter { limit: DEFAULT_BEAD_LIMIT, ..Default::default() };
-                    let beads: Vec<Bead> =
-                        serde_json::from_value(rig_op(self.fx, &rig.id, &ListBeads(filter)).await?)
+                    let beads: Vec<BeadSummary> =
+                        crate::json::decode(rig_op(self.fx, &rig.id, &ListBeads(filter)).await?)
                             .map_err(ApiError::internal)?;
-                    let agents: Vec<Agent> = serde_json::from_value(
+                    let agents: Vec<AgentSummary> = crate::json::decode(
                         rig_op(self.fx, &rig.id, &ListAgents(AgentFilter::default())).await?,
                     )
                     .map_err(ApiError::internal)?;
@@ -162,7 +167,7 @@ impl<D: Db, E: Effects> TownObject<'_, D, E> {
                 Ok(json!({ "sent": true }))
             }
             MayorOp::MailCheck => {
-                Ok(Value::Array(store.read_inbox()?.iter().map(Message::to_json).collect()))
+                to_json(store.read_inbox()?.iter().map(Message::record).collect::<Vec<_>>())
             }
             MayorOp::Resolve { rig_id, escalation_id, answer } => {
                 rig_of(&town, &rig_id)?;
@@ -245,8 +250,7 @@ impl<D: Db, E: Effects> TownObject<'_, D, E> {
         let new_id = || self.fx.new_id();
         let town = Town { db: self.db, now: self.fx.now_iso(), new_id: &new_id };
         let Ok(t) = town.get() else { return Ok(()) };
-        let town_id = t["id"].as_str().unwrap_or_default().to_string();
-        let d = self.deliver(&town_id).await;
+        let d = self.deliver(&t.id).await;
         if d.status == "queued" {
             let tries = self.fx.counter(TRIES).await + 1;
             if tries < MAX_TRIES {

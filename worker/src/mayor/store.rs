@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use super::TurnLimits;
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
+use crate::model::MayorMessage;
 use crate::params;
 
 pub const MIGRATION: &[&str] = &[
@@ -63,8 +64,15 @@ pub struct Message {
 }
 
 impl Message {
-    pub fn to_json(&self) -> Value {
-        json!({ "id": self.id, "role": self.role, "text": self.text, "created_at": self.created_at, "inReplyTo": self.in_reply_to })
+    /// The message as the API answers it.
+    pub fn record(&self) -> MayorMessage {
+        MayorMessage {
+            id: self.id,
+            role: self.role.clone(),
+            text: self.text.clone(),
+            created_at: self.created_at.clone(),
+            in_reply_to: self.in_reply_to,
+        }
     }
 }
 

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use shared_types::validate;
 
-use super::beads::opt_json;
 use super::op::{rig_ops, to_json, RigCall, RigOp};
 use super::rows::AgentRow;
 use super::Rig;
@@ -17,7 +16,9 @@ use crate::api::{self, FollowUp, Incoming, Plan};
 use crate::body::{Kind, NON_EMPTY, STR};
 use crate::db::{Db, Select};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{Agent, AgentRole, AgentStatus, BeadStatus, EventKind, ReviewEntry};
+use crate::model::{
+    Agent, AgentRole, AgentStatus, BeadStatus, EventKind, PrimeContext, ReviewEntry,
+};
 use crate::params;
 use crate::requests::{
     json_size, opt_text, text, url, Issues, Validate, MAX_CHECKPOINT, MAX_IDENTITY, MAX_TEXT,
@@ -222,7 +223,7 @@ impl RigOp for Prime {
         Some(&self.agent_id)
     }
     fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
-        rig.prime(&self.agent_id)
+        to_json(rig.prime(&self.agent_id)?)
     }
 }
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -377,7 +378,7 @@ impl<D: Db> Rig<'_, D> {
     }
 
     /// The agent's context. Does not mark mail delivered (only the mail check does).
-    pub(super) fn prime(&self, agent_id: &str) -> ApiResult<Value> {
+    pub(super) fn prime(&self, agent_id: &str) -> ApiResult<PrimeContext> {
         let agent = self.agent(agent_id)?;
         let hooked = match agent.current_hook_bead_id.as_deref() {
             Some(b) => Some(self.bead(b)?),
@@ -385,9 +386,7 @@ impl<D: Db> Rig<'_, D> {
         };
         let mail = self.undelivered_mail(agent_id)?;
         let open = self.open_beads_of(agent_id)?;
-        Ok(
-            json!({ "agent": agent, "hooked_bead": opt_json(hooked), "undelivered_mail": mail, "open_beads": open }),
-        )
+        Ok(PrimeContext { agent, hooked_bead: hooked, undelivered_mail: mail, open_beads: open })
     }
 
     /// Submits the hooked bead's branch to the review queue, unhooks, and sets the agent idle.

@@ -321,11 +321,6 @@ impl<D: Db> Rig<'_, D> {
     }
 }
 
-/// `Value` helper so `prime` can embed optional beads.
-pub(super) fn opt_json<T: serde::Serialize>(v: Option<T>) -> Value {
-    v.and_then(|v| serde_json::to_value(v).ok()).unwrap_or(Value::Null)
-}
-
 /// A page of beads, newest first. Each filter has an index that also gives the order
 /// (`schema::V8`), so a page costs the same at 0 and at 100,000 beads.
 pub(super) fn list_sql(f: &BeadFilter) -> (String, Vec<crate::db::SqlValue>) {

@@ -147,7 +147,7 @@ impl<D: Db> Rig<'_, D> {
             default_branch: row.default_branch,
             updated_at: row.updated_at,
             // Stored by `configure` from validated settings; unreadable text falls back to defaults.
-            merge: serde_json::from_str(&row.merge_settings).unwrap_or_default(),
+            merge: crate::json::from_text(&row.merge_settings).unwrap_or_default(),
         })
     }
 }

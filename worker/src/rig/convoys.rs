@@ -133,8 +133,7 @@ impl<D: Db> Rig<'_, D> {
         for spec in &c.beads {
             let sling = SlingRequest { convoy_id: Some(id.clone()), ..spec.clone() };
             let slung = self.sling(rig_id, &sling)?;
-            agents
-                .push(json!({ "agent": slung["agent"], "agent_created": slung["agent_created"] }));
+            agents.push(json!({ "agent": slung.agent, "agent_created": slung.agent_created }));
         }
         let mut convoy = self.convoy(&id)?;
         convoy["slung"] = Value::Array(agents);

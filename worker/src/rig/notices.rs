@@ -67,7 +67,7 @@ impl<D: Db> Rig<'_, D> {
         Ok(rows
             .into_iter()
             .filter_map(|r| {
-                Some((r.id, config.town_id.clone(), serde_json::from_str(&r.notice).ok()?))
+                Some((r.id, config.town_id.clone(), crate::json::from_text(&r.notice).ok()?))
             })
             .collect())
     }

@@ -280,7 +280,7 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
         if let Some(entry) = self.with_rig(|r| r.running_review())? {
             let path = format!("/rigs/{}/merges/{}", config.rig_id, entry.id);
             match self.fx.container(town, Method::Get, &path, None).await {
-                Ok((200, body)) => match serde_json::from_value::<MergeStatus>(body) {
+                Ok((200, body)) => match crate::json::decode::<MergeStatus>(body) {
                     Ok(status) if status.state.is_final() => {
                         self.apply_merge(town, config, &entry, &status).await?
                     }

@@ -46,8 +46,20 @@ pub struct RigCall {
 
 impl RigCall {
     pub fn of<O: RigOp>(op: &O) -> ApiResult<Self> {
-        Ok(Self { op: O::NAME.into(), args: serde_json::to_value(op).map_err(ApiError::internal)? })
+        Self::named(O::NAME, serde_json::to_value(op))
     }
+
+    /// What [`RigCall::of`] does but encoding: one copy in the wasm rather than one per op.
+    #[inline(never)]
+    fn named(op: &str, args: serde_json::Result<Value>) -> ApiResult<Self> {
+        Ok(Self { op: op.into(), args: args.map_err(ApiError::internal)? })
+    }
+}
+
+/// An op's arguments that do not decode (not generic: one copy in the wasm).
+#[inline(never)]
+pub(crate) fn undecodable(name: &str, e: serde_json::Error) -> ApiError {
+    ApiError::Internal(format!("undecodable {name} op: {e}"))
 }
 
 /// What running an op gave, and what the object does next.
@@ -68,15 +80,22 @@ impl Ran {
 impl<D: Db> Rig<'_, D> {
     /// Runs the op `O` from its wire arguments, with the checks every op gets.
     pub(crate) fn run<O: RigOp>(&self, args: &Value) -> ApiResult<Ran> {
-        let op = O::deserialize(args)
-            .map_err(|e| ApiError::Internal(format!("undecodable {} op: {e}", O::NAME)))?;
-        if O::NEEDS_CONFIGURED_RIG && !self.is_configured()? {
+        // From a copy: a type's one decoder reads owned values (crate::json).
+        let op = crate::json::decode::<O>(args.clone()).map_err(|e| undecodable(O::NAME, e))?;
+        self.may_run(O::NEEDS_CONFIGURED_RIG, op.run_proof())?;
+        Ok(Ran { data: op.run(self)?, arms_scheduler: O::ARMS_SCHEDULER, notifies: O::NOTIFIES })
+    }
+
+    /// The checks of [`Rig::run`] before the op runs (not generic: one copy in the wasm).
+    #[inline(never)]
+    fn may_run(&self, needs_configured_rig: bool, run_proof: Option<&str>) -> ApiResult<()> {
+        if needs_configured_rig && !self.is_configured()? {
             return Err(ApiError::not_found("rig"));
         }
-        if let Some(agent_id) = op.run_proof() {
+        if let Some(agent_id) = run_proof {
             self.run_started(agent_id)?;
         }
-        Ok(Ran { data: op.run(self)?, arms_scheduler: O::ARMS_SCHEDULER, notifies: O::NOTIFIES })
+        Ok(())
     }
 }
 

@@ -187,10 +187,9 @@ mod tests {
         let slung = rig
             .sling("r1", &serde_json::from_value(json!({"title": "t"})).expect("sling"))
             .expect("slung");
-        let (agent, bead) = (slung["agent"]["id"].as_str(), slung["bead"]["id"].as_str());
         let review = NewReview {
-            agent_id: agent.unwrap_or_default().into(),
-            bead_id: bead.unwrap_or_default().into(),
+            agent_id: slung.agent.id,
+            bead_id: slung.bead.id,
             branch: "polecat/a/t".into(),
             pr_url: None,
             summary: None,

@@ -11,7 +11,7 @@ use crate::model::{
 };
 
 fn json_text(s: &str) -> Value {
-    serde_json::from_str(s).unwrap_or(Value::Null)
+    crate::json::parse(s).unwrap_or(Value::Null)
 }
 
 #[derive(Deserialize)]
@@ -45,7 +45,7 @@ impl From<BeadRow> for Bead {
             convoy_id: r.convoy_id,
             molecule_id: r.molecule_id,
             priority: r.priority,
-            labels: serde_json::from_str(&r.labels).unwrap_or_default(),
+            labels: crate::json::from_text(&r.labels).unwrap_or_default(),
             metadata: json_text(&r.metadata),
             created_at: r.created_at,
             updated_at: r.updated_at,

@@ -8,17 +8,17 @@ use crate::requests::request_body;
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::beads::NewBead;
-use super::op::{rig_ops, RigOp};
+use super::op::{rig_ops, to_json, RigOp};
 use super::rows::AgentRow;
 use super::Rig;
 use crate::api::{self, FollowUp, Incoming, Plan};
 use crate::body::{Kind, NON_EMPTY, STR};
 use crate::db::Db;
 use crate::error::ApiResult;
-use crate::model::{Agent, AgentRole, BeadType, Priority};
+use crate::model::{Agent, AgentRole, BeadType, Priority, Slung};
 use crate::requests::{Issues, Validate, PRIORITIES};
 use crate::rig::agents::NewAgent;
 use crate::routes::{Endpoint, Rule};
@@ -106,14 +106,14 @@ impl RigOp for Sling {
     const NEEDS_CONFIGURED_RIG: bool = true;
     const ARMS_SCHEDULER: bool = true;
     fn run<D: Db>(self, rig: &Rig<'_, D>) -> ApiResult<Value> {
-        rig.sling(&self.rig_id, &self.sling)
+        to_json(rig.sling(&self.rig_id, &self.sling)?)
     }
 }
 
 rig_ops!(Sling);
 
 impl<D: Db> Rig<'_, D> {
-    pub(super) fn sling(&self, rig_id: &str, s: &SlingRequest) -> ApiResult<Value> {
+    pub(super) fn sling(&self, rig_id: &str, s: &SlingRequest) -> ApiResult<Slung> {
         if let Some(convoy) = &s.convoy_id {
             self.check_convoy(convoy)?;
         }
@@ -139,7 +139,7 @@ impl<D: Db> Rig<'_, D> {
         };
         let agent = self.hook(&agent.id, &bead.id)?;
         let bead = self.bead(&bead.id)?;
-        Ok(json!({ "bead": bead, "agent": agent, "agent_created": created }))
+        Ok(Slung { bead, agent, agent_created: created })
     }
 }
 

@@ -85,7 +85,7 @@ pub async fn serve<O: DeserializeOwned>(
     handle: impl AsyncFnOnce(O) -> ApiResult<Value>,
 ) -> worker::Result<Response> {
     let result = match req.bytes().await {
-        Ok(bytes) => match serde_json::from_slice::<O>(&bytes) {
+        Ok(bytes) => match crate::json::from_bytes::<O>(&bytes) {
             Ok(op) => handle(op).await,
             Err(e) => Err(ApiError::Internal(format!("undecodable call: {e}"))),
         },

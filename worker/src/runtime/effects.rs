@@ -21,7 +21,8 @@ pub struct WorkerEffects<'a> {
     pub storage: Storage,
 }
 
-fn method(m: Method) -> worker::Method {
+/// The Worker's method as workers-rs names it.
+pub(super) fn method(m: Method) -> worker::Method {
     match m {
         Method::Get => worker::Method::Get,
         Method::Post => worker::Method::Post,
@@ -90,6 +91,10 @@ impl Effects for WorkerEffects<'_> {
 
     fn log_error(&self, message: &str) {
         worker::console_error!("{message}");
+    }
+
+    fn log_info(&self, message: &str) {
+        worker::console_log!("{message}");
     }
 
     async fn http(&self, req: &Outbound) -> ApiResult<Inbound> {

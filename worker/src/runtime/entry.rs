@@ -8,6 +8,7 @@ use super::{platform, CONTAINER_BINDING, IDENTITY_BINDING, RIG_BINDING, TOWN_BIN
 use crate::api::{self, Incoming, Plan};
 use crate::auth::{self, Caller, Credentials, Secrets};
 use crate::container;
+use crate::container::object::ActivityReport;
 use crate::error::{success, ApiError, ApiResult};
 use crate::requests::MAX_BODY_BYTES;
 use crate::rig::agents::ContainerHeartbeat;
@@ -175,7 +176,8 @@ async fn execute(plan: Plan, env: &Env, key: Option<&str>) -> ApiResult<Outcome>
             Ok(Outcome::Json(200, call(env, IDENTITY_BINDING, &identity, &op).await?))
         }
         Plan::Heartbeat { town_id, rig_updates, running_agents, boot_id } => {
-            let report = json!({ "heartbeatRunningAgents": running_agents, "bootId": boot_id });
+            let report = ActivityReport { heartbeat_running_agents: Some(running_agents), boot_id };
+            let report = serde_json::to_value(report).map_err(ApiError::internal)?;
             if let Err(e) = container_call(
                 env,
                 &town_id,

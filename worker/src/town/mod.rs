@@ -20,6 +20,7 @@ use crate::db::Db;
 use crate::effects::{rig_op, Effects};
 use crate::error::{ApiError, ApiResult};
 use crate::escalations::NewEscalation;
+use crate::model::{Priority, RigRecord, TownEscalation, TownView};
 use crate::params;
 use crate::requests::{metadata, parse_value, text, Issues, Shape, Validate, MAX_TITLE};
 use crate::rig::config::{default_branch, Configure, RigConfigInput};
@@ -128,7 +129,7 @@ impl TownOp for CreateTown {
         if let Err(e) = o.fx.town(INDEX, &TownCall::of(&index)?).await {
             o.fx.log_error(&format!("could not add the town to the town index: {e}"));
         }
-        Ok(created)
+        crate::rig::op::to_json(created)
     }
 }
 
@@ -142,7 +143,7 @@ impl TownOp for GetTown {
         o: &TownObject<'_, D, E>,
         _: Option<&str>,
     ) -> ApiResult<Value> {
-        o.with_town(|t| t.get())
+        crate::rig::op::to_json(o.with_town(|t| t.get())?)
     }
 }
 
@@ -251,22 +252,12 @@ struct TownRow {
     created_at: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RigRecord {
-    pub id: String,
-    pub name: String,
-    #[serde(serialize_with = "crate::model::redacted_url")]
-    pub git_url: String,
-    pub default_branch: String,
-    pub created_at: String,
-}
-
 #[derive(Deserialize)]
 struct EscalationRow {
     id: String,
     title: String,
     body: Option<String>,
-    priority: String,
+    priority: Priority,
     metadata: String,
     created_at: String,
 }
@@ -278,7 +269,7 @@ impl<D: Db> Town<'_, D> {
             .ok_or_else(|| ApiError::not_found("town"))
     }
 
-    pub fn create(&self, town_id: &str, t: &NewTown) -> ApiResult<Value> {
+    pub fn create(&self, town_id: &str, t: &NewTown) -> ApiResult<TownView> {
         if self.db.first::<TownRow>("SELECT * FROM town WHERE id = 1", vec![])?.is_some() {
             return Err(ApiError::Conflict("town already exists".into()));
         }
@@ -290,12 +281,16 @@ impl<D: Db> Town<'_, D> {
         self.get()
     }
 
-    pub fn get(&self) -> ApiResult<Value> {
+    pub fn get(&self) -> ApiResult<TownView> {
         let t = self.row()?;
-        let config: Value = serde_json::from_str(&t.config).unwrap_or(Value::Null);
-        Ok(
-            json!({ "id": t.town_id, "name": t.name, "config": config, "created_at": t.created_at, "rigs": self.rigs()? }),
-        )
+        let config: Value = crate::json::parse(&t.config).unwrap_or(Value::Null);
+        Ok(TownView {
+            id: t.town_id,
+            name: t.name,
+            config,
+            created_at: t.created_at,
+            rigs: self.rigs()?,
+        })
     }
 
     /// Checks the town exists and returns the new rig's id and the RigDO configuration.
@@ -329,14 +324,14 @@ impl<D: Db> Town<'_, D> {
 
     /// The town's spending caps (`limits` in its config; none when never set).
     pub fn limits(&self) -> ApiResult<TownLimits> {
-        let config: Value = serde_json::from_str(&self.row()?.config).unwrap_or(Value::Null);
-        Ok(serde_json::from_value(config["limits"].clone()).unwrap_or_default())
+        let config: Value = crate::json::parse(&self.row()?.config).unwrap_or(Value::Null);
+        Ok(crate::json::decode(config["limits"].clone()).unwrap_or_default())
     }
 
     /// Replaces the town's spending caps (validated by the caller).
     pub fn set_limits(&self, limits: &TownLimits) -> ApiResult<TownLimits> {
         let mut config: Value =
-            serde_json::from_str(&self.row()?.config).unwrap_or_else(|_| json!({}));
+            crate::json::parse(&self.row()?.config).unwrap_or_else(|_| json!({}));
         if !config.is_object() {
             config = json!({});
         }
@@ -345,7 +340,7 @@ impl<D: Db> Town<'_, D> {
         self.limits()
     }
 
-    pub fn create_escalation(&self, e: &NewEscalation) -> ApiResult<Value> {
+    pub fn create_escalation(&self, e: &NewEscalation) -> ApiResult<TownEscalation> {
         self.row()?;
         let id = (self.new_id)();
         let metadata = e.metadata.clone().filter(|m| !m.is_null()).unwrap_or_else(|| json!({}));
@@ -354,7 +349,10 @@ impl<D: Db> Town<'_, D> {
             "INSERT INTO escalations (id, title, body, priority, metadata, created_at) VALUES (?, ?, ?, ?, ?, ?)",
             params![&id, &e.title, e.body.clone(), priority.as_str(), metadata.to_string(), &self.now],
         )?;
-        Ok(self.escalations()?.into_iter().find(|x| x["id"] == json!(id)).unwrap_or(Value::Null))
+        self.escalations()?
+            .into_iter()
+            .find(|x| x.id == id)
+            .ok_or_else(|| ApiError::Internal("the escalation just written is not there".into()))
     }
 
     /// In the index instance: records a town (again: no change).
@@ -383,18 +381,19 @@ impl<D: Db> Town<'_, D> {
             .collect())
     }
 
-    pub fn escalations(&self) -> ApiResult<Vec<Value>> {
+    pub fn escalations(&self) -> ApiResult<Vec<TownEscalation>> {
         self.row()?;
         let rows: Vec<EscalationRow> =
             self.db.query("SELECT * FROM escalations ORDER BY rowid", vec![])?;
         Ok(rows
             .into_iter()
-            .map(|r| {
-                json!({
-                    "id": r.id, "title": r.title, "body": r.body, "priority": r.priority,
-                    "metadata": serde_json::from_str::<Value>(&r.metadata).unwrap_or(Value::Null),
-                    "created_at": r.created_at,
-                })
+            .map(|r| TownEscalation {
+                id: r.id,
+                title: r.title,
+                body: r.body,
+                priority: r.priority,
+                metadata: crate::json::parse(&r.metadata).unwrap_or(Value::Null),
+                created_at: r.created_at,
             })
             .collect())
     }
@@ -416,7 +415,7 @@ mod native_tests {
         let t = town(&db);
         assert_eq!(t.get().map_err(|e| e.status()), Err(404), "no town before it is created");
         let new: NewTown = serde_json::from_value(json!({"name": "alpha"})).expect("new town");
-        assert_eq!(t.create("t1", &new).expect("create")["name"], "alpha");
+        assert_eq!(t.create("t1", &new).expect("create").name, "alpha");
         let rig: NewRig = serde_json::from_value(
             json!({"name": "app", "git_url": "https://example.com/o/app.git"}),
         )
@@ -438,7 +437,7 @@ mod native_tests {
             serde_json::from_value(json!({"title": "on fire", "priority": "critical"}))
                 .expect("escalation");
         t.create_escalation(&esc).expect("escalate");
-        assert_eq!(t.escalations().expect("list")[0]["title"], "on fire");
+        assert_eq!(t.escalations().expect("list")[0].title, "on fire");
     }
 
     #[test]

@@ -36,14 +36,21 @@ pub struct TownCall {
 
 impl TownCall {
     pub fn of<O: TownOp>(op: &O) -> ApiResult<Self> {
-        Ok(Self { op: O::NAME.into(), args: serde_json::to_value(op).map_err(ApiError::internal)? })
+        Self::named(O::NAME, serde_json::to_value(op))
+    }
+
+    /// What [`TownCall::of`] does but encoding: one copy in the wasm rather than one per op.
+    #[inline(never)]
+    fn named(op: &str, args: serde_json::Result<Value>) -> ApiResult<Self> {
+        Ok(Self { op: op.into(), args: args.map_err(ApiError::internal)? })
     }
 
     /// The op's arguments, when this call is `O`.
     pub fn args<O: TownOp>(&self) -> Option<ApiResult<O>> {
         (self.op == O::NAME).then(|| {
-            O::deserialize(&self.args)
-                .map_err(|e| ApiError::Internal(format!("undecodable {} op: {e}", O::NAME)))
+            // From a copy: a type's one decoder reads owned values (crate::json).
+            crate::json::decode::<O>(self.args.clone())
+                .map_err(|e| crate::rig::op::undecodable(O::NAME, e))
         })
     }
 }

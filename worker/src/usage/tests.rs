@@ -4,6 +4,11 @@ use shared_types::{Tokens, UsageReport};
 use super::*;
 use crate::native_db::NativeDb;
 
+/// The report as the API writes it: the tests read its wire shape.
+fn report(db: &NativeDb, q: &UsageQuery) -> ApiResult<Value> {
+    super::report(db, q).map(|r| serde_json::to_value(r).expect("json"))
+}
+
 fn db() -> NativeDb {
     NativeDb::with(&[MIGRATION, HOURLY])
 }

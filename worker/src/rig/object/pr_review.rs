@@ -190,7 +190,7 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
         let op = TownCall::of(&ForgeToken { rig_id: config.rig_id.clone() })
             .map_err(|e| ForgeError::Refused(e.to_string()))?;
         let issued = match self.fx.town(town, &op).await {
-            Ok(v) => serde_json::from_value::<Issued>(v).map_err(|_| {
+            Ok(v) => crate::json::decode::<Issued>(v).map_err(|_| {
                 ForgeError::Later("the town's forge token answer is malformed".into())
             })?,
             Err(e) if e.status() == 404 => {
