@@ -28,6 +28,7 @@
 //! | `LISTEN_FDS`, `LISTEN_PID` | unset | socket activation: serve on the inherited fd 3 instead of binding `BIND_ADDR`:`PORT` (`listen.rs`) |
 //! | `WARM_POOL_SIZE` | 1 | `kilo serve` processes kept started ahead of demand (`supervisor/pool.rs`); 0: none |
 //! | `WARM_POOL_MODEL` | unset (the last start's model) | the model the pooled processes are configured for |
+//! | `GASTOWN_SHARD` | 0 | which of its town's shards this container is (set by its TownContainer; sent in heartbeats) |
 //! | `AGENT_ISOLATION` | auto | `auto`: each Kilo process under its own uid when the server runs as root (`sandbox.rs`); `off`: every agent as the server's uid |
 //! | `AGENT_UID_BASE` | 20000 | first uid handed to Kilo processes |
 //! | `AGENT_UID_COUNT` | 1000 | how many uids, from `AGENT_UID_BASE` |
@@ -69,6 +70,7 @@ pub const ENV_VARS: &[&str] = &[
     "MEMORY_RESERVE_BYTES",
     "WARM_POOL_SIZE",
     "WARM_POOL_MODEL",
+    "GASTOWN_SHARD",
     "AGENT_ISOLATION",
     "AGENT_UID_BASE",
     "AGENT_UID_COUNT",
@@ -103,6 +105,8 @@ pub struct Config {
     pub memory_reserve: u64,
     pub pool_size: usize,
     pub pool_model: Option<String>,
+    /// Which shard of its town this container is.
+    pub shard: u32,
     /// `AGENT_ISOLATION` is not `off`.
     pub isolate_agents: bool,
     pub agent_uid_base: u32,
@@ -170,6 +174,10 @@ impl Config {
             memory_reserve: num("MEMORY_RESERVE_BYTES", 512 * 1024 * 1024)?,
             pool_size: num("WARM_POOL_SIZE", 1)?.min(64) as usize,
             pool_model: get("WARM_POOL_MODEL").map(|m| m.trim().to_string()),
+            shard: u32::try_from(num("GASTOWN_SHARD", 0)?)
+                .ok()
+                .filter(|s| *s < 1000)
+                .ok_or("GASTOWN_SHARD must be a whole number below 1000")?,
             isolate_agents: match get("AGENT_ISOLATION").as_deref().map(str::trim) {
                 None | Some("auto") => true,
                 Some("off") => false,

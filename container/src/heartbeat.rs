@@ -92,6 +92,7 @@ fn collect(
         });
     }
     let uptime = supervisor.uptime_ms();
+    let capacity = u32::try_from(supervisor.capacity()).ok();
     towns
         .into_iter()
         .map(|(town_id, agents)| ContainerHeartbeat {
@@ -99,6 +100,8 @@ fn collect(
             timestamp: clock::iso(SystemTime::now()),
             uptime,
             boot_id: Some(crate::boot::id().to_string()),
+            shard: supervisor.config.shard,
+            capacity,
             agents,
         })
         .collect()

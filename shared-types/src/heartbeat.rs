@@ -32,7 +32,18 @@ pub struct ContainerHeartbeat {
     /// Names this run of the control server (as `/health`'s `bootId`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_id: Option<String>,
+    /// The town's shard this container is (our addition; 0, the town's first, when absent).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shard: u32,
+    /// How many agents may run here at once now (our addition, as `/health`'s `capacity`):
+    /// the town places rigs on the shard with the most room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u32>,
     pub agents: Vec<AgentHeartbeat>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// `POST /api/towns/:town/container/events` (container token): agents' events for the Worker to

@@ -13,6 +13,7 @@ use crate::requests::{parse_body, Shape, Validate};
 use crate::rig::op::{RigCall, RigOp};
 use crate::routes::{Method, Params};
 use crate::rpc::IdentityOp;
+use crate::shards::ShardRef;
 use crate::town::op::{TownCall, TownOp};
 
 /// An authorized request.
@@ -81,10 +82,10 @@ pub enum Plan {
     Health,
     /// The dashboard page.
     Page,
-    /// The live stream of an agent: the WebSocket upgrade goes, with its ticket, to the town's
-    /// TownContainer.
+    /// The live stream of an agent: the WebSocket upgrade goes, with its ticket, to the
+    /// TownContainer of the agent's shard.
     Stream {
-        town_id: String,
+        at: ShardRef,
         agent_id: String,
         ticket: String,
     },
@@ -104,14 +105,15 @@ pub enum Plan {
         identity: String,
         op: IdentityOp,
     },
-    /// Forward the request, method and body unchanged, to the town's container (its
+    /// Forward the request, method and body unchanged, to a town shard's container (its
     /// TownContainer object); `path` is the control server's.
     Container {
-        town_id: String,
+        at: ShardRef,
         path: String,
         body: Vec<u8>,
     },
-    /// Call one of the TownContainer object's own paths with `body`; its data is the answer.
+    /// Call one of the town's first TownContainer object's own paths with `body` (it keeps the
+    /// town's ledgers for every shard); its data is the answer.
     TownContainer {
         town_id: String,
         path: &'static str,
@@ -119,9 +121,11 @@ pub enum Plan {
     },
     /// The container's heartbeat, split per rig: `(rig id, [(agent id, last activity)])`. Every
     /// rig must be one of `town_id`'s (checked against the TownDO before anything is updated).
-    /// `running_agents` (the active ones) goes to the TownContainer: it keeps the container awake.
+    /// `running_agents` (the active ones) goes to the shard's TownContainer: it keeps the
+    /// container awake. Only rigs placed on the shard are updated (the TownDO names them).
     Heartbeat {
-        town_id: String,
+        at: ShardRef,
+        capacity: Option<u32>,
         rig_updates: Vec<(String, Vec<(String, String)>)>,
         running_agents: u32,
         boot_id: Option<String>,

@@ -10,6 +10,7 @@ use crate::error::ApiResult;
 use crate::rig::op::RigCall;
 use crate::routes::Method;
 use crate::rpc::IdentityOp;
+use crate::shards::ShardRef;
 use crate::town::op::TownCall;
 
 // The futures are not `Send`: a Durable Object runs on one thread (wasm has no other), and the
@@ -29,11 +30,11 @@ pub trait Effects {
 
     async fn identity(&self, identity: &str, op: &IdentityOp) -> ApiResult<Value>;
 
-    /// Calls the town's TownContainer (and through it the control server): `(status, JSON
-    /// body)`; `Err` only when the call could not be made.
+    /// Calls a town's TownContainer (and through it that shard's control server): `(status,
+    /// JSON body)`; `Err` only when the call could not be made.
     async fn container(
         &self,
-        town_id: &str,
+        at: &ShardRef,
         method: Method,
         path: &str,
         body: Option<&Value>,

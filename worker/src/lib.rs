@@ -40,6 +40,7 @@ pub mod routes;
 pub mod rpc;
 pub mod scheduler;
 pub mod settings;
+pub mod shards;
 pub mod spending;
 pub mod time;
 pub mod town;

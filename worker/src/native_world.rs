@@ -18,6 +18,7 @@ use crate::rig::op::RigCall;
 use crate::rig::Rig;
 use crate::routes::Method;
 use crate::rpc::IdentityOp;
+use crate::shards::{ListShards, PlaceRig, ShardOfRig, ShardRef};
 use crate::town::op::TownCall;
 use crate::town::{IndexTown, ListTowns, Town};
 
@@ -33,6 +34,8 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
 /// A call the world's container received.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerCall {
+    /// The town's shard called.
+    pub shard: u32,
     pub method: Method,
     pub path: String,
     pub body: Option<Value>,
@@ -57,6 +60,9 @@ pub struct World {
     pub mayor_notices: RefCell<Vec<crate::mayor::routes::Notice>>,
     pub mayor_keeps: Cell<bool>,
     pub identity_ops: RefCell<Vec<(String, IdentityOp)>>,
+    /// The shard the TownDO places every rig on, and the placements asked for.
+    pub rig_shard: Cell<u32>,
+    pub placements: RefCell<Vec<PlaceRig>>,
     /// Every delay the alarm was set with, and when it fires next.
     pub alarms: RefCell<Vec<u64>>,
     pub alarm: Cell<Option<i64>>,
@@ -84,6 +90,8 @@ impl World {
             mayor_notices: RefCell::default(),
             mayor_keeps: Cell::new(true),
             identity_ops: RefCell::default(),
+            rig_shard: Cell::new(0),
+            placements: RefCell::default(),
             alarms: RefCell::default(),
             alarm: Cell::new(None),
             counters: RefCell::default(),
@@ -134,6 +142,16 @@ impl Effects for World {
             let op = op?;
             return index.index_add(&op.town_id, &op.name, &op.created_at).map(|()| Value::Null);
         }
+        if let Some(place) = op.args::<PlaceRig>() {
+            self.placements.borrow_mut().push(place?);
+            return Ok(serde_json::json!({ "shard": self.rig_shard.get() }));
+        }
+        if op.args::<ShardOfRig>().is_some() {
+            return Ok(serde_json::json!({ "shard": self.rig_shard.get() }));
+        }
+        if op.args::<ListShards>().is_some() {
+            return Ok(Value::Array(Vec::new()));
+        }
         if op.args::<ListTowns>().is_some() {
             return crate::rig::op::to_json(index.index_list()?);
         }
@@ -163,12 +181,13 @@ impl Effects for World {
 
     async fn container(
         &self,
-        _town_id: &str,
+        at: &ShardRef,
         method: Method,
         path: &str,
         body: Option<&Value>,
     ) -> ApiResult<(u16, Value)> {
-        let call = ContainerCall { method, path: path.to_string(), body: body.cloned() };
+        let call =
+            ContainerCall { shard: at.shard, method, path: path.to_string(), body: body.cloned() };
         let answer = (self.container.borrow())(&call);
         self.container_calls.borrow_mut().push(call);
         Ok(answer)

@@ -166,6 +166,7 @@ static TABLE: &[&[Endpoint]] = &[
     crate::forge::ROUTES,
     crate::forge::webhooks::ROUTES,
     crate::usage::ROUTES,
+    crate::shards::ROUTES,
 ];
 
 /// A path's parameters, by pattern name: raw as matched, then validated ([`find`]).

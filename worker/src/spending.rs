@@ -51,6 +51,10 @@ pub struct TownLimits {
     pub max_concurrent_agents: Option<u32>,
     #[serde(default)]
     pub max_dispatches_per_hour: Option<u32>,
+    /// How many containers (shards) the town may run, from 1 (the default) to
+    /// [`crate::shards::MAX_SHARDS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_shards: Option<u32>,
     /// Tokens of every kind the town's agents may use in a day (the town's day).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens_per_day: Option<u64>,
@@ -144,6 +148,15 @@ impl Validate for TownLimits {
                     Err(format!("must be null (no budget) or from 1 to {MAX_TOKENS_PER_DAY}")),
                 );
             }
+        }
+        if self.max_shards.is_some_and(|n| n == 0 || n > crate::shards::MAX_SHARDS) {
+            issues.add(
+                "max_shards",
+                Err(format!(
+                    "must be null (one shard) or from 1 to {}, the town container's max_instances",
+                    crate::shards::MAX_SHARDS
+                )),
+            );
         }
         if self.time_zone.as_deref().is_some_and(|z| offset_minutes(z).is_none()) {
             issues.add(
@@ -326,6 +339,8 @@ mod tests {
             TownLimits { max_cost_usd_per_day: Some(-1.0), ..Default::default() },
             TownLimits { max_cost_usd_per_day: Some(0.0), ..Default::default() },
             TownLimits { max_tokens_per_bead: Some(0), ..Default::default() },
+            TownLimits { max_shards: Some(0), ..Default::default() },
+            TownLimits { max_shards: Some(crate::shards::MAX_SHARDS + 1), ..Default::default() },
         ] {
             assert_eq!(bad.validate().map_err(|e| e.status()), Err(400));
         }

@@ -21,6 +21,7 @@ use crate::mayor::routes::{MayorCall, MayorOp, Notice, NoticeKind};
 use crate::rig::budget::StopOverBudget;
 use crate::rig::op::RigCall;
 use crate::routes::Method;
+use crate::shards::{self, ShardRef};
 use crate::spending::{self, GetLimits, TownLimits};
 use crate::town::op::TownCall;
 
@@ -119,7 +120,8 @@ pub async fn after_usage<D: Db, E: Effects>(db: &D, fx: &E, town: &str, batch: &
                 fx.set_counter(&key, 1).await;
                 // The agent that held the bead; none when the bead had already ended.
                 if let Some(agent) = stopped["agent_id"].as_str() {
-                    wind_down(fx, town, agent, &reason, grace_ms, Some(&bead)).await;
+                    let at = rig_shard(fx, town, rig).await;
+                    wind_down(fx, &at, agent, &reason, grace_ms, Some(&bead)).await;
                 }
             }
             Err(e) => fx.log_error(&format!("town container: bead {bead} not stopped: {e}")),
@@ -132,29 +134,50 @@ pub async fn after_usage<D: Db, E: Effects>(db: &D, fx: &E, town: &str, batch: &
         return;
     }
     fx.set_counter(&key, now).await;
-    let agents = match fx.container(town, Method::Get, "/agents", None).await {
-        Ok((200, list)) => crate::json::decode::<AgentList>(list).map(|l| l.agents),
-        Ok((status, _)) => {
-            return fx.log_error(&format!("town container: agents not listed ({status})"))
-        }
-        Err(e) => return fx.log_error(&format!("town container: agents not listed: {e}")),
-    };
-    let Ok(agents) = agents else {
-        return fx.log_error("town container: the control server's agent list is malformed");
-    };
-    for a in agents {
-        let working = matches!(a.status, ProcessStatus::Starting | ProcessStatus::Running);
-        if working && a.role != AgentRole::Mayor {
-            wind_down(fx, town, &a.agent_id, &reason, grace_ms, None).await;
+    // The budget is the town's: every shard's agents are wound down.
+    for at in shards::in_use(fx, town).await {
+        let agents = match fx.container(&at, Method::Get, "/agents", None).await {
+            Ok((200, list)) => crate::json::decode::<AgentList>(list).map(|l| l.agents),
+            Ok((status, _)) => {
+                fx.log_error(&format!("town container: agents not listed ({status})"));
+                continue;
+            }
+            Err(e) => {
+                fx.log_error(&format!("town container: agents not listed: {e}"));
+                continue;
+            }
+        };
+        let Ok(agents) = agents else {
+            fx.log_error("town container: the control server's agent list is malformed");
+            continue;
+        };
+        for a in agents {
+            let working = matches!(a.status, ProcessStatus::Starting | ProcessStatus::Running);
+            if working && a.role != AgentRole::Mayor {
+                wind_down(fx, &at, &a.agent_id, &reason, grace_ms, None).await;
+            }
         }
     }
+}
+
+/// The shard the rig's agents run on (the first when it cannot be told).
+async fn rig_shard<E: Effects>(fx: &E, town: &str, rig: &str) -> ShardRef {
+    let op = shards::ShardOfRig { rig_id: rig.to_string() };
+    let answer = match TownCall::of(&op) {
+        Ok(call) => fx.town(town, &call).await,
+        Err(e) => Err(e),
+    };
+    answer.and_then(|a| shards::shard_answer(town, a)).unwrap_or_else(|e| {
+        fx.log_error(&format!("town container: rig {rig}'s shard unknown: {e}"));
+        ShardRef::first(town)
+    })
 }
 
 /// Asks the control server to wind the agent's run down, only while it works `bead` when one
 /// is named.
 async fn wind_down<E: Effects>(
     fx: &E,
-    town: &str,
+    at: &ShardRef,
     agent: &str,
     reason: &str,
     grace_ms: Option<u64>,
@@ -164,7 +187,7 @@ async fn wind_down<E: Effects>(
         WindDownRequest { reason: reason.to_string(), grace_ms, bead_id: bead.map(str::to_string) };
     let Ok(body) = serde_json::to_value(&request) else { return };
     let path = format!("/agents/{agent}/wind-down");
-    match fx.container(town, Method::Post, &path, Some(&body)).await {
+    match fx.container(at, Method::Post, &path, Some(&body)).await {
         Ok((status, _)) if status < 300 => {}
         Ok((status, reply)) => fx.log_error(&format!(
             "town container: {agent} not wound down ({status}): {}",

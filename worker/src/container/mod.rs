@@ -70,13 +70,17 @@ pub fn forward_url(base: &str, path: &str) -> ApiResult<String> {
     Ok(format!("{base}{path}"))
 }
 
-/// The container's environment, from the Worker's env (`lookup`).
-pub fn container_env(lookup: impl Fn(&str) -> Option<String>) -> BTreeMap<String, String> {
+/// The container's environment, from the Worker's env (`lookup`), for the town's shard `shard`.
+pub fn container_env(
+    lookup: impl Fn(&str) -> Option<String>,
+    shard: u32,
+) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = PASSED_ENV
         .iter()
         .filter_map(|k| lookup(k).filter(|v| !v.is_empty()).map(|v| (k.to_string(), v)))
         .collect();
     env.insert("PORT".into(), DEFAULT_PORT.to_string());
+    env.insert("GASTOWN_SHARD".into(), shard.to_string());
     env
 }
 
@@ -95,6 +99,10 @@ pub const ACTIVITY_PATH: &str = "/_do/activity";
 /// Agents' events kept in the object's SQLite (`agent_events`): a batch in, a page out.
 pub const EVENTS_APPEND_PATH: &str = "/_do/events/append";
 pub const EVENTS_LIST_PATH: &str = "/_do/events/list";
+/// The town's spending guard, kept by its first shard's object: another shard's start is
+/// checked (and entered in the hourly ledger) there, and taken back out if not accepted.
+pub const GUARD_PATH: &str = "/_do/guard";
+pub const UNGUARD_PATH: &str = "/_do/unguard";
 /// The town a request to the TownContainer is for (set by the Worker, which knows it from the
 /// route or the rig's config); the spending guard reads the town's caps with it.
 pub const TOWN_HEADER: &str = "x-gastown-town";
@@ -138,12 +146,16 @@ mod tests {
 
     #[test]
     fn env_passes_only_known_set_variables() {
-        let env = container_env(|k| match k {
-            "CONTAINER_TOKEN" => Some("t".into()),
-            "GASTOWN_MODEL_API_KEY" => Some(String::new()),
-            "INTERNAL_API_SECRET" => Some("never".into()),
-            _ => None,
-        });
+        let env = container_env(
+            |k| match k {
+                "CONTAINER_TOKEN" => Some("t".into()),
+                "GASTOWN_MODEL_API_KEY" => Some(String::new()),
+                "INTERNAL_API_SECRET" => Some("never".into()),
+                _ => None,
+            },
+            2,
+        );
+        assert_eq!(env.get("GASTOWN_SHARD").map(String::as_str), Some("2"));
         assert_eq!(env.get("CONTAINER_TOKEN").map(String::as_str), Some("t"));
         assert_eq!(env.get("PORT").map(String::as_str), Some("8080"));
         assert!(

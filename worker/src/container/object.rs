@@ -25,6 +25,7 @@ use crate::effects::Effects;
 use crate::error::{ApiError, ApiResult};
 use crate::rig::op::to_json;
 use crate::routes::Method;
+use crate::shards::ShardRef;
 use crate::spending::{self, Ledger};
 use crate::{dashboard, params, usage};
 
@@ -135,6 +136,18 @@ fn body_of<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
 pub struct TownContainerObject<'a, D: Db, E: Effects> {
     pub db: &'a D,
     pub fx: &'a E,
+    /// Which shard of its town this object is: shard 0's keeps the town's ledgers (usage,
+    /// events, the hourly dispatch ledger) and guards every shard's starts.
+    pub shard: u32,
+}
+
+/// What the town's guard answers a shard for a start: the body to send (with the town's
+/// running-agents cap) and the ledger entry to take back if the start is not accepted.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct Guarded {
+    pub body: Value,
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 impl<D: Db, E: Effects> TownContainerObject<'_, D, E> {
@@ -212,6 +225,46 @@ impl<D: Db, E: Effects> TownContainerObject<'_, D, E> {
         Ok(Some(key))
     }
 
+    /// Another shard's start, guarded by the town's first shard, which keeps the town's
+    /// ledgers: the caps count the whole town. Closed, not open: unreachable, the start waits.
+    async fn guard_at_first_shard(
+        &self,
+        town: &str,
+        out: &mut Outgoing,
+    ) -> Result<Option<String>, String> {
+        let Ok(body) = body_of::<Value>(&out.body) else { return Ok(None) };
+        let first = ShardRef::first(town);
+        match self.fx.container(&first, Method::Post, super::GUARD_PATH, Some(&body)).await {
+            Ok((200, reply)) => {
+                let guarded: Guarded = crate::json::decode(reply["data"].clone())
+                    .map_err(|e| format!("the town's spending guard answered oddly: {e}"))?;
+                out.body = serde_json::to_vec(&guarded.body).map_err(|e| e.to_string())?;
+                Ok(guarded.key)
+            }
+            Ok((_, reply)) => Err(reply["error"]
+                .as_str()
+                .unwrap_or("the town's spending guard refused the start")
+                .to_string()),
+            Err(e) => Err(format!("the town's spending guard could not be reached: {e}")),
+        }
+    }
+
+    /// Takes a start that did not happen back out of the town's ledger (at the first shard).
+    async fn unrecord_in_town(&self, town: &str, key: &str) {
+        if self.shard == 0 {
+            return self.unrecord(key);
+        }
+        let first = ShardRef::first(town);
+        let body = json!({ "key": key });
+        if let Err(e) =
+            self.fx.container(&first, Method::Post, super::UNGUARD_PATH, Some(&body)).await
+        {
+            self.fx.log_error(&format!(
+                "town container: a start not taken back out of the ledger: {e}"
+            ));
+        }
+    }
+
     /// Takes a start that did not happen back out of the ledger.
     fn unrecord(&self, key: &str) {
         let taken_out = kept::<D, Ledger>(self.db, LEDGER).and_then(|ledger| {
@@ -236,7 +289,11 @@ impl<D: Db, E: Effects> TownContainerObject<'_, D, E> {
     ) -> ApiResult<Forwarded<C::Answer>> {
         let mut entered = None;
         if let (Method::Post, "/agents/start", Some(town)) = (out.method, out.path.as_str(), town) {
-            match self.guard_start(town, &mut out).await {
+            let guarded = match self.shard {
+                0 => self.guard_start(town, &mut out).await,
+                _ => self.guard_at_first_shard(town, &mut out).await,
+            };
+            match guarded {
                 Ok(key) => entered = key,
                 Err(reason) => {
                     return Ok(Forwarded::Json(429, json!({ "success": false, "error": reason })))
@@ -244,9 +301,9 @@ impl<D: Db, E: Effects> TownContainerObject<'_, D, E> {
             }
         }
         let answer = self.send(server, &out).await;
-        if let Some(key) = entered {
+        if let (Some(key), Some(town)) = (entered, town) {
             if !answer.as_ref().is_ok_and(|a| (200..300).contains(&C::status(a))) {
-                self.unrecord(&key);
+                self.unrecord_in_town(town, &key).await;
             }
         }
         if out.method == Method::Post {
@@ -388,6 +445,25 @@ impl<D: Db, E: Effects> TownContainerObject<'_, D, E> {
                     budgets::after_usage(self.db, self.fx, town, &batch).await;
                 }
                 Ok(json!({ "added": added }))
+            }
+            (Method::Post, super::GUARD_PATH) => {
+                let town = town.ok_or_else(|| ApiError::bad_request("no town named"))?;
+                let mut out = Outgoing {
+                    method: Method::Post,
+                    path: "/agents/start".into(),
+                    body: body.to_vec(),
+                };
+                let key =
+                    self.guard_start(town, &mut out).await.map_err(ApiError::TooManyRequests)?;
+                to_json(Guarded { body: body_of(&out.body)?, key })
+            }
+            (Method::Post, super::UNGUARD_PATH) => {
+                #[derive(serde::Deserialize)]
+                struct Key {
+                    key: String,
+                }
+                self.unrecord(&body_of::<Key>(body)?.key);
+                Ok(Value::Null)
             }
             (Method::Post, super::EVENTS_LIST_PATH) => {
                 let q: EventQuery = body_of(body)?;

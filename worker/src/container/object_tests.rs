@@ -66,7 +66,7 @@ impl Town {
     }
 
     fn object(&self) -> TownContainerObject<'_, NativeDb, World> {
-        TownContainerObject { db: &self.db, fx: &self.world }
+        TownContainerObject { db: &self.db, fx: &self.world, shard: 0 }
     }
 
     fn forward(&self, server: &Scripted, out: Outgoing) -> ApiResult<Forwarded<u16>> {
@@ -323,4 +323,36 @@ fn a_lifecycle_change_survives_a_new_instance() {
     assert_eq!(lifecycle(&town.db).expect("read"), l);
     let (_, moved) = change_lifecycle(&town.db, |_| {}).expect("kept");
     assert!(!moved);
+}
+
+#[test]
+fn another_shards_starts_are_guarded_by_the_towns_one_ledger_at_the_first_shard() {
+    let first = std::rc::Rc::new(Town::with_limits(json!({ "max_dispatches_per_hour": 1 })));
+    let other = Town::with_limits(json!({ "max_dispatches_per_hour": 1 }));
+    let keeper = first.clone();
+    other.world.container_answers(move |c| {
+        assert_eq!(c.shard, 0, "the guard is the first shard's");
+        let body = serde_json::to_vec(&c.body).unwrap_or_default();
+        match block_on(keeper.object().own(c.method, &c.path, Some("t1"), &body)) {
+            Ok(data) => (200, json!({ "success": true, "data": data })),
+            Err(e) => (e.status(), e.envelope()),
+        }
+    });
+    let shard_one = TownContainerObject { db: &other.db, fx: &other.world, shard: 1 };
+    let refused = Scripted::answering([Ok(500)]);
+    let f = block_on(shard_one.forward(&refused, Some("t1"), start("a1", "d1")));
+    assert!(matches!(f, Ok(Forwarded::Answer(500))));
+    let paths: Vec<String> =
+        other.world.container_calls.borrow().iter().map(|c| c.path.clone()).collect();
+    assert_eq!(paths, [super::super::GUARD_PATH, super::super::UNGUARD_PATH], "taken back out");
+
+    let server = Scripted::default();
+    let f = block_on(shard_one.forward(&server, Some("t1"), start("a2", "d2")));
+    assert!(matches!(f, Ok(Forwarded::Answer(200))), "the hour's one dispatch, on shard 1");
+    let blocked = Scripted::default();
+    assert!(refusal(first.forward(&blocked, start("a3", "d3"))).is_some(), "counted town-wide");
+    assert!(blocked.sent.borrow().is_empty(), "a refused start is never sent");
+    let again = Scripted::default();
+    let f = block_on(shard_one.forward(&again, Some("t1"), start("a4", "d4")));
+    assert!(refusal(f).is_some() && again.sent.borrow().is_empty());
 }

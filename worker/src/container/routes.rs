@@ -11,6 +11,7 @@ use crate::api::{Incoming, Plan};
 use crate::error::{ApiError, ApiResult};
 use crate::requests::parse_value;
 use crate::routes::{Endpoint, Rule};
+use crate::shards::{ShardRef, MAX_SHARDS};
 
 pub const ROUTES: &[Endpoint] = &[
     Endpoint::get("/api/towns/:townId/container/health", Rule::Internal, |r| {
@@ -45,10 +46,26 @@ pub const ROUTES: &[Endpoint] = &[
     Endpoint::get("/api/towns/:townId/agents/:agentId/events", Rule::Internal, list_events),
 ];
 
-/// A call forwarded to the control server's `path`, method and body unchanged.
+/// A call forwarded to the control server's `path`, method and body unchanged: of the shard
+/// `?shard=` names, the town's first when none is named.
 fn forward(req: &Incoming, path: String) -> ApiResult<Plan> {
     check_container_body(&path, req.body)?;
-    Ok(Plan::Container { town_id: req.param("townId")?, path, body: req.body.to_vec() })
+    Ok(Plan::Container { at: shard_of(req)?, path, body: req.body.to_vec() })
+}
+
+/// The shard a person's container call names (`?shard=<n>`, 0 by default).
+fn shard_of(req: &Incoming) -> ApiResult<ShardRef> {
+    let named = form_urlencoded::parse(req.query.as_bytes()).find(|(k, _)| k == "shard");
+    let shard = match named {
+        None => 0,
+        Some((_, n)) => n.parse::<u32>().ok().filter(|n| *n < MAX_SHARDS).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "shard: must be a whole number from 0 to {}",
+                MAX_SHARDS - 1
+            ))
+        })?,
+    };
+    Ok(ShardRef::new(&req.param("townId")?, shard))
 }
 
 /// The reference Worker's own check on container start and message bodies (before forwarding):
@@ -75,7 +92,7 @@ fn stream(req: &Incoming) -> ApiResult<Plan> {
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
     crate::dashboard::ticket(&ticket).map_err(ApiError::bad_request)?;
-    Ok(Plan::Stream { town_id: req.param("townId")?, agent_id: req.param("agentId")?, ticket })
+    Ok(Plan::Stream { at: shard_of(req)?, agent_id: req.param("agentId")?, ticket })
 }
 
 fn append_events(req: &Incoming) -> ApiResult<Plan> {
@@ -118,8 +135,14 @@ fn heartbeat(req: &Incoming) -> ApiResult<Plan> {
         }
         per_rig.entry(a.rig_id).or_default().push((a.agent_id, a.last_activity_at));
     }
+    if hb.shard >= MAX_SHARDS || hb.capacity.is_some_and(|c| c > 100_000) {
+        return Err(ApiError::bad_request(format!(
+            "shard: must be below {MAX_SHARDS}; capacity: at most 100000"
+        )));
+    }
     Ok(Plan::Heartbeat {
-        town_id: town,
+        at: ShardRef::new(&town, hb.shard),
+        capacity: hb.capacity,
         rig_updates: per_rig.into_iter().collect(),
         running_agents,
         boot_id: hb.boot_id,
@@ -146,7 +169,7 @@ mod tests {
         assert_eq!(
             p,
             Ok(Plan::Container {
-                town_id: "t1".into(),
+                at: ShardRef::first("t1"),
                 path: "/agents/a1/stream-ticket".into(),
                 body: b"{}".to_vec()
             })

@@ -31,6 +31,7 @@ use crate::rig::op::{to_json, RigCall};
 use crate::rig::sling::Sling;
 use crate::routes::Method;
 use crate::scheduler::Settings;
+use crate::shards::ShardRef;
 use crate::town::object::TownObject;
 use crate::town::Town;
 
@@ -324,7 +325,8 @@ impl<D: Db, E: Effects> TownObject<'_, D, E> {
         };
         let now_ms = self.fx.now_ms();
         let status_path = format!("/agents/{MAYOR_AGENT_ID}/status");
-        let (status, body) = self.fx.container(town_id, Method::Get, &status_path, None).await?;
+        let (status, body) =
+            self.fx.container(&ShardRef::first(town_id), Method::Get, &status_path, None).await?;
         match (status, body["status"].as_str()) {
             (200, Some("running")) => {
                 let row = store.ensure()?;
@@ -342,7 +344,12 @@ impl<D: Db, E: Effects> TownObject<'_, D, E> {
                     let path = format!("/agents/{MAYOR_AGENT_ID}/credentials");
                     if let Ok((200, _)) = self
                         .fx
-                        .container(town_id, Method::Post, &path, Some(&json!({ "token": token })))
+                        .container(
+                            &ShardRef::first(town_id),
+                            Method::Post,
+                            &path,
+                            Some(&json!({ "token": token })),
+                        )
                         .await
                     {
                         store.token_issued(now_ms)?;
@@ -352,7 +359,7 @@ impl<D: Db, E: Effects> TownObject<'_, D, E> {
                 let (sent, reply) = self
                     .fx
                     .container(
-                        town_id,
+                        &ShardRef::first(town_id),
                         Method::Post,
                         &path,
                         Some(&json!({ "prompt": prompt::delivery(&pending) })),
@@ -405,8 +412,10 @@ impl<D: Db, E: Effects> TownObject<'_, D, E> {
             generation,
         );
         let body = serde_json::to_value(&request).map_err(ApiError::internal)?;
-        let (started, reply) =
-            self.fx.container(town_id, Method::Post, "/agents/start", Some(&body)).await?;
+        let (started, reply) = self
+            .fx
+            .container(&ShardRef::first(town_id), Method::Post, "/agents/start", Some(&body))
+            .await?;
         match started {
             200..=299 => {
                 store.started(generation, now_ms)?;

@@ -19,6 +19,7 @@ use crate::model::{Agent, ReviewEntry, RigConfig};
 use crate::refinery;
 use crate::routes::Method;
 use crate::scheduler::{self, DispatchContext, Settings, Witness};
+use crate::shards::{self, PlaceRig, ShardRef};
 use crate::town::op::TownCall;
 
 mod pr_review;
@@ -29,6 +30,10 @@ mod pr_review;
 pub(crate) const FIRST_PASS_MS: u64 = 10;
 /// Starts sent to the container at once in one pass.
 const DISPATCH_CONCURRENCY: usize = 8;
+/// The rig's last placement (shard + 1; 0: never placed), kept for a pass whose ask fails.
+const SHARD: &str = "shard";
+/// A shard the last start could not reach (shard + 1; 0: none), told to the town on the next ask.
+const UNREACHABLE_SHARD: &str = "shard_unreachable";
 
 pub struct RigObject<'a, D: Db, E: Effects> {
     pub db: &'a D,
@@ -65,7 +70,7 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
         &self,
         agent: &Agent,
         dispatched_ms: i64,
-        town: &str,
+        at: &ShardRef,
         config: &RigConfig,
         model: &str,
         secret: &str,
@@ -89,7 +94,7 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
         };
         let body = serde_json::json!({ "token": scheduler::agent_token(agent, &ctx) });
         let path = format!("/agents/{}/credentials", agent.id);
-        match self.fx.container(town, Method::Post, &path, Some(&body)).await {
+        match self.fx.container(at, Method::Post, &path, Some(&body)).await {
             Ok((200, _)) => self.token_issued(&agent.id, now_ms).await,
             Ok((status, _)) => self.fx.log_error(&format!(
                 "scheduler: credential refresh for {} refused ({status})",
@@ -98,6 +103,36 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
             Err(e) => self
                 .fx
                 .log_error(&format!("scheduler: credential refresh for {} failed: {e}", agent.id)),
+        }
+    }
+
+    /// Where the rig's agents run. The town places the rig when it first has work and may
+    /// move it while nothing of it runs there (no agent, no merge); a shard the last start
+    /// could not reach is reported with the ask. Unanswered, the last placement holds.
+    async fn shard(&self, config: &RigConfig) -> ShardRef {
+        let town = &config.town_id;
+        let idle = self.with_rig(|r| {
+            Ok::<_, ApiError>(r.dispatched()?.is_empty() && r.running_review()?.is_none())
+        });
+        let unreachable = self.fx.counter(UNREACHABLE_SHARD).await;
+        let op = PlaceRig {
+            rig_id: config.rig_id.clone(),
+            movable: idle.unwrap_or(false),
+            unreachable: u32::try_from(unreachable - 1).ok(),
+        };
+        match shards::place_rig(self.fx, town, &op).await {
+            Ok(at) => {
+                self.fx.set_counter(SHARD, i64::from(at.shard) + 1).await;
+                if unreachable > 0 {
+                    self.fx.set_counter(UNREACHABLE_SHARD, 0).await;
+                }
+                at
+            }
+            Err(e) => {
+                self.fx.log_error(&format!("scheduler: the rig's shard could not be asked: {e}"));
+                let last = u32::try_from(self.fx.counter(SHARD).await - 1).unwrap_or(0);
+                ShardRef::new(town, last)
+            }
         }
     }
 
@@ -113,7 +148,8 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
             );
             return Ok(false);
         };
-        let town = config.town_id.clone();
+        let shard = self.shard(&config).await;
+        let at = &shard;
         // Beads back from the refinery go to their polecat once it is free.
         self.with_rig(|r| r.hook_rework())?;
 
@@ -141,7 +177,7 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
                     .map_err(ApiError::internal)?;
                 Ok::<_, ApiError>((
                     now_ms,
-                    self.fx.container(&town, Method::Post, "/agents/start", Some(&body)).await,
+                    self.fx.container(at, Method::Post, "/agents/start", Some(&body)).await,
                 ))
             });
             for (due, outcome) in batch.iter().zip(futures_util::future::join_all(calls).await) {
@@ -158,6 +194,13 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
                     {
                         // Nowhere to run agents: stop until new work is hooked.
                         return Ok(false);
+                    }
+                    Ok((503, _)) => {
+                        // The shard did not answer: the town is told on the next ask, and
+                        // the rig may move while nothing of it runs there.
+                        self.fx.set_counter(UNREACHABLE_SHARD, i64::from(at.shard) + 1).await;
+                        let reason = format!("shard {} of the town did not answer", at.shard);
+                        self.with_rig(|r| r.mark_dispatch_failed(agent, &reason))?;
                     }
                     Ok((429, reply)) => {
                         // The container is full: the bead waits, no attempt is spent.
@@ -180,7 +223,7 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
 
         for (agent, run) in self.with_rig(|r| r.dispatched())? {
             let path = format!("/agents/{}/status", agent.id);
-            let (status, body) = match self.fx.container(&town, Method::Get, &path, None).await {
+            let (status, body) = match self.fx.container(at, Method::Get, &path, None).await {
                 Ok((s, b)) => (Some(s), b),
                 Err(_) => (None, Value::Null),
             };
@@ -195,7 +238,7 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
                     self.refresh_token(
                         &agent,
                         run.dispatched_ms,
-                        &town,
+                        at,
                         &config,
                         &model,
                         &secret,
@@ -207,8 +250,8 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
             }
         }
 
-        self.remind(&town, &settings).await?;
-        self.refine(&town, &config).await?;
+        self.remind(at, &settings).await?;
+        self.refine(at, &config).await?;
         self.flush_notices().await;
         self.with_rig(|r| r.has_work())
     }
@@ -243,16 +286,16 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
     /// Reminders reach the agents' sessions as messages (mail nobody reads helps no one): GUPP
     /// for agents idle on hooked work, and a "you have mail" note for unread mail, each rate
     /// limited. A reminder the container cannot deliver is kept as mail.
-    async fn remind(&self, town: &str, settings: &Settings) -> ApiResult<()> {
+    async fn remind(&self, at: &ShardRef, settings: &Settings) -> ApiResult<()> {
         let now_ms = self.fx.now_ms();
         for agent in self.with_rig(|r| r.gupp_due(now_ms, settings.gupp_after_ms))? {
-            let delivered = self.deliver(town, &agent.id, scheduler::GUPP_BODY).await;
+            let delivered = self.deliver(at, &agent.id, scheduler::GUPP_BODY).await;
             self.with_rig(|r| r.send_gupp(&agent, now_ms, delivered))?;
         }
         for (agent, unread) in
             self.with_rig(|r| r.mail_nudges_due(now_ms, settings.nudge_every_ms))?
         {
-            if self.deliver(town, &agent.id, &scheduler::mail_nudge(unread)).await {
+            if self.deliver(at, &agent.id, &scheduler::mail_nudge(unread)).await {
                 self.with_rig(|r| r.mark_nudged(&agent, now_ms, unread))?;
             }
         }
@@ -260,11 +303,11 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
     }
 
     /// Sends `text` into the agent's session; whether the container took it.
-    async fn deliver(&self, town: &str, agent_id: &str, text: &str) -> bool {
+    async fn deliver(&self, at: &ShardRef, agent_id: &str, text: &str) -> bool {
         let path = format!("/agents/{agent_id}/message");
         matches!(
             self.fx
-                .container(town, Method::Post, &path, Some(&serde_json::json!({ "prompt": text })))
+                .container(at, Method::Post, &path, Some(&serde_json::json!({ "prompt": text })))
                 .await,
             Ok((200, _))
         )
@@ -273,16 +316,16 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
     /// The refinery's step in a pass: one merge at a time per rig. A running merge is polled and
     /// its outcome applied; a merge the container does not know (it restarted, or the request
     /// was lost) is requested again; then the next pending entry is started.
-    async fn refine(&self, town: &str, config: &RigConfig) -> ApiResult<()> {
+    async fn refine(&self, at: &ShardRef, config: &RigConfig) -> ApiResult<()> {
         if config.merge.merge_strategy == refinery::MergeStrategy::Pr {
-            return self.review_by_pull_request(town, config).await;
+            return self.review_by_pull_request(at, config).await;
         }
         if let Some(entry) = self.with_rig(|r| r.running_review())? {
             let path = format!("/rigs/{}/merges/{}", config.rig_id, entry.id);
-            match self.fx.container(town, Method::Get, &path, None).await {
+            match self.fx.container(at, Method::Get, &path, None).await {
                 Ok((200, body)) => match crate::json::decode::<MergeStatus>(body) {
                     Ok(status) if status.state.is_final() => {
-                        self.apply_merge(town, config, &entry, &status).await?
+                        self.apply_merge(at, config, &entry, &status).await?
                     }
                     Ok(_) => return Ok(()),
                     Err(e) => {
@@ -293,7 +336,7 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
                         return Ok(());
                     }
                 },
-                Ok((404, _)) => return self.request_merge(town, config, &entry).await,
+                Ok((404, _)) => return self.request_merge(at, config, &entry).await,
                 Ok((status, _)) => {
                     self.fx.log_error(&format!(
                         "refinery: merge status for {} answered {status}",
@@ -310,7 +353,7 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
         }
         if let Some(entry) = self.with_rig(|r| r.next_review())? {
             if self.with_rig(|r| r.start_review(&entry))? {
-                self.request_merge(town, config, &entry).await?;
+                self.request_merge(at, config, &entry).await?;
             }
         }
         Ok(())
@@ -320,7 +363,7 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
     /// branch will not be merged: the worktree in the container goes (best effort).
     async fn apply_merge(
         &self,
-        town: &str,
+        at: &ShardRef,
         config: &RigConfig,
         entry: &ReviewEntry,
         status: &MergeStatus,
@@ -334,16 +377,16 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
             _ => false,
         };
         if done_with_branch {
-            self.remove_worktree(town, config, &entry.branch).await;
+            self.remove_worktree(at, config, &entry.branch).await;
         }
         Ok(())
     }
 
     /// Removes a branch's checkout in the container (best effort: logged when it fails).
-    async fn remove_worktree(&self, town: &str, config: &RigConfig, branch: &str) {
+    async fn remove_worktree(&self, at: &ShardRef, config: &RigConfig, branch: &str) {
         let path = format!("/rigs/{}/worktrees/remove", config.rig_id);
         let body = serde_json::json!({ "branch": branch });
-        if let Err(e) = self.fx.container(town, Method::Post, &path, Some(&body)).await {
+        if let Err(e) = self.fx.container(at, Method::Post, &path, Some(&body)).await {
             self.fx.log_error(&format!("refinery: could not remove the worktree of {branch}: {e}"));
         }
     }
@@ -352,7 +395,7 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
     /// fails the entry (it would fail every time); other failures are retried next pass.
     async fn request_merge(
         &self,
-        town: &str,
+        at: &ShardRef,
         config: &RigConfig,
         entry: &ReviewEntry,
     ) -> ApiResult<()> {
@@ -360,7 +403,7 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
         let request = refinery::merge_request(&entry.id, &entry.branch, &bead, config);
         let body = serde_json::to_value(&request).map_err(ApiError::internal)?;
         let path = format!("/rigs/{}/merges", config.rig_id);
-        match self.fx.container(town, Method::Post, &path, Some(&body)).await {
+        match self.fx.container(at, Method::Post, &path, Some(&body)).await {
             Ok((200 | 202, _)) => {}
             Ok((400, reply)) => {
                 let detail = format!(
@@ -374,7 +417,7 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
                     detail: Some(detail),
                     output: None,
                 };
-                self.apply_merge(town, config, entry, &failed).await?;
+                self.apply_merge(at, config, entry, &failed).await?;
             }
             Ok((status, reply)) => self.fx.log_error(&format!(
                 "refinery: merge of {} not started ({status}): {}",

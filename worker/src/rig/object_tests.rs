@@ -96,6 +96,34 @@ fn a_full_container_queues_the_bead_without_spending_an_attempt() {
 }
 
 #[test]
+fn a_rig_runs_on_the_shard_its_town_places_it_on_and_reports_one_that_did_not_answer() {
+    let (p, agent) = Pass::slung();
+    p.world.rig_shard.set(1);
+    p.world.container_answers(|c| match (c.shard, c.path.as_str()) {
+        (1, "/agents/start") => (503, json!({"error": "the control server did not answer"})),
+        _ => (201, json!({"status": "starting"})),
+    });
+    p.alarm();
+    let first = p.world.placements.borrow()[0].clone();
+    assert_eq!((first.rig_id.as_str(), first.movable, first.unreachable), ("r1", true, None));
+    assert!(p.world.container_calls.borrow().iter().all(|c| c.shard == 1), "every call: shard 1");
+    assert_eq!(p.rig(|r| r.due_dispatches()).len(), 1, "the bead waits for the next pass");
+
+    p.world.rig_shard.set(0);
+    p.alarm();
+    let second = p.world.placements.borrow()[1].clone();
+    assert_eq!(second.unreachable, Some(1), "the town hears shard 1 did not answer");
+    let calls = p.world.container_calls.borrow().clone();
+    let start = calls.into_iter().rev().find(|c| c.path == "/agents/start").expect("a start");
+    assert_eq!((start.shard, start.body.unwrap_or_default()["agentId"].clone()), (0, json!(agent)));
+    assert_eq!(p.rig(|r| r.dispatched()).len(), 1, "dispatched on shard 0");
+
+    p.alarm();
+    let third = p.world.placements.borrow()[2].clone();
+    assert_eq!((third.movable, third.unreachable), (false, None), "an agent runs: it stays");
+}
+
+#[test]
 fn refused_starts_spend_attempts_until_the_bead_fails() {
     let (p, _) = Pass::slung();
     p.world.container_answers(|_| (500, json!({"error": "boom"})));

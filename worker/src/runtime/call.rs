@@ -8,6 +8,7 @@ use worker::{Env, Headers, Method, Request, RequestInit, Response};
 
 use crate::error::{ApiError, ApiResult};
 use crate::rpc::{decode_reply, reply_body, RPC_URL};
+use crate::shards::ShardRef;
 
 pub fn json_response(status: u16, body: &Value) -> worker::Result<Response> {
     Ok(Response::from_json(body)?.with_status(status))
@@ -51,21 +52,25 @@ pub async fn call_once<O: Serialize>(
     Ok((decode_reply(status, &bytes)?, replayed))
 }
 
-/// Calls the town's TownContainer (and so the control server): `(status, JSON body)`.
+/// A town shard's TownContainer object.
+pub fn container_stub(env: &Env, at: &ShardRef) -> ApiResult<worker::Stub> {
+    env.durable_object(super::CONTAINER_BINDING)
+        .and_then(|ns| ns.get_by_name(&at.object_name()))
+        .map_err(ApiError::internal)
+}
+
+/// Calls a town shard's TownContainer (and so its control server): `(status, JSON body)`.
 pub async fn container_call(
     env: &Env,
-    town: &str,
+    at: &ShardRef,
     method: Method,
     path: &str,
     body: Option<&Value>,
 ) -> ApiResult<(u16, Value)> {
-    let stub = env
-        .durable_object(super::CONTAINER_BINDING)
-        .and_then(|ns| ns.get_by_name(town))
-        .map_err(ApiError::internal)?;
+    let stub = container_stub(env, at)?;
     let headers = Headers::new();
     headers.set("content-type", "application/json").map_err(ApiError::internal)?;
-    headers.set(crate::container::TOWN_HEADER, town).map_err(ApiError::internal)?;
+    headers.set(crate::container::TOWN_HEADER, &at.town).map_err(ApiError::internal)?;
     let mut init = RequestInit::new();
     init.with_method(method).with_headers(headers);
     if let Some(b) = body {

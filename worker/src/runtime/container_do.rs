@@ -33,6 +33,7 @@ use crate::container::object::{
 };
 use crate::container::{self, Target};
 use crate::error::{success, ApiError, ApiResult};
+use crate::shards::{self, ShardRef};
 
 /// A probe that takes longer than this counts as failed (a stopped or wedged server).
 const PROBE_TIMEOUT_MS: u64 = 5_000;
@@ -62,9 +63,9 @@ fn request(out: &Outgoing, url: &str, token: Option<&str>) -> worker::Result<Req
 
 /// Starts the container with a plain JS options object. (The crate's `ContainerStartupOptions`
 /// conversion drops the fields it is given, so the object is built here.)
-fn start(c: &Container, env: &Env) -> worker::Result<()> {
+fn start(c: &Container, env: &Env, shard: u32) -> worker::Result<()> {
     let vars = Object::new();
-    for (k, v) in container::container_env(|k| var(env, k)) {
+    for (k, v) in container::container_env(|k| var(env, k), shard) {
         Reflect::set(&vars, &JsValue::from_str(&k), &JsValue::from_str(&v))?;
     }
     let options = Object::new();
@@ -97,7 +98,7 @@ impl ControlServer for Port<'_> {
         if c.running() {
             return Ok(false);
         }
-        start(&c, &self.this.env)
+        start(&c, &self.this.env, self.this.shard().shard)
             .map_err(|e| ApiError::Unavailable(format!("container failed to start: {e}")))?;
         let storage = self.this.state.storage();
         self.this.state.wait_until(async move {
@@ -182,13 +183,21 @@ impl TownContainer {
     ) -> ApiResult<T> {
         let db = sql::open(&self.state.storage(), &self.ready, MIGRATIONS)?;
         let fx = WorkerEffects { env: &self.env, storage: self.state.storage() };
-        f(&TownContainerObject { db: &db, fx: &fx }).await
+        f(&TownContainerObject { db: &db, fx: &fx, shard: self.shard().shard }).await
+    }
+
+    /// Which town shard this object is, from its name (workerd passes a named object its name,
+    /// in its alarm too). An object reached otherwise (none is) would be taken for shard 0.
+    fn shard(&self) -> ShardRef {
+        let name = self.state.id().name().unwrap_or_default();
+        ShardRef::from_object_name(&name).unwrap_or_else(|| ShardRef::first(&name))
     }
 
     fn target(&self) -> Target {
+        let url = var(&self.env, "CONTAINER_URL");
         container::target(
             self.state.container().is_some(),
-            var(&self.env, "CONTAINER_URL").as_deref(),
+            shards::container_url(url.as_deref(), self.shard().shard).as_deref(),
         )
     }
 

@@ -14,6 +14,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::rig::op::RigCall;
 use crate::routes::Method;
 use crate::rpc::IdentityOp;
+use crate::shards::ShardRef;
 use crate::town::op::TownCall;
 
 pub struct WorkerEffects<'a> {
@@ -48,12 +49,12 @@ impl Effects for WorkerEffects<'_> {
 
     async fn container(
         &self,
-        town_id: &str,
+        at: &ShardRef,
         m: Method,
         path: &str,
         body: Option<&Value>,
     ) -> ApiResult<(u16, Value)> {
-        container_call(self.env, town_id, method(m), path, body).await
+        container_call(self.env, at, method(m), path, body).await
     }
 
     async fn alarm_at(&self) -> Option<i64> {

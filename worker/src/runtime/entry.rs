@@ -3,8 +3,8 @@
 use serde_json::{json, Value};
 use worker::{event, Context, Env, Headers, Request, RequestInit, Response};
 
-use super::call::{call, call_once, container_call, json_response};
-use super::{platform, CONTAINER_BINDING, IDENTITY_BINDING, RIG_BINDING, TOWN_BINDING};
+use super::call::{call, call_once, container_call, container_stub, json_response};
+use super::{platform, IDENTITY_BINDING, RIG_BINDING, TOWN_BINDING};
 use crate::api::{self, Incoming, Plan};
 use crate::auth::{self, Caller, Credentials, Secrets};
 use crate::container;
@@ -14,8 +14,8 @@ use crate::requests::MAX_BODY_BYTES;
 use crate::rig::agents::ContainerHeartbeat;
 use crate::rig::op::RigCall;
 use crate::routes::{self, Method};
+use crate::shards::{self, ReportAnswer, ShardOfRig, ShardRef, ShardReport};
 use crate::town::op::TownCall;
-use crate::town::ListRigs;
 
 /// Env names (documented in wrangler.toml).
 const INTERNAL_API_SECRET: &str = "INTERNAL_API_SECRET";
@@ -102,17 +102,21 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> ApiResult<Outcom
     if let Caller::Agent(claims) = &caller {
         // An agent's call is real activity: it renews its town container's sleepAfter. Off the
         // request's path; a failure only costs the renewal.
-        let (env, town) = (env.clone(), claims.town_id.clone());
+        let (env, town, rig) =
+            (env.clone(), claims.town_id.clone(), ShardOfRig { rig_id: claims.rig_id.clone() });
         ctx.wait_until(async move {
-            if let Err(e) = container_call(
-                &env,
-                &town,
-                worker::Method::Post,
-                container::ACTIVITY_PATH,
-                Some(&json!({})),
-            )
-            .await
-            {
+            let renewed = async {
+                let at = match TownCall::of(&rig) {
+                    Ok(op) if !rig.rig_id.is_empty() => {
+                        shards::shard_answer(&town, call(&env, TOWN_BINDING, &town, &op).await?)?
+                    }
+                    _ => ShardRef::first(&town),
+                };
+                let activity = Some(&json!({}));
+                container_call(&env, &at, worker::Method::Post, container::ACTIVITY_PATH, activity)
+                    .await
+            };
+            if let Err(e) = renewed.await {
                 worker::console_error!("could not renew the town container's sleepAfter: {e}");
             }
         });
@@ -137,11 +141,11 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> ApiResult<Outcom
     let plan = (matched.endpoint.plan)(&incoming)?;
     match plan {
         Plan::Page => dashboard_page().map(Outcome::Raw).map_err(ApiError::internal),
-        Plan::Stream { town_id, agent_id, ticket } => {
-            open_stream(req, env, &town_id, &agent_id, &ticket).await.map(Outcome::Raw)
+        Plan::Stream { at, agent_id, ticket } => {
+            open_stream(req, env, &at, &agent_id, &ticket).await.map(Outcome::Raw)
         }
-        Plan::Container { town_id, path, body } => {
-            forward_to_container(req, env, &town_id, &path, body).await.map(Outcome::Raw)
+        Plan::Container { at, path, body } => {
+            forward_to_container(req, env, &at, &path, body).await.map(Outcome::Raw)
         }
         // Only calls that change something on an object honour a key.
         plan @ (Plan::Rig { .. } | Plan::Town { .. }) => {
@@ -175,12 +179,15 @@ async fn execute(plan: Plan, env: &Env, key: Option<&str>) -> ApiResult<Outcome>
         Plan::Identity { identity, op } => {
             Ok(Outcome::Json(200, call(env, IDENTITY_BINDING, &identity, &op).await?))
         }
-        Plan::Heartbeat { town_id, rig_updates, running_agents, boot_id } => {
-            let report = ActivityReport { heartbeat_running_agents: Some(running_agents), boot_id };
+        Plan::Heartbeat { at, capacity, rig_updates, running_agents, boot_id } => {
+            let report = ActivityReport {
+                heartbeat_running_agents: Some(running_agents),
+                boot_id: boot_id.clone(),
+            };
             let report = serde_json::to_value(report).map_err(ApiError::internal)?;
             if let Err(e) = container_call(
                 env,
-                &town_id,
+                &at,
                 worker::Method::Post,
                 container::ACTIVITY_PATH,
                 Some(&report),
@@ -189,24 +196,22 @@ async fn execute(plan: Plan, env: &Env, key: Option<&str>) -> ApiResult<Outcome>
             {
                 worker::console_error!("could not report the heartbeat to the town container: {e}");
             }
-            if rig_updates.is_empty() {
-                return Ok(Outcome::Json(200, json!({ "updated": 0 })));
-            }
+            let shard_report =
+                ShardReport { shard: at.shard, capacity, running: running_agents, boot_id };
+            let answer = call(env, TOWN_BINDING, &at.town, &TownCall::of(&shard_report)?).await?;
+            let rigs: ReportAnswer = crate::json::decode(answer).map_err(ApiError::internal)?;
             // Only the calling town's rigs; checked for all before any is updated.
-            let rigs = call(env, TOWN_BINDING, &town_id, &TownCall::of(&ListRigs)?).await?;
-            let known: Vec<&str> = rigs
-                .as_array()
-                .map(|a| a.iter().filter_map(|r| r["id"].as_str()).collect())
-                .unwrap_or_default();
             if let Some((foreign, _)) =
-                rig_updates.iter().find(|(rig, _)| !known.contains(&rig.as_str()))
+                rig_updates.iter().find(|(rig, _)| !rigs.town_rigs.contains(rig))
             {
                 return Err(ApiError::bad_request(format!(
-                    "agents.rigId: {foreign} is not a rig of town {town_id}"
+                    "agents.rigId: {foreign} is not a rig of town {}",
+                    at.town
                 )));
             }
             let mut updated = 0;
-            for (rig_id, agents) in rig_updates {
+            // A rig that moved to another shard is that shard's to report.
+            for (rig_id, agents) in rig_updates.into_iter().filter(|(r, _)| rigs.here.contains(r)) {
                 let data =
                     call(env, RIG_BINDING, &rig_id, &RigCall::of(&ContainerHeartbeat { agents })?)
                         .await?;
@@ -218,8 +223,9 @@ async fn execute(plan: Plan, env: &Env, key: Option<&str>) -> ApiResult<Outcome>
             "pages, streams and forwards are served from the request".into(),
         )),
         Plan::TownContainer { town_id, path, body } => {
+            let at = ShardRef::first(&town_id);
             let (status, reply) =
-                container_call(env, &town_id, worker::Method::Post, path, Some(&body)).await?;
+                container_call(env, &at, worker::Method::Post, path, Some(&body)).await?;
             match status {
                 200 => Ok(Outcome::Json(200, reply["data"].clone())),
                 _ => Err(ApiError::from_status(
@@ -239,17 +245,14 @@ async fn execute(plan: Plan, env: &Env, key: Option<&str>) -> ApiResult<Outcome>
 async fn forward_to_container(
     req: &Request,
     env: &Env,
-    town: &str,
+    at: &ShardRef,
     path: &str,
     body: Vec<u8>,
 ) -> ApiResult<Response> {
-    let stub = env
-        .durable_object(CONTAINER_BINDING)
-        .and_then(|ns| ns.get_by_name(town))
-        .map_err(ApiError::internal)?;
+    let stub = container_stub(env, at)?;
     let headers = Headers::new();
     headers.set("content-type", "application/json").map_err(ApiError::internal)?;
-    headers.set(container::TOWN_HEADER, town).map_err(ApiError::internal)?;
+    headers.set(container::TOWN_HEADER, &at.town).map_err(ApiError::internal)?;
     let mut init = RequestInit::new();
     init.with_method(req.method()).with_headers(headers);
     if !body.is_empty() {
@@ -266,7 +269,7 @@ async fn forward_to_container(
 async fn open_stream(
     req: &Request,
     env: &Env,
-    town: &str,
+    at: &ShardRef,
     agent: &str,
     ticket: &str,
 ) -> ApiResult<Response> {
@@ -275,10 +278,7 @@ async fn open_stream(
             "this route is a WebSocket: open it with Upgrade: websocket",
         ));
     }
-    let stub = env
-        .durable_object(CONTAINER_BINDING)
-        .and_then(|ns| ns.get_by_name(town))
-        .map_err(ApiError::internal)?;
+    let stub = container_stub(env, at)?;
     let headers = Headers::new();
     headers.set("upgrade", "websocket").map_err(ApiError::internal)?;
     let mut init = RequestInit::new();

@@ -230,7 +230,7 @@ pub const MIGRATIONS: &[&[&str]] = &[&[
 ], &[
     // Only in the index instance ([`INDEX`]): every town, for `GET /api/towns`.
     "CREATE TABLE town_index (town_id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL)",
-], crate::mayor::store::MIGRATION, crate::forge::MIGRATION, crate::forge::webhooks::MIGRATION];
+], crate::mayor::store::MIGRATION, crate::forge::MIGRATION, crate::forge::webhooks::MIGRATION, crate::shards::MIGRATION];
 
 /// The name of the TownDO instance that lists the towns (no town gets this id: town ids are
 /// generated UUIDs).

@@ -50,6 +50,9 @@ impl<D: Db, E: Effects> TownObject<'_, D, E> {
         if let Some(done) = crate::forge::webhooks::run_town_op(self, call, key).await {
             return done;
         }
+        if let Some(done) = crate::shards::run_town_op(self, call, key).await {
+            return done;
+        }
         Err(ApiError::Internal(format!("no town op {}", call.op)))
     }
 

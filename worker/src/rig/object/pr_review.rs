@@ -19,6 +19,7 @@ use crate::forge::ForgeToken;
 use crate::model::{ReviewEntry, RigConfig};
 use crate::rig::pulls::KeptAnswers;
 use crate::scheduler::Settings;
+use crate::shards::ShardRef;
 use crate::town::op::TownCall;
 
 /// How long after a branch was submitted a pull request without any check is still not merged
@@ -39,7 +40,7 @@ struct Issued {
 impl<D: Db, E: Effects> RigObject<'_, D, E> {
     pub(super) async fn review_by_pull_request(
         &self,
-        town: &str,
+        at: &ShardRef,
         config: &RigConfig,
     ) -> ApiResult<()> {
         if self.fx.now_ms() < self.fx.counter(PACED_UNTIL).await {
@@ -50,13 +51,13 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
             let poll_ms = Settings::from_lookup(|k| self.fx.var(k)).pr_poll_ms;
             let last = self.with_rig(|r| r.polled_ms(&entry.id))?;
             if last.is_none_or(|at| self.fx.now_ms() - at >= poll_ms) {
-                self.follow_pull_request(town, config, &entry).await?;
+                self.follow_pull_request(at, config, &entry).await?;
             }
             return Ok(());
         }
         if let Some(entry) = self.with_rig(|r| r.next_review())? {
             if self.with_rig(|r| r.start_review(&entry))? {
-                self.follow_pull_request(town, config, &entry).await?;
+                self.follow_pull_request(at, config, &entry).await?;
             }
         }
         Ok(())
@@ -67,14 +68,14 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
     /// later (unreachable, rate-limited) waits for the next poll.
     async fn follow_pull_request(
         &self,
-        town: &str,
+        at: &ShardRef,
         config: &RigConfig,
         entry: &ReviewEntry,
     ) -> ApiResult<()> {
         self.with_rig(|r| r.mark_polled(&entry.id, self.fx.now_ms()))?;
-        match self.pull_request_step(town, config, entry).await {
+        match self.pull_request_step(at, config, entry).await {
             Ok(None) => Ok(()),
-            Ok(Some(status)) => self.apply_merge(town, config, entry, &status).await,
+            Ok(Some(status)) => self.apply_merge(at, config, entry, &status).await,
             Err(ForgeError::Later(why)) => {
                 self.fx.log_error(&format!("refinery: pull request of {} waits: {why}", entry.id));
                 Ok(())
@@ -90,7 +91,7 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
             }
             Err(ForgeError::Refused(why)) => {
                 let failed = outcome(entry, MergeState::Failed, None, why, None);
-                self.apply_merge(town, config, entry, &failed).await
+                self.apply_merge(at, config, entry, &failed).await
             }
         }
     }
@@ -98,11 +99,11 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
     /// The entry's outcome once its pull request is over (`None`: not yet).
     async fn pull_request_step(
         &self,
-        town: &str,
+        at: &ShardRef,
         config: &RigConfig,
         entry: &ReviewEntry,
     ) -> Result<Option<MergeStatus>, ForgeError> {
-        let issued = self.forge_token(town, config).await?;
+        let issued = self.forge_token(at, config).await?;
         let repo = Repo::of(&config.git_url).ok_or_else(|| {
             ForgeError::Refused("the rig's git_url names no repository (https://host/owner/name) a pull request can be opened on".into())
         })?;
@@ -186,17 +187,18 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
     }
 
     /// The rig's forge token, from the TownDO (which mints a GitHub App's when it must).
-    async fn forge_token(&self, town: &str, config: &RigConfig) -> Result<Issued, ForgeError> {
+    async fn forge_token(&self, at: &ShardRef, config: &RigConfig) -> Result<Issued, ForgeError> {
         let op = TownCall::of(&ForgeToken { rig_id: config.rig_id.clone() })
             .map_err(|e| ForgeError::Refused(e.to_string()))?;
-        let issued = match self.fx.town(town, &op).await {
+        let issued = match self.fx.town(&at.town, &op).await {
             Ok(v) => crate::json::decode::<Issued>(v).map_err(|_| {
                 ForgeError::Later("the town's forge token answer is malformed".into())
             })?,
             Err(e) if e.status() == 404 => {
                 return Err(ForgeError::Refused(format!(
-                    "{} (PUT /api/towns/{town}/forge)",
-                    e.public_message()
+                    "{} (PUT /api/towns/{}/forge)",
+                    e.public_message(),
+                    at.town
                 )))
             }
             Err(e) => return Err(ForgeError::Later(e.public_message().to_string())),
