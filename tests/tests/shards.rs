@@ -2,11 +2,13 @@
 //! its own workspace and uids, both behind one `wrangler dev` (`CONTAINER_URL` lists them), the
 //! real Kilo CLI and git, a scripted LLM. Each shard holds two agents (`MAX_AGENTS`).
 //!
-//! - Three rigs with `max_shards: 2`: the first starts on shard 0, and once shard 0 is full the
-//!   next starts shard 1; six beads (two per rig, more than a shard runs at once) all end merged on their origins,
-//!   no rig is split, and every agent ran on its rig's shard.
+//! - Three rigs with `max_shards: 2`: the first starts on shard 0, and once shard 0 is full
+//!   the next starts shard 1; six beads (two per rig, more than a shard runs at once) all end
+//!   merged on their origins, no rig is split, and every agent ran on its rig's shard.
 //! - A second town, `max_shards: 2` too, whose one rig fits on shard 0: its shard 1 is never
 //!   started (no agent of it on shard 1's server, no shard 1 in its map).
+//! - Shard 1's control server is SIGKILLed mid-turn: only its rig's bead is dispatched again,
+//!   on shard 0 (the rig moves), and merges; shard 0's run meanwhile is dispatched once.
 //! - A `max_shards` below 1 or over the town container's `max_instances` is a 400 and changes
 //!   nothing.
 
@@ -105,11 +107,12 @@ fn main_files(origin: &Origin) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_town_grows_onto_a_second_shard_and_every_rig_stays_whole_on_one() {
     let model = ModelServer::start(Vec::<(String, Vec<Step>)>::new()).await.expect("model server");
-    let local = LocalTown::start_sharded(
+    let mut local = LocalTown::start_sharded(
         &model,
         2,
         &[("MAX_AGENTS", "2"), ("STOP_GRACE_MS", "3000"), ("HEARTBEAT_INTERVAL_MS", "500")],
-        &[("SCHEDULER_TICK_MS", "1000")],
+        // A shard that stops answering loses its runs after 15 s (the cold-start grace).
+        &[("SCHEDULER_TICK_MS", "1000"), ("SCHEDULER_COLD_START_GRACE_MS", "15000")],
     )
     .await;
     let dev = &local.worker;
@@ -181,4 +184,59 @@ async fn a_town_grows_onto_a_second_shard_and_every_rig_stays_whole_on_one() {
     assert!(agents_on(&local, 1, &small).await.is_empty(), "shard 1 never ran the small town");
     let map = shard_map(&local, &small).await;
     assert!(map.iter().all(|s| s["shard"] == 0), "{map:?}");
+
+    // Shard 1's control server dies mid-turn: only its rig's bead is dispatched again (on
+    // shard 0, where the rig moves with nothing of it left running), and it merges; shard 0's
+    // run in the meantime never notices.
+    let on_one = placed.iter().find(|(_, s)| **s == 1).map(|(r, _)| r.clone()).expect("a rig");
+    let on_zero = placed.iter().find(|(_, s)| **s == 0).map(|(r, _)| r.clone()).expect("a rig");
+    model.set_runs(
+        "orphan",
+        vec![
+            vec![Step::text("thinking").delayed(Duration::from_secs(120))],
+            commit_then_done("orphan.txt", "orphan"),
+        ],
+    );
+    let mut steady = commit_then_done("steady.txt", "steady");
+    let first_step = steady.remove(0).delayed(Duration::from_secs(20));
+    steady.insert(0, first_step);
+    model.set_script("steady", steady);
+    let mut slung = Vec::new();
+    for (rig, script) in [(&on_one, "orphan"), (&on_zero, "steady")] {
+        let s = dev
+            .post(
+                &format!("/api/rigs/{rig}/sling"),
+                json!({ "title": format!("Write {script}.txt"), "body": marker(script) }),
+            )
+            .await;
+        assert_eq!(s.status, 201, "{s:?}");
+        slung.push(s.data()["bead"]["id"].as_str().expect("bead").to_string());
+    }
+    for script in ["orphan", "steady"] {
+        model.wait_for_script_requests(script, 1, WORK).await.expect("the two runs at work");
+    }
+    local.shards[0].kill_all();
+    for (rig, bead) in [(&on_one, &slung[0]), (&on_zero, &slung[1])] {
+        let settled = dev.settled_bead(rig, bead, WORK).await;
+        assert_eq!(settled["status"], "closed", "{settled}");
+    }
+    let sessions = |script: &str| {
+        model
+            .requests_for(script)
+            .iter()
+            .filter_map(|r| r.session_header.clone())
+            .filter(|s| !s.starts_with("title-"))
+            .collect::<BTreeSet<_>>()
+            .len()
+    };
+    assert_eq!(sessions("steady"), 1, "shard 0's run went on undisturbed");
+    assert_eq!(sessions("orphan"), 2, "the lost run was dispatched again");
+    let moved = rigs_by_shard(&local, &town).await;
+    assert_eq!(moved.get(&on_one), Some(&0), "{moved:?}");
+    let origin = [(&first, &first_origin), (&second, &second_origin), (&third, &third_origin)]
+        .into_iter()
+        .find(|(r, _)| **r == on_one)
+        .map(|(_, o)| o)
+        .expect("its origin");
+    assert!(main_files(origin).contains("orphan.txt"));
 }

@@ -169,8 +169,18 @@ pub enum Witness {
     /// The town wound the run down (a budget used up; the reason): its work was saved and the
     /// next pass dispatches it again, which waits while the budget is used up. Not a lost run.
     WoundDown(String),
-    /// The container could not be asked: try again next pass.
+    /// The shard's control server did not answer (its TownContainer could not reach it, or
+    /// could not be called): the run is lost once this has lasted the grace period
+    /// ([`unanswered_too_long`]); a shard that is only restarting answers well before.
+    Unanswered,
+    /// Any other answer that says nothing of the run: try again next pass.
     Unknown,
+}
+
+/// Whether a run whose shard has not answered since `since_ms` is lost: after the cold-start
+/// grace period, which a container being replaced (a new boot answers 404) never needs.
+pub fn unanswered_too_long(since_ms: i64, now_ms: i64, grace_ms: i64) -> bool {
+    now_ms - since_ms >= grace_ms
 }
 
 /// A dispatched run as the RigDO recorded it.
@@ -229,6 +239,7 @@ pub fn witness(
         Some(404) => {
             Witness::Exited("not found in the container after the cold-start grace period".into())
         }
+        None | Some(503) => Witness::Unanswered,
         _ => Witness::Unknown,
     }
 }
@@ -379,8 +390,11 @@ mod tests {
         );
         assert_eq!(witness(Some(404), &Value::Null, &run, 500, g), Witness::Fine);
         assert!(matches!(witness(Some(404), &Value::Null, &run, 1500, g), Witness::Exited(_)));
-        assert_eq!(witness(None, &Value::Null, &run, 5000, g), Witness::Unknown);
-        assert_eq!(witness(Some(503), &Value::Null, &run, 5000, g), Witness::Unknown);
+        assert_eq!(witness(None, &Value::Null, &run, 5000, g), Witness::Unanswered);
+        assert_eq!(witness(Some(503), &Value::Null, &run, 5000, g), Witness::Unanswered);
+        assert_eq!(witness(Some(500), &Value::Null, &run, 5000, g), Witness::Unknown);
+        assert!(!unanswered_too_long(1_000, 1_000 + g - 1, g));
+        assert!(unanswered_too_long(1_000, 1_000 + g, g));
     }
 
     #[test]

@@ -227,7 +227,35 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
                 Ok((s, b)) => (Some(s), b),
                 Err(_) => (None, Value::Null),
             };
-            match scheduler::witness(status, &body, &run, self.fx.now_ms(), settings.grace_ms) {
+            let witnessed =
+                scheduler::witness(status, &body, &run, self.fx.now_ms(), settings.grace_ms);
+            let unanswered = format!("unanswered_since:{}", agent.id);
+            if witnessed != Witness::Unanswered && self.fx.counter(&unanswered).await != 0 {
+                self.fx.set_counter(&unanswered, 0).await;
+            }
+            match witnessed {
+                Witness::Unanswered => {
+                    let now = self.fx.now_ms();
+                    let since = match self.fx.counter(&unanswered).await {
+                        0 => {
+                            self.fx.set_counter(&unanswered, now).await;
+                            now
+                        }
+                        since => since,
+                    };
+                    if scheduler::unanswered_too_long(since, now, settings.grace_ms) {
+                        // The shard is gone with the run: the bead is dispatched again, and
+                        // the town hears of the shard, so the rig may move off it.
+                        let reason = format!(
+                            "shard {} of the town did not answer for {} s: the run was lost with it",
+                            at.shard,
+                            (now - since) / 1000
+                        );
+                        self.with_rig(|r| r.mark_exited(&agent, run.dispatched_ms, &reason, true))?;
+                        self.fx.set_counter(&unanswered, 0).await;
+                        self.fx.set_counter(UNREACHABLE_SHARD, i64::from(at.shard) + 1).await;
+                    }
+                }
                 Witness::Exited(reason) => {
                     self.with_rig(|r| r.mark_exited(&agent, run.dispatched_ms, &reason, true))?
                 }

@@ -124,6 +124,31 @@ fn a_rig_runs_on_the_shard_its_town_places_it_on_and_reports_one_that_did_not_an
 }
 
 #[test]
+fn a_run_whose_shard_stops_answering_is_lost_after_the_grace_and_the_town_told() {
+    let (p, agent) = Pass::slung();
+    p.world.rig_shard.set(1);
+    p.world.container_answers(|c| match c.path.as_str() {
+        "/agents/start" => (201, json!({"status": "starting", "bootId": "boot-1"})),
+        _ => (200, json!({"status": "running", "bootId": "boot-1"})),
+    });
+    p.alarm();
+    assert_eq!(p.rig(|r| r.dispatched()).len(), 1);
+    p.world.container_answers(|_| (503, json!({"error": "the control server did not answer"})));
+    p.alarm();
+    let now = p.world.now_ms.get();
+    p.world.now_ms.set(now + 179_000);
+    p.alarm();
+    assert_eq!(p.rig(|r| r.dispatched()).len(), 1, "within the grace: still running");
+    p.world.now_ms.set(now + 180_000);
+    p.alarm();
+    assert!(p.rig(|r| r.dispatched()).is_empty(), "lost with its shard");
+    assert_eq!(p.rig(|r| r.due_dispatches())[0].agent.id, agent, "due again");
+    p.alarm();
+    let told = p.world.placements.borrow().last().cloned().expect("an ask");
+    assert_eq!((told.movable, told.unreachable), (true, Some(1)));
+}
+
+#[test]
 fn refused_starts_spend_attempts_until_the_bead_fails() {
     let (p, _) = Pass::slung();
     p.world.container_answers(|_| (500, json!({"error": "boom"})));
