@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use api::{read, segment, Api, Error};
 use shared_types::records::{
-    Agent, Bead, BeadStatus, EventPage, PrimeContext, ReviewEntry, RigRecord, Slung,
+    Agent, Bead, BeadStatus, EventPage, PrimeContext, ReviewEntry, RigRecord, ShardView, Slung,
     TownEscalation, TownView, UsageAnswer, UsageSums,
 };
 use stream::Watched;
@@ -191,17 +191,52 @@ async fn run(cli: Cli) -> Result<(), Error> {
             out(&data, town.id);
         }
         Command::Town { command: TownCommand::Show { town } } => {
-            let data = api.get(&format!("/api/towns/{}", segment("town", &town)?)).await?;
+            let town = segment("town", &town)?;
+            let data = api.get(&format!("/api/towns/{town}")).await?;
             let t: TownView = read(&data)?;
+            let shards: Vec<ShardView> =
+                read(&api.get(&format!("/api/towns/{town}/shards")).await?)?;
+            let shard_of = |rig: &str| {
+                shards
+                    .iter()
+                    .find(|s| s.rigs.iter().any(|r| r == rig))
+                    .map_or("-".to_string(), |s| s.shard.to_string())
+            };
             let rigs: Vec<Vec<String>> = t
                 .rigs
                 .iter()
                 .map(|r| {
-                    vec![r.id.clone(), r.name.clone(), r.git_url.clone(), r.default_branch.clone()]
+                    vec![
+                        r.id.clone(),
+                        r.name.clone(),
+                        r.git_url.clone(),
+                        r.default_branch.clone(),
+                        shard_of(&r.id),
+                    ]
                 })
                 .collect();
-            let rigs = table::render(&["rig", "name", "git url", "branch"], &rigs);
-            out(&data, format!("town {} ({})\n\n{rigs}", t.name, t.id));
+            let rigs = table::render(&["rig", "name", "git url", "branch", "shard"], &rigs);
+            let rows: Vec<Vec<String>> = shards
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.shard.to_string(),
+                        s.rigs.len().to_string(),
+                        s.running.to_string(),
+                        s.capacity.map_or("-".into(), |c| c.to_string()),
+                        s.reported_at.clone().unwrap_or_else(|| "-".into()),
+                        if s.unreachable { "unreachable" } else { "ok" }.to_string(),
+                    ]
+                })
+                .collect();
+            let shards = match rows.is_empty() {
+                true => "no shard started yet (a rig is placed when it first has work)".to_string(),
+                false => table::render(
+                    &["shard", "rigs", "running", "capacity", "last heartbeat", "state"],
+                    &rows,
+                ),
+            };
+            out(&data, format!("town {} ({})\n\n{rigs}\n{shards}", t.name, t.id));
         }
         Command::Rig { command: RigCommand::Add { town, name, git_url, default_branch } } => {
             let body =

@@ -99,6 +99,15 @@ async fn a_person_runs_a_town_with_gt() {
         "{closed}"
     );
 
+    // The town's shards: its one rig on shard 0, which reported its load.
+    let shown = ok(run(&["town", "show", &town]));
+    assert!(
+        shown.lines().any(|l| l.starts_with(&rig) && l.trim_end().ends_with('0'))
+            && shown.lines().any(|l| l.starts_with("SHARD"))
+            && shown.lines().any(|l| l.starts_with("0 ") && l.trim_end().ends_with("ok")),
+        "{shown}"
+    );
+
     // What the run cost: every model call the agent made, counted once, to its bead. The
     // scripted model reports 10 prompt and 5 completion tokens per answer, and no price.
     let calls = model.requests_for("gt").len() as u64;

@@ -174,6 +174,19 @@ pub struct TownView {
     pub rigs: Vec<RigRecord>,
 }
 
+/// One shard of a town: `GET /api/towns/:townId/shards` (the rigs it holds, and its load at
+/// its last heartbeat).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardView {
+    pub shard: u32,
+    pub rigs: Vec<String>,
+    pub capacity: Option<u32>,
+    pub running: u32,
+    pub boot_id: Option<String>,
+    pub reported_at: Option<String>,
+    pub unreachable: bool,
+}
+
 /// What a sling made: the bead, the polecat it is hooked to, and whether that polecat is new.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Slung {

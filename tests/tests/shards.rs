@@ -172,6 +172,14 @@ async fn a_town_grows_onto_a_second_shard_and_every_rig_stays_whole_on_one() {
     assert_eq!(ran_on.len(), 3, "every rig's agents ran: {ran_on:?}");
     assert!(ran_on.values().all(|s| s.len() == 1), "no rig split: {ran_on:?}");
 
+    // A person's call about an agent finds the agent's shard itself; `?shard=` names one.
+    let (agent, _) = agents_on(&local, 1, &town).await.into_iter().next().expect("an agent");
+    let status = format!("/api/towns/{town}/container/agents/{agent}/status");
+    let found = dev.get(&status).await;
+    assert_eq!((found.status, &found.body["agentId"]), (200, &json!(agent)), "{found:?}");
+    assert_eq!(dev.get(&format!("{status}?shard=0")).await.status, 404, "not on shard 0");
+    assert_eq!(dev.get(&format!("{status}?shard=1")).await.status, 200);
+
     // A town whose work fits on its first shard never starts a second.
     let small = town_with_shards(&local, "small", 2).await;
     let (rig, origin) = busy_rig(&local, &model, &small, "delta").await;

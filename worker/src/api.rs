@@ -13,7 +13,7 @@ use crate::requests::{parse_body, Shape, Validate};
 use crate::rig::op::{RigCall, RigOp};
 use crate::routes::{Method, Params};
 use crate::rpc::IdentityOp;
-use crate::shards::ShardRef;
+use crate::shards::{ShardChoice, ShardRef};
 use crate::town::op::{TownCall, TownOp};
 
 /// An authorized request.
@@ -85,7 +85,7 @@ pub enum Plan {
     /// The live stream of an agent: the WebSocket upgrade goes, with its ticket, to the
     /// TownContainer of the agent's shard.
     Stream {
-        at: ShardRef,
+        at: ShardChoice,
         agent_id: String,
         ticket: String,
     },
@@ -108,7 +108,7 @@ pub enum Plan {
     /// Forward the request, method and body unchanged, to a town shard's container (its
     /// TownContainer object); `path` is the control server's.
     Container {
-        at: ShardRef,
+        at: ShardChoice,
         path: String,
         body: Vec<u8>,
     },
@@ -276,13 +276,14 @@ pub fn plan_with_headers(
     body: &str,
     headers: &[(&str, &str)],
 ) -> ApiResult<Plan> {
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
     let matched = crate::routes::find(method, path)?;
     let ids = || "new-id".to_string();
     let header = |name: &str| headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
     (matched.endpoint.plan)(&Incoming {
         params: matched.params,
         caller,
-        query: "",
+        query,
         body: body.as_bytes(),
         allow_local_repos: false,
         new_id: &ids,

@@ -14,6 +14,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use shared_types::records::ShardView;
+
 use crate::api;
 use crate::db::Db;
 use crate::effects::Effects;
@@ -76,6 +78,16 @@ impl ShardRef {
             Some((town, n)) => Some(Self::new(town, n.parse().ok().filter(|n| *n > 0)?)),
         }
     }
+}
+
+/// Which shard a person's call to the town's container goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardChoice {
+    /// The one named (`?shard=`), or the first for a call about no agent.
+    Named(ShardRef),
+    /// The shard that runs this agent, found by asking each shard the town uses (the first
+    /// when none knows it).
+    OfAgent { town: String, agent: String },
 }
 
 /// `CONTAINER_URL` for shard `shard`: the variable is one URL (shard 0 only) or a
@@ -276,18 +288,6 @@ impl<D: Db> Shards<'_, D> {
             })
             .collect()
     }
-}
-
-/// One shard in `GET /api/towns/:town/shards`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardView {
-    pub shard: u32,
-    pub rigs: Vec<String>,
-    pub capacity: Option<u32>,
-    pub running: u32,
-    pub boot_id: Option<String>,
-    pub reported_at: Option<String>,
-    pub unreachable: bool,
 }
 
 impl<D: Db, E: Effects> TownObject<'_, D, E> {

@@ -11,7 +11,7 @@ use crate::api::{Incoming, Plan};
 use crate::error::{ApiError, ApiResult};
 use crate::requests::parse_value;
 use crate::routes::{Endpoint, Rule};
-use crate::shards::{ShardRef, MAX_SHARDS};
+use crate::shards::{ShardChoice, ShardRef, MAX_SHARDS};
 
 pub const ROUTES: &[Endpoint] = &[
     Endpoint::get("/api/towns/:townId/container/health", Rule::Internal, |r| {
@@ -53,19 +53,24 @@ fn forward(req: &Incoming, path: String) -> ApiResult<Plan> {
     Ok(Plan::Container { at: shard_of(req)?, path, body: req.body.to_vec() })
 }
 
-/// The shard a person's container call names (`?shard=<n>`, 0 by default).
-fn shard_of(req: &Incoming) -> ApiResult<ShardRef> {
+/// The shard a person's container call goes to: the one `?shard=<n>` names; else, for a call
+/// about an agent, the shard that runs it; else the town's first.
+fn shard_of(req: &Incoming) -> ApiResult<ShardChoice> {
+    let town = req.param("townId")?;
     let named = form_urlencoded::parse(req.query.as_bytes()).find(|(k, _)| k == "shard");
-    let shard = match named {
-        None => 0,
-        Some((_, n)) => n.parse::<u32>().ok().filter(|n| *n < MAX_SHARDS).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "shard: must be a whole number from 0 to {}",
-                MAX_SHARDS - 1
-            ))
-        })?,
-    };
-    Ok(ShardRef::new(&req.param("townId")?, shard))
+    Ok(match (named, req.param("agentId")) {
+        (Some((_, n)), _) => {
+            let shard = n.parse::<u32>().ok().filter(|n| *n < MAX_SHARDS).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "shard: must be a whole number from 0 to {}",
+                    MAX_SHARDS - 1
+                ))
+            })?;
+            ShardChoice::Named(ShardRef::new(&town, shard))
+        }
+        (None, Ok(agent)) => ShardChoice::OfAgent { town, agent },
+        (None, Err(_)) => ShardChoice::Named(ShardRef::first(&town)),
+    })
 }
 
 /// The reference Worker's own check on container start and message bodies (before forwarding):
@@ -169,11 +174,28 @@ mod tests {
         assert_eq!(
             p,
             Ok(Plan::Container {
-                at: ShardRef::first("t1"),
+                at: ShardChoice::OfAgent { town: "t1".into(), agent: "a1".into() },
                 path: "/agents/a1/stream-ticket".into(),
                 body: b"{}".to_vec()
             })
         );
+        let p = plan_for(
+            Method::Get,
+            "/api/towns/t1/container/agents/a1/status?shard=2",
+            Caller::Internal,
+            "",
+        );
+        assert!(
+            matches!(p, Ok(Plan::Container { at: ShardChoice::Named(ref at), .. }) if at.shard == 2),
+            "{p:?}"
+        );
+        let p = plan_for(
+            Method::Get,
+            "/api/towns/t1/container/agents/a1/status?shard=50",
+            Caller::Internal,
+            "",
+        );
+        assert_eq!(p.map_err(|e| e.status()), Err(400), "past the most shards a town has");
         let p = plan_for(Method::Get, "/api/towns/t1/container/state", Caller::Internal, "");
         assert!(
             matches!(p, Ok(Plan::Container { ref path, .. }) if path == super::super::STATE_PATH)

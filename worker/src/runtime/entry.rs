@@ -14,7 +14,9 @@ use crate::requests::MAX_BODY_BYTES;
 use crate::rig::agents::ContainerHeartbeat;
 use crate::rig::op::RigCall;
 use crate::routes::{self, Method};
-use crate::shards::{self, ReportAnswer, ShardOfRig, ShardRef, ShardReport};
+use crate::shards::{
+    self, ListShards, ReportAnswer, ShardChoice, ShardOfRig, ShardRef, ShardReport, ShardView,
+};
 use crate::town::op::TownCall;
 
 /// Env names (documented in wrangler.toml).
@@ -142,9 +144,11 @@ async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> ApiResult<Outcom
     match plan {
         Plan::Page => dashboard_page().map(Outcome::Raw).map_err(ApiError::internal),
         Plan::Stream { at, agent_id, ticket } => {
+            let at = choose_shard(env, at).await;
             open_stream(req, env, &at, &agent_id, &ticket).await.map(Outcome::Raw)
         }
         Plan::Container { at, path, body } => {
+            let at = choose_shard(env, at).await;
             forward_to_container(req, env, &at, &path, body).await.map(Outcome::Raw)
         }
         // Only calls that change something on an object honour a key.
@@ -238,6 +242,36 @@ async fn execute(plan: Plan, env: &Env, key: Option<&str>) -> ApiResult<Outcome>
             }
         }
     }
+}
+
+/// The shard of a person's container call: the one named, or the one whose control server
+/// knows the agent (asked in turn, the first shard first; a town of one shard is not asked).
+async fn choose_shard(env: &Env, choice: ShardChoice) -> ShardRef {
+    let (town, agent) = match choice {
+        ShardChoice::Named(at) => return at,
+        ShardChoice::OfAgent { town, agent } => (town, agent),
+    };
+    let first = ShardRef::first(&town);
+    let listed = match TownCall::of(&ListShards) {
+        Ok(op) => call(env, TOWN_BINDING, &town, &op).await,
+        Err(e) => Err(e),
+    };
+    let shards: Vec<u32> = listed
+        .and_then(|v| crate::json::decode::<Vec<ShardView>>(v).map_err(ApiError::internal))
+        .map(|views| views.into_iter().map(|v| v.shard).filter(|s| *s > 0).collect())
+        .unwrap_or_default();
+    if shards.is_empty() {
+        return first;
+    }
+    let path = format!("/agents/{agent}/status");
+    for at in
+        std::iter::once(first.clone()).chain(shards.into_iter().map(|s| ShardRef::new(&town, s)))
+    {
+        if let Ok((200, _)) = container_call(env, &at, worker::Method::Get, &path, None).await {
+            return at;
+        }
+    }
+    first
 }
 
 /// Forwards a container route to the town's TownContainer object, method and body unchanged.
