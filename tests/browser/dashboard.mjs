@@ -84,6 +84,10 @@ try {
   saw('run usage: ' + runUsage);
 
   await page.waitForSelector(`.bead[data-bead="${bead}"][data-status="closed"]`, { timeout: WORK });
+  // The town's shards: the rig on shard 0, the one shard listed.
+  await page.waitForFunction((r) => document.querySelector(`#rigs tr[data-rig="${r}"] .rig-shard`)?.textContent === '0'
+    && document.querySelectorAll('#shards tr[data-shard]').length === 1 && document.querySelector('#shards tr[data-shard="0"]'), rig, { timeout: STEP });
+  saw('shards: ' + (await page.textContent('#shards tbody')));
   const seen = await page.evaluate(() => window.__seen);
   saw('closed after ' + seen.join(' -> '));
   if (seen.indexOf('in_progress') < 0 || seen.indexOf('in_progress') > seen.indexOf('closed')) throw new Error('bead states in the page: ' + seen.join(' -> '));
