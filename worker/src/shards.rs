@@ -102,6 +102,9 @@ pub struct ShardLoad {
     pub shard: u32,
     /// Rigs placed on it.
     pub rigs: u32,
+    /// Agents its rigs want at once, as each last told (at least one per rig: a placed rig
+    /// keeps its clone there and comes back to it).
+    pub demand: u32,
     /// Agents that fit, from its last heartbeat (`None`: it has not reported).
     pub capacity: Option<u32>,
     /// Agents running at its last heartbeat.
@@ -111,11 +114,11 @@ pub struct ShardLoad {
 }
 
 impl ShardLoad {
-    /// Room for more agents: its capacity less what runs or is bound to come (each rig on it
-    /// will run at least one agent).
+    /// Room for more agents: its capacity less what runs or what its rigs want, whichever is
+    /// more.
     fn free(&self) -> i64 {
         i64::from(self.capacity.unwrap_or(ASSUMED_CAPACITY))
-            - i64::from(self.running.max(self.rigs))
+            - i64::from(self.running.max(self.demand))
     }
 }
 
@@ -125,11 +128,17 @@ impl ShardLoad {
 ///   limit or unreachable: its runs are there.
 /// - A placed rig that may move stays while its shard is within `max_shards` and reachable:
 ///   moving costs a new clone, and a full shard only queues its work.
-/// - Otherwise the rig goes to the reachable shard in use with the most room; when none has
-///   room and `max_shards` allows, to the lowest shard not in use (a new container); when
-///   neither, to the reachable shard with the most room anyway, to queue there. With no
-///   reachable shard at all, shard 0.
-pub fn place(current: Option<u32>, movable: bool, loads: &[ShardLoad], max_shards: u32) -> u32 {
+/// - Otherwise the rig goes to the reachable shard in use with the most room when it has room
+///   for all the rig wants (`demand` agents, at least one); when none has and `max_shards`
+///   allows, to the lowest shard not in use (a new container); when neither, to the reachable
+///   shard with the most room anyway, to queue there. With no reachable shard at all, shard 0.
+pub fn place(
+    current: Option<u32>,
+    movable: bool,
+    demand: u32,
+    loads: &[ShardLoad],
+    max_shards: u32,
+) -> u32 {
     let max_shards = max_shards.clamp(1, MAX_SHARDS);
     let load = |s: u32| loads.iter().find(|l| l.shard == s);
     if let Some(s) = current {
@@ -145,7 +154,7 @@ pub fn place(current: Option<u32>, movable: bool, loads: &[ShardLoad], max_shard
     // The most room; the lowest shard among equals.
     let roomiest = in_use.iter().max_by_key(|l| (l.free(), std::cmp::Reverse(l.shard)));
     match roomiest {
-        Some(l) if l.free() > 0 => l.shard,
+        Some(l) if l.free() >= i64::from(demand.max(1)) => l.shard,
         roomiest => {
             let taken = |s: u32| load(s).is_some_and(|l| l.rigs > 0 || l.unreachable);
             match (0..max_shards).find(|s| !taken(*s) && !in_use.iter().any(|l| l.shard == *s)) {
@@ -158,7 +167,8 @@ pub fn place(current: Option<u32>, movable: bool, loads: &[ShardLoad], max_shard
 
 /// The TownDO's storage of the map.
 pub const MIGRATION: &[&str] = &[
-    "CREATE TABLE rig_shards (rig_id TEXT PRIMARY KEY, shard INTEGER NOT NULL, placed_at TEXT NOT NULL)",
+    "CREATE TABLE rig_shards (rig_id TEXT PRIMARY KEY, shard INTEGER NOT NULL, placed_at TEXT NOT NULL,
+        demand INTEGER NOT NULL DEFAULT 1)",
     "CREATE TABLE shard_reports (shard INTEGER PRIMARY KEY, capacity INTEGER, running INTEGER NOT NULL DEFAULT 0,
         boot_id TEXT, reported_at TEXT, unreachable_at_ms INTEGER)",
 ];
@@ -167,6 +177,7 @@ pub const MIGRATION: &[&str] = &[
 struct RigShardRow {
     rig_id: String,
     shard: u32,
+    demand: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,9 +199,11 @@ pub struct Shards<'a, D: Db> {
 
 impl<D: Db> Shards<'_, D> {
     pub fn shard_of(&self, rig_id: &str) -> ApiResult<Option<u32>> {
-        let row: Option<RigShardRow> =
-            self.db.first("SELECT * FROM rig_shards WHERE rig_id = ?", params![rig_id])?;
-        Ok(row.map(|r| r.shard))
+        Ok(self.row(rig_id)?.map(|r| r.shard))
+    }
+
+    fn row(&self, rig_id: &str) -> ApiResult<Option<RigShardRow>> {
+        self.db.first("SELECT * FROM rig_shards WHERE rig_id = ?", params![rig_id])
     }
 
     /// Every shard in use or reported, with its rigs.
@@ -209,6 +222,7 @@ impl<D: Db> Shards<'_, D> {
                 ShardLoad {
                     shard,
                     rigs: rigs.iter().filter(|r| r.shard == shard).count() as u32,
+                    demand: rigs.iter().filter(|r| r.shard == shard).map(|r| r.demand.max(1)).sum(),
                     capacity: report.and_then(|r| r.capacity),
                     running: report.map_or(0, |r| r.running),
                     unreachable: report
@@ -219,20 +233,29 @@ impl<D: Db> Shards<'_, D> {
             .collect())
     }
 
-    /// Places the rig ([`place`]) and records where; a move is returned as `(from, to)`.
+    /// Places the rig ([`place`]) and records where and what it wants now; a move is
+    /// returned as `(from, to)`.
     pub fn place_rig(
         &self,
         rig_id: &str,
         movable: bool,
+        demand: u32,
         max_shards: u32,
     ) -> ApiResult<(u32, Option<u32>)> {
-        let current = self.shard_of(rig_id)?;
-        let shard = place(current, movable, &self.loads()?, max_shards);
+        let row = self.row(rig_id)?;
+        let current = row.as_ref().map(|r| r.shard);
+        let shard = place(current, movable, demand, &self.loads()?, max_shards);
         if current != Some(shard) {
             self.db.exec(
-                "INSERT INTO rig_shards (rig_id, shard, placed_at) VALUES (?, ?, ?)
-                 ON CONFLICT (rig_id) DO UPDATE SET shard = excluded.shard, placed_at = excluded.placed_at",
-                params![rig_id, shard, &self.now],
+                "INSERT INTO rig_shards (rig_id, shard, placed_at, demand) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (rig_id) DO UPDATE SET shard = excluded.shard, placed_at = excluded.placed_at,
+                   demand = excluded.demand",
+                params![rig_id, shard, &self.now, demand],
+            )?;
+        } else if row.is_some_and(|r| r.demand != demand) {
+            self.db.exec(
+                "UPDATE rig_shards SET demand = ? WHERE rig_id = ?",
+                params![demand, rig_id],
             )?;
         }
         Ok((shard, current.filter(|c| *c != shard)))
@@ -303,6 +326,9 @@ pub struct PlaceRig {
     pub rig_id: String,
     /// No agent of the rig runs: it may move.
     pub movable: bool,
+    /// Agents the rig wants at once now: its due dispatches and running runs.
+    #[serde(default)]
+    pub demand: u32,
     #[serde(default)]
     pub unreachable: Option<u32>,
 }
@@ -319,7 +345,7 @@ impl TownOp for PlaceRig {
             if let Some(gone) = self.unreachable {
                 s.unreachable(gone)?;
             }
-            s.place_rig(&self.rig_id, self.movable, max_shards)
+            s.place_rig(&self.rig_id, self.movable, self.demand, max_shards)
         })?;
         if let Some(from) = moved {
             o.fx.log_info(&format!(

@@ -111,13 +111,17 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
     /// could not reach is reported with the ask. Unanswered, the last placement holds.
     async fn shard(&self, config: &RigConfig) -> ShardRef {
         let town = &config.town_id;
-        let idle = self.with_rig(|r| {
-            Ok::<_, ApiError>(r.dispatched()?.is_empty() && r.running_review()?.is_none())
+        let wants = self.with_rig(|r| {
+            let running = r.dispatched()?.len();
+            let idle = running == 0 && r.running_review()?.is_none();
+            Ok::<_, ApiError>((idle, running + r.due_dispatches()?.len()))
         });
+        let (idle, demand) = wants.unwrap_or((false, 1));
         let unreachable = self.fx.counter(UNREACHABLE_SHARD).await;
         let op = PlaceRig {
             rig_id: config.rig_id.clone(),
-            movable: idle.unwrap_or(false),
+            movable: idle,
+            demand: u32::try_from(demand).unwrap_or(u32::MAX),
             unreachable: u32::try_from(unreachable - 1).ok(),
         };
         match shards::place_rig(self.fx, town, &op).await {
