@@ -11,21 +11,6 @@ use gastown_e2e::origin::Origin;
 use gastown_e2e::town::LocalTown;
 use serde_json::{json, Value};
 
-fn kilo_rss_mib(parent: i32) -> u64 {
-    gastown_e2e::procs::processes()
-        .into_iter()
-        .filter(|p| p.ppid == parent)
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{}/status", p.pid)).ok())
-        .filter_map(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .sum::<u64>()
-        / 1024
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let model = ModelServer::start(Vec::<(String, Vec<Step>)>::new()).await.expect("model server");
@@ -119,7 +104,7 @@ async fn main() {
             "| {label} | {:.1} | {:.1} | {} |",
             firsts.as_secs_f64(),
             merged.as_secs_f64(),
-            kilo_rss_mib(parent)
+            gastown_e2e::procs::children_rss_mib(parent)
         );
     }
     let (_, health) = local.control.get("/health").await;

@@ -19,22 +19,6 @@ const SHARDS: usize = 3;
 const RIGS: usize = 3;
 const BEADS_PER_RIG: usize = 4;
 
-/// Resident memory of the Kilo processes under `parent`, in MiB.
-fn kilo_rss_mib(parent: i32) -> u64 {
-    gastown_e2e::procs::processes()
-        .into_iter()
-        .filter(|p| p.ppid == parent)
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{}/status", p.pid)).ok())
-        .filter_map(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .sum::<u64>()
-        / 1024
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let model = ModelServer::start(Vec::<(String, Vec<Step>)>::new()).await.expect("model server");
@@ -87,7 +71,7 @@ async fn main() {
         let mut peak = [0u64; SHARDS];
         let all_started = loop {
             for (n, parent) in parents.iter().enumerate() {
-                peak[n] = peak[n].max(kilo_rss_mib(*parent));
+                peak[n] = peak[n].max(gastown_e2e::procs::children_rss_mib(*parent));
             }
             let reqs = model.requests();
             let firsts: Vec<Duration> = names

@@ -77,6 +77,11 @@ pub fn rss_kib(pid: i32) -> u64 {
     kib_field(pid, "status", "VmRSS:")
 }
 
+/// The resident sets of `parent`'s children (a control server's Kilo processes), in MiB.
+pub fn children_rss_mib(parent: i32) -> u64 {
+    processes().into_iter().filter(|p| p.ppid == parent).map(|p| rss_kib(p.pid)).sum::<u64>() / 1024
+}
+
 /// The process's proportional set (shared pages divided among their users), in KiB.
 pub fn pss_kib(pid: i32) -> u64 {
     kib_field(pid, "smaps_rollup", "Pss:")
