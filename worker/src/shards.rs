@@ -430,7 +430,8 @@ impl TownOp for ListShards {
         o: &TownObject<'_, D, E>,
         _: Option<&str>,
     ) -> ApiResult<Value> {
-        o.with_town(|t| t.get())?;
+        // A town that does not exist has no shards: a 404, as its other routes.
+        o.with_town(|t| t.limits())?;
         to_json(o.with_shards(|s| s.view())?)
     }
 }
