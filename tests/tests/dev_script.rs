@@ -3,7 +3,8 @@
 //! only stand-in), a town and a rig made with the `gt` the script points at, a bead slung and
 //! seen merged on the origin's `main`. Then Ctrl-C (SIGINT to the script's process group), and
 //! a second start on the same folder still has the town, the rig and the merged bead; run under
-//! a umask of 077 (a root shell's strict umask), it still merges a bead on a new rig.
+//! a umask of 077 (a root shell's strict umask), it still merges a bead on a new rig. A bad
+//! `--shards` count stops it before it does anything.
 //!
 //! Ports: the test holds the control server's port and hands it to the script as fd 3
 //! (`LISTEN_FDS=1`, `CONTROL_PORT`); the Worker takes any free port (`WORKER_PORT=0`) and the
@@ -266,4 +267,23 @@ async fn scripts_dev_runs_a_town_from_a_fresh_folder_and_keeps_it() {
     let rig2 = gt(&run, &["rig", "add", &town, "second", &second.url()]);
     sling_and_merge(&run, &model, &rig2, &second, "second.txt").await;
     dev.interrupt().await;
+}
+
+/// A shard count that is not 1 to 50, or an unknown argument, stops the script before it does
+/// anything: exit 2, a message, no folder made.
+#[test]
+fn scripts_dev_refuses_a_bad_shard_count() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for args in [&["--shards", "0"][..], &["--shards", "51"], &["--shards", "x"], &["--frob"]] {
+        let dev_dir = dir.path().join("dev");
+        let out = Command::new(repo_root().join("scripts/dev"))
+            .args(args)
+            .env("GASTOWN_DEV_DIR", &dev_dir)
+            .output()
+            .expect("run scripts/dev");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("--shards"), "{args:?}: {stderr}");
+        assert!(!dev_dir.exists(), "{args:?}: nothing made");
+    }
 }
