@@ -63,6 +63,8 @@ pub struct World {
     /// The shard the TownDO places every rig on, and the placements asked for.
     pub rig_shard: Cell<u32>,
     pub placements: RefCell<Vec<PlaceRig>>,
+    /// What the TownDO lists as the town's shards.
+    pub shard_views: RefCell<Value>,
     /// Every delay the alarm was set with, and when it fires next.
     pub alarms: RefCell<Vec<u64>>,
     pub alarm: Cell<Option<i64>>,
@@ -92,6 +94,7 @@ impl World {
             identity_ops: RefCell::default(),
             rig_shard: Cell::new(0),
             placements: RefCell::default(),
+            shard_views: RefCell::new(Value::Array(Vec::new())),
             alarms: RefCell::default(),
             alarm: Cell::new(None),
             counters: RefCell::default(),
@@ -150,7 +153,7 @@ impl Effects for World {
             return Ok(serde_json::json!({ "shard": self.rig_shard.get() }));
         }
         if op.args::<ListShards>().is_some() {
-            return Ok(Value::Array(Vec::new()));
+            return Ok(self.shard_views.borrow().clone());
         }
         if op.args::<ListTowns>().is_some() {
             return crate::rig::op::to_json(index.index_list()?);

@@ -25,8 +25,9 @@ use crate::effects::Effects;
 use crate::error::{ApiError, ApiResult};
 use crate::rig::op::to_json;
 use crate::routes::Method;
-use crate::shards::ShardRef;
+use crate::shards::{ListShards, ShardRef, ShardView};
 use crate::spending::{self, Ledger};
+use crate::town::op::TownCall;
 use crate::{dashboard, params, usage};
 
 /// The object's schema, in order: the agents' events, the town's usage (per call, then per
@@ -141,6 +142,13 @@ pub struct TownContainerObject<'a, D: Db, E: Effects> {
     pub shard: u32,
 }
 
+/// Another shard's start, sent to the town's guard.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct GuardRequest {
+    shard: u32,
+    start: Value,
+}
+
 /// What the town's guard answers a shard for a start: the body to send (with the town's
 /// running-agents cap) and the ledger entry to take back if the start is not accepted.
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -190,10 +198,16 @@ impl<D: Db, E: Effects> TownContainerObject<'_, D, E> {
     /// The town's spending guard on a start (`crate::spending`): the day's budgets are checked
     /// against the usage kept here, the hourly cap against the ledger (the start is entered in
     /// it before it is sent, in the same step as the check, so concurrent starts cannot
-    /// overshoot), and the running-agents cap goes to the control server in the body.
+    /// overshoot), and the running-agents cap goes to the control server of shard `shard` in
+    /// the body, less the agents the town's other shards run.
     /// `Err(reason)`: refused; `Ok(Some(key))`: entered in the ledger as `key`. A body that is
     /// not a start request goes on unguarded: the control server refuses it.
-    async fn guard_start(&self, town: &str, out: &mut Outgoing) -> Result<Option<String>, String> {
+    async fn guard_start(
+        &self,
+        town: &str,
+        shard: u32,
+        out: &mut Outgoing,
+    ) -> Result<Option<String>, String> {
         // Closed, not open: the bead waits for the next pass rather than spend unguarded.
         let limits = budgets::limits(self.fx, town)
             .await
@@ -202,7 +216,7 @@ impl<D: Db, E: Effects> TownContainerObject<'_, D, E> {
             return Ok(None);
         };
         if let Some(cap) = limits.max_concurrent_agents {
-            start.max_concurrent_agents = Some(cap);
+            start.max_concurrent_agents = Some(self.cap_on_shard(town, shard, cap).await?);
             out.body = serde_json::to_vec(&start).map_err(|e| e.to_string())?;
         }
         if limits.max_tokens_per_day.is_some() || limits.max_cost_usd_per_day.is_some() {
@@ -225,6 +239,28 @@ impl<D: Db, E: Effects> TownContainerObject<'_, D, E> {
         Ok(Some(key))
     }
 
+    /// The town's running-agents cap as shard `shard`'s control server applies it: the cap less
+    /// the agents the other shards ran at their last heartbeats (a town of one shard: the cap).
+    /// Nothing left is a refusal.
+    async fn cap_on_shard(&self, town: &str, shard: u32, cap: u32) -> Result<u32, String> {
+        let unreadable = |e: ApiError| format!("the town's shards could not be read: {e}");
+        let call = TownCall::of(&ListShards).map_err(unreadable)?;
+        let views = match self.fx.town(town, &call).await {
+            Ok(v) => crate::json::decode::<Vec<ShardView>>(v)
+                .map_err(|e| unreadable(ApiError::internal(e)))?,
+            // A town without a record has no other shard.
+            Err(ApiError::NotFound(_)) => Vec::new(),
+            Err(e) => return Err(unreadable(e)),
+        };
+        let elsewhere: u32 = views.iter().filter(|v| v.shard != shard).map(|v| v.running).sum();
+        match cap.checked_sub(elsewhere).filter(|left| *left > 0) {
+            Some(left) => Ok(left),
+            None => Err(format!(
+                "max_concurrent_agents is {cap} for the town, and its other shards run {elsewhere}"
+            )),
+        }
+    }
+
     /// Another shard's start, guarded by the town's first shard, which keeps the town's
     /// ledgers: the caps count the whole town. Closed, not open: unreachable, the start waits.
     async fn guard_at_first_shard(
@@ -232,7 +268,8 @@ impl<D: Db, E: Effects> TownContainerObject<'_, D, E> {
         town: &str,
         out: &mut Outgoing,
     ) -> Result<Option<String>, String> {
-        let Ok(body) = body_of::<Value>(&out.body) else { return Ok(None) };
+        let Ok(start) = body_of::<Value>(&out.body) else { return Ok(None) };
+        let body = json!({ "shard": self.shard, "start": start });
         let first = ShardRef::first(town);
         match self.fx.container(&first, Method::Post, super::GUARD_PATH, Some(&body)).await {
             Ok((200, reply)) => {
@@ -290,7 +327,7 @@ impl<D: Db, E: Effects> TownContainerObject<'_, D, E> {
         let mut entered = None;
         if let (Method::Post, "/agents/start", Some(town)) = (out.method, out.path.as_str(), town) {
             let guarded = match self.shard {
-                0 => self.guard_start(town, &mut out).await,
+                0 => self.guard_start(town, 0, &mut out).await,
                 _ => self.guard_at_first_shard(town, &mut out).await,
             };
             match guarded {
@@ -448,13 +485,14 @@ impl<D: Db, E: Effects> TownContainerObject<'_, D, E> {
             }
             (Method::Post, super::GUARD_PATH) => {
                 let town = town.ok_or_else(|| ApiError::bad_request("no town named"))?;
-                let mut out = Outgoing {
-                    method: Method::Post,
-                    path: "/agents/start".into(),
-                    body: body.to_vec(),
-                };
-                let key =
-                    self.guard_start(town, &mut out).await.map_err(ApiError::TooManyRequests)?;
+                let asked: GuardRequest = body_of(body)?;
+                let start = serde_json::to_vec(&asked.start).map_err(ApiError::internal)?;
+                let mut out =
+                    Outgoing { method: Method::Post, path: "/agents/start".into(), body: start };
+                let key = self
+                    .guard_start(town, asked.shard, &mut out)
+                    .await
+                    .map_err(ApiError::TooManyRequests)?;
                 to_json(Guarded { body: body_of(&out.body)?, key })
             }
             (Method::Post, super::UNGUARD_PATH) => {

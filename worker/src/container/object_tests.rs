@@ -164,6 +164,27 @@ fn the_running_agents_cap_travels_in_the_start_and_nothing_else_changes() {
 }
 
 #[test]
+fn the_running_agents_cap_counts_the_agents_of_the_towns_other_shards() {
+    let town = Town::with_limits(json!({ "max_concurrent_agents": 4 }));
+    let view = |shard: u32, running: u32| {
+        json!({"shard": shard, "rigs": ["r"], "capacity": 8, "running": running,
+               "boot_id": null, "reported_at": null, "unreachable": false})
+    };
+    *town.world.shard_views.borrow_mut() = json!([view(0, 2), view(1, 3)]);
+    let server = Scripted::default();
+    town.forward(&server, start("a1", "d1")).expect("forwarded");
+    let sent: StartAgentRequest =
+        serde_json::from_slice(&server.sent.borrow()[0].body).expect("a start");
+    assert_eq!(sent.max_concurrent_agents, Some(1), "4 for the town, 3 run on shard 1");
+
+    *town.world.shard_views.borrow_mut() = json!([view(0, 0), view(1, 4)]);
+    let full = Scripted::default();
+    let reason = refusal(town.forward(&full, start("a2", "d2"))).expect("refused");
+    assert!(reason.contains("max_concurrent_agents is 4"), "{reason}");
+    assert!(full.sent.borrow().is_empty(), "a refused start is never sent");
+}
+
+#[test]
 fn a_used_up_daily_budget_refuses_starts() {
     let town = Town::with_limits(json!({ "max_tokens_per_day": 10 }));
     let batch = json!({ "bootId": "b00t", "events": [{ "agentId": "a1", "rigId": "r1", "id": 1,
