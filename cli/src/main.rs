@@ -224,6 +224,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
                         s.rigs.len().to_string(),
                         s.running.to_string(),
                         s.capacity.map_or("-".into(), |c| c.to_string()),
+                        s.memory_bytes.map_or("-".into(), |m| format!("{} MiB", m >> 20)),
+                        s.pool_ready.map_or("-".into(), |p| p.to_string()),
                         s.reported_at.clone().unwrap_or_else(|| "-".into()),
                         if s.unreachable { "unreachable" } else { "ok" }.to_string(),
                     ]
@@ -232,7 +234,16 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let shards = match rows.is_empty() {
                 true => "no shard started yet (a rig is placed when it first has work)".to_string(),
                 false => table::render(
-                    &["shard", "rigs", "running", "capacity", "last heartbeat", "state"],
+                    &[
+                        "shard",
+                        "rigs",
+                        "running",
+                        "capacity",
+                        "kilo memory",
+                        "pool",
+                        "last heartbeat",
+                        "state",
+                    ],
                     &rows,
                 ),
             };

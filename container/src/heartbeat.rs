@@ -93,6 +93,8 @@ fn collect(
     }
     let uptime = supervisor.uptime_ms();
     let capacity = u32::try_from(supervisor.capacity()).ok();
+    let memory_bytes = Some(supervisor.kilo_memory());
+    let pool_ready = u32::try_from(supervisor.registry.placements.pooled().len()).ok();
     towns
         .into_iter()
         .map(|(town_id, agents)| ContainerHeartbeat {
@@ -102,6 +104,8 @@ fn collect(
             boot_id: Some(crate::boot::id().to_string()),
             shard: supervisor.config.shard,
             capacity,
+            memory_bytes,
+            pool_ready,
             agents,
         })
         .collect()

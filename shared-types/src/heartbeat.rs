@@ -39,6 +39,12 @@ pub struct ContainerHeartbeat {
     /// the town places rigs on the shard with the most room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<u32>,
+    /// The memory its Kilo processes hold, in bytes (our addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Its warm pool's ready processes (our addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_ready: Option<u32>,
     pub agents: Vec<AgentHeartbeat>,
 }
 

@@ -182,6 +182,12 @@ pub struct ShardView {
     pub rigs: Vec<String>,
     pub capacity: Option<u32>,
     pub running: u32,
+    /// What its Kilo processes held, in bytes, and its warm pool's ready processes, at its last
+    /// heartbeat.
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    #[serde(default)]
+    pub pool_ready: Option<u32>,
     pub boot_id: Option<String>,
     pub reported_at: Option<String>,
     pub unreachable: bool,

@@ -132,7 +132,14 @@ async fn a_town_grows_onto_a_second_shard_and_every_rig_stays_whole_on_one() {
     let (second, second_origin) = busy_rig(&local, &model, &town, "beta").await;
     wait_for("shard 0 to report what it holds", WORK, async || {
         let map = shard_map(&local, &town).await;
-        map.iter().any(|s| s["shard"] == 0 && s["capacity"] == 2).then_some(())
+        // Its capacity, and the memory its Kilo processes hold (the pool's at least).
+        map.iter()
+            .any(|s| {
+                s["shard"] == 0
+                    && s["capacity"] == 2
+                    && s["memory_bytes"].as_u64().is_some_and(|m| m > 0)
+            })
+            .then_some(())
     })
     .await;
     // Placed now, a third rig finds shard 0 full (two rigs or two agents there).

@@ -13,7 +13,7 @@ use crate::requests::{parse_body, Shape, Validate};
 use crate::rig::op::{RigCall, RigOp};
 use crate::routes::{Method, Params};
 use crate::rpc::IdentityOp;
-use crate::shards::{ShardChoice, ShardRef};
+use crate::shards::{ShardChoice, ShardRef, ShardReport};
 use crate::town::op::{TownCall, TownOp};
 
 /// An authorized request.
@@ -121,14 +121,13 @@ pub enum Plan {
     },
     /// The container's heartbeat, split per rig: `(rig id, [(agent id, last activity)])`. Every
     /// rig must be one of `town_id`'s (checked against the TownDO before anything is updated).
-    /// `running_agents` (the active ones) goes to the shard's TownContainer: it keeps the
-    /// container awake. Only rigs placed on the shard are updated (the TownDO names them).
+    /// The shard's load (`report`: its running agents, the active ones, keep its container
+    /// awake) goes to its TownContainer and to the TownDO's map. Only rigs placed on the
+    /// shard are updated (the TownDO names them).
     Heartbeat {
         at: ShardRef,
-        capacity: Option<u32>,
+        report: ShardReport,
         rig_updates: Vec<(String, Vec<(String, String)>)>,
-        running_agents: u32,
-        boot_id: Option<String>,
     },
 }
 

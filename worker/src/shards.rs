@@ -170,7 +170,7 @@ pub const MIGRATION: &[&str] = &[
     "CREATE TABLE rig_shards (rig_id TEXT PRIMARY KEY, shard INTEGER NOT NULL, placed_at TEXT NOT NULL,
         demand INTEGER NOT NULL DEFAULT 1)",
     "CREATE TABLE shard_reports (shard INTEGER PRIMARY KEY, capacity INTEGER, running INTEGER NOT NULL DEFAULT 0,
-        boot_id TEXT, reported_at TEXT, unreachable_at_ms INTEGER)",
+        memory_bytes INTEGER, pool_ready INTEGER, boot_id TEXT, reported_at TEXT, unreachable_at_ms INTEGER)",
 ];
 
 #[derive(Debug, Deserialize)]
@@ -185,6 +185,8 @@ struct ReportRow {
     shard: u32,
     capacity: Option<u32>,
     running: u32,
+    memory_bytes: Option<u64>,
+    pool_ready: Option<u32>,
     boot_id: Option<String>,
     reported_at: Option<String>,
     unreachable_at_ms: Option<i64>,
@@ -264,11 +266,21 @@ impl<D: Db> Shards<'_, D> {
     /// A shard's heartbeat: its load, and that it is reachable again.
     pub fn report(&self, r: &ShardReport) -> ApiResult<()> {
         self.db.exec(
-            "INSERT INTO shard_reports (shard, capacity, running, boot_id, reported_at, unreachable_at_ms)
-             VALUES (?, ?, ?, ?, ?, NULL)
+            "INSERT INTO shard_reports (shard, capacity, running, memory_bytes, pool_ready, boot_id, reported_at,
+               unreachable_at_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, NULL)
              ON CONFLICT (shard) DO UPDATE SET capacity = excluded.capacity, running = excluded.running,
+               memory_bytes = excluded.memory_bytes, pool_ready = excluded.pool_ready,
                boot_id = excluded.boot_id, reported_at = excluded.reported_at, unreachable_at_ms = NULL",
-            params![r.shard, r.capacity, r.running, r.boot_id.clone(), &self.now],
+            params![
+                r.shard,
+                r.capacity,
+                r.running,
+                r.memory_bytes.and_then(|m| i64::try_from(m).ok()),
+                r.pool_ready,
+                r.boot_id.clone(),
+                &self.now
+            ],
         )?;
         Ok(())
     }
@@ -304,6 +316,8 @@ impl<D: Db> Shards<'_, D> {
                     rigs: self.rigs_on(l.shard)?,
                     capacity: l.capacity,
                     running: l.running,
+                    memory_bytes: report.and_then(|r| r.memory_bytes),
+                    pool_ready: report.and_then(|r| r.pool_ready),
                     boot_id: report.and_then(|r| r.boot_id.clone()),
                     reported_at: report.and_then(|r| r.reported_at.clone()),
                     unreachable: l.unreachable,
@@ -365,6 +379,8 @@ pub struct ShardReport {
     pub shard: u32,
     pub capacity: Option<u32>,
     pub running: u32,
+    pub memory_bytes: Option<u64>,
+    pub pool_ready: Option<u32>,
     pub boot_id: Option<String>,
 }
 

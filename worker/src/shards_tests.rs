@@ -86,7 +86,14 @@ fn the_map_places_reports_and_lists_shards() {
     let shards = Shards { db: &db, now_ms: 1_000_000, now: "2026-12-08T00:00:00.000Z".into() };
     assert_eq!(shards.place_rig("r1", true, 1, 2).expect("place"), (0, None));
     shards
-        .report(&ShardReport { shard: 0, capacity: Some(1), running: 1, boot_id: None })
+        .report(&ShardReport {
+            shard: 0,
+            capacity: Some(1),
+            running: 1,
+            memory_bytes: Some(700 << 20),
+            pool_ready: Some(1),
+            boot_id: None,
+        })
         .expect("report");
     assert_eq!(shards.place_rig("r2", true, 1, 2).expect("place"), (1, None), "shard 0 is full");
     assert_eq!(shards.place_rig("r1", false, 1, 2).expect("again"), (0, None), "stays");
@@ -96,6 +103,7 @@ fn the_map_places_reports_and_lists_shards() {
 
     shards.unreachable(1).expect("unreachable");
     let view = shards.view().expect("view");
+    assert_eq!((view[0].memory_bytes, view[0].pool_ready), (Some(700 << 20), Some(1)));
     assert_eq!(
         view.iter().map(|v| (v.shard, v.unreachable)).collect::<Vec<_>>(),
         [(0, false), (1, true)]
@@ -104,7 +112,14 @@ fn the_map_places_reports_and_lists_shards() {
     let later = Shards { db: &db, now_ms: 1_000_000 + UNREACHABLE_MS, now: "later".into() };
     assert!(later.loads().expect("loads").iter().all(|l| !l.unreachable), "the mark wears off");
     shards
-        .report(&ShardReport { shard: 1, capacity: Some(2), running: 0, boot_id: None })
+        .report(&ShardReport {
+            shard: 1,
+            capacity: Some(2),
+            running: 0,
+            memory_bytes: None,
+            pool_ready: None,
+            boot_id: None,
+        })
         .expect("report");
     assert!(shards.loads().expect("loads").iter().all(|l| !l.unreachable), "a report clears it");
 }

@@ -135,6 +135,12 @@ impl Supervisor {
         )
     }
 
+    /// The memory the Kilo processes hold now (their resident sets, the warm pool's included).
+    pub fn kilo_memory(&self) -> u64 {
+        let loads = self.registry.placements.loads();
+        loads.iter().filter_map(|(s, _)| crate::capacity::rss(s.pid)).sum()
+    }
+
     /// The forge credential for git to reach a rig's origin (`None`: anonymous; `forge.rs`).
     async fn credential(
         &self,

@@ -11,7 +11,7 @@ use crate::api::{Incoming, Plan};
 use crate::error::{ApiError, ApiResult};
 use crate::requests::parse_value;
 use crate::routes::{Endpoint, Rule};
-use crate::shards::{ShardChoice, ShardRef, MAX_SHARDS};
+use crate::shards::{ShardChoice, ShardRef, ShardReport, MAX_SHARDS};
 
 pub const ROUTES: &[Endpoint] = &[
     Endpoint::get("/api/towns/:townId/container/health", Rule::Internal, |r| {
@@ -140,17 +140,27 @@ fn heartbeat(req: &Incoming) -> ApiResult<Plan> {
         }
         per_rig.entry(a.rig_id).or_default().push((a.agent_id, a.last_activity_at));
     }
-    if hb.shard >= MAX_SHARDS || hb.capacity.is_some_and(|c| c > 100_000) {
+    if hb.shard >= MAX_SHARDS
+        || hb.capacity.is_some_and(|c| c > 100_000)
+        || hb.pool_ready.is_some_and(|p| p > 100_000)
+        || hb.memory_bytes.is_some_and(|m| m > 1 << 50)
+    {
         return Err(ApiError::bad_request(format!(
-            "shard: must be below {MAX_SHARDS}; capacity: at most 100000"
+            "shard: must be below {MAX_SHARDS}; capacity and poolReady: at most 100000; memoryBytes: at most 2^50"
         )));
     }
+    let report = ShardReport {
+        shard: hb.shard,
+        capacity: hb.capacity,
+        running: running_agents,
+        memory_bytes: hb.memory_bytes,
+        pool_ready: hb.pool_ready,
+        boot_id: hb.boot_id,
+    };
     Ok(Plan::Heartbeat {
         at: ShardRef::new(&town, hb.shard),
-        capacity: hb.capacity,
+        report,
         rig_updates: per_rig.into_iter().collect(),
-        running_agents,
-        boot_id: hb.boot_id,
     })
 }
 
@@ -234,8 +244,8 @@ mod tests {
             Caller::Container,
             &body.to_string(),
         );
-        let Ok(Plan::Heartbeat { rig_updates, running_agents, .. }) = p else { panic!("{p:?}") };
-        assert_eq!((rig_updates.len(), running_agents), (2, 2));
+        let Ok(Plan::Heartbeat { rig_updates, report, .. }) = p else { panic!("{p:?}") };
+        assert_eq!((rig_updates.len(), report.running), (2, 2));
         let mut booted = body.clone();
         booted["bootId"] = json!("0123456789abcdef");
         let p = plan_for(
@@ -245,7 +255,7 @@ mod tests {
             &booted.to_string(),
         );
         assert!(
-            matches!(p, Ok(Plan::Heartbeat { boot_id: Some(ref b), .. }) if b == "0123456789abcdef"),
+            matches!(p, Ok(Plan::Heartbeat { ref report, .. }) if report.boot_id.as_deref() == Some("0123456789abcdef")),
             "{p:?}"
         );
         booted["bootId"] = json!("../x");
@@ -265,7 +275,7 @@ mod tests {
             &ended.to_string(),
         );
         assert!(
-            matches!(p, Ok(Plan::Heartbeat { running_agents: 1, .. })),
+            matches!(p, Ok(Plan::Heartbeat { ref report, .. }) if report.running == 1),
             "an ended agent does not keep the container awake"
         );
         let p = plan_for(

@@ -14,9 +14,7 @@ use crate::requests::MAX_BODY_BYTES;
 use crate::rig::agents::ContainerHeartbeat;
 use crate::rig::op::RigCall;
 use crate::routes::{self, Method};
-use crate::shards::{
-    self, ListShards, ReportAnswer, ShardChoice, ShardOfRig, ShardRef, ShardReport, ShardView,
-};
+use crate::shards::{self, ListShards, ReportAnswer, ShardChoice, ShardOfRig, ShardRef, ShardView};
 use crate::town::op::TownCall;
 
 /// Env names (documented in wrangler.toml).
@@ -183,10 +181,10 @@ async fn execute(plan: Plan, env: &Env, key: Option<&str>) -> ApiResult<Outcome>
         Plan::Identity { identity, op } => {
             Ok(Outcome::Json(200, call(env, IDENTITY_BINDING, &identity, &op).await?))
         }
-        Plan::Heartbeat { at, capacity, rig_updates, running_agents, boot_id } => {
+        Plan::Heartbeat { at, report: shard_report, rig_updates } => {
             let report = ActivityReport {
-                heartbeat_running_agents: Some(running_agents),
-                boot_id: boot_id.clone(),
+                heartbeat_running_agents: Some(shard_report.running),
+                boot_id: shard_report.boot_id.clone(),
             };
             let report = serde_json::to_value(report).map_err(ApiError::internal)?;
             if let Err(e) = container_call(
@@ -200,8 +198,6 @@ async fn execute(plan: Plan, env: &Env, key: Option<&str>) -> ApiResult<Outcome>
             {
                 worker::console_error!("could not report the heartbeat to the town container: {e}");
             }
-            let shard_report =
-                ShardReport { shard: at.shard, capacity, running: running_agents, boot_id };
             let answer = call(env, TOWN_BINDING, &at.town, &TownCall::of(&shard_report)?).await?;
             let rigs: ReportAnswer = crate::json::decode(answer).map_err(ApiError::internal)?;
             // Only the calling town's rigs; checked for all before any is updated.
