@@ -318,10 +318,27 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     ]
                 })
                 .collect();
+            // Where the rig's agents run: its town's shard that holds it.
+            let town = config["town_id"].as_str().unwrap_or_default();
+            let shards: Vec<ShardView> =
+                read(&api.get(&format!("/api/towns/{}/shards", segment("town", town)?)).await?)?;
+            let shard = shards.iter().find(|s| s.rigs.contains(&rig));
+            let placed = match shard {
+                Some(s) => format!(
+                    "on shard {} of town {town}: {} of {} agents running there, {}",
+                    s.shard,
+                    s.running,
+                    s.capacity.map_or("?".into(), |c| c.to_string()),
+                    if s.unreachable { "not answering" } else { "answering" }
+                ),
+                None => {
+                    format!("not placed on a shard of town {town} yet (placed with its first work)")
+                }
+            };
             out(
-                &json!({ "rig": config, "beads": beads, "agents": agents, "reviews": reviews }),
+                &json!({ "rig": config, "beads": beads, "agents": agents, "reviews": reviews, "shard": shard }),
                 format!(
-                    "{}\n\n{}\n\n{}",
+                    "{}\n\n{}\n\n{}\n\nrig {rig} {placed}",
                     table::render(&["status", "bead", "type", "title", "assignee"], &bead_rows),
                     table::render(
                         &["agent", "id", "role", "status", "hooked bead", "last activity"],

@@ -99,6 +99,15 @@ async fn a_person_runs_a_town_with_gt() {
         "{closed}"
     );
 
+    // Where the rig runs: the town's first shard.
+    let status = ok(run(&["status", &rig]));
+    assert!(
+        status
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with(&format!("rig {rig} on shard 0 of town {town}"))),
+        "{status}"
+    );
     // The town's shards: its one rig on shard 0, which reported its load.
     let shown = ok(run(&["town", "show", &town]));
     assert!(

@@ -283,7 +283,7 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
         }
 
         self.remind(at, &settings).await?;
-        self.refine(at, &config).await?;
+        self.refine(at, &config, &settings).await?;
         self.flush_notices().await;
         self.with_rig(|r| r.has_work())
     }
@@ -348,13 +348,29 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
     /// The refinery's step in a pass: one merge at a time per rig. A running merge is polled and
     /// its outcome applied; a merge the container does not know (it restarted, or the request
     /// was lost) is requested again; then the next pending entry is started.
-    async fn refine(&self, at: &ShardRef, config: &RigConfig) -> ApiResult<()> {
+    async fn refine(
+        &self,
+        at: &ShardRef,
+        config: &RigConfig,
+        settings: &Settings,
+    ) -> ApiResult<()> {
         if config.merge.merge_strategy == refinery::MergeStrategy::Pr {
             return self.review_by_pull_request(at, config).await;
         }
         if let Some(entry) = self.with_rig(|r| r.running_review())? {
             let path = format!("/rigs/{}/merges/{}", config.rig_id, entry.id);
-            match self.fx.container(at, Method::Get, &path, None).await {
+            let polled = self.fx.container(at, Method::Get, &path, None).await;
+            let unanswered = format!("merge_unanswered_since:{}", entry.id);
+            if matches!(polled, Ok((503, _)) | Err(_)) {
+                if self.merge_lost(at, &entry, &unanswered, settings).await? {
+                    // Nothing of the rig runs now: the next pass may move it, and starts the
+                    // merge again there.
+                    return Ok(());
+                }
+            } else if self.fx.counter(&unanswered).await != 0 {
+                self.fx.set_counter(&unanswered, 0).await;
+            }
+            match polled {
                 Ok((200, body)) => match crate::json::decode::<MergeStatus>(body) {
                     Ok(status) if status.state.is_final() => {
                         self.apply_merge(at, config, &entry, &status).await?
@@ -389,6 +405,39 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
             }
         }
         Ok(())
+    }
+
+    /// A merge whose shard has not answered its polls since the first unanswered one (kept
+    /// under `key`) is lost once that has lasted the grace period, as a run is: its entry goes
+    /// back to pending and the town hears of the shard. Returns whether it was lost now.
+    async fn merge_lost(
+        &self,
+        at: &ShardRef,
+        entry: &ReviewEntry,
+        key: &str,
+        settings: &Settings,
+    ) -> ApiResult<bool> {
+        let now = self.fx.now_ms();
+        let since = match self.fx.counter(key).await {
+            0 => {
+                self.fx.set_counter(key, now).await;
+                now
+            }
+            since => since,
+        };
+        if !scheduler::unanswered_too_long(since, now, settings.grace_ms) {
+            return Ok(false);
+        }
+        self.fx.set_counter(key, 0).await;
+        self.fx.set_counter(UNREACHABLE_SHARD, i64::from(at.shard) + 1).await;
+        let requeued = self.with_rig(|r| r.requeue_review(&entry.id))?;
+        if requeued {
+            self.fx.log_info(&format!(
+                "refinery: the merge of {} was lost with shard {}: started again",
+                entry.id, at.shard
+            ));
+        }
+        Ok(requeued)
     }
 
     /// Applies a finished merge to its entry (`rig/refinery.rs`). When the bead escalates, its

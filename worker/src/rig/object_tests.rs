@@ -192,6 +192,32 @@ fn review_status(p: &Pass, id: &str) -> String {
 }
 
 #[test]
+fn a_merge_whose_shard_stops_answering_is_started_again_after_the_grace() {
+    let (p, agent) = Pass::slung();
+    let entry = done(&p, &agent);
+    p.world.container_answers(|c| match c.path.as_str() {
+        "/rigs/r1/merges" => (202, json!({"state": "running"})),
+        _ => (200, json!({"state": "running", "status": "exited", "exitCode": 0})),
+    });
+    p.alarm();
+    assert_eq!(review_status(&p, &entry), "running");
+    p.world.container_answers(|_| (503, json!({"error": "the control server did not answer"})));
+    p.alarm();
+    let now = p.world.now_ms.get();
+    p.world.now_ms.set(now + 179_000);
+    p.alarm();
+    assert_eq!(review_status(&p, &entry), "running", "within the grace: still running");
+    p.world.now_ms.set(now + 180_000);
+    p.alarm();
+    assert_eq!(review_status(&p, &entry), "pending", "lost with its shard: waiting again");
+    p.alarm();
+    let told = p.world.placements.borrow().last().cloned().expect("an ask");
+    assert_eq!((told.movable, told.unreachable), (true, Some(0)), "the rig may move off it");
+    let merges = p.paths(Method::Post).iter().filter(|x| x.as_str() == "/rigs/r1/merges").count();
+    assert_eq!(merges, 2, "the merge is requested again");
+}
+
+#[test]
 fn a_merge_the_container_refuses_as_invalid_fails_its_entry() {
     let (p, agent) = Pass::slung();
     let entry = done(&p, &agent);

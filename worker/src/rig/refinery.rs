@@ -56,6 +56,16 @@ impl<D: Db> Rig<'_, D> {
         Ok(changed > 0)
     }
 
+    /// `running -> pending` (only from running): the merge was lost with the shard that ran it,
+    /// and is started again, wherever the rig runs by then. Returns whether it changed.
+    pub fn requeue_review(&self, entry_id: &str) -> ApiResult<bool> {
+        let changed = self.db.exec(
+            "UPDATE review_queue SET status = 'pending' WHERE id = ? AND status = 'running'",
+            params![entry_id],
+        )?;
+        Ok(changed > 0)
+    }
+
     /// Applies a finished merge to a running entry (nothing if it is no longer running) and
     /// returns the verdict it applied:
     /// - merged: entry `merged`, bead `closed`, its convoy landed if it was the last bead;
