@@ -400,6 +400,14 @@ impl TownOp for ShardReport {
         o: &TownObject<'_, D, E>,
         _: Option<&str>,
     ) -> ApiResult<Value> {
+        // A town that does not exist keeps no report (and has no rigs to update).
+        match o.with_town(|t| t.limits()) {
+            Err(ApiError::NotFound(_)) => {
+                return to_json(ReportAnswer { town_rigs: Vec::new(), here: Vec::new() })
+            }
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
         let town_rigs: Vec<String> = o.with_town(|t| t.rigs())?.into_iter().map(|r| r.id).collect();
         let here = o.with_shards(|s| {
             s.report(&self)?;

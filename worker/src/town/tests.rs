@@ -176,3 +176,35 @@ fn without_a_model_nothing_is_sent() {
     assert_eq!(sent["sessionStatus"], "queued");
     assert!(f.calls().is_empty());
 }
+
+#[test]
+fn a_shards_heartbeat_is_kept_and_names_the_rigs_it_may_update() {
+    use crate::shards::{ListShards, PlaceRig, ShardReport};
+    let report = |shard: u32| ShardReport {
+        shard,
+        capacity: Some(2),
+        running: 1,
+        memory_bytes: Some(1 << 30),
+        pool_ready: Some(1),
+        boot_id: Some("boot-1".into()),
+    };
+    let nobody = Fixture::new(&[]);
+    let answer = nobody.op(report(0), None).expect("answered");
+    assert_eq!(answer, json!({"town_rigs": [], "here": []}));
+    assert_eq!(nobody.op(ListShards, None).map_err(|e| e.status()), Err(404), "nothing kept");
+    let (f, rig) = Fixture::town_with_rig(&[]);
+    assert_eq!(f.op(ListShards, None).expect("listed"), json!([]), "no shard yet");
+
+    let answer = f.op(report(0), None).expect("answered");
+    assert_eq!(answer, json!({"town_rigs": [rig], "here": [rig]}), "never placed: shard 0's");
+    let answer = f.op(report(1), None).expect("answered");
+    assert_eq!(answer["here"], json!([]), "not shard 1's to report");
+    let place = PlaceRig { rig_id: rig.clone(), movable: true, demand: 1, unreachable: None };
+    assert_eq!(f.op(place, None).expect("placed"), json!({"shard": 0}));
+    let listed = f.op(ListShards, None).expect("listed");
+    assert_eq!(listed[0]["rigs"], json!([rig]));
+    assert_eq!(
+        (listed[0]["memory_bytes"].clone(), listed[1]["shard"].clone()),
+        (json!(1 << 30), json!(1))
+    );
+}
