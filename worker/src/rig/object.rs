@@ -239,25 +239,13 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
             }
             match witnessed {
                 Witness::Unanswered => {
-                    let now = self.fx.now_ms();
-                    let since = match self.fx.counter(&unanswered).await {
-                        0 => {
-                            self.fx.set_counter(&unanswered, now).await;
-                            now
-                        }
-                        since => since,
-                    };
-                    if scheduler::unanswered_too_long(since, now, settings.grace_ms) {
-                        // The shard is gone with the run: the bead is dispatched again, and
-                        // the town hears of the shard, so the rig may move off it.
+                    if let Some(secs) = self.shard_gone(at, &unanswered, &settings).await {
+                        // The bead is dispatched again, wherever the rig runs by then.
                         let reason = format!(
-                            "shard {} of the town did not answer for {} s: the run was lost with it",
-                            at.shard,
-                            (now - since) / 1000
+                            "shard {} of the town did not answer for {secs} s: the run was lost with it",
+                            at.shard
                         );
                         self.with_rig(|r| r.mark_exited(&agent, run.dispatched_ms, &reason, true))?;
-                        self.fx.set_counter(&unanswered, 0).await;
-                        self.fx.set_counter(UNREACHABLE_SHARD, i64::from(at.shard) + 1).await;
                     }
                 }
                 Witness::Exited(reason) => {
@@ -407,16 +395,11 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
         Ok(())
     }
 
-    /// A merge whose shard has not answered its polls since the first unanswered one (kept
-    /// under `key`) is lost once that has lasted the grace period, as a run is: its entry goes
-    /// back to pending and the town hears of the shard. Returns whether it was lost now.
-    async fn merge_lost(
-        &self,
-        at: &ShardRef,
-        entry: &ReviewEntry,
-        key: &str,
-        settings: &Settings,
-    ) -> ApiResult<bool> {
+    /// One more poll the shard did not answer, for what `key` names (a run or a merge): `None`
+    /// while the first unanswered one (kept under `key`) is within the grace period; past it,
+    /// the seconds it lasted, and the shard is taken for gone: the town hears of it on the next
+    /// ask, so the rig may move off it.
+    async fn shard_gone(&self, at: &ShardRef, key: &str, settings: &Settings) -> Option<i64> {
         let now = self.fx.now_ms();
         let since = match self.fx.counter(key).await {
             0 => {
@@ -426,10 +409,25 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
             since => since,
         };
         if !scheduler::unanswered_too_long(since, now, settings.grace_ms) {
-            return Ok(false);
+            return None;
         }
         self.fx.set_counter(key, 0).await;
         self.fx.set_counter(UNREACHABLE_SHARD, i64::from(at.shard) + 1).await;
+        Some((now - since) / 1000)
+    }
+
+    /// A merge lost with its shard ([`Self::shard_gone`]) goes back to pending, to be started
+    /// again wherever the rig runs next. Returns whether it was lost now.
+    async fn merge_lost(
+        &self,
+        at: &ShardRef,
+        entry: &ReviewEntry,
+        key: &str,
+        settings: &Settings,
+    ) -> ApiResult<bool> {
+        if self.shard_gone(at, key, settings).await.is_none() {
+            return Ok(false);
+        }
         let requeued = self.with_rig(|r| r.requeue_review(&entry.id))?;
         if requeued {
             self.fx.log_info(&format!(
