@@ -476,16 +476,16 @@ pub fn shard_answer(town: &str, answer: Value) -> ApiResult<ShardRef> {
     Ok(ShardRef::new(town, shard))
 }
 
+/// The town's shards as its TownDO lists them.
+pub async fn views<E: Effects>(fx: &E, town: &str) -> ApiResult<Vec<ShardView>> {
+    let listed = fx.town(town, &TownCall::of(&ListShards)?).await?;
+    crate::json::decode(listed).map_err(ApiError::internal)
+}
+
 /// The shards the town uses (shard 0 always among them).
 pub async fn in_use<E: Effects>(fx: &E, town: &str) -> Vec<ShardRef> {
     let mut shards = vec![ShardRef::first(town)];
-    let listed = match TownCall::of(&ListShards) {
-        Ok(call) => fx.town(town, &call).await,
-        Err(e) => Err(e),
-    };
-    let views =
-        listed.and_then(|v| crate::json::decode::<Vec<ShardView>>(v).map_err(ApiError::internal));
-    match views {
+    match views(fx, town).await {
         Ok(views) => shards.extend(
             views.into_iter().filter(|v| v.shard > 0).map(|v| ShardRef::new(town, v.shard)),
         ),

@@ -25,9 +25,8 @@ use crate::effects::Effects;
 use crate::error::{ApiError, ApiResult};
 use crate::rig::op::to_json;
 use crate::routes::Method;
-use crate::shards::{ListShards, ShardRef, ShardView};
+use crate::shards::{self, ShardRef};
 use crate::spending::{self, Ledger};
-use crate::town::op::TownCall;
 use crate::{dashboard, params, usage};
 
 /// The object's schema, in order: the agents' events, the town's usage (per call, then per
@@ -243,14 +242,11 @@ impl<D: Db, E: Effects> TownContainerObject<'_, D, E> {
     /// the agents the other shards ran at their last heartbeats (a town of one shard: the cap).
     /// Nothing left is a refusal.
     async fn cap_on_shard(&self, town: &str, shard: u32, cap: u32) -> Result<u32, String> {
-        let unreadable = |e: ApiError| format!("the town's shards could not be read: {e}");
-        let call = TownCall::of(&ListShards).map_err(unreadable)?;
-        let views = match self.fx.town(town, &call).await {
-            Ok(v) => crate::json::decode::<Vec<ShardView>>(v)
-                .map_err(|e| unreadable(ApiError::internal(e)))?,
+        let views = match shards::views(self.fx, town).await {
+            Ok(views) => views,
             // A town without a record has no other shard.
             Err(ApiError::NotFound(_)) => Vec::new(),
-            Err(e) => return Err(unreadable(e)),
+            Err(e) => return Err(format!("the town's shards could not be read: {e}")),
         };
         let elsewhere: u32 = views.iter().filter(|v| v.shard != shard).map(|v| v.running).sum();
         match cap.checked_sub(elsewhere).filter(|left| *left > 0) {

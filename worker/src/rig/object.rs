@@ -108,13 +108,14 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
 
     /// Where the rig's agents run. The town places the rig when it first has work and may
     /// move it while nothing of it runs there (no agent, no merge); a shard the last start
-    /// could not reach is reported with the ask. Unanswered, the last placement holds.
-    async fn shard(&self, config: &RigConfig) -> ShardRef {
+    /// could not reach is reported with the ask. Unanswered, the last placement holds. `due`:
+    /// the pass's due dispatches, which with the running runs are what the rig wants at once.
+    async fn shard(&self, config: &RigConfig, due: usize) -> ShardRef {
         let town = &config.town_id;
         let wants = self.with_rig(|r| {
             let running = r.dispatched()?.len();
             let idle = running == 0 && r.running_review()?.is_none();
-            Ok::<_, ApiError>((idle, running + r.due_dispatches()?.len()))
+            Ok::<_, ApiError>((idle, running + due))
         });
         let (idle, demand) = wants.unwrap_or((false, 1));
         let unreachable = self.fx.counter(UNREACHABLE_SHARD).await;
@@ -152,15 +153,16 @@ impl<D: Db, E: Effects> RigObject<'_, D, E> {
             );
             return Ok(false);
         };
-        let shard = self.shard(&config).await;
-        let at = &shard;
         // Beads back from the refinery go to their polecat once it is free.
         self.with_rig(|r| r.hook_rework())?;
+        let dues = self.with_rig(|r| r.due_dispatches())?;
+        let shard = self.shard(&config, dues.len()).await;
+        let at = &shard;
 
         // Every due bead of the pass is dispatched at once (bounded): the container answers a
         // start as soon as the run is claimed, so a burst is not served one at a time.
         let mut startable = Vec::new();
-        for due in self.with_rig(|r| r.due_dispatches())? {
+        for due in dues {
             if let Some(reason) = scheduler::exhausted(&due, &settings) {
                 self.with_rig(|r| r.give_up(&due.agent, &due.bead, &reason))?;
             } else {
